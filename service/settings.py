@@ -1,0 +1,124 @@
+"""Settings read from the environment, one object per concern, behind a cached `get_settings()`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+StockBackendName = Literal["sql", "redis", "memory"]
+EngineName = Literal["durable", "python"]
+
+VAR_DIR = Path(os.environ.get("RETAIL_POLICY_VAR", "var"))
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+def _default_database_url() -> str:
+    return f"sqlite+aiosqlite:///{VAR_DIR / 'retail-policy.db'}"
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise SettingsError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+    return value
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number") from exc
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r}: expected a number above 0")
+    return value
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str
+    pool_size: int = 10
+    echo: bool = False
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+@dataclass(frozen=True)
+class StockSettings:
+    backend: StockBackendName
+    redis_url: str | None
+    redis_pool_size: int = 64
+    sweep_interval_seconds: float = 1.0
+    default_ttl_seconds: int = 900
+
+
+@dataclass(frozen=True)
+class RulesSettings:
+    engine: EngineName = "durable"
+    rulesets_dir: Path = Path("rulesets")
+    reload_interval_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_body_bytes: int = 1_048_576
+    demo_data: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: DatabaseSettings
+    stock: StockSettings
+    rules: RulesSettings = field(default_factory=RulesSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+
+
+def load_settings() -> Settings:
+    """Read every setting from the environment; raise `SettingsError` naming a bad variable."""
+    env = os.environ
+    redis_url = env.get("REDIS_URL") or None
+    backend = env.get("STOCK_BACKEND") or ("redis" if redis_url else "sql")
+    _choice("STOCK_BACKEND", backend, ("sql", "redis", "memory"))
+    if backend == "redis" and not redis_url:
+        raise SettingsError("STOCK_BACKEND=redis needs REDIS_URL (for example redis://127.0.0.1:6379/0)")
+    engine = _choice("RULES_ENGINE", env.get("RULES_ENGINE", "durable"), ("durable", "python"))
+    return Settings(
+        database=DatabaseSettings(
+            url=env.get("DATABASE_URL") or _default_database_url(),
+            pool_size=_positive_int("DATABASE_POOL_SIZE", 10),
+        ),
+        stock=StockSettings(
+            backend=backend,  # type: ignore[arg-type]
+            redis_url=redis_url,
+            redis_pool_size=_positive_int("REDIS_POOL_SIZE", 64),
+            default_ttl_seconds=_positive_int("RESERVATION_DEFAULT_TTL_SECONDS", 900),
+        ),
+        rules=RulesSettings(
+            engine=engine,  # type: ignore[arg-type]
+            rulesets_dir=Path(env.get("RULESETS_DIR", "rulesets")),
+        ),
+        server=ServerSettings(
+            host=env.get("HOST", "127.0.0.1"),
+            port=_positive_int("PORT", 8000),
+            workers=_positive_int("WORKERS", 1),
+            max_body_bytes=_positive_int("MAX_BODY_BYTES", 1_048_576),
+            demo_data=env.get("DEMO_DATA", "") in ("1", "true", "yes"),
+        ),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
