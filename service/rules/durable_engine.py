@@ -99,9 +99,12 @@ def condition_json(norm: Norm) -> dict[str, Any] | None:
     if isinstance(norm, Test):
         path = _durable_path(norm.field)
         rhs = _operand(norm.rhs)
-        if norm.op == "==":
-            return {path: rhs}
-        return {OPERATORS[norm.op]: {path: rhs}}
+        test = {path: rhs} if norm.op == "==" else {OPERATORS[norm.op]: {path: rhs}}
+        others = [p for p in dict.fromkeys(_expr_fields(norm.rhs)) if p != norm.field]
+        if not others:
+            return test
+        # durable_rules reads a missing field on the right-hand side as a value: require each one to exist
+        return {"$and": [*({"$ex": {_durable_path(p): 1}} for p in others), test]}
     key = "$and" if isinstance(norm, AllOf) else "$or"
     assert isinstance(norm, AllOf | AnyOf)
     items = [condition_json(i) for i in norm.items]

@@ -295,7 +295,7 @@ class CompiledRuleset:
         """The merged result, whether the default was used, and what each matched rule set."""
         if not matched:
             if self.default is None:
-                return {}, True, []
+                return {}, False, []
             default = {
                 k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
                 for k, v in self.default.items()
