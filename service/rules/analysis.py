@@ -158,7 +158,8 @@ def _test(op: str, left: Expr, right: Expr, origin: Node) -> Test:
     if isinstance(left, Literal) and isinstance(right, Literal):
         raise NormalFormError("the comparison has no field: it compares two constants", origin)
     raise NormalFormError(
-        "put a field alone on one side of the comparison (only + and - terms and scaling by a number can be moved across)", origin
+        "put a field alone on one side of the comparison (only + and - terms and scaling by a number can be moved across)",
+        origin,
     )
 
 

@@ -41,7 +41,9 @@ def engine(request: pytest.FixtureRequest) -> str:
 def build(engine: str) -> Build:
     """Compile a ruleset from its rules (and default) for the engine under test."""
 
-    def make(rules: str, *, policy: str = "first", default: str | None = None, name: str = "conformance") -> Evaluator:
+    def make(
+        rules: str, *, policy: str = "first", default: str | None = None, name: str = "conformance"
+    ) -> Evaluator:
         text = HEADER.format(policy=policy).replace("conformance", name) + "rules:\n" + dedent(rules)
         if default is not None:
             text += f"default: {default}\n"
@@ -138,7 +140,9 @@ def test_a_missing_fact_never_matches(build: Build, condition: str) -> None:
 
 
 def test_a_missing_fact_does_not_stop_another_or_branch(build: Build) -> None:
-    ev = build("- {id: r, priority: 1, when: transfer.qty > 1 or source.floor > 1, then: {outcome: approve}}\n")
+    ev = build(
+        "- {id: r, priority: 1, when: transfer.qty > 1 or source.floor > 1, then: {outcome: approve}}\n"
+    )
     assert ev.evaluate({"source": {"floor": 3}}).matched == ["r"]
 
 
@@ -250,7 +254,12 @@ def test_trace_rules_lists_matched_rules_with_the_fields_they_read_and_what_they
     trace = ev.evaluate(FACTS, trace="rules").trace
     assert trace is not None
     assert trace["matched"] == [
-        {"rule": "a", "priority": 2, "fields": {"transfer.qty": 4, "source.floor": 3}, "set": {"outcome": "approve"}},
+        {
+            "rule": "a",
+            "priority": 2,
+            "fields": {"transfer.qty": 4, "source.floor": 3},
+            "set": {"outcome": "approve"},
+        },
         {"rule": "b", "priority": 1, "fields": {"source.type": "store"}, "set": {"sla_hours": 4}},
     ]
     assert "rules" not in trace
@@ -295,7 +304,9 @@ def test_the_evaluation_record_names_ruleset_version_engine_and_time(build: Buil
 
 def test_compiling_the_same_content_twice_reuses_the_compiled_rules(build: Build) -> None:
     first = build("- {id: a, priority: 1, when: transfer.qty > 0, then: {outcome: approve}}\n", name="cached")
-    second = build("- {id: a, priority: 1, when: transfer.qty > 0, then: {outcome: approve}}\n", name="cached")
+    second = build(
+        "- {id: a, priority: 1, when: transfer.qty > 0, then: {outcome: approve}}\n", name="cached"
+    )
     assert first.compiled is second.compiled
 
 

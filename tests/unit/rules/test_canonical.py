@@ -48,7 +48,9 @@ def test_the_hash_changes_with_the_content() -> None:
 def test_the_canonical_form_is_compact_sorted_json() -> None:
     text = canonical_json(parse_ruleset(BLOCK))
     assert text.startswith('{"default":{"outcome":"route"},"facts":{"transfer.qty":"int"')
-    assert " " not in text.replace("too big", "").replace("transfer.qty > 10", "").replace("transfer.value < 100", "")
+    assert " " not in text.replace("too big", "").replace("transfer.qty > 10", "").replace(
+        "transfer.value < 100", ""
+    )
 
 
 def test_the_hash_is_sha256_hex() -> None:
@@ -100,7 +102,10 @@ def test_diff_reports_default_hit_policy_and_facts() -> None:
     diff = diff_rulesets(parse_ruleset(BLOCK), parse_ruleset(NEW))
     assert diff["settings"] == {
         "hit_policy": {"before": "first", "after": "collect"},
-        "default": {"before": {"outcome": "route"}, "after": {"outcome": "route", "approvers": ["store_manager"]}},
+        "default": {
+            "before": {"outcome": "route"},
+            "after": {"outcome": "route", "approvers": ["store_manager"]},
+        },
     }
     assert diff["facts"] == {"source.floor": {"before": None, "after": "int"}}
     assert diff["identical"] is False

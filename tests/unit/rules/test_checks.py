@@ -10,8 +10,13 @@ from service.rules import Problem, RulesetError, check_ruleset, compile_ruleset,
 from service.rules.analysis import analyse
 
 
-def ruleset(rules: str, *, facts: str = "transfer.qty: int\n  source.type: str\n  same_region: bool",
-            policy: str = "first", extra: str = "") -> str:
+def ruleset(
+    rules: str,
+    *,
+    facts: str = "transfer.qty: int\n  source.type: str\n  same_region: bool",
+    policy: str = "first",
+    extra: str = "",
+) -> str:
     return (
         "ruleset: checks\nkind: transfer\n"
         f"hit_policy: {policy}\nfacts:\n  {facts}\nrules:\n{dedent(rules)}{extra}"
@@ -34,14 +39,22 @@ def test_a_field_read_but_not_declared_is_an_error_located_at_the_field() -> Non
 
 
 def test_a_declared_field_the_kind_does_not_supply_is_an_error() -> None:
-    (p,) = errors(ruleset("  - {id: a, priority: 1, when: transfer.qty > 2, then: {outcome: approve}}\n",
-                          facts="transfer.qty: int\n  weather.rain: bool"))
+    (p,) = errors(
+        ruleset(
+            "  - {id: a, priority: 1, when: transfer.qty > 2, then: {outcome: approve}}\n",
+            facts="transfer.qty: int\n  weather.rain: bool",
+        )
+    )
     assert p.path == "facts.weather.rain" and "does not supply 'weather.rain'" in p.message
 
 
 def test_a_field_declared_with_another_type_than_supplied_is_an_error() -> None:
-    (p,) = errors(ruleset("  - {id: a, priority: 1, when: transfer.qty > 2, then: {outcome: approve}}\n",
-                          facts="transfer.qty: float"))
+    (p,) = errors(
+        ruleset(
+            "  - {id: a, priority: 1, when: transfer.qty > 2, then: {outcome: approve}}\n",
+            facts="transfer.qty: float",
+        )
+    )
     assert "supplied as int, not float" in p.message
 
 
@@ -51,7 +64,9 @@ def test_comparing_text_with_a_number_is_an_error() -> None:
 
 
 def test_an_in_list_of_the_wrong_type_is_an_error() -> None:
-    (p,) = errors(ruleset('  - {id: a, priority: 1, when: "transfer.qty in [1, \\"2\\"]", then: {outcome: approve}}\n'))
+    (p,) = errors(
+        ruleset('  - {id: a, priority: 1, when: "transfer.qty in [1, \\"2\\"]", then: {outcome: approve}}\n')
+    )
     assert "holds str" in p.message
 
 
@@ -61,7 +76,9 @@ def test_ordering_booleans_is_an_error() -> None:
 
 
 def test_dividing_by_a_field_in_a_condition_is_an_error() -> None:
-    (p,) = errors(ruleset("  - {id: a, priority: 1, when: 10 / transfer.qty > 2, then: {outcome: approve}}\n"))
+    (p,) = errors(
+        ruleset("  - {id: a, priority: 1, when: 10 / transfer.qty > 2, then: {outcome: approve}}\n")
+    )
     assert "divide only by a non-zero number" in p.message
 
 
@@ -76,44 +93,59 @@ def test_a_then_value_of_the_wrong_type_is_an_error() -> None:
 
 
 def test_a_computed_value_giving_a_float_for_an_int_key_is_an_error() -> None:
-    (p,) = errors(ruleset('  - {id: a, priority: 1, when: transfer.qty > 2, then: {sla_hours: "= transfer.qty / 2"}}\n'))
+    (p,) = errors(
+        ruleset('  - {id: a, priority: 1, when: transfer.qty > 2, then: {sla_hours: "= transfer.qty / 2"}}\n')
+    )
     assert "wrap it in ceil(), floor() or round()" in p.message
 
 
 def test_rule_ids_are_unique() -> None:
-    (p,) = errors(ruleset("""\
+    (p,) = errors(
+        ruleset("""\
           - {id: a, priority: 1, when: transfer.qty > 2, then: {outcome: approve}}
           - {id: a, priority: 2, when: transfer.qty > 3, then: {outcome: reject}}
-        """))
+        """)
+    )
     assert p.path == "rules[1].id" and "duplicate rule id 'a'" in p.message
 
 
 def test_a_comparison_without_a_lone_field_is_an_error() -> None:
-    (p,) = errors(ruleset("  - {id: a, priority: 1, when: transfer.qty * transfer.qty > 4, then: {outcome: approve}}\n"))
+    (p,) = errors(
+        ruleset("  - {id: a, priority: 1, when: transfer.qty * transfer.qty > 4, then: {outcome: approve}}\n")
+    )
     assert "put a field alone" in p.message
 
 
 def test_a_rule_after_an_always_true_rule_is_unreachable_under_first_hit() -> None:
-    (w,) = warnings(ruleset("""\
+    (w,) = warnings(
+        ruleset("""\
           - {id: catch-all, priority: 9, when: true, then: {outcome: route}}
           - {id: later, priority: 1, when: transfer.qty > 3, then: {outcome: reject}}
-        """))
+        """)
+    )
     assert w.rule_id == "later" and "unreachable" in w.message and "catch-all" in w.message
 
 
 def test_a_rule_with_the_same_condition_as_an_earlier_one_is_unreachable_under_first_hit() -> None:
-    (w,) = warnings(ruleset("""\
+    (w,) = warnings(
+        ruleset("""\
           - {id: a, priority: 5, when: transfer.qty > 3, then: {outcome: route}}
           - {id: b, priority: 1, when: not (transfer.qty <= 3), then: {outcome: reject}}
-        """))
+        """)
+    )
     assert w.rule_id == "b" and "same condition" in w.message
 
 
 def test_duplicate_conditions_are_reported_under_collect() -> None:
-    (w,) = warnings(ruleset("""\
+    (w,) = warnings(
+        ruleset(
+            """\
           - {id: a, priority: 5, when: transfer.qty > 3, then: {outcome: route}}
           - {id: b, priority: 1, when: 3 < transfer.qty, then: {sla_hours: 4}}
-        """, policy="collect"))
+        """,
+            policy="collect",
+        )
+    )
     assert w.rule_id == "b" and "duplicate condition" in w.message
 
 
@@ -151,7 +183,9 @@ def test_check_runs_the_embedded_tests_on_both_engines() -> None:
 
 
 def test_a_failing_embedded_test_fails_the_report_and_says_why() -> None:
-    report = check_ruleset(parse_ruleset(TESTED.replace("expect: {outcome: reject", "expect: {outcome: route"), "t.yaml"))
+    report = check_ruleset(
+        parse_ruleset(TESTED.replace("expect: {outcome: reject", "expect: {outcome: route"), "t.yaml")
+    )
     failed = [t for t in report.tests if not t.passed]
     assert [t.engine for t in failed] == ["python", "durable"]
     assert failed[0].message == "'outcome' is 'reject', expected 'route'"

@@ -16,7 +16,8 @@ HEAD = "ruleset: limits-{n}\nkind: transfer\nhit_policy: collect\nfacts: {{trans
 
 def text_of(conditions: list[str], name: str = "x") -> str:
     rules = "".join(
-        f"  - {{id: r{i}, priority: 1, when: '{c}', then: {{sla_hours: 1}}}}\n" for i, c in enumerate(conditions)
+        f"  - {{id: r{i}, priority: 1, when: '{c}', then: {{sla_hours: 1}}}}\n"
+        for i, c in enumerate(conditions)
     )
     return HEAD.format(n=name) + rules
 

@@ -53,7 +53,12 @@ def problems_of(text: str) -> list[Problem]:
 
 def test_a_document_reads_into_a_ruleset() -> None:
     rs = parse_ruleset(GOOD, "r.yaml")
-    assert (rs.name, rs.kind, rs.hit_policy, rs.description) == ("transfer-approval", "transfer", "first", "Route transfers.")
+    assert (rs.name, rs.kind, rs.hit_policy, rs.description) == (
+        "transfer-approval",
+        "transfer",
+        "first",
+        "Route transfers.",
+    )
     assert rs.facts == {"transfer.qty": "int", "source.floor": "int"}
     assert [(r.id, r.priority, r.description) for r in rs.rules] == [("small", 10, "small ones pass")]
     assert rs.rules[0].when == Compare("<", Field("transfer.qty", 0), Literal(5, 15), 0)
@@ -107,7 +112,9 @@ def test_expressions_may_call_the_allowed_functions() -> None:
         ("a.__class__ == 1", "unexpected character '.'", 1),
     ],
 )
-def test_condition_syntax_errors_say_what_was_expected_and_where(text: str, message: str, offset: int) -> None:
+def test_condition_syntax_errors_say_what_was_expected_and_where(
+    text: str, message: str, offset: int
+) -> None:
     with pytest.raises(SyntaxProblem) as info:
         parse_condition(text)
     assert message in info.value.message
