@@ -188,6 +188,9 @@ class RedisStockStore:
         journal = Journal(create_engine(DatabaseSettings(url=journal_url)))
         return cls(client, journal, clock=clock, prefix=prefix)
 
+    def now(self) -> datetime:
+        return self._clock()
+
     def _now_ms(self) -> int:
         return to_ms(self._clock())
 
@@ -471,6 +474,12 @@ class RedisStockStore:
         if batch:
             deleted += await self.client.unlink(*batch)
         return deleted
+
+    async def ping(self) -> None:
+        try:
+            await self.client.ping()
+        except DOWN_ERRORS as error:
+            raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
 
     async def close(self) -> None:
         await self.journal.close()

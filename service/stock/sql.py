@@ -445,6 +445,12 @@ class SqlStockStore:
     async def sweep_expired(self, now: datetime | None = None) -> int:
         return await self._write(partial(self._prune, now_ms=to_ms(now or self._clock())))
 
+    async def ping(self) -> None:
+        async def probe(conn: AsyncConnection) -> None:
+            await conn.exec_driver_sql("SELECT 1")
+
+        await self._read(probe)
+
     async def close(self) -> None:
         await self._writer.dispose()
         if self._reader is not self._writer:
