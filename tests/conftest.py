@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.db.engine import create_engine
 from service.db.migrate import upgrade
 from service.settings import DatabaseSettings
+from tests.apiclient import ApiClient, api_client, make_settings
 from tests.services import postgres_database, redis_server
 
 
@@ -68,3 +69,17 @@ async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(DatabaseSettings(url=database_url))
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+async def api(database_url: str) -> AsyncIterator[ApiClient]:
+    """The app on SQLite and on PostgreSQL, SQL stock backend, python rules engine, one key per role."""
+    async with api_client(make_settings(database_url)) as client:
+        yield client
+
+
+@pytest.fixture
+async def sqlite_api(sqlite_url: str) -> AsyncIterator[ApiClient]:
+    """The app on SQLite only, for tests whose subject is not the database."""
+    async with api_client(make_settings(sqlite_url)) as client:
+        yield client
