@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.models.rulesets import RulesetKindRow, RulesetRow, RulesetVersionRow
+from service.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
 from service.rules import Problem, Ruleset, RulesetError, ValidationReport, check_ruleset, parse_ruleset
 from service.rules import repository as repo
 from service.rules import ruleset_sha256 as content_sha256
@@ -29,54 +30,35 @@ SYSTEM_ACTOR = "system"
 SessionFactory = async_sessionmaker[AsyncSession]
 
 
-class LifecycleError(Exception):
-    """A lifecycle request that cannot be carried out; maps onto one problem+json response."""
+class InvalidRuleset(Invalid):
+    """The ruleset text is not a valid ruleset; each error names its path, file, line and column."""
 
-    status = 400
-    title = "Bad request"
-
-    def __init__(self, reason: str, *, field: str | None = None, extra: dict[str, Any] | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.field = field
-        self.extra = extra or {}
-
-
-class NotFound(LifecycleError):
-    status = 404
-    title = "Not found"
-
-
-class Forbidden(LifecycleError):
-    status = 403
-    title = "Forbidden"
-
-
-class Conflict(LifecycleError):
-    status = 409
-    title = "Conflict"
-
-
-class Invalid(LifecycleError):
-    """The ruleset text is not a valid ruleset: `problems` says where and why."""
-
-    status = 422
-    title = "Invalid ruleset"
-
-    def __init__(self, reason: str, problems: list[dict[str, Any]], *, field: str | None = None) -> None:
-        super().__init__(reason, field=field, extra={"errors": problems})
+    def __init__(self, detail: str, problems: list[Problem]) -> None:
+        super().__init__(detail, [problem_error(p) for p in problems])
+        self.title = "Invalid ruleset"
         self.problems = problems
 
 
-def problem_dict(problem: Problem) -> dict[str, Any]:
-    return {
-        "source": problem.source,
-        "line": problem.line,
-        "column": problem.column,
-        "rule_id": problem.rule_id,
-        "path": problem.path,
-        "message": problem.message,
-    }
+def problem_error(problem: Problem) -> FieldError:
+    """A ruleset problem as a field error: the document path, plus where it is in the file."""
+    return FieldError(
+        problem.path or "yaml",
+        problem.message,
+        {
+            "source": problem.source,
+            "line": problem.line,
+            "column": problem.column,
+            "rule_id": problem.rule_id,
+        },
+    )
+
+
+def _not_found(reason: str, field: str) -> NotFound:
+    return NotFound(reason, [FieldError(field, reason)])
+
+
+def _conflict(reason: str, field: str, extra: dict[str, Any] | None = None) -> Conflict:
+    return Conflict(reason, [FieldError(field, reason, extra)])
 
 
 def located(problem: Problem) -> str:
@@ -107,12 +89,10 @@ def check_text(text: str, source: str = "<string>") -> Checked:
     try:
         ruleset = parse_ruleset(text, source)
     except RulesetError as exc:
-        problems = [problem_dict(p) for p in exc.problems]
-        raise Invalid(f"the ruleset has {len(problems)} error(s)", problems, field="yaml") from None
+        raise InvalidRuleset(f"the ruleset has {len(exc.problems)} error(s)", list(exc.problems)) from None
     report = check_ruleset(ruleset)
     if report.errors:
-        problems = [problem_dict(p) for p in report.errors]
-        raise Invalid(f"the ruleset has {len(problems)} error(s)", problems, field="yaml")
+        raise InvalidRuleset(f"the ruleset has {len(report.errors)} error(s)", list(report.errors))
     return Checked(ruleset=ruleset, sha256=content_sha256(ruleset), report=report)
 
 
@@ -136,17 +116,7 @@ async def create_version(
     if ruleset.name != name:
         raise Invalid(
             f"the document names ruleset {ruleset.name!r} but was sent to {name!r}",
-            [
-                {
-                    "source": source or f"{name}.yaml",
-                    "line": 1,
-                    "column": 1,
-                    "rule_id": None,
-                    "path": "ruleset",
-                    "message": f"expected {name!r} (the name in the path), found {ruleset.name!r}",
-                }
-            ],
-            field="ruleset",
+            [FieldError("ruleset", f"expected {name!r} (the name in the path), found {ruleset.name!r}")],
         )
     report = checked.report.to_dict()
     async with sessions() as session, session.begin():
@@ -170,17 +140,7 @@ async def create_version(
         elif pointer.kind != ruleset.kind:
             raise Invalid(
                 f"ruleset {name!r} is of kind {pointer.kind!r}; a version cannot change it",
-                [
-                    {
-                        "source": source or f"{name}.yaml",
-                        "line": 1,
-                        "column": 1,
-                        "rule_id": None,
-                        "path": "kind",
-                        "message": f"expected {pointer.kind!r}, found {ruleset.kind!r}",
-                    }
-                ],
-                field="kind",
+                [FieldError("kind", f"expected {pointer.kind!r}, found {ruleset.kind!r}")],
             )
         number = await repo.next_version_number(session, name)
         row = RulesetVersionRow(
@@ -210,14 +170,14 @@ async def create_version(
 async def _require_version(session: AsyncSession, name: str, version: int) -> RulesetVersionRow:
     row = await repo.get_version_row(session, name, version)
     if row is None:
-        raise NotFound(f"ruleset {name!r} has no version {version}", field="version")
+        raise _not_found(f"ruleset {name!r} has no version {version}", "version")
     return row
 
 
 async def _require_ruleset(session: AsyncSession, name: str) -> RulesetRow:
     row = await repo.get_ruleset_row(session, name)
     if row is None:
-        raise NotFound(f"no ruleset named {name!r}", field="name")
+        raise _not_found(f"no ruleset named {name!r}", "name")
     return row
 
 
@@ -248,33 +208,30 @@ async def publish(sessions: SessionFactory, name: str, version: int, publisher: 
         row = await _require_version(session, name, version)
         status, author, text = row.status, row.author, row.yaml_text
     if status != DRAFT:
-        raise Conflict(
-            f"version {version} of {name!r} is {status}; only a draft can be published", field="version"
+        raise _conflict(
+            f"version {version} of {name!r} is {status}; only a draft can be published", "version"
         )
     if author == publisher:
-        raise Forbidden(
-            f"{publisher!r} wrote version {version}; another publisher must publish it (four-eyes)",
-            field="publisher",
-        )
+        reason = f"{publisher!r} wrote version {version}; another publisher must publish it (four-eyes)"
+        raise Forbidden(reason, [FieldError("version", reason)])
     # Checked again: the fact catalogue or the engines may have changed since the draft was stored.
     try:
         checked = await check_text_async(text, f"{name}@{version}")
-    except Invalid as exc:
-        raise Conflict(
-            f"version {version} of {name!r} no longer passes its checks", field="version", extra=exc.extra
-        ) from None
+    except InvalidRuleset as exc:
+        reason = f"version {version} of {name!r} no longer passes its checks"
+        raise Conflict(reason, [FieldError("version", reason), *exc.errors]) from None
     if not checked.publishable:
-        failed = [test.name for test in checked.report.tests if not test.passed]
-        raise Conflict(
-            f"version {version} of {name!r} fails {len(failed)} embedded test run(s); fix them first",
-            field="version",
-            extra={"failed_tests": failed, "validation": checked.report.to_dict()},
+        failed = sorted({test.name for test in checked.report.tests if not test.passed})
+        raise _conflict(
+            f"version {version} of {name!r} fails embedded test(s) {', '.join(failed)}; fix them first",
+            "version",
+            {"failed_tests": failed, "validation": checked.report.to_dict()},
         )
     async with sessions() as session, session.begin():
         await repo.lock_store(session, bump=True)
         row = await _require_version(session, name, version)
         if row.status != DRAFT:
-            raise Conflict(f"version {version} of {name!r} was just {row.status}", field="version")
+            raise _conflict(f"version {version} of {name!r} was just {row.status}", "version")
         pointer = await _require_ruleset(session, name)
         previous = await _activate(session, pointer, row)
         row.publisher = publisher
@@ -297,7 +254,7 @@ async def rollback(sessions: SessionFactory, name: str, version: int | None, act
         pointer = await _require_ruleset(session, name)
         current = pointer.active_version
         if current is None:
-            raise Conflict(f"ruleset {name!r} has no active version to roll back from", field="name")
+            raise _conflict(f"ruleset {name!r} has no active version to roll back from", "name")
         if version is None:
             earlier = [
                 v.version
@@ -305,15 +262,15 @@ async def rollback(sessions: SessionFactory, name: str, version: int | None, act
                 if v.published_at is not None and v.version < current
             ]
             if not earlier:
-                raise Conflict(f"ruleset {name!r} has no earlier published version", field="version")
+                raise _conflict(f"ruleset {name!r} has no earlier published version", "version")
             version = max(earlier)
         row = await _require_version(session, name, version)
         if version == current:
-            raise Conflict(f"version {version} of {name!r} is already active", field="version")
+            raise _conflict(f"version {version} of {name!r} is already active", "version")
         if row.published_at is None:
-            raise Conflict(
+            raise _conflict(
                 f"version {version} of {name!r} was never published; publish it instead of rolling back",
-                field="version",
+                "version",
             )
         await _activate(session, pointer, row)
         await repo.write_audit(
@@ -334,7 +291,7 @@ async def set_shadow(sessions: SessionFactory, name: str, version: int, actor: s
         pointer = await _require_ruleset(session, name)
         row = await _require_version(session, name, version)
         if pointer.active_version == version:
-            raise Conflict(f"version {version} of {name!r} is the active version", field="version")
+            raise _conflict(f"version {version} of {name!r} is the active version", "version")
         previous = pointer.shadow_version
         pointer.shadow_version = version
         pointer.updated_at = repo.utcnow()
@@ -355,7 +312,7 @@ async def clear_shadow(sessions: SessionFactory, name: str, version: int, actor:
         pointer = await _require_ruleset(session, name)
         await _require_version(session, name, version)
         if pointer.shadow_version != version:
-            raise NotFound(f"version {version} of {name!r} is not in shadow", field="version")
+            raise _not_found(f"version {version} of {name!r} is not in shadow", "version")
         pointer.shadow_version = None
         pointer.updated_at = repo.utcnow()
         await repo.write_audit(
@@ -369,7 +326,7 @@ async def set_kind_default(sessions: SessionFactory, name: str, actor: str) -> N
         await repo.lock_store(session, bump=True)
         pointer = await _require_ruleset(session, name)
         if pointer.active_version is None:
-            raise Conflict(f"ruleset {name!r} has no active version", field="name")
+            raise _conflict(f"ruleset {name!r} has no active version", "name")
         entry = await session.get(RulesetKindRow, pointer.kind)
         previous = entry.ruleset_name if entry is not None else None
         if entry is None:
@@ -416,8 +373,8 @@ async def seed_if_empty(sessions: SessionFactory, rulesets_dir: Path) -> list[tu
     for path, text in texts:
         try:
             result = await check_text_async(text, str(path))
-        except Invalid as exc:
-            log.error("not seeding %s: %s", path, "; ".join(p["message"] for p in exc.problems))
+        except InvalidRuleset as exc:
+            log.error("not seeding %s: %s", path, "; ".join(located(p) for p in exc.problems))
             continue
         if not result.publishable:
             log.error("not seeding %s: its embedded tests fail", path)

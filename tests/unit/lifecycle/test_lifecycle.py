@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.models import AuditEntry
+from service.errors import Conflict, Forbidden, Invalid
 from service.rules import lifecycle
 from service.rules import repository as repo
 from tests.unit.lifecycle.samples import BROKEN_YAML, NAME, transfer_yaml
@@ -46,22 +47,23 @@ async def test_new_content_gets_the_next_number(sessions: Sessions) -> None:
 
 
 async def test_invalid_text_is_refused_with_located_errors_and_nothing_stored(sessions: Sessions) -> None:
-    with pytest.raises(lifecycle.Invalid) as caught:
+    with pytest.raises(lifecycle.InvalidRuleset) as caught:
         await lifecycle.create_version(sessions, NAME, BROKEN_YAML, "alice")
-    assert caught.value.problems and all("line" in p for p in caught.value.problems)
+    errors = [e.to_dict() for e in caught.value.errors]
+    assert errors and all(e["line"] >= 1 and e["field"] for e in errors)
     async with sessions() as session:
         assert await repo.is_empty(session)
 
 
 async def test_name_in_document_must_match(sessions: Sessions) -> None:
-    with pytest.raises(lifecycle.Invalid) as caught:
+    with pytest.raises(Invalid) as caught:
         await lifecycle.create_version(sessions, "other-name", transfer_yaml(), "alice")
-    assert caught.value.field == "ruleset"
+    assert caught.value.errors[0].field == "ruleset"
 
 
 async def test_author_cannot_publish_own_draft(sessions: Sessions) -> None:
     await lifecycle.create_version(sessions, NAME, transfer_yaml(), "alice")
-    with pytest.raises(lifecycle.Forbidden):
+    with pytest.raises(Forbidden):
         await lifecycle.publish(sessions, NAME, 1, "alice")
 
 
@@ -79,16 +81,17 @@ async def test_publish_activates_and_bumps_generation(sessions: Sessions) -> Non
 async def test_publishing_a_non_draft_conflicts(sessions: Sessions) -> None:
     await lifecycle.create_version(sessions, NAME, transfer_yaml(), "alice")
     await lifecycle.publish(sessions, NAME, 1, "bob")
-    with pytest.raises(lifecycle.Conflict):
+    with pytest.raises(Conflict):
         await lifecycle.publish(sessions, NAME, 1, "carol")
 
 
 async def test_failing_tests_block_publishing(sessions: Sessions) -> None:
     created = await lifecycle.create_version(sessions, NAME, transfer_yaml(passing=False), "alice")
     assert created.created and not all(t["passed"] for t in created.report["tests"])
-    with pytest.raises(lifecycle.Conflict) as caught:
+    with pytest.raises(Conflict) as caught:
         await lifecycle.publish(sessions, NAME, 1, "bob")
-    assert caught.value.extra["failed_tests"]
+    extra = caught.value.errors[0].extra
+    assert extra is not None and extra["failed_tests"] == ["a small transfer is approved"]
 
 
 async def test_publishing_retires_the_previous_version(sessions: Sessions) -> None:
@@ -119,14 +122,14 @@ async def test_rollback_to_a_never_published_version_conflicts(sessions: Session
     await lifecycle.create_version(sessions, NAME, transfer_yaml("v1"), "alice")
     await lifecycle.publish(sessions, NAME, 1, "bob")
     await lifecycle.create_version(sessions, NAME, transfer_yaml("v2"), "alice")
-    with pytest.raises(lifecycle.Conflict):
+    with pytest.raises(Conflict):
         await lifecycle.rollback(sessions, NAME, 2, "carol")
 
 
 async def test_rollback_without_an_earlier_version_conflicts(sessions: Sessions) -> None:
     await lifecycle.create_version(sessions, NAME, transfer_yaml("v1"), "alice")
     await lifecycle.publish(sessions, NAME, 1, "bob")
-    with pytest.raises(lifecycle.Conflict):
+    with pytest.raises(Conflict):
         await lifecycle.rollback(sessions, NAME, None, "carol")
 
 
@@ -147,7 +150,7 @@ async def test_shadow_set_and_clear(sessions: Sessions) -> None:
 async def test_the_active_version_cannot_be_its_own_shadow(sessions: Sessions) -> None:
     await lifecycle.create_version(sessions, NAME, transfer_yaml("v1"), "alice")
     await lifecycle.publish(sessions, NAME, 1, "bob")
-    with pytest.raises(lifecycle.Conflict):
+    with pytest.raises(Conflict):
         await lifecycle.set_shadow(sessions, NAME, 1, "bob")
 
 
@@ -183,7 +186,7 @@ async def test_every_change_is_audited_with_its_actor(sessions: Sessions) -> Non
 
 async def test_a_refused_publish_writes_no_audit_row(sessions: Sessions) -> None:
     await lifecycle.create_version(sessions, NAME, transfer_yaml(), "alice")
-    with pytest.raises(lifecycle.Forbidden):
+    with pytest.raises(Forbidden):
         await lifecycle.publish(sessions, NAME, 1, "alice")
     assert await audit_actions(sessions) == [("ruleset.version.create", "alice")]
 
