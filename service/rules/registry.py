@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.rules import Evaluation, Evaluator, compile_ruleset, parse_ruleset
 from service.rules import repository as repo
+from service.rules.lifecycle import seed_if_empty
+from service.services import Services
 from service.settings import EngineName
 
 log = logging.getLogger(__name__)
@@ -265,3 +267,22 @@ class RulesRegistry:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    async def close(self) -> None:
+        """Called by the app at shutdown (the same as `stop`)."""
+        await self.stop()
+
+
+async def start_rules(services: Services) -> RulesRegistry:
+    """App start-up hook: seed an empty store from the shipped rulesets, load, start the hot switch.
+
+    Sets `services.rules`; calling it again on the same services returns the running registry.
+    """
+    if isinstance(services.rules, RulesRegistry):
+        return services.rules
+    settings = services.settings.rules
+    await seed_if_empty(services.sessions, settings.rulesets_dir)
+    registry = RulesRegistry(services.sessions, settings.engine, settings.reload_interval_seconds)
+    await registry.start()
+    services.rules = registry
+    return registry

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models.foundation import AuditEntry
 from service.db.models.rulesets import RulesetGenerationRow, RulesetKindRow, RulesetRow, RulesetVersionRow
+from service.security.audit import audit
 
 DRAFT = "draft"
 PUBLISHED = "published"
@@ -247,7 +248,7 @@ async def is_empty(session: AsyncSession) -> bool:
 async def write_audit(
     session: AsyncSession, *, actor: str, action: str, name: str, detail: dict[str, Any]
 ) -> None:
-    session.add(AuditEntry(at=utcnow(), actor=actor, action=action, subject=subject_of(name), detail=detail))
+    await audit(session, actor, action, subject_of(name), detail)
 
 
 async def audit_trail(session: AsyncSession, name: str, limit: int = 100) -> list[AuditRecord]:
