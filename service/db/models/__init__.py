@@ -2,6 +2,13 @@
 
 from service.db.models.foundation import ApiKey, AuditEntry, Item, Location, Promotion
 from service.db.models.rulesets import RulesetGenerationRow, RulesetKindRow, RulesetRow, RulesetVersionRow
+from service.db.models.stock import (
+    ReservationRecord,
+    StockEventRecord,
+    StockExceptionRecord,
+    StockJournalEntry,
+    StockLevel,
+)
 
 __all__ = [
     "ApiKey",
@@ -9,8 +16,13 @@ __all__ = [
     "Item",
     "Location",
     "Promotion",
+    "ReservationRecord",
     "RulesetGenerationRow",
     "RulesetKindRow",
     "RulesetRow",
     "RulesetVersionRow",
+    "StockEventRecord",
+    "StockExceptionRecord",
+    "StockJournalEntry",
+    "StockLevel",
 ]

@@ -1,7 +1,7 @@
 """Rulesets: immutable versions, active and shadow pointers, per-kind defaults, the generation counter.
 
 Revision ID: 0003_rulesets
-Revises: 0001_foundation (temporarily; becomes 0002_stock once the stock schema lands)
+Revises: 0002_stock
 """
 
 from datetime import UTC, datetime
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_rulesets"
-down_revision = "0001_foundation"
+down_revision = "0002_stock"
 branch_labels = None
 depends_on = None
 
