@@ -8,7 +8,8 @@ evaluates, which is what decisions on this worker use (it follows the database w
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, post
@@ -17,12 +18,13 @@ from litestar.params import Parameter, QueryParameter
 
 from service.api.body import decode
 from service.errors import Conflict, FieldError, Invalid, Malformed, NotFound, ServiceError
-from service.rules import compile_ruleset, diff_rulesets, lifecycle, parse_ruleset
+from service.rules import RuleEvaluationError, compile_ruleset, diff_rulesets, lifecycle, parse_ruleset
 from service.rules import repository as repo
 from service.rules.registry import RegistrySnapshot, RulesRegistry
 from service.security import principal_of, requires
 from service.services import Services
 
+T = TypeVar("T")
 READ_ROLES = ("author", "publisher", "planner")
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
 
@@ -218,6 +220,14 @@ async def diff_version(
     }
 
 
+def _evaluate_or_422(run: Callable[[], T]) -> T:
+    """Facts that a rule cannot compute with are the caller's input problem, not a server fault."""
+    try:
+        return run()
+    except RuleEvaluationError as exc:
+        raise Invalid("the facts cannot be evaluated", [FieldError("facts", str(exc))]) from None
+
+
 def _evaluation_body(
     name: str, version: int, sha256: str, evaluation: Any, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -249,7 +259,7 @@ async def evaluate_version(
     record = await _version(services, name, version)
     engine = data.engine or services.settings.rules.engine
     evaluator = compile_ruleset(parse_ruleset(record.yaml_text, f"{name}@{version}"), engine, version=version)
-    evaluation = evaluator.evaluate(data.facts, data.trace)
+    evaluation = _evaluate_or_422(lambda: evaluator.evaluate(data.facts, data.trace))
     return _evaluation_body(name, version, record.sha256, evaluation, {"status": record.status})
 
 
@@ -269,7 +279,7 @@ async def evaluate_active(
     if active is None:
         reason = f"ruleset {name!r} has no active version on this worker"
         raise NotFound(reason, [FieldError("name", reason)])
-    outcome = active.evaluate(data.facts, data.trace)
+    outcome = _evaluate_or_422(lambda: active.evaluate(data.facts, data.trace))
     comparison = active.shadow_evaluate(data.facts, outcome)
     return _evaluation_body(
         name,

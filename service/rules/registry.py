@@ -53,21 +53,30 @@ class RulesetEvaluation:
 
 @dataclass(frozen=True)
 class ShadowComparison:
-    """What the shadow version would have decided, and where that differs from the active one."""
+    """What the shadow version would have decided, and where that differs from the active one.
 
-    shadow: RulesetEvaluation
+    `error` is set (and `shadow` is None) when the shadow version failed on these facts: a shadow
+    can never make a live decision fail.
+    """
+
+    name: str
+    version: int
+    sha256: str
+    shadow: RulesetEvaluation | None
     differences: dict[str, dict[str, Any]]
+    error: str | None = None
 
     @property
     def same(self) -> bool:
-        return not self.differences
+        return self.error is None and not self.differences
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "ruleset": self.shadow.ruleset_ref(),
-            "result": self.shadow.result,
-            "matched": self.shadow.matched,
+            "ruleset": {"name": self.name, "version": self.version, "sha256": self.sha256},
+            "result": self.shadow.result if self.shadow is not None else None,
+            "matched": self.shadow.matched if self.shadow is not None else None,
             "differences": self.differences,
+            "error": self.error,
         }
 
 
@@ -121,9 +130,26 @@ class ActiveRuleset:
         """Evaluate the shadow version (if any) on the same facts; report differences, never act on them."""
         if self.shadow_version is None:
             return None
-        primary = active if active is not None else self.evaluate(facts, "none")
-        shadow = self.shadow_version.evaluate(facts, "none")
-        return ShadowComparison(shadow=shadow, differences=compare(primary.evaluation, shadow.evaluation))
+        version = self.shadow_version
+        try:
+            primary = active if active is not None else self.evaluate(facts, "none")
+            shadow = version.evaluate(facts, "none")
+        except Exception as exc:  # the shadow is observed, never trusted: its failure is data
+            return ShadowComparison(
+                name=version.name,
+                version=version.version,
+                sha256=version.sha256,
+                shadow=None,
+                differences={},
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        return ShadowComparison(
+            name=version.name,
+            version=version.version,
+            sha256=version.sha256,
+            shadow=shadow,
+            differences=compare(primary.evaluation, shadow.evaluation),
+        )
 
     def describe(self) -> dict[str, Any]:
         shadow = self.shadow_version

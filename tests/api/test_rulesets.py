@@ -15,6 +15,7 @@ from tests.unit.lifecycle.samples import (
     NAME,
     PROMO_TRANSFER,
     SMALL_TRANSFER,
+    ZERO_TRANSFER,
     transfer_yaml,
 )
 
@@ -337,3 +338,23 @@ async def test_a_refused_change_leaves_no_audit_row(api: ApiClient) -> None:
     await create(api, transfer_yaml(), role="pat")
     await api.as_("pat").post(f"{BASE}/versions/1/publish")
     assert await audit_actions(api) == [("ruleset.version.create", "pat")]
+
+
+async def test_facts_a_rule_cannot_compute_with_are_422(api: ApiClient) -> None:
+    await create(api, transfer_yaml("v1", divide=True))
+    response = await api.as_("author").post(f"{BASE}/versions/1/evaluate", json={"facts": ZERO_TRANSFER})
+    assert response.status_code == 422
+    assert problem_fields(response) == ["facts"]
+
+
+async def test_kind_default_can_be_moved_to_another_ruleset(api: ApiClient) -> None:
+    await published(api, "v1")
+    other = "/v1/rulesets/transfer-strict"
+    await api.as_("author").post(
+        f"{other}/versions", content=transfer_yaml("s1", name="transfer-strict").encode(), headers=YAML
+    )
+    await api.as_("publisher").post(f"{other}/versions/1/publish")
+    response = await api.as_("publisher").post(f"{other}/kind-default")
+    assert response.status_code == 200 and response.json()["kind_default"] is True
+    listed = (await api.as_("author").get("/v1/rulesets")).json()
+    assert listed["kind_defaults"] == {"transfer": "transfer-strict"}

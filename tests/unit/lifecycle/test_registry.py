@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.rules import lifecycle
 from service.rules.registry import RulesRegistry
-from tests.unit.lifecycle.samples import NAME, PROMO_TRANSFER, SMALL_TRANSFER, transfer_yaml
+from tests.unit.lifecycle.samples import NAME, PROMO_TRANSFER, SMALL_TRANSFER, ZERO_TRANSFER, transfer_yaml
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -103,3 +103,45 @@ async def test_durable_engine_serves_the_same_result(sessions: Sessions) -> None
     active = registry.snapshot().active("transfer")
     assert active is not None
     assert active.evaluate(PROMO_TRANSFER).result["outcome"] == "route"
+
+
+async def test_a_failing_shadow_is_reported_and_the_active_result_stands(sessions: Sessions) -> None:
+    await published(sessions, "v1")
+    await lifecycle.create_version(sessions, NAME, transfer_yaml("v2", divide=True), "alice")
+    await lifecycle.set_shadow(sessions, NAME, 2, "bob")
+    registry = RulesRegistry(sessions, "python")
+    await registry.refresh(force=True)
+    active = registry.snapshot().active("transfer")
+    assert active is not None
+    primary = active.evaluate(ZERO_TRANSFER)
+    comparison = active.shadow_evaluate(ZERO_TRANSFER, primary)
+    assert comparison is not None and comparison.error is not None and comparison.shadow is None
+    assert primary.result["outcome"] == "approve"
+
+
+async def test_a_named_ruleset_of_the_kind_is_served_instead_of_the_default(sessions: Sessions) -> None:
+    await published(sessions, "v1")
+    await lifecycle.create_version(
+        sessions, "transfer-strict", transfer_yaml("s1", name="transfer-strict"), "alice"
+    )
+    await lifecycle.publish(sessions, "transfer-strict", 1, "bob")
+    registry = RulesRegistry(sessions, "python")
+    await registry.refresh(force=True)
+    snapshot = registry.snapshot()
+    default, named = snapshot.active("transfer"), snapshot.active("transfer", "transfer-strict")
+    assert default is not None and default.name == NAME
+    assert named is not None and named.name == "transfer-strict"
+
+
+async def test_changing_the_kind_default_switches_the_served_ruleset(sessions: Sessions) -> None:
+    await published(sessions, "v1")
+    await lifecycle.create_version(
+        sessions, "transfer-strict", transfer_yaml("s1", name="transfer-strict"), "alice"
+    )
+    await lifecycle.publish(sessions, "transfer-strict", 1, "bob")
+    registry = RulesRegistry(sessions, "python")
+    await registry.refresh(force=True)
+    await lifecycle.set_kind_default(sessions, "transfer-strict", "carol")
+    assert await registry.refresh()
+    active = registry.snapshot().active("transfer")
+    assert active is not None and active.name == "transfer-strict"
