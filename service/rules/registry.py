@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -205,6 +206,8 @@ class RulesRegistry:
         self._interval = reload_interval_seconds
         self._snapshot = EMPTY
         self._task: asyncio.Task[None] | None = None
+        self._refreshing = asyncio.Lock()
+        self.last_refresh: float | None = None
         self.last_error: str | None = None
 
     @property
@@ -256,16 +259,22 @@ class RulesRegistry:
 
     async def refresh(self, *, force: bool = False) -> bool:
         """Load and swap in the store's state if its generation moved; True when the snapshot changed."""
-        async with self._sessions() as session:
-            generation = await repo.current_generation(session)
-            if not force and generation == self._snapshot.generation:
+        # One refresh at a time per process, so a slow older read can never overwrite a newer one.
+        async with self._refreshing:
+            async with self._sessions() as session:
+                generation = await repo.current_generation(session)
+                if not force and generation == self._snapshot.generation:
+                    return False
+                state = await repo.live_state(session)
+            if not force and state.generation < self._snapshot.generation:
                 return False
-            state = await repo.live_state(session)
-        # Compiled fully before the swap: a request never sees a half-built snapshot.
-        snapshot = self._build(state)
-        self._snapshot = snapshot
+            # Compiled fully before the swap: a request never sees a half-built snapshot.
+            snapshot = self._build(state)
+            self._snapshot = snapshot
+            self.last_refresh = time.monotonic()
         log.info(
-            "rulesets at generation %d: %s",
+            "pid %d: rulesets at generation %d: %s",
+            os.getpid(),
             snapshot.generation,
             ", ".join(f"{r.name}@{r.version}" for r in snapshot.rulesets.values()) or "none",
         )
@@ -275,7 +284,8 @@ class RulesRegistry:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                await self.refresh()
+                # A database that stops answering must not freeze the switch: give up and retry.
+                await asyncio.wait_for(self.refresh(), timeout=max(5.0, 5 * self._interval))
                 self.last_error = None
             except Exception as exc:  # keep serving the old snapshot whatever went wrong
                 self.last_error = f"{type(exc).__name__}: {exc}"
