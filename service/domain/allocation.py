@@ -43,6 +43,7 @@ DROP_NO_CAPABILITY = "no_capability"
 DROP_BEYOND_MAX_DISTANCE = "beyond_max_distance"
 DROP_NO_STOCK = "no_stock"
 DROP_BELOW_FLOOR = "below_floor"
+DROP_BELOW_LOW_STOCK = "below_low_stock_threshold"
 DROP_NO_CAPACITY = "no_capacity"
 
 
@@ -338,6 +339,7 @@ def _screen(
     policy: AllocationPolicy,
     fulfillment: Fulfillment,
     distance_km: float,
+    low_stock_threshold: int,
 ) -> tuple[str | None, int, int]:
     """Return (drop reason or None, floor, giveable units) for one location and line."""
     floor = policy.floor_for(loc.type)
@@ -365,6 +367,8 @@ def _screen(
         return DROP_NO_STOCK, floor, 0
     if stock <= floor:
         return DROP_BELOW_FLOOR, floor, 0
+    if stock < low_stock_threshold:
+        return DROP_BELOW_LOW_STOCK, floor, 0
     if capacity_left is not None and capacity_left <= 0:
         return DROP_NO_CAPACITY, floor, 0
     return None, floor, giveable
@@ -393,9 +397,12 @@ def allocate(
     fulfillment: Fulfillment,
     destination: Destination,
     *,
+    low_stock_thresholds: Mapping[str, Mapping[str, int]] | None = None,
     pool_size: int = SEARCH_POOL_SIZE,
 ) -> AllocationPlan:
-    """Allocate every line of an order. `stock` maps sku -> location id -> available units."""
+    """Allocate every line of an order. `stock` maps sku -> location id -> available units;
+    `low_stock_thresholds` (sku -> location id -> units) stops a location giving anything while its
+    available stock is below the threshold, as channel availability does."""
     _validate(lines, locations)
     distances = {
         loc.id: haversine_km(loc.lat, loc.lon, destination.lat, destination.lon) for loc in locations
@@ -406,13 +413,20 @@ def allocate(
     results: list[LineAllocation] = []
     for line in lines:
         sku_stock = stock.get(line.sku, {})
+        sku_thresholds = (low_stock_thresholds or {}).get(line.sku, {})
         eligible: list[_Candidate] = []
         dropped: list[CandidateTrace] = []
         for loc in locations:
             raw = sku_stock.get(loc.id)
             available = None if raw is None else raw - taken.get((line.sku, loc.id), 0)
             reason, floor, giveable = _screen(
-                loc, available, capacity[loc.id], policy, fulfillment, distances[loc.id]
+                loc,
+                available,
+                capacity[loc.id],
+                policy,
+                fulfillment,
+                distances[loc.id],
+                sku_thresholds.get(loc.id, 0),
             )
             if reason is not None:
                 dropped.append(

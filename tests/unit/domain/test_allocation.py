@@ -316,3 +316,19 @@ def test_a_policy_the_allocator_cannot_apply_is_refused(override: dict[str, Any]
 
 def test_fewest_splits_is_put_first_when_the_ruleset_leaves_it_out() -> None:
     assert policy(ranking=["distance"]).effective_ranking == ("fewest_splits", "distance")
+
+
+def test_a_location_below_its_low_stock_threshold_gives_nothing() -> None:
+    locations = [loc("low", km_north=1), loc("ok", km_north=9)]
+    stock = {"A": {"low": 3, "ok": 5}}
+    plan = allocate(
+        [OrderLine("A", 1)],
+        locations,
+        stock,
+        policy(floors={"store": 1}),
+        SHIP,
+        HOME,
+        low_stock_thresholds={"A": {"low": 4, "ok": 4}},
+    )
+    assert picks(plan) == {"ok": 1}
+    assert reasons(plan)["low"] == "below_low_stock_threshold"
