@@ -81,6 +81,7 @@ class SqlDecisionLog:
         self._pending_keys: dict[tuple[str, str], DecisionRecord] = {}
         self._task: asyncio.Task[None] | None = None
         self.written = 0
+        self.recorded = 0
 
     def start(self) -> None:
         if self._task is None:
@@ -91,6 +92,7 @@ class SqlDecisionLog:
         return self._queue.qsize()
 
     async def record(self, record: DecisionRecord) -> None:
+        self.recorded += 1
         self._pending[record.id] = record
         if record.idempotency_key is not None:
             self._pending_keys[(record.kind, record.idempotency_key)] = record
