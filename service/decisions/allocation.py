@@ -133,7 +133,14 @@ async def decide_allocation(
         levels = await stock_call(ctx.stock.get_levels(skus))
         stock = {sku: {loc: lv.available for loc, lv in levels.get(sku, {}).items()} for sku in skus}
         plan = allocate(
-            lines, locations, stock, policy, fulfillment, destination, low_stock_thresholds=thresholds
+            lines,
+            locations,
+            stock,
+            policy,
+            fulfillment,
+            destination,
+            low_stock_thresholds=thresholds,
+            explain=trace == "full",
         )
         if not request.reserve or plan.splits == 0:
             break

@@ -33,10 +33,7 @@ class ChannelPolicies:
     def __post_init__(self) -> None:
         self.ruleset = self.ctx.active("availability")
 
-    def facts(self, item: ItemRecord, location: LocationRecord) -> dict[str, Any]:
-        promo = bool(
-            self.ctx.master_data.active_promotions(item.sku, self.ctx.now, location.id, self.channel)
-        )
+    def facts(self, item: ItemRecord, location: LocationRecord, promo: bool) -> dict[str, Any]:
         return {
             "request": {"channel": self.channel},
             "item": {"category": item.category, "price": float(item.price)},
@@ -45,16 +42,14 @@ class ChannelPolicies:
         }
 
     def policy(self, item: ItemRecord, location: LocationRecord) -> LocationPolicy:
-        facts = self.facts(item, location)
-        key = (
-            item.category,
-            item.price,
-            location.type,
-            location.region,
-            facts["promo"]["active"],
+        md = self.ctx.master_data
+        promo = bool(md.promotions) and bool(
+            md.active_promotions(item.sku, self.ctx.now, location.id, self.channel)
         )
+        key = (item.category, item.price, location.type, location.region, promo)
         hit = self._cache.get(key)
         if hit is None:
+            facts = self.facts(item, location, promo)
             evaluated = self.ruleset.evaluate(facts, self.trace)
             self.evaluated = evaluated
             policy = LocationPolicy.from_result(evaluated.evaluation.result)

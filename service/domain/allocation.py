@@ -261,23 +261,35 @@ def _location_key(c: _Candidate, ranking: Sequence[str]) -> tuple[Any, ...]:
     return tuple(parts)
 
 
-def _combination_score(
-    picks: Sequence[tuple[_Candidate, int]], ranking: Sequence[str]
-) -> tuple[dict[str, float], tuple[float, ...]]:
-    """Score a filled combination: unit-weighted means for distance, priority and stock depth."""
+def _score(picks: Sequence[tuple[_Candidate, int]], ranking: Sequence[str]) -> tuple[float, ...]:
+    """Score a filled combination, one value per ranking criterion, lower is better: the number of
+    locations, and unit-weighted means of distance, priority and (negated) giveable depth."""
+    if len(picks) == 1:
+        # one location: the means are its own values (the common case, kept cheap)
+        c = picks[0][0]
+        return tuple(
+            1.0
+            if criterion == "fewest_splits"
+            else c.distance_km
+            if criterion == "distance"
+            else float(c.location.priority)
+            if criterion == "priority"
+            else -float(c.giveable)
+            for criterion in ranking
+        )
     units = sum(q for _, q in picks) or 1
-    values: dict[str, float] = {}
+    out: list[float] = []
     for criterion in ranking:
         if criterion == "fewest_splits":
-            values[criterion] = float(len(picks))
+            out.append(float(len(picks)))
         elif criterion == "distance":
-            values[criterion] = sum(c.distance_km * q for c, q in picks) / units
+            out.append(sum(c.distance_km * q for c, q in picks) / units)
         elif criterion == "priority":
-            values[criterion] = sum(c.location.priority * q for c, q in picks) / units
+            out.append(sum(c.location.priority * q for c, q in picks) / units)
         else:
             # deeper stock is better: the negated unit-weighted giveable depth sorts it first
-            values[criterion] = -sum(c.giveable * q for c, q in picks) / units
-    return values, tuple(values[c] for c in ranking)
+            out.append(-sum(c.giveable * q for c, q in picks) / units)
+    return tuple(out)
 
 
 def _fill(combo: Sequence[_Candidate], qty: int) -> list[tuple[_Candidate, int]]:
@@ -325,7 +337,7 @@ def _search(
             searched += 1
             picks = _fill(combo, qty)
             allocated = sum(q for _, q in picks)
-            _, score = _combination_score(picks, ranking)
+            score = _score(picks, ranking)
             key = (-allocated, *score, tuple(c.location.id for c, _ in picks))
             if best is None or key < best:
                 best, best_picks = key, picks
@@ -399,10 +411,12 @@ def allocate(
     *,
     low_stock_thresholds: Mapping[str, Mapping[str, int]] | None = None,
     pool_size: int = SEARCH_POOL_SIZE,
+    explain: bool = True,
 ) -> AllocationPlan:
     """Allocate every line of an order. `stock` maps sku -> location id -> available units;
     `low_stock_thresholds` (sku -> location id -> units) stops a location giving anything while its
-    available stock is below the threshold, as channel availability does."""
+    available stock is below the threshold, as channel availability does. With `explain` off, candidates
+    carry no per-location score (the full trace needs it, the others do not)."""
     _validate(lines, locations)
     distances = {
         loc.id: haversine_km(loc.lat, loc.lon, destination.lat, destination.lon) for loc in locations
@@ -454,7 +468,9 @@ def allocate(
         chosen = {c.location.id: q for c, q in picks}
         traces: list[CandidateTrace] = []
         for cand in eligible:
-            values, _ = _combination_score([(cand, cand.giveable)], ranking)
+            values = (
+                dict(zip(ranking, _score([(cand, cand.giveable)], ranking), strict=True)) if explain else None
+            )
             status = (
                 "chosen"
                 if cand.location.id in chosen
