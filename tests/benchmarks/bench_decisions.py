@@ -213,12 +213,12 @@ async def measure(tmp: Path) -> dict[str, Any]:
     try:
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {key}"}
-        with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as client:
             for path, rows in (("/v1/locations", locations()), ("/v1/items", items())):
-                assert client.put(path, json=rows).status_code == 200
+                assert (await client.put(path, json=rows)).status_code == 200
             rows = stock_rows()
             for i in range(0, len(rows), 2000):
-                response = client.put("/v1/stock", json=rows[i : i + 2000])
+                response = await client.put("/v1/stock", json=rows[i : i + 2000])
                 assert response.status_code == 200, response.text
 
             def allocation(n: int) -> bytes:
@@ -256,7 +256,7 @@ async def measure(tmp: Path) -> dict[str, Any]:
                 port, lambda n: allocation(2 * 10**6 + n), allocation_rps / 2, SECONDS
             )
             scan_start = time.perf_counter()
-            scan = client.post(
+            scan = await client.post(
                 "/v1/decisions/reorder/scan?trace=none",
                 json={"categories": ["grocery"], "default_daily_rate": 1.5},
             )
