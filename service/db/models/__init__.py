@@ -2,6 +2,7 @@
 
 from service.db.models.decisions import DecisionEntry
 from service.db.models.foundation import ApiKey, AuditEntry, Item, Location, Promotion
+from service.db.models.rulesets import RulesetGenerationRow, RulesetKindRow, RulesetRow, RulesetVersionRow
 from service.db.models.stock import (
     ReservationRecord,
     StockEventRecord,
@@ -18,6 +19,10 @@ __all__ = [
     "Location",
     "Promotion",
     "ReservationRecord",
+    "RulesetGenerationRow",
+    "RulesetKindRow",
+    "RulesetRow",
+    "RulesetVersionRow",
     "StockEventRecord",
     "StockExceptionRecord",
     "StockJournalEntry",
