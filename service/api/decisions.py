@@ -3,6 +3,7 @@ decision log by id. Thin: decode, build the context, call the use case, answer i
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -18,7 +19,7 @@ from service.decisions.context import DecisionContext, TraceLevel
 from service.decisions.log import SqlDecisionLog, open_decision_log
 from service.decisions.record import DecisionRecord
 from service.decisions.reorder import decide_reorder_one, decide_reorder_scan
-from service.decisions.rules import FileRulesets, rules_view
+from service.decisions.rules import rules_view
 from service.decisions.schemas import (
     AllocationRequest,
     AvailabilityRequest,
@@ -28,6 +29,7 @@ from service.decisions.schemas import (
     TransferRequest,
 )
 from service.errors import FieldError, Invalid, NotFound, Unavailable
+from service.rules.registry import start_rules
 from service.security import principal_of, requires
 from service.services import Services
 
@@ -44,12 +46,22 @@ def _trace(value: str | None) -> TraceLevel:
     return cast(TraceLevel, level)
 
 
+_opening = asyncio.Lock()
+
+
+async def open_decisions(services: Services) -> None:
+    """Start-up hook: the rules registry (seeded from the shipped rulesets when the store is empty) and
+    the decision log writer, unless the app opened them already."""
+    async with _opening:
+        if services.rules is None:
+            await start_rules(services)
+        if services.decision_log is None:
+            services.decision_log = await open_decision_log(services.sessions)
+
+
 async def _ensure(services: Services) -> None:
-    """Open what the decisions need if the app has not (the rulesets files stand in for the registry)."""
-    if services.rules is None:
-        services.rules = FileRulesets(services.settings.rules.rulesets_dir, services.settings.rules.engine)
-    if services.decision_log is None:
-        services.decision_log = await open_decision_log(services.sessions)
+    if services.rules is None or services.decision_log is None:
+        await open_decisions(services)
     if services.stock is None:
         raise Unavailable("no stock store is configured", retry_after=5)
 
@@ -131,10 +143,9 @@ async def markdown(
 
 @get("/decisions/{decision_id:str}", guards=[requires("decide")], operation_id="getDecision")
 async def get_decision(services: NamedDependency[Services], decision_id: FromPath[str]) -> dict[str, Any]:
-    log = services.decision_log
-    if log is None:
-        log = services.decision_log = await open_decision_log(services.sessions)
-    found = await cast(SqlDecisionLog, log).get(decision_id)
+    if services.decision_log is None:
+        await open_decisions(services)
+    found = await cast(SqlDecisionLog, services.decision_log).get(decision_id)
     if found is None:
         raise NotFound(f"no decision {decision_id}", [FieldError("decision_id", "not found")])
     return found

@@ -36,6 +36,7 @@ async def test_an_order_is_allocated_with_id_kind_ruleset_trace_and_timings(dapi
     assert uuid.UUID(body["decision_id"]).version == 7
     assert body["kind"] == "allocation"
     assert body["ruleset"]["name"] == "channel-priority" and len(body["ruleset"]["sha256"]) == 64
+    assert body["ruleset"]["version"] == 1
     assert body["decision"]["status"] == "allocated"
     assert body["decision"]["lines"][0]["allocations"] == [{"location": "store-leeds", "qty": 2}]
     assert body["trace"]["rules"]["matched"][0]["rule"] == "baseline"
