@@ -103,7 +103,7 @@ async def decide_availability(
                 continue  # stock at a location master data does not know is never sold
             rows.append((location_id, level.available))
             by_location[location_id] = policies.policy(item, location)
-        result = sku_availability(sku, rows, by_location)
+        result = sku_availability(sku, rows, by_location, detail=trace == "full")
         promo_cap = promotion_cap(ctx, sku, request.channel)
         out = result.to_dict(with_locations=trace == "full")
         if promo_cap is not None and promo_cap < result.sellable:

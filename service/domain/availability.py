@@ -111,16 +111,20 @@ def sku_availability(
     sku: str,
     stock: Sequence[tuple[str, int]],
     policies: Mapping[str, LocationPolicy],
+    *,
+    detail: bool = True,
 ) -> SkuAvailability:
     """Sellable units of one SKU. `stock`: (location id, available) pairs; `policies`: location id ->
     policy (a location without a policy is not eligible). The per-order cap is the smallest cap any
-    eligible location's policy sets."""
+    eligible location's policy sets. Without `detail` the per-location rows are left out."""
     rows: list[LocationAvailability] = []
     total = 0
     caps: list[int] = []
     for location, available in stock:
         policy = policies.get(location)
         if policy is None or not policy.eligible:
+            if not detail:
+                continue
             rows.append(
                 LocationAvailability(
                     location,
@@ -134,6 +138,11 @@ def sku_availability(
             )
             continue
         units = sellable_at(available, policy.floor, policy.low_stock_threshold)
+        total += units
+        if policy.per_order_cap is not None:
+            caps.append(policy.per_order_cap)
+        if not detail:
+            continue
         reason = None
         if available < policy.low_stock_threshold and available > policy.floor:
             reason = "below low-stock threshold"
@@ -148,9 +157,6 @@ def sku_availability(
                 reason,
             )
         )
-        total += units
-        if policy.per_order_cap is not None:
-            caps.append(policy.per_order_cap)
     cap = min(caps) if caps else None
     return SkuAvailability(
         sku=sku,

@@ -70,3 +70,10 @@ def test_a_reservation_leaving_the_protected_level_grants_exactly_what_is_sellab
     # a reservation takes qty while available - qty >= protected level
     grants = available - qty >= protected_level(available, floor, threshold)
     assert grants == (qty <= sellable_at(available, floor, threshold))
+
+
+def test_without_detail_the_total_is_the_same_and_rows_are_left_out() -> None:
+    stock = [("s1", 10), ("s2", 3), ("mp", 50)]
+    policies = {"s1": LocationPolicy(True, 2), "s2": LocationPolicy(True, 0, 4), "mp": LocationPolicy(False)}
+    brief = sku_availability("A", stock, policies, detail=False)
+    assert (brief.sellable, brief.locations) == (sku_availability("A", stock, policies).sellable, ())
