@@ -141,7 +141,7 @@ async def markdown(
     return _answer(await decide_markdown(await _context(services, request), body, level))
 
 
-@get("/decisions/{decision_id:str}", guards=[requires("decide")], operation_id="getDecision")
+@get("/decisions/{decision_id:str}", guards=[requires("decide", "planner")], operation_id="getDecision")
 async def get_decision(services: NamedDependency[Services], decision_id: FromPath[str]) -> dict[str, Any]:
     if services.decision_log is None:
         await open_decisions(services)
