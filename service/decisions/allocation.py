@@ -120,8 +120,10 @@ async def decide_allocation(
     types = {r.id: r.type for r in md.locations.values()}
     skus = list(dict.fromkeys(line.sku for line in request.lines))
     channel = ChannelPolicies(ctx, request.channel, "none")
+    # thresholds matter only where the allocation ruleset lets the channel take stock
+    eligible = [loc for loc in md.locations.values() if loc.type in policy.eligible_location_types]
     thresholds = {
-        sku: {loc.id: channel.policy(md.items[sku], loc).low_stock_threshold for loc in md.locations.values()}
+        sku: {loc.id: channel.policy(md.items[sku], loc).low_stock_threshold for loc in eligible}
         for sku in skus
     }
     lines = [OrderLine(line.sku, line.qty) for line in request.lines]
