@@ -107,6 +107,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=False,
         timeout_graceful_shutdown=10,
+        # Longer than a balancer's idle timeout (60 s is common): a connection the client or balancer
+        # still believes open is never closed under it between two requests.
+        timeout_keep_alive=75,
     )
     return 0
 

@@ -50,11 +50,10 @@ async def _reset_postgres(url: str) -> None:
     await engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty, migrated database: once on SQLite, once on PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+async def migrated_database(kind: str, request: pytest.FixtureRequest, filename: str = "test.db") -> str:
+    """An empty, migrated database of `kind` (sqlite in the test's tmp_path, or the session's PostgreSQL)."""
+    if kind == "sqlite":
+        url = f"sqlite+aiosqlite:///{request.getfixturevalue('tmp_path') / filename}"
     else:
         url = request.getfixturevalue("postgres_server_database")
         await _reset_postgres(url)
@@ -62,6 +61,12 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     await upgrade(engine)
     await engine.dispose()
     return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest) -> str:
+    """An empty, migrated database: once on SQLite, once on PostgreSQL."""
+    return await migrated_database(request.param, request)
 
 
 @pytest.fixture

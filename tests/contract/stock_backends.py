@@ -49,21 +49,9 @@ async def open_backend(
 
 
 async def _migrated_url(kind: str, request: pytest.FixtureRequest) -> str:
-    from service.db.engine import create_engine
-    from service.db.migrate import upgrade
-    from service.settings import DatabaseSettings
-    from tests.conftest import _reset_postgres
+    from tests.conftest import migrated_database
 
-    if kind == "sqlite":
-        tmp_path = request.getfixturevalue("tmp_path")
-        url = f"sqlite+aiosqlite:///{tmp_path / 'stock.db'}"
-    else:
-        url = request.getfixturevalue("postgres_server_database")
-        await _reset_postgres(url)
-    engine = create_engine(DatabaseSettings(url=url))
-    await upgrade(engine)
-    await engine.dispose()
-    return url
+    return await migrated_database(kind, request, "stock.db")
 
 
 async def flushed_redis(request: pytest.FixtureRequest) -> str:
