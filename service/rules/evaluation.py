@@ -236,8 +236,12 @@ class CompiledRule:
     computed_then: tuple[tuple[str, Getter], ...]
     then_order: tuple[str, ...]
     tests: tuple[tuple[Test, Predicate, Getter, Getter], ...]
+    # only scalar literals: the values are a plain copy of `literal_then`
+    flat: bool = False
 
     def values(self, facts: Facts) -> dict[str, Any]:
+        if self.flat:
+            return dict(self.literal_then)
         out: dict[str, Any] = {}
         for key in self.then_order:
             if key in self.literal_then:
@@ -312,6 +316,8 @@ class CompiledRuleset:
                         (t, make_test(t), make_getter(t.field), _safe_value(make_value(t.rhs)))
                         for t in tests_of(norm)
                     ),
+                    flat=not rule.computed
+                    and not any(isinstance(v, list | dict) for v in rule.then.values()),
                 )
             )
         self.by_index = {r.index: r for r in self.rules}
