@@ -4,7 +4,7 @@ Everything other parts need is imported from here; see docs/rulesets.md for the 
 """
 
 from service.rules.canonical import canonical_json, diff_rulesets, ruleset_sha256
-from service.rules.checks import TestResult, ValidationReport, check_ruleset
+from service.rules.checks import TestResult, ValidationReport, check_ruleset, check_text
 from service.rules.compiler import ENGINES, Engine, compile_ruleset
 from service.rules.document import Rule, Ruleset, RulesetTest, parse_ruleset
 from service.rules.evaluation import Evaluation, Evaluator, TraceLevel
@@ -29,6 +29,7 @@ __all__ = [
     "ValidationReport",
     "canonical_json",
     "check_ruleset",
+    "check_text",
     "compile_ruleset",
     "diff_rulesets",
     "parse_ruleset",
