@@ -89,7 +89,10 @@ class Ruleset:
         return (1, 1)
 
 
-class _Loader(yaml.SafeLoader):
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
+
+
+class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
     """Safe YAML without timestamp conversion: dates stay strings, every value stays JSON-ready."""
 
 
