@@ -8,6 +8,7 @@ from service.rules.checks import TestResult, ValidationReport, check_ruleset, ch
 from service.rules.compiler import ENGINES, Engine, compile_ruleset
 from service.rules.document import Rule, Ruleset, RulesetTest, parse_ruleset
 from service.rules.evaluation import Evaluation, Evaluator, TraceLevel
+from service.rules.facts import fact_problems
 from service.rules.kinds import FACT_CATALOG, RESULT_FIELDS
 from service.rules.problems import Problem, RuleEvaluationError, RulesetError
 
@@ -32,6 +33,7 @@ __all__ = [
     "check_text",
     "compile_ruleset",
     "diff_rulesets",
+    "fact_problems",
     "parse_ruleset",
     "ruleset_sha256",
 ]

@@ -140,6 +140,8 @@ def make_value(expr: Expr) -> Getter:
 
 
 def make_test(test: Test) -> Predicate:
+    """A comparison as a closure. Like durable_rules: a missing field never matches, and a field whose
+    value is null matches `== null` and nothing else (not even `!= 3`)."""
     compare = COMPARE[test.op]
     parts = test.field.split(".")
     if isinstance(test.rhs, Literal) and len(parts) == 2:
@@ -154,6 +156,8 @@ def make_test(test: Test) -> Predicate:
                     value = facts[a][b]
                 except (KeyError, TypeError, IndexError):
                     return False
+                if value is None:
+                    return constant is None and equal
                 return (value == constant) is equal
 
             return test_equality
@@ -168,11 +172,14 @@ def make_test(test: Test) -> Predicate:
     get = make_getter(test.field)
     if isinstance(test.rhs, Literal):
         literal = test.rhs.value
+        is_equality = test.op == "=="
 
         def test_constant(facts: Facts) -> bool:
             value = get(facts)
             if value is MISSING:
                 return False
+            if value is None:
+                return literal is None and is_equality
             try:
                 return bool(compare(value, literal))
             except TypeError:
@@ -183,11 +190,11 @@ def make_test(test: Test) -> Predicate:
 
     def test_expr(facts: Facts) -> bool:
         value = get(facts)
-        if value is MISSING:
+        if value is MISSING or value is None:
             return False
         try:
             other = rhs(facts)
-            if other is MISSING:
+            if other is MISSING or other is None:
                 return False
             return bool(compare(value, other))
         except (TypeError, ArithmeticError):

@@ -333,3 +333,17 @@ def test_evaluations_from_many_threads_agree(build: Build) -> None:
     for t in threads:
         t.join()
     assert wrong == []
+
+
+def test_a_null_value_matches_only_equality_with_null(build: Build) -> None:
+    ev = build(
+        """\
+        - {id: is-null, priority: 4, when: source.type == null, then: {sla_hours: 1}}
+        - {id: not-null, priority: 3, when: source.type != null, then: {sla_hours: 2}}
+        - {id: not-dc, priority: 2, when: source.type != "dc", then: {sla_hours: 3}}
+        - {id: below, priority: 1, when: transfer.qty < 3, then: {sla_hours: 4}}
+        """,
+        policy="collect",
+    )
+    assert ev.evaluate({"source": {"type": None}, "transfer": {"qty": None}}).matched == ["is-null"]
+    assert ev.evaluate({"source": {"type": "store"}}).matched == ["not-null", "not-dc"]

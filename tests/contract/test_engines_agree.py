@@ -1,6 +1,6 @@
 """Generated rulesets and facts: durable_rules and the Python engine must make identical decisions.
 
-The generator mixes missing fields, negations, `in` lists, arithmetic between fields, blocks, ties in
+The generator mixes missing fields, null values and `== null`, negations, `in` lists, arithmetic between fields, blocks, ties in
 priority, both hit policies and floats that JSON writes with an exponent.
 """
 
@@ -70,6 +70,8 @@ def comparison(draw: st.DrawFn) -> str:
         return f"{right} {op} {left}" if draw(st.booleans()) else f"{left} {op} {right}"
     if kind == 2:
         op = draw(st.sampled_from(["==", "!=", "<", ">="]))
+        if op in ("==", "!=") and draw(st.integers(0, 3)) == 0:
+            return f"{draw(st.sampled_from(STR_FIELDS + INT_FIELDS))} {op} null"
         return f'{draw(st.sampled_from(STR_FIELDS))} {op} "{draw(st.sampled_from(WORDS))}"'
     if kind == 3:
         items = draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=4))
@@ -156,7 +158,7 @@ def facts(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.integers(0, 4)) == 0:
             continue  # missing
         root, _, leaf = path.partition(".")
-        value = draw(value_for(field_type))
+        value = None if draw(st.integers(0, 12)) == 0 else draw(value_for(field_type))
         if leaf:
             out.setdefault(root, {})[leaf] = value
         else:
