@@ -128,6 +128,7 @@ def test_the_session_is_left_empty_after_each_evaluation(policy: str) -> None:
     assert isinstance(evaluator, DurableEvaluator)
     for _ in range(50):
         assert evaluator.evaluate({"transfer": {"qty": 9}, "source": {"type": "x", "floor": 1}}).matched
+        assert not evaluator.evaluate({"transfer": {"qty": 0}, "source": {"type": "dc", "floor": 1}}).matched
     assert json.loads(dre.get_facts(evaluator.handle, _session_id())) == []
     assert json.loads(dre.get_events(evaluator.handle, _session_id())) == []
 
