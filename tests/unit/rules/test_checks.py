@@ -214,3 +214,18 @@ def test_check_text_reports_parse_problems_as_errors() -> None:
 def test_check_text_checks_a_ruleset_that_parses() -> None:
     ruleset, report = check_text(TESTED, "t.yaml")
     assert ruleset is not None and ruleset.name == "checks" and report.ok
+
+
+def test_a_type_error_inside_a_block_is_located_at_its_item() -> None:
+    text = ruleset("""\
+          - id: a
+            priority: 1
+            when:
+              all:
+                - transfer.qty > 2
+                - source.type == 4
+            then: {outcome: approve}
+        """)
+    (p,) = errors(text)
+    assert (p.path, p.line, p.column) == ("rules[0].when.all[1]", 14, 9)
+    assert "cannot compare str with int" in p.message
