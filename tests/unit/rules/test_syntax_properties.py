@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 
-from service.rules.analysis import normalize, norm_text
+from service.rules.analysis import norm_text, normalize
 from service.rules.syntax import parse_condition, unparse
 from tests.contract.test_engines_agree import condition_text
 
