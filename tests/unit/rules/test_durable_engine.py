@@ -59,7 +59,7 @@ def test_every_rule_carries_the_type_tag_and_higher_priority_gets_a_lower_pri() 
     }
 
 
-def test_a_field_on_the_right_must_exist_and_arithmetic_is_nested() -> None:
+def test_a_field_to_field_comparison_requires_both_present_and_not_null() -> None:
     rule = definition()["r1"]
     assert rule == {
         "pri": 65534,
@@ -70,7 +70,8 @@ def test_a_field_on_the_right_must_exist_and_arithmetic_is_nested() -> None:
                         {"t": "req"},
                         {
                             "$and": [
-                                {"$ex": {"source.floor": 1}},
+                                {"$neq": {"transfer.qty": None}},
+                                {"$neq": {"source.floor": None}},
                                 {"$gt": {"transfer.qty": {"$add": {"$l": {"$m": "source.floor"}, "$r": 1}}}},
                             ]
                         },
