@@ -347,3 +347,18 @@ def test_a_null_value_matches_only_equality_with_null(build: Build) -> None:
     )
     assert ev.evaluate({"source": {"type": None}, "transfer": {"qty": None}}).matched == ["is-null"]
     assert ev.evaluate({"source": {"type": "store"}}).matched == ["not-null", "not-dc"]
+
+
+def test_a_large_keyed_ruleset_keeps_priority_order_across_keys(build: Build) -> None:
+    keyed = "".join(
+        f"- {{id: k{i}, priority: {i}, when: 'source.type == \"{['dc', 'store'][i % 2]}\" and transfer.qty > {i % 5}',"
+        f" then: {{sla_hours: {i + 1}}}}}\n"
+        for i in range(20)
+    )
+    unkeyed = "- {id: open, priority: 10, when: transfer.qty > 0, then: {sla_hours: 99, reason: open}}\n"
+    first = build(keyed + unkeyed, name="keyed-first")
+    collect = build(keyed + unkeyed, policy="collect", name="keyed-collect")
+    facts = {"source": {"type": "store"}, "transfer": {"qty": 3}}
+    assert first.evaluate(facts).matched == ["k17"]
+    assert collect.evaluate(facts).matched == ["k17", "k15", "k11", "open", "k7", "k5", "k1"]
+    assert first.evaluate({"source": {"type": "outlet"}, "transfer": {"qty": 3}}).matched == ["open"]
