@@ -267,7 +267,9 @@ class DurableEvaluator(Evaluator):
         except EngineError:
             if not self.fallback:
                 raise
-            return self.python.evaluate(facts, trace)
+            evaluation = self.python.evaluate(facts, trace)
+            evaluation.ruleset = dict(self.record)
+            return evaluation
 
 
 def _tests(norm: Norm) -> list[Test]:
