@@ -245,6 +245,14 @@ class CompiledRule:
     tests: tuple[tuple[Test, Predicate, Getter, Getter], ...]
     # only scalar literals: the values are a plain copy of `literal_then`
     flat: bool = False
+    # the fields read, split for speed: `root.leaf` paths as (path, root, leaf), and the rest with getters
+    pairs: tuple[tuple[str, str, str], ...] = ()
+    other_fields: tuple[tuple[str, Getter], ...] = ()
+
+    def __post_init__(self) -> None:
+        paths = [path for path, _ in self.fields]
+        self.pairs = tuple((p, *p.split(".")) for p in paths if p.count(".") == 1)  # type: ignore[misc]
+        self.other_fields = tuple((p, g) for p, g in self.fields if p.count(".") != 1)
 
     def values(self, facts: Facts) -> dict[str, Any]:
         if self.flat:
@@ -267,7 +275,16 @@ class CompiledRule:
         return out
 
     def field_values(self, facts: Facts) -> dict[str, Any]:
-        return {path: _plain(get(facts)) for path, get in self.fields}
+        """The values of the fields the condition reads (None when missing), for the `rules` trace."""
+        out: dict[str, Any] = {}
+        for path, a, b in self.pairs:
+            try:
+                out[path] = facts[a][b]
+            except (KeyError, TypeError, IndexError):
+                out[path] = None
+        for path, get in self.other_fields:
+            out[path] = _plain(get(facts))
+        return out
 
     def condition_table(self, facts: Facts) -> list[dict[str, Any]]:
         rows = []
