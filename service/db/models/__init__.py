@@ -1,6 +1,8 @@
 """Every SQL model, imported here so that `Base.metadata` knows all tables."""
 
+from service.db.models.decisions import DecisionEntry
 from service.db.models.foundation import ApiKey, AuditEntry, Item, Location, Promotion
+from service.db.models.rulesets import RulesetGenerationRow, RulesetKindRow, RulesetRow, RulesetVersionRow
 from service.db.models.stock import (
     ReservationRecord,
     StockEventRecord,
@@ -12,10 +14,15 @@ from service.db.models.stock import (
 __all__ = [
     "ApiKey",
     "AuditEntry",
+    "DecisionEntry",
     "Item",
     "Location",
     "Promotion",
     "ReservationRecord",
+    "RulesetGenerationRow",
+    "RulesetKindRow",
+    "RulesetRow",
+    "RulesetVersionRow",
     "StockEventRecord",
     "StockExceptionRecord",
     "StockJournalEntry",
