@@ -20,6 +20,7 @@ from service.rules.problems import RuleEvaluationError
 from service.rules.syntax import Arith, Call, Expr, Field, ListLiteral, Literal, fields_of
 
 TraceLevel = TypingLiteral["none", "rules", "full"]
+TRACE_LEVELS = frozenset({"none", "rules", "full"})
 Facts = Mapping[str, Any]
 Getter = Callable[[Facts], Any]
 Predicate = Callable[[Facts], bool]
@@ -446,6 +447,9 @@ class Evaluator:
         raise NotImplementedError
 
     def evaluate(self, facts: Facts, trace: TraceLevel = "rules") -> Evaluation:
+        """Decide on `facts`; `trace` is none, rules or full (ValueError for anything else)."""
+        if trace not in TRACE_LEVELS:
+            raise ValueError(f"unknown trace level {trace!r}: expected none, rules or full")
         start = perf_counter_ns()
         matched = self.match(facts)
         compiled = self.compiled

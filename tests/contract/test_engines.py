@@ -362,3 +362,9 @@ def test_a_large_keyed_ruleset_keeps_priority_order_across_keys(build: Build) ->
     assert first.evaluate(facts).matched == ["k17"]
     assert collect.evaluate(facts).matched == ["k17", "k15", "k11", "open", "k7", "k5", "k1"]
     assert first.evaluate({"source": {"type": "outlet"}, "transfer": {"qty": 3}}).matched == ["open"]
+
+
+def test_an_unknown_trace_level_is_refused(build: Build) -> None:
+    ev = build("- {id: a, priority: 1, when: transfer.qty > 0, then: {outcome: approve}}\n")
+    with pytest.raises(ValueError, match="unknown trace level"):
+        ev.evaluate(FACTS, trace="verbose")  # type: ignore[arg-type]
