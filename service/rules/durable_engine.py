@@ -16,6 +16,7 @@ import json
 import re
 import threading
 from decimal import Decimal
+from collections.abc import Mapping
 from typing import Any
 
 import durable_rules_engine as dre
@@ -219,10 +220,10 @@ class DurableEvaluator(Evaluator):
             value = facts.get(root, _ABSENT)
             if value is _ABSENT:
                 continue
-            if names is None or value.__class__ is not dict:
-                msg[key] = value
-            else:
+            if names is not None and (value.__class__ is dict or isinstance(value, Mapping)):
                 msg[key] = {name: value[name] for name in names if name in value}
+            else:
+                msg[key] = value
         try:
             text = _encode(msg).decode()
         except (TypeError, ValueError, msgspec.EncodeError) as exc:

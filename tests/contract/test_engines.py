@@ -368,3 +368,13 @@ def test_an_unknown_trace_level_is_refused(build: Build) -> None:
     ev = build("- {id: a, priority: 1, when: transfer.qty > 0, then: {outcome: approve}}\n")
     with pytest.raises(ValueError, match="unknown trace level"):
         ev.evaluate(FACTS, trace="verbose")  # type: ignore[arg-type]
+
+
+def test_facts_may_be_any_mapping(build: Build) -> None:
+    from types import MappingProxyType
+
+    ev = build(
+        "- {id: a, priority: 1, when: 'transfer.qty > 1 and source.type == \"store\"', then: {outcome: approve}}\n"
+    )
+    facts = MappingProxyType({"transfer": MappingProxyType({"qty": 2}), "source": {"type": "store"}})
+    assert ev.evaluate(facts).matched == ["a"]
