@@ -15,8 +15,8 @@ import itertools
 import json
 import re
 import threading
-from decimal import Decimal
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import durable_rules_engine as dre
