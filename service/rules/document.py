@@ -435,6 +435,3 @@ def _build_rule(b: _Builder, raw: Any, i: int) -> Rule | None:
         return None
     return Rule(rule_id, priority, description, when, then, i, computed)
 
-
-def condition_is_block(node: Cond) -> bool:
-    return isinstance(node, And | Or | Not)
