@@ -434,4 +434,3 @@ def _build_rule(b: _Builder, raw: Any, i: int) -> Rule | None:
     if rule_id is None or when is None:
         return None
     return Rule(rule_id, priority, description, when, then, i, computed)
-
