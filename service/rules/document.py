@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from service.rules.kinds import KINDS
 from service.rules.problems import Problem, RulesetError
 from service.rules.syntax import (
     And,
@@ -291,8 +292,6 @@ def _build(b: _Builder, data: dict[str, Any], text: str, source: str) -> Ruleset
         b.add("ruleset", "expected a kebab-case name such as transfer-approval")
         name = str(name)
     kind = data.get("kind")
-    from service.rules.kinds import KINDS
-
     if kind not in KINDS:
         b.add("kind", f"expected one of {', '.join(KINDS)}, found {kind!r}")
         kind = str(kind)
