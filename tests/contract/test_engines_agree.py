@@ -178,7 +178,8 @@ def _decide(evaluator: Any, given: dict[str, Any]) -> tuple[Any, ...]:
         out = evaluator.evaluate(given, trace="rules")
     except RuleEvaluationError as exc:
         return ("error", str(exc))
-    return (out.matched, out.result, out.used_default, out.trace["matched"])
+    full = evaluator.evaluate(given, trace="full").trace
+    return (out.matched, out.result, out.used_default, out.trace["matched"], full)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
