@@ -34,6 +34,7 @@ from service.rules.syntax import (
     Node,
     Not,
     Or,
+    fields_of,
     format_literal,
     unparse,
 )
@@ -96,6 +97,14 @@ def tests_of(n: Norm) -> list[Test]:
     for i in n.items:
         out.extend(tests_of(i))
     return out
+
+
+def guarded_fields(test: Test) -> list[str]:
+    """Fields a comparison must find present and non-null in durable_rules: all of them when the
+    right-hand side reads a field (it would read a missing one as a value and equate two nulls);
+    none for a plain `field op constant`."""
+    rhs = fields_of(test.rhs)
+    return list(dict.fromkeys([test.field, *rhs])) if rhs else []
 
 
 def normalize(cond: Cond, negate: bool = False) -> Norm:

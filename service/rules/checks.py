@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from service.rules.analysis import analyse
-from service.rules.document import Ruleset, RulesetTest
+from service.rules.document import Ruleset, RulesetTest, parse_ruleset
 from service.rules.evaluation import Evaluator
 from service.rules.limits import limit_problems
 from service.rules.problems import Problem, RuleEvaluationError, RulesetError
@@ -138,3 +138,13 @@ def check_ruleset(ruleset: Ruleset, *, durable_timeout: float = CHILD_TIMEOUT_SE
         line, column = ruleset.position("rules", False)
         report.errors.append(Problem(ruleset.source, line, column, None, "rules", str(payload)))
     return report
+
+
+def check_text(text: str, source: str = "<string>") -> tuple[Ruleset | None, ValidationReport]:
+    """Parse and check in one step: the ruleset (None if it does not parse) and the report, whose errors
+    then hold the parse problems."""
+    try:
+        ruleset = parse_ruleset(text, source)
+    except RulesetError as exc:
+        return None, ValidationReport(errors=list(exc.problems))
+    return ruleset, check_ruleset(ruleset)

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from service.rules.kinds import KINDS
 from service.rules.problems import Problem, RulesetError
 from service.rules.syntax import (
     And,
@@ -89,7 +90,10 @@ class Ruleset:
         return (1, 1)
 
 
-class _Loader(yaml.SafeLoader):
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
+
+
+class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
     """Safe YAML without timestamp conversion: dates stay strings, every value stays JSON-ready."""
 
 
@@ -288,8 +292,6 @@ def _build(b: _Builder, data: dict[str, Any], text: str, source: str) -> Ruleset
         b.add("ruleset", "expected a kebab-case name such as transfer-approval")
         name = str(name)
     kind = data.get("kind")
-    from service.rules.kinds import KINDS
-
     if kind not in KINDS:
         b.add("kind", f"expected one of {', '.join(KINDS)}, found {kind!r}")
         kind = str(kind)
@@ -431,7 +433,3 @@ def _build_rule(b: _Builder, raw: Any, i: int) -> Rule | None:
     if rule_id is None or when is None:
         return None
     return Rule(rule_id, priority, description, when, then, i, computed)
-
-
-def condition_is_block(node: Cond) -> bool:
-    return isinstance(node, And | Or | Not)

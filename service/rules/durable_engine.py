@@ -15,13 +15,14 @@ import itertools
 import json
 import re
 import threading
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 import durable_rules_engine as dre
 import msgspec
 
-from service.rules.analysis import AllOf, AnyOf, Norm, Test, Truth
+from service.rules.analysis import AllOf, AnyOf, Norm, Test, Truth, guarded_fields
 from service.rules.evaluation import CompiledRule, CompiledRuleset, Evaluation, Evaluator, Facts, TraceLevel
 from service.rules.problems import RuleEvaluationError
 from service.rules.python_engine import PythonEvaluator
@@ -101,11 +102,12 @@ def condition_json(norm: Norm) -> dict[str, Any] | None:
         path = _durable_path(norm.field)
         rhs = _operand(norm.rhs)
         test = {path: rhs} if norm.op == "==" else {OPERATORS[norm.op]: {path: rhs}}
-        others = [p for p in dict.fromkeys(_expr_fields(norm.rhs)) if p != norm.field]
-        if not others:
+        guarded = guarded_fields(norm)
+        if not guarded:
             return test
-        # durable_rules reads a missing field on the right-hand side as a value: require each one to exist
-        return {"$and": [*({"$ex": {_durable_path(p): 1}} for p in others), test]}
+        # durable_rules reads a missing field on the right-hand side as a value, and equates two nulls:
+        # require every field of a field-to-field comparison to be present and not null
+        return {"$and": [*({"$neq": {_durable_path(p): None}} for p in guarded), test]}
     key = "$and" if isinstance(norm, AllOf) else "$or"
     assert isinstance(norm, AllOf | AnyOf)
     items = [condition_json(i) for i in norm.items]
@@ -218,10 +220,10 @@ class DurableEvaluator(Evaluator):
             value = facts.get(root, _ABSENT)
             if value is _ABSENT:
                 continue
-            if names is None or value.__class__ is not dict:
-                msg[key] = value
-            else:
+            if names is not None and (value.__class__ is dict or isinstance(value, Mapping)):
                 msg[key] = {name: value[name] for name in names if name in value}
+            else:
+                msg[key] = value
         try:
             text = _encode(msg).decode()
         except (TypeError, ValueError, msgspec.EncodeError) as exc:
@@ -266,7 +268,9 @@ class DurableEvaluator(Evaluator):
         except EngineError:
             if not self.fallback:
                 raise
-            return self.python.evaluate(facts, trace)
+            evaluation = self.python.evaluate(facts, trace)
+            evaluation.ruleset = dict(self.record)
+            return evaluation
 
 
 def _tests(norm: Norm) -> list[Test]:

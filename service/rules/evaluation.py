@@ -20,6 +20,7 @@ from service.rules.problems import RuleEvaluationError
 from service.rules.syntax import Arith, Call, Expr, Field, ListLiteral, Literal, fields_of
 
 TraceLevel = TypingLiteral["none", "rules", "full"]
+TRACE_LEVELS = frozenset({"none", "rules", "full"})
 Facts = Mapping[str, Any]
 Getter = Callable[[Facts], Any]
 Predicate = Callable[[Facts], bool]
@@ -140,6 +141,8 @@ def make_value(expr: Expr) -> Getter:
 
 
 def make_test(test: Test) -> Predicate:
+    """A comparison as a closure. Like durable_rules: a missing field never matches, and a field whose
+    value is null matches `== null` and nothing else (not even `!= 3`)."""
     compare = COMPARE[test.op]
     parts = test.field.split(".")
     if isinstance(test.rhs, Literal) and len(parts) == 2:
@@ -154,6 +157,8 @@ def make_test(test: Test) -> Predicate:
                     value = facts[a][b]
                 except (KeyError, TypeError, IndexError):
                     return False
+                if value is None:
+                    return constant is None and equal
                 return (value == constant) is equal
 
             return test_equality
@@ -168,11 +173,14 @@ def make_test(test: Test) -> Predicate:
     get = make_getter(test.field)
     if isinstance(test.rhs, Literal):
         literal = test.rhs.value
+        is_equality = test.op == "=="
 
         def test_constant(facts: Facts) -> bool:
             value = get(facts)
             if value is MISSING:
                 return False
+            if value is None:
+                return literal is None and is_equality
             try:
                 return bool(compare(value, literal))
             except TypeError:
@@ -183,11 +191,11 @@ def make_test(test: Test) -> Predicate:
 
     def test_expr(facts: Facts) -> bool:
         value = get(facts)
-        if value is MISSING:
+        if value is MISSING or value is None:
             return False
         try:
             other = rhs(facts)
-            if other is MISSING:
+            if other is MISSING or other is None:
                 return False
             return bool(compare(value, other))
         except (TypeError, ArithmeticError):
@@ -236,8 +244,20 @@ class CompiledRule:
     computed_then: tuple[tuple[str, Getter], ...]
     then_order: tuple[str, ...]
     tests: tuple[tuple[Test, Predicate, Getter, Getter], ...]
+    # only scalar literals: the values are a plain copy of `literal_then`
+    flat: bool = False
+    # the fields read, split for speed: `root.leaf` paths as (path, root, leaf), and the rest with getters
+    pairs: tuple[tuple[str, str, str], ...] = ()
+    other_fields: tuple[tuple[str, Getter], ...] = ()
+
+    def __post_init__(self) -> None:
+        paths = [path for path, _ in self.fields]
+        self.pairs = tuple((p, *p.split(".")) for p in paths if p.count(".") == 1)  # type: ignore[misc]
+        self.other_fields = tuple((p, g) for p, g in self.fields if p.count(".") != 1)
 
     def values(self, facts: Facts) -> dict[str, Any]:
+        if self.flat:
+            return dict(self.literal_then)
         out: dict[str, Any] = {}
         for key in self.then_order:
             if key in self.literal_then:
@@ -256,7 +276,16 @@ class CompiledRule:
         return out
 
     def field_values(self, facts: Facts) -> dict[str, Any]:
-        return {path: _plain(get(facts)) for path, get in self.fields}
+        """The values of the fields the condition reads (None when missing), for the `rules` trace."""
+        out: dict[str, Any] = {}
+        for path, a, b in self.pairs:
+            try:
+                out[path] = facts[a][b]
+            except (KeyError, TypeError, IndexError):
+                out[path] = None
+        for path, get in self.other_fields:
+            out[path] = _plain(get(facts))
+        return out
 
     def condition_table(self, facts: Facts) -> list[dict[str, Any]]:
         rows = []
@@ -312,6 +341,8 @@ class CompiledRuleset:
                         (t, make_test(t), make_getter(t.field), _safe_value(make_value(t.rhs)))
                         for t in tests_of(norm)
                     ),
+                    flat=not rule.computed
+                    and not any(isinstance(v, list | dict) for v in rule.then.values()),
                 )
             )
         self.by_index = {r.index: r for r in self.rules}
@@ -416,6 +447,9 @@ class Evaluator:
         raise NotImplementedError
 
     def evaluate(self, facts: Facts, trace: TraceLevel = "rules") -> Evaluation:
+        """Decide on `facts`; `trace` is none, rules or full (ValueError for anything else)."""
+        if trace not in TRACE_LEVELS:
+            raise ValueError(f"unknown trace level {trace!r}: expected none, rules or full")
         start = perf_counter_ns()
         matched = self.match(facts)
         compiled = self.compiled

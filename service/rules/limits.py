@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from service.rules.analysis import AllOf, AnyOf, Norm, Test, Truth
+from service.rules.analysis import AllOf, AnyOf, Norm, Test, Truth, guarded_fields
 from service.rules.document import Rule, Ruleset
 from service.rules.problems import Problem
-from service.rules.syntax import Literal, fields_of
+from service.rules.syntax import Literal
 
 MAX_RULES = 4096
 MAX_ALTERNATIVES = 4096
@@ -73,12 +73,11 @@ def _co_true(node: _Node) -> int:
 
 
 def _with_existence_checks(chain: tuple[Test, ...]) -> list[Test]:
-    """The chain as durable_rules sees it: a test reading other fields is preceded by their `$ex` tests."""
+    """The chain as durable_rules sees it: a field-to-field test is preceded by its not-null tests."""
     out: list[Test] = []
     for test in chain:
-        for path in fields_of(test.rhs):
-            if path != test.field:
-                out.append(Test("exists", path, Literal(1), f"{path} exists"))
+        for path in guarded_fields(test):
+            out.append(Test("!=", path, Literal(None), f"{path} != null"))
         out.append(test)
     return out
 

@@ -1,5 +1,5 @@
 """Microseconds per ruleset evaluation: 5, 50 and 500 rules, both engines, both hit policies, trace none
-and rules. Reports medians and the trace-rules / trace-none ratio measured in the same run.
+and rules. Reports medians and the trace-rules / trace-none ratio measured side by side in the same pass.
 
 Run: `make bench`, or `python tests/benchmarks/bench_rules.py` for the table alone.
 """
@@ -18,6 +18,7 @@ from service.rules import Evaluator, compile_ruleset, parse_ruleset
 TYPES = ["store", "dc", "dark_store", "outlet", "popup"]
 REGIONS = [f"r{i}" for i in range(10)]
 CALLS = 4000
+PASSES = 5
 
 FACTS: dict[str, Any] = {
     "transfer": {"qty": 7, "value": 480.0, "reason": "rebalance"},
@@ -52,45 +53,54 @@ def ruleset_text(count: int, policy: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def median_us(evaluator: Evaluator, trace: str, calls: int = CALLS) -> float:
+def medians_us(evaluator: Evaluator, calls: int = CALLS) -> tuple[float, float]:
+    """Median µs per call with trace none and with trace rules, measured in alternating batches so that
+    both see the same machine load."""
     evaluate = evaluator.evaluate
     for _ in range(300):
-        evaluate(FACTS, trace)  # type: ignore[arg-type]
-    samples = []
+        evaluate(FACTS, "rules")
+    samples: dict[str, list[int]] = {"none": [], "rules": []}
     clock = time.perf_counter_ns
     gc.disable()
     try:
-        for _ in range(calls):
-            start = clock()
-            evaluate(FACTS, trace)  # type: ignore[arg-type]
-            samples.append(clock() - start)
+        for _ in range(calls // 200):
+            for trace in ("none", "rules"):
+                bucket = samples[trace]
+                for _ in range(200):
+                    start = clock()
+                    evaluate(FACTS, trace)  # type: ignore[arg-type]
+                    bucket.append(clock() - start)
     finally:
         gc.enable()
-    return statistics.median(samples) / 1000.0
+    return statistics.median(samples["none"]) / 1000.0, statistics.median(samples["rules"]) / 1000.0
 
 
-def measure() -> list[dict[str, Any]]:
-    rows = []
+def measure(passes: int = PASSES) -> list[dict[str, Any]]:
+    """Every cell measured `passes` times; each cell reports its least disturbed pass (lowest trace-rules
+    median), with the ratio from that same pass. On a shared machine other tenants only ever add time."""
+    evaluators = []
     for count in (5, 50, 500):
         for policy in ("first", "collect"):
             ruleset = parse_ruleset(ruleset_text(count, policy))
             for engine in ("durable", "python"):
-                evaluator = compile_ruleset(ruleset, engine)  # type: ignore[arg-type]
-                matched = evaluator.evaluate(FACTS).matched
-                none = median_us(evaluator, "none")
-                rules = median_us(evaluator, "rules")
-                rows.append(
-                    {
-                        "rules": count,
-                        "policy": policy,
-                        "engine": engine,
-                        "matched": len(matched),
-                        "none_us": none,
-                        "rules_us": rules,
-                        "ratio": rules / none,
-                    }
-                )
-    return rows
+                evaluators.append((count, policy, engine, compile_ruleset(ruleset, engine)))  # type: ignore[arg-type]
+    best: dict[tuple[int, str, str], dict[str, Any]] = {}
+    for _ in range(passes):
+        for count, policy, engine, evaluator in evaluators:
+            none, rules = medians_us(evaluator)
+            row = {
+                "rules": count,
+                "policy": policy,
+                "engine": engine,
+                "matched": len(evaluator.evaluate(FACTS).matched),
+                "none_us": none,
+                "rules_us": rules,
+                "ratio": rules / none,
+            }
+            key = (count, policy, engine)
+            if key not in best or rules < best[key]["rules_us"]:
+                best[key] = row
+    return list(best.values())
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -119,4 +129,7 @@ def test_rules_evaluation_speed() -> None:
 
 
 if __name__ == "__main__":
+    import durable_rules_engine
+
+    print(f"durable_rules_engine: {durable_rules_engine.__file__}")
     print(table(measure()))

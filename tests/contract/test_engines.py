@@ -333,3 +333,48 @@ def test_evaluations_from_many_threads_agree(build: Build) -> None:
     for t in threads:
         t.join()
     assert wrong == []
+
+
+def test_a_null_value_matches_only_equality_with_null(build: Build) -> None:
+    ev = build(
+        """\
+        - {id: is-null, priority: 4, when: source.type == null, then: {sla_hours: 1}}
+        - {id: not-null, priority: 3, when: source.type != null, then: {sla_hours: 2}}
+        - {id: not-dc, priority: 2, when: source.type != "dc", then: {sla_hours: 3}}
+        - {id: below, priority: 1, when: transfer.qty < 3, then: {sla_hours: 4}}
+        """,
+        policy="collect",
+    )
+    assert ev.evaluate({"source": {"type": None}, "transfer": {"qty": None}}).matched == ["is-null"]
+    assert ev.evaluate({"source": {"type": "store"}}).matched == ["not-null", "not-dc"]
+
+
+def test_a_large_keyed_ruleset_keeps_priority_order_across_keys(build: Build) -> None:
+    keyed = "".join(
+        f"- {{id: k{i}, priority: {i}, when: 'source.type == \"{['dc', 'store'][i % 2]}\" and transfer.qty > {i % 5}',"
+        f" then: {{sla_hours: {i + 1}}}}}\n"
+        for i in range(20)
+    )
+    unkeyed = "- {id: open, priority: 10, when: transfer.qty > 0, then: {sla_hours: 99, reason: open}}\n"
+    first = build(keyed + unkeyed, name="keyed-first")
+    collect = build(keyed + unkeyed, policy="collect", name="keyed-collect")
+    facts = {"source": {"type": "store"}, "transfer": {"qty": 3}}
+    assert first.evaluate(facts).matched == ["k17"]
+    assert collect.evaluate(facts).matched == ["k17", "k15", "k11", "open", "k7", "k5", "k1"]
+    assert first.evaluate({"source": {"type": "outlet"}, "transfer": {"qty": 3}}).matched == ["open"]
+
+
+def test_an_unknown_trace_level_is_refused(build: Build) -> None:
+    ev = build("- {id: a, priority: 1, when: transfer.qty > 0, then: {outcome: approve}}\n")
+    with pytest.raises(ValueError, match="unknown trace level"):
+        ev.evaluate(FACTS, trace="verbose")  # type: ignore[arg-type]
+
+
+def test_facts_may_be_any_mapping(build: Build) -> None:
+    from types import MappingProxyType
+
+    ev = build(
+        "- {id: a, priority: 1, when: 'transfer.qty > 1 and source.type == \"store\"', then: {outcome: approve}}\n"
+    )
+    facts = MappingProxyType({"transfer": MappingProxyType({"qty": 2}), "source": {"type": "store"}})
+    assert ev.evaluate(facts).matched == ["a"]

@@ -1,6 +1,6 @@
 """Generated rulesets and facts: durable_rules and the Python engine must make identical decisions.
 
-The generator mixes missing fields, negations, `in` lists, arithmetic between fields, blocks, ties in
+The generator mixes missing fields, null values and `== null`, negations, `in` lists, arithmetic between fields, blocks, ties in
 priority, both hit policies and floats that JSON writes with an exponent.
 """
 
@@ -70,6 +70,8 @@ def comparison(draw: st.DrawFn) -> str:
         return f"{right} {op} {left}" if draw(st.booleans()) else f"{left} {op} {right}"
     if kind == 2:
         op = draw(st.sampled_from(["==", "!=", "<", ">="]))
+        if op in ("==", "!=") and draw(st.integers(0, 3)) == 0:
+            return f"{draw(st.sampled_from(STR_FIELDS + INT_FIELDS))} {op} null"
         return f'{draw(st.sampled_from(STR_FIELDS))} {op} "{draw(st.sampled_from(WORDS))}"'
     if kind == 3:
         items = draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=4))
@@ -109,8 +111,8 @@ def condition_yaml(depth: int = 0) -> st.SearchStrategy[Any]:
 
 
 @st.composite
-def ruleset_text(draw: st.DrawFn) -> str:
-    count = draw(st.integers(1, 7))
+def ruleset_text(draw: st.DrawFn, min_rules: int = 1, max_rules: int = 7) -> str:
+    count = draw(st.integers(min_rules, max_rules))
     rules = []
     for i in range(count):
         then: dict[str, Any] = {"reason": f"rule {i}"}
@@ -118,11 +120,18 @@ def ruleset_text(draw: st.DrawFn) -> str:
             then["sla_hours"] = draw(st.integers(1, 72))
         if draw(st.booleans()):
             then["approvers"] = [draw(st.sampled_from(["store_manager", "regional_manager"]))]
+        when = draw(condition_yaml())
+        if min_rules > 1 and draw(st.integers(0, 3)) > 0:
+            # key most rules on an equality, as large real rulesets are
+            key = draw(
+                st.sampled_from(['source.type == "store"', 'source.type == "dc"', "transfer.qty == 3"])
+            )
+            when = {"all": [key, when]}
         rules.append(
             {
                 "id": f"rule-{i}",
                 "priority": draw(st.sampled_from([0, 1, 5, 5, 100, 65534])),
-                "when": draw(condition_yaml()),
+                "when": when,
                 "then": then,
             }
         )
@@ -156,7 +165,7 @@ def facts(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.integers(0, 4)) == 0:
             continue  # missing
         root, _, leaf = path.partition(".")
-        value = draw(value_for(field_type))
+        value = None if draw(st.integers(0, 12)) == 0 else draw(value_for(field_type))
         if leaf:
             out.setdefault(root, {})[leaf] = value
         else:
@@ -169,12 +178,25 @@ def _decide(evaluator: Any, given: dict[str, Any]) -> tuple[Any, ...]:
         out = evaluator.evaluate(given, trace="rules")
     except RuleEvaluationError as exc:
         return ("error", str(exc))
-    return (out.matched, out.result, out.used_default, out.trace["matched"])
+    full = evaluator.evaluate(given, trace="full").trace
+    return (out.matched, out.result, out.used_default, out.trace["matched"], full)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=ruleset_text(), samples=st.lists(facts(), min_size=1, max_size=6))
 def test_both_engines_decide_identically(text: str, samples: list[dict[str, Any]]) -> None:
+    _agree(text, samples)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=ruleset_text(min_rules=16, max_rules=40), samples=st.lists(facts(), min_size=1, max_size=6))
+def test_both_engines_decide_identically_on_larger_keyed_rulesets(
+    text: str, samples: list[dict[str, Any]]
+) -> None:
+    _agree(text, samples)
+
+
+def _agree(text: str, samples: list[dict[str, Any]]) -> None:
     try:
         ruleset = parse_ruleset(text, "generated.yaml")
         python = compile_ruleset(ruleset, "python")

@@ -6,7 +6,7 @@ from textwrap import dedent
 
 import pytest
 
-from service.rules import Problem, RulesetError, check_ruleset, compile_ruleset, parse_ruleset
+from service.rules import Problem, RulesetError, check_ruleset, check_text, compile_ruleset, parse_ruleset
 from service.rules.analysis import analyse
 
 
@@ -201,3 +201,31 @@ def test_a_test_expecting_an_unknown_rule_is_an_error() -> None:
 def test_the_report_is_json_ready() -> None:
     data = check_ruleset(parse_ruleset(TESTED, "t.yaml")).to_dict()
     assert data["ok"] is True and len(data["tests"]) == 4 and data["errors"] == []
+
+
+def test_check_text_reports_parse_problems_as_errors() -> None:
+    ruleset, report = check_text(
+        "ruleset: x\nkind: transfer\nrules:\n  - {id: a, when: 'q <', then: {}}\n", "p.yaml"
+    )
+    assert ruleset is None and not report.ok
+    assert [(p.line, p.path) for p in report.errors] == [(4, "rules[0].when")]
+
+
+def test_check_text_checks_a_ruleset_that_parses() -> None:
+    ruleset, report = check_text(TESTED, "t.yaml")
+    assert ruleset is not None and ruleset.name == "checks" and report.ok
+
+
+def test_a_type_error_inside_a_block_is_located_at_its_item() -> None:
+    text = ruleset("""\
+          - id: a
+            priority: 1
+            when:
+              all:
+                - transfer.qty > 2
+                - source.type == 4
+            then: {outcome: approve}
+        """)
+    (p,) = errors(text)
+    assert (p.path, p.line, p.column) == ("rules[0].when.all[1]", 14, 9)
+    assert "cannot compare str with int" in p.message

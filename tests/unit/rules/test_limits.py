@@ -73,8 +73,9 @@ def test_the_co_true_limit_is_real_in_durable_rules() -> None:
 
 def test_a_refused_evaluation_falls_back_to_the_python_engine_and_says_so() -> None:
     rs = parse_ruleset(text_of([f"transfer.qty > {i}" for i in range(65)], "co-true-fallback"))
-    out = DurableEvaluator(compiled_ruleset(rs)).evaluate({"transfer": {"qty": 1000}})
+    out = DurableEvaluator(compiled_ruleset(rs)).with_version(4).evaluate({"transfer": {"qty": 1000}})
     assert out.engine == "python"
+    assert out.ruleset["version"] == 4
     assert len(out.matched) == 65
 
 
