@@ -384,7 +384,20 @@ class RedisStockStore:
         )
         if verdict == "short":
             return ReservationResult(None, short)
-        reservation = parse_reservation(outcome[1], now_ms)
+        granted = outcome[1]
+        reservation = Reservation(
+            id=rid,
+            order_id=request.order_id,
+            channel=request.channel,
+            idempotency_key=request.idempotency_key,
+            lines=tuple(
+                ReservedLine(_text(granted[i]), _text(granted[i + 1]), int(granted[i + 2]))
+                for i in range(0, len(granted), 3)
+            ),
+            status="held",
+            expires_at=from_ms(expires_ms),
+            created_at=from_ms(now_ms),
+        )
         record = {
             "id": rid,
             "order_id": request.order_id,
