@@ -69,3 +69,9 @@ async def test_openapi_schema_and_metrics_are_served(sqlite_api: ApiClient) -> N
     await sqlite_api.as_("stock").get("/v1/locations")
     metrics = await sqlite_api.http.get("/metrics")
     assert metrics.status_code == 200 and "retail_policy_requests_total" in metrics.text
+
+
+async def test_a_bad_query_parameter_is_named_by_its_source_and_name(sqlite_api: ApiClient) -> None:
+    response = await sqlite_api.as_("stock").get("/v1/exceptions", params={"limit": "many"})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "query.limit"
