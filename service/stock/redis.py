@@ -373,7 +373,8 @@ class RedisStockStore:
                 f"idempotency key {request.idempotency_key!r} was used with another request body"
             )
         if verdict == "replay":
-            return ReservationResult(parse_reservation(outcome[1], now_ms), replayed=True)
+            found = parse_reservation(outcome[1], now_ms)
+            return ReservationResult(found, tuple(ledger.replayed_short(request, found.lines)), replayed=True)
         flat_short = outcome[-1]
         short = tuple(
             ShortLine(

@@ -328,7 +328,9 @@ class SqlStockStore:
                 raise IdempotencyConflict(
                     f"idempotency key {request.idempotency_key!r} was used with another request body"
                 )
-            raise _Replay(ReservationResult(_reservation(seen), replayed=True))
+            found = _reservation(seen)
+            named = tuple(ledger.replayed_short(request, found.lines))
+            raise _Replay(ReservationResult(found, named, replayed=True))
         short: list[ShortLine] = []
         if request.allow_partial:
             before = await self._levels(conn, [(line.sku, line.location) for line in lines], lock=True)

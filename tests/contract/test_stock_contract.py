@@ -212,6 +212,15 @@ async def test_same_key_and_body_returns_the_same_reservation_once(stock: StockS
     assert (await level(stock, "SKU1", "S1")).reserved == 2
 
 
+async def test_partial_reservation_replay_names_the_same_short_lines(stock: StockStore) -> None:
+    await seed(stock, S1=2, S2=0)
+    first = await stock.reserve(ask("k1", ("SKU1", "S1", 5), ("SKU1", "S2", 1), partial=True))
+    await seed(stock, S1=9, S2=9)
+    again = await stock.reserve(ask("k1", ("SKU1", "S1", 5), ("SKU1", "S2", 1), partial=True))
+    assert again.replayed and again.reservation == first.reservation
+    assert set(again.short) == set(first.short)
+
+
 async def test_same_key_with_another_body_is_a_conflict(stock: StockStore) -> None:
     await seed(stock, S1=5)
     await stock.reserve(ask("k1", ("SKU1", "S1", 2)))
