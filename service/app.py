@@ -13,7 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
-from service.api import health, master_data, rulesets, stock
+from service.api import decisions, health, master_data, rulesets, stock
 from service.api.deps import dependencies
 from service.api.problems import exception_handlers
 from service.db.engine import create_engine, session_factory
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         master_data.router,
         stock.router,
         rulesets.router,
+        decisions.router,
         MetricsController,
     ]
     return Litestar(
