@@ -136,6 +136,21 @@ def request_fingerprint(request: ReservationRequest) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
+def replayed_short(request: ReservationRequest, granted: Sequence[ReservedLine]) -> list[ShortLine]:
+    """The short lines of a granted partial reservation, as its first answer named them.
+
+    A partial grant takes everything a line could take, so what was granted is what was available.
+    """
+    taken: dict[tuple[str, str], int] = {}
+    for line in granted:
+        taken[(line.sku, line.location)] = taken.get((line.sku, line.location), 0) + line.qty
+    return [
+        ShortLine(line.sku, line.location, line.qty, taken.get((line.sku, line.location), 0))
+        for line in merge_lines(request.lines)
+        if taken.get((line.sku, line.location), 0) < line.qty
+    ]
+
+
 def takeable(levels: Levels, floor: int) -> int:
     """Units a line may take while leaving `floor` available."""
     return max(0, levels.sellable - levels.reserved - floor)

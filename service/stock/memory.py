@@ -108,7 +108,8 @@ class MemoryStockStore:
                 raise IdempotencyConflict(
                     f"idempotency key {request.idempotency_key!r} was used with another request body"
                 )
-            return ReservationResult(self._reservations[seen[1]], replayed=True)
+            found = self._reservations[seen[1]]
+            return ReservationResult(found, tuple(ledger.replayed_short(request, found.lines)), replayed=True)
         lines = ledger.merge_lines(request.lines)
         granted, short = ledger.plan_reservation(lines, self._get, request.allow_partial)
         if not granted:

@@ -60,7 +60,6 @@ DOWN_ERRORS = (
     redis_errors.BusyLoadingError,
     OSError,
 )
-BUCKET_OF = {"s": "sellable", "r": "reserved", "d": "damaged", "p": "return_pending", "t": "in_transit"}
 
 
 def _script(name: str) -> str:
@@ -85,14 +84,14 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def parse_levels(flat: Sequence[Any]) -> dict[str, Levels]:
-    """HGETALL of a stock hash -> location -> Levels."""
-    buckets: dict[str, dict[str, int]] = {}
-    for i in range(0, len(flat), 2):
-        name = _text(flat[i])
-        bucket, _, location = name.partition(":")
-        buckets.setdefault(location, {})[BUCKET_OF[bucket]] = int(flat[i + 1])
-    return {loc: Levels(**values) for loc, values in sorted(buckets.items())}
+def parse_levels(text: bytes | str) -> dict[str, Levels]:
+    """The levels script's answer for one SKU ('LOC\ts\tr\td\tp\tt' per line) -> location -> Levels."""
+    out: dict[str, Levels] = {}
+    for line in _text(text).split("\n"):
+        if line:
+            loc, s, r, d, p, t = line.split("\t")
+            out[loc] = Levels(int(s), int(r), int(d), int(p), int(t))
+    return out
 
 
 def parse_lines(encoded: str) -> tuple[ReservedLine, ...]:
@@ -208,7 +207,7 @@ class RedisStockStore:
         unique = list(dict.fromkeys(skus))
         keys = [key for sku in unique for key in self.keys.sku_keys(sku)]
         hashes = await self._call(self._levels, keys, [self._now_ms()])
-        return {sku: parse_levels(flat) for sku, flat in zip(unique, hashes, strict=True)}
+        return {sku: parse_levels(text) for sku, text in zip(unique, hashes, strict=True)}
 
     async def get_reservation(self, reservation_id: str) -> Reservation | None:
         try:
@@ -374,7 +373,8 @@ class RedisStockStore:
                 f"idempotency key {request.idempotency_key!r} was used with another request body"
             )
         if verdict == "replay":
-            return ReservationResult(parse_reservation(outcome[1], now_ms), replayed=True)
+            found = parse_reservation(outcome[1], now_ms)
+            return ReservationResult(found, tuple(ledger.replayed_short(request, found.lines)), replayed=True)
         flat_short = outcome[-1]
         short = tuple(
             ShortLine(
@@ -384,7 +384,20 @@ class RedisStockStore:
         )
         if verdict == "short":
             return ReservationResult(None, short)
-        reservation = parse_reservation(outcome[1], now_ms)
+        granted = outcome[1]
+        reservation = Reservation(
+            id=rid,
+            order_id=request.order_id,
+            channel=request.channel,
+            idempotency_key=request.idempotency_key,
+            lines=tuple(
+                ReservedLine(_text(granted[i]), _text(granted[i + 1]), int(granted[i + 2]))
+                for i in range(0, len(granted), 3)
+            ),
+            status="held",
+            expires_at=from_ms(expires_ms),
+            created_at=from_ms(now_ms),
+        )
         record = {
             "id": rid,
             "order_id": request.order_id,

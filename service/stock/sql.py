@@ -328,7 +328,9 @@ class SqlStockStore:
                 raise IdempotencyConflict(
                     f"idempotency key {request.idempotency_key!r} was used with another request body"
                 )
-            raise _Replay(ReservationResult(_reservation(seen), replayed=True))
+            found = _reservation(seen)
+            named = tuple(ledger.replayed_short(request, found.lines))
+            raise _Replay(ReservationResult(found, named, replayed=True))
         short: list[ShortLine] = []
         if request.allow_partial:
             before = await self._levels(conn, [(line.sku, line.location) for line in lines], lock=True)
@@ -443,7 +445,11 @@ class SqlStockStore:
         return await self._finish(reservation_id, "released")
 
     async def sweep_expired(self, now: datetime | None = None) -> int:
-        return await self._write(partial(self._prune, now_ms=to_ms(now or self._clock())))
+        now_ms = to_ms(now or self._clock())
+        # A read first: an idle sweeper must not take the write lock every interval.
+        if not await self._has_due(now_ms):
+            return 0
+        return await self._write(partial(self._prune, now_ms=now_ms))
 
     async def ping(self) -> None:
         async def probe(conn: AsyncConnection) -> None:

@@ -15,7 +15,7 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[*BACKENDS, "redis+postgresql"])
 async def stock(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[StockStore]:
     async with open_backend(request.param, request, clock) as store:
         yield store

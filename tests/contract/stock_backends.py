@@ -40,7 +40,8 @@ async def open_backend(
         from service.stock.redis import RedisStockStore
 
         redis_url = await flushed_redis(request)
-        journal_url = await _migrated_url("sqlite", request)
+        # "redis" journals into SQLite, "redis+postgresql" into PostgreSQL.
+        journal_url = await _migrated_url(name.partition("+")[2] or "sqlite", request)
         store = await RedisStockStore.open(redis_url, journal_url, clock=clock)
     try:
         yield store

@@ -212,6 +212,15 @@ async def test_same_key_and_body_returns_the_same_reservation_once(stock: StockS
     assert (await level(stock, "SKU1", "S1")).reserved == 2
 
 
+async def test_partial_reservation_replay_names_the_same_short_lines(stock: StockStore) -> None:
+    await seed(stock, S1=2, S2=0)
+    first = await stock.reserve(ask("k1", ("SKU1", "S1", 5), ("SKU1", "S2", 1), partial=True))
+    await seed(stock, S1=9, S2=9)
+    again = await stock.reserve(ask("k1", ("SKU1", "S1", 5), ("SKU1", "S2", 1), partial=True))
+    assert again.replayed and again.reservation == first.reservation
+    assert set(again.short) == set(first.short)
+
+
 async def test_same_key_with_another_body_is_a_conflict(stock: StockStore) -> None:
     await seed(stock, S1=5)
     await stock.reserve(ask("k1", ("SKU1", "S1", 2)))
@@ -332,3 +341,28 @@ async def test_expired_stock_can_be_reserved_again(stock: StockStore, clock: Fak
     assert not (await stock.reserve(ask("k2", ("SKU1", "S1", 1)))).granted
     clock.advance(10)
     assert (await stock.reserve(ask("k3", ("SKU1", "S1", 1)))).granted
+
+
+async def test_orders_taking_the_same_skus_in_opposite_orders_all_finish(stock: StockStore) -> None:
+    await seed(stock, "A", S1=10)
+    await seed(stock, "B", S1=10)
+    orders = [
+        ask(f"k{i}", *([("A", "S1", 1), ("B", "S1", 1)] if i % 2 else [("B", "S1", 1), ("A", "S1", 1)]))
+        for i in range(30)
+    ]
+    results = await asyncio.gather(*(stock.reserve(o) for o in orders))
+    assert sum(r.granted for r in results) == 10
+    assert (await level(stock, "A", "S1")).reserved == (await level(stock, "B", "S1")).reserved == 10
+
+
+async def test_concurrent_commit_and_release_of_one_reservation_apply_once(stock: StockStore) -> None:
+    await seed(stock, S1=5)
+    held = (await stock.reserve(ask("k1", ("SKU1", "S1", 2)))).reservation
+    assert held is not None
+    outcomes = await asyncio.gather(stock.commit(held.id), stock.release(held.id), return_exceptions=True)
+    finals = {o.status for o in outcomes if not isinstance(o, BaseException)}
+    assert len(finals) == 1 and all(
+        isinstance(o, ReservationStateError) for o in outcomes if isinstance(o, BaseException)
+    )
+    expected = Levels(sellable=3) if finals == {"committed"} else Levels(sellable=5)
+    assert await level(stock, "SKU1", "S1") == expected

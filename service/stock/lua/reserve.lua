@@ -34,11 +34,12 @@ end
 if #granted == 0 or (#short > 0 and not partial) then
   return {'short', short}
 end
-local parts, lines = {}, {}
+local parts, lines, flat = {}, {}, {}
 for _, g in ipairs(granted) do
   redis.call('HINCRBY', KEYS[g[1]], 'r:' .. g[3], g[4])
   parts[g[1]] = (parts[g[1]] or '') .. g[3] .. '\t' .. g[4] .. '\n'
   lines[#lines + 1] = g[2] .. '\t' .. g[3] .. '\t' .. g[4] .. '\n'
+  for _, v in ipairs({g[2], g[3], g[4]}) do flat[#flat + 1] = v end
 end
 for i, enc in pairs(parts) do
   redis.call('HSET', KEYS[i + 2], id, enc)
@@ -47,4 +48,4 @@ end
 redis.call('ZADD', holds, exp, id)
 redis.call('HSET', resv, 'id', id, 'order_id', ARGV[6], 'channel', ARGV[7], 'key', ARGV[8], 'fp', fp,
   'exp', exp, 'created', ARGV[2], 'status', 'held', 'lines', table.concat(lines))
-return {'granted', redis.call('HGETALL', resv), short}
+return {'granted', flat, short}

@@ -1,0 +1,317 @@
+"""Random interleavings of events, reservations, commits, releases and expiries, on every backend.
+
+A plain model (written here, independent of the ledger code) predicts every bucket of every position.
+After each step the backend must agree with it, and:
+- reserved == the units of held, unexpired reservations at that position (nothing leaks or doubles);
+- reserved <= sellable wherever no outflow event (POS sale, damage, transfer out, count) intervened.
+Each example works on its own SKUs, so one store serves all examples of a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from service.stock.store import (
+    Levels,
+    ReservationLine,
+    ReservationRequest,
+    ReservationStateError,
+    SnapshotRow,
+    StockEvent,
+    StockStore,
+)
+from tests.contract.stock_backends import BACKENDS, FakeClock
+
+T = TypeVar("T")
+LOCATIONS = ["L1", "L2", "L3"]
+_examples = itertools.count()
+_ids = itertools.count()
+
+
+@dataclass
+class Held:
+    lines: list[tuple[str, str, int]]
+    expires_at: Any
+    status: str = "held"
+
+
+@dataclass
+class Model:
+    positions: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    reservations: dict[str, Held] = field(default_factory=dict)
+    outflow: set[tuple[str, str]] = field(default_factory=set)
+
+    def at(self, sku: str, loc: str) -> list[int]:
+        return self.positions.setdefault((sku, loc), [0, 0, 0, 0, 0])
+
+    def expire(self, now: Any) -> None:
+        for held in self.reservations.values():
+            if held.status == "held" and held.expires_at <= now:
+                held.status = "expired"
+                for sku, loc, qty in held.lines:
+                    self.at(sku, loc)[1] -= qty
+
+
+class StockMachine(RuleBasedStateMachine):
+    store: StockStore
+    clock: FakeClock
+    loop: asyncio.AbstractEventLoop
+
+    def __init__(self) -> None:
+        super().__init__()
+        run = next(_examples)
+        self.skus = [f"X{run}A", f"X{run}B"]
+        self.model = Model()
+        self.requests: dict[str, ReservationRequest] = {}
+
+    def run(self, awaitable: Awaitable[T]) -> T:
+        return self.loop.run_until_complete(awaitable)
+
+    def event(self, type_: str, sku_i: int, loc: str, qty: int, **extra: Any) -> None:
+        sku = self.skus[sku_i]
+        [result] = self.run(
+            self.store.apply_events([StockEvent(f"e{next(_ids)}", type_, sku, loc, qty, **extra)])
+        )  # type: ignore[arg-type]
+        assert result.status == "applied"
+
+    @rule(sku_i=st.integers(0, 1), loc=st.sampled_from(LOCATIONS), qty=st.integers(0, 8))
+    def snapshot(self, sku_i: int, loc: str, qty: int) -> None:
+        sku = self.skus[sku_i]
+        self.model.expire(self.clock.now)
+        self.run(self.store.put_snapshot([SnapshotRow(sku, loc, qty, 1, 0, 2)]))
+        position = self.model.at(sku, loc)
+        if qty < position[0]:
+            self.model.outflow.add((sku, loc))
+        position[0], position[2], position[3], position[4] = qty, 1, 0, 2
+
+    @rule(sku_i=st.integers(0, 1), loc=st.sampled_from(LOCATIONS), qty=st.integers(1, 6))
+    def receipt(self, sku_i: int, loc: str, qty: int) -> None:
+        self.model.expire(self.clock.now)
+        self.event("receipt", sku_i, loc, qty)
+        position = self.model.at(self.skus[sku_i], loc)
+        position[0] += qty
+        position[4] -= min(qty, max(0, position[4]))
+
+    @rule(
+        sku_i=st.integers(0, 1),
+        loc=st.sampled_from(LOCATIONS),
+        qty=st.integers(1, 4),
+        kind=st.sampled_from(["sale", "damage"]),
+    )
+    def outflow(self, sku_i: int, loc: str, qty: int, kind: str) -> None:
+        self.model.expire(self.clock.now)
+        self.event(kind, sku_i, loc, qty)
+        position = self.model.at(self.skus[sku_i], loc)
+        position[0] -= qty
+        if kind == "damage":
+            position[2] += qty
+        self.model.outflow.add((self.skus[sku_i], loc))
+
+    @rule(
+        sku_i=st.integers(0, 1), loc=st.sampled_from(LOCATIONS), qty=st.integers(1, 3), restock=st.booleans()
+    )
+    def customer_return(self, sku_i: int, loc: str, qty: int, restock: bool) -> None:
+        self.model.expire(self.clock.now)
+        self.event("return", sku_i, loc, qty)
+        self.event("return_disposition", sku_i, loc, qty, disposition="restock" if restock else "damage")
+        position = self.model.at(self.skus[sku_i], loc)
+        position[0 if restock else 2] += qty
+
+    @rule(
+        sku_i=st.integers(0, 1),
+        src=st.sampled_from(LOCATIONS),
+        dst=st.sampled_from(LOCATIONS),
+        qty=st.integers(1, 3),
+    )
+    def transfer(self, sku_i: int, src: str, dst: str, qty: int) -> None:
+        if src == dst:
+            return
+        self.model.expire(self.clock.now)
+        sku = self.skus[sku_i]
+        self.event("transfer_out", sku_i, src, qty, to_location=dst)
+        self.model.at(sku, src)[0] -= qty
+        self.model.at(sku, dst)[4] += qty
+        self.model.outflow.add((sku, src))
+        self.event("transfer_in", sku_i, dst, qty)
+        position = self.model.at(sku, dst)
+        position[0] += qty
+        position[4] -= min(qty, max(0, position[4]))
+
+    @rule(
+        lines=st.lists(
+            st.tuples(st.integers(0, 1), st.sampled_from(LOCATIONS), st.integers(1, 4), st.integers(0, 2)),
+            min_size=1,
+            max_size=3,
+        ),
+        partial=st.booleans(),
+        ttl=st.integers(5, 60),
+    )
+    def reserve(self, lines: list[tuple[int, str, int, int]], partial: bool, ttl: int) -> None:
+        now = self.clock.now
+        self.model.expire(now)
+        key = f"k{next(_ids)}"
+        request = ReservationRequest(
+            "order",
+            "web",
+            key,
+            tuple(ReservationLine(self.skus[s], loc, qty, floor) for s, loc, qty, floor in lines),
+            ttl,
+            partial,
+        )
+        result = self.run(self.store.reserve(request))
+        merged: dict[tuple[str, str], list[int]] = {}
+        for s, loc, qty, floor in lines:
+            entry = merged.setdefault((self.skus[s], loc), [0, 0])
+            entry[0] += qty
+            entry[1] = max(entry[1], floor)
+        grants: list[tuple[str, str, int]] = []
+        short = False
+        for (sku, loc), (qty, floor) in merged.items():
+            position = self.model.at(sku, loc)
+            room = max(0, position[0] - position[1] - floor)
+            if room >= qty:
+                grants.append((sku, loc, qty))
+            else:
+                short = True
+                if partial and room > 0:
+                    grants.append((sku, loc, room))
+        if (short and not partial) or not grants:
+            assert result.reservation is None
+            return
+        assert result.reservation is not None
+        assert sorted((line.sku, line.location, line.qty) for line in result.reservation.lines) == sorted(
+            grants
+        )
+        for sku, loc, qty in grants:
+            self.model.at(sku, loc)[1] += qty
+        self.model.reservations[result.reservation.id] = Held(grants, now + timedelta(seconds=ttl))
+        self.requests[result.reservation.id] = request
+
+    def _held_ids(self) -> list[str]:
+        return sorted(self.model.reservations)
+
+    @precondition(lambda self: bool(self.model.reservations))
+    @rule(data=st.data(), commit=st.booleans())
+    def finish(self, data: st.DataObject, commit: bool) -> None:
+        rid = data.draw(st.sampled_from(self._held_ids()))
+        self.model.expire(self.clock.now)
+        held = self.model.reservations[rid]
+        try:
+            done = self.run(self.store.commit(rid) if commit else self.store.release(rid))
+        except ReservationStateError:
+            assert held.status in (("released", "expired") if commit else ("committed",))
+            return
+        if held.status == "held":
+            held.status = "committed" if commit else "released"
+            for sku, loc, qty in held.lines:
+                position = self.model.at(sku, loc)
+                position[1] -= qty
+                if commit:
+                    position[0] -= qty
+        assert done.status == held.status
+
+    @precondition(lambda self: bool(self.model.reservations))
+    @rule(data=st.data())
+    def replay(self, data: st.DataObject) -> None:
+        rid = data.draw(st.sampled_from(self._held_ids()))
+        again = self.run(self.store.reserve(self.requests[rid]))
+        assert again.replayed and again.reservation is not None and again.reservation.id == rid
+
+    @rule(seconds=st.integers(1, 40))
+    def time_passes(self, seconds: int) -> None:
+        self.clock.advance(seconds)
+
+    @rule()
+    def sweep(self) -> None:
+        self.run(self.store.sweep_expired())
+        self.model.expire(self.clock.now)
+
+    @invariant()
+    def backend_agrees_with_the_model(self) -> None:
+        self.model.expire(self.clock.now)
+        seen = self.run(self.store.get_levels(self.skus))
+        for (sku, loc), buckets in self.model.positions.items():
+            assert seen[sku].get(loc, Levels()) == Levels(*buckets), (sku, loc)
+            held = sum(
+                qty
+                for r in self.model.reservations.values()
+                if r.status == "held"
+                for s, l_, qty in r.lines
+                if (s, l_) == (sku, loc)
+            )
+            assert buckets[1] == held
+            if (sku, loc) not in self.model.outflow:
+                assert buckets[1] <= buckets[0]
+
+
+async def _open(backend: str, request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> StockStore:
+    from service.db.engine import create_engine
+    from service.db.migrate import upgrade
+    from service.settings import DatabaseSettings
+    from service.stock.memory import MemoryStockStore
+    from service.stock.redis import RedisStockStore
+    from service.stock.sql import SqlStockStore
+    from tests.conftest import _reset_postgres
+
+    if backend == "memory":
+        return MemoryStockStore(clock=clock)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'stock.db'}"
+    if backend == "postgresql":
+        url = request.getfixturevalue("postgres_server_database")
+        await _reset_postgres(url)
+    engine = create_engine(DatabaseSettings(url=url))
+    await upgrade(engine)
+    await engine.dispose()
+    if backend == "redis":
+        import redis.asyncio as aioredis
+
+        redis_url: str = request.getfixturevalue("redis_server_url")
+        client = aioredis.Redis.from_url(redis_url)
+        await client.flushdb()
+        await client.aclose()
+        return await RedisStockStore.open(redis_url, url, clock=clock)
+    return SqlStockStore(url, clock=clock)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_random_interleavings_keep_stock_consistent(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    loop = asyncio.new_event_loop()
+    clock = FakeClock()
+    store = loop.run_until_complete(_open(backend, request, tmp_path, clock))
+
+    class Machine(StockMachine):
+        pass
+
+    Machine.store, Machine.clock, Machine.loop = store, clock, loop
+    try:
+        run_state_machine_as_test(
+            Machine,
+            settings=settings(
+                max_examples=30 if backend == "memory" else 15,
+                stateful_step_count=25,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+            ),
+        )
+    finally:
+        loop.run_until_complete(store.close())
+        loop.close()
