@@ -123,7 +123,7 @@ async def decide_allocation(
     # thresholds matter only where the allocation ruleset lets the channel take stock
     eligible = [loc for loc in md.locations.values() if loc.type in policy.eligible_location_types]
     thresholds = {
-        sku: {loc.id: channel.policy(md.items[sku], loc).low_stock_threshold for loc in eligible}
+        sku: {loc.id: channel.table(md.items[sku])[loc.id].low_stock_threshold for loc in eligible}
         for sku in skus
     }
     lines = [OrderLine(line.sku, line.qty) for line in request.lines]
