@@ -13,11 +13,12 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
-from service.api import health, master_data, rulesets, stock
+from service.api import decisions, health, master_data, rulesets, stock
 from service.api.deps import dependencies
 from service.api.problems import exception_handlers
 from service.db.engine import create_engine, session_factory
 from service.db.migrate import upgrade
+from service.decisions.log import open_decision_log
 from service.masterdata import MasterDataCache
 from service.rules.registry import start_rules
 from service.services import Services
@@ -48,6 +49,7 @@ async def start_services(settings: Settings) -> Services:
     services.stock = await open_store(settings)
     services.tasks.append(start_sweeper(services.stock, settings.stock.sweep_interval_seconds))
     await start_rules(services)
+    services.decision_log = await open_decision_log(sessions)
     return services
 
 
@@ -84,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         master_data.router,
         stock.router,
         rulesets.router,
+        decisions.router,
         MetricsController,
     ]
     return Litestar(

@@ -62,6 +62,7 @@ def on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Re
             message = str(item.get("message", "invalid value")) if isinstance(item, dict) else str(item)
             key = item.get("key") if isinstance(item, dict) else None
             source = item.get("source") if isinstance(item, dict) else None
+            source = getattr(source, "value", source)  # Litestar gives a ParamType enum for parameters
             name = _field_of(key, message)
             if source in ("query", "path", "header", "cookie"):
                 name = f"{source}.{key}"

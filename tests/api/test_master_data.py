@@ -53,5 +53,9 @@ async def test_writing_master_data_is_audited(sqlite_api: ApiClient) -> None:
 
     await sqlite_api.as_("stock").put("/v1/locations", json=[STORE])
     async with sqlite_api.session() as session:
-        rows = (await session.execute(select(AuditEntry))).scalars().all()
+        rows = (
+            (await session.execute(select(AuditEntry).where(AuditEntry.subject == "locations")))
+            .scalars()
+            .all()
+        )
     assert [(r.actor, r.action, r.detail) for r in rows] == [("test-stock", "locations.put", {"count": 1})]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tests.apiclient import ApiClient
 
 
@@ -69,3 +71,29 @@ async def test_openapi_schema_and_metrics_are_served(sqlite_api: ApiClient) -> N
     await sqlite_api.as_("stock").get("/v1/locations")
     metrics = await sqlite_api.http.get("/metrics")
     assert metrics.status_code == 200 and "retail_policy_requests_total" in metrics.text
+
+
+async def test_a_bad_query_parameter_is_named_by_its_source_and_name(sqlite_api: ApiClient) -> None:
+    response = await sqlite_api.as_("stock").get("/v1/exceptions", params={"limit": "many"})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "query.limit"
+
+
+async def test_every_area_is_served_and_every_v1_route_needs_a_key(sqlite_api: ApiClient) -> None:
+    paths = set((await sqlite_api.http.get("/schema/openapi.json")).json()["paths"])
+    for expected in (
+        "/v1/stock/{sku}",
+        "/v1/reservations",
+        "/v1/rulesets/{name}/versions",
+        "/v1/decisions/allocation",
+        "/v1/decisions/{decision_id}",
+        "/v1/locations",
+    ):
+        assert expected in paths, f"{expected} is not served"
+    for path, operations in (await sqlite_api.http.get("/schema/openapi.json")).json()["paths"].items():
+        if not path.startswith("/v1"):
+            continue
+        concrete = re.sub(r"\{[^}]+\}", "1", path)
+        for method in operations:
+            response = await sqlite_api.http.request(method.upper(), concrete)
+            assert response.status_code == 401, f"{method.upper()} {path} answered {response.status_code}"
