@@ -96,20 +96,26 @@ def _reservation_lines(
     ]
 
 
+async def _replay(ctx: DecisionContext, request: AllocationRequest) -> DecisionRecord | None:
+    """The logged decision for this idempotency key: answered again for the same order, a conflict for
+    another one, None when the log has none (yet)."""
+    assert request.idempotency_key is not None
+    prior = await ctx.log.find_by_idempotency_key("allocation", request.idempotency_key)
+    if prior is None:
+        return None
+    if prior["request"] != as_builtins(request):
+        raise Conflict(
+            "the idempotency key was already used with another order",
+            [FieldError("idempotency_key", "already used with another request body")],
+            title="Idempotency key reused",
+        )
+    return record_from_log(prior)
+
+
 async def decide_allocation(
     ctx: DecisionContext, request: AllocationRequest, trace: TraceLevel = "rules"
 ) -> DecisionRecord:
     destination = _validate(ctx, request)
-    if request.reserve and request.idempotency_key is not None:
-        prior = await ctx.log.find_by_idempotency_key("allocation", request.idempotency_key)
-        if prior is not None:
-            if prior["request"] != as_builtins(request):
-                raise Conflict(
-                    "the idempotency key was already used with another order",
-                    [FieldError("idempotency_key", "already used with another request body")],
-                    title="Idempotency key reused",
-                )
-            return record_from_log(prior)
     decision_id = new_decision_id()
     md = ctx.master_data
     facts = _facts(ctx, request, destination)
@@ -123,7 +129,7 @@ async def decide_allocation(
     # thresholds matter only where the allocation ruleset lets the channel take stock
     eligible = [loc for loc in md.locations.values() if loc.type in policy.eligible_location_types]
     thresholds = {
-        sku: {loc.id: channel.policy(md.items[sku], loc).low_stock_threshold for loc in eligible}
+        sku: {loc.id: channel.table(md.items[sku])[loc.id].low_stock_threshold for loc in eligible}
         for sku in skus
     }
     lines = [OrderLine(line.sku, line.qty) for line in request.lines]
@@ -147,19 +153,32 @@ async def decide_allocation(
         if not request.reserve or plan.splits == 0:
             break
         key = request.idempotency_key or decision_id
-        result = await stock_call(
-            ctx.stock.reserve(
-                ReservationRequest(
-                    order_id=request.order_id,
-                    channel=request.channel,
-                    # each re-plan is a different body, so it needs its own key
-                    idempotency_key=key if replans == 0 else f"{key}#replan-{replans}",
-                    lines=tuple(_reservation_lines(plan, policy, types)),
-                    ttl_seconds=policy.reservation_ttl_seconds,
-                    allow_partial=False,
+        # the log is read for a key only when the store has seen it: a retry is rare, a lookup per order is not
+        retry = replans == 0 and request.idempotency_key is not None
+        try:
+            result = await stock_call(
+                ctx.stock.reserve(
+                    ReservationRequest(
+                        order_id=request.order_id,
+                        channel=request.channel,
+                        # each re-plan is a different body, so it needs its own key
+                        idempotency_key=key if replans == 0 else f"{key}#replan-{replans}",
+                        lines=tuple(_reservation_lines(plan, policy, types)),
+                        ttl_seconds=policy.reservation_ttl_seconds,
+                        allow_partial=False,
+                    )
                 )
             )
-        )
+        except Conflict:
+            # the key holds another body: the same order planned on moved stock, or another order
+            replayed = await _replay(ctx, request) if retry else None
+            if replayed is None:
+                raise
+            return replayed
+        if result.replayed and retry:
+            replayed = await _replay(ctx, request)
+            if replayed is not None:
+                return replayed
         if result.reservation is not None and not result.short:
             held = result.reservation
             reservation = {

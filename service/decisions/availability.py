@@ -29,6 +29,19 @@ class ChannelPolicies:
     _cache: dict[tuple[Any, ...], tuple[LocationPolicy, Any]] = field(default_factory=dict)
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     evaluated: Any = None
+    _tables: dict[tuple[Any, ...], dict[str, LocationPolicy]] = field(default_factory=dict)
+
+    def table(self, item: ItemRecord) -> dict[str, LocationPolicy]:
+        """Location id -> policy for one item; shared by items alike in category and price when no
+        promotion covers them (then nothing else in their facts differs)."""
+        md = self.ctx.master_data
+        promoted = any(p.applies(item.sku) for p in md.promotions)
+        key: tuple[Any, ...] = (item.sku,) if promoted else (item.category, item.price)
+        found = self._tables.get(key)
+        if found is None:
+            found = {loc.id: self.policy(item, loc) for loc in md.locations.values()}
+            self._tables[key] = found
+        return found
 
     def __post_init__(self) -> None:
         self.ruleset = self.ctx.active("availability")
@@ -97,12 +110,13 @@ async def decide_availability(
         item = md.items[sku]
         rows: list[tuple[str, int]] = []
         by_location: dict[str, LocationPolicy] = {}
+        table = policies.table(item)
         for location_id, level in sorted(levels.get(sku, {}).items()):
             location = md.locations.get(location_id)
             if location is None:
                 continue  # stock at a location master data does not know is never sold
             rows.append((location_id, level.available))
-            by_location[location_id] = policies.policy(item, location)
+            by_location[location_id] = table[location_id]
         result = sku_availability(sku, rows, by_location, detail=trace == "full")
         promo_cap = promotion_cap(ctx, sku, request.channel)
         out = result.to_dict(with_locations=trace == "full")

@@ -7,12 +7,12 @@ same small interface, so the decisions do not care which one they get.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from service.rules import Evaluation, Evaluator, compile_ruleset, parse_ruleset, ruleset_sha256
+from service.rules import Evaluation, Evaluator, Ruleset, compile_ruleset, parse_ruleset, ruleset_sha256
 from service.rules.evaluation import TraceLevel
 
 
@@ -66,21 +66,34 @@ class FileRuleset:
 
 
 class FileRulesets:
-    """The first YAML file (by name) of each kind folder, compiled for one engine."""
+    """The first YAML file (by name) of each kind folder, compiled for one engine; or, through `of`,
+    any parsed rulesets (one per kind), as a simulation comparing versions needs."""
 
-    def __init__(self, directory: Path, engine: str = "python") -> None:
+    def __init__(self, directory: Path | None, engine: str = "python") -> None:
         self._by_kind: dict[str, FileRuleset] = {}
+        if directory is None:
+            return
         for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
             files = sorted(folder.glob("*.yaml"))
-            if not files:
-                continue
-            ruleset = parse_ruleset(files[0].read_text(), str(files[0]))
-            self._by_kind[ruleset.kind] = FileRuleset(
-                ruleset.name,
-                ruleset.kind,
-                ruleset_sha256(ruleset),
-                compile_ruleset(ruleset, engine),  # type: ignore[arg-type]
-            )
+            if files:
+                self._add(parse_ruleset(files[0].read_text(), str(files[0])), engine, 0)
+
+    @classmethod
+    def of(cls, rulesets: Iterable[tuple[Ruleset, int]], engine: str = "python") -> FileRulesets:
+        """A view over the given (ruleset, version) pairs; a later one of the same kind replaces an earlier."""
+        view = cls(None, engine)
+        for ruleset, version in rulesets:
+            view._add(ruleset, engine, version)
+        return view
+
+    def _add(self, ruleset: Ruleset, engine: str, version: int) -> None:
+        self._by_kind[ruleset.kind] = FileRuleset(
+            ruleset.name,
+            ruleset.kind,
+            ruleset_sha256(ruleset),
+            compile_ruleset(ruleset, engine, version=version),  # type: ignore[arg-type]
+            version,
+        )
 
     def active(self, kind: str, name: str | None = None) -> FileRuleset | None:
         found = self._by_kind.get(kind)

@@ -162,3 +162,16 @@ async def test_the_decision_is_fetched_by_id_with_its_request(dapi: DecisionsApi
 async def test_an_unknown_decision_id_is_404(dapi: DecisionsApi) -> None:
     response = await dapi.client.as_("decide").get("/v1/decisions/0190d4a0-0000-7000-8000-000000000000")
     assert response.status_code == 404
+
+
+async def test_a_retry_after_its_own_reservation_moved_the_stock_replays_the_decision(
+    dapi: DecisionsApi,
+) -> None:
+    body = order(reserve=True, idempotency_key="k-4", lines=[{"sku": "TEE-001", "qty": 7}])
+    first = (await dapi.post("allocation", body)).json()
+    assert first["decision"]["lines"][0]["allocations"] == [{"location": "store-leeds", "qty": 7}]
+    # Leeds now has nothing left above its floor, so a fresh plan would differ: the retry must not re-plan
+    second = (await dapi.post("allocation", body)).json()
+    assert (second["decision_id"], second["replayed"]) == (first["decision_id"], True)
+    levels = await dapi.levels(["TEE-001"])
+    assert sum(level.reserved for level in levels["TEE-001"].values()) == 7

@@ -13,6 +13,7 @@ from service.decisions.log import NullDecisionLog
 from service.decisions.rules import FileRulesets
 from service.decisions.schemas import AllocationRequest, DestinationIn, OrderLineIn
 from service.masterdata import ItemRecord, LocationRecord, MasterData
+from service.rules import parse_ruleset
 from service.stock import (
     MemoryStockStore,
     ReservationLine,
@@ -92,3 +93,24 @@ async def test_re_planning_stops_after_the_bound_and_reserves_nothing() -> None:
     levels = await store.get_levels(["TEE"])
     # only the rivals hold stock: one location emptied per attempt, and nothing of this order
     assert sum(level.reserved for level in levels["TEE"].values()) == 50 * (MAX_REPLANS + 1)
+
+
+SHIPPED = Path(__file__).resolve().parents[3] / "rulesets"
+TEXTS = [
+    (SHIPPED / "allocation" / "channel-priority.yaml").read_text(),
+    (SHIPPED / "availability" / "channel-availability.yaml").read_text(),
+]
+
+
+async def test_a_view_over_given_rulesets_answers_with_their_versions() -> None:
+    view = FileRulesets.of([(parse_ruleset(text), 7) for text in TEXTS])
+    ctx = DecisionContext(MemoryStockStore(), MASTER, view, NullDecisionLog(), datetime.now(UTC))
+    request = AllocationRequest(
+        order_id="o-2",
+        channel="ecommerce",
+        fulfillment="ship",
+        lines=[OrderLineIn("TEE", 1)],
+        destination=DestinationIn(53.80, -1.55, "north"),
+    )
+    record = await decide_allocation(ctx, request, "none")
+    assert record.ruleset == {"name": "channel-priority", "version": 7, "sha256": record.ruleset["sha256"]}
