@@ -45,6 +45,16 @@ class Sample:
     generation: int | None = None
 
 
+async def reset_postgres(url: str) -> None:
+    engine = create_engine(DatabaseSettings(url=url))
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            await conn.exec_driver_sql("CREATE SCHEMA public")
+    finally:
+        await engine.dispose()
+
+
 async def prepare(url: str) -> dict[str, str]:
     """Migrate, store versions 1-3 (1 published), and create the keys the test uses."""
     engine = create_engine(DatabaseSettings(url=url))
@@ -76,9 +86,13 @@ def wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
     raise RuntimeError(f"server not ready:\n{log.read_text()}")
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'hot.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'hot.db'}"
+    else:
+        url = request.getfixturevalue("postgres_server_database")
+        asyncio.run(reset_postgres(url))
     keys = asyncio.run(prepare(url))
     (tmp_path / "rulesets").mkdir()
     port = free_port()
