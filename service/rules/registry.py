@@ -23,7 +23,7 @@ from service.rules import Evaluation, Evaluator, compile_ruleset, parse_ruleset
 from service.rules import repository as repo
 from service.rules.lifecycle import seed_if_empty
 from service.services import Services
-from service.settings import EngineName
+from service.settings import EngineName, Settings
 
 log = logging.getLogger(__name__)
 
@@ -309,16 +309,21 @@ class RulesRegistry:
         await self.stop()
 
 
-async def start_rules(services: Services) -> RulesRegistry:
-    """App start-up hook: seed an empty store from the shipped rulesets, load, start the hot switch.
+async def open_registry(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> RulesRegistry:
+    """Seed an empty store from `settings.rules.rulesets_dir`, load the active versions, start polling.
 
-    Sets `services.rules`; calling it again on the same services returns the running registry.
+    The caller closes it with `await registry.close()` at shutdown.
     """
+    await seed_if_empty(sessions, settings.rules.rulesets_dir)
+    registry = RulesRegistry(sessions, settings.rules.engine, settings.rules.reload_interval_seconds)
+    await registry.start()
+    return registry
+
+
+async def start_rules(services: Services) -> RulesRegistry:
+    """App start-up hook over `open_registry` that sets `services.rules` (idempotent)."""
     if isinstance(services.rules, RulesRegistry):
         return services.rules
-    settings = services.settings.rules
-    await seed_if_empty(services.sessions, settings.rulesets_dir)
-    registry = RulesRegistry(services.sessions, settings.engine, settings.reload_interval_seconds)
-    await registry.start()
+    registry = await open_registry(services.settings, services.sessions)
     services.rules = registry
     return registry
