@@ -247,3 +247,15 @@ async def test_a_version_cannot_change_the_kind_of_its_ruleset(sessions: Session
     with pytest.raises(Invalid) as caught:
         await lifecycle.create_version(sessions, NAME, other_kind, "alice")
     assert [e.field for e in caught.value.errors] == ["kind"]
+
+
+async def test_concurrent_publishes_leave_exactly_one_published_version(sessions: Sessions) -> None:
+    for marker in ("v1", "v2", "v3"):
+        await lifecycle.create_version(sessions, NAME, transfer_yaml(marker), "alice")
+    await asyncio.gather(*(lifecycle.publish(sessions, NAME, n, "bob") for n in (1, 2, 3)))
+    async with sessions() as session:
+        pointer = await repo.get_ruleset(session, NAME)
+        versions = await repo.list_versions(session, NAME)
+    live = [v.version for v in versions if v.status == "published"]
+    assert pointer is not None and live == [pointer.active_version]
+    assert sorted(v.status for v in versions) == ["published", "retired", "retired"]
