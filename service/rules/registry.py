@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -253,8 +254,11 @@ class RulesRegistry:
                 compiled=compiled,
                 shadow_version=shadow,
             )
+        # Read-only views: a snapshot is shared by every request in flight and must never change.
         return RegistrySnapshot(
-            generation=state.generation, rulesets=rulesets, kind_defaults=dict(state.kind_defaults)
+            generation=state.generation,
+            rulesets=MappingProxyType(rulesets),
+            kind_defaults=MappingProxyType(dict(state.kind_defaults)),
         )
 
     async def refresh(self, *, force: bool = False) -> bool:
