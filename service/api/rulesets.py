@@ -7,6 +7,7 @@ evaluates, which is what decisions on this worker use (it follows the database w
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
@@ -25,6 +26,7 @@ from service.security import principal_of, requires
 from service.services import Services
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 READ_ROLES = ("author", "publisher", "planner")
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
 
@@ -95,8 +97,14 @@ def _version_body(record: repo.VersionRecord, *, full: bool) -> dict[str, Any]:
 
 
 async def _after_change(services: Services) -> None:
-    """Switch this worker at once; the other workers follow at their next poll."""
-    await _registry(services).refresh()
+    """Switch this worker at once; the other workers follow at their next poll.
+
+    The change is already committed, so a failed reload here is logged, not reported: the poller retries.
+    """
+    try:
+        await _registry(services).refresh()
+    except Exception:
+        log.exception("immediate ruleset reload failed; the poller will retry")
 
 
 @get("/", guards=[requires(*READ_ROLES)], operation_id="listRulesets")

@@ -33,8 +33,10 @@ SessionFactory = async_sessionmaker[AsyncSession]
 class InvalidRuleset(Invalid):
     """The ruleset text is not a valid ruleset; each error names its path, file, line and column."""
 
-    def __init__(self, detail: str, problems: list[Problem]) -> None:
-        super().__init__(detail, [problem_error(p) for p in problems])
+    def __init__(self, problems: list[Problem]) -> None:
+        first = located(problems[0]) if problems else "no details"
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(f"the ruleset is not valid: {first}{more}", [problem_error(p) for p in problems])
         self.title = "Invalid ruleset"
         self.problems = problems
 
@@ -62,9 +64,10 @@ def _conflict(reason: str, field: str, extra: dict[str, Any] | None = None) -> C
 
 
 def located(problem: Problem) -> str:
-    """One line a person can act on: file:line:column [rule] path: message."""
-    rule = f" rule {problem.rule_id}" if problem.rule_id else ""
-    return f"{problem.source}:{problem.line}:{problem.column}:{rule} {problem.path}: {problem.message}"
+    """One line a person can act on: `file:line:column: [rule R: ][path: ]message`."""
+    rule = f"rule {problem.rule_id}: " if problem.rule_id else ""
+    path = f"{problem.path}: " if problem.path else ""
+    return f"{problem.source}:{problem.line}:{problem.column}: {rule}{path}{problem.message}"
 
 
 @dataclass(frozen=True)
@@ -107,10 +110,10 @@ def _check_text(text: str, source: str) -> Checked:
     try:
         ruleset = parse_ruleset(text, source)
     except RulesetError as exc:
-        raise InvalidRuleset(f"the ruleset has {len(exc.problems)} error(s)", list(exc.problems)) from None
+        raise InvalidRuleset(list(exc.problems)) from None
     report = check_ruleset(ruleset)
     if report.errors:
-        raise InvalidRuleset(f"the ruleset has {len(report.errors)} error(s)", list(report.errors))
+        raise InvalidRuleset(list(report.errors))
     return Checked(ruleset=ruleset, sha256=content_sha256(ruleset), report=report)
 
 

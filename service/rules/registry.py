@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,7 +24,7 @@ from service.rules import Evaluation, Evaluator, compile_ruleset, parse_ruleset
 from service.rules import repository as repo
 from service.rules.lifecycle import seed_if_empty
 from service.services import Services
-from service.settings import EngineName
+from service.settings import EngineName, Settings
 
 log = logging.getLogger(__name__)
 
@@ -253,8 +254,11 @@ class RulesRegistry:
                 compiled=compiled,
                 shadow_version=shadow,
             )
+        # Read-only views: a snapshot is shared by every request in flight and must never change.
         return RegistrySnapshot(
-            generation=state.generation, rulesets=rulesets, kind_defaults=dict(state.kind_defaults)
+            generation=state.generation,
+            rulesets=MappingProxyType(rulesets),
+            kind_defaults=MappingProxyType(dict(state.kind_defaults)),
         )
 
     async def refresh(self, *, force: bool = False) -> bool:
@@ -309,16 +313,21 @@ class RulesRegistry:
         await self.stop()
 
 
-async def start_rules(services: Services) -> RulesRegistry:
-    """App start-up hook: seed an empty store from the shipped rulesets, load, start the hot switch.
+async def open_registry(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> RulesRegistry:
+    """Seed an empty store from `settings.rules.rulesets_dir`, load the active versions, start polling.
 
-    Sets `services.rules`; calling it again on the same services returns the running registry.
+    The caller closes it with `await registry.close()` at shutdown.
     """
+    await seed_if_empty(sessions, settings.rules.rulesets_dir)
+    registry = RulesRegistry(sessions, settings.rules.engine, settings.rules.reload_interval_seconds)
+    await registry.start()
+    return registry
+
+
+async def start_rules(services: Services) -> RulesRegistry:
+    """App start-up hook over `open_registry` that sets `services.rules` (idempotent)."""
     if isinstance(services.rules, RulesRegistry):
         return services.rules
-    settings = services.settings.rules
-    await seed_if_empty(services.sessions, settings.rulesets_dir)
-    registry = RulesRegistry(services.sessions, settings.engine, settings.reload_interval_seconds)
-    await registry.start()
+    registry = await open_registry(services.settings, services.sessions)
     services.rules = registry
     return registry

@@ -7,9 +7,6 @@ every worker must serve a newly published version within 5 seconds of the publis
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,12 +21,11 @@ from service.db.migrate import upgrade
 from service.rules import lifecycle
 from service.security.keys import create_key
 from service.settings import DatabaseSettings
-from tests.services import free_port
+from tests.server import running_server
 from tests.unit.lifecycle.samples import NAME, SMALL_TRANSFER, transfer_yaml
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 SWITCH_LIMIT_SECONDS = 5.0
 SETTLE_SECONDS = 6.5
 LOAD_THREADS = 4
@@ -43,6 +39,16 @@ class Sample:
     version: int | None
     error: str | None
     generation: int | None = None
+
+
+async def reset_postgres(url: str) -> None:
+    engine = create_engine(DatabaseSettings(url=url))
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            await conn.exec_driver_sql("CREATE SCHEMA public")
+    finally:
+        await engine.dispose()
 
 
 async def prepare(url: str) -> dict[str, str]:
@@ -62,69 +68,19 @@ async def prepare(url: str) -> dict[str, str]:
         await engine.dispose()
 
 
-def wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server not ready:\n{log.read_text()}")
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'hot.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """`retail-policy serve --workers 2` on a database holding versions 1-3 of one ruleset (1 active)."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'hot.db'}"
+    else:
+        url = request.getfixturevalue("postgres_server_database")
+        asyncio.run(reset_postgres(url))
     keys = asyncio.run(prepare(url))
     (tmp_path / "rulesets").mkdir()
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "RULESETS_DIR": str(tmp_path / "rulesets"),
-        "RETAIL_POLICY_VAR": str(tmp_path / "var"),
-        "AUTO_MIGRATE": "0",
-        "RULES_ENGINE": "durable",
-    }
-    log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "tests.unit.lifecycle.apps:create_rules_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "2",
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(base, process, log)
-            yield base, keys
-        finally:
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+    env = {"DATABASE_URL": url, "RULESETS_DIR": str(tmp_path / "rulesets"), "RULES_ENGINE": "durable"}
+    with running_server(tmp_path, env=env, workers=2) as base:
+        yield base, keys
 
 
 def load(base: str, key: str, stop: threading.Event, samples: list[Sample], lock: threading.Lock) -> None:

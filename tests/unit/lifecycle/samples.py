@@ -46,3 +46,22 @@ PROMO_TRANSFER = {"transfer": {"value": 120.0}, "source": {"open_promotions": 2}
 
 BROKEN_YAML = "ruleset: transfer-approval\nkind: transfer\nrules: [\n"
 ZERO_TRANSFER = {"transfer": {"value": 0.0}, "source": {"open_promotions": 0}}
+
+MARKDOWN_YAML = """\
+ruleset: markdown-approval
+kind: markdown
+description: Approve shallow markdowns.
+hit_policy: first
+facts:
+  markdown.depth: float
+rules:
+  - id: shallow
+    priority: 10
+    when: markdown.depth <= 0.2
+    then: {outcome: approve}
+default: {outcome: route, approvers: [category_manager], sla_hours: 24}
+tests:
+  - name: a shallow markdown is approved
+    given: {markdown: {depth: 0.1}}
+    expect: {outcome: approve}
+"""

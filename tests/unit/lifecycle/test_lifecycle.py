@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from service.db.models import AuditEntry
 from service.errors import Conflict, Forbidden, Invalid
 from service.rules import lifecycle
 from service.rules import repository as repo
-from tests.unit.lifecycle.samples import BROKEN_YAML, NAME, transfer_yaml
+from tests.unit.lifecycle.samples import BROKEN_YAML, MARKDOWN_YAML, NAME, transfer_yaml
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -222,3 +223,39 @@ async def test_seed_skips_a_broken_file(sessions: Sessions, tmp_path: Path) -> N
     (tmp_path / "a.yaml").write_text(BROKEN_YAML)
     (tmp_path / "b.yaml").write_text(transfer_yaml(name="transfer-b"))
     assert await lifecycle.seed_if_empty(sessions, tmp_path) == [("transfer-b", 1)]
+
+
+async def test_concurrent_new_versions_get_distinct_numbers(sessions: Sessions) -> None:
+    texts = [transfer_yaml(f"v{n}") for n in range(1, 6)]
+    created = await asyncio.gather(
+        *(lifecycle.create_version(sessions, NAME, text, "alice") for text in texts)
+    )
+    assert sorted(c.record.version for c in created) == [1, 2, 3, 4, 5]
+
+
+async def test_concurrent_pushes_of_the_same_content_store_one_version(sessions: Sessions) -> None:
+    created = await asyncio.gather(
+        *(lifecycle.create_version(sessions, NAME, transfer_yaml(), f"author-{n}") for n in range(4))
+    )
+    assert {c.record.version for c in created} == {1}
+    assert sum(c.created for c in created) == 1
+
+
+async def test_a_version_cannot_change_the_kind_of_its_ruleset(sessions: Sessions) -> None:
+    await lifecycle.create_version(sessions, NAME, transfer_yaml(), "alice")
+    other_kind = MARKDOWN_YAML.replace("ruleset: markdown-approval", f"ruleset: {NAME}")
+    with pytest.raises(Invalid) as caught:
+        await lifecycle.create_version(sessions, NAME, other_kind, "alice")
+    assert [e.field for e in caught.value.errors] == ["kind"]
+
+
+async def test_concurrent_publishes_leave_exactly_one_published_version(sessions: Sessions) -> None:
+    for marker in ("v1", "v2", "v3"):
+        await lifecycle.create_version(sessions, NAME, transfer_yaml(marker), "alice")
+    await asyncio.gather(*(lifecycle.publish(sessions, NAME, n, "bob") for n in (1, 2, 3)))
+    async with sessions() as session:
+        pointer = await repo.get_ruleset(session, NAME)
+        versions = await repo.list_versions(session, NAME)
+    live = [v.version for v in versions if v.status == "published"]
+    assert pointer is not None and live == [pointer.active_version]
+    assert sorted(v.status for v in versions) == ["published", "retired", "retired"]

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.db.models import RulesetGenerationRow, RulesetRow, RulesetVersionRow
 from service.rules import lifecycle
 from service.rules.registry import RulesRegistry
 from tests.unit.lifecycle.samples import NAME, PROMO_TRANSFER, SMALL_TRANSFER, ZERO_TRANSFER, transfer_yaml
@@ -145,3 +150,47 @@ async def test_changing_the_kind_default_switches_the_served_ruleset(sessions: S
     assert await registry.refresh()
     active = registry.snapshot().active("transfer")
     assert active is not None and active.name == "transfer-strict"
+
+
+async def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+async def test_the_poller_picks_up_a_publish_from_another_process(sessions: Sessions) -> None:
+    await published(sessions, "v1")
+    registry = RulesRegistry(sessions, "python", reload_interval_seconds=0.05)
+    await registry.start()
+    try:
+        await published(sessions, "v2")
+        assert await wait_for(lambda: registry.snapshot().generation == 2)
+        active = registry.snapshot().active("transfer")
+        assert active is not None and active.version == 2
+    finally:
+        await registry.close()
+
+
+async def test_a_version_that_fails_to_load_keeps_the_old_snapshot(sessions: Sessions) -> None:
+    await published(sessions, "v1")
+    await lifecycle.create_version(sessions, NAME, transfer_yaml("v2"), "alice")
+    registry = RulesRegistry(sessions, "python", reload_interval_seconds=0.05)
+    await registry.start()
+    try:
+        before = registry.snapshot()
+        async with sessions.begin() as session:
+            # Damaged text behind the store's back, then a generation bump: the reload must fail safe.
+            await session.execute(
+                update(RulesetVersionRow).where(RulesetVersionRow.version == 2).values(yaml_text="rules: [")
+            )
+            await session.execute(update(RulesetRow).values(shadow_version=2))
+            await session.execute(
+                update(RulesetGenerationRow).values(generation=RulesetGenerationRow.generation + 1)
+            )
+        assert await wait_for(lambda: registry.last_error is not None)
+        assert registry.snapshot() is before
+    finally:
+        await registry.close()
