@@ -3,10 +3,15 @@
 Every endpoint except health declares the role it needs with `guards=[requires("decide")]`. The key comes
 in `Authorization: Bearer <key>` or `X-API-Key`. Resolved keys are cached per process for a few seconds
 so a decision does not pay a database round trip; a revoked key stops working within that window.
+A key is looked up by one query at a time however many requests present it at once (single flight), and a
+key in use is looked up again in the background shortly before its entry expires, so a busy key never
+makes requests wait on the database.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any
 
@@ -17,7 +22,11 @@ from service.errors import ServiceError
 from service.security.keys import ROLES, Principal, find_principal
 
 CACHE_SECONDS = 5.0
-_cache: dict[str, tuple[float, Principal | None]] = {}
+REFRESH_AFTER_SECONDS = 4.0  # a hit after this starts a background lookup, so the entry never lapses in use
+# key -> (expires at, refresh due at, principal), monotonic seconds; never served past its expiry
+_cache: dict[str, tuple[float, float, Principal | None]] = {}
+_inflight: dict[str, asyncio.Task[Principal | None]] = {}
+log = logging.getLogger(__name__)
 
 
 class Unauthorized(ServiceError):
@@ -49,18 +58,50 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     now = time.monotonic()
     hit = _cache.get(key)
     if hit is not None and hit[0] > now:
-        principal = hit[1]
+        principal = hit[2]
+        if hit[1] <= now and _pending(key) is None:
+            _start_lookup(
+                connection.app.state.services, key
+            )  # refresh ahead; this request uses the still valid entry
     else:
-        services = connection.app.state.services
-        async with services.sessions() as session:
-            principal = await find_principal(session, key)
-        if len(_cache) > 10_000:
-            _cache.clear()
-        _cache[key] = (now + CACHE_SECONDS, principal)
+        task = _pending(key) or _start_lookup(connection.app.state.services, key)
+        principal = await asyncio.shield(task)
     if principal is None:
         raise Unauthorized("the API key is unknown or revoked")
     connection.scope["principal"] = principal  # type: ignore[typeddict-unknown-key]
     return principal
+
+
+def _pending(key: str) -> asyncio.Task[Principal | None] | None:
+    task = _inflight.get(key)
+    # a lookup started under another event loop (an earlier app in the same process) cannot be awaited here
+    return task if task is not None and task.get_loop() is asyncio.get_running_loop() else None
+
+
+async def _lookup(services: Any, key: str) -> Principal | None:
+    started = time.monotonic()  # the entry's age counts from before the query: never longer than promised
+    async with services.sessions() as session:
+        principal = await find_principal(session, key)
+    if len(_cache) > 10_000:
+        _cache.clear()
+    _cache[key] = (started + CACHE_SECONDS, started + REFRESH_AFTER_SECONDS, principal)
+    return principal
+
+
+def _start_lookup(services: Any, key: str) -> asyncio.Task[Principal | None]:
+    """One lookup per key at a time: requests arriving meanwhile await the same task."""
+    task = asyncio.ensure_future(_lookup(services, key))
+    _inflight[key] = task
+
+    def done(finished: asyncio.Task[Principal | None]) -> None:
+        if _inflight.get(key) is finished:
+            del _inflight[key]
+        if not finished.cancelled() and finished.exception() is not None:
+            # awaiting requests get the error; a background refresh only logs it (the entry then lapses)
+            log.warning("looking up an API key failed: %s", finished.exception())
+
+    task.add_done_callback(done)
+    return task
 
 
 def requires(*roles: str) -> Any:
@@ -91,3 +132,4 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
 
 def clear_cache() -> None:
     _cache.clear()
+    _inflight.clear()
