@@ -1,8 +1,10 @@
 """Availability decision: what a channel may sell per SKU, from the availability ruleset evaluated per
-location (cached per distinct facts within a request), live stock and active promotions."""
+location (once per distinct facts for a ruleset version and master data snapshot), live stock and active
+promotions."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,22 +16,57 @@ from service.decisions.schemas import AvailabilityRequest
 from service.domain.allocation import haversine_km
 from service.domain.availability import LocationPolicy, sku_availability
 from service.domain.errors import InvalidInput
-from service.masterdata import ItemRecord, LocationRecord
+from service.masterdata import ItemRecord, LocationRecord, MasterData
+
+
+@dataclass
+class _Shared:
+    """Policies already computed for one (ruleset version, master data snapshot, channel): both are
+    immutable, so their answers are reused by later requests; holding them keeps their ids valid."""
+
+    ruleset: Any
+    master_data: MasterData
+    policies: dict[tuple[Any, ...], tuple[LocationPolicy, Any, dict[str, Any]]] = field(default_factory=dict)
+    tables: dict[tuple[Any, ...], dict[str, LocationPolicy]] = field(default_factory=dict)
+
+
+_SHARED: OrderedDict[tuple[Any, ...], _Shared] = OrderedDict()
+_SHARED_ENTRIES = 16  # a few channels x the current and previous snapshots
+
+
+def _shared(ruleset: Any, md: MasterData, channel: str) -> _Shared:
+    sha = getattr(ruleset, "sha256", None)
+    # a version is identified by its content hash; anything else only by the object itself
+    version = (ruleset.name, ruleset.version, sha) if sha else (id(ruleset),)
+    key = (*version, id(md), channel)
+    found = _SHARED.get(key)
+    if found is None or found.master_data is not md or (not sha and found.ruleset is not ruleset):
+        found = _Shared(ruleset, md)
+        _SHARED[key] = found
+        while len(_SHARED) > _SHARED_ENTRIES:
+            _SHARED.popitem(last=False)
+    return found
 
 
 @dataclass
 class ChannelPolicies:
     """The availability ruleset's answer per (sku, location) for one channel, evaluated once per distinct
-    set of facts."""
+    set of facts for a ruleset version and master data snapshot (the answers are shared across requests;
+    the trace still lists every distinct evaluation the request used)."""
 
     ctx: DecisionContext
     channel: str
     trace: TraceLevel
     ruleset: Any = None
-    _cache: dict[tuple[Any, ...], tuple[LocationPolicy, Any]] = field(default_factory=dict)
+    _cache: dict[tuple[Any, ...], LocationPolicy] = field(default_factory=dict)
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     evaluated: Any = None
     _tables: dict[tuple[Any, ...], dict[str, LocationPolicy]] = field(default_factory=dict)
+    _shared: _Shared | None = None
+
+    def __post_init__(self) -> None:
+        self.ruleset = self.ctx.active("availability")
+        self._shared = _shared(self.ruleset, self.ctx.master_data, self.channel)
 
     def table(self, item: ItemRecord) -> dict[str, LocationPolicy]:
         """Location id -> policy for one item; shared by items alike in category and price when no
@@ -38,13 +75,21 @@ class ChannelPolicies:
         promoted = any(p.applies(item.sku) for p in md.promotions)
         key: tuple[Any, ...] = (item.sku,) if promoted else (item.category, item.price)
         found = self._tables.get(key)
+        if found is not None:
+            return found
+        shared = self._shared
+        # a promoted item's table depends on the time; a traced request must list its evaluations
+        reuse = shared is not None and not promoted and self.trace == "none"
+        if reuse and shared is not None:
+            found = shared.tables.get(key)
+            if found is not None and self.evaluated is None and shared.policies:
+                self.evaluated = next(iter(shared.policies.values()))[1]
         if found is None:
             found = {loc.id: self.policy(item, loc) for loc in md.locations.values()}
-            self._tables[key] = found
+            if reuse and shared is not None:
+                shared.tables[key] = found
+        self._tables[key] = found
         return found
-
-    def __post_init__(self) -> None:
-        self.ruleset = self.ctx.active("availability")
 
     def facts(self, item: ItemRecord, location: LocationRecord, promo: bool) -> dict[str, Any]:
         return {
@@ -61,16 +106,22 @@ class ChannelPolicies:
         )
         key = (item.category, item.price, location.type, location.region, promo)
         hit = self._cache.get(key)
-        if hit is None:
+        if hit is not None:
+            return hit
+        shared_key = (*key, self.trace)
+        shared = self._shared.policies if self._shared is not None else {}
+        found = shared.get(shared_key)
+        if found is None:
             facts = self.facts(item, location, promo)
             evaluated = self.ruleset.evaluate(facts, self.trace)
-            self.evaluated = evaluated
-            policy = LocationPolicy.from_result(evaluated.evaluation.result)
-            hit = (policy, evaluated)
-            self._cache[key] = hit
-            if self.trace != "none":
-                self.evaluations.append({"facts": facts, "rules": evaluated.evaluation.trace})
-        return hit[0]
+            found = (LocationPolicy.from_result(evaluated.evaluation.result), evaluated, facts)
+            shared[shared_key] = found
+        policy, evaluated, facts = found
+        self.evaluated = evaluated
+        self._cache[key] = policy
+        if self.trace != "none":
+            self.evaluations.append({"facts": facts, "rules": evaluated.evaluation.trace})
+        return policy
 
     def ruleset_ref(self) -> dict[str, Any]:
         if self.evaluated is not None:
