@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
@@ -92,6 +93,10 @@ def parse_levels(text: bytes | str) -> dict[str, Levels]:
             loc, s, r, d, p, t = line.split("\t")
             out[loc] = Levels(int(s), int(r), int(d), int(p), int(t))
     return out
+
+
+# the levels script's answer: per requested SKU, location -> Levels (decoded in one C call)
+_LEVELS_DECODER = msgspec.json.Decoder(list[dict[str, Levels]])
 
 
 def parse_lines(encoded: str) -> tuple[ReservedLine, ...]:
@@ -206,8 +211,9 @@ class RedisStockStore:
             return {}
         unique = list(dict.fromkeys(skus))
         keys = [key for sku in unique for key in self.keys.sku_keys(sku)]
-        hashes = await self._call(self._levels, keys, [self._now_ms()])
-        return {sku: parse_levels(text) for sku, text in zip(unique, hashes, strict=True)}
+        answer = await self._call(self._levels, keys, [self._now_ms()])
+        per_sku = _LEVELS_DECODER.decode(answer)
+        return dict(zip(unique, per_sku, strict=True))
 
     async def get_reservation(self, reservation_id: str) -> Reservation | None:
         try:

@@ -1,8 +1,9 @@
--- KEYS: (stock, hold, part) per SKU. ARGV: now_ms. Prunes each SKU's expired holds, then returns per
--- SKU one string with a line per location: 'LOC\ts\tr\td\tp\tt\n' (cheap to parse on the client).
+-- KEYS: (stock, hold, part) per SKU. ARGV: now_ms. Prunes each SKU's expired holds, then returns one JSON
+-- object for the request: {"SKU": {"LOC": {"sellable": n, "reserved": n, ...}, ...}, ...} with the
+-- locations in order and only the buckets present (absent means 0), so the client decodes it in one call.
 local now = tonumber(ARGV[1])
-local slot = {s = 1, r = 2, d = 3, p = 4, t = 5}
-local out = {}
+local bucket = {s = 'sellable', r = 'reserved', d = 'damaged', p = 'return_pending', t = 'in_transit'}
+local skus = {}
 for i = 1, #KEYS, 3 do
   prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], now)
   local flat = redis.call('HGETALL', KEYS[i])
@@ -12,17 +13,18 @@ for i = 1, #KEYS, 3 do
     local loc = string.sub(name, 3)
     local row = rows[loc]
     if not row then
-      row = {loc, '0', '0', '0', '0', '0'}
+      row = {}
       rows[loc] = row
       order[#order + 1] = loc
     end
-    row[1 + slot[string.sub(name, 1, 1)]] = flat[j + 1]
+    -- counts are HINCRBY integers: their text is already a JSON number
+    row[#row + 1] = '"' .. bucket[string.sub(name, 1, 1)] .. '":' .. flat[j + 1]
   end
   table.sort(order)
-  local lines = {}
+  local locs = {}
   for _, loc in ipairs(order) do
-    lines[#lines + 1] = table.concat(rows[loc], '\t')
+    locs[#locs + 1] = cjson.encode(loc) .. ':{' .. table.concat(rows[loc], ',') .. '}'
   end
-  out[#out + 1] = table.concat(lines, '\n')
+  skus[#skus + 1] = '{' .. table.concat(locs, ',') .. '}'
 end
-return out
+return '[' .. table.concat(skus, ',') .. ']'
