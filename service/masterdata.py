@@ -7,6 +7,7 @@ refreshes from the database at most every `ttl` seconds and at once after a loca
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -132,24 +133,56 @@ async def upsert(session: AsyncSession, model: type[Base], rows: Sequence[dict[s
 
 
 class MasterDataCache:
-    """Hands out the current `MasterData` snapshot, reloading it when older than `ttl` seconds."""
+    """Hands out the current `MasterData` snapshot. Once it is older than `ttl` seconds the first request
+    starts one reload in the background and requests keep the snapshot they have until it lands (so no
+    request waits on it); after `invalidate` (a local change), or when the snapshot is older than
+    `max_stale` seconds, requests wait for a fresh one."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], ttl: float = 2.0) -> None:
         self._sessions = sessions
         self._ttl = ttl
+        self._max_stale = 3 * ttl
         self._snapshot: MasterData | None = None
         self._loaded_at = 0.0
         self._lock = asyncio.Lock()
+        self._refresh: asyncio.Task[None] | None = None
+        self._generation = 0  # bumped by invalidate: a load that started before it is not fresh
 
     async def get(self) -> MasterData:
-        if self._snapshot is not None and time.monotonic() - self._loaded_at < self._ttl:
-            return self._snapshot
+        snapshot = self._snapshot
+        if snapshot is not None:
+            age = time.monotonic() - self._loaded_at
+            if age < self._ttl:
+                return snapshot
+            if age < self._max_stale:
+                if self._refresh is None or self._refresh.done():
+                    self._refresh = asyncio.ensure_future(self._reload(self._loaded_at))
+                return snapshot
+        return await self._reload_now()
+
+    async def _reload_now(self) -> MasterData:
         async with self._lock:
-            if self._snapshot is None or time.monotonic() - self._loaded_at >= self._ttl:
-                async with self._sessions() as session:
-                    self._snapshot = await load_master_data(session)
-                self._loaded_at = time.monotonic()
+            while self._snapshot is None or time.monotonic() - self._loaded_at >= self._ttl:
+                await self._load()
         return self._snapshot
 
+    async def _reload(self, seen: float) -> None:
+        try:
+            async with self._lock:
+                if self._loaded_at == seen:  # nobody reloaded (or invalidated) meanwhile
+                    await self._load()
+        except Exception:  # the next request past max_stale retries in the foreground and sees the error
+            logging.getLogger(__name__).exception("reloading master data failed")
+
+    async def _load(self) -> None:
+        started = time.monotonic()  # the snapshot's age counts from before the query
+        generation = self._generation
+        async with self._sessions() as session:
+            snapshot = await load_master_data(session)
+        self._snapshot = snapshot
+        if generation == self._generation:  # else a change landed during the read: load again
+            self._loaded_at = started
+
     def invalidate(self) -> None:
-        self._loaded_at = 0.0
+        self._generation += 1
+        self._loaded_at = -self._max_stale  # the next request waits for a reload
