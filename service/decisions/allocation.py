@@ -12,7 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from service.decisions.availability import ChannelPolicies
-from service.decisions.common import as_builtins, finish, record_from_log, stock_call, to_location
+from service.decisions.common import (
+    as_builtins,
+    candidate_locations,
+    finish,
+    record_from_log,
+    stock_call,
+)
 from service.decisions.context import DecisionContext, TraceLevel, evaluate
 from service.decisions.ids import new_decision_id
 from service.decisions.record import DecisionRecord
@@ -122,7 +128,7 @@ async def decide_allocation(
     evaluated, shadow = evaluate(ctx, "allocation", facts, trace)
     policy = AllocationPolicy.from_result(evaluated.evaluation.result)
     fulfillment = Fulfillment(request.fulfillment, request.pickup_location)
-    locations = [to_location(r) for r in md.locations.values()]
+    locations = candidate_locations(md)
     types = {r.id: r.type for r in md.locations.values()}
     skus = list(dict.fromkeys(line.sku for line in request.lines))
     channel = ChannelPolicies(ctx, request.channel, "none")

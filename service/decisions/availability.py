@@ -159,16 +159,10 @@ async def decide_availability(
     skus: list[dict[str, Any]] = []
     for sku in request.skus:
         item = md.items[sku]
-        rows: list[tuple[str, int]] = []
-        by_location: dict[str, LocationPolicy] = {}
-        table = policies.table(item)
-        for location_id, level in sorted(levels.get(sku, {}).items()):
-            location = md.locations.get(location_id)
-            if location is None:
-                continue  # stock at a location master data does not know is never sold
-            rows.append((location_id, level.available))
-            by_location[location_id] = table[location_id]
-        result = sku_availability(sku, rows, by_location, detail=trace == "full")
+        table = policies.table(item)  # every location master data knows
+        # stock at a location master data does not know is never sold
+        rows = [(loc, level.available) for loc, level in sorted(levels.get(sku, {}).items()) if loc in table]
+        result = sku_availability(sku, rows, table, detail=trace == "full")
         promo_cap = promotion_cap(ctx, sku, request.channel)
         out = result.to_dict(with_locations=trace == "full")
         if promo_cap is not None and promo_cap < result.sellable:

@@ -12,7 +12,7 @@ from service.decisions.context import DecisionContext
 from service.decisions.record import DecisionRecord
 from service.domain.allocation import Location
 from service.errors import Conflict, FieldError, Unavailable
-from service.masterdata import LocationRecord
+from service.masterdata import LocationRecord, MasterData
 from service.stock import IdempotencyConflict, StockUnavailable
 
 T = TypeVar("T")
@@ -29,6 +29,21 @@ def to_location(record: LocationRecord) -> Location:
         record.daily_capacity,
         record.priority,
     )
+
+
+_locations: dict[int, tuple[MasterData, tuple[Location, ...]]] = {}
+
+
+def candidate_locations(md: MasterData) -> tuple[Location, ...]:
+    """The allocator's view of every location of a master data snapshot, built once per snapshot (both
+    are immutable); the snapshot is held beside its id so the id stays its own."""
+    found = _locations.get(id(md))
+    if found is None or found[0] is not md:
+        if len(_locations) >= 4:
+            _locations.clear()
+        found = (md, tuple(to_location(r) for r in md.locations.values()))
+        _locations[id(md)] = found
+    return found[1]
 
 
 async def stock_call(call: Awaitable[T]) -> T:
