@@ -85,25 +85,13 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-# the levels script's answer: per requested SKU, its stock hash as [field, count, ...] (one C call)
-_LEVELS_DECODER = msgspec.json.Decoder(list[list[str]])
-_SLOTS = {"s": 0, "r": 1, "d": 2, "p": 3, "t": 4}
+# the levels script's answer: per requested SKU, location -> its five buckets (decoded in one C call)
+_LEVELS_DECODER = msgspec.json.Decoder(list[dict[str, tuple[int, int, int, int, int]]])
 
 
-def levels_from_fields(flat: Sequence[str]) -> dict[str, Levels]:
-    """One SKU's stock hash ('b:LOC' -> count, flattened) -> location -> Levels, locations in order."""
-    rows: dict[str, list[int]] = {}
-    pairs = iter(flat)
-    for name, value in zip(pairs, pairs, strict=True):
-        slot = _SLOTS.get(name[0])
-        if slot is None:
-            continue
-        loc = name[2:]
-        row = rows.get(loc)
-        if row is None:
-            row = rows[loc] = [0, 0, 0, 0, 0]
-        row[slot] = int(value)
-    return {loc: Levels(*rows[loc]) for loc in sorted(rows)}
+def levels_by_location(rows: dict[str, tuple[int, int, int, int, int]]) -> dict[str, Levels]:
+    """One SKU's decoded rows -> location -> Levels, locations in order (as every backend answers)."""
+    return {loc: Levels(*buckets) for loc, buckets in sorted(rows.items())}
 
 
 def parse_lines(encoded: str) -> tuple[ReservedLine, ...]:
@@ -220,7 +208,7 @@ class RedisStockStore:
         keys = [key for sku in unique for key in self.keys.sku_keys(sku)]
         answer = await self._call(self._levels, keys, [self._now_ms()])
         per_sku = _LEVELS_DECODER.decode(answer)
-        return {sku: levels_from_fields(flat) for sku, flat in zip(unique, per_sku, strict=True)}
+        return {sku: levels_by_location(rows) for sku, rows in zip(unique, per_sku, strict=True)}
 
     async def get_reservation(self, reservation_id: str) -> Reservation | None:
         try:

@@ -1,11 +1,28 @@
 -- KEYS: (stock, hold, part) per SKU. ARGV: now_ms. Prunes each SKU's expired holds, then returns one JSON
--- array with, per SKU, its stock hash as a flat [field, count, ...] list. Encoding is left to cjson (C):
--- grouping the fields by location in Lua cost Redis several times more, and Redis serves every worker.
+-- array with, per SKU, an object location -> [sellable, reserved, damaged, return_pending, in_transit]
+-- (cjson encodes it in C; the client decodes the whole answer in one call and builds Levels from it).
 local now = tonumber(ARGV[1])
+local slot = {[string.byte('s')] = 1, [string.byte('r')] = 2, [string.byte('d')] = 3,
+              [string.byte('p')] = 4, [string.byte('t')] = 5}
 local out = {}
 for i = 1, #KEYS, 3 do
   prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], now)
   local flat = redis.call('HGETALL', KEYS[i])
-  out[#out + 1] = #flat == 0 and '[]' or cjson.encode(flat)
+  if #flat == 0 then
+    out[#out + 1] = '{}'  -- cjson would encode an empty table as an object too; this skips the call
+  else
+    local rows = {}
+    for j = 1, #flat, 2 do
+      local name = flat[j]
+      local loc = string.sub(name, 3)
+      local row = rows[loc]
+      if not row then
+        row = {0, 0, 0, 0, 0}
+        rows[loc] = row
+      end
+      row[slot[string.byte(name)]] = tonumber(flat[j + 1])
+    end
+    out[#out + 1] = cjson.encode(rows)
+  end
 end
 return '[' .. table.concat(out, ',') .. ']'
