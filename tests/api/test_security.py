@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.apiclient import ApiClient
 
 
@@ -97,3 +99,42 @@ async def test_every_area_is_served_and_every_v1_route_needs_a_key(sqlite_api: A
         for method in operations:
             response = await sqlite_api.http.request(method.upper(), concrete)
             assert response.status_code == 401, f"{method.upper()} {path} answered {response.status_code}"
+
+
+async def test_concurrent_requests_with_an_uncached_key_look_it_up_once(
+    request: pytest.FixtureRequest,
+) -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from sqlalchemy import event
+
+    from service.db.engine import create_engine, session_factory
+    from service.security.guards import authenticate, clear_cache
+    from service.security.keys import create_key
+    from service.settings import DatabaseSettings
+    from tests.conftest import migrated_database
+
+    url = await migrated_database("sqlite", request)
+    engine = create_engine(DatabaseSettings(url=url))
+    lookups: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if "api_keys" in statement and statement.lstrip().upper().startswith("SELECT"):
+            lookups.append(statement)
+
+    try:
+        key = await create_key(session_factory(engine), "caller", ["stock"])
+        event.listen(engine.sync_engine, "before_cursor_execute", count)
+        # what the guard reads of a Litestar connection: its scope, headers and the app's services
+        services = SimpleNamespace(sessions=session_factory(engine))
+        app = SimpleNamespace(state=SimpleNamespace(services=services))
+        connections = [
+            SimpleNamespace(scope={}, headers={"authorization": f"Bearer {key}"}, app=app) for _ in range(20)
+        ]
+        clear_cache()
+        principals = await asyncio.gather(*(authenticate(c) for c in connections))  # type: ignore[arg-type]
+    finally:
+        await engine.dispose()
+    assert {p.name for p in principals} == {"caller"}
+    assert len(lookups) == 1
