@@ -415,8 +415,8 @@ def allocate(
 ) -> AllocationPlan:
     """Allocate every line of an order. `stock` maps sku -> location id -> available units;
     `low_stock_thresholds` (sku -> location id -> units) stops a location giving anything while its
-    available stock is below the threshold, as channel availability does. With `explain` off, candidates
-    carry no per-location score (the full trace needs it, the others do not)."""
+    available stock is below the threshold, as channel availability does. With `explain` off, the lines
+    carry no candidate trace (only the full trace shows it; building it was most of the allocator's time)."""
     _validate(lines, locations)
     distances = {
         loc.id: haversine_km(loc.lat, loc.lon, destination.lat, destination.lon) for loc in locations
@@ -443,6 +443,8 @@ def allocate(
                 sku_thresholds.get(loc.id, 0),
             )
             if reason is not None:
+                if not explain:
+                    continue
                 dropped.append(
                     CandidateTrace(
                         loc.id,
@@ -467,10 +469,8 @@ def allocate(
             picks, pool_ids, searched = _search(eligible, line.qty, policy, pool_size)
         chosen = {c.location.id: q for c, q in picks}
         traces: list[CandidateTrace] = []
-        for cand in eligible:
-            values = (
-                dict(zip(ranking, _score([(cand, cand.giveable)], ranking), strict=True)) if explain else None
-            )
+        for cand in eligible if explain else ():
+            values = dict(zip(ranking, _score([(cand, cand.giveable)], ranking), strict=True))
             status = (
                 "chosen"
                 if cand.location.id in chosen
