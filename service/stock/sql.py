@@ -32,7 +32,7 @@ from service.db.models.stock import (
     StockLevel,
 )
 from service.settings import DatabaseSettings
-from service.stock import ledger
+from service.stock import demand, ledger
 from service.stock.memory import Clock, utc_now
 from service.stock.store import (
     EventResult,
@@ -102,6 +102,7 @@ class SqlStockStore:
             self._reader = create_engine(settings)
         else:
             self._reader = self._writer
+        self.demand = demand.LedgerDemand(self._demand_states, clock)
 
     # ---- plumbing -------------------------------------------------------------------------------
 
@@ -277,6 +278,8 @@ class SqlStockStore:
                 before = await self._levels(conn, places, lock=True)
                 deltas, anomaly = ledger.event_effects(ev, partial(_level_at, before, ev.sku), now)
                 await self._apply(conn, deltas)
+                if ev.type == "sale":
+                    await self._record_sale(conn, ev, demand.to_ms(ev.at or now))
                 if anomaly is not None:
                     values = _exception_row(anomaly)
                     inserted = await conn.execute(
@@ -287,6 +290,33 @@ class SqlStockStore:
             return results
 
         return await self._write(work)
+
+    async def _record_sale(self, conn: AsyncConnection, ev: StockEvent, at_ms: int) -> None:
+        """Fold an applied sale into the demand rate of its row (locked and created by the caller)."""
+        where = (LEVELS.c.sku == ev.sku, LEVELS.c.location == ev.location)
+        row = (await conn.execute(select(LEVELS.c.demand_rate, LEVELS.c.demand_at_ms).where(*where))).one()
+        before = None if row[1] is None else demand.DemandState(float(row[0]), int(row[1]))
+        after = demand.after_sale(before, ev.qty, at_ms)
+        await conn.execute(
+            update(LEVELS).where(*where).values(demand_rate=after.rate, demand_at_ms=after.at_ms)
+        )
+
+    async def _demand_states(self, pairs: Sequence[demand.Pair]) -> dict[demand.Pair, demand.DemandState]:
+        async def load(conn: AsyncConnection) -> dict[demand.Pair, demand.DemandState]:
+            out: dict[demand.Pair, demand.DemandState] = {}
+            # Chunked: SQLite and asyncpg both cap the number of bound parameters per statement.
+            for start in range(0, len(pairs), 500):
+                query = select(
+                    LEVELS.c.sku, LEVELS.c.location, LEVELS.c.demand_rate, LEVELS.c.demand_at_ms
+                ).where(
+                    tuple_(LEVELS.c.sku, LEVELS.c.location).in_(list(pairs[start : start + 500])),
+                    LEVELS.c.demand_at_ms.is_not(None),
+                )
+                for sku, location, rate, at_ms in await conn.execute(query):
+                    out[(sku, location)] = demand.DemandState(float(rate), int(at_ms))
+            return out
+
+        return await self._read(load)
 
     async def reserve(self, request: ReservationRequest) -> ReservationResult:
         ledger.validate_request(request)

@@ -9,14 +9,18 @@ for i = 1, #KEYS, 3 do
   local rows, order = {}, {}
   for j = 1, #flat, 2 do
     local name = flat[j]
-    local loc = string.sub(name, 3)
-    local row = rows[loc]
-    if not row then
-      row = {loc, '0', '0', '0', '0', '0'}
-      rows[loc] = row
-      order[#order + 1] = loc
+    local bucket = slot[string.sub(name, 1, 1)]
+    -- other fields (the demand rate's e:, u:, n:) are not buckets
+    if bucket then
+      local loc = string.sub(name, 3)
+      local row = rows[loc]
+      if not row then
+        row = {loc, '0', '0', '0', '0', '0'}
+        rows[loc] = row
+        order[#order + 1] = loc
+      end
+      row[1 + bucket] = flat[j + 1]
     end
-    row[1 + slot[string.sub(name, 1, 1)]] = flat[j + 1]
   end
   table.sort(order)
   local lines = {}
