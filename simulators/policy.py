@@ -1,0 +1,173 @@
+"""The ruleset versions a simulation run decides with, and a memo in front of each evaluator.
+
+A `PolicySet` holds one decider per decision kind. A `RuleDecider` evaluates a compiled ruleset
+(`service.rules.compile_ruleset`) and remembers the result per combination of the fact values the ruleset
+declares: a ruleset's answer depends only on the facts it reads, so two orders that agree on those facts
+get the same answer without a second evaluation. The memo can be turned off to measure the engine itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import msgspec
+
+KINDS = ("allocation", "availability", "reorder", "transfer", "markdown")
+T = TypeVar("T")
+
+
+class PolicyError(ValueError):
+    """A ruleset named for a simulation cannot be found, read or used."""
+
+
+class Decider(Protocol):
+    evaluations: int
+    memo_hits: int
+
+    def decide(self, facts: Mapping[str, Any]) -> Mapping[str, Any]: ...
+
+    def decide_as(self, facts: Mapping[str, Any], convert: Callable[[Mapping[str, Any]], T]) -> T: ...
+
+
+class RulesetRef(msgspec.Struct, frozen=True):
+    """Which version of which ruleset a run used."""
+
+    kind: str
+    name: str
+    version: str
+    sha256: str
+    source: str
+
+
+class FixedDecider:
+    """The answer used for a kind no ruleset was given for: always the same result."""
+
+    def __init__(self, result: Mapping[str, Any]) -> None:
+        self.result = dict(result)
+        self.evaluations = 0
+        self.memo_hits = 0
+        self._converted: dict[int, Any] = {}
+
+    def decide(self, facts: Mapping[str, Any]) -> Mapping[str, Any]:
+        self.memo_hits += 1
+        return self.result
+
+    def decide_as(self, facts: Mapping[str, Any], convert: Callable[[Mapping[str, Any]], T]) -> T:
+        self.memo_hits += 1
+        key = id(convert)
+        if key not in self._converted:
+            self._converted[key] = convert(self.result)
+        value: T = self._converted[key]
+        return value
+
+
+class RuleDecider:
+    """A compiled ruleset behind a memo keyed by the values of the facts the ruleset declares."""
+
+    def __init__(self, evaluator: Any, fact_paths: list[str], *, memo: bool = True) -> None:
+        self.evaluator = evaluator
+        self.paths = [tuple(path.split(".")) for path in sorted(fact_paths)]
+        self.memo = memo
+        self.evaluations = 0
+        self.memo_hits = 0
+        self._results: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+        self._converted: dict[tuple[int, tuple[Any, ...]], Any] = {}
+
+    def _key(self, facts: Mapping[str, Any]) -> tuple[Any, ...]:
+        values: list[Any] = []
+        for path in self.paths:
+            node: Any = facts
+            for part in path:
+                node = node.get(part) if isinstance(node, Mapping) else None
+            values.append(tuple(node) if isinstance(node, list) else node)
+        return tuple(values)
+
+    def _evaluate(self, facts: Mapping[str, Any]) -> Mapping[str, Any]:
+        self.evaluations += 1
+        result: Mapping[str, Any] = self.evaluator.evaluate(facts, trace="none").result
+        return result
+
+    def decide(self, facts: Mapping[str, Any]) -> Mapping[str, Any]:
+        if not self.memo:
+            return self._evaluate(facts)
+        key = self._key(facts)
+        found = self._results.get(key)
+        if found is not None:
+            self.memo_hits += 1
+            return found
+        result = self._evaluate(facts)
+        self._results[key] = result
+        return result
+
+    def decide_as(self, facts: Mapping[str, Any], convert: Callable[[Mapping[str, Any]], T]) -> T:
+        """The result turned into a domain policy object, converted once per distinct fact combination."""
+        if not self.memo:
+            return convert(self._evaluate(facts))
+        key = (id(convert), self._key(facts))
+        found = self._converted.get(key)
+        if found is not None:
+            self.memo_hits += 1
+            value: T = found
+            return value
+        converted = convert(self.decide(facts))
+        self._converted[key] = converted
+        return converted
+
+
+DEFAULT_RESULTS: dict[str, dict[str, Any]] = {
+    "allocation": {
+        "eligible_location_types": ["dc", "dark_store", "store"],
+        "floors": {},
+        "ranking": ["fewest_splits", "distance"],
+        "max_splits": 2,
+        "allow_partial": False,
+    },
+    "availability": {"eligible": True, "floor": 0, "low_stock_threshold": 0},
+}
+
+
+class PolicySet:
+    """One version set: the decider of every kind and the ruleset versions behind them."""
+
+    def __init__(self, label: str, deciders: dict[str, Decider], refs: dict[str, RulesetRef]) -> None:
+        self.label = label
+        self.deciders = deciders
+        self.refs = refs
+
+    def get(self, kind: str) -> Decider | None:
+        return self.deciders.get(kind)
+
+    def describe(self) -> dict[str, Any]:
+        return {kind: msgspec.to_builtins(self.refs[kind]) for kind in sorted(self.refs)}
+
+
+def load_ruleset(path: Path) -> Any:
+    """Parse one ruleset file with the service's own parser."""
+    from service.rules import RulesetError, parse_ruleset
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"cannot read ruleset {path}: {exc.strerror}") from exc
+    try:
+        return parse_ruleset(text, source=str(path))
+    except RulesetError as exc:
+        first = exc.problems[0] if exc.problems else None
+        where = f" at {first.path} (line {first.line})" if first else ""
+        reason = first.message if first else str(exc)
+        raise PolicyError(f"ruleset {path} is invalid{where}: {reason}") from exc
+
+
+def rule_decider(ruleset: Any, engine: str, *, memo: bool) -> RuleDecider:
+    from service.rules import compile_ruleset
+
+    evaluator = compile_ruleset(ruleset, engine)  # type: ignore[arg-type]
+    return RuleDecider(evaluator, list(ruleset.facts), memo=memo)
+
+
+def ruleset_ref(ruleset: Any, path: Path, version: str | None = None) -> RulesetRef:
+    from service.rules import ruleset_sha256
+
+    return RulesetRef(ruleset.kind, ruleset.name, version or path.stem, ruleset_sha256(ruleset), str(path))

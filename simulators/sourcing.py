@@ -1,0 +1,260 @@
+"""Sourcing an order in a simulation run: the allocation decision of `service.domain.allocation`.
+
+Two interchangeable implementations of one decision:
+- `DomainSourcing` calls `service.domain.allocation.allocate` itself (with traces), the production code.
+- `FastSourcing` makes the same choice (same screening, same bounded combination search, same scoring and
+  tie-breaks, no traces) over integer-indexed arrays with the distances precomputed per destination, so
+  that a run replays tens of thousands of orders per second. tests/unit/simulators/test_sourcing.py checks
+  on generated networks, stock and policies that both give identical picks.
+
+Both take the live (or stale) availability as `available[sku][location]` and return, per order line, the
+`(location index, qty)` picks, or no picks at all when the policy refuses a partial allocation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import combinations
+from typing import Any
+
+from service.domain.allocation import (
+    MAX_COMBINATIONS,
+    MAX_SEARCH_SPLITS,
+    SEARCH_POOL_SIZE,
+    AllocationPolicy,
+    Destination,
+    Fulfillment,
+    Location,
+    OrderLine,
+    allocate,
+    haversine_km,
+)
+
+Picks = list[list[tuple[int, int]]]  # per line: (location index, qty)
+
+
+class Network:
+    """The locations of a run as the allocator sees them, with an index per location id."""
+
+    def __init__(self, locations: Sequence[Location]) -> None:
+        self.locations = list(locations)
+        self.index = {loc.id: i for i, loc in enumerate(self.locations)}
+        self.ids = [loc.id for loc in self.locations]
+        self.types = [loc.type for loc in self.locations]
+        self.priority = [loc.priority for loc in self.locations]
+        self.pickup = [("pickup" in loc.capabilities) for loc in self.locations]
+        self.sfs = [("ship_from_store" in loc.capabilities) for loc in self.locations]
+        self._distances: dict[tuple[float, float], list[float]] = {}
+
+    def distances(self, lat: float, lon: float) -> list[float]:
+        """Kilometres from every location to a destination, computed once per destination."""
+        key = (lat, lon)
+        found = self._distances.get(key)
+        if found is None:
+            found = [haversine_km(loc.lat, loc.lon, lat, lon) for loc in self.locations]
+            self._distances[key] = found
+        return found
+
+
+class FastSourcing:
+    """The domain allocator's choice, computed over arrays."""
+
+    def __init__(self, network: Network, sku_ids: Sequence[str] = ()) -> None:
+        self.network = network
+        # (destination, policy, fulfillment, pickup location) -> statically eligible candidates
+        self._static: dict[tuple[Any, ...], list[tuple[int, float, int]]] = {}
+        # the policies keyed by id above, kept alive so that an id is never reused while cached
+        self._policies: list[AllocationPolicy] = []
+
+    def _candidates(
+        self, policy: AllocationPolicy, fulfillment: str, pickup: int, lat: float, lon: float
+    ) -> list[tuple[int, float, int]]:
+        key = (lat, lon, id(policy), fulfillment, pickup)
+        found = self._static.get(key)
+        if found is not None:
+            return found
+        net = self.network
+        distances = net.distances(lat, lon)
+        out: list[tuple[int, float, int]] = []
+        for i in range(len(net.ids)):
+            if net.types[i] not in policy.eligible_location_types:
+                continue
+            if fulfillment == "pickup":
+                if i != pickup or not net.pickup[i]:
+                    continue
+            elif fulfillment == "ship_from_store" and not net.sfs[i]:
+                continue
+            if (
+                fulfillment != "pickup"
+                and policy.max_distance_km is not None
+                and distances[i] > policy.max_distance_km
+            ):
+                continue
+            out.append((i, distances[i], policy.floor_for(net.types[i])))
+        self._static[key] = out
+        self._policies.append(policy)
+        return out
+
+    def plan(
+        self,
+        lines: Sequence[tuple[int, int]],
+        available: Sequence[Sequence[int]],
+        capacity: Sequence[int | None],
+        policy: AllocationPolicy,
+        fulfillment: str,
+        pickup: int,
+        lat: float,
+        lon: float,
+    ) -> Picks:
+        """Picks per line for `lines` of (sku index, qty); all lines empty when refused in full."""
+        static = self._candidates(policy, fulfillment, pickup, lat, lon)
+        ranking = policy.effective_ranking
+        ids = self.network.ids
+        priority = self.network.priority
+        taken: dict[tuple[int, int], int] = {}
+        cap_used: dict[int, int] = {}
+        out: Picks = []
+        complete = True
+        for sku, qty in lines:
+            row = available[sku]
+            eligible: list[tuple[tuple[Any, ...], int, float, int]] = []  # (key, loc, distance, giveable)
+            for loc, distance, floor in static:
+                stock = row[loc]
+                if taken:
+                    stock -= taken.get((sku, loc), 0)
+                if stock <= floor:  # covers no stock (floor >= 0) and below floor
+                    continue
+                giveable = stock - floor
+                cap = capacity[loc]
+                if cap is not None:
+                    cap -= cap_used.get(loc, 0)
+                    if cap <= 0:
+                        continue
+                    giveable = min(giveable, cap)
+                eligible.append((_key(ranking, distance, priority[loc], giveable, ids[loc]), loc, distance, giveable))
+            picks = _choose(eligible, qty, policy, ranking, priority, ids) if eligible else []
+            got = 0
+            for loc, q in picks:
+                got += q
+                taken[(sku, loc)] = taken.get((sku, loc), 0) + q
+                if capacity[loc] is not None:
+                    cap_used[loc] = cap_used.get(loc, 0) + q
+            if got < qty:
+                complete = False
+            out.append(picks)
+        if not complete and not policy.allow_partial:
+            return [[] for _ in lines]
+        return out
+
+
+def _key(ranking: Sequence[str], distance: float, priority: int, giveable: int, loc_id: str) -> tuple[Any, ...]:
+    parts: list[Any] = []
+    for criterion in ranking:
+        if criterion == "distance":
+            parts.append(distance)
+        elif criterion == "priority":
+            parts.append(priority)
+        else:
+            parts.append(-giveable)
+    parts.append(loc_id)
+    return tuple(parts)
+
+
+def _choose(
+    eligible: list[tuple[tuple[Any, ...], int, float, int]],
+    qty: int,
+    policy: AllocationPolicy,
+    ranking: Sequence[str],
+    priority: Sequence[int],
+    ids: Sequence[str],
+) -> list[tuple[int, int]]:
+    """The bounded combination search of the domain allocator, on tuples."""
+    eligible.sort(key=lambda c: c[0])
+    max_k = min(policy.max_splits, len(eligible), MAX_SEARCH_SPLITS)
+    deepest = sorted(eligible, key=lambda c: (-c[3], c[0]))
+    sizes = list(range(1, max_k + 1))
+    if ranking[0] == "fewest_splits":
+        running = 0
+        sizes = [max_k]
+        for k in range(1, max_k + 1):
+            running += deepest[k - 1][3]
+            if running >= qty:
+                sizes = [k]
+                break
+    must = deepest[: max(sizes)]
+    must_ids = {c[1] for c in must}
+    extra = [c for c in eligible if c[1] not in must_ids][:SEARCH_POOL_SIZE]
+    while extra and sum(math.comb(len(must) + len(extra), k) for k in sizes) > MAX_COMBINATIONS:
+        extra.pop()
+    pool = sorted(must + extra, key=lambda c: c[0])
+    best: tuple[Any, ...] | None = None
+    best_picks: list[tuple[int, int]] = []
+    for k in sizes:
+        for combo in combinations(pool, k):
+            picks: list[tuple[int, int, float, int]] = []  # loc, qty, distance, giveable
+            remaining = qty
+            for _, loc, distance, giveable in combo:
+                if remaining <= 0:
+                    break
+                take = giveable if giveable < remaining else remaining
+                if take > 0:
+                    picks.append((loc, take, distance, giveable))
+                    remaining -= take
+            allocated = qty - remaining
+            units = allocated or 1
+            score: list[float] = []
+            for criterion in ranking:
+                if criterion == "fewest_splits":
+                    score.append(float(len(picks)))
+                elif criterion == "distance":
+                    score.append(sum(d * q for _, q, d, _ in picks) / units)
+                elif criterion == "priority":
+                    score.append(sum(priority[loc] * q for loc, q, _, _ in picks) / units)
+                else:
+                    score.append(-sum(g * q for _, q, _, g in picks) / units)
+            key = (-allocated, *score, tuple(ids[loc] for loc, _, _, _ in picks))
+            if best is None or key < best:
+                best = key
+                best_picks = [(loc, q) for loc, q, _, _ in picks]
+    return best_picks
+
+
+class DomainSourcing:
+    """Calls the production allocator, `service.domain.allocation.allocate`, for every order."""
+
+    def __init__(self, network: Network, sku_ids: Sequence[str]) -> None:
+        self.network = network
+        self.sku_ids = list(sku_ids)
+
+    def plan(
+        self,
+        lines: Sequence[tuple[int, int]],
+        available: Sequence[Sequence[int]],
+        capacity: Sequence[int | None],
+        policy: AllocationPolicy,
+        fulfillment: str,
+        pickup: int,
+        lat: float,
+        lon: float,
+    ) -> Picks:
+        net = self.network
+        sku_ids = self.sku_ids
+        locations = [
+            loc if capacity[i] is None else _with_capacity(loc, capacity[i])
+            for i, loc in enumerate(net.locations)
+        ]
+        stock = {sku_ids[s]: dict(zip(net.ids, available[s], strict=True)) for s, _ in lines}
+        plan = allocate(
+            [OrderLine(sku_ids[s], q) for s, q in lines],
+            locations,
+            stock,
+            policy,
+            Fulfillment(fulfillment, net.ids[pickup] if fulfillment == "pickup" else None),
+            Destination(lat, lon),
+        )
+        return [[(net.index[p.location], p.qty) for p in line.picks] for line in plan.lines]
+
+
+def _with_capacity(loc: Location, capacity: int | None) -> Location:
+    return Location(loc.id, loc.type, loc.region, loc.lat, loc.lon, loc.capabilities, capacity, loc.priority)
