@@ -1,0 +1,29 @@
+# Two entry points: `make run` (the service on its embedded defaults) and `make test` (the whole suite).
+# Each one sets up everything it needs first (scripts/bootstrap.sh).
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench setup setup-test clean
+
+setup:
+	@scripts/bootstrap.sh
+
+setup-test:
+	@scripts/bootstrap.sh --test
+
+run: setup
+	$(BIN)/retail-policy serve --demo
+
+lint: setup-test
+	$(BIN)/ruff check service simulators tests
+	$(BIN)/ruff format --check service simulators tests
+	$(BIN)/mypy --strict service simulators
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: setup-test
+	$(BIN)/python -m pytest tests/benchmarks -o python_files='bench_*.py' -s -q
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,52 @@
+"""Liveness and readiness probes (no authentication: load balancers call them)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from litestar import Response, Router, get
+from litestar.di import NamedDependency
+from sqlalchemy import text
+
+from service.services import Services
+
+
+@get("/live", operation_id="healthLive")
+async def live() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _check(name: str, probe: Any) -> tuple[str, str]:
+    try:
+        await asyncio.wait_for(probe, timeout=2.0)
+    except Exception as exc:  # a readiness probe reports any failure rather than raising it
+        return name, f"down: {type(exc).__name__}: {exc}"[:200]
+    return name, "ok"
+
+
+async def _database(services: Services) -> None:
+    async with services.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+@get("/ready", operation_id="healthReady")
+async def ready(services: NamedDependency[Services]) -> Response[dict[str, Any]]:
+    probes = [_check("database", _database(services))]
+    ping = getattr(services.stock, "ping", None)
+    if ping is not None:
+        probes.append(_check("stock", ping()))
+    checks = dict(await asyncio.gather(*probes))
+    healthy = all(state == "ok" for state in checks.values())
+    body = {
+        "status": "ok" if healthy else "degraded",
+        "checks": checks,
+        "stock_backend": services.settings.stock.backend,
+        "rules_engine": services.settings.rules.engine,
+    }
+    return Response(
+        body, status_code=200 if healthy else 503, headers=None if healthy else {"Retry-After": "2"}
+    )
+
+
+router = Router(path="/health", route_handlers=[live, ready], tags=["operations"])

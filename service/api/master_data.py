@@ -1,0 +1,155 @@
+"""Master data endpoints: locations, items and promotions (replace-by-id upserts, and listings)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, Router, get, put
+from litestar.di import NamedDependency
+
+from service.api.body import decode_body
+from service.db.models import Item, Location, Promotion
+from service.errors import FieldError, Invalid
+from service.masterdata import upsert
+from service.security import principal_of, requires
+from service.security.audit import audit
+from service.services import Services
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+Money = Annotated[float, msgspec.Meta(ge=0)]
+Capability = Literal["ship_from_store", "pickup", "ship", "receive_transfers"]
+LocationType = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z_]+$")]
+
+
+class LocationIn(msgspec.Struct, forbid_unknown_fields=True):
+    id: Id
+    type: LocationType
+    region: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    lat: Annotated[float, msgspec.Meta(ge=-90, le=90)]
+    lon: Annotated[float, msgspec.Meta(ge=-180, le=180)]
+    capabilities: list[Capability] = []
+    daily_capacity: NonNegative | None = None
+    priority: int = 0
+
+
+class ItemIn(msgspec.Struct, forbid_unknown_fields=True):
+    sku: Id
+    category: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    price: Money
+    cost: Money
+    case_pack: Annotated[int, msgspec.Meta(ge=1)] = 1
+    supplier: str | None = None
+    lead_time_days: NonNegative = 7
+    season_end: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
+
+
+class PromotionIn(msgspec.Struct, forbid_unknown_fields=True):
+    id: Id
+    skus: Annotated[list[Id], msgspec.Meta(min_length=1)]
+    start: datetime
+    end: datetime
+    uplift: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    locations: list[Id] = []
+    channels: list[Id] = []
+    per_order_cap: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class Upserted(msgspec.Struct):
+    upserted: int
+
+
+def _unique(ids: list[str], field: str) -> None:
+    seen: set[str] = set()
+    for index, value in enumerate(ids):
+        if value in seen:
+            raise Invalid(
+                "duplicate ids in one request", [FieldError(f"[{index}].{field}", f"'{value}' appears twice")]
+            )
+        seen.add(value)
+
+
+@put("/locations", guards=[requires("stock")], operation_id="putLocations", status_code=200)
+async def put_locations(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Upserted:
+    data = await decode_body(request, list[LocationIn])
+    _unique([loc.id for loc in data], "id")
+    rows = [msgspec.structs.asdict(loc) for loc in data]
+    async with services.sessions.begin() as session:
+        await upsert(session, Location, rows, "id")
+        await audit(session, principal_of(request).name, "locations.put", "locations", {"count": len(rows)})
+    services.master_data.invalidate()
+    return Upserted(len(rows))
+
+
+@put("/items", guards=[requires("stock")], operation_id="putItems", status_code=200)
+async def put_items(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Upserted:
+    data = await decode_body(request, list[ItemIn])
+    _unique([item.sku for item in data], "sku")
+    for index, item in enumerate(data):
+        if item.cost > item.price * 10 and item.price > 0:
+            raise Invalid(
+                "implausible cost", [FieldError(f"[{index}].cost", "cost is more than ten times the price")]
+            )
+    rows = [msgspec.structs.asdict(item) for item in data]
+    async with services.sessions.begin() as session:
+        await upsert(session, Item, rows, "sku")
+        await audit(session, principal_of(request).name, "items.put", "items", {"count": len(rows)})
+    services.master_data.invalidate()
+    return Upserted(len(rows))
+
+
+@put("/promotions", guards=[requires("stock")], operation_id="putPromotions", status_code=200)
+async def put_promotions(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Upserted:
+    data = await decode_body(request, list[PromotionIn])
+    _unique([promo.id for promo in data], "id")
+    for index, promo in enumerate(data):
+        if promo.start.tzinfo is None or promo.end.tzinfo is None:
+            raise Invalid(
+                "times need a zone", [FieldError(f"[{index}].start", "give start and end with a UTC offset")]
+            )
+        if promo.end <= promo.start:
+            raise Invalid("empty promotion window", [FieldError(f"[{index}].end", "end must be after start")])
+    rows = [msgspec.structs.asdict(promo) for promo in data]
+    async with services.sessions.begin() as session:
+        await upsert(session, Promotion, rows, "id")
+        await audit(session, principal_of(request).name, "promotions.put", "promotions", {"count": len(rows)})
+    services.master_data.invalidate()
+    return Upserted(len(rows))
+
+
+@get("/locations", guards=[requires("stock", "decide", "planner")], operation_id="listLocations")
+async def list_locations(services: NamedDependency[Services]) -> list[LocationIn]:
+    data = await services.master_data.get()
+    return [
+        LocationIn(r.id, r.type, r.region, r.lat, r.lon, list(r.capabilities), r.daily_capacity, r.priority)  # type: ignore[arg-type]
+        for r in sorted(data.locations.values(), key=lambda r: r.id)
+    ]
+
+
+@get("/items", guards=[requires("stock", "decide", "planner")], operation_id="listItems")
+async def list_items(services: NamedDependency[Services]) -> list[ItemIn]:
+    data = await services.master_data.get()
+    return [
+        ItemIn(r.sku, r.category, r.price, r.cost, r.case_pack, r.supplier, r.lead_time_days, r.season_end)
+        for r in sorted(data.items.values(), key=lambda r: r.sku)
+    ]
+
+
+@get("/promotions", guards=[requires("stock", "decide", "planner")], operation_id="listPromotions")
+async def list_promotions(services: NamedDependency[Services]) -> list[PromotionIn]:
+    data = await services.master_data.get()
+    return [
+        PromotionIn(
+            p.id, list(p.skus), p.start, p.end, p.uplift, list(p.locations), list(p.channels), p.per_order_cap
+        )
+        for p in data.promotions
+    ]
+
+
+router = Router(
+    path="/v1",
+    route_handlers=[put_locations, put_items, put_promotions, list_locations, list_items, list_promotions],
+    tags=["master data"],
+)

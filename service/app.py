@@ -1,0 +1,97 @@
+"""`create_app()`: the Litestar application with every area's routes, dependencies and lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+from service.api import health, master_data
+from service.api.deps import dependencies
+from service.api.problems import exception_handlers
+from service.db.engine import create_engine, session_factory
+from service.db.migrate import upgrade
+from service.masterdata import MasterDataCache
+from service.services import Services
+from service.settings import Settings, get_settings
+
+log = logging.getLogger("retail_policy")
+
+
+class MetricsController(PrometheusController):
+    path = "/metrics"
+    openmetrics_format = False
+
+
+def _auto_migrate() -> bool:
+    # `retail-policy serve` migrates once in the parent and turns this off for its workers.
+    return os.environ.get("AUTO_MIGRATE", "1") not in ("0", "false", "no")
+
+
+async def start_services(settings: Settings) -> Services:
+    engine = create_engine(settings.database)
+    if _auto_migrate():
+        await upgrade(engine)
+    sessions = session_factory(engine)
+    services = Services(
+        settings=settings, engine=engine, sessions=sessions, master_data=MasterDataCache(sessions)
+    )
+    return services
+
+
+async def stop_services(services: Services) -> None:
+    for task in services.tasks:
+        task.cancel()
+    for closer in (services.simulations, services.decision_log, services.rules, services.stock):
+        close = getattr(closer, "close", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception:  # one component failing to close must not keep the others open
+                log.exception("closing %s failed", type(closer).__name__)
+    await services.engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        services = await start_services(settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await stop_services(services)
+
+    prometheus = PrometheusConfig(
+        app_name="retail_policy", prefix="retail_policy", group_path=True, exclude=["/metrics", "/health"]
+    )
+    route_handlers: list[Any] = [health.router, master_data.router, MetricsController]
+    return Litestar(
+        route_handlers=route_handlers,
+        lifespan=[lifespan],
+        dependencies=dependencies(),
+        exception_handlers=exception_handlers(),
+        middleware=[prometheus.middleware],
+        request_max_body_size=settings.server.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Retail policy service",
+            version="0.1.0",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "apiKey": SecurityScheme(type="http", scheme="bearer", description="API key")
+                }
+            ),
+            security=[{"apiKey": []}],
+        ),
+        debug=False,
+    )

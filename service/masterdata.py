@@ -1,0 +1,155 @@
+"""Master data (locations, items, promotions): plain records, validation, storage and a per-process cache.
+
+Decisions read master data on every request, so each worker keeps an immutable snapshot that it
+refreshes from the database at most every `ttl` seconds and at once after a local change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Table, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.db.base import Base
+from service.db.models import Item, Location, Promotion
+
+
+@dataclass(frozen=True)
+class LocationRecord:
+    id: str
+    type: str
+    region: str
+    lat: float
+    lon: float
+    capabilities: tuple[str, ...]
+    daily_capacity: int | None
+    priority: int
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    sku: str
+    category: str
+    price: float
+    cost: float
+    case_pack: int
+    supplier: str | None
+    lead_time_days: int
+    season_end: str | None
+
+
+@dataclass(frozen=True)
+class PromotionRecord:
+    id: str
+    skus: tuple[str, ...]
+    locations: tuple[str, ...]
+    channels: tuple[str, ...]
+    start: datetime
+    end: datetime
+    uplift: float
+    per_order_cap: int | None
+
+    def active_at(self, when: datetime) -> bool:
+        return self.start <= when < self.end
+
+    def applies(self, sku: str, location: str | None = None, channel: str | None = None) -> bool:
+        """Empty `locations` or `channels` means every location or channel."""
+        return (
+            sku in self.skus
+            and (location is None or not self.locations or location in self.locations)
+            and (channel is None or not self.channels or channel in self.channels)
+        )
+
+
+@dataclass(frozen=True)
+class MasterData:
+    locations: dict[str, LocationRecord]
+    items: dict[str, ItemRecord]
+    promotions: tuple[PromotionRecord, ...]
+
+    def active_promotions(
+        self, sku: str, when: datetime, location: str | None = None, channel: str | None = None
+    ) -> list[PromotionRecord]:
+        return [p for p in self.promotions if p.active_at(when) and p.applies(sku, location, channel)]
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes even for timezone-aware columns; every stored time is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+async def load_master_data(session: AsyncSession) -> MasterData:
+    locations = {
+        r.id: LocationRecord(
+            r.id, r.type, r.region, r.lat, r.lon, tuple(r.capabilities), r.daily_capacity, r.priority
+        )
+        for r in (await session.execute(select(Location))).scalars()
+    }
+    items = {
+        r.sku: ItemRecord(
+            r.sku, r.category, r.price, r.cost, r.case_pack, r.supplier, r.lead_time_days, r.season_end
+        )
+        for r in (await session.execute(select(Item))).scalars()
+    }
+    promotions = tuple(
+        PromotionRecord(
+            r.id,
+            tuple(r.skus),
+            tuple(r.locations),
+            tuple(r.channels),
+            _aware(r.start),
+            _aware(r.end),
+            r.uplift,
+            r.per_order_cap,
+        )
+        for r in (await session.execute(select(Promotion).order_by(Promotion.id))).scalars()
+    )
+    return MasterData(locations, items, promotions)
+
+
+async def upsert(session: AsyncSession, model: type[Base], rows: Sequence[dict[str, Any]], key: str) -> None:
+    """Insert or replace `rows` by primary key `key`, in the caller's transaction."""
+    if not rows:
+        return
+    now = datetime.now(UTC)
+    values = [{**row, "updated_at": now} for row in rows]
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    table: Table = model.__table__  # type: ignore[assignment]
+    for start in range(0, len(values), 500):
+        chunk = values[start : start + 500]
+        statement = insert(table).values(chunk)
+        updates = {c.name: statement.excluded[c.name] for c in table.columns if c.name != key}
+        await session.execute(statement.on_conflict_do_update(index_elements=[key], set_=updates))
+
+
+class MasterDataCache:
+    """Hands out the current `MasterData` snapshot, reloading it when older than `ttl` seconds."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], ttl: float = 2.0) -> None:
+        self._sessions = sessions
+        self._ttl = ttl
+        self._snapshot: MasterData | None = None
+        self._loaded_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> MasterData:
+        if self._snapshot is not None and time.monotonic() - self._loaded_at < self._ttl:
+            return self._snapshot
+        async with self._lock:
+            if self._snapshot is None or time.monotonic() - self._loaded_at >= self._ttl:
+                async with self._sessions() as session:
+                    self._snapshot = await load_master_data(session)
+                self._loaded_at = time.monotonic()
+        return self._snapshot
+
+    def invalidate(self) -> None:
+        self._loaded_at = 0.0

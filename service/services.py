@@ -1,0 +1,25 @@
+"""The long-lived objects one worker process holds, created at start-up and closed at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from service.masterdata import MasterDataCache
+from service.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    master_data: MasterDataCache
+    stock: Any = None
+    rules: Any = None
+    decision_log: Any = None
+    simulations: Any = None
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
