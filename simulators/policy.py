@@ -18,6 +18,11 @@ KINDS = ("allocation", "availability", "reorder", "transfer", "markdown")
 T = TypeVar("T")
 
 
+def _converter_key(convert: Callable[..., Any]) -> tuple[Any, Any]:
+    # A bound classmethod is a new object at every attribute access: key by what it binds instead.
+    return (getattr(convert, "__self__", None), getattr(convert, "__func__", convert))
+
+
 class PolicyError(ValueError):
     """A ruleset named for a simulation cannot be found, read or used."""
 
@@ -41,6 +46,15 @@ class RulesetRef(msgspec.Struct, frozen=True):
     source: str
 
 
+def default_decider(kind: str) -> Decider | None:
+    """The stand-in for a kind no ruleset was given for (None: that kind's decisions are not simulated)."""
+    if kind == "allocation":
+        return DefaultAllocationDecider()
+    if kind in DEFAULT_RESULTS:
+        return FixedDecider(DEFAULT_RESULTS[kind])
+    return None
+
+
 class FixedDecider:
     """The answer used for a kind no ruleset was given for: always the same result."""
 
@@ -48,7 +62,7 @@ class FixedDecider:
         self.result = dict(result)
         self.evaluations = 0
         self.memo_hits = 0
-        self._converted: dict[int, Any] = {}
+        self._converted: dict[tuple[Any, Any], Any] = {}
 
     def decide(self, facts: Mapping[str, Any]) -> Mapping[str, Any]:
         self.memo_hits += 1
@@ -56,10 +70,34 @@ class FixedDecider:
 
     def decide_as(self, facts: Mapping[str, Any], convert: Callable[[Mapping[str, Any]], T]) -> T:
         self.memo_hits += 1
-        key = id(convert)
+        key = _converter_key(convert)
         if key not in self._converted:
             self._converted[key] = convert(self.result)
         value: T = self._converted[key]
+        return value
+
+
+class DefaultAllocationDecider(FixedDecider):
+    """Without an allocation ruleset: DCs and dark stores ship, stores serve pickup and ship-from-store."""
+
+    def __init__(self) -> None:
+        super().__init__(DEFAULT_RESULTS["allocation"])
+        self._by_mode = {
+            mode: {**self.result, "eligible_location_types": ["store"] if mode != "ship" else ["dc", "dark_store"]}
+            for mode in ("ship", "pickup", "ship_from_store")
+        }
+        self._by_mode_converted: dict[tuple[str, tuple[Any, Any]], Any] = {}
+
+    def decide(self, facts: Mapping[str, Any]) -> Mapping[str, Any]:
+        self.memo_hits += 1
+        return self._by_mode.get(str(facts["order"]["fulfillment"]), self.result)
+
+    def decide_as(self, facts: Mapping[str, Any], convert: Callable[[Mapping[str, Any]], T]) -> T:
+        self.memo_hits += 1
+        key = (str(facts["order"]["fulfillment"]), _converter_key(convert))
+        if key not in self._by_mode_converted:
+            self._by_mode_converted[key] = convert(self.decide(facts))
+        value: T = self._by_mode_converted[key]
         return value
 
 
@@ -73,7 +111,7 @@ class RuleDecider:
         self.evaluations = 0
         self.memo_hits = 0
         self._results: dict[tuple[Any, ...], Mapping[str, Any]] = {}
-        self._converted: dict[tuple[int, tuple[Any, ...]], Any] = {}
+        self._converted: dict[tuple[tuple[Any, Any], tuple[Any, ...]], Any] = {}
 
     def _key(self, facts: Mapping[str, Any]) -> tuple[Any, ...]:
         values: list[Any] = []
@@ -105,7 +143,7 @@ class RuleDecider:
         """The result turned into a domain policy object, converted once per distinct fact combination."""
         if not self.memo:
             return convert(self._evaluate(facts))
-        key = (id(convert), self._key(facts))
+        key = (_converter_key(convert), self._key(facts))
         found = self._converted.get(key)
         if found is not None:
             self.memo_hits += 1
@@ -117,8 +155,9 @@ class RuleDecider:
 
 
 DEFAULT_RESULTS: dict[str, dict[str, Any]] = {
+    # used only when no allocation ruleset is given; see DefaultAllocationDecider
     "allocation": {
-        "eligible_location_types": ["dc", "dark_store", "store"],
+        "eligible_location_types": ["dc", "dark_store"],
         "floors": {},
         "ranking": ["fewest_splits", "distance"],
         "max_splits": 2,

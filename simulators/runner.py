@@ -119,6 +119,10 @@ class Run:
     ) -> None:
         self.world = world
         self.policies = policies
+        allocation = policies.get("allocation")
+        if allocation is None:
+            raise ValueError("a run needs an allocation decider")
+        self.allocation = allocation
         self.view = view
         scenario = world.scenario
         self.sku_ids = [sku.id for sku in world.skus]
@@ -140,7 +144,9 @@ class Run:
         ]
         self.network = Network(domain_locations)
         self.sourcing: FastSourcing | DomainSourcing = (
-            FastSourcing(self.network) if sourcing == "fast" else DomainSourcing(self.network, self.sku_ids)
+            FastSourcing(self.network, [i for i, loc in enumerate(world.locations) if loc.daily_capacity is not None])
+            if sourcing == "fast"
+            else DomainSourcing(self.network, self.sku_ids)
         )
         self.stock = MemoryStock([[world.starting_stock[s][loc] for loc in self.loc_ids] for s in self.sku_ids])
         # live availability (sellable - reserved), kept in step with the ledger for the allocator
@@ -300,38 +306,25 @@ class Run:
     # -----------------------------------------------------------------------------------------------------
     # orders and sales
 
-    def _allocation_policy(self, order: Order, lines: list[tuple[int, int]], promo: bool) -> AllocationPolicy:
-        decider = self.policies.get("allocation")
-        assert decider is not None
-        value = 0.0
-        units = 0
-        for sku, qty in lines:
-            value += self.price[sku] * qty
-            units += qty
-        facts = {
-            "order": {
-                "channel": order.channel,
-                "fulfillment": order.fulfillment,
-                "region": order.region,
-                "value": round(value, 2),
-                "line_count": len(lines),
-                "units": units,
-            },
-            "promo": {"active": promo},
-            "customer": {"tier": order.tier},
-        }
-        self._count_decision("allocation")
-        return decider.decide_as(facts, AllocationPolicy.from_result)
-
     def _order(self, order: Order, hour: int) -> None:
         channel = self.channel_index.get(order.channel)
         sku_index = self.sku_index
+        price = self.price
+        promo_any = self._promo_any
         lines: list[tuple[int, int]] = []
+        demanded = 0
+        value = 0.0
+        promo = False
         for line in order.lines:
             sku = sku_index.get(line.sku)
-            if sku is None or line.qty <= 0:
+            qty = line.qty
+            if sku is None or qty <= 0:
                 continue
-            lines.append((sku, line.qty))
+            lines.append((sku, qty))
+            demanded += qty
+            value += price[sku] * qty
+            if not promo and promo_any[sku][hour]:
+                promo = True
         if channel is None or not lines:
             self.counts.orders_ignored += 1
             return
@@ -342,24 +335,32 @@ class Run:
         self.order_decisions += 1
         counts = self.channels[order.channel]
         hour_counts = self.hours[hour]
-        demanded = 0
-        for _, qty in lines:
-            demanded += qty
         counts.orders += 1
         counts.units_demanded += demanded
         hour_counts.orders += 1
         hour_counts.units_demanded += demanded
-        promo_row = self._promo_any
-        promo = False
-        for sku, _ in lines:
-            if promo_row[sku][hour]:
-                promo = True
-                break
-        policy = self._allocation_policy(order, lines, promo)
+        facts = {
+            "order": {
+                "channel": order.channel,
+                "fulfillment": order.fulfillment,
+                "region": order.region,
+                "value": round(value, 2),
+                "line_count": len(lines),
+                "units": demanded,
+            },
+            "promo": {"active": promo},
+            "customer": {"tier": order.tier},
+        }
+        policy = self.allocation.decide_as(facts, AllocationPolicy.from_result)
+        batch = self.batch[channel]
         accepted = lines
-        if self.batch[channel]:
+        wanted = demanded
+        if batch:
             accepted = self._accept_stale(channel, lines)
-            lost = demanded - sum(q for _, q in accepted)
+            wanted = 0
+            for _, qty in accepted:
+                wanted += qty
+            lost = demanded - wanted
             counts.lost_units += lost
             hour_counts.lost_units += lost
             if not accepted:
@@ -368,15 +369,13 @@ class Run:
             accepted, self.available, self.capacity, policy, order.fulfillment, pickup, order.lat, order.lon
         )
         reservation_lines: list[tuple[int, int, int]] = []
+        allocated = 0
         for (sku, _), line_picks in zip(accepted, picks, strict=True):
             for loc, qty in line_picks:
                 reservation_lines.append((sku, loc, qty))
-        allocated = 0
-        for _, _, qty in reservation_lines:
-            allocated += qty
-        wanted = sum(q for _, q in accepted)
+                allocated += qty
         short = wanted - allocated
-        if self.batch[channel]:
+        if batch:
             counts.oversold_units += short
             hour_counts.oversold_units += short
         else:
@@ -384,33 +383,47 @@ class Run:
             hour_counts.lost_units += short
         if not reservation_lines:
             return
-        reservation = self.stock.reserve(reservation_lines)
+        stock = self.stock
+        reservation = stock.reserve(reservation_lines)
         if reservation is None:  # the plan was made on live stock, so this cannot happen
             raise RuntimeError(f"order {order.id}: reservation refused for a plan made on live stock")
         capacity = self.capacity
+        available = self.available
+        sellable = stock.sellable
+        reserved = stock.reserved
+        sold_window = self.sold_window
+        sold_all = self.sold_all
         revenue = 0.0
-        distances = self.network.distances(order.lat, order.lon)
-        locations: dict[int, None] = {}
+        first = reservation_lines[0][1]
+        split = False
         for sku, loc, qty in reservation_lines:
-            self._set_available(sku, loc)
-            if capacity[loc] is not None:
-                capacity[loc] = capacity[loc] - qty  # type: ignore[operator]
-            revenue += self.price[sku] * qty
-            locations[loc] = None
-            self.sold_window[sku][loc] += qty
-            self.sold_all[sku] += qty
+            available[sku][loc] = sellable[sku][loc] - reserved[sku][loc]
+            cap = capacity[loc]
+            if cap is not None:
+                capacity[loc] = cap - qty
+            revenue += price[sku] * qty
+            sold_window[sku][loc] += qty
+            sold_all[sku] += qty
+            if loc != first:
+                split = True
         counts.units_allocated += allocated
         hour_counts.units_allocated += allocated
         counts.revenue += revenue
-        counts.shipments += len(locations)
-        for loc in locations:
-            counts.distance_km += distances[loc]
-        if len(locations) > 1:
+        distances = self.network.distances(order.lat, order.lon)
+        if split:
+            locations = {loc for _, loc, _ in reservation_lines}
             counts.split_orders += 1
+            counts.shipments += len(locations)
+            for loc in sorted(locations):
+                counts.distance_km += distances[loc]
+        else:
+            counts.shipments += 1
+            counts.distance_km += distances[first]
         if short == 0 and wanted == demanded:
             counts.orders_complete += 1
-        delay = 3600 if order.fulfillment == "pickup" else 2 * 3600
-        self._schedule(order.at + delay, _COMMIT, (order.id, reservation))
+        self._seq += 1
+        delay = 3600 if order.fulfillment == "pickup" else 7200
+        heapq.heappush(self.queue, (order.at + delay, _COMMIT, self._seq, (order.id, reservation)))
 
     def _accept_stale(self, channel: int, lines: list[tuple[int, int]]) -> list[tuple[int, int]]:
         totals = self.stale_totals[channel]
@@ -701,6 +714,8 @@ class Run:
                 for i, loc in enumerate(self.locations)
                 if loc.type == loc_type
             )
+        if self.order_decisions:
+            self.counts.decisions["allocation"] = self.order_decisions
         evaluations = {
             kind: {"evaluations": decider.evaluations, "memo_hits": decider.memo_hits}
             for kind, decider in sorted(self.policies.deciders.items())

@@ -57,19 +57,41 @@ class Network:
         return found
 
 
+_DYNAMIC = ("fewest_splits", "stock_level")
+
+
+class _Static:
+    """The candidates of one (destination, policy, fulfillment, pickup) that pass the checks which do not
+    depend on stock, in two orders: as listed (general search) and by the static part of the ranking key."""
+
+    __slots__ = ("by_key", "fast", "has_capacity", "listed")
+
+    def __init__(self, listed: list[tuple[int, float, int]], fast: bool, by_key: list[tuple[int, float, int]],
+                 has_capacity: bool) -> None:  # fmt: skip
+        self.listed = listed
+        self.fast = fast
+        self.by_key = by_key
+        self.has_capacity = has_capacity
+
+
+def _first(item: tuple[int, int, float]) -> int:
+    return item[0]
+
+
 class FastSourcing:
     """The domain allocator's choice, computed over arrays."""
 
-    def __init__(self, network: Network, sku_ids: Sequence[str] = ()) -> None:
+    def __init__(self, network: Network, capped: Sequence[int] | None = None) -> None:
+        """`capped`: the indexes of the locations that may have a daily capacity (None: any may)."""
         self.network = network
-        # (destination, policy, fulfillment, pickup location) -> statically eligible candidates
-        self._static: dict[tuple[Any, ...], list[tuple[int, float, int]]] = {}
+        self.capped = set(range(len(network.ids)) if capped is None else capped)
+        self._static: dict[tuple[Any, ...], _Static] = {}
         # the policies keyed by id above, kept alive so that an id is never reused while cached
         self._policies: list[AllocationPolicy] = []
 
     def _candidates(
         self, policy: AllocationPolicy, fulfillment: str, pickup: int, lat: float, lon: float
-    ) -> list[tuple[int, float, int]]:
+    ) -> _Static:
         key = (lat, lon, id(policy), fulfillment, pickup)
         found = self._static.get(key)
         if found is not None:
@@ -92,9 +114,23 @@ class FastSourcing:
             ):
                 continue
             out.append((i, distances[i], policy.floor_for(net.types[i])))
-        self._static[key] = out
+        ranking = policy.effective_ranking
+        dynamic = [c in _DYNAMIC for c in ranking]
+        # When every stock-dependent criterion comes before every static one, the ranking key is
+        # (-giveable, static parts..., id): a stable sort by giveable of a list kept in static order.
+        fast = dynamic == sorted(dynamic, reverse=True)
+        static_criteria = [c for c in ranking if c not in _DYNAMIC]
+
+        def static_key(item: tuple[int, float, int]) -> tuple[Any, ...]:
+            loc, distance, _ = item
+            parts: list[Any] = [distance if c == "distance" else net.priority[loc] for c in static_criteria]
+            return (*parts, net.ids[loc])
+
+        has_capacity = any(loc in self.capped for loc, _, _ in out)
+        entry = _Static(out, fast, sorted(out, key=static_key), has_capacity)
+        self._static[key] = entry
         self._policies.append(policy)
-        return out
+        return entry
 
     def plan(
         self,
@@ -118,22 +154,41 @@ class FastSourcing:
         complete = True
         for sku, qty in lines:
             row = available[sku]
-            eligible: list[tuple[tuple[Any, ...], int, float, int]] = []  # (key, loc, distance, giveable)
-            for loc, distance, floor in static:
-                stock = row[loc]
-                if taken:
-                    stock -= taken.get((sku, loc), 0)
-                if stock <= floor:  # covers no stock (floor >= 0) and below floor
-                    continue
-                giveable = stock - floor
-                cap = capacity[loc]
-                if cap is not None:
-                    cap -= cap_used.get(loc, 0)
-                    if cap <= 0:
+            if static.fast and not any(key[0] == sku for key in taken):
+                fast = [(row[loc] - floor, loc, d) for loc, d, floor in static.by_key if row[loc] > floor]
+                if static.has_capacity:
+                    capped: list[tuple[int, int, float]] = []
+                    for g, loc, d in fast:
+                        cap = capacity[loc]
+                        if cap is not None:
+                            cap -= cap_used.get(loc, 0)
+                            if cap <= 0:
+                                continue
+                            if cap < g:
+                                g = cap
+                        capped.append((g, loc, d))
+                    fast = capped
+                fast.sort(key=_first, reverse=True)  # stable, so ties keep the static order
+                picks = _choose_sorted(fast, qty, policy, ranking, priority, ids) if fast else []
+            else:
+                eligible: list[tuple[tuple[Any, ...], int, float, int]] = []  # (key, loc, distance, giveable)
+                for loc, distance, floor in static.listed:
+                    stock = row[loc]
+                    if taken:
+                        stock -= taken.get((sku, loc), 0)
+                    if stock <= floor:  # covers no stock (floor >= 0) and below floor
                         continue
-                    giveable = min(giveable, cap)
-                eligible.append((_key(ranking, distance, priority[loc], giveable, ids[loc]), loc, distance, giveable))
-            picks = _choose(eligible, qty, policy, ranking, priority, ids) if eligible else []
+                    giveable = stock - floor
+                    cap = capacity[loc]
+                    if cap is not None:
+                        cap -= cap_used.get(loc, 0)
+                        if cap <= 0:
+                            continue
+                        giveable = min(giveable, cap)
+                    eligible.append(
+                        (_key(ranking, distance, priority[loc], giveable, ids[loc]), loc, distance, giveable)
+                    )
+                picks = _choose(eligible, qty, policy, ranking, priority, ids) if eligible else []
             got = 0
             for loc, q in picks:
                 got += q
@@ -146,6 +201,62 @@ class FastSourcing:
         if not complete and not policy.allow_partial:
             return [[] for _ in lines]
         return out
+
+
+def _choose_sorted(
+    eligible: list[tuple[int, int, float]],
+    qty: int,
+    policy: AllocationPolicy,
+    ranking: Sequence[str],
+    priority: Sequence[int],
+    ids: Sequence[str],
+) -> list[tuple[int, int]]:
+    """The search of `_choose` for candidates already in key order, which is then also depth order."""
+    max_k = min(policy.max_splits, len(eligible), MAX_SEARCH_SPLITS)
+    sizes = list(range(1, max_k + 1))
+    if ranking[0] == "fewest_splits":
+        running = 0
+        sizes = [max_k]
+        for k in range(1, max_k + 1):
+            running += eligible[k - 1][0]
+            if running >= qty:
+                sizes = [k]
+                break
+    m = max(sizes)
+    n_extra = min(SEARCH_POOL_SIZE, len(eligible) - m)
+    while n_extra > 0 and sum(math.comb(m + n_extra, k) for k in sizes) > MAX_COMBINATIONS:
+        n_extra -= 1
+    pool = eligible[: m + n_extra]
+    if sizes == [1]:
+        if pool[0][0] >= qty:
+            # The deepest location covers the line, so the best single location is among those that
+            # cover it (the pool's prefix, as it is in depth order), each taking exactly `qty`.
+            pool = [c for c in pool if c[0] >= qty]
+            if len(ranking) == 2 and ranking[0] == "fewest_splits" and ranking[1] == "distance":
+                _, loc, _ = min(pool, key=lambda c: (c[2] * qty / qty, ids[c[1]]))
+                return [(loc, qty)]
+        best: tuple[Any, ...] | None = None
+        best_pick = (0, 0)
+        for g, loc, d in pool:
+            take = g if g < qty else qty
+            parts: list[Any] = [-take]
+            for criterion in ranking:
+                if criterion == "fewest_splits":
+                    parts.append(1.0)
+                elif criterion == "distance":
+                    parts.append(d * take / take)
+                elif criterion == "priority":
+                    parts.append(priority[loc] * take / take)
+                else:
+                    parts.append(-(g * take) / take)
+            parts.append(ids[loc])
+            key = tuple(parts)
+            if best is None or key < best:
+                best = key
+                best_pick = (loc, take)
+        return [best_pick]
+    keyed = [((), loc, d, g) for g, loc, d in pool]
+    return _search_pool(keyed, sizes, qty, ranking, priority, ids)
 
 
 def _key(ranking: Sequence[str], distance: float, priority: int, giveable: int, loc_id: str) -> tuple[Any, ...]:
@@ -188,6 +299,18 @@ def _choose(
     while extra and sum(math.comb(len(must) + len(extra), k) for k in sizes) > MAX_COMBINATIONS:
         extra.pop()
     pool = sorted(must + extra, key=lambda c: c[0])
+    return _search_pool(pool, sizes, qty, ranking, priority, ids)
+
+
+def _search_pool(
+    pool: list[tuple[tuple[Any, ...], int, float, int]],
+    sizes: list[int],
+    qty: int,
+    ranking: Sequence[str],
+    priority: Sequence[int],
+    ids: Sequence[str],
+) -> list[tuple[int, int]]:
+    """Fill every combination of the pool in pool order and keep the best by the domain's score."""
     best: tuple[Any, ...] | None = None
     best_picks: list[tuple[int, int]] = []
     for k in sizes:

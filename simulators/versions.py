@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from simulators.policy import (
-    DEFAULT_RESULTS,
     KINDS,
     Decider,
-    FixedDecider,
     PolicyError,
     PolicySet,
     RulesetRef,
+    default_decider,
     load_ruleset,
     rule_decider,
     ruleset_ref,
@@ -39,8 +38,10 @@ class VersionSet:
     def policy_set(self, engine: str, *, memo: bool = True) -> PolicySet:
         """Fresh deciders (with empty memos and counters) for one run."""
         deciders: dict[str, Decider] = {}
-        for kind, result in DEFAULT_RESULTS.items():
-            deciders[kind] = FixedDecider(result)
+        for kind in KINDS:
+            fallback = default_decider(kind)
+            if fallback is not None:
+                deciders[kind] = fallback
         for kind, (ruleset, _) in self.rulesets.items():
             deciders[kind] = rule_decider(ruleset, engine, memo=memo)
         return PolicySet(self.label, deciders, {kind: ref for kind, (_, ref) in self.rulesets.items()})
