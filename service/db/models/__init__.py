@@ -1,5 +1,23 @@
 """Every SQL model, imported here so that `Base.metadata` knows all tables."""
 
 from service.db.models.foundation import ApiKey, AuditEntry, Item, Location, Promotion
+from service.db.models.stock import (
+    ReservationRecord,
+    StockEventRecord,
+    StockExceptionRecord,
+    StockJournalEntry,
+    StockLevel,
+)
 
-__all__ = ["ApiKey", "AuditEntry", "Item", "Location", "Promotion"]
+__all__ = [
+    "ApiKey",
+    "AuditEntry",
+    "Item",
+    "Location",
+    "Promotion",
+    "ReservationRecord",
+    "StockEventRecord",
+    "StockExceptionRecord",
+    "StockJournalEntry",
+    "StockLevel",
+]

@@ -1,0 +1,81 @@
+"""Stock tables: levels per (sku, location), applied event ids, reservations, anomalies and the journal.
+
+The SQL stock backend keeps its state in the first four; the Redis backend appends every change it
+acknowledges to `stock_journal` (as signed deltas) so that its state can be rebuilt after a cache loss.
+Times the stores compare (reservation expiry) are epoch milliseconds, identical on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db.base import Base
+from service.db.models.foundation import BigIntPK
+
+
+class StockLevel(Base):
+    __tablename__ = "stock_levels"
+
+    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    location: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sellable: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved: Mapped[int] = mapped_column(BigInteger, default=0)
+    damaged: Mapped[int] = mapped_column(BigInteger, default=0)
+    return_pending: Mapped[int] = mapped_column(BigInteger, default=0)
+    in_transit: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class StockEventRecord(Base):
+    """One row per applied event id: the unique key that makes events idempotent."""
+
+    __tablename__ = "stock_events"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(32))
+    applied_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class ReservationRecord(Base):
+    __tablename__ = "reservations"
+    __table_args__ = (Index("ix_reservations_status_expires", "status", "expires_at_ms"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(64), index=True)
+    channel: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    lines: Mapped[list[Any]] = mapped_column(JSON)
+    expires_at_ms: Mapped[int] = mapped_column(BigInteger)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class StockExceptionRecord(Base):
+    __tablename__ = "stock_exceptions"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    kind: Mapped[str] = mapped_column(String(32))
+    sku: Mapped[str] = mapped_column(String(64), index=True)
+    location: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(String(64))
+    qty: Mapped[int] = mapped_column(BigInteger)
+    shortfall: Mapped[int] = mapped_column(BigInteger)
+
+
+class StockJournalEntry(Base):
+    """Append-only: what one acknowledged change did, as deltas, plus the reservation record it touched."""
+
+    __tablename__ = "stock_journal"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))
+    ref: Mapped[str] = mapped_column(String(200))
+    deltas: Mapped[list[Any]] = mapped_column(JSON)
+    record: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

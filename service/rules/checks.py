@@ -1,0 +1,163 @@
+"""`check_ruleset`: everything publishing requires, gathered in one report.
+
+Static checks (schema was checked by the parser; here types, catalogue, warnings), durable_rules' limits,
+and the embedded tests on both engines. The durable_rules compile and its test runs happen in a child
+process with a time limit, so that a ruleset that would hang durable_rules can never hang the server.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.rules.analysis import analyse
+from service.rules.document import Ruleset, RulesetTest
+from service.rules.evaluation import Evaluator
+from service.rules.limits import limit_problems
+from service.rules.problems import Problem, RuleEvaluationError, RulesetError
+
+CHILD_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(slots=True)
+class TestResult:
+    name: str
+    passed: bool
+    engine: str
+    expected: dict[str, Any]
+    actual: dict[str, Any]
+    message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class ValidationReport:
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    tests: list[TestResult] = field(default_factory=list)
+
+    @property
+    def tests_passed(self) -> bool:
+        return all(t.passed for t in self.tests)
+
+    @property
+    def ok(self) -> bool:
+        """No errors and every embedded test passed on both engines."""
+        return not self.errors and self.tests_passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "errors": [p.to_dict() for p in self.errors],
+            "warnings": [p.to_dict() for p in self.warnings],
+            "tests": [t.to_dict() for t in self.tests],
+        }
+
+
+def _same(expected: Any, actual: Any) -> bool:
+    if isinstance(expected, float) or isinstance(actual, float):
+        if isinstance(expected, int | float) and isinstance(actual, int | float):
+            if isinstance(expected, bool) or isinstance(actual, bool):
+                return expected is actual
+            return math.isclose(expected, actual, rel_tol=1e-9, abs_tol=1e-12)
+        return False
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return expected is actual
+    return bool(expected == actual)
+
+
+def run_test(evaluator: Evaluator, test: RulesetTest) -> TestResult:
+    """Evaluate one embedded test; it passes when every expected key (and `rules`, if given) agrees."""
+    expected = dict(test.expect)
+    try:
+        evaluation = evaluator.evaluate(test.given, trace="none")
+    except RuleEvaluationError as exc:
+        return TestResult(test.name, False, evaluator.engine, expected, {}, str(exc))
+    actual: dict[str, Any] = {}
+    wrong: list[str] = []
+    for key, want in expected.items():
+        if key == "rules":
+            actual["rules"] = evaluation.matched
+            if list(want) != evaluation.matched:
+                wrong.append(f"rules matched {evaluation.matched}, expected {want}")
+        elif key == "used_default":
+            actual[key] = evaluation.used_default
+            if want is not evaluation.used_default:
+                wrong.append(f"used_default is {evaluation.used_default}")
+        else:
+            got = evaluation.result.get(key)
+            actual[key] = got
+            if key not in evaluation.result:
+                wrong.append(f"'{key}' was not set")
+            elif not _same(want, got):
+                wrong.append(f"'{key}' is {got!r}, expected {want!r}")
+    message = "; ".join(wrong) if wrong else None
+    return TestResult(test.name, not wrong, evaluator.engine, expected, actual, message)
+
+
+def durable_trial(ruleset: Ruleset, timeout: float = CHILD_TIMEOUT_SECONDS) -> tuple[str, Any]:
+    """("ok", test results) or ("error", reason) from loading the ruleset into durable_rules in a child
+    process (`python -m service.rules.trial`), killed if it has not finished within `timeout` seconds.
+
+    A fresh interpreter rather than multiprocessing: it never re-imports the server's main module.
+    """
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = package_root + os.pathsep + env.get("PYTHONPATH", "")
+    request = json.dumps({"text": ruleset.text, "source": ruleset.source})
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "service.rules.trial"],
+            input=request,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return "error", f"durable_rules did not load and test the ruleset within {timeout:.0f} s"
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        return "error", f"the durable_rules trial process failed (exit {done.returncode}): {tail[0]}"
+    try:
+        status, payload = json.loads(done.stdout)
+    except ValueError:
+        return "error", "the durable_rules trial process gave no readable answer"
+    return str(status), payload
+
+
+def check_ruleset(ruleset: Ruleset, *, durable_timeout: float = CHILD_TIMEOUT_SECONDS) -> ValidationReport:
+    """Every check publishing requires; the report is `ok` only when nothing is wrong."""
+    from service.rules.compiler import compile_ruleset
+
+    report = ValidationReport()
+    analysis = analyse(ruleset)
+    report.errors.extend(analysis.errors)
+    report.warnings.extend(analysis.warnings)
+    if report.errors:
+        return report
+    report.errors.extend(limit_problems(ruleset, analysis.normal))
+    if report.errors:
+        return report
+    try:
+        python = compile_ruleset(ruleset, "python")
+    except RulesetError as exc:
+        report.errors.extend(exc.problems)
+        return report
+    report.tests.extend(run_test(python, t) for t in ruleset.tests)
+    status, payload = durable_trial(ruleset, durable_timeout)
+    if status == "ok":
+        report.tests.extend(TestResult(**r) for r in payload)
+    else:
+        line, column = ruleset.position("rules", False)
+        report.errors.append(Problem(ruleset.source, line, column, None, "rules", str(payload)))
+    return report

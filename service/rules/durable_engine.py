@@ -1,0 +1,266 @@
+"""The durable_rules engine: the normal form compiled to durable_rules JSON, driven through its C module.
+
+How it is driven (see the project's notes on durable_rules): no `Host` and no timer threads; the C
+module `durable_rules_engine` is called directly. Each ruleset version is loaded once per process under
+its own name (ruleset name + sha256 prefix). Each thread uses one fixed session id for its whole life,
+never creating or deleting sessions per request. Every rule is ANDed with a type tag so that no rule can
+match the session's hidden state fact. First hit asserts an event (consumed by the first match); collect
+asserts a fact and retracts it in `finally`. The action loop is always drained. The engine only says which
+rules matched; the values are computed in Python afterwards.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+from decimal import Decimal
+from typing import Any
+
+import durable_rules_engine as dre
+
+from service.rules.analysis import AllOf, AnyOf, Norm, Test, Truth
+from service.rules.evaluation import CompiledRule, CompiledRuleset, Evaluation, Evaluator, Facts, TraceLevel
+from service.rules.problems import RuleEvaluationError
+from service.rules.python_engine import PythonEvaluator
+from service.rules.syntax import Arith, Call, Expr, Field, ListLiteral, Literal
+
+TAG_FIELD = "t"
+TAG_VALUE = "req"
+PRIORITY_BASE = 65534
+# top-level fact names durable_rules reserves; renamed on the way in (our field names never start with _)
+RESERVED_ROOTS = {"id": "_id", "sid": "_sid", "t": "_t"}
+OPERATORS = {"!=": "$neq", "<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
+ARITH = {"+": "$add", "-": "$sub", "*": "$mul", "/": "$div"}
+
+# json.dumps writes 1e-07; durable_rules' parser rejects exponents
+_EXPONENT = re.compile(r"\d[eE][-+]?\d")
+
+
+class EngineError(RuntimeError):
+    """durable_rules refused a ruleset or an evaluation (for example error 303: too many co-true conditions)."""
+
+
+def format_float(x: float) -> str:
+    """A float as plain decimal text with a point, the only form durable_rules parses."""
+    if x != x or x in (float("inf"), float("-inf")):
+        raise ValueError(f"{x} cannot be given to durable_rules")
+    text = repr(x)
+    if "e" in text or "E" in text:
+        text = format(Decimal(text), "f")
+    if "." not in text:
+        text += ".0"
+    return text
+
+
+def plain_json(value: Any) -> str:
+    """JSON text with every float written without an exponent."""
+    if isinstance(value, bool) or value is None or isinstance(value, int | str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float):
+        return format_float(value)
+    if isinstance(value, dict):
+        return (
+            "{"
+            + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{plain_json(v)}" for k, v in value.items())
+            + "}"
+        )
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(plain_json(v) for v in value) + "]"
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+def _durable_path(path: str) -> str:
+    root, dot, rest = path.partition(".")
+    return RESERVED_ROOTS.get(root, root) + dot + rest
+
+
+def _operand(expr: Expr, divisor: bool = False) -> Any:
+    if isinstance(expr, Literal):
+        value = expr.value
+        if divisor and isinstance(value, int) and not isinstance(value, bool):
+            # a float divisor makes durable_rules divide like Python (int / int truncates there)
+            return float(value)
+        return value
+    if isinstance(expr, Field):
+        return {"$m": _durable_path(expr.path)}
+    if isinstance(expr, Arith):
+        return {ARITH[expr.op]: {"$l": _operand(expr.left), "$r": _operand(expr.right, expr.op == "/")}}
+    if isinstance(expr, Call | ListLiteral):
+        raise EngineError(f"{type(expr).__name__} cannot be compiled to durable_rules")
+    raise EngineError(f"not an expression: {expr!r}")
+
+
+def condition_json(norm: Norm) -> dict[str, Any] | None:
+    """durable_rules condition for a normal-form tree; None for a constant (true is the bare tag)."""
+    if isinstance(norm, Truth):
+        return None
+    if isinstance(norm, Test):
+        path = _durable_path(norm.field)
+        rhs = _operand(norm.rhs)
+        if norm.op == "==":
+            return {path: rhs}
+        return {OPERATORS[norm.op]: {path: rhs}}
+    key = "$and" if isinstance(norm, AllOf) else "$or"
+    assert isinstance(norm, AllOf | AnyOf)
+    items = [condition_json(i) for i in norm.items]
+    return {key: [i for i in items if i is not None]}
+
+
+def rule_name(index: int) -> str:
+    return f"r{index}"
+
+
+def ruleset_definition(compiled: CompiledRuleset) -> dict[str, Any]:
+    """The durable_rules ruleset: one rule per rule that can match, in declaration order."""
+    definition: dict[str, Any] = {}
+    for rule in sorted(compiled.rules, key=lambda r: r.index):
+        if isinstance(rule.norm, Truth) and not rule.norm.value:
+            continue  # can never match
+        cond = condition_json(rule.norm)
+        tag = {TAG_FIELD: TAG_VALUE}
+        body = {"$and": [tag, cond]} if cond is not None else tag
+        definition[rule_name(rule.index)] = {
+            "pri": PRIORITY_BASE - rule.priority,
+            "all": [{"m": body}],
+        }
+    return definition
+
+
+def durable_name(name: str, sha256: str) -> str:
+    return f"{name}-{sha256[:16]}"
+
+
+_handles: dict[str, Any] = {}
+_load_lock = threading.Lock()
+_thread = threading.local()
+_sid_counter = itertools.count(1)
+
+
+def load_ruleset(name: str, definition_json: str) -> Any:
+    """The C handle of a ruleset, created once per process under `name`."""
+    handle = _handles.get(name)
+    if handle is not None:
+        return handle
+    with _load_lock:
+        handle = _handles.get(name)
+        if handle is None:
+            try:
+                handle = dre.create_ruleset(name, definition_json)
+            except dre.error as exc:
+                raise EngineError(f"durable_rules refused ruleset {name}: {exc}") from None
+            _handles[name] = handle
+    return handle
+
+
+def _session_id() -> str:
+    sid: str | None = getattr(_thread, "sid", None)
+    if sid is None:
+        sid = f"w{next(_sid_counter)}"
+        _thread.sid = sid
+    return sid
+
+
+def _drain(handle: Any, state: int) -> list[int]:
+    """Run the action loop to its end, returning the rule indexes in firing order."""
+    fired: list[int] = []
+    action = dre.start_action_for_state(handle, state)
+    message: str | None = action[1] if action else None
+    while message:
+        # messages look like {"r12":{"m":{...}}}; the rule name is all we need
+        fired.append(int(message[3 : message.index('"', 3)]))
+        message = dre.complete_and_start_action(handle, state)
+    return fired
+
+
+class DurableEvaluator(Evaluator):
+    """Matching by durable_rules; falls back to the Python predicates (and says so) if it refuses."""
+
+    engine = "durable"
+
+    def __init__(self, compiled: CompiledRuleset, version: int = 0, *, fallback: bool = True) -> None:
+        super().__init__(compiled, version)
+        definition = ruleset_definition(compiled)
+        self.definition_json = plain_json(definition)
+        self.name = durable_name(compiled.name, compiled.sha256)
+        self.handle = load_ruleset(self.name, self.definition_json) if definition else None
+        self.fallback = fallback
+        self.python = PythonEvaluator(compiled, version)
+        roots: dict[str, str] = {}
+        for rule in compiled.rules:
+            for test in _tests(rule.norm):
+                for path in [test.field, *_expr_fields(test.rhs)]:
+                    root = path.partition(".")[0]
+                    roots[root] = RESERVED_ROOTS.get(root, root)
+        self.roots = tuple(roots.items())
+        self.first = compiled.hit_policy == "first"
+        self.by_index = compiled.by_index
+        self.position = compiled.position
+
+    def message(self, facts: Facts, sid: str) -> str:
+        msg: dict[str, Any] = {"sid": sid, "id": "f", TAG_FIELD: TAG_VALUE}
+        for root, key in self.roots:
+            if root in facts:
+                msg[key] = facts[root]
+        try:
+            text = json.dumps(msg, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise RuleEvaluationError(f"facts are not JSON values: {exc}") from None
+        if _EXPONENT.search(text):
+            text = plain_json(msg)
+        return text
+
+    def match(self, facts: Facts) -> list[CompiledRule]:
+        handle = self.handle
+        if handle is None:
+            return []
+        text = self.message(facts, _session_id())
+        try:
+            if self.first:
+                code, state = dre.assert_event(handle, text)
+                if code != 0:
+                    return []
+                fired = _drain(handle, state)
+                return [self.by_index[fired[0]]] if fired else []
+            code, state = dre.assert_fact(handle, text)
+            if code == 2:  # a fact left over from an interrupted call: remove it and try again
+                dre.retract_fact(handle, text)
+                code, state = dre.assert_fact(handle, text)
+            if code != 0:
+                if code == 1:
+                    return []
+                return []
+            try:
+                fired = _drain(handle, state)
+            finally:
+                dre.retract_fact(handle, text)
+        except dre.error as exc:
+            raise EngineError(f"durable_rules failed on ruleset {self.name}: {exc}") from None
+        # an `or` fires once per true branch: keep each rule once, in firing order
+        position = self.position
+        return [self.by_index[i] for i in sorted(set(fired), key=position.__getitem__)]
+
+    def evaluate(self, facts: Facts, trace: TraceLevel = "rules") -> Evaluation:
+        try:
+            return super().evaluate(facts, trace)
+        except EngineError:
+            if not self.fallback:
+                raise
+            return self.python.evaluate(facts, trace)
+
+
+def _tests(norm: Norm) -> list[Test]:
+    if isinstance(norm, Test):
+        return [norm]
+    if isinstance(norm, Truth):
+        return []
+    return [t for i in norm.items for t in _tests(i)]
+
+
+def _expr_fields(expr: Expr) -> list[str]:
+    if isinstance(expr, Field):
+        return [expr.path]
+    if isinstance(expr, Arith):
+        return _expr_fields(expr.left) + _expr_fields(expr.right)
+    return []

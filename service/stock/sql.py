@@ -1,0 +1,516 @@
+"""SQL stock store (SQLite through aiosqlite, PostgreSQL through asyncpg): the embedded default.
+
+A reservation is one transaction of conditional updates
+(`UPDATE ... SET reserved = reserved + q WHERE sellable - reserved - q >= floor`), all or nothing.
+Safety across worker processes: on PostgreSQL the conditional UPDATE takes the row lock and re-checks
+its condition; on SQLite every write transaction starts with BEGIN IMMEDIATE, so two processes can
+never both read and then write. Lines are locked in (sku, location) order to keep deadlocks rare, and
+a deadlock or serialization failure is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar, cast
+
+import msgspec
+from sqlalchemy import Table, event, insert, select, tuple_, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from service.db.engine import create_engine
+from service.db.models.stock import (
+    ReservationRecord,
+    StockEventRecord,
+    StockExceptionRecord,
+    StockLevel,
+)
+from service.settings import DatabaseSettings
+from service.stock import ledger
+from service.stock.memory import Clock, utc_now
+from service.stock.store import (
+    EventResult,
+    IdempotencyConflict,
+    Levels,
+    Reservation,
+    ReservationLine,
+    ReservationNotFound,
+    ReservationRequest,
+    ReservationResult,
+    ReservationStateError,
+    ReservedLine,
+    ShortLine,
+    SnapshotRow,
+    StockEvent,
+    StockException,
+    StockUnavailable,
+)
+
+T = TypeVar("T")
+LEVELS = cast(Table, StockLevel.__table__)
+EVENTS = cast(Table, StockEventRecord.__table__)
+RESERVATIONS = cast(Table, ReservationRecord.__table__)
+EXCEPTIONS = cast(Table, StockExceptionRecord.__table__)
+RETRYABLE_SQLSTATES = {"40001", "40P01"}
+BUCKET_COLUMNS = ("sellable", "reserved", "damaged", "return_pending", "in_transit")
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class _Short(Exception):
+    """Raised inside a reservation transaction to roll it back when a line cannot be taken."""
+
+
+class _Replay(Exception):
+    def __init__(self, result: ReservationResult) -> None:
+        self.result = result
+
+
+def _immediate_transactions(engine: AsyncEngine) -> None:
+    """Make every transaction on this SQLite engine take the write lock at BEGIN."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class SqlStockStore:
+    def __init__(self, url: str, pool_size: int = 10, clock: Clock = utc_now) -> None:
+        self._clock = clock
+        settings = DatabaseSettings(url=url, pool_size=pool_size)
+        self._sqlite = make_url(url).get_backend_name() == "sqlite"
+        self._writer = create_engine(settings)
+        if self._sqlite:
+            _immediate_transactions(self._writer)
+            # Reads go through a second engine whose transactions stay deferred (readers beside the writer).
+            self._reader = create_engine(settings)
+        else:
+            self._reader = self._writer
+
+    # ---- plumbing -------------------------------------------------------------------------------
+
+    def _insert(self, table: Any) -> Any:
+        return sqlite.insert(table) if self._sqlite else postgresql.insert(table)
+
+    async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        for attempt in range(8):
+            try:
+                async with self._writer.begin() as conn:
+                    return await work(conn)
+            except sa_exc.DBAPIError as error:
+                if _sqlstate(error) in RETRYABLE_SQLSTATES and attempt < 7:
+                    await asyncio.sleep(0.005 * (attempt + 1))
+                    continue
+                if isinstance(error, sa_exc.IntegrityError):
+                    raise
+                raise StockUnavailable(f"stock database: {error.orig}", retry_after=1) from error
+            except (OSError, ConnectionError) as error:
+                raise StockUnavailable(f"stock database: {error}", retry_after=1) from error
+        raise AssertionError("unreachable")
+
+    async def _read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        try:
+            async with self._reader.connect() as conn:
+                return await work(conn)
+        except sa_exc.DBAPIError as error:
+            raise StockUnavailable(f"stock database: {error.orig}", retry_after=1) from error
+        except (OSError, ConnectionError) as error:
+            raise StockUnavailable(f"stock database: {error}", retry_after=1) from error
+
+    async def _apply(self, conn: AsyncConnection, deltas: Sequence[ledger.Delta]) -> None:
+        """Add deltas to the level rows, creating rows that do not exist yet."""
+        for delta in deltas:
+            values = {"sku": delta.sku, "location": delta.location}
+            values.update({col: getattr(delta, col) for col in BUCKET_COLUMNS})
+            stmt = self._insert(LEVELS).values(values)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["sku", "location"],
+                set_={col: getattr(LEVELS.c, col) + getattr(stmt.excluded, col) for col in BUCKET_COLUMNS},
+            )
+            await conn.execute(stmt)
+
+    async def _levels(
+        self, conn: AsyncConnection, keys: Sequence[tuple[str, str]], lock: bool
+    ) -> dict[tuple[str, str], Levels]:
+        if not keys:
+            return {}
+        query = select(LEVELS).where(tuple_(LEVELS.c.sku, LEVELS.c.location).in_(list(keys)))
+        if lock:
+            query = query.order_by(LEVELS.c.sku, LEVELS.c.location).with_for_update()
+        rows = (await conn.execute(query)).mappings().all()
+        return {(r["sku"], r["location"]): Levels(*(int(r[c]) for c in BUCKET_COLUMNS)) for r in rows}
+
+    async def _prune(self, conn: AsyncConnection, now_ms: int) -> int:
+        """Expire every held reservation past its time, inside the caller's transaction."""
+        due = (
+            await conn.execute(
+                select(RESERVATIONS.c.id, RESERVATIONS.c.lines)
+                .where(RESERVATIONS.c.status == "held", RESERVATIONS.c.expires_at_ms <= now_ms)
+                .order_by(RESERVATIONS.c.id)
+            )
+        ).all()
+        count = 0
+        for rid, lines in due:
+            changed = await conn.execute(
+                update(RESERVATIONS)
+                .where(RESERVATIONS.c.id == rid, RESERVATIONS.c.status == "held")
+                .values(status="expired")
+            )
+            if changed.rowcount == 1:
+                await self._apply(conn, ledger.hold_deltas(_lines(lines), -1))
+                count += 1
+        return count
+
+    async def _has_due(self, now_ms: int) -> bool:
+        async def probe(conn: AsyncConnection) -> bool:
+            query = (
+                select(RESERVATIONS.c.id)
+                .where(RESERVATIONS.c.status == "held", RESERVATIONS.c.expires_at_ms <= now_ms)
+                .limit(1)
+            )
+            return (await conn.execute(query)).first() is not None
+
+        return await self._read(probe)
+
+    async def _prune_if_due(self) -> None:
+        now_ms = to_ms(self._clock())
+        if await self._has_due(now_ms):
+            await self._write(partial(self._prune, now_ms=now_ms))
+
+    # ---- reads ----------------------------------------------------------------------------------
+
+    async def get_levels(self, skus: Sequence[str]) -> dict[str, dict[str, Levels]]:
+        await self._prune_if_due()
+
+        async def load(conn: AsyncConnection) -> dict[str, dict[str, Levels]]:
+            out: dict[str, dict[str, Levels]] = {sku: {} for sku in skus}
+            if not skus:
+                return out
+            query = (
+                select(LEVELS).where(LEVELS.c.sku.in_(list(skus))).order_by(LEVELS.c.sku, LEVELS.c.location)
+            )
+            for r in (await conn.execute(query)).mappings():
+                out[r["sku"]][r["location"]] = Levels(*(int(r[c]) for c in BUCKET_COLUMNS))
+            return out
+
+        return await self._read(load)
+
+    async def get_reservation(self, reservation_id: str) -> Reservation | None:
+        await self._prune_if_due()
+
+        async def load(conn: AsyncConnection) -> Reservation | None:
+            row = (
+                (await conn.execute(select(RESERVATIONS).where(RESERVATIONS.c.id == reservation_id)))
+                .mappings()
+                .first()
+            )
+            return None if row is None else _reservation(row)
+
+        return await self._read(load)
+
+    async def list_exceptions(self, limit: int = 100) -> list[StockException]:
+        async def load(conn: AsyncConnection) -> list[StockException]:
+            query = select(EXCEPTIONS).order_by(EXCEPTIONS.c.id.desc()).limit(limit)
+            return [
+                StockException(
+                    kind=r["kind"],
+                    sku=r["sku"],
+                    location=r["location"],
+                    event_id=r["event_id"],
+                    qty=int(r["qty"]),
+                    shortfall=int(r["shortfall"]),
+                    at=_aware(r["at"]),
+                    id=int(r["id"]),
+                )
+                for r in (await conn.execute(query)).mappings()
+            ]
+
+        return await self._read(load)
+
+    # ---- writes ---------------------------------------------------------------------------------
+
+    async def put_snapshot(self, rows: Sequence[SnapshotRow]) -> int:
+        ledger.validate_snapshot(rows)
+        now_ms = to_ms(self._clock())
+
+        async def work(conn: AsyncConnection) -> int:
+            await self._prune(conn, now_ms)
+            for row in sorted(rows, key=lambda r: (r.sku, r.location)):
+                stmt = self._insert(LEVELS).values(
+                    sku=row.sku,
+                    location=row.location,
+                    sellable=row.sellable,
+                    reserved=0,
+                    damaged=row.damaged,
+                    return_pending=row.return_pending,
+                    in_transit=row.in_transit,
+                )
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["sku", "location"],
+                    set_={c: getattr(stmt.excluded, c) for c in BUCKET_COLUMNS if c != "reserved"},
+                )
+                await conn.execute(stmt)
+            return len(rows)
+
+        return await self._write(work)
+
+    async def apply_events(self, events: Sequence[StockEvent]) -> list[EventResult]:
+        ledger.validate_events(events)
+        now = self._clock()
+
+        async def work(conn: AsyncConnection) -> list[EventResult]:
+            await self._prune(conn, to_ms(now))
+            results: list[EventResult] = []
+            for ev in events:
+                claimed = await conn.execute(
+                    self._insert(EVENTS)
+                    .values(event_id=ev.event_id, sku=ev.sku, type=ev.type, applied_at_ms=to_ms(now))
+                    .on_conflict_do_nothing(index_elements=["event_id"])
+                )
+                if claimed.rowcount == 0:
+                    results.append(EventResult(ev.event_id, "duplicate"))
+                    continue
+                places = [(ev.sku, ev.location)] + ([(ev.sku, ev.to_location)] if ev.to_location else [])
+                before = await self._levels(conn, places, lock=True)
+                deltas, anomaly = ledger.event_effects(ev, partial(_level_at, before, ev.sku), now)
+                await self._apply(conn, deltas)
+                if anomaly is not None:
+                    values = _exception_row(anomaly)
+                    inserted = await conn.execute(
+                        insert(EXCEPTIONS).values(values).returning(EXCEPTIONS.c.id)
+                    )
+                    anomaly = StockException(**{**values, "id": int(inserted.scalar_one())})
+                results.append(EventResult(ev.event_id, "applied", anomaly))
+            return results
+
+        return await self._write(work)
+
+    async def reserve(self, request: ReservationRequest) -> ReservationResult:
+        ledger.validate_request(request)
+        fingerprint = ledger.request_fingerprint(request)
+        lines = sorted(ledger.merge_lines(request.lines), key=lambda line: (line.sku, line.location))
+        for _attempt in range(3):
+            now = self._clock()
+            try:
+                return await self._write(partial(self._reserve, request, lines, fingerprint, now))
+            except _Replay as replay:
+                return replay.result
+            except _Short:
+                return await self._short_answer(request, lines)
+            except sa_exc.IntegrityError:
+                # Another request inserted the same idempotency key first: answer as its replay.
+                continue
+        raise StockUnavailable("reservation kept colliding on its idempotency key", retry_after=1)
+
+    async def _reserve(
+        self,
+        request: ReservationRequest,
+        lines: list[ReservationLine],
+        fingerprint: str,
+        now: datetime,
+        conn: AsyncConnection,
+    ) -> ReservationResult:
+        await self._prune(conn, to_ms(now))
+        seen = (
+            (
+                await conn.execute(
+                    select(RESERVATIONS).where(RESERVATIONS.c.idempotency_key == request.idempotency_key)
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if seen is not None:
+            if seen["fingerprint"] != fingerprint:
+                raise IdempotencyConflict(
+                    f"idempotency key {request.idempotency_key!r} was used with another request body"
+                )
+            raise _Replay(ReservationResult(_reservation(seen), replayed=True))
+        short: list[ShortLine] = []
+        if request.allow_partial:
+            before = await self._levels(conn, [(line.sku, line.location) for line in lines], lock=True)
+            granted, short = ledger.plan_reservation(
+                lines, lambda s, loc: before.get((s, loc)) or Levels(), allow_partial=True
+            )
+            if not granted:
+                return ReservationResult(None, tuple(short))
+            await self._apply(conn, ledger.hold_deltas(granted, 1))
+        else:
+            for line in lines:
+                taken = await conn.execute(
+                    update(LEVELS)
+                    .where(
+                        LEVELS.c.sku == line.sku,
+                        LEVELS.c.location == line.location,
+                        LEVELS.c.sellable - LEVELS.c.reserved - line.qty >= line.floor,
+                    )
+                    .values(reserved=LEVELS.c.reserved + line.qty)
+                )
+                if taken.rowcount != 1:
+                    raise _Short()
+            granted = [ReservedLine(line.sku, line.location, line.qty) for line in lines]
+        reservation = Reservation(
+            id=uuid.uuid4().hex,
+            order_id=request.order_id,
+            channel=request.channel,
+            idempotency_key=request.idempotency_key,
+            lines=tuple(granted),
+            status="held",
+            expires_at=from_ms(to_ms(now + timedelta(seconds=request.ttl_seconds))),
+            created_at=from_ms(to_ms(now)),
+        )
+        await conn.execute(
+            insert(RESERVATIONS).values(
+                id=reservation.id,
+                order_id=reservation.order_id,
+                channel=reservation.channel,
+                idempotency_key=reservation.idempotency_key,
+                fingerprint=fingerprint,
+                status="held",
+                lines=[[line.sku, line.location, line.qty] for line in granted],
+                expires_at_ms=to_ms(reservation.expires_at),
+                created_at_ms=to_ms(reservation.created_at),
+            )
+        )
+        return ReservationResult(reservation, tuple(short))
+
+    async def _short_answer(
+        self, request: ReservationRequest, lines: list[ReservationLine]
+    ) -> ReservationResult:
+        async def load(conn: AsyncConnection) -> dict[tuple[str, str], Levels]:
+            return await self._levels(conn, [(line.sku, line.location) for line in lines], lock=False)
+
+        now_levels = await self._read(load)
+        _, short = ledger.plan_reservation(
+            lines, lambda s, loc: now_levels.get((s, loc)) or Levels(), allow_partial=False
+        )
+        if not short:
+            # Stock came back between the failed update and this read; the refusal still stands.
+            short = [
+                ShortLine(
+                    line.sku,
+                    line.location,
+                    line.qty,
+                    ledger.takeable(now_levels[(line.sku, line.location)], line.floor),
+                )
+                for line in lines
+                if (line.sku, line.location) in now_levels
+            ][:1]
+        return ReservationResult(None, tuple(short))
+
+    async def _finish(self, reservation_id: str, target: str) -> Reservation:
+        now_ms = to_ms(self._clock())
+
+        async def work(conn: AsyncConnection) -> Reservation:
+            await self._prune(conn, now_ms)
+            row = (
+                (
+                    await conn.execute(
+                        select(RESERVATIONS).where(RESERVATIONS.c.id == reservation_id).with_for_update()
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise ReservationNotFound(f"no reservation {reservation_id!r}")
+            found = _reservation(row)
+            done_states = ("committed",) if target == "committed" else ("released", "expired")
+            if found.status in done_states:
+                return found
+            if found.status != "held":
+                raise ReservationStateError(f"reservation {reservation_id} is {found.status}", found.status)
+            deltas = (
+                ledger.commit_deltas(found.lines)
+                if target == "committed"
+                else ledger.hold_deltas(found.lines, -1)
+            )
+            await self._apply(conn, sorted(deltas, key=lambda d: (d.sku, d.location)))
+            await conn.execute(
+                update(RESERVATIONS).where(RESERVATIONS.c.id == reservation_id).values(status=target)
+            )
+            return _replace_status(found, target)
+
+        return await self._write(work)
+
+    async def commit(self, reservation_id: str) -> Reservation:
+        return await self._finish(reservation_id, "committed")
+
+    async def release(self, reservation_id: str) -> Reservation:
+        return await self._finish(reservation_id, "released")
+
+    async def sweep_expired(self, now: datetime | None = None) -> int:
+        return await self._write(partial(self._prune, now_ms=to_ms(now or self._clock())))
+
+    async def close(self) -> None:
+        await self._writer.dispose()
+        if self._reader is not self._writer:
+            await self._reader.dispose()
+
+
+def _sqlstate(error: sa_exc.DBAPIError) -> str | None:
+    orig = error.orig
+    for attr in ("sqlstate", "pgcode"):
+        value = getattr(orig, attr, None)
+        if isinstance(value, str):
+            return value
+    cause = getattr(orig, "__cause__", None)
+    value = getattr(cause, "sqlstate", None)
+    return value if isinstance(value, str) else None
+
+
+def _level_at(levels: dict[tuple[str, str], Levels], sku: str, location: str) -> Levels:
+    return levels.get((sku, location)) or Levels()
+
+
+def _lines(raw: Sequence[Sequence[Any]]) -> tuple[ReservedLine, ...]:
+    return tuple(ReservedLine(str(sku), str(loc), int(qty)) for sku, loc, qty in raw)
+
+
+def _reservation(row: Any) -> Reservation:
+    return Reservation(
+        id=row["id"],
+        order_id=row["order_id"],
+        channel=row["channel"],
+        idempotency_key=row["idempotency_key"],
+        lines=_lines(row["lines"]),
+        status=row["status"],
+        expires_at=from_ms(int(row["expires_at_ms"])),
+        created_at=from_ms(int(row["created_at_ms"])),
+    )
+
+
+def _replace_status(reservation: Reservation, status: str) -> Reservation:
+    return msgspec.structs.replace(reservation, status=status)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _exception_row(anomaly: StockException) -> dict[str, Any]:
+    return {
+        "kind": anomaly.kind,
+        "sku": anomaly.sku,
+        "location": anomaly.location,
+        "event_id": anomaly.event_id,
+        "qty": anomaly.qty,
+        "shortfall": anomaly.shortfall,
+        "at": anomaly.at,
+    }

@@ -1,0 +1,231 @@
+"""The `StockStore` protocol and the plain values that cross it.
+
+Every backend (memory, SQL, Redis) implements this one protocol and passes one contract suite
+(tests/contract/test_stock_contract.py). Values are immutable msgspec Structs so that the API can
+encode them directly and the decisions can hold them without copying.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Literal, Protocol, runtime_checkable
+
+import msgspec
+
+EventType = Literal[
+    "receipt",
+    "sale",
+    "return",
+    "return_disposition",
+    "damage",
+    "adjustment",
+    "transfer_out",
+    "transfer_in",
+]
+EVENT_TYPES: tuple[str, ...] = (
+    "receipt",
+    "sale",
+    "return",
+    "return_disposition",
+    "damage",
+    "adjustment",
+    "transfer_out",
+    "transfer_in",
+)
+Disposition = Literal["restock", "damage"]
+ReservationStatus = Literal["held", "committed", "released", "expired"]
+BUCKETS: tuple[str, ...] = ("sellable", "reserved", "damaged", "return_pending", "in_transit")
+
+
+class Levels(msgspec.Struct, frozen=True):
+    """The buckets of one SKU at one location."""
+
+    sellable: int = 0
+    reserved: int = 0
+    damaged: int = 0
+    return_pending: int = 0
+    in_transit: int = 0
+
+    @property
+    def available(self) -> int:
+        """What a new reservation may still take; never below 0 (a POS sale can oversell a location)."""
+        return max(0, self.sellable - self.reserved)
+
+
+class SnapshotRow(msgspec.Struct, frozen=True):
+    """A counted position: sets these buckets, leaves `reserved` as it is."""
+
+    sku: str
+    location: str
+    sellable: int
+    damaged: int = 0
+    return_pending: int = 0
+    in_transit: int = 0
+
+
+class StockEvent(msgspec.Struct, frozen=True):
+    """One movement of stock, applied exactly once per `event_id`.
+
+    qty > 0 for every type except `adjustment`, where qty is the counted sellable quantity (>= 0).
+    `return_disposition` needs `disposition`; `transfer_out` may name `to_location`, whose
+    `in_transit` then grows by qty until the matching `transfer_in` arrives.
+    """
+
+    event_id: str
+    type: EventType
+    sku: str
+    location: str
+    qty: int
+    at: datetime | None = None
+    disposition: Disposition | None = None
+    to_location: str | None = None
+    reference: str | None = None
+
+
+class StockException(msgspec.Struct, frozen=True):
+    """An anomaly recorded while applying an event, such as negative inventory after a POS sale."""
+
+    kind: str
+    sku: str
+    location: str
+    event_id: str
+    qty: int
+    shortfall: int
+    at: datetime
+    id: int = 0
+
+
+class EventResult(msgspec.Struct, frozen=True):
+    event_id: str
+    status: Literal["applied", "duplicate"]
+    exception: StockException | None = None
+
+
+class ReservationLine(msgspec.Struct, frozen=True):
+    """One line to reserve; `floor` is the available stock that must remain after taking `qty`."""
+
+    sku: str
+    location: str
+    qty: int
+    floor: int = 0
+
+
+class ReservationRequest(msgspec.Struct, frozen=True):
+    order_id: str
+    channel: str
+    idempotency_key: str
+    lines: tuple[ReservationLine, ...]
+    ttl_seconds: int
+    allow_partial: bool = False
+
+
+class ReservedLine(msgspec.Struct, frozen=True):
+    sku: str
+    location: str
+    qty: int
+
+
+class ShortLine(msgspec.Struct, frozen=True):
+    """A line that could not be fully taken: `available` is what it could have taken above its floor."""
+
+    sku: str
+    location: str
+    requested: int
+    available: int
+
+
+class Reservation(msgspec.Struct, frozen=True):
+    id: str
+    order_id: str
+    channel: str
+    idempotency_key: str
+    lines: tuple[ReservedLine, ...]
+    status: ReservationStatus
+    expires_at: datetime
+    created_at: datetime
+
+
+class ReservationResult(msgspec.Struct, frozen=True):
+    """`reservation` is set when anything was granted; `short` names every line not fully granted.
+
+    `replayed` is true when the idempotency key had already been granted with the same body.
+    """
+
+    reservation: Reservation | None
+    short: tuple[ShortLine, ...] = ()
+    replayed: bool = False
+
+    @property
+    def granted(self) -> bool:
+        return self.reservation is not None
+
+
+class StockError(Exception):
+    """Base of the errors a store raises; the API maps each to a problem+json status."""
+
+
+class StockUnavailable(StockError):
+    """The backing service cannot be reached; nothing was changed. Retry after `retry_after` seconds."""
+
+    def __init__(self, detail: str, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class IdempotencyConflict(StockError):
+    """The idempotency key was already used with another request body."""
+
+
+class ReservationNotFound(StockError):
+    pass
+
+
+class ReservationStateError(StockError):
+    """The reservation is not in a state that allows this (commit after release or expiry, ...)."""
+
+    def __init__(self, detail: str, status: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+class InvalidStockInput(StockError):
+    """A value the store cannot accept; `field` is its path (for example `lines[1].qty`)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@runtime_checkable
+class StockStore(Protocol):
+    """Stock levels, events and reservations; safe under any concurrency, across worker processes."""
+
+    async def get_levels(self, skus: Sequence[str]) -> dict[str, dict[str, Levels]]:
+        """sku -> location -> Levels for every location that has a row; unknown SKUs map to {}."""
+
+    async def put_snapshot(self, rows: Sequence[SnapshotRow]) -> int:
+        """Set the counted buckets of each (sku, location); returns the number of rows written."""
+
+    async def apply_events(self, events: Sequence[StockEvent]) -> list[EventResult]:
+        """Apply each event atomically and at most once (by event_id), in order."""
+
+    async def reserve(self, request: ReservationRequest) -> ReservationResult:
+        """Take every line or none (unless `allow_partial`); raises IdempotencyConflict."""
+
+    async def get_reservation(self, reservation_id: str) -> Reservation | None: ...
+
+    async def commit(self, reservation_id: str) -> Reservation:
+        """Fulfil a held reservation: sellable and reserved both fall. Idempotent once committed."""
+
+    async def release(self, reservation_id: str) -> Reservation:
+        """Give a held reservation's stock back. Idempotent once released or expired."""
+
+    async def sweep_expired(self, now: datetime | None = None) -> int:
+        """Release every held reservation whose expiry has passed; returns how many."""
+
+    async def list_exceptions(self, limit: int = 100) -> list[StockException]:
+        """Most recent first."""
+
+    async def close(self) -> None: ...

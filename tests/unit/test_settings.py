@@ -1,0 +1,52 @@
+"""Settings come from the environment and refuse values the service cannot use, naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.settings import SettingsError, load_settings
+
+
+def test_defaults_are_the_embedded_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "REDIS_URL", "STOCK_BACKEND", "RULES_ENGINE"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert settings.database.url.startswith("sqlite+aiosqlite:///")
+    assert settings.stock.backend == "sql" and settings.stock.redis_url is None
+    assert settings.rules.engine == "durable"
+
+
+def test_redis_url_selects_the_redis_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STOCK_BACKEND", raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    assert load_settings().stock.backend == "redis"
+
+
+def test_stock_backend_forces_a_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("STOCK_BACKEND", "sql")
+    assert load_settings().stock.backend == "sql"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("STOCK_BACKEND", "mongo", "STOCK_BACKEND='mongo': expected one of sql, redis, memory"),
+        ("RULES_ENGINE", "drools", "RULES_ENGINE='drools': expected one of durable, python"),
+        ("PORT", "eighty", "PORT='eighty': expected a whole number"),
+        ("WORKERS", "0", "WORKERS='0': expected a number above 0"),
+    ],
+)
+def test_bad_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
+        load_settings()
+
+
+def test_redis_backend_without_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("STOCK_BACKEND", "redis")
+    with pytest.raises(SettingsError, match="needs REDIS_URL"):
+        load_settings()
