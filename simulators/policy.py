@@ -117,9 +117,12 @@ class RuleDecider:
         values: list[Any] = []
         for path in self.paths:
             node: Any = facts
-            for part in path:
-                node = node.get(part) if isinstance(node, Mapping) else None
-            values.append(tuple(node) if isinstance(node, list) else node)
+            try:
+                for part in path:
+                    node = node[part]
+            except (KeyError, TypeError, IndexError):
+                node = None
+            values.append(tuple(node) if type(node) is list else node)
         return tuple(values)
 
     def _evaluate(self, facts: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -151,6 +151,7 @@ class Run:
         self.stock = MemoryStock([[world.starting_stock[s][loc] for loc in self.loc_ids] for s in self.sku_ids])
         # live availability (sellable - reserved), kept in step with the ledger for the allocator
         self.available = [list(row) for row in self.stock.sellable]
+        self._zeros = [0] * len(world.locations)
         self.capacity_per_day = [loc.daily_capacity for loc in world.locations]
         self.capacity: list[int | None] = list(self.capacity_per_day)
         self.channel_ids = [c.id for c in world.channels]
@@ -174,10 +175,17 @@ class Run:
             dcs = [i for i, loc in enumerate(world.locations) if loc.type == "dc" and loc.region == region]
             any_dc = [i for i, loc in enumerate(world.locations) if loc.type == "dc"]
             self.region_dc[region] = dcs[0] if dcs else (any_dc[0] if any_dc else None)
-        self._promo: dict[tuple[int, int, int], bool] = {}
-        self._promo_any: list[list[bool]] = [
-            [self._promo_in(s, None, h) for h in range(self.hours_total + 1)] for s in range(len(self.sku_ids))
+        hours = range(self.hours_total + 1)
+        # promo[channel][sku][hour]: a promotion of that SKU runs in that channel during that hour
+        self._promo: list[list[list[bool]]] = [
+            [[self._promo_in(s, c, h) for h in hours] for s in range(len(self.sku_ids))] for c in self.channel_ids
         ]
+        self._promo_any: list[list[bool]] = [
+            [any(self._promo[c][s][h] for c in range(len(self.channel_ids))) for h in hours]
+            for s in range(len(self.sku_ids))
+        ]
+        # (channel, sku, promo) -> low-stock threshold per location from the availability decision, or None
+        self._thresholds: dict[tuple[int, int, bool], list[int] | None] = {}
         self.sold_window = [[0] * len(self.loc_ids) for _ in self.sku_ids]
         self.lost_window = [[0] * len(self.loc_ids) for _ in self.sku_ids]
         self.sold_all = [0] * len(self.sku_ids)
@@ -190,11 +198,30 @@ class Run:
     # -----------------------------------------------------------------------------------------------------
     # helpers
 
-    def _promo_in(self, sku: int, channel: str | None, hour: int) -> bool:
-        info = self.world.skus[sku]
-        if channel is None:
-            return any(promo_multiplier(self.world, info, c, hour + 0.5) > 1.0 for c in self.channel_ids)
-        return promo_multiplier(self.world, info, channel, hour + 0.5) > 1.0
+    def _promo_in(self, sku: int, channel: str, hour: int) -> bool:
+        return promo_multiplier(self.world, self.world.skus[sku], channel, hour + 0.5) > 1.0
+
+    def _threshold_row(self, channel: int, sku: int, promo: bool) -> list[int] | None:
+        """Low-stock thresholds of a SKU per location for a channel, as the allocation use case reads them
+        from the availability ruleset; None when they are all zero."""
+        key = (channel, sku, promo)
+        if key in self._thresholds:
+            return self._thresholds[key]
+        decider = self.policies.get("availability")
+        row: list[int] | None = None
+        if decider is not None:
+            values = []
+            for location in self.locations:
+                facts = {
+                    "request": {"channel": self.channel_ids[channel]},
+                    "item": {"category": self.category[sku], "price": self.price[sku]},
+                    "location": {"type": location.type, "region": location.region},
+                    "promo": {"active": promo},
+                }
+                values.append(decider.decide_as(facts, LocationPolicy.from_result).low_stock_threshold)
+            row = values if any(values) else None
+        self._thresholds[key] = row
+        return row
 
     def _schedule(self, at: int, kind: int, payload: Any) -> None:
         self._seq += 1
@@ -310,7 +337,10 @@ class Run:
         channel = self.channel_index.get(order.channel)
         sku_index = self.sku_index
         price = self.price
-        promo_any = self._promo_any
+        if channel is None:
+            self.counts.orders_ignored += 1
+            return
+        promo_row = self._promo[channel]
         lines: list[tuple[int, int]] = []
         demanded = 0
         value = 0.0
@@ -323,9 +353,9 @@ class Run:
             lines.append((sku, qty))
             demanded += qty
             value += price[sku] * qty
-            if not promo and promo_any[sku][hour]:
+            if not promo and promo_row[sku][hour]:
                 promo = True
-        if channel is None or not lines:
+        if not lines:
             self.counts.orders_ignored += 1
             return
         pickup = self.loc_index.get(order.store, -1) if order.store else -1
@@ -365,9 +395,17 @@ class Run:
             hour_counts.lost_units += lost
             if not accepted:
                 return
+        thresholds: list[list[int]] | None = None
+        for index, (sku, _) in enumerate(accepted):
+            row = self._threshold_row(channel, sku, promo_row[sku][hour])
+            if row is not None:
+                if thresholds is None:
+                    thresholds = [self._zeros] * len(accepted)
+                thresholds[index] = row
         picks = self.sourcing.plan(
-            accepted, self.available, self.capacity, policy, order.fulfillment, pickup, order.lat, order.lon
-        )
+            accepted, self.available, self.capacity, policy, order.fulfillment, pickup, order.lat, order.lon,
+            thresholds,
+        )  # fmt: skip
         reservation_lines: list[tuple[int, int, int]] = []
         allocated = 0
         for (sku, _), line_picks in zip(accepted, picks, strict=True):
@@ -451,7 +489,7 @@ class Run:
         totals: list[int] = []
         caps: list[int | None] = []
         for sku in range(len(self.sku_ids)):
-            promo = self._promo_any[sku][hour]
+            promo = self._promo[channel][sku][hour]
             total = 0
             cap: int | None = None
             row = self.available[sku]

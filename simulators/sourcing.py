@@ -142,8 +142,12 @@ class FastSourcing:
         pickup: int,
         lat: float,
         lon: float,
+        thresholds: Sequence[Sequence[int]] | None = None,
     ) -> Picks:
-        """Picks per line for `lines` of (sku index, qty); all lines empty when refused in full."""
+        """Picks per line for `lines` of (sku index, qty); all lines empty when refused in full.
+
+        `thresholds[i][location]` is the low-stock threshold of line i's SKU at a location for the order's
+        channel: a location with less available than that gives nothing."""
         static = self._candidates(policy, fulfillment, pickup, lat, lon)
         ranking = policy.effective_ranking
         ids = self.network.ids
@@ -152,10 +156,18 @@ class FastSourcing:
         cap_used: dict[int, int] = {}
         out: Picks = []
         complete = True
-        for sku, qty in lines:
+        for index, (sku, qty) in enumerate(lines):
             row = available[sku]
+            low = thresholds[index] if thresholds is not None else None
             if static.fast and not any(key[0] == sku for key in taken):
-                fast = [(row[loc] - floor, loc, d) for loc, d, floor in static.by_key if row[loc] > floor]
+                if low is None:
+                    fast = [(row[loc] - floor, loc, d) for loc, d, floor in static.by_key if row[loc] > floor]
+                else:
+                    fast = [
+                        (row[loc] - floor, loc, d)
+                        for loc, d, floor in static.by_key
+                        if row[loc] > floor and row[loc] >= low[loc]
+                    ]
                 if static.has_capacity:
                     capped: list[tuple[int, int, float]] = []
                     for g, loc, d in fast:
@@ -177,6 +189,8 @@ class FastSourcing:
                     if taken:
                         stock -= taken.get((sku, loc), 0)
                     if stock <= floor:  # covers no stock (floor >= 0) and below floor
+                        continue
+                    if low is not None and stock < low[loc]:
                         continue
                     giveable = stock - floor
                     cap = capacity[loc]
@@ -360,9 +374,15 @@ class DomainSourcing:
         pickup: int,
         lat: float,
         lon: float,
+        thresholds: Sequence[Sequence[int]] | None = None,
     ) -> Picks:
         net = self.network
         sku_ids = self.sku_ids
+        low: dict[str, dict[str, int]] | None = None
+        if thresholds is not None:
+            low = {}
+            for (s, _), row in zip(lines, thresholds, strict=True):
+                low[sku_ids[s]] = dict(zip(net.ids, row, strict=True))
         locations = [
             loc if capacity[i] is None else _with_capacity(loc, capacity[i])
             for i, loc in enumerate(net.locations)
@@ -375,6 +395,7 @@ class DomainSourcing:
             policy,
             Fulfillment(fulfillment, net.ids[pickup] if fulfillment == "pickup" else None),
             Destination(lat, lon),
+            low_stock_thresholds=low,
         )
         return [[(net.index[p.location], p.qty) for p in line.picks] for line in plan.lines]
 

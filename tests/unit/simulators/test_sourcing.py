@@ -45,7 +45,7 @@ def _policy(rng: random.Random) -> AllocationPolicy:
     )
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(24))
 def test_fast_sourcing_picks_what_the_domain_allocator_picks(seed: int) -> None:
     rng = random.Random(seed)
     network = _network(rng, rng.choice([5, 20, 60]))
@@ -60,6 +60,9 @@ def test_fast_sourcing_picks_what_the_domain_allocator_picks(seed: int) -> None:
         fulfillment = rng.choice(["ship", "ship", "pickup", "ship_from_store"])
         pickup = rng.randrange(len(network.ids))
         lat, lon = 52 + rng.random(), 13 + rng.random()
-        expected = domain.plan(lines, available, capacity, policy, fulfillment, pickup, lat, lon)
-        got = fast.plan(lines, available, capacity, policy, fulfillment, pickup, lat, lon)
+        thresholds = None
+        if rng.random() < 0.5:
+            thresholds = [[rng.choice([0, 0, 0, 2, 4]) for _ in network.ids] for _ in lines]
+        expected = domain.plan(lines, available, capacity, policy, fulfillment, pickup, lat, lon, thresholds)
+        got = fast.plan(lines, available, capacity, policy, fulfillment, pickup, lat, lon, thresholds)
         assert got == expected
