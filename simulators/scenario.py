@@ -373,8 +373,8 @@ def _validate_references(scenario: Scenario, locations: list[Location], skus: li
 def build_world(scenario: Scenario) -> World:
     locations = _expand_locations(scenario)
     skus, origin = _expand_skus(scenario)
-    _validate_references(scenario, locations, skus)
     stock = _starting_stock(scenario, locations, skus, origin)
+    _validate_references(scenario, locations, skus)
     start = scenario.start if scenario.start.tzinfo else scenario.start.replace(tzinfo=UTC)
     return World(scenario, start.astimezone(UTC), locations, skus, list(scenario.channels), stock)
 
