@@ -23,9 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a ruleset version to compare (a YAML path or NAME@PATH; comma-join several for one run); "
         "repeat for more runs. Without it, one run with the scenario's and the shipped rulesets",
     )
-    parser.add_argument("--events", metavar="FILE", help="replay this event log (.jsonl or .csv) instead of generating")
-    parser.add_argument("--record", metavar="FILE", help="also write the replayed event stream (.jsonl or .csv)")
-    parser.add_argument("--out", metavar="DIR", default="var/simulations", help="where kpis.json and report.html go")
+    parser.add_argument(
+        "--events", metavar="FILE", help="replay this event log (.jsonl or .csv) instead of generating"
+    )
+    parser.add_argument(
+        "--record", metavar="FILE", help="also write the replayed event stream (.jsonl or .csv)"
+    )
+    parser.add_argument(
+        "--out", metavar="DIR", default="var/simulations", help="where kpis.json and report.html go"
+    )
     parser.add_argument("--engine", choices=["durable", "python"], default="python", help="rule engine")
     parser.add_argument("--seed", type=int, help="override the scenario's seed")
     parser.add_argument(
@@ -40,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("simulate", help="replay a promotion scenario and compare ruleset versions")
+    parser = subparsers.add_parser(
+        "simulate", help="replay a promotion scenario and compare ruleset versions"
+    )
     add_arguments(parser)
     parser.set_defaults(func=cmd_simulate)
 

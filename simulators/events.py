@@ -133,7 +133,8 @@ def _from_record(record: dict[str, Any], start: datetime, where: str) -> Event:
     record = dict(record)
     record["at"] = _seconds(start, str(record.pop("time")), where)
     try:
-        return msgspec.convert(record, Event)  # type: ignore[arg-type]
+        event: Event = msgspec.convert(record, Event)
+        return event
     except msgspec.ValidationError as exc:
         message, _, path = str(exc).partition(" - at `$")
         raise EventLogError(f"{where}{path.rstrip('`')}: {message}") from exc

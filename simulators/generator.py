@@ -8,6 +8,7 @@ here iterates a set or reads the global random state.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import random
 from datetime import timedelta
@@ -29,9 +30,9 @@ def _pick(rng: random.Random, cumulative: list[float]) -> int:
     return min(bisect.bisect_right(cumulative, rng.random() * cumulative[-1]), len(cumulative) - 1)
 
 
-def _table(table: dict[int, float] | dict[str, float]) -> tuple[list[int | str], list[float]]:
-    keys = sorted(table, key=str)
-    return list(keys), _cumulative([float(table[k]) for k in keys])
+def _table(table: dict[int, float]) -> tuple[list[int], list[float]]:
+    keys = sorted(table)
+    return keys, _cumulative([float(table[k]) for k in keys])
 
 
 def _curve(promo: Promotion, hours_in: float) -> float:
@@ -40,7 +41,7 @@ def _curve(promo: Promotion, hours_in: float) -> float:
         return 1.0
     if hours_in <= points[0][0]:
         return points[0][1]
-    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
         if hours_in <= x1:
             return y0 + (y1 - y0) * (hours_in - x0) / (x1 - x0) if x1 > x0 else y1
     return points[-1][1]
@@ -125,7 +126,7 @@ def generate_events(world: World) -> list[Event]:
             return_number += 1
             events.append(Return(when, f"R{return_number:07d}", sku, qty, order_id, location, restock))
 
-    plans: list[tuple[Demand, list[int | str], list[float], list[int | str], list[float], list[str], list[float],
+    plans: list[tuple[Demand, list[int], list[float], list[int], list[float], list[str], list[float],
                       list[str], list[float]]] = []  # fmt: skip
     for demand in scenario.demand:
         channel = channels[demand.channel]
@@ -147,7 +148,9 @@ def generate_events(world: World) -> list[Event]:
                        zip(base_weights, skus, strict=True)]  # fmt: skip
             sku_cum = _cumulative(weights)
             uplift = sku_cum[-1] / base_total
-            rate = demand.rate * demand.hour_of_day[moment.hour] * demand.day_of_week.get(weekday, 1.0) * uplift
+            rate = (
+                demand.rate * demand.hour_of_day[moment.hour] * demand.day_of_week.get(weekday, 1.0) * uplift
+            )
             if rate <= 0:
                 continue
             if channel.kind == "pos":

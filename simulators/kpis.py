@@ -82,7 +82,9 @@ def run_kpis(result: RunResult) -> dict[str, Any]:
         "orders": [h.orders for h in hours],
         "units_demanded": [h.units_demanded for h in hours],
         "units_allocated": [h.units_allocated for h in hours],
-        "fill_rate": [_ratio(h.units_allocated, h.units_demanded) if h.units_demanded else 1.0 for h in hours],
+        "fill_rate": [
+            _ratio(h.units_allocated, h.units_demanded) if h.units_demanded else 1.0 for h in hours
+        ],
         "lost_units": [h.lost_units for h in hours],
         "oversold_units": [h.oversold_units for h in hours],
         "available_end": [h.available_end for h in hours],

@@ -82,15 +82,19 @@ class DefaultAllocationDecider(FixedDecider):
 
     def __init__(self) -> None:
         super().__init__(DEFAULT_RESULTS["allocation"])
-        self._by_mode = {
-            mode: {**self.result, "eligible_location_types": ["store"] if mode != "ship" else ["dc", "dark_store"]}
+        self._by_mode: dict[str, dict[str, Any]] = {
+            mode: {
+                **self.result,
+                "eligible_location_types": ["store"] if mode != "ship" else ["dc", "dark_store"],
+            }
             for mode in ("ship", "pickup", "ship_from_store")
         }
         self._by_mode_converted: dict[tuple[str, tuple[Any, Any]], Any] = {}
 
     def decide(self, facts: Mapping[str, Any]) -> Mapping[str, Any]:
         self.memo_hits += 1
-        return self._by_mode.get(str(facts["order"]["fulfillment"]), self.result)
+        found: Mapping[str, Any] = self._by_mode.get(str(facts["order"]["fulfillment"]), self.result)
+        return found
 
     def decide_as(self, facts: Mapping[str, Any], convert: Callable[[Mapping[str, Any]], T]) -> T:
         self.memo_hits += 1

@@ -56,11 +56,11 @@ def run_title(run: dict[str, Any]) -> str:
 def _nice_max(value: float) -> float:
     if value <= 0:
         return 1.0
-    magnitude = 10 ** len(str(int(value))) / 10
-    for step in (1, 2, 2.5, 5, 10):
+    magnitude = float(10 ** len(str(int(value)))) / 10
+    for step in (1.0, 2.0, 2.5, 5.0, 10.0):
         if value <= step * magnitude:
             return step * magnitude
-    return value
+    return float(value)
 
 
 def line_chart(title: str, series: Sequence[tuple[str, Sequence[float]]], *, percent: bool = False) -> str:
@@ -165,9 +165,12 @@ def _ruleset_table(runs: Sequence[dict[str, Any]]) -> str:
     for run in runs:
         refs = run.get("rulesets") or {}
         described = "; ".join(
-            f"{kind}: {ref['name']}@{ref['version']} ({ref['sha256'][:12]})" for kind, ref in sorted(refs.items())
+            f"{kind}: {ref['name']}@{ref['version']} ({ref['sha256'][:12]})"
+            for kind, ref in sorted(refs.items())
         )
-        rows.append(f"<tr><th>{escape(run_title(run))}</th><td>{escape(described or 'built-in defaults')}</td></tr>")
+        rows.append(
+            f"<tr><th>{escape(run_title(run))}</th><td>{escape(described or 'built-in defaults')}</td></tr>"
+        )
     return f"<table><tbody>{''.join(rows)}</tbody></table>"
 
 
@@ -179,7 +182,7 @@ def _conservation_table(runs: Sequence[dict[str, Any]]) -> str:
         rows.append(
             f"<tr><th>{escape(run_title(run))}</th><td>{c['start']:,} + {c['receipts']:,} + "
             f"{c['returns_restocked']:,}</td><td>{c['end']:,} + {c['sold']:,} + {c['damaged']:,} + "
-            f"{c['in_transit']:,}</td><td class=\"{'ok' if c['holds'] else 'bad'}\">{verdict}</td></tr>"
+            f'{c["in_transit"]:,}</td><td class="{"ok" if c["holds"] else "bad"}">{verdict}</td></tr>'
         )
     return (
         "<table><thead><tr><th>run</th><th>start + receipts + returns restocked</th>"
@@ -204,8 +207,12 @@ def render_report(document: dict[str, Any]) -> str:
     runs: list[dict[str, Any]] = document["runs"]
     events = document["events"]
     channels = sorted({name for run in runs for name in run["channels"]})
-    fill = line_chart("fill rate by hour", [(run_title(r), r["series"]["fill_rate"]) for r in runs], percent=True)
-    oversold = line_chart("oversold units by hour", [(run_title(r), r["series"]["oversold_units"]) for r in runs])
+    fill = line_chart(
+        "fill rate by hour", [(run_title(r), r["series"]["fill_rate"]) for r in runs], percent=True
+    )
+    oversold = line_chart(
+        "oversold units by hour", [(run_title(r), r["series"]["oversold_units"]) for r in runs]
+    )
     lost = line_chart("lost sales by hour", [(run_title(r), r["series"]["lost_units"]) for r in runs])
     channel_fill = bar_chart(
         "fill rate by channel",
@@ -220,14 +227,17 @@ def render_report(document: dict[str, Any]) -> str:
             (
                 run_title(r),
                 [
-                    r["channels"].get(c, {}).get("lost_units", 0) + r["channels"].get(c, {}).get("oversold_units", 0)
+                    r["channels"].get(c, {}).get("lost_units", 0)
+                    + r["channels"].get(c, {}).get("oversold_units", 0)
                     for c in channels
                 ],
             )
             for r in runs
         ],
     )
-    views = ", ".join(f"{escape(name)}: {escape(view)}" for name, view in sorted(scenario["channels"].items()))
+    views = ", ".join(
+        f"{escape(name)}: {escape(view)}" for name, view in sorted(scenario["channels"].items())
+    )
     legend = _legend(runs)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Simulation: {escape(scenario["name"])}</title>

@@ -137,18 +137,24 @@ class Run:
                 loc.region,
                 loc.lat,
                 loc.lon,
-                frozenset(c for c, on in (("pickup", loc.pickup), ("ship_from_store", loc.ship_from_store)) if on),
+                frozenset(
+                    c for c, on in (("pickup", loc.pickup), ("ship_from_store", loc.ship_from_store)) if on
+                ),
                 None,
             )
             for loc in world.locations
         ]
         self.network = Network(domain_locations)
         self.sourcing: FastSourcing | DomainSourcing = (
-            FastSourcing(self.network, [i for i, loc in enumerate(world.locations) if loc.daily_capacity is not None])
+            FastSourcing(
+                self.network, [i for i, loc in enumerate(world.locations) if loc.daily_capacity is not None]
+            )
             if sourcing == "fast"
             else DomainSourcing(self.network, self.sku_ids)
         )
-        self.stock = MemoryStock([[world.starting_stock[s][loc] for loc in self.loc_ids] for s in self.sku_ids])
+        self.stock = MemoryStock(
+            [[world.starting_stock[s][loc] for loc in self.loc_ids] for s in self.sku_ids]
+        )
         # live availability (sellable - reserved), kept in step with the ledger for the allocator
         self.available = [list(row) for row in self.stock.sellable]
         self._zeros = [0] * len(world.locations)
@@ -156,9 +162,7 @@ class Run:
         self.capacity: list[int | None] = list(self.capacity_per_day)
         self.channel_ids = [c.id for c in world.channels]
         self.channel_index = {c: i for i, c in enumerate(self.channel_ids)}
-        self.batch: list[bool] = [
-            view == "configured" and c.view.mode == "batch" for c in world.channels
-        ]
+        self.batch: list[bool] = [view == "configured" and c.view.mode == "batch" for c in world.channels]
         self.sync_every = [c.view.sync_every_hours or 0.0 for c in world.channels]
         self.stale_totals: list[list[int] | None] = [None] * len(world.channels)
         self.stale_caps: list[list[int | None] | None] = [None] * len(world.channels)
@@ -178,7 +182,8 @@ class Run:
         hours = range(self.hours_total + 1)
         # promo[channel][sku][hour]: a promotion of that SKU runs in that channel during that hour
         self._promo: list[list[list[bool]]] = [
-            [[self._promo_in(s, c, h) for h in hours] for s in range(len(self.sku_ids))] for c in self.channel_ids
+            [[self._promo_in(s, c, h) for h in hours] for s in range(len(self.sku_ids))]
+            for c in self.channel_ids
         ]
         self._promo_any: list[list[bool]] = [
             [any(self._promo[c][s][h] for c in range(len(self.channel_ids))) for h in hours]

@@ -262,7 +262,9 @@ def _expand_locations(scenario: Scenario) -> list[Location]:
             )
     seen: dict[str, int] = {}
     for index, location in enumerate(locations):
-        _check(location.id not in seen, f"$.network.locations[{index}].id", f"duplicate location {location.id!r}")
+        _check(
+            location.id not in seen, f"$.network.locations[{index}].id", f"duplicate location {location.id!r}"
+        )
         _check(-90 <= location.lat <= 90, f"$.network.locations[{index}].lat", "must be in -90..90")
         _check(-180 <= location.lon <= 180, f"$.network.locations[{index}].lon", "must be in -180..180")
         seen[location.id] = index
@@ -288,7 +290,15 @@ def _expand_skus(scenario: Scenario) -> tuple[list[SkuInfo], list[int]]:
             _check(sku_id not in seen, f"{path}.id", f"duplicate SKU {sku_id!r}")
             seen.add(sku_id)
             skus.append(
-                SkuInfo(sku_id, sku.category, sku.price, sku.cost, sku.case_pack, sku.lead_time_days, sku.popularity)
+                SkuInfo(
+                    sku_id,
+                    sku.category,
+                    sku.price,
+                    sku.cost,
+                    sku.case_pack,
+                    sku.lead_time_days,
+                    sku.popularity,
+                )
             )
             origin.append(index)
     _check(bool(skus), "$.skus", "declares no SKUs")
@@ -304,7 +314,11 @@ def _starting_stock(
     for index, spec in enumerate(scenario.skus):
         for key, units in spec.stock.items():
             path = f"$.skus[{index}].stock.{key}"
-            _check(key in by_id or key in types, path, "is neither a location id nor a location type in the network")
+            _check(
+                key in by_id or key in types,
+                path,
+                "is neither a location id nor a location type in the network",
+            )
             _check(units >= 0, path, "must be 0 or more")
     for sku, index in zip(skus, origin, strict=True):
         spec = scenario.skus[index]
@@ -324,13 +338,26 @@ def _validate_references(scenario: Scenario, locations: list[Location], skus: li
         channel_ids.add(channel.id)
         if channel.view.mode == "batch":
             every = channel.view.sync_every_hours
-            _check(every is not None and every > 0, f"{path}.view.sync_every_hours", "a batch view needs a period > 0")
+            _check(
+                every is not None and every > 0,
+                f"{path}.view.sync_every_hours",
+                "a batch view needs a period > 0",
+            )
         for mode, share in channel.fulfillment.items():
-            _check(mode in ("ship", "pickup", "ship_from_store"), f"{path}.fulfillment.{mode}",
-                   "expected ship, pickup or ship_from_store")
+            _check(
+                mode in ("ship", "pickup", "ship_from_store"),
+                f"{path}.fulfillment.{mode}",
+                "expected ship, pickup or ship_from_store",
+            )
             _check(share >= 0, f"{path}.fulfillment.{mode}", "must be 0 or more")
-        _check(sum(channel.fulfillment.values()) > 0, f"{path}.fulfillment", "shares must add up to more than 0")
-        _check(sum(channel.customer_tiers.values()) > 0, f"{path}.customer_tiers", "shares must add up to more than 0")
+        _check(
+            sum(channel.fulfillment.values()) > 0, f"{path}.fulfillment", "shares must add up to more than 0"
+        )
+        _check(
+            sum(channel.customer_tiers.values()) > 0,
+            f"{path}.customer_tiers",
+            "shares must add up to more than 0",
+        )
     _check(bool(channel_ids), "$.channels", "declares no channels")
     for index, demand in enumerate(scenario.demand):
         path = f"$.demand[{index}]"
@@ -340,7 +367,11 @@ def _validate_references(scenario: Scenario, locations: list[Location], skus: li
         for day in demand.day_of_week:
             _check(day in WEEKDAYS, f"{path}.day_of_week.{day}", f"expected one of {', '.join(WEEKDAYS)}")
         for key, table in (("lines", demand.lines), ("units", demand.units)):
-            _check(bool(table) and all(k >= 1 for k in table), f"{path}.{key}", "keys must be counts of 1 or more")
+            _check(
+                bool(table) and all(k >= 1 for k in table),
+                f"{path}.{key}",
+                "keys must be counts of 1 or more",
+            )
             _check(sum(table.values()) > 0, f"{path}.{key}", "weights must add up to more than 0")
     sku_ids = {sku.id for sku in skus}
     categories = {sku.category for sku in skus}
@@ -358,16 +389,27 @@ def _validate_references(scenario: Scenario, locations: list[Location], skus: li
     r = scenario.returns
     _check(0.0 <= r.rate <= 1.0, "$.returns.rate", "must be in 0..1")
     _check(0.0 <= r.restock_share <= 1.0, "$.returns.restock_share", "must be in 0..1")
-    _check(0 <= r.lag_hours[0] <= r.lag_hours[1], "$.returns.lag_hours", "expected [min, max] with 0 <= min <= max")
+    _check(
+        0 <= r.lag_hours[0] <= r.lag_hours[1],
+        "$.returns.lag_hours",
+        "expected [min, max] with 0 <= min <= max",
+    )
     location_ids = {location.id for location in locations}
     for index, inbound in enumerate(scenario.inbound):
-        _check(inbound.location in location_ids, f"$.inbound[{index}].location", f"unknown location {inbound.location!r}")
+        _check(
+            inbound.location in location_ids,
+            f"$.inbound[{index}].location",
+            f"unknown location {inbound.location!r}",
+        )
         _check(inbound.sku in sku_ids, f"$.inbound[{index}].sku", f"unknown SKU {inbound.sku!r}")
         _check(inbound.qty > 0, f"$.inbound[{index}].qty", "must be above 0")
     _check(scenario.duration_hours >= 1, "$.duration_hours", "must be at least 1")
     for kind in scenario.rulesets:
-        _check(kind in ("allocation", "availability", "reorder", "transfer", "markdown"), f"$.rulesets.{kind}",
-               "expected a decision kind: allocation, availability, reorder, transfer or markdown")
+        _check(
+            kind in ("allocation", "availability", "reorder", "transfer", "markdown"),
+            f"$.rulesets.{kind}",
+            "expected a decision kind: allocation, availability, reorder, transfer or markdown",
+        )
 
 
 def build_world(scenario: Scenario) -> World:

@@ -273,7 +273,9 @@ def _choose_sorted(
     return _search_pool(keyed, sizes, qty, ranking, priority, ids)
 
 
-def _key(ranking: Sequence[str], distance: float, priority: int, giveable: int, loc_id: str) -> tuple[Any, ...]:
+def _key(
+    ranking: Sequence[str], distance: float, priority: int, giveable: int, loc_id: str
+) -> tuple[Any, ...]:
     parts: list[Any] = []
     for criterion in ranking:
         if criterion == "distance":

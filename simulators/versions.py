@@ -64,11 +64,15 @@ def _load(path: Path, expected_name: str | None = None) -> tuple[Any, RulesetRef
     if ruleset.kind not in KINDS:
         raise PolicyError(f"ruleset {path}: kind {ruleset.kind!r} is not a decision kind")
     if expected_name is not None and ruleset.name != expected_name:
-        raise PolicyError(f"{expected_name}@{path}: the file holds ruleset {ruleset.name!r}, not {expected_name!r}")
+        raise PolicyError(
+            f"{expected_name}@{path}: the file holds ruleset {ruleset.name!r}, not {expected_name!r}"
+        )
     return ruleset, ruleset_ref(ruleset, path)
 
 
-def baseline(scenario_rulesets: dict[str, str], scenario_dir: Path, *, shipped_root: Path = SHIPPED) -> VersionSet:
+def baseline(
+    scenario_rulesets: dict[str, str], scenario_dir: Path, *, shipped_root: Path = SHIPPED
+) -> VersionSet:
     chosen: dict[str, tuple[Any, RulesetRef]] = {}
     for kind in KINDS:
         if kind in scenario_rulesets:

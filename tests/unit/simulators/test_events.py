@@ -19,7 +19,9 @@ def test_a_written_log_reads_back_as_the_same_events(
     assert read_events(path, small_world.start) == small_events
 
 
-def test_a_csv_order_spans_one_row_per_line(tmp_path: Path, small_world: World, small_events: list[Event]) -> None:
+def test_a_csv_order_spans_one_row_per_line(
+    tmp_path: Path, small_world: World, small_events: list[Event]
+) -> None:
     path = tmp_path / "events.csv"
     write_events(small_events, path, small_world.start)
     rows = path.read_text().splitlines()

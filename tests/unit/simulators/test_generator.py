@@ -20,7 +20,7 @@ def test_another_seed_gives_another_stream(small_scenario: Scenario, small_event
 def test_events_come_in_time_order_within_the_horizon(small_world: World, small_events: list[Event]) -> None:
     times = [event.at for event in small_events]
     assert times == sorted(times)
-    assert 0 <= times[0] and times[-1] < small_world.scenario.duration_hours * 3600
+    assert times[0] >= 0 and times[-1] < small_world.scenario.duration_hours * 3600
 
 
 def test_every_channel_with_demand_produces_events(small_events: list[Event]) -> None:
@@ -57,7 +57,9 @@ def test_returns_refer_to_an_earlier_order_or_a_store(small_events: list[Event])
             assert (event.order_id in seen and seen[event.order_id] < event.at) or event.location is not None
 
 
-def test_changing_the_return_rate_leaves_the_orders_alone(small_scenario: Scenario, small_events: list[Event]) -> None:
+def test_changing_the_return_rate_leaves_the_orders_alone(
+    small_scenario: Scenario, small_events: list[Event]
+) -> None:
     other = Scenario(**{f: getattr(small_scenario, f) for f in small_scenario.__struct_fields__})
     other.returns = type(small_scenario.returns)(rate=0.5)
     orders = [e for e in generate_events(other.build()) if isinstance(e, Order)]

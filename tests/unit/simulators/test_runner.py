@@ -36,9 +36,10 @@ def test_every_run_conserves_stock(compared: dict[str, Any]) -> None:
     for run in compared["runs"]:
         c = run["conservation"]
         assert c["holds"]
-        assert c["start"] + c["receipts"] + c["returns_restocked"] == c["end"] + c["sold"] + c["damaged"] + c[
-            "in_transit"
-        ]
+        assert (
+            c["start"] + c["receipts"] + c["returns_restocked"]
+            == c["end"] + c["sold"] + c["damaged"] + c["in_transit"]
+        )
 
 
 def test_each_version_runs_on_the_stale_and_the_live_view(compared: dict[str, Any]) -> None:

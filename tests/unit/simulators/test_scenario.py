@@ -73,7 +73,9 @@ def test_a_batch_view_without_a_sync_period_is_refused() -> None:
 
 
 def test_stock_for_an_unknown_location_is_refused() -> None:
-    text = _small_with({"skus": [{"id": "A", "category": "toys", "price": 2, "cost": 1, "stock": {"XX-9": 3}}]})
+    text = _small_with(
+        {"skus": [{"id": "A", "category": "toys", "price": 2, "cost": 1, "stock": {"XX-9": 3}}]}
+    )
     with pytest.raises(ScenarioError) as error:
         parse_scenario(text)
     assert error.value.path == "$.skus[0].stock.XX-9"
