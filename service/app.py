@@ -13,7 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
-from service.api import health, master_data
+from service.api import health, master_data, stock
 from service.api.deps import dependencies
 from service.api.problems import exception_handlers
 from service.db.engine import create_engine, session_factory
@@ -21,6 +21,7 @@ from service.db.migrate import upgrade
 from service.masterdata import MasterDataCache
 from service.services import Services
 from service.settings import Settings, get_settings
+from service.stock import open_store, start_sweeper
 
 log = logging.getLogger("retail_policy")
 
@@ -43,6 +44,8 @@ async def start_services(settings: Settings) -> Services:
     services = Services(
         settings=settings, engine=engine, sessions=sessions, master_data=MasterDataCache(sessions)
     )
+    services.stock = await open_store(settings)
+    services.tasks.append(start_sweeper(services.stock, settings.stock.sweep_interval_seconds))
     return services
 
 
@@ -74,7 +77,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     prometheus = PrometheusConfig(
         app_name="retail_policy", prefix="retail_policy", group_path=True, exclude=["/metrics", "/health"]
     )
-    route_handlers: list[Any] = [health.router, master_data.router, MetricsController]
+    route_handlers: list[Any] = [health.router, master_data.router, stock.router, MetricsController]
     return Litestar(
         route_handlers=route_handlers,
         lifespan=[lifespan],

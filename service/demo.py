@@ -196,13 +196,13 @@ async def load_demo() -> str:
 
 async def _load_demo_stock(settings: Any) -> None:
     try:
-        from service.stock import open_store  # type: ignore[attr-defined]
+        from service.stock import SnapshotRow, open_store
     except ImportError:
         return
     store = await open_store(settings)
     try:
         levels = await store.get_levels([ITEMS[0]["sku"]])
         if not levels.get(ITEMS[0]["sku"]):
-            await store.put_snapshot(demo_stock_rows())
+            await store.put_snapshot([SnapshotRow(**row) for row in demo_stock_rows()])
     finally:
         await store.close()

@@ -146,6 +146,7 @@ def _test(op: str, left: Expr, right: Expr, origin: Node) -> Test:
         left, right, op = right, left, FLIPPED[op]
     for _ in range(8):
         if isinstance(left, Field):
+            right = fold(right)
             return Test(op, left.path, right, f"{left.path} {op} {unparse(right)}")
         moved = _isolate(op, left, right)
         if moved is None:
@@ -157,14 +158,25 @@ def _test(op: str, left: Expr, right: Expr, origin: Node) -> Test:
     if isinstance(left, Literal) and isinstance(right, Literal):
         raise NormalFormError("the comparison has no field: it compares two constants", origin)
     raise NormalFormError(
-        "put a field alone on one side of the comparison (only + and - terms can be moved across)", origin
+        "put a field alone on one side of the comparison (only + and - terms and scaling by a number can be moved across)",
+        origin,
     )
 
 
 def _isolate(op: str, left: Expr, right: Expr) -> tuple[str, Expr, Expr] | None:
     """Move one + or - term of `left` to the right-hand side, keeping a field-bearing part on the left."""
-    if not isinstance(left, Arith) or left.op not in "+-":
+    if not isinstance(left, Arith):
         return None
+    if left.op in "*/":
+        # scale by a non-zero number: x * k < r  <=>  x < r / k (the comparison turns round when k < 0)
+        a, b = left.left, left.right
+        if left.op == "*" and _number(a) is not None and _has_field(b):
+            a, b = b, a
+        k = _number(b)
+        if k is None or k == 0 or not _has_field(a):
+            return None
+        new_op = op if k > 0 else FLIPPED[op]
+        return new_op, a, _arith("/" if left.op == "*" else "*", right, b)
     a, b = left.left, left.right
     if left.op == "+":
         if _has_field(a):
@@ -174,6 +186,27 @@ def _isolate(op: str, left: Expr, right: Expr) -> tuple[str, Expr, Expr] | None:
         return op, a, _arith("+", right, b)
     # a - b op r  <=>  b flip(op) a - r
     return FLIPPED[op], b, _arith("-", a, right)
+
+
+def fold(e: Expr) -> Expr:
+    """Arithmetic on numbers only, computed now (durable_rules never matches `$add` of two constants)."""
+    if not isinstance(e, Arith):
+        return e
+    left, right = fold(e.left), fold(e.right)
+    a, b = _number(left), _number(right)
+    if a is not None and b is not None:
+        try:
+            value = {"+": a + b, "-": a - b, "*": a * b}[e.op] if e.op != "/" else a / b
+        except (ArithmeticError, KeyError):
+            return Arith(e.op, left, right, e.offset)
+        return Literal(value, e.offset)
+    return Arith(e.op, left, right, e.offset)
+
+
+def _number(e: Expr) -> int | float | None:
+    if isinstance(e, Literal) and isinstance(e.value, int | float) and not isinstance(e.value, bool):
+        return e.value
+    return None
 
 
 def _has_field(e: Expr) -> bool:

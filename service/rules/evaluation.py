@@ -14,7 +14,7 @@ from time import perf_counter_ns
 from typing import Any
 from typing import Literal as TypingLiteral
 
-from service.rules.analysis import AllOf, AnyOf, Norm, Test, Truth, firing_order, tests_of
+from service.rules.analysis import AllOf, Norm, Test, Truth, firing_order, tests_of
 from service.rules.document import Ruleset
 from service.rules.problems import RuleEvaluationError
 from service.rules.syntax import Arith, Call, Expr, Field, ListLiteral, Literal, fields_of
@@ -141,16 +141,40 @@ def make_value(expr: Expr) -> Getter:
 
 def make_test(test: Test) -> Predicate:
     compare = COMPARE[test.op]
+    parts = test.field.split(".")
+    if isinstance(test.rhs, Literal) and len(parts) == 2:
+        # the common case, inlined: `root.leaf op constant`
+        a, b = parts
+        constant = test.rhs.value
+        if test.op in ("==", "!="):
+            equal = test.op == "=="
+
+            def test_equality(facts: Facts) -> bool:
+                try:
+                    value = facts[a][b]
+                except (KeyError, TypeError, IndexError):
+                    return False
+                return (value == constant) is equal
+
+            return test_equality
+
+        def test_order(facts: Facts) -> bool:
+            try:
+                return bool(compare(facts[a][b], constant))
+            except (KeyError, TypeError, IndexError):
+                return False
+
+        return test_order
     get = make_getter(test.field)
     if isinstance(test.rhs, Literal):
-        constant = test.rhs.value
+        literal = test.rhs.value
 
         def test_constant(facts: Facts) -> bool:
             value = get(facts)
             if value is MISSING:
                 return False
             try:
-                return bool(compare(value, constant))
+                return bool(compare(value, literal))
             except TypeError:
                 return False
 
@@ -172,23 +196,27 @@ def make_test(test: Test) -> Predicate:
     return test_expr
 
 
+def _both(p: Predicate, q: Predicate) -> Predicate:
+    return lambda facts: p(facts) and q(facts)
+
+
+def _either(p: Predicate, q: Predicate) -> Predicate:
+    return lambda facts: p(facts) or q(facts)
+
+
 def make_predicate(norm: Norm) -> Predicate:
+    """The condition as nested closures that stop at the first deciding part."""
     if isinstance(norm, Test):
         return make_test(norm)
     if isinstance(norm, Truth):
         value = norm.value
         return lambda facts: value
-    parts = tuple(make_predicate(i) for i in norm.items)
-    if isinstance(norm, AllOf):
-        if len(parts) == 2:
-            p, q = parts
-            return lambda facts: p(facts) and q(facts)
-        return lambda facts: all(p(facts) for p in parts)
-    assert isinstance(norm, AnyOf)
-    if len(parts) == 2:
-        p, q = parts
-        return lambda facts: p(facts) or q(facts)
-    return lambda facts: any(p(facts) for p in parts)
+    parts = [make_predicate(i) for i in norm.items]
+    join = _both if isinstance(norm, AllOf) else _either
+    predicate = parts[-1]
+    for part in reversed(parts[:-1]):
+        predicate = join(part, predicate)
+    return predicate
 
 
 def _plain(value: Any) -> Any:
@@ -295,7 +323,7 @@ class CompiledRuleset:
         """The merged result, whether the default was used, and what each matched rule set."""
         if not matched:
             if self.default is None:
-                return {}, True, []
+                return {}, False, []
             default = {
                 k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
                 for k, v in self.default.items()

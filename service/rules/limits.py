@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from service.rules.analysis import AllOf, AnyOf, Norm, Test, Truth
 from service.rules.document import Rule, Ruleset
 from service.rules.problems import Problem
-from service.rules.syntax import Literal
+from service.rules.syntax import Literal, fields_of
 
 MAX_RULES = 4096
 MAX_ALTERNATIVES = 4096
@@ -72,6 +72,17 @@ def _co_true(node: _Node) -> int:
     return total + sum(exclusive.values()) + (1 if node.test is not None else 0)
 
 
+def _with_existence_checks(chain: tuple[Test, ...]) -> list[Test]:
+    """The chain as durable_rules sees it: a test reading other fields is preceded by their `$ex` tests."""
+    out: list[Test] = []
+    for test in chain:
+        for path in fields_of(test.rhs):
+            if path != test.field:
+                out.append(Test("exists", path, Literal(1), f"{path} exists"))
+        out.append(test)
+    return out
+
+
 def limit_problems(ruleset: Ruleset, normal: list[Norm]) -> list[Problem]:
     """Located errors for every durable_rules limit the ruleset crosses; empty when it fits."""
     problems: list[Problem] = []
@@ -102,7 +113,7 @@ def limit_problems(ruleset: Ruleset, normal: list[Norm]) -> list[Problem]:
         total += len(chains)
         for chain in chains:
             node = root
-            for test in chain:
+            for test in _with_existence_checks(chain):
                 child = node.children.get(test.text)
                 if child is None:
                     child = _Node(test, rule)

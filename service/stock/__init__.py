@@ -1,19 +1,27 @@
 """Stock ledger and reservations: the `StockStore` protocol, its backends and the tools around it.
 
 Public interface (import from `service.stock`):
-- values: Levels (sellable, reserved, damaged, return_pending, in_transit; `.available`), SnapshotRow,
-  StockEvent, EventResult, StockException, ReservationLine (sku, location, qty, floor=0),
-  ReservationRequest (order_id, channel, idempotency_key, lines, ttl_seconds, allow_partial),
-  ReservationResult (reservation | None, short lines, replayed; `.granted`), Reservation, ReservedLine, ShortLine.
-- errors: StockError > StockUnavailable (retry_after), IdempotencyConflict, ReservationNotFound,
-  ReservationStateError, InvalidStockInput (field, reason).
-- `StockStore` protocol: get_levels(skus) -> {sku: {location: Levels}}, put_snapshot(rows), apply_events(events),
-  reserve(request), get_reservation(id), commit(id), release(id), sweep_expired(now=None),
-  list_exceptions(limit), close().
-- backends: MemoryStockStore(clock=...).
+- values (msgspec Structs, frozen): Levels (sellable, reserved, damaged, return_pending, in_transit;
+  `.available` = max(0, sellable - reserved)), SnapshotRow, StockEvent, EventResult, StockException,
+  ReservationLine (sku, location, qty, floor=0: the available stock that must remain after the take),
+  ReservationRequest (order_id, channel, idempotency_key, lines, ttl_seconds, allow_partial=False),
+  ReservationResult (reservation | None, short, replayed; `.granted`), Reservation, ReservedLine, ShortLine.
+- errors: StockError > StockUnavailable (.retry_after), IdempotencyConflict, ReservationNotFound,
+  ReservationStateError (.status), InvalidStockInput (.field, .reason).
+- `StockStore` protocol: get_levels(skus) -> {sku: {location: Levels}}, put_snapshot(rows) -> int,
+  apply_events(events) -> list[EventResult], reserve(request) -> ReservationResult,
+  get_reservation(id) -> Reservation | None, commit(id), release(id), sweep_expired(now=None) -> int,
+  list_exceptions(limit=100), ping(), close().
+- backends: MemoryStockStore(clock=...), SqlStockStore(url, pool_size, clock), RedisStockStore.open(redis_url,
+  journal_url, pool_size=..., clock=...); `await open_store(settings)` picks one from the settings.
+- tools: start_sweeper(store, interval_seconds) -> asyncio.Task; rebuild_redis(store) -> RebuildReport.
 """
 
+from service.stock.backends import open_store
 from service.stock.memory import MemoryStockStore
+from service.stock.rebuild import RebuildReport, rebuild_redis
+from service.stock.redis import RedisStockStore
+from service.stock.sql import SqlStockStore
 from service.stock.store import (
     EventResult,
     IdempotencyConflict,
@@ -34,6 +42,7 @@ from service.stock.store import (
     StockStore,
     StockUnavailable,
 )
+from service.stock.sweeper import start_sweeper
 
 __all__ = [
     "EventResult",
@@ -41,6 +50,8 @@ __all__ = [
     "InvalidStockInput",
     "Levels",
     "MemoryStockStore",
+    "RebuildReport",
+    "RedisStockStore",
     "Reservation",
     "ReservationLine",
     "ReservationNotFound",
@@ -50,9 +61,13 @@ __all__ = [
     "ReservedLine",
     "ShortLine",
     "SnapshotRow",
+    "SqlStockStore",
     "StockError",
     "StockEvent",
     "StockException",
     "StockStore",
     "StockUnavailable",
+    "open_store",
+    "rebuild_redis",
+    "start_sweeper",
 ]

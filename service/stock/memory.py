@@ -166,6 +166,9 @@ class MemoryStockStore:
     async def list_exceptions(self, limit: int = 100) -> list[StockException]:
         return list(reversed(self._exceptions[-limit:]))
 
+    async def ping(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 

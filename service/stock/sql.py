@@ -225,23 +225,10 @@ class SqlStockStore:
         return await self._read(load)
 
     async def list_exceptions(self, limit: int = 100) -> list[StockException]:
-        async def load(conn: AsyncConnection) -> list[StockException]:
-            query = select(EXCEPTIONS).order_by(EXCEPTIONS.c.id.desc()).limit(limit)
-            return [
-                StockException(
-                    kind=r["kind"],
-                    sku=r["sku"],
-                    location=r["location"],
-                    event_id=r["event_id"],
-                    qty=int(r["qty"]),
-                    shortfall=int(r["shortfall"]),
-                    at=_aware(r["at"]),
-                    id=int(r["id"]),
-                )
-                for r in (await conn.execute(query)).mappings()
-            ]
-
-        return await self._read(load)
+        try:
+            return await read_exceptions(self._reader, limit)
+        except sa_exc.DBAPIError as error:
+            raise StockUnavailable(f"stock database: {error.orig}", retry_after=1) from error
 
     # ---- writes ---------------------------------------------------------------------------------
 
@@ -458,10 +445,35 @@ class SqlStockStore:
     async def sweep_expired(self, now: datetime | None = None) -> int:
         return await self._write(partial(self._prune, now_ms=to_ms(now or self._clock())))
 
+    async def ping(self) -> None:
+        async def probe(conn: AsyncConnection) -> None:
+            await conn.exec_driver_sql("SELECT 1")
+
+        await self._read(probe)
+
     async def close(self) -> None:
         await self._writer.dispose()
         if self._reader is not self._writer:
             await self._reader.dispose()
+
+
+async def read_exceptions(engine: AsyncEngine, limit: int) -> list[StockException]:
+    """The most recent anomalies first (shared with the Redis backend, which records them in SQL)."""
+    async with engine.connect() as conn:
+        query = select(EXCEPTIONS).order_by(EXCEPTIONS.c.id.desc()).limit(limit)
+        return [
+            StockException(
+                kind=r["kind"],
+                sku=r["sku"],
+                location=r["location"],
+                event_id=r["event_id"],
+                qty=int(r["qty"]),
+                shortfall=int(r["shortfall"]),
+                at=_aware(r["at"]),
+                id=int(r["id"]),
+            )
+            for r in (await conn.execute(query)).mappings()
+        ]
 
 
 def _sqlstate(error: sa_exc.DBAPIError) -> str | None:

@@ -228,4 +228,7 @@ class StockStore(Protocol):
     async def list_exceptions(self, limit: int = 100) -> list[StockException]:
         """Most recent first."""
 
+    async def ping(self) -> None:
+        """Raise StockUnavailable when the backing service cannot be reached (readiness probe)."""
+
     async def close(self) -> None: ...

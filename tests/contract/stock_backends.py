@@ -39,7 +39,7 @@ async def open_backend(
     else:
         from service.stock.redis import RedisStockStore
 
-        redis_url = request.getfixturevalue("redis_url")
+        redis_url = await flushed_redis(request)
         journal_url = await _migrated_url("sqlite", request)
         store = await RedisStockStore.open(redis_url, journal_url, clock=clock)
     try:
@@ -63,4 +63,15 @@ async def _migrated_url(kind: str, request: pytest.FixtureRequest) -> str:
     engine = create_engine(DatabaseSettings(url=url))
     await upgrade(engine)
     await engine.dispose()
+    return url
+
+
+async def flushed_redis(request: pytest.FixtureRequest) -> str:
+    """The test Redis database, emptied (the async `redis_url` fixture cannot be requested from here)."""
+    import redis.asyncio as aioredis
+
+    url: str = request.getfixturevalue("redis_server_url")
+    client = aioredis.Redis.from_url(url)
+    await client.flushdb()
+    await client.aclose()
     return url

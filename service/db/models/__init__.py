@@ -1,6 +1,7 @@
 """Every SQL model, imported here so that `Base.metadata` knows all tables."""
 
 from service.db.models.foundation import ApiKey, AuditEntry, Item, Location, Promotion
+from service.db.models.rulesets import RulesetGenerationRow, RulesetKindRow, RulesetRow, RulesetVersionRow
 from service.db.models.stock import (
     ReservationRecord,
     StockEventRecord,
@@ -16,6 +17,10 @@ __all__ = [
     "Location",
     "Promotion",
     "ReservationRecord",
+    "RulesetGenerationRow",
+    "RulesetKindRow",
+    "RulesetRow",
+    "RulesetVersionRow",
     "StockEventRecord",
     "StockExceptionRecord",
     "StockJournalEntry",

@@ -1,0 +1,383 @@
+"""Ruleset endpoints: list, read, create versions, diff, dry-run, publish, shadow, roll back.
+
+Thin controllers over `service.rules.lifecycle` (changes) and `service.rules.repository` (reads).
+Responses that describe what is live include `served`: the version this worker's registry snapshot
+evaluates, which is what decisions on this worker use (it follows the database within seconds).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+from litestar import Request, Response, Router, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import Parameter, QueryParameter
+
+from service.api.body import decode
+from service.errors import Conflict, FieldError, Invalid, Malformed, NotFound, ServiceError
+from service.rules import RuleEvaluationError, compile_ruleset, diff_rulesets, lifecycle, parse_ruleset
+from service.rules import repository as repo
+from service.rules.registry import RegistrySnapshot, RulesRegistry
+from service.security import principal_of, requires
+from service.services import Services
+
+T = TypeVar("T")
+READ_ROLES = ("author", "publisher", "planner")
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
+
+Name = Annotated[str, Parameter(description="ruleset name (kebab-case)", max_length=100)]
+VersionNumber = Annotated[int, Parameter(description="version number", ge=1)]
+TraceLevel = Literal["none", "rules", "full"]
+
+
+class VersionIn(msgspec.Struct, forbid_unknown_fields=True):
+    yaml: Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class EvaluateIn(msgspec.Struct, forbid_unknown_fields=True):
+    facts: dict[str, Any]
+    trace: TraceLevel = "full"
+    engine: Literal["durable", "python"] | None = None
+
+
+class ActiveEvaluateIn(msgspec.Struct, forbid_unknown_fields=True):
+    facts: dict[str, Any]
+    trace: TraceLevel = "rules"
+
+
+class RollbackIn(msgspec.Struct, forbid_unknown_fields=True):
+    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class RegistryMissing(ServiceError):
+    def __init__(self) -> None:
+        super().__init__("the rules registry is not running on this worker", (), 503, "Service unavailable")
+
+
+def _registry(services: Services) -> RulesRegistry:
+    if not isinstance(services.rules, RulesRegistry):
+        raise RegistryMissing()
+    return services.rules
+
+
+def _served(snapshot: RegistrySnapshot, name: str) -> dict[str, Any]:
+    """What this worker evaluates for `name` right now."""
+    active = snapshot.get(name)
+    view: dict[str, Any] = {"pid": os.getpid(), "generation": snapshot.generation}
+    if active is None:
+        view.update(version=None, sha256=None, shadow=None)
+    else:
+        described = active.describe()
+        view.update(
+            version=active.version, sha256=active.sha256, engine=active.engine, shadow=described["shadow"]
+        )
+    return view
+
+
+async def _version(services: Services, name: str, version: int) -> repo.VersionRecord:
+    async with services.sessions() as session:
+        record = await repo.get_version(session, name, version)
+    if record is None:
+        reason = f"ruleset {name!r} has no version {version}"
+        raise NotFound(reason, [FieldError("version", reason)])
+    return record
+
+
+def _version_body(record: repo.VersionRecord, *, full: bool) -> dict[str, Any]:
+    body = record.summary()
+    if full:
+        body["yaml"] = record.yaml_text
+        body["validation"] = record.validation
+    return body
+
+
+async def _after_change(services: Services) -> None:
+    """Switch this worker at once; the other workers follow at their next poll."""
+    await _registry(services).refresh()
+
+
+@get("/", guards=[requires(*READ_ROLES)], operation_id="listRulesets")
+async def list_rulesets(
+    services: NamedDependency[Services],
+    kind: Annotated[str | None, QueryParameter(name="kind", description="only rulesets of this kind")] = None,
+) -> dict[str, Any]:
+    snapshot = _registry(services).snapshot()
+    async with services.sessions() as session:
+        records = await repo.list_rulesets(session, kind)
+    return {
+        "rulesets": [{**record.to_dict(), "served": _served(snapshot, record.name)} for record in records],
+        "kind_defaults": dict(snapshot.kind_defaults),
+        "generation": snapshot.generation,
+    }
+
+
+@get("/{name:str}", guards=[requires(*READ_ROLES)], operation_id="getRuleset")
+async def get_ruleset(services: NamedDependency[Services], name: Name) -> dict[str, Any]:
+    snapshot = _registry(services).snapshot()
+    async with services.sessions() as session:
+        record = await repo.get_ruleset(session, name)
+        if record is None:
+            raise NotFound(f"no ruleset named {name!r}", [FieldError("name", f"no ruleset named {name!r}")])
+        versions = await repo.list_versions(session, name)
+        trail = await repo.audit_trail(session, name)
+    return {
+        **record.to_dict(),
+        "served": _served(snapshot, name),
+        "versions": [v.summary() for v in versions],
+        "audit": [entry.to_dict() for entry in trail],
+    }
+
+
+def _yaml_from_request(content_type: str, raw: bytes) -> str:
+    media = content_type.split(";")[0].strip().lower()
+    if media in YAML_TYPES:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise Malformed("the body is not UTF-8", [FieldError("body", str(exc))]) from None
+        if not text.strip():
+            raise Invalid("empty ruleset", [FieldError("body", "the body holds no YAML")])
+        return text
+    if media in ("application/json", ""):
+        return decode(raw, VersionIn).yaml
+    raise ServiceError(
+        f"unsupported content type {media!r}",
+        [
+            FieldError(
+                "content-type", "send application/yaml (or text/yaml) or application/json {'yaml': ...}"
+            )
+        ],
+        415,
+        "Unsupported media type",
+    )
+
+
+@post("/{name:str}/versions", guards=[requires("author")], operation_id="createRulesetVersion")
+async def create_version(
+    services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name
+) -> Response[dict[str, Any]]:
+    text = _yaml_from_request(request.headers.get("content-type", ""), await request.body())
+    created = await lifecycle.create_version(
+        services.sessions, name, text, principal_of(request).name, source=f"{name}.yaml"
+    )
+    body = {**_version_body(created.record, full=False), "created": created.created}
+    body["validation"] = created.report
+    return Response(body, status_code=201 if created.created else 200)
+
+
+@get("/{name:str}/versions/{version:int}", guards=[requires(*READ_ROLES)], operation_id="getRulesetVersion")
+async def get_version(
+    services: NamedDependency[Services], name: Name, version: VersionNumber
+) -> dict[str, Any]:
+    return _version_body(await _version(services, name, version), full=True)
+
+
+@get(
+    "/{name:str}/versions/{version:int}/diff",
+    guards=[requires(*READ_ROLES)],
+    operation_id="diffRulesetVersion",
+)
+async def diff_version(
+    services: NamedDependency[Services],
+    name: Name,
+    version: VersionNumber,
+    against: Annotated[
+        str, QueryParameter(name="against", description="`active` or a version number")
+    ] = "active",
+) -> dict[str, Any]:
+    if against != "active" and not (against.isdigit() and int(against) >= 1):
+        raise Invalid(
+            "bad comparison target",
+            [FieldError("query.against", f"expected 'active' or a version number, got {against!r}")],
+        )
+    new = await _version(services, name, version)
+    if against == "active":
+        async with services.sessions() as session:
+            record = await repo.get_ruleset(session, name)
+        if record is None or record.active_version is None:
+            reason = f"ruleset {name!r} has no active version to compare with"
+            raise Conflict(reason, [FieldError("query.against", reason)])
+        base_number = record.active_version
+    else:
+        base_number = int(against)
+    try:
+        old = await _version(services, name, base_number)
+    except NotFound:
+        reason = f"ruleset {name!r} has no version {base_number}"
+        raise NotFound(reason, [FieldError("query.against", reason)]) from None
+    changes = diff_rulesets(
+        parse_ruleset(old.yaml_text, f"{name}@{old.version}"), parse_ruleset(new.yaml_text)
+    )
+    return {
+        "name": name,
+        "from": {"version": old.version, "sha256": old.sha256},
+        "to": {"version": new.version, "sha256": new.sha256},
+        "identical": old.sha256 == new.sha256,
+        "diff": changes,
+    }
+
+
+def _evaluate_or_422(run: Callable[[], T]) -> T:
+    """Facts that a rule cannot compute with are the caller's input problem, not a server fault."""
+    try:
+        return run()
+    except RuleEvaluationError as exc:
+        raise Invalid("the facts cannot be evaluated", [FieldError("facts", str(exc))]) from None
+
+
+def _evaluation_body(
+    name: str, version: int, sha256: str, evaluation: Any, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    body = {
+        "ruleset": {"name": name, "version": version, "sha256": sha256},
+        "result": evaluation.result,
+        "matched": list(evaluation.matched),
+        "used_default": evaluation.used_default,
+        "engine": evaluation.engine,
+        "elapsed_us": evaluation.elapsed_us,
+        "trace": evaluation.trace,
+    }
+    if extra:
+        body.update(extra)
+    return body
+
+
+@post(
+    "/{name:str}/versions/{version:int}/evaluate",
+    guards=[requires(*READ_ROLES)],
+    operation_id="evaluateRulesetVersion",
+    status_code=200,
+)
+async def evaluate_version(
+    services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name, version: VersionNumber
+) -> dict[str, Any]:
+    """Dry run: evaluate any stored version on the given facts (full trace unless asked otherwise)."""
+    data = decode(await request.body(), EvaluateIn)
+    record = await _version(services, name, version)
+    engine = data.engine or services.settings.rules.engine
+    evaluator = compile_ruleset(parse_ruleset(record.yaml_text, f"{name}@{version}"), engine, version=version)
+    evaluation = _evaluate_or_422(lambda: evaluator.evaluate(data.facts, data.trace))
+    return _evaluation_body(name, version, record.sha256, evaluation, {"status": record.status})
+
+
+@post(
+    "/{name:str}/evaluate",
+    guards=[requires("decide", *READ_ROLES)],
+    operation_id="evaluateActiveRuleset",
+    status_code=200,
+)
+async def evaluate_active(
+    services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name
+) -> dict[str, Any]:
+    """Evaluate the active version exactly as this worker serves it (one registry snapshot), with its shadow."""
+    data = decode(await request.body(), ActiveEvaluateIn)
+    snapshot = _registry(services).snapshot()
+    active = snapshot.get(name)
+    if active is None:
+        reason = f"ruleset {name!r} has no active version on this worker"
+        raise NotFound(reason, [FieldError("name", reason)])
+    outcome = _evaluate_or_422(lambda: active.evaluate(data.facts, data.trace))
+    comparison = active.shadow_evaluate(data.facts, outcome)
+    return _evaluation_body(
+        name,
+        outcome.version,
+        outcome.sha256,
+        outcome.evaluation,
+        {
+            "served": {"pid": os.getpid(), "generation": snapshot.generation},
+            "shadow": comparison.to_dict() if comparison is not None else None,
+        },
+    )
+
+
+@post(
+    "/{name:str}/versions/{version:int}/publish",
+    guards=[requires("publisher")],
+    operation_id="publishRulesetVersion",
+    status_code=200,
+)
+async def publish_version(
+    services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name, version: VersionNumber
+) -> dict[str, Any]:
+    record = await lifecycle.publish(services.sessions, name, version, principal_of(request).name)
+    await _after_change(services)
+    return _version_body(record, full=False)
+
+
+@post(
+    "/{name:str}/versions/{version:int}/shadow",
+    guards=[requires("publisher")],
+    operation_id="shadowRulesetVersion",
+    status_code=200,
+)
+async def shadow_version(
+    services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name, version: VersionNumber
+) -> dict[str, Any]:
+    record = await lifecycle.set_shadow(services.sessions, name, version, principal_of(request).name)
+    await _after_change(services)
+    return {**_version_body(record, full=False), "shadow": True}
+
+
+@delete(
+    "/{name:str}/versions/{version:int}/shadow",
+    guards=[requires("publisher")],
+    operation_id="unshadowRulesetVersion",
+    status_code=204,
+)
+async def unshadow_version(
+    services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name, version: VersionNumber
+) -> None:
+    await lifecycle.clear_shadow(services.sessions, name, version, principal_of(request).name)
+    await _after_change(services)
+
+
+@post("/{name:str}/rollback", guards=[requires("publisher")], operation_id="rollbackRuleset", status_code=200)
+async def rollback_ruleset(
+    services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name
+) -> dict[str, Any]:
+    raw = await request.body()
+    data = decode(raw, RollbackIn) if raw.strip() else RollbackIn()
+    record = await lifecycle.rollback(services.sessions, name, data.version, principal_of(request).name)
+    await _after_change(services)
+    return _version_body(record, full=False)
+
+
+@post(
+    "/{name:str}/kind-default",
+    guards=[requires("publisher")],
+    operation_id="makeRulesetKindDefault",
+    status_code=200,
+)
+async def make_kind_default(
+    services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name
+) -> dict[str, Any]:
+    """Make this ruleset the one that answers decisions of its kind that name no ruleset."""
+    await lifecycle.set_kind_default(services.sessions, name, principal_of(request).name)
+    await _after_change(services)
+    async with services.sessions() as session:
+        record = await repo.get_ruleset(session, name)
+    assert record is not None  # set_kind_default raised NotFound otherwise
+    return record.to_dict()
+
+
+router = Router(
+    path="/v1/rulesets",
+    route_handlers=[
+        list_rulesets,
+        get_ruleset,
+        create_version,
+        get_version,
+        diff_version,
+        evaluate_version,
+        evaluate_active,
+        publish_version,
+        shadow_version,
+        unshadow_version,
+        rollback_ruleset,
+        make_kind_default,
+    ],
+    tags=["rulesets"],
+)

@@ -1,0 +1,343 @@
+"""Stock and reservation endpoints: snapshots, events, levels, anomalies, reserve/commit/release.
+
+Thin controllers: decode with msgspec, call the `StockStore` on `services.stock`, encode the answer.
+Store errors become problem+json: bad input 422 naming the field, short stock and reused idempotency
+keys 409, unknown reservations 404, an unreachable backend 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, Response, Router, get, post, put
+from litestar.di import NamedDependency
+from litestar.params import FromPath, Parameter
+
+from service.api.body import decode_body
+from service.api.master_data import Id
+from service.api.problems import on_service_error
+from service.errors import Conflict, FieldError, Invalid, NotFound, ServiceError, Unavailable
+from service.security import requires
+from service.services import Services
+from service.stock.ledger import MAX_QTY, MAX_TTL_SECONDS
+from service.stock.store import (
+    EventResult,
+    IdempotencyConflict,
+    InvalidStockInput,
+    Levels,
+    Reservation,
+    ReservationLine,
+    ReservationNotFound,
+    ReservationRequest,
+    ReservationStateError,
+    ShortLine,
+    SnapshotRow,
+    StockError,
+    StockEvent,
+    StockException,
+    StockStore,
+    StockUnavailable,
+)
+
+Qty = Annotated[int, msgspec.Meta(ge=0, le=MAX_QTY)]
+PositiveQty = Annotated[int, msgspec.Meta(ge=1, le=MAX_QTY)]
+MAX_EVENTS = 5000
+Key = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class SnapshotRowIn(msgspec.Struct, forbid_unknown_fields=True):
+    sku: Id
+    location: Id
+    sellable: Qty
+    damaged: Qty = 0
+    return_pending: Qty = 0
+    in_transit: Qty = 0
+
+
+class EventIn(msgspec.Struct, forbid_unknown_fields=True):
+    event_id: Id
+    type: Literal[
+        "receipt",
+        "sale",
+        "return",
+        "return_disposition",
+        "damage",
+        "adjustment",
+        "transfer_out",
+        "transfer_in",
+    ]
+    sku: Id
+    location: Id
+    qty: Qty
+    at: datetime | None = None
+    disposition: Literal["restock", "damage"] | None = None
+    to_location: Id | None = None
+    reference: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+
+
+class LineIn(msgspec.Struct, forbid_unknown_fields=True):
+    sku: Id
+    location: Id
+    qty: PositiveQty
+    floor: Qty = 0
+
+
+class ReservationIn(msgspec.Struct, forbid_unknown_fields=True):
+    order_id: Id
+    channel: Id
+    idempotency_key: Key
+    lines: Annotated[list[LineIn], msgspec.Meta(min_length=1, max_length=200)]
+    ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_TTL_SECONDS)] | None = None
+    allow_partial: bool = False
+
+
+class Written(msgspec.Struct):
+    written: int
+
+
+class EventsOut(msgspec.Struct):
+    applied: int
+    duplicates: int
+    results: list[EventResult]
+
+
+class LocationLevels(msgspec.Struct):
+    location: str
+    sellable: int
+    reserved: int
+    available: int
+    damaged: int
+    return_pending: int
+    in_transit: int
+
+
+class Totals(msgspec.Struct):
+    sellable: int
+    reserved: int
+    available: int
+    damaged: int
+    return_pending: int
+    in_transit: int
+
+
+class StockOut(msgspec.Struct):
+    sku: str
+    locations: list[LocationLevels]
+    totals: Totals
+
+
+class ExceptionsOut(msgspec.Struct):
+    exceptions: list[StockException]
+
+
+class ReservationOut(msgspec.Struct):
+    id: str
+    order_id: str
+    channel: str
+    idempotency_key: str
+    status: str
+    lines: list[dict[str, Any]]
+    expires_at: datetime
+    created_at: datetime
+    short: list[ShortLine] = []
+
+
+def _store(services: Services) -> StockStore:
+    store: StockStore | None = services.stock
+    if store is None:
+        raise Unavailable("the stock store is not running", retry_after=2)
+    return store
+
+
+def _out(reservation: Reservation, short: tuple[ShortLine, ...] = ()) -> ReservationOut:
+    return ReservationOut(
+        id=reservation.id,
+        order_id=reservation.order_id,
+        channel=reservation.channel,
+        idempotency_key=reservation.idempotency_key,
+        status=reservation.status,
+        lines=[{"sku": line.sku, "location": line.location, "qty": line.qty} for line in reservation.lines],
+        expires_at=reservation.expires_at,
+        created_at=reservation.created_at,
+        short=list(short),
+    )
+
+
+def stock_levels(sku: str, levels: dict[str, Levels]) -> StockOut:
+    """Per location every bucket; totals clamp each location's available at 0 so none hides another's."""
+    rows = [
+        LocationLevels(
+            loc, lv.sellable, lv.reserved, lv.available, lv.damaged, lv.return_pending, lv.in_transit
+        )
+        for loc, lv in sorted(levels.items())
+    ]
+    totals = Totals(
+        sellable=sum(r.sellable for r in rows),
+        reserved=sum(r.reserved for r in rows),
+        available=sum(r.available for r in rows),
+        damaged=sum(r.damaged for r in rows),
+        return_pending=sum(r.return_pending for r in rows),
+        in_transit=sum(r.in_transit for r in rows),
+    )
+    return StockOut(sku, rows, totals)
+
+
+@put("/stock", guards=[requires("stock")], operation_id="putStockSnapshot", status_code=200)
+async def put_stock(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Written:
+    data = await decode_body(request, list[SnapshotRowIn])
+    seen: set[tuple[str, str]] = set()
+    for index, row in enumerate(data):
+        if (row.sku, row.location) in seen:
+            raise Invalid(
+                "duplicate rows in one snapshot",
+                [FieldError(f"[{index}]", f"{row.sku} at {row.location} appears twice")],
+            )
+        seen.add((row.sku, row.location))
+    rows = [
+        SnapshotRow(r.sku, r.location, r.sellable, r.damaged, r.return_pending, r.in_transit) for r in data
+    ]
+    return Written(await _store(services).put_snapshot(rows))
+
+
+@post("/stock/events", guards=[requires("stock")], operation_id="postStockEvents", status_code=200)
+async def post_events(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> EventsOut:
+    data = await decode_body(request, list[EventIn])
+    if len(data) > MAX_EVENTS:
+        raise Invalid(
+            "too many events", [FieldError("body", f"send at most {MAX_EVENTS} events per request")]
+        )
+    events = [
+        StockEvent(
+            e.event_id, e.type, e.sku, e.location, e.qty, e.at, e.disposition, e.to_location, e.reference
+        )
+        for e in data
+    ]
+    results = await _store(services).apply_events(events)
+    applied = sum(r.status == "applied" for r in results)
+    return EventsOut(applied, len(results) - applied, results)
+
+
+@get("/stock/{sku:str}", guards=[requires("stock", "decide", "planner")], operation_id="getStock")
+async def get_stock(services: NamedDependency[Services], sku: FromPath[str]) -> StockOut:
+    levels = (await _store(services).get_levels([sku])).get(sku, {})
+    if not levels:
+        raise NotFound(f"no stock recorded for sku {sku!r}", [FieldError("sku", "unknown")])
+    return stock_levels(sku, levels)
+
+
+@get("/exceptions", guards=[requires("stock", "planner")], operation_id="listStockExceptions")
+async def list_exceptions(
+    services: NamedDependency[Services], limit: Annotated[int, Parameter(ge=1, le=1000)] = 100
+) -> ExceptionsOut:
+    return ExceptionsOut(await _store(services).list_exceptions(limit))
+
+
+@post("/reservations", guards=[requires("decide")], operation_id="createReservation", status_code=201)
+async def create_reservation(
+    services: NamedDependency[Services], request: Request[Any, Any, Any]
+) -> Response[ReservationOut]:
+    data = await decode_body(request, ReservationIn)
+    ttl = data.ttl_seconds or services.settings.stock.default_ttl_seconds
+    lines = tuple(ReservationLine(line.sku, line.location, line.qty, line.floor) for line in data.lines)
+    wanted = ReservationRequest(
+        data.order_id, data.channel, data.idempotency_key, lines, ttl, data.allow_partial
+    )
+    result = await _store(services).reserve(wanted)
+    if result.reservation is None:
+        raise Conflict(
+            "not enough stock for every line; nothing was reserved",
+            [_short_error(short, data.lines) for short in result.short],
+            title="Insufficient stock",
+        )
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+    return Response(_out(result.reservation, result.short), status_code=201, headers=headers)
+
+
+def _short_error(short: ShortLine, lines: list[LineIn]) -> FieldError:
+    indexes = [i for i, line in enumerate(lines) if (line.sku, line.location) == (short.sku, short.location)]
+    where = f"lines[{indexes[0]}]" if len(indexes) == 1 else "lines[" + ",".join(map(str, indexes)) + "]"
+    return FieldError(
+        where,
+        f"{short.requested} requested of {short.sku} at {short.location}, {short.available} available",
+        {
+            "sku": short.sku,
+            "location": short.location,
+            "requested": short.requested,
+            "available": short.available,
+        },
+    )
+
+
+@get("/reservations/{reservation_id:str}", guards=[requires("decide")], operation_id="getReservation")
+async def get_reservation(
+    services: NamedDependency[Services], reservation_id: FromPath[str]
+) -> ReservationOut:
+    found = await _store(services).get_reservation(reservation_id)
+    if found is None:
+        raise NotFound(f"no reservation {reservation_id!r}", [FieldError("id", "unknown")])
+    return _out(found)
+
+
+@post(
+    "/reservations/{reservation_id:str}/commit",
+    guards=[requires("decide")],
+    operation_id="commitReservation",
+    status_code=200,
+)
+async def commit_reservation(
+    services: NamedDependency[Services], reservation_id: FromPath[str]
+) -> ReservationOut:
+    return _out(await _store(services).commit(reservation_id))
+
+
+@post(
+    "/reservations/{reservation_id:str}/release",
+    guards=[requires("decide")],
+    operation_id="releaseReservation",
+    status_code=200,
+)
+async def release_reservation(
+    services: NamedDependency[Services], reservation_id: FromPath[str]
+) -> ReservationOut:
+    return _out(await _store(services).release(reservation_id))
+
+
+def as_service_error(error: StockError) -> ServiceError:
+    """The HTTP meaning of each store error."""
+    if isinstance(error, StockUnavailable):
+        return Unavailable(f"stock backend unavailable, nothing was changed: {error}", error.retry_after)
+    if isinstance(error, InvalidStockInput):
+        # The bodies are bare lists, so `events[2].qty` is `[2].qty` to the caller.
+        field = re.sub(r"^(rows|events)(?=\[)", "", error.field)
+        return Invalid(f"{field}: {error.reason}", [FieldError(field, error.reason)])
+    if isinstance(error, IdempotencyConflict):
+        return Conflict(str(error), [FieldError("idempotency_key", "already used with another request body")])
+    if isinstance(error, ReservationNotFound):
+        return NotFound(str(error), [FieldError("id", "unknown")])
+    if isinstance(error, ReservationStateError):
+        return Conflict(str(error), [FieldError("status", f"reservation is {error.status}")])
+    return ServiceError(str(error))
+
+
+def on_stock_error(request: Request[Any, Any, Any], error: StockError) -> Response[dict[str, Any]]:
+    return on_service_error(request, as_service_error(error))
+
+
+router = Router(
+    path="/v1",
+    route_handlers=[
+        put_stock,
+        post_events,
+        get_stock,
+        list_exceptions,
+        create_reservation,
+        get_reservation,
+        commit_reservation,
+        release_reservation,
+    ],
+    exception_handlers={StockError: on_stock_error},
+    tags=["stock"],
+)

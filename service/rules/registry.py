@@ -1,0 +1,324 @@
+"""The per-process registry of the ruleset versions live decisions evaluate, with a hot switch.
+
+A request calls `registry.snapshot()` once and evaluates against that immutable object from start to
+end, so it never mixes versions. A background task polls the store's generation counter; when it
+moves, the new active and shadow versions are compiled first and then swapped in with one reference
+assignment. If compiling fails the old snapshot stays and the failure is logged; the next poll retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.rules import Evaluation, Evaluator, compile_ruleset, parse_ruleset
+from service.rules import repository as repo
+from service.rules.lifecycle import seed_if_empty
+from service.services import Services
+from service.settings import EngineName
+
+log = logging.getLogger(__name__)
+
+TraceLevel = Literal["none", "rules", "full"]
+
+
+@dataclass(frozen=True)
+class RulesetEvaluation:
+    """An evaluation together with the version that produced it."""
+
+    name: str
+    version: int
+    sha256: str
+    evaluation: Evaluation
+
+    @property
+    def result(self) -> dict[str, Any]:
+        return self.evaluation.result
+
+    @property
+    def matched(self) -> list[str]:
+        return self.evaluation.matched
+
+    def ruleset_ref(self) -> dict[str, Any]:
+        """The `ruleset {name, version, sha256}` block of a decision response."""
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class ShadowComparison:
+    """What the shadow version would have decided, and where that differs from the active one.
+
+    `error` is set (and `shadow` is None) when the shadow version failed on these facts: a shadow
+    can never make a live decision fail.
+    """
+
+    name: str
+    version: int
+    sha256: str
+    shadow: RulesetEvaluation | None
+    differences: dict[str, dict[str, Any]]
+    error: str | None = None
+
+    @property
+    def same(self) -> bool:
+        return self.error is None and not self.differences
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ruleset": {"name": self.name, "version": self.version, "sha256": self.sha256},
+            "result": self.shadow.result if self.shadow is not None else None,
+            "matched": self.shadow.matched if self.shadow is not None else None,
+            "differences": self.differences,
+            "error": self.error,
+        }
+
+
+def compare(active: Evaluation, shadow: Evaluation) -> dict[str, dict[str, Any]]:
+    """Per result key (and `matched`) the two values, only where they differ."""
+    differences: dict[str, dict[str, Any]] = {}
+    for key in sorted(set(active.result) | set(shadow.result)):
+        left, right = active.result.get(key), shadow.result.get(key)
+        if left != right:
+            differences[key] = {"active": left, "shadow": right}
+    if active.matched != shadow.matched:
+        differences["matched"] = {"active": list(active.matched), "shadow": list(shadow.matched)}
+    return differences
+
+
+@dataclass(frozen=True)
+class CompiledVersion:
+    name: str
+    kind: str
+    version: int
+    sha256: str
+    evaluator: Evaluator
+
+    def evaluate(self, facts: Mapping[str, Any], trace: TraceLevel) -> RulesetEvaluation:
+        return RulesetEvaluation(
+            name=self.name,
+            version=self.version,
+            sha256=self.sha256,
+            evaluation=self.evaluator.evaluate(facts, trace),
+        )
+
+
+@dataclass(frozen=True)
+class ActiveRuleset:
+    """The active version of one ruleset as this process serves it, with its optional shadow."""
+
+    name: str
+    kind: str
+    version: int
+    sha256: str
+    engine: str
+    compiled: CompiledVersion
+    shadow_version: CompiledVersion | None = None
+
+    def evaluate(self, facts: Mapping[str, Any], trace: TraceLevel = "rules") -> RulesetEvaluation:
+        return self.compiled.evaluate(facts, trace)
+
+    def shadow_evaluate(
+        self, facts: Mapping[str, Any], active: RulesetEvaluation | None = None
+    ) -> ShadowComparison | None:
+        """Evaluate the shadow version (if any) on the same facts; report differences, never act on them."""
+        if self.shadow_version is None:
+            return None
+        version = self.shadow_version
+        try:
+            primary = active if active is not None else self.evaluate(facts, "none")
+            shadow = version.evaluate(facts, "none")
+        except Exception as exc:  # the shadow is observed, never trusted: its failure is data
+            return ShadowComparison(
+                name=version.name,
+                version=version.version,
+                sha256=version.sha256,
+                shadow=None,
+                differences={},
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        return ShadowComparison(
+            name=version.name,
+            version=version.version,
+            sha256=version.sha256,
+            shadow=shadow,
+            differences=compare(primary.evaluation, shadow.evaluation),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        shadow = self.shadow_version
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "version": self.version,
+            "sha256": self.sha256,
+            "engine": self.engine,
+            "shadow": None if shadow is None else {"version": shadow.version, "sha256": shadow.sha256},
+        }
+
+
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    """An immutable view of every active ruleset at one store generation."""
+
+    generation: int
+    rulesets: Mapping[str, ActiveRuleset] = field(default_factory=dict)
+    kind_defaults: Mapping[str, str] = field(default_factory=dict)
+
+    def active(self, kind: str, name: str | None = None) -> ActiveRuleset | None:
+        """The ruleset answering decisions of `kind`: the named one, else the kind's default."""
+        chosen = name if name is not None else self.kind_defaults.get(kind)
+        if chosen is None:
+            return None
+        ruleset = self.rulesets.get(chosen)
+        if ruleset is None or ruleset.kind != kind:
+            return None
+        return ruleset
+
+    def get(self, name: str) -> ActiveRuleset | None:
+        return self.rulesets.get(name)
+
+    def describe(self) -> dict[str, Any]:
+        return {"generation": self.generation, "pid": os.getpid()}
+
+
+EMPTY = RegistrySnapshot(generation=-1)
+
+
+class RulesRegistry:
+    """Holds the current snapshot of this process and keeps it in step with the store."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        engine: EngineName,
+        reload_interval_seconds: float = 1.0,
+    ) -> None:
+        self._sessions = sessions
+        self._engine: EngineName = engine
+        self._interval = reload_interval_seconds
+        self._snapshot = EMPTY
+        self._task: asyncio.Task[None] | None = None
+        self._refreshing = asyncio.Lock()
+        self.last_refresh: float | None = None
+        self.last_error: str | None = None
+
+    @property
+    def engine(self) -> EngineName:
+        return self._engine
+
+    def snapshot(self) -> RegistrySnapshot:
+        """The current snapshot; take it once per request and use only it."""
+        return self._snapshot
+
+    def _compile(
+        self, live: repo.LiveVersion, known: Mapping[tuple[str, int, str], CompiledVersion]
+    ) -> CompiledVersion:
+        reuse = known.get((live.name, live.version, live.sha256))
+        if reuse is not None:
+            return reuse
+        ruleset = parse_ruleset(live.yaml_text, f"{live.name}@{live.version}")
+        return CompiledVersion(
+            name=live.name,
+            kind=live.kind,
+            version=live.version,
+            sha256=live.sha256,
+            evaluator=compile_ruleset(ruleset, self._engine, version=live.version),
+        )
+
+    def _build(self, state: repo.LiveState) -> RegistrySnapshot:
+        known: dict[tuple[str, int, str], CompiledVersion] = {}
+        for ruleset in self._snapshot.rulesets.values():
+            for compiled in (ruleset.compiled, ruleset.shadow_version):
+                if compiled is not None:
+                    known[(compiled.name, compiled.version, compiled.sha256)] = compiled
+        rulesets: dict[str, ActiveRuleset] = {}
+        for live in state.active:
+            compiled = self._compile(live, known)
+            shadow_live = state.shadows.get(live.name)
+            shadow = self._compile(shadow_live, known) if shadow_live is not None else None
+            rulesets[live.name] = ActiveRuleset(
+                name=live.name,
+                kind=live.kind,
+                version=live.version,
+                sha256=live.sha256,
+                engine=self._engine,
+                compiled=compiled,
+                shadow_version=shadow,
+            )
+        return RegistrySnapshot(
+            generation=state.generation, rulesets=rulesets, kind_defaults=dict(state.kind_defaults)
+        )
+
+    async def refresh(self, *, force: bool = False) -> bool:
+        """Load and swap in the store's state if its generation moved; True when the snapshot changed."""
+        # One refresh at a time per process, so a slow older read can never overwrite a newer one.
+        async with self._refreshing:
+            async with self._sessions() as session:
+                generation = await repo.current_generation(session)
+                if not force and generation == self._snapshot.generation:
+                    return False
+                state = await repo.live_state(session)
+            if not force and state.generation < self._snapshot.generation:
+                return False
+            # Compiled fully before the swap: a request never sees a half-built snapshot.
+            snapshot = self._build(state)
+            self._snapshot = snapshot
+            self.last_refresh = time.monotonic()
+        log.info(
+            "pid %d: rulesets at generation %d: %s",
+            os.getpid(),
+            snapshot.generation,
+            ", ".join(f"{r.name}@{r.version}" for r in snapshot.rulesets.values()) or "none",
+        )
+        return True
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                # A database that stops answering must not freeze the switch: give up and retry.
+                await asyncio.wait_for(self.refresh(), timeout=max(5.0, 5 * self._interval))
+                self.last_error = None
+            except Exception as exc:  # keep serving the old snapshot whatever went wrong
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("ruleset reload failed; keeping generation %d", self._snapshot.generation)
+
+    async def start(self) -> None:
+        """Load the current state, then keep polling in the background."""
+        await self.refresh(force=True)
+        if self._task is None:
+            self._task = asyncio.create_task(self._poll(), name="rules-registry-poll")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def close(self) -> None:
+        """Called by the app at shutdown (the same as `stop`)."""
+        await self.stop()
+
+
+async def start_rules(services: Services) -> RulesRegistry:
+    """App start-up hook: seed an empty store from the shipped rulesets, load, start the hot switch.
+
+    Sets `services.rules`; calling it again on the same services returns the running registry.
+    """
+    if isinstance(services.rules, RulesRegistry):
+        return services.rules
+    settings = services.settings.rules
+    await seed_if_empty(services.sessions, settings.rulesets_dir)
+    registry = RulesRegistry(services.sessions, settings.engine, settings.reload_interval_seconds)
+    await registry.start()
+    services.rules = registry
+    return registry

@@ -1,0 +1,163 @@
+"""Durable journal of the Redis backend's acknowledged changes, in SQL, written in group commits.
+
+Each request hands its entries to `Journal.append` and waits until the transaction holding them has
+committed; concurrent requests share one transaction, so the journal costs one commit per batch, not
+per request. Entries are signed deltas (see `service.stock.ledger`), so the rebuild sums them in any
+order and gets the state Redis had acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sqlalchemy import Table, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.db.models.stock import StockExceptionRecord, StockJournalEntry
+from service.stock.ledger import Delta
+from service.stock.store import StockException, StockUnavailable
+
+JOURNAL = cast(Table, StockJournalEntry.__table__)
+EXCEPTIONS = cast(Table, StockExceptionRecord.__table__)
+MAX_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One acknowledged change: kind in snapshot | event | reserve | commit | release."""
+
+    kind: str
+    ref: str
+    at_ms: int
+    deltas: Sequence[Delta]
+    record: dict[str, Any] | None = None
+    exception: StockException | None = None
+
+
+@dataclass
+class _Pending:
+    entries: Sequence[Entry]
+    done: asyncio.Future[list[int | None]]
+
+
+@dataclass
+class Journal:
+    engine: AsyncEngine
+    _queue: list[_Pending] = field(default_factory=list)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _writer: asyncio.Task[None] | None = None
+
+    async def append(self, entries: Sequence[Entry]) -> list[int | None]:
+        """Write entries durably; returns the id given to each entry's exception (None without one)."""
+        if not entries:
+            return []
+        future: asyncio.Future[list[int | None]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(entries, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._run())
+        self._wake.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                try:
+                    ids = await self._write([entry for pending in batch for entry in pending.entries])
+                except (
+                    Exception
+                ) as error:  # any failure must reach the waiting requests, never kill the writer
+                    failure = StockUnavailable(f"stock journal could not be written: {error}", retry_after=1)
+                    for pending in batch:
+                        if not pending.done.done():
+                            pending.done.set_exception(failure)
+                    continue
+                start = 0
+                for pending in batch:
+                    count = len(pending.entries)
+                    if not pending.done.done():
+                        pending.done.set_result(ids[start : start + count])
+                    start += count
+
+    async def _write(self, entries: Sequence[Entry]) -> list[int | None]:
+        ids: list[int | None] = []
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(JOURNAL),
+                [
+                    {
+                        "at_ms": entry.at_ms,
+                        "kind": entry.kind,
+                        "ref": entry.ref,
+                        "deltas": [list(_delta_row(d)) for d in entry.deltas],
+                        "record": entry.record,
+                    }
+                    for entry in entries
+                ],
+            )
+            for entry in entries:
+                anomaly = entry.exception
+                if anomaly is None:
+                    ids.append(None)
+                    continue
+                inserted = await conn.execute(
+                    insert(EXCEPTIONS)
+                    .values(
+                        kind=anomaly.kind,
+                        sku=anomaly.sku,
+                        location=anomaly.location,
+                        event_id=anomaly.event_id,
+                        qty=anomaly.qty,
+                        shortfall=anomaly.shortfall,
+                        at=anomaly.at,
+                    )
+                    .returning(EXCEPTIONS.c.id)
+                )
+                ids.append(int(inserted.scalar_one()))
+        return ids
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+
+
+def _delta_row(delta: Delta) -> tuple[str, str, int, int, int, int, int]:
+    return (
+        delta.sku,
+        delta.location,
+        delta.sellable,
+        delta.reserved,
+        delta.damaged,
+        delta.return_pending,
+        delta.in_transit,
+    )
+
+
+async def read_journal(engine: AsyncEngine, chunk: int = 5000) -> AsyncIterator[dict[str, Any]]:
+    """Every journal entry in the order it was written, streamed in chunks."""
+    last = 0
+    while True:
+        async with engine.connect() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        select(JOURNAL).where(JOURNAL.c.id > last).order_by(JOURNAL.c.id).limit(chunk)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        if not rows:
+            return
+        for row in rows:
+            yield dict(row)
+        last = int(rows[-1]["id"])

@@ -1,0 +1,32 @@
+-- Shared by every stock script. A SKU's keys: stock (hash 'b:LOC' -> count, b in s r d p t),
+-- hold (sorted set reservation id -> expires_at ms), part (hash reservation id -> 'LOC\tQTY\n'...).
+-- A part counts in `r:LOC` exactly while its id is in the hold index; pruning releases it.
+local function part_lines(enc)
+  return string.gmatch(enc, '([^\t\n]+)\t(%d+)\n')
+end
+
+local function release_part(stock, hold, part, id, commit)
+  local enc = redis.call('HGET', part, id)
+  if enc then
+    for loc, qty in part_lines(enc) do
+      redis.call('HINCRBY', stock, 'r:' .. loc, -tonumber(qty))
+      if commit then
+        redis.call('HINCRBY', stock, 's:' .. loc, -tonumber(qty))
+      end
+    end
+    redis.call('HDEL', part, id)
+  end
+  redis.call('ZREM', hold, id)
+end
+
+local function prune(stock, hold, part, now)
+  local due = redis.call('ZRANGEBYSCORE', hold, '-inf', now)
+  for _, id in ipairs(due) do
+    release_part(stock, hold, part, id, false)
+  end
+  return #due
+end
+
+local function field(stock, bucket, loc)
+  return tonumber(redis.call('HGET', stock, bucket .. ':' .. loc) or '0')
+end

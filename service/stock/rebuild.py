@@ -1,0 +1,118 @@
+"""Rebuild the Redis stock state from the SQL journal after the Redis data was lost.
+
+Every acknowledged change is in the journal as signed deltas, so summing them gives the levels Redis
+had; reservations come back with their last journaled status (held ones with their expiry index, or
+expired if their time has passed meanwhile), and applied event ids come back so that a re-sent event
+stays a duplicate. Run it while no requests are writing stock (the service stopped, or before it
+serves again): changes made during a rebuild could be counted twice or lost.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from service.stock.journal import read_journal
+from service.stock.redis import RedisStockStore, to_ms
+
+BUCKET_FIELDS = ("s", "r", "d", "p", "t")
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    journal_entries: int
+    positions: int
+    reservations_held: int
+    reservations_total: int
+    events: int
+
+
+async def rebuild_redis(store: RedisStockStore, now: datetime | None = None) -> RebuildReport:
+    """Wipe this store's Redis keys and write back the state the journal describes."""
+    levels: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    events: dict[str, list[str]] = defaultdict(list)
+    records: dict[str, dict[str, Any]] = {}
+    status: dict[str, str] = {}
+    entries = 0
+    async for entry in read_journal(store.journal.engine):
+        entries += 1
+        for sku, location, *deltas in entry["deltas"]:
+            position = levels[(sku, location)]
+            for i, value in enumerate(deltas):
+                position[i] += int(value)
+        kind, ref = entry["kind"], entry["ref"]
+        if kind == "event":
+            events[entry["record"]["sku"]].append(ref)
+        elif kind == "reserve":
+            records[ref] = entry["record"]
+            status.setdefault(ref, "held")
+        elif kind == "commit":
+            status[ref] = "committed"
+        elif kind == "release":
+            status[ref] = "released"
+
+    now_ms = to_ms(now or store.now())
+    for rid, record in records.items():
+        if status[rid] == "held" and int(record["exp"]) <= now_ms:
+            status[rid] = "expired"
+            for sku, location, qty in record["lines"]:
+                levels[(sku, location)][1] -= int(qty)
+
+    keys = store.keys
+    await store.wipe()
+    pipe = store.client.pipeline(transaction=False)
+    pending = 0
+
+    async def flush(force: bool = False) -> None:
+        nonlocal pipe, pending
+        if pending and (force or pending >= 1000):
+            await pipe.execute()
+            pipe = store.client.pipeline(transaction=False)
+            pending = 0
+
+    for (sku, location), values in levels.items():
+        pipe.hset(
+            keys.stock(sku),
+            mapping={f"{b}:{location}": v for b, v in zip(BUCKET_FIELDS, values, strict=True)},
+        )
+        pending += 1
+        await flush()
+    for sku, ids in events.items():
+        for start in range(0, len(ids), 1000):
+            pipe.sadd(keys.events(sku), *ids[start : start + 1000])
+            pending += 1
+            await flush()
+    held = 0
+    for rid, record in records.items():
+        lines = record["lines"]
+        pipe.hset(
+            keys.reservation(rid),
+            mapping={
+                "id": rid,
+                "order_id": record["order_id"],
+                "channel": record["channel"],
+                "key": record["key"],
+                "fp": record["fp"],
+                "exp": record["exp"],
+                "created": record["created"],
+                "status": status[rid],
+                "lines": "".join(f"{sku}\t{loc}\t{qty}\n" for sku, loc, qty in lines),
+            },
+        )
+        pending += 1
+        if status[rid] == "held":
+            held += 1
+            parts: dict[str, str] = defaultdict(str)
+            for sku, location, qty in lines:
+                parts[sku] += f"{location}\t{qty}\n"
+            for sku, encoded in parts.items():
+                pipe.hset(keys.part(sku), rid, encoded)
+                pipe.zadd(keys.hold(sku), {rid: int(record["exp"])})
+                pending += 2
+            pipe.zadd(keys.holds, {rid: int(record["exp"])})
+            pending += 1
+        await flush()
+    await flush(force=True)
+    return RebuildReport(entries, len(levels), held, len(records), sum(len(ids) for ids in events.values()))

@@ -1,0 +1,488 @@
+"""Redis stock store (production): Lua scripts over per-SKU keys, journaled to SQL before acknowledging.
+
+Keys (prefix `rp:` by default); every key of one SKU carries the hash tag `{SKU}`:
+- `stock:{SKU}` hash, field `b:LOC` per bucket b in s (sellable), r (reserved), d (damaged),
+  p (return_pending), t (in_transit);
+- `hold:{SKU}` sorted set reservation id -> expires_at (ms): the exact expiry index;
+- `part:{SKU}` hash reservation id -> this SKU's lines of it;
+- `evt:{SKU}` set of applied event ids;
+- `resv:ID` hash (the reservation) and `holds` (sorted set of every held reservation, for the sweeper).
+
+Each request is one script with every key it touches in KEYS, so a reservation is one round trip and
+atomic even across SKUs. That needs all keys on one node: a single Redis (with replicas). Under Redis
+Cluster a single-SKU request still works as is (its keys share a slot); a multi-SKU request would need
+per-SKU steps with compensating releases, which this backend does not do.
+Expiry is exact and lazy: every script prunes the expiry index of the SKUs it touches before acting,
+and the sweeper expires idle ones; key TTLs are never used to release stock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from service.db.engine import create_engine
+from service.settings import DatabaseSettings
+from service.stock import ledger
+from service.stock.journal import Entry, Journal
+from service.stock.memory import Clock, utc_now
+from service.stock.sql import read_exceptions
+from service.stock.store import (
+    EventResult,
+    IdempotencyConflict,
+    Levels,
+    Reservation,
+    ReservationLine,
+    ReservationNotFound,
+    ReservationRequest,
+    ReservationResult,
+    ReservationStateError,
+    ReservedLine,
+    ShortLine,
+    SnapshotRow,
+    StockEvent,
+    StockException,
+    StockUnavailable,
+)
+
+DOWN_ERRORS = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+    OSError,
+)
+BUCKET_OF = {"s": "sellable", "r": "reserved", "d": "damaged", "p": "return_pending", "t": "in_transit"}
+
+
+def _script(name: str) -> str:
+    folder = resources.files("service.stock") / "lua"
+    return (folder / "prelude.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def reservation_id(idempotency_key: str) -> str:
+    """The id follows from the key, so a retried request finds its reservation in the same script."""
+    return hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parse_levels(flat: Sequence[Any]) -> dict[str, Levels]:
+    """HGETALL of a stock hash -> location -> Levels."""
+    buckets: dict[str, dict[str, int]] = {}
+    for i in range(0, len(flat), 2):
+        name = _text(flat[i])
+        bucket, _, location = name.partition(":")
+        buckets.setdefault(location, {})[BUCKET_OF[bucket]] = int(flat[i + 1])
+    return {loc: Levels(**values) for loc, values in sorted(buckets.items())}
+
+
+def parse_lines(encoded: str) -> tuple[ReservedLine, ...]:
+    lines = []
+    for row in encoded.splitlines():
+        if row:
+            sku, loc, qty = row.split("\t")
+            lines.append(ReservedLine(sku, loc, int(qty)))
+    return tuple(lines)
+
+
+def parse_reservation(flat: Sequence[Any], now_ms: int) -> Reservation:
+    fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+    status = fields["status"]
+    expires_ms = int(fields["exp"])
+    if status == "held" and expires_ms <= now_ms:
+        status = "expired"
+    return Reservation(
+        id=fields["id"],
+        order_id=fields["order_id"],
+        channel=fields["channel"],
+        idempotency_key=fields["key"],
+        lines=parse_lines(fields["lines"]),
+        status=status,  # type: ignore[arg-type]
+        expires_at=from_ms(expires_ms),
+        created_at=from_ms(int(fields["created"])),
+    )
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.holds = f"{prefix}holds"
+
+    def stock(self, sku: str) -> str:
+        return f"{self.prefix}stock:{{{sku}}}"
+
+    def hold(self, sku: str) -> str:
+        return f"{self.prefix}hold:{{{sku}}}"
+
+    def part(self, sku: str) -> str:
+        return f"{self.prefix}part:{{{sku}}}"
+
+    def events(self, sku: str) -> str:
+        return f"{self.prefix}evt:{{{sku}}}"
+
+    def reservation(self, rid: str) -> str:
+        return f"{self.prefix}resv:{rid}"
+
+    def sku_keys(self, sku: str) -> list[str]:
+        return [self.stock(sku), self.hold(sku), self.part(sku)]
+
+
+class RedisStockStore:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        journal: Journal,
+        clock: Clock = utc_now,
+        prefix: str = "rp:",
+    ) -> None:
+        self.client = client
+        self.journal = journal
+        self.keys = Keys(prefix)
+        self._clock = clock
+        self._levels = client.register_script(_script("levels"))
+        self._reserve = client.register_script(_script("reserve"))
+        self._finish = client.register_script(_script("finish"))
+        self._events = client.register_script(_script("events"))
+        self._snapshot = client.register_script(_script("snapshot"))
+        self._revert = client.register_script(_script("revert"))
+
+    @classmethod
+    async def open(
+        cls,
+        redis_url: str,
+        journal_url: str,
+        *,
+        pool_size: int = 64,
+        clock: Clock = utc_now,
+        prefix: str = "rp:",
+    ) -> RedisStockStore:
+        """Create the blocking connection pool and the journal's engine; Redis may still be down."""
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=pool_size,
+            timeout=5,
+            socket_connect_timeout=1,
+            socket_timeout=5,
+            retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
+        )
+        client = aioredis.Redis(connection_pool=pool)
+        journal = Journal(create_engine(DatabaseSettings(url=journal_url)))
+        return cls(client, journal, clock=clock, prefix=prefix)
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def _now_ms(self) -> int:
+        return to_ms(self._clock())
+
+    async def _call(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await script(keys=list(keys), args=list(args))
+        except DOWN_ERRORS as error:
+            raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
+
+    # ---- reads ----------------------------------------------------------------------------------
+
+    async def get_levels(self, skus: Sequence[str]) -> dict[str, dict[str, Levels]]:
+        if not skus:
+            return {}
+        unique = list(dict.fromkeys(skus))
+        keys = [key for sku in unique for key in self.keys.sku_keys(sku)]
+        hashes = await self._call(self._levels, keys, [self._now_ms()])
+        return {sku: parse_levels(flat) for sku, flat in zip(unique, hashes, strict=True)}
+
+    async def get_reservation(self, reservation_id: str) -> Reservation | None:
+        try:
+            flat = await self.client.hgetall(self.keys.reservation(reservation_id))
+        except DOWN_ERRORS as error:
+            raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
+        if not flat:
+            return None
+        return parse_reservation([x for pair in flat.items() for x in pair], self._now_ms())
+
+    async def list_exceptions(self, limit: int = 100) -> list[StockException]:
+        return await read_exceptions(self.journal.engine, limit)
+
+    # ---- writes ---------------------------------------------------------------------------------
+
+    async def put_snapshot(self, rows: Sequence[SnapshotRow]) -> int:
+        ledger.validate_snapshot(rows)
+        if not rows:
+            return 0
+        now_ms = self._now_ms()
+        skus = list(dict.fromkeys(row.sku for row in rows))
+        index = {sku: 1 + 3 * i for i, sku in enumerate(skus)}
+        keys = [key for sku in skus for key in self.keys.sku_keys(sku)]
+        args: list[Any] = [now_ms]
+        for row in rows:
+            args += [
+                index[row.sku],
+                row.location,
+                row.sellable,
+                row.damaged,
+                row.return_pending,
+                row.in_transit,
+            ]
+        previous = await self._call(self._snapshot, keys, args)
+        deltas = [
+            ledger.snapshot_delta(
+                row, Levels(sellable=int(s), damaged=int(d), return_pending=int(p), in_transit=int(t))
+            )
+            for row, (s, d, p, t) in zip(rows, previous, strict=True)
+        ]
+        entry = Entry("snapshot", "", now_ms, deltas)
+        try:
+            await self.journal.append([entry])
+        except StockUnavailable:
+            await self._revert_deltas([(delta, "") for delta in deltas])
+            raise
+        return len(rows)
+
+    async def apply_events(self, events: Sequence[StockEvent]) -> list[EventResult]:
+        ledger.validate_events(events)
+        if not events:
+            return []
+        now = self._clock()
+        now_ms = to_ms(now)
+        skus = list(dict.fromkeys(event.sku for event in events))
+        index = {sku: 1 + 4 * i for i, sku in enumerate(skus)}
+        keys = [key for sku in skus for key in [*self.keys.sku_keys(sku), self.keys.events(sku)]]
+        args: list[Any] = [now_ms]
+        for ev in events:
+            args += [
+                index[ev.sku],
+                ev.event_id,
+                ev.type,
+                ev.location,
+                ev.qty,
+                ev.disposition or "",
+                ev.to_location or "",
+            ]
+        outcomes = await self._call(self._events, keys, args)
+        results: list[EventResult | None] = []
+        entries: list[Entry] = []
+        applied: list[tuple[int, StockEvent, list[ledger.Delta]]] = []
+        for ev, outcome in zip(events, outcomes, strict=True):
+            if _text(outcome[0]) == "duplicate":
+                results.append(EventResult(ev.event_id, "duplicate"))
+                continue
+            kind, shortfall, ds, dd, dp, dt, dest = _text(outcome[1]), *(int(x) for x in outcome[2:8])
+            deltas = [
+                ledger.Delta(ev.sku, ev.location, sellable=ds, damaged=dd, return_pending=dp, in_transit=dt)
+            ]
+            if dest and ev.to_location:
+                deltas.append(ledger.Delta(ev.sku, ev.to_location, in_transit=dest))
+            anomaly = (
+                StockException(kind, ev.sku, ev.location, ev.event_id, ev.qty, shortfall, ev.at or now)
+                if kind
+                else None
+            )
+            applied.append((len(results), ev, deltas))
+            results.append(None)
+            entries.append(Entry("event", ev.event_id, now_ms, deltas, {"sku": ev.sku}, anomaly))
+        try:
+            ids = await self.journal.append(entries)
+        except StockUnavailable:
+            await self._revert_deltas([(d, ev.event_id) for _, ev, deltas in applied for d in deltas])
+            raise
+        for (slot, ev, _), entry, ident in zip(applied, entries, ids, strict=True):
+            anomaly = entry.exception
+            if anomaly is not None and ident is not None:
+                anomaly = StockException(
+                    anomaly.kind,
+                    anomaly.sku,
+                    anomaly.location,
+                    anomaly.event_id,
+                    anomaly.qty,
+                    anomaly.shortfall,
+                    anomaly.at,
+                    ident,
+                )
+            results[slot] = EventResult(ev.event_id, "applied", anomaly)
+        return [r for r in results if r is not None]
+
+    async def _revert_deltas(self, items: Sequence[tuple[ledger.Delta, str]]) -> None:
+        """Best effort: undo what a script did when its journal entry could not be written."""
+        skus = list(dict.fromkeys(delta.sku for delta, _ in items))
+        index = {sku: 1 + 2 * i for i, sku in enumerate(skus)}
+        keys = [key for sku in skus for key in (self.keys.stock(sku), self.keys.events(sku))]
+        args: list[Any] = []
+        for delta, event_id in items:
+            args += [
+                index[delta.sku],
+                delta.location,
+                delta.sellable,
+                delta.damaged,
+                delta.return_pending,
+                delta.in_transit,
+                event_id,
+            ]
+        # When Redis went away too, the rebuild from the journal is the way back.
+        with contextlib.suppress(*DOWN_ERRORS):
+            await self._revert(keys=keys, args=args)
+
+    async def reserve(self, request: ReservationRequest) -> ReservationResult:
+        ledger.validate_request(request)
+        fingerprint = ledger.request_fingerprint(request)
+        lines = ledger.merge_lines(request.lines)
+        by_sku: dict[str, list[ReservationLine]] = {}
+        for line in lines:
+            by_sku.setdefault(line.sku, []).append(line)
+        rid = reservation_id(request.idempotency_key)
+        now = self._clock()
+        now_ms = to_ms(now)
+        expires_ms = to_ms(now + timedelta(seconds=request.ttl_seconds))
+        keys = [self.keys.reservation(rid), self.keys.holds]
+        args: list[Any] = [
+            rid,
+            now_ms,
+            expires_ms,
+            fingerprint,
+            int(request.allow_partial),
+            request.order_id,
+            request.channel,
+            request.idempotency_key,
+        ]
+        for sku, sku_lines in by_sku.items():
+            keys += self.keys.sku_keys(sku)
+            args += [sku, len(sku_lines)]
+            for line in sku_lines:
+                args += [line.location, line.qty, line.floor]
+        outcome = await self._call(self._reserve, keys, args)
+        verdict = _text(outcome[0])
+        if verdict == "conflict":
+            raise IdempotencyConflict(
+                f"idempotency key {request.idempotency_key!r} was used with another request body"
+            )
+        if verdict == "replay":
+            return ReservationResult(parse_reservation(outcome[1], now_ms), replayed=True)
+        flat_short = outcome[-1]
+        short = tuple(
+            ShortLine(
+                _text(flat_short[i]), _text(flat_short[i + 1]), int(flat_short[i + 2]), int(flat_short[i + 3])
+            )
+            for i in range(0, len(flat_short), 4)
+        )
+        if verdict == "short":
+            return ReservationResult(None, short)
+        reservation = parse_reservation(outcome[1], now_ms)
+        record = {
+            "id": rid,
+            "order_id": request.order_id,
+            "channel": request.channel,
+            "key": request.idempotency_key,
+            "fp": fingerprint,
+            "exp": expires_ms,
+            "created": now_ms,
+            "lines": [[line.sku, line.location, line.qty] for line in reservation.lines],
+        }
+        entry = Entry("reserve", rid, now_ms, ledger.hold_deltas(reservation.lines, 1), record)
+        try:
+            await self.journal.append([entry])
+        except StockUnavailable:
+            await self._run_finish(reservation, "forget", swallow_down=True)
+            raise
+        return ReservationResult(reservation, short)
+
+    async def _run_finish(self, reservation: Reservation, action: str, swallow_down: bool = False) -> Any:
+        skus = list(dict.fromkeys(line.sku for line in reservation.lines))
+        keys = [self.keys.reservation(reservation.id), self.keys.holds]
+        for sku in skus:
+            keys += self.keys.sku_keys(sku)
+        try:
+            return await self._call(self._finish, keys, [reservation.id, self._now_ms(), action, *skus])
+        except StockUnavailable:
+            if swallow_down:
+                return None
+            raise
+
+    async def _finish_reservation(self, reservation_id: str, action: str) -> Reservation:
+        found = await self.get_reservation(reservation_id)
+        if found is None:
+            raise ReservationNotFound(f"no reservation {reservation_id!r}")
+        outcome = await self._run_finish(found, action)
+        verdict = _text(outcome[0])
+        if verdict == "missing":
+            raise ReservationNotFound(f"no reservation {reservation_id!r}")
+        now_ms = self._now_ms()
+        done = parse_reservation(outcome[1], now_ms)
+        if verdict == "state":
+            raise ReservationStateError(f"reservation {reservation_id} is {done.status}", done.status)
+        if verdict == "done":
+            deltas = (
+                ledger.commit_deltas(done.lines) if action == "commit" else ledger.hold_deltas(done.lines, -1)
+            )
+            kind = "commit" if action == "commit" else "release"
+            try:
+                await self.journal.append([Entry(kind, done.id, now_ms, deltas)])
+            except StockUnavailable:
+                await self._run_finish(done, f"undo_{action}", swallow_down=True)
+                raise
+        return done
+
+    async def commit(self, reservation_id: str) -> Reservation:
+        return await self._finish_reservation(reservation_id, "commit")
+
+    async def release(self, reservation_id: str) -> Reservation:
+        return await self._finish_reservation(reservation_id, "release")
+
+    async def sweep_expired(self, now: datetime | None = None) -> int:
+        moment_ms = to_ms(now or self._clock())
+        try:
+            due = await self.client.zrangebyscore(self.keys.holds, "-inf", moment_ms, start=0, num=1000)
+        except DOWN_ERRORS as error:
+            raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
+        count = 0
+        for raw in due:
+            found = await self.get_reservation(_text(raw))
+            if found is None:
+                await self.client.zrem(self.keys.holds, _text(raw))
+                continue
+            outcome = await self._run_finish(found, "expire")
+            if _text(outcome[0]) == "expired":
+                count += 1
+        return count
+
+    async def wipe(self) -> int:
+        """Delete every key of this store's prefix (the rebuild starts from nothing)."""
+        deleted = 0
+        batch: list[Any] = []
+        async for key in self.client.scan_iter(match=f"{self.keys.prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += await self.client.unlink(*batch)
+                batch = []
+        if batch:
+            deleted += await self.client.unlink(*batch)
+        return deleted
+
+    async def ping(self) -> None:
+        try:
+            await self.client.ping()
+        except DOWN_ERRORS as error:
+            raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
+
+    async def close(self) -> None:
+        await self.journal.close()
+        await self.journal.engine.dispose()
+        await self.client.aclose()
+        await self.client.connection_pool.disconnect()

@@ -1,0 +1,21 @@
+"""The app served in-process with the SQL stock backend (SQLite) and with the Redis backend."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.apiclient import ApiClient, api_client, make_settings
+
+
+@pytest.fixture(params=["sql", "redis"])
+async def stock_api(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIterator[ApiClient]:
+    if request.param == "redis":
+        from tests.contract.stock_backends import flushed_redis
+
+        settings = make_settings(sqlite_url, "redis", await flushed_redis(request))
+    else:
+        settings = make_settings(sqlite_url)
+    async with api_client(settings) as client:
+        yield client
