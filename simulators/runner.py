@@ -35,8 +35,8 @@ from simulators.events import Event, Order, Receipt, Return, Sale
 from simulators.generator import promo_multiplier
 from simulators.memory_store import MemoryStock
 from simulators.policy import PolicySet
-from simulators.scenario import World
-from simulators.sourcing import DomainSourcing, FastSourcing, Network
+from simulators.scenario import Location, World
+from simulators.sourcing import UNLIMITED, DomainSourcing, FastSourcing, Network
 
 ProgressFn = Callable[[int, int], None]
 
@@ -158,8 +158,10 @@ class Run:
         # live availability (sellable - reserved), kept in step with the ledger for the allocator
         self.available = [list(row) for row in self.stock.sellable]
         self._zeros = [0] * len(world.locations)
-        self.capacity_per_day = [loc.daily_capacity for loc in world.locations]
-        self.capacity: list[int | None] = list(self.capacity_per_day)
+        self.capacity_per_day = [
+            UNLIMITED if loc.daily_capacity is None else loc.daily_capacity for loc in world.locations
+        ]
+        self.capacity = list(self.capacity_per_day)
         self.channel_ids = [c.id for c in world.channels]
         self.channel_index = {c: i for i, c in enumerate(self.channel_ids)}
         self.batch: list[bool] = [view == "configured" and c.view.mode == "batch" for c in world.channels]
@@ -191,6 +193,7 @@ class Run:
         ]
         # (channel, sku, promo) -> low-stock threshold per location from the availability decision, or None
         self._thresholds: dict[tuple[int, int, bool], list[int] | None] = {}
+        self._location_policies: dict[tuple[str, str, float, str, str, bool], LocationPolicy] = {}
         self.sold_window = [[0] * len(self.loc_ids) for _ in self.sku_ids]
         self.lost_window = [[0] * len(self.loc_ids) for _ in self.sku_ids]
         self.sold_all = [0] * len(self.sku_ids)
@@ -206,6 +209,23 @@ class Run:
     def _promo_in(self, sku: int, channel: str, hour: int) -> bool:
         return promo_multiplier(self.world, self.world.skus[sku], channel, hour + 0.5) > 1.0
 
+    def _location_policy(self, channel_id: str, sku: int, location: Location, promo: bool) -> LocationPolicy:
+        """The availability decision for a channel, SKU and location, once per distinct set of its facts."""
+        key = (channel_id, self.category[sku], self.price[sku], location.type, location.region, promo)
+        found = self._location_policies.get(key)
+        if found is None:
+            decider = self.policies.get("availability")
+            assert decider is not None
+            facts = {
+                "request": {"channel": channel_id},
+                "item": {"category": self.category[sku], "price": self.price[sku]},
+                "location": {"type": location.type, "region": location.region},
+                "promo": {"active": promo},
+            }
+            found = decider.decide_as(facts, LocationPolicy.from_result)
+            self._location_policies[key] = found
+        return found
+
     def _threshold_row(self, channel: int, sku: int, promo: bool) -> list[int] | None:
         """Low-stock thresholds of a SKU per location for a channel, as the allocation use case reads them
         from the availability ruleset; None when they are all zero."""
@@ -217,13 +237,8 @@ class Run:
         if decider is not None:
             values = []
             for location in self.locations:
-                facts = {
-                    "request": {"channel": self.channel_ids[channel]},
-                    "item": {"category": self.category[sku], "price": self.price[sku]},
-                    "location": {"type": location.type, "region": location.region},
-                    "promo": {"active": promo},
-                }
-                values.append(decider.decide_as(facts, LocationPolicy.from_result).low_stock_threshold)
+                policy = self._location_policy(self.channel_ids[channel], sku, location, promo)
+                values.append(policy.low_stock_threshold)
             row = values if any(values) else None
         self._thresholds[key] = row
         return row
@@ -441,9 +456,7 @@ class Run:
         split = False
         for sku, loc, qty in reservation_lines:
             available[sku][loc] = sellable[sku][loc] - reserved[sku][loc]
-            cap = capacity[loc]
-            if cap is not None:
-                capacity[loc] = cap - qty
+            capacity[loc] -= qty
             revenue += price[sku] * qty
             sold_window[sku][loc] += qty
             sold_all[sku] += qty
@@ -502,14 +515,8 @@ class Run:
                 if decider is None:
                     total += max(0, row[loc])
                     continue
-                facts = {
-                    "request": {"channel": channel_id},
-                    "item": {"category": self.category[sku], "price": self.price[sku]},
-                    "location": {"type": location.type, "region": location.region},
-                    "promo": {"active": promo},
-                }
                 self._count_decision("availability")
-                policy = decider.decide_as(facts, LocationPolicy.from_result)
+                policy = self._location_policy(channel_id, sku, location, promo)
                 if not policy.eligible:
                     continue
                 total += sellable_at(row[loc], policy.floor, policy.low_stock_threshold)

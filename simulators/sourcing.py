@@ -32,6 +32,7 @@ from service.domain.allocation import (
 )
 
 Picks = list[list[tuple[int, int]]]  # per line: (location index, qty)
+UNLIMITED = 1 << 62  # the remaining daily capacity of a location without a daily limit
 
 
 class Network:
@@ -86,13 +87,28 @@ class FastSourcing:
         self.network = network
         self.capped = set(range(len(network.ids)) if capped is None else capped)
         self._static: dict[tuple[Any, ...], _Static] = {}
-        # the policies keyed by id above, kept alive so that an id is never reused while cached
+        # id(policy) -> what of the policy the static screening depends on; the policies are kept alive
+        # so that an id is never reused while it is a key here
+        self._signatures: dict[int, tuple[Any, ...]] = {}
         self._policies: list[AllocationPolicy] = []
+
+    def _signature(self, policy: AllocationPolicy) -> tuple[Any, ...]:
+        found = self._signatures.get(id(policy))
+        if found is None:
+            found = (
+                tuple(sorted(policy.eligible_location_types)),
+                tuple(sorted(policy.floors.items())),
+                policy.max_distance_km,
+                policy.effective_ranking,
+            )
+            self._signatures[id(policy)] = found
+            self._policies.append(policy)
+        return found
 
     def _candidates(
         self, policy: AllocationPolicy, fulfillment: str, pickup: int, lat: float, lon: float
     ) -> _Static:
-        key = (lat, lon, id(policy), fulfillment, pickup)
+        key = (lat, lon, self._signature(policy), fulfillment, pickup)
         found = self._static.get(key)
         if found is not None:
             return found
@@ -129,14 +145,13 @@ class FastSourcing:
         has_capacity = any(loc in self.capped for loc, _, _ in out)
         entry = _Static(out, fast, sorted(out, key=static_key), has_capacity)
         self._static[key] = entry
-        self._policies.append(policy)
         return entry
 
     def plan(
         self,
         lines: Sequence[tuple[int, int]],
         available: Sequence[Sequence[int]],
-        capacity: Sequence[int | None],
+        capacity: Sequence[int],
         policy: AllocationPolicy,
         fulfillment: str,
         pickup: int,
@@ -160,7 +175,25 @@ class FastSourcing:
             row = available[sku]
             low = thresholds[index] if thresholds is not None else None
             if static.fast and not any(key[0] == sku for key in taken):
-                if low is None:
+                if static.has_capacity:
+                    caps = capacity
+                    if cap_used:
+                        caps = list(capacity)
+                        for loc, used in cap_used.items():
+                            caps[loc] -= used
+                    if low is None:
+                        fast = [
+                            (min(row[loc] - floor, c), loc, d)
+                            for loc, d, floor in static.by_key
+                            if row[loc] > floor and (c := caps[loc]) > 0
+                        ]
+                    else:
+                        fast = [
+                            (min(row[loc] - floor, c), loc, d)
+                            for loc, d, floor in static.by_key
+                            if row[loc] > floor and row[loc] >= low[loc] and (c := caps[loc]) > 0
+                        ]
+                elif low is None:
                     fast = [(row[loc] - floor, loc, d) for loc, d, floor in static.by_key if row[loc] > floor]
                 else:
                     fast = [
@@ -168,18 +201,6 @@ class FastSourcing:
                         for loc, d, floor in static.by_key
                         if row[loc] > floor and row[loc] >= low[loc]
                     ]
-                if static.has_capacity:
-                    capped: list[tuple[int, int, float]] = []
-                    for g, loc, d in fast:
-                        cap = capacity[loc]
-                        if cap is not None:
-                            cap -= cap_used.get(loc, 0)
-                            if cap <= 0:
-                                continue
-                            if cap < g:
-                                g = cap
-                        capped.append((g, loc, d))
-                    fast = capped
                 fast.sort(key=_first, reverse=True)  # stable, so ties keep the static order
                 picks = _choose_sorted(fast, qty, policy, ranking, priority, ids) if fast else []
             else:
@@ -193,12 +214,10 @@ class FastSourcing:
                     if low is not None and stock < low[loc]:
                         continue
                     giveable = stock - floor
-                    cap = capacity[loc]
-                    if cap is not None:
-                        cap -= cap_used.get(loc, 0)
-                        if cap <= 0:
-                            continue
-                        giveable = min(giveable, cap)
+                    cap = capacity[loc] - cap_used.get(loc, 0)
+                    if cap <= 0:
+                        continue
+                    giveable = min(giveable, cap)
                     eligible.append(
                         (_key(ranking, distance, priority[loc], giveable, ids[loc]), loc, distance, giveable)
                     )
@@ -207,8 +226,7 @@ class FastSourcing:
             for loc, q in picks:
                 got += q
                 taken[(sku, loc)] = taken.get((sku, loc), 0) + q
-                if capacity[loc] is not None:
-                    cap_used[loc] = cap_used.get(loc, 0) + q
+                cap_used[loc] = cap_used.get(loc, 0) + q
             if got < qty:
                 complete = False
             out.append(picks)
@@ -370,7 +388,7 @@ class DomainSourcing:
         self,
         lines: Sequence[tuple[int, int]],
         available: Sequence[Sequence[int]],
-        capacity: Sequence[int | None],
+        capacity: Sequence[int],
         policy: AllocationPolicy,
         fulfillment: str,
         pickup: int,
@@ -386,7 +404,7 @@ class DomainSourcing:
             for (s, _), row in zip(lines, thresholds, strict=True):
                 low[sku_ids[s]] = dict(zip(net.ids, row, strict=True))
         locations = [
-            loc if capacity[i] is None else _with_capacity(loc, capacity[i])
+            loc if capacity[i] >= UNLIMITED else _with_capacity(loc, capacity[i])
             for i, loc in enumerate(net.locations)
         ]
         stock = {sku_ids[s]: dict(zip(net.ids, available[s], strict=True)) for s, _ in lines}

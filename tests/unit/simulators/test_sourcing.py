@@ -7,7 +7,7 @@ import random
 import pytest
 
 from service.domain.allocation import AllocationPolicy, Location
-from simulators.sourcing import DomainSourcing, FastSourcing, Network
+from simulators.sourcing import UNLIMITED, DomainSourcing, FastSourcing, Network
 
 TYPES = ("store", "dc", "dark_store")
 RANKINGS = (
@@ -52,7 +52,7 @@ def test_fast_sourcing_picks_what_the_domain_allocator_picks(seed: int) -> None:
     skus = [f"S{i}" for i in range(6)]
     fast = FastSourcing(network)
     domain = DomainSourcing(network, skus)
-    capacity = [loc.capacity_remaining for loc in network.locations]
+    capacity = [UNLIMITED if c is None else c for c in (loc.capacity_remaining for loc in network.locations)]
     for _ in range(60):
         available = [[rng.choice([0, 0, 1, 2, 3, 5, 9, 30]) for _ in network.locations] for _ in skus]
         policy = _policy(rng)
