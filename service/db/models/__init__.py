@@ -2,6 +2,7 @@
 
 from service.db.models.foundation import ApiKey, AuditEntry, Item, Location, Promotion
 from service.db.models.rulesets import RulesetGenerationRow, RulesetKindRow, RulesetRow, RulesetVersionRow
+from service.db.models.simulations import SimulationRow
 from service.db.models.stock import (
     ReservationRecord,
     StockEventRecord,
@@ -21,6 +22,7 @@ __all__ = [
     "RulesetKindRow",
     "RulesetRow",
     "RulesetVersionRow",
+    "SimulationRow",
     "StockEventRecord",
     "StockExceptionRecord",
     "StockJournalEntry",
