@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from itertools import combinations
+from operator import itemgetter
 from typing import Any
 
 from service.domain.allocation import (
@@ -65,18 +66,18 @@ class _Static:
     """The candidates of one (destination, policy, fulfillment, pickup) that pass the checks which do not
     depend on stock, in two orders: as listed (general search) and by the static part of the ranking key."""
 
-    __slots__ = ("by_key", "fast", "has_capacity", "listed")
+    __slots__ = ("by_key", "by_rank", "fast", "has_capacity", "listed")
 
     def __init__(self, listed: list[tuple[int, float, int]], fast: bool, by_key: list[tuple[int, float, int]],
-                 has_capacity: bool) -> None:  # fmt: skip
+                 has_capacity: bool, by_rank: bool) -> None:  # fmt: skip
         self.listed = listed
         self.fast = fast
-        self.by_key = by_key
+        # by_key: (location, distance, floor, -rank) in the order of the static part of the ranking key
+        self.by_key = [(loc, d, floor, -rank) for rank, (loc, d, floor) in enumerate(by_key)]
         self.has_capacity = has_capacity
-
-
-def _first(item: tuple[int, int, float]) -> int:
-    return item[0]
+        # the only stock-dependent criterion is fewest_splits, so among single locations that each take
+        # the whole line the static order decides
+        self.by_rank = by_rank
 
 
 class FastSourcing:
@@ -143,7 +144,8 @@ class FastSourcing:
             return (*parts, net.ids[loc])
 
         has_capacity = any(loc in self.capped for loc, _, _ in out)
-        entry = _Static(out, fast, sorted(out, key=static_key), has_capacity)
+        by_rank = fast and "stock_level" not in ranking
+        entry = _Static(out, fast, sorted(out, key=static_key), has_capacity, by_rank)
         self._static[key] = entry
         return entry
 
@@ -183,26 +185,33 @@ class FastSourcing:
                             caps[loc] -= used
                     if low is None:
                         fast = [
-                            (min(row[loc] - floor, c), loc, d)
-                            for loc, d, floor in static.by_key
+                            (min(row[loc] - floor, c), rank, loc, d)
+                            for loc, d, floor, rank in static.by_key
                             if row[loc] > floor and (c := caps[loc]) > 0
                         ]
                     else:
                         fast = [
-                            (min(row[loc] - floor, c), loc, d)
-                            for loc, d, floor in static.by_key
+                            (min(row[loc] - floor, c), rank, loc, d)
+                            for loc, d, floor, rank in static.by_key
                             if row[loc] > floor and row[loc] >= low[loc] and (c := caps[loc]) > 0
                         ]
                 elif low is None:
-                    fast = [(row[loc] - floor, loc, d) for loc, d, floor in static.by_key if row[loc] > floor]
+                    fast = [
+                        (row[loc] - floor, rank, loc, d)
+                        for loc, d, floor, rank in static.by_key
+                        if row[loc] > floor
+                    ]
                 else:
                     fast = [
-                        (row[loc] - floor, loc, d)
-                        for loc, d, floor in static.by_key
+                        (row[loc] - floor, rank, loc, d)
+                        for loc, d, floor, rank in static.by_key
                         if row[loc] > floor and row[loc] >= low[loc]
                     ]
-                fast.sort(key=_first, reverse=True)  # stable, so ties keep the static order
-                picks = _choose_sorted(fast, qty, policy, ranking, priority, ids) if fast else []
+                # giveable first, then -rank: deepest first, equal depths in static order
+                fast.sort(reverse=True)
+                picks = (
+                    _choose_sorted(fast, qty, policy, ranking, priority, ids, static.by_rank) if fast else []
+                )
             else:
                 eligible: list[tuple[tuple[Any, ...], int, float, int]] = []  # (key, loc, distance, giveable)
                 for loc, distance, floor in static.listed:
@@ -236,14 +245,16 @@ class FastSourcing:
 
 
 def _choose_sorted(
-    eligible: list[tuple[int, int, float]],
+    eligible: list[tuple[int, int, int, float]],
     qty: int,
     policy: AllocationPolicy,
     ranking: Sequence[str],
     priority: Sequence[int],
     ids: Sequence[str],
+    by_rank: bool,
 ) -> list[tuple[int, int]]:
-    """The search of `_choose` for candidates already in key order, which is then also depth order."""
+    """The search of `_choose` for candidates (giveable, -rank, location, distance) already in key order,
+    which is then also depth order."""
     max_k = min(policy.max_splits, len(eligible), MAX_SEARCH_SPLITS)
     sizes = list(range(1, max_k + 1))
     if ranking[0] == "fewest_splits":
@@ -264,12 +275,14 @@ def _choose_sorted(
             # The deepest location covers the line, so the best single location is among those that
             # cover it (the pool's prefix, as it is in depth order), each taking exactly `qty`.
             pool = [c for c in pool if c[0] >= qty]
-            if len(ranking) == 2 and ranking[0] == "fewest_splits" and ranking[1] == "distance":
-                _, loc, _ = min(pool, key=lambda c: (c[2] * qty / qty, ids[c[1]]))
-                return [(loc, qty)]
-        best: tuple[Any, ...] | None = None
+            if by_rank and qty & (qty - 1) == 0:
+                # Scores are then the static criteria times qty / qty, exact for a power of two, so the
+                # static order decides: the smallest rank, the largest -rank.
+                best = max(pool, key=_second)
+                return [(best[2], qty)]
+        best_key: tuple[Any, ...] | None = None
         best_pick = (0, 0)
-        for g, loc, d in pool:
+        for g, _, loc, d in pool:
             take = g if g < qty else qty
             parts: list[Any] = [-take]
             for criterion in ranking:
@@ -283,12 +296,15 @@ def _choose_sorted(
                     parts.append(-(g * take) / take)
             parts.append(ids[loc])
             key = tuple(parts)
-            if best is None or key < best:
-                best = key
+            if best_key is None or key < best_key:
+                best_key = key
                 best_pick = (loc, take)
         return [best_pick]
-    keyed = [((), loc, d, g) for g, loc, d in pool]
+    keyed = [((), loc, d, g) for g, _, loc, d in pool]
     return _search_pool(keyed, sizes, qty, ranking, priority, ids)
+
+
+_second = itemgetter(1)
 
 
 def _key(

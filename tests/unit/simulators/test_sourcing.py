@@ -17,6 +17,8 @@ RANKINGS = (
     ["stock_level", "distance"],
     ["priority", "distance"],
     ["fewest_splits", "stock_level"],
+    ["fewest_splits", "distance", "priority"],
+    ["fewest_splits", "stock_level", "distance"],
 )
 
 
