@@ -185,15 +185,15 @@ class FastSourcing:
                             caps[loc] -= used
                     if low is None:
                         fast = [
-                            (min(row[loc] - floor, c), rank, loc, d)
+                            (g if (g := a - floor) < c else c, rank, loc, d)
                             for loc, d, floor, rank in static.by_key
-                            if row[loc] > floor and (c := caps[loc]) > 0
+                            if (a := row[loc]) > floor and (c := caps[loc]) > 0
                         ]
                     else:
                         fast = [
-                            (min(row[loc] - floor, c), rank, loc, d)
+                            (g if (g := a - floor) < c else c, rank, loc, d)
                             for loc, d, floor, rank in static.by_key
-                            if row[loc] > floor and row[loc] >= low[loc] and (c := caps[loc]) > 0
+                            if (a := row[loc]) > floor and a >= low[loc] and (c := caps[loc]) > 0
                         ]
                 elif low is None:
                     fast = [
@@ -203,9 +203,9 @@ class FastSourcing:
                     ]
                 else:
                     fast = [
-                        (row[loc] - floor, rank, loc, d)
+                        (a - floor, rank, loc, d)
                         for loc, d, floor, rank in static.by_key
-                        if row[loc] > floor and row[loc] >= low[loc]
+                        if (a := row[loc]) > floor and a >= low[loc]
                     ]
                 # giveable first, then -rank: deepest first, equal depths in static order
                 fast.sort(reverse=True)
