@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -267,7 +267,3 @@ def read_events(path: str | Path, start: datetime) -> list[Event]:
             return read_jsonl(handle, start)
     except OSError as exc:
         raise EventLogError(f"cannot read {path}: {exc.strerror}") from exc
-
-
-def iter_orders(events: Iterable[Event]) -> Iterator[Order]:
-    return (event for event in events if isinstance(event, Order))

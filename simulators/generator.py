@@ -63,18 +63,6 @@ def promo_multiplier(world: World, sku: SkuInfo, channel: str, hour: float) -> f
     return best
 
 
-def promo_active(world: World, sku: SkuInfo, hour: float) -> bool:
-    return promo_multiplier_any(world, sku, hour) > 1.0
-
-
-def promo_multiplier_any(world: World, sku: SkuInfo, hour: float) -> float:
-    moment = world.start + timedelta(hours=hour)
-    for promo in world.scenario.promotions:
-        if promo.start <= moment < promo.end and (sku.id in promo.skus or sku.category in promo.categories):
-            return promo.uplift
-    return 1.0
-
-
 class _Zones:
     """Where customers are: around the stores, each store's neighbourhood equally likely."""
 

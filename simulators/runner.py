@@ -659,9 +659,6 @@ class Run:
         hours = self.world.scenario.replenishment.store_lead_time_hours
         self._schedule(at + int(hours * 3600), _ARRIVE, (sku, loc, qty))
 
-    def _open_promotions(self, hour: int) -> int:
-        return sum(1 for s in range(len(self.sku_ids)) if self._promo_any[s][hour])
-
     def _transfers(self, at: int) -> None:
         """Stores that lost sales since the last check ask a same-region store for units."""
         decider = self.policies.get("transfer")

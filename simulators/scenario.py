@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -460,7 +460,3 @@ def load_scenario(path: str | Path) -> Scenario:
     except OSError as exc:
         raise ScenarioError("$", f"cannot read {path}: {exc.strerror}") from exc
     return parse_scenario(text, source=str(path))
-
-
-def hour_start(world: World, hour: int) -> datetime:
-    return world.start + timedelta(hours=hour)
