@@ -116,9 +116,19 @@ class RuleDecider:
         self.memo_hits = 0
         self._results: dict[tuple[Any, ...], Mapping[str, Any]] = {}
         self._converted: dict[tuple[tuple[Any, Any], tuple[Any, ...]], Any] = {}
+        self._pairs = [(p[0], p[1]) for p in self.paths] if all(len(p) == 2 for p in self.paths) else None
 
     def _key(self, facts: Mapping[str, Any]) -> tuple[Any, ...]:
-        values: list[Any] = []
+        if self._pairs is not None:
+            try:
+                # every path is `a.b` and the facts are plain dicts: one subscript pair per fact
+                values = [facts[a][b] for a, b in self._pairs]
+            except (KeyError, TypeError):
+                pass
+            else:
+                if list not in map(type, values):
+                    return tuple(values)
+        values = []
         for path in self.paths:
             node: Any = facts
             try:
