@@ -13,12 +13,14 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
-from service.api import health, master_data, stock
+from service.api import health, master_data, rulesets, stock
 from service.api.deps import dependencies
 from service.api.problems import exception_handlers
 from service.db.engine import create_engine, session_factory
 from service.db.migrate import upgrade
+from service.decisions.log import open_decision_log
 from service.masterdata import MasterDataCache
+from service.rules.registry import start_rules
 from service.services import Services
 from service.settings import Settings, get_settings
 from service.stock import open_store, start_sweeper
@@ -46,6 +48,8 @@ async def start_services(settings: Settings) -> Services:
     )
     services.stock = await open_store(settings)
     services.tasks.append(start_sweeper(services.stock, settings.stock.sweep_interval_seconds))
+    await start_rules(services)
+    services.decision_log = await open_decision_log(sessions)
     return services
 
 
@@ -77,7 +81,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     prometheus = PrometheusConfig(
         app_name="retail_policy", prefix="retail_policy", group_path=True, exclude=["/metrics", "/health"]
     )
-    route_handlers: list[Any] = [health.router, master_data.router, stock.router, MetricsController]
+    route_handlers: list[Any] = [
+        health.router,
+        master_data.router,
+        stock.router,
+        rulesets.router,
+        MetricsController,
+    ]
     return Litestar(
         route_handlers=route_handlers,
         lifespan=[lifespan],

@@ -7,13 +7,8 @@ process with a time limit, so that a ruleset that would hang durable_rules can n
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from service.rules.analysis import analyse
@@ -21,6 +16,7 @@ from service.rules.document import Ruleset, RulesetTest
 from service.rules.evaluation import Evaluator
 from service.rules.limits import limit_problems
 from service.rules.problems import Problem, RuleEvaluationError, RulesetError
+from service.rules.trial import TrialWorker
 
 CHILD_TIMEOUT_SECONDS = 10.0
 
@@ -103,36 +99,17 @@ def run_test(evaluator: Evaluator, test: RulesetTest) -> TestResult:
     return TestResult(test.name, not wrong, evaluator.engine, expected, actual, message)
 
 
-def durable_trial(ruleset: Ruleset, timeout: float = CHILD_TIMEOUT_SECONDS) -> tuple[str, Any]:
-    """("ok", test results) or ("error", reason) from loading the ruleset into durable_rules in a child
-    process (`python -m service.rules.trial`), killed if it has not finished within `timeout` seconds.
+_worker: TrialWorker | None = None
 
-    A fresh interpreter rather than multiprocessing: it never re-imports the server's main module.
+
+def durable_trial(ruleset: Ruleset, timeout: float = CHILD_TIMEOUT_SECONDS) -> tuple[str, Any]:
+    """("ok", test results) or ("error", reason) from loading the ruleset into durable_rules in the
+    trial child process (see `service.rules.trial`), which is killed if it takes over `timeout` seconds.
     """
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = package_root + os.pathsep + env.get("PYTHONPATH", "")
-    request = json.dumps({"text": ruleset.text, "source": ruleset.source})
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "service.rules.trial"],
-            input=request,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return "error", f"durable_rules did not load and test the ruleset within {timeout:.0f} s"
-    if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
-        return "error", f"the durable_rules trial process failed (exit {done.returncode}): {tail[0]}"
-    try:
-        status, payload = json.loads(done.stdout)
-    except ValueError:
-        return "error", "the durable_rules trial process gave no readable answer"
-    return str(status), payload
+    global _worker
+    if _worker is None:
+        _worker = TrialWorker()
+    return _worker.trial(ruleset.text, ruleset.source, timeout)
 
 
 def check_ruleset(ruleset: Ruleset, *, durable_timeout: float = CHILD_TIMEOUT_SECONDS) -> ValidationReport:

@@ -1,32 +1,115 @@
-"""Child-process entry point: load one ruleset into durable_rules and run its embedded tests.
+"""Load rulesets into durable_rules and run their embedded tests, in a child process.
 
-Reads {"text", "source"} as JSON on stdin, writes ["ok", [test results]] or ["error", reason] on stdout.
-Run by `check_ruleset` with a time limit, so a ruleset that hangs durable_rules only hangs this process.
+`check_ruleset` keeps one such child per server process (`TrialWorker`): it reads one JSON request
+{"text", "source"} per line on stdin and answers one line, ["ok", [test results]] or ["error", reason].
+A ruleset that hangs durable_rules (see the engine notes) only hangs the child, which is killed after a
+time limit and replaced; the child is also replaced every `MAX_TRIALS` requests, since durable_rules
+cannot unload a ruleset and each trial adds one.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import select
+import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
 
-from service.rules.checks import run_test
-from service.rules.compiler import compile_ruleset
-from service.rules.document import parse_ruleset
-from service.rules.durable_engine import DurableEvaluator
+MAX_TRIALS = 200
 
 
-def main() -> None:
-    request = json.loads(sys.stdin.read())
+def _answer(request: dict[str, Any]) -> list[object]:
+    from service.rules.checks import run_test
+    from service.rules.compiler import compile_ruleset
+    from service.rules.document import parse_ruleset
+    from service.rules.durable_engine import DurableEvaluator
+
     try:
         ruleset = parse_ruleset(request["text"], request["source"])
         evaluator = compile_ruleset(ruleset, "durable")
         assert isinstance(evaluator, DurableEvaluator)
         evaluator.fallback = False
-        results = [run_test(evaluator, t).to_dict() for t in ruleset.tests]
-        answer: list[object] = ["ok", results]
+        return ["ok", [run_test(evaluator, t).to_dict() for t in ruleset.tests]]
     except Exception as exc:
-        answer = ["error", f"{type(exc).__name__}: {exc}"]
-    sys.stdout.write(json.dumps(answer))
+        return ["error", f"{type(exc).__name__}: {exc}"]
+
+
+def main() -> None:
+    for line in sys.stdin:
+        if line.strip():
+            sys.stdout.write(json.dumps(_answer(json.loads(line))) + "\n")
+            sys.stdout.flush()
+
+
+class TrialWorker:
+    """One long-lived trial child per process; thread-safe; restarted after a timeout or a crash."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[str] | None = None
+        self._trials = 0
+
+    def _start(self) -> subprocess.Popen[str]:
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = package_root + os.pathsep + env.get("PYTHONPATH", "")
+        self._trials = 0
+        return subprocess.Popen(
+            [sys.executable, "-m", "service.rules.trial"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+
+    def _stop(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    def trial(self, text: str, source: str, timeout: float) -> tuple[str, Any]:
+        with self._lock:
+            if self._process is None or self._process.poll() is not None or self._trials >= MAX_TRIALS:
+                self._stop()
+                self._process = self._start()
+            process = self._process
+            assert process.stdin is not None and process.stdout is not None
+            self._trials += 1
+            try:
+                process.stdin.write(json.dumps({"text": text, "source": source}) + "\n")
+                process.stdin.flush()
+            except OSError:
+                self._stop()
+                return "error", "the durable_rules trial process stopped unexpectedly"
+            deadline = time.monotonic() + timeout
+            ready: list[Any] = []
+            while not ready:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    # The child may be stuck inside the C core holding its GIL: only a kill stops it.
+                    self._stop()
+                    return "error", f"durable_rules did not load and test the ruleset within {timeout:g} s"
+                ready, _, _ = select.select([process.stdout], [], [], remaining)
+            line = process.stdout.readline()
+            if not line:
+                self._stop()
+                return "error", f"the durable_rules trial process failed (exit {process.poll()})"
+            try:
+                status, payload = json.loads(line)
+            except ValueError:
+                self._stop()
+                return "error", "the durable_rules trial process gave no readable answer"
+            return str(status), payload
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Every SQL model, imported here so that `Base.metadata` knows all tables."""
 
+from service.db.models.decisions import DecisionEntry
 from service.db.models.foundation import ApiKey, AuditEntry, Item, Location, Promotion
 from service.db.models.rulesets import RulesetGenerationRow, RulesetKindRow, RulesetRow, RulesetVersionRow
 from service.db.models.simulations import SimulationRow
@@ -14,6 +15,7 @@ from service.db.models.stock import (
 __all__ = [
     "ApiKey",
     "AuditEntry",
+    "DecisionEntry",
     "Item",
     "Location",
     "Promotion",

@@ -10,31 +10,17 @@ from typing import Any
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from service.api import rulesets
 from service.app import create_app
 from service.db.engine import create_engine, session_factory
-from service.rules.registry import start_rules
 from service.security.guards import clear_cache
 from service.security.keys import ROLES, create_key
 from service.settings import Settings
 from tests.apiclient import ApiClient
 
 
-def with_rules(app: Litestar) -> Litestar:
-    """Add the ruleset routes and the registry start-up if the app does not wire them itself."""
-    if not any(route.path.startswith("/v1/rulesets") for route in app.routes):
-        app.register(rulesets.router)
-
-    async def _start(app: Litestar) -> None:
-        await start_rules(app.state.services)
-
-    app.on_startup.append(_start)
-    return app
-
-
 def create_rules_app(settings: Settings | None = None) -> Litestar:
-    """App factory for uvicorn (`tests.unit.lifecycle.apps:create_rules_app`)."""
-    return with_rules(create_app(settings))
+    """App factory for uvicorn (`tests.unit.lifecycle.apps:create_rules_app`): the real app."""
+    return create_app(settings)
 
 
 @asynccontextmanager

@@ -1,0 +1,158 @@
+"""Decision endpoints: allocation, availability, reorder (one and scan), transfer, markdown, and the
+decision log by id. Thin: decode, build the context, call the use case, answer its record."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from litestar import Request, Router, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery
+
+from service.api.body import decode_body
+from service.decisions.allocation import decide_allocation
+from service.decisions.approvals import decide_markdown, decide_transfer
+from service.decisions.availability import decide_availability
+from service.decisions.context import DecisionContext, TraceLevel
+from service.decisions.log import SqlDecisionLog, open_decision_log
+from service.decisions.record import DecisionRecord
+from service.decisions.reorder import decide_reorder_one, decide_reorder_scan
+from service.decisions.rules import rules_view
+from service.decisions.schemas import (
+    AllocationRequest,
+    AvailabilityRequest,
+    MarkdownRequest,
+    ReorderRequest,
+    ReorderScanRequest,
+    TransferRequest,
+)
+from service.errors import FieldError, Invalid, NotFound, Unavailable
+from service.rules.registry import start_rules
+from service.security import principal_of, requires
+from service.services import Services
+
+TRACE_LEVELS = ("none", "rules", "full")
+
+
+def _trace(value: str | None) -> TraceLevel:
+    level = value or "rules"
+    if level not in TRACE_LEVELS:
+        raise Invalid(
+            f"trace: expected one of {', '.join(TRACE_LEVELS)}",
+            [FieldError("trace", "expected none, rules or full")],
+        )
+    return cast(TraceLevel, level)
+
+
+_opening = asyncio.Lock()
+
+
+async def open_decisions(services: Services) -> None:
+    """Start-up hook: the rules registry (seeded from the shipped rulesets when the store is empty) and
+    the decision log writer, unless the app opened them already."""
+    async with _opening:
+        if services.rules is None:
+            await start_rules(services)
+        if services.decision_log is None:
+            services.decision_log = await open_decision_log(services.sessions)
+
+
+async def _ensure(services: Services) -> None:
+    if services.rules is None or services.decision_log is None:
+        await open_decisions(services)
+    if services.stock is None:
+        raise Unavailable("no stock store is configured", retry_after=5)
+
+
+async def _context(services: Services, request: Request[Any, Any, Any]) -> DecisionContext:
+    await _ensure(services)
+    return DecisionContext(
+        stock=services.stock,
+        master_data=await services.master_data.get(),
+        rules=rules_view(services.rules),
+        log=services.decision_log,
+        now=datetime.now(UTC),
+        actor=principal_of(request).name,
+        demand=getattr(services.stock, "demand", None),
+    )
+
+
+def _answer(record: DecisionRecord) -> dict[str, Any]:
+    return record.response()
+
+
+@post("/decisions/allocation", guards=[requires("decide")], operation_id="decideAllocation", status_code=200)
+async def allocation(
+    services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
+) -> dict[str, Any]:
+    level = _trace(trace)
+    body = await decode_body(request, AllocationRequest)
+    return _answer(await decide_allocation(await _context(services, request), body, level))
+
+
+@post(
+    "/decisions/availability", guards=[requires("decide")], operation_id="decideAvailability", status_code=200
+)
+async def availability(
+    services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
+) -> dict[str, Any]:
+    level = _trace(trace)
+    body = await decode_body(request, AvailabilityRequest)
+    return _answer(await decide_availability(await _context(services, request), body, level))
+
+
+@post("/decisions/reorder", guards=[requires("decide")], operation_id="decideReorder", status_code=200)
+async def reorder(
+    services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
+) -> dict[str, Any]:
+    level = _trace(trace)
+    body = await decode_body(request, ReorderRequest)
+    return _answer(await decide_reorder_one(await _context(services, request), body, level))
+
+
+@post(
+    "/decisions/reorder/scan", guards=[requires("decide")], operation_id="decideReorderScan", status_code=200
+)
+async def reorder_scan(
+    services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
+) -> dict[str, Any]:
+    level = _trace(trace)
+    body = await decode_body(request, ReorderScanRequest)
+    return _answer(await decide_reorder_scan(await _context(services, request), body, level))
+
+
+@post("/decisions/transfer", guards=[requires("decide")], operation_id="decideTransfer", status_code=200)
+async def transfer(
+    services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
+) -> dict[str, Any]:
+    level = _trace(trace)
+    body = await decode_body(request, TransferRequest)
+    return _answer(await decide_transfer(await _context(services, request), body, level))
+
+
+@post("/decisions/markdown", guards=[requires("decide")], operation_id="decideMarkdown", status_code=200)
+async def markdown(
+    services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
+) -> dict[str, Any]:
+    level = _trace(trace)
+    body = await decode_body(request, MarkdownRequest)
+    return _answer(await decide_markdown(await _context(services, request), body, level))
+
+
+@get("/decisions/{decision_id:str}", guards=[requires("decide", "planner")], operation_id="getDecision")
+async def get_decision(services: NamedDependency[Services], decision_id: FromPath[str]) -> dict[str, Any]:
+    if services.decision_log is None:
+        await open_decisions(services)
+    found = await cast(SqlDecisionLog, services.decision_log).get(decision_id)
+    if found is None:
+        raise NotFound(f"no decision {decision_id}", [FieldError("decision_id", "not found")])
+    return found
+
+
+router = Router(
+    path="/v1",
+    route_handlers=[allocation, availability, reorder, reorder_scan, transfer, markdown, get_decision],
+    tags=["decisions"],
+)

@@ -1,0 +1,221 @@
+"""Allocation decision: evaluate the allocation ruleset on the order, plan with the allocator on live stock,
+and optionally reserve the plan in one atomic step, re-planning on fresh stock when a concurrent order
+took the units first (at most `MAX_REPLANS` times).
+
+Low-stock thresholds come from the availability ruleset for the order's channel, so an allocation never
+takes from a location that channel availability reports as empty. The reservation carries each line's
+floor, so the store refuses a take that would cross it even if stock moved since the plan.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.decisions.availability import ChannelPolicies
+from service.decisions.common import as_builtins, finish, record_from_log, stock_call, to_location
+from service.decisions.context import DecisionContext, TraceLevel, evaluate
+from service.decisions.ids import new_decision_id
+from service.decisions.record import DecisionRecord
+from service.decisions.schemas import AllocationRequest
+from service.domain.allocation import (
+    AllocationPlan,
+    AllocationPolicy,
+    Destination,
+    Fulfillment,
+    OrderLine,
+    allocate,
+    plan_to_dict,
+)
+from service.domain.errors import InvalidInput
+from service.errors import Conflict, FieldError
+from service.stock import ReservationLine, ReservationRequest
+
+MAX_REPLANS = 3
+
+
+def _validate(ctx: DecisionContext, request: AllocationRequest) -> Destination:
+    md = ctx.master_data
+    for i, line in enumerate(request.lines):
+        if line.sku not in md.items:
+            raise InvalidInput(f"lines[{i}].sku", f"unknown sku {line.sku!r}")
+    if request.fulfillment == "pickup":
+        if request.pickup_location is None:
+            raise InvalidInput("pickup_location", "required when fulfillment is pickup")
+        store = md.locations.get(request.pickup_location)
+        if store is None:
+            raise InvalidInput("pickup_location", f"unknown location {request.pickup_location!r}")
+        if request.destination is None:
+            return Destination(store.lat, store.lon, store.region)
+    elif request.pickup_location is not None:
+        raise InvalidInput("pickup_location", "only allowed when fulfillment is pickup")
+    if request.destination is None:
+        raise InvalidInput("destination", f"required when fulfillment is {request.fulfillment}")
+    d = request.destination
+    return Destination(d.lat, d.lon, d.region)
+
+
+def _facts(ctx: DecisionContext, request: AllocationRequest, destination: Destination) -> dict[str, Any]:
+    md = ctx.master_data
+    promo = any(md.active_promotions(line.sku, ctx.now, channel=request.channel) for line in request.lines)
+    return {
+        "order": {
+            "channel": request.channel,
+            "fulfillment": request.fulfillment,
+            "region": destination.region,
+            "value": round(sum(md.items[line.sku].price * line.qty for line in request.lines), 2),
+            "line_count": len(request.lines),
+            "units": sum(line.qty for line in request.lines),
+        },
+        "promo": {"active": promo},
+        "customer": {"tier": request.customer.tier if request.customer else "standard"},
+    }
+
+
+def _policy_view(policy: AllocationPolicy) -> dict[str, Any]:
+    return {
+        "eligible_location_types": sorted(policy.eligible_location_types),
+        "floors": dict(policy.floors),
+        "ranking": list(policy.effective_ranking),
+        "max_splits": policy.max_splits,
+        "max_distance_km": policy.max_distance_km,
+        "allow_partial": policy.allow_partial,
+        "reservation_ttl_seconds": policy.reservation_ttl_seconds,
+    }
+
+
+def _reservation_lines(
+    plan: AllocationPlan, policy: AllocationPolicy, types: dict[str, str]
+) -> list[ReservationLine]:
+    merged: dict[tuple[str, str], int] = {}
+    for line in plan.lines:
+        for pick in line.picks:
+            merged[(line.sku, pick.location)] = merged.get((line.sku, pick.location), 0) + pick.qty
+    return [
+        ReservationLine(sku, location, qty, policy.floor_for(types[location]))
+        for (sku, location), qty in merged.items()
+    ]
+
+
+async def decide_allocation(
+    ctx: DecisionContext, request: AllocationRequest, trace: TraceLevel = "rules"
+) -> DecisionRecord:
+    destination = _validate(ctx, request)
+    if request.reserve and request.idempotency_key is not None:
+        prior = await ctx.log.find_by_idempotency_key("allocation", request.idempotency_key)
+        if prior is not None:
+            if prior["request"] != as_builtins(request):
+                raise Conflict(
+                    "the idempotency key was already used with another order",
+                    [FieldError("idempotency_key", "already used with another request body")],
+                    title="Idempotency key reused",
+                )
+            return record_from_log(prior)
+    decision_id = new_decision_id()
+    md = ctx.master_data
+    facts = _facts(ctx, request, destination)
+    evaluated, shadow = evaluate(ctx, "allocation", facts, trace)
+    policy = AllocationPolicy.from_result(evaluated.evaluation.result)
+    fulfillment = Fulfillment(request.fulfillment, request.pickup_location)
+    locations = [to_location(r) for r in md.locations.values()]
+    types = {r.id: r.type for r in md.locations.values()}
+    skus = list(dict.fromkeys(line.sku for line in request.lines))
+    channel = ChannelPolicies(ctx, request.channel, "none")
+    # thresholds matter only where the allocation ruleset lets the channel take stock
+    eligible = [loc for loc in md.locations.values() if loc.type in policy.eligible_location_types]
+    thresholds = {
+        sku: {loc.id: channel.policy(md.items[sku], loc).low_stock_threshold for loc in eligible}
+        for sku in skus
+    }
+    lines = [OrderLine(line.sku, line.qty) for line in request.lines]
+    rules_ms = ctx.elapsed_ms()
+    reservation: dict[str, Any] | None = None
+    replans = 0
+    reserve_failed: str | None = None
+    while True:
+        levels = await stock_call(ctx.stock.get_levels(skus))
+        stock = {sku: {loc: lv.available for loc, lv in levels.get(sku, {}).items()} for sku in skus}
+        plan = allocate(
+            lines,
+            locations,
+            stock,
+            policy,
+            fulfillment,
+            destination,
+            low_stock_thresholds=thresholds,
+            explain=trace == "full",
+        )
+        if not request.reserve or plan.splits == 0:
+            break
+        key = request.idempotency_key or decision_id
+        result = await stock_call(
+            ctx.stock.reserve(
+                ReservationRequest(
+                    order_id=request.order_id,
+                    channel=request.channel,
+                    # each re-plan is a different body, so it needs its own key
+                    idempotency_key=key if replans == 0 else f"{key}#replan-{replans}",
+                    lines=tuple(_reservation_lines(plan, policy, types)),
+                    ttl_seconds=policy.reservation_ttl_seconds,
+                    allow_partial=False,
+                )
+            )
+        )
+        if result.reservation is not None and not result.short:
+            held = result.reservation
+            reservation = {
+                "id": held.id,
+                "status": held.status,
+                "expires_at": held.expires_at.isoformat(),
+                "lines": [{"sku": r.sku, "location": r.location, "qty": r.qty} for r in held.lines],
+            }
+            break
+        if result.reservation is not None:
+            await stock_call(ctx.stock.release(result.reservation.id))
+        if replans >= MAX_REPLANS:
+            reserve_failed = f"stock moved under concurrent orders; gave up after {replans} re-plans"
+            break
+        replans += 1
+    view = plan_to_dict(plan, with_candidates=False)
+    status = "allocated" if plan.complete else ("partial" if plan.splits else "unallocated")
+    if reserve_failed is not None:
+        status = "unreserved"
+    decision: dict[str, Any] = {
+        "order_id": request.order_id,
+        "channel": request.channel,
+        "fulfillment": request.fulfillment,
+        "status": status,
+        "lines": view["lines"],
+        "splits": view["splits"],
+        "unallocated": plan.unallocated,
+        "reason": evaluated.evaluation.result.get("reason"),
+        "reservation": reservation,
+        "replans": replans,
+    }
+    if reserve_failed is not None:
+        decision["reserve_failed"] = reserve_failed
+    trace_out: dict[str, Any] | None = None
+    if trace != "none":
+        trace_out = {"rules": evaluated.evaluation.trace, "facts": facts, "policy": _policy_view(policy)}
+        if trace == "full":
+            full = plan_to_dict(plan, with_candidates=True)
+            trace_out["candidates"] = [
+                {
+                    "sku": line["sku"],
+                    "combinations_searched": line["combinations_searched"],
+                    "locations": line["candidates"],
+                }
+                for line in full["lines"]
+            ]
+    return await finish(
+        ctx,
+        decision_id=decision_id,
+        kind="allocation",
+        request=request,
+        decision=decision,
+        evaluated=evaluated,
+        trace=trace_out,
+        shadow=shadow,
+        timings={"rules_ms": rules_ms, "engine_us": round(evaluated.evaluation.elapsed_us, 1)},
+        subject=request.order_id,
+        idempotency_key=request.idempotency_key if request.reserve else None,
+    )

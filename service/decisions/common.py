@@ -1,0 +1,100 @@
+"""Helpers the five use cases share: building the record, reading master data, mapping stock errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import msgspec
+
+from service.decisions.context import DecisionContext
+from service.decisions.record import DecisionRecord
+from service.domain.allocation import Location
+from service.errors import Conflict, FieldError, Unavailable
+from service.masterdata import LocationRecord
+from service.stock import IdempotencyConflict, StockUnavailable
+
+T = TypeVar("T")
+
+
+def to_location(record: LocationRecord) -> Location:
+    return Location(
+        record.id,
+        record.type,
+        record.region,
+        record.lat,
+        record.lon,
+        frozenset(record.capabilities),
+        record.daily_capacity,
+        record.priority,
+    )
+
+
+async def stock_call(call: Awaitable[T]) -> T:
+    """Await a stock store call, turning its errors into the service's own."""
+    try:
+        return await call
+    except StockUnavailable as exc:
+        raise Unavailable(f"stock store unavailable: {exc}", exc.retry_after) from exc
+    except IdempotencyConflict as exc:
+        raise Conflict(
+            "the idempotency key was already used with another request",
+            [FieldError("idempotency_key", str(exc) or "already used with another request")],
+            title="Idempotency key reused",
+        ) from exc
+
+
+def as_builtins(value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = msgspec.to_builtins(value)
+    return out
+
+
+async def finish(
+    ctx: DecisionContext,
+    *,
+    decision_id: str,
+    kind: str,
+    request: Any,
+    decision: dict[str, Any],
+    evaluated: Any,
+    trace: dict[str, Any] | None,
+    shadow: dict[str, Any] | None,
+    timings: dict[str, float],
+    subject: str | None = None,
+    idempotency_key: str | None = None,
+) -> DecisionRecord:
+    """Build the record, log it (waiting if the log's queue is full) and return it."""
+    timings = {**timings, "total_ms": ctx.elapsed_ms()}
+    record = DecisionRecord(
+        id=decision_id,
+        kind=kind,
+        created_at=ctx.now,
+        request=as_builtins(request),
+        decision=decision,
+        ruleset=evaluated.ruleset_ref(),
+        trace=trace,
+        timings=timings,
+        shadow=shadow,
+        subject=subject,
+        idempotency_key=idempotency_key,
+        actor=ctx.actor,
+    )
+    await ctx.log.record(record)
+    return record
+
+
+def record_from_log(logged: dict[str, Any]) -> DecisionRecord:
+    """A logged decision answered again (an idempotent replay), marked as such."""
+    return DecisionRecord(
+        id=logged["decision_id"],
+        kind=logged["kind"],
+        created_at=datetime.fromisoformat(logged["created_at"]),
+        request=logged["request"],
+        decision=logged["decision"],
+        ruleset=logged["ruleset"],
+        trace=logged.get("trace"),
+        timings=logged.get("timings") or {},
+        shadow=logged.get("shadow"),
+        extra={"replayed": True},
+    )

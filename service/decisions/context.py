@@ -1,0 +1,65 @@
+"""What a decision use case needs from the outside world, passed in explicitly.
+
+The API builds one per request from the app's services; the simulator builds its own with an isolated
+stock store and a log that keeps nothing, so a simulated decision runs exactly the production code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from service.decisions.log import DecisionSink
+from service.decisions.rules import RulesView
+from service.errors import Unavailable
+from service.masterdata import MasterData
+from service.stock import StockStore
+
+TraceLevel = Literal["none", "rules", "full"]
+
+
+class DemandSource(Protocol):
+    """Exponentially weighted daily demand rates, by (sku, location), for those it knows."""
+
+    async def rates(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], float]: ...
+
+
+@dataclass
+class DecisionContext:
+    stock: StockStore
+    master_data: MasterData
+    rules: RulesView
+    log: DecisionSink
+    now: datetime
+    actor: str | None = None
+    demand: DemandSource | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def active(self, kind: str) -> Any:
+        ruleset = self.rules.active(kind)
+        if ruleset is None:
+            raise Unavailable(f"no active {kind} ruleset is loaded", retry_after=5)
+        return ruleset
+
+    def elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 3)
+
+
+def evaluate(
+    ctx: DecisionContext, kind: str, facts: Mapping[str, Any], trace: TraceLevel
+) -> tuple[Any, dict[str, Any] | None]:
+    """Evaluate the active ruleset of `kind` (and its shadow, whose differences are only recorded)."""
+    ruleset = ctx.active(kind)
+    evaluated = ruleset.evaluate(facts, trace)
+    shadow = ruleset.shadow_evaluate(facts, evaluated)
+    return evaluated, None if shadow is None else shadow.to_dict()
+
+
+def rules_trace(evaluated: Any, trace: TraceLevel) -> dict[str, Any] | None:
+    if trace == "none":
+        return None
+    rules: dict[str, Any] = evaluated.evaluation.trace or {}
+    return {"rules": rules}

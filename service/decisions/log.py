@@ -1,0 +1,175 @@
+"""The decision log writer: decisions are queued in memory and written to SQL in batches by one task.
+
+The queue is bounded: when it is full, `record` waits for room (requests slow down), it never drops a
+decision. A failed write is retried with back-off, keeping the batch. `close` flushes what is queued.
+Decisions still queued are readable from this process through `get`, so a decision can be fetched by id
+as soon as it has been answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.db.models.decisions import DecisionEntry
+from service.decisions.record import DecisionRecord
+
+log = logging.getLogger(__name__)
+
+
+class DecisionSink(Protocol):
+    """Where the use cases send each decision; the simulator passes one that keeps nothing."""
+
+    async def record(self, record: DecisionRecord) -> None: ...
+
+    async def find_by_idempotency_key(self, kind: str, key: str) -> dict[str, Any] | None: ...
+
+
+class NullDecisionLog:
+    """Keeps nothing (in-process replays that must not fill the production log)."""
+
+    async def record(self, record: DecisionRecord) -> None:
+        return None
+
+    async def find_by_idempotency_key(self, kind: str, key: str) -> dict[str, Any] | None:
+        return None
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite returns naive datetimes; every stored time is UTC
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def entry_to_dict(row: DecisionEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "decision_id": row.id,
+        "kind": row.kind,
+        "created_at": _aware(row.created_at).isoformat(),
+        "decision": row.decision,
+        "ruleset": {"name": row.ruleset_name, "version": row.ruleset_version, "sha256": row.ruleset_sha256},
+        "trace": row.trace,
+        "timings": row.timings,
+        "request": row.request,
+    }
+    if row.shadow is not None:
+        out["shadow"] = row.shadow
+    if row.actor is not None:
+        out["actor"] = row.actor
+    return out
+
+
+class SqlDecisionLog:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        max_queue: int = 10_000,
+        batch_size: int = 500,
+        close_timeout_seconds: float = 30.0,
+    ) -> None:
+        self._sessions = sessions
+        self._queue: asyncio.Queue[DecisionRecord] = asyncio.Queue(max_queue)
+        self._batch_size = batch_size
+        self._close_timeout = close_timeout_seconds
+        self._pending: dict[str, DecisionRecord] = {}
+        self._pending_keys: dict[tuple[str, str], DecisionRecord] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.written = 0
+        self.recorded = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="decision-log-writer")
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    async def record(self, record: DecisionRecord) -> None:
+        self.recorded += 1
+        self._pending[record.id] = record
+        if record.idempotency_key is not None:
+            self._pending_keys[(record.kind, record.idempotency_key)] = record
+        await self._queue.put(record)  # waits while the queue is full: slower, never lossy
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            while len(batch) < self._batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._write(batch)
+            for record in batch:
+                self._pending.pop(record.id, None)
+                if record.idempotency_key is not None:
+                    self._pending_keys.pop((record.kind, record.idempotency_key), None)
+                self._queue.task_done()
+
+    async def _write(self, batch: list[DecisionRecord]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                async with self._sessions() as session, session.begin():
+                    await session.execute(insert(DecisionEntry), [r.row() for r in batch])
+                self.written += len(batch)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database may be briefly away; keep the batch and try again
+                log.exception("writing %d decisions failed; retrying in %.2fs", len(batch), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def flush(self) -> None:
+        """Wait until every decision queued so far is written."""
+        if self._task is None:
+            self.start()
+        await self._queue.join()
+
+    async def close(self) -> None:
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(self._queue.join(), self._close_timeout)
+        except TimeoutError:
+            log.error("decision log closed with %d decisions unwritten", self._queue.qsize())
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def get(self, decision_id: str) -> dict[str, Any] | None:
+        pending = self._pending.get(decision_id)
+        if pending is not None:
+            return pending.logged()
+        async with self._sessions() as session:
+            row = await session.get(DecisionEntry, decision_id)
+            return None if row is None else entry_to_dict(row)
+
+    async def find_by_idempotency_key(self, kind: str, key: str) -> dict[str, Any] | None:
+        pending = self._pending_keys.get((kind, key))
+        if pending is not None:
+            return pending.logged()
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    select(DecisionEntry)
+                    .where(DecisionEntry.kind == kind, DecisionEntry.idempotency_key == key)
+                    .order_by(DecisionEntry.created_at)
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+            return None if row is None else entry_to_dict(row)
+
+
+async def open_decision_log(sessions: async_sessionmaker[AsyncSession], **options: Any) -> SqlDecisionLog:
+    """App start-up hook: the writer, started; `close()` at shutdown flushes it."""
+    writer = SqlDecisionLog(sessions, **options)
+    writer.start()
+    return writer

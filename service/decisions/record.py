@@ -1,0 +1,67 @@
+"""A decision as answered and as logged: id, kind, the decision itself, the ruleset version, trace, timings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    id: str
+    kind: str
+    created_at: datetime
+    request: dict[str, Any]
+    decision: dict[str, Any]
+    ruleset: dict[str, Any]
+    trace: dict[str, Any] | None
+    timings: dict[str, float]
+    shadow: dict[str, Any] | None = None
+    subject: str | None = None
+    idempotency_key: str | None = None
+    actor: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def response(self) -> dict[str, Any]:
+        """The body a decision endpoint answers with."""
+        out: dict[str, Any] = {
+            "decision_id": self.id,
+            "kind": self.kind,
+            "created_at": self.created_at.isoformat(),
+            "decision": self.decision,
+            "ruleset": self.ruleset,
+            "trace": self.trace,
+            "timings": self.timings,
+        }
+        if self.shadow is not None:
+            out["shadow"] = self.shadow
+        out.update(self.extra)
+        return out
+
+    def logged(self) -> dict[str, Any]:
+        """The body `GET /v1/decisions/{id}` answers with: the response plus the request."""
+        out = self.response()
+        out["request"] = self.request
+        if self.actor is not None:
+            out["actor"] = self.actor
+        return out
+
+    def row(self) -> dict[str, Any]:
+        """Column values of the decision log table."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "created_at": self.created_at,
+            "subject": self.subject,
+            "idempotency_key": self.idempotency_key,
+            "actor": self.actor,
+            "ruleset_name": str(self.ruleset.get("name", "")),
+            "ruleset_version": int(self.ruleset.get("version", 0)),
+            "ruleset_sha256": str(self.ruleset.get("sha256", "")),
+            "request": self.request,
+            "decision": self.decision,
+            "trace": self.trace,
+            "shadow": self.shadow,
+            "timings": self.timings,
+        }

@@ -1,0 +1,104 @@
+"""How a decision finds the active ruleset of its kind.
+
+The registry of published rulesets (`service.rules.registry`) answers `snapshot().active(kind)`. Until a
+process has one, `FileRulesets` serves the shipped files under `rulesets/<kind>/` as version 0 through the
+same small interface, so the decisions do not care which one they get.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from service.rules import Evaluation, Evaluator, compile_ruleset, parse_ruleset, ruleset_sha256
+from service.rules.evaluation import TraceLevel
+
+
+class Evaluated(Protocol):
+    @property
+    def evaluation(self) -> Evaluation: ...
+
+    def ruleset_ref(self) -> dict[str, Any]: ...
+
+
+class ShadowOutcome(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class ActiveRules(Protocol):
+    """One active ruleset: evaluate the facts, and its shadow version if one runs."""
+
+    def evaluate(self, facts: Mapping[str, Any], trace: TraceLevel = "rules") -> Any: ...
+
+    def shadow_evaluate(self, facts: Mapping[str, Any], active: Any = None) -> Any: ...
+
+
+class RulesView(Protocol):
+    def active(self, kind: str, name: str | None = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class FileEvaluation:
+    name: str
+    version: int
+    sha256: str
+    evaluation: Evaluation
+
+    def ruleset_ref(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class FileRuleset:
+    name: str
+    kind: str
+    sha256: str
+    evaluator: Evaluator
+    version: int = 0
+
+    def evaluate(self, facts: Mapping[str, Any], trace: TraceLevel = "rules") -> FileEvaluation:
+        return FileEvaluation(self.name, self.version, self.sha256, self.evaluator.evaluate(facts, trace))
+
+    def shadow_evaluate(self, facts: Mapping[str, Any], active: Any = None) -> None:
+        return None
+
+
+class FileRulesets:
+    """The first YAML file (by name) of each kind folder, compiled for one engine."""
+
+    def __init__(self, directory: Path, engine: str = "python") -> None:
+        self._by_kind: dict[str, FileRuleset] = {}
+        for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
+            files = sorted(folder.glob("*.yaml"))
+            if not files:
+                continue
+            ruleset = parse_ruleset(files[0].read_text(), str(files[0]))
+            self._by_kind[ruleset.kind] = FileRuleset(
+                ruleset.name,
+                ruleset.kind,
+                ruleset_sha256(ruleset),
+                compile_ruleset(ruleset, engine),  # type: ignore[arg-type]
+            )
+
+    def active(self, kind: str, name: str | None = None) -> FileRuleset | None:
+        found = self._by_kind.get(kind)
+        if found is None or (name is not None and found.name != name):
+            return None
+        return found
+
+    def snapshot(self) -> FileRulesets:
+        return self
+
+    async def close(self) -> None:
+        return None
+
+
+def rules_view(rules: Any) -> RulesView:
+    """The view a request evaluates against: a registry's current snapshot, taken once per request."""
+    snapshot = getattr(rules, "snapshot", None)
+    if snapshot is None:
+        raise RuntimeError("no ruleset registry is configured")
+    view: RulesView = snapshot()
+    return view

@@ -1,0 +1,164 @@
+"""POST /v1/decisions/allocation on the real app, SQL stock, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.api.decisions_fixtures import NORTH, DecisionsApi, decisions_api
+
+
+@pytest.fixture
+async def dapi(database_url: str) -> AsyncIterator[DecisionsApi]:
+    async with decisions_api(database_url) as api:
+        yield api
+
+
+def order(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "order_id": "o-1",
+        "channel": "ecommerce",
+        "fulfillment": "ship",
+        "destination": NORTH,
+        "lines": [{"sku": "TEE-001", "qty": 2}],
+    }
+    body.update(overrides)
+    return body
+
+
+async def test_an_order_is_allocated_with_id_kind_ruleset_trace_and_timings(dapi: DecisionsApi) -> None:
+    response = await dapi.post("allocation", order())
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert uuid.UUID(body["decision_id"]).version == 7
+    assert body["kind"] == "allocation"
+    assert body["ruleset"]["name"] == "channel-priority" and len(body["ruleset"]["sha256"]) == 64
+    assert body["ruleset"]["version"] == 1
+    assert body["decision"]["status"] == "allocated"
+    assert body["decision"]["lines"][0]["allocations"] == [{"location": "store-leeds", "qty": 2}]
+    assert body["trace"]["rules"]["matched"][0]["rule"] == "baseline"
+    assert "total_ms" in body["timings"]
+
+
+async def test_a_marketplace_order_takes_only_dc_stock_above_its_floor(dapi: DecisionsApi) -> None:
+    response = await dapi.post(
+        "allocation", order(channel="marketplace", lines=[{"sku": "TEE-001", "qty": 20}])
+    )
+    decision = response.json()["decision"]
+    # Manchester holds 30 with a floor of 10: exactly 20 may go
+    assert decision["lines"][0]["allocations"] == [{"location": "dc-manchester", "qty": 20}]
+
+
+async def test_a_marketplace_order_beyond_the_dc_floor_gets_nothing(dapi: DecisionsApi) -> None:
+    response = await dapi.post(
+        "allocation", order(channel="marketplace", lines=[{"sku": "TEE-001", "qty": 21}])
+    )
+    decision = response.json()["decision"]
+    assert decision["status"] == "unallocated"
+    assert decision["unallocated"] == 21
+
+
+async def test_the_full_trace_lists_every_candidate_with_a_score_or_a_reason(dapi: DecisionsApi) -> None:
+    response = await dapi.post("allocation", order(channel="marketplace"), trace="full")
+    candidates = {c["location"]: c for c in response.json()["trace"]["candidates"][0]["locations"]}
+    assert set(candidates) == {"dc-manchester", "dc-london", "store-leeds", "store-york", "dark-camden"}
+    assert candidates["store-leeds"]["reason"] == "ineligible_type"
+    assert "score" in candidates["dc-manchester"]
+
+
+async def test_the_rules_trace_leaves_candidates_out(dapi: DecisionsApi) -> None:
+    response = await dapi.post("allocation", order())
+    assert "candidates" not in response.json()["trace"]
+
+
+async def test_trace_none_answers_without_a_trace(dapi: DecisionsApi) -> None:
+    response = await dapi.post("allocation", order(), trace="none")
+    assert response.json()["trace"] is None
+
+
+async def test_a_pickup_order_uses_only_the_pickup_store(dapi: DecisionsApi) -> None:
+    body = order(fulfillment="pickup", pickup_location="store-york", destination=None)
+    body.pop("destination")
+    response = await dapi.post("allocation", {**body, "lines": [{"sku": "TEE-001", "qty": 1}]})
+    assert response.json()["decision"]["lines"][0]["allocations"] == [{"location": "store-york", "qty": 1}]
+
+
+async def test_reserving_holds_the_allocated_units(dapi: DecisionsApi) -> None:
+    response = await dapi.post("allocation", order(reserve=True, idempotency_key="k-1"))
+    decision = response.json()["decision"]
+    assert decision["reservation"]["status"] == "held"
+    levels = await dapi.levels(["TEE-001"])
+    assert levels["TEE-001"]["store-leeds"].reserved == 2
+
+
+async def test_the_same_idempotency_key_replays_the_same_decision(dapi: DecisionsApi) -> None:
+    first = (await dapi.post("allocation", order(reserve=True, idempotency_key="k-2"))).json()
+    second = (await dapi.post("allocation", order(reserve=True, idempotency_key="k-2"))).json()
+    assert second["decision_id"] == first["decision_id"]
+    assert second["replayed"] is True
+    levels = await dapi.levels(["TEE-001"])
+    assert levels["TEE-001"]["store-leeds"].reserved == 2
+
+
+async def test_an_idempotency_key_reused_with_another_order_is_a_conflict(dapi: DecisionsApi) -> None:
+    await dapi.post("allocation", order(reserve=True, idempotency_key="k-3"))
+    response = await dapi.post("allocation", order(reserve=True, idempotency_key="k-3", order_id="o-2"))
+    assert response.status_code == 409
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_an_unknown_sku_is_422_naming_the_line_and_nothing_is_logged_or_reserved(
+    dapi: DecisionsApi,
+) -> None:
+    before = dapi.recorded()
+    response = await dapi.post(
+        "allocation", order(reserve=True, lines=[{"sku": "TEE-001", "qty": 1}, {"sku": "NOPE", "qty": 1}])
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["errors"][0]["field"] == "lines[1].sku"
+    assert dapi.recorded() == before
+    levels = await dapi.levels(["TEE-001"])
+    assert all(level.reserved == 0 for level in levels["TEE-001"].values())
+
+
+async def test_a_zero_quantity_is_422_naming_the_field(dapi: DecisionsApi) -> None:
+    response = await dapi.post("allocation", order(lines=[{"sku": "TEE-001", "qty": 0}]))
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "lines[0].qty"
+
+
+async def test_ship_without_a_destination_is_422(dapi: DecisionsApi) -> None:
+    body = order()
+    body.pop("destination")
+    response = await dapi.post("allocation", body)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "destination"
+
+
+async def test_an_unknown_trace_level_is_422(dapi: DecisionsApi) -> None:
+    response = await dapi.post("allocation", order(), trace="everything")
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "trace"
+
+
+async def test_a_key_without_the_decide_role_is_refused(dapi: DecisionsApi) -> None:
+    response = await dapi.post("allocation", order(), role="planner")
+    assert response.status_code == 403
+
+
+async def test_the_decision_is_fetched_by_id_with_its_request(dapi: DecisionsApi) -> None:
+    answered = (await dapi.post("allocation", order())).json()
+    response = await dapi.client.as_("decide").get(f"/v1/decisions/{answered['decision_id']}")
+    assert response.status_code == 200
+    logged = response.json()
+    assert logged["decision"] == answered["decision"]
+    assert logged["request"]["order_id"] == "o-1"
+
+
+async def test_an_unknown_decision_id_is_404(dapi: DecisionsApi) -> None:
+    response = await dapi.client.as_("decide").get("/v1/decisions/0190d4a0-0000-7000-8000-000000000000")
+    assert response.status_code == 404

@@ -1,0 +1,299 @@
+"""Decision endpoint throughput as ratios over bare Litestar endpoints on the same server, in one run:
+
+- allocation with reserve (3 lines, 20 candidate locations, Redis stock) over a bare endpoint doing one
+  EVALSHA (goal: at least 0.5);
+- availability for 10 SKUs over a bare endpoint that decodes and encodes the same bodies (goal: 0.5);
+- allocation p99 latency at half of its measured maximum rate (open loop, latency from the scheduled send);
+- the reorder scan's sku-locations per second over 10,000 sku-locations in one request.
+
+One uvicorn worker serves the real app (SQLite decision log and journal, Redis stock on database 4 unless
+BENCH_REDIS_URL says otherwise, durable_rules engine); the load comes from a small keep-alive HTTP/1.1
+client in this process. Run: `make bench` (or `python -m pytest tests/benchmarks/bench_decisions.py -s
+-o python_files='bench_*.py'`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from service.db.engine import create_engine, session_factory
+from service.db.migrate import upgrade
+from service.security.keys import create_key
+from service.settings import DatabaseSettings
+from tests.services import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/4")
+SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
+CONNECTIONS = 16
+LOCATIONS = 20
+SCAN_SKUS = 500  # x 20 locations = 10,000 sku-locations
+
+
+def locations() -> list[dict[str, Any]]:
+    out = []
+    for i in range(LOCATIONS):
+        kind = "dc" if i < 4 else "store"
+        out.append(
+            {
+                "id": f"L{i:02d}",
+                "type": kind,
+                "region": "north" if i % 2 else "south",
+                "lat": 50.5 + (i % 5) * 0.8,
+                "lon": -3.5 + (i // 5) * 0.9,
+                "capabilities": ["ship_from_store", "pickup"] if kind == "store" else [],
+                "priority": 1 if kind == "dc" else 2,
+            }
+        )
+    return out
+
+
+def items() -> list[dict[str, Any]]:
+    hot = [
+        {
+            "sku": f"HOT-{i}",
+            "category": "apparel",
+            "price": 20.0,
+            "cost": 8.0,
+            "case_pack": 6,
+            "lead_time_days": 5,
+        }
+        for i in range(10)
+    ]
+    scan = [
+        {
+            "sku": f"SCAN-{i:04d}",
+            "category": "grocery",
+            "price": 3.0,
+            "cost": 1.0,
+            "case_pack": 12,
+            "lead_time_days": 3,
+        }
+        for i in range(SCAN_SKUS)
+    ]
+    return hot + scan
+
+
+def stock_rows() -> list[dict[str, Any]]:
+    rows = [
+        {"sku": f"HOT-{i}", "location": f"L{j:02d}", "sellable": 50_000}
+        for i in range(10)
+        for j in range(LOCATIONS)
+    ]
+    rows += [
+        {"sku": f"SCAN-{i:04d}", "location": f"L{j:02d}", "sellable": (i * 7 + j * 13) % 60}
+        for i in range(SCAN_SKUS)
+        for j in range(LOCATIONS)
+    ]
+    return rows
+
+
+def request_bytes(path: str, body: bytes, key: str) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes) -> int:
+    writer.write(data)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    return status
+
+
+async def closed_loop(port: int, make: Callable[[int], bytes], seconds: float) -> float:
+    """Requests per second with CONNECTIONS connections each sending back to back."""
+    counter = iter(range(10**9))
+    done = 0
+    errors = 0
+
+    async def worker() -> None:
+        nonlocal done, errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            status = await _exchange(reader, writer, make(next(counter)))
+            done += 1
+            errors += status != 200
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
+    elapsed = time.perf_counter() - start
+    assert errors == 0, f"{errors} requests failed"
+    return done / elapsed
+
+
+async def open_loop(port: int, make: Callable[[int], bytes], rate: float, seconds: float) -> list[float]:
+    """Latencies (ms, from each request's scheduled time) at a fixed offered rate."""
+    latencies: list[float] = []
+    interval = CONNECTIONS / rate
+    counter = iter(range(10**9))
+
+    async def worker(offset: float) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        start = time.perf_counter() + offset
+        n = 0
+        while True:
+            scheduled = start + n * interval
+            if scheduled > start + seconds:
+                break
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await _exchange(reader, writer, make(next(counter)))
+            latencies.append((time.perf_counter() - scheduled) * 1000)
+            n += 1
+        writer.close()
+
+    await asyncio.gather(*(worker(i * interval / CONNECTIONS) for i in range(CONNECTIONS)))
+    return latencies
+
+
+def start_server(tmp: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    log = open(tmp / "server.log", "wb")  # noqa: SIM115 (the process owns it until the end)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "benchmarks" / "decisions_server.py"), str(port)],
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError((tmp / "server.log").read_text())
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code == 200:
+                return process, port
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("server did not start:\n" + (tmp / "server.log").read_text())
+        time.sleep(0.2)
+
+
+async def measure(tmp: Path) -> dict[str, Any]:
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    database_url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
+    engine = create_engine(DatabaseSettings(url=database_url))
+    await upgrade(engine)
+    key = await create_key(session_factory(engine), "bench", ["decide", "stock"])
+    await engine.dispose()
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "STOCK_BACKEND": "redis",
+        "RULES_ENGINE": "durable",
+        "RULESETS_DIR": str(ROOT / "rulesets"),
+        "AUTO_MIGRATE": "0",
+    }
+    process, port = start_server(tmp, env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as client:
+            for path, rows in (("/v1/locations", locations()), ("/v1/items", items())):
+                assert (await client.put(path, json=rows)).status_code == 200
+            rows = stock_rows()
+            for i in range(0, len(rows), 2000):
+                response = await client.put("/v1/stock", json=rows[i : i + 2000])
+                assert response.status_code == 200, response.text
+
+            def allocation(n: int) -> bytes:
+                body = {
+                    "order_id": f"o-{n}",
+                    "channel": "ecommerce",
+                    "fulfillment": "ship",
+                    "destination": {
+                        "lat": 51.5 + (n % 7) * 0.3,
+                        "lon": -1.0 - (n % 5) * 0.4,
+                        "region": "south",
+                    },
+                    "lines": [{"sku": f"HOT-{(n + k) % 10}", "qty": 1 + k} for k in range(3)],
+                    "reserve": True,
+                    "idempotency_key": f"bench-{n}",
+                }
+                return request_bytes("/v1/decisions/allocation?trace=none", json.dumps(body).encode(), key)
+
+            evalsha_body = json.dumps({"order_id": "o", "lines": [{"sku": "HOT-1", "qty": 1}]}).encode()
+            avail_body = json.dumps(
+                {"channel": "ecommerce", "skus": [f"HOT-{i}" for i in range(10)]}
+            ).encode()
+            evalsha = request_bytes("/bare/evalsha", evalsha_body, key)
+            bare_avail = request_bytes("/bare/availability", avail_body, key)
+            real_avail = request_bytes("/v1/decisions/availability?trace=none", avail_body, key)
+            # warm both paths (compiled rulesets, scripts, pools, master data cache)
+            await closed_loop(port, allocation, 1.0)
+            await closed_loop(port, lambda n: real_avail, 1.0)
+            await closed_loop(port, lambda n: evalsha, 1.0)
+            bare_evalsha_rps = await closed_loop(port, lambda n: evalsha, SECONDS)
+            allocation_rps = await closed_loop(port, lambda n: allocation(10**6 + n), SECONDS)
+            bare_avail_rps = await closed_loop(port, lambda n: bare_avail, SECONDS)
+            avail_rps = await closed_loop(port, lambda n: real_avail, SECONDS)
+            latencies = await open_loop(
+                port, lambda n: allocation(2 * 10**6 + n), allocation_rps / 2, SECONDS
+            )
+            scan_start = time.perf_counter()
+            scan = await client.post(
+                "/v1/decisions/reorder/scan?trace=none",
+                json={"categories": ["grocery"], "default_daily_rate": 1.5},
+            )
+            scan_seconds = time.perf_counter() - scan_start
+            assert scan.status_code == 200, scan.text
+            scanned = scan.json()["decision"]["summary"]["scanned"]
+    finally:
+        process.terminate()
+        process.wait(30)
+    latencies.sort()
+    return {
+        "bare_evalsha_rps": round(bare_evalsha_rps),
+        "allocation_reserve_rps": round(allocation_rps),
+        "allocation_ratio": round(allocation_rps / bare_evalsha_rps, 3),
+        "bare_availability_rps": round(bare_avail_rps),
+        "availability_10_skus_rps": round(avail_rps),
+        "availability_ratio": round(avail_rps / bare_avail_rps, 3),
+        "allocation_offered_rps": round(allocation_rps / 2),
+        "allocation_p50_ms": round(statistics.median(latencies), 2),
+        "allocation_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2),
+        "scan_sku_locations": scanned,
+        "scan_seconds": round(scan_seconds, 3),
+        "scan_sku_locations_per_second": round(scanned / scan_seconds),
+    }
+
+
+@pytest.mark.benchmark
+def test_decision_endpoints_against_bare_endpoints(tmp_path: Path) -> None:
+    results = asyncio.run(measure(tmp_path))
+    print()
+    for name, value in results.items():
+        print(f"{name:32} {value}")
+    assert results["scan_sku_locations"] == LOCATIONS * SCAN_SKUS
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        print(json.dumps(asyncio.run(measure(Path(tmp))), indent=2))

@@ -1,0 +1,68 @@
+"""The server the decision benchmarks load: the real app (settings from the environment) plus two bare
+Litestar endpoints to compare with, served by uvicorn on the port given as the first argument.
+
+- POST /bare/evalsha decodes the body and runs one EVALSHA on Redis, like the smallest possible
+  reservation endpoint;
+- POST /bare/availability decodes an availability request and encodes an answer of the same shape.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+import uvicorn
+from litestar import Litestar, Request, post
+
+from service.api.decisions import router as decisions_router
+from service.app import create_app
+from service.decisions.schemas import AvailabilityRequest
+from service.settings import load_settings
+
+SCRIPT = "return redis.call('HINCRBY', KEYS[1], 'n', 1)"
+_redis: dict[str, Any] = {}
+
+
+async def _client() -> tuple[Any, str]:
+    if "client" not in _redis:
+        client = aioredis.Redis.from_url(load_settings().stock.redis_url or "redis://127.0.0.1:6379/4")
+        _redis["sha"] = await client.script_load(SCRIPT)
+        _redis["client"] = client
+    return _redis["client"], _redis["sha"]
+
+
+@post("/bare/evalsha", status_code=200)
+async def bare_evalsha(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    msgspec.json.decode(await request.body())
+    client, sha = await _client()
+    n = await client.evalsha(sha, 1, "bench:bare:{x}")
+    return {"n": int(n)}
+
+
+@post("/bare/availability", status_code=200)
+async def bare_availability(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    body = msgspec.json.decode(await request.body(), type=AvailabilityRequest)
+    return {
+        "decision_id": "0" * 36,
+        "kind": "availability",
+        "decision": {"channel": body.channel, "skus": [{"sku": s, "sellable": 0} for s in body.skus]},
+        "ruleset": {"name": "bare", "version": 0, "sha256": "0" * 64},
+        "trace": None,
+        "timings": {"total_ms": 0.0},
+    }
+
+
+def build() -> Litestar:
+    app = create_app(load_settings())
+    paths = {getattr(route, "path", "") for route in app.routes}
+    if "/v1/decisions/allocation" not in paths:
+        app.register(decisions_router)
+    app.register(bare_evalsha)
+    app.register(bare_availability)
+    return app
+
+
+if __name__ == "__main__":
+    uvicorn.run(build(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)

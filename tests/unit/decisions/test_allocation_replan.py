@@ -1,0 +1,94 @@
+"""Allocation with reserve re-plans on fresh stock when a concurrent order takes the units between the plan
+and the reservation (the concurrent take is injected at exactly that point, on the real memory store)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from service.decisions.allocation import MAX_REPLANS, decide_allocation
+from service.decisions.context import DecisionContext
+from service.decisions.log import NullDecisionLog
+from service.decisions.rules import FileRulesets
+from service.decisions.schemas import AllocationRequest, DestinationIn, OrderLineIn
+from service.masterdata import ItemRecord, LocationRecord, MasterData
+from service.stock import (
+    MemoryStockStore,
+    ReservationLine,
+    ReservationRequest,
+    ReservationResult,
+    SnapshotRow,
+)
+
+RULESETS = FileRulesets(Path(__file__).resolve().parents[3] / "rulesets", "python")
+MASTER = MasterData(
+    locations={
+        "near": LocationRecord("near", "store", "north", 53.80, -1.55, (), None, 1),
+        **{
+            f"dc-{i}": LocationRecord(f"dc-{i}", "dc", "south", 53.0 - i * 0.5, -1.55, (), None, 1)
+            for i in range(MAX_REPLANS + 1)
+        },
+    },
+    items={"TEE": ItemRecord("TEE", "apparel", 20.0, 8.0, 6, None, 5, None)},
+    promotions=(),
+)
+
+
+class TakesFirst(MemoryStockStore):
+    """The real memory store; before each of the first `times` reservations another order takes all the
+    available stock of the locations the plan chose."""
+
+    def __init__(self, times: int) -> None:
+        super().__init__()
+        self.times = times
+        self.calls = 0
+
+    async def reserve(self, request: ReservationRequest) -> ReservationResult:
+        self.calls += 1
+        if self.calls <= self.times:
+            levels = await self.get_levels([line.sku for line in request.lines])
+            lines = tuple(
+                ReservationLine(line.sku, line.location, levels[line.sku][line.location].available)
+                for line in request.lines
+            )
+            await super().reserve(
+                ReservationRequest(f"rival-{self.calls}", "store", f"rival-{self.calls}", lines, 600)
+            )
+        return await super().reserve(request)
+
+
+async def decide(store: MemoryStockStore) -> dict[str, Any]:
+    ctx = DecisionContext(store, MASTER, RULESETS, NullDecisionLog(), datetime.now(UTC))
+    request = AllocationRequest(
+        order_id="o-1",
+        channel="ecommerce",
+        fulfillment="ship",
+        lines=[OrderLineIn("TEE", 3)],
+        destination=DestinationIn(53.80, -1.55, "north"),
+        reserve=True,
+    )
+    return (await decide_allocation(ctx, request, "none")).decision
+
+
+async def test_a_take_between_plan_and_reservation_leads_to_a_new_plan_on_fresh_stock() -> None:
+    store = TakesFirst(times=1)
+    await store.put_snapshot([SnapshotRow("TEE", "near", 5), SnapshotRow("TEE", "dc-0", 50)])
+    decision = await decide(store)
+    assert decision["replans"] == 1
+    assert decision["reservation"]["lines"] == [{"sku": "TEE", "location": "dc-0", "qty": 3}]
+
+
+async def test_re_planning_stops_after_the_bound_and_reserves_nothing() -> None:
+    store = TakesFirst(times=MAX_REPLANS + 1)
+    rows = [SnapshotRow("TEE", "near", 50)] + [
+        SnapshotRow("TEE", f"dc-{i}", 50) for i in range(MAX_REPLANS + 1)
+    ]
+    await store.put_snapshot(rows)
+    decision = await decide(store)
+    assert decision["status"] == "unreserved"
+    assert decision["reservation"] is None
+    assert decision["replans"] == MAX_REPLANS
+    levels = await store.get_levels(["TEE"])
+    # only the rivals hold stock: one location emptied per attempt, and nothing of this order
+    assert sum(level.reserved for level in levels["TEE"].values()) == 50 * (MAX_REPLANS + 1)
