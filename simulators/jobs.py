@@ -144,6 +144,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class SimulationStopped(Exception):
+    """The worker is shutting down: a running simulation stops at its next progress report."""
+
+
 class SimulationJobs:
     """The simulations of one worker process: submits, progress, and the record of each."""
 
@@ -152,6 +156,7 @@ class SimulationJobs:
         self.shipped_root = shipped_root
         self._progress: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     async def submit(self, request: SimulationRequest, requested_by: str) -> str:
         prepared = await prepare(request, self.sessions, self.shipped_root)
@@ -185,6 +190,13 @@ class SimulationJobs:
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    async def close(self, grace_seconds: float = 10.0) -> None:
+        """Stop running simulations (recorded as failed) and wait for their records to be written."""
+        self._stopping = True
+        if self._tasks:
+            # asyncio.wait, unlike wait_for, never cancels the runs it gives up waiting for
+            await asyncio.wait(list(self._tasks), timeout=grace_seconds)
+
     async def _update(self, simulation_id: str, **values: Any) -> None:
         async with self.sessions() as session, session.begin():
             row = await session.get(SimulationRow, simulation_id)
@@ -207,9 +219,15 @@ class SimulationJobs:
                            finished_at=_now())  # fmt: skip
         self._progress.pop(simulation_id, None)
 
+    def _check_running(self) -> None:
+        if self._stopping:
+            raise SimulationStopped("the worker shut down before the simulation ended")
+
     def _simulate(self, simulation_id: str, prepared: Prepared) -> dict[str, Any]:
+        self._check_running()
         world = prepared.scenario.build()
         events = generate_events(world)
+        self._check_running()
         runs = max(1, len(prepared.version_sets) * len(views_for(world)))
         started = [0]
 
@@ -218,6 +236,7 @@ class SimulationJobs:
             started[0] += 1
 
             def report(done: int, total: int) -> None:
+                self._check_running()
                 share = done / total if total else 1.0
                 self._progress[simulation_id] = round(min(1.0, (index + share) / runs), 4)
 

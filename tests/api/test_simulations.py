@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from service.api import simulations
 from service.db.models.simulations import SimulationRow
-from tests.apiclient import ApiClient
+from tests.apiclient import ApiClient, api_client, make_settings
 
 RULESETS = Path(__file__).resolve().parents[1] / "unit" / "simulators" / "rulesets"
 SCENARIOS = Path(__file__).resolve().parents[2] / "simulators" / "scenarios"
@@ -102,3 +102,18 @@ async def test_an_unknown_simulation_is_not_found(api: ApiClient) -> None:
     assert response.status_code == 404
     report = await api.as_("planner").get("/v1/simulations/0d6c6c43-0000-4000-8000-000000000000/report")
     assert report.status_code == 404
+
+
+async def test_a_simulation_cut_short_by_shutdown_is_recorded_as_failed(sqlite_url: str) -> None:
+    async with api_client(make_settings(sqlite_url)) as client:
+        app = client.http.app
+        if not any(str(route.path).startswith("/v1/simulations") for route in app.routes):
+            app.register(simulations.router)
+        response = await client.as_("planner").post("/v1/simulations", json={"scenario": "weekend-promo"})
+        assert response.status_code == 202
+        simulation_id = response.json()["id"]
+    async with client.session() as session:
+        row = await session.get(SimulationRow, simulation_id)
+    assert row is not None
+    assert row.status == "failed"
+    assert row.error is not None and "shut down" in row.error
