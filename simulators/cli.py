@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME@VERSION_OR_PATH",
-        help="a ruleset version to compare (a YAML path or NAME@PATH; comma-join several for one run); "
+        help="a ruleset version to compare (a YAML path, NAME@PATH, or NAME@VERSION from the ruleset store; "
+        "comma-join several for one run); "
         "repeat for more runs. Without it, one run with the scenario's and the shipped rulesets",
     )
     parser.add_argument(
@@ -62,7 +63,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from simulators.report import render_report
     from simulators.scenario import ScenarioError, load_scenario
     from simulators.simulation import Options, simulate
-    from simulators.versions import baseline, resolve
+    from simulators.versions import baseline, resolve, store_lookup
 
     scenario_path = Path(args.scenario)
     try:
@@ -77,7 +78,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             events = generate_events(world)
             source = "generated"
         base = baseline(scenario.rulesets, scenario_path.parent)
-        version_sets = resolve(list(args.ruleset), base)
+        version_sets = resolve(list(args.ruleset), base, store_lookup(_database()))
     except (ScenarioError, EventLogError, PolicyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -100,6 +101,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'kpis.json'} and {out / 'report.html'}")
     broken = [run for run in document["runs"] if not run["conservation"]["holds"]]
     return 1 if broken else 0
+
+
+def _database() -> Any:
+    from service.settings import get_settings
+
+    return get_settings().database
 
 
 def summary(document: dict[str, Any]) -> str:

@@ -3,11 +3,14 @@
 The baseline is the scenario's own `rulesets:` (kind -> YAML path, relative to the scenario file), and for
 the kinds it leaves out, the shipped ruleset in `rulesets/<kind>/`. Each `--ruleset` argument makes one more
 run: the baseline with the named versions put in place of the ones of their kind. An argument is a YAML
-path, `NAME@PATH` (the file must hold ruleset NAME), or several of those joined by commas for one run.
+path, `NAME@PATH` (the file must hold ruleset NAME), `NAME@VERSION` (a version in the ruleset store), or
+several of those joined by commas for one run.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,24 +94,62 @@ def baseline(
     return VersionSet("shipped", chosen)
 
 
-def _parse_part(part: str) -> tuple[Any, RulesetRef]:
+StoreLookup = Callable[[str, int], tuple[Any, RulesetRef]]
+
+
+def store_lookup(database: Any) -> StoreLookup:
+    """Read `NAME@VERSION` from the ruleset store of the service's database (`DatabaseSettings`)."""
+
+    def lookup(name: str, version: int) -> tuple[Any, RulesetRef]:
+        return asyncio.run(_fetch(database, name, version))
+
+    return lookup
+
+
+async def _fetch(database: Any, name: str, version: int) -> tuple[Any, RulesetRef]:
+    from service.db.engine import create_engine, session_factory
+    from service.rules import RulesetError, parse_ruleset
+    from service.rules import repository as repo
+
+    engine = create_engine(database)
+    try:
+        async with session_factory(engine)() as session:
+            record = await repo.get_version(session, name, version)
+    except Exception as exc:  # no database, or one without the ruleset tables
+        raise PolicyError(f"--ruleset {name}@{version}: cannot read the ruleset store ({exc})") from exc
+    finally:
+        await engine.dispose()
+    if record is None:
+        raise PolicyError(
+            f"--ruleset {name}@{version}: the ruleset store has no version {version} of {name!r}"
+        )
+    try:
+        ruleset = parse_ruleset(record.yaml_text, source=f"{name}@{version}")
+    except RulesetError as exc:
+        raise PolicyError(f"--ruleset {name}@{version}: the stored version cannot be read: {exc}") from exc
+    return ruleset, RulesetRef(ruleset.kind, ruleset.name, str(record.version), record.sha256, "store")
+
+
+def _parse_part(part: str, lookup: StoreLookup | None) -> tuple[Any, RulesetRef]:
     name: str | None = None
     target = part
     if "@" in part and not Path(part).exists():
         name, _, target = part.partition("@")
+    if name and target.isdigit():
+        if lookup is None:
+            raise PolicyError(f"--ruleset {part}: no ruleset store to read versions from")
+        return lookup(name, int(target))
     path = Path(target)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.exists():
             raise PolicyError(f"--ruleset {part}: no such file {path}")
         return _load(path, name)
-    raise PolicyError(
-        f"--ruleset {part}: expected a ruleset YAML file or NAME@PATH; versions from the ruleset store "
-        "are not available to the simulator in this build"
-    )
+    raise PolicyError(f"--ruleset {part}: expected a ruleset YAML file, NAME@PATH or NAME@VERSION")
 
 
-def resolve(specs: list[str], base: VersionSet) -> list[VersionSet]:
-    """One version set per argument (the baseline alone when there is none)."""
+def resolve(specs: list[str], base: VersionSet, lookup: StoreLookup | None = None) -> list[VersionSet]:
+    """One version set per argument (the baseline alone when there is none); `lookup` reads NAME@VERSION
+    from the ruleset store."""
     if not specs:
         return [base]
     sets: list[VersionSet] = []
@@ -119,7 +160,7 @@ def resolve(specs: list[str], base: VersionSet) -> list[VersionSet]:
         for part in (p.strip() for p in spec.split(",")):
             if not part:
                 continue
-            ruleset, ref = _parse_part(part)
+            ruleset, ref = _parse_part(part, lookup)
             chosen[ruleset.kind] = (ruleset, ref)
             labels.append(f"{ref.name}@{ref.version}")
         label = "+".join(labels) or base.label
