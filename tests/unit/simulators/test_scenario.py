@@ -38,8 +38,8 @@ def test_store_groups_expand_to_the_same_stores_every_time(small_world: World) -
 
 
 def test_starting_stock_by_location_id_wins_over_stock_by_type(small_world: World) -> None:
-    assert small_world.starting_stock["LAMP"]["DS-1"] == 4
-    assert small_world.starting_stock["LAMP"]["N-001"] == 2
+    assert small_world.starting_stock["LAMP"]["DS-1"] == 6
+    assert small_world.starting_stock["LAMP"]["N-001"] == 4
     assert small_world.starting_stock["MUG"]["DS-1"] == 0
 
 
