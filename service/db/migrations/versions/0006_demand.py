@@ -1,14 +1,14 @@
 """Stock: the weighted demand rate per (sku, location) kept from applied sales.
 
 Revision ID: 0006_demand
-Revises: 0004_decisions
+Revises: 0005_simulations
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_demand"
-down_revision = "0004_decisions"
+down_revision = "0005_simulations"
 branch_labels = None
 depends_on = None
 
