@@ -13,7 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
-from service.api import decisions, health, master_data, rulesets, stock
+from service.api import decisions, health, master_data, rulesets, simulations, stock
 from service.api.deps import dependencies
 from service.api.problems import exception_handlers
 from service.db.engine import create_engine, session_factory
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         stock.router,
         rulesets.router,
         decisions.router,
+        simulations.router,
         MetricsController,
     ]
     return Litestar(

@@ -14,10 +14,14 @@ Public interface (import from `service.stock`):
   list_exceptions(limit=100), ping(), close().
 - backends: MemoryStockStore(clock=...), SqlStockStore(url, pool_size, clock), RedisStockStore.open(redis_url,
   journal_url, pool_size=..., clock=...); `await open_store(settings)` picks one from the settings.
+- demand: every backend has `store.demand` (`service.stock.demand.LedgerDemand`): `await
+  store.demand.rates(pairs) -> {(sku, location): units per day}`, the exponentially weighted rate kept
+  from applied sales (half-life `HALF_LIFE_DAYS`), decayed to now; pairs that never sold are absent.
 - tools: start_sweeper(store, interval_seconds) -> asyncio.Task; rebuild_redis(store) -> RebuildReport.
 """
 
 from service.stock.backends import open_store
+from service.stock.demand import HALF_LIFE_DAYS, LedgerDemand
 from service.stock.memory import MemoryStockStore
 from service.stock.rebuild import RebuildReport, rebuild_redis
 from service.stock.redis import RedisStockStore
@@ -45,9 +49,11 @@ from service.stock.store import (
 from service.stock.sweeper import start_sweeper
 
 __all__ = [
+    "HALF_LIFE_DAYS",
     "EventResult",
     "IdempotencyConflict",
     "InvalidStockInput",
+    "LedgerDemand",
     "Levels",
     "MemoryStockStore",
     "RebuildReport",

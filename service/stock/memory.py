@@ -13,7 +13,7 @@ from functools import partial
 
 import msgspec
 
-from service.stock import ledger
+from service.stock import demand, ledger
 from service.stock.store import (
     EventResult,
     IdempotencyConflict,
@@ -45,6 +45,8 @@ class MemoryStockStore:
         self._keys: dict[str, tuple[str, str]] = {}
         self._expiry: list[tuple[datetime, str]] = []
         self._exceptions: list[StockException] = []
+        self._demand: dict[demand.Pair, demand.DemandState] = {}
+        self.demand = demand.LedgerDemand(self._demand_states, clock)
 
     def _get(self, sku: str, location: str) -> Levels:
         return self._levels.get((sku, location)) or Levels()
@@ -73,6 +75,9 @@ class MemoryStockStore:
             sku: {loc: self._levels[(sku, loc)] for loc in sorted(self._by_sku.get(sku, ()))} for sku in skus
         }
 
+    async def _demand_states(self, pairs: Sequence[demand.Pair]) -> dict[demand.Pair, demand.DemandState]:
+        return {pair: self._demand[pair] for pair in pairs if pair in self._demand}
+
     async def put_snapshot(self, rows: Sequence[SnapshotRow]) -> int:
         ledger.validate_snapshot(rows)
         self._prune(self._clock())
@@ -91,6 +96,10 @@ class MemoryStockStore:
             deltas, anomaly = ledger.event_effects(event, partial(self._get, event.sku), now)
             self._apply(deltas)
             self._events.add(event.event_id)
+            if event.type == "sale":
+                pair = (event.sku, event.location)
+                at_ms = demand.to_ms(event.at or now)
+                self._demand[pair] = demand.after_sale(self._demand.get(pair), event.qty, at_ms)
             if anomaly is not None:
                 anomaly = _with_id(anomaly, len(self._exceptions) + 1)
                 self._exceptions.append(anomaly)

@@ -3,7 +3,9 @@
 Every acknowledged change is in the journal as signed deltas, so summing them gives the levels Redis
 had; reservations come back with their last journaled status (held ones with their expiry index, or
 expired if their time has passed meanwhile), and applied event ids come back so that a re-sent event
-stays a duplicate. Run it while no requests are writing stock (the service stopped, or before it
+stays a duplicate. Each sale's entry carries the demand rate it left (exact text), its time and its
+sequence number per (sku, location); the entry with the highest sequence number is the state Redis had,
+whatever order concurrent requests reached the journal in. Run it while no requests are writing stock (the service stopped, or before it
 serves again): changes made during a rebuild could be counted twice or lost.
 """
 
@@ -35,6 +37,7 @@ async def rebuild_redis(store: RedisStockStore, now: datetime | None = None) -> 
     events: dict[str, list[str]] = defaultdict(list)
     records: dict[str, dict[str, Any]] = {}
     status: dict[str, str] = {}
+    rates: dict[tuple[str, str], list[Any]] = {}
     entries = 0
     async for entry in read_journal(store.journal.engine):
         entries += 1
@@ -44,7 +47,13 @@ async def rebuild_redis(store: RedisStockStore, now: datetime | None = None) -> 
                 position[i] += int(value)
         kind, ref = entry["kind"], entry["ref"]
         if kind == "event":
-            events[entry["record"]["sku"]].append(ref)
+            record = entry["record"]
+            events[record["sku"]].append(ref)
+            if "demand" in record:
+                location, rate, at_ms, seq = record["demand"]
+                kept = rates.get((record["sku"], location))
+                if kept is None or int(seq) > int(kept[2]):
+                    rates[(record["sku"], location)] = [rate, at_ms, seq]
         elif kind == "reserve":
             records[ref] = entry["record"]
             status.setdefault(ref, "held")
@@ -76,6 +85,12 @@ async def rebuild_redis(store: RedisStockStore, now: datetime | None = None) -> 
         pipe.hset(
             keys.stock(sku),
             mapping={f"{b}:{location}": v for b, v in zip(BUCKET_FIELDS, values, strict=True)},
+        )
+        pending += 1
+        await flush()
+    for (sku, location), (rate, at_ms, seq) in rates.items():
+        pipe.hset(
+            keys.stock(sku), mapping={f"e:{location}": rate, f"u:{location}": at_ms, f"n:{location}": seq}
         )
         pending += 1
         await flush()

@@ -6,6 +6,7 @@ Keys (prefix `rp:` by default); every key of one SKU carries the hash tag `{SKU}
 - `hold:{SKU}` sorted set reservation id -> expires_at (ms): the exact expiry index;
 - `part:{SKU}` hash reservation id -> this SKU's lines of it;
 - `evt:{SKU}` set of applied event ids;
+- in `stock:{SKU}` too, the demand rate kept from sales: `e:LOC` (rate), `u:LOC` (its ms), `n:LOC` (updates);
 - `resv:ID` hash (the reservation) and `holds` (sorted set of every held reservation, for the sweeper).
 
 Each request is one script with every key it touches in KEYS, so a reservation is one round trip and
@@ -33,7 +34,7 @@ from redis.backoff import ExponentialBackoff
 
 from service.db.engine import create_engine
 from service.settings import DatabaseSettings
-from service.stock import ledger
+from service.stock import demand, ledger
 from service.stock.journal import Entry, Journal
 from service.stock.memory import Clock, utc_now
 from service.stock.sql import read_exceptions
@@ -163,6 +164,7 @@ class RedisStockStore:
         self._events = client.register_script(_script("events"))
         self._snapshot = client.register_script(_script("snapshot"))
         self._revert = client.register_script(_script("revert"))
+        self.demand = demand.LedgerDemand(self._demand_states, clock)
 
     @classmethod
     async def open(
@@ -222,6 +224,20 @@ class RedisStockStore:
     async def list_exceptions(self, limit: int = 100) -> list[StockException]:
         return await read_exceptions(self.journal.engine, limit)
 
+    async def _demand_states(self, pairs: Sequence[demand.Pair]) -> dict[demand.Pair, demand.DemandState]:
+        pipe = self.client.pipeline(transaction=False)
+        for sku, location in pairs:
+            pipe.hmget(self.keys.stock(sku), [f"e:{location}", f"u:{location}"])
+        try:
+            found = await pipe.execute()
+        except DOWN_ERRORS as error:
+            raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
+        return {
+            pair: demand.DemandState(float(rate), int(at_ms))
+            for pair, (rate, at_ms) in zip(pairs, found, strict=True)
+            if rate is not None and at_ms is not None
+        }
+
     # ---- writes ---------------------------------------------------------------------------------
 
     async def put_snapshot(self, rows: Sequence[SnapshotRow]) -> int:
@@ -266,7 +282,7 @@ class RedisStockStore:
         skus = list(dict.fromkeys(event.sku for event in events))
         index = {sku: 1 + 4 * i for i, sku in enumerate(skus)}
         keys = [key for sku in skus for key in [*self.keys.sku_keys(sku), self.keys.events(sku)]]
-        args: list[Any] = [now_ms]
+        args: list[Any] = [now_ms, repr(demand.HALF_LIFE_DAYS)]
         for ev in events:
             args += [
                 index[ev.sku],
@@ -276,11 +292,13 @@ class RedisStockStore:
                 ev.qty,
                 ev.disposition or "",
                 ev.to_location or "",
+                demand.to_ms(ev.at or now),
             ]
         outcomes = await self._call(self._events, keys, args)
         results: list[EventResult | None] = []
         entries: list[Entry] = []
         applied: list[tuple[int, StockEvent, list[ledger.Delta]]] = []
+        undo_demand: dict[str, list[str]] = {}
         for ev, outcome in zip(events, outcomes, strict=True):
             if _text(outcome[0]) == "duplicate":
                 results.append(EventResult(ev.event_id, "duplicate"))
@@ -296,13 +314,20 @@ class RedisStockStore:
                 if kind
                 else None
             )
+            record: dict[str, Any] = {"sku": ev.sku}
+            if len(outcome) > 8:
+                # A sale: the rate it left (exact text), its time and sequence number, for the rebuild.
+                rate, at_ms, seq, prev_rate, prev_at = (_text(x) for x in outcome[8:13])
+                record["demand"] = [ev.location, rate, int(at_ms), int(seq)]
+                undo_demand[ev.event_id] = [seq, prev_rate, prev_at]
             applied.append((len(results), ev, deltas))
             results.append(None)
-            entries.append(Entry("event", ev.event_id, now_ms, deltas, {"sku": ev.sku}, anomaly))
+            entries.append(Entry("event", ev.event_id, now_ms, deltas, record, anomaly))
         try:
             ids = await self.journal.append(entries)
         except StockUnavailable:
-            await self._revert_deltas([(d, ev.event_id) for _, ev, deltas in applied for d in deltas])
+            items = [(d, ev.event_id) for _, ev, deltas in applied for d in deltas]
+            await self._revert_deltas(items, undo_demand)
             raise
         for (slot, ev, _), entry, ident in zip(applied, entries, ids, strict=True):
             anomaly = entry.exception
@@ -320,13 +345,21 @@ class RedisStockStore:
             results[slot] = EventResult(ev.event_id, "applied", anomaly)
         return [r for r in results if r is not None]
 
-    async def _revert_deltas(self, items: Sequence[tuple[ledger.Delta, str]]) -> None:
-        """Best effort: undo what a script did when its journal entry could not be written."""
+    async def _revert_deltas(
+        self, items: Sequence[tuple[ledger.Delta, str]], undo_demand: dict[str, list[str]] | None = None
+    ) -> None:
+        """Best effort: undo what a script did when its journal entry could not be written.
+
+        `undo_demand` maps a sale's event id to the demand sequence number it set and the rate and time
+        before it; items are undone last first, so each sale's demand update is the latest when undone.
+        """
+        undo_demand = undo_demand or {}
         skus = list(dict.fromkeys(delta.sku for delta, _ in items))
         index = {sku: 1 + 2 * i for i, sku in enumerate(skus)}
         keys = [key for sku in skus for key in (self.keys.stock(sku), self.keys.events(sku))]
         args: list[Any] = []
-        for delta, event_id in items:
+        for delta, event_id in reversed(items):
+            seq, prev_rate, prev_at = undo_demand.pop(event_id, None) or ["", "", ""]
             args += [
                 index[delta.sku],
                 delta.location,
@@ -335,6 +368,9 @@ class RedisStockStore:
                 delta.return_pending,
                 delta.in_transit,
                 event_id,
+                seq,
+                prev_rate,
+                prev_at,
             ]
         # When Redis went away too, the rebuild from the journal is the way back.
         with contextlib.suppress(*DOWN_ERRORS):

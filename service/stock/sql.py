@@ -32,7 +32,7 @@ from service.db.models.stock import (
     StockLevel,
 )
 from service.settings import DatabaseSettings
-from service.stock import ledger
+from service.stock import demand, ledger
 from service.stock.memory import Clock, utc_now
 from service.stock.store import (
     EventResult,
@@ -102,6 +102,7 @@ class SqlStockStore:
             self._reader = create_engine(settings)
         else:
             self._reader = self._writer
+        self.demand = demand.LedgerDemand(self._demand_states, clock)
 
     # ---- plumbing -------------------------------------------------------------------------------
 
@@ -133,28 +134,43 @@ class SqlStockStore:
         except (OSError, ConnectionError) as error:
             raise StockUnavailable(f"stock database: {error}", retry_after=1) from error
 
-    async def _apply(self, conn: AsyncConnection, deltas: Sequence[ledger.Delta]) -> None:
-        """Add deltas to the level rows, creating rows that do not exist yet."""
+    async def _apply(
+        self,
+        conn: AsyncConnection,
+        deltas: Sequence[ledger.Delta],
+        rate: tuple[demand.Pair, demand.DemandState] | None = None,
+    ) -> None:
+        """Add deltas to the level rows, creating rows that do not exist yet; `rate` sets one pair's demand."""
         for delta in deltas:
-            values = {"sku": delta.sku, "location": delta.location}
+            values: dict[str, Any] = {"sku": delta.sku, "location": delta.location}
             values.update({col: getattr(delta, col) for col in BUCKET_COLUMNS})
             stmt = self._insert(LEVELS).values(values)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["sku", "location"],
-                set_={col: getattr(LEVELS.c, col) + getattr(stmt.excluded, col) for col in BUCKET_COLUMNS},
-            )
+            set_: dict[str, Any] = {
+                col: getattr(LEVELS.c, col) + getattr(stmt.excluded, col) for col in BUCKET_COLUMNS
+            }
+            if rate is not None and rate[0] == (delta.sku, delta.location):
+                # In the same statement as the sale's delta: a sale costs no extra round trip.
+                state = {"demand_rate": rate[1].rate, "demand_at_ms": rate[1].at_ms}
+                stmt = self._insert(LEVELS).values({**values, **state})
+                set_.update(state)
+            stmt = stmt.on_conflict_do_update(index_elements=["sku", "location"], set_=set_)
             await conn.execute(stmt)
 
     async def _levels(
         self, conn: AsyncConnection, keys: Sequence[tuple[str, str]], lock: bool
     ) -> dict[tuple[str, str], Levels]:
+        rows = await self._rows(conn, keys, lock)
+        return {key: Levels(*(int(r[c]) for c in BUCKET_COLUMNS)) for key, r in rows.items()}
+
+    async def _rows(
+        self, conn: AsyncConnection, keys: Sequence[tuple[str, str]], lock: bool
+    ) -> dict[tuple[str, str], Any]:
         if not keys:
             return {}
         query = select(LEVELS).where(tuple_(LEVELS.c.sku, LEVELS.c.location).in_(list(keys)))
         if lock:
             query = query.order_by(LEVELS.c.sku, LEVELS.c.location).with_for_update()
-        rows = (await conn.execute(query)).mappings().all()
-        return {(r["sku"], r["location"]): Levels(*(int(r[c]) for c in BUCKET_COLUMNS)) for r in rows}
+        return {(r["sku"], r["location"]): r for r in (await conn.execute(query)).mappings().all()}
 
     async def _prune(self, conn: AsyncConnection, now_ms: int) -> int:
         """Expire every held reservation past its time, inside the caller's transaction."""
@@ -274,9 +290,13 @@ class SqlStockStore:
                     results.append(EventResult(ev.event_id, "duplicate"))
                     continue
                 places = [(ev.sku, ev.location)] + ([(ev.sku, ev.to_location)] if ev.to_location else [])
-                before = await self._levels(conn, places, lock=True)
+                rows = await self._rows(conn, places, lock=True)
+                before = {key: Levels(*(int(r[c]) for c in BUCKET_COLUMNS)) for key, r in rows.items()}
                 deltas, anomaly = ledger.event_effects(ev, partial(_level_at, before, ev.sku), now)
-                await self._apply(conn, deltas)
+                rate = None
+                if ev.type == "sale":
+                    rate = _sale_rate(rows.get((ev.sku, ev.location)), ev, demand.to_ms(ev.at or now))
+                await self._apply(conn, deltas, rate)
                 if anomaly is not None:
                     values = _exception_row(anomaly)
                     inserted = await conn.execute(
@@ -287,6 +307,23 @@ class SqlStockStore:
             return results
 
         return await self._write(work)
+
+    async def _demand_states(self, pairs: Sequence[demand.Pair]) -> dict[demand.Pair, demand.DemandState]:
+        async def load(conn: AsyncConnection) -> dict[demand.Pair, demand.DemandState]:
+            out: dict[demand.Pair, demand.DemandState] = {}
+            # Chunked: SQLite and asyncpg both cap the number of bound parameters per statement.
+            for start in range(0, len(pairs), 500):
+                query = select(
+                    LEVELS.c.sku, LEVELS.c.location, LEVELS.c.demand_rate, LEVELS.c.demand_at_ms
+                ).where(
+                    tuple_(LEVELS.c.sku, LEVELS.c.location).in_(list(pairs[start : start + 500])),
+                    LEVELS.c.demand_at_ms.is_not(None),
+                )
+                for sku, location, rate, at_ms in await conn.execute(query):
+                    out[(sku, location)] = demand.DemandState(float(rate), int(at_ms))
+            return out
+
+        return await self._read(load)
 
     async def reserve(self, request: ReservationRequest) -> ReservationResult:
         ledger.validate_request(request)
@@ -491,6 +528,13 @@ def _sqlstate(error: sa_exc.DBAPIError) -> str | None:
     cause = getattr(orig, "__cause__", None)
     value = getattr(cause, "sqlstate", None)
     return value if isinstance(value, str) else None
+
+
+def _sale_rate(row: Any, ev: StockEvent, at_ms: int) -> tuple[demand.Pair, demand.DemandState]:
+    """The demand state a sale leaves on its row (`row` as read and locked before it, or None)."""
+    known = row is not None and row["demand_at_ms"] is not None
+    before = demand.DemandState(float(row["demand_rate"]), int(row["demand_at_ms"])) if known else None
+    return (ev.sku, ev.location), demand.after_sale(before, ev.qty, at_ms)
 
 
 def _level_at(levels: dict[tuple[str, str], Levels], sku: str, location: str) -> Levels:

@@ -3,6 +3,7 @@
 from service.db.models.decisions import DecisionEntry
 from service.db.models.foundation import ApiKey, AuditEntry, Item, Location, Promotion
 from service.db.models.rulesets import RulesetGenerationRow, RulesetKindRow, RulesetRow, RulesetVersionRow
+from service.db.models.simulations import SimulationRow
 from service.db.models.stock import (
     ReservationRecord,
     StockEventRecord,
@@ -23,6 +24,7 @@ __all__ = [
     "RulesetKindRow",
     "RulesetRow",
     "RulesetVersionRow",
+    "SimulationRow",
     "StockEventRecord",
     "StockExceptionRecord",
     "StockJournalEntry",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, String
+from sqlalchemy import JSON, BigInteger, DateTime, Double, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.base import Base
@@ -27,6 +27,9 @@ class StockLevel(Base):
     damaged: Mapped[int] = mapped_column(BigInteger, default=0)
     return_pending: Mapped[int] = mapped_column(BigInteger, default=0)
     in_transit: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Weighted daily demand from applied sales and the epoch ms of the last one (see service.stock.demand).
+    demand_rate: Mapped[float | None] = mapped_column(Double, nullable=True)
+    demand_at_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class StockEventRecord(Base):

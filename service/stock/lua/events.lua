@@ -1,12 +1,48 @@
--- KEYS: (stock, hold, part, evt) per SKU. ARGV: now_ms, then per event 7 values:
--- key index, event_id, type, loc, qty, disposition or '', to_location or ''.
--- Returns per event {'duplicate'} or {'applied', anomaly kind or '', shortfall, ds, dd, dp, dt, dest_dt}.
+-- KEYS: (stock, hold, part, evt) per SKU. ARGV: now_ms, demand half-life in days, then per event 8 values:
+-- key index, event_id, type, loc, qty, disposition or '', to_location or '', sale time in epoch ms.
+-- Returns per event {'duplicate'} or {'applied', anomaly kind or '', shortfall, ds, dd, dp, dt, dest_dt,
+-- then for a sale: demand rate, its time, its sequence number, the previous rate and time ('' if none)}.
+-- The demand rate of LOC lives in the SKU's hash: 'e:LOC' (units/day, as '%.17g' text so that it
+-- round-trips exactly), 'u:LOC' (ms of the last sale folded in), 'n:LOC' (updates so far).
 local now = tonumber(ARGV[1])
+local half_life = tonumber(ARGV[2])
 for i = 1, #KEYS, 4 do
   prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], now)
 end
+
+-- Same formula as service.domain.reorder.update_demand_rate, on the same millisecond integers.
+local function record_sale(stock, loc, qty, at_text)
+  local prev_rate = redis.call('HGET', stock, 'e:' .. loc)
+  local prev_at = redis.call('HGET', stock, 'u:' .. loc)
+  local rate, elapsed = 0, 0
+  if prev_rate and prev_at then
+    rate = tonumber(prev_rate)
+    local gap = tonumber(at_text) - tonumber(prev_at)
+    if gap > 0 then
+      elapsed = gap / 86400000
+    else
+      at_text = prev_at
+    end
+  end
+  local tau = half_life / math.log(2)
+  local x = elapsed / tau
+  local per_unit
+  if elapsed == 0 then
+    per_unit = 1 / tau
+  elseif x < 1e-6 then
+    -- (1 - exp(-x)) / elapsed by its series: the subtraction would lose the digits here
+    per_unit = (1 - x / 2 + x * x / 6) / tau
+  else
+    per_unit = (1 - math.exp(-x)) / elapsed
+  end
+  local text = string.format('%.17g', rate * math.exp(-x) + qty * per_unit)
+  redis.call('HSET', stock, 'e:' .. loc, text, 'u:' .. loc, at_text)
+  local seq = redis.call('HINCRBY', stock, 'n:' .. loc, 1)
+  return {text, at_text, seq, prev_rate or '', prev_at or ''}
+end
+
 local out = {}
-for a = 2, #ARGV, 7 do
+for a = 3, #ARGV, 8 do
   local k = tonumber(ARGV[a])
   local stock = KEYS[k]
   local eid, typ, loc, qty, disp, to = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
@@ -43,7 +79,11 @@ for a = 2, #ARGV, 7 do
       redis.call('HINCRBY', stock, 's:' .. to, 0)
       redis.call('HINCRBY', stock, 't:' .. to, dest)
     end
-    out[#out + 1] = {'applied', kind, shortfall, ds, dd, dp, dt, dest}
+    local result = {'applied', kind, shortfall, ds, dd, dp, dt, dest}
+    if typ == 'sale' then
+      for _, v in ipairs(record_sale(stock, loc, qty, ARGV[a + 7])) do result[#result + 1] = v end
+    end
+    out[#out + 1] = result
   end
 end
 return out

@@ -8,21 +8,23 @@ local out = {}
 for i = 1, #KEYS, 3 do
   prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], now)
   local flat = redis.call('HGETALL', KEYS[i])
-  if #flat == 0 then
-    out[#out + 1] = '{}'  -- cjson would encode an empty table as an object too; this skips the call
-  else
-    local rows = {}
-    for j = 1, #flat, 2 do
-      local name = flat[j]
+  local rows, any = {}, false
+  for j = 1, #flat, 2 do
+    local name = flat[j]
+    local bucket = slot[string.byte(name)]
+    -- other fields (the demand rate's e:, u:, n:) are not buckets
+    if bucket then
       local loc = string.sub(name, 3)
       local row = rows[loc]
       if not row then
         row = {0, 0, 0, 0, 0}
         rows[loc] = row
+        any = true
       end
-      row[slot[string.byte(name)]] = tonumber(flat[j + 1])
+      row[bucket] = tonumber(flat[j + 1])
     end
-    out[#out + 1] = cjson.encode(rows)
   end
+  -- cjson would encode an empty table as an object too; this skips the call
+  out[#out + 1] = any and cjson.encode(rows) or '{}'
 end
 return '[' .. table.concat(out, ',') .. ']'

@@ -1,6 +1,7 @@
--- Undo events or snapshot rows whose journal entry could not be written.
--- KEYS: (stock, evt) per SKU. ARGV: per item 7 values: key index, loc, ds, dd, dp, dt, event_id or ''.
-for a = 1, #ARGV, 7 do
+-- Undo events or snapshot rows whose journal entry could not be written, last first.
+-- KEYS: (stock, evt) per SKU. ARGV: per item 10 values: key index, loc, ds, dd, dp, dt, event_id or '',
+-- then for a sale: the demand sequence number it set, the rate and time before it ('' when it had none).
+for a = 1, #ARGV, 10 do
   local k = tonumber(ARGV[a])
   local loc = ARGV[a + 1]
   local names = {'s', 'd', 'p', 't'}
@@ -9,5 +10,15 @@ for a = 1, #ARGV, 7 do
     if v ~= 0 then redis.call('HINCRBY', KEYS[k], names[j] .. ':' .. loc, -v) end
   end
   if ARGV[a + 6] ~= '' then redis.call('SREM', KEYS[k + 1], ARGV[a + 6]) end
+  local seq = ARGV[a + 7]
+  -- only while no later sale has updated the rate since (otherwise the later state stands)
+  if seq ~= '' and redis.call('HGET', KEYS[k], 'n:' .. loc) == seq then
+    if ARGV[a + 8] == '' then
+      redis.call('HDEL', KEYS[k], 'e:' .. loc, 'u:' .. loc)
+    else
+      redis.call('HSET', KEYS[k], 'e:' .. loc, ARGV[a + 8], 'u:' .. loc, ARGV[a + 9])
+    end
+    redis.call('HINCRBY', KEYS[k], 'n:' .. loc, -1)
+  end
 end
 return 1

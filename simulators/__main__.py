@@ -1,0 +1,7 @@
+"""`python -m simulators simulate SCENARIO ...`."""
+
+import sys
+
+from simulators.cli import main
+
+sys.exit(main())

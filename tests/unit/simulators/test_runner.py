@@ -1,0 +1,154 @@
+"""Simulation runs: stock is conserved, a stale view oversells, versions compare on one stream, output is
+byte-identical."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulators.events import Event, Order, read_events, write_events
+from simulators.kpis import encode
+from simulators.progress import ProgressBar
+from simulators.report import render_report
+from simulators.scenario import World
+from simulators.simulation import Options, simulate
+from simulators.versions import VersionSet, resolve
+
+RULESETS = Path(__file__).parent / "rulesets"
+DEFAULTS = VersionSet("defaults", {})
+
+
+def _run(world: World, events: list[Event], specs: list[str] | None = None, **options: Any) -> dict[str, Any]:
+    return simulate(world, events, resolve(specs or [], DEFAULTS), Options(**options))
+
+
+@pytest.fixture(scope="module")
+def compared(small_world: World, small_events: list[Event]) -> dict[str, Any]:
+    specs = [str(RULESETS / "dc-only.yaml"), f"nearest-anywhere@{RULESETS / 'nearest-anywhere.yaml'}"]
+    return _run(small_world, small_events, specs)
+
+
+def test_every_run_conserves_stock(compared: dict[str, Any]) -> None:
+    assert len(compared["runs"]) == 4
+    for run in compared["runs"]:
+        c = run["conservation"]
+        assert c["holds"]
+        assert (
+            c["start"] + c["receipts"] + c["returns_restocked"]
+            == c["end"] + c["sold"] + c["damaged"] + c["in_transit"]
+        )
+
+
+def test_each_version_runs_on_the_stale_and_the_live_view(compared: dict[str, Any]) -> None:
+    assert [(r["label"], r["view"]) for r in compared["runs"]] == [
+        ("dc-only@dc-only", "fragmented"),
+        ("dc-only@dc-only", "realtime"),
+        ("nearest-anywhere@nearest-anywhere", "fragmented"),
+        ("nearest-anywhere@nearest-anywhere", "realtime"),
+    ]
+
+
+def test_the_batch_synced_channel_oversells_and_the_live_one_does_not(compared: dict[str, Any]) -> None:
+    stale, live = compared["runs"][0], compared["runs"][1]
+    assert stale["channels"]["marketplace"]["oversold_units"] > 0
+    assert live["channels"]["marketplace"]["oversold_units"] == 0
+    assert all(c["oversold_units"] == 0 for name, c in stale["channels"].items() if name != "marketplace")
+
+
+def test_every_run_sees_the_same_demand(compared: dict[str, Any]) -> None:
+    demanded = {run["kpis"]["units_demanded"] for run in compared["runs"]}
+    assert len(demanded) == 1
+
+
+def test_versions_decide_differently_on_the_same_stream(compared: dict[str, Any]) -> None:
+    dc_only, anywhere = compared["runs"][1]["kpis"], compared["runs"][3]["kpis"]
+    assert dc_only["split_shipments"] == 0
+    assert anywhere["split_shipments"] > 0
+    assert dc_only["mean_distance_km"] != anywhere["mean_distance_km"]
+
+
+def test_the_runs_name_the_ruleset_versions_they_used(compared: dict[str, Any]) -> None:
+    ref = compared["runs"][0]["rulesets"]["allocation"]
+    assert ref["name"] == "dc-only"
+    assert len(ref["sha256"]) == 64
+
+
+def test_the_same_inputs_give_byte_identical_kpis(
+    small_world: World, small_events: list[Event], compared: dict[str, Any]
+) -> None:
+    specs = [str(RULESETS / "dc-only.yaml"), f"nearest-anywhere@{RULESETS / 'nearest-anywhere.yaml'}"]
+    assert encode(_run(small_world, small_events, specs)) == encode(compared)
+
+
+def test_the_kpi_json_has_sorted_keys_and_no_clock(compared: dict[str, Any]) -> None:
+    text = encode(compared).decode()
+    assert text.index('"engine"') < text.index('"events"') < text.index('"runs"')
+    assert "elapsed" not in text and "generated_at" not in text
+
+
+def test_an_hourly_series_covers_every_hour(small_world: World, compared: dict[str, Any]) -> None:
+    series = compared["runs"][0]["series"]
+    assert len(series["fill_rate"]) == small_world.scenario.duration_hours
+    assert sum(series["units_demanded"]) == compared["runs"][0]["kpis"]["units_demanded"]
+
+
+def test_replaying_a_recorded_log_gives_the_same_kpis(
+    tmp_path: Path, small_world: World, small_events: list[Event]
+) -> None:
+    path = tmp_path / "history.jsonl"
+    write_events(small_events, path, small_world.start)
+    replayed = _run(small_world, read_events(path, small_world.start))
+    generated = _run(small_world, small_events)
+    assert replayed["runs"] == generated["runs"]
+
+
+def test_the_domain_allocator_and_the_fast_path_give_the_same_kpis(
+    small_world: World, small_events: list[Event]
+) -> None:
+    spec = [f"nearest-anywhere@{RULESETS / 'nearest-anywhere.yaml'}"]
+    fast = _run(small_world, small_events, spec, sourcing="fast")
+    domain = _run(small_world, small_events, spec, sourcing="domain")
+    assert fast["runs"] == domain["runs"]
+
+
+def test_both_rule_engines_give_the_same_kpis(small_world: World, small_events: list[Event]) -> None:
+    spec = [f"nearest-anywhere@{RULESETS / 'nearest-anywhere.yaml'}"]
+    python = _run(small_world, small_events, spec, engine="python", memo=False)
+    durable = _run(small_world, small_events, spec, engine="durable", memo=False)
+    assert python["runs"] == durable["runs"]
+
+
+def test_the_memo_changes_no_decision(small_world: World, small_events: list[Event]) -> None:
+    spec = [f"nearest-anywhere@{RULESETS / 'nearest-anywhere.yaml'}"]
+    memo = _run(small_world, small_events, spec, memo=True)
+    plain = _run(small_world, small_events, spec, memo=False)
+    for a, b in zip(memo["runs"], plain["runs"], strict=True):
+        assert a["kpis"] == b["kpis"]
+        assert a["evaluations"] != b["evaluations"]
+
+
+def test_returns_of_orders_never_sent_are_skipped(small_world: World, small_events: list[Event]) -> None:
+    # Without any order the returns that refer to orders have nothing to come back from.
+    no_orders = [e for e in small_events if not isinstance(e, Order)]
+    run = _run(small_world, no_orders)["runs"][0]
+    order_returns = sum(1 for e in small_events if getattr(e, "order_id", None))
+    assert run["events_skipped"]["returns"] == order_returns
+
+
+def test_the_report_is_one_offline_page_with_charts(compared: dict[str, Any]) -> None:
+    html = render_report(compared)
+    assert html.count("<svg") >= 5
+    assert "<script" not in html and "src=" not in html and "href=" not in html
+    for run in compared["runs"]:
+        assert run["label"] in html
+
+
+def test_the_progress_bar_is_silent_unless_asked() -> None:
+    quiet, loud = io.StringIO(), io.StringIO()
+    ProgressBar("run", stream=quiet)(5, 10)
+    ProgressBar("run", stream=loud, enabled=True)(10, 10)
+    assert quiet.getvalue() == ""
+    assert "100%" in loud.getvalue()
