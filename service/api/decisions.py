@@ -3,7 +3,6 @@ decision log by id. Thin: decode, build the context, call the use case, answer i
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -16,7 +15,7 @@ from service.decisions.allocation import decide_allocation
 from service.decisions.approvals import decide_markdown, decide_transfer
 from service.decisions.availability import decide_availability
 from service.decisions.context import DecisionContext, TraceLevel
-from service.decisions.log import SqlDecisionLog, open_decision_log
+from service.decisions.log import SqlDecisionLog
 from service.decisions.record import DecisionRecord
 from service.decisions.reorder import decide_reorder_one, decide_reorder_scan
 from service.decisions.rules import rules_view
@@ -28,8 +27,7 @@ from service.decisions.schemas import (
     ReorderScanRequest,
     TransferRequest,
 )
-from service.errors import FieldError, Invalid, NotFound, Unavailable
-from service.rules.registry import start_rules
+from service.errors import FieldError, Invalid, NotFound
 from service.security import principal_of, requires
 from service.services import Services
 
@@ -46,28 +44,8 @@ def _trace(value: str | None) -> TraceLevel:
     return cast(TraceLevel, level)
 
 
-_opening = asyncio.Lock()
-
-
-async def open_decisions(services: Services) -> None:
-    """Start-up hook: the rules registry (seeded from the shipped rulesets when the store is empty) and
-    the decision log writer, unless the app opened them already."""
-    async with _opening:
-        if services.rules is None:
-            await start_rules(services)
-        if services.decision_log is None:
-            services.decision_log = await open_decision_log(services.sessions)
-
-
-async def _ensure(services: Services) -> None:
-    if services.rules is None or services.decision_log is None:
-        await open_decisions(services)
-    if services.stock is None:
-        raise Unavailable("no stock store is configured", retry_after=5)
-
-
 async def _context(services: Services, request: Request[Any, Any, Any]) -> DecisionContext:
-    await _ensure(services)
+    # start_services opened the stock store, the rules registry and the decision log before serving.
     return DecisionContext(
         stock=services.stock,
         master_data=await services.master_data.get(),
@@ -143,8 +121,6 @@ async def markdown(
 
 @get("/decisions/{decision_id:str}", guards=[requires("decide", "planner")], operation_id="getDecision")
 async def get_decision(services: NamedDependency[Services], decision_id: FromPath[str]) -> dict[str, Any]:
-    if services.decision_log is None:
-        await open_decisions(services)
     found = await cast(SqlDecisionLog, services.decision_log).get(decision_id)
     if found is None:
         raise NotFound(f"no decision {decision_id}", [FieldError("decision_id", "not found")])

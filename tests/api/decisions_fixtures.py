@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from service.api.decisions import router as decisions_router
 from service.stock import Levels, SnapshotRow
 from service.stock.sql import SqlStockStore
 from tests.apiclient import ApiClient, api_client, make_settings
@@ -117,12 +116,6 @@ class DecisionsApi:
 @asynccontextmanager
 async def decisions_api(database_url: str) -> AsyncIterator[DecisionsApi]:
     async with api_client(make_settings(database_url)) as client:
-        app = client.http.app
-        if not any(getattr(route, "path", "").startswith("/v1/decisions") for route in app.routes):
-            app.register(decisions_router)
-        services = client.services
-        if services.stock is None:
-            services.stock = SqlStockStore(database_url)
         for path, rows in (("/v1/locations", LOCATIONS), ("/v1/items", ITEMS)):
             response = await client.as_("stock").put(path, json=rows)
             assert response.status_code == 200, response.text

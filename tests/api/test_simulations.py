@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from service.api import simulations
 from service.db.models.simulations import SimulationRow
 from tests.apiclient import ApiClient, api_client, make_settings
 
@@ -20,9 +19,6 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "simulators" / "scenarios"
 
 @pytest.fixture
 async def api(sqlite_api: ApiClient) -> ApiClient:
-    app = sqlite_api.http.app
-    if not any(str(route.path).startswith("/v1/simulations") for route in app.routes):
-        app.register(simulations.router)
     return sqlite_api
 
 
@@ -106,9 +102,6 @@ async def test_an_unknown_simulation_is_not_found(api: ApiClient) -> None:
 
 async def test_a_simulation_cut_short_by_shutdown_is_recorded_as_failed(sqlite_url: str) -> None:
     async with api_client(make_settings(sqlite_url)) as client:
-        app = client.http.app
-        if not any(str(route.path).startswith("/v1/simulations") for route in app.routes):
-            app.register(simulations.router)
         response = await client.as_("planner").post("/v1/simulations", json={"scenario": "weekend-promo"})
         assert response.status_code == 202
         simulation_id = response.json()["id"]

@@ -16,7 +16,6 @@ import redis.asyncio as aioredis
 import uvicorn
 from litestar import Litestar, Request, post
 
-from service.api.decisions import router as decisions_router
 from service.app import create_app
 from service.decisions.schemas import AvailabilityRequest
 from service.settings import load_settings
@@ -56,9 +55,6 @@ async def bare_availability(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 def build() -> Litestar:
     app = create_app(load_settings())
-    paths = {getattr(route, "path", "") for route in app.routes}
-    if "/v1/decisions/allocation" not in paths:
-        app.register(decisions_router)
     app.register(bare_evalsha)
     app.register(bare_availability)
     return app
