@@ -100,6 +100,10 @@ def _text(value: Any) -> str:
 _LEVELS_DECODER = msgspec.json.Decoder(list[dict[str, tuple[int, int, int, int, int]]])
 
 
+# the available script's answer: per requested SKU, location -> available units
+_AVAILABLE_DECODER = msgspec.json.Decoder(list[dict[str, int]])
+
+
 def levels_by_location(rows: dict[str, tuple[int, int, int, int, int]]) -> dict[str, Levels]:
     """One SKU's decoded rows -> location -> Levels, locations in order (as every backend answers)."""
     return {loc: Levels(*buckets) for loc, buckets in sorted(rows.items())}
@@ -171,6 +175,7 @@ class RedisStockStore:
         self.keys = Keys(prefix)
         self._clock = clock
         self._levels = Script("levels")
+        self._available = Script("available")
         self._reserve = Script("reserve")
         self._finish = Script("finish")
         self._events = Script("events")
@@ -224,6 +229,14 @@ class RedisStockStore:
         answer = await self._call(self._levels, keys, [self._now_ms()])
         per_sku = _LEVELS_DECODER.decode(answer)
         return {sku: levels_by_location(rows) for sku, rows in zip(unique, per_sku, strict=True)}
+
+    async def get_available(self, skus: Sequence[str]) -> dict[str, dict[str, int]]:
+        if not skus:
+            return {}
+        unique = list(dict.fromkeys(skus))
+        keys = [key for sku in unique for key in self.keys.sku_keys(sku)]
+        answer = await self._call(self._available, keys, [self._now_ms()])
+        return dict(zip(unique, _AVAILABLE_DECODER.decode(answer), strict=True))
 
     async def get_reservation(self, reservation_id: str) -> Reservation | None:
         try:
