@@ -61,7 +61,7 @@ def _answer(record: DecisionRecord) -> dict[str, Any]:
     return record.response()
 
 
-@post("/decisions/allocation", guards=[requires("decide")], operation_id="decideAllocation", status_code=200)
+@post("/decisions/allocation", opt=requires("decide"), operation_id="decideAllocation", status_code=200)
 async def allocation(
     services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> dict[str, Any]:
@@ -70,9 +70,7 @@ async def allocation(
     return _answer(await decide_allocation(await _context(services, request), body, level))
 
 
-@post(
-    "/decisions/availability", guards=[requires("decide")], operation_id="decideAvailability", status_code=200
-)
+@post("/decisions/availability", opt=requires("decide"), operation_id="decideAvailability", status_code=200)
 async def availability(
     services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> dict[str, Any]:
@@ -81,7 +79,7 @@ async def availability(
     return _answer(await decide_availability(await _context(services, request), body, level))
 
 
-@post("/decisions/reorder", guards=[requires("decide")], operation_id="decideReorder", status_code=200)
+@post("/decisions/reorder", opt=requires("decide"), operation_id="decideReorder", status_code=200)
 async def reorder(
     services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> dict[str, Any]:
@@ -90,9 +88,7 @@ async def reorder(
     return _answer(await decide_reorder_one(await _context(services, request), body, level))
 
 
-@post(
-    "/decisions/reorder/scan", guards=[requires("decide")], operation_id="decideReorderScan", status_code=200
-)
+@post("/decisions/reorder/scan", opt=requires("decide"), operation_id="decideReorderScan", status_code=200)
 async def reorder_scan(
     services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> dict[str, Any]:
@@ -101,7 +97,7 @@ async def reorder_scan(
     return _answer(await decide_reorder_scan(await _context(services, request), body, level))
 
 
-@post("/decisions/transfer", guards=[requires("decide")], operation_id="decideTransfer", status_code=200)
+@post("/decisions/transfer", opt=requires("decide"), operation_id="decideTransfer", status_code=200)
 async def transfer(
     services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> dict[str, Any]:
@@ -110,7 +106,7 @@ async def transfer(
     return _answer(await decide_transfer(await _context(services, request), body, level))
 
 
-@post("/decisions/markdown", guards=[requires("decide")], operation_id="decideMarkdown", status_code=200)
+@post("/decisions/markdown", opt=requires("decide"), operation_id="decideMarkdown", status_code=200)
 async def markdown(
     services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> dict[str, Any]:
@@ -119,7 +115,7 @@ async def markdown(
     return _answer(await decide_markdown(await _context(services, request), body, level))
 
 
-@get("/decisions/{decision_id:str}", guards=[requires("decide", "planner")], operation_id="getDecision")
+@get("/decisions/{decision_id:str}", opt=requires("decide", "planner"), operation_id="getDecision")
 async def get_decision(services: NamedDependency[Services], decision_id: FromPath[str]) -> dict[str, Any]:
     found = await cast(SqlDecisionLog, services.decision_log).get(decision_id)
     if found is None:
