@@ -44,8 +44,10 @@ def _trace(value: str | None) -> TraceLevel:
     return cast(TraceLevel, level)
 
 
-async def _context(services: Services, request: Request[Any, Any, Any]) -> DecisionContext:
-    # start_services opened the stock store, the rules registry and the decision log before serving.
+async def _context(request: Request[Any, Any, Any]) -> DecisionContext:
+    # start_services opened the stock store, the rules registry and the decision log before serving;
+    # the hot decision handlers read the services from the app state instead of asking for the dependency
+    services: Services = request.app.state.services
     return DecisionContext(
         stock=services.stock,
         master_data=await services.master_data.get(),
@@ -62,57 +64,49 @@ def _answer(record: DecisionRecord) -> dict[str, Any]:
 
 
 @post("/decisions/allocation", opt=requires("decide"), operation_id="decideAllocation", status_code=200)
-async def allocation(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
-) -> dict[str, Any]:
+async def allocation(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     level = _trace(trace)
     body = await decode_body(request, AllocationRequest)
-    return _answer(await decide_allocation(await _context(services, request), body, level))
+    return _answer(await decide_allocation(await _context(request), body, level))
 
 
 @post("/decisions/availability", opt=requires("decide"), operation_id="decideAvailability", status_code=200)
 async def availability(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
+    request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> dict[str, Any]:
     level = _trace(trace)
     body = await decode_body(request, AvailabilityRequest)
-    return _answer(await decide_availability(await _context(services, request), body, level))
+    return _answer(await decide_availability(await _context(request), body, level))
 
 
 @post("/decisions/reorder", opt=requires("decide"), operation_id="decideReorder", status_code=200)
-async def reorder(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
-) -> dict[str, Any]:
+async def reorder(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     level = _trace(trace)
     body = await decode_body(request, ReorderRequest)
-    return _answer(await decide_reorder_one(await _context(services, request), body, level))
+    return _answer(await decide_reorder_one(await _context(request), body, level))
 
 
 @post("/decisions/reorder/scan", opt=requires("decide"), operation_id="decideReorderScan", status_code=200)
 async def reorder_scan(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
+    request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> dict[str, Any]:
     level = _trace(trace)
     body = await decode_body(request, ReorderScanRequest)
-    return _answer(await decide_reorder_scan(await _context(services, request), body, level))
+    return _answer(await decide_reorder_scan(await _context(request), body, level))
 
 
 @post("/decisions/transfer", opt=requires("decide"), operation_id="decideTransfer", status_code=200)
-async def transfer(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
-) -> dict[str, Any]:
+async def transfer(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     level = _trace(trace)
     body = await decode_body(request, TransferRequest)
-    return _answer(await decide_transfer(await _context(services, request), body, level))
+    return _answer(await decide_transfer(await _context(request), body, level))
 
 
 @post("/decisions/markdown", opt=requires("decide"), operation_id="decideMarkdown", status_code=200)
-async def markdown(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
-) -> dict[str, Any]:
+async def markdown(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     level = _trace(trace)
     body = await decode_body(request, MarkdownRequest)
-    return _answer(await decide_markdown(await _context(services, request), body, level))
+    return _answer(await decide_markdown(await _context(request), body, level))
 
 
 @get("/decisions/{decision_id:str}", opt=requires("decide", "planner"), operation_id="getDecision")

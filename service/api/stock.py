@@ -236,9 +236,8 @@ async def list_exceptions(
 
 
 @post("/reservations", opt=requires("decide"), operation_id="createReservation", status_code=201)
-async def create_reservation(
-    services: NamedDependency[Services], request: Request[Any, Any, Any]
-) -> Response[ReservationOut]:
+async def create_reservation(request: Request[Any, Any, Any]) -> Response[ReservationOut]:
+    services: Services = request.app.state.services  # the hot path skips dependency resolution
     data = await decode_body(request, ReservationIn)
     ttl = data.ttl_seconds or services.settings.stock.default_ttl_seconds
     lines = tuple(ReservationLine(line.sku, line.location, line.qty, line.floor) for line in data.lines)
