@@ -73,7 +73,7 @@ class ChannelPolicies:
         """Location id -> policy for one item; shared by items alike in category and price when no
         promotion covers them (then nothing else in their facts differs)."""
         md = self.ctx.master_data
-        promoted = any(p.applies(item.sku) for p in md.promotions)
+        promoted = bool(md.promotions) and any(p.applies(item.sku) for p in md.promotions)
         key: tuple[Any, ...] = (item.sku,) if promoted else (item.category, item.price)
         found = self._tables.get(key)
         if found is not None:
@@ -146,6 +146,8 @@ class ChannelPolicies:
 
 
 def promotion_cap(ctx: DecisionContext, sku: str, channel: str) -> int | None:
+    if not ctx.master_data.promotions:
+        return None
     caps = [
         p.per_order_cap
         for p in ctx.master_data.active_promotions(sku, ctx.now, channel=channel)

@@ -48,4 +48,5 @@ def uuid7(now_ms: int | None = None) -> uuid.UUID:
 
 
 def new_decision_id() -> str:
-    return str(uuid7())
+    text = f"{uuid7().int:032x}"  # the canonical form, without building it through uuid.UUID.__str__
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

@@ -140,6 +140,7 @@ class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.holds = f"{prefix}holds"
+        self._sku_keys: dict[str, tuple[str, str, str]] = {}
 
     def stock(self, sku: str) -> str:
         return f"{self.prefix}stock:{{{sku}}}"
@@ -157,7 +158,12 @@ class Keys:
         return f"{self.prefix}resv:{rid}"
 
     def sku_keys(self, sku: str) -> list[str]:
-        return [self.stock(sku), self.hold(sku), self.part(sku)]
+        found = self._sku_keys.get(sku)
+        if found is None:
+            if len(self._sku_keys) > 100_000:
+                self._sku_keys.clear()
+            found = self._sku_keys[sku] = (self.stock(sku), self.hold(sku), self.part(sku))
+        return list(found)
 
 
 class RedisStockStore:
@@ -234,7 +240,8 @@ class RedisStockStore:
         if not skus:
             return {}
         unique = list(dict.fromkeys(skus))
-        keys = [key for sku in unique for key in self.keys.sku_keys(sku)]
+        sku_keys = self.keys.sku_keys
+        keys = [key for sku in unique for key in sku_keys(sku)]
         answer = await self._call(self._available, keys, [self._now_ms()])
         return dict(zip(unique, _AVAILABLE_DECODER.decode(answer), strict=True))
 
