@@ -24,7 +24,7 @@ from service.decisions.record import DecisionRecord
 log = logging.getLogger(__name__)
 # Under load the writer lets a batch gather this long before writing it: a transaction costs far more
 # than a row, and no request waits on the log (a decision is readable from memory until written).
-GATHER_SECONDS = 0.02
+GATHER_SECONDS = 0.05
 _DECISIONS: Table = DecisionEntry.__table__  # type: ignore[assignment]
 
 
