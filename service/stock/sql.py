@@ -239,7 +239,7 @@ class SqlStockStore:
                 .where(LEVELS.c.sku.in_(list(skus)))
                 .order_by(LEVELS.c.sku, LEVELS.c.location)
             )
-            for sku, location, sellable, reserved in (await conn.execute(query)).tuples():
+            for sku, location, sellable, reserved in await conn.execute(query):
                 out[sku][location] = max(0, int(sellable) - int(reserved))
             return out
 
