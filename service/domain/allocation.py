@@ -24,8 +24,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import combinations, compress, count
-from operator import itemgetter, sub
+from itertools import combinations
+from operator import itemgetter
 from typing import Any
 
 from service.domain.errors import InvalidInput, PolicyError
@@ -600,16 +600,15 @@ class Network:
 class _Static:
     """The candidates of one (policy, fulfillment, pickup location, destination) that pass the checks which
     do not depend on stock: as listed (the general search) and in the order of the stock-independent part
-    of the ranking key (`locs`, with `floors` and `dists` alongside)."""
+    of the ranking key (`locs`, with `dists` alongside and `coded` for the sort keys)."""
 
-    __slots__ = ("by_rank", "dists", "fast", "floors", "has_capacity", "listed", "locs", "low_bounds")
+    __slots__ = ("by_rank", "coded", "dists", "fast", "has_capacity", "listed", "locs")
 
     def __init__(self, listed: list[tuple[int, float, int]], ordered: list[tuple[int, float, int]],
-                 fast: bool, by_rank: bool, has_capacity: bool) -> None:  # fmt: skip
+                 fast: bool, by_rank: bool, has_capacity: bool, mask: int) -> None:  # fmt: skip
         self.listed = listed
         self.locs = [loc for loc, _, _ in ordered]
         self.dists = [d for _, d, _ in ordered]
-        self.floors = [floor for _, _, floor in ordered]
         # fast: every stock-dependent criterion comes before every static one, so the ranking key is
         # (-giveable, static parts..., id) and a stable sort by giveable of `locs` gives the key order
         self.fast = fast
@@ -617,18 +616,8 @@ class _Static:
         # that each take the whole line the static order decides
         self.by_rank = by_rank
         self.has_capacity = has_capacity
-        # id(threshold row) -> (the row, kept alive; the most giveable units a location below its
-        # threshold could show: max(threshold - floor - 1))
-        self.low_bounds: dict[int, tuple[Sequence[int], int]] = {}
-
-    def low_bound(self, low: Sequence[int]) -> int:
-        found = self.low_bounds.get(id(low))
-        if found is None or found[0] is not low:
-            bound = max((low[loc] - floor - 1 for loc, floor in zip(self.locs, self.floors, strict=True)),
-                        default=-1)  # fmt: skip
-            found = (low, bound)
-            self.low_bounds[id(low)] = found
-        return found[1]
+        # (location, floor, mask - rank in static order): what a candidate's sort key is made of
+        self.coded = [(loc, floor, mask - rank) for rank, (loc, _, floor) in enumerate(ordered)]
 
 
 class Allocator:
@@ -649,6 +638,9 @@ class Allocator:
         # id(policy) -> what the static screening depends on; the policies are kept alive so that an id
         # is never reused while it is a key here
         self._signatures: dict[int, tuple[AllocationPolicy, tuple[Any, ...]]] = {}
+        # a candidate's sort key is giveable << _rank_bits | (_rank_mask - its rank in static order)
+        self._rank_bits = max(1, len(network.ids).bit_length())
+        self._rank_mask = (1 << self._rank_bits) - 1
 
     def _signature(self, policy: AllocationPolicy) -> tuple[Any, ...]:
         found = self._signatures.get(id(policy))
@@ -706,6 +698,7 @@ class Allocator:
             fast,
             fast and "stock_level" not in ranking,
             any(loc in self.capped for loc, _, _ in listed),
+            self._rank_mask,
         )
         self._static[key] = found
         return found
@@ -748,10 +741,7 @@ class Allocator:
                     caps = list(capacity)
                     for loc, used in cap_used.items():
                         caps[loc] -= used
-                if static.by_rank and static.locs:
-                    picks, tried = self._nearest_of_deepest(static, row, caps, low, qty)
-                if picks is None:
-                    picks, tried = self._sorted_search(static, row, caps, low, qty, policy, ranking)
+                picks, tried = self._screened(static, row, caps, low, qty, policy, ranking)
             else:
                 eligible: list[tuple[tuple[Any, ...], int, float, int]] = []  # (key, loc, distance, giveable)
                 for loc, distance, floor in static.listed:
@@ -788,35 +778,7 @@ class Allocator:
             return [[] for _ in lines]
         return out
 
-    def _nearest_of_deepest(
-        self, static: _Static, row: Sequence[int], caps: Sequence[int], low: Sequence[int] | None, qty: int
-    ) -> tuple[list[tuple[int, int]] | None, int]:
-        """The common case, at the speed of list builtins: the ranking puts fewest splits first and has no
-        stock level, and one location can take the whole line. The search pool is then the `P` deepest
-        locations (ties in static order), every covering one scores by its static criteria alone, so the
-        pick is the first location in static order whose giveable units reach both `qty` and the `P`-th
-        largest giveable. (None, 0) when this does not apply or cannot be told without the full screening."""
-        locs = static.locs
-        giveable = list(map(sub, map(row.__getitem__, locs), static.floors))
-        if static.has_capacity:
-            giveable = list(map(min, giveable, map(caps.__getitem__, locs)))
-        # a location is eligible exactly when its giveable units are above 0, thresholds apart
-        top = sorted(giveable, reverse=True)
-        if top[0] < qty:
-            return None, 0
-        size = min(len(top), self._single_pool)
-        bar = top[size - 1]
-        # a location below its low-stock threshold shows at most `bound` giveable units: while the bar is
-        # above that, none of them is in the pool or reaches the bar
-        if low is not None and bar <= static.low_bound(low):
-            return None, 0
-        if bar <= 0:
-            size = sum(1 for v in top if v > 0)
-        reach = bar if bar > qty else qty
-        first = next(compress(count(), map(reach.__le__, giveable)))
-        return [(locs[first], qty)], size
-
-    def _sorted_search(
+    def _screened(
         self,
         static: _Static,
         row: Sequence[int],
@@ -826,25 +788,51 @@ class Allocator:
         policy: AllocationPolicy,
         ranking: Sequence[str],
     ) -> tuple[list[tuple[int, int]], int]:
-        """Screen the candidates in static order and search them sorted by depth (the key order)."""
-        locs, dists, floors = static.locs, static.dists, static.floors
-        cands: list[tuple[int, int, int, float]]  # (giveable, -rank, location, distance)
+        """The search for a ranking whose key order is depth order (`static.fast`). Every eligible candidate
+        becomes one integer, giveable units above the bits of its complemented static rank, so that one
+        sort of plain integers (descending) puts them in key order: deepest first, equal depths in static
+        order."""
+        bits = self._rank_bits
         if static.has_capacity:
-            cands = [
-                (g if (g := a - floor) < c else c, -rank, loc, d)
-                for rank, (loc, d, floor) in enumerate(zip(locs, dists, floors, strict=True))
-                if (a := row[loc]) > floor and (low is None or a >= low[loc]) and (c := caps[loc]) > 0
+            if low is None:
+                keys = [
+                    (g if (g := a - floor) < c else c) << bits | code
+                    for loc, floor, code in static.coded
+                    if (a := row[loc]) > floor and (c := caps[loc]) > 0
+                ]
+            else:
+                keys = [
+                    (g if (g := a - floor) < c else c) << bits | code
+                    for loc, floor, code in static.coded
+                    if (a := row[loc]) > floor and a >= low[loc] and (c := caps[loc]) > 0
+                ]
+        elif low is None:
+            keys = [
+                (a - floor) << bits | code for loc, floor, code in static.coded if (a := row[loc]) > floor
             ]
         else:
-            cands = [
-                (a - floor, -rank, loc, d)
-                for rank, (loc, d, floor) in enumerate(zip(locs, dists, floors, strict=True))
-                if (a := row[loc]) > floor and (low is None or a >= low[loc])
+            keys = [
+                (a - floor) << bits | code
+                for loc, floor, code in static.coded
+                if (a := row[loc]) > floor and a >= low[loc]
             ]
-        if not cands:
+        if not keys:
             return [], 0
-        # giveable first, then -rank: deepest first, equal depths in static order
-        cands.sort(reverse=True)
+        keys.sort(reverse=True)
+        mask = self._rank_mask
+        if static.by_rank and keys[0] >> bits >= qty:
+            # Fewest splits first, no stock level, and the deepest location covers the line: the search
+            # pool is the `size` deepest, and among those that cover the line (a prefix) every one scores
+            # by its static criteria alone, so the one first in static order (largest code) wins.
+            size = min(len(keys), self._single_pool)
+            covering = qty << bits
+            best = max(k & mask for k in keys[:size] if k >= covering)
+            return [(static.locs[mask - best], qty)], size
+        locs, dists = static.locs, static.dists
+        cands = []  # (giveable, -rank, location, distance), as `_choose_sorted` takes them
+        for k in keys:
+            rank = mask - (k & mask)
+            cands.append((k >> bits, -rank, locs[rank], dists[rank]))
         return _choose_sorted(
             cands,
             qty,
