@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from operator import itemgetter
 from typing import Any
 
 from service.domain.allocation import UNLIMITED, AllocationPolicy, Allocator, IndexedPicks, Network
@@ -33,7 +34,7 @@ from service.domain.reorder import Position, ReorderPolicy, decide_reorder, reor
 from service.domain.transfer import TransferRequest, TransferSide, transfer_facts
 from simulators.events import Event, Order, Receipt, Return, Sale
 from simulators.generator import promo_multiplier
-from simulators.policy import PolicySet
+from simulators.policy import PolicySet, RuleDecider
 from simulators.scenario import Location, World
 from simulators.stock import RunStock
 
@@ -105,6 +106,40 @@ class RunResult:
     evaluations: dict[str, dict[str, int]]
 
 
+# the facts of an allocation decision, flat, in the order `_allocation_facts` reads them
+_ALLOCATION_FACTS: dict[tuple[str, ...], int] = {
+    ("order", "channel"): 0,
+    ("order", "fulfillment"): 1,
+    ("order", "region"): 2,
+    ("order", "value"): 3,
+    ("order", "line_count"): 4,
+    ("order", "units"): 5,
+    ("promo", "active"): 6,
+    ("customer", "tier"): 7,
+}
+
+
+def _allocation_facts(flat: tuple[Any, ...]) -> dict[str, Any]:
+    """The allocation facts of an order, as the allocation use case builds them."""
+    channel, fulfillment, region, value, line_count, units, promo, tier = flat
+    return {
+        "order": {
+            "channel": channel,
+            "fulfillment": fulfillment,
+            "region": region,
+            "value": value,
+            "line_count": line_count,
+            "units": units,
+        },
+        "promo": {"active": promo},
+        "customer": {"tier": tier},
+    }
+
+
+def _no_key(flat: tuple[Any, ...]) -> tuple[()]:
+    return ()
+
+
 class Run:
     """One replay of one stream with one version set and one stock-view mode."""
 
@@ -122,6 +157,19 @@ class Run:
             raise ValueError("a run needs an allocation decider")
         self.allocation = allocation
         self.view = view
+        # The allocation policy per combination of the fact values the ruleset declares, picked straight
+        # from the order's facts in `_ALLOCATION_FACTS` order; None when the ruleset has no memo (every
+        # decision evaluates) or declares a fact outside those.
+        self._policies: dict[Any, AllocationPolicy] | None = None
+        self._policy_key: Callable[[tuple[Any, ...]], Any] = tuple
+        if isinstance(allocation, RuleDecider) and allocation.memo:
+            positions = [_ALLOCATION_FACTS.get(path) for path in allocation.paths]
+            if None not in positions:
+                self._policies = {}
+                if positions:
+                    self._policy_key = itemgetter(*[p for p in positions if p is not None])
+                else:
+                    self._policy_key = _no_key
         scenario = world.scenario
         self.sku_ids = [sku.id for sku in world.skus]
         self.sku_index = {sku_id: i for i, sku_id in enumerate(self.sku_ids)}
@@ -376,19 +424,22 @@ class Run:
         counts.units_demanded += demanded
         hour_counts.orders += 1
         hour_counts.units_demanded += demanded
-        facts = {
-            "order": {
-                "channel": order.channel,
-                "fulfillment": order.fulfillment,
-                "region": order.region,
-                "value": round(value, 2),
-                "line_count": len(lines),
-                "units": demanded,
-            },
-            "promo": {"active": promo},
-            "customer": {"tier": order.tier},
-        }
-        policy = self.allocation.decide_as(facts, AllocationPolicy.from_result)
+        flat = (order.channel, order.fulfillment, order.region, round(value, 2), len(lines), demanded, promo,
+                order.tier)  # fmt: skip
+        cache = self._policies
+        if cache is None:
+            policy = self.allocation.decide_as(_allocation_facts(flat), AllocationPolicy.from_result)
+        else:
+            key = self._policy_key(flat)
+            found = cache.get(key)
+            if found is None:
+                policy = cache[key] = self.allocation.decide_as(
+                    _allocation_facts(flat), AllocationPolicy.from_result
+                )
+            else:
+                # the ruleset's own memo would answer from the same values: count it as it would
+                self.allocation.memo_hits += 1
+                policy = found
         batch = self.batch[channel]
         accepted = lines
         wanted = demanded

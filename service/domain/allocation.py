@@ -724,6 +724,16 @@ class Allocator:
         `searched`, when given, receives the number of combinations searched per line."""
         static = self._candidates(policy, fulfillment, pickup, lat, lon)
         ranking = policy.effective_ranking
+        if static.fast and len(lines) == 1:
+            # one line (most orders): nothing taken before it
+            sku, qty = lines[0]
+            low = thresholds[0] if thresholds is not None else None
+            one, tried = self._screened(static, available[sku], capacity, low, qty, policy, ranking)
+            if searched is not None:
+                searched.append(tried)
+            if not policy.allow_partial and sum(q for _, q in one) < qty:
+                return [[]]
+            return [one]
         ids = self.network.ids
         priority = self.network.priority
         taken: dict[tuple[int, int], int] = {}
