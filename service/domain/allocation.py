@@ -836,7 +836,10 @@ class Allocator:
             # by its static criteria alone, so the one first in static order (largest code) wins.
             size = min(len(keys), self._single_pool)
             covering = qty << bits
-            best = max(k & mask for k in keys[:size] if k >= covering)
+            if keys[size - 1] >= covering:  # the whole pool covers the line (always so for one unit)
+                best = max(map(mask.__and__, keys[:size]))
+            else:
+                best = max(k & mask for k in keys[:size] if k >= covering)
             return [(static.locs[mask - best], qty)], size
         locs, dists = static.locs, static.dists
         cands = []  # (giveable, -rank, location, distance), as `_choose_sorted` takes them
