@@ -569,6 +569,9 @@ def _allocate_traced(
 # many orders on one network (the simulator) calls directly.
 
 UNLIMITED = 1 << 62  # the remaining daily capacity of a location without a daily limit
+# Entries a cache of `Network` or `Allocator` holds before it starts again from empty: a replayed order log
+# may give every order its own destination, and with the ruleset memo off every order its own policy.
+CACHE_LIMIT = 4096
 IndexedPicks = list[list[tuple[int, int]]]  # per line: (location index, qty)
 _DYNAMIC = ("fewest_splits", "stock_level")
 
@@ -593,6 +596,8 @@ class Network:
         found = self._distances.get(key)
         if found is None:
             found = [haversine_km(loc.lat, loc.lon, lat, lon) for loc in self.locations]
+            if len(self._distances) >= CACHE_LIMIT:
+                self._distances.clear()
             self._distances[key] = found
         return found
 
@@ -635,8 +640,8 @@ class Allocator:
         # pool size of a single-location search: the deepest location plus up to pool_size others
         self._single_pool = 1 + max(0, min(pool_size, MAX_COMBINATIONS - 1))
         self._static: dict[tuple[Any, ...], _Static] = {}
-        # id(policy) -> what the static screening depends on; the policies are kept alive so that an id
-        # is never reused while it is a key here
+        # id(policy) -> (the policy, what the static screening depends on); the identity check on the
+        # policy held in the entry keeps a reused id from reading another policy's signature
         self._signatures: dict[int, tuple[AllocationPolicy, tuple[Any, ...]]] = {}
         # a candidate's sort key is giveable << _rank_bits | (_rank_mask - its rank in static order)
         self._rank_bits = max(1, len(network.ids).bit_length())
@@ -654,6 +659,8 @@ class Allocator:
                     policy.effective_ranking,
                 ),
             )
+            if len(self._signatures) >= CACHE_LIMIT:
+                self._signatures.clear()
             self._signatures[id(policy)] = found
         return found[1]
 
@@ -700,6 +707,8 @@ class Allocator:
             any(loc in self.capped for loc, _, _ in listed),
             self._rank_mask,
         )
+        if len(self._static) >= CACHE_LIMIT:
+            self._static.clear()
         self._static[key] = found
         return found
 

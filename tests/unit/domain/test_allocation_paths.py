@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.domain.allocation import (
+    CACHE_LIMIT,
     UNLIMITED,
     AllocationPlan,
     AllocationPolicy,
@@ -201,3 +202,27 @@ def test_an_allocator_kept_across_orders_plans_each_order_as_allocate_does() -> 
             for loc, q in line_picks:
                 available[s][loc] -= q
                 capacity[loc] -= q
+
+
+def test_the_caches_stay_bounded_when_every_order_has_its_own_destination_and_policy() -> None:
+    rng = random.Random(3)
+    locations = _locations(rng, 5)
+    network = Network(locations)
+    allocator = Allocator(network)
+    capacity = [UNLIMITED] * len(locations)
+    available = [[rng.choice([0, 2, 9]) for _ in locations]]
+    for i in range(CACHE_LIMIT + 500):
+        policy = _policy(rng)  # a new policy object every order, as with the ruleset memo off
+        lat, lon = 50 + i / 1000, 10 + rng.random()
+        got = allocator.plan([(0, 1)], available, capacity, policy, "ship", -1, lat, lon)
+        plan = allocate([OrderLine("A", 1)], [_unlimited(loc) for loc in locations],
+                        {"A": dict(zip(network.ids, available[0], strict=True))}, policy, Fulfillment("ship"),
+                        Destination(lat, lon))  # fmt: skip
+        assert got == [[(network.index[p.location], p.qty) for p in line.picks] for line in plan.lines]
+    assert len(allocator._static) <= CACHE_LIMIT
+    assert len(allocator._signatures) <= CACHE_LIMIT
+    assert len(network._distances) <= CACHE_LIMIT
+
+
+def _unlimited(loc: Location) -> Location:
+    return Location(loc.id, loc.type, loc.region, loc.lat, loc.lon, loc.capabilities, None, loc.priority)
