@@ -106,7 +106,8 @@ class RunResult:
     evaluations: dict[str, dict[str, int]]
 
 
-# the facts of an allocation decision, flat, in the order `_allocation_facts` reads them
+# the facts of an allocation decision, flat (the order value unrounded), in the order `_allocation_facts`
+# reads them
 _ALLOCATION_FACTS: dict[tuple[str, ...], int] = {
     ("order", "channel"): 0,
     ("order", "fulfillment"): 1,
@@ -127,7 +128,7 @@ def _allocation_facts(flat: tuple[Any, ...]) -> dict[str, Any]:
             "channel": channel,
             "fulfillment": fulfillment,
             "region": region,
-            "value": value,
+            "value": round(value, 2),
             "line_count": line_count,
             "units": units,
         },
@@ -164,7 +165,8 @@ class Run:
         self._policy_key: Callable[[tuple[Any, ...]], Any] = tuple
         if isinstance(allocation, RuleDecider) and allocation.memo:
             positions = [_ALLOCATION_FACTS.get(path) for path in allocation.paths]
-            if None not in positions:
+            # the order value is kept unrounded in the flat facts, so a ruleset reading it goes the long way
+            if None not in positions and _ALLOCATION_FACTS[("order", "value")] not in positions:
                 self._policies = {}
                 if positions:
                     self._policy_key = itemgetter(*[p for p in positions if p is not None])
@@ -424,8 +426,16 @@ class Run:
         counts.units_demanded += demanded
         hour_counts.orders += 1
         hour_counts.units_demanded += demanded
-        flat = (order.channel, order.fulfillment, order.region, round(value, 2), len(lines), demanded, promo,
-                order.tier)  # fmt: skip
+        flat = (
+            order.channel,
+            order.fulfillment,
+            order.region,
+            value,
+            len(lines),
+            demanded,
+            promo,
+            order.tier,
+        )
         cache = self._policies
         if cache is None:
             policy = self.allocation.decide_as(_allocation_facts(flat), AllocationPolicy.from_result)
