@@ -152,7 +152,7 @@ def orders(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(orders())
 def test_both_paths_agree_on_generated_orders(o: dict[str, Any]) -> None:
     traced = allocate(*o["args"], low_stock_thresholds=o["low"], pool_size=o["pool_size"], explain=True)
