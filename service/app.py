@@ -21,6 +21,7 @@ from service.db.migrate import upgrade
 from service.decisions.log import open_decision_log
 from service.masterdata import MasterDataCache
 from service.rules.registry import start_rules
+from service.security import AuthMiddleware
 from service.services import Services
 from service.settings import Settings, get_settings
 from service.stock import open_store, start_sweeper
@@ -95,7 +96,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         dependencies=dependencies(),
         exception_handlers=exception_handlers(),
-        middleware=[prometheus.middleware],
+        middleware=[prometheus.middleware, AuthMiddleware],
         request_max_body_size=settings.server.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Retail policy service",

@@ -44,8 +44,10 @@ def _trace(value: str | None) -> TraceLevel:
     return cast(TraceLevel, level)
 
 
-async def _context(services: Services, request: Request[Any, Any, Any]) -> DecisionContext:
-    # start_services opened the stock store, the rules registry and the decision log before serving.
+async def _context(request: Request[Any, Any, Any]) -> DecisionContext:
+    # start_services opened the stock store, the rules registry and the decision log before serving;
+    # the hot decision handlers read the services from the app state instead of asking for the dependency
+    services: Services = request.app.state.services
     return DecisionContext(
         stock=services.stock,
         master_data=await services.master_data.get(),
@@ -61,65 +63,53 @@ def _answer(record: DecisionRecord) -> dict[str, Any]:
     return record.response()
 
 
-@post("/decisions/allocation", guards=[requires("decide")], operation_id="decideAllocation", status_code=200)
-async def allocation(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
-) -> dict[str, Any]:
+@post("/decisions/allocation", opt=requires("decide"), operation_id="decideAllocation", status_code=200)
+async def allocation(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     level = _trace(trace)
     body = await decode_body(request, AllocationRequest)
-    return _answer(await decide_allocation(await _context(services, request), body, level))
+    return _answer(await decide_allocation(await _context(request), body, level))
 
 
-@post(
-    "/decisions/availability", guards=[requires("decide")], operation_id="decideAvailability", status_code=200
-)
+@post("/decisions/availability", opt=requires("decide"), operation_id="decideAvailability", status_code=200)
 async def availability(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
+    request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> dict[str, Any]:
     level = _trace(trace)
     body = await decode_body(request, AvailabilityRequest)
-    return _answer(await decide_availability(await _context(services, request), body, level))
+    return _answer(await decide_availability(await _context(request), body, level))
 
 
-@post("/decisions/reorder", guards=[requires("decide")], operation_id="decideReorder", status_code=200)
-async def reorder(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
-) -> dict[str, Any]:
+@post("/decisions/reorder", opt=requires("decide"), operation_id="decideReorder", status_code=200)
+async def reorder(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     level = _trace(trace)
     body = await decode_body(request, ReorderRequest)
-    return _answer(await decide_reorder_one(await _context(services, request), body, level))
+    return _answer(await decide_reorder_one(await _context(request), body, level))
 
 
-@post(
-    "/decisions/reorder/scan", guards=[requires("decide")], operation_id="decideReorderScan", status_code=200
-)
+@post("/decisions/reorder/scan", opt=requires("decide"), operation_id="decideReorderScan", status_code=200)
 async def reorder_scan(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
+    request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> dict[str, Any]:
     level = _trace(trace)
     body = await decode_body(request, ReorderScanRequest)
-    return _answer(await decide_reorder_scan(await _context(services, request), body, level))
+    return _answer(await decide_reorder_scan(await _context(request), body, level))
 
 
-@post("/decisions/transfer", guards=[requires("decide")], operation_id="decideTransfer", status_code=200)
-async def transfer(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
-) -> dict[str, Any]:
+@post("/decisions/transfer", opt=requires("decide"), operation_id="decideTransfer", status_code=200)
+async def transfer(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     level = _trace(trace)
     body = await decode_body(request, TransferRequest)
-    return _answer(await decide_transfer(await _context(services, request), body, level))
+    return _answer(await decide_transfer(await _context(request), body, level))
 
 
-@post("/decisions/markdown", guards=[requires("decide")], operation_id="decideMarkdown", status_code=200)
-async def markdown(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
-) -> dict[str, Any]:
+@post("/decisions/markdown", opt=requires("decide"), operation_id="decideMarkdown", status_code=200)
+async def markdown(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     level = _trace(trace)
     body = await decode_body(request, MarkdownRequest)
-    return _answer(await decide_markdown(await _context(services, request), body, level))
+    return _answer(await decide_markdown(await _context(request), body, level))
 
 
-@get("/decisions/{decision_id:str}", guards=[requires("decide", "planner")], operation_id="getDecision")
+@get("/decisions/{decision_id:str}", opt=requires("decide", "planner"), operation_id="getDecision")
 async def get_decision(services: NamedDependency[Services], decision_id: FromPath[str]) -> dict[str, Any]:
     found = await cast(SqlDecisionLog, services.decision_log).get(decision_id)
     if found is None:

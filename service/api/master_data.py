@@ -71,7 +71,7 @@ def _unique(ids: list[str], field: str) -> None:
         seen.add(value)
 
 
-@put("/locations", guards=[requires("stock")], operation_id="putLocations", status_code=200)
+@put("/locations", opt=requires("stock"), operation_id="putLocations", status_code=200)
 async def put_locations(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Upserted:
     data = await decode_body(request, list[LocationIn])
     _unique([loc.id for loc in data], "id")
@@ -83,7 +83,7 @@ async def put_locations(services: NamedDependency[Services], request: Request[An
     return Upserted(len(rows))
 
 
-@put("/items", guards=[requires("stock")], operation_id="putItems", status_code=200)
+@put("/items", opt=requires("stock"), operation_id="putItems", status_code=200)
 async def put_items(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Upserted:
     data = await decode_body(request, list[ItemIn])
     _unique([item.sku for item in data], "sku")
@@ -100,7 +100,7 @@ async def put_items(services: NamedDependency[Services], request: Request[Any, A
     return Upserted(len(rows))
 
 
-@put("/promotions", guards=[requires("stock")], operation_id="putPromotions", status_code=200)
+@put("/promotions", opt=requires("stock"), operation_id="putPromotions", status_code=200)
 async def put_promotions(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Upserted:
     data = await decode_body(request, list[PromotionIn])
     _unique([promo.id for promo in data], "id")
@@ -119,7 +119,7 @@ async def put_promotions(services: NamedDependency[Services], request: Request[A
     return Upserted(len(rows))
 
 
-@get("/locations", guards=[requires("stock", "decide", "planner")], operation_id="listLocations")
+@get("/locations", opt=requires("stock", "decide", "planner"), operation_id="listLocations")
 async def list_locations(services: NamedDependency[Services]) -> list[LocationIn]:
     data = await services.master_data.get()
     return [
@@ -128,7 +128,7 @@ async def list_locations(services: NamedDependency[Services]) -> list[LocationIn
     ]
 
 
-@get("/items", guards=[requires("stock", "decide", "planner")], operation_id="listItems")
+@get("/items", opt=requires("stock", "decide", "planner"), operation_id="listItems")
 async def list_items(services: NamedDependency[Services]) -> list[ItemIn]:
     data = await services.master_data.get()
     return [
@@ -137,7 +137,7 @@ async def list_items(services: NamedDependency[Services]) -> list[ItemIn]:
     ]
 
 
-@get("/promotions", guards=[requires("stock", "decide", "planner")], operation_id="listPromotions")
+@get("/promotions", opt=requires("stock", "decide", "planner"), operation_id="listPromotions")
 async def list_promotions(services: NamedDependency[Services]) -> list[PromotionIn]:
     data = await services.master_data.get()
     return [

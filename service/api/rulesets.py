@@ -107,7 +107,7 @@ async def _after_change(services: Services) -> None:
         log.exception("immediate ruleset reload failed; the poller will retry")
 
 
-@get("/", guards=[requires(*READ_ROLES)], operation_id="listRulesets")
+@get("/", opt=requires(*READ_ROLES), operation_id="listRulesets")
 async def list_rulesets(
     services: NamedDependency[Services],
     kind: Annotated[str | None, QueryParameter(name="kind", description="only rulesets of this kind")] = None,
@@ -122,7 +122,7 @@ async def list_rulesets(
     }
 
 
-@get("/{name:str}", guards=[requires(*READ_ROLES)], operation_id="getRuleset")
+@get("/{name:str}", opt=requires(*READ_ROLES), operation_id="getRuleset")
 async def get_ruleset(services: NamedDependency[Services], name: Name) -> dict[str, Any]:
     snapshot = _registry(services).snapshot()
     async with services.sessions() as session:
@@ -163,7 +163,7 @@ def _yaml_from_request(content_type: str, raw: bytes) -> str:
     )
 
 
-@post("/{name:str}/versions", guards=[requires("author")], operation_id="createRulesetVersion")
+@post("/{name:str}/versions", opt=requires("author"), operation_id="createRulesetVersion")
 async def create_version(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name
 ) -> Response[dict[str, Any]]:
@@ -176,7 +176,7 @@ async def create_version(
     return Response(body, status_code=201 if created.created else 200)
 
 
-@get("/{name:str}/versions/{version:int}", guards=[requires(*READ_ROLES)], operation_id="getRulesetVersion")
+@get("/{name:str}/versions/{version:int}", opt=requires(*READ_ROLES), operation_id="getRulesetVersion")
 async def get_version(
     services: NamedDependency[Services], name: Name, version: VersionNumber
 ) -> dict[str, Any]:
@@ -185,7 +185,7 @@ async def get_version(
 
 @get(
     "/{name:str}/versions/{version:int}/diff",
-    guards=[requires(*READ_ROLES)],
+    opt=requires(*READ_ROLES),
     operation_id="diffRulesetVersion",
 )
 async def diff_version(
@@ -255,7 +255,7 @@ def _evaluation_body(
 
 @post(
     "/{name:str}/versions/{version:int}/evaluate",
-    guards=[requires(*READ_ROLES)],
+    opt=requires(*READ_ROLES),
     operation_id="evaluateRulesetVersion",
     status_code=200,
 )
@@ -273,7 +273,7 @@ async def evaluate_version(
 
 @post(
     "/{name:str}/evaluate",
-    guards=[requires("decide", *READ_ROLES)],
+    opt=requires("decide", *READ_ROLES),
     operation_id="evaluateActiveRuleset",
     status_code=200,
 )
@@ -303,7 +303,7 @@ async def evaluate_active(
 
 @post(
     "/{name:str}/versions/{version:int}/publish",
-    guards=[requires("publisher")],
+    opt=requires("publisher"),
     operation_id="publishRulesetVersion",
     status_code=200,
 )
@@ -317,7 +317,7 @@ async def publish_version(
 
 @post(
     "/{name:str}/versions/{version:int}/shadow",
-    guards=[requires("publisher")],
+    opt=requires("publisher"),
     operation_id="shadowRulesetVersion",
     status_code=200,
 )
@@ -331,7 +331,7 @@ async def shadow_version(
 
 @delete(
     "/{name:str}/versions/{version:int}/shadow",
-    guards=[requires("publisher")],
+    opt=requires("publisher"),
     operation_id="unshadowRulesetVersion",
     status_code=204,
 )
@@ -342,7 +342,7 @@ async def unshadow_version(
     await _after_change(services)
 
 
-@post("/{name:str}/rollback", guards=[requires("publisher")], operation_id="rollbackRuleset", status_code=200)
+@post("/{name:str}/rollback", opt=requires("publisher"), operation_id="rollbackRuleset", status_code=200)
 async def rollback_ruleset(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name
 ) -> dict[str, Any]:
@@ -355,7 +355,7 @@ async def rollback_ruleset(
 
 @post(
     "/{name:str}/kind-default",
-    guards=[requires("publisher")],
+    opt=requires("publisher"),
     operation_id="makeRulesetKindDefault",
     status_code=200,
 )

@@ -40,7 +40,7 @@ async def _record(services: Services, simulation_id: str) -> Any:
     return row
 
 
-@post("/", guards=[requires("planner")], operation_id="startSimulation", status_code=202)
+@post("/", opt=requires("planner"), operation_id="startSimulation", status_code=202)
 async def start_simulation(
     services: NamedDependency[Services], request: Request[Any, Any, Any]
 ) -> Response[dict[str, Any]]:
@@ -58,7 +58,7 @@ async def start_simulation(
     )
 
 
-@get("/{simulation_id:str}", guards=[requires("planner")], operation_id="getSimulation")
+@get("/{simulation_id:str}", opt=requires("planner"), operation_id="getSimulation")
 async def get_simulation(services: NamedDependency[Services], simulation_id: SimulationId) -> dict[str, Any]:
     row = await _record(services, simulation_id)
     progress = _jobs(services).progress(simulation_id)
@@ -75,7 +75,7 @@ async def get_simulation(services: NamedDependency[Services], simulation_id: Sim
     }
 
 
-@get("/{simulation_id:str}/report", guards=[requires("planner")], operation_id="getSimulationReport")
+@get("/{simulation_id:str}/report", opt=requires("planner"), operation_id="getSimulationReport")
 async def get_report(services: NamedDependency[Services], simulation_id: SimulationId) -> Response[str]:
     row = await _record(services, simulation_id)
     if row.report is None:

@@ -185,7 +185,7 @@ def stock_levels(sku: str, levels: dict[str, Levels]) -> StockOut:
     return StockOut(sku, rows, totals)
 
 
-@put("/stock", guards=[requires("stock")], operation_id="putStockSnapshot", status_code=200)
+@put("/stock", opt=requires("stock"), operation_id="putStockSnapshot", status_code=200)
 async def put_stock(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Written:
     data = await decode_body(request, list[SnapshotRowIn])
     seen: set[tuple[str, str]] = set()
@@ -202,7 +202,7 @@ async def put_stock(services: NamedDependency[Services], request: Request[Any, A
     return Written(await _store(services).put_snapshot(rows))
 
 
-@post("/stock/events", guards=[requires("stock")], operation_id="postStockEvents", status_code=200)
+@post("/stock/events", opt=requires("stock"), operation_id="postStockEvents", status_code=200)
 async def post_events(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> EventsOut:
     data = await decode_body(request, list[EventIn])
     if len(data) > MAX_EVENTS:
@@ -220,7 +220,7 @@ async def post_events(services: NamedDependency[Services], request: Request[Any,
     return EventsOut(applied, len(results) - applied, results)
 
 
-@get("/stock/{sku:str}", guards=[requires("stock", "decide", "planner")], operation_id="getStock")
+@get("/stock/{sku:str}", opt=requires("stock", "decide", "planner"), operation_id="getStock")
 async def get_stock(services: NamedDependency[Services], sku: FromPath[str]) -> StockOut:
     levels = (await _store(services).get_levels([sku])).get(sku, {})
     if not levels:
@@ -228,17 +228,16 @@ async def get_stock(services: NamedDependency[Services], sku: FromPath[str]) -> 
     return stock_levels(sku, levels)
 
 
-@get("/exceptions", guards=[requires("stock", "planner")], operation_id="listStockExceptions")
+@get("/exceptions", opt=requires("stock", "planner"), operation_id="listStockExceptions")
 async def list_exceptions(
     services: NamedDependency[Services], limit: Annotated[int, Parameter(ge=1, le=1000)] = 100
 ) -> ExceptionsOut:
     return ExceptionsOut(await _store(services).list_exceptions(limit))
 
 
-@post("/reservations", guards=[requires("decide")], operation_id="createReservation", status_code=201)
-async def create_reservation(
-    services: NamedDependency[Services], request: Request[Any, Any, Any]
-) -> Response[ReservationOut]:
+@post("/reservations", opt=requires("decide"), operation_id="createReservation", status_code=201)
+async def create_reservation(request: Request[Any, Any, Any]) -> Response[ReservationOut]:
+    services: Services = request.app.state.services  # the hot path skips dependency resolution
     data = await decode_body(request, ReservationIn)
     ttl = data.ttl_seconds or services.settings.stock.default_ttl_seconds
     lines = tuple(ReservationLine(line.sku, line.location, line.qty, line.floor) for line in data.lines)
@@ -271,7 +270,7 @@ def _short_error(short: ShortLine, lines: list[LineIn]) -> FieldError:
     )
 
 
-@get("/reservations/{reservation_id:str}", guards=[requires("decide")], operation_id="getReservation")
+@get("/reservations/{reservation_id:str}", opt=requires("decide"), operation_id="getReservation")
 async def get_reservation(
     services: NamedDependency[Services], reservation_id: FromPath[str]
 ) -> ReservationOut:
@@ -283,7 +282,7 @@ async def get_reservation(
 
 @post(
     "/reservations/{reservation_id:str}/commit",
-    guards=[requires("decide")],
+    opt=requires("decide"),
     operation_id="commitReservation",
     status_code=200,
 )
@@ -295,7 +294,7 @@ async def commit_reservation(
 
 @post(
     "/reservations/{reservation_id:str}/release",
-    guards=[requires("decide")],
+    opt=requires("decide"),
     operation_id="releaseReservation",
     status_code=200,
 )

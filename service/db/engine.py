@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from service.settings import DatabaseSettings
 
@@ -49,3 +57,32 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+class HeldConnection:
+    """One connection kept open for a background writer (the decision log, the stock journal): a batch
+    then costs its transaction only, not a pool checkout, a liveness ping and a return. A batch that
+    fails drops the connection, so the next one starts on a fresh connection."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._connection: AsyncConnection | None = None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        connection = self._connection
+        if connection is None or connection.closed or connection.invalidated:
+            connection = self._connection = await self.engine.connect()
+        try:
+            async with connection.begin():
+                yield connection
+        except BaseException:
+            self._connection = None
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()

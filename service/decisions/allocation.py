@@ -134,18 +134,17 @@ async def decide_allocation(
     channel = ChannelPolicies(ctx, request.channel, "none")
     # thresholds matter only where the allocation ruleset lets the channel take stock
     eligible = [loc for loc in md.locations.values() if loc.type in policy.eligible_location_types]
-    thresholds = {
-        sku: {loc.id: channel.table(md.items[sku])[loc.id].low_stock_threshold for loc in eligible}
-        for sku in skus
-    }
+    thresholds: dict[str, dict[str, int]] = {}
+    for sku in skus:
+        table = channel.table(md.items[sku])
+        thresholds[sku] = {loc.id: table[loc.id].low_stock_threshold for loc in eligible}
     lines = [OrderLine(line.sku, line.qty) for line in request.lines]
     rules_ms = ctx.elapsed_ms()
     reservation: dict[str, Any] | None = None
     replans = 0
     reserve_failed: str | None = None
     while True:
-        levels = await stock_call(ctx.stock.get_levels(skus))
-        stock = {sku: {loc: lv.available for loc, lv in levels.get(sku, {}).items()} for sku in skus}
+        stock = await stock_call(ctx.stock.get_available(skus))
         plan = allocate(
             lines,
             locations,

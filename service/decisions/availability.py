@@ -14,7 +14,7 @@ from service.decisions.ids import new_decision_id
 from service.decisions.record import DecisionRecord
 from service.decisions.schemas import AvailabilityRequest
 from service.domain.allocation import haversine_km
-from service.domain.availability import LocationPolicy, sku_availability
+from service.domain.availability import LocationPolicy, PreparedPolicies, sellable_units, sku_availability
 from service.domain.errors import InvalidInput
 from service.masterdata import ItemRecord, LocationRecord, MasterData
 
@@ -28,6 +28,7 @@ class _Shared:
     master_data: MasterData
     policies: dict[tuple[Any, ...], tuple[LocationPolicy, Any, dict[str, Any]]] = field(default_factory=dict)
     tables: dict[tuple[Any, ...], dict[str, LocationPolicy]] = field(default_factory=dict)
+    prepared: dict[int, tuple[dict[str, LocationPolicy], PreparedPolicies]] = field(default_factory=dict)
 
 
 _SHARED: OrderedDict[tuple[Any, ...], _Shared] = OrderedDict()
@@ -72,7 +73,7 @@ class ChannelPolicies:
         """Location id -> policy for one item; shared by items alike in category and price when no
         promotion covers them (then nothing else in their facts differs)."""
         md = self.ctx.master_data
-        promoted = any(p.applies(item.sku) for p in md.promotions)
+        promoted = bool(md.promotions) and any(p.applies(item.sku) for p in md.promotions)
         key: tuple[Any, ...] = (item.sku,) if promoted else (item.category, item.price)
         found = self._tables.get(key)
         if found is not None:
@@ -90,6 +91,18 @@ class ChannelPolicies:
                 shared.tables[key] = found
         self._tables[key] = found
         return found
+
+    def prepared(self, item: ItemRecord) -> PreparedPolicies:
+        """The item's table made ready for summing, kept beside the (shared) table it was made from."""
+        table = self.table(item)
+        store = self._shared.prepared if self._shared is not None else {}
+        found = store.get(id(table))
+        if found is None or found[0] is not table:
+            found = (table, PreparedPolicies.of(table))
+            if len(store) > 4096:
+                store.clear()
+            store[id(table)] = found
+        return found[1]
 
     def facts(self, item: ItemRecord, location: LocationRecord, promo: bool) -> dict[str, Any]:
         return {
@@ -133,6 +146,8 @@ class ChannelPolicies:
 
 
 def promotion_cap(ctx: DecisionContext, sku: str, channel: str) -> int | None:
+    if not ctx.master_data.promotions:
+        return None
     caps = [
         p.per_order_cap
         for p in ctx.master_data.active_promotions(sku, ctx.now, channel=channel)
@@ -154,15 +169,18 @@ async def decide_availability(
             raise InvalidInput(f"skus[{i}]", f"unknown sku {sku!r}")
         seen.add(sku)
     policies = ChannelPolicies(ctx, request.channel, trace)
-    levels = await stock_call(ctx.stock.get_levels(request.skus))
+    available = await stock_call(ctx.stock.get_available(request.skus))
     stock_ms = ctx.elapsed_ms()
     skus: list[dict[str, Any]] = []
     for sku in request.skus:
         item = md.items[sku]
-        table = policies.table(item)  # every location master data knows
-        # stock at a location master data does not know is never sold
-        rows = [(loc, level.available) for loc, level in sorted(levels.get(sku, {}).items()) if loc in table]
-        result = sku_availability(sku, rows, table, detail=trace == "full")
+        # stock at a location master data does not know is never sold: the policies cover every known one
+        if trace == "full":
+            table = policies.table(item)
+            rows = [(loc, units) for loc, units in sorted(available.get(sku, {}).items()) if loc in table]
+            result = sku_availability(sku, rows, table, detail=True)
+        else:
+            result = sellable_units(sku, available.get(sku, {}), policies.prepared(item))
         promo_cap = promotion_cap(ctx, sku, request.channel)
         out = result.to_dict(with_locations=trace == "full")
         if promo_cap is not None and promo_cap < result.sellable:

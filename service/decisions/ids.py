@@ -1,12 +1,15 @@
 """Decision ids: UUIDv7 (RFC 9562), so ids sort by creation time.
 
 48 bits of Unix milliseconds, then a 12-bit counter that keeps ids made in the same millisecond by this
-process in order, then 62 random bits.
+process in order, then 62 random bits. The random bits only keep ids of different processes apart, so
+they come from a generator seeded from the operating system (again in every forked worker), not from a
+system call per id.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 import uuid
@@ -14,6 +17,14 @@ import uuid
 _lock = threading.Lock()
 _last_ms = 0
 _counter = 0
+_random = random.Random(os.urandom(32))
+
+
+def _reseed() -> None:
+    _random.seed(os.urandom(32))
+
+
+os.register_at_fork(after_in_child=_reseed)
 
 
 def uuid7(now_ms: int | None = None) -> uuid.UUID:
@@ -29,12 +40,13 @@ def uuid7(now_ms: int | None = None) -> uuid.UUID:
             ms = _last_ms
         else:
             _last_ms = ms
-            _counter = int.from_bytes(os.urandom(1), "big")  # a random start leaves room to count
+            _counter = _random.getrandbits(8)  # a random start leaves room to count
         counter = _counter
-    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+        rand_b = _random.getrandbits(62)
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b
     return uuid.UUID(int=value)
 
 
 def new_decision_id() -> str:
-    return str(uuid7())
+    text = f"{uuid7().int:032x}"  # the canonical form, without building it through uuid.UUID.__str__
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

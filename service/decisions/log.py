@@ -15,12 +15,16 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Table, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from service.db.engine import HeldConnection
 from service.db.models.decisions import DecisionEntry
 from service.decisions.record import DecisionRecord
 
 log = logging.getLogger(__name__)
+# Under load the writer lets a batch gather this long before writing it: a transaction costs far more
+# than a row, and no request waits on the log (a decision is readable from memory until written).
+GATHER_SECONDS = 0.05
 _DECISIONS: Table = DecisionEntry.__table__  # type: ignore[assignment]
 
 
@@ -81,6 +85,10 @@ class SqlDecisionLog:
         self._pending: dict[str, DecisionRecord] = {}
         self._pending_keys: dict[tuple[str, str], DecisionRecord] = {}
         self._task: asyncio.Task[None] | None = None
+        bind = sessions.kw.get("bind")
+        if not isinstance(bind, AsyncEngine):
+            raise TypeError("the decision log needs sessions bound to an AsyncEngine")
+        self._connection = HeldConnection(bind)
         self.written = 0
         self.recorded = 0
 
@@ -102,6 +110,8 @@ class SqlDecisionLog:
     async def _run(self) -> None:
         while True:
             first = await self._queue.get()
+            if self._queue.qsize() < self._batch_size // 10:
+                await asyncio.sleep(GATHER_SECONDS)
             batch = [first]
             while len(batch) < self._batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
@@ -117,8 +127,8 @@ class SqlDecisionLog:
         while True:
             try:
                 # a Core executemany on the table: the ORM bulk path costs the event loop more per row
-                async with self._sessions() as session, session.begin():
-                    await session.execute(_DECISIONS.insert(), [r.row() for r in batch])
+                async with self._connection.transaction() as connection:
+                    await connection.execute(_DECISIONS.insert(), [r.row() for r in batch])
                 self.written += len(batch)
                 return
             except asyncio.CancelledError:
@@ -145,6 +155,7 @@ class SqlDecisionLog:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        await self._connection.close()
 
     async def get(self, decision_id: str) -> dict[str, Any] | None:
         pending = self._pending.get(decision_id)

@@ -165,3 +165,48 @@ def sku_availability(
         per_order_cap=cap,
         locations=tuple(rows),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedPolicies:
+    """One SKU's location policies made ready for `sellable_units`: the eligible locations with their
+    floors and low-stock thresholds (three aligned tuples), and those of them that set a per-order cap.
+    Built once per policy table and reused by every request that reads it."""
+
+    locations: tuple[str, ...]
+    floors: tuple[int, ...]
+    lows: tuple[int, ...]
+    caps: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def of(cls, policies: Mapping[str, LocationPolicy]) -> PreparedPolicies:
+        eligible = [(loc, p) for loc, p in policies.items() if p.eligible]
+        return cls(
+            locations=tuple(loc for loc, _ in eligible),
+            floors=tuple(p.floor for _, p in eligible),
+            lows=tuple(p.low_stock_threshold for _, p in eligible),
+            caps=tuple((loc, p.per_order_cap) for loc, p in eligible if p.per_order_cap is not None),
+        )
+
+
+def sellable_units(sku: str, available: Mapping[str, int], prepared: PreparedPolicies) -> SkuAvailability:
+    """What `sku_availability(..., detail=False)` answers, from location -> available units (>= 0) and the
+    prepared policies: a location gives `available - floor` when that is positive and its available
+    stock is at least its low-stock threshold, else nothing (the same rule as `sellable_at`)."""
+    total = 0
+    units_at = map(available.get, prepared.locations)
+    for units, floor, low in zip(units_at, prepared.floors, prepared.lows, strict=True):
+        if units is not None and units > floor and units >= low:
+            total += units - floor
+    cap = (
+        min((c for location, c in prepared.caps if location in available), default=None)
+        if prepared.caps
+        else None
+    )
+    return SkuAvailability(
+        sku=sku,
+        sellable=total if cap is None else min(total, cap),
+        uncapped=total,
+        per_order_cap=cap,
+        locations=(),
+    )

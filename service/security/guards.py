@@ -1,7 +1,9 @@
-"""Authentication and role guards for the HTTP API.
+"""Authentication and roles for the HTTP API.
 
-Every endpoint except health declares the role it needs with `guards=[requires("decide")]`. The key comes
-in `Authorization: Bearer <key>` or `X-API-Key`. Resolved keys are cached per process for a few seconds
+Every `/v1` endpoint declares the roles that may call it with `opt=requires("decide")`; one middleware
+checks the caller's key against them before the handler runs, and refuses any `/v1` endpoint that
+declares none (so a route added without a role is closed, not open). Paths outside `/v1` (health,
+metrics, the schema) are public. The key comes in `Authorization: Bearer <key>` or `X-API-Key`. Resolved keys are cached per process for a few seconds
 so a decision does not pay a database round trip; a revoked key stops working within that window.
 A key is looked up by one query at a time however many requests present it at once (single flight), and a
 key in use is looked up again in the background shortly before its entry expires, so a busy key never
@@ -16,7 +18,8 @@ import time
 from typing import Any
 
 from litestar.connection import ASGIConnection
-from litestar.handlers.base import BaseRouteHandler
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import ServiceError
 from service.security.keys import ROLES, Principal, find_principal
@@ -41,34 +44,38 @@ class RoleMissing(ServiceError):
         super().__init__(detail, (), 403, "Forbidden")
 
 
-def _presented_key(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
-    header = connection.headers.get("authorization")
-    if header and header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return connection.headers.get("x-api-key")
+def _presented_key(scope: Scope) -> str | None:
+    bearer = api_key = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            bearer = value.decode("latin-1")
+        elif name == b"x-api-key":
+            api_key = value.decode("latin-1")
+    if bearer and bearer.lower().startswith("bearer "):
+        return bearer[7:].strip()
+    return api_key
 
 
-async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
-    cached = connection.scope.get("principal")
+async def authenticate(scope: Scope) -> Principal:
+    cached = scope.get("principal")
     if isinstance(cached, Principal):
         return cached
-    key = _presented_key(connection)
+    key = _presented_key(scope)
     if not key:
         raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'")
     now = time.monotonic()
     hit = _cache.get(key)
+    services = scope["app"].state.services
     if hit is not None and hit[0] > now:
         principal = hit[2]
         if hit[1] <= now and _pending(key) is None:
-            _start_lookup(
-                connection.app.state.services, key
-            )  # refresh ahead; this request uses the still valid entry
+            _start_lookup(services, key)  # refresh ahead; this request uses the still valid entry
     else:
-        task = _pending(key) or _start_lookup(connection.app.state.services, key)
+        task = _pending(key) or _start_lookup(services, key)
         principal = await asyncio.shield(task)
     if principal is None:
         raise Unauthorized("the API key is unknown or revoked")
-    connection.scope["principal"] = principal  # type: ignore[typeddict-unknown-key]
+    scope["principal"] = principal  # type: ignore[typeddict-unknown-key]
     return principal
 
 
@@ -104,22 +111,34 @@ def _start_lookup(services: Any, key: str) -> asyncio.Task[Principal | None]:
     return task
 
 
-def requires(*roles: str) -> Any:
-    """A guard admitting callers whose key carries one of `roles` (or `admin`)."""
+def requires(*roles: str) -> dict[str, Any]:
+    """The `opt` of a route handler that callers with one of `roles` (or `admin`) may call."""
     unknown = [role for role in roles if role not in ROLES]
     if unknown or not roles:
         raise ValueError(f"unknown role(s) {unknown!r}")
-    wanted = " or ".join(f"'{role}'" for role in roles)
+    return {"roles": tuple(roles)}
 
-    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
-        principal = await authenticate(connection)
-        if not any(principal.has(role) for role in roles):
-            raise RoleMissing(
-                f"this operation needs the role {wanted}; the key '{principal.name}' has {sorted(principal.roles)}"
-            )
 
-    guard.__name__ = "requires_" + "_or_".join(roles)
-    return guard
+class AuthMiddleware:
+    """Checks the caller's key against the roles the matched handler declares (see `requires`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            roles: tuple[str, ...] | None = scope["route_handler"].opt.get("roles")
+            if roles is not None:
+                principal = await authenticate(scope)
+                if not any(principal.has(role) for role in roles):
+                    wanted = " or ".join(f"'{role}'" for role in roles)
+                    raise RoleMissing(
+                        f"this operation needs the role {wanted}; the key '{principal.name}' has "
+                        f"{sorted(principal.roles)}"
+                    )
+            elif scope["path"].startswith("/v1/"):
+                raise RoleMissing("this operation is open to no role")
+        await self.app(scope, receive, send)
 
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:

@@ -17,6 +17,7 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.db.engine import HeldConnection
 from service.db.models.stock import StockExceptionRecord, StockJournalEntry
 from service.stock.ledger import Delta
 from service.stock.store import StockException, StockUnavailable
@@ -52,6 +53,7 @@ class Journal:
     _queue: list[_Pending] = field(default_factory=list)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _writer: asyncio.Task[None] | None = None
+    _held: HeldConnection | None = None
 
     async def append(self, entries: Sequence[Entry]) -> list[int | None]:
         """Write entries durably; returns the id given to each entry's exception (None without one)."""
@@ -91,7 +93,9 @@ class Journal:
 
     async def _write(self, entries: Sequence[Entry]) -> list[int | None]:
         ids: list[int | None] = []
-        async with self.engine.begin() as conn:
+        if self._held is None:
+            self._held = HeldConnection(self.engine)
+        async with self._held.transaction() as conn:
             await conn.execute(
                 insert(JOURNAL),
                 [
@@ -132,6 +136,9 @@ class Journal:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
+        if self._held is not None:
+            await self._held.close()
+            self._held = None
 
 
 def _delta_row(delta: Delta) -> tuple[str, str, int, int, int, int, int]:

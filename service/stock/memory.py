@@ -232,6 +232,10 @@ class MemoryStockStore:
         self._prune(self._clock())
         return {sku: self.core.listed(sku) for sku in skus}
 
+    async def get_available(self, skus: Sequence[str]) -> dict[str, dict[str, int]]:
+        levels = await self.get_levels(skus)
+        return {sku: {loc: level.available for loc, level in rows.items()} for sku, rows in levels.items()}
+
     async def _demand_states(self, pairs: Sequence[demand.Pair]) -> dict[demand.Pair, demand.DemandState]:
         return {pair: self._demand[pair] for pair in pairs if pair in self._demand}
 

@@ -55,6 +55,7 @@ from service.stock.store import (
     StockException,
     StockUnavailable,
 )
+from service.stock.wire import ScriptClient
 
 DOWN_ERRORS = (
     redis_errors.ConnectionError,
@@ -67,6 +68,15 @@ DOWN_ERRORS = (
 def _script(name: str) -> str:
     folder = resources.files("service.stock") / "lua"
     return (folder / "prelude.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+class Script:
+    """One of the store's Lua scripts: its text and the SHA1 Redis caches it under."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.text = _script(name)
+        self.sha = hashlib.sha1(self.text.encode()).hexdigest()
 
 
 def to_ms(moment: datetime) -> int:
@@ -88,6 +98,10 @@ def _text(value: Any) -> str:
 
 # the levels script's answer: per requested SKU, location -> its five buckets (decoded in one C call)
 _LEVELS_DECODER = msgspec.json.Decoder(list[dict[str, tuple[int, int, int, int, int]]])
+
+
+# the available script's answer: per requested SKU, location -> available units
+_AVAILABLE_DECODER = msgspec.json.Decoder(list[dict[str, int]])
 
 
 def levels_by_location(rows: dict[str, tuple[int, int, int, int, int]]) -> dict[str, Levels]:
@@ -126,6 +140,7 @@ class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.holds = f"{prefix}holds"
+        self._sku_keys: dict[str, tuple[str, str, str]] = {}
 
     def stock(self, sku: str) -> str:
         return f"{self.prefix}stock:{{{sku}}}"
@@ -143,27 +158,35 @@ class Keys:
         return f"{self.prefix}resv:{rid}"
 
     def sku_keys(self, sku: str) -> list[str]:
-        return [self.stock(sku), self.hold(sku), self.part(sku)]
+        found = self._sku_keys.get(sku)
+        if found is None:
+            if len(self._sku_keys) > 100_000:
+                self._sku_keys.clear()
+            found = self._sku_keys[sku] = (self.stock(sku), self.hold(sku), self.part(sku))
+        return list(found)
 
 
 class RedisStockStore:
     def __init__(
         self,
         client: aioredis.Redis,
+        scripts: ScriptClient,
         journal: Journal,
         clock: Clock = utc_now,
         prefix: str = "rp:",
     ) -> None:
         self.client = client
+        self.scripts = scripts
         self.journal = journal
         self.keys = Keys(prefix)
         self._clock = clock
-        self._levels = client.register_script(_script("levels"))
-        self._reserve = client.register_script(_script("reserve"))
-        self._finish = client.register_script(_script("finish"))
-        self._events = client.register_script(_script("events"))
-        self._snapshot = client.register_script(_script("snapshot"))
-        self._revert = client.register_script(_script("revert"))
+        self._levels = Script("levels")
+        self._available = Script("available")
+        self._reserve = Script("reserve")
+        self._finish = Script("finish")
+        self._events = Script("events")
+        self._snapshot = Script("snapshot")
+        self._revert = Script("revert")
         self.demand = demand.LedgerDemand(self._demand_states, clock)
 
     @classmethod
@@ -186,8 +209,9 @@ class RedisStockStore:
             retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
         )
         client = aioredis.Redis(connection_pool=pool)
+        scripts = ScriptClient(redis_url, connect_timeout=1, reply_timeout=5)
         journal = Journal(create_engine(DatabaseSettings(url=journal_url)))
-        return cls(client, journal, clock=clock, prefix=prefix)
+        return cls(client, scripts, journal, clock=clock, prefix=prefix)
 
     def now(self) -> datetime:
         return self._clock()
@@ -195,9 +219,9 @@ class RedisStockStore:
     def _now_ms(self) -> int:
         return to_ms(self._clock())
 
-    async def _call(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
-            return await script(keys=list(keys), args=list(args))
+            return await self.scripts.evalsha(script.sha, script.text, keys, args)
         except DOWN_ERRORS as error:
             raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
 
@@ -211,6 +235,15 @@ class RedisStockStore:
         answer = await self._call(self._levels, keys, [self._now_ms()])
         per_sku = _LEVELS_DECODER.decode(answer)
         return {sku: levels_by_location(rows) for sku, rows in zip(unique, per_sku, strict=True)}
+
+    async def get_available(self, skus: Sequence[str]) -> dict[str, dict[str, int]]:
+        if not skus:
+            return {}
+        unique = list(dict.fromkeys(skus))
+        sku_keys = self.keys.sku_keys
+        keys = [key for sku in unique for key in sku_keys(sku)]
+        answer = await self._call(self._available, keys, [self._now_ms()])
+        return dict(zip(unique, _AVAILABLE_DECODER.decode(answer), strict=True))
 
     async def get_reservation(self, reservation_id: str) -> Reservation | None:
         try:
@@ -373,8 +406,8 @@ class RedisStockStore:
                 prev_at,
             ]
         # When Redis went away too, the rebuild from the journal is the way back.
-        with contextlib.suppress(*DOWN_ERRORS):
-            await self._revert(keys=keys, args=args)
+        with contextlib.suppress(StockUnavailable):
+            await self._call(self._revert, keys, args)
 
     async def reserve(self, request: ReservationRequest) -> ReservationResult:
         ledger.validate_request(request)
@@ -534,5 +567,6 @@ class RedisStockStore:
     async def close(self) -> None:
         await self.journal.close()
         await self.journal.engine.dispose()
+        await self.scripts.close()
         await self.client.aclose()
         await self.client.connection_pool.disconnect()

@@ -205,6 +205,10 @@ class StockStore(Protocol):
     async def get_levels(self, skus: Sequence[str]) -> dict[str, dict[str, Levels]]:
         """sku -> location -> Levels for every location that has a row; unknown SKUs map to {}."""
 
+    async def get_available(self, skus: Sequence[str]) -> dict[str, dict[str, int]]:
+        """sku -> location -> `Levels.available` for the same locations as `get_levels`: the one number
+        the decisions read, without the other buckets."""
+
     async def put_snapshot(self, rows: Sequence[SnapshotRow]) -> int:
         """Set the counted buckets of each (sku, location); returns the number of rows written."""
 

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from service.security import requires
 from tests.apiclient import ApiClient
 
 
@@ -126,15 +127,35 @@ async def test_concurrent_requests_with_an_uncached_key_look_it_up_once(
     try:
         key = await create_key(session_factory(engine), "caller", ["stock"])
         event.listen(engine.sync_engine, "before_cursor_execute", count)
-        # what the guard reads of a Litestar connection: its scope, headers and the app's services
+        # what the middleware reads of an ASGI scope: the headers and the app's services
         services = SimpleNamespace(sessions=session_factory(engine))
         app = SimpleNamespace(state=SimpleNamespace(services=services))
-        connections = [
-            SimpleNamespace(scope={}, headers={"authorization": f"Bearer {key}"}, app=app) for _ in range(20)
-        ]
+        scopes = [{"headers": [(b"authorization", f"Bearer {key}".encode())], "app": app} for _ in range(20)]
         clear_cache()
-        principals = await asyncio.gather(*(authenticate(c) for c in connections))  # type: ignore[arg-type]
+        principals = await asyncio.gather(*(authenticate(s) for s in scopes))  # type: ignore[arg-type]
     finally:
         await engine.dispose()
     assert {p.name for p in principals} == {"caller"}
     assert len(lookups) == 1
+
+
+async def test_a_v1_route_that_declares_no_role_is_closed_to_every_key(sqlite_api: ApiClient) -> None:
+    from litestar import get
+
+    @get("/v1/forgot-its-roles", sync_to_thread=False)
+    def forgot() -> dict[str, str]:
+        return {"secret": "leaked"}
+
+    @get("/v1/declares-its-roles", opt=requires("planner"), sync_to_thread=False)
+    def declared() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    sqlite_api.http.app.register(forgot)
+    sqlite_api.http.app.register(declared)
+    for role in ("admin", "planner"):
+        refused = await sqlite_api.as_(role).get("/v1/forgot-its-roles")
+        assert refused.status_code == 403, refused.text
+        assert "leaked" not in refused.text
+    assert (await sqlite_api.as_("planner").get("/v1/declares-its-roles")).json() == {"ok": "yes"}
+    assert (await sqlite_api.as_("stock").get("/v1/declares-its-roles")).status_code == 403
+    assert (await sqlite_api.http.get("/v1/declares-its-roles")).status_code == 401

@@ -8,7 +8,9 @@
 
 One uvicorn worker serves the real app (SQLite decision log and journal, Redis stock on database 4 unless
 BENCH_REDIS_URL says otherwise, durable_rules engine); the load comes from a small keep-alive HTTP/1.1
-client in this process. Run: `make bench` (or `python -m pytest tests/benchmarks/bench_decisions.py -s
+client in this process. Each endpoint and its bare counterpart run in three alternating rounds (so the
+machine's other work falls on both alike); a ratio is that of the mean request rates, and the server's
+CPU time per request (read from /proc) is reported beside it. Run: `make bench` (or `python -m pytest tests/benchmarks/bench_decisions.py -s
 -o python_files='bench_*.py'`).
 """
 
@@ -37,7 +39,8 @@ from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/4")
-SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))  # per endpoint, split over the rounds
+ROUNDS = 3
 CONNECTIONS = 16
 LOCATIONS = 20
 SCAN_SKUS = 500  # x 20 locations = 10,000 sku-locations
@@ -248,13 +251,25 @@ async def measure(tmp: Path) -> dict[str, Any]:
             await closed_loop(port, allocation, 1.0)
             await closed_loop(port, lambda n: real_avail, 1.0)
             await closed_loop(port, lambda n: evalsha, 1.0)
-            bare_evalsha_rps = await closed_loop(port, lambda n: evalsha, SECONDS)
-            allocation_rps = await closed_loop(port, lambda n: allocation(10**6 + n), SECONDS)
-            bare_avail_rps = await closed_loop(port, lambda n: bare_avail, SECONDS)
-            avail_rps = await closed_loop(port, lambda n: real_avail, SECONDS)
-            latencies = await open_loop(
-                port, lambda n: allocation(2 * 10**6 + n), allocation_rps / 2, SECONDS
-            )
+            await closed_loop(port, lambda n: bare_avail, 1.0)
+            # Alternating rounds, so that every phase sees the machine's other work alike; each phase
+            # records its request rate and the server's CPU time per request (from /proc).
+            phases: dict[str, list[tuple[float, float]]] = {}
+            offset = 10**6
+            for _ in range(ROUNDS):
+                for name, make in (
+                    ("bare_evalsha", lambda n: evalsha),
+                    ("allocation", lambda n, o=offset: allocation(o + n)),
+                    ("bare_availability", lambda n: bare_avail),
+                    ("availability", lambda n: real_avail),
+                ):
+                    before = server_cpu(process.pid)
+                    rps = await closed_loop(port, make, SECONDS / ROUNDS)
+                    cpu = server_cpu(process.pid) - before
+                    phases.setdefault(name, []).append((rps, cpu / (rps * SECONDS / ROUNDS)))
+                offset += 10**6
+            allocation_rps = mean_rate(phases["allocation"])
+            latencies = await open_loop(port, lambda n: allocation(10**8 + n), allocation_rps / 2, SECONDS)
             scan_start = time.perf_counter()
             scan = await client.post(
                 "/v1/decisions/reorder/scan?trace=none",
@@ -267,13 +282,22 @@ async def measure(tmp: Path) -> dict[str, Any]:
         process.terminate()
         process.wait(30)
     latencies.sort()
+
+    def ratio(ours: str, bare: str) -> dict[str, Any]:
+        return {
+            "ratio": round(mean_rate(phases[ours]) / mean_rate(phases[bare]), 3),
+            "rounds": [round(o[0] / b[0], 3) for o, b in zip(phases[ours], phases[bare], strict=True)],
+            "cpu_per_request_us": round(1e6 * statistics.mean(c for _, c in phases[ours])),
+            "bare_cpu_per_request_us": round(1e6 * statistics.mean(c for _, c in phases[bare])),
+        }
+
     return {
-        "bare_evalsha_rps": round(bare_evalsha_rps),
+        "bare_evalsha_rps": round(mean_rate(phases["bare_evalsha"])),
         "allocation_reserve_rps": round(allocation_rps),
-        "allocation_ratio": round(allocation_rps / bare_evalsha_rps, 3),
-        "bare_availability_rps": round(bare_avail_rps),
-        "availability_10_skus_rps": round(avail_rps),
-        "availability_ratio": round(avail_rps / bare_avail_rps, 3),
+        "allocation": ratio("allocation", "bare_evalsha"),
+        "bare_availability_rps": round(mean_rate(phases["bare_availability"])),
+        "availability_10_skus_rps": round(mean_rate(phases["availability"])),
+        "availability": ratio("availability", "bare_availability"),
         "allocation_offered_rps": round(allocation_rps / 2),
         "allocation_p50_ms": round(statistics.median(latencies), 2),
         "allocation_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2),
@@ -281,6 +305,16 @@ async def measure(tmp: Path) -> dict[str, Any]:
         "scan_seconds": round(scan_seconds, 3),
         "scan_sku_locations_per_second": round(scanned / scan_seconds),
     }
+
+
+def mean_rate(phase: list[tuple[float, float]]) -> float:
+    return statistics.mean(rps for rps, _ in phase)
+
+
+def server_cpu(pid: int) -> float:
+    """User plus system CPU seconds the server process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.mark.benchmark

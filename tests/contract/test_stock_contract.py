@@ -69,6 +69,24 @@ async def test_snapshot_keeps_what_is_reserved(stock: StockStore) -> None:
     assert await level(stock, "SKU1", "S1") == Levels(sellable=9, reserved=2)
 
 
+async def test_available_reads_what_a_reservation_may_still_take_at_every_location(stock: StockStore) -> None:
+    await seed(stock, S1=5, S2=1)
+    await stock.put_snapshot([SnapshotRow("SKU1", "S3", 0, damaged=3)])  # a row with nothing sellable
+    await seed(stock, "SKU2", DC=4)
+    assert (await stock.reserve(ask("k", ("SKU1", "S1", 2), ("SKU2", "DC", 4)))).granted
+    # a till sale of more than is free leaves sellable below reserved: available stays at 0
+    await stock.apply_events([StockEvent("e1", "sale", "SKU2", "DC", 3)])
+    assert await stock.get_available(["SKU1", "SKU2", "NOPE"]) == {
+        "SKU1": {"S1": 3, "S2": 1, "S3": 0},
+        "SKU2": {"DC": 0},
+        "NOPE": {},
+    }
+    levels = await stock.get_levels(["SKU1", "SKU2"])
+    assert await stock.get_available(["SKU1", "SKU2"]) == {
+        sku: {loc: lv.available for loc, lv in rows.items()} for sku, rows in levels.items()
+    }
+
+
 async def test_available_is_sellable_less_reserved_never_negative() -> None:
     assert Levels(sellable=5, reserved=2).available == 3
     assert Levels(sellable=-2, reserved=1).available == 0

@@ -247,6 +247,10 @@ class StockMachine(RuleBasedStateMachine):
     def backend_agrees_with_the_model(self) -> None:
         self.model.expire(self.clock.now)
         seen = self.run(self.store.get_levels(self.skus))
+        available = self.run(self.store.get_available(self.skus))
+        assert available == {
+            sku: {loc: level.available for loc, level in rows.items()} for sku, rows in seen.items()
+        }
         for (sku, loc), buckets in self.model.positions.items():
             assert seen[sku].get(loc, Levels()) == Levels(*buckets), (sku, loc)
             held = sum(

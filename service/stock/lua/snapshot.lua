@@ -1,5 +1,7 @@
 -- KEYS: (stock, hold, part) per SKU. ARGV: now_ms, then per row 6 values: key index, loc, s, d, p, t.
 -- Sets the counted buckets (reserved stays) and returns the previous values {s, d, p, t} per row.
+-- `s:LOC` is always written (it marks the row); a zero damaged, return-pending or in-transit bucket is
+-- deleted instead, since a missing field reads as 0: the hash stays small for the reads that walk it.
 local now = tonumber(ARGV[1])
 for i = 1, #KEYS, 3 do
   prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], now)
@@ -8,7 +10,14 @@ local out = {}
 for a = 2, #ARGV, 6 do
   local stock, loc = KEYS[tonumber(ARGV[a])], ARGV[a + 1]
   out[#out + 1] = {field(stock, 's', loc), field(stock, 'd', loc), field(stock, 'p', loc), field(stock, 't', loc)}
-  redis.call('HSET', stock, 's:' .. loc, ARGV[a + 2], 'd:' .. loc, ARGV[a + 3], 'p:' .. loc, ARGV[a + 4],
-    't:' .. loc, ARGV[a + 5])
+  redis.call('HSET', stock, 's:' .. loc, ARGV[a + 2])
+  for b, bucket in ipairs({'d', 'p', 't'}) do
+    local value = ARGV[a + 2 + b]
+    if tonumber(value) == 0 then
+      redis.call('HDEL', stock, bucket .. ':' .. loc)
+    else
+      redis.call('HSET', stock, bucket .. ':' .. loc, value)
+    end
+  end
 end
 return out

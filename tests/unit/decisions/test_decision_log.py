@@ -93,3 +93,28 @@ async def test_a_written_decision_is_read_back_from_the_database(
     assert found["ruleset"] == {"name": "store-transfer-approval", "version": 1, "sha256": "0" * 64}
     by_key = await fresh.find_by_idempotency_key("allocation", "idem-1")
     assert by_key is not None and by_key["decision_id"] == written.id
+
+
+async def test_a_failed_write_keeps_its_batch_and_succeeds_on_a_new_connection(
+    sessions: async_sessionmaker[AsyncSession], db_engine: AsyncEngine
+) -> None:
+    async def rename(old: str, new: str) -> None:
+        async with db_engine.begin() as conn:
+            await conn.exec_driver_sql(f"ALTER TABLE {old} RENAME TO {new}")
+
+    log = SqlDecisionLog(sessions)
+    log.start()
+    await log.record(record())
+    await log.flush()  # the writer now holds its connection
+    await rename("decisions", "decisions_away")
+    queued = [record() for _ in range(5)]
+    for one in queued:
+        await log.record(one)
+    await asyncio.sleep(0.3)  # the writer fails at least once meanwhile
+    assert log.written == 1  # nothing of the batch was written while the table was away
+    await rename("decisions_away", "decisions")
+    await asyncio.wait_for(log.flush(), 10)
+    await log.close()
+    assert await rows(sessions) == 6
+    for one in queued:
+        assert await SqlDecisionLog(sessions).get(one.id) is not None

@@ -5,7 +5,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.domain.availability import LocationPolicy, protected_level, sellable_at, sku_availability
+from service.domain.availability import (
+    LocationPolicy,
+    PreparedPolicies,
+    protected_level,
+    sellable_at,
+    sellable_units,
+    sku_availability,
+)
 
 
 def test_a_location_gives_what_is_above_its_floor() -> None:
@@ -77,3 +84,24 @@ def test_without_detail_the_total_is_the_same_and_rows_are_left_out() -> None:
     policies = {"s1": LocationPolicy(True, 2), "s2": LocationPolicy(True, 0, 4), "mp": LocationPolicy(False)}
     brief = sku_availability("A", stock, policies, detail=False)
     assert (brief.sellable, brief.locations) == (sku_availability("A", stock, policies).sellable, ())
+
+
+_policies = st.dictionaries(
+    st.sampled_from(["S1", "S2", "S3", "DC", "X"]),
+    st.builds(
+        LocationPolicy,
+        eligible=st.booleans(),
+        floor=st.integers(0, 10),
+        low_stock_threshold=st.integers(0, 12),
+        per_order_cap=st.none() | st.integers(0, 15),
+    ),
+)
+
+
+@given(_policies, st.dictionaries(st.sampled_from(["S1", "S2", "S3", "DC", "Y"]), st.integers(0, 30)))
+def test_prepared_policies_give_what_the_detailed_rule_gives(
+    policies: dict[str, LocationPolicy], available: dict[str, int]
+) -> None:
+    detailed = sku_availability("A", sorted(available.items()), policies, detail=False)
+    fast = sellable_units("A", available, PreparedPolicies.of(policies))
+    assert fast == detailed
