@@ -116,6 +116,14 @@ class StockCore:
         names = sorted(self.locations[loc] for loc in self.present[s])
         return {name: self.levels(sku, name) for name in names}
 
+    def listed_available(self, sku: str) -> dict[str, int]:
+        """`Levels.available` (never below 0) of the locations `listed` gives, by location id."""
+        s = self.sku_slots.get(sku)
+        if s is None:
+            return {}
+        row, names = self.available[s], self.locations
+        return {names[loc]: max(0, row[loc]) for loc in sorted(self.present[s], key=names.__getitem__)}
+
     def add(
         self,
         sku: int,
@@ -233,8 +241,8 @@ class MemoryStockStore:
         return {sku: self.core.listed(sku) for sku in skus}
 
     async def get_available(self, skus: Sequence[str]) -> dict[str, dict[str, int]]:
-        levels = await self.get_levels(skus)
-        return {sku: {loc: level.available for loc, level in rows.items()} for sku, rows in levels.items()}
+        self._prune(self._clock())
+        return {sku: self.core.listed_available(sku) for sku in skus}
 
     async def _demand_states(self, pairs: Sequence[demand.Pair]) -> dict[demand.Pair, demand.DemandState]:
         return {pair: self._demand[pair] for pair in pairs if pair in self._demand}
