@@ -35,12 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--engine", choices=["durable", "python"], default="python", help="rule engine")
     parser.add_argument("--seed", type=int, help="override the scenario's seed")
-    parser.add_argument(
-        "--sourcing",
-        choices=["fast", "domain"],
-        default="fast",
-        help="fast: array allocator equivalent to the domain one (default); domain: call it for every order",
-    )
     parser.add_argument("--no-memo", action="store_true", help="evaluate the rulesets for every decision")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar on stderr (default: when stderr is a terminal)")  # fmt: skip
@@ -84,7 +78,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 2
     if args.record:
         write_events(events, args.record, world.start)
-    options = Options(engine=args.engine, sourcing=args.sourcing, memo=not args.no_memo)
+    options = Options(engine=args.engine, memo=not args.no_memo)
     document = simulate(
         world,
         events,

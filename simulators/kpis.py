@@ -130,7 +130,6 @@ def kpi_document(
     results: Sequence[RunResult],
     *,
     engine: str,
-    sourcing: str,
     events_source: str,
 ) -> dict[str, Any]:
     scenario = world.scenario
@@ -148,7 +147,6 @@ def kpi_document(
         },
         "events": {"source": events_source, **event_counts(events)},
         "engine": engine,
-        "sourcing": sourcing,
         "runs": [run_kpis(result) for result in results],
     }
 

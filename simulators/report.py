@@ -246,7 +246,7 @@ def render_report(document: dict[str, Any]) -> str:
 <p class="muted">seed {scenario["seed"]}, from {escape(scenario["start"])} for {scenario["duration_hours"]} hours;
 {scenario["locations"]:,} locations, {scenario["skus"]:,} SKUs; events from {escape(events["source"])}:
 {events["orders"]:,} orders, {events["sales"]:,} till sales, {events["returns"]:,} returns,
-{events["receipts"]:,} receipts. Engine {escape(document["engine"])}, sourcing {escape(document["sourcing"])}.
+{events["receipts"]:,} receipts. Engine {escape(document["engine"])}.
 Stock views: {views}.</p>
 <h2>Versions side by side</h2>
 {_kpi_table(runs)}

@@ -1,12 +1,12 @@
 """Replay an event stream through the decision code, once per ruleset version set, and count what happens.
 
-A run owns an isolated `MemoryStock` built from the scenario's starting stock and walks the event stream
-in time order, interleaved with the work the run itself schedules (reservation commits, return
+A run owns an isolated `MemoryStockStore` (through `simulators.stock.RunStock`, which drives the store's
+synchronous core) holding the scenario's starting stock, and walks the event stream in time order, interleaved with the work the run itself schedules (reservation commits, return
 dispositions, transfers and replenishments arriving, batch syncs of stale channels, reorder reviews,
 transfer checks and markdown reviews, hourly samples):
 
-- an order from a real-time channel is sourced by the allocation decision against live availability and
-  reserved at once; what cannot be sourced is a lost sale;
+- an order from a real-time channel is sourced by the allocation decision (`service.domain.allocation`'s
+  `Allocator`, the trace-free path of `allocate`) against live availability and reserved at once; what cannot be sourced is a lost sale;
 - an order from a batch-synced channel is accepted against that channel's copy of availability, taken at
   its last sync (through the availability decision) and lowered only by its own sales; what it accepted
   is then sourced against live stock, and what cannot be sourced is oversold;
@@ -23,9 +23,10 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from operator import itemgetter
 from typing import Any
 
-from service.domain.allocation import AllocationPolicy
+from service.domain.allocation import UNLIMITED, AllocationPolicy, Allocator, IndexedPicks, Network
 from service.domain.allocation import Location as DomainLocation
 from service.domain.availability import LocationPolicy, sellable_at
 from service.domain.markdown import MarkdownRequest, markdown_facts
@@ -33,10 +34,9 @@ from service.domain.reorder import Position, ReorderPolicy, decide_reorder, reor
 from service.domain.transfer import TransferRequest, TransferSide, transfer_facts
 from simulators.events import Event, Order, Receipt, Return, Sale
 from simulators.generator import promo_multiplier
-from simulators.memory_store import MemoryStock
-from simulators.policy import PolicySet
+from simulators.policy import PolicySet, RuleDecider
 from simulators.scenario import Location, World
-from simulators.sourcing import UNLIMITED, DomainSourcing, FastSourcing, Network
+from simulators.stock import RunStock
 
 ProgressFn = Callable[[int, int], None]
 
@@ -106,6 +106,41 @@ class RunResult:
     evaluations: dict[str, dict[str, int]]
 
 
+# the facts of an allocation decision, flat (the order value unrounded), in the order `_allocation_facts`
+# reads them
+_ALLOCATION_FACTS: dict[tuple[str, ...], int] = {
+    ("order", "channel"): 0,
+    ("order", "fulfillment"): 1,
+    ("order", "region"): 2,
+    ("order", "value"): 3,
+    ("order", "line_count"): 4,
+    ("order", "units"): 5,
+    ("promo", "active"): 6,
+    ("customer", "tier"): 7,
+}
+
+
+def _allocation_facts(flat: tuple[Any, ...]) -> dict[str, Any]:
+    """The allocation facts of an order, as the allocation use case builds them."""
+    channel, fulfillment, region, value, line_count, units, promo, tier = flat
+    return {
+        "order": {
+            "channel": channel,
+            "fulfillment": fulfillment,
+            "region": region,
+            "value": round(value, 2),
+            "line_count": line_count,
+            "units": units,
+        },
+        "promo": {"active": promo},
+        "customer": {"tier": tier},
+    }
+
+
+def _no_key(flat: tuple[Any, ...]) -> tuple[()]:
+    return ()
+
+
 class Run:
     """One replay of one stream with one version set and one stock-view mode."""
 
@@ -115,7 +150,6 @@ class Run:
         policies: PolicySet,
         *,
         view: str = "configured",
-        sourcing: str = "fast",
     ) -> None:
         self.world = world
         self.policies = policies
@@ -124,6 +158,20 @@ class Run:
             raise ValueError("a run needs an allocation decider")
         self.allocation = allocation
         self.view = view
+        # The allocation policy per combination of the fact values the ruleset declares, picked straight
+        # from the order's facts in `_ALLOCATION_FACTS` order; None when the ruleset has no memo (every
+        # decision evaluates) or declares a fact outside those.
+        self._policies: dict[Any, AllocationPolicy] | None = None
+        self._policy_key: Callable[[tuple[Any, ...]], Any] = tuple
+        if isinstance(allocation, RuleDecider) and allocation.memo:
+            positions = [_ALLOCATION_FACTS.get(path) for path in allocation.paths]
+            # the order value is kept unrounded in the flat facts, so a ruleset reading it goes the long way
+            if None not in positions and _ALLOCATION_FACTS[("order", "value")] not in positions:
+                self._policies = {}
+                if positions:
+                    self._policy_key = itemgetter(*[p for p in positions if p is not None])
+                else:
+                    self._policy_key = _no_key
         scenario = world.scenario
         self.sku_ids = [sku.id for sku in world.skus]
         self.sku_index = {sku_id: i for i, sku_id in enumerate(self.sku_ids)}
@@ -145,19 +193,16 @@ class Run:
             for loc in world.locations
         ]
         self.network = Network(domain_locations)
-        self.sourcing: FastSourcing | DomainSourcing = (
-            FastSourcing(
-                self.network, [i for i, loc in enumerate(world.locations) if loc.daily_capacity is not None]
-            )
-            if sourcing == "fast"
-            else DomainSourcing(self.network, self.sku_ids)
+        self.allocator = Allocator(
+            self.network, [i for i, loc in enumerate(world.locations) if loc.daily_capacity is not None]
         )
-        self.stock = MemoryStock(
-            [[world.starting_stock[s][loc] for loc in self.loc_ids] for s in self.sku_ids]
+        self.stock = RunStock(
+            self.sku_ids,
+            self.loc_ids,
+            [[world.starting_stock[s][loc] for loc in self.loc_ids] for s in self.sku_ids],
         )
-        # live availability (sellable - reserved), kept in step with the ledger for the allocator
-        self.available = [list(row) for row in self.stock.sellable]
-        self._zeros = [0] * len(world.locations)
+        # live availability (sellable - reserved): the store core's own rows, kept in step by the core
+        self.available = self.stock.available
         self.capacity_per_day = [
             UNLIMITED if loc.daily_capacity is None else loc.daily_capacity for loc in world.locations
         ]
@@ -250,9 +295,6 @@ class Run:
     def _count_decision(self, kind: str) -> None:
         self.counts.decisions[kind] = self.counts.decisions.get(kind, 0) + 1
 
-    def _set_available(self, sku: int, loc: int) -> None:
-        self.available[sku][loc] = self.stock.sellable[sku][loc] - self.stock.reserved[sku][loc]
-
     # -----------------------------------------------------------------------------------------------------
     # the run
 
@@ -314,24 +356,19 @@ class Run:
     def _due(self, item: tuple[int, int, int, Any]) -> None:
         at, kind, _, payload = item
         if kind == _COMMIT:
-            order_id, reservation = payload
-            lines = self.stock.commit(reservation)
-            for sku, loc, _qty in lines:
-                self._set_available(sku, loc)
-            self.shipped[order_id] = list(lines)
+            order_id, lines = payload
+            self.stock.commit(lines)
+            self.shipped[order_id] = lines
         elif kind == _DISPOSE:
             sku, loc, qty, restock = payload
             self.stock.return_disposition(sku, loc, qty, restock)
-            self._set_available(sku, loc)
         elif kind == _ARRIVE:
             sku, loc, qty = payload
             self.stock.transfer_in(sku, loc, qty)
-            self._set_available(sku, loc)
         elif kind == _PO_ARRIVE:
             sku, loc, qty = payload
             self.on_order -= qty
             self.stock.receipt(sku, loc, qty)
-            self._set_available(sku, loc)
         elif kind == _SYNC:
             channel, every = payload
             self._sync(channel, at)
@@ -389,19 +426,30 @@ class Run:
         counts.units_demanded += demanded
         hour_counts.orders += 1
         hour_counts.units_demanded += demanded
-        facts = {
-            "order": {
-                "channel": order.channel,
-                "fulfillment": order.fulfillment,
-                "region": order.region,
-                "value": round(value, 2),
-                "line_count": len(lines),
-                "units": demanded,
-            },
-            "promo": {"active": promo},
-            "customer": {"tier": order.tier},
-        }
-        policy = self.allocation.decide_as(facts, AllocationPolicy.from_result)
+        flat = (
+            order.channel,
+            order.fulfillment,
+            order.region,
+            value,
+            len(lines),
+            demanded,
+            promo,
+            order.tier,
+        )
+        cache = self._policies
+        if cache is None:
+            policy = self.allocation.decide_as(_allocation_facts(flat), AllocationPolicy.from_result)
+        else:
+            key = self._policy_key(flat)
+            found = cache.get(key)
+            if found is None:
+                policy = cache[key] = self.allocation.decide_as(
+                    _allocation_facts(flat), AllocationPolicy.from_result
+                )
+            else:
+                # the ruleset's own memo would answer from the same values: count it as it would
+                self.allocation.memo_hits += 1
+                policy = found
         batch = self.batch[channel]
         accepted = lines
         wanted = demanded
@@ -415,14 +463,14 @@ class Run:
             hour_counts.lost_units += lost
             if not accepted:
                 return
-        thresholds: list[list[int]] | None = None
+        thresholds: list[list[int] | None] | None = None
         for index, (sku, _) in enumerate(accepted):
             row = self._threshold_row(channel, sku, promo_row[sku][hour])
             if row is not None:
                 if thresholds is None:
-                    thresholds = [self._zeros] * len(accepted)
+                    thresholds = [None] * len(accepted)
                 thresholds[index] = row
-        picks = self.sourcing.plan(
+        picks = self._plan(
             accepted, self.available, self.capacity, policy, order.fulfillment, pickup, order.lat, order.lon,
             thresholds,
         )  # fmt: skip
@@ -441,21 +489,15 @@ class Run:
             hour_counts.lost_units += short
         if not reservation_lines:
             return
-        stock = self.stock
-        reservation = stock.reserve(reservation_lines)
-        if reservation is None:  # the plan was made on live stock, so this cannot happen
+        if not self.stock.reserve(reservation_lines):  # the plan was made on live stock: cannot happen
             raise RuntimeError(f"order {order.id}: reservation refused for a plan made on live stock")
         capacity = self.capacity
-        available = self.available
-        sellable = stock.sellable
-        reserved = stock.reserved
         sold_window = self.sold_window
         sold_all = self.sold_all
         revenue = 0.0
         first = reservation_lines[0][1]
         split = False
         for sku, loc, qty in reservation_lines:
-            available[sku][loc] = sellable[sku][loc] - reserved[sku][loc]
             capacity[loc] -= qty
             revenue += price[sku] * qty
             sold_window[sku][loc] += qty
@@ -479,7 +521,25 @@ class Run:
             counts.orders_complete += 1
         self._seq += 1
         delay = 3600 if order.fulfillment == "pickup" else 7200
-        heapq.heappush(self.queue, (order.at + delay, _COMMIT, self._seq, (order.id, reservation)))
+        heapq.heappush(self.queue, (order.at + delay, _COMMIT, self._seq, (order.id, reservation_lines)))
+
+    def _plan(
+        self,
+        lines: Sequence[tuple[int, int]],
+        available: Sequence[Sequence[int]],
+        capacity: Sequence[int],
+        policy: AllocationPolicy,
+        fulfillment: str,
+        pickup: int,
+        lat: float,
+        lon: float,
+        thresholds: Sequence[Sequence[int] | None] | None,
+    ) -> IndexedPicks:
+        """Where each line comes from: `service.domain.allocation`'s `Allocator` (the trace-free path of
+        `allocate`), with the run's live availability and remaining daily capacity."""
+        return self.allocator.plan(
+            lines, available, capacity, policy, fulfillment, pickup, lat, lon, thresholds
+        )
 
     def _accept_stale(self, channel: int, lines: list[tuple[int, int]]) -> list[tuple[int, int]]:
         totals = self.stale_totals[channel]
@@ -547,7 +607,6 @@ class Run:
         self.lost_window[sku][loc] += lost
         if take:
             self.stock.sale(sku, loc, take)
-            self._set_available(sku, loc)
             counts.units_allocated += take
             hour_counts.units_allocated += take
             counts.revenue += self.price[sku] * take
@@ -587,7 +646,6 @@ class Run:
             self.counts.receipts_ignored += 1
             return
         self.stock.receipt(sku, loc, event.qty)
-        self._set_available(sku, loc)
 
     # -----------------------------------------------------------------------------------------------------
     # replenishment, transfers, markdowns
@@ -655,7 +713,6 @@ class Run:
             return
         self.counts.reorder_units += qty
         self.stock.transfer_out(sku, source, loc, qty)
-        self._set_available(sku, source)
         hours = self.world.scenario.replenishment.store_lead_time_hours
         self._schedule(at + int(hours * 3600), _ARRIVE, (sku, loc, qty))
 
@@ -701,7 +758,6 @@ class Run:
                 if outcome == "approve" and row[source] >= qty:
                     self.counts.transfers_approved += 1
                     self.stock.transfer_out(sku, source, dest, qty)
-                    self._set_available(sku, source)
                     self._schedule(at + int(spec.transit_hours * 3600), _ARRIVE, (sku, dest, qty))
                 elif outcome == "reject" or outcome == "approve":
                     self.counts.transfers_rejected += 1
@@ -776,7 +832,7 @@ class Run:
             counts=self.counts,
             conservation=self.stock.conservation(),
             stock_end=stock_end,
-            open_reservations=self.stock.open_reservations(),
+            open_reservations=self.stock.open_reservations,
             on_order_units=self.on_order,
             order_decisions=self.order_decisions,
             evaluations=evaluations,
@@ -789,7 +845,6 @@ def run_once(
     policies: PolicySet,
     *,
     view: str = "configured",
-    sourcing: str = "fast",
     progress: ProgressFn | None = None,
 ) -> RunResult:
-    return Run(world, policies, view=view, sourcing=sourcing).run(events, progress)
+    return Run(world, policies, view=view).run(events, progress)

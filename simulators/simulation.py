@@ -24,7 +24,6 @@ ProgressFactory = Callable[[str], ProgressFn | None]
 @dataclass(frozen=True)
 class Options:
     engine: str = "python"
-    sourcing: str = "fast"
     memo: bool = True
     views: tuple[str, ...] | None = None
 
@@ -52,7 +51,6 @@ def run_all(
                 events,
                 policies,
                 view="configured" if view == "fragmented" else "realtime",
-                sourcing=options.sourcing,
                 progress=progress(label) if progress else None,
             )
             result.view = view
@@ -70,6 +68,4 @@ def simulate(
     progress: ProgressFactory | None = None,
 ) -> dict[str, Any]:
     results = run_all(world, events, version_sets, options, progress)
-    return kpi_document(
-        world, events, results, engine=options.engine, sourcing=options.sourcing, events_source=events_source
-    )
+    return kpi_document(world, events, results, engine=options.engine, events_source=events_source)

@@ -25,6 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
+from operator import itemgetter
 from typing import Any
 
 from service.domain.errors import InvalidInput, PolicyError
@@ -415,9 +416,32 @@ def allocate(
 ) -> AllocationPlan:
     """Allocate every line of an order. `stock` maps sku -> location id -> available units;
     `low_stock_thresholds` (sku -> location id -> units) stops a location giving anything while its
-    available stock is below the threshold, as channel availability does. With `explain` off, the lines
-    carry no candidate trace (only the full trace shows it; building it was most of the allocator's time)."""
+    available stock is below the threshold, as channel availability does.
+
+    With `explain` the lines carry the trace of every candidate (the full trace shows it); without it the
+    same choice is made by `Allocator`, over arrays and without building the trace. Both give the same
+    plan apart from `candidates` (tests/unit/domain/test_allocation_paths.py)."""
     _validate(lines, locations)
+    if not explain:
+        return _allocate_indexed(
+            lines, locations, stock, policy, fulfillment, destination, low_stock_thresholds, pool_size
+        )
+    return _allocate_traced(
+        lines, locations, stock, policy, fulfillment, destination, low_stock_thresholds, pool_size
+    )
+
+
+def _allocate_traced(
+    lines: Sequence[OrderLine],
+    locations: Sequence[Location],
+    stock: Mapping[str, Mapping[str, int]],
+    policy: AllocationPolicy,
+    fulfillment: Fulfillment,
+    destination: Destination,
+    low_stock_thresholds: Mapping[str, Mapping[str, int]] | None,
+    pool_size: int,
+) -> AllocationPlan:
+    """The allocator with the per-candidate trace."""
     distances = {
         loc.id: haversine_km(loc.lat, loc.lon, destination.lat, destination.lon) for loc in locations
     }
@@ -443,8 +467,6 @@ def allocate(
                 sku_thresholds.get(loc.id, 0),
             )
             if reason is not None:
-                if not explain:
-                    continue
                 dropped.append(
                     CandidateTrace(
                         loc.id,
@@ -469,7 +491,7 @@ def allocate(
             picks, pool_ids, searched = _search(eligible, line.qty, policy, pool_size)
         chosen = {c.location.id: q for c, q in picks}
         traces: list[CandidateTrace] = []
-        for cand in eligible if explain else ():
+        for cand in eligible:
             values = dict(zip(ranking, _score([(cand, cand.giveable)], ranking), strict=True))
             status = (
                 "chosen"
@@ -540,6 +562,543 @@ def allocate(
             )
         )
     return plan
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The same choice over arrays: what `allocate(..., explain=False)` runs, and what a caller that allocates
+# many orders on one network (the simulator) calls directly.
+
+UNLIMITED = 1 << 62  # the remaining daily capacity of a location without a daily limit
+# Entries a cache of `Network` or `Allocator` holds before it starts again from empty: a replayed order log
+# may give every order its own destination, and with the ruleset memo off every order its own policy.
+CACHE_LIMIT = 4096
+IndexedPicks = list[list[tuple[int, int]]]  # per line: (location index, qty)
+_DYNAMIC = ("fewest_splits", "stock_level")
+
+
+class Network:
+    """Locations indexed by position, with the distances to a destination computed once per destination.
+    The locations' `capacity_remaining` is not read here: `Allocator.plan` takes capacity per call."""
+
+    def __init__(self, locations: Sequence[Location]) -> None:
+        self.locations = list(locations)
+        self.index = {loc.id: i for i, loc in enumerate(self.locations)}
+        self.ids = [loc.id for loc in self.locations]
+        self.types = [loc.type for loc in self.locations]
+        self.priority = [loc.priority for loc in self.locations]
+        self.pickup = [("pickup" in loc.capabilities) for loc in self.locations]
+        self.sfs = [("ship_from_store" in loc.capabilities) for loc in self.locations]
+        self._distances: dict[tuple[float, float], list[float]] = {}
+
+    def distances(self, lat: float, lon: float) -> list[float]:
+        """Kilometres from every location to a destination."""
+        key = (lat, lon)
+        found = self._distances.get(key)
+        if found is None:
+            found = [haversine_km(loc.lat, loc.lon, lat, lon) for loc in self.locations]
+            if len(self._distances) >= CACHE_LIMIT:
+                self._distances.clear()
+            self._distances[key] = found
+        return found
+
+
+class _Static:
+    """The candidates of one (policy, fulfillment, pickup location, destination) that pass the checks which
+    do not depend on stock: as listed (the general search) and in the order of the stock-independent part
+    of the ranking key (`locs`, with `dists` alongside and `coded` for the sort keys)."""
+
+    __slots__ = ("by_rank", "coded", "dists", "fast", "has_capacity", "listed", "locs")
+
+    def __init__(self, listed: list[tuple[int, float, int]], ordered: list[tuple[int, float, int]],
+                 fast: bool, by_rank: bool, has_capacity: bool, mask: int) -> None:  # fmt: skip
+        self.listed = listed
+        self.locs = [loc for loc, _, _ in ordered]
+        self.dists = [d for _, d, _ in ordered]
+        # fast: every stock-dependent criterion comes before every static one, so the ranking key is
+        # (-giveable, static parts..., id) and a stable sort by giveable of `locs` gives the key order
+        self.fast = fast
+        # by_rank: fast and fewest_splits is the only stock-dependent criterion, so among single locations
+        # that each take the whole line the static order decides
+        self.by_rank = by_rank
+        self.has_capacity = has_capacity
+        # (location, floor, mask - rank in static order): what a candidate's sort key is made of
+        self.coded = [(loc, floor, mask - rank) for rank, (loc, _, floor) in enumerate(ordered)]
+
+
+class Allocator:
+    """`allocate`'s choice over integer indexes: stock as `available[sku][location]`, capacity as
+    `capacity[location]` (`UNLIMITED`: no daily limit), and per (policy, fulfillment, pickup, destination)
+    the stock-independent screening and order of the candidates computed once and kept."""
+
+    def __init__(
+        self, network: Network, capped: Sequence[int] | None = None, pool_size: int = SEARCH_POOL_SIZE
+    ) -> None:
+        """`capped`: the indexes of the locations that may have a daily capacity (None: any may)."""
+        self.network = network
+        self.capped = set(range(len(network.ids)) if capped is None else capped)
+        self.pool_size = pool_size
+        # pool size of a single-location search: the deepest location plus up to pool_size others
+        self._single_pool = 1 + max(0, min(pool_size, MAX_COMBINATIONS - 1))
+        self._static: dict[tuple[Any, ...], _Static] = {}
+        # id(policy) -> (the policy, what the static screening depends on); the identity check on the
+        # policy held in the entry keeps a reused id from reading another policy's signature
+        self._signatures: dict[int, tuple[AllocationPolicy, tuple[Any, ...]]] = {}
+        # a candidate's sort key is giveable << _rank_bits | (_rank_mask - its rank in static order)
+        self._rank_bits = max(1, len(network.ids).bit_length())
+        self._rank_mask = (1 << self._rank_bits) - 1
+
+    def _signature(self, policy: AllocationPolicy) -> tuple[Any, ...]:
+        found = self._signatures.get(id(policy))
+        if found is None or found[0] is not policy:
+            found = (
+                policy,
+                (
+                    tuple(sorted(policy.eligible_location_types)),
+                    tuple(sorted(policy.floors.items())),
+                    policy.max_distance_km,
+                    policy.effective_ranking,
+                ),
+            )
+            if len(self._signatures) >= CACHE_LIMIT:
+                self._signatures.clear()
+            self._signatures[id(policy)] = found
+        return found[1]
+
+    def _candidates(
+        self, policy: AllocationPolicy, fulfillment: str, pickup: int, lat: float, lon: float
+    ) -> _Static:
+        key = (lat, lon, self._signature(policy), fulfillment, pickup)
+        found = self._static.get(key)
+        if found is not None:
+            return found
+        net = self.network
+        distances = net.distances(lat, lon)
+        listed: list[tuple[int, float, int]] = []
+        for i in range(len(net.ids)):
+            if net.types[i] not in policy.eligible_location_types:
+                continue
+            if fulfillment == "pickup":
+                if i != pickup or not net.pickup[i]:
+                    continue
+            elif fulfillment == "ship_from_store" and not net.sfs[i]:
+                continue
+            if (
+                fulfillment != "pickup"
+                and policy.max_distance_km is not None
+                and distances[i] > policy.max_distance_km
+            ):
+                continue
+            listed.append((i, distances[i], policy.floor_for(net.types[i])))
+        ranking = policy.effective_ranking
+        dynamic = [c in _DYNAMIC for c in ranking]
+        fast = dynamic == sorted(dynamic, reverse=True)
+        static_criteria = [c for c in ranking if c not in _DYNAMIC]
+
+        def static_key(item: tuple[int, float, int]) -> tuple[Any, ...]:
+            loc, distance, _ = item
+            parts: list[Any] = [distance if c == "distance" else net.priority[loc] for c in static_criteria]
+            return (*parts, net.ids[loc])
+
+        found = _Static(
+            listed,
+            sorted(listed, key=static_key),
+            fast,
+            fast and "stock_level" not in ranking,
+            any(loc in self.capped for loc, _, _ in listed),
+            self._rank_mask,
+        )
+        if len(self._static) >= CACHE_LIMIT:
+            self._static.clear()
+        self._static[key] = found
+        return found
+
+    def plan(
+        self,
+        lines: Sequence[tuple[int, int]],
+        available: Sequence[Sequence[int]],
+        capacity: Sequence[int],
+        policy: AllocationPolicy,
+        fulfillment: str,
+        pickup: int,
+        lat: float,
+        lon: float,
+        thresholds: Sequence[Sequence[int] | None] | None = None,
+        searched: list[int] | None = None,
+    ) -> IndexedPicks:
+        """Picks per line for `lines` of (sku index, qty); every line empty when the order is refused
+        (not served in full and the policy allows no partial allocation).
+
+        `pickup`: the index of the pickup location (-1: none). `thresholds[i][location]`: the low-stock
+        threshold of line i's SKU (None: none): a location with less available than that gives nothing.
+        `searched`, when given, receives the number of combinations searched per line."""
+        static = self._candidates(policy, fulfillment, pickup, lat, lon)
+        ranking = policy.effective_ranking
+        if static.fast and len(lines) == 1:
+            # one line (most orders): nothing taken before it
+            sku, qty = lines[0]
+            low = thresholds[0] if thresholds is not None else None
+            one, tried = self._screened(static, available[sku], capacity, low, qty, policy, ranking)
+            if searched is not None:
+                searched.append(tried)
+            if not policy.allow_partial and sum(q for _, q in one) < qty:
+                return [[]]
+            return [one]
+        ids = self.network.ids
+        priority = self.network.priority
+        taken: dict[tuple[int, int], int] = {}
+        cap_used: dict[int, int] = {}
+        out: IndexedPicks = []
+        complete = True
+        for index, (sku, qty) in enumerate(lines):
+            row = available[sku]
+            low = thresholds[index] if thresholds is not None else None
+            picks: list[tuple[int, int]] | None = None
+            tried = 0
+            if static.fast and not (taken and any(key[0] == sku for key in taken)):
+                caps = capacity
+                if cap_used and static.has_capacity:
+                    caps = list(capacity)
+                    for loc, used in cap_used.items():
+                        caps[loc] -= used
+                picks, tried = self._screened(static, row, caps, low, qty, policy, ranking)
+            else:
+                eligible: list[tuple[tuple[Any, ...], int, float, int]] = []  # (key, loc, distance, giveable)
+                for loc, distance, floor in static.listed:
+                    stock = row[loc]
+                    if taken:
+                        stock -= taken.get((sku, loc), 0)
+                    if stock <= floor:  # covers no stock (floor >= 0) and below floor
+                        continue
+                    if low is not None and stock < low[loc]:
+                        continue
+                    giveable = stock - floor
+                    cap = capacity[loc] - cap_used.get(loc, 0)
+                    if cap <= 0:
+                        continue
+                    giveable = min(giveable, cap)
+                    eligible.append(
+                        (_key(ranking, distance, priority[loc], giveable, ids[loc]), loc, distance, giveable)
+                    )
+                if eligible:
+                    picks, tried = _choose(eligible, qty, policy, ranking, priority, ids, self.pool_size)
+                else:
+                    picks = []
+            if searched is not None:
+                searched.append(tried)
+            got = 0
+            for loc, q in picks:
+                got += q
+                taken[(sku, loc)] = taken.get((sku, loc), 0) + q
+                cap_used[loc] = cap_used.get(loc, 0) + q
+            if got < qty:
+                complete = False
+            out.append(picks)
+        if not complete and not policy.allow_partial:
+            return [[] for _ in lines]
+        return out
+
+    def _screened(
+        self,
+        static: _Static,
+        row: Sequence[int],
+        caps: Sequence[int],
+        low: Sequence[int] | None,
+        qty: int,
+        policy: AllocationPolicy,
+        ranking: Sequence[str],
+    ) -> tuple[list[tuple[int, int]], int]:
+        """The search for a ranking whose key order is depth order (`static.fast`). Every eligible candidate
+        becomes one integer, giveable units above the bits of its complemented static rank, so that one
+        sort of plain integers (descending) puts them in key order: deepest first, equal depths in static
+        order."""
+        bits = self._rank_bits
+        if static.has_capacity:
+            if low is None:
+                keys = [
+                    (g if (g := a - floor) < c else c) << bits | code
+                    for loc, floor, code in static.coded
+                    if (a := row[loc]) > floor and (c := caps[loc]) > 0
+                ]
+            else:
+                keys = [
+                    (g if (g := a - floor) < c else c) << bits | code
+                    for loc, floor, code in static.coded
+                    if (a := row[loc]) > floor and a >= low[loc] and (c := caps[loc]) > 0
+                ]
+        elif low is None:
+            keys = [
+                (a - floor) << bits | code for loc, floor, code in static.coded if (a := row[loc]) > floor
+            ]
+        else:
+            keys = [
+                (a - floor) << bits | code
+                for loc, floor, code in static.coded
+                if (a := row[loc]) > floor and a >= low[loc]
+            ]
+        if not keys:
+            return [], 0
+        keys.sort(reverse=True)
+        mask = self._rank_mask
+        if static.by_rank and keys[0] >> bits >= qty:
+            # Fewest splits first, no stock level, and the deepest location covers the line: the search
+            # pool is the `size` deepest, and among those that cover the line (a prefix) every one scores
+            # by its static criteria alone, so the one first in static order (largest code) wins.
+            size = min(len(keys), self._single_pool)
+            covering = qty << bits
+            if keys[size - 1] >= covering:  # the whole pool covers the line (always so for one unit)
+                best = max(map(mask.__and__, keys[:size]))
+            else:
+                best = max(k & mask for k in keys[:size] if k >= covering)
+            return [(static.locs[mask - best], qty)], size
+        locs, dists = static.locs, static.dists
+        cands = []  # (giveable, -rank, location, distance), as `_choose_sorted` takes them
+        for k in keys:
+            rank = mask - (k & mask)
+            cands.append((k >> bits, -rank, locs[rank], dists[rank]))
+        return _choose_sorted(
+            cands,
+            qty,
+            policy,
+            ranking,
+            self.network.priority,
+            self.network.ids,
+            static.by_rank,
+            self.pool_size,
+        )
+
+
+def _search_sizes(
+    depths: Sequence[int], qty: int, policy: AllocationPolicy, ranking: Sequence[str]
+) -> list[int]:
+    """The combination sizes searched, given the giveable units deepest first (as `_search`)."""
+    max_k = min(policy.max_splits, len(depths), MAX_SEARCH_SPLITS)
+    if ranking[0] != "fewest_splits":
+        return list(range(1, max_k + 1))
+    running = 0
+    for k in range(1, max_k + 1):
+        running += depths[k - 1]
+        if running >= qty:
+            return [k]
+    return [max_k]
+
+
+def _pool_extra(must: int, others: int, sizes: Sequence[int], pool_size: int) -> int:
+    """How many locations besides the `must` deepest join the pool (as `_search`)."""
+    extra = max(0, min(pool_size, others))
+    while extra > 0 and sum(math.comb(must + extra, k) for k in sizes) > MAX_COMBINATIONS:
+        extra -= 1
+    return extra
+
+
+def _choose_sorted(
+    eligible: list[tuple[int, int, int, float]],
+    qty: int,
+    policy: AllocationPolicy,
+    ranking: Sequence[str],
+    priority: Sequence[int],
+    ids: Sequence[str],
+    by_rank: bool,
+    pool_size: int,
+) -> tuple[list[tuple[int, int]], int]:
+    """`_search` for candidates (giveable, -rank, location, distance) already in key order, which is then
+    also depth order."""
+    sizes = _search_sizes([c[0] for c in eligible[:MAX_SEARCH_SPLITS]], qty, policy, ranking)
+    m = max(sizes)
+    pool = eligible[: m + _pool_extra(m, len(eligible) - m, sizes, pool_size)]
+    searched = sum(math.comb(len(pool), k) for k in sizes)
+    if sizes == [1]:
+        if pool[0][0] >= qty:
+            # the deepest location covers the line, so the best single location is among those that
+            # cover it (the pool's prefix, as it is in depth order), each taking exactly `qty`
+            pool = [c for c in pool if c[0] >= qty]
+            if by_rank:
+                # scores are then the static criteria, so the static order decides: the largest -rank
+                best = max(pool, key=_second)
+                return [(best[2], qty)], searched
+        best_key: tuple[Any, ...] | None = None
+        best_pick = (0, 0)
+        for g, _, loc, d in pool:
+            take = g if g < qty else qty
+            key = (-take, *_single_score(ranking, d, priority[loc], g), ids[loc])
+            if best_key is None or key < best_key:
+                best_key = key
+                best_pick = (loc, take)
+        return [best_pick], searched
+    keyed = [((), loc, d, g) for g, _, loc, d in pool]
+    return _search_pool(keyed, sizes, qty, ranking, priority, ids), searched
+
+
+_second = itemgetter(1)
+
+
+def _single_score(ranking: Sequence[str], distance: float, priority: int, giveable: int) -> tuple[float, ...]:
+    """`_score` of one location."""
+    return tuple(
+        1.0
+        if criterion == "fewest_splits"
+        else distance
+        if criterion == "distance"
+        else float(priority)
+        if criterion == "priority"
+        else -float(giveable)
+        for criterion in ranking
+    )
+
+
+def _key(
+    ranking: Sequence[str], distance: float, priority: int, giveable: int, loc_id: str
+) -> tuple[Any, ...]:
+    """`_location_key` on plain values."""
+    parts: list[Any] = []
+    for criterion in ranking:
+        if criterion == "distance":
+            parts.append(distance)
+        elif criterion == "priority":
+            parts.append(priority)
+        else:
+            parts.append(-giveable)
+    parts.append(loc_id)
+    return tuple(parts)
+
+
+def _choose(
+    eligible: list[tuple[tuple[Any, ...], int, float, int]],
+    qty: int,
+    policy: AllocationPolicy,
+    ranking: Sequence[str],
+    priority: Sequence[int],
+    ids: Sequence[str],
+    pool_size: int,
+) -> tuple[list[tuple[int, int]], int]:
+    """`_search` on tuples (key, location, distance, giveable), in any order."""
+    eligible.sort(key=_first)
+    deepest = sorted(eligible, key=lambda c: (-c[3], c[0]))
+    sizes = _search_sizes([c[3] for c in deepest[:MAX_SEARCH_SPLITS]], qty, policy, ranking)
+    must = deepest[: max(sizes)]
+    must_ids = {c[1] for c in must}
+    others = [c for c in eligible if c[1] not in must_ids]
+    extra = others[: _pool_extra(len(must), len(others), sizes, pool_size)]
+    pool = sorted(must + extra, key=_first)
+    searched = sum(math.comb(len(pool), k) for k in sizes)
+    return _search_pool(pool, sizes, qty, ranking, priority, ids), searched
+
+
+_first = itemgetter(0)
+
+
+def _search_pool(
+    pool: list[tuple[tuple[Any, ...], int, float, int]],
+    sizes: list[int],
+    qty: int,
+    ranking: Sequence[str],
+    priority: Sequence[int],
+    ids: Sequence[str],
+) -> list[tuple[int, int]]:
+    """Fill every combination of the pool in pool order and keep the best by `_score`."""
+    best: tuple[Any, ...] | None = None
+    best_picks: list[tuple[int, int]] = []
+    for k in sizes:
+        for combo in combinations(pool, k):
+            picks: list[tuple[int, int, float, int]] = []  # loc, qty, distance, giveable
+            remaining = qty
+            for _, loc, distance, giveable in combo:
+                if remaining <= 0:
+                    break
+                take = giveable if giveable < remaining else remaining
+                if take > 0:
+                    picks.append((loc, take, distance, giveable))
+                    remaining -= take
+            allocated = qty - remaining
+            if len(picks) == 1:
+                loc, _, distance, giveable = picks[0]
+                score = _single_score(ranking, distance, priority[loc], giveable)
+            else:
+                units = allocated or 1
+                values: list[float] = []
+                for criterion in ranking:
+                    if criterion == "fewest_splits":
+                        values.append(float(len(picks)))
+                    elif criterion == "distance":
+                        values.append(sum(d * q for _, q, d, _ in picks) / units)
+                    elif criterion == "priority":
+                        values.append(sum(priority[loc] * q for loc, q, _, _ in picks) / units)
+                    else:
+                        values.append(-sum(g * q for _, q, _, g in picks) / units)
+                score = tuple(values)
+            key = (-allocated, *score, tuple(ids[loc] for loc, _, _, _ in picks))
+            if best is None or key < best:
+                best = key
+                best_picks = [(loc, q) for loc, q, _, _ in picks]
+    return best_picks
+
+
+def _allocate_indexed(
+    lines: Sequence[OrderLine],
+    locations: Sequence[Location],
+    stock: Mapping[str, Mapping[str, int]],
+    policy: AllocationPolicy,
+    fulfillment: Fulfillment,
+    destination: Destination,
+    low_stock_thresholds: Mapping[str, Mapping[str, int]] | None,
+    pool_size: int,
+) -> AllocationPlan:
+    """`allocate` without the trace, through `Allocator`."""
+    network = Network(locations)
+    capacity = [UNLIMITED if loc.capacity_remaining is None else loc.capacity_remaining for loc in locations]
+    allocator = Allocator(
+        network, [i for i, loc in enumerate(locations) if loc.capacity_remaining is not None], pool_size
+    )
+    sku_index: dict[str, int] = {}
+    available: list[list[int]] = []
+    for line in lines:
+        if line.sku not in sku_index:
+            sku_index[line.sku] = len(available)
+            sku_stock = stock.get(line.sku, {})
+            available.append([sku_stock.get(loc_id, 0) for loc_id in network.ids])
+    thresholds: list[Sequence[int] | None] | None = None
+    if low_stock_thresholds:
+        thresholds = []
+        for line in lines:
+            sku_low = low_stock_thresholds.get(line.sku)
+            thresholds.append([sku_low.get(loc_id, 0) for loc_id in network.ids] if sku_low else None)
+    pickup = network.index.get(fulfillment.pickup_location or "", -1)
+    searched: list[int] = []
+    picks = allocator.plan(
+        [(sku_index[line.sku], line.qty) for line in lines],
+        available,
+        capacity,
+        policy,
+        fulfillment.type,
+        pickup,
+        destination.lat,
+        destination.lon,
+        thresholds,
+        searched,
+    )
+    refused = not policy.allow_partial and any(
+        sum(q for _, q in line_picks) < line.qty for line, line_picks in zip(lines, picks, strict=True)
+    )
+    results: list[LineAllocation] = []
+    for line, line_picks, tried in zip(lines, picks, searched, strict=True):
+        allocated = sum(q for _, q in line_picks)
+        if refused:
+            note: str | None = (
+                "order not allocated: a line could not be served in full and partial is not allowed"
+            )
+        else:
+            note = None if allocated == line.qty else "not enough giveable stock within the policy"
+        results.append(
+            LineAllocation(
+                sku=line.sku,
+                qty=line.qty,
+                picks=tuple(Pick(network.ids[loc], q) for loc, q in line_picks),
+                unallocated=line.qty - allocated,
+                candidates=(),
+                combinations_searched=tried,
+                note=note,
+            )
+        )
+    return AllocationPlan(tuple(results))
 
 
 def plan_to_dict(plan: AllocationPlan, *, with_candidates: bool) -> dict[str, Any]:

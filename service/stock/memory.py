@@ -1,6 +1,12 @@
 """In-process stock store: the simulator's backend and the reference the other backends are held to.
 
 Every method runs without awaiting anything in between, so on one event loop each call is atomic.
+
+The levels live in a `StockCore`: every bucket as rows per SKU of integers per location (slots given in
+the order SKUs and locations first appear), with `available = sellable - reserved` kept in step, and
+synchronous operations on them. `MemoryStockStore`'s async methods check, plan and record through
+`service.stock.ledger` and change levels only through the core's `add`, `hold` and `commit`; the simulator
+calls the same core methods directly, on slot indexes, with no event loop and no records in between.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from service.stock.store import (
     ReservationRequest,
     ReservationResult,
     ReservationStateError,
+    ReservedLine,
     SnapshotRow,
     StockEvent,
     StockException,
@@ -35,11 +42,175 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+SlotLine = tuple[int, int, int]  # (sku slot, location slot, qty)
+
+
+class StockCore:
+    """The buckets of every (sku, location) by integer slots, and the operations that change them."""
+
+    def __init__(self) -> None:
+        self.skus: list[str] = []
+        self.sku_slots: dict[str, int] = {}
+        self.locations: list[str] = []
+        self.location_slots: dict[str, int] = {}
+        # bucket[sku slot][location slot]
+        self.sellable: list[list[int]] = []
+        self.reserved: list[list[int]] = []
+        self.damaged: list[list[int]] = []
+        self.return_pending: list[list[int]] = []
+        self.in_transit: list[list[int]] = []
+        self.available: list[list[int]] = []  # sellable - reserved (below 0 after an oversold outflow)
+        # per SKU slot, the location slots any change has touched: what `get_levels` lists
+        self.present: list[set[int]] = []
+
+    def _rows(self) -> tuple[list[list[int]], ...]:
+        return (
+            self.sellable,
+            self.reserved,
+            self.damaged,
+            self.return_pending,
+            self.in_transit,
+            self.available,
+        )
+
+    def sku_slot(self, sku: str) -> int:
+        """The slot of a SKU, given the next one at its first appearance."""
+        slot = self.sku_slots.get(sku)
+        if slot is None:
+            slot = self.sku_slots[sku] = len(self.skus)
+            self.skus.append(sku)
+            for rows in self._rows():
+                rows.append([0] * len(self.locations))
+            self.present.append(set())
+        return slot
+
+    def location_slot(self, location: str) -> int:
+        """The slot of a location, given the next one at its first appearance."""
+        slot = self.location_slots.get(location)
+        if slot is None:
+            slot = self.location_slots[location] = len(self.locations)
+            self.locations.append(location)
+            for rows in self._rows():
+                for row in rows:
+                    row.append(0)
+        return slot
+
+    def levels(self, sku: str, location: str) -> Levels:
+        s = self.sku_slots.get(sku)
+        loc = self.location_slots.get(location)
+        if s is None or loc is None:
+            return Levels()
+        return Levels(
+            self.sellable[s][loc],
+            self.reserved[s][loc],
+            self.damaged[s][loc],
+            self.return_pending[s][loc],
+            self.in_transit[s][loc],
+        )
+
+    def listed(self, sku: str) -> dict[str, Levels]:
+        """The levels of every location a change has touched for this SKU, by location id."""
+        s = self.sku_slots.get(sku)
+        if s is None:
+            return {}
+        names = sorted(self.locations[loc] for loc in self.present[s])
+        return {name: self.levels(sku, name) for name in names}
+
+    def listed_available(self, sku: str) -> dict[str, int]:
+        """`Levels.available` (never below 0) of the locations `listed` gives, by location id."""
+        s = self.sku_slots.get(sku)
+        if s is None:
+            return {}
+        row, names = self.available[s], self.locations
+        return {names[loc]: max(0, row[loc]) for loc in sorted(self.present[s], key=names.__getitem__)}
+
+    def add(
+        self,
+        sku: int,
+        location: int,
+        sellable: int = 0,
+        reserved: int = 0,
+        damaged: int = 0,
+        return_pending: int = 0,
+        in_transit: int = 0,
+    ) -> None:
+        """One signed change of the buckets of one (sku, location) slot pair."""
+        if sellable:
+            self.sellable[sku][location] += sellable
+        if reserved:
+            self.reserved[sku][location] += reserved
+        if sellable != reserved:
+            self.available[sku][location] += sellable - reserved
+        if damaged:
+            self.damaged[sku][location] += damaged
+        if return_pending:
+            self.return_pending[sku][location] += return_pending
+        if in_transit:
+            self.in_transit[sku][location] += in_transit
+        self.present[sku].add(location)
+
+    def apply(self, deltas: Sequence[ledger.Delta]) -> None:
+        for d in deltas:
+            self.add(
+                self.sku_slot(d.sku),
+                self.location_slot(d.location),
+                d.sellable,
+                d.reserved,
+                d.damaged,
+                d.return_pending,
+                d.in_transit,
+            )
+
+    def slot_lines(self, lines: Sequence[ReservedLine]) -> list[SlotLine]:
+        return [(self.sku_slot(x.sku), self.location_slot(x.location), x.qty) for x in lines]
+
+    def hold(self, lines: Sequence[SlotLine], sign: int = 1) -> None:
+        """reserved += sign * qty per line: a hold (+1), or its release or expiry (-1). No check."""
+        reserved, available, present = self.reserved, self.available, self.present
+        for sku, location, qty in lines:
+            reserved[sku][location] += sign * qty
+            available[sku][location] -= sign * qty
+            present[sku].add(location)
+
+    def try_hold(self, lines: Sequence[SlotLine]) -> bool:
+        """Hold every line if each (sku, location) has the summed quantity available, else nothing."""
+        available = self.available
+        if len(lines) == 1:
+            sku, location, qty = lines[0]
+            if qty <= 0:
+                raise ValueError(f"a held quantity must be above 0, got {qty}")
+            if available[sku][location] < qty:
+                return False
+        else:
+            summed: dict[tuple[int, int], int] = {}
+            for sku, location, qty in lines:
+                if qty <= 0:
+                    raise ValueError(f"a held quantity must be above 0, got {qty}")
+                summed[(sku, location)] = summed.get((sku, location), 0) + qty
+            for (sku, location), qty in summed.items():
+                if available[sku][location] < qty:
+                    return False
+        self.hold(lines)
+        return True
+
+    def commit(self, lines: Sequence[SlotLine]) -> None:
+        """Held units leave: sellable and reserved both go down by qty per line (available stays)."""
+        sellable, reserved, present = self.sellable, self.reserved, self.present
+        for sku, location, qty in lines:
+            sellable[sku][location] -= qty
+            reserved[sku][location] -= qty
+            present[sku].add(location)
+
+    def total(self, bucket: str) -> int:
+        """The sum of a bucket over every SKU and location."""
+        rows: list[list[int]] = getattr(self, bucket)
+        return sum(sum(row) for row in rows)
+
+
 class MemoryStockStore:
     def __init__(self, clock: Clock = utc_now) -> None:
         self._clock = clock
-        self._levels: dict[tuple[str, str], Levels] = {}
-        self._by_sku: dict[str, set[str]] = {}
+        self.core = StockCore()
         self._events: set[str] = set()
         self._reservations: dict[str, Reservation] = {}
         self._keys: dict[str, tuple[str, str]] = {}
@@ -49,14 +220,10 @@ class MemoryStockStore:
         self.demand = demand.LedgerDemand(self._demand_states, clock)
 
     def _get(self, sku: str, location: str) -> Levels:
-        return self._levels.get((sku, location)) or Levels()
+        return self.core.levels(sku, location)
 
     def _apply(self, deltas: Sequence[ledger.Delta]) -> None:
-        for delta in deltas:
-            self._levels[(delta.sku, delta.location)] = ledger.add(
-                self._get(delta.sku, delta.location), delta
-            )
-            self._by_sku.setdefault(delta.sku, set()).add(delta.location)
+        self.core.apply(deltas)
 
     def _prune(self, now: datetime) -> int:
         count = 0
@@ -64,20 +231,18 @@ class MemoryStockStore:
             _, rid = heapq.heappop(self._expiry)
             held = self._reservations.get(rid)
             if held is not None and held.status == "held" and held.expires_at <= now:
-                self._apply(ledger.hold_deltas(held.lines, -1))
+                self.core.hold(self.core.slot_lines(held.lines), -1)
                 self._reservations[rid] = _with_status(held, "expired")
                 count += 1
         return count
 
     async def get_levels(self, skus: Sequence[str]) -> dict[str, dict[str, Levels]]:
         self._prune(self._clock())
-        return {
-            sku: {loc: self._levels[(sku, loc)] for loc in sorted(self._by_sku.get(sku, ()))} for sku in skus
-        }
+        return {sku: self.core.listed(sku) for sku in skus}
 
     async def get_available(self, skus: Sequence[str]) -> dict[str, dict[str, int]]:
-        levels = await self.get_levels(skus)
-        return {sku: {loc: level.available for loc, level in rows.items()} for sku, rows in levels.items()}
+        self._prune(self._clock())
+        return {sku: self.core.listed_available(sku) for sku in skus}
 
     async def _demand_states(self, pairs: Sequence[demand.Pair]) -> dict[demand.Pair, demand.DemandState]:
         return {pair: self._demand[pair] for pair in pairs if pair in self._demand}
@@ -137,7 +302,7 @@ class MemoryStockStore:
             expires_at=now + timedelta(seconds=request.ttl_seconds),
             created_at=now,
         )
-        self._apply(ledger.hold_deltas(granted, 1))
+        self.core.hold(self.core.slot_lines(granted))
         self._reservations[reservation.id] = reservation
         self._keys[request.idempotency_key] = (fingerprint, reservation.id)
         heapq.heappush(self._expiry, (reservation.expires_at, reservation.id))
@@ -160,7 +325,7 @@ class MemoryStockStore:
             return found
         if found.status != "held":
             raise ReservationStateError(f"reservation {reservation_id} is {found.status}", found.status)
-        self._apply(ledger.commit_deltas(found.lines))
+        self.core.commit(self.core.slot_lines(found.lines))
         self._reservations[reservation_id] = done = _with_status(found, "committed")
         return done
 
@@ -170,7 +335,7 @@ class MemoryStockStore:
             return found
         if found.status != "held":
             raise ReservationStateError(f"reservation {reservation_id} is {found.status}", found.status)
-        self._apply(ledger.hold_deltas(found.lines, -1))
+        self.core.hold(self.core.slot_lines(found.lines), -1)
         self._reservations[reservation_id] = done = _with_status(found, "released")
         return done
 

@@ -4,15 +4,27 @@ byte-identical."""
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from service.domain.allocation import (
+    UNLIMITED,
+    AllocationPolicy,
+    Destination,
+    Fulfillment,
+    IndexedPicks,
+    Location,
+    OrderLine,
+    allocate,
+)
 from simulators.events import Event, Order, read_events, write_events
-from simulators.kpis import encode
+from simulators.kpis import encode, run_kpis
 from simulators.progress import ProgressBar
 from simulators.report import render_report
+from simulators.runner import Run
 from simulators.scenario import World
 from simulators.simulation import Options, simulate
 from simulators.versions import VersionSet, resolve
@@ -105,13 +117,55 @@ def test_replaying_a_recorded_log_gives_the_same_kpis(
     assert replayed["runs"] == generated["runs"]
 
 
-def test_the_domain_allocator_and_the_fast_path_give_the_same_kpis(
-    small_world: World, small_events: list[Event]
+class TracedRun(Run):
+    """A run whose every order goes through `allocate(..., explain=True)`, the traced path of the
+    service's allocator, instead of the run's `Allocator`."""
+
+    def _plan(
+        self,
+        lines: Sequence[tuple[int, int]],
+        available: Sequence[Sequence[int]],
+        capacity: Sequence[int],
+        policy: AllocationPolicy,
+        fulfillment: str,
+        pickup: int,
+        lat: float,
+        lon: float,
+        thresholds: Sequence[Sequence[int] | None] | None,
+    ) -> IndexedPicks:
+        net = self.network
+        low: dict[str, dict[str, int]] = {}
+        for (s, _), row in zip(lines, thresholds or [None] * len(lines), strict=True):
+            if row is not None:
+                low[self.sku_ids[s]] = dict(zip(net.ids, row, strict=True))
+        locations = [
+            Location(loc.id, loc.type, loc.region, loc.lat, loc.lon, loc.capabilities,
+                     None if capacity[i] >= UNLIMITED else capacity[i], loc.priority)
+            for i, loc in enumerate(net.locations)
+        ]  # fmt: skip
+        plan = allocate(
+            [OrderLine(self.sku_ids[s], q) for s, q in lines],
+            locations,
+            {self.sku_ids[s]: dict(zip(net.ids, available[s], strict=True)) for s, _ in lines},
+            policy,
+            Fulfillment(fulfillment, net.ids[pickup] if fulfillment == "pickup" else None),
+            Destination(lat, lon),
+            low_stock_thresholds=low or None,
+            explain=True,
+        )
+        return [[(net.index[p.location], p.qty) for p in line.picks] for line in plan.lines]
+
+
+@pytest.mark.parametrize("ruleset", [None, "nearest-anywhere.yaml", "dc-only.yaml"])
+@pytest.mark.parametrize("view", ["configured", "realtime"])
+def test_a_run_on_the_traced_allocator_gives_the_same_kpis(
+    small_world: World, small_events: list[Event], ruleset: str | None, view: str
 ) -> None:
-    spec = [f"nearest-anywhere@{RULESETS / 'nearest-anywhere.yaml'}"]
-    fast = _run(small_world, small_events, spec, sourcing="fast")
-    domain = _run(small_world, small_events, spec, sourcing="domain")
-    assert fast["runs"] == domain["runs"]
+    versions = resolve([str(RULESETS / ruleset)] if ruleset else [], DEFAULTS)[0]
+    fast = Run(small_world, versions.policy_set("python"), view=view).run(small_events)
+    traced = TracedRun(small_world, versions.policy_set("python"), view=view).run(small_events)
+    assert fast.order_decisions > 100
+    assert run_kpis(fast) == run_kpis(traced)
 
 
 def test_both_rule_engines_give_the_same_kpis(small_world: World, small_events: list[Event]) -> None:

@@ -1,0 +1,133 @@
+"""The stock of a simulation run: a fresh `MemoryStockStore` of its own, driven through the store's
+synchronous core (`service.stock.memory.StockCore`) on integer slots, and the units that crossed the
+network's edges, which the conservation check needs.
+
+The SKUs and locations are given their slots in the run's order first, so a run's SKU and location indexes
+are the core's slots, and `available[sku][location]` is the core's own row, read by the allocator as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from service.stock.memory import MemoryStockStore, SlotLine
+
+
+class Flows(msgspec.Struct):
+    """Units that crossed the ledger's edges since the start, for the conservation check."""
+
+    start: int = 0
+    receipts: int = 0
+    returns_received: int = 0
+    returns_restocked: int = 0
+    returns_damaged: int = 0
+    sold: int = 0
+    damaged: int = 0
+    transferred_out: int = 0
+    transferred_in: int = 0
+    negative_sales: int = 0
+
+
+class RunStock:
+    """`n_skus` x `n_locations` positions of an isolated store; every method takes slot indexes."""
+
+    def __init__(
+        self, skus: Sequence[str], locations: Sequence[str], starting: Sequence[Sequence[int]]
+    ) -> None:
+        self.store = MemoryStockStore()
+        core = self.core = self.store.core
+        for i, sku in enumerate(skus):
+            if core.sku_slot(sku) != i:
+                raise ValueError(f"SKU {sku!r} is listed twice")
+        for i, location in enumerate(locations):
+            if core.location_slot(location) != i:
+                raise ValueError(f"location {location!r} is listed twice")
+        for s, row in enumerate(starting):
+            for loc, qty in enumerate(row):
+                if qty:
+                    core.add(s, loc, sellable=qty)
+        self.sellable = core.sellable
+        self.reserved = core.reserved
+        self.damaged = core.damaged
+        self.return_pending = core.return_pending
+        self.in_transit = core.in_transit
+        self.available = core.available
+        self.flows = Flows(start=core.total("sellable"))
+        self.open_reservations = 0
+
+    def reserve(self, lines: Sequence[SlotLine]) -> bool:
+        """All-or-nothing hold of (sku, location, qty) lines; False (and nothing held) if any lacks stock."""
+        if self.core.try_hold(lines):
+            self.open_reservations += 1
+            return True
+        return False
+
+    def commit(self, lines: Sequence[SlotLine]) -> None:
+        """Fulfil a held reservation: the units leave their locations as sold."""
+        self.core.commit(lines)
+        self.open_reservations -= 1
+        for _, _, qty in lines:
+            self.flows.sold += qty
+
+    def release(self, lines: Sequence[SlotLine]) -> None:
+        self.core.hold(lines, -1)
+        self.open_reservations -= 1
+
+    def sale(self, sku: int, location: int, qty: int) -> None:
+        """A till sale: recorded even when it takes sellable below zero (a negative-inventory exception)."""
+        before = self.sellable[sku][location]
+        self.core.add(sku, location, sellable=-qty)
+        self.flows.sold += qty
+        if before - qty < 0:
+            self.flows.negative_sales += min(qty, qty - before)
+
+    def receipt(self, sku: int, location: int, qty: int) -> None:
+        """Units arriving from outside the network (a purchase order, a supplier delivery)."""
+        self.core.add(sku, location, sellable=qty)
+        self.flows.receipts += qty
+
+    def return_in(self, sku: int, location: int, qty: int) -> None:
+        self.core.add(sku, location, return_pending=qty)
+        self.flows.returns_received += qty
+
+    def return_disposition(self, sku: int, location: int, qty: int, restock: bool) -> None:
+        if restock:
+            self.core.add(sku, location, sellable=qty, return_pending=-qty)
+            self.flows.returns_restocked += qty
+        else:
+            self.core.add(sku, location, damaged=qty, return_pending=-qty)
+            self.flows.returns_damaged += qty
+
+    def damage(self, sku: int, location: int, qty: int) -> None:
+        self.core.add(sku, location, sellable=-qty, damaged=qty)
+        self.flows.damaged += qty
+
+    def transfer_out(self, sku: int, source: int, destination: int, qty: int) -> None:
+        """Units leave `source` now and are in transit to `destination` until `transfer_in`."""
+        self.core.add(sku, source, sellable=-qty)
+        self.core.add(sku, destination, in_transit=qty)
+        self.flows.transferred_out += qty
+
+    def transfer_in(self, sku: int, destination: int, qty: int) -> None:
+        self.core.add(sku, destination, sellable=qty, in_transit=-qty)
+        self.flows.transferred_in += qty
+
+    def conservation(self) -> dict[str, int | bool]:
+        """start + receipts + returns restocked = end + sold + damaged + in transit."""
+        f = self.flows
+        end = self.core.total("sellable")
+        in_transit = self.core.total("in_transit")
+        left = f.start + f.receipts + f.returns_restocked
+        right = end + f.sold + f.damaged + in_transit
+        return {
+            "start": f.start,
+            "receipts": f.receipts,
+            "returns_restocked": f.returns_restocked,
+            "end": end,
+            "sold": f.sold,
+            "damaged": f.damaged,
+            "in_transit": in_transit,
+            "holds": left == right,
+        }
