@@ -9,6 +9,7 @@ the same rules; the contract suite holds them to it.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -54,10 +55,13 @@ def add(levels: Levels, delta: Delta) -> Levels:
     )
 
 
+_BAD_ID_CHARACTER = re.compile(r"[\s|{}]")
+
+
 def _check_id(value: str, field: str) -> None:
     if not value or len(value) > MAX_ID_LENGTH:
         raise InvalidStockInput(field, f"must be 1 to {MAX_ID_LENGTH} characters")
-    if any(ch.isspace() or ch in "|{}" for ch in value):
+    if _BAD_ID_CHARACTER.search(value):
         raise InvalidStockInput(field, "must not contain whitespace or any of | { }")
 
 
@@ -107,10 +111,18 @@ def validate_request(request: ReservationRequest) -> None:
     if not 1 <= request.ttl_seconds <= MAX_TTL_SECONDS:
         raise InvalidStockInput("ttl_seconds", f"must be between 1 and {MAX_TTL_SECONDS}")
     for i, line in enumerate(request.lines):
-        _check_id(line.sku, f"lines[{i}].sku")
-        _check_id(line.location, f"lines[{i}].location")
-        _check_qty(line.qty, f"lines[{i}].qty", 1)
-        _check_qty(line.floor, f"lines[{i}].floor", 0)
+        # the field names are only built for a line that fails
+        if not (_valid_id(line.sku) and _valid_id(line.location)) or not (
+            1 <= line.qty <= MAX_QTY and 0 <= line.floor <= MAX_QTY
+        ):
+            _check_id(line.sku, f"lines[{i}].sku")
+            _check_id(line.location, f"lines[{i}].location")
+            _check_qty(line.qty, f"lines[{i}].qty", 1)
+            _check_qty(line.floor, f"lines[{i}].floor", 0)
+
+
+def _valid_id(value: str) -> bool:
+    return 0 < len(value) <= MAX_ID_LENGTH and _BAD_ID_CHARACTER.search(value) is None
 
 
 def merge_lines(lines: Sequence[ReservationLine]) -> list[ReservationLine]:
