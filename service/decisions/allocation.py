@@ -133,11 +133,8 @@ async def decide_allocation(
     skus = list(dict.fromkeys(line.sku for line in request.lines))
     channel = ChannelPolicies(ctx, request.channel, "none")
     # thresholds matter only where the allocation ruleset lets the channel take stock
-    eligible = [loc for loc in md.locations.values() if loc.type in policy.eligible_location_types]
-    thresholds: dict[str, dict[str, int]] = {}
-    for sku in skus:
-        table = channel.table(md.items[sku])
-        thresholds[sku] = {loc.id: table[loc.id].low_stock_threshold for loc in eligible}
+    eligible_types = frozenset(policy.eligible_location_types)
+    thresholds = {sku: channel.low_stock_thresholds(md.items[sku], eligible_types) for sku in skus}
     lines = [OrderLine(line.sku, line.qty) for line in request.lines]
     rules_ms = ctx.elapsed_ms()
     reservation: dict[str, Any] | None = None

@@ -29,6 +29,9 @@ class _Shared:
     policies: dict[tuple[Any, ...], tuple[LocationPolicy, Any, dict[str, Any]]] = field(default_factory=dict)
     tables: dict[tuple[Any, ...], dict[str, LocationPolicy]] = field(default_factory=dict)
     prepared: dict[int, tuple[dict[str, LocationPolicy], PreparedPolicies]] = field(default_factory=dict)
+    thresholds: dict[tuple[int, frozenset[str]], tuple[dict[str, LocationPolicy], dict[str, int]]] = field(
+        default_factory=dict
+    )
 
 
 _SHARED: OrderedDict[tuple[Any, ...], _Shared] = OrderedDict()
@@ -102,6 +105,28 @@ class ChannelPolicies:
             if len(store) > 4096:
                 store.clear()
             store[id(table)] = found
+        return found[1]
+
+    def low_stock_thresholds(self, item: ItemRecord, types: frozenset[str]) -> dict[str, int]:
+        """Location id -> the item's low-stock threshold at every location of one of `types` (what the
+        allocator needs), kept beside the shared table it was read from."""
+        table = self.table(item)
+        store = self._shared.thresholds if self._shared is not None else {}
+        key = (id(table), types)
+        found = store.get(key)
+        if found is None or found[0] is not table:
+            md = self.ctx.master_data
+            found = (
+                table,
+                {
+                    loc.id: table[loc.id].low_stock_threshold
+                    for loc in md.locations.values()
+                    if loc.type in types
+                },
+            )
+            if len(store) > 4096:
+                store.clear()
+            store[key] = found
         return found[1]
 
     def facts(self, item: ItemRecord, location: LocationRecord, promo: bool) -> dict[str, Any]:
