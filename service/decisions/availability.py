@@ -69,7 +69,9 @@ class ChannelPolicies:
     _shared: _Shared | None = None
 
     def __post_init__(self) -> None:
-        self.ruleset = self.ctx.active("availability")
+        # the active availability ruleset, unless a version is given (the shadow of the active one)
+        if self.ruleset is None:
+            self.ruleset = self.ctx.active("availability")
         self._shared = _shared(self.ruleset, self.ctx.master_data, self.channel)
 
     def table(self, item: ItemRecord) -> dict[str, LocationPolicy]:
@@ -181,6 +183,42 @@ def promotion_cap(ctx: DecisionContext, sku: str, channel: str) -> int | None:
     return min(caps) if caps else None
 
 
+def _shadow(
+    ctx: DecisionContext,
+    request: AvailabilityRequest,
+    policies: ChannelPolicies,
+    available: dict[str, dict[str, int]],
+    answered: list[dict[str, Any]],
+) -> dict[str, Any] | None:
+    """What the shadow version of the availability ruleset (if one runs) would let the channel sell of
+    each SKU on the same stock, and where that differs from the answer; never acted on, and a shadow that
+    fails is reported, not raised."""
+    version = getattr(policies.ruleset, "shadow_version", None)
+    if version is None:
+        return None
+    out: dict[str, Any] = {
+        "ruleset": {"name": version.name, "version": version.version, "sha256": version.sha256},
+        "result": None,
+        "matched": None,
+        "differences": {},
+        "error": None,
+    }
+    try:
+        shadow = ChannelPolicies(ctx, request.channel, "none", ruleset=version)
+        md = ctx.master_data
+        for row in answered:
+            sku = row["sku"]
+            result = sellable_units(sku, available.get(sku, {}), shadow.prepared(md.items[sku]))
+            cap = promotion_cap(ctx, sku, request.channel)
+            sellable = result.sellable if cap is None else min(cap, result.sellable)
+            if sellable != row["sellable"]:
+                out["differences"][f"sellable.{sku}"] = {"active": row["sellable"], "shadow": sellable}
+    except Exception as exc:  # the shadow is observed, never trusted: its failure is data
+        out["differences"] = {}
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
 async def decide_availability(
     ctx: DecisionContext, request: AvailabilityRequest, trace: TraceLevel = "rules"
 ) -> DecisionRecord:
@@ -221,6 +259,7 @@ async def decide_availability(
         skus.append(out)
     decision = {"channel": request.channel, "skus": skus}
     trace_out = None if trace == "none" else {"evaluations": policies.evaluations}
+    shadow = _shadow(ctx, request, policies, available, skus)
     return await finish(
         ctx,
         decision_id=decision_id,
@@ -229,7 +268,7 @@ async def decide_availability(
         decision=decision,
         evaluated=policies,
         trace=trace_out,
-        shadow=None,
+        shadow=shadow,
         timings={"stock_ms": stock_ms},
         subject=request.channel,
     )
