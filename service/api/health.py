@@ -30,6 +30,19 @@ async def _database(services: Services) -> None:
         await conn.execute(text("SELECT 1"))
 
 
+def _rules_state(services: Services) -> dict[str, Any]:
+    """The rulesets this process serves. A failed reload does not make the process unready (it keeps
+    serving the last snapshot it loaded), so it is reported here for operators instead of failing the probe."""
+    registry = services.rules
+    if registry is None:
+        return {"loaded": False}
+    return {
+        "loaded": True,
+        "generation": registry.snapshot().generation,
+        "last_reload_error": registry.last_error,
+    }
+
+
 @get("/ready", operation_id="healthReady")
 async def ready(services: NamedDependency[Services]) -> Response[dict[str, Any]]:
     probes = [_check("database", _database(services))]
@@ -43,6 +56,7 @@ async def ready(services: NamedDependency[Services]) -> Response[dict[str, Any]]
         "checks": checks,
         "stock_backend": services.settings.stock.backend,
         "rules_engine": services.settings.rules.engine,
+        "rules": _rules_state(services),
     }
     return Response(
         body, status_code=200 if healthy else 503, headers=None if healthy else {"Retry-After": "2"}

@@ -1044,6 +1044,29 @@ def _search_pool(
     return best_picks
 
 
+# A tuple of locations (immutable) keeps its Network and Allocator, so that later orders over the same
+# locations (the service passes one tuple per master data snapshot) reuse their cached distances and
+# candidate orders; the entry holds the tuple itself, so a reused id never reads another's entry.
+_INDEXED: dict[int, tuple[Sequence[Location], int, Network, Allocator, list[int]]] = {}
+_INDEXED_ENTRIES = 4
+
+
+def _indexed(locations: Sequence[Location], pool_size: int) -> tuple[Network, Allocator, list[int]]:
+    found = _INDEXED.get(id(locations)) if isinstance(locations, tuple) else None
+    if found is not None and found[0] is locations and found[1] == pool_size:
+        return found[2], found[3], found[4]
+    network = Network(locations)
+    capacity = [UNLIMITED if loc.capacity_remaining is None else loc.capacity_remaining for loc in locations]
+    allocator = Allocator(
+        network, [i for i, loc in enumerate(locations) if loc.capacity_remaining is not None], pool_size
+    )
+    if isinstance(locations, tuple):
+        if len(_INDEXED) >= _INDEXED_ENTRIES:
+            _INDEXED.clear()
+        _INDEXED[id(locations)] = (locations, pool_size, network, allocator, capacity)
+    return network, allocator, capacity
+
+
 def _allocate_indexed(
     lines: Sequence[OrderLine],
     locations: Sequence[Location],
@@ -1054,12 +1077,8 @@ def _allocate_indexed(
     low_stock_thresholds: Mapping[str, Mapping[str, int]] | None,
     pool_size: int,
 ) -> AllocationPlan:
-    """`allocate` without the trace, through `Allocator`."""
-    network = Network(locations)
-    capacity = [UNLIMITED if loc.capacity_remaining is None else loc.capacity_remaining for loc in locations]
-    allocator = Allocator(
-        network, [i for i, loc in enumerate(locations) if loc.capacity_remaining is not None], pool_size
-    )
+    """`allocate` without the trace, through `Allocator` (kept per location tuple: see `_indexed`)."""
+    network, allocator, capacity = _indexed(locations, pool_size)
     sku_index: dict[str, int] = {}
     available: list[list[int]] = []
     for line in lines:

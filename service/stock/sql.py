@@ -228,22 +228,8 @@ class SqlStockStore:
         return await self._read(load)
 
     async def get_available(self, skus: Sequence[str]) -> dict[str, dict[str, int]]:
-        await self._prune_if_due()
-
-        async def load(conn: AsyncConnection) -> dict[str, dict[str, int]]:
-            out: dict[str, dict[str, int]] = {sku: {} for sku in skus}
-            if not skus:
-                return out
-            query = (
-                select(LEVELS.c.sku, LEVELS.c.location, LEVELS.c.sellable, LEVELS.c.reserved)
-                .where(LEVELS.c.sku.in_(list(skus)))
-                .order_by(LEVELS.c.sku, LEVELS.c.location)
-            )
-            for sku, location, sellable, reserved in (await conn.execute(query)).tuples():
-                out[sku][location] = max(0, int(sellable) - int(reserved))
-            return out
-
-        return await self._read(load)
+        levels = await self.get_levels(skus)
+        return {sku: {loc: level.available for loc, level in rows.items()} for sku, rows in levels.items()}
 
     async def get_reservation(self, reservation_id: str) -> Reservation | None:
         await self._prune_if_due()

@@ -192,13 +192,18 @@ class ScriptClient:
             raise
         old = self._connection
         self._connection = connection
-        if old is not None and old is not connection and old.usable:
+        # one left on another (finished) event loop is dropped with that loop, not touched from this one
+        if old is not None and old is not connection and old.loop is loop and old.usable:
             old.abort(redis_errors.ConnectionError("replaced by a new connection"))
         return connection
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is not None and connection.transport is not None:
+        if (
+            connection is not None
+            and connection.transport is not None
+            and connection.loop is asyncio.get_running_loop()
+        ):
             connection.lost = connection.lost or redis_errors.ConnectionError("client closed")
             connection.transport.close()
 

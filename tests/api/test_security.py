@@ -159,3 +159,31 @@ async def test_a_v1_route_that_declares_no_role_is_closed_to_every_key(sqlite_ap
     assert (await sqlite_api.as_("planner").get("/v1/declares-its-roles")).json() == {"ok": "yes"}
     assert (await sqlite_api.as_("stock").get("/v1/declares-its-roles")).status_code == 403
     assert (await sqlite_api.http.get("/v1/declares-its-roles")).status_code == 401
+
+
+async def test_readiness_reports_the_served_ruleset_generation_and_a_failed_reload(
+    sqlite_api: ApiClient,
+) -> None:
+    import asyncio
+
+    body = (await sqlite_api.http.get("/health/ready")).json()
+    assert body["rules"]["loaded"] is True
+    assert body["rules"]["generation"] == sqlite_api.services.rules.snapshot().generation >= 1
+    assert body["rules"]["last_reload_error"] is None
+
+    async def rename(old: str, new: str) -> None:
+        async with sqlite_api.services.engine.begin() as conn:
+            await conn.exec_driver_sql(f"ALTER TABLE {old} RENAME TO {new}")
+
+    await rename("ruleset_generation", "ruleset_generation_away")  # the registry's poll now fails
+    try:
+        for _ in range(100):
+            failed = await sqlite_api.http.get("/health/ready")
+            if failed.json()["rules"]["last_reload_error"]:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await rename("ruleset_generation_away", "ruleset_generation")
+    # still ready: the last loaded rulesets are served; the error is there for operators
+    assert failed.status_code == 200
+    assert "ruleset_generation" in failed.json()["rules"]["last_reload_error"]
