@@ -639,36 +639,40 @@ class Allocator:
         self.pool_size = pool_size
         # pool size of a single-location search: the deepest location plus up to pool_size others
         self._single_pool = 1 + max(0, min(pool_size, MAX_COMBINATIONS - 1))
-        self._static: dict[tuple[Any, ...], _Static] = {}
-        # id(policy) -> (the policy, what the static screening depends on); the identity check on the
-        # policy held in the entry keeps a reused id from reading another policy's signature
-        self._signatures: dict[int, tuple[AllocationPolicy, tuple[Any, ...]]] = {}
+        # what the static screening depends on in a policy -> (lat, lon, fulfillment, pickup) -> candidates
+        self._static: dict[tuple[Any, ...], dict[tuple[float, float, str, int], _Static]] = {}
+        # id(policy) -> (the policy, the candidates of its signature); the identity check on the policy
+        # held in the entry keeps a reused id from reading another policy's entry
+        self._signatures: dict[
+            int, tuple[AllocationPolicy, dict[tuple[float, float, str, int], _Static]]
+        ] = {}
+        self._kept = 0  # candidate lists held over all signatures
         # a candidate's sort key is giveable << _rank_bits | (_rank_mask - its rank in static order)
         self._rank_bits = max(1, len(network.ids).bit_length())
         self._rank_mask = (1 << self._rank_bits) - 1
 
-    def _signature(self, policy: AllocationPolicy) -> tuple[Any, ...]:
+    def _by_signature(self, policy: AllocationPolicy) -> dict[tuple[float, float, str, int], _Static]:
+        """The candidates kept for every policy that screens as this one does."""
         found = self._signatures.get(id(policy))
         if found is None or found[0] is not policy:
-            found = (
-                policy,
-                (
-                    tuple(sorted(policy.eligible_location_types)),
-                    tuple(sorted(policy.floors.items())),
-                    policy.max_distance_km,
-                    policy.effective_ranking,
-                ),
+            signature = (
+                tuple(sorted(policy.eligible_location_types)),
+                tuple(sorted(policy.floors.items())),
+                policy.max_distance_km,
+                policy.effective_ranking,
             )
-            if len(self._signatures) >= CACHE_LIMIT:
-                self._signatures.clear()
+            if len(self._static) >= CACHE_LIMIT or len(self._signatures) >= CACHE_LIMIT:
+                self._forget()
+            found = (policy, self._static.setdefault(signature, {}))
             self._signatures[id(policy)] = found
         return found[1]
 
     def _candidates(
         self, policy: AllocationPolicy, fulfillment: str, pickup: int, lat: float, lon: float
     ) -> _Static:
-        key = (lat, lon, self._signature(policy), fulfillment, pickup)
-        found = self._static.get(key)
+        kept = self._by_signature(policy)
+        key = (lat, lon, fulfillment, pickup)
+        found = kept.get(key)
         if found is not None:
             return found
         net = self.network
@@ -707,10 +711,18 @@ class Allocator:
             any(loc in self.capped for loc, _, _ in listed),
             self._rank_mask,
         )
-        if len(self._static) >= CACHE_LIMIT:
-            self._static.clear()
-        self._static[key] = found
+        if self._kept >= CACHE_LIMIT:
+            self._forget()
+            kept = self._by_signature(policy)
+        kept[key] = found
+        self._kept += 1
         return found
+
+    def _forget(self) -> None:
+        """Start the candidate caches again from empty."""
+        self._static.clear()
+        self._signatures.clear()
+        self._kept = 0
 
     def plan(
         self,

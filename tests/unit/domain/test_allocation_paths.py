@@ -219,6 +219,7 @@ def test_the_caches_stay_bounded_when_every_order_has_its_own_destination_and_po
                         {"A": dict(zip(network.ids, available[0], strict=True))}, policy, Fulfillment("ship"),
                         Destination(lat, lon))  # fmt: skip
         assert got == [[(network.index[p.location], p.qty) for p in line.picks] for line in plan.lines]
+    assert sum(len(kept) for kept in allocator._static.values()) <= CACHE_LIMIT
     assert len(allocator._static) <= CACHE_LIMIT
     assert len(allocator._signatures) <= CACHE_LIMIT
     assert len(network._distances) <= CACHE_LIMIT
