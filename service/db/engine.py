@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy import JSON, Table, event
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -86,3 +86,45 @@ class HeldConnection:
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close()
+
+
+class BatchInsert:
+    """An INSERT of many rows given as tuples in `columns` order, for the background writers (decision log,
+    stock journal): the statement is compiled once per dialect and each value goes through its column
+    type's own bind processor (JSON columns through the engine's msgspec encoder), which is what a Core
+    executemany does per row, without building and reading a parameter dictionary per row."""
+
+    def __init__(self, table: Table, columns: Sequence[str]) -> None:
+        self.table = table
+        self.columns = tuple(columns)
+        # dialect name -> (SQL, per compiled parameter: its index in a row and its processor)
+        self._compiled: dict[str, tuple[str, list[tuple[int, Callable[[Any], Any] | None]]]] = {}
+
+    def _for(self, dialect: Dialect) -> tuple[str, list[tuple[int, Callable[[Any], Any] | None]]]:
+        found = self._compiled.get(dialect.name)
+        if found is None:
+            compiled = self.table.insert().compile(dialect=dialect, column_keys=list(self.columns))
+            order = list(compiled.positiontup or [])
+            if sorted(order) != sorted(self.columns):
+                raise ValueError(f"{self.table.name}: compiled parameters {order} are not {self.columns}")
+            slots: list[tuple[int, Callable[[Any], Any] | None]] = []
+            for name in order:
+                column_type = self.table.c[name].type
+                process = _json if isinstance(column_type, JSON) else column_type.bind_processor(dialect)
+                slots.append((self.columns.index(name), process))
+            found = (str(compiled), slots)
+            self._compiled[dialect.name] = found
+        return found
+
+    async def execute(self, connection: AsyncConnection, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        sql, slots = self._for(connection.dialect)
+        prepared = [
+            tuple(
+                row[index] if row[index] is None or process is None else process(row[index])
+                for index, process in slots
+            )
+            for row in rows
+        ]
+        await connection.exec_driver_sql(sql, prepared)

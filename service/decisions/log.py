@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service.db.engine import HeldConnection
+from service.db.engine import BatchInsert, HeldConnection
 from service.db.models.decisions import DecisionEntry
 from service.decisions.record import DecisionRecord
 
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 # than a row, and no request waits on the log (a decision is readable from memory until written).
 GATHER_SECONDS = 0.05
 _DECISIONS: Table = DecisionEntry.__table__  # type: ignore[assignment]
+_INSERT = BatchInsert(_DECISIONS, DecisionRecord.COLUMNS)
 
 
 class DecisionSink(Protocol):
@@ -128,7 +129,7 @@ class SqlDecisionLog:
             try:
                 # a Core executemany on the table: the ORM bulk path costs the event loop more per row
                 async with self._connection.transaction() as connection:
-                    await connection.execute(_DECISIONS.insert(), [r.row() for r in batch])
+                    await _INSERT.execute(connection, [r.values() for r in batch])
                 self.written += len(batch)
                 return
             except asyncio.CancelledError:

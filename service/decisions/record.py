@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -47,21 +47,39 @@ class DecisionRecord:
             out["actor"] = self.actor
         return out
 
-    def row(self) -> dict[str, Any]:
-        """Column values of the decision log table."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "created_at": self.created_at,
-            "subject": self.subject,
-            "idempotency_key": self.idempotency_key,
-            "actor": self.actor,
-            "ruleset_name": str(self.ruleset.get("name", "")),
-            "ruleset_version": int(self.ruleset.get("version", 0)),
-            "ruleset_sha256": str(self.ruleset.get("sha256", "")),
-            "request": self.request,
-            "decision": self.decision,
-            "trace": self.trace,
-            "shadow": self.shadow,
-            "timings": self.timings,
-        }
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "id",
+        "kind",
+        "created_at",
+        "subject",
+        "idempotency_key",
+        "actor",
+        "ruleset_name",
+        "ruleset_version",
+        "ruleset_sha256",
+        "request",
+        "decision",
+        "trace",
+        "shadow",
+        "timings",
+    )
+
+    def values(self) -> tuple[Any, ...]:
+        """Column values of the decision log table, in `COLUMNS` order (what the log writer inserts)."""
+        ruleset = self.ruleset
+        return (
+            self.id,
+            self.kind,
+            self.created_at,
+            self.subject,
+            self.idempotency_key,
+            self.actor,
+            str(ruleset.get("name", "")),
+            int(ruleset.get("version", 0)),
+            str(ruleset.get("sha256", "")),
+            self.request,
+            self.decision,
+            self.trace,
+            self.shadow,
+            self.timings,
+        )

@@ -17,13 +17,14 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db.engine import HeldConnection
+from service.db.engine import BatchInsert, HeldConnection
 from service.db.models.stock import StockExceptionRecord, StockJournalEntry
 from service.stock.ledger import Delta
 from service.stock.store import StockException, StockUnavailable
 
 JOURNAL = cast(Table, StockJournalEntry.__table__)
 EXCEPTIONS = cast(Table, StockExceptionRecord.__table__)
+_INSERT = BatchInsert(JOURNAL, ("at_ms", "kind", "ref", "deltas", "record"))
 MAX_BATCH = 500
 GATHER_ENTRIES = 16
 GATHER_SECONDS = 0.002
@@ -96,16 +97,10 @@ class Journal:
         if self._held is None:
             self._held = HeldConnection(self.engine)
         async with self._held.transaction() as conn:
-            await conn.execute(
-                insert(JOURNAL),
+            await _INSERT.execute(
+                conn,
                 [
-                    {
-                        "at_ms": entry.at_ms,
-                        "kind": entry.kind,
-                        "ref": entry.ref,
-                        "deltas": [list(_delta_row(d)) for d in entry.deltas],
-                        "record": entry.record,
-                    }
+                    (entry.at_ms, entry.kind, entry.ref, [_delta_row(d) for d in entry.deltas], entry.record)
                     for entry in entries
                 ],
             )

@@ -91,6 +91,8 @@ async def test_a_written_decision_is_read_back_from_the_database(
     found = await fresh.get(written.id)
     assert found is not None
     assert found["ruleset"] == {"name": "store-transfer-approval", "version": 1, "sha256": "0" * 64}
+    assert datetime.fromisoformat(found["created_at"]) == written.created_at
+    assert (found["request"], found["decision"], found["trace"]) == (written.request, written.decision, None)
     by_key = await fresh.find_by_idempotency_key("allocation", "idem-1")
     assert by_key is not None and by_key["decision_id"] == written.id
 
