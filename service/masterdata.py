@@ -88,17 +88,18 @@ def _aware(value: datetime) -> datetime:
 
 
 async def load_master_data(session: AsyncSession) -> MasterData:
+    # Core rows, not ORM objects: the snapshot is reloaded every few seconds by every worker
     locations = {
         r.id: LocationRecord(
             r.id, r.type, r.region, r.lat, r.lon, tuple(r.capabilities), r.daily_capacity, r.priority
         )
-        for r in (await session.execute(select(Location))).scalars()
+        for r in await session.execute(select(*_columns(Location)))
     }
     items = {
         r.sku: ItemRecord(
             r.sku, r.category, r.price, r.cost, r.case_pack, r.supplier, r.lead_time_days, r.season_end
         )
-        for r in (await session.execute(select(Item))).scalars()
+        for r in await session.execute(select(*_columns(Item)))
     }
     promotions = tuple(
         PromotionRecord(
@@ -111,9 +112,14 @@ async def load_master_data(session: AsyncSession) -> MasterData:
             r.uplift,
             r.per_order_cap,
         )
-        for r in (await session.execute(select(Promotion).order_by(Promotion.id))).scalars()
+        for r in await session.execute(select(*_columns(Promotion)).order_by(Promotion.id))
     )
     return MasterData(locations, items, promotions)
+
+
+def _columns(model: type[Base]) -> list[Any]:
+    table: Table = model.__table__  # type: ignore[assignment]
+    return list(table.columns)
 
 
 async def upsert(session: AsyncSession, model: type[Base], rows: Sequence[dict[str, Any]], key: str) -> None:
