@@ -5,8 +5,9 @@ promotions."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from service.decisions.common import finish, stock_call
 from service.decisions.context import DecisionContext, TraceLevel
@@ -34,6 +35,8 @@ class _Shared:
     )
 
 
+K = TypeVar("K")
+V = TypeVar("V")
 _SHARED: OrderedDict[tuple[Any, ...], _Shared] = OrderedDict()
 _SHARED_ENTRIES = 16  # a few channels x the current and previous snapshots
 
@@ -52,6 +55,22 @@ def _shared(ruleset: Any, md: MasterData, channel: str) -> _Shared:
     return found
 
 
+def _kept(
+    store: dict[K, tuple[dict[str, LocationPolicy], V]],
+    key: K,
+    table: dict[str, LocationPolicy],
+    make: Callable[[], V],
+) -> V:
+    """What `make` derives from a (shared) policy table, kept beside the table: the entry holds the table
+    itself, so a reused id never reads another table's entry."""
+    found = store.get(key)
+    if found is None or found[0] is not table:
+        if len(store) > 4096:
+            store.clear()
+        found = store[key] = (table, make())
+    return found[1]
+
+
 @dataclass
 class ChannelPolicies:
     """The availability ruleset's answer per (sku, location) for one channel, evaluated once per distinct
@@ -66,7 +85,7 @@ class ChannelPolicies:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     evaluated: Any = None
     _tables: dict[tuple[Any, ...], dict[str, LocationPolicy]] = field(default_factory=dict)
-    _shared: _Shared | None = None
+    _shared: _Shared = field(init=False)
 
     def __post_init__(self) -> None:
         # the active availability ruleset, unless a version is given (the shadow of the active one)
@@ -85,14 +104,14 @@ class ChannelPolicies:
             return found
         shared = self._shared
         # a promoted item's table depends on the time; a traced request must list its evaluations
-        reuse = shared is not None and not promoted and self.trace == "none"
-        if reuse and shared is not None:
+        reuse = not promoted and self.trace == "none"
+        if reuse:
             found = shared.tables.get(key)
             if found is not None and self.evaluated is None and shared.policies:
                 self.evaluated = next(iter(shared.policies.values()))[1]
         if found is None:
             found = {loc.id: self.policy(item, loc) for loc in md.locations.values()}
-            if reuse and shared is not None:
+            if reuse:
                 shared.tables[key] = found
         self._tables[key] = found
         return found
@@ -100,36 +119,19 @@ class ChannelPolicies:
     def prepared(self, item: ItemRecord) -> PreparedPolicies:
         """The item's table made ready for summing, kept beside the (shared) table it was made from."""
         table = self.table(item)
-        store = self._shared.prepared if self._shared is not None else {}
-        found = store.get(id(table))
-        if found is None or found[0] is not table:
-            found = (table, PreparedPolicies.of(table))
-            if len(store) > 4096:
-                store.clear()
-            store[id(table)] = found
-        return found[1]
+        return _kept(self._shared.prepared, id(table), table, lambda: PreparedPolicies.of(table))
 
     def low_stock_thresholds(self, item: ItemRecord, types: frozenset[str]) -> dict[str, int]:
         """Location id -> the item's low-stock threshold at every location of one of `types` (what the
         allocator needs), kept beside the shared table it was read from."""
         table = self.table(item)
-        store = self._shared.thresholds if self._shared is not None else {}
-        key = (id(table), types)
-        found = store.get(key)
-        if found is None or found[0] is not table:
-            md = self.ctx.master_data
-            found = (
-                table,
-                {
-                    loc.id: table[loc.id].low_stock_threshold
-                    for loc in md.locations.values()
-                    if loc.type in types
-                },
-            )
-            if len(store) > 4096:
-                store.clear()
-            store[key] = found
-        return found[1]
+        locations = self.ctx.master_data.locations.values()
+        return _kept(
+            self._shared.thresholds,
+            (id(table), types),
+            table,
+            lambda: {loc.id: table[loc.id].low_stock_threshold for loc in locations if loc.type in types},
+        )
 
     def facts(self, item: ItemRecord, location: LocationRecord, promo: bool) -> dict[str, Any]:
         return {
@@ -149,7 +151,7 @@ class ChannelPolicies:
         if hit is not None:
             return hit
         shared_key = (*key, self.trace)
-        shared = self._shared.policies if self._shared is not None else {}
+        shared = self._shared.policies
         found = shared.get(shared_key)
         if found is None:
             facts = self.facts(item, location, promo)
