@@ -3,8 +3,9 @@ decision log by id. Thin: decode, build the context, call the use case, answer i
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from litestar import Request, Router, get, post
 from litestar.di import NamedDependency
@@ -32,6 +33,7 @@ from service.security import principal_of, requires
 from service.services import Services
 
 TRACE_LEVELS = ("none", "rules", "full")
+T = TypeVar("T")
 
 
 def _trace(value: str | None) -> TraceLevel:
@@ -59,54 +61,50 @@ async def _context(request: Request[Any, Any, Any]) -> DecisionContext:
     )
 
 
-def _answer(record: DecisionRecord) -> dict[str, Any]:
-    return record.response()
+async def _decide(
+    request: Request[Any, Any, Any],
+    trace: str | None,
+    schema: type[T],
+    use_case: Callable[[DecisionContext, T, TraceLevel], Awaitable[DecisionRecord]],
+) -> dict[str, Any]:
+    """Every decision endpoint: check the trace level, decode the body strictly, run the use case."""
+    level = _trace(trace)
+    body = await decode_body(request, schema)
+    return (await use_case(await _context(request), body, level)).response()
 
 
 @post("/decisions/allocation", opt=requires("decide"), operation_id="decideAllocation", status_code=200)
 async def allocation(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
-    level = _trace(trace)
-    body = await decode_body(request, AllocationRequest)
-    return _answer(await decide_allocation(await _context(request), body, level))
+    return await _decide(request, trace, AllocationRequest, decide_allocation)
 
 
 @post("/decisions/availability", opt=requires("decide"), operation_id="decideAvailability", status_code=200)
 async def availability(
     request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> dict[str, Any]:
-    level = _trace(trace)
-    body = await decode_body(request, AvailabilityRequest)
-    return _answer(await decide_availability(await _context(request), body, level))
+    return await _decide(request, trace, AvailabilityRequest, decide_availability)
 
 
 @post("/decisions/reorder", opt=requires("decide"), operation_id="decideReorder", status_code=200)
 async def reorder(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
-    level = _trace(trace)
-    body = await decode_body(request, ReorderRequest)
-    return _answer(await decide_reorder_one(await _context(request), body, level))
+    return await _decide(request, trace, ReorderRequest, decide_reorder_one)
 
 
 @post("/decisions/reorder/scan", opt=requires("decide"), operation_id="decideReorderScan", status_code=200)
 async def reorder_scan(
     request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> dict[str, Any]:
-    level = _trace(trace)
-    body = await decode_body(request, ReorderScanRequest)
-    return _answer(await decide_reorder_scan(await _context(request), body, level))
+    return await _decide(request, trace, ReorderScanRequest, decide_reorder_scan)
 
 
 @post("/decisions/transfer", opt=requires("decide"), operation_id="decideTransfer", status_code=200)
 async def transfer(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
-    level = _trace(trace)
-    body = await decode_body(request, TransferRequest)
-    return _answer(await decide_transfer(await _context(request), body, level))
+    return await _decide(request, trace, TransferRequest, decide_transfer)
 
 
 @post("/decisions/markdown", opt=requires("decide"), operation_id="decideMarkdown", status_code=200)
 async def markdown(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
-    level = _trace(trace)
-    body = await decode_body(request, MarkdownRequest)
-    return _answer(await decide_markdown(await _context(request), body, level))
+    return await _decide(request, trace, MarkdownRequest, decide_markdown)
 
 
 @get("/decisions/{decision_id:str}", opt=requires("decide", "planner"), operation_id="getDecision")
