@@ -16,6 +16,8 @@ from service.decisions.common import (
     as_builtins,
     candidate_locations,
     finish,
+    known_item,
+    known_location,
     record_from_log,
     stock_call,
 )
@@ -42,14 +44,11 @@ MAX_REPLANS = 3
 def _validate(ctx: DecisionContext, request: AllocationRequest) -> Destination:
     md = ctx.master_data
     for i, line in enumerate(request.lines):
-        if line.sku not in md.items:
-            raise InvalidInput(f"lines[{i}].sku", f"unknown sku {line.sku!r}")
+        known_item(md, line.sku, f"lines[{i}].sku")
     if request.fulfillment == "pickup":
         if request.pickup_location is None:
             raise InvalidInput("pickup_location", "required when fulfillment is pickup")
-        store = md.locations.get(request.pickup_location)
-        if store is None:
-            raise InvalidInput("pickup_location", f"unknown location {request.pickup_location!r}")
+        store = known_location(md, request.pickup_location, "pickup_location")
         if request.destination is None:
             return Destination(store.lat, store.lon, store.region)
     elif request.pickup_location is not None:

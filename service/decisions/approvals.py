@@ -11,7 +11,7 @@ from datetime import date
 from typing import Any
 
 from service.decisions.availability import ChannelPolicies
-from service.decisions.common import finish, stock_call
+from service.decisions.common import finish, known_item, known_location, stock_call
 from service.decisions.context import DecisionContext, TraceLevel, evaluate
 from service.decisions.ids import new_decision_id
 from service.decisions.record import DecisionRecord
@@ -44,35 +44,28 @@ async def decide_transfer(
     ctx: DecisionContext, request: TransferRequest, trace: TraceLevel = "rules"
 ) -> DecisionRecord:
     md = ctx.master_data
-    item = md.items.get(request.sku)
-    if item is None:
-        raise InvalidInput("sku", f"unknown sku {request.sku!r}")
-    source = md.locations.get(request.from_location)
-    if source is None:
-        raise InvalidInput("from_location", f"unknown location {request.from_location!r}")
-    destination = md.locations.get(request.to_location)
-    if destination is None:
-        raise InvalidInput("to_location", f"unknown location {request.to_location!r}")
+    item = known_item(md, request.sku, "sku")
+    source = known_location(md, request.from_location, "from_location")
+    destination = known_location(md, request.to_location, "to_location")
     if source.id == destination.id:
         raise InvalidInput("to_location", "must differ from from_location")
     decision_id = new_decision_id()
-    levels = (await stock_call(ctx.stock.get_levels([item.sku]))).get(item.sku, {})
-    src_level, dst_level = levels.get(source.id), levels.get(destination.id)
+    available = (await stock_call(ctx.stock.get_available([item.sku]))).get(item.sku, {})
     floor = ChannelPolicies(ctx, TRANSFER_CHANNEL, "none").policy(item, source).floor
 
-    def side(record: Any, level: Any) -> TransferSide:
+    def side(record: Any) -> TransferSide:
         return TransferSide(
             record.id,
             record.type,
             record.region,
-            0 if level is None else level.available,
+            available.get(record.id, 0),
             len(md.active_promotions(item.sku, ctx.now, record.id)),
         )
 
     facts = transfer_facts(
         TransferInput(request.transfer_id, item.sku, request.qty, request.reason, request.requested_by.role),
-        side(source, src_level),
-        side(destination, dst_level),
+        side(source),
+        side(destination),
         source_floor=floor,
         unit_value=item.cost if item.cost > 0 else item.price,
     )
@@ -105,18 +98,15 @@ async def decide_markdown(
     ctx: DecisionContext, request: MarkdownRequest, trace: TraceLevel = "rules"
 ) -> DecisionRecord:
     md = ctx.master_data
-    item = md.items.get(request.sku)
-    if item is None:
-        raise InvalidInput("sku", f"unknown sku {request.sku!r}")
+    item = known_item(md, request.sku, "sku")
     for i, loc in enumerate(request.locations or []):
-        if loc not in md.locations:
-            raise InvalidInput(f"locations[{i}]", f"unknown location {loc!r}")
+        known_location(md, loc, f"locations[{i}]")
     season_end = date.fromisoformat(item.season_end) if item.season_end else None
     decision_id = new_decision_id()
-    levels = (await stock_call(ctx.stock.get_levels([item.sku]))).get(item.sku, {})
+    available = (await stock_call(ctx.stock.get_available([item.sku]))).get(item.sku, {})
     wanted = set(request.locations) if request.locations else None
-    chosen = {loc: lv for loc, lv in levels.items() if wanted is None or loc in wanted}
-    units = sum(lv.available for lv in chosen.values())
+    chosen = {loc: units for loc, units in available.items() if wanted is None or loc in wanted}
+    units = sum(chosen.values())
     rate = request.daily_rate
     rate_source = "request"
     if rate is None:

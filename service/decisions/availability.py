@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from service.decisions.common import finish, stock_call
+from service.decisions.common import finish, known_item, stock_call
 from service.decisions.context import DecisionContext, TraceLevel
 from service.decisions.ids import new_decision_id
 from service.decisions.record import DecisionRecord
@@ -230,8 +230,7 @@ async def decide_availability(
     for i, sku in enumerate(request.skus):
         if sku in seen:
             raise InvalidInput(f"skus[{i}]", f"{sku!r} is listed twice")
-        if sku not in md.items:
-            raise InvalidInput(f"skus[{i}]", f"unknown sku {sku!r}")
+        known_item(md, sku, f"skus[{i}]")
         seen.add(sku)
     policies = ChannelPolicies(ctx, request.channel, trace)
     available = await stock_call(ctx.stock.get_available(request.skus))

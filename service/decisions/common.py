@@ -11,8 +11,9 @@ import msgspec
 from service.decisions.context import DecisionContext
 from service.decisions.record import DecisionRecord
 from service.domain.allocation import Location
+from service.domain.errors import InvalidInput
 from service.errors import Conflict, FieldError, Unavailable
-from service.masterdata import LocationRecord, MasterData
+from service.masterdata import ItemRecord, LocationRecord, MasterData
 from service.stock import IdempotencyConflict, StockUnavailable
 
 T = TypeVar("T")
@@ -44,6 +45,22 @@ def candidate_locations(md: MasterData) -> tuple[Location, ...]:
         found = (md, tuple(to_location(r) for r in md.locations.values()))
         _locations[id(md)] = found
     return found[1]
+
+
+def known_item(md: MasterData, sku: str, field: str) -> ItemRecord:
+    """The item master data knows as `sku`; 422 naming `field` otherwise."""
+    item = md.items.get(sku)
+    if item is None:
+        raise InvalidInput(field, f"unknown sku {sku!r}")
+    return item
+
+
+def known_location(md: MasterData, location: str, field: str) -> LocationRecord:
+    """The location master data knows as `location`; 422 naming `field` otherwise."""
+    found = md.locations.get(location)
+    if found is None:
+        raise InvalidInput(field, f"unknown location {location!r}")
+    return found
 
 
 async def stock_call(call: Awaitable[T]) -> T:

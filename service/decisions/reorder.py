@@ -7,12 +7,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from service.decisions.common import finish, stock_call
+from service.decisions.common import finish, known_item, known_location, stock_call
 from service.decisions.context import DecisionContext, TraceLevel
 from service.decisions.ids import new_decision_id
 from service.decisions.record import DecisionRecord
 from service.decisions.schemas import ReorderRequest, ReorderScanRequest
-from service.domain.errors import InvalidInput
 from service.domain.reorder import Position, ReorderPolicy, decide_reorder, reorder_facts
 from service.masterdata import ItemRecord, LocationRecord, MasterData
 from service.stock import Levels
@@ -92,12 +91,8 @@ async def decide_reorder_one(
     ctx: DecisionContext, request: ReorderRequest, trace: TraceLevel = "rules"
 ) -> DecisionRecord:
     md = ctx.master_data
-    item = md.items.get(request.sku)
-    if item is None:
-        raise InvalidInput("sku", f"unknown sku {request.sku!r}")
-    location = md.locations.get(request.location)
-    if location is None:
-        raise InvalidInput("location", f"unknown location {request.location!r}")
+    item = known_item(md, request.sku, "sku")
+    location = known_location(md, request.location, "location")
     decision_id = new_decision_id()
     ruleset = ctx.active("reorder")
     levels = await stock_call(ctx.stock.get_levels([item.sku]))
@@ -137,11 +132,9 @@ async def decide_reorder_scan(
     sku-locations to reorder (all of them with `include_all`); per-item traces only with trace=full."""
     md = ctx.master_data
     for i, sku in enumerate(request.skus):
-        if sku not in md.items:
-            raise InvalidInput(f"skus[{i}]", f"unknown sku {sku!r}")
+        known_item(md, sku, f"skus[{i}]")
     for i, loc in enumerate(request.locations):
-        if loc not in md.locations:
-            raise InvalidInput(f"locations[{i}]", f"unknown location {loc!r}")
+        known_location(md, loc, f"locations[{i}]")
     decision_id = new_decision_id()
     ruleset = ctx.active("reorder")
     categories = set(request.categories)
