@@ -138,12 +138,7 @@ class ScriptClient:
     async def evalsha(self, sha: str, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """The script's reply; EVAL with the full text when the server has not cached it."""
         connection = self._connection
-        if (
-            connection is None
-            or connection.lost is not None
-            or connection.loop is not asyncio.get_running_loop()
-            or not connection.usable
-        ):
+        if connection is None or connection.loop is not asyncio.get_running_loop() or not connection.usable:
             connection = await self._connect()
         reply = await connection.send(hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args)))
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
