@@ -54,7 +54,10 @@ class Journal:
     _queue: list[_Pending] = field(default_factory=list)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _writer: asyncio.Task[None] | None = None
-    _held: HeldConnection | None = None
+    _held: HeldConnection = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._held = HeldConnection(self.engine)
 
     async def append(self, entries: Sequence[Entry]) -> list[int | None]:
         """Write entries durably; returns the id given to each entry's exception (None without one)."""
@@ -94,8 +97,6 @@ class Journal:
 
     async def _write(self, entries: Sequence[Entry]) -> list[int | None]:
         ids: list[int | None] = []
-        if self._held is None:
-            self._held = HeldConnection(self.engine)
         async with self._held.transaction() as conn:
             await _INSERT.execute(
                 conn,
@@ -131,9 +132,7 @@ class Journal:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
-        if self._held is not None:
-            await self._held.close()
-            self._held = None
+        await self._held.close()
 
 
 def _delta_row(delta: Delta) -> tuple[str, str, int, int, int, int, int]:
