@@ -411,23 +411,26 @@ def allocate(
     destination: Destination,
     *,
     low_stock_thresholds: Mapping[str, Mapping[str, int]] | None = None,
+    capacity_used: Mapping[str, int] | None = None,
     pool_size: int = SEARCH_POOL_SIZE,
     explain: bool = True,
 ) -> AllocationPlan:
     """Allocate every line of an order. `stock` maps sku -> location id -> available units;
     `low_stock_thresholds` (sku -> location id -> units) stops a location giving anything while its
-    available stock is below the threshold, as channel availability does.
+    available stock is below the threshold, as channel availability does; `capacity_used` (location id
+    -> units) is what other orders already took of a location's `capacity_remaining` today.
 
     With `explain` the lines carry the trace of every candidate (the full trace shows it); without it the
     same choice is made by `Allocator`, over arrays and without building the trace. Both give the same
     plan apart from `candidates` (tests/unit/domain/test_allocation_paths.py)."""
     _validate(lines, locations)
+    used = capacity_used or {}
     if not explain:
         return _allocate_indexed(
-            lines, locations, stock, policy, fulfillment, destination, low_stock_thresholds, pool_size
+            lines, locations, stock, policy, fulfillment, destination, low_stock_thresholds, used, pool_size
         )
     return _allocate_traced(
-        lines, locations, stock, policy, fulfillment, destination, low_stock_thresholds, pool_size
+        lines, locations, stock, policy, fulfillment, destination, low_stock_thresholds, used, pool_size
     )
 
 
@@ -439,13 +442,19 @@ def _allocate_traced(
     fulfillment: Fulfillment,
     destination: Destination,
     low_stock_thresholds: Mapping[str, Mapping[str, int]] | None,
+    capacity_used: Mapping[str, int],
     pool_size: int,
 ) -> AllocationPlan:
     """The allocator with the per-candidate trace."""
     distances = {
         loc.id: haversine_km(loc.lat, loc.lon, destination.lat, destination.lon) for loc in locations
     }
-    capacity: dict[str, int | None] = {loc.id: loc.capacity_remaining for loc in locations}
+    capacity: dict[str, int | None] = {
+        loc.id: None
+        if loc.capacity_remaining is None
+        else max(0, loc.capacity_remaining - capacity_used.get(loc.id, 0))
+        for loc in locations
+    }
     taken: dict[tuple[str, str], int] = {}
     ranking = policy.effective_ranking
     results: list[LineAllocation] = []
@@ -1075,10 +1084,17 @@ def _allocate_indexed(
     fulfillment: Fulfillment,
     destination: Destination,
     low_stock_thresholds: Mapping[str, Mapping[str, int]] | None,
+    capacity_used: Mapping[str, int],
     pool_size: int,
 ) -> AllocationPlan:
     """`allocate` without the trace, through `Allocator` (kept per location tuple: see `_indexed`)."""
     network, allocator, capacity = _indexed(locations, pool_size)
+    if capacity_used:
+        capacity = list(capacity)
+        for location, n in capacity_used.items():
+            i = network.index.get(location)
+            if i is not None and capacity[i] != UNLIMITED:
+                capacity[i] = max(0, capacity[i] - n)
     sku_index: dict[str, int] = {}
     available: list[list[int]] = []
     for line in lines:
