@@ -103,9 +103,9 @@ async def rebuild_redis(store: RedisStockStore, now: datetime | None = None) -> 
         )
         pending += 1
         await flush()
-    for sku, ids in events.items():
+    for ids in events.values():
         for start in range(0, len(ids), 1000):
-            pipe.sadd(keys.events(sku), *ids[start : start + 1000])
+            pipe.sadd(keys.events, *ids[start : start + 1000])
             pending += 1
             await flush()
     days: set[str] = set()

@@ -5,7 +5,8 @@ Keys (prefix `rp:` by default); every key of one SKU carries the hash tag `{SKU}
   p (return_pending), t (in_transit);
 - `hold:{SKU}` sorted set reservation id -> expires_at (ms): the exact expiry index;
 - `part:{SKU}` hash reservation id -> this SKU's lines of it;
-- `evt:{SKU}` set of applied event ids;
+- `events`: the set of applied event ids, one for the whole store (an event id is unique across SKUs, as
+  on every backend); every script that applies events lists it once per SKU;
 - in `stock:{SKU}` too, the demand rate kept from sales: `e:LOC` (rate), `u:LOC` (its ms), `n:LOC` (updates);
 - `resv:ID` hash (the reservation; `cday` and `cap` when it counts against a day's capacity) and `holds`
   (sorted set of every held reservation, for the sweeper);
@@ -163,8 +164,9 @@ class Keys:
     def part(self, sku: str) -> str:
         return f"{self.prefix}part:{{{sku}}}"
 
-    def events(self, sku: str) -> str:
-        return f"{self.prefix}evt:{{{sku}}}"
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"
 
     def reservation(self, rid: str) -> str:
         return f"{self.prefix}resv:{rid}"
@@ -349,7 +351,7 @@ class RedisStockStore:
         now_ms = to_ms(now)
         skus = list(dict.fromkeys(event.sku for event in events))
         index = {sku: 1 + 4 * i for i, sku in enumerate(skus)}
-        keys = [key for sku in skus for key in [*self.keys.sku_keys(sku), self.keys.events(sku)]]
+        keys = [key for sku in skus for key in [*self.keys.sku_keys(sku), self.keys.events]]
         args: list[Any] = [now_ms, repr(demand.HALF_LIFE_DAYS)]
         for ev in events:
             args += [
@@ -424,7 +426,7 @@ class RedisStockStore:
         undo_demand = undo_demand or {}
         skus = list(dict.fromkeys(delta.sku for delta, _ in items))
         index = {sku: 1 + 2 * i for i, sku in enumerate(skus)}
-        keys = [key for sku in skus for key in (self.keys.stock(sku), self.keys.events(sku))]
+        keys = [key for sku in skus for key in (self.keys.stock(sku), self.keys.events)]
         args: list[Any] = []
         for delta, event_id in reversed(items):
             seq, prev_rate, prev_at = undo_demand.pop(event_id, None) or ["", "", ""]
