@@ -14,6 +14,7 @@ racing for the last units of a day's capacity never both get them (the loser re-
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from service.decisions.availability import ChannelPolicies
@@ -171,9 +172,14 @@ async def decide_allocation(
     replans = 0
     reserve_failed: str | None = None
     while True:
-        stock = await stock_call(ctx.stock.get_available(skus))
         if capped:
-            used = await stock_call(ctx.stock.get_capacity_used(day, list(capped)))
+            # both reads at once: over Redis they share one round trip on the pipelined connection
+            stock, used = await asyncio.gather(
+                stock_call(ctx.stock.get_available(skus)),
+                stock_call(ctx.stock.get_capacity_used(day, list(capped))),
+            )
+        else:
+            stock = await stock_call(ctx.stock.get_available(skus))
         plan = allocate(
             lines,
             locations,
