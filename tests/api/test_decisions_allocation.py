@@ -271,3 +271,21 @@ async def test_concurrent_orders_never_take_more_than_the_days_capacity(dapi: De
     used = await dapi.capacity_used(today(), ["store-leeds"])
     levels = await dapi.levels(["TEE-001"])
     assert used["store-leeds"] == levels["TEE-001"]["store-leeds"].reserved == at_leeds
+
+
+async def test_the_capacity_endpoint_shows_what_each_location_used_today(dapi: DecisionsApi) -> None:
+    await with_leeds_capacity(dapi, 5)
+    assert (await dapi.post("allocation", order(order_id="o-1", reserve=True))).status_code == 200
+    client = dapi.client.as_("planner")
+    body = (await client.get("/v1/capacity")).json()
+    assert body == {
+        "day": today(),
+        "locations": [{"location": "store-leeds", "daily_capacity": 5, "used": 2, "remaining": 3}],
+    }
+    other = (await client.get("/v1/capacity", params={"day": "2026-01-02", "location": "store-leeds"})).json()
+    assert other["locations"] == [{"location": "store-leeds", "daily_capacity": 5, "used": 0, "remaining": 5}]
+    bad = await client.get("/v1/capacity", params={"day": "02/01/2026"})
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+    assert bad.json()["errors"][0]["field"] == "day"
+    missing = await client.get("/v1/capacity", params={"location": "store-york"})
+    assert missing.status_code == 404 and missing.json()["errors"][0]["reason"] == "has no daily capacity"
