@@ -203,6 +203,8 @@ class Run:
         )
         # live availability (sellable - reserved): the store core's own rows, kept in step by the core
         self.available = self.stock.available
+        # the allocator keeps the locations of each SKU in order of these rows, told of every change
+        self.stock.watch(self.allocator.track(self.available))
         self.capacity_per_day = [
             UNLIMITED if loc.daily_capacity is None else loc.daily_capacity for loc in world.locations
         ]

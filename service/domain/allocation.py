@@ -22,8 +22,10 @@ next. Without `allow_partial`, an order that cannot be served in full gets nothi
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from bisect import bisect_left, insort
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from heapq import heappush, heapreplace
 from itertools import combinations
 from operator import itemgetter
 from typing import Any
@@ -574,6 +576,8 @@ UNLIMITED = 1 << 62  # the remaining daily capacity of a location without a dail
 CACHE_LIMIT = 4096
 IndexedPicks = list[list[tuple[int, int]]]  # per line: (location index, qty)
 _DYNAMIC = ("fewest_splits", "stock_level")
+# candidates from which `Allocator._by_depth` walks a tracked row deepest first instead of screening them all
+_DEPTH_WALK_FROM = 24
 
 
 class Network:
@@ -607,13 +611,23 @@ class _Static:
     do not depend on stock: as listed (the general search) and in the order of the stock-independent part
     of the ranking key (`locs`, with `dists` alongside and `coded` for the sort keys)."""
 
-    __slots__ = ("by_rank", "coded", "dists", "fast", "has_capacity", "listed", "locs")
+    __slots__ = ("by_rank", "coded", "dists", "fast", "floor_of", "floors", "has_capacity", "listed", "locs",
+                 "type_floors")  # fmt: skip
 
     def __init__(self, listed: list[tuple[int, float, int]], ordered: list[tuple[int, float, int]],
-                 fast: bool, by_rank: bool, has_capacity: bool, mask: int) -> None:  # fmt: skip
+                 fast: bool, by_rank: bool, has_capacity: bool, mask: int, type_of: Sequence[int]) -> None:  # fmt: skip
         self.listed = listed
         self.locs = [loc for loc, _, _ in ordered]
         self.dists = [d for _, d, _ in ordered]
+        self.floors = [floor for _, _, floor in ordered]
+        # per location of the network: its floor when it is a candidate, -1 when it is not
+        self.floor_of = [-1] * len(type_of)
+        # (location type, its floor) of the types among the candidates, all of one type having one floor
+        type_floors: dict[int, int] = {}
+        for loc, _, floor in listed:
+            self.floor_of[loc] = floor
+            type_floors[type_of[loc]] = floor
+        self.type_floors = sorted(type_floors.items())
         # fast: every stock-dependent criterion comes before every static one, so the ranking key is
         # (-giveable, static parts..., id) and a stable sort by giveable of `locs` gives the key order
         self.fast = fast
@@ -650,6 +664,13 @@ class Allocator:
         # a candidate's sort key is giveable << _rank_bits | (_rank_mask - its rank in static order)
         self._rank_bits = max(1, len(network.ids).bit_length())
         self._rank_mask = (1 << self._rank_bits) - 1
+        # the stock rows given to `track`, and per SKU and location type the locations of that type as
+        # (-available, location), ascending: deepest first; `_seen` holds the units each was filed under
+        self._tracked: Sequence[Sequence[int]] | None = None
+        self._depth: list[list[list[tuple[int, int]]]] = []
+        self._seen: list[list[int]] = []
+        types = sorted(set(network.types))
+        self._type_of = [types.index(t) for t in network.types]
 
     def _by_signature(self, policy: AllocationPolicy) -> dict[tuple[float, float, str, int], _Static]:
         """The candidates kept for every policy that screens as this one does."""
@@ -710,6 +731,7 @@ class Allocator:
             fast and "stock_level" not in ranking,
             any(loc in self.capped for loc, _, _ in listed),
             self._rank_mask,
+            self._type_of,
         )
         if self._kept >= CACHE_LIMIT:
             self._forget()
@@ -723,6 +745,89 @@ class Allocator:
         self._static.clear()
         self._signatures.clear()
         self._kept = 0
+
+    def track(self, available: Sequence[Sequence[int]]) -> Callable[[int, int], None]:
+        """Keep every SKU's locations of these stock rows in order of available units, so that `plan` on
+        these same rows finds the deepest candidates without screening every location. The owner of the
+        rows must call the function returned after every change of `available[sku][location]`, with the
+        SKU and the location; `plan` on other rows screens every candidate as before."""
+        self._tracked = available
+        self._seen = [list(row) for row in available]
+        types = max(self._type_of, default=-1) + 1
+        self._depth = []
+        for row in available:
+            by_type: list[list[tuple[int, int]]] = [[] for _ in range(types)]
+            for loc, units in enumerate(row):
+                by_type[self._type_of[loc]].append((-units, loc))
+            self._depth.append([sorted(filed) for filed in by_type])
+        return self._moved
+
+    def _moved(self, sku: int, loc: int) -> None:
+        """File one (sku, location) of the tracked rows again under its available units."""
+        assert self._tracked is not None
+        units = self._tracked[sku][loc]
+        seen = self._seen[sku]
+        before = seen[loc]
+        if units != before:
+            depth = self._depth[sku][self._type_of[loc]]
+            del depth[bisect_left(depth, (-before, loc))]
+            insort(depth, (-units, loc))
+            seen[loc] = units
+
+    def _by_depth(
+        self,
+        static: _Static,
+        sku: int,
+        row: Sequence[int],
+        caps: Sequence[int],
+        low: Sequence[int] | None,
+        qty: int,
+    ) -> tuple[list[tuple[int, int]], int] | None:
+        """`_screened` for a tracked row and a `by_rank` ranking, when the deepest candidate covers the
+        line (None otherwise: the caller screens every candidate).
+
+        The search pool is then the `size` deepest candidates (size: the single-location pool, or fewer
+        when fewer give anything), and the winner the first candidate in static order among those that
+        cover the line. That is the first candidate in static order whose giveable units reach both the
+        line and the size-th largest giveable, which is found by walking the locations of each candidate
+        type deepest first (one floor per type) and stopping once no location further down can give more
+        than the size-th largest so far."""
+        floor_of = static.floor_of
+        capped = static.has_capacity
+        size = self._single_pool
+        top: list[int] = []  # the largest giveable units so far (at most `size`), smallest first
+        depth = self._depth[sku]
+        for kind, floor in static.type_floors:
+            for negative, loc in depth[kind]:
+                giveable = -negative - floor
+                if giveable <= 0 or (len(top) == size and giveable <= top[0]):
+                    break  # nothing of this type from here on gives anything, or more than the size-th
+                if floor_of[loc] < 0 or (low is not None and -negative < low[loc]):
+                    continue
+                if capped:
+                    cap = caps[loc]
+                    if cap <= 0:
+                        continue
+                    if cap < giveable:
+                        giveable = cap
+                if len(top) < size:
+                    heappush(top, giveable)
+                elif giveable > top[0]:
+                    heapreplace(top, giveable)
+        if not top:
+            return [], 0
+        if max(top) < qty:
+            return None
+        least_kept = top[0] if top[0] > qty else qty
+        for loc, floor in zip(static.locs, static.floors, strict=True):
+            units = row[loc]
+            giveable = units - floor
+            if giveable < least_kept or (low is not None and units < low[loc]):
+                continue
+            if capped and caps[loc] < least_kept:
+                continue
+            return [(loc, qty)], len(top)
+        raise AssertionError("the deepest candidate covers the line")
 
     def plan(
         self,
@@ -749,7 +854,7 @@ class Allocator:
             # one line (most orders): nothing taken before it
             sku, qty = lines[0]
             low = thresholds[0] if thresholds is not None else None
-            one, tried = self._screened(static, available[sku], capacity, low, qty, policy, ranking)
+            one, tried = self._screened(static, sku, available, capacity, low, qty, policy, ranking)
             if searched is not None:
                 searched.append(tried)
             if not policy.allow_partial and sum(q for _, q in one) < qty:
@@ -772,7 +877,7 @@ class Allocator:
                     caps = list(capacity)
                     for loc, used in cap_used.items():
                         caps[loc] -= used
-                picks, tried = self._screened(static, row, caps, low, qty, policy, ranking)
+                picks, tried = self._screened(static, sku, available, caps, low, qty, policy, ranking)
             else:
                 eligible: list[tuple[tuple[Any, ...], int, float, int]] = []  # (key, loc, distance, giveable)
                 for loc, distance, floor in static.listed:
@@ -812,7 +917,8 @@ class Allocator:
     def _screened(
         self,
         static: _Static,
-        row: Sequence[int],
+        sku: int,
+        available: Sequence[Sequence[int]],
         caps: Sequence[int],
         low: Sequence[int] | None,
         qty: int,
@@ -823,6 +929,11 @@ class Allocator:
         becomes one integer, giveable units above the bits of its complemented static rank, so that one
         sort of plain integers (descending) puts them in key order: deepest first, equal depths in static
         order."""
+        row = available[sku]
+        if static.by_rank and available is self._tracked and len(static.locs) > _DEPTH_WALK_FROM:
+            found = self._by_depth(static, sku, row, caps, low, qty)
+            if found is not None:
+                return found
         bits = self._rank_bits
         if static.has_capacity:
             if low is None:
