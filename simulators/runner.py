@@ -137,6 +137,9 @@ def _allocation_facts(flat: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
+_positive = (0).__lt__
+
+
 def _no_key(flat: tuple[Any, ...]) -> tuple[()]:
     return ()
 
@@ -353,7 +356,7 @@ class Run:
         return self._result()
 
     def _close_hour(self, hour: int) -> None:
-        self.hours[hour].available_end = sum(sum(max(0, v) for v in row) for row in self.available)
+        self.hours[hour].available_end = sum(sum(filter(_positive, row)) for row in self.available)
 
     def _due(self, item: tuple[int, int, int, Any]) -> None:
         at, kind, _, payload = item

@@ -57,15 +57,15 @@ class RunStock:
         self.flows = Flows(start=core.total("sellable"))
         self.open_reservations = 0
         # called with (sku, location) after every change of `available` there (see `watch`)
-        self._changed: Callable[[int, int], None] | None = None
+        self._changed: Callable[[tuple[int, int]], None] | None = None
 
-    def watch(self, changed: Callable[[int, int], None]) -> None:
-        """Call `changed(sku, location)` after every change of `available[sku][location]`."""
+    def watch(self, changed: Callable[[tuple[int, int]], None]) -> None:
+        """Call `changed((sku, location))` after every change of `available[sku][location]`."""
         self._changed = changed
 
     def _moved(self, sku: int, location: int) -> None:
         if self._changed is not None:
-            self._changed(sku, location)
+            self._changed((sku, location))
 
     def reserve(self, lines: Sequence[SlotLine]) -> bool:
         """All-or-nothing hold of (sku, location, qty) lines; False (and nothing held) if any lacks stock."""
@@ -74,7 +74,7 @@ class RunStock:
             changed = self._changed
             if changed is not None:
                 for sku, location, _ in lines:
-                    changed(sku, location)
+                    changed((sku, location))
             return True
         return False
 

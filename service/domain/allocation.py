@@ -611,7 +611,7 @@ class _Static:
     do not depend on stock: as listed (the general search) and in the order of the stock-independent part
     of the ranking key (`locs`, with `dists` alongside and `coded` for the sort keys)."""
 
-    __slots__ = ("by_rank", "coded", "dists", "fast", "floor_of", "floors", "has_capacity", "listed", "locs",
+    __slots__ = ("by_rank", "coded", "dists", "fast", "floor_of", "has_capacity", "listed", "locs", "pairs",
                  "type_floors")  # fmt: skip
 
     def __init__(self, listed: list[tuple[int, float, int]], ordered: list[tuple[int, float, int]],
@@ -619,7 +619,7 @@ class _Static:
         self.listed = listed
         self.locs = [loc for loc, _, _ in ordered]
         self.dists = [d for _, d, _ in ordered]
-        self.floors = [floor for _, _, floor in ordered]
+        self.pairs = [(loc, floor) for loc, _, floor in ordered]
         # per location of the network: its floor when it is a candidate, -1 when it is not
         self.floor_of = [-1] * len(type_of)
         # (location type, its floor) of the types among the candidates, all of one type having one floor
@@ -669,6 +669,7 @@ class Allocator:
         self._tracked: Sequence[Sequence[int]] | None = None
         self._depth: list[list[list[tuple[int, int]]]] = []
         self._seen: list[list[int]] = []
+        self._changed: set[tuple[int, int]] = set()  # (sku, location) changed since they were last filed
         types = sorted(set(network.types))
         self._type_of = [types.index(t) for t in network.types]
 
@@ -691,7 +692,8 @@ class Allocator:
     def _candidates(
         self, policy: AllocationPolicy, fulfillment: str, pickup: int, lat: float, lon: float
     ) -> _Static:
-        kept = self._by_signature(policy)
+        signed = self._signatures.get(id(policy))
+        kept = signed[1] if signed is not None and signed[0] is policy else self._by_signature(policy)
         key = (lat, lon, fulfillment, pickup)
         found = kept.get(key)
         if found is not None:
@@ -746,12 +748,14 @@ class Allocator:
         self._signatures.clear()
         self._kept = 0
 
-    def track(self, available: Sequence[Sequence[int]]) -> Callable[[int, int], None]:
+    def track(self, available: Sequence[Sequence[int]]) -> Callable[[tuple[int, int]], None]:
         """Keep every SKU's locations of these stock rows in order of available units, so that `plan` on
         these same rows finds the deepest candidates without screening every location. The owner of the
         rows must call the function returned after every change of `available[sku][location]`, with the
-        SKU and the location; `plan` on other rows screens every candidate as before."""
+        pair `(sku, location)` (it only notes the pair: the locations are filed again when next needed);
+        `plan` on other rows screens every candidate as before."""
         self._tracked = available
+        self._changed = set()
         self._seen = [list(row) for row in available]
         types = max(self._type_of, default=-1) + 1
         self._depth = []
@@ -760,19 +764,22 @@ class Allocator:
             for loc, units in enumerate(row):
                 by_type[self._type_of[loc]].append((-units, loc))
             self._depth.append([sorted(filed) for filed in by_type])
-        return self._moved
+        return self._changed.add
 
-    def _moved(self, sku: int, loc: int) -> None:
-        """File one (sku, location) of the tracked rows again under its available units."""
-        assert self._tracked is not None
-        units = self._tracked[sku][loc]
-        seen = self._seen[sku]
-        before = seen[loc]
-        if units != before:
-            depth = self._depth[sku][self._type_of[loc]]
-            del depth[bisect_left(depth, (-before, loc))]
-            insort(depth, (-units, loc))
-            seen[loc] = units
+    def _refile(self) -> None:
+        """File the changed (sku, location) pairs of the tracked rows again under their available units."""
+        tracked, all_seen, all_depth, type_of = self._tracked, self._seen, self._depth, self._type_of
+        assert tracked is not None
+        for sku, loc in self._changed:
+            units = tracked[sku][loc]
+            seen = all_seen[sku]
+            before = seen[loc]
+            if units != before:
+                depth = all_depth[sku][type_of[loc]]
+                del depth[bisect_left(depth, (-before, loc))]
+                insort(depth, (-units, loc))
+                seen[loc] = units
+        self._changed.clear()
 
     def _by_depth(
         self,
@@ -792,6 +799,8 @@ class Allocator:
         line and the size-th largest giveable, which is found by walking the locations of each candidate
         type deepest first (one floor per type) and stopping once no location further down can give more
         than the size-th largest so far."""
+        if self._changed:
+            self._refile()
         floor_of = static.floor_of
         capped = static.has_capacity
         size = self._single_pool
@@ -819,7 +828,7 @@ class Allocator:
         if max(top) < qty:
             return None
         least_kept = top[0] if top[0] > qty else qty
-        for loc, floor in zip(static.locs, static.floors, strict=True):
+        for loc, floor in static.pairs:
             units = row[loc]
             giveable = units - floor
             if giveable < least_kept or (low is not None and units < low[loc]):
@@ -857,7 +866,7 @@ class Allocator:
             one, tried = self._screened(static, sku, available, capacity, low, qty, policy, ranking)
             if searched is not None:
                 searched.append(tried)
-            if not policy.allow_partial and sum(q for _, q in one) < qty:
+            if not policy.allow_partial and (one[0][1] if len(one) == 1 else sum(q for _, q in one)) < qty:
                 return [[]]
             return [one]
         ids = self.network.ids
@@ -1033,11 +1042,13 @@ def _choose_sorted(
         if pool[0][0] >= qty:
             # the deepest location covers the line, so the best single location is among those that
             # cover it (the pool's prefix, as it is in depth order), each taking exactly `qty`
-            pool = [c for c in pool if c[0] >= qty]
-            if by_rank:
-                # scores are then the static criteria, so the static order decides: the largest -rank
-                best = max(pool, key=_second)
-                return [(best[2], qty)], searched
+            if not by_rank:
+                # the stock level is ranked, before every static criterion: the deepest wins, and among
+                # equal depths the static order, which is the pool's order
+                return [(pool[0][2], qty)], searched
+            # scores are then the static criteria, so the static order decides: the largest -rank
+            best = max((c for c in pool if c[0] >= qty), key=_second)
+            return [(best[2], qty)], searched
         best_key: tuple[Any, ...] | None = None
         best_pick = (0, 0)
         for g, _, loc, d in pool:

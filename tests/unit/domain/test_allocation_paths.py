@@ -267,10 +267,10 @@ def test_an_allocator_tracking_the_stock_rows_plans_as_one_that_screens_every_ca
             for loc, q in line_picks:
                 available[s][loc] -= q
                 capacity[loc] -= q
-                changed(s, loc)
+                changed((s, loc))
         # deliveries, sales and returns elsewhere
         for _ in range(rng.randint(0, 3)):
             s, loc = rng.randrange(3), rng.randrange(len(locations))
             available[s][loc] += rng.choice([-3, -1, 1, 2, 12, 300])
-            changed(s, loc)
+            changed((s, loc))
     assert walked > 500
