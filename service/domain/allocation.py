@@ -1017,6 +1017,8 @@ def _search_sizes(
 def _pool_extra(must: int, others: int, sizes: Sequence[int], pool_size: int) -> int:
     """How many locations besides the `must` deepest join the pool (as `_search`)."""
     extra = max(0, min(pool_size, others))
+    if sizes == [1]:  # one combination per location
+        return min(extra, max(0, MAX_COMBINATIONS - must))
     while extra > 0 and sum(math.comb(must + extra, k) for k in sizes) > MAX_COMBINATIONS:
         extra -= 1
     return extra
@@ -1037,8 +1039,8 @@ def _choose_sorted(
     sizes = _search_sizes([c[0] for c in eligible[:MAX_SEARCH_SPLITS]], qty, policy, ranking)
     m = max(sizes)
     pool = eligible[: m + _pool_extra(m, len(eligible) - m, sizes, pool_size)]
-    searched = sum(math.comb(len(pool), k) for k in sizes)
     if sizes == [1]:
+        searched = len(pool)
         if pool[0][0] >= qty:
             # the deepest location covers the line, so the best single location is among those that
             # cover it (the pool's prefix, as it is in depth order), each taking exactly `qty`
@@ -1058,6 +1060,7 @@ def _choose_sorted(
                 best_key = key
                 best_pick = (loc, take)
         return [best_pick], searched
+    searched = sum(math.comb(len(pool), k) for k in sizes)
     keyed = [((), loc, d, g) for g, _, loc, d in pool]
     return _search_pool(keyed, sizes, qty, ranking, priority, ids), searched
 
