@@ -982,6 +982,11 @@ class Allocator:
             else:
                 best = max(k & mask for k in keys[:size] if k >= covering)
             return [(static.locs[mask - best], qty)], size
+        if ranking[0] == "fewest_splits" and keys[0] >> bits >= qty:
+            # The stock level is ranked too, before every static criterion, and the deepest location
+            # covers the line: a single location is searched for, and the deepest (first in key order)
+            # wins, as in `_choose_sorted`.
+            return [(static.locs[mask - (keys[0] & mask)], qty)], min(len(keys), self._single_pool)
         locs, dists = static.locs, static.dists
         cands = []  # (giveable, -rank, location, distance), as `_choose_sorted` takes them
         for k in keys:
