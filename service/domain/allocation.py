@@ -661,6 +661,9 @@ class Allocator:
             int, tuple[AllocationPolicy, dict[tuple[float, float, str, int], _Static]]
         ] = {}
         self._kept = 0  # candidate lists held over all signatures
+        # (id(policy), lat, lon, fulfillment, pickup) -> (the policy, its candidates): one look-up for an
+        # order like one before it; the policy held in the entry keeps a reused id from reading another's
+        self._recent: dict[tuple[int, float, float, str, int], tuple[AllocationPolicy, _Static]] = {}
         # a candidate's sort key is giveable << _rank_bits | (_rank_mask - its rank in static order)
         self._rank_bits = max(1, len(network.ids).bit_length())
         self._rank_mask = (1 << self._rank_bits) - 1
@@ -692,8 +695,19 @@ class Allocator:
     def _candidates(
         self, policy: AllocationPolicy, fulfillment: str, pickup: int, lat: float, lon: float
     ) -> _Static:
-        signed = self._signatures.get(id(policy))
-        kept = signed[1] if signed is not None and signed[0] is policy else self._by_signature(policy)
+        recent = self._recent.get((id(policy), lat, lon, fulfillment, pickup))
+        if recent is not None and recent[0] is policy:
+            return recent[1]
+        found = self._kept_candidates(policy, fulfillment, pickup, lat, lon)
+        if len(self._recent) >= CACHE_LIMIT:
+            self._recent.clear()
+        self._recent[(id(policy), lat, lon, fulfillment, pickup)] = (policy, found)
+        return found
+
+    def _kept_candidates(
+        self, policy: AllocationPolicy, fulfillment: str, pickup: int, lat: float, lon: float
+    ) -> _Static:
+        kept = self._by_signature(policy)
         key = (lat, lon, fulfillment, pickup)
         found = kept.get(key)
         if found is not None:
@@ -746,6 +760,7 @@ class Allocator:
         """Start the candidate caches again from empty."""
         self._static.clear()
         self._signatures.clear()
+        self._recent.clear()
         self._kept = 0
 
     def track(self, available: Sequence[Sequence[int]]) -> Callable[[tuple[int, int]], None]:
