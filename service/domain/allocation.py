@@ -611,7 +611,7 @@ class _Static:
     do not depend on stock: as listed (the general search) and in the order of the stock-independent part
     of the ranking key (`locs`, with `dists` alongside and `coded` for the sort keys)."""
 
-    __slots__ = ("by_rank", "coded", "dists", "fast", "floor_of", "has_capacity", "listed", "locs", "pairs",
+    __slots__ = ("by_rank", "coded", "dists", "fast", "floor_of", "has_capacity", "listed", "locs", "pairs", "rank_of",
                  "type_floors")  # fmt: skip
 
     def __init__(self, listed: list[tuple[int, float, int]], ordered: list[tuple[int, float, int]],
@@ -620,6 +620,9 @@ class _Static:
         self.locs = [loc for loc, _, _ in ordered]
         self.dists = [d for _, d, _ in ordered]
         self.pairs = [(loc, floor) for loc, _, floor in ordered]
+        self.rank_of = [0] * len(type_of)  # per location of the network: its rank in static order
+        for rank, (loc, _, _) in enumerate(ordered):
+            self.rank_of[loc] = rank
         # per location of the network: its floor when it is a candidate, -1 when it is not
         self.floor_of = [-1] * len(type_of)
         # (location type, its floor) of the types among the candidates, all of one type having one floor
@@ -820,12 +823,17 @@ class Allocator:
         capped = static.has_capacity
         size = self._single_pool
         top: list[int] = []  # the largest giveable units so far (at most `size`), smallest first
+        walked: list[tuple[int, int]] = []  # (giveable, location) of the candidates walked
+        left = 0  # the most the first location left unwalked of any type could give
         depth = self._depth[sku]
         for kind, floor in static.type_floors:
             for negative, loc in depth[kind]:
                 giveable = -negative - floor
                 if giveable <= 0 or (len(top) == size and giveable <= top[0]):
-                    break  # nothing of this type from here on gives anything, or more than the size-th
+                    # nothing of this type from here on gives anything, or more than the size-th
+                    if giveable > left:
+                        left = giveable
+                    break
                 if floor_of[loc] < 0 or (low is not None and -negative < low[loc]):
                     continue
                 if capped:
@@ -834,6 +842,7 @@ class Allocator:
                         continue
                     if cap < giveable:
                         giveable = cap
+                walked.append((giveable, loc))
                 if len(top) < size:
                     heappush(top, giveable)
                 elif giveable > top[0]:
@@ -843,6 +852,11 @@ class Allocator:
         if max(top) < qty:
             return None
         least_kept = top[0] if top[0] > qty else qty
+        if left < least_kept:
+            # no location left unwalked reaches it: the winner is among those walked
+            rank_of = static.rank_of
+            best = min([rank_of[loc] for giveable, loc in walked if giveable >= least_kept])
+            return [(static.locs[best], qty)], len(top)
         for loc, floor in static.pairs:
             units = row[loc]
             giveable = units - floor
