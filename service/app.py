@@ -15,6 +15,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from service.api import decisions, health, master_data, rulesets, simulations, stock
 from service.api.deps import dependencies
+from service.api.openapi import document_request_bodies
 from service.api.problems import exception_handlers
 from service.db.engine import create_engine, session_factory
 from service.db.migrate import upgrade
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=route_handlers,
         lifespan=[lifespan],
+        on_startup=[document_request_bodies],
         dependencies=dependencies(),
         exception_handlers=exception_handlers(),
         middleware=[prometheus.middleware, AuthMiddleware],

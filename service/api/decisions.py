@@ -13,6 +13,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
 from service.api.body import decode_body
+from service.api.openapi import json_body
 from service.decisions.allocation import decide_allocation
 from service.decisions.approvals import decide_markdown, decide_transfer
 from service.decisions.availability import decide_availability
@@ -76,11 +77,13 @@ async def _decide(
 
 
 @post("/decisions/allocation", opt=requires("decide"), operation_id="decideAllocation", status_code=200)
+@json_body(AllocationRequest)
 async def allocation(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     return await _decide(request, trace, AllocationRequest, decide_allocation)
 
 
 @post("/decisions/availability", opt=requires("decide"), operation_id="decideAvailability", status_code=200)
+@json_body(AvailabilityRequest)
 async def availability(
     request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> dict[str, Any]:
@@ -88,11 +91,13 @@ async def availability(
 
 
 @post("/decisions/reorder", opt=requires("decide"), operation_id="decideReorder", status_code=200)
+@json_body(ReorderRequest)
 async def reorder(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     return await _decide(request, trace, ReorderRequest, decide_reorder_one)
 
 
 @post("/decisions/reorder/scan", opt=requires("decide"), operation_id="decideReorderScan", status_code=200)
+@json_body(ReorderScanRequest)
 async def reorder_scan(
     request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> dict[str, Any]:
@@ -100,11 +105,13 @@ async def reorder_scan(
 
 
 @post("/decisions/transfer", opt=requires("decide"), operation_id="decideTransfer", status_code=200)
+@json_body(TransferRequest)
 async def transfer(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     return await _decide(request, trace, TransferRequest, decide_transfer)
 
 
 @post("/decisions/markdown", opt=requires("decide"), operation_id="decideMarkdown", status_code=200)
+@json_body(MarkdownRequest)
 async def markdown(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     return await _decide(request, trace, MarkdownRequest, decide_markdown)
 

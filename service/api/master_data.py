@@ -10,6 +10,7 @@ from litestar import Request, Router, get, put
 from litestar.di import NamedDependency
 
 from service.api.body import decode_body
+from service.api.openapi import json_body
 from service.db.models import Item, Location, Promotion
 from service.errors import FieldError, Invalid
 from service.masterdata import upsert
@@ -72,6 +73,7 @@ def _unique(ids: list[str], field: str) -> None:
 
 
 @put("/locations", opt=requires("stock"), operation_id="putLocations", status_code=200)
+@json_body(list[LocationIn])
 async def put_locations(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Upserted:
     data = await decode_body(request, list[LocationIn])
     _unique([loc.id for loc in data], "id")
@@ -84,6 +86,7 @@ async def put_locations(services: NamedDependency[Services], request: Request[An
 
 
 @put("/items", opt=requires("stock"), operation_id="putItems", status_code=200)
+@json_body(list[ItemIn])
 async def put_items(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Upserted:
     data = await decode_body(request, list[ItemIn])
     _unique([item.sku for item in data], "sku")
@@ -101,6 +104,7 @@ async def put_items(services: NamedDependency[Services], request: Request[Any, A
 
 
 @put("/promotions", opt=requires("stock"), operation_id="putPromotions", status_code=200)
+@json_body(list[PromotionIn])
 async def put_promotions(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Upserted:
     data = await decode_body(request, list[PromotionIn])
     _unique([promo.id for promo in data], "id")

@@ -18,6 +18,7 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter, QueryParameter
 
 from service.api.body import decode
+from service.api.openapi import json_body
 from service.errors import Conflict, FieldError, Invalid, Malformed, NotFound, ServiceError
 from service.rules import RuleEvaluationError, compile_ruleset, diff_rulesets, lifecycle, parse_ruleset
 from service.rules import repository as repo
@@ -164,6 +165,7 @@ def _yaml_from_request(content_type: str, raw: bytes) -> str:
 
 
 @post("/{name:str}/versions", opt=requires("author"), operation_id="createRulesetVersion")
+@json_body(VersionIn, other_media={"application/yaml": str})
 async def create_version(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name
 ) -> Response[dict[str, Any]]:
@@ -259,6 +261,7 @@ def _evaluation_body(
     operation_id="evaluateRulesetVersion",
     status_code=200,
 )
+@json_body(EvaluateIn)
 async def evaluate_version(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name, version: VersionNumber
 ) -> dict[str, Any]:
@@ -277,6 +280,7 @@ async def evaluate_version(
     operation_id="evaluateActiveRuleset",
     status_code=200,
 )
+@json_body(ActiveEvaluateIn)
 async def evaluate_active(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name
 ) -> dict[str, Any]:
@@ -343,6 +347,7 @@ async def unshadow_version(
 
 
 @post("/{name:str}/rollback", opt=requires("publisher"), operation_id="rollbackRuleset", status_code=200)
+@json_body(RollbackIn, required=False)
 async def rollback_ruleset(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name
 ) -> dict[str, Any]:

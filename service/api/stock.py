@@ -19,6 +19,7 @@ from litestar.params import FromPath, Parameter
 
 from service.api.body import decode_body
 from service.api.master_data import Id
+from service.api.openapi import json_body
 from service.api.problems import on_service_error
 from service.errors import Conflict, FieldError, Invalid, NotFound, ServiceError, Unavailable
 from service.security import requires
@@ -187,6 +188,7 @@ def stock_levels(sku: str, levels: dict[str, Levels]) -> StockOut:
 
 
 @put("/stock", opt=requires("stock"), operation_id="putStockSnapshot", status_code=200)
+@json_body(list[SnapshotRowIn])
 async def put_stock(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Written:
     data = await decode_body(request, list[SnapshotRowIn])
     seen: set[tuple[str, str]] = set()
@@ -204,6 +206,7 @@ async def put_stock(services: NamedDependency[Services], request: Request[Any, A
 
 
 @post("/stock/events", opt=requires("stock"), operation_id="postStockEvents", status_code=200)
+@json_body(list[EventIn])
 async def post_events(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> EventsOut:
     data = await decode_body(request, list[EventIn])
     if len(data) > MAX_EVENTS:
@@ -282,6 +285,7 @@ async def list_exceptions(
 
 
 @post("/reservations", opt=requires("decide"), operation_id="createReservation", status_code=201)
+@json_body(ReservationIn)
 async def create_reservation(request: Request[Any, Any, Any]) -> Response[ReservationOut]:
     services: Services = request.app.state.services  # the hot path skips dependency resolution
     data = await decode_body(request, ReservationIn)
