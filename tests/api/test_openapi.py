@@ -1,0 +1,218 @@
+"""The OpenAPI document describes the bodies the handlers really decode.
+
+Handlers decode their own bodies (`decode_body`), so these tests check the document against the running
+service: every documented body resolves and matches the decoded type's fields, the service rejects an
+empty instance of the documented type by naming a required field of that type (so the documented type is
+the decoded one), and no operation without a documented body reads one.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, post
+from litestar.testing import AsyncTestClient
+from openapi_spec_validator import validate
+
+from service.api.body import decode_body
+from service.api.openapi import document_request_bodies, json_body
+from service.api.problems import exception_handlers
+from tests.apiclient import ApiClient
+
+BODY_METHODS = ("post", "put", "patch", "delete")
+
+
+async def _document(api: ApiClient) -> dict[str, Any]:
+    response = await api.http.get("/schema/openapi.json")
+    assert response.status_code == 200
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def _refs(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        own = [value["$ref"]] if isinstance(value.get("$ref"), str) else []
+        return own + [ref for item in value.values() for ref in _refs(item)]
+    if isinstance(value, list):
+        return [ref for item in value for ref in _refs(item)]
+    return []
+
+
+def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        name = schema["$ref"].removeprefix("#/components/schemas/")
+        schema = document["components"]["schemas"][name]
+    return schema
+
+
+def _bodies(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(method, path) -> the JSON request body schema of every operation that documents one."""
+    found = {}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            body = operation.get("requestBody") if isinstance(operation, dict) else None
+            if body is not None:
+                found[(method, path)] = body
+    return found
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "1", path)
+
+
+async def test_the_document_is_valid_openapi_31_and_every_reference_resolves(sqlite_api: ApiClient) -> None:
+    document = await _document(sqlite_api)
+    validate(document)
+    components = document["components"]["schemas"]
+    missing = {ref for ref in _refs(document) if ref.removeprefix("#/components/schemas/") not in components}
+    assert not missing, f"references without a component: {sorted(missing)}"
+    assert all(ref.startswith("#/components/schemas/") for ref in _refs(document))
+
+
+async def test_every_body_is_required_json_except_the_optional_rollback(sqlite_api: ApiClient) -> None:
+    bodies = _bodies(await _document(sqlite_api))
+    assert len(bodies) == 17
+    for (method, path), body in bodies.items():
+        assert "application/json" in body["content"], f"{method} {path}"
+        expected = path != "/v1/rulesets/{name}/rollback"
+        assert body["required"] is expected, f"{method} {path}"
+    yaml = bodies[("post", "/v1/rulesets/{name}/versions")]["content"]["application/yaml"]
+    assert yaml["schema"] == {"type": "string"}
+
+
+EXPECTED = {
+    # (method, path): (is a list, some documented fields, exactly the required fields)
+    ("post", "/v1/decisions/allocation"): (
+        False,
+        {"order_id", "channel", "fulfillment", "lines", "destination", "reserve", "idempotency_key"},
+        {"order_id", "channel", "fulfillment", "lines"},
+    ),
+    ("post", "/v1/reservations"): (
+        False,
+        {"order_id", "channel", "idempotency_key", "lines", "ttl_seconds", "allow_partial"},
+        {"order_id", "channel", "idempotency_key", "lines"},
+    ),
+    ("put", "/v1/stock"): (
+        True,
+        {"sku", "location", "sellable", "damaged", "return_pending", "in_transit"},
+        {"sku", "location", "sellable"},
+    ),
+    ("post", "/v1/stock/events"): (True, {"event_id", "type", "qty", "to_location"}, None),
+    ("put", "/v1/locations"): (True, {"id", "type", "region", "lat", "lon", "capabilities"}, None),
+    ("put", "/v1/items"): (True, {"sku", "category", "price", "cost"}, {"sku", "category", "price", "cost"}),
+    ("post", "/v1/rulesets/{name}/evaluate"): (False, {"facts", "trace"}, {"facts"}),
+    ("post", "/v1/rulesets/{name}/rollback"): (False, {"version"}, set()),
+    ("post", "/v1/simulations"): (False, set(), None),
+}
+
+
+async def test_documented_bodies_list_the_decoded_types_fields(sqlite_api: ApiClient) -> None:
+    document = await _document(sqlite_api)
+    bodies = _bodies(document)
+    for key, (is_list, fields, required) in EXPECTED.items():
+        schema = _resolve(document, bodies[key]["content"]["application/json"]["schema"])
+        if is_list:
+            assert schema["type"] == "array", key
+            schema = _resolve(document, schema["items"])
+        assert schema["type"] == "object", key
+        assert fields <= set(schema["properties"]), (key, sorted(schema["properties"]))
+        assert set(schema.get("required", ())) <= set(schema["properties"]), key
+        if required is not None:
+            assert set(schema.get("required", ())) == required, key
+        assert schema["additionalProperties"] is False, key  # the decoders reject unknown fields
+    lines = _resolve(document, bodies[("post", "/v1/decisions/allocation")]["content"]["application/json"])
+    lines = _resolve(document, lines["schema"])["properties"]["lines"]
+    assert lines["minItems"] == 1 and set(_resolve(document, lines["items"])["properties"]) >= {"sku", "qty"}
+
+
+def _empty_instance(document: dict[str, Any], schema: dict[str, Any]) -> tuple[Any, str]:
+    """The smallest body of the documented shape, and the field the decoder must name rejecting it."""
+    schema = _resolve(document, schema)
+    prefix = ""
+    body: Any = {}
+    if schema.get("type") == "array":
+        schema, prefix, body = _resolve(document, schema["items"]), "[0].", [{}]
+    required = schema.get("required") or []
+    if required:
+        return body, prefix + required[0]
+    if isinstance(body, list):
+        return [{"not_a_documented_field": 1}], prefix + "not_a_documented_field"
+    return {"not_a_documented_field": 1}, "not_a_documented_field"
+
+
+async def test_the_service_decodes_the_documented_type(sqlite_api: ApiClient) -> None:
+    """Send `{}` (or `[{}]`): the handler's decoder names the first required field of the documented type."""
+    document = await _document(sqlite_api)
+    for (method, path), body in _bodies(document).items():
+        instance, field = _empty_instance(document, body["content"]["application/json"]["schema"])
+        response = await sqlite_api.http.request(
+            method.upper(), _concrete(path), json=instance, headers=sqlite_api.headers("admin")
+        )
+        assert response.status_code == 422, (method, path, response.status_code, response.text)
+        named = [error["field"] for error in response.json()["errors"]]
+        assert named == [field], (method, path, named)
+
+
+async def _undocumented_body_readers(
+    client: AsyncTestClient[Any], document: dict[str, Any], headers: dict[str, str]
+) -> list[str]:
+    """Operations without a documented body that answer broken JSON by complaining about the body."""
+    readers = []
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method not in BODY_METHODS or "requestBody" in operation:
+                continue
+            response = await client.request(
+                method.upper(),
+                _concrete(path),
+                content=b'{"broken',
+                headers={**headers, "content-type": "application/json"},
+            )
+            if response.status_code in (400, 422) and any(
+                error.get("field") == "body" for error in response.json().get("errors", [])
+            ):
+                readers.append(f"{method.upper()} {path}")
+    return readers
+
+
+async def test_no_operation_reads_a_body_it_does_not_document(sqlite_api: ApiClient) -> None:
+    document = await _document(sqlite_api)
+    undocumented = [
+        (method, path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in BODY_METHODS and "requestBody" not in item[method]
+    ]
+    assert ("post", "/v1/reservations/{reservation_id}/commit") in undocumented  # the check runs on some
+    readers = await _undocumented_body_readers(sqlite_api.http, document, sqlite_api.headers("admin"))
+    assert readers == [], f"decode a body the OpenAPI document does not describe: {readers}"
+
+
+class _Thing(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+
+
+@post("/documented", status_code=200)
+@json_body(_Thing)
+async def _documented(request: Request[Any, Any, Any]) -> str:
+    return (await decode_body(request, _Thing)).name
+
+
+@post("/undocumented", status_code=200)
+async def _undocumented(request: Request[Any, Any, Any]) -> str:
+    return (await decode_body(request, _Thing)).name
+
+
+async def test_the_check_finds_a_handler_that_decodes_an_undocumented_body() -> None:
+    app = Litestar(
+        [_documented, _undocumented],
+        on_startup=[document_request_bodies],
+        exception_handlers=exception_handlers(),
+    )
+    async with AsyncTestClient(app=app) as client:
+        document = (await client.get("/schema/openapi.json")).json()
+        assert "requestBody" in document["paths"]["/documented"]["post"]
+        assert "requestBody" not in document["paths"]["/undocumented"]["post"]
+        assert await _undocumented_body_readers(client, document, {}) == ["POST /undocumented"]
