@@ -13,7 +13,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
 from service.api.body import decode_body
-from service.api.openapi import json_body
+from service.api.openapi import json_body, json_response
+from service.api.responses import DecisionOut, LoggedDecisionOut
 from service.decisions.allocation import decide_allocation
 from service.decisions.approvals import decide_markdown, decide_transfer
 from service.decisions.availability import decide_availability
@@ -78,12 +79,14 @@ async def _decide(
 
 @post("/decisions/allocation", opt=requires("decide"), operation_id="decideAllocation", status_code=200)
 @json_body(AllocationRequest)
+@json_response(DecisionOut)
 async def allocation(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     return await _decide(request, trace, AllocationRequest, decide_allocation)
 
 
 @post("/decisions/availability", opt=requires("decide"), operation_id="decideAvailability", status_code=200)
 @json_body(AvailabilityRequest)
+@json_response(DecisionOut)
 async def availability(
     request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> dict[str, Any]:
@@ -92,12 +95,14 @@ async def availability(
 
 @post("/decisions/reorder", opt=requires("decide"), operation_id="decideReorder", status_code=200)
 @json_body(ReorderRequest)
+@json_response(DecisionOut)
 async def reorder(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     return await _decide(request, trace, ReorderRequest, decide_reorder_one)
 
 
 @post("/decisions/reorder/scan", opt=requires("decide"), operation_id="decideReorderScan", status_code=200)
 @json_body(ReorderScanRequest)
+@json_response(DecisionOut)
 async def reorder_scan(
     request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> dict[str, Any]:
@@ -106,17 +111,20 @@ async def reorder_scan(
 
 @post("/decisions/transfer", opt=requires("decide"), operation_id="decideTransfer", status_code=200)
 @json_body(TransferRequest)
+@json_response(DecisionOut)
 async def transfer(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     return await _decide(request, trace, TransferRequest, decide_transfer)
 
 
 @post("/decisions/markdown", opt=requires("decide"), operation_id="decideMarkdown", status_code=200)
 @json_body(MarkdownRequest)
+@json_response(DecisionOut)
 async def markdown(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     return await _decide(request, trace, MarkdownRequest, decide_markdown)
 
 
 @get("/decisions/{decision_id:str}", opt=requires("decide", "planner"), operation_id="getDecision")
+@json_response(LoggedDecisionOut)
 async def get_decision(services: NamedDependency[Services], decision_id: FromPath[str]) -> dict[str, Any]:
     found = await cast(SqlDecisionLog, services.decision_log).get(decision_id)
     if found is None:

@@ -11,7 +11,8 @@ body type once, next to the route decorator:
 `json_body` only records the type (no wrapper, nothing added per request). When the app starts,
 `document_request_bodies` gives every recorded operation its `requestBody`, with the JSON Schema that
 msgspec derives from the same types (what the decoder enforces), shared in `components/schemas`,
-and the 400/422 problem answers a bad body gets.
+and the 400/422 problem answers a bad body gets. `json_response` likewise documents the answer of a
+handler that returns a plain dict (the types in `service.api.responses`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class BodySpec:
 
 
 _BODIES: dict[Callable[..., Any], BodySpec] = {}
+_RESPONSES: dict[Callable[..., Any], Any] = {}
 
 
 def json_body(
@@ -73,6 +75,16 @@ def json_body(
 
     def register(fn: F) -> F:
         _BODIES[fn] = spec
+        return fn
+
+    return register
+
+
+def json_response(type_: Any) -> Callable[[F], F]:
+    """Document the JSON a handler that returns a plain dict answers with (on its success status)."""
+
+    def register(fn: F) -> F:
+        _RESPONSES[fn] = type_
         return fn
 
     return register
@@ -191,10 +203,18 @@ BAD_BODY = {
 }
 
 
-def _operations(app: Litestar) -> list[tuple[Operation, BodySpec]]:
-    """Every documented operation whose handler declared a body, with that declaration."""
+@dataclass
+class _Documented:
+    operation: Operation
+    status: int
+    body: BodySpec | None
+    response: Any
+
+
+def _operations(app: Litestar) -> list[_Documented]:
+    """Every documented operation whose handler declared a body or a response type."""
     paths = app.openapi_schema.paths or {}
-    found: list[tuple[Operation, BodySpec]] = []
+    found: list[_Documented] = []
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
@@ -202,10 +222,11 @@ def _operations(app: Litestar) -> list[tuple[Operation, BodySpec]]:
         if item is None:
             continue
         for method, (handler, _) in route.route_handler_map.items():
-            spec = body_spec(handler.fn)
+            fn = unwrap_partial(handler.fn)
+            spec, response = _BODIES.get(fn), _RESPONSES.get(fn)
             operation = getattr(item, method.lower(), None)
-            if spec is not None and isinstance(operation, Operation):
-                found.append((operation, spec))
+            if (spec is not None or response is not None) and isinstance(operation, Operation):
+                found.append(_Documented(operation, handler.status_code, spec, response))
     return found
 
 
@@ -218,14 +239,17 @@ def _merge(schemas: dict[str, Schema], name: str, schema: Schema) -> None:
 
 
 def document_request_bodies(app: Litestar) -> None:
-    """Attach the declared request bodies to the app's OpenAPI document (once, at startup)."""
+    """Attach the declared request bodies (and dict answers) to the app's OpenAPI document, at startup."""
     operations = _operations(app)
     if not operations:
         return
     types: list[Any] = []
-    for _, spec in operations:
-        types.append(spec.type)
-        types.extend(spec.other_media.values())
+    for documented in operations:
+        if documented.body is not None:
+            types.append(documented.body.type)
+            types.extend(documented.body.other_media.values())
+        if documented.response is not None:
+            types.append(documented.response)
     refs, components = msgspec.json.schema_components(types, ref_template=REF_TEMPLATE)
     document = app.openapi_schema
     if document.components is None:
@@ -235,18 +259,27 @@ def document_request_bodies(app: Litestar) -> None:
         converted = _schema(component)
         assert isinstance(converted, Schema)
         _merge(schemas, name, converted)
-    schemas.setdefault("Problem", PROBLEM_SCHEMA)
     problem = Reference(ref=REF_TEMPLATE.format(name="Problem"))
     position = iter(refs)
-    for operation, spec in operations:
-        content = {JSON: OpenAPIMediaType(schema=_schema(next(position)))}
-        for media in spec.other_media:
-            content[media] = OpenAPIMediaType(schema=_schema(next(position)))
-        operation.request_body = RequestBody(
-            content=content, required=spec.required, description=spec.description
-        )
+    for documented in operations:
+        operation, spec = documented.operation, documented.body
         responses = operation.responses = dict(operation.responses or {})
-        for status, description in BAD_BODY.items():
+        if spec is not None:
+            schemas.setdefault("Problem", PROBLEM_SCHEMA)
+            content = {JSON: OpenAPIMediaType(schema=_schema(next(position)))}
+            for media in spec.other_media:
+                content[media] = OpenAPIMediaType(schema=_schema(next(position)))
+            operation.request_body = RequestBody(
+                content=content, required=spec.required, description=spec.description
+            )
+            for status, description in BAD_BODY.items():
+                responses[status] = OpenAPIResponse(
+                    description=description, content={PROBLEM: OpenAPIMediaType(schema=problem)}
+                )
+        if documented.response is not None:
+            status = str(documented.status)
+            existing = responses.get(status)
+            description = existing.description if isinstance(existing, OpenAPIResponse) else "Success"
             responses[status] = OpenAPIResponse(
-                description=description, content={PROBLEM: OpenAPIMediaType(schema=problem)}
+                description=description, content={JSON: OpenAPIMediaType(schema=_schema(next(position)))}
             )

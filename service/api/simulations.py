@@ -15,7 +15,8 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from service.api.body import decode_body
-from service.api.openapi import json_body
+from service.api.openapi import json_body, json_response
+from service.api.responses import SimulationAccepted
 from service.errors import Conflict, FieldError, NotFound
 from service.security import principal_of, requires
 from service.services import Services
@@ -43,6 +44,7 @@ async def _record(services: Services, simulation_id: str) -> Any:
 
 @post("/", opt=requires("planner"), operation_id="startSimulation", status_code=202)
 @json_body(SimulationRequest)
+@json_response(SimulationAccepted)
 async def start_simulation(
     services: NamedDependency[Services], request: Request[Any, Any, Any]
 ) -> Response[dict[str, Any]]:

@@ -12,6 +12,8 @@ import re
 from typing import Any
 
 import msgspec
+import pytest
+from jsonschema import Draft202012Validator, ValidationError
 from litestar import Litestar, Request, post
 from litestar.testing import AsyncTestClient
 from openapi_spec_validator import validate
@@ -19,6 +21,7 @@ from openapi_spec_validator import validate
 from service.api.body import decode_body
 from service.api.openapi import document_request_bodies, json_body
 from service.api.problems import exception_handlers
+from tests.api.decisions_fixtures import decisions_api
 from tests.apiclient import ApiClient
 
 BODY_METHODS = ("post", "put", "patch", "delete")
@@ -216,3 +219,33 @@ async def test_the_check_finds_a_handler_that_decodes_an_undocumented_body() -> 
         assert "requestBody" in document["paths"]["/documented"]["post"]
         assert "requestBody" not in document["paths"]["/undocumented"]["post"]
         assert await _undocumented_body_readers(client, document, {}) == ["POST /undocumented"]
+
+
+def _check(document: dict[str, Any], schema: dict[str, Any], value: Any) -> None:
+    """Validate `value` against a schema of the document (its `#/components/...` references resolve)."""
+    root = {**schema, "components": document["components"]}
+    Draft202012Validator(root, format_checker=Draft202012Validator.FORMAT_CHECKER).validate(value)
+
+
+async def test_decision_answers_have_the_documented_shape(sqlite_url: str) -> None:
+    async with decisions_api(sqlite_url) as dapi:
+        document = await _document(dapi.client)
+        decide = document["paths"]["/v1/decisions/allocation"]["post"]["responses"]["200"]
+        logged = document["paths"]["/v1/decisions/{decision_id}"]["get"]["responses"]["200"]
+        body = {
+            "order_id": "O-1",
+            "channel": "web",
+            "fulfillment": "ship",
+            "lines": [{"sku": "TEE-001", "qty": 1}],
+        }
+        body["destination"] = {"lat": 53.48, "lon": -2.24}
+        answer = await dapi.post("allocation", body)
+        assert answer.status_code == 200, answer.text
+        _check(document, decide["content"]["application/json"]["schema"], answer.json())
+        read = await dapi.client.as_("decide").get(f"/v1/decisions/{answer.json()['decision_id']}")
+        assert read.status_code == 200, read.text
+        _check(document, logged["content"]["application/json"]["schema"], read.json())
+        with pytest.raises(ValidationError):  # the check can fail: an answer without its ruleset
+            _check(
+                document, decide["content"]["application/json"]["schema"], {**answer.json(), "ruleset": None}
+            )
