@@ -90,11 +90,6 @@ def json_response(type_: Any) -> Callable[[F], F]:
     return register
 
 
-def body_spec(fn: Callable[..., Any]) -> BodySpec | None:
-    """The body a handler function declared with `json_body`, if any."""
-    return _BODIES.get(unwrap_partial(fn))
-
-
 # --- JSON Schema (as msgspec writes it) to Litestar's spec objects -----------------------------------
 
 _ONE = {
