@@ -35,6 +35,8 @@ class _Shared:
     )
     # a request's SKUs -> their prepared policies (trace none, no promotions: then nothing else varies)
     requests: dict[tuple[str, ...], list[PreparedPolicies]] = field(default_factory=dict)
+    # (sku, location types) -> the SKU's low-stock thresholds there (trace none, no promotions)
+    sku_thresholds: dict[tuple[str, frozenset[str]], dict[str, int]] = field(default_factory=dict)
 
 
 K = TypeVar("K")
@@ -144,15 +146,27 @@ class ChannelPolicies:
 
     def low_stock_thresholds(self, item: ItemRecord, types: frozenset[str]) -> dict[str, int]:
         """Location id -> the item's low-stock threshold at every location of one of `types` (what the
-        allocator needs), kept beside the shared table it was read from."""
+        allocator needs), kept beside the shared table it was read from; without promotions an untraced
+        request finds them by SKU (its table is then the same for every request)."""
+        untraced = self.trace == "none" and not self.ctx.master_data.promotions
+        if untraced:
+            found = self._shared.sku_thresholds.get((item.sku, types))
+            if found is not None:
+                return found
         table = self.table(item)
         locations = self.ctx.master_data.locations.values()
-        return _kept(
+        thresholds = _kept(
             self._shared.thresholds,
             (id(table), types),
             table,
             lambda: {loc.id: table[loc.id].low_stock_threshold for loc in locations if loc.type in types},
         )
+        if untraced:
+            by_sku = self._shared.sku_thresholds
+            if len(by_sku) > 4096:
+                by_sku.clear()
+            by_sku[(item.sku, types)] = thresholds
+        return thresholds
 
     def facts(self, item: ItemRecord, location: LocationRecord, promo: bool) -> dict[str, Any]:
         return {

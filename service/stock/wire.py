@@ -41,6 +41,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
         self._watch: asyncio.TimerHandle | None = None
+        self._outgoing: list[bytes] = []  # commands held until the end of this turn of the loop
 
     # ---- asyncio.Protocol -------------------------------------------------------------------------
 
@@ -80,10 +81,25 @@ class _Connection(asyncio.Protocol):
         if not self.usable:
             future.set_exception(self.lost or redis_errors.ConnectionError("connection to Redis closed"))
             return future
+        busy = bool(self.waiting)
         self.waiting.append((future, self.loop.time() + self.reply_timeout))
-        assert self.transport is not None
-        self.transport.write(packed)
+        if busy:
+            # Redis is still on earlier commands: this one would wait there anyway, so it goes out with
+            # the others of this turn in one write after it
+            if not self._outgoing:
+                self.loop.call_soon(self._write)
+            self._outgoing.append(packed)
+        else:
+            assert self.transport is not None
+            self.transport.write(packed)
         return future
+
+    def _write(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        # lost meanwhile: the waiting calls have already failed with the reason
+        if outgoing and self.usable:
+            assert self.transport is not None
+            self.transport.write(b"".join(outgoing))
 
     def abort(self, error: Exception) -> None:
         if self.lost is None:
