@@ -3,9 +3,12 @@ by hiredis.
 
 Every stock decision is one or two script calls, so the client's own cost per call counts: redis-py's
 asyncio client spends most of a call's CPU time in its connection pool, timeouts and command packing.
-This client writes each command straight to one connection as it comes (commands of concurrent requests
-share it; Redis answers in order, so replies are matched first in, first out), packs with hiredis and
-parses with hiredis' reader. It carries only the scripts; everything else (reservation reads, the
+This client writes each command to one connection (commands of concurrent requests share it; Redis
+answers in order, so replies are matched first in, first out), packs with hiredis and parses with hiredis'
+reader. A command goes out at once when nothing else waits for Redis; while earlier commands are still
+being answered it would only queue in Redis' socket, so it waits for the end of the event loop's turn and
+goes out with the other commands of that turn in one write (one system call on each side instead of one
+per command; the first command of a burst is never held back). It carries only the scripts; everything else (reservation reads, the
 sweeper, the rebuild) still goes through redis-py.
 
 Failures read as redis-py's exceptions, so callers handle both clients alike: a lost or refused
