@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 StockBackendName = Literal["sql", "redis", "memory"]
 EngineName = Literal["durable", "python"]
@@ -41,6 +42,15 @@ def _positive_int(name: str, default: int) -> int:
     return value
 
 
+def _time_zone(name: str, default: str) -> str:
+    raw = os.environ.get(name) or default
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise SettingsError(f"{name}={raw!r}: expected an IANA time zone such as Europe/London") from exc
+    return raw
+
+
 @dataclass(frozen=True)
 class DatabaseSettings:
     url: str
@@ -59,6 +69,8 @@ class StockSettings:
     redis_pool_size: int = 64
     sweep_interval_seconds: float = 1.0
     default_ttl_seconds: int = 900
+    # the calendar whose days locations' daily capacities count in (an IANA time zone name)
+    capacity_timezone: str = "UTC"
 
 
 @dataclass(frozen=True)
@@ -104,6 +116,7 @@ def load_settings() -> Settings:
             redis_url=redis_url,
             redis_pool_size=_positive_int("REDIS_POOL_SIZE", 64),
             default_ttl_seconds=_positive_int("RESERVATION_DEFAULT_TTL_SECONDS", 900),
+            capacity_timezone=_time_zone("CAPACITY_TIMEZONE", "UTC"),
         ),
         rules=RulesSettings(
             engine=engine,  # type: ignore[arg-type]

@@ -3,15 +3,20 @@
 `SimulationJobs.submit` validates the request (scenario, ruleset versions) and answers at once with an id;
 the replay runs on a thread so that the event loop keeps serving, its progress is kept in memory, and its
 KPI JSON and HTML report are written to the `simulations` table when it ends.
+
+While it runs, the worker writes a heartbeat (and the progress) to its row every `HEARTBEAT_SECONDS`. A
+worker that is killed cannot record the end of its runs, so a queued or running row whose heartbeat is
+older than `STALE_SECONDS` is recorded as failed when it is next read, by any worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +34,8 @@ from simulators.simulation import Options, simulate, views_for
 from simulators.versions import SHIPPED, VersionSet, baseline
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+HEARTBEAT_SECONDS = 5.0
+STALE_SECONDS = 60.0
 SCENARIO_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
@@ -144,6 +151,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes even for timezone-aware columns; every stored time is UTC
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 class SimulationStopped(Exception):
     """The worker is shutting down: a running simulation stops at its next progress report."""
 
@@ -151,9 +163,17 @@ class SimulationStopped(Exception):
 class SimulationJobs:
     """The simulations of one worker process: submits, progress, and the record of each."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], shipped_root: Path = SHIPPED) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        shipped_root: Path = SHIPPED,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        stale_seconds: float = STALE_SECONDS,
+    ) -> None:
         self.sessions = sessions
         self.shipped_root = shipped_root
+        self.heartbeat_seconds = heartbeat_seconds
+        self.stale_seconds = stale_seconds
         self._progress: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -170,6 +190,7 @@ class SimulationJobs:
                     request=msgspec.to_builtins(request),
                     progress=0.0,
                     created_at=_now(),
+                    heartbeat_at=_now(),
                 )
             )
         self._progress[simulation_id] = 0.0
@@ -182,8 +203,20 @@ class SimulationJobs:
         return self._progress.get(simulation_id)
 
     async def get(self, simulation_id: str) -> SimulationRow | None:
-        async with self.sessions() as session:
-            return await session.get(SimulationRow, simulation_id)
+        """The record; one left queued or running by a worker that stopped beating is recorded as failed."""
+        async with self.sessions() as session, session.begin():
+            row = await session.get(SimulationRow, simulation_id)
+            if row is None or row.status not in ("queued", "running") or simulation_id in self._progress:
+                return row
+            beat = _aware(row.heartbeat_at or row.created_at)
+            if _now() - beat > timedelta(seconds=self.stale_seconds):
+                row.status = "failed"
+                row.error = (
+                    "the worker running this simulation stopped before it ended "
+                    f"(last heartbeat {beat.isoformat()})"
+                )
+                row.finished_at = _now()
+            return row
 
     async def wait(self) -> None:
         """Until every simulation of this worker has ended (for shutdown and tests)."""
@@ -204,17 +237,28 @@ class SimulationJobs:
                 for key, value in values.items():
                     setattr(row, key, value)
 
+    async def _beat(self, simulation_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            with contextlib.suppress(Exception):  # a missed beat is retried at the next one
+                await self._update(
+                    simulation_id, heartbeat_at=_now(), progress=self._progress.get(simulation_id, 0.0)
+                )
+
     async def _run(self, simulation_id: str, prepared: Prepared) -> None:
-        await self._update(simulation_id, status="running")
+        await self._update(simulation_id, status="running", heartbeat_at=_now())
+        beating = asyncio.create_task(self._beat(simulation_id))
         try:
             document = await asyncio.to_thread(self._simulate, simulation_id, prepared)
             kpis = encode(document).decode()
             report = render_report(document)
         except Exception as exc:  # a failed run is recorded, never raised into the event loop
+            beating.cancel()
             await self._update(simulation_id, status="failed", error=f"{type(exc).__name__}: {exc}",
                                finished_at=_now())  # fmt: skip
             self._progress.pop(simulation_id, None)
             return
+        beating.cancel()
         await self._update(simulation_id, status="done", progress=1.0, kpis=kpis, report=report,
                            finished_at=_now())  # fmt: skip
         self._progress.pop(simulation_id, None)

@@ -115,7 +115,7 @@ class RuleDecider:
         self.evaluations = 0
         self.memo_hits = 0
         self._results: dict[tuple[Any, ...], Mapping[str, Any]] = {}
-        self._converted: dict[tuple[tuple[Any, Any], tuple[Any, ...]], Any] = {}
+        self._converted: dict[tuple[Callable[..., Any], tuple[Any, ...]], Any] = {}
         self._pairs = [(p[0], p[1]) for p in self.paths] if all(len(p) == 2 for p in self.paths) else None
 
     def _key(self, facts: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -160,7 +160,8 @@ class RuleDecider:
         """The result turned into a domain policy object, converted once per distinct fact combination."""
         if not self.memo:
             return convert(self._evaluate(facts))
-        key = (_converter_key(convert), self._key(facts))
+        # a bound method equals (and hashes as) any other binding the same function to the same object
+        key = (convert, self._key(facts))
         found = self._converted.get(key)
         if found is not None:
             self.memo_hits += 1

@@ -137,6 +137,9 @@ def _allocation_facts(flat: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
+_positive = (0).__lt__
+
+
 def _no_key(flat: tuple[Any, ...]) -> tuple[()]:
     return ()
 
@@ -203,6 +206,8 @@ class Run:
         )
         # live availability (sellable - reserved): the store core's own rows, kept in step by the core
         self.available = self.stock.available
+        # the allocator keeps the locations of each SKU in order of these rows, told of every change
+        self.stock.watch(self.allocator.track(self.available))
         self.capacity_per_day = [
             UNLIMITED if loc.daily_capacity is None else loc.daily_capacity for loc in world.locations
         ]
@@ -351,7 +356,7 @@ class Run:
         return self._result()
 
     def _close_hour(self, hour: int) -> None:
-        self.hours[hour].available_end = sum(sum(max(0, v) for v in row) for row in self.available)
+        self.hours[hour].available_end = sum(sum(filter(_positive, row)) for row in self.available)
 
     def _due(self, item: tuple[int, int, int, Any]) -> None:
         at, kind, _, payload = item
@@ -464,8 +469,10 @@ class Run:
             if not accepted:
                 return
         thresholds: list[list[int] | None] | None = None
+        known = self._thresholds
         for index, (sku, _) in enumerate(accepted):
-            row = self._threshold_row(channel, sku, promo_row[sku][hour])
+            key = (channel, sku, promo_row[sku][hour])
+            row = known[key] if key in known else self._threshold_row(*key)
             if row is not None:
                 if thresholds is None:
                     thresholds = [None] * len(accepted)
@@ -658,21 +665,20 @@ class Run:
         window_days = max(replen.demand_window_hours, 1.0) / 24.0
         hour = min(at // 3600, self.hours_total)
         stock = self.stock
+        store_lead_days = max(0, math.ceil(replen.store_lead_time_hours / 24))
+        convert = ReorderPolicy.from_result
         for sku, info in enumerate(self.world.skus):
             promo = self._promo_any[sku][hour]
             upcoming = any(self._promo_any[sku][h] for h in range(hour, min(hour + 72, self.hours_total + 1)))
+            sellable, reserved = stock.sellable[sku], stock.reserved[sku]
+            in_transit, return_pending = stock.in_transit[sku], stock.return_pending[sku]
+            sold = self.sold_window[sku]
             for loc, location in enumerate(self.locations):
-                if location.type == "dc":
-                    lead_days = info.lead_time_days
-                else:
-                    lead_days = max(0, math.ceil(replen.store_lead_time_hours / 24))
-                position = Position(
-                    stock.sellable[sku][loc], stock.reserved[sku][loc], stock.in_transit[sku][loc],
-                    stock.return_pending[sku][loc],
-                )  # fmt: skip
+                lead_days = info.lead_time_days if location.type == "dc" else store_lead_days
+                position = Position(sellable[loc], reserved[loc], in_transit[loc], return_pending[loc])
                 facts = reorder_facts(
                     position,
-                    daily_rate=round(self.sold_window[sku][loc] / window_days, 2),
+                    daily_rate=round(sold[loc] / window_days, 2),
                     lead_time_days=lead_days,
                     case_pack=info.case_pack,
                     price=info.price,
@@ -683,7 +689,7 @@ class Run:
                     promo_upcoming=upcoming,
                 )
                 self._count_decision("reorder")
-                policy = decider.decide_as(facts, ReorderPolicy.from_result)
+                policy = decider.decide_as(facts, convert)
                 decision = decide_reorder(position, policy, info.case_pack)
                 if not decision.reorder:
                     continue

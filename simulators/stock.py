@@ -8,7 +8,7 @@ are the core's slots, and `available[sku][location]` is the core's own row, read
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -56,11 +56,25 @@ class RunStock:
         self.available = core.available
         self.flows = Flows(start=core.total("sellable"))
         self.open_reservations = 0
+        # called with (sku, location) after every change of `available` there (see `watch`)
+        self._changed: Callable[[tuple[int, int]], None] | None = None
+
+    def watch(self, changed: Callable[[tuple[int, int]], None]) -> None:
+        """Call `changed((sku, location))` after every change of `available[sku][location]`."""
+        self._changed = changed
+
+    def _moved(self, sku: int, location: int) -> None:
+        if self._changed is not None:
+            self._changed((sku, location))
 
     def reserve(self, lines: Sequence[SlotLine]) -> bool:
         """All-or-nothing hold of (sku, location, qty) lines; False (and nothing held) if any lacks stock."""
         if self.core.try_hold(lines):
             self.open_reservations += 1
+            changed = self._changed
+            if changed is not None:
+                for sku, location, _ in lines:
+                    changed((sku, location))
             return True
         return False
 
@@ -74,11 +88,14 @@ class RunStock:
     def release(self, lines: Sequence[SlotLine]) -> None:
         self.core.hold(lines, -1)
         self.open_reservations -= 1
+        for sku, location, _ in lines:
+            self._moved(sku, location)
 
     def sale(self, sku: int, location: int, qty: int) -> None:
         """A till sale: recorded even when it takes sellable below zero (a negative-inventory exception)."""
         before = self.sellable[sku][location]
         self.core.add(sku, location, sellable=-qty)
+        self._moved(sku, location)
         self.flows.sold += qty
         if before - qty < 0:
             self.flows.negative_sales += min(qty, qty - before)
@@ -86,6 +103,7 @@ class RunStock:
     def receipt(self, sku: int, location: int, qty: int) -> None:
         """Units arriving from outside the network (a purchase order, a supplier delivery)."""
         self.core.add(sku, location, sellable=qty)
+        self._moved(sku, location)
         self.flows.receipts += qty
 
     def return_in(self, sku: int, location: int, qty: int) -> None:
@@ -95,6 +113,7 @@ class RunStock:
     def return_disposition(self, sku: int, location: int, qty: int, restock: bool) -> None:
         if restock:
             self.core.add(sku, location, sellable=qty, return_pending=-qty)
+            self._moved(sku, location)
             self.flows.returns_restocked += qty
         else:
             self.core.add(sku, location, damaged=qty, return_pending=-qty)
@@ -102,16 +121,19 @@ class RunStock:
 
     def damage(self, sku: int, location: int, qty: int) -> None:
         self.core.add(sku, location, sellable=-qty, damaged=qty)
+        self._moved(sku, location)
         self.flows.damaged += qty
 
     def transfer_out(self, sku: int, source: int, destination: int, qty: int) -> None:
         """Units leave `source` now and are in transit to `destination` until `transfer_in`."""
         self.core.add(sku, source, sellable=-qty)
+        self._moved(sku, source)
         self.core.add(sku, destination, in_transit=qty)
         self.flows.transferred_out += qty
 
     def transfer_in(self, sku: int, destination: int, qty: int) -> None:
         self.core.add(sku, destination, sellable=qty, in_transit=-qty)
+        self._moved(sku, destination)
         self.flows.transferred_in += qty
 
     def conservation(self) -> dict[str, int | bool]:

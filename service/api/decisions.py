@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
+from zoneinfo import ZoneInfo
 
 from litestar import Request, Router, get, post
 from litestar.di import NamedDependency
@@ -58,6 +59,7 @@ async def _context(request: Request[Any, Any, Any]) -> DecisionContext:
         now=datetime.now(UTC),
         actor=principal_of(request).name,
         demand=getattr(services.stock, "demand", None),
+        capacity_zone=ZoneInfo(services.settings.stock.capacity_timezone),
     )
 
 

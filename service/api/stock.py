@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 import msgspec
 from litestar import Request, Response, Router, get, post, put
@@ -22,7 +23,7 @@ from service.api.problems import on_service_error
 from service.errors import Conflict, FieldError, Invalid, NotFound, ServiceError, Unavailable
 from service.security import requires
 from service.services import Services
-from service.stock.ledger import MAX_QTY, MAX_TTL_SECONDS
+from service.stock.ledger import MAX_QTY, MAX_TTL_SECONDS, validate_day
 from service.stock.store import (
     EventResult,
     IdempotencyConflict,
@@ -228,6 +229,51 @@ async def get_stock(services: NamedDependency[Services], sku: FromPath[str]) -> 
     return stock_levels(sku, levels)
 
 
+class CapacityRow(msgspec.Struct):
+    location: str
+    daily_capacity: int
+    used: int
+    remaining: int
+
+
+class CapacityOut(msgspec.Struct):
+    day: str
+    locations: list[CapacityRow]
+
+
+@get("/capacity", opt=requires("stock", "decide", "planner"), operation_id="getCapacity")
+async def get_capacity(
+    services: NamedDependency[Services],
+    day: Annotated[str | None, Parameter(description="business day, YYYY-MM-DD; default today")] = None,
+    location: Annotated[str | None, Parameter(description="one location only")] = None,
+) -> CapacityOut:
+    """Today's (or `day`'s) daily capacity of every location that has one: what reservations counted
+    against it (held and committed) and what remains, in the `CAPACITY_TIMEZONE` calendar."""
+    zone = ZoneInfo(services.settings.stock.capacity_timezone)
+    wanted = day or datetime.now(zone).date().isoformat()
+    try:
+        validate_day(wanted, "day")
+    except InvalidStockInput as error:
+        raise Invalid(f"day: {error.reason}", [FieldError("day", error.reason)]) from None
+    master = await services.master_data.get()
+    capped = {
+        loc.id: loc.daily_capacity
+        for loc in master.locations.values()
+        if loc.daily_capacity is not None and (location is None or loc.id == location)
+    }
+    if location is not None and not capped:
+        reason = "unknown location" if location not in master.locations else "has no daily capacity"
+        raise NotFound(f"location {location!r}: {reason}", [FieldError("location", reason)])
+    used = await _store(services).get_capacity_used(wanted, sorted(capped)) if capped else {}
+    return CapacityOut(
+        wanted,
+        [
+            CapacityRow(loc, daily, used.get(loc, 0), max(0, daily - used.get(loc, 0)))
+            for loc, daily in sorted(capped.items())
+        ],
+    )
+
+
 @get("/exceptions", opt=requires("stock", "planner"), operation_id="listStockExceptions")
 async def list_exceptions(
     services: NamedDependency[Services], limit: Annotated[int, Parameter(ge=1, le=1000)] = 100
@@ -331,6 +377,7 @@ router = Router(
         put_stock,
         post_events,
         get_stock,
+        get_capacity,
         list_exceptions,
         create_reservation,
         get_reservation,

@@ -5,10 +5,16 @@ took the units first (at most `MAX_REPLANS` times).
 Low-stock thresholds come from the availability ruleset for the order's channel, so an allocation never
 takes from a location that channel availability reports as empty. The reservation carries each line's
 floor, so the store refuses a take that would cross it even if stock moved since the plan.
+
+Daily capacity: a location's `daily_capacity` is shared by every order of a business day (the capacity
+calendar's today). The plan reads what reservations already counted at the eligible capped locations, and
+the reservation claims its units against those limits in the same atomic step as the stock, so two orders
+racing for the last units of a day's capacity never both get them (the loser re-plans).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from service.decisions.availability import ChannelPolicies
@@ -31,13 +37,14 @@ from service.domain.allocation import (
     AllocationPolicy,
     Destination,
     Fulfillment,
+    Location,
     OrderLine,
     allocate,
     plan_to_dict,
 )
 from service.domain.errors import InvalidInput
 from service.errors import Conflict, FieldError
-from service.stock import ReservationLine, ReservationRequest
+from service.stock import CapacityClaim, CapacityLimit, ReservationLine, ReservationRequest
 
 MAX_REPLANS = 3
 
@@ -89,6 +96,28 @@ def _policy_view(policy: AllocationPolicy) -> dict[str, Any]:
     }
 
 
+def _capacity_claim(day: str, plan: AllocationPlan, limits: dict[str, int]) -> CapacityClaim | None:
+    """The limits of the capped locations the plan takes from (None when it takes from none)."""
+    picked = dict.fromkeys(p.location for line in plan.lines for p in line.picks if p.location in limits)
+    if not picked:
+        return None
+    return CapacityClaim(day, tuple(CapacityLimit(location, limits[location]) for location in picked))
+
+
+def _capped(
+    locations: tuple[Location, ...], policy: AllocationPolicy, fulfillment: Fulfillment
+) -> dict[str, int]:
+    """location -> daily capacity, for the locations with one that this order could take from."""
+    eligible = policy.eligible_location_types
+    return {
+        loc.id: loc.capacity_remaining
+        for loc in locations
+        if loc.capacity_remaining is not None
+        and loc.type in eligible
+        and (fulfillment.type != "pickup" or loc.id == fulfillment.pickup_location)
+    }
+
+
 def _reservation_lines(
     plan: AllocationPlan, policy: AllocationPolicy, types: dict[str, str]
 ) -> list[ReservationLine]:
@@ -136,12 +165,22 @@ async def decide_allocation(
     eligible_types = frozenset(policy.eligible_location_types)
     thresholds = {sku: channel.low_stock_thresholds(md.items[sku], eligible_types) for sku in skus}
     lines = [OrderLine(line.sku, line.qty) for line in request.lines]
+    capped = _capped(locations, policy, fulfillment)
+    day = ctx.capacity_day
+    used: dict[str, int] = {}
     rules_ms = ctx.elapsed_ms()
     reservation: dict[str, Any] | None = None
     replans = 0
     reserve_failed: str | None = None
     while True:
-        stock = await stock_call(ctx.stock.get_available(skus))
+        if capped:
+            # both reads at once: over Redis they share one round trip on the pipelined connection
+            stock, used = await asyncio.gather(
+                stock_call(ctx.stock.get_available(skus)),
+                stock_call(ctx.stock.get_capacity_used(day, list(capped))),
+            )
+        else:
+            stock = await stock_call(ctx.stock.get_available(skus))
         plan = allocate(
             lines,
             locations,
@@ -150,6 +189,7 @@ async def decide_allocation(
             fulfillment,
             destination,
             low_stock_thresholds=thresholds,
+            capacity_used=used,
             explain=trace == "full",
         )
         if not request.reserve or plan.splits == 0:
@@ -168,6 +208,7 @@ async def decide_allocation(
                         lines=tuple(_reservation_lines(plan, policy, types)),
                         ttl_seconds=policy.reservation_ttl_seconds,
                         allow_partial=False,
+                        capacity=_capacity_claim(day, plan, capped) if capped else None,
                     )
                 )
             )
@@ -217,6 +258,18 @@ async def decide_allocation(
     trace_out: dict[str, Any] | None = None
     if trace != "none":
         trace_out = {"rules": evaluated.evaluation.trace, "facts": facts, "policy": _policy_view(policy)}
+        if capped:
+            # what other orders had already taken of the capped locations' capacity when the plan was made:
+            # those the plan takes from, or every one with the full trace
+            picked = {p.location for line in plan.lines for p in line.picks}
+            trace_out["capacity"] = {
+                "day": day,
+                "locations": {
+                    loc: {"daily": daily, "used": used.get(loc, 0)}
+                    for loc, daily in capped.items()
+                    if trace == "full" or loc in picked
+                },
+            }
         if trace == "full":
             full = plan_to_dict(plan, with_candidates=True)
             trace_out["candidates"] = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Literal, Protocol
 
 from service.decisions.log import DecisionSink
@@ -36,7 +36,14 @@ class DecisionContext:
     now: datetime
     actor: str | None = None
     demand: DemandSource | None = None
+    # the calendar whose days locations' daily capacities count in
+    capacity_zone: tzinfo = UTC
     started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def capacity_day(self) -> str:
+        """Today in the capacity calendar, as YYYY-MM-DD."""
+        return self.now.astimezone(self.capacity_zone).date().isoformat()
 
     def active(self, kind: str) -> Any:
         ruleset = self.rules.active(kind)

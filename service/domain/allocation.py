@@ -22,8 +22,10 @@ next. Without `allow_partial`, an order that cannot be served in full gets nothi
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from bisect import bisect_left, insort
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from heapq import heappush, heapreplace
 from itertools import combinations
 from operator import itemgetter
 from typing import Any
@@ -411,23 +413,26 @@ def allocate(
     destination: Destination,
     *,
     low_stock_thresholds: Mapping[str, Mapping[str, int]] | None = None,
+    capacity_used: Mapping[str, int] | None = None,
     pool_size: int = SEARCH_POOL_SIZE,
     explain: bool = True,
 ) -> AllocationPlan:
     """Allocate every line of an order. `stock` maps sku -> location id -> available units;
     `low_stock_thresholds` (sku -> location id -> units) stops a location giving anything while its
-    available stock is below the threshold, as channel availability does.
+    available stock is below the threshold, as channel availability does; `capacity_used` (location id
+    -> units) is what other orders already took of a location's `capacity_remaining` today.
 
     With `explain` the lines carry the trace of every candidate (the full trace shows it); without it the
     same choice is made by `Allocator`, over arrays and without building the trace. Both give the same
     plan apart from `candidates` (tests/unit/domain/test_allocation_paths.py)."""
     _validate(lines, locations)
+    used = capacity_used or {}
     if not explain:
         return _allocate_indexed(
-            lines, locations, stock, policy, fulfillment, destination, low_stock_thresholds, pool_size
+            lines, locations, stock, policy, fulfillment, destination, low_stock_thresholds, used, pool_size
         )
     return _allocate_traced(
-        lines, locations, stock, policy, fulfillment, destination, low_stock_thresholds, pool_size
+        lines, locations, stock, policy, fulfillment, destination, low_stock_thresholds, used, pool_size
     )
 
 
@@ -439,13 +444,19 @@ def _allocate_traced(
     fulfillment: Fulfillment,
     destination: Destination,
     low_stock_thresholds: Mapping[str, Mapping[str, int]] | None,
+    capacity_used: Mapping[str, int],
     pool_size: int,
 ) -> AllocationPlan:
     """The allocator with the per-candidate trace."""
     distances = {
         loc.id: haversine_km(loc.lat, loc.lon, destination.lat, destination.lon) for loc in locations
     }
-    capacity: dict[str, int | None] = {loc.id: loc.capacity_remaining for loc in locations}
+    capacity: dict[str, int | None] = {
+        loc.id: None
+        if loc.capacity_remaining is None
+        else max(0, loc.capacity_remaining - capacity_used.get(loc.id, 0))
+        for loc in locations
+    }
     taken: dict[tuple[str, str], int] = {}
     ranking = policy.effective_ranking
     results: list[LineAllocation] = []
@@ -574,6 +585,8 @@ UNLIMITED = 1 << 62  # the remaining daily capacity of a location without a dail
 CACHE_LIMIT = 4096
 IndexedPicks = list[list[tuple[int, int]]]  # per line: (location index, qty)
 _DYNAMIC = ("fewest_splits", "stock_level")
+# candidates from which `Allocator._by_depth` walks a tracked row deepest first instead of screening them all
+_DEPTH_WALK_FROM = 24
 
 
 class Network:
@@ -607,13 +620,26 @@ class _Static:
     do not depend on stock: as listed (the general search) and in the order of the stock-independent part
     of the ranking key (`locs`, with `dists` alongside and `coded` for the sort keys)."""
 
-    __slots__ = ("by_rank", "coded", "dists", "fast", "has_capacity", "listed", "locs")
+    __slots__ = ("by_rank", "coded", "dists", "fast", "floor_of", "has_capacity", "listed", "locs", "pairs", "rank_of",
+                 "type_floors")  # fmt: skip
 
     def __init__(self, listed: list[tuple[int, float, int]], ordered: list[tuple[int, float, int]],
-                 fast: bool, by_rank: bool, has_capacity: bool, mask: int) -> None:  # fmt: skip
+                 fast: bool, by_rank: bool, has_capacity: bool, mask: int, type_of: Sequence[int]) -> None:  # fmt: skip
         self.listed = listed
         self.locs = [loc for loc, _, _ in ordered]
         self.dists = [d for _, d, _ in ordered]
+        self.pairs = [(loc, floor) for loc, _, floor in ordered]
+        self.rank_of = [0] * len(type_of)  # per location of the network: its rank in static order
+        for rank, (loc, _, _) in enumerate(ordered):
+            self.rank_of[loc] = rank
+        # per location of the network: its floor when it is a candidate, -1 when it is not
+        self.floor_of = [-1] * len(type_of)
+        # (location type, its floor) of the types among the candidates, all of one type having one floor
+        type_floors: dict[int, int] = {}
+        for loc, _, floor in listed:
+            self.floor_of[loc] = floor
+            type_floors[type_of[loc]] = floor
+        self.type_floors = sorted(type_floors.items())
         # fast: every stock-dependent criterion comes before every static one, so the ranking key is
         # (-giveable, static parts..., id) and a stable sort by giveable of `locs` gives the key order
         self.fast = fast
@@ -647,9 +673,20 @@ class Allocator:
             int, tuple[AllocationPolicy, dict[tuple[float, float, str, int], _Static]]
         ] = {}
         self._kept = 0  # candidate lists held over all signatures
+        # (id(policy), lat, lon, fulfillment, pickup) -> (the policy, its candidates): one look-up for an
+        # order like one before it; the policy held in the entry keeps a reused id from reading another's
+        self._recent: dict[tuple[int, float, float, str, int], tuple[AllocationPolicy, _Static]] = {}
         # a candidate's sort key is giveable << _rank_bits | (_rank_mask - its rank in static order)
         self._rank_bits = max(1, len(network.ids).bit_length())
         self._rank_mask = (1 << self._rank_bits) - 1
+        # the stock rows given to `track`, and per SKU and location type the locations of that type as
+        # (-available, location), ascending: deepest first; `_seen` holds the units each was filed under
+        self._tracked: Sequence[Sequence[int]] | None = None
+        self._depth: list[list[list[tuple[int, int]]]] = []
+        self._seen: list[list[int]] = []
+        self._changed: set[tuple[int, int]] = set()  # (sku, location) changed since they were last filed
+        types = sorted(set(network.types))
+        self._type_of = [types.index(t) for t in network.types]
 
     def _by_signature(self, policy: AllocationPolicy) -> dict[tuple[float, float, str, int], _Static]:
         """The candidates kept for every policy that screens as this one does."""
@@ -668,6 +705,18 @@ class Allocator:
         return found[1]
 
     def _candidates(
+        self, policy: AllocationPolicy, fulfillment: str, pickup: int, lat: float, lon: float
+    ) -> _Static:
+        recent = self._recent.get((id(policy), lat, lon, fulfillment, pickup))
+        if recent is not None and recent[0] is policy:
+            return recent[1]
+        found = self._kept_candidates(policy, fulfillment, pickup, lat, lon)
+        if len(self._recent) >= CACHE_LIMIT:
+            self._recent.clear()
+        self._recent[(id(policy), lat, lon, fulfillment, pickup)] = (policy, found)
+        return found
+
+    def _kept_candidates(
         self, policy: AllocationPolicy, fulfillment: str, pickup: int, lat: float, lon: float
     ) -> _Static:
         kept = self._by_signature(policy)
@@ -710,6 +759,7 @@ class Allocator:
             fast and "stock_level" not in ranking,
             any(loc in self.capped for loc, _, _ in listed),
             self._rank_mask,
+            self._type_of,
         )
         if self._kept >= CACHE_LIMIT:
             self._forget()
@@ -722,7 +772,109 @@ class Allocator:
         """Start the candidate caches again from empty."""
         self._static.clear()
         self._signatures.clear()
+        self._recent.clear()
         self._kept = 0
+
+    def track(self, available: Sequence[Sequence[int]]) -> Callable[[tuple[int, int]], None]:
+        """Keep every SKU's locations of these stock rows in order of available units, so that `plan` on
+        these same rows finds the deepest candidates without screening every location. The owner of the
+        rows must call the function returned after every change of `available[sku][location]`, with the
+        pair `(sku, location)` (it only notes the pair: the locations are filed again when next needed);
+        `plan` on other rows screens every candidate as before."""
+        self._tracked = available
+        self._changed = set()
+        self._seen = [list(row) for row in available]
+        types = max(self._type_of, default=-1) + 1
+        self._depth = []
+        for row in available:
+            by_type: list[list[tuple[int, int]]] = [[] for _ in range(types)]
+            for loc, units in enumerate(row):
+                by_type[self._type_of[loc]].append((-units, loc))
+            self._depth.append([sorted(filed) for filed in by_type])
+        return self._changed.add
+
+    def _refile(self) -> None:
+        """File the changed (sku, location) pairs of the tracked rows again under their available units."""
+        tracked, all_seen, all_depth, type_of = self._tracked, self._seen, self._depth, self._type_of
+        assert tracked is not None
+        for sku, loc in self._changed:
+            units = tracked[sku][loc]
+            seen = all_seen[sku]
+            before = seen[loc]
+            if units != before:
+                depth = all_depth[sku][type_of[loc]]
+                del depth[bisect_left(depth, (-before, loc))]
+                insort(depth, (-units, loc))
+                seen[loc] = units
+        self._changed.clear()
+
+    def _by_depth(
+        self,
+        static: _Static,
+        sku: int,
+        row: Sequence[int],
+        caps: Sequence[int],
+        low: Sequence[int] | None,
+        qty: int,
+    ) -> tuple[list[tuple[int, int]], int] | None:
+        """`_screened` for a tracked row and a `by_rank` ranking, when the deepest candidate covers the
+        line (None otherwise: the caller screens every candidate).
+
+        The search pool is then the `size` deepest candidates (size: the single-location pool, or fewer
+        when fewer give anything), and the winner the first candidate in static order among those that
+        cover the line. That is the first candidate in static order whose giveable units reach both the
+        line and the size-th largest giveable, which is found by walking the locations of each candidate
+        type deepest first (one floor per type) and stopping once no location further down can give more
+        than the size-th largest so far."""
+        if self._changed:
+            self._refile()
+        floor_of = static.floor_of
+        capped = static.has_capacity
+        size = self._single_pool
+        top: list[int] = []  # the largest giveable units so far (at most `size`), smallest first
+        walked: list[tuple[int, int]] = []  # (giveable, location) of the candidates walked
+        left = 0  # the most the first location left unwalked of any type could give
+        depth = self._depth[sku]
+        for kind, floor in static.type_floors:
+            for negative, loc in depth[kind]:
+                giveable = -negative - floor
+                if giveable <= 0 or (len(top) == size and giveable <= top[0]):
+                    # nothing of this type from here on gives anything, or more than the size-th
+                    if giveable > left:
+                        left = giveable
+                    break
+                if floor_of[loc] < 0 or (low is not None and -negative < low[loc]):
+                    continue
+                if capped:
+                    cap = caps[loc]
+                    if cap <= 0:
+                        continue
+                    if cap < giveable:
+                        giveable = cap
+                walked.append((giveable, loc))
+                if len(top) < size:
+                    heappush(top, giveable)
+                elif giveable > top[0]:
+                    heapreplace(top, giveable)
+        if not top:
+            return [], 0
+        if max(top) < qty:
+            return None
+        least_kept = top[0] if top[0] > qty else qty
+        if left < least_kept:
+            # no location left unwalked reaches it: the winner is among those walked
+            rank_of = static.rank_of
+            best = min([rank_of[loc] for giveable, loc in walked if giveable >= least_kept])
+            return [(static.locs[best], qty)], len(top)
+        for loc, floor in static.pairs:
+            units = row[loc]
+            giveable = units - floor
+            if giveable < least_kept or (low is not None and units < low[loc]):
+                continue
+            if capped and caps[loc] < least_kept:
+                continue
+            return [(loc, qty)], len(top)
+        raise AssertionError("the deepest candidate covers the line")
 
     def plan(
         self,
@@ -749,10 +901,10 @@ class Allocator:
             # one line (most orders): nothing taken before it
             sku, qty = lines[0]
             low = thresholds[0] if thresholds is not None else None
-            one, tried = self._screened(static, available[sku], capacity, low, qty, policy, ranking)
+            one, tried = self._screened(static, sku, available, capacity, low, qty, policy, ranking)
             if searched is not None:
                 searched.append(tried)
-            if not policy.allow_partial and sum(q for _, q in one) < qty:
+            if not policy.allow_partial and (one[0][1] if len(one) == 1 else sum(q for _, q in one)) < qty:
                 return [[]]
             return [one]
         ids = self.network.ids
@@ -772,7 +924,7 @@ class Allocator:
                     caps = list(capacity)
                     for loc, used in cap_used.items():
                         caps[loc] -= used
-                picks, tried = self._screened(static, row, caps, low, qty, policy, ranking)
+                picks, tried = self._screened(static, sku, available, caps, low, qty, policy, ranking)
             else:
                 eligible: list[tuple[tuple[Any, ...], int, float, int]] = []  # (key, loc, distance, giveable)
                 for loc, distance, floor in static.listed:
@@ -812,7 +964,8 @@ class Allocator:
     def _screened(
         self,
         static: _Static,
-        row: Sequence[int],
+        sku: int,
+        available: Sequence[Sequence[int]],
         caps: Sequence[int],
         low: Sequence[int] | None,
         qty: int,
@@ -823,6 +976,11 @@ class Allocator:
         becomes one integer, giveable units above the bits of its complemented static rank, so that one
         sort of plain integers (descending) puts them in key order: deepest first, equal depths in static
         order."""
+        row = available[sku]
+        if static.by_rank and available is self._tracked and len(static.locs) > _DEPTH_WALK_FROM:
+            found = self._by_depth(static, sku, row, caps, low, qty)
+            if found is not None:
+                return found
         bits = self._rank_bits
         if static.has_capacity:
             if low is None:
@@ -862,6 +1020,11 @@ class Allocator:
             else:
                 best = max(k & mask for k in keys[:size] if k >= covering)
             return [(static.locs[mask - best], qty)], size
+        if ranking[0] == "fewest_splits" and keys[0] >> bits >= qty:
+            # The stock level is ranked too, before every static criterion, and the deepest location
+            # covers the line: a single location is searched for, and the deepest (first in key order)
+            # wins, as in `_choose_sorted`.
+            return [(static.locs[mask - (keys[0] & mask)], qty)], min(len(keys), self._single_pool)
         locs, dists = static.locs, static.dists
         cands = []  # (giveable, -rank, location, distance), as `_choose_sorted` takes them
         for k in keys:
@@ -897,6 +1060,8 @@ def _search_sizes(
 def _pool_extra(must: int, others: int, sizes: Sequence[int], pool_size: int) -> int:
     """How many locations besides the `must` deepest join the pool (as `_search`)."""
     extra = max(0, min(pool_size, others))
+    if sizes == [1]:  # one combination per location
+        return min(extra, max(0, MAX_COMBINATIONS - must))
     while extra > 0 and sum(math.comb(must + extra, k) for k in sizes) > MAX_COMBINATIONS:
         extra -= 1
     return extra
@@ -917,16 +1082,18 @@ def _choose_sorted(
     sizes = _search_sizes([c[0] for c in eligible[:MAX_SEARCH_SPLITS]], qty, policy, ranking)
     m = max(sizes)
     pool = eligible[: m + _pool_extra(m, len(eligible) - m, sizes, pool_size)]
-    searched = sum(math.comb(len(pool), k) for k in sizes)
     if sizes == [1]:
+        searched = len(pool)
         if pool[0][0] >= qty:
             # the deepest location covers the line, so the best single location is among those that
             # cover it (the pool's prefix, as it is in depth order), each taking exactly `qty`
-            pool = [c for c in pool if c[0] >= qty]
-            if by_rank:
-                # scores are then the static criteria, so the static order decides: the largest -rank
-                best = max(pool, key=_second)
-                return [(best[2], qty)], searched
+            if not by_rank:
+                # the stock level is ranked, before every static criterion: the deepest wins, and among
+                # equal depths the static order, which is the pool's order
+                return [(pool[0][2], qty)], searched
+            # scores are then the static criteria, so the static order decides: the largest -rank
+            best = max((c for c in pool if c[0] >= qty), key=_second)
+            return [(best[2], qty)], searched
         best_key: tuple[Any, ...] | None = None
         best_pick = (0, 0)
         for g, _, loc, d in pool:
@@ -936,6 +1103,7 @@ def _choose_sorted(
                 best_key = key
                 best_pick = (loc, take)
         return [best_pick], searched
+    searched = sum(math.comb(len(pool), k) for k in sizes)
     keyed = [((), loc, d, g) for g, _, loc, d in pool]
     return _search_pool(keyed, sizes, qty, ranking, priority, ids), searched
 
@@ -1075,10 +1243,17 @@ def _allocate_indexed(
     fulfillment: Fulfillment,
     destination: Destination,
     low_stock_thresholds: Mapping[str, Mapping[str, int]] | None,
+    capacity_used: Mapping[str, int],
     pool_size: int,
 ) -> AllocationPlan:
     """`allocate` without the trace, through `Allocator` (kept per location tuple: see `_indexed`)."""
     network, allocator, capacity = _indexed(locations, pool_size)
+    if capacity_used:
+        capacity = list(capacity)
+        for location, n in capacity_used.items():
+            i = network.index.get(location)
+            if i is not None and capacity[i] != UNLIMITED:
+                capacity[i] = max(0, capacity[i] - n)
     sku_index: dict[str, int] = {}
     available: list[list[int]] = []
     for line in lines:

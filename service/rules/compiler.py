@@ -1,9 +1,16 @@
-"""`compile_ruleset`: a checked ruleset turned into an evaluator for one engine, cached per content hash."""
+"""`compile_ruleset`: a checked ruleset turned into an evaluator for one engine, cached per content hash.
+
+Durable evaluators are kept for the life of the process: durable_rules cannot unload a ruleset, so its
+handle stays loaded anyway (only stored versions reach it in the serving process; drafts are tried in
+the trial child). The compiled forms and the Python evaluators, which every validated draft creates, are
+kept in caches of bounded size: dropping one only costs compiling it again.
+"""
 
 from __future__ import annotations
 
 import threading
-from typing import Literal
+from collections import OrderedDict
+from typing import Literal, TypeVar
 
 from service.rules.analysis import analyse
 from service.rules.canonical import ruleset_sha256
@@ -14,12 +21,25 @@ from service.rules.limits import limit_problems
 from service.rules.problems import RulesetError
 from service.rules.python_engine import PythonEvaluator
 
+T = TypeVar("T")
 Engine = Literal["durable", "python"]
 ENGINES: tuple[str, ...] = ("durable", "python")
 
-_compiled: dict[str, CompiledRuleset] = {}
-_evaluators: dict[tuple[str, str], Evaluator] = {}
+CACHE_ENTRIES = 256
+_compiled: OrderedDict[str, CompiledRuleset] = OrderedDict()
+_evaluators: dict[tuple[str, str], Evaluator] = {}  # durable ones: never dropped
+_python: OrderedDict[str, Evaluator] = OrderedDict()
 _lock = threading.Lock()
+
+
+def _keep(cache: OrderedDict[str, T], key: str, value: T) -> T:
+    """Store (or find) `value` under `key`, dropping the least recently stored entries beyond the bound."""
+    with _lock:
+        found = cache.setdefault(key, value)
+        cache.move_to_end(key)
+        while len(cache) > CACHE_ENTRIES:
+            cache.popitem(last=False)
+        return found
 
 
 def compiled_ruleset(ruleset: Ruleset) -> CompiledRuleset:
@@ -31,9 +51,7 @@ def compiled_ruleset(ruleset: Ruleset) -> CompiledRuleset:
     analysis = analyse(ruleset)
     if analysis.errors:
         raise RulesetError(analysis.errors)
-    compiled = CompiledRuleset(ruleset, analysis.normal, sha)
-    with _lock:
-        return _compiled.setdefault(sha, compiled)
+    return _keep(_compiled, sha, CompiledRuleset(ruleset, analysis.normal, sha))
 
 
 def compile_ruleset(ruleset: Ruleset, engine: Engine = "durable", *, version: int = 0) -> Evaluator:
@@ -41,18 +59,20 @@ def compile_ruleset(ruleset: Ruleset, engine: Engine = "durable", *, version: in
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: expected durable or python")
     sha = ruleset_sha256(ruleset)
+    if engine == "python":
+        found = _python.get(sha)
+        if found is None:
+            found = _keep(_python, sha, PythonEvaluator(compiled_ruleset(ruleset)))
+        return found if found.version == version else found.with_version(version)
     evaluator = _evaluators.get((sha, engine))
     if evaluator is None:
         compiled = compiled_ruleset(ruleset)
-        if engine == "durable":
-            problems = limit_problems(
-                ruleset, [r.norm for r in sorted(compiled.rules, key=lambda r: r.index)]
-            )
-            if problems:
-                raise RulesetError(problems)
+        problems = limit_problems(ruleset, [r.norm for r in sorted(compiled.rules, key=lambda r: r.index)])
+        if problems:
+            raise RulesetError(problems)
         with _lock:
             evaluator = _evaluators.get((sha, engine))
             if evaluator is None:
-                evaluator = DurableEvaluator(compiled) if engine == "durable" else PythonEvaluator(compiled)
+                evaluator = DurableEvaluator(compiled)
                 _evaluators[(sha, engine)] = evaluator
     return evaluator if evaluator.version == version else evaluator.with_version(version)

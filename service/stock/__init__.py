@@ -4,11 +4,14 @@ Public interface (import from `service.stock`):
 - values (msgspec Structs, frozen): Levels (sellable, reserved, damaged, return_pending, in_transit;
   `.available` = max(0, sellable - reserved)), SnapshotRow, StockEvent, EventResult, StockException,
   ReservationLine (sku, location, qty, floor=0: the available stock that must remain after the take),
-  ReservationRequest (order_id, channel, idempotency_key, lines, ttl_seconds, allow_partial=False),
+  ReservationRequest (order_id, channel, idempotency_key, lines, ttl_seconds, allow_partial=False,
+  capacity=None: a CapacityClaim (day, limits: CapacityLimit(location, limit)) counting the units against
+  the listed locations' daily capacity),
   ReservationResult (reservation | None, short, replayed; `.granted`), Reservation, ReservedLine, ShortLine.
 - errors: StockError > StockUnavailable (.retry_after), IdempotencyConflict, ReservationNotFound,
   ReservationStateError (.status), InvalidStockInput (.field, .reason).
-- `StockStore` protocol: get_levels(skus) -> {sku: {location: Levels}}, put_snapshot(rows) -> int,
+- `StockStore` protocol: get_levels(skus) -> {sku: {location: Levels}}, get_available(skus) ->
+  {sku: {location: units}}, get_capacity_used(day, locations) -> {location: units}, put_snapshot(rows) -> int,
   apply_events(events) -> list[EventResult], reserve(request) -> ReservationResult,
   get_reservation(id) -> Reservation | None, commit(id), release(id), sweep_expired(now=None) -> int,
   list_exceptions(limit=100), ping(), close().
@@ -27,6 +30,8 @@ from service.stock.rebuild import RebuildReport, rebuild_redis
 from service.stock.redis import RedisStockStore
 from service.stock.sql import SqlStockStore
 from service.stock.store import (
+    CapacityClaim,
+    CapacityLimit,
     EventResult,
     IdempotencyConflict,
     InvalidStockInput,
@@ -50,6 +55,8 @@ from service.stock.sweeper import start_sweeper
 
 __all__ = [
     "HALF_LIFE_DAYS",
+    "CapacityClaim",
+    "CapacityLimit",
     "EventResult",
     "IdempotencyConflict",
     "InvalidStockInput",

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date, datetime
 
 import msgspec
 
 from service.stock.store import (
     EVENT_TYPES,
+    CapacityClaim,
     InvalidStockInput,
     Levels,
     ReservationLine,
@@ -110,6 +111,8 @@ def validate_request(request: ReservationRequest) -> None:
         raise InvalidStockInput("lines", "must hold at most 200 lines")
     if not 1 <= request.ttl_seconds <= MAX_TTL_SECONDS:
         raise InvalidStockInput("ttl_seconds", f"must be between 1 and {MAX_TTL_SECONDS}")
+    if request.capacity is not None:
+        validate_capacity(request.capacity)
     for i, line in enumerate(request.lines):
         # the field names are only built for a line that fails
         if not (_valid_id(line.sku) and _valid_id(line.location)) or not (
@@ -121,23 +124,54 @@ def validate_request(request: ReservationRequest) -> None:
             _check_qty(line.floor, f"lines[{i}].floor", 0)
 
 
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def validate_day(day: str, field: str) -> None:
+    """A business day as YYYY-MM-DD (a real date)."""
+    try:
+        valid = _DAY.fullmatch(day) is not None and date.fromisoformat(day).isoformat() == day
+    except ValueError:
+        valid = False
+    if not valid:
+        raise InvalidStockInput(field, "must be a date as YYYY-MM-DD")
+
+
+def validate_capacity(claim: CapacityClaim) -> None:
+    validate_day(claim.day, "capacity.day")
+    if len(claim.limits) > 1000:
+        raise InvalidStockInput("capacity.limits", "must hold at most 1000 locations")
+    seen: set[str] = set()
+    for i, limit in enumerate(claim.limits):
+        _check_id(limit.location, f"capacity.limits[{i}].location")
+        _check_qty(limit.limit, f"capacity.limits[{i}].limit", 0)
+        if limit.location in seen:
+            raise InvalidStockInput(f"capacity.limits[{i}].location", "names a location listed before")
+        seen.add(limit.location)
+
+
 def _valid_id(value: str) -> bool:
     return 0 < len(value) <= MAX_ID_LENGTH and _BAD_ID_CHARACTER.search(value) is None
 
 
 def merge_lines(lines: Sequence[ReservationLine]) -> list[ReservationLine]:
-    """Sum lines of one (sku, location) so that the check sees the whole quantity; the strictest floor wins."""
-    merged: dict[tuple[str, str], ReservationLine] = {}
+    """Sum lines of one (sku, location) so that the check sees the whole quantity; the strictest floor wins.
+
+    The result is grouped by SKU (SKUs and, within one, locations in order of first appearance): the
+    order in which every backend serves the lines, which matters only when lines share a location's
+    daily capacity under a partial grant.
+    """
+    merged: dict[str, dict[str, ReservationLine]] = {}
     for line in lines:
-        key = (line.sku, line.location)
-        seen = merged.get(key)
+        by_location = merged.setdefault(line.sku, {})
+        seen = by_location.get(line.location)
         if seen is None:
-            merged[key] = line
+            by_location[line.location] = line
         else:
-            merged[key] = ReservationLine(
+            by_location[line.location] = ReservationLine(
                 line.sku, line.location, seen.qty + line.qty, max(seen.floor, line.floor)
             )
-    return list(merged.values())
+    return [line for by_location in merged.values() for line in by_location.values()]
 
 
 def request_fingerprint(request: ReservationRequest) -> str:
@@ -169,22 +203,55 @@ def takeable(levels: Levels, floor: int) -> int:
 
 
 def plan_reservation(
-    lines: Sequence[ReservationLine], levels: Callable[[str, str], Levels], allow_partial: bool
+    lines: Sequence[ReservationLine],
+    levels: Callable[[str, str], Levels],
+    allow_partial: bool,
+    capacity_left: Mapping[str, int] | None = None,
 ) -> tuple[list[ReservedLine], list[ShortLine]]:
-    """Decide what each (merged) line gets; all-or-nothing unless partial grants are allowed."""
+    """Decide what each (merged) line gets; all-or-nothing unless partial grants are allowed.
+
+    `capacity_left` maps a location to the units its daily capacity still allows (absent: no limit);
+    lines at one location share it, served in order.
+    """
+    left = dict(capacity_left or {})
     granted: list[ReservedLine] = []
     short: list[ShortLine] = []
     for line in lines:
         room = takeable(levels(line.sku, line.location), line.floor)
+        cap = left.get(line.location)
+        if cap is not None:
+            room = min(room, max(0, cap))
         if room >= line.qty:
             granted.append(ReservedLine(line.sku, line.location, line.qty))
+            if cap is not None:
+                left[line.location] = cap - line.qty
             continue
         short.append(ShortLine(line.sku, line.location, line.qty, room))
         if allow_partial and room > 0:
             granted.append(ReservedLine(line.sku, line.location, room))
+            if cap is not None:
+                left[line.location] = cap - room
     if short and not allow_partial:
         return [], short
     return granted, short
+
+
+def capacity_taken(claim: CapacityClaim | None, granted: Sequence[ReservedLine]) -> dict[str, int]:
+    """The units a grant counts against each location its capacity claim lists (locations in claim order)."""
+    if claim is None:
+        return {}
+    taken = dict.fromkeys((limit.location for limit in claim.limits), 0)
+    for line in granted:
+        if line.location in taken:
+            taken[line.location] += line.qty
+    return {location: qty for location, qty in taken.items() if qty}
+
+
+def capacity_left(claim: CapacityClaim | None, used: Mapping[str, int]) -> dict[str, int]:
+    """location -> units the claim's limit still allows, given what is already counted on its day."""
+    if claim is None:
+        return {}
+    return {limit.location: max(0, limit.limit - used.get(limit.location, 0)) for limit in claim.limits}
 
 
 def event_effects(

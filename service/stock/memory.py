@@ -21,6 +21,7 @@ import msgspec
 
 from service.stock import demand, ledger
 from service.stock.store import (
+    CapacityClaim,
     EventResult,
     IdempotencyConflict,
     Levels,
@@ -218,6 +219,9 @@ class MemoryStockStore:
         self._exceptions: list[StockException] = []
         self._demand: dict[demand.Pair, demand.DemandState] = {}
         self.demand = demand.LedgerDemand(self._demand_states, clock)
+        # (day, location) -> units counted against its daily capacity; the claims of held reservations
+        self._capacity: dict[tuple[str, str], int] = {}
+        self._claims: dict[str, tuple[str, dict[str, int]]] = {}
 
     def _get(self, sku: str, location: str) -> Levels:
         return self.core.levels(sku, location)
@@ -232,9 +236,23 @@ class MemoryStockStore:
             held = self._reservations.get(rid)
             if held is not None and held.status == "held" and held.expires_at <= now:
                 self.core.hold(self.core.slot_lines(held.lines), -1)
+                self._give_back(rid)
                 self._reservations[rid] = _with_status(held, "expired")
                 count += 1
         return count
+
+    def _give_back(self, reservation_id: str) -> None:
+        """A held reservation's capacity claim no longer counts (released or expired)."""
+        claim = self._claims.pop(reservation_id, None)
+        if claim is not None:
+            day, taken = claim
+            for location, qty in taken.items():
+                self._capacity[(day, location)] -= qty
+
+    async def get_capacity_used(self, day: str, locations: Sequence[str]) -> dict[str, int]:
+        ledger.validate_day(day, "day")
+        self._prune(self._clock())
+        return {location: self._capacity.get((day, location), 0) for location in locations}
 
     async def get_levels(self, skus: Sequence[str]) -> dict[str, dict[str, Levels]]:
         self._prune(self._clock())
@@ -289,7 +307,9 @@ class MemoryStockStore:
             found = self._reservations[seen[1]]
             return ReservationResult(found, tuple(ledger.replayed_short(request, found.lines)), replayed=True)
         lines = ledger.merge_lines(request.lines)
-        granted, short = ledger.plan_reservation(lines, self._get, request.allow_partial)
+        claim = request.capacity
+        left = ledger.capacity_left(claim, self._used(claim)) if claim is not None else None
+        granted, short = ledger.plan_reservation(lines, self._get, request.allow_partial, left)
         if not granted:
             return ReservationResult(None, tuple(short))
         reservation = Reservation(
@@ -303,10 +323,19 @@ class MemoryStockStore:
             created_at=now,
         )
         self.core.hold(self.core.slot_lines(granted))
+        taken = ledger.capacity_taken(claim, granted)
+        if claim is not None and taken:
+            for location, qty in taken.items():
+                key = (claim.day, location)
+                self._capacity[key] = self._capacity.get(key, 0) + qty
+            self._claims[reservation.id] = (claim.day, taken)
         self._reservations[reservation.id] = reservation
         self._keys[request.idempotency_key] = (fingerprint, reservation.id)
         heapq.heappush(self._expiry, (reservation.expires_at, reservation.id))
         return ReservationResult(reservation, tuple(short))
+
+    def _used(self, claim: CapacityClaim) -> dict[str, int]:
+        return {limit.location: self._capacity.get((claim.day, limit.location), 0) for limit in claim.limits}
 
     async def get_reservation(self, reservation_id: str) -> Reservation | None:
         self._prune(self._clock())
@@ -326,6 +355,8 @@ class MemoryStockStore:
         if found.status != "held":
             raise ReservationStateError(f"reservation {reservation_id} is {found.status}", found.status)
         self.core.commit(self.core.slot_lines(found.lines))
+        # committed units stay counted against the day's capacity: the claim is simply settled
+        self._claims.pop(reservation_id, None)
         self._reservations[reservation_id] = done = _with_status(found, "committed")
         return done
 
@@ -336,6 +367,7 @@ class MemoryStockStore:
         if found.status != "held":
             raise ReservationStateError(f"reservation {reservation_id} is {found.status}", found.status)
         self.core.hold(self.core.slot_lines(found.lines), -1)
+        self._give_back(reservation_id)
         self._reservations[reservation_id] = done = _with_status(found, "released")
         return done
 

@@ -1,7 +1,8 @@
 """Rebuild the Redis stock state from the SQL journal after the Redis data was lost.
 
 Every acknowledged change is in the journal as signed deltas, so summing them gives the levels Redis
-had; reservations come back with their last journaled status (held ones with their expiry index, or
+had; capacity usage per business day comes back from the reservations' claims (held and committed ones);
+reservations come back with their last journaled status (held ones with their expiry index, or
 expired if their time has passed meanwhile), and applied event ids come back so that a re-sent event
 stays a duplicate. Each sale's entry carries the demand rate it left (exact text), its time and its
 sequence number per (sku, location); the entry with the highest sequence number is the state Redis had,
@@ -16,8 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from redis.typing import EncodableT, FieldT
+
 from service.stock.journal import read_journal
-from service.stock.redis import RedisStockStore, to_ms
+from service.stock.redis import RedisStockStore, capacity_keep_ms, to_ms
 
 BUCKET_FIELDS = ("s", "r", "d", "p", "t")
 
@@ -63,11 +66,17 @@ async def rebuild_redis(store: RedisStockStore, now: datetime | None = None) -> 
             status[ref] = "released"
 
     now_ms = to_ms(now or store.now())
+    # (day, location) -> units counted against its daily capacity: held and committed claims
+    capacity: dict[tuple[str, str], int] = defaultdict(int)
     for rid, record in records.items():
         if status[rid] == "held" and int(record["exp"]) <= now_ms:
             status[rid] = "expired"
             for sku, location, qty in record["lines"]:
                 levels[(sku, location)][1] -= int(qty)
+        if "cap" in record and status[rid] in ("held", "committed"):
+            day, taken = record["cap"]
+            for location, qty in taken:
+                capacity[(day, location)] += int(qty)
 
     keys = store.keys
     await store.wipe()
@@ -94,29 +103,44 @@ async def rebuild_redis(store: RedisStockStore, now: datetime | None = None) -> 
         )
         pending += 1
         await flush()
-    for sku, ids in events.items():
+    for ids in events.values():
         for start in range(0, len(ids), 1000):
-            pipe.sadd(keys.events(sku), *ids[start : start + 1000])
+            pipe.sadd(keys.events, *ids[start : start + 1000])
             pending += 1
             await flush()
+    days: set[str] = set()
+    for (day, location), used in capacity.items():
+        pipe.hset(keys.capacity(day)[0], f"r:{location}", used)
+        days.add(day)
+        pending += 1
+        await flush()
     held = 0
     for rid, record in records.items():
         lines = record["lines"]
-        pipe.hset(
-            keys.reservation(rid),
-            mapping={
-                "id": rid,
-                "order_id": record["order_id"],
-                "channel": record["channel"],
-                "key": record["key"],
-                "fp": record["fp"],
-                "exp": record["exp"],
-                "created": record["created"],
-                "status": status[rid],
-                "lines": "".join(f"{sku}\t{loc}\t{qty}\n" for sku, loc, qty in lines),
-            },
-        )
+        mapping: dict[FieldT, EncodableT] = {
+            "id": rid,
+            "order_id": record["order_id"],
+            "channel": record["channel"],
+            "key": record["key"],
+            "fp": record["fp"],
+            "exp": record["exp"],
+            "created": record["created"],
+            "status": status[rid],
+            "lines": "".join(f"{sku}\t{loc}\t{qty}\n" for sku, loc, qty in lines),
+        }
+        claim = record.get("cap")
+        if claim is not None:
+            day, taken = claim
+            mapping["cday"] = day
+            mapping["cap"] = "".join(f"{loc}\t{qty}\n" for loc, qty in taken)
+        pipe.hset(keys.reservation(rid), mapping=mapping)
         pending += 1
+        if claim is not None and status[rid] == "held":
+            _, hold, part = keys.capacity(claim[0])
+            pipe.hset(part, rid, mapping["cap"])
+            pipe.zadd(hold, {rid: int(record["exp"])})
+            days.add(claim[0])
+            pending += 2
         if status[rid] == "held":
             held += 1
             parts: dict[str, str] = defaultdict(str)
@@ -127,6 +151,11 @@ async def rebuild_redis(store: RedisStockStore, now: datetime | None = None) -> 
                 pipe.zadd(keys.hold(sku), {rid: int(record["exp"])})
                 pending += 2
             pipe.zadd(keys.holds, {rid: int(record["exp"])})
+            pending += 1
+        await flush()
+    for day in days:
+        for key in keys.capacity(day):
+            pipe.pexpire(key, capacity_keep_ms(day, now_ms))
             pending += 1
         await flush()
     await flush(force=True)

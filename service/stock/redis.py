@@ -5,9 +5,15 @@ Keys (prefix `rp:` by default); every key of one SKU carries the hash tag `{SKU}
   p (return_pending), t (in_transit);
 - `hold:{SKU}` sorted set reservation id -> expires_at (ms): the exact expiry index;
 - `part:{SKU}` hash reservation id -> this SKU's lines of it;
-- `evt:{SKU}` set of applied event ids;
+- `events`: the set of applied event ids, one for the whole store (an event id is unique across SKUs, as
+  on every backend); every script that applies events lists it once per SKU;
 - in `stock:{SKU}` too, the demand rate kept from sales: `e:LOC` (rate), `u:LOC` (its ms), `n:LOC` (updates);
-- `resv:ID` hash (the reservation) and `holds` (sorted set of every held reservation, for the sweeper).
+- `resv:ID` hash (the reservation; `cday` and `cap` when it counts against a day's capacity) and `holds`
+  (sorted set of every held reservation, for the sweeper);
+- per business day DAY of daily capacity, with the hash tag `{DAY}`: `capu:{DAY}` hash `r:LOC` -> units
+  counted (held and committed), `caph:{DAY}` and `capp:{DAY}` the expiry index and parts of its held
+  reservations (the shape of a SKU's keys, so one prune serves both). They expire some time after the last
+  reservation of that day could have.
 
 Each request is one script with every key it touches in KEYS, so a reservation is one round trip and
 atomic even across SKUs. That needs all keys on one node: a single Redis (with replicas). Under Redis
@@ -109,6 +115,13 @@ def levels_by_location(rows: dict[str, tuple[int, int, int, int, int]]) -> dict[
     return {loc: Levels(*buckets) for loc, buckets in sorted(rows.items())}
 
 
+def capacity_keep_ms(day: str, now_ms: int) -> int:
+    """How long a capacity day's keys are kept from now: until the last reservation counted on that day
+    could have expired (relative, so that Redis's clock need not agree with the service's)."""
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+    return max(1, to_ms(start + timedelta(days=2, seconds=ledger.MAX_TTL_SECONDS)) - now_ms)
+
+
 def parse_lines(encoded: str) -> tuple[ReservedLine, ...]:
     lines = []
     for row in encoded.splitlines():
@@ -152,8 +165,9 @@ class Keys:
     def part(self, sku: str) -> str:
         return f"{self.prefix}part:{{{sku}}}"
 
-    def events(self, sku: str) -> str:
-        return f"{self.prefix}evt:{{{sku}}}"
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"
 
     def reservation(self, rid: str) -> str:
         return f"{self.prefix}resv:{rid}"
@@ -169,6 +183,13 @@ class Keys:
             unique = tuple(dict.fromkeys(skus))
             found = self._read_keys[key] = (unique, tuple(k for sku in unique for k in self.sku_keys(sku)))
         return found
+
+    def capacity(self, day: str) -> list[str]:
+        return [
+            f"{self.prefix}capu:{{{day}}}",
+            f"{self.prefix}caph:{{{day}}}",
+            f"{self.prefix}capp:{{{day}}}",
+        ]
 
     def sku_keys(self, sku: str) -> list[str]:
         found = self._sku_keys.get(sku)
@@ -200,6 +221,7 @@ class RedisStockStore:
         self._events = Script("events")
         self._snapshot = Script("snapshot")
         self._revert = Script("revert")
+        self._capacity = Script("capacity")
         self.demand = demand.LedgerDemand(self._demand_states, clock)
 
     @classmethod
@@ -256,14 +278,29 @@ class RedisStockStore:
         answer = await self._call(self._available, keys, [self._now_ms()])
         return dict(zip(unique, _AVAILABLE_DECODER.decode(answer), strict=True))
 
+    async def get_capacity_used(self, day: str, locations: Sequence[str]) -> dict[str, int]:
+        ledger.validate_day(day, "day")
+        wanted = list(dict.fromkeys(locations))
+        if not wanted:
+            return {}
+        counts = await self._call(self._capacity, self.keys.capacity(day), [self._now_ms(), *wanted])
+        return {location: int(n) for location, n in zip(wanted, counts, strict=True)}
+
     async def get_reservation(self, reservation_id: str) -> Reservation | None:
+        found = await self._load(reservation_id)
+        return None if found is None else found[0]
+
+    async def _load(self, reservation_id: str) -> tuple[Reservation, str | None] | None:
+        """The reservation and the capacity day it counts against (None when it counts against none)."""
         try:
             flat = await self.client.hgetall(self.keys.reservation(reservation_id))
         except DOWN_ERRORS as error:
             raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
         if not flat:
             return None
-        return parse_reservation([x for pair in flat.items() for x in pair], self._now_ms())
+        day = flat.get(b"cday")
+        reservation = parse_reservation([x for pair in flat.items() for x in pair], self._now_ms())
+        return reservation, None if day is None else _text(day)
 
     async def list_exceptions(self, limit: int = 100) -> list[StockException]:
         return await read_exceptions(self.journal.engine, limit)
@@ -325,7 +362,7 @@ class RedisStockStore:
         now_ms = to_ms(now)
         skus = list(dict.fromkeys(event.sku for event in events))
         index = {sku: 1 + 4 * i for i, sku in enumerate(skus)}
-        keys = [key for sku in skus for key in [*self.keys.sku_keys(sku), self.keys.events(sku)]]
+        keys = [key for sku in skus for key in [*self.keys.sku_keys(sku), self.keys.events]]
         args: list[Any] = [now_ms, repr(demand.HALF_LIFE_DAYS)]
         for ev in events:
             args += [
@@ -400,7 +437,7 @@ class RedisStockStore:
         undo_demand = undo_demand or {}
         skus = list(dict.fromkeys(delta.sku for delta, _ in items))
         index = {sku: 1 + 2 * i for i, sku in enumerate(skus)}
-        keys = [key for sku in skus for key in (self.keys.stock(sku), self.keys.events(sku))]
+        keys = [key for sku in skus for key in (self.keys.stock(sku), self.keys.events)]
         args: list[Any] = []
         for delta, event_id in reversed(items):
             seq, prev_rate, prev_at = undo_demand.pop(event_id, None) or ["", "", ""]
@@ -442,6 +479,15 @@ class RedisStockStore:
             request.channel,
             request.idempotency_key,
         ]
+        claim = request.capacity
+        if claim is not None and claim.limits:
+            keys += self.keys.capacity(claim.day)
+            args.append(len(claim.limits))
+            for limit in claim.limits:
+                args += [limit.location, limit.limit]
+            args += [claim.day, capacity_keep_ms(claim.day, now_ms)]
+        else:
+            args.append(0)
         for sku, sku_lines in by_sku.items():
             keys += self.keys.sku_keys(sku)
             args += [sku, len(sku_lines)]
@@ -456,7 +502,7 @@ class RedisStockStore:
         if verdict == "replay":
             found = parse_reservation(outcome[1], now_ms)
             return ReservationResult(found, tuple(ledger.replayed_short(request, found.lines)), replayed=True)
-        flat_short = outcome[-1]
+        flat_short = outcome[1] if verdict == "short" else outcome[2]
         short = tuple(
             ShortLine(
                 _text(flat_short[i]), _text(flat_short[i + 1]), int(flat_short[i + 2]), int(flat_short[i + 3])
@@ -479,7 +525,7 @@ class RedisStockStore:
             expires_at=from_ms(expires_ms),
             created_at=from_ms(now_ms),
         )
-        record = {
+        record: dict[str, Any] = {
             "id": rid,
             "order_id": request.order_id,
             "channel": request.channel,
@@ -489,31 +535,45 @@ class RedisStockStore:
             "created": now_ms,
             "lines": [[line.sku, line.location, line.qty] for line in reservation.lines],
         }
+        day: str | None = None
+        counted = _text(outcome[3]) if len(outcome) > 3 else ""
+        if claim is not None and counted:
+            day = claim.day
+            record["cap"] = [
+                day,
+                [[loc, int(qty)] for loc, qty in (row.split("\t") for row in counted.splitlines())],
+            ]
         entry = Entry("reserve", rid, now_ms, ledger.hold_deltas(reservation.lines, 1), record)
         try:
             await self.journal.append([entry])
         except StockUnavailable:
-            await self._run_finish(reservation, "forget", swallow_down=True)
+            await self._run_finish(reservation, day, "forget", swallow_down=True)
             raise
         return ReservationResult(reservation, short)
 
-    async def _run_finish(self, reservation: Reservation, action: str, swallow_down: bool = False) -> Any:
+    async def _run_finish(
+        self, reservation: Reservation, day: str | None, action: str, swallow_down: bool = False
+    ) -> Any:
         skus = list(dict.fromkeys(line.sku for line in reservation.lines))
         keys = [self.keys.reservation(reservation.id), self.keys.holds]
+        if day is not None:
+            keys += self.keys.capacity(day)
         for sku in skus:
             keys += self.keys.sku_keys(sku)
+        args = [reservation.id, self._now_ms(), action, int(day is not None), *skus]
         try:
-            return await self._call(self._finish, keys, [reservation.id, self._now_ms(), action, *skus])
+            return await self._call(self._finish, keys, args)
         except StockUnavailable:
             if swallow_down:
                 return None
             raise
 
     async def _finish_reservation(self, reservation_id: str, action: str) -> Reservation:
-        found = await self.get_reservation(reservation_id)
-        if found is None:
+        loaded = await self._load(reservation_id)
+        if loaded is None:
             raise ReservationNotFound(f"no reservation {reservation_id!r}")
-        outcome = await self._run_finish(found, action)
+        found, day = loaded
+        outcome = await self._run_finish(found, day, action)
         verdict = _text(outcome[0])
         if verdict == "missing":
             raise ReservationNotFound(f"no reservation {reservation_id!r}")
@@ -529,7 +589,7 @@ class RedisStockStore:
             try:
                 await self.journal.append([Entry(kind, done.id, now_ms, deltas)])
             except StockUnavailable:
-                await self._run_finish(done, f"undo_{action}", swallow_down=True)
+                await self._run_finish(done, day, f"undo_{action}", swallow_down=True)
                 raise
         return done
 
@@ -547,11 +607,11 @@ class RedisStockStore:
             raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
         count = 0
         for raw in due:
-            found = await self.get_reservation(_text(raw))
-            if found is None:
+            loaded = await self._load(_text(raw))
+            if loaded is None:
                 await self.client.zrem(self.keys.holds, _text(raw))
                 continue
-            outcome = await self._run_finish(found, "expire")
+            outcome = await self._run_finish(*loaded, "expire")
             if _text(outcome[0]) == "expired":
                 count += 1
         return count

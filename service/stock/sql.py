@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db.engine import create_engine
 from service.db.models.stock import (
+    CapacityUsage,
     ReservationRecord,
     StockEventRecord,
     StockExceptionRecord,
@@ -35,6 +36,7 @@ from service.settings import DatabaseSettings
 from service.stock import demand, ledger
 from service.stock.memory import Clock, utc_now
 from service.stock.store import (
+    CapacityClaim,
     EventResult,
     IdempotencyConflict,
     Levels,
@@ -57,6 +59,7 @@ LEVELS = cast(Table, StockLevel.__table__)
 EVENTS = cast(Table, StockEventRecord.__table__)
 RESERVATIONS = cast(Table, ReservationRecord.__table__)
 EXCEPTIONS = cast(Table, StockExceptionRecord.__table__)
+CAPACITY = cast(Table, CapacityUsage.__table__)
 RETRYABLE_SQLSTATES = {"40001", "40P01"}
 BUCKET_COLUMNS = ("sellable", "reserved", "damaged", "return_pending", "in_transit")
 
@@ -176,13 +179,13 @@ class SqlStockStore:
         """Expire every held reservation past its time, inside the caller's transaction."""
         due = (
             await conn.execute(
-                select(RESERVATIONS.c.id, RESERVATIONS.c.lines)
+                select(RESERVATIONS.c.id, RESERVATIONS.c.lines, RESERVATIONS.c.capacity)
                 .where(RESERVATIONS.c.status == "held", RESERVATIONS.c.expires_at_ms <= now_ms)
                 .order_by(RESERVATIONS.c.id)
             )
         ).all()
         count = 0
-        for rid, lines in due:
+        for rid, lines, capacity in due:
             changed = await conn.execute(
                 update(RESERVATIONS)
                 .where(RESERVATIONS.c.id == rid, RESERVATIONS.c.status == "held")
@@ -190,8 +193,34 @@ class SqlStockStore:
             )
             if changed.rowcount == 1:
                 await self._apply(conn, ledger.hold_deltas(_lines(lines), -1))
+                await self._count_capacity(conn, capacity, -1)
                 count += 1
         return count
+
+    async def _count_capacity(self, conn: AsyncConnection, capacity: Any, sign: int) -> None:
+        """Add (+1) or give back (-1) a reservation's stored capacity claim."""
+        if not capacity:
+            return
+        day = capacity["day"]
+        for location, qty in sorted(capacity["taken"]):
+            stmt = self._insert(CAPACITY).values(day=day, location=location, used=sign * int(qty))
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["day", "location"], set_={"used": CAPACITY.c.used + stmt.excluded.used}
+            )
+            await conn.execute(stmt)
+
+    async def _capacity_used(
+        self, conn: AsyncConnection, day: str, locations: Sequence[str], lock: bool = False
+    ) -> dict[str, int]:
+        if not locations:
+            return {}
+        query = select(CAPACITY.c.location, CAPACITY.c.used).where(
+            CAPACITY.c.day == day, CAPACITY.c.location.in_(list(locations))
+        )
+        if lock:
+            query = query.order_by(CAPACITY.c.location).with_for_update()
+        found = {str(location): int(used) for location, used in (await conn.execute(query)).all()}
+        return {location: found.get(location, 0) for location in locations}
 
     async def _has_due(self, now_ms: int) -> bool:
         async def probe(conn: AsyncConnection) -> bool:
@@ -230,6 +259,11 @@ class SqlStockStore:
     async def get_available(self, skus: Sequence[str]) -> dict[str, dict[str, int]]:
         levels = await self.get_levels(skus)
         return {sku: {loc: level.available for loc, level in rows.items()} for sku, rows in levels.items()}
+
+    async def get_capacity_used(self, day: str, locations: Sequence[str]) -> dict[str, int]:
+        ledger.validate_day(day, "day")
+        await self._prune_if_due()
+        return await self._read(partial(self._capacity_used, day=day, locations=list(locations)))
 
     async def get_reservation(self, reservation_id: str) -> Reservation | None:
         await self._prune_if_due()
@@ -332,7 +366,7 @@ class SqlStockStore:
     async def reserve(self, request: ReservationRequest) -> ReservationResult:
         ledger.validate_request(request)
         fingerprint = ledger.request_fingerprint(request)
-        lines = sorted(ledger.merge_lines(request.lines), key=lambda line: (line.sku, line.location))
+        lines = ledger.merge_lines(request.lines)
         for _attempt in range(3):
             now = self._clock()
             try:
@@ -373,16 +407,23 @@ class SqlStockStore:
             named = tuple(ledger.replayed_short(request, found.lines))
             raise _Replay(ReservationResult(found, named, replayed=True))
         short: list[ShortLine] = []
+        claim = request.capacity
+        # rows are locked in (sku, location) order, then capacity rows by location, to keep deadlocks rare
+        ordered = sorted(lines, key=lambda line: (line.sku, line.location))
         if request.allow_partial:
-            before = await self._levels(conn, [(line.sku, line.location) for line in lines], lock=True)
+            before = await self._levels(conn, [(line.sku, line.location) for line in ordered], lock=True)
+            left = None
+            if claim is not None:
+                used = await self._capacity_used(conn, claim.day, _claimed(claim), lock=True)
+                left = ledger.capacity_left(claim, used)
             granted, short = ledger.plan_reservation(
-                lines, lambda s, loc: before.get((s, loc)) or Levels(), allow_partial=True
+                lines, lambda s, loc: before.get((s, loc)) or Levels(), True, left
             )
             if not granted:
                 return ReservationResult(None, tuple(short))
             await self._apply(conn, ledger.hold_deltas(granted, 1))
         else:
-            for line in lines:
+            for line in ordered:
                 taken = await conn.execute(
                     update(LEVELS)
                     .where(
@@ -395,6 +436,12 @@ class SqlStockStore:
                 if taken.rowcount != 1:
                     raise _Short()
             granted = [ReservedLine(line.sku, line.location, line.qty) for line in lines]
+        counted = ledger.capacity_taken(claim, granted)
+        if claim is not None and counted:
+            if not request.allow_partial:
+                await self._take_capacity(conn, claim, counted)
+            else:
+                await self._count_capacity(conn, _stored_claim(claim, counted), 1)
         reservation = Reservation(
             id=uuid.uuid4().hex,
             order_id=request.order_id,
@@ -416,19 +463,47 @@ class SqlStockStore:
                 lines=[[line.sku, line.location, line.qty] for line in granted],
                 expires_at_ms=to_ms(reservation.expires_at),
                 created_at_ms=to_ms(reservation.created_at),
+                capacity=_stored_claim(claim, counted) if claim is not None and counted else None,
             )
         )
         return ReservationResult(reservation, tuple(short))
 
+    async def _take_capacity(
+        self, conn: AsyncConnection, claim: CapacityClaim, counted: dict[str, int]
+    ) -> None:
+        """Count the units against each location's limit, or roll the whole reservation back."""
+        limits = {limit.location: limit.limit for limit in claim.limits}
+        for location in sorted(counted):
+            qty = counted[location]
+            row = self._insert(CAPACITY).values(day=claim.day, location=location, used=0)
+            await conn.execute(row.on_conflict_do_nothing(index_elements=["day", "location"]))
+            taken = await conn.execute(
+                update(CAPACITY)
+                .where(
+                    CAPACITY.c.day == claim.day,
+                    CAPACITY.c.location == location,
+                    CAPACITY.c.used + qty <= limits[location],
+                )
+                .values(used=CAPACITY.c.used + qty)
+            )
+            if taken.rowcount != 1:
+                raise _Short()
+
     async def _short_answer(
         self, request: ReservationRequest, lines: list[ReservationLine]
     ) -> ReservationResult:
-        async def load(conn: AsyncConnection) -> dict[tuple[str, str], Levels]:
-            return await self._levels(conn, [(line.sku, line.location) for line in lines], lock=False)
+        claim = request.capacity
 
-        now_levels = await self._read(load)
+        async def load(conn: AsyncConnection) -> tuple[dict[tuple[str, str], Levels], dict[str, int] | None]:
+            levels = await self._levels(conn, [(line.sku, line.location) for line in lines], lock=False)
+            if claim is None:
+                return levels, None
+            used = await self._capacity_used(conn, claim.day, _claimed(claim))
+            return levels, ledger.capacity_left(claim, used)
+
+        now_levels, left = await self._read(load)
         _, short = ledger.plan_reservation(
-            lines, lambda s, loc: now_levels.get((s, loc)) or Levels(), allow_partial=False
+            lines, lambda s, loc: now_levels.get((s, loc)) or Levels(), False, left
         )
         if not short:
             # Stock came back between the failed update and this read; the refusal still stands.
@@ -472,6 +547,9 @@ class SqlStockStore:
                 else ledger.hold_deltas(found.lines, -1)
             )
             await self._apply(conn, sorted(deltas, key=lambda d: (d.sku, d.location)))
+            if target != "committed":
+                # a commit keeps its units counted: they were dispatched that day
+                await self._count_capacity(conn, row["capacity"], -1)
             await conn.execute(
                 update(RESERVATIONS).where(RESERVATIONS.c.id == reservation_id).values(status=target)
             )
@@ -539,6 +617,14 @@ def _sale_rate(row: Any, ev: StockEvent, at_ms: int) -> tuple[demand.Pair, deman
     known = row is not None and row["demand_at_ms"] is not None
     before = demand.DemandState(float(row["demand_rate"]), int(row["demand_at_ms"])) if known else None
     return (ev.sku, ev.location), demand.after_sale(before, ev.qty, at_ms)
+
+
+def _claimed(claim: CapacityClaim) -> list[str]:
+    return [limit.location for limit in claim.limits]
+
+
+def _stored_claim(claim: CapacityClaim, counted: dict[str, int]) -> dict[str, Any]:
+    return {"day": claim.day, "taken": [[location, qty] for location, qty in counted.items()]}
 
 
 def _level_at(levels: dict[tuple[str, str], Levels], sku: str, location: str) -> Levels:

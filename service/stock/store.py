@@ -111,13 +111,36 @@ class ReservationLine(msgspec.Struct, frozen=True):
     floor: int = 0
 
 
+class CapacityLimit(msgspec.Struct, frozen=True):
+    """A location's dispatch limit for one day: the units all reservations counted on that day may take there."""
+
+    location: str
+    limit: int
+
+
+class CapacityClaim(msgspec.Struct, frozen=True):
+    """Count a reservation's units against the daily capacity of the listed locations on `day`.
+
+    `day` is the business day (YYYY-MM-DD) the caller plans in. Units taken at a listed location count
+    toward its usage for that day while the reservation is held, and for good once it is committed; a
+    release or an expiry gives them back. Locations not listed are not counted or limited.
+    """
+
+    day: str
+    limits: tuple[CapacityLimit, ...]
+
+
 class ReservationRequest(msgspec.Struct, frozen=True):
+    """`capacity` is the service's policy, not the caller's body: it is not part of what makes a retry with
+    the same idempotency key "the same request" (a replay answers the reservation as first granted)."""
+
     order_id: str
     channel: str
     idempotency_key: str
     lines: tuple[ReservationLine, ...]
     ttl_seconds: int
     allow_partial: bool = False
+    capacity: CapacityClaim | None = None
 
 
 class ReservedLine(msgspec.Struct, frozen=True):
@@ -127,7 +150,8 @@ class ReservedLine(msgspec.Struct, frozen=True):
 
 
 class ShortLine(msgspec.Struct, frozen=True):
-    """A line that could not be fully taken: `available` is what it could have taken above its floor."""
+    """A line that could not be fully taken: `available` is what it could have taken above its floor and,
+    for a reservation with a capacity claim, within its location's remaining capacity for the day."""
 
     sku: str
     location: str
@@ -208,6 +232,10 @@ class StockStore(Protocol):
     async def get_available(self, skus: Sequence[str]) -> dict[str, dict[str, int]]:
         """sku -> location -> `Levels.available` for the same locations as `get_levels`: the one number
         the decisions read, without the other buckets."""
+
+    async def get_capacity_used(self, day: str, locations: Sequence[str]) -> dict[str, int]:
+        """location -> units counted against its capacity on `day` (held and committed reservations with a
+        capacity claim for that day), for every location asked; 0 where nothing was counted."""
 
     async def put_snapshot(self, rows: Sequence[SnapshotRow]) -> int:
         """Set the counted buckets of each (sku, location); returns the number of rows written."""

@@ -107,6 +107,13 @@ class DecisionsApi:
         finally:
             await store.close()
 
+    async def capacity_used(self, day: str, locations: Sequence[str]) -> dict[str, int]:
+        store = SqlStockStore(self.url)
+        try:
+            return await store.get_capacity_used(day, locations)
+        finally:
+            await store.close()
+
     def recorded(self) -> int:
         """Decisions the log has accepted so far (written or queued)."""
         log = self.client.services.decision_log

@@ -175,3 +175,117 @@ async def test_a_retry_after_its_own_reservation_moved_the_stock_replays_the_dec
     assert (second["decision_id"], second["replayed"]) == (first["decision_id"], True)
     levels = await dapi.levels(["TEE-001"])
     assert sum(level.reserved for level in levels["TEE-001"].values()) == 7
+
+
+# ---- daily capacity shared by the orders of a day -------------------------------------------------
+
+
+async def with_leeds_capacity(dapi: DecisionsApi, daily: int) -> None:
+    from tests.api.decisions_fixtures import LOCATIONS
+
+    leeds = [{**loc, "daily_capacity": daily} for loc in LOCATIONS if loc["id"] == "store-leeds"]
+    response = await dapi.client.as_("stock").put("/v1/locations", json=leeds)
+    assert response.status_code == 200, response.text
+
+
+def today() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).date().isoformat()
+
+
+def taken_at(body: dict[str, Any], location: str) -> int:
+    return sum(
+        a["qty"]
+        for line in body["decision"]["lines"]
+        for a in line["allocations"]
+        if a["location"] == location
+    )
+
+
+async def test_reserved_orders_use_up_a_locations_daily_capacity_across_orders(dapi: DecisionsApi) -> None:
+    await with_leeds_capacity(dapi, 3)
+    first = (await dapi.post("allocation", order(order_id="o-1", reserve=True))).json()
+    assert taken_at(first, "store-leeds") == 2
+    assert first["trace"]["capacity"] == {
+        "day": today(),
+        "locations": {"store-leeds": {"daily": 3, "used": 0}},
+    }
+    assert await dapi.capacity_used(today(), ["store-leeds"]) == {"store-leeds": 2}
+    # Leeds still has 9 TEE but only 1 unit of today's capacity: the order of 2 goes elsewhere
+    second = (await dapi.post("allocation", order(order_id="o-2", reserve=True))).json()
+    assert second["decision"]["status"] == "allocated"
+    assert taken_at(second, "store-leeds") <= 1
+    used = await dapi.capacity_used(today(), ["store-leeds"])
+    assert used == {"store-leeds": 2 + taken_at(second, "store-leeds")}
+    levels = await dapi.levels(["TEE-001"])
+    assert levels["TEE-001"]["store-leeds"].reserved == used["store-leeds"]
+
+
+async def test_the_full_trace_names_a_location_out_of_capacity(dapi: DecisionsApi) -> None:
+    await with_leeds_capacity(dapi, 2)
+    assert (await dapi.post("allocation", order(order_id="o-1", reserve=True))).status_code == 200
+    body = (await dapi.post("allocation", order(order_id="o-2"), trace="full")).json()
+    candidates = {c["location"]: c for c in body["trace"]["candidates"][0]["locations"]}
+    assert candidates["store-leeds"]["reason"] == "no_capacity"
+    assert body["trace"]["capacity"]["locations"]["store-leeds"] == {"daily": 2, "used": 2}
+
+
+async def test_an_order_without_reserve_uses_no_capacity(dapi: DecisionsApi) -> None:
+    await with_leeds_capacity(dapi, 2)
+    for n in range(3):
+        body = (await dapi.post("allocation", order(order_id=f"o-{n}"))).json()
+        assert taken_at(body, "store-leeds") == 2
+    assert await dapi.capacity_used(today(), ["store-leeds"]) == {"store-leeds": 0}
+
+
+async def test_a_released_reservation_gives_its_capacity_back(dapi: DecisionsApi) -> None:
+    await with_leeds_capacity(dapi, 2)
+    first = (await dapi.post("allocation", order(order_id="o-1", reserve=True))).json()
+    assert taken_at(first, "store-leeds") == 2
+    blocked = (await dapi.post("allocation", order(order_id="o-2"))).json()
+    assert taken_at(blocked, "store-leeds") == 0
+    reservation = first["decision"]["reservation"]["id"]
+    released = await dapi.client.as_("decide").post(f"/v1/reservations/{reservation}/release")
+    assert released.status_code == 200, released.text
+    assert await dapi.capacity_used(today(), ["store-leeds"]) == {"store-leeds": 0}
+    again = (await dapi.post("allocation", order(order_id="o-3", reserve=True))).json()
+    assert taken_at(again, "store-leeds") == 2
+
+
+async def test_concurrent_orders_never_take_more_than_the_days_capacity(dapi: DecisionsApi) -> None:
+    import asyncio
+
+    await with_leeds_capacity(dapi, 3)
+    responses = await asyncio.gather(
+        *(
+            dapi.post(
+                "allocation", order(order_id=f"o-{n}", reserve=True, lines=[{"sku": "TEE-001", "qty": 1}])
+            )
+            for n in range(12)
+        )
+    )
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    at_leeds = sum(taken_at(r.json(), "store-leeds") for r in responses)
+    assert at_leeds <= 3
+    used = await dapi.capacity_used(today(), ["store-leeds"])
+    levels = await dapi.levels(["TEE-001"])
+    assert used["store-leeds"] == levels["TEE-001"]["store-leeds"].reserved == at_leeds
+
+
+async def test_the_capacity_endpoint_shows_what_each_location_used_today(dapi: DecisionsApi) -> None:
+    await with_leeds_capacity(dapi, 5)
+    assert (await dapi.post("allocation", order(order_id="o-1", reserve=True))).status_code == 200
+    client = dapi.client.as_("planner")
+    body = (await client.get("/v1/capacity")).json()
+    assert body == {
+        "day": today(),
+        "locations": [{"location": "store-leeds", "daily_capacity": 5, "used": 2, "remaining": 3}],
+    }
+    other = (await client.get("/v1/capacity", params={"day": "2026-01-02", "location": "store-leeds"})).json()
+    assert other["locations"] == [{"location": "store-leeds", "daily_capacity": 5, "used": 0, "remaining": 5}]
+    bad = await client.get("/v1/capacity", params={"day": "02/01/2026"})
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+    assert bad.json()["errors"][0]["field"] == "day"
+    missing = await client.get("/v1/capacity", params={"location": "store-york"})
+    assert missing.status_code == 404 and missing.json()["errors"][0]["reason"] == "has no daily capacity"

@@ -110,3 +110,70 @@ async def test_a_simulation_cut_short_by_shutdown_is_recorded_as_failed(sqlite_u
     assert row is not None
     assert row.status == "failed"
     assert row.error is not None and "shut down" in row.error
+
+
+async def _orphan(api: ApiClient, simulation_id: str, status: str, beat_age_seconds: float) -> None:
+    """A row as a worker that was killed leaves it: queued or running, its heartbeat as old as given."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    async with api.session() as session, session.begin():
+        session.add(
+            SimulationRow(
+                id=simulation_id,
+                status=status,
+                requested_by="planner",
+                request={"scenario": "small"},
+                progress=0.4,
+                created_at=now - timedelta(seconds=beat_age_seconds + 5),
+                heartbeat_at=now - timedelta(seconds=beat_age_seconds),
+            )
+        )
+
+
+async def test_a_simulation_whose_worker_died_is_recorded_as_failed(api: ApiClient) -> None:
+    await _orphan(api, "00000000-0000-4000-8000-000000000001", "running", beat_age_seconds=120)
+    await _orphan(api, "00000000-0000-4000-8000-000000000002", "queued", beat_age_seconds=120)
+    await _orphan(api, "00000000-0000-4000-8000-000000000003", "running", beat_age_seconds=5)
+    for n in (1, 2):
+        body = (
+            await api.as_("planner").get(f"/v1/simulations/00000000-0000-4000-8000-00000000000{n}")
+        ).json()
+        assert body["status"] == "failed"
+        assert "stopped before it ended" in body["error"] and body["finished_at"] is not None
+    # recorded, not only answered: the row itself says so now
+    async with api.session() as session:
+        row = await session.get(SimulationRow, "00000000-0000-4000-8000-000000000001")
+    assert row is not None and row.status == "failed"
+    # a recent heartbeat: its worker (another process) is still running it
+    alive = (await api.as_("planner").get("/v1/simulations/00000000-0000-4000-8000-000000000003")).json()
+    assert alive["status"] == "running" and alive["progress"] == 0.4
+
+
+async def test_a_running_simulation_beats_and_writes_its_progress(sqlite_url: str) -> None:
+    from service.db.engine import create_engine, session_factory
+    from service.db.migrate import upgrade
+    from service.settings import DatabaseSettings
+    from simulators.jobs import SimulationJobs, SimulationRequest
+
+    engine = create_engine(DatabaseSettings(url=sqlite_url))
+    await upgrade(engine)
+    sessions = session_factory(engine)
+    jobs = SimulationJobs(sessions, heartbeat_seconds=0.05)
+    try:
+        simulation_id = await jobs.submit(SimulationRequest(scenario="weekend-promo"), "planner")
+        beats: set[Any] = set()
+        progress: list[float] = []
+        deadline = time.monotonic() + 60
+        while len(beats) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            async with sessions() as session:
+                row = await session.get(SimulationRow, simulation_id)
+            assert row is not None and row.status == "running"
+            beats.add(row.heartbeat_at)
+            progress.append(row.progress)
+        assert len(beats) >= 3
+        assert progress == sorted(progress)
+    finally:
+        await jobs.close(grace_seconds=30)
+        await engine.dispose()

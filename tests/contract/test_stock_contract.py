@@ -109,6 +109,15 @@ async def test_event_sent_twice_is_applied_once(stock: StockStore) -> None:
     assert (await level(stock, "SKU1", "S1")).sellable == 5
 
 
+async def test_an_event_id_is_unique_across_skus(stock: StockStore) -> None:
+    results = await stock.apply_events(
+        [StockEvent("e1", "receipt", "SKU1", "S1", 5), StockEvent("e1", "receipt", "SKU2", "S1", 4)]
+    )
+    again = await stock.apply_events([StockEvent("e1", "receipt", "SKU3", "S2", 3)])
+    assert [r.status for r in results + again] == ["applied", "duplicate", "duplicate"]
+    assert await stock.get_levels(["SKU2", "SKU3"]) == {"SKU2": {}, "SKU3": {}}
+
+
 async def test_sale_beyond_available_is_recorded_and_listed_as_exception(stock: StockStore) -> None:
     await seed(stock, S1=2)
     [result] = await stock.apply_events([StockEvent("pos-1", "sale", "SKU1", "S1", 3)])

@@ -3,8 +3,10 @@
 A plain model (written here, independent of the ledger code) predicts every bucket of every position.
 After each step the backend must agree with it, and:
 - reserved == the units of held, unexpired reservations at that position (nothing leaks or doubles);
-- reserved <= sellable wherever no outflow event (POS sale, damage, transfer out, count) intervened.
-Each example works on its own SKUs, so one store serves all examples of a run.
+- reserved <= sellable wherever no outflow event (POS sale, damage, transfer out, count) intervened;
+- the daily capacity each location counts == the units of held (unexpired) and committed reservations
+  that claimed it (a grant takes no more than its limit less what was already counted).
+Each example works on its own SKUs and its own capacity day, so one store serves all examples of a run.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import itertools
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +24,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     precondition,
     rule,
@@ -29,6 +32,8 @@ from hypothesis.stateful import (
 )
 
 from service.stock.store import (
+    CapacityClaim,
+    CapacityLimit,
     Levels,
     ReservationLine,
     ReservationRequest,
@@ -50,6 +55,7 @@ class Held:
     lines: list[tuple[str, str, int]]
     expires_at: Any
     status: str = "held"
+    claimed: dict[str, int] = field(default_factory=dict)  # location -> units counted against capacity
 
 
 @dataclass
@@ -57,6 +63,11 @@ class Model:
     positions: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     reservations: dict[str, Held] = field(default_factory=dict)
     outflow: set[tuple[str, str]] = field(default_factory=set)
+
+    def capacity_used(self, loc: str) -> int:
+        return sum(
+            r.claimed.get(loc, 0) for r in self.reservations.values() if r.status in ("held", "committed")
+        )
 
     def at(self, sku: str, loc: str) -> list[int]:
         return self.positions.setdefault((sku, loc), [0, 0, 0, 0, 0])
@@ -78,6 +89,7 @@ class StockMachine(RuleBasedStateMachine):
         super().__init__()
         run = next(_examples)
         self.skus = [f"X{run}A", f"X{run}B"]
+        self.day = (date(2026, 1, 1) + timedelta(days=run)).isoformat()
         self.model = Model()
         self.requests: dict[str, ReservationRequest] = {}
 
@@ -90,6 +102,18 @@ class StockMachine(RuleBasedStateMachine):
             self.store.apply_events([StockEvent(f"e{next(_ids)}", type_, sku, loc, qty, **extra)])
         )  # type: ignore[arg-type]
         assert result.status == "applied"
+
+    @initialize(qty=st.lists(st.integers(0, 12), min_size=6, max_size=6))
+    def stocked(self, qty: list[int]) -> None:
+        """Every position starts with some stock, so that most reservations have something to take."""
+        rows = [(sku, loc) for sku in self.skus for loc in LOCATIONS]
+        self.run(
+            self.store.put_snapshot(
+                [SnapshotRow(sku, loc, n) for (sku, loc), n in zip(rows, qty, strict=True)]
+            )
+        )
+        for (sku, loc), n in zip(rows, qty, strict=True):
+            self.model.at(sku, loc)[0] = n
 
     @rule(sku_i=st.integers(0, 1), loc=st.sampled_from(LOCATIONS), qty=st.integers(0, 8))
     def snapshot(self, sku_i: int, loc: str, qty: int) -> None:
@@ -162,11 +186,17 @@ class StockMachine(RuleBasedStateMachine):
         ),
         partial=st.booleans(),
         ttl=st.integers(5, 60),
+        limits=st.none() | st.dictionaries(st.sampled_from(LOCATIONS), st.integers(0, 12), max_size=3),
     )
-    def reserve(self, lines: list[tuple[int, str, int, int]], partial: bool, ttl: int) -> None:
+    def reserve(
+        self, lines: list[tuple[int, str, int, int]], partial: bool, ttl: int, limits: dict[str, int] | None
+    ) -> None:
         now = self.clock.now
         self.model.expire(now)
         key = f"k{next(_ids)}"
+        claim = None
+        if limits is not None:
+            claim = CapacityClaim(self.day, tuple(CapacityLimit(loc, n) for loc, n in limits.items()))
         request = ReservationRequest(
             "order",
             "web",
@@ -174,24 +204,36 @@ class StockMachine(RuleBasedStateMachine):
             tuple(ReservationLine(self.skus[s], loc, qty, floor) for s, loc, qty, floor in lines),
             ttl,
             partial,
+            claim,
         )
         result = self.run(self.store.reserve(request))
+        # lines of one (sku, location) are summed and served grouped by SKU, in order of first appearance
         merged: dict[tuple[str, str], list[int]] = {}
-        for s, loc, qty, floor in lines:
-            entry = merged.setdefault((self.skus[s], loc), [0, 0])
-            entry[0] += qty
-            entry[1] = max(entry[1], floor)
+        order = list(dict.fromkeys(s for s, _, _, _ in lines))
+        for sku_i in order:
+            for s, loc, qty, floor in lines:
+                if s == sku_i:
+                    entry = merged.setdefault((self.skus[s], loc), [0, 0])
+                    entry[0] += qty
+                    entry[1] = max(entry[1], floor)
+        left = {loc: max(0, n - self.model.capacity_used(loc)) for loc, n in (limits or {}).items()}
         grants: list[tuple[str, str, int]] = []
         short = False
         for (sku, loc), (qty, floor) in merged.items():
             position = self.model.at(sku, loc)
             room = max(0, position[0] - position[1] - floor)
+            if loc in left:
+                room = min(room, left[loc])
             if room >= qty:
                 grants.append((sku, loc, qty))
+                if loc in left:
+                    left[loc] -= qty
             else:
                 short = True
                 if partial and room > 0:
                     grants.append((sku, loc, room))
+                    if loc in left:
+                        left[loc] -= room
         if (short and not partial) or not grants:
             assert result.reservation is None
             return
@@ -199,9 +241,14 @@ class StockMachine(RuleBasedStateMachine):
         assert sorted((line.sku, line.location, line.qty) for line in result.reservation.lines) == sorted(
             grants
         )
+        claimed: dict[str, int] = {}
         for sku, loc, qty in grants:
             self.model.at(sku, loc)[1] += qty
-        self.model.reservations[result.reservation.id] = Held(grants, now + timedelta(seconds=ttl))
+            if limits is not None and loc in limits:
+                claimed[loc] = claimed.get(loc, 0) + qty
+        self.model.reservations[result.reservation.id] = Held(
+            grants, now + timedelta(seconds=ttl), claimed=claimed
+        )
         self.requests[result.reservation.id] = request
 
     def _held_ids(self) -> list[str]:
@@ -263,6 +310,8 @@ class StockMachine(RuleBasedStateMachine):
             assert buckets[1] == held
             if (sku, loc) not in self.model.outflow:
                 assert buckets[1] <= buckets[0]
+        used = self.run(self.store.get_capacity_used(self.day, LOCATIONS))
+        assert used == {loc: self.model.capacity_used(loc) for loc in LOCATIONS}
 
 
 async def _open(backend: str, request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> StockStore:
@@ -310,7 +359,7 @@ def test_random_interleavings_keep_stock_consistent(
         run_state_machine_as_test(
             Machine,
             settings=settings(
-                max_examples=30 if backend == "memory" else 15,
+                max_examples=100 if backend == "memory" else 15,
                 stateful_step_count=25,
                 deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],

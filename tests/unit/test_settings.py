@@ -35,6 +35,8 @@ def test_stock_backend_forces_a_backend(monkeypatch: pytest.MonkeyPatch) -> None
         ("RULES_ENGINE", "drools", "RULES_ENGINE='drools': expected one of durable, python"),
         ("PORT", "eighty", "PORT='eighty': expected a whole number"),
         ("WORKERS", "0", "WORKERS='0': expected a number above 0"),
+        ("CAPACITY_TIMEZONE", "Mars/Olympus", "CAPACITY_TIMEZONE='Mars/Olympus': expected an IANA time zone"),
+        ("CAPACITY_TIMEZONE", "../etc", "CAPACITY_TIMEZONE='../etc': expected an IANA time zone"),
     ],
 )
 def test_bad_values_name_the_variable(
@@ -50,3 +52,19 @@ def test_redis_backend_without_url_is_refused(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("STOCK_BACKEND", "redis")
     with pytest.raises(SettingsError, match="needs REDIS_URL"):
         load_settings()
+
+
+def test_capacity_days_follow_the_configured_calendar(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from service.decisions.context import DecisionContext
+
+    assert load_settings().stock.capacity_timezone == "UTC"
+    monkeypatch.setenv("CAPACITY_TIMEZONE", "Pacific/Auckland")
+    zone = ZoneInfo(load_settings().stock.capacity_timezone)
+    late = datetime(2026, 11, 22, 23, 30, tzinfo=UTC)
+    ctx = DecisionContext(None, None, None, None, late, capacity_zone=zone)  # type: ignore[arg-type]
+    # 23:30 UTC is already the next morning in Auckland
+    assert ctx.capacity_day == "2026-11-23"
+    assert DecisionContext(None, None, None, None, late).capacity_day == "2026-11-22"  # type: ignore[arg-type]

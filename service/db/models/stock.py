@@ -1,6 +1,6 @@
 """Stock tables: levels per (sku, location), applied event ids, reservations, anomalies and the journal.
 
-The SQL stock backend keeps its state in the first four; the Redis backend appends every change it
+The SQL stock backend keeps its state in the first four and `capacity_usage`; the Redis backend appends every change it
 acknowledges to `stock_journal` (as signed deltas) so that its state can be rebuilt after a cache loss.
 Times the stores compare (reservation expiry) are epoch milliseconds, identical on SQLite and PostgreSQL.
 """
@@ -56,6 +56,18 @@ class ReservationRecord(Base):
     lines: Mapped[list[Any]] = mapped_column(JSON)
     expires_at_ms: Mapped[int] = mapped_column(BigInteger)
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    # {"day": "YYYY-MM-DD", "taken": [[location, units], ...]} when the units count against daily capacity
+    capacity: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class CapacityUsage(Base):
+    """Units counted against a location's daily capacity on one business day (held and committed)."""
+
+    __tablename__ = "capacity_usage"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    location: Mapped[str] = mapped_column(String(64), primary_key=True)
+    used: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class StockExceptionRecord(Base):

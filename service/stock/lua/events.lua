@@ -1,4 +1,5 @@
--- KEYS: (stock, hold, part, evt) per SKU. ARGV: now_ms, demand half-life in days, then per event 8 values:
+-- KEYS: (stock, hold, part, events) per SKU (`events`, the set of applied event ids, is one key for the whole
+-- store, listed once per SKU). ARGV: now_ms, demand half-life in days, then per event 8 values:
 -- key index, event_id, type, loc, qty, disposition or '', to_location or '', sale time in epoch ms.
 -- Returns per event {'duplicate'} or {'applied', anomaly kind or '', shortfall, ds, dd, dp, dt, dest_dt,
 -- then for a sale: demand rate, its time, its sequence number, the previous rate and time ('' if none)}.

@@ -1,7 +1,13 @@
--- KEYS: resv, holds, then (stock, hold, part) per SKU of the reservation.
--- ARGV: id, now_ms, action (commit | release | expire | forget | undo_commit | undo_release), skus...
+-- KEYS: resv, holds, then (usage, hold, part) of the reservation's capacity day when ARGV[4] is '1', then
+--       (stock, hold, part) per SKU of the reservation.
+-- ARGV: id, now_ms, action (commit | release | expire | forget | undo_commit | undo_release), capacity
+--       keys given (0|1), skus...
+-- A commit keeps the units counted against the day's capacity (they were dispatched); a release, an
+-- expiry or a forget gives them back.
 local resv, holds = KEYS[1], KEYS[2]
 local id, now, action = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local capacity = ARGV[4] == '1'
+local first = capacity and 6 or 3
 for i = 3, #KEYS, 3 do
   prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], now)
 end
@@ -13,8 +19,8 @@ if action == 'undo_commit' or action == 'undo_release' then
   -- Put back a commit or release whose journal entry could not be written.
   local exp = redis.call('HGET', resv, 'exp')
   local lines = redis.call('HGET', resv, 'lines')
-  local g = 4
-  for i = 3, #KEYS, 3 do
+  local g = 5
+  for i = first, #KEYS, 3 do
     local sku, enc = ARGV[g], ''
     g = g + 1
     for s, loc, qty in string.gmatch(lines, '([^\t\n]+)\t([^\t\n]+)\t(%d+)\n') do
@@ -26,6 +32,16 @@ if action == 'undo_commit' or action == 'undo_release' then
     end
     redis.call('HSET', KEYS[i + 2], id, enc)
     redis.call('ZADD', KEYS[i + 1], exp, id)
+  end
+  local capenc = redis.call('HGET', resv, 'cap')
+  if capacity and capenc then
+    if action == 'undo_release' then
+      for loc, qty in part_lines(capenc) do
+        redis.call('HINCRBY', KEYS[3], 'r:' .. loc, tonumber(qty))
+      end
+    end
+    redis.call('HSET', KEYS[5], id, capenc)
+    redis.call('ZADD', KEYS[4], exp, id)
   end
   redis.call('ZADD', holds, exp, id)
   redis.call('HSET', resv, 'status', 'held')
@@ -57,8 +73,16 @@ end
 if status ~= 'held' then
   return {'state', redis.call('HGETALL', resv)}
 end
-for i = 3, #KEYS, 3 do
+for i = first, #KEYS, 3 do
   release_part(KEYS[i], KEYS[i + 1], KEYS[i + 2], id, action == 'commit')
+end
+if capacity then
+  if action == 'commit' then
+    redis.call('HDEL', KEYS[5], id)
+    redis.call('ZREM', KEYS[4], id)
+  else
+    release_part(KEYS[3], KEYS[4], KEYS[5], id, false)
+  end
 end
 redis.call('ZREM', holds, id)
 if action == 'commit' then status = 'committed' else status = 'released' end

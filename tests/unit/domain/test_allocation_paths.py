@@ -227,3 +227,50 @@ def test_the_caches_stay_bounded_when_every_order_has_its_own_destination_and_po
 
 def _unlimited(loc: Location) -> Location:
     return Location(loc.id, loc.type, loc.region, loc.lat, loc.lon, loc.capabilities, None, loc.priority)
+
+
+def test_an_allocator_tracking_the_stock_rows_plans_as_one_that_screens_every_candidate() -> None:
+    """A run tells its allocator of every stock change (`Allocator.track`), which then walks each SKU's
+    locations deepest first instead of screening every candidate: the picks and the combinations counted
+    stay those of an allocator that screens every candidate."""
+    rng = random.Random(11)
+    locations = [_unlimited(loc) for loc in _locations(rng, 90)]
+    network = Network(locations)
+    capped = [i for i in range(len(locations)) if i % 4 == 0]
+    tracking, screening = Allocator(network, capped), Allocator(network, capped)
+    available = [[rng.choice([-1, 0, 1, 2, 3, 4, 6, 20, 500]) for _ in locations] for _ in range(3)]
+    changed = tracking.track(available)
+    capacity = [rng.choice([0, 2, 50]) if i in capped else UNLIMITED for i in range(len(locations))]
+    policies = [_policy(rng) for _ in range(6)] + [
+        AllocationPolicy.from_result(
+            {"eligible_location_types": list(TYPES), "floors": {"store": 2, "dark_store": 1},
+             "ranking": ["fewest_splits", "distance", "priority"], "max_splits": 3}
+        )
+    ]  # fmt: skip
+    walked = 0
+    for _ in range(1500):
+        policy = rng.choice(policies)
+        lines = [(rng.randrange(3), rng.choice([1, 1, 2, 5, 30])) for _ in range(rng.randint(1, 3))]
+        kind = rng.choice(["ship", "ship", "ship", "pickup", "ship_from_store"])
+        pickup = rng.randrange(len(locations)) if kind == "pickup" else -1
+        lat, lon = 52 + rng.randrange(3) / 4, 13 + rng.randrange(3) / 4
+        low = rng.choice([None, [[rng.choice([0, 0, 3, 8]) for _ in locations] for _ in lines]])
+        searched: list[list[int]] = [[], []]
+        got = [
+            allocator.plan(lines, available, capacity, policy, kind, pickup, lat, lon, low, counted)
+            for allocator, counted in zip((tracking, screening), searched, strict=True)
+        ]
+        assert got[0] == got[1]
+        assert searched[0] == searched[1]
+        walked += kind != "pickup" and policy.effective_ranking[1] != "stock_level"
+        for (s, _), line_picks in zip(lines, got[0], strict=True):
+            for loc, q in line_picks:
+                available[s][loc] -= q
+                capacity[loc] -= q
+                changed((s, loc))
+        # deliveries, sales and returns elsewhere
+        for _ in range(rng.randint(0, 3)):
+            s, loc = rng.randrange(3), rng.randrange(len(locations))
+            available[s][loc] += rng.choice([-3, -1, 1, 2, 12, 300])
+            changed((s, loc))
+    assert walked > 500
