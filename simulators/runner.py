@@ -248,6 +248,8 @@ class Run:
         self.lost_window = [[0] * len(self.loc_ids) for _ in self.sku_ids]
         self.sold_all = [0] * len(self.sku_ids)
         self.on_order = 0
+        # purchase orders released and not yet arrived, per (sku, location): part of the inbound position
+        self.on_order_at = [[0] * len(self.loc_ids) for _ in self.sku_ids]
         self.shipped: dict[str, list[tuple[int, int, int]]] = {}
         self.queue: list[tuple[int, int, int, Any]] = []
         self._seq = 0
@@ -373,6 +375,7 @@ class Run:
         elif kind == _PO_ARRIVE:
             sku, loc, qty = payload
             self.on_order -= qty
+            self.on_order_at[sku][loc] -= qty
             self.stock.receipt(sku, loc, qty)
         elif kind == _SYNC:
             channel, every = payload
@@ -673,9 +676,12 @@ class Run:
             sellable, reserved = stock.sellable[sku], stock.reserved[sku]
             in_transit, return_pending = stock.in_transit[sku], stock.return_pending[sku]
             sold = self.sold_window[sku]
+            on_order = self.on_order_at[sku]
             for loc, location in enumerate(self.locations):
                 lead_days = info.lead_time_days if location.type == "dc" else store_lead_days
-                position = Position(sellable[loc], reserved[loc], in_transit[loc], return_pending[loc])
+                # inbound: transfers on their way (the ledger's in_transit) and purchase orders not yet arrived
+                inbound = in_transit[loc] + on_order[loc]
+                position = Position(sellable[loc], reserved[loc], inbound, return_pending[loc])
                 facts = reorder_facts(
                     position,
                     daily_rate=round(sold[loc] / window_days, 2),
@@ -708,6 +714,7 @@ class Run:
         if location.type == "dc":
             # a purchase order: the units exist nowhere in the network until they arrive
             self.on_order += qty
+            self.on_order_at[sku][loc] += qty
             self.counts.reorder_units += qty
             self._schedule(at + self.world.skus[sku].lead_time_days * 86400, _PO_ARRIVE, (sku, loc, qty))
             return

@@ -24,6 +24,7 @@ from service.decisions.common import (
     finish,
     known_item,
     known_location,
+    location_types,
     record_from_log,
     stock_call,
 )
@@ -157,7 +158,7 @@ async def decide_allocation(
     policy = AllocationPolicy.from_result(evaluated.evaluation.result)
     fulfillment = Fulfillment(request.fulfillment, request.pickup_location)
     locations = candidate_locations(md)
-    types = {r.id: r.type for r in md.locations.values()}
+    types = location_types(md)
     skus = list(dict.fromkeys(line.sku for line in request.lines))
     channel = ChannelPolicies(ctx, request.channel, "none")
     # thresholds matter only where the allocation ruleset lets the channel take stock

@@ -5,7 +5,7 @@ promotions."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -33,6 +33,10 @@ class _Shared:
     thresholds: dict[tuple[int, frozenset[str]], tuple[dict[str, LocationPolicy], dict[str, int]]] = field(
         default_factory=dict
     )
+    # a request's SKUs -> their prepared policies (trace none, no promotions: then nothing else varies)
+    requests: dict[tuple[str, ...], list[PreparedPolicies]] = field(default_factory=dict)
+    # (sku, location types) -> the SKU's low-stock thresholds there (trace none, no promotions)
+    sku_thresholds: dict[tuple[str, frozenset[str]], dict[str, int]] = field(default_factory=dict)
 
 
 K = TypeVar("K")
@@ -121,17 +125,48 @@ class ChannelPolicies:
         table = self.table(item)
         return _kept(self._shared.prepared, id(table), table, lambda: PreparedPolicies.of(table))
 
+    def prepared_all(self, skus: Sequence[str]) -> list[PreparedPolicies]:
+        """`prepared` of every SKU in `skus` (all known to master data); an untraced request without
+        promotions reuses the list an earlier request with the same SKUs built."""
+        md = self.ctx.master_data
+        if self.trace != "none" or md.promotions:
+            return [self.prepared(md.items[sku]) for sku in skus]
+        key = tuple(skus)
+        shared = self._shared
+        found = shared.requests.get(key)
+        if found is None:
+            found = [self.prepared(md.items[sku]) for sku in skus]
+            if len(shared.requests) > 4096:
+                shared.requests.clear()
+            shared.requests[key] = found
+        elif self.evaluated is None and shared.policies:
+            # what `table` records when it reuses a shared table
+            self.evaluated = next(iter(shared.policies.values()))[1]
+        return found
+
     def low_stock_thresholds(self, item: ItemRecord, types: frozenset[str]) -> dict[str, int]:
         """Location id -> the item's low-stock threshold at every location of one of `types` (what the
-        allocator needs), kept beside the shared table it was read from."""
+        allocator needs), kept beside the shared table it was read from; without promotions an untraced
+        request finds them by SKU (its table is then the same for every request)."""
+        untraced = self.trace == "none" and not self.ctx.master_data.promotions
+        if untraced:
+            found = self._shared.sku_thresholds.get((item.sku, types))
+            if found is not None:
+                return found
         table = self.table(item)
         locations = self.ctx.master_data.locations.values()
-        return _kept(
+        thresholds = _kept(
             self._shared.thresholds,
             (id(table), types),
             table,
             lambda: {loc.id: table[loc.id].low_stock_threshold for loc in locations if loc.type in types},
         )
+        if untraced:
+            by_sku = self._shared.sku_thresholds
+            if len(by_sku) > 4096:
+                by_sku.clear()
+            by_sku[(item.sku, types)] = thresholds
+        return thresholds
 
     def facts(self, item: ItemRecord, location: LocationRecord, promo: bool) -> dict[str, Any]:
         return {
@@ -236,21 +271,32 @@ async def decide_availability(
     available = await stock_call(ctx.stock.get_available(request.skus))
     stock_ms = ctx.elapsed_ms()
     skus: list[dict[str, Any]] = []
-    for sku in request.skus:
+    prepared = None if trace == "full" else policies.prepared_all(request.skus)
+    for i, sku in enumerate(request.skus):
         item = md.items[sku]
+        out: dict[str, Any]
         # stock at a location master data does not know is never sold: the policies cover every known one
         if trace == "full":
             table = policies.table(item)
             rows = [(loc, units) for loc, units in sorted(available.get(sku, {}).items()) if loc in table]
             result = sku_availability(sku, rows, table, detail=True)
+            out = result.to_dict(with_locations=True)
+            uncapped, sellable = result.uncapped, result.sellable
         else:
-            result = sellable_units(sku, available.get(sku, {}), policies.prepared(item))
+            # the rows SkuAvailability.to_dict(with_locations=False) gives, without the object
+            assert prepared is not None
+            uncapped, cap = prepared[i].totals(available.get(sku, {}))
+            if cap is None:
+                sellable = uncapped
+                out = {"sku": sku, "sellable": sellable}
+            else:
+                sellable = min(uncapped, cap)
+                out = {"sku": sku, "sellable": sellable, "per_order_cap": cap, "uncapped": uncapped}
         promo_cap = promotion_cap(ctx, sku, request.channel)
-        out = result.to_dict(with_locations=trace == "full")
-        if promo_cap is not None and promo_cap < result.sellable:
+        if promo_cap is not None and promo_cap < sellable:
             out["sellable"] = promo_cap
             out["per_order_cap"] = promo_cap
-            out["uncapped"] = result.uncapped
+            out["uncapped"] = uncapped
         if trace == "full" and request.destination is not None:
             for row in out["locations"]:
                 loc = md.locations[row["location"]]

@@ -47,6 +47,21 @@ def candidate_locations(md: MasterData) -> tuple[Location, ...]:
     return found[1]
 
 
+_types: dict[int, tuple[MasterData, dict[str, str]]] = {}
+
+
+def location_types(md: MasterData) -> dict[str, str]:
+    """Location id -> its type for a master data snapshot, built once per snapshot (like
+    `candidate_locations`); read only."""
+    found = _types.get(id(md))
+    if found is None or found[0] is not md:
+        if len(_types) >= 4:
+            _types.clear()
+        found = (md, {r.id: r.type for r in md.locations.values()})
+        _types[id(md)] = found
+    return found[1]
+
+
 def known_item(md: MasterData, sku: str, field: str) -> ItemRecord:
     """The item master data knows as `sku`; 422 naming `field` otherwise."""
     item = md.items.get(sku)

@@ -106,7 +106,10 @@ class SqlDecisionLog:
         self._pending[record.id] = record
         if record.idempotency_key is not None:
             self._pending_keys[(record.kind, record.idempotency_key)] = record
-        await self._queue.put(record)  # waits while the queue is full: slower, never lossy
+        if self._queue.full():
+            await self._queue.put(record)  # waits while the queue is full: slower, never lossy
+        else:
+            self._queue.put_nowait(record)
 
     async def _run(self) -> None:
         while True:

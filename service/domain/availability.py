@@ -169,40 +169,44 @@ def sku_availability(
 
 @dataclass(frozen=True, slots=True)
 class PreparedPolicies:
-    """One SKU's location policies made ready for `sellable_units`: the eligible locations with their
-    floors and low-stock thresholds (three aligned tuples), and those of them that set a per-order cap.
-    Built once per policy table and reused by every request that reads it."""
+    """One SKU's location policies made ready for `sellable_units`: the eligible locations grouped by
+    their (floor, threshold) pair, and those of them that set a per-order cap. A location of a group gives
+    `available - floor` when its available stock reaches the group's threshold `max(floor + 1, low-stock
+    threshold)` (the same rule as `sellable_at`), so a group sums in one pass over its locations. Built
+    once per policy table and reused by every request that reads it."""
 
-    locations: tuple[str, ...]
-    floors: tuple[int, ...]
-    lows: tuple[int, ...]
+    groups: tuple[tuple[tuple[str, ...], int, int], ...]  # (locations, floor, threshold)
     caps: tuple[tuple[str, int], ...]
 
     @classmethod
     def of(cls, policies: Mapping[str, LocationPolicy]) -> PreparedPolicies:
         eligible = [(loc, p) for loc, p in policies.items() if p.eligible]
+        grouped: dict[tuple[int, int], list[str]] = {}
+        for loc, p in eligible:
+            grouped.setdefault((p.floor, max(p.floor + 1, p.low_stock_threshold)), []).append(loc)
         return cls(
-            locations=tuple(loc for loc, _ in eligible),
-            floors=tuple(p.floor for _, p in eligible),
-            lows=tuple(p.low_stock_threshold for _, p in eligible),
+            groups=tuple((tuple(locs), floor, threshold) for (floor, threshold), locs in grouped.items()),
             caps=tuple((loc, p.per_order_cap) for loc, p in eligible if p.per_order_cap is not None),
         )
+
+    def totals(self, available: Mapping[str, int]) -> tuple[int, int | None]:
+        """(sellable units before any cap, the per-order cap) from location -> available units."""
+        total = 0
+        units_at = available.get
+        for locations, floor, threshold in self.groups:
+            taken = [units for units in map(units_at, locations) if units is not None and units >= threshold]
+            if taken:
+                total += sum(taken) - floor * len(taken)
+        caps = self.caps
+        cap = min((c for location, c in caps if location in available), default=None) if caps else None
+        return total, cap
 
 
 def sellable_units(sku: str, available: Mapping[str, int], prepared: PreparedPolicies) -> SkuAvailability:
     """What `sku_availability(..., detail=False)` answers, from location -> available units (>= 0) and the
     prepared policies: a location gives `available - floor` when that is positive and its available
     stock is at least its low-stock threshold, else nothing (the same rule as `sellable_at`)."""
-    total = 0
-    units_at = map(available.get, prepared.locations)
-    for units, floor, low in zip(units_at, prepared.floors, prepared.lows, strict=True):
-        if units is not None and units > floor and units >= low:
-            total += units - floor
-    cap = (
-        min((c for location, c in prepared.caps if location in available), default=None)
-        if prepared.caps
-        else None
-    )
+    total, cap = prepared.totals(available)
     return SkuAvailability(
         sku=sku,
         sellable=total if cap is None else min(total, cap),

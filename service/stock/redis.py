@@ -154,6 +154,7 @@ class Keys:
         self.prefix = prefix
         self.holds = f"{prefix}holds"
         self._sku_keys: dict[str, tuple[str, str, str]] = {}
+        self._read_keys: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
     def stock(self, sku: str) -> str:
         return f"{self.prefix}stock:{{{sku}}}"
@@ -170,6 +171,18 @@ class Keys:
 
     def reservation(self, rid: str) -> str:
         return f"{self.prefix}resv:{rid}"
+
+    def read_keys(self, skus: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The distinct SKUs of a read (in order) and their keys, kept per list of SKUs: the same SKU
+        lists come back request after request."""
+        key = tuple(skus)
+        found = self._read_keys.get(key)
+        if found is None:
+            if len(self._read_keys) > 10_000:
+                self._read_keys.clear()
+            unique = tuple(dict.fromkeys(skus))
+            found = self._read_keys[key] = (unique, tuple(k for sku in unique for k in self.sku_keys(sku)))
+        return found
 
     def capacity(self, day: str) -> list[str]:
         return [
@@ -261,9 +274,7 @@ class RedisStockStore:
     async def get_available(self, skus: Sequence[str]) -> dict[str, dict[str, int]]:
         if not skus:
             return {}
-        unique = list(dict.fromkeys(skus))
-        sku_keys = self.keys.sku_keys
-        keys = [key for sku in unique for key in sku_keys(sku)]
+        unique, keys = self.keys.read_keys(skus)
         answer = await self._call(self._available, keys, [self._now_ms()])
         return dict(zip(unique, _AVAILABLE_DECODER.decode(answer), strict=True))
 

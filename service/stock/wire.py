@@ -3,9 +3,12 @@ by hiredis.
 
 Every stock decision is one or two script calls, so the client's own cost per call counts: redis-py's
 asyncio client spends most of a call's CPU time in its connection pool, timeouts and command packing.
-This client writes each command straight to one connection as it comes (commands of concurrent requests
-share it; Redis answers in order, so replies are matched first in, first out), packs with hiredis and
-parses with hiredis' reader. It carries only the scripts; everything else (reservation reads, the
+This client writes each command to one connection (commands of concurrent requests share it; Redis
+answers in order, so replies are matched first in, first out), packs with hiredis and parses with hiredis'
+reader. A command goes out at once when nothing else waits for Redis; while earlier commands are still
+being answered it would only queue in Redis' socket, so it waits for the end of the event loop's turn and
+goes out with the other commands of that turn in one write (one system call on each side instead of one
+per command; the first command of a burst is never held back). It carries only the scripts; everything else (reservation reads, the
 sweeper, the rebuild) still goes through redis-py.
 
 Failures read as redis-py's exceptions, so callers handle both clients alike: a lost or refused
@@ -41,6 +44,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
         self._watch: asyncio.TimerHandle | None = None
+        self._outgoing: list[bytes] = []  # commands held until the end of this turn of the loop
 
     # ---- asyncio.Protocol -------------------------------------------------------------------------
 
@@ -80,10 +84,25 @@ class _Connection(asyncio.Protocol):
         if not self.usable:
             future.set_exception(self.lost or redis_errors.ConnectionError("connection to Redis closed"))
             return future
+        busy = bool(self.waiting)
         self.waiting.append((future, self.loop.time() + self.reply_timeout))
-        assert self.transport is not None
-        self.transport.write(packed)
+        if busy:
+            # Redis is still on earlier commands: this one would wait there anyway, so it goes out with
+            # the others of this turn in one write after it
+            if not self._outgoing:
+                self.loop.call_soon(self._write)
+            self._outgoing.append(packed)
+        else:
+            assert self.transport is not None
+            self.transport.write(packed)
         return future
+
+    def _write(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        # lost meanwhile: the waiting calls have already failed with the reason
+        if outgoing and self.usable:
+            assert self.transport is not None
+            self.transport.write(b"".join(outgoing))
 
     def abort(self, error: Exception) -> None:
         if self.lost is None:

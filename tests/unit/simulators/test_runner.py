@@ -206,3 +206,38 @@ def test_the_progress_bar_is_silent_unless_asked() -> None:
     ProgressBar("run", stream=loud, enabled=True)(10, 10)
     assert quiet.getvalue() == ""
     assert "100%" in loud.getvalue()
+
+
+def _no_dc_stock(review_every_hours: int) -> World:
+    """The small scenario with an empty DC whose purchase orders take longer than the run to arrive."""
+    import yaml
+
+    from simulators.scenario import parse_scenario
+
+    from .conftest import SCENARIOS
+
+    raw = yaml.safe_load((SCENARIOS / "small.yaml").read_text())
+    for sku in raw["skus"]:
+        sku["lead_time_days"] = 10
+        sku["stock"] = {**sku.get("stock", {}), "dc": 0}
+    raw["inbound"] = []
+    raw["replenishment"]["review_every_hours"] = review_every_hours
+    return parse_scenario(yaml.safe_dump(raw)).build()
+
+
+def test_a_purchase_order_on_its_way_counts_in_the_next_reviews_position() -> None:
+    from simulators.generator import generate_events
+    from simulators.runner import run_once
+    from simulators.versions import baseline
+
+    results = []
+    for every in (12, 40):  # reviews at 12, 24, 36 and 48 h, or once at 40 h
+        world = _no_dc_stock(every)
+        policies = baseline(
+            world.scenario.rulesets, Path(__file__).resolve().parents[3] / "simulators" / "scenarios"
+        )
+        results.append(run_once(world, generate_events(world), policies.policy_set("python")))
+    # nothing arrives and nothing leaves the DC, so the later reviews see the first orders inbound and
+    # order nothing more: as much is on order after four reviews as after one
+    assert results[0].on_order_units > 0
+    assert results[0].on_order_units == results[1].on_order_units
