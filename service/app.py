@@ -47,7 +47,7 @@ YOUNG_GENERATION_THRESHOLD = 10_000
 
 
 def _tune_collector() -> tuple[int, int, int]:
-    """Move what start-up made (routes, compiled rulesets, master data) out of the collector's reach and
+    """Move what start-up made (routes, compiled rulesets, connections) out of the collector's reach and
     collect the young generation in larger, rarer sweeps; returns the thresholds to restore."""
     previous = gc.get_threshold()
     gc.collect()
@@ -97,10 +97,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         services = await start_services(settings)
         app.state.services = services
-        try:
-            await services.master_data.get()  # loaded now, it is frozen with the rest of start-up's objects
-        except Exception:  # the first request loads it instead
-            log.warning("master data could not be loaded at start-up", exc_info=True)
         previous = _tune_collector()
         try:
             yield

@@ -6,6 +6,7 @@ exactly what the race left, so the day ends with exactly 60 units reserved."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,23 @@ async def _race(server: Served) -> list[dict[str, Any]]:
         return await asyncio.gather(*(one(i) for i in range(ORDERS)))
 
 
+async def _until_every_worker_knows_the_item(server: Served) -> None:
+    """Master data reaches the other worker within its cache's lifetime (a few seconds): wait until a burst
+    of orders that reserve nothing is answered by both workers alike."""
+    probe = {**_order(-1), "reserve": False}
+    probe.pop("idempotency_key")
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient(base_url=server.base, headers=server.headers, timeout=10) as client:
+        while True:
+            answers = await asyncio.gather(
+                *(client.post("/v1/decisions/allocation?trace=none", json=probe) for _ in range(16))
+            )
+            if all(a.status_code == 200 for a in answers):
+                return
+            assert time.monotonic() < deadline, answers[0].text
+            await asyncio.sleep(0.5)
+
+
 def _taken(decisions: list[dict[str, Any]]) -> Counter[str]:
     taken: Counter[str] = Counter()
     for decision in decisions:
@@ -82,6 +100,7 @@ def test_racing_orders_never_take_more_than_the_days_capacity(
         rows = [{"sku": "HOT", "location": loc, "sellable": 100} for loc in DCS]
         assert httpx.put(f"{server.base}/v1/stock", json=rows, **put).status_code == 200  # type: ignore[arg-type]
 
+        asyncio.run(_until_every_worker_knows_the_item(server))
         raced = asyncio.run(_race(server))
         taken = _taken(raced)
         assert all(n <= DAILY for n in taken.values()), taken
