@@ -247,7 +247,6 @@ class Run:
         self.sold_window = [[0] * len(self.loc_ids) for _ in self.sku_ids]
         self.lost_window = [[0] * len(self.loc_ids) for _ in self.sku_ids]
         self.sold_all = [0] * len(self.sku_ids)
-        self.on_order = 0
         # purchase orders released and not yet arrived, per (sku, location): part of the inbound position
         self.on_order_at = [[0] * len(self.loc_ids) for _ in self.sku_ids]
         self.shipped: dict[str, list[tuple[int, int, int]]] = {}
@@ -374,7 +373,6 @@ class Run:
             self.stock.transfer_in(sku, loc, qty)
         elif kind == _PO_ARRIVE:
             sku, loc, qty = payload
-            self.on_order -= qty
             self.on_order_at[sku][loc] -= qty
             self.stock.receipt(sku, loc, qty)
         elif kind == _SYNC:
@@ -713,7 +711,6 @@ class Run:
         location = self.locations[loc]
         if location.type == "dc":
             # a purchase order: the units exist nowhere in the network until they arrive
-            self.on_order += qty
             self.on_order_at[sku][loc] += qty
             self.counts.reorder_units += qty
             self._schedule(at + self.world.skus[sku].lead_time_days * 86400, _PO_ARRIVE, (sku, loc, qty))
@@ -846,7 +843,7 @@ class Run:
             conservation=self.stock.conservation(),
             stock_end=stock_end,
             open_reservations=self.stock.open_reservations,
-            on_order_units=self.on_order,
+            on_order_units=sum(map(sum, self.on_order_at)),
             order_decisions=self.order_decisions,
             evaluations=evaluations,
         )

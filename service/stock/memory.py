@@ -21,7 +21,6 @@ import msgspec
 
 from service.stock import demand, ledger
 from service.stock.store import (
-    CapacityClaim,
     EventResult,
     IdempotencyConflict,
     Levels,
@@ -252,6 +251,9 @@ class MemoryStockStore:
     async def get_capacity_used(self, day: str, locations: Sequence[str]) -> dict[str, int]:
         ledger.validate_day(day, "day")
         self._prune(self._clock())
+        return self._counted(day, locations)
+
+    def _counted(self, day: str, locations: Sequence[str]) -> dict[str, int]:
         return {location: self._capacity.get((day, location), 0) for location in locations}
 
     async def get_levels(self, skus: Sequence[str]) -> dict[str, dict[str, Levels]]:
@@ -308,7 +310,10 @@ class MemoryStockStore:
             return ReservationResult(found, tuple(ledger.replayed_short(request, found.lines)), replayed=True)
         lines = ledger.merge_lines(request.lines)
         claim = request.capacity
-        left = ledger.capacity_left(claim, self._used(claim)) if claim is not None else None
+        left = None
+        if claim is not None:
+            used = self._counted(claim.day, [limit.location for limit in claim.limits])
+            left = ledger.capacity_left(claim, used)
         granted, short = ledger.plan_reservation(lines, self._get, request.allow_partial, left)
         if not granted:
             return ReservationResult(None, tuple(short))
@@ -333,9 +338,6 @@ class MemoryStockStore:
         self._keys[request.idempotency_key] = (fingerprint, reservation.id)
         heapq.heappush(self._expiry, (reservation.expires_at, reservation.id))
         return ReservationResult(reservation, tuple(short))
-
-    def _used(self, claim: CapacityClaim) -> dict[str, int]:
-        return {limit.location: self._capacity.get((claim.day, limit.location), 0) for limit in claim.limits}
 
     async def get_reservation(self, reservation_id: str) -> Reservation | None:
         self._prune(self._clock())

@@ -536,13 +536,10 @@ class RedisStockStore:
             "lines": [[line.sku, line.location, line.qty] for line in reservation.lines],
         }
         day: str | None = None
-        counted = _text(outcome[3]) if len(outcome) > 3 else ""
+        counted = ledger.capacity_taken(claim, reservation.lines)
         if claim is not None and counted:
             day = claim.day
-            record["cap"] = [
-                day,
-                [[loc, int(qty)] for loc, qty in (row.split("\t") for row in counted.splitlines())],
-            ]
+            record["cap"] = [day, [[loc, qty] for loc, qty in counted.items()]]
         entry = Entry("reserve", rid, now_ms, ledger.hold_deltas(reservation.lines, 1), record)
         try:
             await self.journal.append([entry])

@@ -437,11 +437,12 @@ class SqlStockStore:
                     raise _Short()
             granted = [ReservedLine(line.sku, line.location, line.qty) for line in lines]
         counted = ledger.capacity_taken(claim, granted)
-        if claim is not None and counted:
+        stored = _stored_claim(claim, counted) if claim is not None and counted else None
+        if claim is not None and stored is not None:
             if not request.allow_partial:
                 await self._take_capacity(conn, claim, counted)
             else:
-                await self._count_capacity(conn, _stored_claim(claim, counted), 1)
+                await self._count_capacity(conn, stored, 1)
         reservation = Reservation(
             id=uuid.uuid4().hex,
             order_id=request.order_id,
@@ -463,7 +464,7 @@ class SqlStockStore:
                 lines=[[line.sku, line.location, line.qty] for line in granted],
                 expires_at_ms=to_ms(reservation.expires_at),
                 created_at_ms=to_ms(reservation.created_at),
-                capacity=_stored_claim(claim, counted) if claim is not None and counted else None,
+                capacity=stored,
             )
         )
         return ReservationResult(reservation, tuple(short))

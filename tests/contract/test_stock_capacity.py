@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 
 from service.stock.rebuild import rebuild_redis
@@ -23,6 +24,7 @@ from service.stock.store import (
     StockUnavailable,
 )
 from tests.contract.stock_backends import FakeClock, open_backend
+from tests.contract.test_stock_contract import ask as contract_ask
 from tests.contract.test_stock_journal import journal_offline
 
 DAY = "2026-03-01"
@@ -36,18 +38,12 @@ def ask(
     ttl: int = 600,
     partial: bool = False,
 ) -> ReservationRequest:
-    claim = None
-    if limits is not None:
-        claim = CapacityClaim(day, tuple(CapacityLimit(loc, n) for loc, n in limits.items()))
-    return ReservationRequest(
-        order_id=f"order-{key}",
-        channel="web",
-        idempotency_key=key,
-        lines=tuple(ReservationLine(*line) for line in lines),
-        ttl_seconds=ttl,
-        allow_partial=partial,
-        capacity=claim,
-    )
+    """The contract suite's request, with a capacity claim of `limits` on `day` when given."""
+    request = contract_ask(key, *lines, ttl=ttl, partial=partial)
+    if limits is None:
+        return request
+    claim = CapacityClaim(day, tuple(CapacityLimit(loc, n) for loc, n in limits.items()))
+    return msgspec.structs.replace(request, capacity=claim)
 
 
 async def seed(stock: StockStore) -> None:

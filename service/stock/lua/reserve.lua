@@ -75,8 +75,8 @@ end
 redis.call('ZADD', holds, exp, id)
 redis.call('HSET', resv, 'id', id, 'order_id', ARGV[6], 'channel', ARGV[7], 'key', ARGV[8], 'fp', fp,
   'exp', exp, 'created', ARGV[2], 'status', 'held', 'lines', table.concat(lines))
-local capenc = ''
 if #order > 0 then
+  local capenc = ''
   for _, loc in ipairs(order) do
     redis.call('HINCRBY', KEYS[3], 'r:' .. loc, counted[loc])
     capenc = capenc .. loc .. '\t' .. counted[loc] .. '\n'
@@ -87,4 +87,4 @@ if #order > 0 then
   redis.call('HSET', resv, 'cday', day, 'cap', capenc)
   for k = 3, 5 do redis.call('PEXPIRE', KEYS[k], keep) end
 end
-return {'granted', flat, short, capenc}
+return {'granted', flat, short}
