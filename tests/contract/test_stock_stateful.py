@@ -252,7 +252,9 @@ class StockMachine(RuleBasedStateMachine):
         self.requests[result.reservation.id] = request
 
     def _held_ids(self) -> list[str]:
-        return sorted(self.model.reservations)
+        # in the order they were made: the ids are random, so sorting them would make a replayed example
+        # pick another reservation than the run it replays (Hypothesis reports that as flaky)
+        return list(self.model.reservations)
 
     @precondition(lambda self: bool(self.model.reservations))
     @rule(data=st.data(), commit=st.booleans())
