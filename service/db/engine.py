@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from service.settings import DatabaseSettings
+
+# host parameters one SQLite statement may hold (999 before SQLite 3.32)
+_SQLITE_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -99,6 +103,7 @@ class BatchInsert:
         self.columns = tuple(columns)
         # dialect name -> (SQL, per compiled parameter: its index in a row and its processor)
         self._compiled: dict[str, tuple[str, list[tuple[int, Callable[[Any], Any] | None]]]] = {}
+        self._multi: dict[tuple[str, int], str] = {}  # (single-row SQL, rows) -> multi-row SQL
 
     def _for(self, dialect: Dialect) -> tuple[str, list[tuple[int, Callable[[Any], Any] | None]]]:
         found = self._compiled.get(dialect.name)
@@ -116,15 +121,52 @@ class BatchInsert:
             self._compiled[dialect.name] = found
         return found
 
-    async def execute(self, connection: AsyncConnection, rows: Sequence[Sequence[Any]]) -> None:
-        if not rows:
-            return
-        sql, slots = self._for(connection.dialect)
-        prepared = [
+    def prepared(self, dialect: Dialect, rows: Sequence[Sequence[Any]]) -> tuple[str, list[tuple[Any, ...]]]:
+        """The single-row INSERT and the rows' values as the driver takes them (column types applied)."""
+        sql, slots = self._for(dialect)
+        return sql, [
             tuple(
                 row[index] if row[index] is None or process is None else process(row[index])
                 for index, process in slots
             )
             for row in rows
         ]
+
+    def sqlite_statements(
+        self, dialect: Dialect, rows: Sequence[Sequence[Any]]
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        """The rows as few multi-row statements with their parameters (for SQLite).
+
+        An executemany steps once per row, and a driver working in another thread gives the interpreter
+        back to the event loop and waits to take it again at every step, which under load costs far more
+        than the insert itself (and holds the database's write lock all the while)."""
+        return self.multi_row(*self.prepared(dialect, rows))
+
+    def multi_row(self, sql: str, prepared: Sequence[tuple[Any, ...]]) -> list[tuple[str, tuple[Any, ...]]]:
+        """Prepared rows (see `prepared`) as few multi-row statements with their parameters (SQLite)."""
+        per_statement = max(1, _SQLITE_MAX_VARIABLES // max(1, len(self.columns)))
+        return [
+            (self._rows_sql(sql, len(chunk)), tuple(value for row in chunk for value in row))
+            for chunk in (prepared[i : i + per_statement] for i in range(0, len(prepared), per_statement))
+        ]
+
+    async def execute(self, connection: AsyncConnection, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        if connection.dialect.name == "sqlite":
+            for sql, parameters in self.sqlite_statements(connection.dialect, rows):
+                await connection.exec_driver_sql(sql, parameters)
+            return
+        sql, prepared = self.prepared(connection.dialect, rows)
         await connection.exec_driver_sql(sql, prepared)
+
+    def _rows_sql(self, sql: str, count: int) -> str:
+        """The compiled single-row INSERT with `count` rows of placeholders."""
+        found = self._multi.get((sql, count))
+        if found is None:
+            head, _, group = sql.rpartition(" VALUES ")
+            found = f"{head} VALUES {', '.join([group] * count)}"
+            if len(self._multi) >= 64:  # a batch of hundreds of rows makes a long statement
+                self._multi.clear()
+            self._multi[(sql, count)] = found
+        return found

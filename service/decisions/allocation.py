@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
+
 from service.decisions.availability import ChannelPolicies
 from service.decisions.common import (
     as_builtins,
@@ -47,6 +49,25 @@ from service.errors import Conflict, FieldError
 from service.stock import CapacityClaim, CapacityLimit, ReservationLine, ReservationRequest
 
 MAX_REPLANS = 3
+
+# ruleset result (as JSON) -> the policy built from it: a ruleset answers most orders with one of a few
+# results, and the same policy object lets the allocator reuse what it screened for it (see Allocator)
+_policies: dict[bytes, AllocationPolicy] = {}
+_POLICIES_KEPT = 256
+
+
+def _policy(result: dict[str, Any]) -> AllocationPolicy:
+    try:
+        key = msgspec.json.encode(result)
+    except (TypeError, msgspec.EncodeError):  # not JSON: built every time (and refused by from_result)
+        return AllocationPolicy.from_result(result)
+    found = _policies.get(key)
+    if found is None:
+        found = AllocationPolicy.from_result(result)
+        if len(_policies) >= _POLICIES_KEPT:
+            _policies.clear()
+        _policies[key] = found
+    return found
 
 
 def _validate(ctx: DecisionContext, request: AllocationRequest) -> Destination:
@@ -155,7 +176,7 @@ async def decide_allocation(
     md = ctx.master_data
     facts = _facts(ctx, request, destination)
     evaluated, shadow = evaluate(ctx, "allocation", facts, trace)
-    policy = AllocationPolicy.from_result(evaluated.evaluation.result)
+    policy = _policy(evaluated.evaluation.result)
     fulfillment = Fulfillment(request.fulfillment, request.pickup_location)
     locations = candidate_locations(md)
     types = location_types(md)

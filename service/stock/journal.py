@@ -2,7 +2,9 @@
 
 Each request hands its entries to `Journal.append` and waits until the transaction holding them has
 committed; concurrent requests share one transaction, so the journal costs one commit per batch, not
-per request. Entries are signed deltas (see `service.stock.ledger`), so the rebuild sums them in any
+per request. On a SQLite file a batch is one job of a writer thread with its own connection
+(`service.db.sqlite_writer`): one hand-over and one call back instead of a round trip through the async
+driver per statement. Entries are signed deltas (see `service.stock.ledger`), so the rebuild sums them in any
 order and gets the state Redis had acknowledged.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -19,12 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.engine import BatchInsert, HeldConnection
 from service.db.models.stock import StockExceptionRecord, StockJournalEntry
+from service.db.sqlite_writer import SqliteWriter, in_transaction, sqlite_file
 from service.stock.ledger import Delta
 from service.stock.store import StockException, StockUnavailable
 
 JOURNAL = cast(Table, StockJournalEntry.__table__)
 EXCEPTIONS = cast(Table, StockExceptionRecord.__table__)
 _INSERT = BatchInsert(JOURNAL, ("at_ms", "kind", "ref", "deltas", "record"))
+_INSERT_EXCEPTION = BatchInsert(EXCEPTIONS, ("kind", "sku", "location", "event_id", "qty", "shortfall", "at"))
 MAX_BATCH = 500
 GATHER_ENTRIES = 16
 GATHER_SECONDS = 0.002
@@ -55,14 +60,25 @@ class Journal:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _writer: asyncio.Task[None] | None = None
     _held: HeldConnection = field(init=False)
+    _sqlite: SqliteWriter[_Prepared, list[int | None]] | None = field(init=False)
 
     def __post_init__(self) -> None:
         self._held = HeldConnection(self.engine)
+        path = sqlite_file(self.engine.url)
+        self._sqlite = None if path is None else SqliteWriter(path, _write_sqlite, max_batch=MAX_BATCH)
 
     async def append(self, entries: Sequence[Entry]) -> list[int | None]:
         """Write entries durably; returns the id given to each entry's exception (None without one)."""
         if not entries:
             return []
+        if self._sqlite is not None:
+            try:
+                return await self._sqlite.submit(self._prepare(entries))
+            # any failure reaches the caller as the journal being unavailable, so that it undoes its change
+            except Exception as error:
+                raise StockUnavailable(
+                    f"stock journal could not be written: {error}", retry_after=1
+                ) from error
         future: asyncio.Future[list[int | None]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(entries, future))
         if self._writer is None or self._writer.done():
@@ -95,16 +111,22 @@ class Journal:
                         pending.done.set_result(ids[start : start + count])
                     start += count
 
+    def _prepare(self, entries: Sequence[Entry]) -> _Prepared:
+        """The entries' journal rows and their anomalies' rows, as the SQLite driver takes them."""
+        dialect = self.engine.dialect
+        anomaly_sql, _ = _INSERT_EXCEPTION.prepared(dialect, [])
+        anomalies: list[tuple[Any, ...] | None] = [None] * len(entries)
+        for i, entry in enumerate(entries):
+            if entry.exception is not None:
+                anomalies[i] = _INSERT_EXCEPTION.prepared(dialect, [_anomaly_row(entry.exception)])[1][0]
+        return _Prepared(
+            *_INSERT.prepared(dialect, [_row(entry) for entry in entries]), anomaly_sql, anomalies
+        )
+
     async def _write(self, entries: Sequence[Entry]) -> list[int | None]:
         ids: list[int | None] = []
         async with self._held.transaction() as conn:
-            await _INSERT.execute(
-                conn,
-                [
-                    (entry.at_ms, entry.kind, entry.ref, [_delta_row(d) for d in entry.deltas], entry.record)
-                    for entry in entries
-                ],
-            )
+            await _INSERT.execute(conn, [_row(entry) for entry in entries])
             for entry in entries:
                 anomaly = entry.exception
                 if anomaly is None:
@@ -133,6 +155,57 @@ class Journal:
                 await self._writer
             self._writer = None
         await self._held.close()
+        if self._sqlite is not None:
+            await self._sqlite.close()
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One `append` for the SQLite writer thread: the single-row INSERT, the rows, per entry its anomaly."""
+
+    sql: str
+    rows: list[tuple[Any, ...]]
+    anomaly_sql: str
+    anomalies: list[tuple[Any, ...] | None]
+
+
+def _write_sqlite(connection: sqlite3.Connection, batch: Sequence[_Prepared]) -> list[list[int | None]]:
+    """Every append of a batch in one transaction: the journal rows as multi-row statements, then each
+    anomaly's row, whose id goes back to its entry."""
+    rows = [row for prepared in batch for row in prepared.rows]
+    statements = _INSERT.multi_row(batch[0].sql, rows)
+    if len(statements) == 1 and not any(a for prepared in batch for a in prepared.anomalies):
+        connection.execute(*statements[0])  # one statement is its own transaction
+        return [[None] * len(prepared.rows) for prepared in batch]
+
+    def write() -> list[list[int | None]]:
+        for sql, parameters in statements:
+            connection.execute(sql, parameters)
+        return [
+            [
+                None if a is None else connection.execute(prepared.anomaly_sql, a).lastrowid
+                for a in prepared.anomalies
+            ]
+            for prepared in batch
+        ]
+
+    return in_transaction(connection, write)
+
+
+def _row(entry: Entry) -> tuple[Any, ...]:
+    return (entry.at_ms, entry.kind, entry.ref, [_delta_row(d) for d in entry.deltas], entry.record)
+
+
+def _anomaly_row(anomaly: StockException) -> tuple[Any, ...]:
+    return (
+        anomaly.kind,
+        anomaly.sku,
+        anomaly.location,
+        anomaly.event_id,
+        anomaly.qty,
+        anomaly.shortfall,
+        anomaly.at,
+    )
 
 
 def _delta_row(delta: Delta) -> tuple[str, str, int, int, int, int, int]:
