@@ -187,7 +187,7 @@ async def decide_allocation(
     thresholds = {sku: channel.low_stock_thresholds(md.items[sku], eligible_types) for sku in skus}
     lines = [OrderLine(line.sku, line.qty) for line in request.lines]
     capped = _capped(locations, policy, fulfillment)
-    day = ctx.capacity_day
+    day = ctx.capacity_day if capped else ""  # the business day matters only where capacity is counted
     used: dict[str, int] = {}
     rules_ms = ctx.elapsed_ms()
     reservation: dict[str, Any] | None = None

@@ -28,6 +28,10 @@ os.register_at_fork(after_in_child=_reseed)
 
 
 def uuid7(now_ms: int | None = None) -> uuid.UUID:
+    return uuid.UUID(int=_uuid7_int(now_ms))
+
+
+def _uuid7_int(now_ms: int | None = None) -> int:
     global _last_ms, _counter
     with _lock:
         ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
@@ -43,10 +47,9 @@ def uuid7(now_ms: int | None = None) -> uuid.UUID:
             _counter = _random.getrandbits(8)  # a random start leaves room to count
         counter = _counter
         rand_b = _random.getrandbits(62)
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b
-    return uuid.UUID(int=value)
+    return (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b
 
 
 def new_decision_id() -> str:
-    text = f"{uuid7().int:032x}"  # the canonical form, without building it through uuid.UUID.__str__
+    text = f"{_uuid7_int():032x}"  # the canonical form, without building it through uuid.UUID.__str__
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

@@ -11,8 +11,14 @@ BENCH_REDIS_URL says otherwise, durable_rules engine); the load comes from a sma
 client in this process. Each endpoint and its bare counterpart run in three alternating rounds (so the
 machine's other work falls on both alike); a ratio is that of the mean request rates, and the server's
 CPU time per request (read from /proc) is reported beside it, with Redis' (from INFO cpu: every client's,
-so other users of the same Redis add to it) and this load client's. Run: `make bench` (or `python -m pytest tests/benchmarks/bench_decisions.py -s
--o python_files='bench_*.py'`).
+so other users of the same Redis add to it), this load client's, and the share of the time the worker's
+event loop thread was busy.
+
+A maximum rate is measured with enough requests in flight to keep the worker busy: 64 connections. A
+decision waits on Redis twice and on the journal's commit, so 16 connections leave its worker idle part of
+the time while the bare endpoints, which wait on less, keep it busy; the ratios at 16 connections are
+reported beside the goal figures (`at_16_connections`). Run: `make bench` (or `python -m pytest
+tests/benchmarks/bench_decisions.py -s -o python_files='bench_*.py'`).
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/4")
 SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))  # per endpoint, split over the rounds
 ROUNDS = 3
-CONNECTIONS = 16
+CONNECTIONS = 64  # requests in flight while a maximum rate is measured
+FEW_CONNECTIONS = 16  # the same rounds again with fewer in flight (reported beside), and the latency run
 LOCATIONS = 20
 SCAN_SKUS = 500  # x 20 locations = 10,000 sku-locations
 
@@ -125,8 +132,10 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return status
 
 
-async def closed_loop(port: int, make: Callable[[int], bytes], seconds: float) -> float:
-    """Requests per second with CONNECTIONS connections each sending back to back."""
+async def closed_loop(
+    port: int, make: Callable[[int], bytes], seconds: float, connections: int = CONNECTIONS
+) -> float:
+    """Requests per second with `connections` connections each sending back to back."""
     counter = iter(range(10**9))
     done = 0
     errors = 0
@@ -142,7 +151,7 @@ async def closed_loop(port: int, make: Callable[[int], bytes], seconds: float) -
         writer.close()
 
     start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
+    await asyncio.gather(*(worker() for _ in range(connections)))
     elapsed = time.perf_counter() - start
     assert errors == 0, f"{errors} requests failed"
     return done / elapsed
@@ -151,7 +160,7 @@ async def closed_loop(port: int, make: Callable[[int], bytes], seconds: float) -
 async def open_loop(port: int, make: Callable[[int], bytes], rate: float, seconds: float) -> list[float]:
     """Latencies (ms, from each request's scheduled time) at a fixed offered rate."""
     latencies: list[float] = []
-    interval = CONNECTIONS / rate
+    interval = FEW_CONNECTIONS / rate
     counter = iter(range(10**9))
 
     async def worker(offset: float) -> None:
@@ -170,7 +179,7 @@ async def open_loop(port: int, make: Callable[[int], bytes], rate: float, second
             n += 1
         writer.close()
 
-    await asyncio.gather(*(worker(i * interval / CONNECTIONS) for i in range(CONNECTIONS)))
+    await asyncio.gather(*(worker(i * interval / FEW_CONNECTIONS) for i in range(FEW_CONNECTIONS)))
     return latencies
 
 
@@ -254,33 +263,41 @@ async def measure(tmp: Path) -> dict[str, Any]:
             await closed_loop(port, lambda n: evalsha, 1.0)
             await closed_loop(port, lambda n: bare_avail, 1.0)
             # Alternating rounds, so that every phase sees the machine's other work alike; each phase
-            # records its request rate and the server's CPU time per request (from /proc).
+            # records its request rate, the server's CPU time per request (from /proc) and the share of the
+            # time its event loop thread was busy. A name ending in @16 is a phase at FEW_CONNECTIONS.
             phases: dict[str, list[tuple[float, float]]] = {}
             # Redis' and this load client's CPU time per request beside the server's: on a shared machine
             # the rates follow the sum of the three, not the server's alone
             others: dict[str, list[tuple[float, float]]] = {}
+            busy: dict[str, list[float]] = {}
             stats = redis.Redis.from_url(REDIS_URL)
             offset = 10**6
-            for _ in range(ROUNDS):
-                for name, make in (
-                    ("bare_evalsha", lambda n: evalsha),
-                    ("allocation", lambda n, o=offset: allocation(o + n)),
-                    ("bare_availability", lambda n: bare_avail),
-                    ("availability", lambda n: real_avail),
-                ):
-                    before = server_cpu(process.pid)
-                    redis_before, client_before = redis_cpu(stats), time.process_time()
-                    rps = await closed_loop(port, make, SECONDS / ROUNDS)
-                    cpu = server_cpu(process.pid) - before
-                    requests = rps * SECONDS / ROUNDS
-                    phases.setdefault(name, []).append((rps, cpu / requests))
-                    others.setdefault(name, []).append(
-                        (
-                            (redis_cpu(stats) - redis_before) / requests,
-                            (time.process_time() - client_before) / requests,
+            for connections, suffix in ((CONNECTIONS, ""), (FEW_CONNECTIONS, "@16")):
+                for _ in range(ROUNDS):
+                    for name, make in (
+                        ("bare_evalsha", lambda n: evalsha),
+                        ("allocation", lambda n, o=offset: allocation(o + n)),
+                        ("bare_availability", lambda n: bare_avail),
+                        ("availability", lambda n: real_avail),
+                    ):
+                        before, loop_before = server_cpu(process.pid), loop_cpu(process.pid)
+                        redis_before, client_before = redis_cpu(stats), time.process_time()
+                        started = time.perf_counter()
+                        rps = await closed_loop(port, make, SECONDS / ROUNDS, connections)
+                        wall = time.perf_counter() - started
+                        cpu = server_cpu(process.pid) - before
+                        requests = rps * SECONDS / ROUNDS
+                        phases.setdefault(name + suffix, []).append((rps, cpu / requests))
+                        busy.setdefault(name + suffix, []).append(
+                            (loop_cpu(process.pid) - loop_before) / wall
                         )
-                    )
-                offset += 10**6
+                        others.setdefault(name + suffix, []).append(
+                            (
+                                (redis_cpu(stats) - redis_before) / requests,
+                                (time.process_time() - client_before) / requests,
+                            )
+                        )
+                    offset += 10**6
             stats.close()
             allocation_rps = mean_rate(phases["allocation"])
             latencies = await open_loop(port, lambda n: allocation(10**8 + n), allocation_rps / 2, SECONDS)
@@ -300,6 +317,8 @@ async def measure(tmp: Path) -> dict[str, Any]:
     def ratio(ours: str, bare: str) -> dict[str, Any]:
         return {
             "ratio": round(mean_rate(phases[ours]) / mean_rate(phases[bare]), 3),
+            "loop_busy": round(statistics.mean(busy[ours]), 3),
+            "bare_loop_busy": round(statistics.mean(busy[bare]), 3),
             "rounds": [round(o[0] / b[0], 3) for o, b in zip(phases[ours], phases[bare], strict=True)],
             "cpu_per_request_us": round(1e6 * statistics.mean(c for _, c in phases[ours])),
             "bare_cpu_per_request_us": round(1e6 * statistics.mean(c for _, c in phases[bare])),
@@ -316,6 +335,10 @@ async def measure(tmp: Path) -> dict[str, Any]:
         "bare_availability_rps": round(mean_rate(phases["bare_availability"])),
         "availability_10_skus_rps": round(mean_rate(phases["availability"])),
         "availability": ratio("availability", "bare_availability"),
+        "at_16_connections": {
+            "allocation": ratio("allocation@16", "bare_evalsha@16"),
+            "availability": ratio("availability@16", "bare_availability@16"),
+        },
         "allocation_offered_rps": round(allocation_rps / 2),
         "allocation_p50_ms": round(statistics.median(latencies), 2),
         "allocation_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2),
@@ -333,6 +356,12 @@ def redis_cpu(client: redis.Redis) -> float:
     """User plus system CPU seconds the Redis server has used so far (all its clients)."""
     info = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def loop_cpu(pid: int) -> float:
+    """User plus system CPU seconds the server's main thread (its event loop) has used so far."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def server_cpu(pid: int) -> float:
