@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -125,11 +126,7 @@ class BatchInsert:
         """The single-row INSERT and the rows' values as the driver takes them (column types applied)."""
         sql, slots = self._for(dialect)
         return sql, [
-            tuple(
-                row[index] if row[index] is None or process is None else process(row[index])
-                for index, process in slots
-            )
-            for row in rows
+            tuple([row[i] if p is None or row[i] is None else p(row[i]) for i, p in slots]) for row in rows
         ]
 
     def sqlite_statements(
@@ -146,7 +143,7 @@ class BatchInsert:
         """Prepared rows (see `prepared`) as few multi-row statements with their parameters (SQLite)."""
         per_statement = max(1, _SQLITE_MAX_VARIABLES // max(1, len(self.columns)))
         return [
-            (self._rows_sql(sql, len(chunk)), tuple(value for row in chunk for value in row))
+            (self._rows_sql(sql, len(chunk)), tuple(chain.from_iterable(chunk)))
             for chunk in (prepared[i : i + per_statement] for i in range(0, len(prepared), per_statement))
         ]
 
