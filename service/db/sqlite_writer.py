@@ -32,12 +32,13 @@ _Pending = tuple[Any, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
 def sqlite_file(url: str | URL) -> str | None:
-    """The database file of a SQLite URL; None for another database or an in-memory one."""
+    """The database file of a SQLite URL; None for another database, an in-memory one or a URI filename."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return None
     database = parsed.database
-    if not database or database == ":memory:" or parsed.query.get("mode") == "memory":
+    # in memory, or a URI filename (its options would need the URI form): written through the engine
+    if not database or database == ":memory:" or "mode" in parsed.query or "uri" in parsed.query:
         return None
     return database
 

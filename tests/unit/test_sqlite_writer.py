@@ -68,6 +68,7 @@ def test_sqlite_file_names_only_files() -> None:
     assert sqlite_file("sqlite+aiosqlite:///:memory:") is None
     assert sqlite_file("sqlite+aiosqlite://") is None
     assert sqlite_file("postgresql+asyncpg://127.0.0.1/test") is None
+    assert sqlite_file("sqlite+aiosqlite:///file:app.db?mode=ro&uri=true") is None
 
 
 async def test_callers_waiting_together_share_one_commit(tmp_path: Path) -> None:
