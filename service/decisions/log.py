@@ -3,7 +3,8 @@
 The queue is bounded: when it is full, `record` waits for room (requests slow down), it never drops a
 decision. A failed write is retried with back-off, keeping the batch. `close` flushes what is queued.
 Decisions still queued are readable from this process through `get`, so a decision can be fetched by id
-as soon as it has been answered.
+as soon as it has been answered. On a SQLite file the task hands each batch to a writer thread with its
+own connection (`service.db.sqlite_writer`), as the stock journal does.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -19,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.engine import BatchInsert, HeldConnection
 from service.db.models.decisions import DecisionEntry
+from service.db.sqlite_writer import SqliteWriter, in_transaction, sqlite_file
 from service.decisions.record import DecisionRecord
 
 log = logging.getLogger(__name__)
@@ -90,6 +94,10 @@ class SqlDecisionLog:
         if not isinstance(bind, AsyncEngine):
             raise TypeError("the decision log needs sessions bound to an AsyncEngine")
         self._connection = HeldConnection(bind)
+        self._dialect = bind.dialect
+        # on a SQLite file a batch is one job of a writer thread (see service.db.sqlite_writer)
+        path = sqlite_file(bind.url)
+        self._sqlite = None if path is None else SqliteWriter(path, _write_sqlite, max_batch=4)
         self.written = 0
         self.recorded = 0
 
@@ -130,9 +138,12 @@ class SqlDecisionLog:
         delay = 0.05
         while True:
             try:
-                # a Core executemany on the table: the ORM bulk path costs the event loop more per row
-                async with self._connection.transaction() as connection:
-                    await _INSERT.execute(connection, [r.values() for r in batch])
+                if self._sqlite is not None:
+                    await self._sqlite.submit(_INSERT.prepared(self._dialect, [r.values() for r in batch]))
+                else:
+                    # a Core executemany on the table: the ORM bulk path costs the event loop more per row
+                    async with self._connection.transaction() as connection:
+                        await _INSERT.execute(connection, [r.values() for r in batch])
                 self.written += len(batch)
                 return
             except asyncio.CancelledError:
@@ -160,6 +171,8 @@ class SqlDecisionLog:
             await self._task
         self._task = None
         await self._connection.close()
+        if self._sqlite is not None:
+            await self._sqlite.close()
 
     async def get(self, decision_id: str) -> dict[str, Any] | None:
         pending = self._pending.get(decision_id)
@@ -183,6 +196,18 @@ class SqlDecisionLog:
                 )
             ).scalar_one_or_none()
             return None if row is None else entry_to_dict(row)
+
+
+def _write_sqlite(
+    connection: sqlite3.Connection, batches: Sequence[tuple[str, list[tuple[Any, ...]]]]
+) -> list[None]:
+    """Batches of decision rows (the single-row INSERT and the rows) in one transaction."""
+    statements = [statement for sql, rows in batches for statement in _INSERT.multi_row(sql, rows)]
+    if len(statements) == 1:
+        connection.execute(*statements[0])  # one statement is its own transaction
+    else:
+        in_transaction(connection, lambda: [connection.execute(*statement) for statement in statements])
+    return [None] * len(batches)
 
 
 async def open_decision_log(sessions: async_sessionmaker[AsyncSession], **options: Any) -> SqlDecisionLog:
