@@ -26,7 +26,8 @@ from service.settings import DatabaseSettings
 _SQLITE_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any = None) -> None:
+    """The settings of every connection to a SQLite database (the engine's and the writer threads')."""
     cursor = dbapi_connection.cursor()
     # WAL lets readers run beside the single writer; busy_timeout makes writers from several
     # worker processes wait for the lock instead of failing at once.
@@ -48,7 +49,7 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, echo=settings.echo, json_serializer=_json)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
     return create_async_engine(
         url,

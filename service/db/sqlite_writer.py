@@ -8,7 +8,7 @@ item queued so far (a group commit: the next batch gathers while one is written)
 call of `write_batch`, and settles every caller with one callback into the event loop.
 
 `write_batch` gets the connection in autocommit mode: a single statement is its own transaction, and a
-batch of several statements opens one with `in_transaction`. When it raises, every item of the batch
+batch of several statements opens one with `in_transaction` (or runs them with `execute_all`). When it raises, every item of the batch
 fails with that error and the connection is dropped; the next batch opens a new one.
 """
 
@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import URL, make_url
+
+from service.db.engine import sqlite_pragmas
 
 T = TypeVar("T")
 Item = TypeVar("Item")
@@ -60,12 +62,10 @@ class SqliteWriter(Generic[Item, Result]):
         write_batch: Callable[[sqlite3.Connection, Sequence[Item]], Sequence[Result]],
         *,
         max_batch: int = 500,
-        busy_timeout_ms: int = 30_000,
     ) -> None:
         self.path = path
         self._write_batch = write_batch
         self._max_batch = max_batch
-        self.busy_timeout_ms = busy_timeout_ms
         self._items: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -85,12 +85,8 @@ class SqliteWriter(Generic[Item, Result]):
                 self._thread.start()
 
     def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
-        # the settings of the engine's own connections (service.db.engine)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        connection.execute("PRAGMA foreign_keys=ON")
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        sqlite_pragmas(connection)
         return connection
 
     def _next_batch(self) -> tuple[list[_Pending], bool]:
@@ -151,6 +147,14 @@ class SqliteWriter(Generic[Item, Result]):
         if thread is not None and thread.is_alive():
             self._items.put(None)
             await asyncio.to_thread(thread.join)
+
+
+def execute_all(connection: sqlite3.Connection, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+    """Run statements as one transaction: a single statement is its own, several get one."""
+    if len(statements) == 1:
+        connection.execute(*statements[0])
+    else:
+        in_transaction(connection, lambda: [connection.execute(*statement) for statement in statements])
 
 
 def in_transaction(connection: sqlite3.Connection, statements: Callable[[], T]) -> T:

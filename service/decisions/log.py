@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.engine import BatchInsert, HeldConnection
 from service.db.models.decisions import DecisionEntry
-from service.db.sqlite_writer import SqliteWriter, in_transaction, sqlite_file
+from service.db.sqlite_writer import SqliteWriter, execute_all, sqlite_file
 from service.decisions.record import DecisionRecord
 
 log = logging.getLogger(__name__)
@@ -202,11 +202,9 @@ def _write_sqlite(
     connection: sqlite3.Connection, batches: Sequence[tuple[str, list[tuple[Any, ...]]]]
 ) -> list[None]:
     """Batches of decision rows (the single-row INSERT and the rows) in one transaction."""
-    statements = [statement for sql, rows in batches for statement in _INSERT.multi_row(sql, rows)]
-    if len(statements) == 1:
-        connection.execute(*statements[0])  # one statement is its own transaction
-    else:
-        in_transaction(connection, lambda: [connection.execute(*statement) for statement in statements])
+    execute_all(
+        connection, [statement for sql, rows in batches for statement in _INSERT.multi_row(sql, rows)]
+    )
     return [None] * len(batches)
 
 

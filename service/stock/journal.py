@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.engine import BatchInsert, HeldConnection
 from service.db.models.stock import StockExceptionRecord, StockJournalEntry
-from service.db.sqlite_writer import SqliteWriter, in_transaction, sqlite_file
+from service.db.sqlite_writer import SqliteWriter, execute_all, in_transaction, sqlite_file
 from service.stock.ledger import Delta
 from service.stock.store import StockException, StockUnavailable
 
@@ -114,11 +114,11 @@ class Journal:
     def _prepare(self, entries: Sequence[Entry]) -> _Prepared:
         """The entries' journal rows and their anomalies' rows, as the SQLite driver takes them."""
         dialect = self.engine.dialect
-        anomaly_sql, _ = _INSERT_EXCEPTION.prepared(dialect, [])
-        anomalies: list[tuple[Any, ...] | None] = [None] * len(entries)
-        for i, entry in enumerate(entries):
-            if entry.exception is not None:
-                anomalies[i] = _INSERT_EXCEPTION.prepared(dialect, [_anomaly_row(entry.exception)])[1][0]
+        anomaly_sql, prepared = _INSERT_EXCEPTION.prepared(
+            dialect, [_anomaly_row(entry.exception) for entry in entries if entry.exception is not None]
+        )
+        rows = iter(prepared)
+        anomalies = [None if entry.exception is None else next(rows) for entry in entries]
         return _Prepared(
             *_INSERT.prepared(dialect, [_row(entry) for entry in entries]), anomaly_sql, anomalies
         )
@@ -134,15 +134,7 @@ class Journal:
                     continue
                 inserted = await conn.execute(
                     insert(EXCEPTIONS)
-                    .values(
-                        kind=anomaly.kind,
-                        sku=anomaly.sku,
-                        location=anomaly.location,
-                        event_id=anomaly.event_id,
-                        qty=anomaly.qty,
-                        shortfall=anomaly.shortfall,
-                        at=anomaly.at,
-                    )
+                    .values(dict(zip(_INSERT_EXCEPTION.columns, _anomaly_row(anomaly), strict=True)))
                     .returning(EXCEPTIONS.c.id)
                 )
                 ids.append(int(inserted.scalar_one()))
@@ -174,8 +166,8 @@ def _write_sqlite(connection: sqlite3.Connection, batch: Sequence[_Prepared]) ->
     anomaly's row, whose id goes back to its entry."""
     rows = [row for prepared in batch for row in prepared.rows]
     statements = _INSERT.multi_row(batch[0].sql, rows)
-    if len(statements) == 1 and not any(a for prepared in batch for a in prepared.anomalies):
-        connection.execute(*statements[0])  # one statement is its own transaction
+    if not any(a is not None for prepared in batch for a in prepared.anomalies):
+        execute_all(connection, statements)
         return [[None] * len(prepared.rows) for prepared in batch]
 
     def write() -> list[list[int | None]]:

@@ -358,16 +358,20 @@ def redis_cpu(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def loop_cpu(pid: int) -> float:
-    """User plus system CPU seconds the server's main thread (its event loop) has used so far."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _cpu_seconds(stat: Path) -> float:
+    """User plus system CPU seconds from a /proc stat file."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loop_cpu(pid: int) -> float:
+    """CPU seconds the server's main thread (its event loop) has used so far."""
+    return _cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
 
 
 def server_cpu(pid: int) -> float:
-    """User plus system CPU seconds the server process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds the server process has used so far."""
+    return _cpu_seconds(Path(f"/proc/{pid}/stat"))
 
 
 @pytest.mark.benchmark
