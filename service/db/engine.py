@@ -24,15 +24,18 @@ from service.settings import DatabaseSettings
 
 # host parameters one SQLite statement may hold (999 before SQLite 3.32)
 _SQLITE_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+# how long a SQLite writer waits for the write lock that another connection holds
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any = None) -> None:
-    """The settings of every connection to a SQLite database (the engine's and the writer threads')."""
+    """The settings of every connection to a SQLite database (the engine's and the writers' of
+    `service.db.sqlite_writer`)."""
     cursor = dbapi_connection.cursor()
     # WAL lets readers run beside the single writer; busy_timeout makes writers from several
     # worker processes wait for the lock instead of failing at once.
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

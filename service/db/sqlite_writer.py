@@ -1,36 +1,55 @@
-"""A thread that owns one connection to a SQLite database file and writes what callers hand it, in batches.
+"""Writes to one SQLite database file from the event loop: everything handed over during one turn of the
+loop is written in one transaction at the start of the next, on the loop's own connection.
 
-The Redis store's journal uses it on SQLite: each request waits until its entries have committed. Through
-the async driver a batch is several round trips between the event loop and the driver's thread (a cursor,
-the statement, the commit), and under load every one of them waits for a turn of the busy event loop and
-for the interpreter lock. Here a caller hands its item over and is called back once: the thread takes every
-item queued so far (a group commit: the next batch gathers while one is written), writes them with one
-call of `write_batch`, and settles every caller with one callback into the event loop.
+The Redis store's journal (a request waits until its entries have committed) and the decision log (nobody
+waits) use it on SQLite. They share one writer per file, so a turn's journal entries and decisions go in
+the same transaction and never queue for SQLite's write lock behind each other.
 
-`write_batch` gets the connection in autocommit mode: a single statement is its own transaction, and a
-batch of several statements opens one with `in_transaction` (or runs them with `execute_all`). When it raises, every item of the batch
-fails with that error and the connection is dropped; the next batch opens a new one.
+Why on the loop: a SQLite commit in WAL mode with `synchronous=NORMAL` writes to the WAL file without an
+fsync, tens of microseconds plus a few per row. Handing it to another thread costs more than that: every
+step of that thread needs the interpreter lock back from the busy loop, which under load gave it up only
+every few milliseconds (the switch interval), so a request waited milliseconds for its journal entry and
+whole waves of requests waited together, leaving the loop idle. The loop never waits here either:
+
+- The write lock is only tried (`busy_timeout=0`). When another connection holds it (another worker
+  process, or this process' async driver in the middle of a transaction), the batch is tried again a
+  moment later, the loop serving requests meanwhile, and fails after `lock_timeout` seconds.
+- This connection never checkpoints on commit (`wal_autocheckpoint=0`), since a checkpoint writes to the
+  database file and syncs it. A worker thread runs a passive checkpoint at most every
+  `checkpoint_seconds` instead, beside the writes.
+
+A batch is one transaction. Each kind of write (one `write` function, taking the connection and the items
+handed over with it) runs in a savepoint of its own: when it raises, only its items fail and are rolled
+back, and the others commit. When the transaction itself fails, every item of it fails and the connection
+is dropped; the next batch opens a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
+import logging
+import os
 import sqlite3
-import threading
+import time
+import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL, make_url
 
-from service.db.engine import sqlite_pragmas
+from service.db.engine import SQLITE_BUSY_TIMEOUT_SECONDS, sqlite_pragmas
 
-T = TypeVar("T")
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+WriteBatch = Callable[[sqlite3.Connection, Sequence[Item]], Sequence[Result]]
 
-_Pending = tuple[Any, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+log = logging.getLogger(__name__)
+
+MAX_ITEMS = 500  # items of one transaction; more wait for the next one, on the next turn of the loop
+_RETRY_FIRST = 0.0005  # seconds until the write lock is tried again, doubling up to _RETRY_MAX
+_RETRY_MAX = 0.01
 
 
 def sqlite_file(url: str | URL) -> str | None:
@@ -45,6 +64,184 @@ def sqlite_file(url: str | URL) -> str | None:
     return database
 
 
+@dataclass(eq=False)
+class _Pending:
+    write: WriteBatch[Any, Any]
+    item: Any
+    future: asyncio.Future[Any]
+
+
+@dataclass(eq=False)
+class _LoopState:
+    """One event loop's connection and what was handed over on that loop and not yet written."""
+
+    connection: sqlite3.Connection | None = None
+    pending: list[_Pending] = field(default_factory=list)
+    flush: asyncio.Handle | None = None
+    locked_since: float | None = None  # when the write lock was first found taken, while it still is
+    retry: float = _RETRY_FIRST
+    last_checkpoint: float = 0.0
+    checkpoint: asyncio.Task[None] | None = None
+
+
+class SqliteWriter:
+    """Batched writes to one SQLite file, on the event loop that hands them over (see the module)."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        lock_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS,
+        checkpoint_seconds: float = 1.0,
+    ) -> None:
+        self.path = path
+        self.lock_timeout = lock_timeout
+        self.checkpoint_seconds = checkpoint_seconds
+        self.transactions = 0  # committed so far (all loops)
+        self.checkpoints = 0  # passive checkpoints run so far
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def submit(self, write: WriteBatch[Item, Result], item: Item) -> Result:
+        """Write `item` with `write`, in the transaction of this turn of the loop; returns what `write`
+        gave for it once that transaction has committed."""
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            state = self._states[loop] = _LoopState()
+        future: asyncio.Future[Result] = loop.create_future()
+        state.pending.append(_Pending(write, item, future))
+        if state.flush is None:
+            state.flush = loop.call_soon(self._flush, loop, state)
+        return await future
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        sqlite_pragmas(connection)
+        connection.execute("PRAGMA busy_timeout=0")  # the loop never sleeps on the lock: see _flush
+        connection.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run off the loop: see _checkpoint
+        return connection
+
+    def _drop(self, state: _LoopState) -> None:
+        if state.connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                state.connection.close()
+            state.connection = None
+
+    def _flush(self, loop: asyncio.AbstractEventLoop, state: _LoopState) -> None:
+        """Write what is pending (up to MAX_ITEMS) in one transaction, or try again shortly when another
+        connection holds the write lock."""
+        if state.flush is not None:
+            state.flush.cancel()
+            state.flush = None
+        if not state.pending:
+            return
+        try:
+            if state.connection is None:
+                state.connection = self._connect()
+            state.connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            now = time.monotonic()
+            if _is_busy(error):
+                if state.locked_since is None:
+                    state.locked_since, state.retry = now, _RETRY_FIRST
+                if now - state.locked_since < self.lock_timeout:
+                    state.flush = loop.call_later(state.retry, self._flush, loop, state)
+                    state.retry = min(state.retry * 2, _RETRY_MAX)
+                    return
+            # not the lock, or held longer than lock_timeout: what is pending fails
+            state.locked_since = None
+            self._drop(state)
+            batch, state.pending = state.pending, []
+            _settle([(p.future, None, error) for p in batch])
+            return
+        state.locked_since = None
+        batch, state.pending = state.pending[:MAX_ITEMS], state.pending[MAX_ITEMS:]
+        _settle(self._write(state.connection, batch, state))
+        if state.pending:
+            state.flush = loop.call_soon(self._flush, loop, state)
+        if state.connection is not None:
+            self._maybe_checkpoint(loop, state)
+
+    def _write(
+        self, connection: sqlite3.Connection, batch: list[_Pending], state: _LoopState
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        """The open transaction's writes and its commit; what each caller gets."""
+        groups: dict[WriteBatch[Any, Any], list[_Pending]] = {}
+        for pending in batch:
+            groups.setdefault(pending.write, []).append(pending)
+        settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            for write, members in groups.items():
+                connection.execute("SAVEPOINT batch")
+                try:
+                    results = write(connection, [p.item for p in members])
+                    if len(results) != len(members):
+                        raise RuntimeError(
+                            f"{write.__name__} gave {len(results)} results for {len(members)} items"
+                        )
+                except Exception as error:  # this kind of write fails alone
+                    connection.execute("ROLLBACK TO batch")
+                    connection.execute("RELEASE batch")
+                    settled += [(p.future, None, error) for p in members]
+                else:
+                    connection.execute("RELEASE batch")
+                    settled += [(p.future, result, None) for p, result in zip(members, results, strict=True)]
+            connection.execute("COMMIT")
+        except Exception as error:  # the transaction failed: nothing of it was written
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            self._drop(state)
+            return [(p.future, None, error) for p in batch]
+        self.transactions += 1
+        return settled
+
+    def _maybe_checkpoint(self, loop: asyncio.AbstractEventLoop, state: _LoopState) -> None:
+        now = time.monotonic()
+        if state.checkpoint is not None or now - state.last_checkpoint < self.checkpoint_seconds:
+            return
+        state.last_checkpoint = now
+        state.checkpoint = loop.create_task(self._checkpoint(state))
+
+    async def _checkpoint(self, state: _LoopState) -> None:
+        try:
+            await asyncio.to_thread(_passive_checkpoint, self.path)
+            self.checkpoints += 1
+        except sqlite3.Error as error:  # the next one tries again; the WAL only grows meanwhile
+            log.warning("checkpoint of %s failed: %s", self.path, error)
+        finally:
+            state.checkpoint = None
+
+    async def close(self) -> None:
+        """Write what this loop handed over, wait for its checkpoint, and close its connection (a later
+        `submit` opens a new one)."""
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            return
+        while state.pending:
+            self._flush(loop, state)
+            if state.pending:  # the write lock is taken: _flush tries again shortly
+                await asyncio.sleep(state.retry)
+        if state.checkpoint is not None:
+            await asyncio.shield(state.checkpoint)
+        self._drop(state)
+        self._states.pop(loop, None)
+
+
+def _is_busy(error: sqlite3.Error) -> bool:
+    return getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _passive_checkpoint(path: str) -> None:
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        connection.close()
+
+
 def _settle(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     for future, result, error in settled:
         if future.done():  # the caller gave up waiting (cancelled)
@@ -55,116 +252,13 @@ def _settle(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
             future.set_result(result)
 
 
-class SqliteWriter(Generic[Item, Result]):
-    def __init__(
-        self,
-        path: str,
-        write_batch: Callable[[sqlite3.Connection, Sequence[Item]], Sequence[Result]],
-        *,
-        max_batch: int = 500,
-    ) -> None:
-        self.path = path
-        self._write_batch = write_batch
-        self._max_batch = max_batch
-        self._items: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    async def submit(self, item: Item) -> Result:
-        """Write `item` with others handed over meanwhile; returns what `write_batch` gave for it."""
-        self._start()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Result] = loop.create_future()
-        self._items.put((item, loop, future))
-        return await future
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._work, name="sqlite-writer", daemon=True)
-                self._thread.start()
-
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, isolation_level=None)
-        sqlite_pragmas(connection)
-        return connection
-
-    def _next_batch(self) -> tuple[list[_Pending], bool]:
-        """What is queued (waiting for the first item); True when close asked the thread to stop."""
-        first = self._items.get()
-        if first is None:
-            return [], True
-        batch = [first]
-        while len(batch) < self._max_batch:
-            try:
-                more = self._items.get_nowait()
-            except queue.Empty:
-                break
-            if more is None:
-                return batch, True
-            batch.append(more)
-        return batch, False
-
-    def _work(self) -> None:
-        connection: sqlite3.Connection | None = None
-        stopping = False
-        while not stopping:
-            batch, stopping = self._next_batch()
-            if not batch:
-                break
-            results: Sequence[Any] = ()
-            error: BaseException | None = None
-            try:
-                if connection is None:
-                    connection = self._connect()
-                results = self._write_batch(connection, [item for item, _, _ in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(f"write_batch gave {len(results)} results for {len(batch)} items")
-            except BaseException as failure:  # handed to every waiting caller; the thread goes on
-                error = failure
-                if connection is not None:
-                    with contextlib.suppress(Exception):
-                        if connection.in_transaction:
-                            connection.rollback()
-                        connection.close()
-                    connection = None
-            by_loop: dict[
-                asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]
-            ]
-            by_loop = {}
-            for i, (_, loop, future) in enumerate(batch):
-                by_loop.setdefault(loop, []).append((future, None if error else results[i], error))
-            for loop, settled in by_loop.items():
-                with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits there
-                    loop.call_soon_threadsafe(_settle, settled)
-        if connection is not None:
-            connection.close()
-
-    async def close(self) -> None:
-        """Write what was handed over so far, then stop the thread and close its connection."""
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None and thread.is_alive():
-            self._items.put(None)
-            await asyncio.to_thread(thread.join)
+_writers: dict[str, SqliteWriter] = {}
 
 
-def execute_all(connection: sqlite3.Connection, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
-    """Run statements as one transaction: a single statement is its own, several get one."""
-    if len(statements) == 1:
-        connection.execute(*statements[0])
-    else:
-        in_transaction(connection, lambda: [connection.execute(*statement) for statement in statements])
-
-
-def in_transaction(connection: sqlite3.Connection, statements: Callable[[], T]) -> T:
-    """Run `statements` (which use `connection`) in one write transaction, rolled back if they fail."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        result = statements()
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
-    return result
+def shared_writer(path: str) -> SqliteWriter:
+    """The writer of this process for the database file at `path` (one per file, shared by its users)."""
+    key = os.path.realpath(path)
+    writer = _writers.get(key)
+    if writer is None:
+        writer = _writers[key] = SqliteWriter(path)
+    return writer

@@ -3,8 +3,9 @@
 The queue is bounded: when it is full, `record` waits for room (requests slow down), it never drops a
 decision. A failed write is retried with back-off, keeping the batch. `close` flushes what is queued.
 Decisions still queued are readable from this process through `get`, so a decision can be fetched by id
-as soon as it has been answered. On a SQLite file the task hands each batch to a writer thread with its
-own connection (`service.db.sqlite_writer`), as the stock journal does.
+as soon as it has been answered. On a SQLite file each batch is written by the file's writer on the
+event loop (`service.db.sqlite_writer`), in the same transaction as the stock journal's entries of that
+turn of the loop.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.engine import BatchInsert, HeldConnection
 from service.db.models.decisions import DecisionEntry
-from service.db.sqlite_writer import SqliteWriter, execute_all, sqlite_file
+from service.db.sqlite_writer import shared_writer, sqlite_file
 from service.decisions.record import DecisionRecord
 
 log = logging.getLogger(__name__)
@@ -95,9 +96,9 @@ class SqlDecisionLog:
             raise TypeError("the decision log needs sessions bound to an AsyncEngine")
         self._connection = HeldConnection(bind)
         self._dialect = bind.dialect
-        # on a SQLite file a batch is one job of a writer thread (see service.db.sqlite_writer)
+        # on a SQLite file a batch goes through the file's writer (see service.db.sqlite_writer)
         path = sqlite_file(bind.url)
-        self._sqlite = None if path is None else SqliteWriter(path, _write_sqlite, max_batch=4)
+        self._sqlite = None if path is None else shared_writer(path)
         self.written = 0
         self.recorded = 0
 
@@ -139,7 +140,9 @@ class SqlDecisionLog:
         while True:
             try:
                 if self._sqlite is not None:
-                    await self._sqlite.submit(_INSERT.prepared(self._dialect, [r.values() for r in batch]))
+                    await self._sqlite.submit(
+                        _write_sqlite, _INSERT.prepared(self._dialect, [r.values() for r in batch])
+                    )
                 else:
                     # a Core executemany on the table: the ORM bulk path costs the event loop more per row
                     async with self._connection.transaction() as connection:
@@ -201,10 +204,10 @@ class SqlDecisionLog:
 def _write_sqlite(
     connection: sqlite3.Connection, batches: Sequence[tuple[str, list[tuple[Any, ...]]]]
 ) -> list[None]:
-    """Batches of decision rows (the single-row INSERT and the rows) in one transaction."""
-    execute_all(
-        connection, [statement for sql, rows in batches for statement in _INSERT.multi_row(sql, rows)]
-    )
+    """Batches of decision rows (the single-row INSERT and the rows), in the writer's transaction."""
+    for sql, rows in batches:
+        for statement in _INSERT.multi_row(sql, rows):
+            connection.execute(*statement)
     return [None] * len(batches)
 
 

@@ -2,9 +2,9 @@
 
 Each request hands its entries to `Journal.append` and waits until the transaction holding them has
 committed; concurrent requests share one transaction, so the journal costs one commit per batch, not
-per request. On a SQLite file a batch is one job of a writer thread with its own connection
-(`service.db.sqlite_writer`): one hand-over and one call back instead of a round trip through the async
-driver per statement. Entries are signed deltas (see `service.stock.ledger`), so the rebuild sums them in any
+per request. On a SQLite file the entries of one turn of the event loop are written, with the decision
+log's, in one transaction on the loop's own connection (`service.db.sqlite_writer`) instead of a round
+trip through the async driver's thread per statement. Entries are signed deltas (see `service.stock.ledger`), so the rebuild sums them in any
 order and gets the state Redis had acknowledged.
 """
 
@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.engine import BatchInsert, HeldConnection
 from service.db.models.stock import StockExceptionRecord, StockJournalEntry
-from service.db.sqlite_writer import SqliteWriter, execute_all, in_transaction, sqlite_file
+from service.db.sqlite_writer import SqliteWriter, shared_writer, sqlite_file
 from service.stock.ledger import Delta
 from service.stock.store import StockException, StockUnavailable
 
@@ -60,12 +60,12 @@ class Journal:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _writer: asyncio.Task[None] | None = None
     _held: HeldConnection = field(init=False)
-    _sqlite: SqliteWriter[_Prepared, list[int | None]] | None = field(init=False)
+    _sqlite: SqliteWriter | None = field(init=False)
 
     def __post_init__(self) -> None:
         self._held = HeldConnection(self.engine)
         path = sqlite_file(self.engine.url)
-        self._sqlite = None if path is None else SqliteWriter(path, _write_sqlite, max_batch=MAX_BATCH)
+        self._sqlite = None if path is None else shared_writer(path)
 
     async def append(self, entries: Sequence[Entry]) -> list[int | None]:
         """Write entries durably; returns the id given to each entry's exception (None without one)."""
@@ -73,7 +73,7 @@ class Journal:
             return []
         if self._sqlite is not None:
             try:
-                return await self._sqlite.submit(self._prepare(entries))
+                return await self._sqlite.submit(_write_sqlite, self._prepare(entries))
             # any failure reaches the caller as the journal being unavailable, so that it undoes its change
             except Exception as error:
                 raise StockUnavailable(
@@ -153,7 +153,7 @@ class Journal:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """One `append` for the SQLite writer thread: the single-row INSERT, the rows, per entry its anomaly."""
+    """One `append` for the SQLite writer: the single-row INSERT, the rows, per entry its anomaly."""
 
     sql: str
     rows: list[tuple[Any, ...]]
@@ -162,26 +162,17 @@ class _Prepared:
 
 
 def _write_sqlite(connection: sqlite3.Connection, batch: Sequence[_Prepared]) -> list[list[int | None]]:
-    """Every append of a batch in one transaction: the journal rows as multi-row statements, then each
-    anomaly's row, whose id goes back to its entry."""
-    rows = [row for prepared in batch for row in prepared.rows]
-    statements = _INSERT.multi_row(batch[0].sql, rows)
-    if not any(a is not None for prepared in batch for a in prepared.anomalies):
-        execute_all(connection, statements)
-        return [[None] * len(prepared.rows) for prepared in batch]
-
-    def write() -> list[list[int | None]]:
-        for sql, parameters in statements:
-            connection.execute(sql, parameters)
-        return [
-            [
-                None if a is None else connection.execute(prepared.anomaly_sql, a).lastrowid
-                for a in prepared.anomalies
-            ]
-            for prepared in batch
+    """Every append of a batch, in the writer's transaction: the journal rows as multi-row statements,
+    then each anomaly's row, whose id goes back to its entry."""
+    for statement in _INSERT.multi_row(batch[0].sql, [row for prepared in batch for row in prepared.rows]):
+        connection.execute(*statement)
+    return [
+        [
+            None if a is None else connection.execute(prepared.anomaly_sql, a).lastrowid
+            for a in prepared.anomalies
         ]
-
-    return in_transaction(connection, write)
+        for prepared in batch
+    ]
 
 
 def _row(entry: Entry) -> tuple[Any, ...]:

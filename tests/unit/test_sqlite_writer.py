@@ -1,66 +1,66 @@
-"""The SQLite writer thread (group commits for callers that wait) and SQLite's multi-row batch inserts."""
+"""The SQLite writer (batched writes on the event loop, one transaction a turn) and SQLite's multi-row
+batch inserts."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 
-from service.db.engine import BatchInsert, create_engine
-from service.db.sqlite_writer import SqliteWriter, in_transaction, sqlite_file
+from service.db.engine import BatchInsert, create_engine, sqlite_pragmas
+from service.db.sqlite_writer import SqliteWriter, shared_writer, sqlite_file
 from service.settings import DatabaseSettings
 
 
 def make_table(path: Path) -> str:
     connection = sqlite3.connect(path)
-    connection.execute(
-        "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, v INTEGER NOT NULL CHECK (v >= 0))"
-    )
+    sqlite_pragmas(connection)
+    for table in ("t", "u"):
+        connection.execute(
+            f"CREATE TABLE {table} (id INTEGER PRIMARY KEY AUTOINCREMENT, v INTEGER NOT NULL CHECK (v >= 0),"
+            " pad TEXT)"
+        )
     connection.commit()
     connection.close()
     return str(path)
 
 
-def values(path: str) -> list[int]:
+def values(path: str, table: str = "t") -> list[int]:
     connection = sqlite3.connect(path)
     try:
-        return [v for (v,) in connection.execute("SELECT v FROM t ORDER BY id")]
+        return [v for (v,) in connection.execute(f"SELECT v FROM {table} ORDER BY id")]
     finally:
         connection.close()
 
 
 class Recorder:
-    """A write_batch that inserts each item (a list of values) and answers each item's row ids; it
-    remembers the batch sizes it saw and which thread ran it."""
+    """A write function that inserts each item (a list of values) into its table and answers each item's
+    row ids; it remembers the batch sizes it saw and which threads ran it."""
 
-    def __init__(self, gate: threading.Event | None = None) -> None:
+    def __init__(self, table: str = "t") -> None:
+        self.table = table
         self.sizes: list[int] = []
-        self.threads: set[str] = set()
-        self.gate = gate
+        self.threads: set[threading.Thread] = set()
+        self.__name__ = f"insert_{table}"
 
     def __call__(self, connection: sqlite3.Connection, batch: Sequence[list[int]]) -> list[list[int]]:
-        if self.gate is not None:
-            self.gate.wait(5)
         self.sizes.append(len(batch))
-        self.threads.add(threading.current_thread().name)
-
-        def write() -> list[list[int]]:
-            out = []
-            for item in batch:
-                ids = []
-                for v in item:
-                    row_id = connection.execute("INSERT INTO t (v) VALUES (?)", (v,)).lastrowid
-                    assert row_id is not None
-                    ids.append(row_id)
-                out.append(ids)
-            return out
-
-        return in_transaction(connection, write)
+        self.threads.add(threading.current_thread())
+        out = []
+        for item in batch:
+            ids = []
+            for v in item:
+                row_id = connection.execute(f"INSERT INTO {self.table} (v) VALUES (?)", (v,)).lastrowid
+                assert row_id is not None
+                ids.append(row_id)
+            out.append(ids)
+        return out
 
 
 def test_sqlite_file_names_only_files() -> None:
@@ -71,58 +71,157 @@ def test_sqlite_file_names_only_files() -> None:
     assert sqlite_file("sqlite+aiosqlite:///file:app.db?mode=ro&uri=true") is None
 
 
-async def test_callers_waiting_together_share_one_commit(tmp_path: Path) -> None:
+def test_one_writer_per_file(tmp_path: Path) -> None:
     path = make_table(tmp_path / "w.db")
-    gate = threading.Event()
-    recorder = Recorder(gate)
-    writer: SqliteWriter[list[int], list[int]] = SqliteWriter(path, recorder)
-    first = asyncio.create_task(writer.submit([1]))
-    await asyncio.sleep(0.05)  # the thread holds the first item at the gate
-    rest = [asyncio.create_task(writer.submit([v])) for v in range(2, 12)]
-    await asyncio.sleep(0.05)
-    gate.set()
-    answers = await asyncio.gather(first, *rest)
-    await writer.close()
-    assert recorder.sizes == [1, 10]  # the ten handed over meanwhile went in one batch
-    assert recorder.threads == {"sqlite-writer"}
-    assert values(path) == list(range(1, 12))
-    assert [ids[0] for ids in answers] == list(range(1, 12))  # each caller gets its own row's id
+    assert shared_writer(path) is shared_writer(str(tmp_path / "." / "w.db"))
+    assert shared_writer(path) is not shared_writer(make_table(tmp_path / "other.db"))
 
 
-async def test_a_failed_batch_fails_its_callers_writes_nothing_and_the_next_one_works(tmp_path: Path) -> None:
+async def test_what_one_turn_hands_over_is_one_transaction_on_the_loop_thread(tmp_path: Path) -> None:
     path = make_table(tmp_path / "w.db")
-    writer: SqliteWriter[list[int], list[int]] = SqliteWriter(path, Recorder())
-    with pytest.raises(sqlite3.IntegrityError):
-        await writer.submit([5, -1])  # the second row breaks the CHECK: the whole item is rolled back
-    assert values(path) == []
-    assert await writer.submit([7]) == [1]
+    writer = SqliteWriter(path)
+    first, second = Recorder("t"), Recorder("u")
+    calls = [writer.submit(first, [v]) for v in range(1, 11)] + [writer.submit(second, [7, 8])]
+    answers = await asyncio.gather(*calls)
+    assert writer.transactions == 1
+    assert first.sizes == [10]
+    assert second.sizes == [1]
+    assert first.threads == second.threads == {threading.current_thread()}
+    assert values(path, "t") == list(range(1, 11))
+    assert values(path, "u") == [7, 8]
+    assert [ids[0] for ids in answers[:10]] == list(range(1, 11))  # each caller gets its own row's id
+    assert answers[10] == [1, 2]
+    assert await writer.submit(first, [11]) == [11]  # a later turn: a transaction of its own
+    assert writer.transactions == 2
     await writer.close()
-    assert values(path) == [7]
 
 
-async def test_close_writes_what_was_handed_over_and_a_later_submit_starts_again(tmp_path: Path) -> None:
+async def test_a_failing_kind_of_write_fails_alone_and_the_next_batch_works(tmp_path: Path) -> None:
     path = make_table(tmp_path / "w.db")
-    writer: SqliteWriter[list[int], list[int]] = SqliteWriter(path, Recorder())
-    pending = [asyncio.create_task(writer.submit([v])) for v in range(20)]
-    await asyncio.sleep(0)  # handed over
+    writer = SqliteWriter(path)
+    good, bad = Recorder("t"), Recorder("u")
+    results = await asyncio.gather(
+        writer.submit(good, [1]),
+        writer.submit(bad, [5, -1]),
+        writer.submit(good, [2]),
+        return_exceptions=True,
+    )
+    assert results[0] == [1]
+    assert isinstance(results[1], sqlite3.IntegrityError)  # the second row breaks the CHECK
+    assert results[2] == [2]
+    assert writer.transactions == 1
+    assert values(path, "t") == [1, 2]
+    assert values(path, "u") == []  # the failed kind's first row was rolled back with it
+    assert await writer.submit(bad, [7]) == [1]  # the id of the rolled-back row is given again
+    assert values(path, "u") == [7]
     await writer.close()
-    await asyncio.gather(*pending)
-    assert values(path) == list(range(20))
-    await writer.submit([99])
-    await writer.close()
-    assert values(path)[-1] == 99
 
 
-async def test_a_write_batch_answering_the_wrong_count_fails_every_caller(tmp_path: Path) -> None:
+async def test_a_write_answering_the_wrong_count_fails_its_callers(tmp_path: Path) -> None:
     path = make_table(tmp_path / "w.db")
 
     def wrong(connection: sqlite3.Connection, batch: Sequence[int]) -> list[int]:
         return []
 
-    writer: SqliteWriter[int, int] = SqliteWriter(path, wrong)
-    with pytest.raises(RuntimeError, match="0 results for 1 items"):
-        await writer.submit(1)
+    writer = SqliteWriter(path)
+    with pytest.raises(RuntimeError, match="wrong gave 0 results for 1 items"):
+        await writer.submit(wrong, 1)
     await writer.close()
+
+
+async def test_a_taken_write_lock_is_waited_for_without_blocking_the_loop(tmp_path: Path) -> None:
+    path = make_table(tmp_path / "w.db")
+    writer = SqliteWriter(path)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another connection (another process, say) holds the write lock
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    ticking = asyncio.create_task(ticker())
+    recorder = Recorder()
+    waiting = asyncio.create_task(writer.submit(recorder, [3]))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    assert ticks >= 10  # the loop went on meanwhile
+    assert recorder.sizes == []
+    other.execute("COMMIT")
+    assert await asyncio.wait_for(waiting, 5) == [1]
+    ticking.cancel()
+    other.close()
+    assert values(path) == [3]
+    await writer.close()
+
+
+async def test_a_write_lock_held_past_the_timeout_fails_the_callers(tmp_path: Path) -> None:
+    path = make_table(tmp_path / "w.db")
+    writer = SqliteWriter(path, lock_timeout=0.1)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        await writer.submit(Recorder(), [3])
+    assert 0.1 <= time.monotonic() - started < 2
+    other.execute("COMMIT")
+    other.close()
+    assert await writer.submit(Recorder(), [4]) == [1]  # the next batch works
+    assert values(path) == [4]
+    await writer.close()
+
+
+async def test_close_writes_what_was_handed_over_and_a_later_submit_opens_again(tmp_path: Path) -> None:
+    path = make_table(tmp_path / "w.db")
+    writer = SqliteWriter(path)
+    recorder = Recorder()
+    pending = [asyncio.create_task(writer.submit(recorder, [v])) for v in range(20)]
+    await asyncio.sleep(0)  # handed over, not yet written
+    await writer.close()
+    assert values(path) == list(range(20))
+    await asyncio.gather(*pending)
+    await writer.submit(recorder, [99])
+    await writer.close()
+    assert values(path)[-1] == 99
+
+
+def main_file_size(path: str) -> int:
+    return Path(path).stat().st_size
+
+
+async def write_megabytes(writer: SqliteWriter, megabytes: int) -> None:
+    def pad(connection: sqlite3.Connection, batch: Sequence[int]) -> list[None]:
+        connection.executemany("INSERT INTO t (v, pad) VALUES (?, ?)", [(v, "x" * 100_000) for v in batch])
+        return [None] * len(batch)
+
+    for start in range(0, megabytes * 10, 10):
+        await asyncio.gather(*(writer.submit(pad, v) for v in range(start, start + 10)))
+
+
+async def test_commits_leave_checkpoints_to_a_worker_thread(tmp_path: Path) -> None:
+    # more than SQLite's default autocheckpoint (1000 pages, about 4 MB) goes into the WAL: the
+    # writer's own commits never copy it into the database file, its checkpoints (off the loop) do
+    path = make_table(tmp_path / "w.db")
+    size = main_file_size(path)
+    never = SqliteWriter(path, checkpoint_seconds=3600)
+    await write_megabytes(never, 6)
+    assert main_file_size(path) == size
+    assert never.checkpoints == 0
+    await never.close()
+
+    path = make_table(tmp_path / "c.db")
+    size = main_file_size(path)
+    often = SqliteWriter(path, checkpoint_seconds=0)
+    await write_megabytes(often, 6)
+    for _ in range(200):
+        if often.checkpoints and main_file_size(path) > size + 1_000_000:
+            break
+        await asyncio.sleep(0.01)
+    assert often.checkpoints >= 1
+    assert main_file_size(path) > size + 1_000_000
+    await often.close()
 
 
 async def test_batch_insert_on_sqlite_splits_rows_into_statements_within_the_variable_limit(
