@@ -102,14 +102,19 @@ class SqliteWriter:
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
+        self._last: tuple[asyncio.AbstractEventLoop, _LoopState] | None = None  # the loop seen last
 
     async def submit(self, write: WriteBatch[Item, Result], item: Item) -> Result:
         """Write `item` with `write`, in the transaction of this turn of the loop; returns what `write`
         gave for it once that transaction has committed."""
         loop = asyncio.get_running_loop()
-        state = self._states.get(loop)
-        if state is None:
-            state = self._states[loop] = _LoopState()
+        last = self._last
+        if last is not None and last[0] is loop:
+            state = last[1]
+        else:
+            found = self._states.get(loop)
+            state = self._states[loop] = _LoopState() if found is None else found
+            self._last = (loop, state)
         future: asyncio.Future[Result] = loop.create_future()
         state.pending.append(_Pending(write, item, future))
         if state.flush is None:
@@ -228,6 +233,7 @@ class SqliteWriter:
             await asyncio.shield(state.checkpoint)
         self._drop(state)
         self._states.pop(loop, None)
+        self._last = None
 
 
 def _is_busy(error: sqlite3.Error) -> bool:

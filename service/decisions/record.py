@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
+import msgspec
 
-@dataclass(frozen=True)
-class DecisionRecord:
+
+class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     kind: str
     created_at: datetime
@@ -21,7 +21,7 @@ class DecisionRecord:
     subject: str | None = None
     idempotency_key: str | None = None
     actor: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def response(self) -> dict[str, Any]:
         """The body a decision endpoint answers with."""

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import msgspec
 from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -35,8 +36,7 @@ GATHER_ENTRIES = 16
 GATHER_SECONDS = 0.002
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(msgspec.Struct, frozen=True):
     """One acknowledged change: kind in snapshot | event | reserve | commit | release."""
 
     kind: str
@@ -114,14 +114,15 @@ class Journal:
     def _prepare(self, entries: Sequence[Entry]) -> _Prepared:
         """The entries' journal rows and their anomalies' rows, as the SQLite driver takes them."""
         dialect = self.engine.dialect
+        sql, rows = _INSERT.prepared(dialect, [_row(entry) for entry in entries])
+        if all(entry.exception is None for entry in entries):  # nearly always
+            return _Prepared(sql, rows, "", [None] * len(entries))
         anomaly_sql, prepared = _INSERT_EXCEPTION.prepared(
             dialect, [_anomaly_row(entry.exception) for entry in entries if entry.exception is not None]
         )
-        rows = iter(prepared)
-        anomalies = [None if entry.exception is None else next(rows) for entry in entries]
-        return _Prepared(
-            *_INSERT.prepared(dialect, [_row(entry) for entry in entries]), anomaly_sql, anomalies
-        )
+        found = iter(prepared)
+        anomalies = [None if entry.exception is None else next(found) for entry in entries]
+        return _Prepared(sql, rows, anomaly_sql, anomalies)
 
     async def _write(self, entries: Sequence[Entry]) -> list[int | None]:
         ids: list[int | None] = []
@@ -151,8 +152,7 @@ class Journal:
             await self._sqlite.close()
 
 
-@dataclass(frozen=True)
-class _Prepared:
+class _Prepared(msgspec.Struct, frozen=True):
     """One `append` for the SQLite writer: the single-row INSERT, the rows, per entry its anomaly."""
 
     sql: str

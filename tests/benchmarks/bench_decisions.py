@@ -8,7 +8,7 @@
 
 One uvicorn worker serves the real app (SQLite decision log and journal, Redis stock on database 4 unless
 BENCH_REDIS_URL says otherwise, durable_rules engine); the load comes from a small keep-alive HTTP/1.1
-client in this process. Each endpoint and its bare counterpart run in three alternating rounds (so the
+client in this process. Each endpoint and its bare counterpart run in five alternating rounds (so the
 machine's other work falls on both alike); a ratio is that of the mean request rates, and the server's
 CPU time per request (read from /proc) is reported beside it, with Redis' (from INFO cpu: every client's,
 so other users of the same Redis add to it), this load client's, and the share of the time the worker's
@@ -46,8 +46,8 @@ from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/4")
-SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))  # per endpoint, split over the rounds
-ROUNDS = 3
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))  # per endpoint, split over the rounds
+ROUNDS = 5
 CONNECTIONS = 64  # requests in flight while a maximum rate is measured
 FEW_CONNECTIONS = 16  # the same rounds again with fewer in flight (reported beside), and the latency run
 LOCATIONS = 20
