@@ -183,9 +183,8 @@ class SqliteWriter:
                 try:
                     results = write(connection, [p.item for p in members])
                     if len(results) != len(members):
-                        raise RuntimeError(
-                            f"{write.__name__} gave {len(results)} results for {len(members)} items"
-                        )
+                        name = getattr(write, "__name__", repr(write))
+                        raise RuntimeError(f"{name} gave {len(results)} results for {len(members)} items")
                 except Exception as error:  # this kind of write fails alone
                     connection.execute("ROLLBACK TO batch")
                     connection.execute("RELEASE batch")

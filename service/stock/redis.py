@@ -413,16 +413,7 @@ class RedisStockStore:
         for (slot, ev, _), entry, ident in zip(applied, entries, ids, strict=True):
             anomaly = entry.exception
             if anomaly is not None and ident is not None:
-                anomaly = StockException(
-                    anomaly.kind,
-                    anomaly.sku,
-                    anomaly.location,
-                    anomaly.event_id,
-                    anomaly.qty,
-                    anomaly.shortfall,
-                    anomaly.at,
-                    ident,
-                )
+                anomaly = msgspec.structs.replace(anomaly, id=ident)
             results[slot] = EventResult(ev.event_id, "applied", anomaly)
         return [r for r in results if r is not None]
 
