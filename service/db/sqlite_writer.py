@@ -80,7 +80,7 @@ class _LoopState:
     flush: asyncio.Handle | None = None
     locked_since: float | None = None  # when the write lock was first found taken, while it still is
     retry: float = _RETRY_FIRST
-    last_checkpoint: float = 0.0
+    last_checkpoint: float = field(default_factory=time.monotonic)  # or when this state began
     checkpoint: asyncio.Task[None] | None = None
 
 
