@@ -122,9 +122,11 @@ class SqliteWriter:
         return await future
 
     def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, isolation_level=None)
+        # timeout=0: the loop never sleeps on a lock, not even for the pragmas (a busy error here is
+        # tried again like a taken write lock: see _flush)
+        connection = sqlite3.connect(self.path, isolation_level=None, timeout=0)
         sqlite_pragmas(connection)
-        connection.execute("PRAGMA busy_timeout=0")  # the loop never sleeps on the lock: see _flush
+        connection.execute("PRAGMA busy_timeout=0")
         connection.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run off the loop: see _checkpoint
         return connection
 

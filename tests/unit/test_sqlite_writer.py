@@ -157,6 +157,33 @@ async def test_a_taken_write_lock_is_waited_for_without_blocking_the_loop(tmp_pa
     await writer.close()
 
 
+async def test_a_database_locked_before_the_first_connection_is_waited_for_without_blocking_the_loop(
+    tmp_path: Path,
+) -> None:
+    # a file still in rollback-journal mode, locked exclusively: even switching it to WAL must wait
+    path = str(tmp_path / "w.db")
+    setup = sqlite3.connect(path)
+    setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, v INTEGER NOT NULL, pad TEXT)")
+    setup.commit()
+    setup.close()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    writer = SqliteWriter(path)
+    waiting = asyncio.create_task(writer.submit(Recorder(), [5]))
+    started = time.monotonic()
+    await asyncio.sleep(0.1)
+    assert time.monotonic() - started < 0.5  # the loop went on
+    assert not waiting.done()
+    other.execute("COMMIT")
+    other.close()
+    assert await asyncio.wait_for(waiting, 5) == [1]
+    assert values(path) == [5]
+    await writer.close()
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    check.close()
+
+
 async def test_a_write_lock_held_past_the_timeout_fails_the_callers(tmp_path: Path) -> None:
     path = make_table(tmp_path / "w.db")
     writer = SqliteWriter(path, lock_timeout=0.1)
