@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db.base import Base
+from service.db.base import Base, aware
 from service.db.models import Item, Location, Promotion
 
 
@@ -82,11 +82,6 @@ class MasterData:
         return [p for p in self.promotions if p.active_at(when) and p.applies(sku, location, channel)]
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes even for timezone-aware columns; every stored time is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 async def load_master_data(session: AsyncSession) -> MasterData:
     # Core rows, not ORM objects: the snapshot is reloaded every few seconds by every worker
     locations = {
@@ -107,8 +102,8 @@ async def load_master_data(session: AsyncSession) -> MasterData:
             tuple(r.skus),
             tuple(r.locations),
             tuple(r.channels),
-            _aware(r.start),
-            _aware(r.end),
+            aware(r.start),
+            aware(r.end),
             r.uplift,
             r.per_order_cap,
         )

@@ -43,3 +43,18 @@ class SimulationAccepted(msgspec.Struct):
     id: str
     status: str
     links: SimulationLinks
+
+
+class SimulationOut(msgspec.Struct):
+    """A simulation: its state, what was asked, and once done the KPIs of every run (the report is HTML at
+    `/v1/simulations/{id}/report`)."""
+
+    id: str
+    status: str  # queued | running | done | failed
+    progress: Annotated[float, msgspec.Meta(ge=0, le=1)]
+    requested_by: str
+    request: dict[str, Any]
+    created_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    finished_at: Annotated[datetime, msgspec.Meta(tz=True)] | None
+    error: str | None
+    kpis: dict[str, Any] | None

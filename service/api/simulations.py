@@ -16,7 +16,8 @@ from litestar.params import Parameter
 
 from service.api.body import decode_body
 from service.api.openapi import json_body, json_response
-from service.api.responses import SimulationAccepted
+from service.api.responses import SimulationAccepted, SimulationOut
+from service.db.base import aware
 from service.errors import Conflict, FieldError, NotFound
 from service.security import principal_of, requires
 from service.services import Services
@@ -63,6 +64,7 @@ async def start_simulation(
 
 
 @get("/{simulation_id:str}", opt=requires("planner"), operation_id="getSimulation")
+@json_response(SimulationOut)
 async def get_simulation(services: NamedDependency[Services], simulation_id: SimulationId) -> dict[str, Any]:
     row = await _record(services, simulation_id)
     progress = _jobs(services).progress(simulation_id)
@@ -72,8 +74,8 @@ async def get_simulation(services: NamedDependency[Services], simulation_id: Sim
         "progress": 1.0 if row.status == "done" else (progress if progress is not None else row.progress),
         "requested_by": row.requested_by,
         "request": row.request,
-        "created_at": row.created_at.isoformat(),
-        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+        "created_at": aware(row.created_at).isoformat(),
+        "finished_at": aware(row.finished_at).isoformat() if row.finished_at else None,
         "error": row.error,
         "kpis": msgspec.json.decode(row.kpis) if row.kpis else None,
     }

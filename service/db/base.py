@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
@@ -16,3 +18,9 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+def aware(value: datetime) -> datetime:
+    """A stored time, in UTC: SQLite hands datetimes back naive even from timezone-aware columns, and every
+    time this service stores is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

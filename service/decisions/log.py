@@ -15,12 +15,12 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from service.db.base import aware
 from service.db.engine import BatchInsert, HeldConnection
 from service.db.models.decisions import DecisionEntry
 from service.db.sqlite_writer import shared_writer, sqlite_file
@@ -52,16 +52,11 @@ class NullDecisionLog:
         return None
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite returns naive datetimes; every stored time is UTC
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def entry_to_dict(row: DecisionEntry) -> dict[str, Any]:
     out: dict[str, Any] = {
         "decision_id": row.id,
         "kind": row.kind,
-        "created_at": _aware(row.created_at).isoformat(),
+        "created_at": aware(row.created_at).isoformat(),
         "decision": row.decision,
         "ruleset": {"name": row.ruleset_name, "version": row.ruleset_version, "sha256": row.ruleset_sha256},
         "trace": row.trace,

@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.db.base import aware
 from service.db.engine import create_engine
 from service.db.models.stock import (
     CapacityUsage,
@@ -595,7 +596,7 @@ async def read_exceptions(engine: AsyncEngine, limit: int) -> list[StockExceptio
                 event_id=r["event_id"],
                 qty=int(r["qty"]),
                 shortfall=int(r["shortfall"]),
-                at=_aware(r["at"]),
+                at=aware(r["at"]),
                 id=int(r["id"]),
             )
             for r in (await conn.execute(query)).mappings()
@@ -651,10 +652,6 @@ def _reservation(row: Any) -> Reservation:
 
 def _replace_status(reservation: Reservation, status: str) -> Reservation:
     return msgspec.structs.replace(reservation, status=status)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _exception_row(anomaly: StockException) -> dict[str, Any]:

@@ -177,3 +177,28 @@ async def test_a_running_simulation_beats_and_writes_its_progress(sqlite_url: st
     finally:
         await jobs.close(grace_seconds=30)
         await engine.dispose()
+
+
+async def test_simulation_answers_have_the_documented_shape(api: ApiClient) -> None:
+    from jsonschema import ValidationError
+
+    from tests.api.test_openapi import _check, _document
+
+    document = await _document(api)
+    schema = document["paths"]["/v1/simulations/{simulation_id}"]["get"]["responses"]["200"]["content"][
+        "application/json"
+    ]["schema"]
+    variant = (RULESETS / "dc-only.yaml").read_text()
+    response = await api.as_("planner").post(
+        "/v1/simulations", json={"scenario": "small", "versions": [[{"yaml": variant}]], "seed": 5}
+    )
+    assert response.status_code == 202
+    simulation_id = response.json()["id"]
+    early = await api.as_("planner").get(f"/v1/simulations/{simulation_id}")
+    assert early.status_code == 200
+    _check(document, schema, early.json())  # queued or running: no KPIs, no end yet
+    done = await finished(api, simulation_id)
+    assert done["status"] == "done", done["error"]
+    _check(document, schema, done)
+    with pytest.raises(ValidationError):  # the check can fail: a progress beyond 1
+        _check(document, schema, {**done, "progress": 1.5})
