@@ -4,8 +4,8 @@ Each request hands its entries to `Journal.append` and waits until the transacti
 committed; concurrent requests share one transaction, so the journal costs one commit per batch, not
 per request. On a SQLite file the entries of one turn of the event loop are written, with the decision
 log's, in one transaction on the loop's own connection (`service.db.sqlite_writer`) instead of a round
-trip through the async driver's thread per statement. Entries are signed deltas (see `service.stock.ledger`), so the rebuild sums them in any
-order and gets the state Redis had acknowledged.
+trip through the async driver's thread per statement. Entries are signed deltas (see
+`service.stock.ledger`), so the rebuild sums them in any order and gets the state Redis had acknowledged.
 """
 
 from __future__ import annotations
@@ -118,7 +118,12 @@ class Journal:
         if all(entry.exception is None for entry in entries):  # nearly always
             return _Prepared(sql, rows, "", [None] * len(entries))
         anomaly_sql, prepared = _INSERT_EXCEPTION.prepared(
-            dialect, [_anomaly_row(entry.exception) for entry in entries if entry.exception is not None]
+            dialect,
+            [
+                tuple(exception_values(entry.exception)[c] for c in _INSERT_EXCEPTION.columns)
+                for entry in entries
+                if entry.exception is not None
+            ],
         )
         found = iter(prepared)
         anomalies = [None if entry.exception is None else next(found) for entry in entries]
@@ -134,9 +139,7 @@ class Journal:
                     ids.append(None)
                     continue
                 inserted = await conn.execute(
-                    insert(EXCEPTIONS)
-                    .values(dict(zip(_INSERT_EXCEPTION.columns, _anomaly_row(anomaly), strict=True)))
-                    .returning(EXCEPTIONS.c.id)
+                    insert(EXCEPTIONS).values(exception_values(anomaly)).returning(EXCEPTIONS.c.id)
                 )
                 ids.append(int(inserted.scalar_one()))
         return ids
@@ -179,16 +182,17 @@ def _row(entry: Entry) -> tuple[Any, ...]:
     return (entry.at_ms, entry.kind, entry.ref, [_delta_row(d) for d in entry.deltas], entry.record)
 
 
-def _anomaly_row(anomaly: StockException) -> tuple[Any, ...]:
-    return (
-        anomaly.kind,
-        anomaly.sku,
-        anomaly.location,
-        anomaly.event_id,
-        anomaly.qty,
-        anomaly.shortfall,
-        anomaly.at,
-    )
+def exception_values(anomaly: StockException) -> dict[str, Any]:
+    """An anomaly's row of the stock exceptions table, by column (the table gives its id)."""
+    return {
+        "kind": anomaly.kind,
+        "sku": anomaly.sku,
+        "location": anomaly.location,
+        "event_id": anomaly.event_id,
+        "qty": anomaly.qty,
+        "shortfall": anomaly.shortfall,
+        "at": anomaly.at,
+    }
 
 
 def _delta_row(delta: Delta) -> tuple[str, str, int, int, int, int, int]:

@@ -35,6 +35,7 @@ from service.db.models.stock import (
 )
 from service.settings import DatabaseSettings
 from service.stock import demand, ledger
+from service.stock.journal import exception_values
 from service.stock.memory import Clock, utc_now
 from service.stock.store import (
     CapacityClaim,
@@ -337,7 +338,7 @@ class SqlStockStore:
                     rate = _sale_rate(rows.get((ev.sku, ev.location)), ev, demand.to_ms(ev.at or now))
                 await self._apply(conn, deltas, rate)
                 if anomaly is not None:
-                    values = _exception_row(anomaly)
+                    values = exception_values(anomaly)
                     inserted = await conn.execute(
                         insert(EXCEPTIONS).values(values).returning(EXCEPTIONS.c.id)
                     )
@@ -652,15 +653,3 @@ def _reservation(row: Any) -> Reservation:
 
 def _replace_status(reservation: Reservation, status: str) -> Reservation:
     return msgspec.structs.replace(reservation, status=status)
-
-
-def _exception_row(anomaly: StockException) -> dict[str, Any]:
-    return {
-        "kind": anomaly.kind,
-        "sku": anomaly.sku,
-        "location": anomaly.location,
-        "event_id": anomaly.event_id,
-        "qty": anomaly.qty,
-        "shortfall": anomaly.shortfall,
-        "at": anomaly.at,
-    }
