@@ -151,6 +151,14 @@ class BatchInsert:
             for chunk in (prepared[i : i + per_statement] for i in range(0, len(prepared), per_statement))
         ]
 
+    def write_sqlite(
+        self, connection: sqlite3.Connection, sql: str, prepared: Sequence[tuple[Any, ...]]
+    ) -> None:
+        """Prepared rows (see `prepared`) inserted through a stdlib SQLite connection, as `multi_row`
+        statements."""
+        for statement in self.multi_row(sql, prepared):
+            connection.execute(*statement)
+
     async def execute(self, connection: AsyncConnection, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return

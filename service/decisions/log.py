@@ -200,9 +200,7 @@ def _write_sqlite(
     connection: sqlite3.Connection, batches: Sequence[tuple[str, list[tuple[Any, ...]]]]
 ) -> list[None]:
     """Batches of decision rows (the single-row INSERT and the rows), in the writer's transaction."""
-    for sql, rows in batches:
-        for statement in _INSERT.multi_row(sql, rows):
-            connection.execute(*statement)
+    _INSERT.write_sqlite(connection, batches[0][0], [row for _, rows in batches for row in rows])
     return [None] * len(batches)
 
 

@@ -167,8 +167,7 @@ class _Prepared(msgspec.Struct, frozen=True):
 def _write_sqlite(connection: sqlite3.Connection, batch: Sequence[_Prepared]) -> list[list[int | None]]:
     """Every append of a batch, in the writer's transaction: the journal rows as multi-row statements,
     then each anomaly's row, whose id goes back to its entry."""
-    for statement in _INSERT.multi_row(batch[0].sql, [row for prepared in batch for row in prepared.rows]):
-        connection.execute(*statement)
+    _INSERT.write_sqlite(connection, batch[0].sql, [row for prepared in batch for row in prepared.rows])
     return [
         [
             None if a is None else connection.execute(prepared.anomaly_sql, a).lastrowid
