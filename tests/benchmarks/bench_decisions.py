@@ -183,13 +183,14 @@ async def open_loop(port: int, make: Callable[[int], bytes], rate: float, second
     return latencies
 
 
-def start_server(tmp: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(tmp: Path, env: dict[str, str], root: Path = ROOT) -> tuple[subprocess.Popen[bytes], int]:
+    """The benchmark server of the checkout at `root`, on a free port, once it answers."""
     port = free_port()
     log = open(tmp / "server.log", "wb")  # noqa: SIM115 (the process owns it until the end)
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "benchmarks" / "decisions_server.py"), str(port)],
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        cwd=ROOT,
+        [sys.executable, str(root / "tests" / "benchmarks" / "decisions_server.py"), str(port)],
+        env={**os.environ, **env, "PYTHONPATH": str(root)},
+        cwd=root,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -207,8 +208,10 @@ def start_server(tmp: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes
         time.sleep(0.2)
 
 
-async def measure(tmp: Path) -> dict[str, Any]:
-    redis.Redis.from_url(REDIS_URL).flushdb()
+async def start_app(tmp: Path, redis_url: str, root: Path = ROOT) -> tuple[subprocess.Popen[bytes], int, str]:
+    """A fresh SQLite database in `tmp` and an emptied Redis database, an API key, and the server of the
+    checkout at `root` on them: (process, port, key)."""
+    redis.Redis.from_url(redis_url).flushdb()
     database_url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
     engine = create_engine(DatabaseSettings(url=database_url))
     await upgrade(engine)
@@ -216,13 +219,36 @@ async def measure(tmp: Path) -> dict[str, Any]:
     await engine.dispose()
     env = {
         "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": redis_url,
         "STOCK_BACKEND": "redis",
         "RULES_ENGINE": "durable",
-        "RULESETS_DIR": str(ROOT / "rulesets"),
+        "RULESETS_DIR": str(root / "rulesets"),
         "AUTO_MIGRATE": "0",
     }
-    process, port = start_server(tmp, env)
+    process, port = start_server(tmp, env, root)
+    return process, port, key
+
+
+def allocation_request(n: int, key: str) -> bytes:
+    """The n-th allocation of the benchmark: a new order of 3 lines over the hot SKUs, reserved."""
+    body = {
+        "order_id": f"o-{n}",
+        "channel": "ecommerce",
+        "fulfillment": "ship",
+        "destination": {"lat": 51.5 + (n % 7) * 0.3, "lon": -1.0 - (n % 5) * 0.4, "region": "south"},
+        "lines": [{"sku": f"HOT-{(n + k) % 10}", "qty": 1 + k} for k in range(3)],
+        "reserve": True,
+        "idempotency_key": f"bench-{n}",
+    }
+    return request_bytes("/v1/decisions/allocation?trace=none", json.dumps(body).encode(), key)
+
+
+EVALSHA_BODY = json.dumps({"order_id": "o", "lines": [{"sku": "HOT-1", "qty": 1}]}).encode()
+AVAILABILITY_BODY = json.dumps({"channel": "ecommerce", "skus": [f"HOT-{i}" for i in range(10)]}).encode()
+
+
+async def measure(tmp: Path) -> dict[str, Any]:
+    process, port, key = await start_app(tmp, REDIS_URL)
     try:
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {key}"}
@@ -235,28 +261,11 @@ async def measure(tmp: Path) -> dict[str, Any]:
                 assert response.status_code == 200, response.text
 
             def allocation(n: int) -> bytes:
-                body = {
-                    "order_id": f"o-{n}",
-                    "channel": "ecommerce",
-                    "fulfillment": "ship",
-                    "destination": {
-                        "lat": 51.5 + (n % 7) * 0.3,
-                        "lon": -1.0 - (n % 5) * 0.4,
-                        "region": "south",
-                    },
-                    "lines": [{"sku": f"HOT-{(n + k) % 10}", "qty": 1 + k} for k in range(3)],
-                    "reserve": True,
-                    "idempotency_key": f"bench-{n}",
-                }
-                return request_bytes("/v1/decisions/allocation?trace=none", json.dumps(body).encode(), key)
+                return allocation_request(n, key)
 
-            evalsha_body = json.dumps({"order_id": "o", "lines": [{"sku": "HOT-1", "qty": 1}]}).encode()
-            avail_body = json.dumps(
-                {"channel": "ecommerce", "skus": [f"HOT-{i}" for i in range(10)]}
-            ).encode()
-            evalsha = request_bytes("/bare/evalsha", evalsha_body, key)
-            bare_avail = request_bytes("/bare/availability", avail_body, key)
-            real_avail = request_bytes("/v1/decisions/availability?trace=none", avail_body, key)
+            evalsha = request_bytes("/bare/evalsha", EVALSHA_BODY, key)
+            bare_avail = request_bytes("/bare/availability", AVAILABILITY_BODY, key)
+            real_avail = request_bytes("/v1/decisions/availability?trace=none", AVAILABILITY_BODY, key)
             # warm both paths (compiled rulesets, scripts, pools, master data cache)
             await closed_loop(port, allocation, 1.0)
             await closed_loop(port, lambda n: real_avail, 1.0)

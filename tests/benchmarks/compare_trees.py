@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -29,12 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
-from service.db.engine import create_engine, session_factory
-from service.db.migrate import upgrade
-from service.security.keys import create_key
-from service.settings import DatabaseSettings
 from tests.benchmarks import bench_decisions as bench
 
 REDIS_HOST = os.environ.get("BENCH_REDIS_HOST", "127.0.0.1:6379")
@@ -50,26 +44,7 @@ class Server:
 
     async def start(self) -> None:
         tmp = Path(tempfile.mkdtemp(prefix="compare-"))
-        redis.Redis.from_url(self.redis_url).flushdb()
-        url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
-        engine = create_engine(DatabaseSettings(url=url))
-        await upgrade(engine)
-        self.key = await create_key(session_factory(engine), "bench", ["decide", "stock"])
-        await engine.dispose()
-        env = {
-            "DATABASE_URL": url,
-            "REDIS_URL": self.redis_url,
-            "STOCK_BACKEND": "redis",
-            "RULES_ENGINE": "durable",
-            "RULESETS_DIR": str(self.root / "rulesets"),
-            "AUTO_MIGRATE": "0",
-        }
-        own_root = bench.ROOT
-        bench.ROOT = self.root  # start_server runs ROOT's server script with ROOT on the path
-        try:
-            self.process, self.port = bench.start_server(tmp, env)
-        finally:
-            bench.ROOT = own_root
+        self.process, self.port, self.key = await bench.start_app(tmp, self.redis_url, self.root)
         base = f"http://127.0.0.1:{self.port}"
         headers = {"Authorization": f"Bearer {self.key}"}
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as client:
@@ -87,32 +62,13 @@ class Server:
     def requests(self, endpoint: str, offset: int) -> tuple[Callable[[int], bytes], Callable[[int], bytes]]:
         """(ours, bare) request builders."""
         if endpoint == "availability":
-            body = json.dumps({"channel": "ecommerce", "skus": [f"HOT-{i}" for i in range(10)]}).encode()
-            ours = bench.request_bytes("/v1/decisions/availability?trace=none", body, self.key)
-            bare = bench.request_bytes("/bare/availability", body, self.key)
-            return (lambda n: ours), (lambda n: bare)
-
-        def allocation(n: int) -> bytes:
-            n += offset
-            body = {
-                "order_id": f"o-{n}",
-                "channel": "ecommerce",
-                "fulfillment": "ship",
-                "destination": {"lat": 51.5 + (n % 7) * 0.3, "lon": -1.0 - (n % 5) * 0.4, "region": "south"},
-                "lines": [{"sku": f"HOT-{(n + k) % 10}", "qty": 1 + k} for k in range(3)],
-                "reserve": True,
-                "idempotency_key": f"bench-{n}",
-            }
-            return bench.request_bytes(
-                "/v1/decisions/allocation?trace=none", json.dumps(body).encode(), self.key
+            ours = bench.request_bytes(
+                "/v1/decisions/availability?trace=none", bench.AVAILABILITY_BODY, self.key
             )
-
-        evalsha = bench.request_bytes(
-            "/bare/evalsha",
-            json.dumps({"order_id": "o", "lines": [{"sku": "HOT-1", "qty": 1}]}).encode(),
-            self.key,
-        )
-        return allocation, (lambda n: evalsha)
+            bare = bench.request_bytes("/bare/availability", bench.AVAILABILITY_BODY, self.key)
+            return (lambda n: ours), (lambda n: bare)
+        evalsha = bench.request_bytes("/bare/evalsha", bench.EVALSHA_BODY, self.key)
+        return (lambda n: bench.allocation_request(offset + n, self.key)), (lambda n: evalsha)
 
 
 async def phase(
