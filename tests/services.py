@@ -1,7 +1,9 @@
 """Real backing services for tests: a Redis server and PostgreSQL databases on loopback.
 
-Redis: `TEST_REDIS_URL` if set; else the server on 127.0.0.1:6379 with a dedicated database number
-(`TEST_REDIS_DB`, default 9); else a `redis-server` started on a free loopback port for the session.
+Redis: `TEST_REDIS_URL` if set; else the server on 127.0.0.1:6379 with a database of the session's own
+(`TEST_REDIS_DB`, or the first empty database that no other session has claimed); else a `redis-server`
+started on a free loopback port for the session. Claims are keys with a short TTL in database 0, renewed
+while the session runs, so two suites on one machine never share (or flush) each other's database.
 PostgreSQL: `TEST_POSTGRES_URL` (a server URL without database) or postgres@127.0.0.1:5432; every test
 session creates its own database and drops it at the end. When a service cannot be reached, tests that
 need it are skipped with the reason, except under CI=true, where they fail.
@@ -15,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -53,10 +56,11 @@ def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes] | None]]:
     if explicit:
         yield explicit, None
         return
-    db = int(os.environ.get("TEST_REDIS_DB", "9"))
     if redis_answers("127.0.0.1", 6379):
-        yield f"redis://127.0.0.1:6379/{db}", None
+        with claimed_database("127.0.0.1", 6379, os.environ.get("TEST_REDIS_DB")) as db:
+            yield f"redis://127.0.0.1:6379/{db}", None
         return
+    db = int(os.environ.get("TEST_REDIS_DB", "9"))
     binary = shutil.which("redis-server")
     if binary is None:
         unavailable("no Redis on 127.0.0.1:6379 and no redis-server binary (make test installs one)")
@@ -67,6 +71,58 @@ def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes] | None]]:
         finally:
             process.terminate()
             process.wait(10)
+
+
+CLAIM_PREFIX = "retail-policy:test-session:db"
+CLAIM_SECONDS = 120
+# Database 7 is the benchmarks' (docs/benchmarks.md); 0 holds the claims.
+CANDIDATE_DATABASES = (9, 10, 11, 12, 13, 14, 15, 1, 2, 3, 4, 5, 6, 8)
+
+
+@contextmanager
+def claimed_database(host: str, port: int, explicit: str | None) -> Iterator[int]:
+    """A database number of this test session's own on a shared server, held by a renewed claim.
+
+    Without `explicit`, the first candidate that is unclaimed and empty is taken; the session may then
+    flush it, since everything in it was written by the session. It is flushed once more at the end."""
+    import redis
+
+    token = uuid.uuid4().hex
+    claims = redis.Redis(host=host, port=port, db=0)
+    chosen: int | None = None
+    if explicit is not None:
+        chosen = int(explicit)
+        claims.set(f"{CLAIM_PREFIX}{chosen}", token, ex=CLAIM_SECONDS)
+    else:
+        for db in CANDIDATE_DATABASES:
+            key = f"{CLAIM_PREFIX}{db}"
+            if not claims.set(key, token, nx=True, ex=CLAIM_SECONDS):
+                continue
+            if redis.Redis(host=host, port=port, db=db).dbsize() == 0:
+                chosen = db
+                break
+            claims.delete(key)  # holds data of someone else's: leave it alone
+        if chosen is None:
+            unavailable(f"no free Redis database on {host}:{port} (all claimed or holding data)")
+    assert chosen is not None
+    key = f"{CLAIM_PREFIX}{chosen}"
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(CLAIM_SECONDS / 4):
+            claims.set(key, token, ex=CLAIM_SECONDS)
+
+    renewer = threading.Thread(target=renew, name="redis-test-claim", daemon=True)
+    renewer.start()
+    try:
+        yield chosen
+    finally:
+        stop.set()
+        renewer.join()
+        redis.Redis(host=host, port=port, db=chosen).flushdb()
+        if claims.get(key) == token.encode():
+            claims.delete(key)
+        claims.close()
 
 
 def start_redis(binary: str, workdir: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
