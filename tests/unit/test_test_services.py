@@ -13,7 +13,10 @@ pytestmark = pytest.mark.skipif(not redis_answers("127.0.0.1", 6379), reason="ne
 
 
 def test_two_sessions_claim_different_databases_and_release_them() -> None:
-    with claimed_database("127.0.0.1", 6379, None) as first, claimed_database("127.0.0.1", 6379, None) as second:
+    with (
+        claimed_database("127.0.0.1", 6379, None) as first,
+        claimed_database("127.0.0.1", 6379, None) as second,
+    ):
         assert first != second
         claims = redis.Redis(db=0)
         assert claims.exists(f"{CLAIM_PREFIX}{first}") and claims.exists(f"{CLAIM_PREFIX}{second}")
