@@ -80,7 +80,7 @@ class _LoopState:
     flush: asyncio.Handle | None = None
     locked_since: float | None = None  # when the write lock was first found taken, while it still is
     retry: float = _RETRY_FIRST
-    last_checkpoint: float = field(default_factory=time.monotonic)  # or when this state began
+    last_checkpoint: float = 0.0  # or when this state began
     checkpoint: asyncio.Task[None] | None = None
 
 
@@ -93,8 +93,10 @@ class SqliteWriter:
         *,
         lock_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS,
         checkpoint_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
+        self.clock = clock  # seconds, monotonic: the lock timeout and the checkpoint interval count on it
         self.lock_timeout = lock_timeout
         self.checkpoint_seconds = checkpoint_seconds
         self.transactions = 0  # committed so far (all loops)
@@ -113,7 +115,7 @@ class SqliteWriter:
             state = last[1]
         else:
             found = self._states.get(loop)
-            state = self._states[loop] = _LoopState() if found is None else found
+            state = self._states[loop] = _LoopState(last_checkpoint=self.clock()) if found is None else found
             self._last = (loop, state)
         future: asyncio.Future[Result] = loop.create_future()
         state.pending.append(_Pending(write, item, future))
@@ -149,7 +151,7 @@ class SqliteWriter:
                 state.connection = self._connect()
             state.connection.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as error:
-            now = time.monotonic()
+            now = self.clock()
             if _is_busy(error):
                 if state.locked_since is None:
                     state.locked_since, state.retry = now, _RETRY_FIRST
@@ -204,7 +206,7 @@ class SqliteWriter:
         return settled
 
     def _maybe_checkpoint(self, loop: asyncio.AbstractEventLoop, state: _LoopState) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if state.checkpoint is not None or now - state.last_checkpoint < self.checkpoint_seconds:
             return
         state.last_checkpoint = now

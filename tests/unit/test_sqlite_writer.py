@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -129,29 +128,54 @@ async def test_a_write_answering_the_wrong_count_fails_its_callers(tmp_path: Pat
     await writer.close()
 
 
+class Ticker:
+    """A task that counts turns of the event loop: it keeps counting only while nothing blocks the loop."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self._wanted = 0
+        self._reached = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self.ticks += 1
+            if self.ticks >= self._wanted:
+                self._reached.set()
+            await asyncio.sleep(0.005)
+
+    async def more(self, count: int) -> None:
+        """Returns once the loop has turned `count` more times (fails after 5 s if it is blocked)."""
+        self._wanted = self.ticks + count
+        self._reached.clear()
+        await asyncio.wait_for(self._reached.wait(), 5)
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_a_taken_write_lock_is_waited_for_without_blocking_the_loop(tmp_path: Path) -> None:
     path = make_table(tmp_path / "w.db")
     writer = SqliteWriter(path)
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another connection (another process, say) holds the write lock
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.005)
-
-    ticking = asyncio.create_task(ticker())
+    ticker = Ticker()
     recorder = Recorder()
     waiting = asyncio.create_task(writer.submit(recorder, [3]))
-    await asyncio.sleep(0.2)
+    await ticker.more(20)  # the loop goes on meanwhile, across several retries of the write
     assert not waiting.done()
-    assert ticks >= 10  # the loop went on meanwhile
     assert recorder.sizes == []
     other.execute("COMMIT")
     assert await asyncio.wait_for(waiting, 5) == [1]
-    ticking.cancel()
+    ticker.stop()
     other.close()
     assert values(path) == [3]
     await writer.close()
@@ -169,14 +193,14 @@ async def test_a_database_locked_before_the_first_connection_is_waited_for_witho
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     writer = SqliteWriter(path)
+    ticker = Ticker()
     waiting = asyncio.create_task(writer.submit(Recorder(), [5]))
-    started = time.monotonic()
-    await asyncio.sleep(0.1)
-    assert time.monotonic() - started < 3  # the loop went on (blocked, it would have slept 5 s on the lock)
+    await ticker.more(20)  # blocked, the loop would have slept 5 s on the lock and this would time out
     assert not waiting.done()
     other.execute("COMMIT")
     other.close()
     assert await asyncio.wait_for(waiting, 5) == [1]
+    ticker.stop()
     assert values(path) == [5]
     await writer.close()
     check = sqlite3.connect(path)
@@ -186,13 +210,20 @@ async def test_a_database_locked_before_the_first_connection_is_waited_for_witho
 
 async def test_a_write_lock_held_past_the_timeout_fails_the_callers(tmp_path: Path) -> None:
     path = make_table(tmp_path / "w.db")
-    writer = SqliteWriter(path, lock_timeout=0.1)
+    clock = ManualClock()
+    writer = SqliteWriter(path, lock_timeout=30, clock=clock)
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
-    started = time.monotonic()
+    ticker = Ticker()
+    waiting = asyncio.create_task(writer.submit(Recorder(), [3]))
+    await ticker.more(20)
+    clock.now += 29.9
+    await ticker.more(20)
+    assert not waiting.done()  # still within the timeout on the writer's clock: still retried
+    clock.now += 0.2
     with pytest.raises(sqlite3.OperationalError, match="locked"):
-        await writer.submit(Recorder(), [3])
-    assert 0.1 <= time.monotonic() - started < 2
+        await asyncio.wait_for(waiting, 5)
+    ticker.stop()
     other.execute("COMMIT")
     other.close()
     assert await writer.submit(Recorder(), [4]) == [1]  # the next batch works
