@@ -11,13 +11,17 @@ from service.db.models.stock import (
     StockJournalEntry,
     StockLevel,
 )
+from service.db.models.workflow import ApprovalCase, ApprovalStep, OutboxEvent
 
 __all__ = [
     "ApiKey",
+    "ApprovalCase",
+    "ApprovalStep",
     "AuditEntry",
     "DecisionEntry",
     "Item",
     "Location",
+    "OutboxEvent",
     "Promotion",
     "ReservationRecord",
     "RulesetGenerationRow",

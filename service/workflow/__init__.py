@@ -1,0 +1,1 @@
+"""The workflow behind routed decisions: approval cases, exceptions, and events to other systems."""
