@@ -115,8 +115,23 @@ def on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Re
             request, 422, "Invalid request", "the request does not match the expected schema", errors
         )
     status = exc.status_code
-    if status >= 500:
-        return on_unexpected(request, exc)
+    if status >= 500:  # the framework's own detail may name internals: log it, answer the status alone
+        log.error(
+            "%s %s answered %d [correlation_id=%s]",
+            request.method,
+            request.url.path,
+            status,
+            correlation_id(request),
+            exc_info=exc,
+        )
+        retry = (
+            {"Retry-After": exc.headers["Retry-After"]}
+            if exc.headers and "Retry-After" in exc.headers
+            else None
+        )
+        return problem(
+            request, status, _phrase(status), "the service could not answer; it has been logged", None, retry
+        )
     detail = str(exc.detail)
     title = {
         400: "Malformed request",

@@ -152,3 +152,25 @@ async def test_an_unexpected_error_answers_500_naming_nothing_and_logs_it(
     correlation_id = assert_reveals_nothing(response, "/srv/secret", "10.0.0.7", "5432")
     [record] = [r for r in caplog.records if correlation_id in r.getMessage()]
     assert record.exc_info is not None and "10.0.0.7" in str(record.exc_info[1])
+
+
+async def test_a_framework_5xx_keeps_its_status_and_names_nothing(
+    sqlite_api: ApiClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    from litestar import get
+    from litestar.exceptions import HTTPException
+
+    from service.security import requires
+
+    @get("/v1/framework-fault", opt=requires("planner"), sync_to_thread=False)
+    def fault() -> None:
+        raise HTTPException(
+            status_code=503, detail="pool at 10.0.0.7:6379 exhausted", headers={"Retry-After": "3"}
+        )
+
+    sqlite_api.http.app.register(fault)
+    with caplog.at_level(logging.ERROR):
+        response = await sqlite_api.as_("planner").get("/v1/framework-fault")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "3"
+    correlation_id = assert_reveals_nothing(response, "10.0.0.7", "6379")
+    assert any(correlation_id in record.getMessage() for record in caplog.records)
