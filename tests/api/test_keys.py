@@ -186,3 +186,16 @@ async def test_a_revocation_reaches_another_worker_on_the_same_database_within_a
         assert (await first.as_("admin").post(f"/v1/keys/{key_id(victim)}/revoke")).status_code == 200
         clock.now += 1.0  # the promise: refused everywhere one second after the revocation
         assert (await second.http.get("/v1/locations", headers=headers)).status_code == 401
+
+
+async def test_the_lifecycle_holds_on_both_databases(api: ApiClient) -> None:
+    admin = api.as_("admin")
+    created = (await admin.post("/v1/keys", json={"name": "pos", "roles": ["decide", "stock"]})).json()
+    rotated = (
+        await admin.post("/v1/keys/pos/rotate", json={"expires_at": "2099-01-01T00:00:00+01:00"})
+    ).json()
+    assert rotated["roles"] == ["decide", "stock"] and rotated["expires_at"] == "2098-12-31T23:00:00Z"
+    assert (await admin.post(f"/v1/keys/{created['id']}/revoke")).status_code == 409  # already revoked
+    assert (await admin.post("/v1/keys/test-admin/revoke")).status_code == 409  # the last admin key
+    listed = {row["id"]: row for row in (await admin.get("/v1/keys")).json()}
+    assert listed[created["id"]]["revoked_at"] is not None and listed[rotated["id"]]["revoked_at"] is None
