@@ -69,6 +69,7 @@ class PrincipalCache:
         self.now = now
         self._entries: dict[str, tuple[float, float, Principal | None]] = {}
         self._inflight: dict[str, asyncio.Task[Principal | None]] = {}
+        self._forgotten = 0  # bumped by `forget`: a lookup that started before keeps no entry
 
     async def principal(self, services: Any, key: str) -> Principal | None:
         now = self.clock()
@@ -85,6 +86,8 @@ class PrincipalCache:
         for key, (_expires, _refresh, principal) in list(self._entries.items()):
             if principal is not None and principal.key_id == key_id:
                 del self._entries[key]
+        self._forgotten += 1
+        self._inflight.clear()  # later requests start their own lookup, which sees the revocation
 
     def clear(self) -> None:
         self._entries.clear()
@@ -97,8 +100,11 @@ class PrincipalCache:
 
     async def _lookup(self, services: Any, key: str) -> Principal | None:
         started = self.clock()  # the entry's age counts from before the query: never longer than promised
+        forgotten = self._forgotten
         async with services.sessions() as session:
             principal = await find_principal(session, key)
+        if forgotten != self._forgotten:
+            return principal  # it may have read the key before it was revoked: answer, but keep nothing
         if len(self._entries) > MAX_ENTRIES:
             self._entries.clear()
         self._entries[key] = (started + CACHE_SECONDS, started + REFRESH_AFTER_SECONDS, principal)

@@ -199,3 +199,46 @@ async def test_the_lifecycle_holds_on_both_databases(api: ApiClient) -> None:
     assert (await admin.post("/v1/keys/test-admin/revoke")).status_code == 409  # the last admin key
     listed = {row["id"]: row for row in (await admin.get("/v1/keys")).json()}
     assert listed[created["id"]]["revoked_at"] is not None and listed[rotated["id"]]["revoked_at"] is None
+
+
+async def test_a_lookup_that_read_the_key_before_its_revocation_caches_nothing(
+    request: pytest.FixtureRequest,
+) -> None:
+    import asyncio
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+    from types import SimpleNamespace
+
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from service.db.engine import create_engine, session_factory
+    from service.security.guards import PrincipalCache
+    from service.security.keys import create_key, revoke_key
+    from service.settings import DatabaseSettings
+    from tests.conftest import migrated_database
+
+    engine = create_engine(DatabaseSettings(url=await migrated_database("sqlite", request)))
+    sessions = session_factory(engine)
+    read, resume = asyncio.Event(), asyncio.Event()
+
+    @asynccontextmanager
+    async def gated_session() -> AsyncIterator[AsyncSession]:
+        """A real session; the lookup using it stops after its query until the test lets it go on."""
+        async with sessions() as session:
+            yield session
+        read.set()
+        await resume.wait()
+
+    try:
+        key = await create_key(sessions, "caller", ["stock"])
+        cache = PrincipalCache()
+        services = SimpleNamespace(sessions=gated_session)
+        early = asyncio.ensure_future(cache.principal(services, key))
+        await read.wait()  # the lookup has read the key while it was still valid
+        await revoke_key(sessions, key_id(key))
+        cache.forget(key_id(key))  # what the revoking worker does
+        resume.set()
+        assert (await early) is not None  # that request arrived before the revocation
+        assert await cache.principal(services, key) is None
+    finally:
+        await engine.dispose()
