@@ -74,7 +74,7 @@ async def test_the_document_is_valid_openapi_31_and_every_reference_resolves(sql
     assert all(ref.startswith("#/components/schemas/") for ref in _refs(document))
 
 
-async def test_every_body_is_required_json_except_the_optional_rollback_and_rotation(sqlite_api: ApiClient) -> None:
+async def test_every_body_is_required_json_except_rollback_and_rotation(sqlite_api: ApiClient) -> None:
     bodies = _bodies(await _document(sqlite_api))
     assert len(bodies) == 19
     optional = {"/v1/rulesets/{name}/rollback", "/v1/keys/{name_or_id}/rotate"}
