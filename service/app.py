@@ -14,7 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
-from service.api import decisions, health, master_data, rulesets, simulations, stock
+from service.api import decisions, health, keys, master_data, rulesets, simulations, stock
 from service.api.deps import dependencies
 from service.api.openapi import document_request_bodies
 from service.api.problems import exception_handlers
@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         rulesets.router,
         decisions.router,
         simulations.router,
+        keys.router,
         MetricsController,
     ]
     return Litestar(

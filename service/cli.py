@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import json
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
 
 from service.settings import VAR_DIR, SettingsError, get_settings
 
+T = TypeVar("T")
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 
@@ -47,29 +52,124 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
     return 0
 
 
-async def _create_key(name: str, roles: list[str]) -> str:
+async def _with_sessions(work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `work(sessions)` against the migrated database of the settings."""
     from service.db.engine import create_engine, session_factory
-    from service.security.keys import create_key
 
     await _migrate()
     engine = create_engine(get_settings().database)
     try:
-        return await create_key(session_factory(engine), name, roles)
+        return await work(session_factory(engine))
     finally:
         await engine.dispose()
 
 
-def cmd_keys_create(args: argparse.Namespace) -> int:
-    roles = [role.strip() for role in args.roles.split(",") if role.strip()]
-    from service.errors import Invalid
+def _actor() -> str:
+    """Who runs a key command, for the audit log: the operating-system user."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _expiry(text: str | None) -> datetime | None:
+    from service.errors import FieldError, Invalid
+
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise Invalid(
+            "bad expiry",
+            [FieldError("expires_at", "an ISO 8601 time with offset, e.g. 2027-01-31T00:00:00Z")],
+        ) from None
+
+
+def _run_key_command(work: Callable[[Any], Awaitable[T]], show: Callable[[T], None]) -> int:
+    """Run a key command; a refused one prints `error: <field>: <reason>` on stderr (2 bad input, 1 else)."""
+    from service.errors import Invalid, ServiceError
 
     try:
-        key = asyncio.run(_create_key(args.name, roles))
-    except Invalid as exc:
-        print(f"error: {exc.errors[0].field}: {exc.errors[0].reason}", file=sys.stderr)
-        return 2
-    print(key)
+        result = asyncio.run(_with_sessions(work))
+    except ServiceError as exc:
+        reason = f"{exc.errors[0].field}: {exc.errors[0].reason}" if exc.errors else ""
+        what = reason if isinstance(exc, Invalid) else f"{exc.detail} ({reason})" if reason else exc.detail
+        print(f"error: {what}", file=sys.stderr)
+        return 2 if isinstance(exc, Invalid) else 1
+    show(result)
     return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from service.security.keys import create_key
+
+    roles = [role.strip() for role in args.roles.split(",") if role.strip()]
+
+    async def work(sessions: Any) -> str:
+        return await create_key(sessions, args.name, roles, _expiry(args.expires_at), actor=_actor())
+
+    return _run_key_command(work, print)
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from service.security.keys import KeyRecord, list_keys
+
+    def show(records: list[KeyRecord]) -> None:
+        if args.json:
+            print(json.dumps([_key_json(record) for record in records], indent=2))
+            return
+        print(f"{'id':<12}  {'name':<24}  {'roles':<28}  {'created_at':<25}  {'expires_at':<25}  revoked_at")
+        for r in records:
+            print(
+                f"{r.id:<12}  {r.name:<24}  {','.join(r.roles):<28}  {_when(r.created_at):<25}  "
+                f"{_when(r.expires_at):<25}  {_when(r.revoked_at)}"
+            )
+
+    return _run_key_command(list_keys, show)
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from service.security.keys import KeyRecord, revoke_key
+
+    async def work(sessions: Any) -> KeyRecord:
+        return await revoke_key(sessions, args.key, actor=_actor())
+
+    def show(record: KeyRecord) -> None:
+        print(
+            f"revoked key {record.id} ({record.name}); running servers refuse it within 1 s", file=sys.stderr
+        )
+
+    return _run_key_command(work, show)
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from service.security.keys import IssuedKey, KeyRecord, rotate_key
+
+    async def work(sessions: Any) -> tuple[KeyRecord, IssuedKey]:
+        return await rotate_key(sessions, args.key, _expiry(args.expires_at), actor=_actor())
+
+    def show(result: tuple[KeyRecord, IssuedKey]) -> None:
+        old, new = result
+        print(f"key {old.id} revoked; its replacement is {new.record.id}", file=sys.stderr)
+        print(new.key)
+
+    return _run_key_command(work, show)
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.isoformat(timespec="seconds") if moment else "-"
+
+
+def _key_json(record: Any) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "roles": record.roles,
+        "created_at": record.created_at.isoformat(),
+        "expires_at": record.expires_at.isoformat() if record.expires_at else None,
+        "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+    }
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -132,12 +232,26 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_parser("upgrade", help="apply every migration").set_defaults(func=cmd_db_upgrade)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    expires_help = "ISO 8601 time with offset after which the key is refused (default: never)"
     create = keys.add_parser("create", help="create a key and print it (alone, on stdout)")
     create.add_argument("--name", required=True)
     create.add_argument(
         "--roles", required=True, help="comma-separated: decide,stock,author,publisher,planner,admin"
     )
+    create.add_argument("--expires-at", help=expires_help)
     create.set_defaults(func=cmd_keys_create)
+    listing = keys.add_parser("list", help="every key: id, name, roles, created, expiry, revocation")
+    listing.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+    listing.set_defaults(func=cmd_keys_list)
+    revoke = keys.add_parser("revoke", help="revoke a key; servers refuse it within 1 s")
+    revoke.add_argument("key", metavar="NAME|ID", help="the key's id, or the name of one active key")
+    revoke.set_defaults(func=cmd_keys_revoke)
+    rotate = keys.add_parser(
+        "rotate", help="issue a new key with the same name and roles, print it, and revoke the old one"
+    )
+    rotate.add_argument("key", metavar="NAME|ID", help="the key's id, or the name of one active key")
+    rotate.add_argument("--expires-at", help="the new key's expiry (default: the old key's)")
+    rotate.set_defaults(func=cmd_keys_rotate)
 
     for register in _area_registrations():
         register(sub)

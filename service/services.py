@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.masterdata import MasterDataCache
+from service.security.guards import PrincipalCache
 from service.settings import Settings
 
 
@@ -23,3 +24,4 @@ class Services:
     decision_log: Any = None
     simulations: Any = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    principals: PrincipalCache = field(default_factory=PrincipalCache)

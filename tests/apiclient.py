@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.app import create_app
 from service.db.engine import create_engine, session_factory
-from service.security.guards import clear_cache
 from service.security.keys import ROLES, create_key
 from service.services import Services
 from service.settings import DatabaseSettings, RulesSettings, Settings, StockSettings
@@ -85,7 +84,6 @@ class _RoleClient:
 
 @asynccontextmanager
 async def api_client(settings: Settings) -> AsyncIterator[ApiClient]:
-    clear_cache()
     app = create_app(settings)
     async with AsyncTestClient(app=app, base_url="http://127.0.0.1") as client:
         engine = create_engine(settings.database)

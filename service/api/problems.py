@@ -1,9 +1,18 @@
-"""Every error leaves the API as `application/problem+json` (RFC 9457) naming the failing field."""
+"""Every error leaves the API as `application/problem+json` (RFC 9457) naming the failing field.
+
+Every problem carries a `correlation_id`, also sent as the `X-Correlation-ID` header: the caller's own
+`X-Correlation-ID` or `X-Request-ID` when it is a short safe token, else a new one. Server-side faults
+(5xx) answer a fixed detail that names no host, port, path or driver message; what went wrong is logged
+with the same correlation id, so an operator finds the log line from the answer a client reports.
+Problems about the caller's input keep naming the field and the reason.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+import secrets
+from http import HTTPStatus
 from typing import Any
 
 from litestar import Request, Response
@@ -20,22 +29,47 @@ log = logging.getLogger("retail_policy.api")
 PROBLEM = "application/problem+json"
 _MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+CORRELATION_HEADER = "X-Correlation-ID"
+_INCOMING = ("x-correlation-id", "x-request-id")
+_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+
+
+def correlation_id(request: Request[Any, Any, Any]) -> str:
+    """The id that ties this request's problem answer to its log lines (one per request)."""
+    known = request.scope.get("correlation_id")
+    if isinstance(known, str):
+        return known
+    chosen = next(
+        (value for name in _INCOMING if _SAFE_TOKEN.match(value := request.headers.get(name, ""))),
+        None,
+    )
+    chosen = chosen or secrets.token_hex(8)
+    request.scope["correlation_id"] = chosen  # type: ignore[typeddict-unknown-key]
+    return chosen
 
 
 def problem(
+    request: Request[Any, Any, Any],
     status: int,
     title: str,
     detail: str,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
-    instance: str | None = None,
 ) -> Response[dict[str, Any]]:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    if instance:
-        body["instance"] = instance
+    cid = correlation_id(request)
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "correlation_id": cid,
+    }
     if errors:
         body["errors"] = errors
-    return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
+    return Response(
+        body, status_code=status, media_type=PROBLEM, headers={**(headers or {}), CORRELATION_HEADER: cid}
+    )
 
 
 def _field_of(key: str | None, message: str) -> str:
@@ -49,9 +83,19 @@ def _field_of(key: str | None, message: str) -> str:
 
 
 def on_service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[dict[str, Any]]:
-    return problem(
-        exc.status, exc.title, exc.detail, [e.to_dict() for e in exc.errors], exc.headers, request.url.path
-    )
+    if exc.status >= 500:
+        # the detail is the service's own words; what caused it (a driver's message) goes to the log only
+        cause = exc.__cause__
+        log.warning(
+            "%s %s answered %d [correlation_id=%s]: %s%s",
+            request.method,
+            request.url.path,
+            exc.status,
+            correlation_id(request),
+            exc.detail,
+            f" (caused by {type(cause).__name__}: {cause})" if cause is not None else "",
+        )
+    return problem(request, exc.status, exc.title, exc.detail, [e.to_dict() for e in exc.errors], exc.headers)
 
 
 def on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
@@ -68,13 +112,26 @@ def on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Re
                 name = f"{source}.{key}"
             errors.append(FieldError(name, message).to_dict())
         return problem(
-            422,
-            "Invalid request",
-            "the request does not match the expected schema",
-            errors,
-            instance=request.url.path,
+            request, 422, "Invalid request", "the request does not match the expected schema", errors
         )
     status = exc.status_code
+    if status >= 500:  # the framework's own detail may name internals: log it, answer the status alone
+        log.error(
+            "%s %s answered %d [correlation_id=%s]",
+            request.method,
+            request.url.path,
+            status,
+            correlation_id(request),
+            exc_info=exc,
+        )
+        retry = (
+            {"Retry-After": exc.headers["Retry-After"]}
+            if exc.headers and "Retry-After" in exc.headers
+            else None
+        )
+        return problem(
+            request, status, _phrase(status), "the service could not answer; it has been logged", None, retry
+        )
     detail = str(exc.detail)
     title = {
         400: "Malformed request",
@@ -84,39 +141,53 @@ def on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Re
         405: "Method not allowed",
         413: "Request too large",
         415: "Unsupported media type",
-    }.get(status, detail)
+    }.get(status) or _phrase(status)
     if status == 400:
         errors = [FieldError("body", detail).to_dict()]
     if status == 413:
         detail = "the request body is larger than the service accepts (MAX_BODY_BYTES)"
         errors = [FieldError("body", detail).to_dict()]
     headers = dict(exc.headers) if exc.headers else None
-    return problem(status, title, detail, errors, headers, request.url.path)
+    return problem(request, status, title, detail, errors, headers)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def on_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    log.warning("backing service unavailable on %s: %s", request.url.path, exc)
     what = "Redis" if isinstance(exc, (RedisConnectionError, RedisTimeout)) else "the database"
+    log.warning(
+        "%s %s answered 503, %s unavailable [correlation_id=%s]: %s: %s",
+        request.method,
+        request.url.path,
+        what,
+        correlation_id(request),
+        type(exc).__name__,
+        exc,
+    )
     return problem(
+        request,
         503,
         "Service unavailable",
         f"{what} cannot be reached; nothing was changed",
         None,
         {"Retry-After": "2"},
-        request.url.path,
     )
 
 
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return problem(
-        500,
-        "Internal error",
-        "an unexpected error occurred; it has been logged",
-        None,
-        None,
+    log.error(
+        "unexpected error on %s %s [correlation_id=%s]",
+        request.method,
         request.url.path,
+        correlation_id(request),
+        exc_info=exc,
     )
+    return problem(request, 500, "Internal error", "an unexpected error occurred; it has been logged")
 
 
 def exception_handlers() -> dict[type[Exception] | int, Any]:

@@ -357,7 +357,10 @@ async def release_reservation(
 def as_service_error(error: StockError) -> ServiceError:
     """The HTTP meaning of each store error."""
     if isinstance(error, StockUnavailable):
-        return Unavailable(f"stock backend unavailable, nothing was changed: {error}", error.retry_after)
+        # the store's message names Redis's or the database's address: it is logged, never answered
+        unavailable = Unavailable("the stock store cannot be reached; nothing was changed", error.retry_after)
+        unavailable.__cause__ = error
+        return unavailable
     if isinstance(error, InvalidStockInput):
         # The bodies are bare lists, so `events[2].qty` is `[2].qty` to the caller.
         field = re.sub(r"^(rows|events)(?=\[)", "", error.field)
@@ -368,7 +371,9 @@ def as_service_error(error: StockError) -> ServiceError:
         return NotFound(str(error), [FieldError("id", "unknown")])
     if isinstance(error, ReservationStateError):
         return Conflict(str(error), [FieldError("status", f"reservation is {error.status}")])
-    return ServiceError(str(error))
+    failure = ServiceError("the stock store failed; it has been logged")
+    failure.__cause__ = error
+    return failure
 
 
 def on_stock_error(request: Request[Any, Any, Any], error: StockError) -> Response[dict[str, Any]]:

@@ -4,6 +4,7 @@ promotions."""
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ from service.domain.allocation import haversine_km
 from service.domain.availability import LocationPolicy, PreparedPolicies, sellable_units, sku_availability
 from service.domain.errors import InvalidInput
 from service.masterdata import ItemRecord, LocationRecord, MasterData
+from service.rules.problems import RuleEvaluationError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -250,9 +254,13 @@ def _shadow(
             sellable = result.sellable if cap is None else min(cap, result.sellable)
             if sellable != row["sellable"]:
                 out["differences"][f"sellable.{sku}"] = {"active": row["sellable"], "shadow": sellable}
-    except Exception as exc:  # the shadow is observed, never trusted: its failure is data
+    except RuleEvaluationError as exc:  # the shadow is observed, never trusted: its failure is data
         out["differences"] = {}
-        out["error"] = f"{type(exc).__name__}: {exc}"
+        out["error"] = f"{type(exc).__name__}: {exc}"  # names the shadow ruleset's rule, for its author
+    except Exception as exc:
+        log.exception("the shadow availability ruleset failed")
+        out["differences"] = {}
+        out["error"] = f"{type(exc).__name__} (logged)"  # the message may name internals: the log has it
     return out
 
 

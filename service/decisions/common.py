@@ -83,7 +83,8 @@ async def stock_call(call: Awaitable[T]) -> T:
     try:
         return await call
     except StockUnavailable as exc:
-        raise Unavailable(f"stock store unavailable: {exc}", exc.retry_after) from exc
+        # the store's message names Redis's or the database's address: it is logged, never answered
+        raise Unavailable("the stock store cannot be reached; nothing was changed", exc.retry_after) from exc
     except IdempotencyConflict as exc:
         raise Conflict(
             "the idempotency key was already used with another request",

@@ -111,7 +111,7 @@ async def test_concurrent_requests_with_an_uncached_key_look_it_up_once(
     from sqlalchemy import event
 
     from service.db.engine import create_engine, session_factory
-    from service.security.guards import authenticate, clear_cache
+    from service.security.guards import PrincipalCache, authenticate
     from service.security.keys import create_key
     from service.settings import DatabaseSettings
     from tests.conftest import migrated_database
@@ -128,10 +128,9 @@ async def test_concurrent_requests_with_an_uncached_key_look_it_up_once(
         key = await create_key(session_factory(engine), "caller", ["stock"])
         event.listen(engine.sync_engine, "before_cursor_execute", count)
         # what the middleware reads of an ASGI scope: the headers and the app's services
-        services = SimpleNamespace(sessions=session_factory(engine))
+        services = SimpleNamespace(sessions=session_factory(engine), principals=PrincipalCache())
         app = SimpleNamespace(state=SimpleNamespace(services=services))
         scopes = [{"headers": [(b"authorization", f"Bearer {key}".encode())], "app": app} for _ in range(20)]
-        clear_cache()
         principals = await asyncio.gather(*(authenticate(s) for s in scopes))  # type: ignore[arg-type]
     finally:
         await engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -60,3 +61,59 @@ def test_a_bad_setting_is_reported_not_raised(tmp_path: Path) -> None:
     )
     assert env_result.returncode == 2
     assert "configuration error: STOCK_BACKEND='mongo'" in env_result.stderr
+
+
+def test_keys_list_shows_every_key_but_no_secret(tmp_path: Path) -> None:
+    key = run_cli(
+        tmp_path,
+        "keys",
+        "create",
+        "--name",
+        "pos",
+        "--roles",
+        "decide",
+        "--expires-at",
+        "2099-01-01T00:00:00Z",
+    )
+    listed = run_cli(tmp_path, "keys", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [row] = json.loads(listed.stdout)
+    assert row["name"] == "pos" and row["roles"] == ["decide"] and row["expires_at"].startswith("2099-01-01")
+    assert row["id"] in key.stdout and key.stdout.strip().rsplit("_", 1)[1] not in listed.stdout
+
+
+def test_keys_rotate_prints_the_new_key_and_revoke_refuses_the_last_admin(tmp_path: Path) -> None:
+    old = run_cli(tmp_path, "keys", "create", "--name", "ops", "--roles", "admin").stdout.strip()
+    refused = run_cli(tmp_path, "keys", "revoke", "ops")
+    assert refused.returncode == 1 and "last active admin key" in refused.stderr
+    rotated = run_cli(tmp_path, "keys", "rotate", "ops")
+    assert rotated.returncode == 0, rotated.stderr
+    new = rotated.stdout.strip()
+    assert new.startswith("rp_") and new != old and len(rotated.stdout.splitlines()) == 1
+    rows = {row["id"]: row for row in json.loads(run_cli(tmp_path, "keys", "list", "--json").stdout)}
+    assert rows[old.split("_")[1]]["revoked_at"] is not None
+    assert rows[new.split("_")[1]]["revoked_at"] is None and rows[new.split("_")[1]]["roles"] == ["admin"]
+    run_cli(tmp_path, "keys", "create", "--name", "ops-2", "--roles", "admin")
+    assert run_cli(tmp_path, "keys", "revoke", new.split("_")[1]).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "field", "code"),
+    [
+        (
+            ("create", "--name", "x", "--roles", "decide", "--expires-at", "2020-01-01T00:00:00Z"),
+            "expires_at",
+            2,
+        ),
+        (("create", "--name", "x", "--roles", "decide", "--expires-at", "soon"), "expires_at", 2),
+        (("create", "--name", "has space", "--roles", "decide"), "name", 2),
+        (("revoke", "nobody"), "name_or_id", 1),
+        (("rotate", "nobody"), "name_or_id", 1),
+    ],
+)
+def test_a_refused_key_command_names_the_field(
+    tmp_path: Path, args: tuple[str, ...], field: str, code: int
+) -> None:
+    result = run_cli(tmp_path, "keys", *args)
+    assert result.returncode == code
+    assert result.stdout == "" and f"{field}: " in result.stderr

@@ -12,7 +12,6 @@ from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from service.db.engine import create_engine, session_factory
-from service.security.guards import clear_cache
 from service.security.keys import ROLES, create_key
 from service.settings import Settings
 from tests.apiclient import ApiClient
@@ -28,7 +27,6 @@ async def rules_api_client(
     settings: Settings, extra_keys: dict[str, list[str]] | None = None
 ) -> AsyncIterator[ApiClient]:
     """One key per role (named `test-<role>`), plus `extra_keys` (name -> roles) stored under their name."""
-    clear_cache()
     app = create_rules_app(settings)
     async with AsyncTestClient(app=app, base_url="http://127.0.0.1") as client:
         engine = create_engine(settings.database)
