@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import service.db.models  # noqa: F401
 from service.db.base import Base
-from service.db.migrate import upgrade
+from service.db.migrate import alembic_config, upgrade
 
 
 async def test_migrations_create_every_model_table(db_engine: AsyncEngine) -> None:
@@ -20,4 +20,13 @@ async def test_upgrade_twice_is_harmless(db_engine: AsyncEngine) -> None:
     await upgrade(db_engine)
     async with db_engine.connect() as conn:
         version = (await conn.exec_driver_sql("SELECT version_num FROM alembic_version")).scalar_one()
-    assert version.startswith("000")
+    assert version == head_revision()
+
+
+def head_revision() -> str:
+    """The one head of the migration chain (two heads would mean two branches forked it)."""
+    from alembic.script import ScriptDirectory
+
+    heads = ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()
+    assert len(heads) == 1, f"the migrations have {len(heads)} heads: {heads}"
+    return str(heads[0])

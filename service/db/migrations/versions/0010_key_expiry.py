@@ -1,14 +1,14 @@
 """API keys: an optional expiry.
 
-Revision ID: 0009_key_expiry
-Revises: 0008_simulation_heartbeat
+Revision ID: 0010_key_expiry
+Revises: 0009_workflow
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_key_expiry"
-down_revision = "0008_simulation_heartbeat"
+revision = "0010_key_expiry"
+down_revision = "0009_workflow"
 branch_labels = None
 depends_on = None
 
