@@ -74,12 +74,19 @@ async def test_the_document_is_valid_openapi_31_and_every_reference_resolves(sql
     assert all(ref.startswith("#/components/schemas/") for ref in _refs(document))
 
 
-async def test_every_body_is_required_json_except_the_optional_rollback(sqlite_api: ApiClient) -> None:
+async def test_every_body_is_required_json_except_the_optional_rollback_and_exception_notes(
+    sqlite_api: ApiClient,
+) -> None:
     bodies = _bodies(await _document(sqlite_api))
-    assert len(bodies) == 17
+    assert len(bodies) == 20
+    optional = {
+        "/v1/rulesets/{name}/rollback",
+        "/v1/exceptions/{exception_id}/acknowledge",
+        "/v1/exceptions/{exception_id}/resolve",
+    }
     for (method, path), body in bodies.items():
         assert "application/json" in body["content"], f"{method} {path}"
-        expected = path != "/v1/rulesets/{name}/rollback"
+        expected = path not in optional
         assert body["required"] is expected, f"{method} {path}"
     yaml = bodies[("post", "/v1/rulesets/{name}/versions")]["content"]["application/yaml"]
     assert yaml["schema"] == {"type": "string"}
