@@ -22,6 +22,7 @@ from service.errors import Conflict, FieldError, Invalid, NotFound
 from service.security import principal_of, requires
 from service.services import Services
 from service.workflow.exceptions import (
+    STATES,
     ExceptionFilter,
     ExceptionStateError,
     UnknownException,
@@ -32,7 +33,6 @@ from service.workflow.exceptions import (
 )
 
 Kind = Literal["negative_inventory", "oversell_risk", "delayed_receipt", "stuck_approval", "failed_delivery"]
-State = Literal["open", "acknowledged", "resolved"]
 DURATION = re.compile(r"^(?P<n>\d{1,6})(?P<unit>[smhd])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 Person = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -87,8 +87,10 @@ def duration(text: str, field: str) -> timedelta:
 async def list_exceptions(
     services: NamedDependency[Services],
     kind: FromQuery[Kind | None] = None,
-    # `state` is a name Litestar keeps for the app state
-    wanted_state: Annotated[State | None, QueryParameter(name="state")] = None,
+    # `state` is a name Litestar keeps for the app state: read under another name, checked here
+    wanted_state: Annotated[
+        str | None, QueryParameter(name="state", description="open, acknowledged or resolved", max_length=16)
+    ] = None,
     location: Annotated[str | None, QueryParameter(max_length=64)] = None,
     older_than: Annotated[
         str | None, QueryParameter(description="opened at least this long ago: 30m, 4h, 2d", max_length=10)
@@ -99,6 +101,9 @@ async def list_exceptions(
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
 ) -> ExceptionsOut:
     """Newest first."""
+    if wanted_state is not None and wanted_state not in STATES:
+        reason = f"expected one of {', '.join(STATES)}"
+        raise Invalid(f"query.state: {reason}", [FieldError("query.state", reason)])
     cutoff = None if older_than is None else datetime.now(UTC) - duration(older_than, "query.older_than")
     wanted = ExceptionFilter(kind, wanted_state, location, cutoff, before, limit)
     async with services.sessions() as session:
