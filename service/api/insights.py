@@ -64,15 +64,20 @@ async def get_exception_insights(services: NamedDependency[Services]) -> Excepti
 @get("/audit", opt=requires("planner"), operation_id="getAuditTrail")
 async def get_audit(
     services: NamedDependency[Services],
+    # optional to the framework so that leaving it out is answered like any other bad value (422, named)
     subject: Annotated[
-        str, QueryParameter(description="e.g. transfer:t-77, exception:<id>, ruleset:<name>", max_length=200)
-    ],
+        str | None,
+        QueryParameter(
+            description="required: e.g. transfer:t-77, exception:<id>, ruleset:<name>", max_length=200
+        ),
+    ] = None,
     after: Annotated[int | None, QueryParameter(description="the `next` of the previous page", ge=0)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 500,
 ) -> AuditOut:
     """Every audit row of one subject, oldest first."""
-    if not subject.strip():
-        raise Invalid("subject: must not be empty", [FieldError("query.subject", "must not be empty")])
+    if subject is None or not subject.strip():
+        reason = "required: the subject whose trail to read, e.g. transfer:t-77"
+        raise Invalid(f"query.subject: {reason}", [FieldError("query.subject", reason)])
     query = select(AuditEntry).where(AuditEntry.subject == subject)
     if after is not None:
         query = query.where(AuditEntry.id > after)
