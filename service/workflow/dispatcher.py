@@ -33,6 +33,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.db.base import aware
 from service.db.models import Delivery, OutboxDispatch, OutboxEvent, Subscription
 from service.decisions.ids import new_decision_id
 from service.workflow.exceptions import clear_exception, raise_exception
@@ -77,7 +78,7 @@ def event_body(event: OutboxEvent) -> bytes:
             "id": event.event_id,
             "kind": event.kind,
             "subject": event.subject,
-            "created_at": event.created_at,
+            "created_at": aware(event.created_at),
             "payload": event.payload,
         }
     )

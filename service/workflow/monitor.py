@@ -229,6 +229,8 @@ class ExceptionMonitor:
                         for channel in channels:
                             if location in md.locations:
                                 promoted.setdefault((sku, location, channel), promotion.id)
+        if skus is not None and not promoted:
+            return  # none of these is promoted now; records of ended promotions go at the periodic check
         live = []
         if promoted:
             try:

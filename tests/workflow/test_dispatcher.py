@@ -212,3 +212,23 @@ async def test_racing_dispatchers_fan_out_and_send_each_delivery_once(
     assert Counter(r.event["id"] for r in hooks.requests) == dict.fromkeys(ids, 1)
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Delivery)) == 20
+
+
+async def test_an_unreachable_receiver_and_an_oversized_event_are_recorded_without_internals(
+    sessions: Sessions, clock: Clock
+) -> None:
+    async with receiver(lambda request: 200) as hooks:
+        closed_url = hooks.url
+    await subscribe(sessions, closed_url, clock)  # nothing listens there any more
+    [small] = await write_events(sessions, clock, 1)
+    async with sessions() as session, session.begin():
+        big = add_event(session, "case.opened", "transfer:t-big", {"blob": "x" * 300_000}, clock())
+    dispatcher = Dispatcher(sessions, FAST, clock=clock)
+    try:
+        await dispatcher.run_once()
+    finally:
+        await dispatcher.close()
+    found = {row.event_id: row for row in await deliveries(sessions)}
+    assert (found[small].status, found[small].last_error) == ("pending", "connection failed")
+    assert (found[big].status, found[big].attempts) == ("dead", 1)
+    assert found[big].last_error == f"event body over {FAST.max_body_bytes} bytes"
