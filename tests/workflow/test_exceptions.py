@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.models import ApprovalCase, ExceptionRecord, OutboxEvent
-from service.stock.store import StockEvent
+from service.stock import SnapshotRow, StockEvent, open_store
 from service.workflow.exceptions import (
     ExceptionStateError,
     acknowledge,
@@ -20,6 +20,7 @@ from service.workflow.exceptions import (
     resolve,
 )
 from service.workflow.monitor import ExceptionMonitor
+from tests.apiclient import make_settings
 from tests.workflow.conftest import Clock
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -161,3 +162,31 @@ async def test_a_transfer_not_in_by_its_expected_date_is_a_delayed_receipt_until
         "resolved",
         "system",
     )  # resolved at booking, not at the next check
+
+
+async def test_the_periodic_check_sees_negative_stock_written_past_the_endpoint_and_its_recovery(
+    database_url: str, sessions: Sessions, clock: Clock
+) -> None:
+    """Stock moved by another writer than the stock endpoint (a transfer's execution, a CLI import) has no
+    hook: the periodic check opens the record from the store's anomaly and resolves it from live levels."""
+    store = await open_store(make_settings(database_url))
+    try:
+        await store.put_snapshot([SnapshotRow("TEE", "S1", 1)])
+        await store.apply_events([StockEvent("pos-1", "sale", "TEE", "S1", 4)])
+        monitor = ExceptionMonitor(sessions, store, clock=clock)
+        await monitor.check()
+        [record] = await records(sessions, "negative_inventory")
+        assert (record.key, record.state, record.detail["shortfall"], record.detail["sellable"]) == (
+            "TEE@S1",
+            "open",
+            3,
+            -3,
+        )
+        await store.apply_events([StockEvent("count-1", "adjustment", "TEE", "S1", 2)])
+        await monitor.check()
+        [record] = await records(sessions, "negative_inventory")
+        assert (record.state, record.resolved_by) == ("resolved", "system")
+        await monitor.check()  # the anomaly is still in the store's record, the condition is not
+        assert len(await records(sessions, "negative_inventory")) == 1
+    finally:
+        await store.close()
