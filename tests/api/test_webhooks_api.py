@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from sqlalchemy import select
 
 from service.db.models import Delivery, ExceptionRecord, Subscription
+from service.settings import WorkflowSettings
 from service.workflow.exceptions import raise_exception
+from service.workflow.subscriptions import verify
 from tests.api.workflow_fixtures import workflow_api
-from tests.apiclient import ApiClient
+from tests.apiclient import ApiClient, api_client, make_settings
+from tests.workflow.receiver import receiver
 
 __all__ = ["workflow_api"]
 
@@ -19,6 +24,7 @@ WAREHOUSE = {
     "events": ["transfer.shipped", "case.*"],
     "secret": "whsec-0123456789abcdef",
 }
+SECRET = "ops-secret-0123456789"
 STORES = {"id": "stores", "url": "http://stores.internal:8080/events", "events": ["*"], "secret": "x" * 16}
 
 
@@ -126,3 +132,29 @@ async def test_a_bad_status_filter_is_422_naming_the_query_field(workflow_api: A
     response = await workflow_api.as_("admin").get("/v1/deliveries", params={"status": "lost"})
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "query.status"
+
+
+async def test_the_running_service_delivers_an_exception_event_to_a_real_receiver(sqlite_url: str) -> None:
+    """The dispatcher started with the app: a negative sale opens an exception, whose event reaches the
+    subscriber signed with its secret."""
+    workflow = WorkflowSettings(webhook_poll_seconds=0.05, exception_check_seconds=3600)
+    settings = replace(make_settings(sqlite_url), workflow=workflow)
+    async with receiver(lambda request: 204) as hooks, api_client(settings) as api:
+        subscription = {"id": "ops", "url": hooks.url, "events": ["exception.*"], "secret": SECRET}
+        assert (await api.as_("admin").put("/v1/subscriptions", json=[subscription])).status_code == 200
+        stock = api.as_("stock")
+        await stock.put("/v1/stock", json=[{"sku": "TEE", "location": "S1", "sellable": 1}])
+        sale = {"event_id": "pos-1", "type": "sale", "sku": "TEE", "location": "S1", "qty": 2}
+        await stock.post("/v1/stock/events", json=[sale])
+        await asyncio.wait_for(hooks.wait_for(1), 30)
+        [request] = hooks.requests
+        assert request.event["kind"] == "exception.opened"
+        assert request.event["payload"]["exception"]["key"] == "TEE@S1"
+        headers = request.headers
+        assert verify(
+            SECRET,
+            headers["x-retail-policy-timestamp"],
+            headers["x-retail-policy-event-id"],
+            request.body,
+            headers["x-retail-policy-signature"],
+        )
