@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request, Response, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
-from service.api import decisions, health, keys, master_data, rulesets, simulations, stock
+from service.api import (
+    decisions,
+    exceptions,
+    health,
+    insights,
+    keys,
+    master_data,
+    rulesets,
+    simulations,
+    stock,
+    webhooks,
+)
 from service.api.deps import dependencies
 from service.api.openapi import document_request_bodies
 from service.api.problems import exception_handlers
@@ -27,6 +40,9 @@ from service.security import AuthMiddleware
 from service.services import Services
 from service.settings import Settings, get_settings
 from service.stock import open_store, start_sweeper
+from service.workflow.dispatcher import DeliveryPolicy, Dispatcher
+from service.workflow.metrics import refresh as refresh_workflow_metrics
+from service.workflow.monitor import ExceptionMonitor
 
 log = logging.getLogger("retail_policy")
 
@@ -34,6 +50,17 @@ log = logging.getLogger("retail_policy")
 class MetricsController(PrometheusController):
     path = "/metrics"
     openmetrics_format = False
+
+    @get()
+    async def get(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        # the workflow gauges are read from the database, so every worker answers the same
+        services = request.app.state.services
+        try:
+            await refresh_workflow_metrics(services.sessions, datetime.now(UTC))
+        except Exception:  # the request metrics are still worth serving
+            log.exception("reading the workflow metrics failed")
+        answer: Response[Any] = await PrometheusController.get.fn(self)
+        return answer
 
 
 def _auto_migrate() -> bool:
@@ -74,13 +101,46 @@ async def start_services(settings: Settings) -> Services:
     services.tasks.append(start_sweeper(services.stock, settings.stock.sweep_interval_seconds))
     await start_rules(services)
     services.decision_log = await open_decision_log(sessions)
+    start_workflow(services)
     return services
+
+
+def start_workflow(services: Services) -> None:
+    """The exception checks (hooked into the stock endpoint, and periodic) and the webhook dispatcher."""
+    workflow = services.settings.workflow
+    services.monitor = ExceptionMonitor(
+        services.sessions,
+        services.stock,
+        services.master_data,
+        services.rules,
+        oversell_channels=workflow.oversell_channels,
+        clock=lambda: datetime.now(UTC),
+    )
+    if not workflow.background:
+        return
+    services.dispatcher = Dispatcher(
+        services.sessions,
+        DeliveryPolicy(
+            max_attempts=workflow.webhook_max_attempts,
+            base_delay_seconds=workflow.webhook_base_delay_seconds,
+            max_delay_seconds=workflow.webhook_max_delay_seconds,
+            timeout_seconds=workflow.webhook_timeout_seconds,
+        ),
+    )
+    services.tasks.append(asyncio.ensure_future(services.dispatcher.run(workflow.webhook_poll_seconds)))
+    services.tasks.append(asyncio.ensure_future(services.monitor.run(workflow.exception_check_seconds)))
 
 
 async def stop_services(services: Services) -> None:
     for task in services.tasks:
         task.cancel()
-    for closer in (services.simulations, services.decision_log, services.rules, services.stock):
+    for closer in (
+        services.simulations,
+        services.decision_log,
+        services.rules,
+        services.stock,
+        services.dispatcher,
+    ):
         close = getattr(closer, "close", None)
         if close is not None:
             try:
@@ -115,6 +175,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         decisions.router,
         simulations.router,
         keys.router,
+        webhooks.router,
+        exceptions.router,
+        insights.router,
         MetricsController,
     ]
     return Litestar(

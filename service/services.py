@@ -23,5 +23,7 @@ class Services:
     rules: Any = None
     decision_log: Any = None
     simulations: Any = None
+    dispatcher: Any = None  # service.workflow.dispatcher.Dispatcher
+    monitor: Any = None  # service.workflow.monitor.ExceptionMonitor
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     principals: PrincipalCache = field(default_factory=PrincipalCache)

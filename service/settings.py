@@ -90,11 +90,28 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class WorkflowSettings:
+    """Webhook delivery and the exception checks (docs/approvals.md)."""
+
+    # the dispatcher and the periodic exception check run in every service process
+    background: bool = True
+    webhook_max_attempts: int = 8  # a delivery is dead-lettered after this many failed attempts
+    webhook_base_delay_seconds: float = 5.0  # the wait after the first failure, doubling per attempt
+    webhook_max_delay_seconds: float = 3600.0
+    webhook_timeout_seconds: float = 10.0
+    webhook_poll_seconds: float = 2.0
+    exception_check_seconds: float = 60.0
+    # the channels whose floors the oversell check reads for a promotion that names none
+    oversell_channels: tuple[str, ...] = ("ecommerce", "store")
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings
     stock: StockSettings
     rules: RulesSettings = field(default_factory=RulesSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    workflow: WorkflowSettings = field(default_factory=WorkflowSettings)
 
 
 def load_settings() -> Settings:
@@ -128,6 +145,17 @@ def load_settings() -> Settings:
             workers=_positive_int("WORKERS", 1),
             max_body_bytes=_positive_int("MAX_BODY_BYTES", 1_048_576),
             demo_data=env.get("DEMO_DATA", "") in ("1", "true", "yes"),
+        ),
+        workflow=WorkflowSettings(
+            background=env.get("WORKFLOW_BACKGROUND", "1") not in ("0", "false", "no"),
+            webhook_max_attempts=_positive_int("WEBHOOK_MAX_ATTEMPTS", 8),
+            webhook_base_delay_seconds=_positive_int("WEBHOOK_BASE_DELAY_SECONDS", 5),
+            webhook_max_delay_seconds=_positive_int("WEBHOOK_MAX_DELAY_SECONDS", 3600),
+            webhook_timeout_seconds=_positive_int("WEBHOOK_TIMEOUT_SECONDS", 10),
+            exception_check_seconds=_positive_int("EXCEPTION_CHECK_SECONDS", 60),
+            oversell_channels=tuple(
+                c.strip() for c in env.get("OVERSELL_CHANNELS", "ecommerce,store").split(",") if c.strip()
+            ),
         ),
     )
 

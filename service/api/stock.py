@@ -7,6 +7,7 @@ keys 409, unknown reservations 404, an unreachable backend 503 with Retry-After.
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -44,6 +45,7 @@ from service.stock.store import (
     StockUnavailable,
 )
 
+log = logging.getLogger(__name__)
 Qty = Annotated[int, msgspec.Meta(ge=0, le=MAX_QTY)]
 PositiveQty = Annotated[int, msgspec.Meta(ge=1, le=MAX_QTY)]
 MAX_EVENTS = 5000
@@ -78,6 +80,8 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=True):
     disposition: Literal["restock", "damage"] | None = None
     to_location: Id | None = None
     reference: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    # a transfer_out's promised arrival at `to_location`: past it, units not booked in open delayed_receipt
+    expected_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
 
 
 class LineIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -131,8 +135,8 @@ class StockOut(msgspec.Struct):
     totals: Totals
 
 
-class ExceptionsOut(msgspec.Struct):
-    exceptions: list[StockException]
+class AnomaliesOut(msgspec.Struct):
+    anomalies: list[StockException]
 
 
 class ReservationOut(msgspec.Struct):
@@ -213,6 +217,15 @@ async def post_events(services: NamedDependency[Services], request: Request[Any,
         raise Invalid(
             "too many events", [FieldError("body", f"send at most {MAX_EVENTS} events per request")]
         )
+    expected: dict[str, datetime] = {}
+    for index, e in enumerate(data):
+        if e.expected_at is not None:
+            if e.type != "transfer_out" or e.to_location is None:
+                reason = "only a transfer_out with to_location has an expected arrival"
+                raise Invalid(
+                    f"[{index}].expected_at: {reason}", [FieldError(f"[{index}].expected_at", reason)]
+                )
+            expected[e.event_id] = e.expected_at
     events = [
         StockEvent(
             e.event_id, e.type, e.sku, e.location, e.qty, e.at, e.disposition, e.to_location, e.reference
@@ -220,6 +233,11 @@ async def post_events(services: NamedDependency[Services], request: Request[Any,
         for e in data
     ]
     results = await _store(services).apply_events(events)
+    if services.monitor is not None:
+        try:
+            await services.monitor.after_stock_events(events, results, expected)
+        except Exception:  # the stock moved; the periodic exception check catches up
+            log.exception("checking exceptions after stock events failed")
     applied = sum(r.status == "applied" for r in results)
     return EventsOut(applied, len(results) - applied, results)
 
@@ -277,11 +295,13 @@ async def get_capacity(
     )
 
 
-@get("/exceptions", opt=requires("stock", "planner"), operation_id="listStockExceptions")
-async def list_exceptions(
+@get("/stock-anomalies", opt=requires("stock", "planner"), operation_id="listStockAnomalies")
+async def list_anomalies(
     services: NamedDependency[Services], limit: Annotated[int, Parameter(ge=1, le=1000)] = 100
-) -> ExceptionsOut:
-    return ExceptionsOut(await _store(services).list_exceptions(limit))
+) -> AnomaliesOut:
+    """What applying events recorded, newest first: negative inventory after a POS sale, a return without
+    a pending return, a count below the reserved units. `/v1/exceptions` holds the records people own."""
+    return AnomaliesOut(await _store(services).list_exceptions(limit))
 
 
 @post("/reservations", opt=requires("decide"), operation_id="createReservation", status_code=201)
@@ -387,7 +407,7 @@ router = Router(
         post_events,
         get_stock,
         get_capacity,
-        list_exceptions,
+        list_anomalies,
         create_reservation,
         get_reservation,
         commit_reservation,

@@ -74,8 +74,14 @@ async def test_pos_sale_shortfall_is_listed_in_exceptions(stock_api: ApiClient) 
         json=[{"event_id": "pos-9", "type": "sale", "sku": "TEE", "location": "S2", "qty": 3}],
     )
     [exception] = (await stock.get("/v1/exceptions")).json()["exceptions"]
-    assert exception["kind"] == "negative_inventory"
-    assert (exception["event_id"], exception["shortfall"]) == ("pos-9", 2)
+    assert (exception["kind"], exception["state"], exception["location"]) == (
+        "negative_inventory",
+        "open",
+        "S2",
+    )
+    assert (exception["detail"]["event_id"], exception["detail"]["shortfall"]) == ("pos-9", 2)
+    [anomaly] = (await stock.get("/v1/stock-anomalies")).json()["anomalies"]
+    assert (anomaly["kind"], anomaly["event_id"], anomaly["shortfall"]) == ("negative_inventory", "pos-9", 2)
 
 
 async def test_bad_event_is_422_naming_the_field_and_changes_nothing(stock_api: ApiClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,8 +26,6 @@ async def test_upgrade_twice_is_harmless(db_engine: AsyncEngine) -> None:
 
 def head_revision() -> str:
     """The one head of the migration chain (two heads would mean two branches forked it)."""
-    from alembic.script import ScriptDirectory
-
     heads = ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()
     assert len(heads) == 1, f"the migrations have {len(heads)} heads: {heads}"
     return str(heads[0])

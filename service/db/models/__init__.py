@@ -1,6 +1,7 @@
 """Every SQL model, imported here so that `Base.metadata` knows all tables."""
 
 from service.db.models.decisions import DecisionEntry
+from service.db.models.events import Delivery, ExceptionRecord, ExpectedReceipt, OutboxDispatch, Subscription
 from service.db.models.foundation import ApiKey, AuditEntry, Item, Location, Promotion
 from service.db.models.rulesets import RulesetGenerationRow, RulesetKindRow, RulesetRow, RulesetVersionRow
 from service.db.models.simulations import SimulationRow
@@ -19,8 +20,12 @@ __all__ = [
     "ApprovalStep",
     "AuditEntry",
     "DecisionEntry",
+    "Delivery",
+    "ExceptionRecord",
+    "ExpectedReceipt",
     "Item",
     "Location",
+    "OutboxDispatch",
     "OutboxEvent",
     "Promotion",
     "ReservationRecord",
@@ -33,4 +38,5 @@ __all__ = [
     "StockExceptionRecord",
     "StockJournalEntry",
     "StockLevel",
+    "Subscription",
 ]

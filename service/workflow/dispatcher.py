@@ -1,0 +1,354 @@
+"""The dispatcher: delivers outbox events to their subscribers as signed webhooks, at least once.
+
+Two steps, each safe with any number of dispatchers on one database:
+
+1. Fan-out. An outbox event not yet in `outbox_dispatch` gets one `deliveries` row per subscription whose
+   patterns match its kind, and its `outbox_dispatch` row, in one transaction. A second dispatcher doing
+   the same event fails on the `outbox_dispatch` primary key and rolls back, so deliveries exist once.
+2. Delivery. A due pending delivery is claimed with a lease (`UPDATE ... SET lease_until WHERE
+   lease_until IS NULL OR lease_until < now`): only the dispatcher whose update took the row sends it,
+   and its outcome is written only while it still holds that lease. A dispatcher that stops mid-way
+   leaves the lease to lapse; another one then sends the delivery again (receivers de-duplicate by the
+   event id). A failed attempt waits `base * 2**(attempt-1)` seconds (capped), scaled by a random factor
+   in [0.5, 1); after `max_attempts` failures the delivery is dead and a `failed_delivery` exception
+   opens. `retry` gives a dead delivery a fresh set of attempts.
+
+The clock and the random source are injected, so tests move time instead of waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import msgspec
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.db.base import aware
+from service.db.models import Delivery, OutboxDispatch, OutboxEvent, Subscription
+from service.decisions.ids import new_decision_id
+from service.workflow.exceptions import clear_exception, raise_exception
+from service.workflow.subscriptions import DELIVERY_ID, EVENT_ID, SIGNATURE, TIMESTAMP, matches, sign
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+MAX_BODY_BYTES = 256 * 1024  # an event larger than this is dead-lettered rather than sent
+USER_AGENT = "retail-policy-webhooks/1"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    max_attempts: int = 8
+    base_delay_seconds: float = 5.0
+    max_delay_seconds: float = 3600.0
+    timeout_seconds: float = 10.0
+    max_body_bytes: int = MAX_BODY_BYTES
+    batch: int = 100  # events fanned out, and deliveries claimed, per round
+    concurrency: int = 8  # requests in flight per dispatcher
+
+    @property
+    def lease(self) -> timedelta:
+        # longer than any attempt can take, so a live dispatcher never loses its lease mid-request
+        return timedelta(seconds=self.timeout_seconds * 3 + 30)
+
+    def backoff(self, attempts: int, draw: float) -> timedelta:
+        """The wait after `attempts` failed attempts; `draw` in [0, 1) is the jitter."""
+        delay = min(self.max_delay_seconds, self.base_delay_seconds * 2 ** (attempts - 1))
+        return timedelta(seconds=delay * (0.5 + 0.5 * draw))
+
+
+def event_body(event: OutboxEvent) -> bytes:
+    """What a subscriber receives: the event, as compact JSON."""
+    return msgspec.json.encode(
+        {
+            "id": event.event_id,
+            "kind": event.kind,
+            "subject": event.subject,
+            "created_at": aware(event.created_at),
+            "payload": event.payload,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    delivered: bool
+    error: str | None = None  # what readers of the delivery see: the HTTP status or the kind of failure
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        policy: DeliveryPolicy | None = None,
+        *,
+        clock: Clock = utc_now,
+        draw: Callable[[], float] = random.random,
+        transport: httpx.AsyncBaseTransport | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.policy = policy or DeliveryPolicy()
+        self.clock = clock
+        self.draw = draw
+        self.owner = owner or new_decision_id()
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(self.policy.timeout_seconds),
+            follow_redirects=False,
+            transport=transport,
+            headers={"User-Agent": USER_AGENT},
+        )
+        self._wake = asyncio.Event()
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def wake(self) -> None:
+        """Start the next round now (new outbox events were written)."""
+        self._wake.set()
+
+    async def run_once(self) -> tuple[int, int]:
+        """One round: fan out new events, then send what is due; answers (fanned out, attempted)."""
+        return await self.fan_out(), await self.deliver_due()
+
+    async def run(self, interval: float) -> None:
+        """Rounds until cancelled; a failing round is logged and the next one tries again."""
+        while True:
+            try:
+                fanned, attempted = await self.run_once()
+            except Exception:
+                log.exception("a webhook dispatch round failed")
+                fanned = attempted = 0
+            if fanned or attempted:
+                continue  # more may be waiting
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+
+    # --- fan-out -------------------------------------------------------------------------------------
+
+    async def fan_out(self) -> int:
+        async with self.sessions() as session:
+            events = (
+                (
+                    await session.execute(
+                        select(OutboxEvent)
+                        .outerjoin(OutboxDispatch, OutboxDispatch.event_id == OutboxEvent.event_id)
+                        .where(OutboxDispatch.event_id.is_(None))
+                        .order_by(OutboxEvent.id)
+                        .limit(self.policy.batch)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            subscriptions = (await session.execute(select(Subscription))).scalars().all()
+        done = 0
+        for event in events:
+            now = self.clock()
+            try:
+                async with self.sessions() as session, session.begin():
+                    session.add(OutboxDispatch(event_id=event.event_id, at=now))
+                    await session.flush()  # another dispatcher took this event: stop here, add nothing
+                    for subscription in subscriptions:
+                        if matches(subscription.events, event.kind):
+                            session.add(
+                                Delivery(
+                                    id=new_decision_id(),
+                                    event_id=event.event_id,
+                                    subscription_id=subscription.id,
+                                    kind=event.kind,
+                                    status="pending",
+                                    attempts=0,
+                                    next_attempt_at=now,
+                                    created_at=now,
+                                )
+                            )
+                done += 1
+            except IntegrityError:
+                continue
+        return done
+
+    # --- delivery -------------------------------------------------------------------------------------
+
+    async def deliver_due(self) -> int:
+        now = self.clock()
+        claimable = (
+            Delivery.status == "pending",
+            Delivery.next_attempt_at <= now,
+            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+        )
+        due = (
+            select(Delivery.id)
+            .where(*claimable)
+            .order_by(Delivery.next_attempt_at)
+            .limit(self.policy.batch)
+            .scalar_subquery()
+        )
+        # one statement, so SQLite takes its write lock before reading (a read that later writes can fail
+        # when another writer commits in between); PostgreSQL re-checks `claimable` on a row it waited for
+        async with self.sessions() as session, session.begin():
+            claimed = (
+                (
+                    await session.execute(
+                        update(Delivery)
+                        .where(Delivery.id.in_(due), *claimable)
+                        .values(lease_until=now + self.policy.lease, lease_owner=self.owner)
+                        .returning(Delivery.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        if not claimed:
+            return 0
+        gate = asyncio.Semaphore(self.policy.concurrency)
+
+        async def one(delivery_id: str) -> None:
+            async with gate:
+                await self._attempt(delivery_id)
+
+        await asyncio.gather(*(one(delivery_id) for delivery_id in claimed))
+        return len(claimed)
+
+    async def _attempt(self, delivery_id: str) -> None:
+        async with self.sessions() as session:
+            delivery = await session.get(Delivery, delivery_id)
+            if delivery is None:
+                return
+            event = (
+                await session.execute(select(OutboxEvent).where(OutboxEvent.event_id == delivery.event_id))
+            ).scalar_one_or_none()
+            subscription = await session.get(Subscription, delivery.subscription_id)
+        if event is None or subscription is None:  # the subscription was removed: nothing to send
+            async with self.sessions() as session, session.begin():
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == delivery_id, Delivery.lease_owner == self.owner)
+                    .values(status="dead", last_error="subscription removed", lease_until=None)
+                )
+            return
+        sent_at = self.clock()
+        outcome = await self._send(delivery, event, subscription, sent_at)
+        await self._record(delivery, event, outcome)
+
+    async def _send(
+        self, delivery: Delivery, event: OutboxEvent, subscription: Subscription, now: datetime
+    ) -> _Outcome:
+        body = event_body(event)
+        if len(body) > self.policy.max_body_bytes:
+            return _Outcome(False, f"event body over {self.policy.max_body_bytes} bytes")
+        timestamp = int(now.timestamp())
+        headers = {
+            "Content-Type": "application/json",
+            EVENT_ID: event.event_id,
+            DELIVERY_ID: delivery.id,
+            TIMESTAMP: str(timestamp),
+            SIGNATURE: sign(subscription.secret, timestamp, event.event_id, body),
+        }
+        try:
+            # streamed and never read: a receiver's answer body does not matter and may be large
+            async with self._client.stream("POST", subscription.url, content=body, headers=headers) as answer:
+                status = answer.status_code
+        except httpx.TimeoutException:
+            return _Outcome(False, "timeout")
+        except httpx.HTTPError as error:
+            log.warning("webhook %s to subscription %s failed: %r", delivery.id, subscription.id, error)
+            return _Outcome(False, "connection failed")
+        if 200 <= status < 300:
+            return _Outcome(True)
+        return _Outcome(False, f"HTTP {status}")
+
+    async def _record(self, delivery: Delivery, event: OutboxEvent, outcome: _Outcome) -> None:
+        now = self.clock()
+        attempts = delivery.attempts + 1
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "last_attempt_at": now,
+            "lease_until": None,
+            "lease_owner": None,
+            "last_error": outcome.error,
+        }
+        dead = False
+        if outcome.delivered:
+            values.update(status="delivered", delivered_at=now)
+        elif attempts >= self.policy.max_attempts or (outcome.error or "").startswith("event body"):
+            values.update(status="dead")
+            dead = True
+        else:
+            values.update(next_attempt_at=now + self.policy.backoff(attempts, self.draw()))
+        async with self.sessions() as session, session.begin():
+            changed = (
+                await session.execute(
+                    update(Delivery)
+                    .where(
+                        Delivery.id == delivery.id,
+                        Delivery.lease_owner == self.owner,
+                        Delivery.status == "pending",
+                    )
+                    .values(**values)
+                    .returning(Delivery.id)
+                )
+            ).scalar_one_or_none()
+            if changed is None:
+                return  # the lease lapsed and another dispatcher has this delivery now
+            if dead:
+                await raise_exception(
+                    session,
+                    "failed_delivery",
+                    delivery.id,
+                    detail={
+                        "delivery_id": delivery.id,
+                        "event_id": event.event_id,
+                        "event_kind": event.kind,
+                        "subscription": delivery.subscription_id,
+                        "attempts": attempts,
+                        "last_error": outcome.error,
+                    },
+                    now=now,
+                    announce=not event.kind.startswith("exception."),
+                )
+
+
+class DeliveryStateError(Exception):
+    def __init__(self, delivery_id: str, status: str) -> None:
+        super().__init__(f"delivery {delivery_id} is {status}; only a dead delivery can be retried")
+        self.status = status
+
+
+class UnknownDelivery(Exception):
+    def __init__(self, delivery_id: str) -> None:
+        super().__init__(f"no delivery {delivery_id!r}")
+
+
+async def retry(session: AsyncSession, delivery_id: str, now: datetime) -> Delivery:
+    """A dead delivery becomes pending again with a fresh set of attempts; its exception resolves."""
+    changed = (
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id, Delivery.status == "dead")
+            .values(status="pending", attempts=0, next_attempt_at=now, lease_until=None, lease_owner=None)
+            .returning(Delivery.id)
+        )
+    ).scalar_one_or_none()
+    delivery = await session.get(Delivery, delivery_id, populate_existing=True)
+    if delivery is None:
+        raise UnknownDelivery(delivery_id)
+    if changed is None:
+        raise DeliveryStateError(delivery_id, delivery.status)
+    await clear_exception(session, "failed_delivery", delivery_id, now)
+    return delivery

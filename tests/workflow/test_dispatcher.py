@@ -1,0 +1,234 @@
+"""The webhook dispatcher against a real HTTP receiver on loopback: failures, timeouts, recovery, restarts
+and racing dispatchers lose no event and send none of them twice from the dispatcher's records."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.db.base import aware
+from service.db.engine import create_engine, session_factory
+from service.db.models import Delivery, ExceptionRecord, Subscription
+from service.settings import DatabaseSettings
+from service.workflow.dispatcher import DeliveryPolicy, Dispatcher, retry
+from service.workflow.outbox import add_event
+from service.workflow.subscriptions import verify
+from tests.workflow.conftest import Clock
+from tests.workflow.receiver import Received, receiver
+
+Sessions = async_sessionmaker[AsyncSession]
+SECRET = "s3cret-for-tests"
+FAST = DeliveryPolicy(max_attempts=5, base_delay_seconds=5, max_delay_seconds=60, timeout_seconds=2)
+
+
+async def subscribe(sessions: Sessions, url: str, clock: Clock, events: list[str] | None = None) -> None:
+    async with sessions() as session, session.begin():
+        session.add(
+            Subscription(
+                id="warehouse",
+                url=url,
+                events=events or ["case.*", "transfer.shipped"],
+                secret=SECRET,
+                created_at=clock(),
+                updated_at=clock(),
+            )
+        )
+
+
+async def write_events(
+    sessions: Sessions, clock: Clock, count: int, kind: str = "case.approved"
+) -> list[str]:
+    async with sessions() as session, session.begin():
+        return [
+            add_event(session, kind, f"transfer:t-{n}", {"case": {"id": f"c-{n}"}}, clock())
+            for n in range(count)
+        ]
+
+
+async def deliveries(sessions: Sessions) -> list[Delivery]:
+    async with sessions() as session:
+        return list((await session.execute(select(Delivery).order_by(Delivery.event_id))).scalars())
+
+
+def signed_correctly(request: Received) -> bool:
+    headers = request.headers
+    return verify(
+        SECRET,
+        headers["x-retail-policy-timestamp"],
+        headers["x-retail-policy-event-id"],
+        request.body,
+        headers["x-retail-policy-signature"],
+    )
+
+
+async def test_every_event_arrives_signed_through_errors_timeouts_and_recovery(
+    sessions: Sessions, clock: Clock
+) -> None:
+    tries: Counter[str] = Counter()
+
+    def flaky(request: Received) -> int | None:
+        event_id = request.headers["x-retail-policy-event-id"]
+        tries[event_id] += 1
+        return {1: 500, 2: None}.get(tries[event_id], 200)  # an error, then no answer, then fine
+
+    async with receiver(flaky) as hooks:
+        await subscribe(sessions, hooks.url, clock)
+        ids = await write_events(sessions, clock, 4)
+        await write_events(sessions, clock, 1, kind="markdown.price_changed")  # nobody subscribed
+        dispatcher = Dispatcher(sessions, FAST, clock=clock)
+        try:
+            for _ in range(6):
+                await dispatcher.run_once()
+                clock.advance(seconds=60)
+        finally:
+            await dispatcher.close()
+    assert all(signed_correctly(request) for request in hooks.requests)
+    delivered = [r.event["id"] for r in hooks.requests if tries[r.event["id"]] >= 3]
+    assert set(delivered) == set(ids)
+    assert Counter(r.event["id"] for r in hooks.requests) == dict.fromkeys(ids, 3)
+    rows = await deliveries(sessions)
+    assert sorted(row.event_id for row in rows) == sorted(ids)  # one record per event, no others
+    assert {(row.status, row.attempts, row.last_error) for row in rows} == {("delivered", 3, None)}
+    assert {r.event["payload"]["case"]["id"] for r in hooks.requests} == {"c-0", "c-1", "c-2", "c-3"}
+
+
+async def test_a_failed_attempt_waits_its_jittered_backoff_before_the_next(
+    sessions: Sessions, clock: Clock
+) -> None:
+    draws = iter([0.0, 1.0 - 2**-53])
+    async with receiver(lambda request: 503) as hooks:
+        await subscribe(sessions, hooks.url, clock)
+        await write_events(sessions, clock, 1)
+        dispatcher = Dispatcher(sessions, FAST, clock=clock, draw=lambda: next(draws))
+        try:
+            start = clock()
+            await dispatcher.run_once()
+            [row] = await deliveries(sessions)
+            assert aware(row.next_attempt_at) == start + timedelta(seconds=2.5)  # 5 s x (0.5 + 0.5 x 0.0)
+            assert (row.status, row.last_error) == ("pending", "HTTP 503")
+            clock.advance(seconds=2.4)
+            assert await dispatcher.deliver_due() == 0  # not yet due
+            clock.advance(seconds=0.1)
+            assert await dispatcher.deliver_due() == 1
+            [row] = await deliveries(sessions)
+            assert row.attempts == 2
+            assert aware(row.next_attempt_at) - clock() > timedelta(seconds=9.99)  # 10 s x (0.5 + 0.5 x ~1.0)
+        finally:
+            await dispatcher.close()
+    assert len(hooks.requests) == 2
+
+
+async def test_after_the_last_attempt_a_delivery_is_dead_raises_an_exception_and_can_be_retried(
+    sessions: Sessions, clock: Clock
+) -> None:
+    answers = {"status": 500}
+    async with receiver(lambda request: answers["status"]) as hooks:
+        await subscribe(sessions, hooks.url, clock)
+        [event_id] = await write_events(sessions, clock, 1)
+        dispatcher = Dispatcher(sessions, FAST, clock=clock)
+        try:
+            for _ in range(FAST.max_attempts + 2):
+                await dispatcher.run_once()
+                clock.advance(seconds=60)
+            [row] = await deliveries(sessions)
+            assert (row.status, row.attempts, row.last_error) == ("dead", FAST.max_attempts, "HTTP 500")
+            async with sessions() as session:
+                [exception] = (await session.execute(select(ExceptionRecord))).scalars().all()
+            assert (exception.kind, exception.key, exception.state) == ("failed_delivery", row.id, "open")
+            assert exception.detail["event_id"] == event_id
+
+            answers["status"] = 204
+            async with sessions() as session, session.begin():
+                await retry(session, row.id, clock())
+            await dispatcher.run_once()
+        finally:
+            await dispatcher.close()
+    [row] = await deliveries(sessions)
+    assert (row.status, row.attempts) == ("delivered", 1)
+    async with sessions() as session:
+        [exception] = (await session.execute(select(ExceptionRecord))).scalars().all()
+    assert exception.state == "resolved"
+    assert len(hooks.requests) == FAST.max_attempts + 1
+
+
+async def test_a_dispatcher_stopped_mid_delivery_loses_nothing_when_another_starts_on_the_database(
+    database_url: str, clock: Clock
+) -> None:
+    first_try: set[str] = set()
+
+    def hangs_once(request: Received) -> int | None:
+        event_id = request.headers["x-retail-policy-event-id"]
+        if event_id in first_try:
+            return 200
+        first_try.add(event_id)
+        return None  # the first dispatcher never hears back
+
+    engine = create_engine(DatabaseSettings(url=database_url))
+    sessions = session_factory(engine)
+    async with receiver(hangs_once) as hooks:
+        await subscribe(sessions, hooks.url, clock)
+        ids = await write_events(sessions, clock, 3)
+        policy = DeliveryPolicy(timeout_seconds=30)
+        stopped = Dispatcher(sessions, policy, clock=clock)
+        round_ = asyncio.ensure_future(stopped.run_once())
+        await hooks.wait_for(3)  # every delivery is in flight
+        round_.cancel()
+        await asyncio.gather(round_, return_exceptions=True)
+        await stopped.close()
+        await engine.dispose()  # the process is gone
+
+        engine = create_engine(DatabaseSettings(url=database_url))
+        restarted = Dispatcher(session_factory(engine), policy, clock=clock)
+        try:
+            assert await restarted.deliver_due() == 0  # the lapsed process still holds the leases
+            clock.now += policy.lease + timedelta(seconds=1)
+            assert await restarted.deliver_due() == 3
+        finally:
+            await restarted.close()
+            rows = await deliveries(session_factory(engine))
+            await engine.dispose()
+    assert sorted(row.event_id for row in rows) == sorted(ids)
+    assert {(row.status, row.attempts) for row in rows} == {("delivered", 1)}
+    assert Counter(r.event["id"] for r in hooks.requests) == dict.fromkeys(ids, 2)
+
+
+async def test_racing_dispatchers_fan_out_and_send_each_delivery_once(
+    sessions: Sessions, clock: Clock
+) -> None:
+    async with receiver(lambda request: 200) as hooks:
+        await subscribe(sessions, hooks.url, clock)
+        ids = await write_events(sessions, clock, 20)
+        racers = [Dispatcher(sessions, FAST, clock=clock) for _ in range(3)]
+        try:
+            await asyncio.gather(*(racer.run_once() for racer in racers))
+            await asyncio.gather(*(racer.run_once() for racer in racers))
+        finally:
+            for racer in racers:
+                await racer.close()
+    assert Counter(r.event["id"] for r in hooks.requests) == dict.fromkeys(ids, 1)
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Delivery)) == 20
+
+
+async def test_an_unreachable_receiver_and_an_oversized_event_are_recorded_without_internals(
+    sessions: Sessions, clock: Clock
+) -> None:
+    async with receiver(lambda request: 200) as hooks:
+        closed_url = hooks.url
+    await subscribe(sessions, closed_url, clock)  # nothing listens there any more
+    [small] = await write_events(sessions, clock, 1)
+    async with sessions() as session, session.begin():
+        big = add_event(session, "case.opened", "transfer:t-big", {"blob": "x" * 300_000}, clock())
+    dispatcher = Dispatcher(sessions, FAST, clock=clock)
+    try:
+        await dispatcher.run_once()
+    finally:
+        await dispatcher.close()
+    found = {row.event_id: row for row in await deliveries(sessions)}
+    assert (found[small].status, found[small].last_error) == ("pending", "connection failed")
+    assert (found[big].status, found[big].attempts) == ("dead", 1)
+    assert found[big].last_error == f"event body over {FAST.max_body_bytes} bytes"
