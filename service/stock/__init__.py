@@ -8,7 +8,7 @@ Public interface (import from `service.stock`):
   capacity=None: a CapacityClaim (day, limits: CapacityLimit(location, limit)) counting the units against
   the listed locations' daily capacity),
   ReservationResult (reservation | None, short, replayed; `.granted`), Reservation, ReservedLine, ShortLine.
-- errors: StockError > StockUnavailable (.retry_after), IdempotencyConflict, ReservationNotFound,
+- errors: StockError > StockUnavailable (.retry_after) > StockStateLost, IdempotencyConflict, ReservationNotFound,
   ReservationStateError (.status), InvalidStockInput (.field, .reason).
 - `StockStore` protocol: get_levels(skus) -> {sku: {location: Levels}}, get_available(skus) ->
   {sku: {location: units}}, get_capacity_used(day, locations) -> {location: units}, put_snapshot(rows) -> int,
@@ -20,7 +20,8 @@ Public interface (import from `service.stock`):
 - demand: every backend has `store.demand` (`service.stock.demand.LedgerDemand`): `await
   store.demand.rates(pairs) -> {(sku, location): units per day}`, the exponentially weighted rate kept
   from applied sales (half-life `HALF_LIFE_DAYS`), decayed to now; pairs that never sold are absent.
-- tools: start_sweeper(store, interval_seconds) -> asyncio.Task; rebuild_redis(store) -> RebuildReport.
+- tools: start_sweeper(store, interval_seconds) -> asyncio.Task; rebuild_redis(store) -> RebuildReport;
+  StockRecovery(store): the Redis store's automatic rebuild when its state marker is missing.
 """
 
 from service.stock.backends import open_store
@@ -48,6 +49,7 @@ from service.stock.store import (
     StockError,
     StockEvent,
     StockException,
+    StockStateLost,
     StockStore,
     StockUnavailable,
 )
@@ -78,6 +80,7 @@ __all__ = [
     "StockError",
     "StockEvent",
     "StockException",
+    "StockStateLost",
     "StockStore",
     "StockUnavailable",
     "open_store",

@@ -10,6 +10,11 @@ Keys (prefix `rp:` by default); every key of one SKU carries the hash tag `{SKU}
 - in `stock:{SKU}` too, the demand rate kept from sales: `e:LOC` (rate), `u:LOC` (its ms), `n:LOC` (updates);
 - `resv:ID` hash (the reservation; `cday` and `cap` when it counts against a day's capacity) and `holds`
   (sorted set of every held reservation, for the sweeper);
+- `built`: the state marker, a hash `journal` -> the last journal entry id the rebuild read, `at` -> when
+  (ms). Only the rebuild from the journal writes it (last, once the state is in place; `service.stock.
+  recovery` runs it, one worker at a time under the `rebuilding` lock). It is the last key of every
+  script, which refuses with a `STOCKLOST` error when it is missing: Redis came back without its data, so
+  a request answers 503 instead of "insufficient stock", and the store rebuilds itself;
 - per business day DAY of daily capacity, with the hash tag `{DAY}`: `capu:{DAY}` hash `r:LOC` -> units
   counted (held and committed), `caph:{DAY}` and `capp:{DAY}` the expiry index and parts of its held
   reservations (the shape of a SKU's keys, so one prune serves both). They expire some time after the last
@@ -27,10 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -59,9 +66,15 @@ from service.stock.store import (
     SnapshotRow,
     StockEvent,
     StockException,
+    StockStateLost,
     StockUnavailable,
 )
 from service.stock.wire import ScriptClient
+
+if TYPE_CHECKING:
+    from service.stock.recovery import StockRecovery
+
+log = logging.getLogger("retail_policy.stock")
 
 DOWN_ERRORS = (
     redis_errors.ConnectionError,
@@ -169,6 +182,14 @@ class Keys:
     def events(self) -> str:
         return f"{self.prefix}events"
 
+    @property
+    def built(self) -> str:
+        return f"{self.prefix}built"
+
+    @property
+    def rebuilding(self) -> str:
+        return f"{self.prefix}rebuilding"
+
     def reservation(self, rid: str) -> str:
         return f"{self.prefix}resv:{rid}"
 
@@ -223,6 +244,9 @@ class RedisStockStore:
         self._revert = Script("revert")
         self._capacity = Script("capacity")
         self.demand = demand.LedgerDemand(self._demand_states, clock)
+        # set by `StockRecovery`: woken whenever a call finds the state marker missing
+        self.recovery: StockRecovery | None = None
+        self._down_logged = -1.0
 
     @classmethod
     async def open(
@@ -233,8 +257,15 @@ class RedisStockStore:
         pool_size: int = 64,
         clock: Clock = utc_now,
         prefix: str = "rp:",
+        recover: bool = True,
+        recover_wait_seconds: float = 30.0,
     ) -> RedisStockStore:
-        """Create the blocking connection pool and the journal's engine; Redis may still be down."""
+        """Create the blocking connection pool and the journal's engine; Redis may still be down.
+
+        With `recover`, the store rebuilds itself from the journal whenever its state marker is missing,
+        and opening waits up to `recover_wait_seconds` for that (a new deployment: the empty journal
+        gives an empty store and its marker; Redis down: no wait, the first call that finds it back checks).
+        """
         pool = aioredis.BlockingConnectionPool.from_url(
             redis_url,
             max_connections=pool_size,
@@ -246,7 +277,13 @@ class RedisStockStore:
         client = aioredis.Redis(connection_pool=pool)
         scripts = ScriptClient(redis_url, connect_timeout=1, reply_timeout=5)
         journal = Journal(create_engine(DatabaseSettings(url=journal_url)))
-        return cls(client, scripts, journal, clock=clock, prefix=prefix)
+        store = cls(client, scripts, journal, clock=clock, prefix=prefix)
+        if recover:
+            # imported here: the recovery builds on this module
+            from service.stock.recovery import StockRecovery
+
+            await StockRecovery(store).start(recover_wait_seconds)
+        return store
 
     def now(self) -> datetime:
         return self._clock()
@@ -255,10 +292,47 @@ class RedisStockStore:
         return to_ms(self._clock())
 
     async def _call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a script with the state marker as its last key (see the module docstring)."""
         try:
-            return await self.scripts.evalsha(script.sha, script.text, keys, args)
+            return await self.scripts.evalsha(script.sha, script.text, (*keys, self.keys.built), args)
         except DOWN_ERRORS as error:
-            raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
+            raise self._down(error) from error
+        except redis_errors.ResponseError as error:
+            if str(error).startswith("STOCKLOST"):
+                raise self._lost() from error
+            raise
+
+    def _down(self, error: Exception) -> StockUnavailable:
+        # the address and the driver's words go to the log (once a second at most), not to the caller
+        moment = time.monotonic()
+        if moment - self._down_logged >= 1.0:
+            self._down_logged = moment
+            log.warning("Redis is not answering: %s: %s", type(error).__name__, error)
+        return StockUnavailable("Redis is not answering", retry_after=1)
+
+    def _lost(self) -> StockStateLost:
+        """The error for a missing state marker; wakes the rebuild."""
+        if self.recovery is not None:
+            self.recovery.wake()
+        return StockStateLost()
+
+    async def has_marker(self) -> bool:
+        """Whether the state marker is there (raises StockUnavailable when Redis does not answer)."""
+        try:
+            return bool(await self.client.exists(self.keys.built))
+        except DOWN_ERRORS as error:
+            raise self._down(error) from error
+
+    async def _checked_pipeline(self, pipe: Any) -> list[Any]:
+        """Run a pipeline that starts with EXISTS of the state marker, in the same round trip; its other
+        replies, or StockStateLost when the marker is missing."""
+        try:
+            present, *found = await pipe.execute()
+        except DOWN_ERRORS as error:
+            raise self._down(error) from error
+        if not present:
+            raise self._lost()
+        return list(found)
 
     # ---- reads ----------------------------------------------------------------------------------
 
@@ -292,10 +366,10 @@ class RedisStockStore:
 
     async def _load(self, reservation_id: str) -> tuple[Reservation, str | None] | None:
         """The reservation and the capacity day it counts against (None when it counts against none)."""
-        try:
-            flat = await self.client.hgetall(self.keys.reservation(reservation_id))
-        except DOWN_ERRORS as error:
-            raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
+        pipe = self.client.pipeline(transaction=False)
+        pipe.exists(self.keys.built)
+        pipe.hgetall(self.keys.reservation(reservation_id))
+        (flat,) = await self._checked_pipeline(pipe)
         if not flat:
             return None
         day = flat.get(b"cday")
@@ -307,12 +381,10 @@ class RedisStockStore:
 
     async def _demand_states(self, pairs: Sequence[demand.Pair]) -> dict[demand.Pair, demand.DemandState]:
         pipe = self.client.pipeline(transaction=False)
+        pipe.exists(self.keys.built)
         for sku, location in pairs:
             pipe.hmget(self.keys.stock(sku), [f"e:{location}", f"u:{location}"])
-        try:
-            found = await pipe.execute()
-        except DOWN_ERRORS as error:
-            raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
+        found = await self._checked_pipeline(pipe)
         return {
             pair: demand.DemandState(float(rate), int(at_ms))
             for pair, (rate, at_ms) in zip(pairs, found, strict=True)
@@ -589,10 +661,11 @@ class RedisStockStore:
 
     async def sweep_expired(self, now: datetime | None = None) -> int:
         moment_ms = to_ms(now or self._clock())
-        try:
-            due = await self.client.zrangebyscore(self.keys.holds, "-inf", moment_ms, start=0, num=1000)
-        except DOWN_ERRORS as error:
-            raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
+        # the marker check here also notices a loss on a worker that gets no requests
+        pipe = self.client.pipeline(transaction=False)
+        pipe.exists(self.keys.built)
+        pipe.zrangebyscore(self.keys.holds, "-inf", moment_ms, start=0, num=1000)
+        (due,) = await self._checked_pipeline(pipe)
         count = 0
         for raw in due:
             loaded = await self._load(_text(raw))
@@ -605,10 +678,13 @@ class RedisStockStore:
         return count
 
     async def wipe(self) -> int:
-        """Delete every key of this store's prefix (the rebuild starts from nothing)."""
+        """Delete every key of this store's prefix but the rebuild's lock (the rebuild starts from nothing)."""
         deleted = 0
         batch: list[Any] = []
+        lock = self.keys.rebuilding.encode()
         async for key in self.client.scan_iter(match=f"{self.keys.prefix}*", count=1000):
+            if key == lock:
+                continue
             batch.append(key)
             if len(batch) >= 1000:
                 deleted += await self.client.unlink(*batch)
@@ -618,12 +694,13 @@ class RedisStockStore:
         return deleted
 
     async def ping(self) -> None:
-        try:
-            await self.client.ping()
-        except DOWN_ERRORS as error:
-            raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
+        """Raise StockUnavailable when Redis does not answer, StockStateLost when it lost the stock state."""
+        if not await self.has_marker():
+            raise self._lost()
 
     async def close(self) -> None:
+        if self.recovery is not None:
+            await self.recovery.close()
         await self.journal.close()
         await self.journal.engine.dispose()
         await self.scripts.close()

@@ -4,6 +4,7 @@ acknowledged reservation, level and applied event from the SQL journal."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -124,46 +125,82 @@ def _rebuild(database_url: str, redis_url: str) -> str:
     return done.stdout
 
 
-async def test_wiped_redis_is_rebuilt_from_the_journal_with_every_acknowledged_reservation(
+async def _history(api: ApiClient) -> tuple[list[dict[str, Any]], list[str]]:
+    """Snapshot, events, four reservations (one committed, one released): what the journal must give back."""
+    stock, decide = api.as_("stock"), api.as_("decide")
+    await stock.put("/v1/stock", json=ROWS)
+    await stock.post("/v1/stock/events", json=EVENTS)
+    ids = []
+    for i, lines in enumerate(
+        [[("TEE", "S1", 2)], [("TEE", "S1", 1), ("MUG", "S1", 3)], [("TEE", "S2", 2)], [("MUG", "S1", 1)]]
+    ):
+        response = await decide.post("/v1/reservations", json=order(f"k{i}", *lines))
+        assert response.status_code == 201
+        ids.append(response.json()["id"])
+    await decide.post(f"/v1/reservations/{ids[2]}/commit")
+    await decide.post(f"/v1/reservations/{ids[3]}/release")
+    return [(await decide.get(f"/v1/reservations/{rid}")).json() for rid in ids], ids
+
+
+EVENTS = [
+    {"event_id": "rcv-1", "type": "receipt", "sku": "MUG", "location": "S1", "qty": 5},
+    {"event_id": "pos-1", "type": "sale", "sku": "TEE", "location": "S2", "qty": 1},
+    {
+        "event_id": "out-1",
+        "type": "transfer_out",
+        "sku": "MUG",
+        "location": "S1",
+        "qty": 2,
+        "to_location": "S2",
+    },
+]
+
+
+async def ready_again(api: ApiClient, seconds: float = 30.0) -> dict[str, Any]:
+    """Poll /health/ready until it answers 200 (failing after `seconds`); its body."""
+    async with asyncio.timeout(seconds):
+        while True:
+            response = await api.http.get("/health/ready")
+            if response.status_code == 200:
+                body: dict[str, Any] = response.json()
+                return body
+            await asyncio.sleep(0.05)
+
+
+async def _journal_gives_everything_back(
+    api: ApiClient, levels: Any, reservations: Any, ids: list[str]
+) -> None:
+    stock, decide = api.as_("stock"), api.as_("decide")
+    assert await snapshot_of(api, ["TEE", "MUG"]) == levels
+    assert [(await decide.get(f"/v1/reservations/{rid}")).json() for rid in ids] == reservations
+    again = (await stock.post("/v1/stock/events", json=EVENTS)).json()
+    assert again["duplicates"] == 3
+    assert (await decide.post("/v1/reservations", json=order("k0", ("TEE", "S1", 2)))).json()["id"] == ids[0]
+    assert (await decide.post(f"/v1/reservations/{ids[1]}/commit")).json()["status"] == "committed"
+
+
+async def test_wiped_redis_answers_503_then_rebuilds_itself_with_every_acknowledged_reservation(
     redis_url: str, sqlite_url: str
 ) -> None:
     async with api_client(make_settings(sqlite_url, "redis", redis_url)) as api:
-        stock, decide = api.as_("stock"), api.as_("decide")
-        await stock.put("/v1/stock", json=ROWS)
-        events = [
-            {"event_id": "rcv-1", "type": "receipt", "sku": "MUG", "location": "S1", "qty": 5},
-            {"event_id": "pos-1", "type": "sale", "sku": "TEE", "location": "S2", "qty": 1},
-            {
-                "event_id": "out-1",
-                "type": "transfer_out",
-                "sku": "MUG",
-                "location": "S1",
-                "qty": 2,
-                "to_location": "S2",
-            },
-        ]
-        await stock.post("/v1/stock/events", json=events)
-        ids = []
-        for i, lines in enumerate(
-            [[("TEE", "S1", 2)], [("TEE", "S1", 1), ("MUG", "S1", 3)], [("TEE", "S2", 2)], [("MUG", "S1", 1)]]
-        ):
-            response = await decide.post("/v1/reservations", json=order(f"k{i}", *lines))
-            assert response.status_code == 201
-            ids.append(response.json()["id"])
-        await decide.post(f"/v1/reservations/{ids[2]}/commit")
-        await decide.post(f"/v1/reservations/{ids[3]}/release")
+        reservations, ids = await _history(api)
         levels = await snapshot_of(api, ["TEE", "MUG"])
-        reservations = [(await decide.get(f"/v1/reservations/{rid}")).json() for rid in ids]
 
         redis.Redis.from_url(redis_url).flushdb()
-        assert (await stock.get("/v1/stock/TEE")).status_code == 404
+        lost = await api.as_("stock").get("/v1/stock/TEE")
+        assert lost.status_code == 503 and lost.headers["retry-after"]
+        assert "rebuilding from the journal" in lost.json()["detail"]
 
-        assert "rebuilt from" in _rebuild(sqlite_url, redis_url)
-        assert await snapshot_of(api, ["TEE", "MUG"]) == levels
-        assert [(await decide.get(f"/v1/reservations/{rid}")).json() for rid in ids] == reservations
-        again = (await stock.post("/v1/stock/events", json=events)).json()
-        assert again["duplicates"] == 3
-        assert (await decide.post("/v1/reservations", json=order("k0", ("TEE", "S1", 2)))).json()[
-            "id"
-        ] == ids[0]
-        assert (await decide.post(f"/v1/reservations/{ids[1]}/commit")).json()["status"] == "committed"
+        await ready_again(api)
+        await _journal_gives_everything_back(api, levels, reservations, ids)
+
+
+async def test_stock_rebuild_command_rebuilds_a_serving_store_in_place(
+    redis_url: str, sqlite_url: str
+) -> None:
+    async with api_client(make_settings(sqlite_url, "redis", redis_url)) as api:
+        reservations, ids = await _history(api)
+        levels = await snapshot_of(api, ["TEE", "MUG"])
+
+        assert "rebuilt from 10 journal entries" in _rebuild(sqlite_url, redis_url)
+        await _journal_gives_everything_back(api, levels, reservations, ids)

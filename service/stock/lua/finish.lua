@@ -16,7 +16,11 @@ if redis.call('EXISTS', resv) == 0 then
 end
 local status = redis.call('HGET', resv, 'status')
 if action == 'undo_commit' or action == 'undo_release' then
-  -- Put back a commit or release whose journal entry could not be written.
+  -- Put back a commit or release whose journal entry could not be written; only from the state it left
+  -- (a store rebuilt from the journal meanwhile never saw it).
+  if status ~= (action == 'undo_commit' and 'committed' or 'released') then
+    return {'same', redis.call('HGETALL', resv)}
+  end
   local exp = redis.call('HGET', resv, 'exp')
   local lines = redis.call('HGET', resv, 'lines')
   local g = 5

@@ -1,3 +1,12 @@
+-- The last key of every stock script is the store's state marker, written by the rebuild from the journal:
+-- without it the data is gone (a restart without persistence, a flush, a failover to an empty replica)
+-- and every answer would be wrong, so the script refuses before reading or writing anything. The marker
+-- then leaves KEYS, so that the script's own keys are KEYS[1..n] as before.
+if redis.call('EXISTS', KEYS[#KEYS]) == 0 then
+  return redis.error_reply('STOCKLOST the stock state marker is missing: rebuilding from the journal')
+end
+KEYS[#KEYS] = nil
+
 -- Shared by every stock script. A SKU's keys: stock (hash 'b:LOC' -> count, b in s r d p t),
 -- hold (sorted set reservation id -> expires_at ms), part (hash reservation id -> 'LOC\tQTY\n'...).
 -- A part counts in `r:LOC` exactly while its id is in the hold index; pruning releases it.
