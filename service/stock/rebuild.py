@@ -8,9 +8,9 @@ stays a duplicate. Each sale's entry carries the demand rate it left (exact text
 sequence number per (sku, location); the entry with the highest sequence number is the state Redis had,
 whatever order concurrent requests reached the journal in.
 
-The state marker (`Keys.built`) is not written by `replay_journal`: `service.stock.recovery` runs it with the marker
-missing (every stock script then refuses, so no request changes Redis meanwhile) and under its lock, and
-writes the marker, the journal position read, once the state is in place.
+The state marker (`Keys.built`) is not written by `replay_journal`: `service.stock.recovery` runs it with
+the marker missing (every stock script then refuses, so no request changes Redis meanwhile) and under its
+lock, and writes the marker, the journal position read, once the state is in place.
 """
 
 from __future__ import annotations

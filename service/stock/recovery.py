@@ -49,7 +49,7 @@ State = Literal["ok", "rebuilding", "down"]
 
 
 class LockLost(Exception):
-    """The rebuild's lock lapsed (the process stalled longer than LOCK_MS): another worker may be rebuilding."""
+    """The rebuild's lock lapsed (the process stalled longer than LOCK_MS): another worker may rebuild."""
 
 
 class StockRecovery:
@@ -77,7 +77,8 @@ class StockRecovery:
 
     def wake(self) -> None:
         """Recover in the background unless already doing so (called whenever a call finds no marker)."""
-        if self._task is None or self._task.done():
+        task = self._task
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
             self.state = "rebuilding"
             self._task = asyncio.create_task(self._recover(), name="stock-recovery")
 

@@ -678,7 +678,7 @@ class RedisStockStore:
         return count
 
     async def wipe(self) -> int:
-        """Delete every key of this store's prefix but the rebuild's lock (the rebuild starts from nothing)."""
+        """Delete every key of this store's prefix but the rebuild's lock (a rebuild starts from nothing)."""
         deleted = 0
         batch: list[Any] = []
         lock = self.keys.rebuilding.encode()
