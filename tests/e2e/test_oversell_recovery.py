@@ -271,6 +271,7 @@ class Load:
     after_restart: int = 0
 
 
+@pytest.mark.slow
 def test_redis_restarted_empty_under_load_never_answers_409_and_keeps_every_acknowledged_reservation(
     own_redis: OwnRedis, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
