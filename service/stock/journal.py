@@ -238,6 +238,14 @@ async def journal_size(engine: AsyncEngine) -> int:
         return int((await conn.execute(select(func.count()).select_from(JOURNAL))).scalar_one())
 
 
+async def latest_write(engine: AsyncEngine, window: int = 1000) -> int:
+    """The highest write number (`seq`) among the last `window` entries: the latest write the journal
+    holds (entries reach the journal about in the order Redis numbered them)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(JOURNAL.c.record).order_by(JOURNAL.c.id.desc()).limit(window))
+        return max((int(record.get("seq", 0)) for (record,) in rows if record), default=0)
+
+
 async def read_journal(engine: AsyncEngine, chunk: int = 5000) -> AsyncIterator[dict[str, Any]]:
     """Every journal entry in the order it was written, streamed in chunks."""
     last = 0

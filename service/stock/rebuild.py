@@ -33,6 +33,7 @@ BUCKET_FIELDS = ("s", "r", "d", "p", "t")
 class RebuildReport:
     journal_entries: int
     journal_position: int  # the id of the last entry read (0 for an empty journal)
+    writes: int  # the highest write number an entry records (the marker's counter starts from it)
     positions: int
     reservations_held: int
     reservations_total: int
@@ -59,10 +60,12 @@ async def replay_journal(
     records: dict[str, dict[str, Any]] = {}
     status: dict[str, str] = {}
     rates: dict[tuple[str, str], list[Any]] = {}
-    entries = last_id = 0
+    entries = last_id = writes = 0
     async for entry in read_journal(store.journal.engine):
         entries += 1
         last_id = max(last_id, int(entry["id"]))
+        if entry["record"]:
+            writes = max(writes, int(entry["record"].get("seq", 0)))
         for sku, location, *deltas in entry["deltas"]:
             position = levels[(sku, location)]
             for i, value in enumerate(deltas):
@@ -183,5 +186,5 @@ async def replay_journal(
         await flush()
     await flush(force=True)
     return RebuildReport(
-        entries, last_id, len(levels), held, len(records), sum(len(ids) for ids in events.values())
+        entries, last_id, writes, len(levels), held, len(records), sum(len(ids) for ids in events.values())
     )

@@ -42,7 +42,7 @@ return 0"""
 _RELEASE = """if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0"""
 _MARK = """if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[2], 'journal', ARGV[2], 'at', ARGV[3])
+redis.call('HSET', KEYS[2], 'journal', ARGV[2], 'at', ARGV[3], 'n', ARGV[4])
 return 1"""
 
 State = Literal["ok", "rebuilding", "down"]
@@ -147,7 +147,14 @@ class StockRecovery:
                 log.warning("the journal grew during the rebuild: rebuilding again")
             fence()
             marked = await client.eval(
-                _MARK, 2, keys.rebuilding, keys.built, token, report.journal_position, to_ms(store.now())
+                _MARK,
+                2,
+                keys.rebuilding,
+                keys.built,
+                token,
+                report.journal_position,
+                to_ms(store.now()),
+                report.writes,
             )
             if not marked:
                 raise LockLost("the stock rebuild lock lapsed before the marker was written")

@@ -48,7 +48,7 @@ from redis.backoff import ExponentialBackoff
 from service.db.engine import create_engine
 from service.settings import DatabaseSettings
 from service.stock import demand, ledger
-from service.stock.journal import Entry, Journal
+from service.stock.journal import Entry, Journal, latest_write
 from service.stock.memory import Clock, utc_now
 from service.stock.sql import read_exceptions
 from service.stock.store import (
@@ -247,6 +247,7 @@ class RedisStockStore:
         # set by `StockRecovery`: woken whenever a call finds the state marker missing
         self.recovery: StockRecovery | None = None
         self._down_logged = -1.0
+        scripts.on_connect = self.check_behind
 
     @classmethod
     async def open(
@@ -315,6 +316,26 @@ class RedisStockStore:
         if self.recovery is not None:
             self.recovery.wake()
         return StockStateLost()
+
+    async def check_behind(self) -> None:
+        """Run on every new script connection (a restart or a failover drops the old one), before its
+        first script: when the marker's write counter is below the journal's latest write, Redis came back
+        with older data (a snapshot, a lagging replica) and the marker is deleted, so that the scripts
+        refuse and the store rebuilds. The journal is read first: every write it holds by then was
+        numbered by Redis before, so a Redis that lost nothing is never behind."""
+        try:
+            latest = await latest_write(self.journal.engine)
+            counter = await self.client.hget(self.keys.built, "n")
+            if counter is not None and int(counter) < latest:
+                log.warning(
+                    "stock state behind the journal (Redis at write %s, the journal at %d): rebuilding",
+                    _text(counter),
+                    latest,
+                )
+                await self.client.delete(self.keys.built)
+        # the check waits for the next connection then; the marker's presence still guards every script
+        except Exception as error:
+            log.warning("stock state not checked against the journal: %s: %s", type(error).__name__, error)
 
     async def has_marker(self) -> bool:
         """Whether the state marker is there (raises StockUnavailable when Redis does not answer)."""
@@ -411,14 +432,14 @@ class RedisStockStore:
                 row.return_pending,
                 row.in_transit,
             ]
-        previous = await self._call(self._snapshot, keys, args)
+        *previous, seq = await self._call(self._snapshot, keys, args)
         deltas = [
             ledger.snapshot_delta(
                 row, Levels(sellable=int(s), damaged=int(d), return_pending=int(p), in_transit=int(t))
             )
             for row, (s, d, p, t) in zip(rows, previous, strict=True)
         ]
-        entry = Entry("snapshot", "", now_ms, deltas)
+        entry = Entry("snapshot", "", now_ms, deltas, {"seq": seq})
         try:
             await self.journal.append([entry])
         except StockUnavailable:
@@ -447,7 +468,7 @@ class RedisStockStore:
                 ev.to_location or "",
                 demand.to_ms(ev.at or now),
             ]
-        outcomes = await self._call(self._events, keys, args)
+        *outcomes, seq = await self._call(self._events, keys, args)
         results: list[EventResult | None] = []
         entries: list[Entry] = []
         applied: list[tuple[int, StockEvent, list[ledger.Delta]]] = []
@@ -467,7 +488,7 @@ class RedisStockStore:
                 if kind
                 else None
             )
-            record: dict[str, Any] = {"sku": ev.sku}
+            record: dict[str, Any] = {"sku": ev.sku, "seq": seq}
             if len(outcome) > 8:
                 # A sale: the rate it left (exact text), its time and sequence number, for the rebuild.
                 rate, at_ms, seq, prev_rate, prev_at = (_text(x) for x in outcome[8:13])
@@ -597,6 +618,7 @@ class RedisStockStore:
             "exp": expires_ms,
             "created": now_ms,
             "lines": [[line.sku, line.location, line.qty] for line in reservation.lines],
+            "seq": outcome[3],
         }
         day: str | None = None
         counted = ledger.capacity_taken(claim, reservation.lines)
@@ -647,7 +669,7 @@ class RedisStockStore:
             )
             kind = "commit" if action == "commit" else "release"
             try:
-                await self.journal.append([Entry(kind, done.id, now_ms, deltas)])
+                await self.journal.append([Entry(kind, done.id, now_ms, deltas, {"seq": outcome[2]})])
             except StockUnavailable:
                 await self._run_finish(done, day, f"undo_{action}", swallow_down=True)
                 raise

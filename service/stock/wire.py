@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -153,6 +153,8 @@ class ScriptClient:
         self._reply_timeout = reply_timeout
         self._connection: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
+        # awaited on every new connection before its first script (the stock store checks its state)
+        self.on_connect: Callable[[], Awaitable[None]] | None = None
 
     async def evalsha(self, sha: str, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """The script's reply; EVAL with the full text when the server has not cached it."""
@@ -204,6 +206,8 @@ class ScriptClient:
         except Exception:
             connection.abort(redis_errors.ConnectionError("Redis refused the connection's set-up"))
             raise
+        if self.on_connect is not None:
+            await self.on_connect()
         old = self._connection
         self._connection = connection
         # one left on another (finished) event loop is dropped with that loop, not touched from this one

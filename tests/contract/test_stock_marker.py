@@ -63,7 +63,11 @@ async def test_a_new_deployment_opens_with_its_marker_at_journal_position_0(
 ) -> None:
     async with open_backend("redis", request, FakeClock()) as store:
         assert isinstance(store, RedisStockStore)
-        assert await store.client.hgetall(store.keys.built) == {b"journal": b"0", b"at": b"1772355600000"}
+        assert await store.client.hgetall(store.keys.built) == {
+            b"journal": b"0",
+            b"at": b"1772355600000",
+            b"n": b"0",
+        }
         await store.put_snapshot([SnapshotRow("SKU1", "S1", 5)])
         assert (await store.reserve(ask("k1"))).granted
 
@@ -113,9 +117,12 @@ async def test_two_workers_that_find_the_state_lost_rebuild_it_once(
     try:
         caplog.set_level(logging.WARNING, "retail_policy.stock")
         await redis_stock.client.flushdb()
+        # both find the state lost before either can rebuild: a third worker holds the lock meanwhile
+        await redis_stock.client.set(redis_stock.keys.rebuilding, "a-third-worker", px=60_000)
         for worker in (redis_stock, other):
             with pytest.raises(StockStateLost):
                 await worker.get_available(["SKU1"])
+        await redis_stock.client.delete(redis_stock.keys.rebuilding)  # it stopped without a marker
         for worker in (redis_stock, other):
             await marker_back(worker)
             assert (await worker.get_levels(["SKU1"]))["SKU1"]["S1"].reserved == 2

@@ -63,9 +63,13 @@ class OwnRedis:
 
     def restart_empty(self) -> None:
         """Shut down without saving and start again with no data: a restart without persistence."""
+        (self.workdir / "dump.rdb").unlink(missing_ok=True)
+        self.restart_from_last_save()
+
+    def restart_from_last_save(self) -> None:
+        """Shut down without saving and start again from the last snapshot saved (if any)."""
         redis.Redis.from_url(self.url).shutdown(nosave=True)
         self.process.wait(10)
-        (self.workdir / "dump.rdb").unlink(missing_ok=True)
         self.start()
 
 
@@ -207,6 +211,29 @@ async def test_wiped_redis_answers_503_then_rebuilds_itself_with_every_acknowled
 
         await ready_again(api)
         await _journal_gives_everything_back(api, levels, reservations, ids)
+
+
+async def test_redis_back_from_an_older_snapshot_is_behind_the_journal_and_rebuilds_itself(
+    own_redis: OwnRedis, sqlite_url: str
+) -> None:
+    async with api_client(make_settings(sqlite_url, "redis", own_redis.url)) as api:
+        stock, decide = api.as_("stock"), api.as_("decide")
+        await stock.put("/v1/stock", json=ROWS)
+        first = (await decide.post("/v1/reservations", json=order("k1", ("TEE", "S1", 2)))).json()
+        redis.Redis.from_url(own_redis.url).save()  # the snapshot Redis comes back with
+        later = (await decide.post("/v1/reservations", json=order("k2", ("MUG", "S1", 3)))).json()
+        await decide.post(f"/v1/reservations/{first['id']}/commit")
+        levels = await snapshot_of(api, ["TEE", "MUG"])
+
+        await asyncio.to_thread(own_redis.restart_from_last_save)
+        behind = await stock.get("/v1/stock/TEE")
+        assert behind.status_code == 503 and behind.headers["retry-after"]
+        assert "rebuilding from the journal" in behind.json()["detail"]
+
+        await ready_again(api)
+        assert await snapshot_of(api, ["TEE", "MUG"]) == levels
+        assert (await decide.get(f"/v1/reservations/{later['id']}")).json()["status"] == "held"
+        assert (await decide.get(f"/v1/reservations/{first['id']}")).json()["status"] == "committed"
 
 
 async def test_stock_rebuild_command_rebuilds_a_serving_store_in_place(

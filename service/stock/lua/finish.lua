@@ -2,6 +2,7 @@
 --       (stock, hold, part) per SKU of the reservation.
 -- ARGV: id, now_ms, action (commit | release | expire | forget | undo_commit | undo_release), capacity
 --       keys given (0|1), skus...
+-- A commit or release answers {'done', the reservation, the write's number (the prelude's next_seq)}.
 -- A commit keeps the units counted against the day's capacity (they were dispatched); a release, an
 -- expiry or a forget gives them back.
 local resv, holds = KEYS[1], KEYS[2]
@@ -91,4 +92,4 @@ end
 redis.call('ZREM', holds, id)
 if action == 'commit' then status = 'committed' else status = 'released' end
 redis.call('HSET', resv, 'status', status)
-return {'done', redis.call('HGETALL', resv)}
+return {'done', redis.call('HGETALL', resv), next_seq()}
