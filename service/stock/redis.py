@@ -683,7 +683,9 @@ class RedisStockStore:
 
     async def sweep_expired(self, now: datetime | None = None) -> int:
         moment_ms = to_ms(now or self._clock())
-        # the marker check here also notices a loss on a worker that gets no requests
+        # the marker check here (and the script connection's, when it was lost) also notices a loss on a
+        # worker that gets no requests
+        await self._scripts_connected()
         pipe = self.client.pipeline(transaction=False)
         pipe.exists(self.keys.built)
         pipe.zrangebyscore(self.keys.holds, "-inf", moment_ms, start=0, num=1000)
@@ -716,9 +718,17 @@ class RedisStockStore:
         return deleted
 
     async def ping(self) -> None:
-        """Raise StockUnavailable when Redis does not answer, StockStateLost when it lost the stock state."""
+        """Raise StockUnavailable when Redis does not answer, StockStateLost when it lost the stock state
+        (a script connection lost meanwhile is opened again first, so that its check runs)."""
+        await self._scripts_connected()
         if not await self.has_marker():
             raise self._lost()
+
+    async def _scripts_connected(self) -> None:
+        try:
+            await self.scripts.connected()
+        except DOWN_ERRORS as error:
+            raise self._down(error) from error
 
     async def close(self) -> None:
         if self.recovery is not None:

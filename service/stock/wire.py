@@ -166,6 +166,12 @@ class ScriptClient:
             reply = await connection.send(hiredis.pack_command(("EVAL", script, len(keys), *keys, *args)))
         return _checked(reply)
 
+    async def connected(self) -> None:
+        """Open the connection now unless it is open (running `on_connect` for a new one)."""
+        connection = self._connection
+        if connection is None or connection.loop is not asyncio.get_running_loop() or not connection.usable:
+            await self._connect()
+
     async def _connect(self) -> _Connection:
         """The open connection, or a new one; concurrent callers share one attempt."""
         loop = asyncio.get_running_loop()
