@@ -30,6 +30,7 @@ and the sweeper expires idle ones; key TTLs are never used to release stock.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -324,8 +325,10 @@ class RedisStockStore:
         refuse and the store rebuilds. The journal is read first: every write it holds by then was
         numbered by Redis before, so a Redis that lost nothing is never behind."""
         try:
-            latest = await latest_write(self.journal.engine)
-            counter = await self.client.hget(self.keys.built, "n")
+            # a slow journal must not hold back the scripts for long: they wait on this connection
+            async with asyncio.timeout(5):
+                latest = await latest_write(self.journal.engine)
+                counter = await self.client.hget(self.keys.built, "n")
             if counter is not None and int(counter) < latest:
                 log.warning(
                     "stock state behind the journal (Redis at write %s, the journal at %d): rebuilding",
