@@ -1,16 +1,17 @@
 """The Redis store rebuilds itself from the journal when its state marker is missing.
 
 Redis can come back without its data (a restart without persistence, a flush, a failover to an empty
-replica). Every stock script then finds the marker (`Keys.built`) missing and refuses, so requests get
-503 with Retry-After instead of "insufficient stock", and the worker that met the refusal wakes its
-`StockRecovery`. One worker at a time rebuilds, across processes and hosts: the one that takes the
-`rebuilding` lock (SET NX PX with a random token, renewed while it works, released only by its holder).
-It waits for its own process's journal writes under way, rebuilds, checks that the journal did not grow
-meanwhile (a change another process applied before the loss and journaled late; it rebuilds again if so)
-and writes the marker with the journal position it read, in one script that first checks it still holds
-the lock. Every other worker waits and re-checks the marker until it is back, and takes over if the
-rebuilder's lock lapses without a marker. A new deployment starts the same way: its empty journal gives
-an empty store and the marker.
+replica), or with older data (a restart from a snapshot, a lagging replica: `RedisStockStore.check_behind`
+finds its marker behind the journal and deletes it). Every stock script then finds the marker
+(`Keys.built`) missing and refuses, so requests get 503 with Retry-After instead of "insufficient stock",
+and the worker that met the refusal wakes its `StockRecovery`. One worker at a time rebuilds, across
+processes and hosts: the one that takes the `rebuilding` lock (SET NX PX with a random token, renewed
+while it works, released only by its holder). It waits for its own process's journal writes under way,
+rebuilds, checks that the journal did not grow meanwhile (a change another process applied before the
+loss and journaled late; it rebuilds again if so) and writes the marker with the journal position it
+read, in one script that first checks it still holds the lock. Every other worker waits and re-checks
+the marker until it is back, and takes over if the rebuilder's lock lapses without a marker. A new
+deployment starts the same way: its empty journal gives an empty store and the marker.
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ class StockRecovery:
         store.recovery = self
 
     async def start(self, wait_seconds: float) -> None:
-        """Check the marker once; when it is missing, recover and wait up to `wait_seconds` for it."""
+        """Check the marker once (and against the journal); when it is missing, recover and wait up to
+        `wait_seconds` for it."""
+        await self.store.check_behind()
         try:
             if await self.store.has_marker():
                 return
