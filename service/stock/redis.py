@@ -11,19 +11,21 @@ Keys (prefix `rp:` by default); every key of one SKU carries the hash tag `{SKU}
 - `resv:ID` hash (the reservation; `cday` and `cap` when it counts against a day's capacity) and `holds`
   (sorted set of every held reservation, for the sweeper);
 - `built`: the state marker, a hash `journal` -> the last journal entry id the rebuild read, `at` -> when
-  (ms). Only the rebuild from the journal writes it (last, once the state is in place; `service.stock.
-  recovery` runs it, one worker at a time under the `rebuilding` lock). It is the last key of every
-  script, which refuses with a `STOCKLOST` error when it is missing: Redis came back without its data, so
-  a request answers 503 instead of "insufficient stock", and the store rebuilds itself;
+  (ms), `n` -> the write counter. Only the rebuild from the journal creates it (last, once the state is in
+  place; `service.stock.recovery` runs it, one worker at a time under the `rebuilding` lock). It is the
+  last key of every script, which refuses with a `STOCKLOST` error when it is missing: Redis came back
+  without its data, so a request answers 503 instead of "insufficient stock", and the store rebuilds
+  itself. Each write script takes the next `n` and its journal entry records it (`seq`): a new script
+  connection finds a Redis whose `n` is below the journal's latest `seq` behind (`check_behind`);
 - per business day DAY of daily capacity, with the hash tag `{DAY}`: `capu:{DAY}` hash `r:LOC` -> units
   counted (held and committed), `caph:{DAY}` and `capp:{DAY}` the expiry index and parts of its held
   reservations (the shape of a SKU's keys, so one prune serves both). They expire some time after the last
   reservation of that day could have.
 
 Each request is one script with every key it touches in KEYS, so a reservation is one round trip and
-atomic even across SKUs. That needs all keys on one node: a single Redis (with replicas). Under Redis
-Cluster a single-SKU request still works as is (its keys share a slot); a multi-SKU request would need
-per-SKU steps with compensating releases, which this backend does not do.
+atomic even across SKUs. That needs all keys on one node: a single Redis (with replicas). Redis Cluster
+would need per-slot steps with compensating releases (every script also lists the marker, and a
+reservation its `resv:ID` and `holds`), which this backend does not do.
 Expiry is exact and lazy: every script prunes the expiry index of the SKUs it touches before acting,
 and the sweeper expires idle ones; key TTLs are never used to release stock.
 """
