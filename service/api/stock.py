@@ -8,7 +8,6 @@ keys 409, unknown reservations 404, an unreachable backend 503 with Retry-After.
 from __future__ import annotations
 
 import logging
-import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -22,27 +21,24 @@ from service.api.body import decode_body
 from service.api.master_data import Id
 from service.api.openapi import json_body
 from service.api.problems import on_service_error
-from service.errors import Conflict, FieldError, Invalid, NotFound, ServiceError, Unavailable
+from service.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
 from service.security import requires
 from service.services import Services
 from service.stock.ledger import MAX_QTY, MAX_TTL_SECONDS, validate_day
+from service.stock.service_errors import as_service_error
 from service.stock.store import (
     EventResult,
-    IdempotencyConflict,
     InvalidStockInput,
     Levels,
     Reservation,
     ReservationLine,
-    ReservationNotFound,
     ReservationRequest,
-    ReservationStateError,
     ShortLine,
     SnapshotRow,
     StockError,
     StockEvent,
     StockException,
     StockStore,
-    StockUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -372,28 +368,6 @@ async def release_reservation(
     services: NamedDependency[Services], reservation_id: FromPath[str]
 ) -> ReservationOut:
     return _out(await _store(services).release(reservation_id))
-
-
-def as_service_error(error: StockError) -> ServiceError:
-    """The HTTP meaning of each store error."""
-    if isinstance(error, StockUnavailable):
-        # the store's message names Redis's or the database's address: it is logged, never answered
-        unavailable = Unavailable("the stock store cannot be reached; nothing was changed", error.retry_after)
-        unavailable.__cause__ = error
-        return unavailable
-    if isinstance(error, InvalidStockInput):
-        # The bodies are bare lists, so `events[2].qty` is `[2].qty` to the caller.
-        field = re.sub(r"^(rows|events)(?=\[)", "", error.field)
-        return Invalid(f"{field}: {error.reason}", [FieldError(field, error.reason)])
-    if isinstance(error, IdempotencyConflict):
-        return Conflict(str(error), [FieldError("idempotency_key", "already used with another request body")])
-    if isinstance(error, ReservationNotFound):
-        return NotFound(str(error), [FieldError("id", "unknown")])
-    if isinstance(error, ReservationStateError):
-        return Conflict(str(error), [FieldError("status", f"reservation is {error.status}")])
-    failure = ServiceError("the stock store failed; it has been logged")
-    failure.__cause__ = error
-    return failure
 
 
 def on_stock_error(request: Request[Any, Any, Any], error: StockError) -> Response[dict[str, Any]]:

@@ -12,9 +12,9 @@ from service.decisions.context import DecisionContext
 from service.decisions.record import DecisionRecord
 from service.domain.allocation import Location
 from service.domain.errors import InvalidInput
-from service.errors import Conflict, FieldError, Unavailable
 from service.masterdata import ItemRecord, LocationRecord, MasterData
-from service.stock import IdempotencyConflict, StockUnavailable
+from service.stock import StockError
+from service.stock.service_errors import as_service_error
 
 T = TypeVar("T")
 
@@ -82,15 +82,8 @@ async def stock_call(call: Awaitable[T]) -> T:
     """Await a stock store call, turning its errors into the service's own."""
     try:
         return await call
-    except StockUnavailable as exc:
-        # the store's message names Redis's or the database's address: it is logged, never answered
-        raise Unavailable("the stock store cannot be reached; nothing was changed", exc.retry_after) from exc
-    except IdempotencyConflict as exc:
-        raise Conflict(
-            "the idempotency key was already used with another request",
-            [FieldError("idempotency_key", str(exc) or "already used with another request")],
-            title="Idempotency key reused",
-        ) from exc
+    except StockError as exc:
+        raise as_service_error(exc) from exc
 
 
 def as_builtins(value: Any) -> dict[str, Any]:
