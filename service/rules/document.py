@@ -19,6 +19,7 @@ import yaml
 from service.rules.kinds import KINDS
 from service.rules.problems import Problem, RulesetError
 from service.rules.syntax import (
+    MAX_INTEGER,
     And,
     Cond,
     Const,
@@ -133,13 +134,32 @@ class _Reader:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.value(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
-        return self.scalar(node)
+        return self.scalar(node, path)
 
-    def scalar(self, node: yaml.Node) -> Any:
+    def scalar(self, node: yaml.Node, path: str = "") -> Any:
         assert self.loader is not None
         if not isinstance(node, yaml.ScalarNode):
             return self.value(node, "")
-        return self.loader.construct_object(node, deep=True)
+        line, column = node.start_mark.line + 1, node.start_mark.column + 1
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except ValueError as exc:  # such as a whole number with more digits than Python converts
+            problem = Problem(self.source, line, column, None, path, f"unreadable value: {exc}")
+            raise RulesetError([problem]) from None
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+            raise RulesetError(
+                [
+                    Problem(
+                        self.source,
+                        line,
+                        column,
+                        None,
+                        path,
+                        f"the whole number is out of range; at most {MAX_INTEGER} (2**53 - 1) either way",
+                    )
+                ]
+            )
+        return value
 
 
 class _Builder:

@@ -105,6 +105,13 @@ def test_a_document_over_the_size_bound_is_refused_naming_it() -> None:
     assert f"at most {MAX_DOCUMENT_BYTES} are accepted" in problem.message
 
 
+@pytest.mark.parametrize("number", ["9" * 5000, str(MAX_INTEGER + 1), "-0x" + "f" * 3000])
+def test_a_whole_number_out_of_range_in_the_document_is_refused_at_its_key(number: str) -> None:
+    (problem,) = problems_of(HEADER + f"default: {{reorder_point: {number}}}\n")
+    assert problem.path == "default.reorder_point" and problem.line == 3
+    assert "out of range" in problem.message or "integer string conversion" in problem.message
+
+
 def test_round_with_literal_digits_out_of_range_is_refused_at_the_then_key() -> None:
     (problem,) = problems_of(reorder("= round(item.case_pack, -10000000)"))
     assert (problem.rule_id, problem.path) == ("pack", "rules[0].then.reorder_point")
