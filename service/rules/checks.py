@@ -1,9 +1,10 @@
 """`check_ruleset`: everything publishing requires, gathered in one report.
 
 Static checks (schema was checked by the parser; here types, catalogue, warnings), durable_rules' limits,
-and the embedded tests on both engines. The durable_rules compile and its test runs happen in a child
-process with a time limit, so that a ruleset that would hang durable_rules can never hang the server;
-`dry_run` evaluates a stored version on given facts in the same child, under its own time limit.
+and the embedded tests on both engines. The embedded tests and the durable_rules compile run in a child
+process with a time limit, so that a ruleset that would hang durable_rules, or tests that would take
+long, can never hold the server; `dry_run` evaluates a stored version on given facts in the same child,
+under its own time limit.
 """
 
 from __future__ import annotations
@@ -112,8 +113,9 @@ def _trial_worker() -> TrialWorker:
 
 
 def durable_trial(ruleset: Ruleset, timeout: float = CHILD_TIMEOUT_SECONDS) -> tuple[str, Any]:
-    """("ok", test results) or ("error", reason) from loading the ruleset into durable_rules in the
-    trial child process (see `service.rules.trial`), which is killed if it takes over `timeout` seconds.
+    """("ok", test results) or ("error", reason) from running the embedded tests on the Python engine
+    and loading the ruleset into durable_rules to run them again, in the trial child process (see
+    `service.rules.trial`), which is killed if it takes over `timeout` seconds.
     """
     return _trial_worker().trial(ruleset.text, ruleset.source, timeout)
 
@@ -156,8 +158,6 @@ def dry_run(
 
 def check_ruleset(ruleset: Ruleset, *, durable_timeout: float = CHILD_TIMEOUT_SECONDS) -> ValidationReport:
     """Every check publishing requires; the report is `ok` only when nothing is wrong."""
-    from service.rules.compiler import compile_ruleset
-
     report = ValidationReport()
     analysis = analyse(ruleset)
     report.errors.extend(analysis.errors)
@@ -167,12 +167,6 @@ def check_ruleset(ruleset: Ruleset, *, durable_timeout: float = CHILD_TIMEOUT_SE
     report.errors.extend(limit_problems(ruleset, analysis.normal))
     if report.errors:
         return report
-    try:
-        python = compile_ruleset(ruleset, "python")
-    except RulesetError as exc:
-        report.errors.extend(exc.problems)
-        return report
-    report.tests.extend(run_test(python, t) for t in ruleset.tests)
     status, payload = durable_trial(ruleset, durable_timeout)
     if status == "ok":
         report.tests.extend(TestResult(**r) for r in payload)

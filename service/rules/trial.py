@@ -1,8 +1,8 @@
-"""Load rulesets into durable_rules and run their embedded tests, or dry runs, in a child process.
+"""Run rulesets' embedded tests on both engines, or dry runs, in a child process.
 
 `check_ruleset` and `dry_run` share one such child per server process (`TrialWorker`): it reads one JSON
-request per line on stdin and answers one line. {"text", "source"} loads the ruleset and runs its tests:
-["ok", [test results]] or ["error", reason]. {"text", "source", "facts", "trace", "engine", "version"}
+request per line on stdin and answers one line. {"text", "source"} loads the ruleset and runs its
+embedded tests on the Python engine, then on durable_rules: ["ok", [test results]] or ["error", reason]. {"text", "source", "facts", "trace", "engine", "version"}
 evaluates the facts: ["ok", evaluation], ["invalid", [problems]], ["refused", {message, rule_id, path}]
 or ["error", reason]. Whatever hangs or takes too long (a ruleset that hangs durable_rules, see the engine
 notes) only holds the child, which is killed after a time limit and replaced; the child is also replaced
@@ -51,10 +51,11 @@ def _answer(request: dict[str, Any]) -> list[object]:
 
     try:
         ruleset = parse_ruleset(request["text"], request["source"])
-        evaluator = compile_ruleset(ruleset, "durable")
-        assert isinstance(evaluator, DurableEvaluator)
-        evaluator.fallback = False
-        return ["ok", [run_test(evaluator, t).to_dict() for t in ruleset.tests]]
+        python = compile_ruleset(ruleset, "python")
+        durable = compile_ruleset(ruleset, "durable")
+        assert isinstance(durable, DurableEvaluator)
+        durable.fallback = False
+        return ["ok", [run_test(e, t).to_dict() for e in (python, durable) for t in ruleset.tests]]
     except Exception as exc:
         return ["error", f"{type(exc).__name__}: {exc}"]
 
@@ -95,10 +96,10 @@ class TrialWorker:
             self._process = None
 
     def trial(self, text: str, source: str, timeout: float) -> tuple[str, Any]:
-        """Load the ruleset into durable_rules and run its tests: ("ok", results) or ("error", reason)."""
+        """Run the embedded tests on both engines: ("ok", results) or ("error", reason)."""
         status, payload = self.ask({"text": text, "source": source}, timeout)
         if status == "timeout":
-            return "error", f"durable_rules did not load and test the ruleset within {timeout:g} s"
+            return "error", f"the engines did not load and test the ruleset within {timeout:g} s"
         return status, payload
 
     def ask(self, request: dict[str, Any], timeout: float) -> tuple[str, Any]:

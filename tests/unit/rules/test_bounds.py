@@ -11,6 +11,7 @@ from service.rules import (
     Problem,
     RuleEvaluationError,
     RulesetError,
+    check_ruleset,
     compile_ruleset,
     dry_run,
     facts_bound_problem,
@@ -249,3 +250,17 @@ def test_a_dry_run_over_its_time_limit_is_refused_naming_it_and_the_next_one_run
     assert "did not finish within 0 s, the time limit of a dry run" in str(info.value)
     again = dry_run(text, "b.yaml", {"item": {"case_pack": 1}}, "none", "python", 1)
     assert again.result == {"reorder_point": 2}
+
+
+def test_embedded_tests_run_on_both_engines_only_within_the_trial_time_limit() -> None:
+    text = reorder("= item.case_pack * 2") + dedent("""\
+        tests:
+          - name: doubles the pack
+            given: {item: {case_pack: 3}}
+            expect: {reorder_point: 6}
+        """)
+    report = check_ruleset(parse_ruleset(text, "b.yaml"), durable_timeout=0)
+    assert report.tests == []
+    assert "did not load and test the ruleset within 0 s" in report.errors[0].message
+    report = check_ruleset(parse_ruleset(text, "b.yaml"))
+    assert [(t.engine, t.passed) for t in report.tests] == [("python", True), ("durable", True)]
