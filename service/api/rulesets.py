@@ -7,6 +7,7 @@ evaluates, which is what decisions on this worker use (it follows the database w
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable
@@ -20,7 +21,15 @@ from litestar.params import Parameter, QueryParameter
 from service.api.body import decode
 from service.api.openapi import json_body
 from service.errors import Conflict, FieldError, Invalid, Malformed, NotFound, ServiceError
-from service.rules import RuleEvaluationError, compile_ruleset, diff_rulesets, lifecycle, parse_ruleset
+from service.rules import (
+    RuleEvaluationError,
+    RulesetError,
+    diff_rulesets,
+    dry_run,
+    facts_bound_problem,
+    lifecycle,
+    parse_ruleset,
+)
 from service.rules import repository as repo
 from service.rules.registry import RegistrySnapshot, RulesRegistry
 from service.security import principal_of, requires
@@ -230,12 +239,24 @@ async def diff_version(
     }
 
 
-def _evaluate_or_422(run: Callable[[], T]) -> T:
+def _cannot_evaluate(exc: RuleEvaluationError) -> Invalid:
     """Facts that a rule cannot compute with are the caller's input problem, not a server fault."""
+    extra = {"rule_id": exc.rule_id, "path": exc.path} if exc.rule_id else None
+    return Invalid("the facts cannot be evaluated", [FieldError("facts", str(exc), extra)])
+
+
+def _evaluate_or_422(run: Callable[[], T]) -> T:
     try:
         return run()
     except RuleEvaluationError as exc:
-        raise Invalid("the facts cannot be evaluated", [FieldError("facts", str(exc))]) from None
+        raise _cannot_evaluate(exc) from None
+
+
+def _bounded_facts(facts: dict[str, Any]) -> dict[str, Any]:
+    problem = facts_bound_problem(facts)
+    if problem is not None:
+        raise Invalid("the facts are out of bounds", [FieldError(*problem)])
+    return facts
 
 
 def _evaluation_body(
@@ -265,12 +286,20 @@ def _evaluation_body(
 async def evaluate_version(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name, version: VersionNumber
 ) -> dict[str, Any]:
-    """Dry run: evaluate any stored version on the given facts (full trace unless asked otherwise)."""
+    """Dry run: evaluate any stored version on the given facts (full trace unless asked otherwise), in the
+    trial child process under a time limit, so that no draft can hold this worker's event loop."""
     data = decode(await request.body(), EvaluateIn)
     record = await _version(services, name, version)
+    facts = _bounded_facts(data.facts)
     engine = data.engine or services.settings.rules.engine
-    evaluator = compile_ruleset(parse_ruleset(record.yaml_text, f"{name}@{version}"), engine, version=version)
-    evaluation = _evaluate_or_422(lambda: evaluator.evaluate(data.facts, data.trace))
+    try:
+        evaluation = await asyncio.to_thread(
+            dry_run, record.yaml_text, f"{name}@{version}", facts, data.trace, engine, version
+        )
+    except RulesetError as exc:
+        raise lifecycle.InvalidRuleset(exc.problems) from None
+    except RuleEvaluationError as exc:
+        raise _cannot_evaluate(exc) from None
     return _evaluation_body(name, version, record.sha256, evaluation, {"status": record.status})
 
 
@@ -286,6 +315,7 @@ async def evaluate_active(
 ) -> dict[str, Any]:
     """Evaluate the active version exactly as this worker serves it (one registry snapshot), with its shadow."""
     data = decode(await request.body(), ActiveEvaluateIn)
+    _bounded_facts(data.facts)
     snapshot = _registry(services).snapshot()
     active = snapshot.get(name)
     if active is None:
