@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from operator import itemgetter
+from types import MappingProxyType
 from typing import Any
 
 from service.domain.allocation import UNLIMITED, AllocationPolicy, Allocator, IndexedPicks, Network
@@ -107,17 +108,19 @@ class RunResult:
 
 
 # the facts of an allocation decision, flat (the order value unrounded), in the order `_allocation_facts`
-# reads them
-_ALLOCATION_FACTS: dict[tuple[str, ...], int] = {
-    ("order", "channel"): 0,
-    ("order", "fulfillment"): 1,
-    ("order", "region"): 2,
-    ("order", "value"): 3,
-    ("order", "line_count"): 4,
-    ("order", "units"): 5,
-    ("promo", "active"): 6,
-    ("customer", "tier"): 7,
-}
+# reads them (a read-only view: the module holds no state)
+_ALLOCATION_FACTS: Mapping[tuple[str, ...], int] = MappingProxyType(
+    {
+        ("order", "channel"): 0,
+        ("order", "fulfillment"): 1,
+        ("order", "region"): 2,
+        ("order", "value"): 3,
+        ("order", "line_count"): 4,
+        ("order", "units"): 5,
+        ("promo", "active"): 6,
+        ("customer", "tier"): 7,
+    }
+)
 
 
 def _allocation_facts(flat: tuple[Any, ...]) -> dict[str, Any]:

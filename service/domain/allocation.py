@@ -110,6 +110,25 @@ class AllocationPolicy:
     max_distance_km: float | None = None
     allow_partial: bool = False
     reservation_ttl_seconds: int = 900
+    # what the policy says, hashable (the floors sorted), and its hash: equal policies are one cache key
+    _value: tuple[Any, ...] = field(init=False, repr=False, compare=False)
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        value = (
+            tuple(sorted(self.eligible_location_types)),
+            tuple(sorted(self.floors.items())),
+            self.ranking,
+            self.max_splits,
+            self.max_distance_km,
+            self.allow_partial,
+            self.reservation_ttl_seconds,
+        )
+        object.__setattr__(self, "_value", value)
+        object.__setattr__(self, "_hash", hash(value))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def floor_for(self, location_type: str) -> int:
         """The units a location of this type keeps back from the channel (0 when the ruleset sets none)."""
@@ -416,11 +435,14 @@ def allocate(
     capacity_used: Mapping[str, int] | None = None,
     pool_size: int = SEARCH_POOL_SIZE,
     explain: bool = True,
+    allocator: Allocator | None = None,
 ) -> AllocationPlan:
     """Allocate every line of an order. `stock` maps sku -> location id -> available units;
     `low_stock_thresholds` (sku -> location id -> units) stops a location giving anything while its
     available stock is below the threshold, as channel availability does; `capacity_used` (location id
-    -> units) is what other orders already took of a location's `capacity_remaining` today.
+    -> units) is what other orders already took of a location's `capacity_remaining` today. `allocator`:
+    one made by `Allocator.over(locations)` and kept by the caller for later orders on the same locations
+    (the service keeps one per master data snapshot), so that what it works out once serves them all.
 
     With `explain` the lines carry the trace of every candidate (the full trace shows it); without it the
     same choice is made by `Allocator`, over arrays and without building the trace. Both give the same
@@ -429,7 +451,16 @@ def allocate(
     used = capacity_used or {}
     if not explain:
         return _allocate_indexed(
-            lines, locations, stock, policy, fulfillment, destination, low_stock_thresholds, used, pool_size
+            lines,
+            locations,
+            stock,
+            policy,
+            fulfillment,
+            destination,
+            low_stock_thresholds,
+            used,
+            pool_size,
+            allocator,
         )
     return _allocate_traced(
         lines, locations, stock, policy, fulfillment, destination, low_stock_thresholds, used, pool_size
@@ -667,15 +698,11 @@ class Allocator:
         self._single_pool = 1 + max(0, min(pool_size, MAX_COMBINATIONS - 1))
         # what the static screening depends on in a policy -> (lat, lon, fulfillment, pickup) -> candidates
         self._static: dict[tuple[Any, ...], dict[tuple[float, float, str, int], _Static]] = {}
-        # id(policy) -> (the policy, the candidates of its signature); the identity check on the policy
-        # held in the entry keeps a reused id from reading another policy's entry
-        self._signatures: dict[
-            int, tuple[AllocationPolicy, dict[tuple[float, float, str, int], _Static]]
-        ] = {}
+        # policy -> the candidates of its signature (equal policies are one key)
+        self._signatures: dict[AllocationPolicy, dict[tuple[float, float, str, int], _Static]] = {}
         self._kept = 0  # candidate lists held over all signatures
-        # (id(policy), lat, lon, fulfillment, pickup) -> (the policy, its candidates): one look-up for an
-        # order like one before it; the policy held in the entry keeps a reused id from reading another's
-        self._recent: dict[tuple[int, float, float, str, int], tuple[AllocationPolicy, _Static]] = {}
+        # (policy, lat, lon, fulfillment, pickup) -> its candidates: one look-up for an order like one before
+        self._recent: dict[tuple[AllocationPolicy, float, float, str, int], _Static] = {}
         # a candidate's sort key is giveable << _rank_bits | (_rank_mask - its rank in static order)
         self._rank_bits = max(1, len(network.ids).bit_length())
         self._rank_mask = (1 << self._rank_bits) - 1
@@ -687,11 +714,23 @@ class Allocator:
         self._changed: set[tuple[int, int]] = set()  # (sku, location) changed since they were last filed
         types = sorted(set(network.types))
         self._type_of = [types.index(t) for t in network.types]
+        # every location's daily capacity (`UNLIMITED`: none), as the locations give it
+        self.capacity = [
+            UNLIMITED if loc.capacity_remaining is None else loc.capacity_remaining
+            for loc in network.locations
+        ]
+
+    @classmethod
+    def over(cls, locations: Sequence[Location], pool_size: int = SEARCH_POOL_SIZE) -> Allocator:
+        """An allocator over these locations, those with a daily capacity counted as capped."""
+        network = Network(locations)
+        capped = [i for i, loc in enumerate(network.locations) if loc.capacity_remaining is not None]
+        return cls(network, capped, pool_size)
 
     def _by_signature(self, policy: AllocationPolicy) -> dict[tuple[float, float, str, int], _Static]:
         """The candidates kept for every policy that screens as this one does."""
-        found = self._signatures.get(id(policy))
-        if found is None or found[0] is not policy:
+        found = self._signatures.get(policy)
+        if found is None:
             signature = (
                 tuple(sorted(policy.eligible_location_types)),
                 tuple(sorted(policy.floors.items())),
@@ -700,20 +739,19 @@ class Allocator:
             )
             if len(self._static) >= CACHE_LIMIT or len(self._signatures) >= CACHE_LIMIT:
                 self._forget()
-            found = (policy, self._static.setdefault(signature, {}))
-            self._signatures[id(policy)] = found
-        return found[1]
+            found = self._signatures[policy] = self._static.setdefault(signature, {})
+        return found
 
     def _candidates(
         self, policy: AllocationPolicy, fulfillment: str, pickup: int, lat: float, lon: float
     ) -> _Static:
-        recent = self._recent.get((id(policy), lat, lon, fulfillment, pickup))
-        if recent is not None and recent[0] is policy:
-            return recent[1]
-        found = self._kept_candidates(policy, fulfillment, pickup, lat, lon)
-        if len(self._recent) >= CACHE_LIMIT:
-            self._recent.clear()
-        self._recent[(id(policy), lat, lon, fulfillment, pickup)] = (policy, found)
+        key = (policy, lat, lon, fulfillment, pickup)
+        found = self._recent.get(key)
+        if found is None:
+            found = self._kept_candidates(policy, fulfillment, pickup, lat, lon)
+            if len(self._recent) >= CACHE_LIMIT:
+                self._recent.clear()
+            self._recent[key] = found
         return found
 
     def _kept_candidates(
@@ -1212,29 +1250,6 @@ def _search_pool(
     return best_picks
 
 
-# A tuple of locations (immutable) keeps its Network and Allocator, so that later orders over the same
-# locations (the service passes one tuple per master data snapshot) reuse their cached distances and
-# candidate orders; the entry holds the tuple itself, so a reused id never reads another's entry.
-_INDEXED: dict[int, tuple[Sequence[Location], int, Network, Allocator, list[int]]] = {}
-_INDEXED_ENTRIES = 4
-
-
-def _indexed(locations: Sequence[Location], pool_size: int) -> tuple[Network, Allocator, list[int]]:
-    found = _INDEXED.get(id(locations)) if isinstance(locations, tuple) else None
-    if found is not None and found[0] is locations and found[1] == pool_size:
-        return found[2], found[3], found[4]
-    network = Network(locations)
-    capacity = [UNLIMITED if loc.capacity_remaining is None else loc.capacity_remaining for loc in locations]
-    allocator = Allocator(
-        network, [i for i, loc in enumerate(locations) if loc.capacity_remaining is not None], pool_size
-    )
-    if isinstance(locations, tuple):
-        if len(_INDEXED) >= _INDEXED_ENTRIES:
-            _INDEXED.clear()
-        _INDEXED[id(locations)] = (locations, pool_size, network, allocator, capacity)
-    return network, allocator, capacity
-
-
 def _allocate_indexed(
     lines: Sequence[OrderLine],
     locations: Sequence[Location],
@@ -1245,9 +1260,12 @@ def _allocate_indexed(
     low_stock_thresholds: Mapping[str, Mapping[str, int]] | None,
     capacity_used: Mapping[str, int],
     pool_size: int,
+    allocator: Allocator | None,
 ) -> AllocationPlan:
-    """`allocate` without the trace, through `Allocator` (kept per location tuple: see `_indexed`)."""
-    network, allocator, capacity = _indexed(locations, pool_size)
+    """`allocate` without the trace, through `Allocator` (the caller's, or one made for this order)."""
+    if allocator is None or allocator.pool_size != pool_size:
+        allocator = Allocator.over(locations, pool_size)
+    network, capacity = allocator.network, allocator.capacity
     if capacity_used:
         capacity = list(capacity)
         for location, n in capacity_used.items():
