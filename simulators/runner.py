@@ -6,7 +6,7 @@ dispositions, transfers and replenishments arriving, batch syncs of stale channe
 transfer checks and markdown reviews, hourly samples):
 
 - an order from a real-time channel is sourced by the allocation decision (`service.domain.allocation`'s
-  `Allocator`, the trace-free path of `allocate`) against live availability and reserved at once; what cannot be sourced is a lost sale;
+  `Allocator`, the one allocation path, which `allocate` runs too) against live availability and reserved at once; what cannot be sourced is a lost sale;
 - an order from a batch-synced channel is accepted against that channel's copy of availability, taken at
   its last sync (through the availability decision) and lowered only by its own sales; what it accepted
   is then sourced against live stock, and what cannot be sourced is oversold;
@@ -546,8 +546,8 @@ class Run:
         lon: float,
         thresholds: Sequence[Sequence[int] | None] | None,
     ) -> IndexedPicks:
-        """Where each line comes from: `service.domain.allocation`'s `Allocator` (the trace-free path of
-        `allocate`), with the run's live availability and remaining daily capacity."""
+        """Where each line comes from: `service.domain.allocation`'s `Allocator` (which `allocate` runs
+        too), with the run's live availability and remaining daily capacity."""
         return self.allocator.plan(
             lines, available, capacity, policy, fulfillment, pickup, lat, lon, thresholds
         )
