@@ -44,12 +44,23 @@ class _Shared:
     sku_thresholds: dict[tuple[str, frozenset[str]], dict[str, int]] = field(default_factory=dict)
 
 
+# (ruleset version, channel) pairs whose answers a snapshot keeps before it drops the oldest: a few channels
+# x the active version and its shadow (the channel is request input, so the count is bounded)
+SHARED_KEPT = 16
+
+
 def _shared(ruleset: Any, md: MasterData, channel: str) -> _Shared:
     """The answers shared by every request on this snapshot for this ruleset version and channel, kept with
     the snapshot; a version is identified by its content hash, anything else by the ruleset itself."""
     sha = getattr(ruleset, "sha256", None)
-    version = (ruleset.name, ruleset.version, sha) if sha else ruleset
-    return md.derived((_Shared, version, channel), lambda: _Shared(ruleset))
+    key = ((ruleset.name, ruleset.version, sha) if sha else ruleset, channel)
+    kept: dict[Any, _Shared] = md.derived(_Shared, dict)
+    found = kept.get(key)
+    if found is None:
+        if len(kept) >= SHARED_KEPT:
+            del kept[next(iter(kept))]
+        found = kept[key] = _Shared(ruleset)
+    return found
 
 
 @dataclass

@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from service.decisions.allocation import decide_allocation
+from service.decisions.availability import SHARED_KEPT, _Shared, decide_availability
 from service.decisions.context import DecisionContext
 from service.decisions.log import NullDecisionLog
 from service.decisions.rules import FileRulesets
-from service.decisions.schemas import AllocationRequest, DestinationIn, OrderLineIn
+from service.decisions.schemas import AllocationRequest, AvailabilityRequest, DestinationIn, OrderLineIn
+from service.domain.allocation import Allocator
 from service.masterdata import DERIVED_KEPT, ItemRecord, LocationRecord, MasterData
 from service.stock import MemoryStockStore, SnapshotRow
 
@@ -73,3 +75,24 @@ async def test_each_snapshot_allocates_over_its_own_locations() -> None:
             decision = (await decide_allocation(ctx, request, "none")).decision
             chosen.append(decision["lines"][0]["allocations"][0]["location"])
     assert chosen == ["near", "near", "mid", "mid", "near", "near"]
+
+
+async def test_availability_answers_for_many_channels_stay_bounded_and_leave_the_allocator_alone() -> None:
+    store = MemoryStockStore()
+    await store.put_snapshot([SnapshotRow("TEE", "near", 50), SnapshotRow("TEE", "mid", 50)])
+    md = _snapshot(53.8)
+    request = AllocationRequest(
+        order_id="o-1",
+        channel="ecommerce",
+        fulfillment="ship",
+        lines=[OrderLineIn("TEE", 3)],
+        destination=DestinationIn(53.80, -1.55, "north"),
+    )
+    ctx = DecisionContext(store, md, RULESETS, NullDecisionLog(), datetime.now(UTC))
+    await decide_allocation(ctx, request, "none")
+    allocator = md.derived(Allocator, lambda: None)
+    assert isinstance(allocator, Allocator)
+    for i in range(DERIVED_KEPT + 20):
+        await decide_availability(ctx, AvailabilityRequest(channel=f"channel-{i}", skus=["TEE"]), "none")
+    assert len(md.derived(_Shared, dict)) <= SHARED_KEPT
+    assert md.derived(Allocator, lambda: None) is allocator
