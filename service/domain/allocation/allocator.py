@@ -1,7 +1,15 @@
 """The allocator: the one implementation of the choice `allocate` makes, over integer indexes. The service
 keeps one per master data snapshot, the simulator one per run; both plan every order through `plan`, with
 the trace collector of the decision (`NO_TRACE` keeps nothing; `trace.CandidateRecorder` keeps the full
-trace, which changes nothing in the choice)."""
+trace, which changes nothing in the choice).
+
+A line is screened into its eligible candidates and searched by `search.choose`. Where the ranking puts
+every stock-dependent criterion first (`StaticCandidates.fast`), the screening makes integer sort keys and
+two shortcuts of the search apply when the deepest candidate covers the line (the winner is then known
+without filling combinations); on tracked rows (the simulator's) `DepthIndex.covering` finds that winner
+without screening every candidate. A recording collector sees every shortcut's pool too, except the walk
+over tracked rows, which it does not take (the screening gives the same choice).
+"""
 
 from __future__ import annotations
 
