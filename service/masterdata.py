@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -70,11 +70,35 @@ class PromotionRecord:
         )
 
 
+T = TypeVar("T")
+_MISSING: Any = object()
+
+# values `MasterData.derived` keeps per snapshot before it drops the oldest (keys can carry request input,
+# such as a channel name)
+DERIVED_KEPT = 64
+
+
 @dataclass(frozen=True)
 class MasterData:
     locations: dict[str, LocationRecord]
     items: dict[str, ItemRecord]
     promotions: tuple[PromotionRecord, ...]
+    # what decisions derive from this snapshot (see `derived`): it lives and dies with the snapshot
+    _derived: dict[Hashable, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def derived(self, key: Hashable, make: Callable[[], T]) -> T:
+        """The value `make` derives from this snapshot, made once per `key` and kept with the snapshot (it
+        is immutable, so a derived value stays right for as long as the snapshot is in use). The caller
+        treats the value as read-only unless it is a cache of its own."""
+        store = self._derived
+        found = store.get(key, _MISSING)
+        if found is _MISSING:
+            found = make()
+            if len(store) >= DERIVED_KEPT:
+                del store[next(iter(store))]
+            store[key] = found
+        value: T = found
+        return value
 
     def active_promotions(
         self, sku: str, when: datetime, location: str | None = None, channel: str | None = None

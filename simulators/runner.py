@@ -6,7 +6,7 @@ dispositions, transfers and replenishments arriving, batch syncs of stale channe
 transfer checks and markdown reviews, hourly samples):
 
 - an order from a real-time channel is sourced by the allocation decision (`service.domain.allocation`'s
-  `Allocator`, the trace-free path of `allocate`) against live availability and reserved at once; what cannot be sourced is a lost sale;
+  `Allocator`, the one allocation path, which `allocate` runs too) against live availability and reserved at once; what cannot be sourced is a lost sale;
 - an order from a batch-synced channel is accepted against that channel's copy of availability, taken at
   its last sync (through the availability decision) and lowered only by its own sales; what it accepted
   is then sourced against live stock, and what cannot be sourced is oversold;
@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from operator import itemgetter
+from types import MappingProxyType
 from typing import Any
 
 from service.domain.allocation import UNLIMITED, AllocationPolicy, Allocator, IndexedPicks, Network
@@ -107,17 +108,19 @@ class RunResult:
 
 
 # the facts of an allocation decision, flat (the order value unrounded), in the order `_allocation_facts`
-# reads them
-_ALLOCATION_FACTS: dict[tuple[str, ...], int] = {
-    ("order", "channel"): 0,
-    ("order", "fulfillment"): 1,
-    ("order", "region"): 2,
-    ("order", "value"): 3,
-    ("order", "line_count"): 4,
-    ("order", "units"): 5,
-    ("promo", "active"): 6,
-    ("customer", "tier"): 7,
-}
+# reads them (a read-only view: the module holds no state)
+_ALLOCATION_FACTS: Mapping[tuple[str, ...], int] = MappingProxyType(
+    {
+        ("order", "channel"): 0,
+        ("order", "fulfillment"): 1,
+        ("order", "region"): 2,
+        ("order", "value"): 3,
+        ("order", "line_count"): 4,
+        ("order", "units"): 5,
+        ("promo", "active"): 6,
+        ("customer", "tier"): 7,
+    }
+)
 
 
 def _allocation_facts(flat: tuple[Any, ...]) -> dict[str, Any]:
@@ -543,8 +546,8 @@ class Run:
         lon: float,
         thresholds: Sequence[Sequence[int] | None] | None,
     ) -> IndexedPicks:
-        """Where each line comes from: `service.domain.allocation`'s `Allocator` (the trace-free path of
-        `allocate`), with the run's live availability and remaining daily capacity."""
+        """Where each line comes from: `service.domain.allocation`'s `Allocator` (which `allocate` runs
+        too), with the run's live availability and remaining daily capacity."""
         return self.allocator.plan(
             lines, available, capacity, policy, fulfillment, pickup, lat, lon, thresholds
         )

@@ -32,34 +32,14 @@ def to_location(record: LocationRecord) -> Location:
     )
 
 
-_locations: dict[int, tuple[MasterData, tuple[Location, ...]]] = {}
-
-
 def candidate_locations(md: MasterData) -> tuple[Location, ...]:
-    """The allocator's view of every location of a master data snapshot, built once per snapshot (both
-    are immutable); the snapshot is held beside its id so the id stays its own."""
-    found = _locations.get(id(md))
-    if found is None or found[0] is not md:
-        if len(_locations) >= 4:
-            _locations.clear()
-        found = (md, tuple(to_location(r) for r in md.locations.values()))
-        _locations[id(md)] = found
-    return found[1]
-
-
-_types: dict[int, tuple[MasterData, dict[str, str]]] = {}
+    """The allocator's view of every location of a master data snapshot, built once and kept with it."""
+    return md.derived(candidate_locations, lambda: tuple(to_location(r) for r in md.locations.values()))
 
 
 def location_types(md: MasterData) -> dict[str, str]:
-    """Location id -> its type for a master data snapshot, built once per snapshot (like
-    `candidate_locations`); read only."""
-    found = _types.get(id(md))
-    if found is None or found[0] is not md:
-        if len(_types) >= 4:
-            _types.clear()
-        found = (md, {r.id: r.type for r in md.locations.values()})
-        _types[id(md)] = found
-    return found[1]
+    """Location id -> its type for a master data snapshot, built once and kept with it; read only."""
+    return md.derived(location_types, lambda: {r.id: r.type for r in md.locations.values()})
 
 
 def known_item(md: MasterData, sku: str, field: str) -> ItemRecord:
