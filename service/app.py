@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, MediaType, Response, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from service.api import decisions, health, master_data, rulesets, simulations, stock
 from service.api.deps import dependencies
-from service.api.openapi import document_request_bodies
+from service.api.openapi import document_operations
 from service.api.problems import exception_handlers
 from service.db.engine import create_engine, session_factory
 from service.db.migrate import upgrade
@@ -34,6 +34,16 @@ log = logging.getLogger("retail_policy")
 class MetricsController(PrometheusController):
     path = "/metrics"
     openmetrics_format = False
+
+    @get(
+        media_type=MediaType.TEXT,  # the answer sets its exact Content-Type (the exposition format version)
+        operation_id="getMetrics",
+        summary="Prometheus metrics (text exposition format)",
+        tags=["operations"],
+    )
+    async def get(self) -> Response[bytes]:
+        answer: Response[bytes] = await PrometheusController.get.fn(self)
+        return answer
 
 
 def _auto_migrate() -> bool:
@@ -119,7 +129,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=route_handlers,
         lifespan=[lifespan],
-        on_startup=[document_request_bodies],
+        on_startup=[document_operations],
         dependencies=dependencies(),
         exception_handlers=exception_handlers(),
         middleware=[prometheus.middleware, AuthMiddleware],

@@ -13,7 +13,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
 from service.api.body import decode_body
-from service.api.openapi import json_body, json_response
+from service.api.openapi import answers, json_body, json_response, links
 from service.api.responses import DecisionOut, LoggedDecisionOut
 from service.decisions.allocation import decide_allocation
 from service.decisions.approvals import decide_markdown, decide_transfer
@@ -36,6 +36,7 @@ from service.security import principal_of, requires
 from service.services import Services
 
 TRACE_LEVELS = ("none", "rules", "full")
+LOGGED = {"decision_id": "$response.body#/decision_id"}  # every decision is logged under its id
 T = TypeVar("T")
 
 
@@ -79,7 +80,9 @@ async def _decide(
 
 @post("/decisions/allocation", opt=requires("decide"), operation_id="decideAllocation", status_code=200)
 @json_body(AllocationRequest)
+@answers(409)  # `reserve` with an idempotency key used before for another order
 @json_response(DecisionOut)
+@links(getDecision=LOGGED)
 async def allocation(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     return await _decide(request, trace, AllocationRequest, decide_allocation)
 
@@ -87,6 +90,7 @@ async def allocation(request: Request[Any, Any, Any], trace: FromQuery[str | Non
 @post("/decisions/availability", opt=requires("decide"), operation_id="decideAvailability", status_code=200)
 @json_body(AvailabilityRequest)
 @json_response(DecisionOut)
+@links(getDecision=LOGGED)
 async def availability(
     request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> dict[str, Any]:
@@ -96,6 +100,7 @@ async def availability(
 @post("/decisions/reorder", opt=requires("decide"), operation_id="decideReorder", status_code=200)
 @json_body(ReorderRequest)
 @json_response(DecisionOut)
+@links(getDecision=LOGGED)
 async def reorder(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     return await _decide(request, trace, ReorderRequest, decide_reorder_one)
 
@@ -103,6 +108,7 @@ async def reorder(request: Request[Any, Any, Any], trace: FromQuery[str | None] 
 @post("/decisions/reorder/scan", opt=requires("decide"), operation_id="decideReorderScan", status_code=200)
 @json_body(ReorderScanRequest)
 @json_response(DecisionOut)
+@links(getDecision=LOGGED)
 async def reorder_scan(
     request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> dict[str, Any]:
@@ -112,6 +118,7 @@ async def reorder_scan(
 @post("/decisions/transfer", opt=requires("decide"), operation_id="decideTransfer", status_code=200)
 @json_body(TransferRequest)
 @json_response(DecisionOut)
+@links(getDecision=LOGGED)
 async def transfer(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     return await _decide(request, trace, TransferRequest, decide_transfer)
 
@@ -119,6 +126,7 @@ async def transfer(request: Request[Any, Any, Any], trace: FromQuery[str | None]
 @post("/decisions/markdown", opt=requires("decide"), operation_id="decideMarkdown", status_code=200)
 @json_body(MarkdownRequest)
 @json_response(DecisionOut)
+@links(getDecision=LOGGED)
 async def markdown(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
     return await _decide(request, trace, MarkdownRequest, decide_markdown)
 

@@ -15,11 +15,12 @@ from zoneinfo import ZoneInfo
 import msgspec
 from litestar import Request, Response, Router, get, post, put
 from litestar.di import NamedDependency
+from litestar.openapi.spec import Example
 from litestar.params import FromPath, Parameter
 
 from service.api.body import decode_body
 from service.api.master_data import Id
-from service.api.openapi import json_body
+from service.api.openapi import answers, json_body, links
 from service.api.problems import on_service_error
 from service.errors import Conflict, FieldError, Invalid, NotFound, ServiceError, Unavailable
 from service.security import requires
@@ -60,6 +61,8 @@ class SnapshotRowIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class EventIn(msgspec.Struct, forbid_unknown_fields=True):
+    """One stock movement; `qty` is at least 1, except that an adjustment (a count) may be 0."""
+
     event_id: Id
     type: Literal[
         "receipt",
@@ -78,6 +81,20 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=True):
     disposition: Literal["restock", "damage"] | None = None
     to_location: Id | None = None
     reference: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+
+
+# What `ledger.validate_events` accepts: a count (adjustment) may be 0, every other movement at least 1.
+EventsIn = list[
+    Annotated[
+        EventIn,
+        msgspec.Meta(
+            extra_json_schema={
+                "if": {"properties": {"type": {"const": "adjustment"}}},
+                "else": {"properties": {"qty": {"minimum": 1}}},
+            }
+        ),
+    ]
+]
 
 
 class LineIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -206,9 +223,9 @@ async def put_stock(services: NamedDependency[Services], request: Request[Any, A
 
 
 @post("/stock/events", opt=requires("stock"), operation_id="postStockEvents", status_code=200)
-@json_body(list[EventIn])
+@json_body(EventsIn)
 async def post_events(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> EventsOut:
-    data = await decode_body(request, list[EventIn])
+    data = await decode_body(request, EventsIn)
     if len(data) > MAX_EVENTS:
         raise Invalid(
             "too many events", [FieldError("body", f"send at most {MAX_EVENTS} events per request")]
@@ -245,9 +262,17 @@ class CapacityOut(msgspec.Struct):
 
 
 @get("/capacity", opt=requires("stock", "decide", "planner"), operation_id="getCapacity")
+@answers(404)
 async def get_capacity(
     services: NamedDependency[Services],
-    day: Annotated[str | None, Parameter(description="business day, YYYY-MM-DD; default today")] = None,
+    day: Annotated[
+        str | None,
+        Parameter(
+            description="business day, YYYY-MM-DD (a real date); default today",
+            pattern=r"^\d{4}-\d{2}-\d{2}$",
+            examples=[Example(summary="a business day", value="2026-11-27")],
+        ),
+    ] = None,
     location: Annotated[str | None, Parameter(description="one location only")] = None,
 ) -> CapacityOut:
     """Today's (or `day`'s) daily capacity of every location that has one: what reservations counted
@@ -286,6 +311,12 @@ async def list_exceptions(
 
 @post("/reservations", opt=requires("decide"), operation_id="createReservation", status_code=201)
 @json_body(ReservationIn)
+@answers(409)
+@links(
+    getReservation={"reservation_id": "$response.body#/id"},
+    commitReservation={"reservation_id": "$response.body#/id"},
+    releaseReservation={"reservation_id": "$response.body#/id"},
+)
 async def create_reservation(request: Request[Any, Any, Any]) -> Response[ReservationOut]:
     services: Services = request.app.state.services  # the hot path skips dependency resolution
     data = await decode_body(request, ReservationIn)
@@ -336,6 +367,7 @@ async def get_reservation(
     operation_id="commitReservation",
     status_code=200,
 )
+@answers(409)
 async def commit_reservation(
     services: NamedDependency[Services], reservation_id: FromPath[str]
 ) -> ReservationOut:
@@ -348,6 +380,7 @@ async def commit_reservation(
     operation_id="releaseReservation",
     status_code=200,
 )
+@answers(409)
 async def release_reservation(
     services: NamedDependency[Services], reservation_id: FromPath[str]
 ) -> ReservationOut:

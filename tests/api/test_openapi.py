@@ -19,7 +19,7 @@ from litestar.testing import AsyncTestClient
 from openapi_spec_validator import validate
 
 from service.api.body import decode_body
-from service.api.openapi import document_request_bodies, json_body
+from service.api.openapi import document_operations, json_body
 from service.api.problems import exception_handlers
 from tests.api.decisions_fixtures import decisions_api
 from tests.apiclient import ApiClient
@@ -44,7 +44,11 @@ def _refs(value: Any) -> list[str]:
 
 
 def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in schema:
+    """The component a schema names, also through `allOf: [ref]` with extra conditions beside it."""
+    while "$ref" in schema or ("type" not in schema and len(schema.get("allOf", ())) == 1):
+        if "$ref" not in schema:
+            schema = schema["allOf"][0]
+            continue
         name = schema["$ref"].removeprefix("#/components/schemas/")
         schema = document["components"]["schemas"][name]
     return schema
@@ -211,7 +215,7 @@ async def _undocumented(request: Request[Any, Any, Any]) -> str:
 async def test_the_check_finds_a_handler_that_decodes_an_undocumented_body() -> None:
     app = Litestar(
         [_documented, _undocumented],
-        on_startup=[document_request_bodies],
+        on_startup=[document_operations],
         exception_handlers=exception_handlers(),
     )
     async with AsyncTestClient(app=app) as client:
