@@ -79,7 +79,16 @@ async def _decide(
 
 
 @post("/decisions/allocation", opt=requires("decide"), operation_id="decideAllocation", status_code=200)
-@json_body(AllocationRequest)
+@json_body(
+    AllocationRequest,
+    example={
+        "order_id": "WEB-1003",
+        "channel": "ecommerce",
+        "fulfillment": "ship",
+        "destination": {"lat": 53.48, "lon": -2.24, "region": "north"},
+        "lines": [{"sku": "SKU-GUIDE", "qty": 2}],
+    },
+)
 @answers(409)  # `reserve` with an idempotency key used before for another order
 @json_response(DecisionOut)
 @links(getDecision=LOGGED)
@@ -88,7 +97,7 @@ async def allocation(request: Request[Any, Any, Any], trace: FromQuery[str | Non
 
 
 @post("/decisions/availability", opt=requires("decide"), operation_id="decideAvailability", status_code=200)
-@json_body(AvailabilityRequest)
+@json_body(AvailabilityRequest, example={"channel": "ecommerce", "skus": ["SKU-GUIDE"]})
 @json_response(DecisionOut)
 @links(getDecision=LOGGED)
 async def availability(
@@ -98,7 +107,7 @@ async def availability(
 
 
 @post("/decisions/reorder", opt=requires("decide"), operation_id="decideReorder", status_code=200)
-@json_body(ReorderRequest)
+@json_body(ReorderRequest, example={"sku": "SKU-GUIDE", "location": "STORE-MAN-01", "daily_rate": 1.5})
 @json_response(DecisionOut)
 @links(getDecision=LOGGED)
 async def reorder(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:

@@ -99,7 +99,20 @@ async def put_locations(services: NamedDependency[Services], request: Request[An
 
 
 @put("/items", opt=requires("stock"), operation_id="putItems", status_code=200)
-@json_body(list[ItemIn])
+@json_body(
+    list[ItemIn],
+    example=[
+        {
+            "sku": "SKU-GUIDE",
+            "category": "apparel",
+            "price": 25.0,
+            "cost": 9.0,
+            "case_pack": 6,
+            "lead_time_days": 10,
+            "season_end": "2027-01-31",
+        }
+    ],
+)
 async def put_items(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Upserted:
     data = await decode_body(request, list[ItemIn])
     _unique([item.sku for item in data], "sku")

@@ -32,6 +32,7 @@ from litestar import Litestar
 from litestar.enums import ParamType
 from litestar.openapi.spec import (
     Components,
+    Example,
     Link,
     OpenAPIFormat,
     OpenAPIHeader,
@@ -61,6 +62,7 @@ class BodySpec:
     required: bool = True
     description: str | None = None
     other_media: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    example: Any = None
 
 
 _BODIES: dict[Callable[..., Any], BodySpec] = {}
@@ -75,13 +77,17 @@ def json_body(
     required: bool = True,
     description: str | None = None,
     other_media: Mapping[str, Any] | None = None,
+    example: Any = None,
 ) -> Callable[[F], F]:
     """Declare the type a handler decodes from its JSON body (put it right under the route decorator).
 
     `required=False` for a handler that accepts an empty body; `other_media` maps further media
-    types the handler reads to their type (`{"application/yaml": str}`).
+    types the handler reads to their type (`{"application/yaml": str}`); `example` is a body the
+    service accepts (on the demo network), shown in the document and sent first by fuzzers.
     """
-    spec = BodySpec(type_, required, description, dict(other_media or {}))
+    if example is not None:
+        msgspec.convert(example, type_)  # an example the decoder would refuse would document a falsehood
+    spec = BodySpec(type_, required, description, dict(other_media or {}), example)
 
     def register(fn: F) -> F:
         _BODIES[fn] = spec
@@ -323,6 +329,10 @@ def _request_bodies(app: Litestar) -> None:
         responses = operation.responses = dict(operation.responses or {})
         if spec is not None:
             content = {JSON: OpenAPIMediaType(schema=_schema(next(position)))}
+            if spec.example is not None:
+                content[JSON].examples = {
+                    "example": Example(summary="on the demo network", value=spec.example)
+                }
             for media in spec.other_media:
                 content[media] = OpenAPIMediaType(schema=_schema(next(position)))
             operation.request_body = RequestBody(

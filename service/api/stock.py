@@ -205,7 +205,13 @@ def stock_levels(sku: str, levels: dict[str, Levels]) -> StockOut:
 
 
 @put("/stock", opt=requires("stock"), operation_id="putStockSnapshot", status_code=200)
-@json_body(list[SnapshotRowIn])
+@json_body(
+    list[SnapshotRowIn],
+    example=[
+        {"sku": "SKU-GUIDE", "location": "STORE-MAN-01", "sellable": 3},
+        {"sku": "SKU-GUIDE", "location": "DC-NORTH", "sellable": 40, "in_transit": 12},
+    ],
+)
 async def put_stock(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Written:
     data = await decode_body(request, list[SnapshotRowIn])
     seen: set[tuple[str, str]] = set()
@@ -223,7 +229,13 @@ async def put_stock(services: NamedDependency[Services], request: Request[Any, A
 
 
 @post("/stock/events", opt=requires("stock"), operation_id="postStockEvents", status_code=200)
-@json_body(EventsIn)
+@json_body(
+    EventsIn,
+    example=[
+        {"event_id": "POS-88-0001", "type": "sale", "sku": "SKU-GUIDE", "location": "STORE-MAN-01", "qty": 1},
+        {"event_id": "RCV-DC-0042", "type": "receipt", "sku": "SKU-GUIDE", "location": "DC-NORTH", "qty": 12},
+    ],
+)
 async def post_events(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> EventsOut:
     data = await decode_body(request, EventsIn)
     if len(data) > MAX_EVENTS:
@@ -310,7 +322,16 @@ async def list_exceptions(
 
 
 @post("/reservations", opt=requires("decide"), operation_id="createReservation", status_code=201)
-@json_body(ReservationIn)
+@json_body(
+    ReservationIn,
+    example={
+        "order_id": "WEB-1001",
+        "channel": "ecommerce",
+        "idempotency_key": "WEB-1001-a",
+        "lines": [{"sku": "SKU-GUIDE", "location": "DC-NORTH", "qty": 5}],
+        "ttl_seconds": 900,
+    },
+)
 @answers(409)
 @links(
     getReservation={"reservation_id": "$response.body#/id"},
