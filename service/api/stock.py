@@ -292,9 +292,9 @@ async def get_capacity(
     zone = ZoneInfo(services.settings.stock.capacity_timezone)
     wanted = day or datetime.now(zone).date().isoformat()
     try:
-        validate_day(wanted, "day")
+        validate_day(wanted, "query.day")
     except InvalidStockInput as error:
-        raise Invalid(f"day: {error.reason}", [FieldError("day", error.reason)]) from None
+        raise Invalid(f"{error.field}: {error.reason}", [FieldError(error.field, error.reason)]) from None
     master = await services.master_data.get()
     capped = {
         loc.id: loc.daily_capacity

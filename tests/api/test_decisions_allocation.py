@@ -286,6 +286,9 @@ async def test_the_capacity_endpoint_shows_what_each_location_used_today(dapi: D
     assert other["locations"] == [{"location": "store-leeds", "daily_capacity": 5, "used": 0, "remaining": 5}]
     bad = await client.get("/v1/capacity", params={"day": "02/01/2026"})
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
-    assert bad.json()["errors"][0]["field"] == "day"
+    assert bad.json()["errors"][0]["field"] == "query.day"
+    impossible = await client.get("/v1/capacity", params={"day": "2026-02-30"})
+    assert impossible.status_code == 422
+    assert impossible.json()["errors"][0]["field"] == "query.day"
     missing = await client.get("/v1/capacity", params={"location": "store-york"})
     assert missing.status_code == 404 and missing.json()["errors"][0]["reason"] == "has no daily capacity"
