@@ -43,7 +43,7 @@ class ItemIn(msgspec.Struct, forbid_unknown_fields=True):
     price: Money
     cost: Money
     case_pack: Annotated[int, msgspec.Meta(ge=1, le=INTEGER_MAX)] = 1
-    supplier: str | None = None
+    supplier: Annotated[str, msgspec.Meta(max_length=64)] | None = None  # a VARCHAR(64) column
     lead_time_days: NonNegative = 7
     season_end: (
         Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$", description="a real date, YYYY-MM-DD")]

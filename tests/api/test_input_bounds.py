@@ -1,6 +1,6 @@
 """Input the database cannot hold, or no decoder should recurse into, is refused up front by name.
 
-A version number past PostgreSQL's INTEGER, a master data number past its column, an impossible calendar
+A version number past PostgreSQL's INTEGER, a master data value past its column, an impossible calendar
 date, a body nested deeper than the decoder's limit: each answers a problem (404, 422 or 400) naming the
 field, on SQLite and on PostgreSQL, and changes nothing; none answers 500.
 """
@@ -80,9 +80,10 @@ PROMOTION = {"id": "P", "skus": ["A"], "start": "2026-11-27T00:00:00Z", "end": "
         ("/v1/items", {**ITEM, "case_pack": PAST_INTEGER}, "case_pack"),
         ("/v1/items", {**ITEM, "lead_time_days": PAST_BIGINT}, "lead_time_days"),
         ("/v1/promotions", {**PROMOTION, "per_order_cap": PAST_INTEGER}, "per_order_cap"),
+        ("/v1/items", {**ITEM, "supplier": "s" * 65}, "supplier"),  # a VARCHAR(64) column
     ],
 )
-async def test_a_master_data_number_past_its_column_is_refused_and_nothing_is_stored(
+async def test_a_master_data_value_past_its_column_is_refused_and_nothing_is_stored(
     api: ApiClient, path: str, row: dict[str, Any], field: str
 ) -> None:
     stock = api.as_("stock")
