@@ -14,7 +14,7 @@ from service.domain.allocation import Location
 from service.domain.errors import InvalidInput
 from service.errors import Conflict, FieldError, Unavailable
 from service.masterdata import ItemRecord, LocationRecord, MasterData
-from service.stock import IdempotencyConflict, StockUnavailable
+from service.stock import IdempotencyConflict, InvalidStockInput, StockUnavailable
 
 T = TypeVar("T")
 
@@ -84,6 +84,9 @@ async def stock_call(call: Awaitable[T]) -> T:
         return await call
     except StockUnavailable as exc:
         raise Unavailable(f"stock store unavailable: {exc}", exc.retry_after) from exc
+    except InvalidStockInput as exc:
+        # a request value the decision passed on that the store refuses (an order id it cannot hold)
+        raise InvalidInput(exc.field, exc.reason) from None
     except IdempotencyConflict as exc:
         raise Conflict(
             "the idempotency key was already used with another request",

@@ -203,6 +203,24 @@ def taken_at(body: dict[str, Any], location: str) -> int:
     )
 
 
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"order_id": "o 1"}, "order_id"),
+        ({"order_id": "o" * 65}, "order_id"),
+        ({"channel": "web|shop"}, "channel"),
+    ],
+)
+async def test_an_order_the_stock_store_cannot_hold_is_422_naming_the_field_and_nothing_is_reserved(
+    dapi: DecisionsApi, overrides: dict[str, Any], field: str
+) -> None:
+    response = await dapi.post("allocation", order(reserve=True, **overrides))
+    assert response.status_code == 422, response.text
+    assert [error["field"] for error in response.json()["errors"]] == [field]
+    levels = await dapi.levels(["TEE-001"])
+    assert all(level.reserved == 0 for level in levels["TEE-001"].values())
+
+
 async def test_reserved_orders_use_up_a_locations_daily_capacity_across_orders(dapi: DecisionsApi) -> None:
     await with_leeds_capacity(dapi, 3)
     first = (await dapi.post("allocation", order(order_id="o-1", reserve=True))).json()
