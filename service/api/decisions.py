@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 from litestar import Request, Router, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, Parameter
 
 from service.api.body import decode_body
 from service.api.openapi import answers, json_body, json_response, links
@@ -36,6 +36,14 @@ from service.security import principal_of, requires
 from service.services import Services
 
 TRACE_LEVELS = ("none", "rules", "full")
+Trace = Annotated[
+    str | None,
+    Parameter(
+        query="trace",
+        description="how much of the reasoning to return: none, rules (default) or full",
+        schema_extra={"enum": list(TRACE_LEVELS)},
+    ),
+]
 LOGGED = {"decision_id": "$response.body#/decision_id"}  # every decision is logged under its id
 T = TypeVar("T")
 
@@ -92,7 +100,7 @@ async def _decide(
 @answers(409)  # `reserve` with an idempotency key used before for another order
 @json_response(DecisionOut)
 @links(getDecision=LOGGED)
-async def allocation(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
+async def allocation(request: Request[Any, Any, Any], trace: Trace = None) -> dict[str, Any]:
     return await _decide(request, trace, AllocationRequest, decide_allocation)
 
 
@@ -100,9 +108,7 @@ async def allocation(request: Request[Any, Any, Any], trace: FromQuery[str | Non
 @json_body(AvailabilityRequest, example={"channel": "ecommerce", "skus": ["SKU-GUIDE"]})
 @json_response(DecisionOut)
 @links(getDecision=LOGGED)
-async def availability(
-    request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
-) -> dict[str, Any]:
+async def availability(request: Request[Any, Any, Any], trace: Trace = None) -> dict[str, Any]:
     return await _decide(request, trace, AvailabilityRequest, decide_availability)
 
 
@@ -110,7 +116,7 @@ async def availability(
 @json_body(ReorderRequest, example={"sku": "SKU-GUIDE", "location": "STORE-MAN-01", "daily_rate": 1.5})
 @json_response(DecisionOut)
 @links(getDecision=LOGGED)
-async def reorder(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
+async def reorder(request: Request[Any, Any, Any], trace: Trace = None) -> dict[str, Any]:
     return await _decide(request, trace, ReorderRequest, decide_reorder_one)
 
 
@@ -118,9 +124,7 @@ async def reorder(request: Request[Any, Any, Any], trace: FromQuery[str | None] 
 @json_body(ReorderScanRequest)
 @json_response(DecisionOut)
 @links(getDecision=LOGGED)
-async def reorder_scan(
-    request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
-) -> dict[str, Any]:
+async def reorder_scan(request: Request[Any, Any, Any], trace: Trace = None) -> dict[str, Any]:
     return await _decide(request, trace, ReorderScanRequest, decide_reorder_scan)
 
 
@@ -128,7 +132,7 @@ async def reorder_scan(
 @json_body(TransferRequest)
 @json_response(DecisionOut)
 @links(getDecision=LOGGED)
-async def transfer(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
+async def transfer(request: Request[Any, Any, Any], trace: Trace = None) -> dict[str, Any]:
     return await _decide(request, trace, TransferRequest, decide_transfer)
 
 
@@ -136,7 +140,7 @@ async def transfer(request: Request[Any, Any, Any], trace: FromQuery[str | None]
 @json_body(MarkdownRequest)
 @json_response(DecisionOut)
 @links(getDecision=LOGGED)
-async def markdown(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
+async def markdown(request: Request[Any, Any, Any], trace: Trace = None) -> dict[str, Any]:
     return await _decide(request, trace, MarkdownRequest, decide_markdown)
 
 
