@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from litestar import Request, Router, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, QueryParameter
 
 from service.api.body import decode_body
 from service.api.openapi import answers, json_body, json_response, links
@@ -38,8 +38,8 @@ from service.services import Services
 TRACE_LEVELS = ("none", "rules", "full")
 Trace = Annotated[
     str | None,
-    Parameter(
-        query="trace",
+    QueryParameter(
+        name="trace",
         description="how much of the reasoning to return: none, rules (default) or full",
         schema_extra={"enum": list(TRACE_LEVELS)},
     ),
