@@ -19,7 +19,7 @@ from litestar.testing import AsyncTestClient
 from openapi_spec_validator import validate
 
 from service.api.body import decode_body
-from service.api.openapi import document_operations, json_body
+from service.api.openapi import answers, document_operations, json_body, links
 from service.api.problems import exception_handlers
 from tests.api.decisions_fixtures import decisions_api
 from tests.apiclient import ApiClient
@@ -422,3 +422,20 @@ async def test_following_the_reservation_links_reaches_the_created_reservation(s
         followed = await sqlite_api.http.request(method.upper(), url, headers=sqlite_api.headers("decide"))
         assert followed.status_code == 200, (name, followed.text)
         assert followed.json()["id"] == created.json()["id"]
+
+
+@post("/v1/things", status_code=201, opt={"roles": ("stock",)})
+@links(getNothing={"thing_id": "$response.body#/id"})
+async def _linked_to_nothing() -> dict[str, str]:
+    return {"id": "t-1"}
+
+
+def test_a_link_to_an_operation_that_does_not_exist_is_refused_when_the_document_is_built() -> None:
+    app = Litestar([_linked_to_nothing])
+    with pytest.raises(ValueError, match="getNothing"):
+        document_operations(app)  # what the app runs at startup
+
+
+def test_a_problem_status_without_a_description_cannot_be_declared() -> None:
+    with pytest.raises(ValueError, match="418"):
+        answers(418)
