@@ -197,6 +197,8 @@ def _yaml_from_request(content_type: str, raw: bytes) -> str:
     publishRulesetVersion={"name": "$request.path.name", "version": "$response.body#/version"},
     evaluateRulesetVersion={"name": "$request.path.name", "version": "$response.body#/version"},
     diffRulesetVersion={"name": "$request.path.name", "version": "$response.body#/version"},
+    shadowRulesetVersion={"name": "$request.path.name", "version": "$response.body#/version"},
+    unshadowRulesetVersion={"name": "$request.path.name", "version": "$response.body#/version"},
 )
 async def create_version(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name
