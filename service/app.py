@@ -140,10 +140,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
             components=Components(
                 security_schemes={
-                    "apiKey": SecurityScheme(type="http", scheme="bearer", description="API key")
+                    "apiKey": SecurityScheme(type="http", scheme="bearer", description="API key"),
+                    "apiKeyHeader": SecurityScheme(
+                        type="apiKey",
+                        name="X-API-Key",
+                        security_scheme_in="header",
+                        description="the same API key, in its own header",
+                    ),
                 }
             ),
-            security=[{"apiKey": []}],
+            security=[{"apiKey": []}, {"apiKeyHeader": []}],  # either one
         ),
         debug=False,
     )
