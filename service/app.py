@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from litestar import Litestar, Request, Response, get
+from litestar import Litestar, MediaType, Request, Response, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
@@ -29,7 +29,7 @@ from service.api import (
     webhooks,
 )
 from service.api.deps import dependencies
-from service.api.openapi import document_request_bodies
+from service.api.openapi import document_operations
 from service.api.problems import exception_handlers
 from service.db.engine import create_engine, session_factory
 from service.db.migrate import upgrade
@@ -51,15 +51,20 @@ class MetricsController(PrometheusController):
     path = "/metrics"
     openmetrics_format = False
 
-    @get()
-    async def get(self, request: Request[Any, Any, Any]) -> Response[Any]:
+    @get(
+        media_type=MediaType.TEXT,  # the answer sets its exact Content-Type (the exposition format version)
+        operation_id="getMetrics",
+        summary="Prometheus metrics (text exposition format)",
+        tags=["operations"],
+    )
+    async def get(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         # the workflow gauges are read from the database, so every worker answers the same
         services = request.app.state.services
         try:
             await refresh_workflow_metrics(services.sessions, datetime.now(UTC))
         except Exception:  # the request metrics are still worth serving
             log.exception("reading the workflow metrics failed")
-        answer: Response[Any] = await PrometheusController.get.fn(self)
+        answer: Response[bytes] = await PrometheusController.get.fn(self)
         return answer
 
 
@@ -183,7 +188,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=route_handlers,
         lifespan=[lifespan],
-        on_startup=[document_request_bodies],
+        on_startup=[document_operations],
         dependencies=dependencies(),
         exception_handlers=exception_handlers(),
         middleware=[prometheus.middleware, AuthMiddleware],
@@ -194,10 +199,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
             components=Components(
                 security_schemes={
-                    "apiKey": SecurityScheme(type="http", scheme="bearer", description="API key")
+                    "apiKey": SecurityScheme(type="http", scheme="bearer", description="API key"),
+                    "apiKeyHeader": SecurityScheme(
+                        type="apiKey",
+                        name="X-API-Key",
+                        security_scheme_in="header",
+                        description="the same API key, in its own header",
+                    ),
                 }
             ),
-            security=[{"apiKey": []}],
+            security=[{"apiKey": []}, {"apiKeyHeader": []}],  # either one
         ),
         debug=False,
     )

@@ -18,11 +18,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.db.base import INTEGER_MAX
 from service.db.models.simulations import SimulationRow
 from service.errors import FieldError, Invalid
 from simulators.generator import generate_events
@@ -43,7 +44,7 @@ class RulesetChoice(msgspec.Struct, forbid_unknown_fields=True):
     """A ruleset version for one run: `name` and `version` from the ruleset store, or a `yaml` document."""
 
     name: str | None = None
-    version: int | None = None
+    version: Annotated[int, msgspec.Meta(ge=1, le=INTEGER_MAX)] | None = None
     yaml: str | None = None
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from litestar import Response, Router, get
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy import text
 
 from service.services import Services
@@ -60,7 +61,15 @@ def _rules_state(services: Services) -> dict[str, Any]:
     }
 
 
-@get("/ready", operation_id="healthReady")
+@get(
+    "/ready",
+    operation_id="healthReady",
+    responses={
+        503: ResponseSpec(
+            dict[str, Any], description="A backing service does not answer (`checks` says which); Retry-After"
+        )
+    },
+)
 async def ready(services: NamedDependency[Services]) -> Response[dict[str, Any]]:
     probes = [_check("database", _database(services))]
     ping = getattr(services.stock, "ping", None)

@@ -94,6 +94,18 @@ async def decide_transfer(
     )
 
 
+def _season_end(sku: str, stored: str | None) -> date | None:
+    """The item's season end; one stored before PUT /v1/items checked dates is the caller's to correct."""
+    if not stored:
+        return None
+    try:
+        return date.fromisoformat(stored)
+    except ValueError:
+        raise InvalidInput(
+            "sku", f"item {sku!r} has season_end {stored!r}, not a date; correct it with PUT /v1/items"
+        ) from None
+
+
 async def decide_markdown(
     ctx: DecisionContext, request: MarkdownRequest, trace: TraceLevel = "rules"
 ) -> DecisionRecord:
@@ -101,7 +113,7 @@ async def decide_markdown(
     item = known_item(md, request.sku, "sku")
     for i, loc in enumerate(request.locations or []):
         known_location(md, loc, f"locations[{i}]")
-    season_end = date.fromisoformat(item.season_end) if item.season_end else None
+    season_end = _season_end(item.sku, item.season_end)
     decision_id = new_decision_id()
     available = (await stock_call(ctx.stock.get_available([item.sku]))).get(item.sku, {})
     wanted = set(request.locations) if request.locations else None
