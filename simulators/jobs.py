@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import uuid
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from simulators.report import render_report
 from simulators.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 from simulators.simulation import Options, simulate, views_for
 from simulators.versions import SHIPPED, VersionSet, baseline
+
+log = logging.getLogger("retail_policy.simulations")
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 HEARTBEAT_SECONDS = 5.0
@@ -255,8 +258,12 @@ class SimulationJobs:
             report = render_report(document)
         except Exception as exc:  # a failed run is recorded, never raised into the event loop
             beating.cancel()
-            await self._update(simulation_id, status="failed", error=f"{type(exc).__name__}: {exc}",
-                               finished_at=_now())  # fmt: skip
+            # the exception's words may name hosts or files: they go to the log, the record says where
+            log.exception("simulation %s failed", simulation_id)
+            error = (
+                f"the run failed ({type(exc).__name__}); the server log has the detail for {simulation_id}"
+            )
+            await self._update(simulation_id, status="failed", error=error, finished_at=_now())
             self._progress.pop(simulation_id, None)
             return
         beating.cancel()
