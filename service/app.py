@@ -14,7 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
-from service.api import decisions, health, master_data, rulesets, simulations, stock
+from service.api import approvals, decisions, health, master_data, rulesets, simulations, stock
 from service.api.deps import dependencies
 from service.api.openapi import document_request_bodies
 from service.api.problems import exception_handlers
@@ -27,6 +27,8 @@ from service.security import AuthMiddleware
 from service.services import Services
 from service.settings import Settings, get_settings
 from service.stock import open_store, start_sweeper
+from service.workflow.cases import Workflow
+from service.workflow.sweeper import start_workflow_sweeper
 
 log = logging.getLogger("retail_policy")
 
@@ -74,6 +76,8 @@ async def start_services(settings: Settings) -> Services:
     services.tasks.append(start_sweeper(services.stock, settings.stock.sweep_interval_seconds))
     await start_rules(services)
     services.decision_log = await open_decision_log(sessions)
+    services.workflow = Workflow(services)
+    services.tasks.append(start_workflow_sweeper(services.workflow))
     return services
 
 
@@ -114,6 +118,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         rulesets.router,
         decisions.router,
         simulations.router,
+        approvals.router,
         MetricsController,
     ]
     return Litestar(

@@ -22,4 +22,5 @@ class Services:
     rules: Any = None
     decision_log: Any = None
     simulations: Any = None
+    workflow: Any = None  # service.workflow.cases.Workflow
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)

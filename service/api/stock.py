@@ -220,6 +220,8 @@ async def post_events(services: NamedDependency[Services], request: Request[Any,
         for e in data
     ]
     results = await _store(services).apply_events(events)
+    if services.workflow is not None:  # a receipt naming a transfer's shipment closes its case
+        await services.workflow.receive(events, [r.status for r in results])
     applied = sum(r.status == "applied" for r in results)
     return EventsOut(applied, len(results) - applied, results)
 

@@ -15,9 +15,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.models import ApiKey
+from service.domain.cases import APPROVER_ROLES
 from service.errors import FieldError, Invalid
 
-ROLES = ("decide", "stock", "author", "publisher", "planner", "admin")
+# `requester` files transfer and markdown requests; the approver roles act on the cases they open
+ROLES = ("decide", "stock", "author", "publisher", "planner", "admin", "requester", *APPROVER_ROLES)
 
 
 @dataclass(frozen=True)

@@ -20,4 +20,4 @@ async def test_upgrade_twice_is_harmless(db_engine: AsyncEngine) -> None:
     await upgrade(db_engine)
     async with db_engine.connect() as conn:
         version = (await conn.exec_driver_sql("SELECT version_num FROM alembic_version")).scalar_one()
-    assert version.startswith("000")
+    assert version[:4].isdigit()

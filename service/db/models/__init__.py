@@ -1,5 +1,6 @@
 """Every SQL model, imported here so that `Base.metadata` knows all tables."""
 
+from service.db.models.approvals import ApprovalCaseRole, ChangeRequest, ItemPrice
 from service.db.models.decisions import DecisionEntry
 from service.db.models.foundation import ApiKey, AuditEntry, Item, Location, Promotion
 from service.db.models.rulesets import RulesetGenerationRow, RulesetKindRow, RulesetRow, RulesetVersionRow
@@ -16,10 +17,13 @@ from service.db.models.workflow import ApprovalCase, ApprovalStep, OutboxEvent
 __all__ = [
     "ApiKey",
     "ApprovalCase",
+    "ApprovalCaseRole",
     "ApprovalStep",
     "AuditEntry",
+    "ChangeRequest",
     "DecisionEntry",
     "Item",
+    "ItemPrice",
     "Location",
     "OutboxEvent",
     "Promotion",
