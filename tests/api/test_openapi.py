@@ -74,12 +74,17 @@ async def test_the_document_is_valid_openapi_31_and_every_reference_resolves(sql
     assert all(ref.startswith("#/components/schemas/") for ref in _refs(document))
 
 
-async def test_every_body_is_required_json_except_the_optional_rollback(sqlite_api: ApiClient) -> None:
+OPTIONAL_BODIES = ("/v1/rulesets/{name}/rollback", "/v1/approvals/{case_id}/approve")
+
+
+async def test_every_body_is_required_json_except_the_optional_rollback_and_approval(
+    sqlite_api: ApiClient,
+) -> None:
     bodies = _bodies(await _document(sqlite_api))
-    assert len(bodies) == 17
+    assert len(bodies) == 21
     for (method, path), body in bodies.items():
         assert "application/json" in body["content"], f"{method} {path}"
-        expected = path != "/v1/rulesets/{name}/rollback"
+        expected = path not in OPTIONAL_BODIES
         assert body["required"] is expected, f"{method} {path}"
     yaml = bodies[("post", "/v1/rulesets/{name}/versions")]["content"]["application/yaml"]
     assert yaml["schema"] == {"type": "string"}
@@ -108,6 +113,10 @@ EXPECTED = {
     ("post", "/v1/rulesets/{name}/evaluate"): (False, {"facts", "trace"}, {"facts"}),
     ("post", "/v1/rulesets/{name}/rollback"): (False, {"version"}, set()),
     ("post", "/v1/simulations"): (False, set(), None),
+    ("post", "/v1/transfers"): (False, {"transfer_id", "sku", "qty", "from_location", "to_location"}, None),
+    ("post", "/v1/markdowns"): (False, {"markdown_id", "sku", "proposed_price", "effective_from"}, None),
+    ("post", "/v1/approvals/{case_id}/approve"): (False, {"comment"}, set()),
+    ("post", "/v1/approvals/{case_id}/reject"): (False, {"comment"}, {"comment"}),
 }
 
 
