@@ -22,8 +22,10 @@ shipment is committed to, before the stock moves; `after_move`) so tests can inj
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -113,7 +115,28 @@ class Workflow:
     clock: Clock = utc_now
     hook: Hook | None = None
     recovery_grace: timedelta = RECOVERY_GRACE
-    _running: set[str] = field(default_factory=set)
+    _lock: asyncio.Lock | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        engine = getattr(self.services, "engine", None)
+        if engine is not None and engine.dialect.name == "sqlite":
+            self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def serial(self) -> AsyncIterator[None]:
+        """On SQLite, one write transaction at a time per process: waiting for this lock costs nothing,
+        where waiting for SQLite's own lock sleeps in its busy handler."""
+        if self._lock is None:
+            yield
+            return
+        async with self._lock:
+            yield
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction (see `serial`)."""
+        async with self.serial(), self.sessions.begin() as session:
+            yield session
 
     @property
     def sessions(self) -> Any:
@@ -303,7 +326,7 @@ class Workflow:
         for _attempt in range(ATTEMPTS):
             now = self.clock()
             try:
-                async with self.sessions.begin() as session:
+                async with self.sessions() as session:
                     case = await self.load(session, case_id)
                     request = await self.request_of(session, case)
                     steps = await self.steps(session, case_id)
@@ -322,22 +345,11 @@ class Workflow:
                     role = acting_role(request.approval, case["approvers"], approvals, holds)
                     await self._at("before_write", case_id)
                     detail = {"level": case["escalation_level"]}
-                    if verdict == "reject":
-                        after = await self.transition(
-                            session, case, status="rejected", action="rejected", actor=person, role=role,
-                            comment=comment, now=now, detail=detail, event="case.rejected",
-                            changes={"outcome_reason": comment},
-                        )  # fmt: skip
-                    else:
-                        given = [*approvals, Approval(person, str(role))]
-                        done = satisfied(
-                            request.approval, case["approvers"], case["approvals_required"], given
+                    async with self.serial():
+                        after = await self._decide(
+                            session, case, request, approvals, person, role, verdict, comment, detail, now
                         )
-                        after = await self.transition(
-                            session, case, status="approved" if done else "pending", action="approved",
-                            actor=person, role=role, comment=comment, now=now, detail=detail,
-                            event="case.approved" if done else None,
-                        )  # fmt: skip
+                        await session.commit()
             except _Stale:
                 continue
             if after["status"] == "approved":
@@ -348,6 +360,34 @@ class Workflow:
             "the case kept changing while this action was applied; try again",
             [FieldError("version", "changed concurrently")],
         )
+
+    async def _decide(
+        self,
+        session: AsyncSession,
+        case: dict[str, Any],
+        request: ChangeRequest,
+        approvals: list[Approval],
+        person: str,
+        role: str | None,
+        verdict: str,
+        comment: str | None,
+        detail: dict[str, Any],
+        now: datetime,
+    ) -> dict[str, Any]:
+        """The transition one approval or rejection makes."""
+        if verdict == "reject":
+            return await self.transition(
+                session, case, status="rejected", action="rejected", actor=person, role=role,
+                comment=comment, now=now, detail=detail, event="case.rejected",
+                changes={"outcome_reason": comment},
+            )  # fmt: skip
+        given = [*approvals, Approval(person, str(role))]
+        done = satisfied(request.approval, case["approvers"], case["approvals_required"], given)
+        return await self.transition(
+            session, case, status="approved" if done else "pending", action="approved",
+            actor=person, role=role, comment=comment, now=now, detail=detail,
+            event="case.approved" if done else None,
+        )  # fmt: skip
 
     # executing
 
@@ -380,7 +420,7 @@ class Workflow:
             "effective_at": effective_at.isoformat(),
         }
         try:
-            async with self.sessions.begin() as session:
+            async with self.writing() as session:
                 session.add(
                     ItemPrice(
                         sku=body["sku"],
@@ -408,7 +448,7 @@ class Workflow:
             blocked = await self._source_floor_breach(sku, source, qty, now)
             if blocked is not None:
                 try:
-                    async with self.sessions.begin() as session:
+                    async with self.writing() as session:
                         await self.transition(
                             session, case, status="blocked", action="blocked", actor=SYSTEM_ACTOR, now=now,
                             detail=blocked, event="case.blocked", changes={"outcome_reason": blocked["reason"]},
@@ -417,7 +457,7 @@ class Workflow:
                     pass
                 return
             shipment = f"shp-{case['id']}"
-            async with self.sessions.begin() as session:
+            async with self.writing() as session:
                 # committed to the move: from here on it is finished, never checked again
                 await session.execute(
                     update(ChangeRequest)
@@ -441,7 +481,7 @@ class Workflow:
             "stock_event": results[0].status,
         }
         try:
-            async with self.sessions.begin() as session:
+            async with self.writing() as session:
                 await self.transition(
                     session, case, status="executed", action="executed", actor=SYSTEM_ACTOR, now=now,
                     detail=shipped, event="case.executed", extra_events=[("transfer.shipped", {"shipment": shipped})],
@@ -499,7 +539,7 @@ class Workflow:
             }
             for _attempt in range(ATTEMPTS):
                 try:
-                    async with self.sessions.begin() as session:
+                    async with self.writing() as session:
                         case = await self.load(session, case_id)
                         if case["status"] != "executed":
                             break
@@ -559,7 +599,7 @@ class Workflow:
 
     async def _escalate(self, case_id: str, now: datetime) -> str | None:
         try:
-            async with self.sessions.begin() as session:
+            async with self.writing() as session:
                 case = await self.load(session, case_id)
                 if case["status"] != "pending" or not _overdue(case, now):
                     return None  # another worker got here first

@@ -102,7 +102,7 @@ async def file_request(
     )
     case_id = new_decision_id()
     try:
-        async with workflow.sessions.begin() as session:
+        async with workflow.writing() as session:
             session.add(
                 ChangeRequest(
                     id=subject,
