@@ -164,10 +164,16 @@ class Workflow:
         query = select(ApprovalStep).where(ApprovalStep.case_id == case_id).order_by(ApprovalStep.id)
         return list((await session.execute(query)).scalars())
 
-    async def view(self, session: AsyncSession, case_id: str) -> dict[str, Any]:
-        """A case with its approval mode, the approvals that count now and every step."""
-        case = await self.load(session, case_id)
-        request = await self.request_of(session, case)
+    async def view(
+        self, session: AsyncSession, case_id: str, known: tuple[dict[str, Any], ChangeRequest] | None = None
+    ) -> dict[str, Any]:
+        """A case with its approval mode, the approvals that count now and every step (`known`: the case
+        and its request as this worker just wrote them, saving their reads)."""
+        if known is None:
+            case = await self.load(session, case_id)
+            request = await self.request_of(session, case)
+        else:
+            case, request = known
         steps = await self.steps(session, case_id)
         out = case_summary(case)
         out["approval"] = request.approval
@@ -343,19 +349,20 @@ class Workflow:
                         problem = Forbidden if why.status == 403 else Conflict
                         raise problem(why.reason, [FieldError(why.field, why.reason)])
                     role = acting_role(request.approval, case["approvers"], approvals, holds)
-                    await self._at("before_write", case_id)
-                    detail = {"level": case["escalation_level"]}
-                    async with self.serial():
-                        after = await self._decide(
-                            session, case, request, approvals, person, role, verdict, comment, detail, now
-                        )
-                        await session.commit()
+                # the write names the version read, so it needs no lock held since the read
+                await self._at("before_write", case_id)
+                detail = {"level": case["escalation_level"]}
+                async with self.writing() as session:
+                    after = await self._decide(
+                        session, case, request, approvals, person, role, verdict, comment, detail, now
+                    )
             except _Stale:
                 continue
+            final: dict[str, Any] | None = after
             if after["status"] == "approved":
-                await self.execute_safely(case_id)
+                final = await self.execute_safely(case_id, now, (after, request))
             async with self.sessions() as session:
-                return await self.view(session, case_id)
+                return await self.view(session, case_id, None if final is None else (final, request))
         raise Conflict(
             "the case kept changing while this action was applied; try again",
             [FieldError("version", "changed concurrently")],
@@ -391,26 +398,42 @@ class Workflow:
 
     # executing
 
-    async def execute_safely(self, case_id: str, now: datetime | None = None) -> None:
-        """Execute an approved case; a failure leaves it approved for the recovery pass."""
+    async def execute_safely(
+        self,
+        case_id: str,
+        now: datetime | None = None,
+        known: tuple[dict[str, Any], ChangeRequest] | None = None,
+    ) -> dict[str, Any] | None:
+        """Execute an approved case; a failure leaves it approved for the recovery pass. Answers the case
+        as this worker left it, or None when it does not know (another worker moved it, or a failure)."""
         try:
-            await self.execute(case_id, now)
+            return await self.execute(case_id, now, known)
         except Exception:
             log.exception("executing approved case %s failed; the sweeper retries it", case_id)
+            return None
 
-    async def execute(self, case_id: str, now: datetime | None = None) -> None:
+    async def execute(
+        self,
+        case_id: str,
+        now: datetime | None = None,
+        known: tuple[dict[str, Any], ChangeRequest] | None = None,
+    ) -> dict[str, Any] | None:
         now = now or self.clock()
-        async with self.sessions() as session:
-            case = await self.load(session, case_id)
-            request = await self.request_of(session, case)
-        if case["status"] != "approved":
-            return
-        if case["kind"] == "markdown":
-            await self._execute_markdown(case, request, now)
+        if known is None:
+            async with self.sessions() as session:
+                case = await self.load(session, case_id)
+                request = await self.request_of(session, case)
         else:
-            await self._execute_transfer(case, request, now)
+            case, request = known
+        if case["status"] != "approved":
+            return None
+        if case["kind"] == "markdown":
+            return await self._execute_markdown(case, request, now)
+        return await self._execute_transfer(case, request, now)
 
-    async def _execute_markdown(self, case: dict[str, Any], request: ChangeRequest, now: datetime) -> None:
+    async def _execute_markdown(
+        self, case: dict[str, Any], request: ChangeRequest, now: datetime
+    ) -> dict[str, Any] | None:
         body = request.body
         starts = datetime.combine(datetime.fromisoformat(body["effective_from"]).date(), time(0), UTC)
         effective_at = max(starts, now)  # approved late: the price holds from the approval on
@@ -431,16 +454,19 @@ class Workflow:
                     )
                 )
                 await session.flush()
-                await self.transition(
+                after = await self.transition(
                     session, case, status="executed", action="executed", actor=SYSTEM_ACTOR, now=now,
                     detail=change, event="case.executed",
                     extra_events=[("markdown.price_changed", {"price_change": change})],
                 )  # fmt: skip
         except (_Stale, IntegrityError):
-            return  # another worker executed it
+            return None  # another worker executed it
         self.services.master_data.invalidate()
+        return after
 
-    async def _execute_transfer(self, case: dict[str, Any], request: ChangeRequest, now: datetime) -> None:
+    async def _execute_transfer(
+        self, case: dict[str, Any], request: ChangeRequest, now: datetime
+    ) -> dict[str, Any] | None:
         body = request.body
         sku, source, destination, qty = body["sku"], body["from_location"], body["to_location"], body["qty"]
         shipment = request.shipment_id
@@ -449,13 +475,12 @@ class Workflow:
             if blocked is not None:
                 try:
                     async with self.writing() as session:
-                        await self.transition(
+                        return await self.transition(
                             session, case, status="blocked", action="blocked", actor=SYSTEM_ACTOR, now=now,
                             detail=blocked, event="case.blocked", changes={"outcome_reason": blocked["reason"]},
                         )  # fmt: skip
                 except _Stale:
-                    pass
-                return
+                    return None
             shipment = f"shp-{case['id']}"
             async with self.writing() as session:
                 # committed to the move: from here on it is finished, never checked again
@@ -482,12 +507,12 @@ class Workflow:
         }
         try:
             async with self.writing() as session:
-                await self.transition(
+                return await self.transition(
                     session, case, status="executed", action="executed", actor=SYSTEM_ACTOR, now=now,
                     detail=shipped, event="case.executed", extra_events=[("transfer.shipped", {"shipment": shipped})],
                 )  # fmt: skip
         except _Stale:
-            pass  # another worker recorded it; the stock moved once, by event id
+            return None  # another worker recorded it; the stock moved once, by event id
 
     async def _source_floor_breach(
         self, sku: str, source: str, qty: int, now: datetime

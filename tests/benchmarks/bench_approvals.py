@@ -38,7 +38,9 @@ INBOX_CASES = 100_000
 # ---- seeding cases straight into the database -------------------------------------------------------
 
 
-def _case_rows(n: int, prefix: str, start: datetime) -> tuple[list[dict[str, Any]], ...]:
+def _case_rows(
+    n: int, prefix: str, start: datetime, sku: str = "BENCH", source: str = "L0", destination: str = "L1"
+) -> tuple[list[dict[str, Any]], ...]:
     requests, cases, roles = [], [], []
     for i in range(n):
         case_id = f"{prefix}-{i:07d}"
@@ -46,10 +48,10 @@ def _case_rows(n: int, prefix: str, start: datetime) -> tuple[list[dict[str, Any
         created = start + timedelta(milliseconds=i)
         body = {
             "transfer_id": case_id,
-            "sku": "BENCH",
+            "sku": sku,
             "qty": 1,
-            "from_location": "L0",
-            "to_location": "L1",
+            "from_location": source,
+            "to_location": destination,
             "requested_by": {"id": "req", "role": "store_associate"},
             "reason": "",
         }
@@ -104,14 +106,20 @@ def _case_rows(n: int, prefix: str, start: datetime) -> tuple[list[dict[str, Any
     return requests, cases, roles
 
 
-async def seed_cases(url: str, n: int, prefix: str, transfers_only: bool = False) -> list[str]:
+async def seed_cases(
+    url: str,
+    n: int,
+    prefix: str,
+    transfers_only: bool = False,
+    move: tuple[str, str, str] = ("BENCH", "L0", "L1"),
+) -> list[str]:
     from sqlalchemy import insert
 
     from service.db.engine import create_engine
     from service.db.models import ApprovalCase, ApprovalCaseRole, ChangeRequest
     from service.settings import DatabaseSettings
 
-    requests, cases, roles = _case_rows(n, prefix, datetime.now(UTC))
+    requests, cases, roles = _case_rows(n, prefix, datetime.now(UTC), *move)
     if transfers_only:
         for case in cases:
             case["kind"], case["approvers"] = "transfer", ["store_manager"]
