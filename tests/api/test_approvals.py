@@ -374,3 +374,21 @@ async def test_every_transition_writes_one_step_one_audit_row_and_one_event(wf: 
     steps, audits, events = await wf.counts(case["id"], "transfer:t-1")
     assert (steps, audits) == (3, 3)  # opened, approved, executed
     assert events == 4  # ... and transfer.shipped beside case.executed
+
+
+async def test_a_receipt_elsewhere_than_the_destination_leaves_the_transfer_open(wf: ApprovalsApi) -> None:
+    case = (await routed(wf))["case"]
+    await wf.act(case["id"], "approve", *MANAGER)
+    shipment = (await wf.get("/v1/transfers/t-1")).json()["shipment_id"]
+    receipt = [
+        {
+            "event_id": "rcv-york",
+            "type": "transfer_in",
+            "sku": "TV-003",
+            "location": "store-york",
+            "qty": 2,
+            "reference": shipment,
+        }
+    ]
+    assert (await wf.client.as_("stock").post("/v1/stock/events", json=receipt)).status_code == 200
+    assert (await wf.get("/v1/transfers/t-1")).json()["status"] == "executed"

@@ -213,15 +213,22 @@ def run_approvals(
 
 
 @pytest.mark.benchmark
-@pytest.mark.parametrize("backend", ["sql", "redis"])
+@pytest.mark.parametrize(
+    ("database", "backend"), [("sqlite", "sql"), ("sqlite", "redis"), ("postgresql", "redis")]
+)
 def test_approve_and_execute_throughput_over_reservations(
-    backend: str, tmp_path: Path, redis_server_url: str
+    database: str, backend: str, tmp_path: Path, redis_server_url: str, request: pytest.FixtureRequest
 ) -> None:
     import httpx
     import redis
 
+    from tests.conftest import _reset_postgres
+
     redis.Redis.from_url(redis_server_url).flushdb()
     url = f"sqlite+aiosqlite:///{tmp_path / 'bench.db'}"
+    if database == "postgresql":
+        url = request.getfixturevalue("postgres_server_database")
+        asyncio.run(_reset_postgres(url))
     env = {"DATABASE_URL": url, "STOCK_BACKEND": backend, "BENCH_REDIS_URL": redis_server_url}
     if backend == "redis":
         env["REDIS_URL"] = redis_server_url
@@ -266,7 +273,7 @@ def test_approve_and_execute_throughput_over_reservations(
     ours_rps = sum(o["rps"] for o in ours) / ROUNDS
     theirs_rps = sum(t["rps"] for t in theirs) / ROUNDS
     print(
-        f"\napprove-and-execute ({backend} stock, SQLite cases): {ours_rps:.0f} req/s; reservations: "
+        f"\napprove-and-execute ({backend} stock, cases on {database}): {ours_rps:.0f} req/s; reservations: "
         f"{theirs_rps:.0f} req/s; ratio {ours_rps / theirs_rps:.2f} (rounds: "
         + ", ".join(f"{o['rps'] / t['rps']:.2f}" for o, t in zip(ours, theirs, strict=True))
         + f"; {CONNECTIONS} connections, {ROUNDS} x {SECONDS:.0f} s each, 1 worker)"
