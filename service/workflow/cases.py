@@ -243,13 +243,11 @@ class Workflow:
             add_event(session, event, case["subject"], {"case": case_summary(after), "step": step}, now)
         for kind, payload in extra_events:
             add_event(session, kind, case["subject"], {"case": case_summary(after), **payload}, now)
-        if "approvers" in values:
+        # the inbox index lists the roles that may act on a pending case: gone once it leaves pending
+        if "approvers" in values or (case["status"] == "pending" and status != "pending"):
             await session.execute(delete(ApprovalCaseRole).where(ApprovalCaseRole.case_id == case["id"]))
-            await self._index_roles(session, after)
-        elif status != case["status"]:
-            await session.execute(
-                update(ApprovalCaseRole).where(ApprovalCaseRole.case_id == case["id"]).values(status=status)
-            )
+            if status == "pending":
+                await self._index_roles(session, after)
         return after
 
     async def _index_roles(self, session: AsyncSession, case: dict[str, Any]) -> None:

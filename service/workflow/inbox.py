@@ -2,8 +2,9 @@
 
 A page ends with `next_cursor` when more cases follow; passing it back answers the next page. The cursor
 is the (created_at, id) of the last case answered, so pages neither skip nor repeat a case while others
-are filed meanwhile. Filtering by role reads `approval_case_roles` (the roles that may act on a case now),
-one index range in creation order.
+are filed meanwhile. Filtering by role reads `approval_case_roles` (the roles that may act on a pending
+case now), one index range in creation order; a role acts on pending cases only, so with another status
+the role filter finds none.
 """
 
 from __future__ import annotations
