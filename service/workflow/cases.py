@@ -636,6 +636,9 @@ class Workflow:
                     return "expired"
                 approvers, rest = above
                 hours = case["sla_hours"] or 0.0
+                # under `all` the new level's roles are what must approve; under `any` the count stays
+                all_of = (await self.request_of(session, case)).approval == "all"
+                required = len(approvers) if all_of else case["approvals_required"]
                 await self.transition(
                     session, case, status="pending", action="escalated", actor=SYSTEM_ACTOR, now=now,
                     detail={"from": case["approvers"], "to": approvers, "level": case["escalation_level"] + 1},
@@ -645,6 +648,7 @@ class Workflow:
                         "escalation": rest,
                         "escalation_level": case["escalation_level"] + 1,
                         "sla_due_at": now + timedelta(hours=hours),
+                        "approvals_required": required,
                     },
                 )  # fmt: skip
                 return "escalated"

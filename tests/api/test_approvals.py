@@ -392,3 +392,20 @@ async def test_a_receipt_elsewhere_than_the_destination_leaves_the_transfer_open
     ]
     assert (await wf.client.as_("stock").post("/v1/stock/events", json=receipt)).status_code == 200
     assert (await wf.get("/v1/transfers/t-1")).json()["status"] == "executed"
+
+
+async def test_an_all_of_case_escalates_to_the_next_role_alone(wf: ApprovalsApi) -> None:
+    # 26 TVs priced 2,000 is more than 50,000 exposed: category manager and merchandising director, all of them
+    body = markdown(sku="TV-003", current_price=2000.0, proposed_price=1800.0)
+    case = (await wf.file("markdown", body)).json()["case"]
+    assert (case["approvers"], case["approval"], case["approvals_required"]) == (
+        ["category_manager", "merchandising_director"],
+        "all",
+        2,
+    )
+    assert (await wf.act(case["id"], "approve", "cat", "category_manager")).json()["status"] == "pending"
+    await wf.sweep(START + timedelta(hours=24))
+    up = (await wf.get(f"/v1/approvals/{case['id']}")).json()
+    assert (up["approvers"], up["approvals_required"], up["approvals"]) == (["commercial_director"], 1, [])
+    done = await wf.act(case["id"], "approve", "cole", "commercial_director")
+    assert done.json()["status"] == "executed"
