@@ -120,9 +120,10 @@ async def seed_cases(
     from service.settings import DatabaseSettings
 
     requests, cases, roles = _case_rows(n, prefix, datetime.now(UTC), *move)
-    if transfers_only:
+    if transfers_only:  # and none overdue: the server's sweeper would escalate them under the load
         for case in cases:
             case["kind"], case["approvers"] = "transfer", ["store_manager"]
+            case["sla_due_at"] = case["created_at"] + timedelta(hours=24)
         roles = [{**r, "role": "store_manager", "kind": "transfer"} for r in roles]
     engine = create_engine(DatabaseSettings(url=url))
     try:
