@@ -532,11 +532,12 @@ class Workflow:
         }
 
     async def receive(self, events: Sequence[StockEvent], statuses: Sequence[str]) -> int:
-        """Close executed transfers whose shipment a newly applied `transfer_in` names; answers how many."""
+        """Close executed transfers whose shipment a `transfer_in` names; answers how many."""
         arrivals = {
             e.reference: e
             for e, status in zip(events, statuses, strict=True)
-            if status == "applied" and e.type == "transfer_in" and e.reference
+            # a duplicate too: a retry after a failure here closes the case then
+            if status in ("applied", "duplicate") and e.type == "transfer_in" and e.reference
         }
         if not arrivals:
             return 0

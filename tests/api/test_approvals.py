@@ -409,3 +409,35 @@ async def test_an_all_of_case_escalates_to_the_next_role_alone(wf: ApprovalsApi)
     assert (up["approvers"], up["approvals_required"], up["approvals"]) == (["commercial_director"], 1, [])
     done = await wf.act(case["id"], "approve", "cole", "commercial_director")
     assert done.json()["status"] == "executed"
+
+
+async def test_one_request_filed_twice_at_once_opens_one_case(wf: ApprovalsApi) -> None:
+    await wf.person("sam", "requester")
+    first, second = await asyncio.gather(wf.file("transfer", transfer()), wf.file("transfer", transfer()))
+    assert sorted([first.status_code, second.status_code]) == [200, 201]
+    assert first.json()["case"]["id"] == second.json()["case"]["id"]
+    assert len((await wf.get("/v1/approvals")).json()["cases"]) == 1
+
+
+async def test_a_receipt_sent_again_closes_a_transfer_recorded_late(wf: ApprovalsApi) -> None:
+    case = (await routed(wf))["case"]
+    wf.workflow.hook = crash_at("after_move")  # the stock moved, the case still says approved
+    await wf.act(case["id"], "approve", *MANAGER)
+    wf.workflow.hook = None
+    receipt = [
+        {
+            "event_id": "rcv-1",
+            "type": "transfer_in",
+            "sku": "TV-003",
+            "location": "store-leeds",
+            "qty": 2,
+            "reference": f"shp-{case['id']}",
+        }
+    ]
+    stock = wf.client.as_("stock")
+    assert (await stock.post("/v1/stock/events", json=receipt)).json()["applied"] == 1
+    assert (await wf.get("/v1/transfers/t-1")).json()["status"] == "approved"
+    await wf.sweep(START + timedelta(minutes=5))
+    assert (await stock.post("/v1/stock/events", json=receipt)).json()["duplicates"] == 1
+    assert (await wf.get("/v1/transfers/t-1")).json()["status"] == "received"
+    assert (await wf.levels("TV-003"))["store-leeds"].sellable == 4
