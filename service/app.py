@@ -17,6 +17,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from service.api import (
+    approvals,
     decisions,
     exceptions,
     health,
@@ -40,9 +41,11 @@ from service.security import AuthMiddleware
 from service.services import Services
 from service.settings import Settings, get_settings
 from service.stock import open_store, start_sweeper
+from service.workflow.cases import Workflow
 from service.workflow.dispatcher import DeliveryPolicy, Dispatcher
 from service.workflow.metrics import refresh as refresh_workflow_metrics
 from service.workflow.monitor import ExceptionMonitor
+from service.workflow.sweeper import start_workflow_sweeper
 
 log = logging.getLogger("retail_policy")
 
@@ -106,6 +109,8 @@ async def start_services(settings: Settings) -> Services:
     services.tasks.append(start_sweeper(services.stock, settings.stock.sweep_interval_seconds))
     await start_rules(services)
     services.decision_log = await open_decision_log(sessions)
+    services.workflow = Workflow(services)
+    services.tasks.append(start_workflow_sweeper(services.workflow))
     start_workflow(services)
     return services
 
@@ -183,6 +188,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         webhooks.router,
         exceptions.router,
         insights.router,
+        approvals.router,
         MetricsController,
     ]
     return Litestar(

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar, cast
-from zoneinfo import ZoneInfo
 
 from litestar import Request, Router, get, post
 from litestar.di import NamedDependency
@@ -18,11 +17,10 @@ from service.api.responses import DecisionOut, LoggedDecisionOut
 from service.decisions.allocation import decide_allocation
 from service.decisions.approvals import decide_markdown, decide_transfer
 from service.decisions.availability import decide_availability
-from service.decisions.context import DecisionContext, TraceLevel
+from service.decisions.context import DecisionContext, TraceLevel, context_from
 from service.decisions.log import SqlDecisionLog
 from service.decisions.record import DecisionRecord
 from service.decisions.reorder import decide_reorder_one, decide_reorder_scan
-from service.decisions.rules import rules_view
 from service.decisions.schemas import (
     AllocationRequest,
     AvailabilityRequest,
@@ -62,16 +60,8 @@ async def _context(request: Request[Any, Any, Any]) -> DecisionContext:
     # start_services opened the stock store, the rules registry and the decision log before serving;
     # the hot decision handlers read the services from the app state instead of asking for the dependency
     services: Services = request.app.state.services
-    return DecisionContext(
-        stock=services.stock,
-        master_data=await services.master_data.get(),
-        rules=rules_view(services.rules),
-        log=services.decision_log,
-        now=datetime.now(UTC),
-        actor=principal_of(request).name,
-        demand=getattr(services.stock, "demand", None),
-        capacity_zone=ZoneInfo(services.settings.stock.capacity_timezone),
-    )
+    now = datetime.now(UTC)
+    return context_from(services, principal_of(request).name, now, await services.master_data.get(now))
 
 
 async def _decide(

@@ -258,6 +258,8 @@ async def post_events(services: NamedDependency[Services], request: Request[Any,
         for e in data
     ]
     results = await _store(services).apply_events(events)
+    if services.workflow is not None:  # a receipt naming a transfer's shipment closes its case
+        await services.workflow.receive(events, [r.status for r in results])
     if services.monitor is not None:
         try:
             await services.monitor.after_stock_events(events, results, expected)

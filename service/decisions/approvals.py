@@ -22,8 +22,14 @@ from service.domain.markdown import MARKDOWN_CHAIN, markdown_facts
 from service.domain.markdown import MarkdownRequest as MarkdownInput
 from service.domain.transfer import TRANSFER_CHAIN, TransferSide, transfer_facts
 from service.domain.transfer import TransferRequest as TransferInput
+from service.masterdata import ItemRecord, LocationRecord
 
 TRANSFER_CHANNEL = "transfer"
+
+
+def transfer_floor(ctx: DecisionContext, item: ItemRecord, source: LocationRecord) -> int:
+    """The stock `source` keeps for its own shoppers when asked to send `item` away."""
+    return ChannelPolicies(ctx, TRANSFER_CHANNEL, "none").policy(item, source).floor
 
 
 def _approval_trace(
@@ -51,7 +57,7 @@ async def decide_transfer(
         raise InvalidInput("to_location", "must differ from from_location")
     decision_id = new_decision_id()
     available = (await stock_call(ctx.stock.get_available([item.sku]))).get(item.sku, {})
-    floor = ChannelPolicies(ctx, TRANSFER_CHANNEL, "none").policy(item, source).floor
+    floor = transfer_floor(ctx, item, source)
 
     def side(record: Any) -> TransferSide:
         return TransferSide(

@@ -80,12 +80,13 @@ async def test_the_document_is_valid_openapi_31_and_every_reference_resolves(sql
 
 async def test_every_body_is_required_json_except_the_optional_ones(sqlite_api: ApiClient) -> None:
     bodies = _bodies(await _document(sqlite_api))
-    assert len(bodies) == 22
+    assert len(bodies) == 26
     optional = {
         "/v1/rulesets/{name}/rollback",
         "/v1/keys/{name_or_id}/rotate",
         "/v1/exceptions/{exception_id}/acknowledge",
         "/v1/exceptions/{exception_id}/resolve",
+        "/v1/approvals/{case_id}/approve",
     }
     for (method, path), body in bodies.items():
         assert "application/json" in body["content"], f"{method} {path}"
@@ -120,6 +121,10 @@ EXPECTED = {
     ("post", "/v1/simulations"): (False, set(), None),
     ("post", "/v1/keys"): (False, {"name", "roles", "expires_at"}, {"name", "roles"}),
     ("post", "/v1/keys/{name_or_id}/rotate"): (False, {"expires_at"}, set()),
+    ("post", "/v1/transfers"): (False, {"transfer_id", "sku", "qty", "from_location", "to_location"}, None),
+    ("post", "/v1/markdowns"): (False, {"markdown_id", "sku", "proposed_price", "effective_from"}, None),
+    ("post", "/v1/approvals/{case_id}/approve"): (False, {"comment"}, set()),
+    ("post", "/v1/approvals/{case_id}/reject"): (False, {"comment"}, {"comment"}),
 }
 
 
