@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.db.base import INTEGER_MAX
 from service.db.models.simulations import SimulationRow
 from service.errors import FieldError, Invalid
+from simulators.events import EventLogError
 from simulators.generator import generate_events
 from simulators.kpis import encode
 from simulators.policy import KINDS, PolicyError, RulesetRef
@@ -258,11 +259,12 @@ class SimulationJobs:
             report = render_report(document)
         except Exception as exc:  # a failed run is recorded, never raised into the event loop
             beating.cancel()
-            # the exception's words may name hosts or files: they go to the log, the record says where
-            log.exception("simulation %s failed", simulation_id)
-            error = (
-                f"the run failed ({type(exc).__name__}); the server log has the detail for {simulation_id}"
-            )
+            if isinstance(exc, (SimulationStopped, ScenarioError, PolicyError, EventLogError)):
+                error = str(exc)  # the simulator's own words about the run or its inputs
+            else:
+                # the exception's words may name hosts or files: they go to the log, the record says where
+                log.exception("simulation %s failed", simulation_id)
+                error = f"the run failed ({type(exc).__name__}); the server log has the detail for {simulation_id}"
             await self._update(simulation_id, status="failed", error=error, finished_at=_now())
             self._progress.pop(simulation_id, None)
             return

@@ -17,7 +17,7 @@ from litestar.params import FromPath, FromQuery, Parameter
 
 from service.api.body import decode, decode_body
 from service.api.decisions import _trace
-from service.api.openapi import json_body, json_response
+from service.api.openapi import answers, json_body, json_response
 from service.decisions.schemas import MarkdownRequest, TransferRequest
 from service.domain.cases import APPROVER_ROLES
 from service.security import principal_of, requires
@@ -120,6 +120,7 @@ async def _file(request: Request[Any, Any, Any], kind: str, body: Any, trace: st
 @post("/transfers", opt=requires(*FILE_ROLES), operation_id="fileTransfer", status_code=201)
 @json_body(TransferRequest)
 @json_response(RequestOut)
+@answers(409)  # the request id was filed before with another body
 async def file_transfer(
     request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> Response[Any]:
@@ -129,6 +130,7 @@ async def file_transfer(
 @post("/markdowns", opt=requires(*FILE_ROLES), operation_id="fileMarkdown", status_code=201)
 @json_body(MarkdownRequest)
 @json_response(RequestOut)
+@answers(409)  # the request id was filed before with another body
 async def file_markdown(
     request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
 ) -> Response[Any]:

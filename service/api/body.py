@@ -47,6 +47,11 @@ def field_error(exc: msgspec.ValidationError) -> FieldError:
     return FieldError(path or "body", reason.replace("`", ""))
 
 
+# `\u0000` escaped in a JSON string: an odd number of backslashes before `u0000` (an even number is a
+# literal backslash followed by the text "u0000")
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def depth(raw: bytes) -> int:
     """How deeply arrays and objects nest in a JSON text (brackets inside strings do not count)."""
     if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
@@ -61,6 +66,10 @@ def decode(raw: bytes, type_: type[T]) -> T:
     if depth(raw) > MAX_DEPTH:
         reason = f"arrays and objects nest deeper than {MAX_DEPTH} levels, the limit"
         raise Malformed(f"body: {reason}", [FieldError("body", reason)])
+    if b"\\u0000" in raw and _NUL_ESCAPE.search(raw):
+        # PostgreSQL cannot store U+0000 in text, and no field of this service has a use for it
+        reason = "strings may not contain the NUL character (\\u0000)"
+        raise Invalid(f"body: {reason}", [FieldError("body", reason)])
     try:
         return _decoder(type_).decode(raw)  # type: ignore[no-any-return]
     except msgspec.ValidationError as exc:

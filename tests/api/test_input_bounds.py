@@ -7,6 +7,7 @@ field, on SQLite and on PostgreSQL, and changes nothing; none answers 500.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -132,6 +133,22 @@ async def test_a_body_nested_past_the_limit_is_refused_before_decoding(sqlite_ap
     within = await author.post(path, content=_evaluate_body(MAX_DEPTH - 1), headers=headers)
     assert within.status_code != 400, within.text
     assert within.status_code < 500, within.text
+
+
+async def test_a_nul_character_in_a_string_is_refused_and_nothing_is_stored(api: ApiClient) -> None:
+    # PostgreSQL cannot store U+0000 in text: found by the schema fuzzer as a 500 on PUT /v1/locations
+    location = {"id": "S9", "type": "store", "region": "north\u0000", "lat": 1.0, "lon": 2.0}
+    headers = {"content-type": "application/json"}
+    raw = json.dumps([location]).encode()
+    assert b"\\u0000" in raw
+    response = await api.as_("stock").put("/v1/locations", content=raw, headers=headers)
+    assert (response.status_code, _fields(response)) == (422, ["body"])
+    listed = (await api.as_("stock").get("/v1/locations")).json()
+    assert all(
+        row["id"] != "S9" for row in (listed.get("locations", listed) if isinstance(listed, dict) else listed)
+    )
+    literal = json.dumps([{**location, "region": "north\\u0000"}]).encode()  # a backslash, then text
+    assert (await api.as_("stock").put("/v1/locations", content=literal, headers=headers)).status_code == 200
 
 
 def test_depth_counts_nesting_not_brackets_inside_strings() -> None:
