@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter
 from sqlalchemy import select
 
 from service.api import decisions as api_decisions
@@ -251,7 +251,9 @@ async def exceptions_page(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 @post("/exceptions/{exception_id:str}/{action:str}", opt=same_roles(api_exceptions.acknowledge_exception))
-async def act_on_exception(request: Request[Any, Any, Any], exception_id: Id, action: str) -> Response[Any]:
+async def act_on_exception(
+    request: Request[Any, Any, Any], exception_id: Id, action: FromPath[str]
+) -> Response[Any]:
     """Acknowledge or resolve, as `POST /v1/exceptions/{id}/acknowledge|resolve` does."""
     if action not in ("acknowledge", "resolve"):
         raise NotFound(f"no action {action!r}", [FieldError("action", "acknowledge or resolve")])

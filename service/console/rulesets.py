@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter
 
 from service.api import rulesets as api
 from service.console.web import (
@@ -233,7 +233,7 @@ async def _refused(
 
 
 @post("/rulesets/{name:str}/versions/{version:int}/publish", opt=same_roles(api.publish_version))
-async def publish(request: Request[Any, Any, Any], name: Name, version: int) -> Response[Any]:
+async def publish(request: Request[Any, Any, Any], name: Name, version: FromPath[int]) -> Response[Any]:
     try:
         await api.publish_version.fn(_services(request), request, name, version)
     except ServiceError as error:
@@ -242,7 +242,7 @@ async def publish(request: Request[Any, Any, Any], name: Name, version: int) -> 
 
 
 @post("/rulesets/{name:str}/versions/{version:int}/shadow", opt=same_roles(api.shadow_version))
-async def shadow(request: Request[Any, Any, Any], name: Name, version: int) -> Response[Any]:
+async def shadow(request: Request[Any, Any, Any], name: Name, version: FromPath[int]) -> Response[Any]:
     try:
         await api.shadow_version.fn(_services(request), request, name, version)
     except ServiceError as error:
@@ -251,7 +251,7 @@ async def shadow(request: Request[Any, Any, Any], name: Name, version: int) -> R
 
 
 @post("/rulesets/{name:str}/versions/{version:int}/unshadow", opt=same_roles(api.unshadow_version))
-async def unshadow(request: Request[Any, Any, Any], name: Name, version: int) -> Response[Any]:
+async def unshadow(request: Request[Any, Any, Any], name: Name, version: FromPath[int]) -> Response[Any]:
     try:
         await api.unshadow_version.fn(_services(request), request, name, version)
     except ServiceError as error:
@@ -260,7 +260,7 @@ async def unshadow(request: Request[Any, Any, Any], name: Name, version: int) ->
 
 
 @post("/rulesets/{name:str}/versions/{version:int}/rollback", opt=same_roles(api.rollback_ruleset))
-async def rollback(request: Request[Any, Any, Any], name: Name, version: int) -> Response[Any]:
+async def rollback(request: Request[Any, Any, Any], name: Name, version: FromPath[int]) -> Response[Any]:
     """Make this (previously published) version the active one again."""
     services = _services(request)
     try:
@@ -321,7 +321,7 @@ def _facts(fields: list[dict[str, Any]], values: dict[str, str]) -> dict[str, An
 
 
 @get("/rulesets/{name:str}/versions/{version:int}/try", opt=same_roles(api.evaluate_version))
-async def try_page(request: Request[Any, Any, Any], name: Name, version: int) -> Response[Any]:
+async def try_page(request: Request[Any, Any, Any], name: Name, version: FromPath[int]) -> Response[Any]:
     """A form generated from the kind's facts; submitted (GET: it changes nothing), the full trace."""
     services = _services(request)
     record = await api._version(services, name, version)

@@ -50,8 +50,6 @@ class Console:
 @pytest.fixture
 async def console(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Console]:
     monkeypatch.setenv("CONSOLE_SECRET", "test-console-secret")
-    from tests.conftest import migrated_database  # noqa: F401  (the fixture migrates below)
-
     from service.db.engine import create_engine
     from service.db.migrate import upgrade
     from service.settings import DatabaseSettings
