@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from pathlib import Path
+
+import markupsafe
 
 from service.db.engine import create_engine, session_factory
 from service.security.keys import create_key
@@ -83,7 +86,7 @@ async def test_the_four_eyes_rule_holds_in_the_console(console: Console) -> None
     )
     assert refused.status_code == api.status_code == 403
     assert "four-eyes" in api.json()["errors"][0]["reason"]
-    assert html.escape(api.json()["errors"][0]["reason"]) in refused.text
+    assert str(markupsafe.escape(api.json()["errors"][0]["reason"])) in refused.text
 
 
 async def test_try_it_evaluates_a_version_and_shows_each_condition_with_the_value_it_read(
@@ -131,7 +134,8 @@ async def test_the_allocation_page_shows_every_candidate_and_why(console: Consol
     }
     assert rows["store-leeds"] == "chosen"
     assert set(rows) == {"dc-manchester", "dc-london", "store-leeds", "store-york", "dark-camden"}
-    await console.api.client.services.decision_log.flush()
+    # the log writes on the app's own loop: wait there until the decision is written, then search
+    await asyncio.to_thread(console.http.blocking_portal.call, console.api.client.services.decision_log.flush)
     found = await console.get("/console/decisions", params={"order_id": "o-42"})
     assert decision_id in found.text
 
