@@ -127,7 +127,7 @@ async def decision_page(request: Request[Any, Any, Any], decision_id: Id) -> Res
     decision = await api_decisions.get_decision.fn(_services(request), decision_id)
     trace = decision.get("trace") or {}
     rules = trace.get("rules") if isinstance(trace.get("rules"), dict) else trace
-    others = {k: v for k, v in trace.items() if k not in ("rules", "candidates", "facts")}
+    others = {k: v for k, v in trace.items() if k not in ("rules", "candidates", "facts", "evaluations")}
     return render(
         request,
         "decision.html",
@@ -136,6 +136,7 @@ async def decision_page(request: Request[Any, Any, Any], decision_id: Id) -> Res
         rules=rules if isinstance(rules, dict) and "rules" in rules else None,
         facts=trace.get("facts"),
         candidates=_candidates(decision),
+        evaluations=trace.get("evaluations") if isinstance(trace.get("evaluations"), list) else [],
         others=others,
     )
 

@@ -269,7 +269,9 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters.update(num=_num, when=_when, pretty=_pretty, short=_short, urlpart=quote)
+    environment.filters.update(
+        num=_num, when=_when, pretty=_pretty, short=_short, urlpart=quote, items_to_dict=dict
+    )
     return environment
 
 

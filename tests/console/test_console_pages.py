@@ -154,3 +154,36 @@ async def test_lists_are_paginated(console: Console) -> None:
     page = await console.get("/console/rulesets", params={"page": "2"})
     assert page.status_code == 200 and "No rulesets." in page.text
     assert "Page 2" in page.text
+
+
+async def test_availability_reorder_and_transfer_pages_render_their_trace_for_people(
+    console: Console,
+) -> None:
+    made = [
+        await console.api.post("availability", {"channel": "ecommerce", "skus": ["TEE-001"]}, trace="full"),
+        await console.api.post(
+            "reorder", {"sku": "MUG-002", "location": "dc-manchester", "daily_rate": 2.0}, trace="full"
+        ),
+        await console.api.post(
+            "transfer",
+            {
+                "transfer_id": "t-1",
+                "sku": "TEE-001",
+                "qty": 2,
+                "from_location": "store-leeds",
+                "to_location": "store-york",
+                "requested_by": {"id": "u-7", "role": "store_associate"},
+                "reason": "size run",
+            },
+            trace="full",
+        ),
+    ]
+    await console.sign_in("planner")
+    for response in made:
+        assert response.status_code == 200, response.text
+        page = await console.get(f"/console/decisions/{response.json()['decision_id']}")
+        assert page.status_code == 200
+        assert 'data-testid="rules-trace"' in page.text
+    reorder = await console.get(f"/console/decisions/{made[1].json()['decision_id']}")
+    assert "<h2>Breakdown</h2>" in reorder.text and "reorder point" in reorder.text
+    assert "<h2>Ruleset result</h2>" in page.text  # the transfer's route

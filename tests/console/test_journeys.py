@@ -96,7 +96,7 @@ def test_a_policy_change_from_draft_to_a_decision_that_names_it(page: Any, live_
     expect(page.locator('tr[data-location="store-york"] [data-testid="candidate-outcome"]')).to_contain_text(
         "ranked lower"
     )
-    shot(page, "decision", full_page=True)
+    shot(page, "decision")
     page.get_by_role("link", name="Stock").click()
     page.get_by_role("textbox", name="SKU").fill("TEE-001")
     page.get_by_role("button", name="Show").click()
