@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import markupsafe
 
 from service.db.engine import create_engine, session_factory
 from service.security.keys import create_key
+from service.workflow.exceptions import raise_exception
 from tests.api.decisions_fixtures import NORTH
 from tests.console.conftest import Console
 
@@ -60,7 +62,7 @@ async def test_the_author_cannot_publish_and_a_publisher_can(console: Console) -
         {"yaml": _yaml().replace("max_distance_km: 800.0", "max_distance_km: 750.0", 1)},
     )
     refused = await console.post("/console/rulesets/channel-priority/versions/2/publish")
-    assert refused.status_code == 403 and "publisher" in refused.text
+    assert refused.status_code == 403 and "this operation needs the role &#39;publisher&#39;" in refused.text
     await console.sign_in("publisher")
     published = await console.post("/console/rulesets/channel-priority/versions/2/publish")
     assert published.status_code == 200 and "notice=published" in str(published.url)
@@ -187,3 +189,60 @@ async def test_availability_reorder_and_transfer_pages_render_their_trace_for_pe
     reorder = await console.get(f"/console/decisions/{made[1].json()['decision_id']}")
     assert "<h2>Breakdown</h2>" in reorder.text and "reorder point" in reorder.text
     assert "<h2>Ruleset result</h2>" in page.text  # the transfer's route
+
+
+async def test_the_exceptions_queue_filters_and_a_person_acknowledges_then_resolves(console: Console) -> None:
+    async with console.api.client.session() as session, session.begin():
+        await raise_exception(
+            session,
+            "negative_inventory",
+            "TEE-001@store-york",
+            location="store-york",
+            detail={},
+            now=datetime.now(UTC),
+        )
+        await raise_exception(
+            session, "delayed_receipt", "out-9", location="store-leeds", detail={}, now=datetime.now(UTC)
+        )
+    await console.sign_in("stock")
+    queue = await console.get("/console/exceptions", params={"kind": "negative_inventory"})
+    assert "TEE-001@store-york" in queue.text and "out-9" not in queue.text
+    exception_id = re.search(r'action="/console/exceptions/([^/]+)/acknowledge"', queue.text).group(1)  # type: ignore[union-attr]
+    acknowledged = await console.post(
+        f"/console/exceptions/{exception_id}/acknowledge", {"comment": "counting"}
+    )
+    assert acknowledged.status_code == 200 and "Acknowledged." in acknowledged.text
+    resolved = await console.post(f"/console/exceptions/{exception_id}/resolve", {})
+    assert resolved.status_code == 200
+    again = await console.post(f"/console/exceptions/{exception_id}/resolve", {})
+    assert again.status_code == 409  # as the API: a resolved exception cannot be resolved again
+    api = await console.api.client.as_("stock").get("/v1/exceptions", params={"kind": "negative_inventory"})
+    [record] = api.json()["exceptions"]
+    assert (record["state"], record["resolved_by"], record["comment"]) == (
+        "resolved",
+        "test-stock",
+        "counting",
+    )
+
+
+async def test_the_shadow_page_lists_only_decisions_that_evaluated_a_shadow(console: Console) -> None:
+    await console.sign_in("author")
+    await console.post(
+        "/console/rulesets/channel-priority/versions",
+        {"yaml": _yaml().replace("max_distance_km: 800.0", "max_distance_km: 750.0", 1)},
+    )
+    order = {
+        "channel": "ecommerce",
+        "fulfillment": "ship",
+        "destination": NORTH,
+        "lines": [{"sku": "TEE-001", "qty": 1}],
+    }
+    await console.api.post("allocation", {**order, "order_id": "before-shadow"})
+    await console.sign_in("publisher")
+    shadowed = await console.post("/console/rulesets/channel-priority/versions/2/shadow")
+    assert shadowed.status_code == 200 and "Clear shadow" in shadowed.text
+    await console.api.post("allocation", {**order, "order_id": "under-shadow"})
+    await asyncio.to_thread(console.http.blocking_portal.call, console.api.client.services.decision_log.flush)
+    page = await console.get("/console/rulesets/channel-priority/shadow")
+    assert page.status_code == 200
+    assert "under-shadow" in page.text and "before-shadow" not in page.text
