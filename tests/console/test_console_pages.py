@@ -246,3 +246,12 @@ async def test_the_shadow_page_lists_only_decisions_that_evaluated_a_shadow(cons
     page = await console.get("/console/rulesets/channel-priority/shadow")
     assert page.status_code == 200
     assert "under-shadow" in page.text and "before-shadow" not in page.text
+
+
+async def test_an_unknown_decision_or_ruleset_is_a_404_page_with_the_apis_reason(console: Console) -> None:
+    await console.sign_in("admin")
+    decision = await console.get("/console/decisions/no-such-decision")
+    assert decision.status_code == 404 and "no decision no-such-decision" in decision.text
+    ruleset = await console.get("/console/rulesets/no-such-ruleset")
+    assert ruleset.status_code == 404 and "no ruleset named" in ruleset.text
+    assert "unsafe-inline" not in ruleset.headers["content-security-policy"]
