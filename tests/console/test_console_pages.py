@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import markupsafe
@@ -255,3 +255,35 @@ async def test_an_unknown_decision_or_ruleset_is_a_404_page_with_the_apis_reason
     ruleset = await console.get("/console/rulesets/no-such-ruleset")
     assert ruleset.status_code == 404 and "no ruleset named" in ruleset.text
     assert "unsafe-inline" not in ruleset.headers["content-security-policy"]
+
+
+async def test_a_draft_can_come_from_a_file(console: Console) -> None:
+    await console.sign_in("author")
+    text = _yaml().replace("max_distance_km: 800.0", "max_distance_km: 700.0", 1)
+    response = await console.http.post(
+        "/console/rulesets/channel-priority/versions",
+        data={"_csrf": console.csrf, "yaml": ""},
+        files={"file": ("channel-priority.yaml", text.encode(), "application/yaml")},
+    )
+    assert response.status_code == 200 and str(response.url).endswith("/versions/2?notice=created")
+    stored = (await console.api.client.as_("author").get("/v1/rulesets/channel-priority/versions/2")).json()
+    assert stored["yaml"] == text
+
+
+async def test_decisions_are_found_by_kind_and_time_window(console: Console) -> None:
+    made = await console.api.post("availability", {"channel": "ecommerce", "skus": ["TEE-001"]})
+    await asyncio.to_thread(console.http.blocking_portal.call, console.api.client.services.decision_log.flush)
+    decision_id = made.json()["decision_id"]
+    await console.sign_in("planner")
+    now = datetime.now(UTC)
+    window = {"since": (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"), "kind": "availability"}
+    found = await console.get("/console/decisions", params=window)
+    assert decision_id in found.text
+    assert (
+        decision_id
+        not in (await console.get("/console/decisions", params={**window, "kind": "reorder"})).text
+    )
+    later = {"since": (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")}
+    assert decision_id not in (await console.get("/console/decisions", params=later)).text
+    bad = await console.get("/console/decisions", params={"since": "yesterday"})
+    assert bad.status_code == 422 and "since" in bad.text

@@ -18,6 +18,8 @@ pytestmark = pytest.mark.browser
 __all__ = ["browser", "live_service", "page"]  # fixtures
 
 RULESET = Path("rulesets/allocation/channel-priority.yaml")
+UNLABELLED = """[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+  .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.name)"""
 
 
 def _expect() -> Any:
@@ -139,11 +141,15 @@ def test_pages_fit_a_tablet_and_read_without_script(browser: Any, live_service: 
             "/console/stock?sku=TEE-001",
             "/console/exceptions",
             "/console/simulations",
+            "/console/rulesets/channel-priority/edit",
+            "/console/rulesets/channel-priority/versions/1/try",
         ):
             tablet.goto(live_service.url + path)
             assert tablet.locator("h1").first.is_visible(), path
             overflow = tablet.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, f"{path} is {overflow}px wider than a tablet"
             assert tablet.locator("time").count() == 0 or "UTC" in tablet.locator("time").first.inner_text()
+            unlabelled = tablet.evaluate(UNLABELLED)
+            assert unlabelled == [], f"controls without a label on {path}: {unlabelled}"
     finally:
         context.close()
