@@ -239,6 +239,23 @@ def _when(value: Any) -> Markup:
     return Markup('<time datetime="{0}" title="{1}">{1}</time>').format(iso, shown)
 
 
+DROP_REASONS = {
+    "ineligible_type": "its location type is not eligible under the policy",
+    "not_pickup_location": "not the store chosen for pickup",
+    "no_capability": "it cannot fulfil this way (capability missing)",
+    "beyond_max_distance": "farther than the policy's maximum distance",
+    "no_stock": "no stock",
+    "below_floor": "its stock is at or below the channel floor",
+    "below_low_stock_threshold": "its stock is below the low-stock threshold",
+    "no_capacity": "no fulfilment capacity left today",
+}
+
+
+def _reason(code: Any) -> str:
+    """A candidate's drop reason in words (the code stays in the tooltip)."""
+    return DROP_REASONS.get(str(code), str(code).replace("_", " "))
+
+
 def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
@@ -270,7 +287,13 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     environment.filters.update(
-        num=_num, when=_when, pretty=_pretty, short=_short, urlpart=quote, items_to_dict=dict
+        num=_num,
+        when=_when,
+        pretty=_pretty,
+        short=_short,
+        urlpart=quote,
+        items_to_dict=dict,
+        reason=_reason,
     )
     return environment
 

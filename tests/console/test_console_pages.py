@@ -287,3 +287,22 @@ async def test_decisions_are_found_by_kind_and_time_window(console: Console) -> 
     assert decision_id not in (await console.get("/console/decisions", params=later)).text
     bad = await console.get("/console/decisions", params={"since": "yesterday"})
     assert bad.status_code == 422 and "since" in bad.text
+
+
+async def test_a_dropped_candidate_says_why_in_words(console: Console) -> None:
+    decided = await console.api.post(
+        "allocation",
+        {
+            "order_id": "o-mkt",
+            "channel": "marketplace",
+            "fulfillment": "ship",
+            "destination": NORTH,
+            "lines": [{"sku": "TEE-001", "qty": 1}],
+        },
+        trace="full",
+    )
+    await console.sign_in("decide")
+    page = await console.get(f"/console/decisions/{decided.json()['decision_id']}")
+    york = re.search(r'data-location="store-york">.*?</tr>', page.text, re.S)
+    assert york is not None and "dropped" in york.group(0)
+    assert "its location type is not eligible under the policy" in york.group(0)
