@@ -57,13 +57,21 @@ def load_secret() -> bytes:
     if configured:
         return configured.encode()
     path = _secret_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return path.read_bytes().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # written whole under a private name, then linked into place: a worker never reads a half-written
+    # secret, and when two workers race the first link wins and both use its secret
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_hex(32))
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
     return path.read_bytes().strip()
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
+from service.console import session as session_module
 from service.console.routes import pages
 from service.db.engine import create_engine, session_factory
 from service.security.keys import create_key, revoke_key
@@ -169,3 +172,14 @@ def test_every_console_page_declares_roles_or_is_public() -> None:
 def _draft(console: Console) -> str:
     text = Path("rulesets/allocation/channel-priority.yaml").read_text()
     return text.replace("max_distance_km: 800.0", "max_distance_km: 750.0", 1)
+
+
+def test_without_a_configured_secret_every_worker_of_a_host_shares_one_from_the_var_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONSOLE_SECRET", raising=False)
+    monkeypatch.setattr(session_module, "VAR_DIR", tmp_path)
+    first, second = session_module.load_secret(), session_module.load_secret()
+    assert first == second and len(first) == 64
+    assert (tmp_path / "console-secret").stat().st_mode & 0o077 == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["console-secret"]
