@@ -85,8 +85,10 @@ def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServi
         yield service
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One Chromium for the journeys. Module-scoped on purpose: Playwright's sync API keeps an event loop
+    running in this thread while it is started, so it must stop before the suite's async tests run."""
     if not Path(CHROMIUM).exists():
         from tests.services import unavailable
 
@@ -98,6 +100,8 @@ def browser() -> Iterator[Any]:
             yield chromium
         finally:
             chromium.close()
+    # the tests after these are async: Playwright's loop must not be left running in this thread
+    assert asyncio._get_running_loop() is None, "Playwright left its event loop running"
 
 
 @pytest.fixture
