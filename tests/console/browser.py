@@ -51,7 +51,7 @@ async def _keys(database_url: str) -> dict[str, str]:
         await engine.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
     workdir = tmp_path_factory.mktemp("console-service")
     (workdir / "var").mkdir()
