@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -381,7 +380,3 @@ def page_number(request: Request[Any, Any, Any]) -> int:
 def paginate(items: list[Any], number: int, size: int = PAGE_SIZE) -> Page:
     start = (number - 1) * size
     return Page(items[start : start + size], number, len(items) > start + size, len(items))
-
-
-def now() -> float:
-    return time.time()
