@@ -11,12 +11,13 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from litestar import Litestar, Request, Response, get
+from litestar import Litestar, MediaType, Request, Response, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from service.api import (
+    approvals,
     decisions,
     exceptions,
     health,
@@ -29,7 +30,7 @@ from service.api import (
     webhooks,
 )
 from service.api.deps import dependencies
-from service.api.openapi import document_request_bodies
+from service.api.openapi import document_operations
 from service.api.problems import exception_handlers
 from service.console import console_router, console_templates
 from service.db.engine import create_engine, session_factory
@@ -41,9 +42,11 @@ from service.security import AuthMiddleware
 from service.services import Services
 from service.settings import Settings, get_settings
 from service.stock import open_store, start_sweeper
+from service.workflow.cases import Workflow
 from service.workflow.dispatcher import DeliveryPolicy, Dispatcher
 from service.workflow.metrics import refresh as refresh_workflow_metrics
 from service.workflow.monitor import ExceptionMonitor
+from service.workflow.sweeper import start_workflow_sweeper
 
 log = logging.getLogger("retail_policy")
 
@@ -52,15 +55,20 @@ class MetricsController(PrometheusController):
     path = "/metrics"
     openmetrics_format = False
 
-    @get()
-    async def get(self, request: Request[Any, Any, Any]) -> Response[Any]:
+    @get(
+        media_type=MediaType.TEXT,  # the answer sets its exact Content-Type (the exposition format version)
+        operation_id="getMetrics",
+        summary="Prometheus metrics (text exposition format)",
+        tags=["operations"],
+    )
+    async def get(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         # the workflow gauges are read from the database, so every worker answers the same
         services = request.app.state.services
         try:
             await refresh_workflow_metrics(services.sessions, datetime.now(UTC))
         except Exception:  # the request metrics are still worth serving
             log.exception("reading the workflow metrics failed")
-        answer: Response[Any] = await PrometheusController.get.fn(self)
+        answer: Response[bytes] = await PrometheusController.get.fn(self)
         return answer
 
 
@@ -102,6 +110,8 @@ async def start_services(settings: Settings) -> Services:
     services.tasks.append(start_sweeper(services.stock, settings.stock.sweep_interval_seconds))
     await start_rules(services)
     services.decision_log = await open_decision_log(sessions)
+    services.workflow = Workflow(services)
+    services.tasks.append(start_workflow_sweeper(services.workflow))
     start_workflow(services)
     return services
 
@@ -179,13 +189,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         webhooks.router,
         exceptions.router,
         insights.router,
+        approvals.router,
         MetricsController,
         *console_router,
     ]
     return Litestar(
         route_handlers=route_handlers,
         lifespan=[lifespan],
-        on_startup=[document_request_bodies],
+        on_startup=[document_operations],
         dependencies=dependencies(),
         exception_handlers=exception_handlers(),
         middleware=[prometheus.middleware, AuthMiddleware],
@@ -197,10 +208,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
             components=Components(
                 security_schemes={
-                    "apiKey": SecurityScheme(type="http", scheme="bearer", description="API key")
+                    "apiKey": SecurityScheme(type="http", scheme="bearer", description="API key"),
+                    "apiKeyHeader": SecurityScheme(
+                        type="apiKey",
+                        name="X-API-Key",
+                        security_scheme_in="header",
+                        description="the same API key, in its own header",
+                    ),
                 }
             ),
-            security=[{"apiKey": []}],
+            security=[{"apiKey": []}, {"apiKeyHeader": []}],  # either one
         ),
         debug=False,
     )

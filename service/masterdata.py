@@ -7,12 +7,13 @@ refreshes from the database at most every `ttl` seconds and at once after a loca
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -20,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.base import Base, aware
-from service.db.models import Item, Location, Promotion
+from service.db.models import Item, ItemPrice, Location, Promotion
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,65 @@ class PromotionRecord:
         )
 
 
+T = TypeVar("T")
+_MISSING: Any = object()
+
+# values `MasterData.derived` keeps per snapshot before it drops the oldest (keys can carry request input,
+# such as a channel name)
+DERIVED_KEPT = 64
+
+
 @dataclass(frozen=True)
 class MasterData:
+    """`items` carry their listed price; `prices` are the effective-dated price changes (approved
+    markdowns) per SKU, oldest first. `priced_at(when)` is the view decisions read: each item at the
+    price in effect at `when` (the latest change effective by then, else the listed price)."""
+
     locations: dict[str, LocationRecord]
     items: dict[str, ItemRecord]
     promotions: tuple[PromotionRecord, ...]
+    prices: Mapping[str, tuple[tuple[datetime, float], ...]] = field(default_factory=dict)
+    _change_times: tuple[datetime, ...] = field(init=False, compare=False, repr=False)
+    # epoch (how many change times have passed) -> the priced view, filled on first use
+    _views: dict[int, MasterData] = field(init=False, compare=False, repr=False)
+
+    # what decisions derive from this snapshot (see `derived`): it lives and dies with the snapshot
+    _derived: dict[Hashable, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        times = sorted({at for changes in self.prices.values() for at, _ in changes})
+        object.__setattr__(self, "_change_times", tuple(times))
+        object.__setattr__(self, "_views", {})
+
+    def priced_at(self, when: datetime) -> MasterData:
+        if not self.prices:
+            return self
+        epoch = bisect.bisect_right(self._change_times, when)
+        view = self._views.get(epoch)
+        if view is None:
+            items = dict(self.items)
+            for sku, changes in self.prices.items():
+                item = items.get(sku)
+                effective = [price for at, price in changes if at <= when]
+                if item is not None and effective:
+                    items[sku] = replace(item, price=effective[-1])
+            view = MasterData(self.locations, items, self.promotions)
+            self._views[epoch] = view
+        return view
+
+    def derived(self, key: Hashable, make: Callable[[], T]) -> T:
+        """The value `make` derives from this snapshot, made once per `key` and kept with the snapshot (it
+        is immutable, so a derived value stays right for as long as the snapshot is in use). The caller
+        treats the value as read-only unless it is a cache of its own."""
+        store = self._derived
+        found = store.get(key, _MISSING)
+        if found is _MISSING:
+            found = make()
+            if len(store) >= DERIVED_KEPT:
+                del store[next(iter(store))]
+            store[key] = found
+        value: T = found
+        return value
 
     def active_promotions(
         self, sku: str, when: datetime, location: str | None = None, channel: str | None = None
@@ -109,7 +164,14 @@ async def load_master_data(session: AsyncSession) -> MasterData:
         )
         for r in await session.execute(select(*_columns(Promotion)).order_by(Promotion.id))
     )
-    return MasterData(locations, items, promotions)
+    changes: dict[str, list[tuple[datetime, float]]] = {}
+    for r in await session.execute(
+        select(ItemPrice.sku, ItemPrice.effective_at, ItemPrice.price).order_by(
+            ItemPrice.effective_at, ItemPrice.id
+        )
+    ):
+        changes.setdefault(r.sku, []).append((aware(r.effective_at), r.price))
+    return MasterData(locations, items, promotions, {sku: tuple(c) for sku, c in changes.items()})
 
 
 def _columns(model: type[Base]) -> list[Any]:
@@ -149,7 +211,14 @@ class MasterDataCache:
         self._refresh: asyncio.Task[None] | None = None
         self._generation = 0  # bumped by invalidate: a load that started before it is not fresh
 
-    async def get(self) -> MasterData:
+    async def get(self, when: datetime | None = None) -> MasterData:
+        """The snapshot with each item at its price in effect `when` (default: now)."""
+        snapshot = await self._current()
+        if not snapshot.prices:
+            return snapshot
+        return snapshot.priced_at(when or datetime.now(UTC))
+
+    async def _current(self) -> MasterData:
         snapshot = self._snapshot
         if snapshot is not None:
             age = time.monotonic() - self._loaded_at

@@ -25,5 +25,6 @@ class Services:
     simulations: Any = None
     dispatcher: Any = None  # service.workflow.dispatcher.Dispatcher
     monitor: Any = None  # service.workflow.monitor.ExceptionMonitor
+    workflow: Any = None  # service.workflow.cases.Workflow
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     principals: PrincipalCache = field(default_factory=PrincipalCache)

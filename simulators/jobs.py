@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.db.base import INTEGER_MAX
 from service.db.models.simulations import SimulationRow
 from service.errors import FieldError, Invalid
 from simulators.generator import generate_events
@@ -32,6 +34,8 @@ from simulators.report import render_report
 from simulators.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 from simulators.simulation import Options, simulate, views_for
 from simulators.versions import SHIPPED, VersionSet, baseline
+
+log = logging.getLogger("retail_policy.simulations")
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 HEARTBEAT_SECONDS = 5.0
@@ -43,7 +47,7 @@ class RulesetChoice(msgspec.Struct, forbid_unknown_fields=True):
     """A ruleset version for one run: `name` and `version` from the ruleset store, or a `yaml` document."""
 
     name: str | None = None
-    version: int | None = None
+    version: Annotated[int, msgspec.Meta(ge=1, le=INTEGER_MAX)] | None = None
     yaml: str | None = None
 
 
@@ -254,8 +258,12 @@ class SimulationJobs:
             report = render_report(document)
         except Exception as exc:  # a failed run is recorded, never raised into the event loop
             beating.cancel()
-            await self._update(simulation_id, status="failed", error=f"{type(exc).__name__}: {exc}",
-                               finished_at=_now())  # fmt: skip
+            # the exception's words may name hosts or files: they go to the log, the record says where
+            log.exception("simulation %s failed", simulation_id)
+            error = (
+                f"the run failed ({type(exc).__name__}); the server log has the detail for {simulation_id}"
+            )
+            await self._update(simulation_id, status="failed", error=error, finished_at=_now())
             self._progress.pop(simulation_id, None)
             return
         beating.cancel()

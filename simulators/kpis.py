@@ -7,6 +7,7 @@ committed, diffed and compared.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +40,14 @@ def channel_kpis(counts: ChannelCounts) -> dict[str, Any]:
     }
 
 
+def _percentile(values: list[float], q: float) -> float | None:
+    """The nearest-rank percentile, None without values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
 def run_kpis(result: RunResult) -> dict[str, Any]:
     channels = {name: channel_kpis(counts) for name, counts in sorted(result.channels.items())}
     total = ChannelCounts()
@@ -62,6 +71,11 @@ def run_kpis(result: RunResult) -> dict[str, Any]:
             "transfers_approved": c.transfers_approved,
             "transfers_routed": c.transfers_routed,
             "transfers_rejected": c.transfers_rejected,
+            "transfers_executed": c.transfers_executed,
+            "transfers_expired": c.transfers_expired,
+            "transfers_blocked": c.transfers_blocked,
+            "approval_cycle_hours_p50": _percentile(c.approval_cycle_hours, 0.5),
+            "approval_cycle_hours_p90": _percentile(c.approval_cycle_hours, 0.9),
             "markdowns_proposed": c.markdowns_proposed,
             "markdowns_approved": c.markdowns_approved,
             "markdowns_routed": c.markdowns_routed,

@@ -30,6 +30,11 @@ KPI_ROWS: tuple[tuple[str, str, str], ...] = (
     ("transfers_approved", "transfers approved", "int"),
     ("transfers_routed", "transfers routed", "int"),
     ("transfers_rejected", "transfers rejected", "int"),
+    ("transfers_executed", "transfers executed", "int"),
+    ("transfers_expired", "transfers expired (no approval)", "int"),
+    ("transfers_blocked", "transfers blocked at execution", "int"),
+    ("approval_cycle_hours_p50", "approval cycle time p50 (h)", "float"),
+    ("approval_cycle_hours_p90", "approval cycle time p90 (h)", "float"),
     ("markdowns_proposed", "markdowns proposed", "int"),
     ("markdowns_routed", "markdowns routed", "int"),
     ("markdowns_approved", "markdowns approved", "int"),
@@ -40,6 +45,8 @@ KPI_ROWS: tuple[tuple[str, str, str], ...] = (
 
 
 def _fmt(value: Any, kind: str) -> str:
+    if value is None:
+        return "-"
     if kind == "pct":
         return f"{float(value) * 100:.1f} %"
     if kind == "float":

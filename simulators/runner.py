@@ -6,7 +6,7 @@ dispositions, transfers and replenishments arriving, batch syncs of stale channe
 transfer checks and markdown reviews, hourly samples):
 
 - an order from a real-time channel is sourced by the allocation decision (`service.domain.allocation`'s
-  `Allocator`, the trace-free path of `allocate`) against live availability and reserved at once; what cannot be sourced is a lost sale;
+  `Allocator`, the one allocation path, which `allocate` runs too) against live availability and reserved at once; what cannot be sourced is a lost sale;
 - an order from a batch-synced channel is accepted against that channel's copy of availability, taken at
   its last sync (through the availability decision) and lowered only by its own sales; what it accepted
   is then sourced against live stock, and what cannot be sourced is oversold;
@@ -20,18 +20,23 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from operator import itemgetter
+from types import MappingProxyType
 from typing import Any
 
 from service.domain.allocation import UNLIMITED, AllocationPolicy, Allocator, IndexedPicks, Network
 from service.domain.allocation import Location as DomainLocation
+from service.domain.approval import ApprovalDecision, Requester, apply_approval
 from service.domain.availability import LocationPolicy, sellable_at
+from service.domain.cases import chain_above, escalate
+from service.domain.errors import PolicyError
 from service.domain.markdown import MarkdownRequest, markdown_facts
 from service.domain.reorder import Position, ReorderPolicy, decide_reorder, reorder_facts
-from service.domain.transfer import TransferRequest, TransferSide, transfer_facts
+from service.domain.transfer import TRANSFER_CHAIN, TransferRequest, TransferSide, transfer_facts
 from simulators.events import Event, Order, Receipt, Return, Sale
 from simulators.generator import promo_multiplier
 from simulators.policy import PolicySet, RuleDecider
@@ -41,7 +46,7 @@ from simulators.stock import RunStock
 ProgressFn = Callable[[int, int], None]
 
 # kinds of scheduled work, in the order they run when due at the same second
-_COMMIT, _DISPOSE, _ARRIVE, _PO_ARRIVE, _SYNC, _REVIEW, _TRANSFERS, _MARKDOWNS, _DAY = range(9)
+_COMMIT, _DISPOSE, _ARRIVE, _PO_ARRIVE, _SYNC, _REVIEW, _TRANSFERS, _MARKDOWNS, _DAY, _APPROVED = range(10)
 
 
 @dataclass
@@ -74,6 +79,10 @@ class RunCounts:
     transfers_approved: int = 0
     transfers_routed: int = 0
     transfers_rejected: int = 0
+    transfers_executed: int = 0
+    transfers_expired: int = 0
+    transfers_blocked: int = 0
+    approval_cycle_hours: list[float] = field(default_factory=list)
     markdowns_proposed: int = 0
     markdowns_approved: int = 0
     markdowns_routed: int = 0
@@ -107,17 +116,19 @@ class RunResult:
 
 
 # the facts of an allocation decision, flat (the order value unrounded), in the order `_allocation_facts`
-# reads them
-_ALLOCATION_FACTS: dict[tuple[str, ...], int] = {
-    ("order", "channel"): 0,
-    ("order", "fulfillment"): 1,
-    ("order", "region"): 2,
-    ("order", "value"): 3,
-    ("order", "line_count"): 4,
-    ("order", "units"): 5,
-    ("promo", "active"): 6,
-    ("customer", "tier"): 7,
-}
+# reads them (a read-only view: the module holds no state)
+_ALLOCATION_FACTS: Mapping[tuple[str, ...], int] = MappingProxyType(
+    {
+        ("order", "channel"): 0,
+        ("order", "fulfillment"): 1,
+        ("order", "region"): 2,
+        ("order", "value"): 3,
+        ("order", "line_count"): 4,
+        ("order", "units"): 5,
+        ("promo", "active"): 6,
+        ("customer", "tier"): 7,
+    }
+)
 
 
 def _allocation_facts(flat: tuple[Any, ...]) -> dict[str, Any]:
@@ -156,6 +167,8 @@ class Run:
     ) -> None:
         self.world = world
         self.policies = policies
+        # approvers' response times: one stream per run, the same for every version compared
+        self._approval_rng = random.Random(f"{world.scenario.seed}:approvals")
         allocation = policies.get("allocation")
         if allocation is None:
             raise ValueError("a run needs an allocation decider")
@@ -392,6 +405,8 @@ class Run:
             self._markdowns(at)
         elif kind == _DAY:
             self.capacity = list(self.capacity_per_day)
+        elif kind == _APPROVED:
+            self._approved_transfer(at, payload)
 
     # -----------------------------------------------------------------------------------------------------
     # orders and sales
@@ -543,8 +558,8 @@ class Run:
         lon: float,
         thresholds: Sequence[Sequence[int] | None] | None,
     ) -> IndexedPicks:
-        """Where each line comes from: `service.domain.allocation`'s `Allocator` (the trace-free path of
-        `allocate`), with the run's live availability and remaining daily capacity."""
+        """Where each line comes from: `service.domain.allocation`'s `Allocator` (which `allocate` runs
+        too), with the run's live availability and remaining daily capacity."""
         return self.allocator.plan(
             lines, available, capacity, policy, fulfillment, pickup, lat, lon, thresholds
         )
@@ -764,17 +779,77 @@ class Run:
                     unit_value=self.price[sku],
                 )
                 self._count_decision("transfer")
-                outcome = str(decider.decide(facts).get("outcome", "route"))
+                result = decider.decide(facts)
+                outcome = str(result.get("outcome", "route"))
                 if outcome == "approve" and row[source] >= qty:
                     self.counts.transfers_approved += 1
+                    self.counts.transfers_executed += 1
                     self.stock.transfer_out(sku, source, dest, qty)
                     self._schedule(at + int(spec.transit_hours * 3600), _ARRIVE, (sku, dest, qty))
                 elif outcome == "reject" or outcome == "approve":
                     self.counts.transfers_rejected += 1
                 else:
                     self.counts.transfers_routed += 1
+                    if self.world.scenario.approvals.enabled:
+                        self._route_transfer(at, result, (sku, source, dest, qty))
             for dest in range(len(lost_row)):
                 lost_row[dest] = 0
+
+    def _route_transfer(self, at: int, result: Any, move: tuple[int, int, int, int]) -> None:
+        """Run a routed transfer through its approval case: approvers answer after their sampled response
+        times, a level past its SLA escalates, past the chain's end the request expires."""
+        role = self.world.scenario.transfers.requested_by
+        try:
+            decision = apply_approval(result, Requester("simulated", role), TRANSFER_CHAIN)
+        except PolicyError:
+            self.counts.transfers_expired += 1
+            return
+        if decision.outcome != "route":
+            self.counts.transfers_rejected += 1
+            return
+        hours = self._approval_hours(decision, role)
+        if hours is None:
+            self.counts.transfers_expired += 1
+            return
+        self._schedule(at + int(hours * 3600), _APPROVED, (*move, hours))
+
+    def _approval_hours(self, decision: ApprovalDecision, requester_role: str) -> float | None:
+        spec = self.world.scenario.approvals
+        approvers = list(decision.approvers)
+        chain = list(chain_above(approvers, decision.escalation, TRANSFER_CHAIN, requester_role))
+        sla = decision.sla_hours
+        elapsed = 0.0
+        while True:
+            draws = sorted(
+                self._approval_rng.expovariate(
+                    1.0 / max(1e-9, spec.mean_response_hours.get(role, spec.default_mean_response_hours))
+                )
+                for role in approvers
+                for _ in range(1 if decision.approval == "all" else decision.approvals_required)
+            )
+            # all of the roles: the slowest answers last; any: the required number of the quickest
+            answered = draws[-1] if decision.approval == "all" else draws[decision.approvals_required - 1]
+            if sla is None or answered <= sla:
+                return elapsed + answered
+            elapsed += sla
+            above = escalate(approvers, chain)
+            if above is None:
+                return None
+            approvers, chain = above
+
+    def _approved_transfer(self, at: int, payload: tuple[int, int, int, int, float]) -> None:
+        """An approved transfer re-checks the source on live stock, then moves or is blocked."""
+        sku, source, dest, qty, hours = payload
+        self.counts.transfers_approved += 1
+        if self.available[sku][source] < qty:
+            self.counts.transfers_blocked += 1
+            return
+        self.counts.transfers_executed += 1
+        self.counts.approval_cycle_hours.append(round(hours, 4))
+        self.stock.transfer_out(sku, source, dest, qty)
+        self._schedule(
+            at + int(self.world.scenario.transfers.transit_hours * 3600), _ARRIVE, (sku, dest, qty)
+        )
 
     def _markdowns(self, at: int) -> None:
         """Propose a markdown on SKUs with many weeks of supply left at the current sales pace."""

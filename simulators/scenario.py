@@ -149,6 +149,16 @@ class Transfers(msgspec.Struct, forbid_unknown_fields=True):
     requested_by: str = "store_manager"
 
 
+class Approvals(msgspec.Struct, forbid_unknown_fields=True):
+    """The approval workflow behind routed transfers: each approver role answers after an exponentially
+    distributed time with the given mean (hours); a level that does not answer within the SLA escalates up
+    the chain, and past the last level the request expires. Off: routed transfers are only counted."""
+
+    enabled: bool = False
+    mean_response_hours: dict[str, float] = msgspec.field(default_factory=dict)
+    default_mean_response_hours: float = 8.0
+
+
 class Markdowns(msgspec.Struct, forbid_unknown_fields=True):
     """Markdown proposals on slow SKUs, decided by the markdown ruleset at the given hours."""
 
@@ -183,6 +193,7 @@ class Scenario(msgspec.Struct, forbid_unknown_fields=True):
     returns: Returns = msgspec.field(default_factory=Returns)
     replenishment: Replenishment = msgspec.field(default_factory=Replenishment)
     transfers: Transfers = msgspec.field(default_factory=Transfers)
+    approvals: Approvals = msgspec.field(default_factory=Approvals)
     markdowns: Markdowns = msgspec.field(default_factory=Markdowns)
     inbound: list[Inbound] = msgspec.field(default_factory=list)
     rulesets: dict[str, str] = msgspec.field(default_factory=dict)

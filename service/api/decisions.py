@@ -5,24 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
-from zoneinfo import ZoneInfo
+from typing import Annotated, Any, TypeVar, cast
 
 from litestar import Request, Router, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, QueryParameter
 
 from service.api.body import decode_body
-from service.api.openapi import json_body, json_response
+from service.api.openapi import answers, json_body, json_response, links
 from service.api.responses import DecisionOut, LoggedDecisionOut
 from service.decisions.allocation import decide_allocation
 from service.decisions.approvals import decide_markdown, decide_transfer
 from service.decisions.availability import decide_availability
-from service.decisions.context import DecisionContext, TraceLevel
+from service.decisions.context import DecisionContext, TraceLevel, context_from
 from service.decisions.log import SqlDecisionLog
 from service.decisions.record import DecisionRecord
 from service.decisions.reorder import decide_reorder_one, decide_reorder_scan
-from service.decisions.rules import rules_view
 from service.decisions.schemas import (
     AllocationRequest,
     AvailabilityRequest,
@@ -36,6 +34,15 @@ from service.security import principal_of, requires
 from service.services import Services
 
 TRACE_LEVELS = ("none", "rules", "full")
+Trace = Annotated[
+    str | None,
+    QueryParameter(
+        name="trace",
+        description="how much of the reasoning to return: none, rules (default) or full",
+        schema_extra={"enum": list(TRACE_LEVELS)},
+    ),
+]
+LOGGED = {"decision_id": "$response.body#/decision_id"}  # every decision is logged under its id
 T = TypeVar("T")
 
 
@@ -53,16 +60,8 @@ async def _context(request: Request[Any, Any, Any]) -> DecisionContext:
     # start_services opened the stock store, the rules registry and the decision log before serving;
     # the hot decision handlers read the services from the app state instead of asking for the dependency
     services: Services = request.app.state.services
-    return DecisionContext(
-        stock=services.stock,
-        master_data=await services.master_data.get(),
-        rules=rules_view(services.rules),
-        log=services.decision_log,
-        now=datetime.now(UTC),
-        actor=principal_of(request).name,
-        demand=getattr(services.stock, "demand", None),
-        capacity_zone=ZoneInfo(services.settings.stock.capacity_timezone),
-    )
+    now = datetime.now(UTC)
+    return context_from(services, principal_of(request).name, now, await services.master_data.get(now))
 
 
 async def _decide(
@@ -78,48 +77,60 @@ async def _decide(
 
 
 @post("/decisions/allocation", opt=requires("decide"), operation_id="decideAllocation", status_code=200)
-@json_body(AllocationRequest)
+@json_body(
+    AllocationRequest,
+    example={
+        "order_id": "WEB-1003",
+        "channel": "ecommerce",
+        "fulfillment": "ship",
+        "destination": {"lat": 53.48, "lon": -2.24, "region": "north"},
+        "lines": [{"sku": "SKU-GUIDE", "qty": 2}],
+    },
+)
+@answers(409)  # `reserve` with an idempotency key used before for another order
 @json_response(DecisionOut)
-async def allocation(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
+@links(getDecision=LOGGED)
+async def allocation(request: Request[Any, Any, Any], trace: Trace = None) -> dict[str, Any]:
     return await _decide(request, trace, AllocationRequest, decide_allocation)
 
 
 @post("/decisions/availability", opt=requires("decide"), operation_id="decideAvailability", status_code=200)
-@json_body(AvailabilityRequest)
+@json_body(AvailabilityRequest, example={"channel": "ecommerce", "skus": ["SKU-GUIDE"]})
 @json_response(DecisionOut)
-async def availability(
-    request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
-) -> dict[str, Any]:
+@links(getDecision=LOGGED)
+async def availability(request: Request[Any, Any, Any], trace: Trace = None) -> dict[str, Any]:
     return await _decide(request, trace, AvailabilityRequest, decide_availability)
 
 
 @post("/decisions/reorder", opt=requires("decide"), operation_id="decideReorder", status_code=200)
-@json_body(ReorderRequest)
+@json_body(ReorderRequest, example={"sku": "SKU-GUIDE", "location": "STORE-MAN-01", "daily_rate": 1.5})
 @json_response(DecisionOut)
-async def reorder(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
+@links(getDecision=LOGGED)
+async def reorder(request: Request[Any, Any, Any], trace: Trace = None) -> dict[str, Any]:
     return await _decide(request, trace, ReorderRequest, decide_reorder_one)
 
 
 @post("/decisions/reorder/scan", opt=requires("decide"), operation_id="decideReorderScan", status_code=200)
 @json_body(ReorderScanRequest)
 @json_response(DecisionOut)
-async def reorder_scan(
-    request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
-) -> dict[str, Any]:
+@links(getDecision=LOGGED)
+async def reorder_scan(request: Request[Any, Any, Any], trace: Trace = None) -> dict[str, Any]:
     return await _decide(request, trace, ReorderScanRequest, decide_reorder_scan)
 
 
 @post("/decisions/transfer", opt=requires("decide"), operation_id="decideTransfer", status_code=200)
 @json_body(TransferRequest)
 @json_response(DecisionOut)
-async def transfer(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
+@links(getDecision=LOGGED)
+async def transfer(request: Request[Any, Any, Any], trace: Trace = None) -> dict[str, Any]:
     return await _decide(request, trace, TransferRequest, decide_transfer)
 
 
 @post("/decisions/markdown", opt=requires("decide"), operation_id="decideMarkdown", status_code=200)
 @json_body(MarkdownRequest)
 @json_response(DecisionOut)
-async def markdown(request: Request[Any, Any, Any], trace: FromQuery[str | None] = None) -> dict[str, Any]:
+@links(getDecision=LOGGED)
+async def markdown(request: Request[Any, Any, Any], trace: Trace = None) -> dict[str, Any]:
     return await _decide(request, trace, MarkdownRequest, decide_markdown)
 
 

@@ -17,7 +17,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from service.api.body import decode
-from service.api.openapi import json_body
+from service.api.openapi import answers, json_body
 from service.errors import Conflict, FieldError, Invalid, NotFound
 from service.security import principal_of, requires
 from service.services import Services
@@ -148,6 +148,7 @@ async def _act(
     status_code=200,
 )
 @json_body(AcknowledgeIn, required=False)
+@answers(409)
 async def acknowledge_exception(
     services: NamedDependency[Services], request: Request[Any, Any, Any], exception_id: FromPath[str]
 ) -> ExceptionOut:
@@ -162,6 +163,7 @@ async def acknowledge_exception(
     status_code=200,
 )
 @json_body(ResolveIn, required=False)
+@answers(409)
 async def resolve_exception(
     services: NamedDependency[Services], request: Request[Any, Any, Any], exception_id: FromPath[str]
 ) -> ExceptionOut:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from litestar import Response, Router, get
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy import text
 
 from service.services import Services
+from service.stock import StockStateLost
+
+log = logging.getLogger("retail_policy.health")
+PROBE_SECONDS = 2.0
 
 
 @get("/live", operation_id="healthLive")
@@ -17,11 +24,19 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def _check(name: str, probe: Any) -> tuple[str, str]:
+async def _check(name: str, probe: Awaitable[None]) -> tuple[str, str]:
+    """`ok`, `down: <reason>` or `rebuilding: <reason>`: generic reasons only, since the probe needs no key;
+    the failure itself (hosts, ports, driver messages) goes to the server log."""
     try:
-        await asyncio.wait_for(probe, timeout=2.0)
+        await asyncio.wait_for(probe, timeout=PROBE_SECONDS)
+    except StockStateLost:
+        return name, "rebuilding: stock state lost, rebuilding from the journal"
+    except TimeoutError:
+        log.warning("readiness: %s did not answer within %g s", name, PROBE_SECONDS)
+        return name, f"down: no answer within {PROBE_SECONDS:g} s"
     except Exception as exc:  # a readiness probe reports any failure rather than raising it
-        return name, f"down: {type(exc).__name__}: {exc}"[:200]
+        log.warning("readiness: %s is down: %s: %s", name, type(exc).__name__, exc)
+        return name, "down: not answering"
     return name, "ok"
 
 
@@ -39,11 +54,22 @@ def _rules_state(services: Services) -> dict[str, Any]:
     return {
         "loaded": True,
         "generation": registry.snapshot().generation,
-        "last_reload_error": registry.last_error,
+        # the error itself is in the server log
+        "last_reload_error": None
+        if registry.last_error is None
+        else "the last reload failed (see the server log)",
     }
 
 
-@get("/ready", operation_id="healthReady")
+@get(
+    "/ready",
+    operation_id="healthReady",
+    responses={
+        503: ResponseSpec(
+            dict[str, Any], description="A backing service does not answer (`checks` says which); Retry-After"
+        )
+    },
+)
 async def ready(services: NamedDependency[Services]) -> Response[dict[str, Any]]:
     probes = [_check("database", _database(services))]
     ping = getattr(services.stock, "ping", None)

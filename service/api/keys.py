@@ -11,7 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from service.api.body import decode, decode_body
-from service.api.openapi import json_body
+from service.api.openapi import answers, json_body
 from service.security import principal_of, requires
 from service.security.keys import (
     NAME_PATTERN,
@@ -85,6 +85,7 @@ async def create(services: NamedDependency[Services], request: Request[Any, Any,
 
 
 @post("/keys/{name_or_id:str}/revoke", opt=requires("admin"), operation_id="revokeKey", status_code=200)
+@answers(409)
 async def revoke(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name_or_id: NameOrId
 ) -> KeyOut:
@@ -95,6 +96,7 @@ async def revoke(
 
 @post("/keys/{name_or_id:str}/rotate", opt=requires("admin"), operation_id="rotateKey", status_code=201)
 @json_body(RotateIn, required=False)
+@answers(409)
 async def rotate(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name_or_id: NameOrId
 ) -> IssuedKeyOut:

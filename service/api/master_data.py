@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -11,6 +11,7 @@ from litestar.di import NamedDependency
 
 from service.api.body import decode_body
 from service.api.openapi import json_body
+from service.db.base import INTEGER_MAX, INTEGER_MIN
 from service.db.models import Item, Location, Promotion
 from service.errors import FieldError, Invalid
 from service.masterdata import upsert
@@ -19,7 +20,7 @@ from service.security.audit import audit
 from service.services import Services
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
-NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0, le=INTEGER_MAX)]  # stored in INTEGER columns
 Money = Annotated[float, msgspec.Meta(ge=0)]
 Capability = Literal["ship_from_store", "pickup", "ship", "receive_transfers"]
 LocationType = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z_]+$")]
@@ -33,7 +34,7 @@ class LocationIn(msgspec.Struct, forbid_unknown_fields=True):
     lon: Annotated[float, msgspec.Meta(ge=-180, le=180)]
     capabilities: list[Capability] = []
     daily_capacity: NonNegative | None = None
-    priority: int = 0
+    priority: Annotated[int, msgspec.Meta(ge=INTEGER_MIN, le=INTEGER_MAX)] = 0
 
 
 class ItemIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -41,25 +42,37 @@ class ItemIn(msgspec.Struct, forbid_unknown_fields=True):
     category: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     price: Money
     cost: Money
-    case_pack: Annotated[int, msgspec.Meta(ge=1)] = 1
-    supplier: str | None = None
+    case_pack: Annotated[int, msgspec.Meta(ge=1, le=INTEGER_MAX)] = 1
+    supplier: Annotated[str, msgspec.Meta(max_length=64)] | None = None  # a VARCHAR(64) column
     lead_time_days: NonNegative = 7
-    season_end: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
+    season_end: (
+        Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$", description="a real date, YYYY-MM-DD")]
+        | None
+    ) = None
 
 
 class PromotionIn(msgspec.Struct, forbid_unknown_fields=True):
     id: Id
     skus: Annotated[list[Id], msgspec.Meta(min_length=1)]
-    start: datetime
-    end: datetime
+    start: Annotated[datetime, msgspec.Meta(tz=True)]
+    end: Annotated[datetime, msgspec.Meta(tz=True)]
     uplift: Annotated[float, msgspec.Meta(ge=0)] = 1.0
     locations: list[Id] = []
     channels: list[Id] = []
-    per_order_cap: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    per_order_cap: Annotated[int, msgspec.Meta(ge=1, le=INTEGER_MAX)] | None = None
 
 
 class Upserted(msgspec.Struct):
     upserted: int
+
+
+def _real_date(value: str | None) -> bool:
+    if value is None:
+        return True
+    try:
+        return date.fromisoformat(value).isoformat() == value
+    except ValueError:
+        return False
 
 
 def _unique(ids: list[str], field: str) -> None:
@@ -86,7 +99,20 @@ async def put_locations(services: NamedDependency[Services], request: Request[An
 
 
 @put("/items", opt=requires("stock"), operation_id="putItems", status_code=200)
-@json_body(list[ItemIn])
+@json_body(
+    list[ItemIn],
+    example=[
+        {
+            "sku": "SKU-GUIDE",
+            "category": "apparel",
+            "price": 25.0,
+            "cost": 9.0,
+            "case_pack": 6,
+            "lead_time_days": 10,
+            "season_end": "2027-01-31",
+        }
+    ],
+)
 async def put_items(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Upserted:
     data = await decode_body(request, list[ItemIn])
     _unique([item.sku for item in data], "sku")
@@ -95,6 +121,10 @@ async def put_items(services: NamedDependency[Services], request: Request[Any, A
             raise Invalid(
                 "implausible cost", [FieldError(f"[{index}].cost", "cost is more than ten times the price")]
             )
+        if not _real_date(item.season_end):
+            # a stored impossible date would fail every later markdown decision for the sku
+            reason = f"{item.season_end!r} is not a calendar date (YYYY-MM-DD)"
+            raise Invalid(f"[{index}].season_end: {reason}", [FieldError(f"[{index}].season_end", reason)])
     rows = [msgspec.structs.asdict(item) for item in data]
     async with services.sessions.begin() as session:
         await upsert(session, Item, rows, "sku")
@@ -109,10 +139,6 @@ async def put_promotions(services: NamedDependency[Services], request: Request[A
     data = await decode_body(request, list[PromotionIn])
     _unique([promo.id for promo in data], "id")
     for index, promo in enumerate(data):
-        if promo.start.tzinfo is None or promo.end.tzinfo is None:
-            raise Invalid(
-                "times need a zone", [FieldError(f"[{index}].start", "give start and end with a UTC offset")]
-            )
         if promo.end <= promo.start:
             raise Invalid("empty promotion window", [FieldError(f"[{index}].end", "end must be after start")])
     rows = [msgspec.structs.asdict(promo) for promo in data]

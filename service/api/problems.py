@@ -82,10 +82,19 @@ def _field_of(key: str | None, message: str) -> str:
     return base or "body"
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """What led to `exc`, nearest first (at most 5 links: a chain is never walked without end)."""
+    chain: list[BaseException] = []
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and len(chain) < 5:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return chain
+
+
 def on_service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[dict[str, Any]]:
     if exc.status >= 500:
         # the detail is the service's own words; what caused it (a driver's message) goes to the log only
-        cause = exc.__cause__
         log.warning(
             "%s %s answered %d [correlation_id=%s]: %s%s",
             request.method,
@@ -93,7 +102,7 @@ def on_service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Resp
             exc.status,
             correlation_id(request),
             exc.detail,
-            f" (caused by {type(cause).__name__}: {cause})" if cause is not None else "",
+            "".join(f" (caused by {type(cause).__name__}: {cause})" for cause in _causes(exc)),
         )
     return problem(request, exc.status, exc.title, exc.detail, [e.to_dict() for e in exc.errors], exc.headers)
 

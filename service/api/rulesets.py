@@ -7,20 +7,33 @@ evaluates, which is what decisions on this worker use (it follows the database w
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
 from litestar.params import Parameter, QueryParameter
 
 from service.api.body import decode
-from service.api.openapi import json_body
+from service.api.openapi import answers, json_body, links
+from service.db.base import INTEGER_MAX
 from service.errors import Conflict, FieldError, Invalid, Malformed, NotFound, ServiceError
-from service.rules import RuleEvaluationError, compile_ruleset, diff_rulesets, lifecycle, parse_ruleset
+from service.rules import (
+    RuleEvaluationError,
+    RulesetError,
+    diff_rulesets,
+    dry_run,
+    facts_bound_problem,
+    lifecycle,
+    parse_ruleset,
+)
 from service.rules import repository as repo
 from service.rules.registry import RegistrySnapshot, RulesRegistry
 from service.security import principal_of, requires
@@ -31,8 +44,24 @@ log = logging.getLogger(__name__)
 READ_ROLES = ("author", "publisher", "planner")
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
 
-Name = Annotated[str, Parameter(description="ruleset name (kebab-case)", max_length=100)]
-VersionNumber = Annotated[int, Parameter(description="version number", ge=1)]
+Name = Annotated[
+    str,
+    Parameter(
+        description="ruleset name (kebab-case)",
+        max_length=100,
+        examples=[Example(summary="a shipped ruleset", value="channel-priority")],
+    ),
+]
+VersionNumber = Annotated[
+    int,
+    Parameter(
+        description="version number",
+        ge=1,
+        le=INTEGER_MAX,
+        examples=[Example(summary="the first version", value=1)],
+    ),
+]
+AGAINST = re.compile(r"active|[1-9][0-9]{0,9}")
 TraceLevel = Literal["none", "rules", "full"]
 
 
@@ -52,7 +81,7 @@ class ActiveEvaluateIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class RollbackIn(msgspec.Struct, forbid_unknown_fields=True):
-    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    version: Annotated[int, msgspec.Meta(ge=1, le=INTEGER_MAX)] | None = None
 
 
 class RegistryMissing(ServiceError):
@@ -164,8 +193,22 @@ def _yaml_from_request(content_type: str, raw: bytes) -> str:
     )
 
 
-@post("/{name:str}/versions", opt=requires("author"), operation_id="createRulesetVersion")
+@post(
+    "/{name:str}/versions",
+    opt=requires("author"),
+    operation_id="createRulesetVersion",
+    responses={200: ResponseSpec(dict[str, Any], description="The same text is already a version of it")},
+)
 @json_body(VersionIn, other_media={"application/yaml": str})
+@answers(415)
+@links(
+    getRulesetVersion={"name": "$request.path.name", "version": "$response.body#/version"},
+    publishRulesetVersion={"name": "$request.path.name", "version": "$response.body#/version"},
+    evaluateRulesetVersion={"name": "$request.path.name", "version": "$response.body#/version"},
+    diffRulesetVersion={"name": "$request.path.name", "version": "$response.body#/version"},
+    shadowRulesetVersion={"name": "$request.path.name", "version": "$response.body#/version"},
+    unshadowRulesetVersion={"name": "$request.path.name", "version": "$response.body#/version"},
+)
 async def create_version(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name
 ) -> Response[dict[str, Any]]:
@@ -190,15 +233,19 @@ async def get_version(
     opt=requires(*READ_ROLES),
     operation_id="diffRulesetVersion",
 )
+@answers(409)
 async def diff_version(
     services: NamedDependency[Services],
     name: Name,
     version: VersionNumber,
     against: Annotated[
-        str, QueryParameter(name="against", description="`active` or a version number")
+        str,
+        QueryParameter(
+            name="against", description="`active` or a version number", pattern=f"^(?:{AGAINST.pattern})$"
+        ),
     ] = "active",
 ) -> dict[str, Any]:
-    if against != "active" and not (against.isdigit() and int(against) >= 1):
+    if not AGAINST.fullmatch(against) or (against != "active" and int(against) > INTEGER_MAX):
         raise Invalid(
             "bad comparison target",
             [FieldError("query.against", f"expected 'active' or a version number, got {against!r}")],
@@ -230,12 +277,24 @@ async def diff_version(
     }
 
 
-def _evaluate_or_422(run: Callable[[], T]) -> T:
+def _cannot_evaluate(exc: RuleEvaluationError) -> Invalid:
     """Facts that a rule cannot compute with are the caller's input problem, not a server fault."""
+    extra = {"rule_id": exc.rule_id, "path": exc.path} if exc.rule_id else None
+    return Invalid("the facts cannot be evaluated", [FieldError("facts", str(exc), extra)])
+
+
+def _evaluate_or_422(run: Callable[[], T]) -> T:
     try:
         return run()
     except RuleEvaluationError as exc:
-        raise Invalid("the facts cannot be evaluated", [FieldError("facts", str(exc))]) from None
+        raise _cannot_evaluate(exc) from None
+
+
+def _bounded_facts(facts: dict[str, Any]) -> dict[str, Any]:
+    problem = facts_bound_problem(facts)
+    if problem is not None:
+        raise Invalid("the facts are out of bounds", [FieldError(*problem)])
+    return facts
 
 
 def _evaluation_body(
@@ -265,12 +324,20 @@ def _evaluation_body(
 async def evaluate_version(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name, version: VersionNumber
 ) -> dict[str, Any]:
-    """Dry run: evaluate any stored version on the given facts (full trace unless asked otherwise)."""
+    """Dry run: evaluate any stored version on the given facts (full trace unless asked otherwise), in the
+    trial child process under a time limit, so that no draft can hold this worker's event loop."""
     data = decode(await request.body(), EvaluateIn)
     record = await _version(services, name, version)
+    facts = _bounded_facts(data.facts)
     engine = data.engine or services.settings.rules.engine
-    evaluator = compile_ruleset(parse_ruleset(record.yaml_text, f"{name}@{version}"), engine, version=version)
-    evaluation = _evaluate_or_422(lambda: evaluator.evaluate(data.facts, data.trace))
+    try:
+        evaluation = await asyncio.to_thread(
+            dry_run, record.yaml_text, f"{name}@{version}", facts, data.trace, engine, version
+        )
+    except RulesetError as exc:
+        raise lifecycle.InvalidRuleset(exc.problems) from None
+    except RuleEvaluationError as exc:
+        raise _cannot_evaluate(exc) from None
     return _evaluation_body(name, version, record.sha256, evaluation, {"status": record.status})
 
 
@@ -286,6 +353,7 @@ async def evaluate_active(
 ) -> dict[str, Any]:
     """Evaluate the active version exactly as this worker serves it (one registry snapshot), with its shadow."""
     data = decode(await request.body(), ActiveEvaluateIn)
+    _bounded_facts(data.facts)
     snapshot = _registry(services).snapshot()
     active = snapshot.get(name)
     if active is None:
@@ -311,6 +379,7 @@ async def evaluate_active(
     operation_id="publishRulesetVersion",
     status_code=200,
 )
+@answers(409)
 async def publish_version(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name, version: VersionNumber
 ) -> dict[str, Any]:
@@ -325,6 +394,7 @@ async def publish_version(
     operation_id="shadowRulesetVersion",
     status_code=200,
 )
+@answers(409)
 async def shadow_version(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name, version: VersionNumber
 ) -> dict[str, Any]:
@@ -347,6 +417,7 @@ async def unshadow_version(
 
 
 @post("/{name:str}/rollback", opt=requires("publisher"), operation_id="rollbackRuleset", status_code=200)
+@answers(409)
 @json_body(RollbackIn, required=False)
 async def rollback_ruleset(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name
@@ -364,6 +435,7 @@ async def rollback_ruleset(
     operation_id="makeRulesetKindDefault",
     status_code=200,
 )
+@answers(409)
 async def make_kind_default(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name
 ) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from service.api.body import decode_body
-from service.api.openapi import json_body, json_response
+from service.api.openapi import answers, json_body, json_response, links
 from service.api.responses import SimulationAccepted, SimulationOut
 from service.db.base import aware
 from service.errors import Conflict, FieldError, NotFound
@@ -46,6 +46,10 @@ async def _record(services: Services, simulation_id: str) -> Any:
 @post("/", opt=requires("planner"), operation_id="startSimulation", status_code=202)
 @json_body(SimulationRequest)
 @json_response(SimulationAccepted)
+@links(
+    getSimulation={"simulation_id": "$response.body#/id"},
+    getSimulationReport={"simulation_id": "$response.body#/id"},
+)
 async def start_simulation(
     services: NamedDependency[Services], request: Request[Any, Any, Any]
 ) -> Response[dict[str, Any]]:
@@ -81,7 +85,13 @@ async def get_simulation(services: NamedDependency[Services], simulation_id: Sim
     }
 
 
-@get("/{simulation_id:str}/report", opt=requires("planner"), operation_id="getSimulationReport")
+@get(
+    "/{simulation_id:str}/report",
+    opt=requires("planner"),
+    operation_id="getSimulationReport",
+    media_type="text/html; charset=utf-8",
+)
+@answers(409)
 async def get_report(services: NamedDependency[Services], simulation_id: SimulationId) -> Response[str]:
     row = await _record(services, simulation_id)
     if row.report is None:

@@ -8,7 +8,6 @@ keys 409, unknown reservations 404, an unreachable backend 503 with Retry-After.
 from __future__ import annotations
 
 import logging
-import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -16,33 +15,31 @@ from zoneinfo import ZoneInfo
 import msgspec
 from litestar import Request, Response, Router, get, post, put
 from litestar.di import NamedDependency
+from litestar.openapi.spec import Example
 from litestar.params import FromPath, Parameter
 
 from service.api.body import decode_body
 from service.api.master_data import Id
-from service.api.openapi import json_body
+from service.api.openapi import answers, json_body, links
 from service.api.problems import on_service_error
-from service.errors import Conflict, FieldError, Invalid, NotFound, ServiceError, Unavailable
+from service.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
 from service.security import requires
 from service.services import Services
 from service.stock.ledger import MAX_QTY, MAX_TTL_SECONDS, validate_day
+from service.stock.service_errors import as_service_error
 from service.stock.store import (
     EventResult,
-    IdempotencyConflict,
     InvalidStockInput,
     Levels,
     Reservation,
     ReservationLine,
-    ReservationNotFound,
     ReservationRequest,
-    ReservationStateError,
     ShortLine,
     SnapshotRow,
     StockError,
     StockEvent,
     StockException,
     StockStore,
-    StockUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -62,6 +59,8 @@ class SnapshotRowIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class EventIn(msgspec.Struct, forbid_unknown_fields=True):
+    """One stock movement; `qty` is at least 1, except that an adjustment (a count) may be 0."""
+
     event_id: Id
     type: Literal[
         "receipt",
@@ -82,6 +81,20 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=True):
     reference: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     # a transfer_out's promised arrival at `to_location`: past it, units not booked in open delayed_receipt
     expected_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+
+
+# What `ledger.validate_events` accepts: a count (adjustment) may be 0, every other movement at least 1.
+EventsIn = list[
+    Annotated[
+        EventIn,
+        msgspec.Meta(
+            extra_json_schema={
+                "if": {"properties": {"type": {"const": "adjustment"}}},
+                "else": {"properties": {"qty": {"minimum": 1}}},
+            }
+        ),
+    ]
+]
 
 
 class LineIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -192,7 +205,13 @@ def stock_levels(sku: str, levels: dict[str, Levels]) -> StockOut:
 
 
 @put("/stock", opt=requires("stock"), operation_id="putStockSnapshot", status_code=200)
-@json_body(list[SnapshotRowIn])
+@json_body(
+    list[SnapshotRowIn],
+    example=[
+        {"sku": "SKU-GUIDE", "location": "STORE-MAN-01", "sellable": 3},
+        {"sku": "SKU-GUIDE", "location": "DC-NORTH", "sellable": 40, "in_transit": 12},
+    ],
+)
 async def put_stock(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Written:
     data = await decode_body(request, list[SnapshotRowIn])
     seen: set[tuple[str, str]] = set()
@@ -210,9 +229,15 @@ async def put_stock(services: NamedDependency[Services], request: Request[Any, A
 
 
 @post("/stock/events", opt=requires("stock"), operation_id="postStockEvents", status_code=200)
-@json_body(list[EventIn])
+@json_body(
+    EventsIn,
+    example=[
+        {"event_id": "POS-88-0001", "type": "sale", "sku": "SKU-GUIDE", "location": "STORE-MAN-01", "qty": 1},
+        {"event_id": "RCV-DC-0042", "type": "receipt", "sku": "SKU-GUIDE", "location": "DC-NORTH", "qty": 12},
+    ],
+)
 async def post_events(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> EventsOut:
-    data = await decode_body(request, list[EventIn])
+    data = await decode_body(request, EventsIn)
     if len(data) > MAX_EVENTS:
         raise Invalid(
             "too many events", [FieldError("body", f"send at most {MAX_EVENTS} events per request")]
@@ -233,6 +258,8 @@ async def post_events(services: NamedDependency[Services], request: Request[Any,
         for e in data
     ]
     results = await _store(services).apply_events(events)
+    if services.workflow is not None:  # a receipt naming a transfer's shipment closes its case
+        await services.workflow.receive(events, [r.status for r in results])
     if services.monitor is not None:
         try:
             await services.monitor.after_stock_events(events, results, expected)
@@ -263,9 +290,17 @@ class CapacityOut(msgspec.Struct):
 
 
 @get("/capacity", opt=requires("stock", "decide", "planner"), operation_id="getCapacity")
+@answers(404)
 async def get_capacity(
     services: NamedDependency[Services],
-    day: Annotated[str | None, Parameter(description="business day, YYYY-MM-DD; default today")] = None,
+    day: Annotated[
+        str | None,
+        Parameter(
+            description="business day, YYYY-MM-DD (a real date); default today",
+            pattern=r"^\d{4}-\d{2}-\d{2}$",
+            examples=[Example(summary="a business day", value="2026-11-27")],
+        ),
+    ] = None,
     location: Annotated[str | None, Parameter(description="one location only")] = None,
 ) -> CapacityOut:
     """Today's (or `day`'s) daily capacity of every location that has one: what reservations counted
@@ -273,9 +308,9 @@ async def get_capacity(
     zone = ZoneInfo(services.settings.stock.capacity_timezone)
     wanted = day or datetime.now(zone).date().isoformat()
     try:
-        validate_day(wanted, "day")
+        validate_day(wanted, "query.day")
     except InvalidStockInput as error:
-        raise Invalid(f"day: {error.reason}", [FieldError("day", error.reason)]) from None
+        raise Invalid(f"{error.field}: {error.reason}", [FieldError(error.field, error.reason)]) from None
     master = await services.master_data.get()
     capped = {
         loc.id: loc.daily_capacity
@@ -305,7 +340,22 @@ async def list_anomalies(
 
 
 @post("/reservations", opt=requires("decide"), operation_id="createReservation", status_code=201)
-@json_body(ReservationIn)
+@json_body(
+    ReservationIn,
+    example={
+        "order_id": "WEB-1001",
+        "channel": "ecommerce",
+        "idempotency_key": "WEB-1001-a",
+        "lines": [{"sku": "SKU-GUIDE", "location": "DC-NORTH", "qty": 5}],
+        "ttl_seconds": 900,
+    },
+)
+@answers(409)
+@links(
+    getReservation={"reservation_id": "$response.body#/id"},
+    commitReservation={"reservation_id": "$response.body#/id"},
+    releaseReservation={"reservation_id": "$response.body#/id"},
+)
 async def create_reservation(request: Request[Any, Any, Any]) -> Response[ReservationOut]:
     services: Services = request.app.state.services  # the hot path skips dependency resolution
     data = await decode_body(request, ReservationIn)
@@ -356,6 +406,7 @@ async def get_reservation(
     operation_id="commitReservation",
     status_code=200,
 )
+@answers(409)
 async def commit_reservation(
     services: NamedDependency[Services], reservation_id: FromPath[str]
 ) -> ReservationOut:
@@ -368,32 +419,11 @@ async def commit_reservation(
     operation_id="releaseReservation",
     status_code=200,
 )
+@answers(409)
 async def release_reservation(
     services: NamedDependency[Services], reservation_id: FromPath[str]
 ) -> ReservationOut:
     return _out(await _store(services).release(reservation_id))
-
-
-def as_service_error(error: StockError) -> ServiceError:
-    """The HTTP meaning of each store error."""
-    if isinstance(error, StockUnavailable):
-        # the store's message names Redis's or the database's address: it is logged, never answered
-        unavailable = Unavailable("the stock store cannot be reached; nothing was changed", error.retry_after)
-        unavailable.__cause__ = error
-        return unavailable
-    if isinstance(error, InvalidStockInput):
-        # The bodies are bare lists, so `events[2].qty` is `[2].qty` to the caller.
-        field = re.sub(r"^(rows|events)(?=\[)", "", error.field)
-        return Invalid(f"{field}: {error.reason}", [FieldError(field, error.reason)])
-    if isinstance(error, IdempotencyConflict):
-        return Conflict(str(error), [FieldError("idempotency_key", "already used with another request body")])
-    if isinstance(error, ReservationNotFound):
-        return NotFound(str(error), [FieldError("id", "unknown")])
-    if isinstance(error, ReservationStateError):
-        return Conflict(str(error), [FieldError("status", f"reservation is {error.status}")])
-    failure = ServiceError("the stock store failed; it has been logged")
-    failure.__cause__ = error
-    return failure
 
 
 def on_stock_error(request: Request[Any, Any, Any], error: StockError) -> Response[dict[str, Any]]:

@@ -17,7 +17,7 @@ from litestar.params import FromPath, QueryParameter
 from sqlalchemy import delete, select
 
 from service.api.body import decode_body
-from service.api.openapi import json_body
+from service.api.openapi import answers, json_body
 from service.db.base import aware
 from service.db.models import Delivery, Subscription
 from service.errors import Conflict, FieldError, Invalid, NotFound
@@ -200,6 +200,7 @@ async def list_deliveries(
     operation_id="retryDelivery",
     status_code=200,
 )
+@answers(409)
 async def retry_delivery(
     services: NamedDependency[Services], request: Request[Any, Any, Any], delivery_id: FromPath[str]
 ) -> DeliveryOut:

@@ -16,6 +16,12 @@ NAMING = {
 }
 
 
+# The largest value an `Integer` column holds on PostgreSQL (a 32-bit INTEGER; `BigInteger` holds 2**63 - 1):
+# the API bounds every number it stores or looks up in such a column by it.
+INTEGER_MAX = 2**31 - 1
+INTEGER_MIN = -(2**31)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import msgspec
-
 from service.decisions.availability import ChannelPolicies
 from service.decisions.common import (
     as_builtins,
@@ -37,6 +35,7 @@ from service.decisions.schemas import AllocationRequest
 from service.domain.allocation import (
     AllocationPlan,
     AllocationPolicy,
+    Allocator,
     Destination,
     Fulfillment,
     Location,
@@ -49,25 +48,6 @@ from service.errors import Conflict, FieldError
 from service.stock import CapacityClaim, CapacityLimit, ReservationLine, ReservationRequest
 
 MAX_REPLANS = 3
-
-# ruleset result (as JSON) -> the policy built from it: a ruleset answers most orders with one of a few
-# results, and the same policy object lets the allocator reuse what it screened for it (see Allocator)
-_policies: dict[bytes, AllocationPolicy] = {}
-_POLICIES_KEPT = 256
-
-
-def _policy(result: dict[str, Any]) -> AllocationPolicy:
-    try:
-        key = msgspec.json.encode(result)
-    except (TypeError, msgspec.EncodeError):  # not JSON: built every time (and refused by from_result)
-        return AllocationPolicy.from_result(result)
-    found = _policies.get(key)
-    if found is None:
-        found = AllocationPolicy.from_result(result)
-        if len(_policies) >= _POLICIES_KEPT:
-            _policies.clear()
-        _policies[key] = found
-    return found
 
 
 def _validate(ctx: DecisionContext, request: AllocationRequest) -> Destination:
@@ -176,9 +156,11 @@ async def decide_allocation(
     md = ctx.master_data
     facts = _facts(ctx, request, destination)
     evaluated, shadow = evaluate(ctx, "allocation", facts, trace)
-    policy = _policy(evaluated.evaluation.result)
+    policy = AllocationPolicy.from_result(evaluated.evaluation.result)
     fulfillment = Fulfillment(request.fulfillment, request.pickup_location)
     locations = candidate_locations(md)
+    # one allocator per snapshot: what it works out per policy and destination serves later orders
+    allocator = md.derived(Allocator, lambda: Allocator.over(locations))
     types = location_types(md)
     skus = list(dict.fromkeys(line.sku for line in request.lines))
     channel = ChannelPolicies(ctx, request.channel, "none")
@@ -212,6 +194,7 @@ async def decide_allocation(
             low_stock_thresholds=thresholds,
             capacity_used=used,
             explain=trace == "full",
+            allocator=allocator,
         )
         if not request.reserve or plan.splits == 0:
             break

@@ -22,8 +22,14 @@ from service.domain.markdown import MARKDOWN_CHAIN, markdown_facts
 from service.domain.markdown import MarkdownRequest as MarkdownInput
 from service.domain.transfer import TRANSFER_CHAIN, TransferSide, transfer_facts
 from service.domain.transfer import TransferRequest as TransferInput
+from service.masterdata import ItemRecord, LocationRecord
 
 TRANSFER_CHANNEL = "transfer"
+
+
+def transfer_floor(ctx: DecisionContext, item: ItemRecord, source: LocationRecord) -> int:
+    """The stock `source` keeps for its own shoppers when asked to send `item` away."""
+    return ChannelPolicies(ctx, TRANSFER_CHANNEL, "none").policy(item, source).floor
 
 
 def _approval_trace(
@@ -51,7 +57,7 @@ async def decide_transfer(
         raise InvalidInput("to_location", "must differ from from_location")
     decision_id = new_decision_id()
     available = (await stock_call(ctx.stock.get_available([item.sku]))).get(item.sku, {})
-    floor = ChannelPolicies(ctx, TRANSFER_CHANNEL, "none").policy(item, source).floor
+    floor = transfer_floor(ctx, item, source)
 
     def side(record: Any) -> TransferSide:
         return TransferSide(
@@ -94,6 +100,18 @@ async def decide_transfer(
     )
 
 
+def _season_end(sku: str, stored: str | None) -> date | None:
+    """The item's season end; one stored before PUT /v1/items checked dates is the caller's to correct."""
+    if not stored:
+        return None
+    try:
+        return date.fromisoformat(stored)
+    except ValueError:
+        raise InvalidInput(
+            "sku", f"item {sku!r} has season_end {stored!r}, not a date; correct it with PUT /v1/items"
+        ) from None
+
+
 async def decide_markdown(
     ctx: DecisionContext, request: MarkdownRequest, trace: TraceLevel = "rules"
 ) -> DecisionRecord:
@@ -101,7 +119,7 @@ async def decide_markdown(
     item = known_item(md, request.sku, "sku")
     for i, loc in enumerate(request.locations or []):
         known_location(md, loc, f"locations[{i}]")
-    season_end = date.fromisoformat(item.season_end) if item.season_end else None
+    season_end = _season_end(item.sku, item.season_end)
     decision_id = new_decision_id()
     available = (await stock_call(ctx.stock.get_available([item.sku]))).get(item.sku, {})
     wanted = set(request.locations) if request.locations else None

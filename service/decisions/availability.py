@@ -5,10 +5,9 @@ promotions."""
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from service.decisions.common import finish, known_item, stock_call
 from service.decisions.context import DecisionContext, TraceLevel
@@ -25,58 +24,47 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class _Table:
+    """Location id -> the availability ruleset's policy for one kind of item, with what is derived from it
+    (made when first asked for, kept with the table)."""
+
+    policies: dict[str, LocationPolicy]
+    prepared: PreparedPolicies | None = None
+    # location types -> the low-stock threshold at every location of one of them
+    thresholds: dict[frozenset[str], dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass
 class _Shared:
     """Policies already computed for one (ruleset version, master data snapshot, channel): both are
-    immutable, so their answers are reused by later requests; holding them keeps their ids valid."""
+    immutable, so their answers are reused by later requests (kept with the snapshot, see `_shared`)."""
 
     ruleset: Any
-    master_data: MasterData
     policies: dict[tuple[Any, ...], tuple[LocationPolicy, Any, dict[str, Any]]] = field(default_factory=dict)
-    tables: dict[tuple[Any, ...], dict[str, LocationPolicy]] = field(default_factory=dict)
-    prepared: dict[int, tuple[dict[str, LocationPolicy], PreparedPolicies]] = field(default_factory=dict)
-    thresholds: dict[tuple[int, frozenset[str]], tuple[dict[str, LocationPolicy], dict[str, int]]] = field(
-        default_factory=dict
-    )
+    tables: dict[tuple[Any, ...], _Table] = field(default_factory=dict)
     # a request's SKUs -> their prepared policies (trace none, no promotions: then nothing else varies)
     requests: dict[tuple[str, ...], list[PreparedPolicies]] = field(default_factory=dict)
     # (sku, location types) -> the SKU's low-stock thresholds there (trace none, no promotions)
     sku_thresholds: dict[tuple[str, frozenset[str]], dict[str, int]] = field(default_factory=dict)
 
 
-K = TypeVar("K")
-V = TypeVar("V")
-_SHARED: OrderedDict[tuple[Any, ...], _Shared] = OrderedDict()
-_SHARED_ENTRIES = 16  # a few channels x the current and previous snapshots
+# (ruleset version, channel) pairs whose answers a snapshot keeps before it drops the oldest: a few channels
+# x the active version and its shadow (the channel is request input, so the count is bounded)
+SHARED_KEPT = 16
 
 
 def _shared(ruleset: Any, md: MasterData, channel: str) -> _Shared:
+    """The answers shared by every request on this snapshot for this ruleset version and channel, kept with
+    the snapshot; a version is identified by its content hash, anything else by the ruleset itself."""
     sha = getattr(ruleset, "sha256", None)
-    # a version is identified by its content hash; anything else only by the object itself
-    version = (ruleset.name, ruleset.version, sha) if sha else (id(ruleset),)
-    key = (*version, id(md), channel)
-    found = _SHARED.get(key)
-    if found is None or found.master_data is not md or (not sha and found.ruleset is not ruleset):
-        found = _Shared(ruleset, md)
-        _SHARED[key] = found
-        while len(_SHARED) > _SHARED_ENTRIES:
-            _SHARED.popitem(last=False)
+    key = ((ruleset.name, ruleset.version, sha) if sha else ruleset, channel)
+    kept: dict[Any, _Shared] = md.derived(_Shared, dict)
+    found = kept.get(key)
+    if found is None:
+        if len(kept) >= SHARED_KEPT:
+            del kept[next(iter(kept))]
+        found = kept[key] = _Shared(ruleset)
     return found
-
-
-def _kept(
-    store: dict[K, tuple[dict[str, LocationPolicy], V]],
-    key: K,
-    table: dict[str, LocationPolicy],
-    make: Callable[[], V],
-) -> V:
-    """What `make` derives from a (shared) policy table, kept beside the table: the entry holds the table
-    itself, so a reused id never reads another table's entry."""
-    found = store.get(key)
-    if found is None or found[0] is not table:
-        if len(store) > 4096:
-            store.clear()
-        found = store[key] = (table, make())
-    return found[1]
 
 
 @dataclass
@@ -92,7 +80,7 @@ class ChannelPolicies:
     _cache: dict[tuple[Any, ...], LocationPolicy] = field(default_factory=dict)
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     evaluated: Any = None
-    _tables: dict[tuple[Any, ...], dict[str, LocationPolicy]] = field(default_factory=dict)
+    _tables: dict[tuple[Any, ...], _Table] = field(default_factory=dict)
     _shared: _Shared = field(init=False)
 
     def __post_init__(self) -> None:
@@ -104,6 +92,9 @@ class ChannelPolicies:
     def table(self, item: ItemRecord) -> dict[str, LocationPolicy]:
         """Location id -> policy for one item; shared by items alike in category and price when no
         promotion covers them (then nothing else in their facts differs)."""
+        return self._table(item).policies
+
+    def _table(self, item: ItemRecord) -> _Table:
         md = self.ctx.master_data
         promoted = bool(md.promotions) and any(p.applies(item.sku) for p in md.promotions)
         key: tuple[Any, ...] = (item.sku,) if promoted else (item.category, item.price)
@@ -118,16 +109,18 @@ class ChannelPolicies:
             if found is not None and self.evaluated is None and shared.policies:
                 self.evaluated = next(iter(shared.policies.values()))[1]
         if found is None:
-            found = {loc.id: self.policy(item, loc) for loc in md.locations.values()}
+            found = _Table({loc.id: self.policy(item, loc) for loc in md.locations.values()})
             if reuse:
                 shared.tables[key] = found
         self._tables[key] = found
         return found
 
     def prepared(self, item: ItemRecord) -> PreparedPolicies:
-        """The item's table made ready for summing, kept beside the (shared) table it was made from."""
-        table = self.table(item)
-        return _kept(self._shared.prepared, id(table), table, lambda: PreparedPolicies.of(table))
+        """The item's table made ready for summing, kept with the (shared) table it was made from."""
+        table = self._table(item)
+        if table.prepared is None:
+            table.prepared = PreparedPolicies.of(table.policies)
+        return table.prepared
 
     def prepared_all(self, skus: Sequence[str]) -> list[PreparedPolicies]:
         """`prepared` of every SKU in `skus` (all known to master data); an untraced request without
@@ -150,21 +143,22 @@ class ChannelPolicies:
 
     def low_stock_thresholds(self, item: ItemRecord, types: frozenset[str]) -> dict[str, int]:
         """Location id -> the item's low-stock threshold at every location of one of `types` (what the
-        allocator needs), kept beside the shared table it was read from; without promotions an untraced
+        allocator needs), kept with the shared table it was read from; without promotions an untraced
         request finds them by SKU (its table is then the same for every request)."""
         untraced = self.trace == "none" and not self.ctx.master_data.promotions
         if untraced:
             found = self._shared.sku_thresholds.get((item.sku, types))
             if found is not None:
                 return found
-        table = self.table(item)
-        locations = self.ctx.master_data.locations.values()
-        thresholds = _kept(
-            self._shared.thresholds,
-            (id(table), types),
-            table,
-            lambda: {loc.id: table[loc.id].low_stock_threshold for loc in locations if loc.type in types},
-        )
+        table = self._table(item)
+        thresholds = table.thresholds.get(types)
+        if thresholds is None:
+            policies = table.policies
+            thresholds = table.thresholds[types] = {
+                loc.id: policies[loc.id].low_stock_threshold
+                for loc in self.ctx.master_data.locations.values()
+                if loc.type in types
+            }
         if untraced:
             by_sku = self._shared.sku_thresholds
             if len(by_sku) > 4096:

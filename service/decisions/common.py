@@ -12,9 +12,9 @@ from service.decisions.context import DecisionContext
 from service.decisions.record import DecisionRecord
 from service.domain.allocation import Location
 from service.domain.errors import InvalidInput
-from service.errors import Conflict, FieldError, Unavailable
 from service.masterdata import ItemRecord, LocationRecord, MasterData
-from service.stock import IdempotencyConflict, StockUnavailable
+from service.stock import StockError
+from service.stock.service_errors import as_service_error
 
 T = TypeVar("T")
 
@@ -32,34 +32,14 @@ def to_location(record: LocationRecord) -> Location:
     )
 
 
-_locations: dict[int, tuple[MasterData, tuple[Location, ...]]] = {}
-
-
 def candidate_locations(md: MasterData) -> tuple[Location, ...]:
-    """The allocator's view of every location of a master data snapshot, built once per snapshot (both
-    are immutable); the snapshot is held beside its id so the id stays its own."""
-    found = _locations.get(id(md))
-    if found is None or found[0] is not md:
-        if len(_locations) >= 4:
-            _locations.clear()
-        found = (md, tuple(to_location(r) for r in md.locations.values()))
-        _locations[id(md)] = found
-    return found[1]
-
-
-_types: dict[int, tuple[MasterData, dict[str, str]]] = {}
+    """The allocator's view of every location of a master data snapshot, built once and kept with it."""
+    return md.derived(candidate_locations, lambda: tuple(to_location(r) for r in md.locations.values()))
 
 
 def location_types(md: MasterData) -> dict[str, str]:
-    """Location id -> its type for a master data snapshot, built once per snapshot (like
-    `candidate_locations`); read only."""
-    found = _types.get(id(md))
-    if found is None or found[0] is not md:
-        if len(_types) >= 4:
-            _types.clear()
-        found = (md, {r.id: r.type for r in md.locations.values()})
-        _types[id(md)] = found
-    return found[1]
+    """Location id -> its type for a master data snapshot, built once and kept with it; read only."""
+    return md.derived(location_types, lambda: {r.id: r.type for r in md.locations.values()})
 
 
 def known_item(md: MasterData, sku: str, field: str) -> ItemRecord:
@@ -82,15 +62,8 @@ async def stock_call(call: Awaitable[T]) -> T:
     """Await a stock store call, turning its errors into the service's own."""
     try:
         return await call
-    except StockUnavailable as exc:
-        # the store's message names Redis's or the database's address: it is logged, never answered
-        raise Unavailable("the stock store cannot be reached; nothing was changed", exc.retry_after) from exc
-    except IdempotencyConflict as exc:
-        raise Conflict(
-            "the idempotency key was already used with another request",
-            [FieldError("idempotency_key", str(exc) or "already used with another request")],
-            title="Idempotency key reused",
-        ) from exc
+    except StockError as exc:
+        raise as_service_error(exc) from exc
 
 
 def as_builtins(value: Any) -> dict[str, Any]:

@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo
 
 from service.decisions.log import DecisionSink
-from service.decisions.rules import RulesView
+from service.decisions.rules import RulesView, rules_view
 from service.errors import Unavailable
 from service.masterdata import MasterData
 from service.stock import StockStore
@@ -53,6 +54,20 @@ class DecisionContext:
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
+
+
+def context_from(services: Any, actor: str | None, now: datetime, master_data: MasterData) -> DecisionContext:
+    """The context of a decision made by the service for `actor` at `now` (`services` as started by the app)."""
+    return DecisionContext(
+        stock=services.stock,
+        master_data=master_data,
+        rules=rules_view(services.rules),
+        log=services.decision_log,
+        now=now,
+        actor=actor,
+        demand=getattr(services.stock, "demand", None),
+        capacity_zone=ZoneInfo(services.settings.stock.capacity_timezone),
+    )
 
 
 def evaluate(

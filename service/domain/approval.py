@@ -17,6 +17,9 @@ from typing import Any
 from service.domain.errors import PolicyError
 
 OUTCOMES = ("approve", "route", "reject")
+# how the approvals of a routed request add up: `any` counts distinct people holding any approver role
+# (`approvals_required` of them, 1 by default); `all` needs one person per approver role
+APPROVAL_MODES = ("any", "all")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,8 @@ class ApprovalDecision:
     sla_hours: int | None
     escalation: tuple[str, ...]
     substitutions: tuple[Substitution, ...] = field(default=())
+    approval: str = "any"
+    approvals_required: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"outcome": self.outcome, "reason": self.reason}
@@ -50,6 +55,8 @@ class ApprovalDecision:
             out["approvers"] = list(self.approvers)
             out["sla_hours"] = self.sla_hours
             out["escalation"] = list(self.escalation)
+            out["approval"] = self.approval
+            out["approvals_required"] = self.approvals_required
         return out
 
 
@@ -83,6 +90,14 @@ def apply_approval(
         raise PolicyError("sla_hours", "expected a whole number of hours >= 0")
     approvers = _string_list(result, "approvers")
     escalation = _string_list(result, "escalation")
+    mode = result.get("approval") or "any"
+    if mode not in APPROVAL_MODES:
+        raise PolicyError("approval", f"expected one of {', '.join(APPROVAL_MODES)}")
+    required = result.get("approvals_required")
+    if required is not None and (isinstance(required, bool) or not isinstance(required, int) or required < 1):
+        raise PolicyError("approvals_required", "expected a whole number >= 1")
+    if required is not None and mode == "all":
+        raise PolicyError("approvals_required", "approval: all already needs one approval per approver role")
     if outcome != "route":
         return ApprovalDecision(str(outcome), None if reason is None else str(reason), (), None, ())
     if not approvers:
@@ -129,4 +144,6 @@ def apply_approval(
         sla,
         tuple(final_escalation),
         tuple(substitutions),
+        str(mode),
+        len(final) if mode == "all" else (required or 1),
     )

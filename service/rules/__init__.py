@@ -4,11 +4,11 @@ Everything other parts need is imported from here; see docs/rulesets.md for the 
 """
 
 from service.rules.canonical import canonical_json, diff_rulesets, ruleset_sha256
-from service.rules.checks import TestResult, ValidationReport, check_ruleset, check_text
+from service.rules.checks import TestResult, ValidationReport, check_ruleset, check_text, dry_run
 from service.rules.compiler import ENGINES, Engine, compile_ruleset
 from service.rules.document import Rule, Ruleset, RulesetTest, parse_ruleset
 from service.rules.evaluation import Evaluation, Evaluator, TraceLevel
-from service.rules.facts import fact_problems
+from service.rules.facts import fact_problems, facts_bound_problem
 from service.rules.kinds import FACT_CATALOG, RESULT_FIELDS
 from service.rules.problems import Problem, RuleEvaluationError, RulesetError
 
@@ -33,7 +33,9 @@ __all__ = [
     "check_text",
     "compile_ruleset",
     "diff_rulesets",
+    "dry_run",
     "fact_problems",
+    "facts_bound_problem",
     "parse_ruleset",
     "ruleset_sha256",
 ]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.rules.document import Origin, Rule, Ruleset
-from service.rules.kinds import FACT_CATALOG, FACT_TYPES, RESULT_FIELDS
+from service.rules.kinds import FACT_CATALOG, FACT_TYPES, RESULT_CHOICES, RESULT_FIELDS, RESULT_MINIMUM
 from service.rules.problems import Problem
 from service.rules.syntax import (
     And,
@@ -499,6 +499,12 @@ class _Checker:
                 continue
             if not _value_fits(expected, value):
                 self.problem(where, f"'{key}' is {expected}, found {value!r}", rule)
+            elif key in RESULT_CHOICES and value not in RESULT_CHOICES[key]:
+                self.problem(
+                    where, f"'{key}' must be one of {', '.join(RESULT_CHOICES[key])}, found {value!r}", rule
+                )
+            elif key in RESULT_MINIMUM and value < RESULT_MINIMUM[key]:
+                self.problem(where, f"'{key}' must be at least {RESULT_MINIMUM[key]}, found {value!r}", rule)
 
     def reachability(self) -> None:
         ordered = firing_order(self.rs.rules)

@@ -1,8 +1,10 @@
 """`check_ruleset`: everything publishing requires, gathered in one report.
 
 Static checks (schema was checked by the parser; here types, catalogue, warnings), durable_rules' limits,
-and the embedded tests on both engines. The durable_rules compile and its test runs happen in a child
-process with a time limit, so that a ruleset that would hang durable_rules can never hang the server.
+and the embedded tests on both engines. The embedded tests and the durable_rules compile run in a child
+process with a time limit, so that a ruleset that would hang durable_rules, or tests that would take
+long, can never hold the server; `dry_run` evaluates a stored version on given facts in the same child,
+under its own time limit.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from typing import Any
 
 from service.rules.analysis import analyse
 from service.rules.document import Ruleset, RulesetTest, parse_ruleset
-from service.rules.evaluation import Evaluator
+from service.rules.evaluation import Evaluation, Evaluator, TraceLevel
 from service.rules.limits import limit_problems
 from service.rules.problems import Problem, RuleEvaluationError, RulesetError
 from service.rules.trial import TrialWorker
 
 CHILD_TIMEOUT_SECONDS = 10.0
+DRY_RUN_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -102,20 +105,59 @@ def run_test(evaluator: Evaluator, test: RulesetTest) -> TestResult:
 _worker: TrialWorker | None = None
 
 
-def durable_trial(ruleset: Ruleset, timeout: float = CHILD_TIMEOUT_SECONDS) -> tuple[str, Any]:
-    """("ok", test results) or ("error", reason) from loading the ruleset into durable_rules in the
-    trial child process (see `service.rules.trial`), which is killed if it takes over `timeout` seconds.
-    """
+def _trial_worker() -> TrialWorker:
     global _worker
     if _worker is None:
         _worker = TrialWorker()
-    return _worker.trial(ruleset.text, ruleset.source, timeout)
+    return _worker
+
+
+def durable_trial(ruleset: Ruleset, timeout: float = CHILD_TIMEOUT_SECONDS) -> tuple[str, Any]:
+    """("ok", test results) or ("error", reason) from running the embedded tests on the Python engine
+    and loading the ruleset into durable_rules to run them again, in the trial child process (see
+    `service.rules.trial`), which is killed if it takes over `timeout` seconds.
+    """
+    return _trial_worker().trial(ruleset.text, ruleset.source, timeout)
+
+
+def dry_run(
+    text: str,
+    source: str,
+    facts: dict[str, Any],
+    trace: TraceLevel,
+    engine: str,
+    version: int,
+    timeout: float = DRY_RUN_SECONDS,
+) -> Evaluation:
+    """Evaluate the ruleset `text` on `facts` in the trial child process, killed after `timeout` seconds.
+
+    Blocking: call it from a thread. Raises `RulesetError` when the text is not a valid ruleset, and
+    `RuleEvaluationError` when the facts cannot be evaluated or the evaluation takes too long.
+    """
+    request = {
+        "text": text,
+        "source": source,
+        "facts": facts,
+        "trace": trace,
+        "engine": engine,
+        "version": version,
+    }
+    status, payload = _trial_worker().ask(request, timeout)
+    if status == "ok":
+        return Evaluation(**payload)
+    if status == "invalid":
+        raise RulesetError([Problem(**p) for p in payload])
+    if status == "refused":
+        raise RuleEvaluationError(payload["message"], payload["rule_id"], payload["path"])
+    if status == "timeout":
+        raise RuleEvaluationError(
+            f"the dry run did not finish within {timeout:g} s, the time limit of a dry run"
+        )
+    raise RuntimeError(f"the dry run failed: {payload}")
 
 
 def check_ruleset(ruleset: Ruleset, *, durable_timeout: float = CHILD_TIMEOUT_SECONDS) -> ValidationReport:
     """Every check publishing requires; the report is `ok` only when nothing is wrong."""
-    from service.rules.compiler import compile_ruleset
-
     report = ValidationReport()
     analysis = analyse(ruleset)
     report.errors.extend(analysis.errors)
@@ -125,12 +167,6 @@ def check_ruleset(ruleset: Ruleset, *, durable_timeout: float = CHILD_TIMEOUT_SE
     report.errors.extend(limit_problems(ruleset, analysis.normal))
     if report.errors:
         return report
-    try:
-        python = compile_ruleset(ruleset, "python")
-    except RulesetError as exc:
-        report.errors.extend(exc.problems)
-        return report
-    report.tests.extend(run_test(python, t) for t in ruleset.tests)
     status, payload = durable_trial(ruleset, durable_timeout)
     if status == "ok":
         report.tests.extend(TestResult(**r) for r in payload)

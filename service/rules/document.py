@@ -2,6 +2,10 @@
 
 The YAML is composed into a node tree first so that each value keeps its position; values are then
 built from the nodes. Conditions and `= expression` values are parsed by `service.rules.syntax`.
+
+Before anything is composed, the text is bounded: at most `MAX_DOCUMENT_BYTES`, nested at most
+`MAX_DEPTH` levels, and without anchors or aliases, so that a small document cannot expand into a huge
+tree ("billion laughs") or recurse the reader past Python's stack.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import yaml
 from service.rules.kinds import KINDS
 from service.rules.problems import Problem, RulesetError
 from service.rules.syntax import (
+    MAX_INTEGER,
     And,
     Cond,
     Const,
@@ -26,6 +31,8 @@ from service.rules.syntax import (
     parse_expression,
 )
 
+MAX_DOCUMENT_BYTES = 524_288
+MAX_DEPTH = 32
 HIT_POLICIES = ("first", "collect")
 PRIORITY_MAX = 65534
 NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -127,13 +134,32 @@ class _Reader:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.value(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
-        return self.scalar(node)
+        return self.scalar(node, path)
 
-    def scalar(self, node: yaml.Node) -> Any:
+    def scalar(self, node: yaml.Node, path: str = "") -> Any:
         assert self.loader is not None
         if not isinstance(node, yaml.ScalarNode):
             return self.value(node, "")
-        return self.loader.construct_object(node, deep=True)
+        line, column = node.start_mark.line + 1, node.start_mark.column + 1
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except ValueError as exc:  # such as a whole number with more digits than Python converts
+            problem = Problem(self.source, line, column, None, path, f"unreadable value: {exc}")
+            raise RulesetError([problem]) from None
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+            raise RulesetError(
+                [
+                    Problem(
+                        self.source,
+                        line,
+                        column,
+                        None,
+                        path,
+                        f"the whole number is out of range; at most {MAX_INTEGER} (2**53 - 1) either way",
+                    )
+                ]
+            )
+        return value
 
 
 class _Builder:
@@ -178,7 +204,10 @@ class _Builder:
                 cond = parse_condition(raw)
             except SyntaxProblem as exc:
                 self.add(
-                    path, f"{exc.message} in condition {raw!r}", rule_id, self.text_position(path, exc.offset)
+                    path,
+                    f"{exc.message} in condition {_quoted(raw)}",
+                    rule_id,
+                    self.text_position(path, exc.offset),
                 )
                 return None
             line, column = self.text_position(path, 0)
@@ -232,8 +261,13 @@ class _Builder:
                     computed[key] = parse_expression(value[1:])
                 except SyntaxProblem as exc:
                     at = self.text_position(f"{path}.{key}", exc.offset + 1)
-                    self.add(f"{path}.{key}", f"{exc.message} in expression {value!r}", rule_id, at)
+                    self.add(f"{path}.{key}", f"{exc.message} in expression {_quoted(value)}", rule_id, at)
         return raw, computed
+
+
+def _quoted(text: str, most: int = 120) -> str:
+    """The text quoted for a message, cut short when long."""
+    return repr(text) if len(text) <= most else repr(text[:most]) + f" ({len(text)} characters)"
 
 
 def _node_index(node: yaml.Node, path: str, out: dict[str, yaml.Node]) -> None:
@@ -247,19 +281,76 @@ def _node_index(node: yaml.Node, path: str, out: dict[str, yaml.Node]) -> None:
             _node_index(item, f"{path}[{i}]", out)
 
 
+def _bound_problem(text: str, source: str) -> Problem | None:
+    """The first way the text crosses the document bounds (size, anchors and aliases, depth), if any.
+
+    Reads the YAML event stream only, which keeps no tree, so the check itself stays small.
+    """
+    size = len(text.encode("utf-8"))
+    if size > MAX_DOCUMENT_BYTES:
+        return Problem(
+            source, 1, 1, None, "", f"the document is {size} bytes; at most {MAX_DOCUMENT_BYTES} are accepted"
+        )
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        mark = event.start_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+        if isinstance(event, yaml.AliasEvent):
+            return Problem(
+                source,
+                line,
+                column,
+                None,
+                "",
+                f"aliases (*{event.anchor}) are not accepted: write the value out in full",
+            )
+        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            return Problem(
+                source,
+                line,
+                column,
+                None,
+                "",
+                f"anchors (&{event.anchor}) are not accepted: write each value out in full",
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return Problem(
+                    source,
+                    line,
+                    column,
+                    None,
+                    "",
+                    f"the document nests more than {MAX_DEPTH} levels deep here; at most {MAX_DEPTH} "
+                    "are accepted",
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return None
+
+
+def _not_yaml(exc: yaml.YAMLError, source: str) -> RulesetError:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        return RulesetError([Problem(source, line, column, None, "", f"not valid YAML: {exc.problem}")])
+    return RulesetError([Problem(source, 0, 0, None, "", f"not valid YAML: {exc}")])
+
+
 def parse_ruleset(text: str, source: str = "<string>") -> Ruleset:
     """Read a ruleset document; raise `RulesetError` listing every located problem found."""
+    try:
+        bound = _bound_problem(text, source)
+    except yaml.YAMLError as exc:
+        raise _not_yaml(exc, source) from None
+    if bound is not None:
+        raise RulesetError([bound])
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        raise RulesetError(
-            [Problem(source, line, column, None, "", f"not valid YAML: {exc.problem}")]
-        ) from None
     except yaml.YAMLError as exc:
-        raise RulesetError([Problem(source, 0, 0, None, "", f"not valid YAML: {exc}")]) from None
+        raise _not_yaml(exc, source) from None
     finally:
         loader.dispose()
     if root is None:

@@ -17,7 +17,17 @@ from typing import Literal as TypingLiteral
 from service.rules.analysis import AllOf, Norm, Test, Truth, firing_order, tests_of
 from service.rules.document import Ruleset
 from service.rules.problems import RuleEvaluationError
-from service.rules.syntax import Arith, Call, Expr, Field, ListLiteral, Literal, fields_of
+from service.rules.syntax import (
+    MAX_INTEGER,
+    ROUND_DIGITS,
+    Arith,
+    Call,
+    Expr,
+    Field,
+    ListLiteral,
+    Literal,
+    fields_of,
+)
 
 TraceLevel = TypingLiteral["none", "rules", "full"]
 TRACE_LEVELS = frozenset({"none", "rules", "full"})
@@ -53,8 +63,31 @@ ARITH: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
+class OutOfBounds(ArithmeticError):
+    """A value an expression reads or computes lies outside the expression limits (see docs/rulesets.md)."""
+
+
+def _bounded(value: Any) -> int | float:
+    """`value` when it is a number within the limits; an error otherwise, so that no operation's cost can
+    grow with the size of a number the facts supply or an earlier operation made."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, found {type(value).__name__}")
+    if isinstance(value, int) and not -MAX_INTEGER <= value <= MAX_INTEGER:
+        raise OutOfBounds(
+            f"a whole number of {value.bit_length()} bits is out of range; at most {MAX_INTEGER} "
+            "(2**53 - 1) either way"
+        )
+    return value
+
+
 def _round(x: Any, digits: Any = None) -> Any:
-    return round(x) if digits is None else round(x, digits)
+    if digits is None:
+        return round(x)
+    if isinstance(digits, float):
+        raise TypeError("round()'s digits must be a whole number")
+    if not -ROUND_DIGITS <= digits <= ROUND_DIGITS:
+        raise OutOfBounds(f"round() takes digits from -{ROUND_DIGITS} to {ROUND_DIGITS}, got {digits}")
+    return round(x, digits)
 
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -120,7 +153,7 @@ def make_value(expr: Expr) -> Getter:
             rv = right(facts)
             if rv is MISSING:
                 return MISSING
-            return fn(lv, rv)
+            return _bounded(fn(_bounded(lv), _bounded(rv)))
 
         return arith
     if isinstance(expr, Call):
@@ -131,7 +164,7 @@ def make_value(expr: Expr) -> Getter:
             values = [a(facts) for a in args]
             if any(v is MISSING for v in values):
                 return MISSING
-            return func(*values)
+            return _bounded(func(*[_bounded(v) for v in values]))
 
         return call
     if isinstance(expr, ListLiteral):
@@ -267,10 +300,16 @@ class CompiledRule:
             try:
                 v = fn(facts)
             except (TypeError, ArithmeticError, ValueError) as exc:
-                raise RuleEvaluationError(f"rule '{self.id}': cannot compute '{key}': {exc}") from None
+                raise RuleEvaluationError(
+                    f"rule '{self.id}': cannot compute '{key}': {exc}",
+                    self.id,
+                    f"rules[{self.index}].then.{key}",
+                ) from None
             if v is MISSING:
                 raise RuleEvaluationError(
-                    f"rule '{self.id}': cannot compute '{key}': a field it reads is missing"
+                    f"rule '{self.id}': cannot compute '{key}': a field it reads is missing",
+                    self.id,
+                    f"rules[{self.index}].then.{key}",
                 )
             out[key] = v
         return out

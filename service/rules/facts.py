@@ -10,8 +10,29 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.rules.document import Ruleset
+from service.rules.syntax import MAX_INTEGER
 
+MAX_FACTS_DEPTH = 16
 _MISSING = object()
+
+
+def facts_bound_problem(facts: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(path, reason) of the first place the facts cross their bounds, if any: nested more than
+    `MAX_FACTS_DEPTH` levels, or a whole number beyond the range expressions compute in. Walked without
+    recursion, so that no depth can exhaust the stack here."""
+    stack: list[tuple[str, Any, int]] = [("facts", facts, 1)]
+    while stack:
+        path, value, depth = stack.pop()
+        if isinstance(value, Mapping | list):
+            if depth > MAX_FACTS_DEPTH:
+                return path, f"the facts nest more than {MAX_FACTS_DEPTH} levels deep here"
+            items = value.items() if isinstance(value, Mapping) else enumerate(value)
+            for key, item in items:
+                child = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}"
+                stack.append((child, item, depth + 1))
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+            return path, f"a whole number beyond {MAX_INTEGER} (2**53 - 1) either way"
+    return None
 
 
 def _fits(type_name: str, value: Any) -> bool:

@@ -108,6 +108,8 @@ RESULT_FIELDS: dict[str, dict[str, str]] = {
         "approvers": "list[str]",
         "sla_hours": "int",
         "escalation": "list[str]",
+        "approval": "str",
+        "approvals_required": "int",
     },
     "markdown": {
         "outcome": "str",
@@ -115,7 +117,16 @@ RESULT_FIELDS: dict[str, dict[str, str]] = {
         "approvers": "list[str]",
         "sla_hours": "int",
         "escalation": "list[str]",
+        "approval": "str",
+        "approvals_required": "int",
     },
 }
+
+# results whose literal values are restricted: key -> the values allowed, or the least whole number allowed
+RESULT_CHOICES: dict[str, tuple[str, ...]] = {
+    "outcome": ("approve", "route", "reject"),
+    "approval": ("any", "all"),
+}
+RESULT_MINIMUM: dict[str, int] = {"approvals_required": 1, "sla_hours": 0}
 
 KINDS: tuple[str, ...] = tuple(FACT_CATALOG)

@@ -41,4 +41,10 @@ class RulesetError(ValueError):
 
 
 class RuleEvaluationError(ValueError):
-    """A matched rule's computed value could not be evaluated on the given facts."""
+    """A matched rule's computed value could not be evaluated on the given facts; `rule_id` and `path`
+    (such as `then.reorder_point`) say which, when one rule's value is at fault."""
+
+    def __init__(self, message: str, rule_id: str | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.rule_id = rule_id
+        self.path = path

@@ -3,10 +3,15 @@
 The grammar is small on purpose: field paths, literals, `== != < <= > >=`, `in` / `not in` a list,
 `and` / `or` / `not`, `+ - * /`, parentheses, and calls to `min max ceil floor round` (values only).
 Nothing here evaluates anything: there is no `eval`, no attribute access and no other calls.
+
+Every text is bounded so that no parse, check or evaluation costs more than a small constant: its length,
+the depth of its tree, the length of a string literal, the size of a whole number and `round`'s digits
+(see "Limits" in docs/rulesets.md).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -101,6 +106,12 @@ Expr = Field | Literal | ListLiteral | Arith | Call
 Cond = Compare | InList | And | Or | Not | Const
 Node = Expr | Cond
 
+MAX_TEXT_CHARS = 8192  # one condition or `= expression` (room for an `in` list of a few hundred codes)
+MAX_TREE_DEPTH = 32  # operators and parentheses inside one another
+MAX_STRING_CHARS = 200  # one string literal
+MAX_INTEGER = 2**53 - 1  # whole numbers beyond this lose precision as the doubles durable_rules uses
+ROUND_DIGITS = 12  # round(x, d) takes d from -12 to 12
+
 COMPARE_OPS = ("==", "!=", "<", "<=", ">", ">=")
 FUNCTIONS = {"min": (1, 99), "max": (1, 99), "ceil": (1, 1), "floor": (1, 1), "round": (1, 2)}
 KEYWORDS = {"and", "or", "not", "in", "true", "false", "null"}
@@ -152,8 +163,20 @@ class _Parser:
     """Precedence climbing over: or < and < not < comparison < + - < * / < unary - < primary."""
 
     def __init__(self, text: str) -> None:
+        if len(text) > MAX_TEXT_CHARS:
+            raise SyntaxProblem(
+                f"the text is {len(text)} characters long; at most {MAX_TEXT_CHARS} are accepted",
+                MAX_TEXT_CHARS,
+            )
         self.tokens = tokenize(text)
         self.i = 0
+        self.depth = 0
+
+    def enter(self, offset: int) -> None:
+        """One level deeper (a parenthesis, a unary minus, a `not`, a call): refused past the bound."""
+        self.depth += 1
+        if self.depth > MAX_TREE_DEPTH:
+            raise SyntaxProblem(f"nested more than {MAX_TREE_DEPTH} levels deep; simplify it", offset)
 
     @property
     def tok(self) -> Token:
@@ -191,7 +214,10 @@ class _Parser:
     def parse_not(self) -> Node:
         if self.is_word("not"):
             start = self.take().offset
-            return Not(_cond(self.parse_not()), start)
+            self.enter(start)
+            inner = _cond(self.parse_not())
+            self.depth -= 1
+            return Not(inner, start)
         return self.parse_comparison()
 
     def parse_comparison(self) -> Node:
@@ -251,7 +277,9 @@ class _Parser:
     def parse_unary(self) -> Node:
         if self.tok.kind == "op" and self.tok.text == "-":
             start = self.take().offset
+            self.enter(start)
             operand = self.parse_unary()
+            self.depth -= 1
             if (
                 isinstance(operand, Literal)
                 and isinstance(operand.value, int | float)
@@ -264,14 +292,20 @@ class _Parser:
     def parse_primary(self) -> Node:
         tok = self.take()
         if tok.kind == "number":
-            text = tok.text
-            is_float = any(c in text for c in ".eE")
-            return Literal(float(text) if is_float else int(text), tok.offset)
+            return Literal(_number(tok), tok.offset)
         if tok.kind == "string":
-            return Literal(_unquote(tok.text), tok.offset)
+            value = _unquote(tok.text)
+            if len(value) > MAX_STRING_CHARS:
+                raise SyntaxProblem(
+                    f"the string is {len(value)} characters long; at most {MAX_STRING_CHARS} are accepted",
+                    tok.offset,
+                )
+            return Literal(value, tok.offset)
         if tok.kind == "op" and tok.text == "(":
+            self.enter(tok.offset)
             inner = self.parse_or()
             self.expect(")", "')' to close the parenthesis")
+            self.depth -= 1
             return inner
         if tok.kind == "name":
             if tok.text == "true":
@@ -292,6 +326,7 @@ class _Parser:
             allowed = ", ".join(sorted(FUNCTIONS))
             raise SyntaxProblem(f"unknown function '{name.text}': only {allowed} may be called", name.offset)
         self.take()
+        self.enter(name.offset)
         args: list[Expr] = []
         if not (self.tok.kind == "op" and self.tok.text == ")"):
             while True:
@@ -301,10 +336,23 @@ class _Parser:
                     continue
                 break
         self.expect(")", f"',' or ')' in the call to {name.text}")
+        self.depth -= 1
         low, high = FUNCTIONS[name.text]
         if not low <= len(args) <= high:
             count = f"{low}" if low == high else f"{low} to {high}"
             raise SyntaxProblem(f"{name.text}() takes {count} argument(s), got {len(args)}", name.offset)
+        if name.text == "round" and len(args) == 2:
+            digits = args[1]
+            if (
+                isinstance(digits, Literal)
+                and isinstance(digits.value, int)
+                and not isinstance(digits.value, bool)
+                and not -ROUND_DIGITS <= digits.value <= ROUND_DIGITS
+            ):
+                raise SyntaxProblem(
+                    f"round() takes digits from -{ROUND_DIGITS} to {ROUND_DIGITS}, got {digits.value}",
+                    digits.offset,
+                )
         return Call(name.text, tuple(args), name.offset)
 
     def finish(self, node: Node) -> Node:
@@ -312,7 +360,50 @@ class _Parser:
             raise SyntaxProblem(
                 f"unexpected {_describe(self.tok)} after a complete expression", self.tok.offset
             )
+        # a long chain such as `a + a + ... + a` is deep without any parenthesis
+        if tree_depth(node) > MAX_TREE_DEPTH:
+            raise SyntaxProblem(f"nested more than {MAX_TREE_DEPTH} levels deep; simplify it", node.offset)
         return node
+
+
+def _number(tok: Token) -> int | float:
+    """A number literal within the bounds: whole numbers up to MAX_INTEGER, finite decimals."""
+    text = tok.text
+    if any(c in text for c in ".eE"):
+        value = float(text)
+        if math.isfinite(value):
+            return value
+        raise SyntaxProblem(f"the number {text} is too large to be represented", tok.offset)
+    digits = text.lstrip("0")
+    if len(digits) > len(str(MAX_INTEGER)) or int(text) > MAX_INTEGER:
+        shown = text if len(text) <= 30 else f"{text[:12]}... ({len(text)} digits)"
+        raise SyntaxProblem(
+            f"the whole number {shown} is out of range; at most {MAX_INTEGER} (2**53 - 1) is accepted",
+            tok.offset,
+        )
+    return int(text)
+
+
+def tree_depth(node: Node) -> int:
+    """How many nodes deep the tree is, counted without recursion."""
+    deepest = 0
+    stack: list[tuple[Node, int]] = [(node, 1)]
+    while stack:
+        n, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children: tuple[Node, ...] = ()
+        if isinstance(n, Arith | Compare):
+            children = (n.left, n.right)
+        elif isinstance(n, Call):
+            children = n.args
+        elif isinstance(n, InList):
+            children = (n.left,)
+        elif isinstance(n, And | Or):
+            children = n.items
+        elif isinstance(n, Not):
+            children = (n.item,)
+        stack.extend((c, depth + 1) for c in children)
+    return deepest
 
 
 def _describe(tok: Token) -> str:

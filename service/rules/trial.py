@@ -1,10 +1,12 @@
-"""Load rulesets into durable_rules and run their embedded tests, in a child process.
+"""Run rulesets' embedded tests on both engines, or dry runs, in a child process.
 
-`check_ruleset` keeps one such child per server process (`TrialWorker`): it reads one JSON request
-{"text", "source"} per line on stdin and answers one line, ["ok", [test results]] or ["error", reason].
-A ruleset that hangs durable_rules (see the engine notes) only hangs the child, which is killed after a
-time limit and replaced; the child is also replaced every `MAX_TRIALS` requests, since durable_rules
-cannot unload a ruleset and each trial adds one.
+`check_ruleset` and `dry_run` share one such child per server process (`TrialWorker`): it reads one JSON
+request per line on stdin and answers one line. {"text", "source"} loads the ruleset and runs its
+embedded tests on the Python engine, then on durable_rules: ["ok", [test results]] or ["error", reason]. {"text", "source", "facts", "trace", "engine", "version"}
+evaluates the facts: ["ok", evaluation], ["invalid", [problems]], ["refused", {message, rule_id, path}]
+or ["error", reason]. Whatever hangs or takes too long (a ruleset that hangs durable_rules, see the engine
+notes) only holds the child, which is killed after a time limit and replaced; the child is also replaced
+every `MAX_TRIALS` requests, since durable_rules cannot unload a ruleset and each trial adds one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,26 @@ from typing import Any
 MAX_TRIALS = 200
 
 
+def _evaluate(request: dict[str, Any]) -> list[object]:
+    from service.rules.compiler import compile_ruleset
+    from service.rules.document import parse_ruleset
+    from service.rules.problems import RuleEvaluationError, RulesetError
+
+    try:
+        ruleset = parse_ruleset(request["text"], request["source"])
+        evaluator = compile_ruleset(ruleset, request["engine"], version=request["version"])
+        return ["ok", evaluator.evaluate(request["facts"], request["trace"]).to_dict()]
+    except RulesetError as exc:
+        return ["invalid", [p.to_dict() for p in exc.problems]]
+    except RuleEvaluationError as exc:
+        return ["refused", {"message": str(exc), "rule_id": exc.rule_id, "path": exc.path}]
+    except Exception as exc:
+        return ["error", f"{type(exc).__name__}: {exc}"]
+
+
 def _answer(request: dict[str, Any]) -> list[object]:
+    if "facts" in request:
+        return _evaluate(request)
     from service.rules.checks import run_test
     from service.rules.compiler import compile_ruleset
     from service.rules.document import parse_ruleset
@@ -30,10 +51,11 @@ def _answer(request: dict[str, Any]) -> list[object]:
 
     try:
         ruleset = parse_ruleset(request["text"], request["source"])
-        evaluator = compile_ruleset(ruleset, "durable")
-        assert isinstance(evaluator, DurableEvaluator)
-        evaluator.fallback = False
-        return ["ok", [run_test(evaluator, t).to_dict() for t in ruleset.tests]]
+        python = compile_ruleset(ruleset, "python")
+        durable = compile_ruleset(ruleset, "durable")
+        assert isinstance(durable, DurableEvaluator)
+        durable.fallback = False
+        return ["ok", [run_test(e, t).to_dict() for e in (python, durable) for t in ruleset.tests]]
     except Exception as exc:
         return ["error", f"{type(exc).__name__}: {exc}"]
 
@@ -74,6 +96,15 @@ class TrialWorker:
             self._process = None
 
     def trial(self, text: str, source: str, timeout: float) -> tuple[str, Any]:
+        """Run the embedded tests on both engines: ("ok", results) or ("error", reason)."""
+        status, payload = self.ask({"text": text, "source": source}, timeout)
+        if status == "timeout":
+            return "error", f"the engines did not load and test the ruleset within {timeout:g} s"
+        return status, payload
+
+    def ask(self, request: dict[str, Any], timeout: float) -> tuple[str, Any]:
+        """The child's answer to one request, or ("timeout", None) once it took over `timeout` seconds
+        (the child is then killed), or ("error", reason) when it failed."""
         with self._lock:
             if self._process is None or self._process.poll() is not None or self._trials >= MAX_TRIALS:
                 self._stop()
@@ -82,7 +113,7 @@ class TrialWorker:
             assert process.stdin is not None and process.stdout is not None
             self._trials += 1
             try:
-                process.stdin.write(json.dumps({"text": text, "source": source}) + "\n")
+                process.stdin.write(json.dumps(request) + "\n")
                 process.stdin.flush()
             except OSError:
                 self._stop()
@@ -94,7 +125,7 @@ class TrialWorker:
                 if remaining <= 0:
                     # The child may be stuck inside the C core holding its GIL: only a kill stops it.
                     self._stop()
-                    return "error", f"durable_rules did not load and test the ruleset within {timeout:g} s"
+                    return "timeout", None
                 ready, _, _ = select.select([process.stdout], [], [], remaining)
             line = process.stdout.readline()
             if not line:

@@ -23,10 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.base import aware
 from service.db.models import ApiKey
+from service.domain.cases import APPROVER_ROLES
 from service.errors import Conflict, FieldError, Invalid, NotFound
 from service.security.audit import audit
 
-ROLES = ("decide", "stock", "author", "publisher", "planner", "admin")
+# `requester` files transfer and markdown requests; the approver roles act on the cases they open
+ROLES = ("decide", "stock", "author", "publisher", "planner", "admin", "requester", *APPROVER_ROLES)
 NAME_PATTERN = r"^[A-Za-z0-9._:\-]{1,64}$"
 _NAME = re.compile(NAME_PATTERN)
 Clock = Callable[[], datetime]

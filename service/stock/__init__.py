@@ -8,19 +8,24 @@ Public interface (import from `service.stock`):
   capacity=None: a CapacityClaim (day, limits: CapacityLimit(location, limit)) counting the units against
   the listed locations' daily capacity),
   ReservationResult (reservation | None, short, replayed; `.granted`), Reservation, ReservedLine, ShortLine.
-- errors: StockError > StockUnavailable (.retry_after), IdempotencyConflict, ReservationNotFound,
-  ReservationStateError (.status), InvalidStockInput (.field, .reason).
+- errors: StockError > StockUnavailable (.retry_after; its subclass StockStateLost: Redis lost the stock
+  state and the store is rebuilding it), IdempotencyConflict, ReservationNotFound, ReservationStateError
+  (.status), InvalidStockInput (.field, .reason).
 - `StockStore` protocol: get_levels(skus) -> {sku: {location: Levels}}, get_available(skus) ->
   {sku: {location: units}}, get_capacity_used(day, locations) -> {location: units}, put_snapshot(rows) -> int,
   apply_events(events) -> list[EventResult], reserve(request) -> ReservationResult,
   get_reservation(id) -> Reservation | None, commit(id), release(id), sweep_expired(now=None) -> int,
-  list_exceptions(limit=100), ping(), close().
+  list_exceptions(limit=100), ping() (raises StockUnavailable or StockStateLost: the readiness probe),
+  close().
 - backends: MemoryStockStore(clock=...), SqlStockStore(url, pool_size, clock), RedisStockStore.open(redis_url,
-  journal_url, pool_size=..., clock=...); `await open_store(settings)` picks one from the settings.
+  journal_url, pool_size=..., clock=..., recover=True): with `recover`, the store rebuilds itself from the
+  journal whenever its state marker is missing (`service.stock.recovery.StockRecovery`); `await
+  open_store(settings)` picks one from the settings.
 - demand: every backend has `store.demand` (`service.stock.demand.LedgerDemand`): `await
   store.demand.rates(pairs) -> {(sku, location): units per day}`, the exponentially weighted rate kept
   from applied sales (half-life `HALF_LIFE_DAYS`), decayed to now; pairs that never sold are absent.
-- tools: start_sweeper(store, interval_seconds) -> asyncio.Task; rebuild_redis(store) -> RebuildReport.
+- tools: start_sweeper(store, interval_seconds) -> asyncio.Task; rebuild_redis(store) -> RebuildReport (a
+  rebuild on demand, under the rebuild lock, as `retail-policy stock rebuild` runs it).
 """
 
 from service.stock.backends import open_store
@@ -48,6 +53,7 @@ from service.stock.store import (
     StockError,
     StockEvent,
     StockException,
+    StockStateLost,
     StockStore,
     StockUnavailable,
 )
@@ -78,6 +84,7 @@ __all__ = [
     "StockError",
     "StockEvent",
     "StockException",
+    "StockStateLost",
     "StockStore",
     "StockUnavailable",
     "open_store",

@@ -56,7 +56,7 @@ async def _rebuild() -> str:
     settings = get_settings()
     if settings.stock.backend != "redis" or not settings.stock.redis_url:
         raise StockError("stock rebuild needs the Redis backend: set REDIS_URL")
-    store = await RedisStockStore.open(settings.stock.redis_url, settings.database.url)
+    store = await RedisStockStore.open(settings.stock.redis_url, settings.database.url, recover=False)
     try:
         report = await rebuild_redis(store)
     finally:
@@ -80,6 +80,9 @@ def cmd_load(args: argparse.Namespace) -> int:
 def cmd_rebuild(_args: argparse.Namespace) -> int:
     try:
         print(asyncio.run(_rebuild()))
+    except TimeoutError:
+        print("stock rebuild failed: another rebuild held the lock for too long", file=sys.stderr)
+        return 1
     except StockError as error:
         print(f"stock rebuild failed: {error}", file=sys.stderr)
         return 1

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.engine import BatchInsert, HeldConnection
@@ -31,6 +32,7 @@ JOURNAL = cast(Table, StockJournalEntry.__table__)
 EXCEPTIONS = cast(Table, StockExceptionRecord.__table__)
 _INSERT = BatchInsert(JOURNAL, ("at_ms", "kind", "ref", "deltas", "record"))
 _INSERT_EXCEPTION = BatchInsert(EXCEPTIONS, ("kind", "sku", "location", "event_id", "qty", "shortfall", "at"))
+log = logging.getLogger("retail_policy.stock")
 MAX_BATCH = 500
 GATHER_ENTRIES = 16
 GATHER_SECONDS = 0.002
@@ -59,6 +61,8 @@ class Journal:
     _queue: list[_Pending] = field(default_factory=list)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _writer: asyncio.Task[None] | None = None
+    _active: int = 0  # appends of this process not finished yet
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _held: HeldConnection = field(init=False)
     _sqlite: SqliteWriter | None = field(init=False)
 
@@ -71,14 +75,30 @@ class Journal:
         """Write entries durably; returns the id given to each entry's exception (None without one)."""
         if not entries:
             return []
+        self._active += 1
+        try:
+            return await self._append(entries)
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
+
+    async def settled(self) -> None:
+        """Return once no append of this process is under way.
+
+        The rebuild reads the journal after this: a change that Redis applied before it lost its data and
+        whose entry is still being written is then in what the rebuild reads."""
+        while self._active:
+            self._idle.clear()
+            await self._idle.wait()
+
+    async def _append(self, entries: Sequence[Entry]) -> list[int | None]:
         if self._sqlite is not None:
             try:
                 return await self._sqlite.submit(_write_sqlite, self._prepare(entries))
             # any failure reaches the caller as the journal being unavailable, so that it undoes its change
             except Exception as error:
-                raise StockUnavailable(
-                    f"stock journal could not be written: {error}", retry_after=1
-                ) from error
+                raise _unwritten(error) from error
         future: asyncio.Future[list[int | None]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(entries, future))
         if self._writer is None or self._writer.done():
@@ -99,7 +119,7 @@ class Journal:
                     ids = await self._write([entry for pending in batch for entry in pending.entries])
                 # Any failure must reach the waiting requests and never stop the writer.
                 except Exception as error:
-                    failure = StockUnavailable(f"stock journal could not be written: {error}", retry_after=1)
+                    failure = _unwritten(error)
                     for pending in batch:
                         if not pending.done.done():
                             pending.done.set_exception(failure)
@@ -155,6 +175,12 @@ class Journal:
             await self._sqlite.close()
 
 
+def _unwritten(error: Exception) -> StockUnavailable:
+    # the driver's words (paths, hosts) go to the log, not to the caller
+    log.warning("stock journal could not be written: %s: %s", type(error).__name__, error)
+    return StockUnavailable("stock journal could not be written", retry_after=1)
+
+
 class _Prepared(msgspec.Struct, frozen=True):
     """One `append` for the SQLite writer: the single-row INSERT, the rows, per entry its anomaly."""
 
@@ -204,6 +230,20 @@ def _delta_row(delta: Delta) -> tuple[str, str, int, int, int, int, int]:
         delta.return_pending,
         delta.in_transit,
     )
+
+
+async def journal_size(engine: AsyncEngine) -> int:
+    """How many entries the journal holds."""
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(JOURNAL))).scalar_one())
+
+
+async def latest_write(engine: AsyncEngine, window: int = 1000) -> int:
+    """The highest write number (`seq`) among the last `window` entries: the latest write the journal
+    holds (entries reach the journal about in the order Redis numbered them)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(JOURNAL.c.record).order_by(JOURNAL.c.id.desc()).limit(window))
+        return max((int(record.get("seq", 0)) for (record,) in rows if record), default=0)
 
 
 async def read_journal(engine: AsyncEngine, chunk: int = 5000) -> AsyncIterator[dict[str, Any]]:

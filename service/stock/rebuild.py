@@ -6,13 +6,17 @@ reservations come back with their last journaled status (held ones with their ex
 expired if their time has passed meanwhile), and applied event ids come back so that a re-sent event
 stays a duplicate. Each sale's entry carries the demand rate it left (exact text), its time and its
 sequence number per (sku, location); the entry with the highest sequence number is the state Redis had,
-whatever order concurrent requests reached the journal in. Run it while no requests are writing stock (the service stopped, or before it
-serves again): changes made during a rebuild could be counted twice or lost.
+whatever order concurrent requests reached the journal in.
+
+The state marker (`Keys.built`) is not written by `replay_journal`: `service.stock.recovery` runs it with
+the marker missing (every stock script then refuses, so no request changes Redis meanwhile) and under its
+lock, and writes the marker, the journal position read, once the state is in place.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,22 +32,40 @@ BUCKET_FIELDS = ("s", "r", "d", "p", "t")
 @dataclass(frozen=True)
 class RebuildReport:
     journal_entries: int
+    journal_position: int  # the id of the last entry read (0 for an empty journal)
+    writes: int  # the highest write number an entry records (the marker's counter starts from it)
     positions: int
     reservations_held: int
     reservations_total: int
     events: int
 
 
-async def rebuild_redis(store: RedisStockStore, now: datetime | None = None) -> RebuildReport:
-    """Wipe this store's Redis keys and write back the state the journal describes."""
+async def rebuild_redis(store: RedisStockStore) -> RebuildReport:
+    """Rebuild now even though the marker may be there (what `retail-policy stock rebuild` runs): under
+    the rebuild lock, with the marker removed meanwhile and written back at the end."""
+    # imported here: the recovery builds on this module
+    from service.stock.recovery import StockRecovery
+
+    return await (store.recovery or StockRecovery(store)).rebuild_now()
+
+
+async def replay_journal(
+    store: RedisStockStore, now: datetime | None = None, fence: Callable[[], None] | None = None
+) -> RebuildReport:
+    """Wipe this store's Redis keys and write back the state the journal describes (not the marker).
+
+    `fence` is called before every write to Redis and raises to stop the rebuild (its lock was lost)."""
     levels: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
     events: dict[str, list[str]] = defaultdict(list)
     records: dict[str, dict[str, Any]] = {}
     status: dict[str, str] = {}
     rates: dict[tuple[str, str], list[Any]] = {}
-    entries = 0
+    entries = last_id = writes = 0
     async for entry in read_journal(store.journal.engine):
         entries += 1
+        last_id = max(last_id, int(entry["id"]))
+        if entry["record"]:
+            writes = max(writes, int(entry["record"].get("seq", 0)))
         for sku, location, *deltas in entry["deltas"]:
             position = levels[(sku, location)]
             for i, value in enumerate(deltas):
@@ -79,6 +101,8 @@ async def rebuild_redis(store: RedisStockStore, now: datetime | None = None) -> 
                 capacity[(day, location)] += int(qty)
 
     keys = store.keys
+    if fence is not None:
+        fence()
     await store.wipe()
     pipe = store.client.pipeline(transaction=False)
     pending = 0
@@ -86,6 +110,8 @@ async def rebuild_redis(store: RedisStockStore, now: datetime | None = None) -> 
     async def flush(force: bool = False) -> None:
         nonlocal pipe, pending
         if pending and (force or pending >= 1000):
+            if fence is not None:
+                fence()
             await pipe.execute()
             pipe = store.client.pipeline(transaction=False)
             pending = 0
@@ -159,4 +185,6 @@ async def rebuild_redis(store: RedisStockStore, now: datetime | None = None) -> 
             pending += 1
         await flush()
     await flush(force=True)
-    return RebuildReport(entries, len(levels), held, len(records), sum(len(ids) for ids in events.values()))
+    return RebuildReport(
+        entries, last_id, writes, len(levels), held, len(records), sum(len(ids) for ids in events.values())
+    )

@@ -10,27 +10,37 @@ Keys (prefix `rp:` by default); every key of one SKU carries the hash tag `{SKU}
 - in `stock:{SKU}` too, the demand rate kept from sales: `e:LOC` (rate), `u:LOC` (its ms), `n:LOC` (updates);
 - `resv:ID` hash (the reservation; `cday` and `cap` when it counts against a day's capacity) and `holds`
   (sorted set of every held reservation, for the sweeper);
+- `built`: the state marker, a hash `journal` -> the last journal entry id the rebuild read, `at` -> when
+  (ms), `n` -> the write counter. Only the rebuild from the journal creates it (last, once the state is in
+  place; `service.stock.recovery` runs it, one worker at a time under the `rebuilding` lock). It is the
+  last key of every script, which refuses with a `STOCKLOST` error when it is missing: Redis came back
+  without its data, so a request answers 503 instead of "insufficient stock", and the store rebuilds
+  itself. Each write script takes the next `n` and its journal entry records it (`seq`): a new script
+  connection finds a Redis whose `n` is below the journal's latest `seq` behind (`check_behind`);
 - per business day DAY of daily capacity, with the hash tag `{DAY}`: `capu:{DAY}` hash `r:LOC` -> units
   counted (held and committed), `caph:{DAY}` and `capp:{DAY}` the expiry index and parts of its held
   reservations (the shape of a SKU's keys, so one prune serves both). They expire some time after the last
   reservation of that day could have.
 
 Each request is one script with every key it touches in KEYS, so a reservation is one round trip and
-atomic even across SKUs. That needs all keys on one node: a single Redis (with replicas). Under Redis
-Cluster a single-SKU request still works as is (its keys share a slot); a multi-SKU request would need
-per-SKU steps with compensating releases, which this backend does not do.
+atomic even across SKUs. That needs all keys on one node: a single Redis (with replicas). Redis Cluster
+would need per-slot steps with compensating releases (every script also lists the marker, and a
+reservation its `resv:ID` and `holds`), which this backend does not do.
 Expiry is exact and lazy: every script prunes the expiry index of the SKUs it touches before acting,
 and the sweeper expires idle ones; key TTLs are never used to release stock.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -41,7 +51,7 @@ from redis.backoff import ExponentialBackoff
 from service.db.engine import create_engine
 from service.settings import DatabaseSettings
 from service.stock import demand, ledger
-from service.stock.journal import Entry, Journal
+from service.stock.journal import Entry, Journal, latest_write
 from service.stock.memory import Clock, utc_now
 from service.stock.sql import read_exceptions
 from service.stock.store import (
@@ -59,9 +69,15 @@ from service.stock.store import (
     SnapshotRow,
     StockEvent,
     StockException,
+    StockStateLost,
     StockUnavailable,
 )
 from service.stock.wire import ScriptClient
+
+if TYPE_CHECKING:
+    from service.stock.recovery import StockRecovery
+
+log = logging.getLogger("retail_policy.stock")
 
 DOWN_ERRORS = (
     redis_errors.ConnectionError,
@@ -169,6 +185,14 @@ class Keys:
     def events(self) -> str:
         return f"{self.prefix}events"
 
+    @property
+    def built(self) -> str:
+        return f"{self.prefix}built"
+
+    @property
+    def rebuilding(self) -> str:
+        return f"{self.prefix}rebuilding"
+
     def reservation(self, rid: str) -> str:
         return f"{self.prefix}resv:{rid}"
 
@@ -223,6 +247,10 @@ class RedisStockStore:
         self._revert = Script("revert")
         self._capacity = Script("capacity")
         self.demand = demand.LedgerDemand(self._demand_states, clock)
+        # set by `StockRecovery`: woken whenever a call finds the state marker missing
+        self.recovery: StockRecovery | None = None
+        self._down_logged = -1.0
+        scripts.on_connect = self.check_behind
 
     @classmethod
     async def open(
@@ -233,8 +261,15 @@ class RedisStockStore:
         pool_size: int = 64,
         clock: Clock = utc_now,
         prefix: str = "rp:",
+        recover: bool = True,
+        recover_wait_seconds: float = 30.0,
     ) -> RedisStockStore:
-        """Create the blocking connection pool and the journal's engine; Redis may still be down."""
+        """Create the blocking connection pool and the journal's engine; Redis may still be down.
+
+        With `recover`, the store rebuilds itself from the journal whenever its state marker is missing,
+        and opening waits up to `recover_wait_seconds` for that (a new deployment: the empty journal
+        gives an empty store and its marker; Redis down: no wait, the first call that finds it back checks).
+        """
         pool = aioredis.BlockingConnectionPool.from_url(
             redis_url,
             max_connections=pool_size,
@@ -246,7 +281,13 @@ class RedisStockStore:
         client = aioredis.Redis(connection_pool=pool)
         scripts = ScriptClient(redis_url, connect_timeout=1, reply_timeout=5)
         journal = Journal(create_engine(DatabaseSettings(url=journal_url)))
-        return cls(client, scripts, journal, clock=clock, prefix=prefix)
+        store = cls(client, scripts, journal, clock=clock, prefix=prefix)
+        if recover:
+            # imported here: the recovery builds on this module
+            from service.stock.recovery import StockRecovery
+
+            await StockRecovery(store).start(recover_wait_seconds)
+        return store
 
     def now(self) -> datetime:
         return self._clock()
@@ -255,10 +296,69 @@ class RedisStockStore:
         return to_ms(self._clock())
 
     async def _call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a script with the state marker as its last key (see the module docstring)."""
         try:
-            return await self.scripts.evalsha(script.sha, script.text, keys, args)
+            return await self.scripts.evalsha(script.sha, script.text, (*keys, self.keys.built), args)
         except DOWN_ERRORS as error:
-            raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
+            raise self._down(error) from error
+        except redis_errors.ResponseError as error:
+            if str(error).startswith("STOCKLOST"):
+                raise self._lost() from error
+            raise
+
+    def _down(self, error: Exception) -> StockUnavailable:
+        # the address and the driver's words go to the log (once a second at most), not to the caller
+        moment = time.monotonic()
+        if moment - self._down_logged >= 1.0:
+            self._down_logged = moment
+            log.warning("Redis is not answering: %s: %s", type(error).__name__, error)
+        return StockUnavailable("Redis is not answering", retry_after=1)
+
+    def _lost(self) -> StockStateLost:
+        """The error for a missing state marker; wakes the rebuild."""
+        if self.recovery is not None:
+            self.recovery.wake()
+        return StockStateLost()
+
+    async def check_behind(self) -> None:
+        """Run on every new script connection (a restart or a failover drops the old one), before its
+        first script: when the marker's write counter is below the journal's latest write, Redis came back
+        with older data (a snapshot, a lagging replica) and the marker is deleted, so that the scripts
+        refuse and the store rebuilds. The journal is read first: every write it holds by then was
+        numbered by Redis before, so a Redis that lost nothing is never behind."""
+        try:
+            # a slow journal must not hold back the scripts for long: they wait on this connection
+            async with asyncio.timeout(5):
+                latest = await latest_write(self.journal.engine)
+                counter = await self.client.hget(self.keys.built, "n")
+            if counter is not None and int(counter) < latest:
+                log.warning(
+                    "stock state behind the journal (Redis at write %s, the journal at %d): rebuilding",
+                    _text(counter),
+                    latest,
+                )
+                await self.client.delete(self.keys.built)
+        # the check waits for the next connection then; the marker's presence still guards every script
+        except Exception as error:
+            log.warning("stock state not checked against the journal: %s: %s", type(error).__name__, error)
+
+    async def has_marker(self) -> bool:
+        """Whether the state marker is there (raises StockUnavailable when Redis does not answer)."""
+        try:
+            return bool(await self.client.exists(self.keys.built))
+        except DOWN_ERRORS as error:
+            raise self._down(error) from error
+
+    async def _checked_pipeline(self, pipe: Any) -> list[Any]:
+        """Run a pipeline that starts with EXISTS of the state marker, in the same round trip; its other
+        replies, or StockStateLost when the marker is missing."""
+        try:
+            present, *found = await pipe.execute()
+        except DOWN_ERRORS as error:
+            raise self._down(error) from error
+        if not present:
+            raise self._lost()
+        return list(found)
 
     # ---- reads ----------------------------------------------------------------------------------
 
@@ -292,10 +392,10 @@ class RedisStockStore:
 
     async def _load(self, reservation_id: str) -> tuple[Reservation, str | None] | None:
         """The reservation and the capacity day it counts against (None when it counts against none)."""
-        try:
-            flat = await self.client.hgetall(self.keys.reservation(reservation_id))
-        except DOWN_ERRORS as error:
-            raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
+        pipe = self.client.pipeline(transaction=False)
+        pipe.exists(self.keys.built)
+        pipe.hgetall(self.keys.reservation(reservation_id))
+        (flat,) = await self._checked_pipeline(pipe)
         if not flat:
             return None
         day = flat.get(b"cday")
@@ -307,12 +407,10 @@ class RedisStockStore:
 
     async def _demand_states(self, pairs: Sequence[demand.Pair]) -> dict[demand.Pair, demand.DemandState]:
         pipe = self.client.pipeline(transaction=False)
+        pipe.exists(self.keys.built)
         for sku, location in pairs:
             pipe.hmget(self.keys.stock(sku), [f"e:{location}", f"u:{location}"])
-        try:
-            found = await pipe.execute()
-        except DOWN_ERRORS as error:
-            raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
+        found = await self._checked_pipeline(pipe)
         return {
             pair: demand.DemandState(float(rate), int(at_ms))
             for pair, (rate, at_ms) in zip(pairs, found, strict=True)
@@ -339,14 +437,14 @@ class RedisStockStore:
                 row.return_pending,
                 row.in_transit,
             ]
-        previous = await self._call(self._snapshot, keys, args)
+        *previous, seq = await self._call(self._snapshot, keys, args)
         deltas = [
             ledger.snapshot_delta(
                 row, Levels(sellable=int(s), damaged=int(d), return_pending=int(p), in_transit=int(t))
             )
             for row, (s, d, p, t) in zip(rows, previous, strict=True)
         ]
-        entry = Entry("snapshot", "", now_ms, deltas)
+        entry = Entry("snapshot", "", now_ms, deltas, {"seq": seq})
         try:
             await self.journal.append([entry])
         except StockUnavailable:
@@ -375,7 +473,7 @@ class RedisStockStore:
                 ev.to_location or "",
                 demand.to_ms(ev.at or now),
             ]
-        outcomes = await self._call(self._events, keys, args)
+        *outcomes, seq = await self._call(self._events, keys, args)
         results: list[EventResult | None] = []
         entries: list[Entry] = []
         applied: list[tuple[int, StockEvent, list[ledger.Delta]]] = []
@@ -395,7 +493,7 @@ class RedisStockStore:
                 if kind
                 else None
             )
-            record: dict[str, Any] = {"sku": ev.sku}
+            record: dict[str, Any] = {"sku": ev.sku, "seq": seq}
             if len(outcome) > 8:
                 # A sale: the rate it left (exact text), its time and sequence number, for the rebuild.
                 rate, at_ms, seq, prev_rate, prev_at = (_text(x) for x in outcome[8:13])
@@ -525,6 +623,7 @@ class RedisStockStore:
             "exp": expires_ms,
             "created": now_ms,
             "lines": [[line.sku, line.location, line.qty] for line in reservation.lines],
+            "seq": outcome[3],
         }
         day: str | None = None
         counted = ledger.capacity_taken(claim, reservation.lines)
@@ -575,7 +674,7 @@ class RedisStockStore:
             )
             kind = "commit" if action == "commit" else "release"
             try:
-                await self.journal.append([Entry(kind, done.id, now_ms, deltas)])
+                await self.journal.append([Entry(kind, done.id, now_ms, deltas, {"seq": outcome[2]})])
             except StockUnavailable:
                 await self._run_finish(done, day, f"undo_{action}", swallow_down=True)
                 raise
@@ -589,10 +688,13 @@ class RedisStockStore:
 
     async def sweep_expired(self, now: datetime | None = None) -> int:
         moment_ms = to_ms(now or self._clock())
-        try:
-            due = await self.client.zrangebyscore(self.keys.holds, "-inf", moment_ms, start=0, num=1000)
-        except DOWN_ERRORS as error:
-            raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
+        # the marker check here (and the script connection's, when it was lost) also notices a loss on a
+        # worker that gets no requests
+        await self._scripts_connected()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.exists(self.keys.built)
+        pipe.zrangebyscore(self.keys.holds, "-inf", moment_ms, start=0, num=1000)
+        (due,) = await self._checked_pipeline(pipe)
         count = 0
         for raw in due:
             loaded = await self._load(_text(raw))
@@ -605,10 +707,13 @@ class RedisStockStore:
         return count
 
     async def wipe(self) -> int:
-        """Delete every key of this store's prefix (the rebuild starts from nothing)."""
+        """Delete every key of this store's prefix but the rebuild's lock (a rebuild starts from nothing)."""
         deleted = 0
         batch: list[Any] = []
+        lock = self.keys.rebuilding.encode()
         async for key in self.client.scan_iter(match=f"{self.keys.prefix}*", count=1000):
+            if key == lock:
+                continue
             batch.append(key)
             if len(batch) >= 1000:
                 deleted += await self.client.unlink(*batch)
@@ -618,12 +723,21 @@ class RedisStockStore:
         return deleted
 
     async def ping(self) -> None:
+        """Raise StockUnavailable when Redis does not answer, StockStateLost when it lost the stock state
+        (a script connection lost meanwhile is opened again first, so that its check runs)."""
+        await self._scripts_connected()
+        if not await self.has_marker():
+            raise self._lost()
+
+    async def _scripts_connected(self) -> None:
         try:
-            await self.client.ping()
+            await self.scripts.connected()
         except DOWN_ERRORS as error:
-            raise StockUnavailable(f"Redis is not answering: {error}", retry_after=1) from error
+            raise self._down(error) from error
 
     async def close(self) -> None:
+        if self.recovery is not None:
+            await self.recovery.close()
         await self.journal.close()
         await self.journal.engine.dispose()
         await self.scripts.close()

@@ -11,6 +11,7 @@ a deadlock or serialization failure is retried.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -57,6 +58,7 @@ from service.stock.store import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("retail_policy.stock")
 LEVELS = cast(Table, StockLevel.__table__)
 EVENTS = cast(Table, StockEventRecord.__table__)
 RESERVATIONS = cast(Table, ReservationRecord.__table__)
@@ -64,6 +66,12 @@ EXCEPTIONS = cast(Table, StockExceptionRecord.__table__)
 CAPACITY = cast(Table, CapacityUsage.__table__)
 RETRYABLE_SQLSTATES = {"40001", "40P01"}
 BUCKET_COLUMNS = ("sellable", "reserved", "damaged", "return_pending", "in_transit")
+
+
+def _unavailable(error: Exception) -> StockUnavailable:
+    # the driver's words (hosts, paths) go to the log, not to the caller
+    log.warning("stock database is not answering: %s: %s", type(error).__name__, error)
+    return StockUnavailable("stock database is not answering", retry_after=1)
 
 
 def to_ms(moment: datetime) -> int:
@@ -125,9 +133,9 @@ class SqlStockStore:
                     continue
                 if isinstance(error, sa_exc.IntegrityError):
                     raise
-                raise StockUnavailable(f"stock database: {error.orig}", retry_after=1) from error
+                raise _unavailable(error) from error
             except (OSError, ConnectionError) as error:
-                raise StockUnavailable(f"stock database: {error}", retry_after=1) from error
+                raise _unavailable(error) from error
         raise AssertionError("unreachable")
 
     async def _read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
@@ -135,9 +143,9 @@ class SqlStockStore:
             async with self._reader.connect() as conn:
                 return await work(conn)
         except sa_exc.DBAPIError as error:
-            raise StockUnavailable(f"stock database: {error.orig}", retry_after=1) from error
+            raise _unavailable(error) from error
         except (OSError, ConnectionError) as error:
-            raise StockUnavailable(f"stock database: {error}", retry_after=1) from error
+            raise _unavailable(error) from error
 
     async def _apply(
         self,
@@ -284,7 +292,7 @@ class SqlStockStore:
         try:
             return await read_exceptions(self._reader, limit)
         except sa_exc.DBAPIError as error:
-            raise StockUnavailable(f"stock database: {error.orig}", retry_after=1) from error
+            raise _unavailable(error) from error
 
     # ---- writes ---------------------------------------------------------------------------------
 

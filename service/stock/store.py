@@ -197,6 +197,16 @@ class StockUnavailable(StockError):
         self.retry_after = retry_after
 
 
+class StockStateLost(StockUnavailable):
+    """The backing service answers but has lost the stock state (the Redis marker is missing): the store is
+    being rebuilt from the journal. Nothing was changed; retry after `retry_after` seconds."""
+
+    def __init__(
+        self, detail: str = "stock state lost: rebuilding from the journal", retry_after: int = 2
+    ) -> None:
+        super().__init__(detail, retry_after)
+
+
 class IdempotencyConflict(StockError):
     """The idempotency key was already used with another request body."""
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -153,6 +153,8 @@ class ScriptClient:
         self._reply_timeout = reply_timeout
         self._connection: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
+        # awaited on every new connection before its first script (the stock store checks its state)
+        self.on_connect: Callable[[], Awaitable[None]] | None = None
 
     async def evalsha(self, sha: str, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """The script's reply; EVAL with the full text when the server has not cached it."""
@@ -163,6 +165,12 @@ class ScriptClient:
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
             reply = await connection.send(hiredis.pack_command(("EVAL", script, len(keys), *keys, *args)))
         return _checked(reply)
+
+    async def connected(self) -> None:
+        """Open the connection now unless it is open (running `on_connect` for a new one)."""
+        connection = self._connection
+        if connection is None or connection.loop is not asyncio.get_running_loop() or not connection.usable:
+            await self._connect()
 
     async def _connect(self) -> _Connection:
         """The open connection, or a new one; concurrent callers share one attempt."""
@@ -204,6 +212,8 @@ class ScriptClient:
         except Exception:
             connection.abort(redis_errors.ConnectionError("Redis refused the connection's set-up"))
             raise
+        if self.on_connect is not None:
+            await self.on_connect()
         old = self._connection
         self._connection = connection
         # one left on another (finished) event loop is dropped with that loop, not touched from this one

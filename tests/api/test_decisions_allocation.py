@@ -203,6 +203,24 @@ def taken_at(body: dict[str, Any], location: str) -> int:
     )
 
 
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"order_id": "o 1"}, "order_id"),
+        ({"order_id": "o" * 65}, "order_id"),
+        ({"channel": "web|shop"}, "channel"),
+    ],
+)
+async def test_an_order_the_stock_store_cannot_hold_is_422_naming_the_field_and_nothing_is_reserved(
+    dapi: DecisionsApi, overrides: dict[str, Any], field: str
+) -> None:
+    response = await dapi.post("allocation", order(reserve=True, **overrides))
+    assert response.status_code == 422, response.text
+    assert [error["field"] for error in response.json()["errors"]] == [field]
+    levels = await dapi.levels(["TEE-001"])
+    assert all(level.reserved == 0 for level in levels["TEE-001"].values())
+
+
 async def test_reserved_orders_use_up_a_locations_daily_capacity_across_orders(dapi: DecisionsApi) -> None:
     await with_leeds_capacity(dapi, 3)
     first = (await dapi.post("allocation", order(order_id="o-1", reserve=True))).json()
@@ -286,6 +304,9 @@ async def test_the_capacity_endpoint_shows_what_each_location_used_today(dapi: D
     assert other["locations"] == [{"location": "store-leeds", "daily_capacity": 5, "used": 0, "remaining": 5}]
     bad = await client.get("/v1/capacity", params={"day": "02/01/2026"})
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
-    assert bad.json()["errors"][0]["field"] == "day"
+    assert bad.json()["errors"][0]["field"] == "query.day"
+    impossible = await client.get("/v1/capacity", params={"day": "2026-02-30"})
+    assert impossible.status_code == 422
+    assert impossible.json()["errors"][0]["field"] == "query.day"
     missing = await client.get("/v1/capacity", params={"location": "store-york"})
     assert missing.status_code == 404 and missing.json()["errors"][0]["reason"] == "has no daily capacity"

@@ -189,6 +189,23 @@ async def test_a_shallow_markdown_on_small_exposure_is_approved(dapi: DecisionsA
     assert body["trace"]["facts"]["markdown"]["depth"] == 0.15
 
 
+async def test_a_season_end_stored_before_dates_were_checked_is_422_naming_the_sku(
+    dapi: DecisionsApi,
+) -> None:
+    from sqlalchemy import update
+
+    from service.db.models import Item
+
+    async with dapi.client.session() as session:  # written as PUT /v1/items once let it through
+        await session.execute(update(Item).where(Item.sku == "TEE-001").values(season_end="2025-13-45"))
+        await session.commit()
+    dapi.client.services.master_data.invalidate()
+    response = await dapi.post("markdown", markdown())
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "sku"
+    assert "2025-13-45" in response.json()["errors"][0]["reason"]
+
+
 async def test_a_markdown_below_cost_mid_season_is_rejected(dapi: DecisionsApi) -> None:
     body = (await dapi.post("markdown", markdown(proposed_price=7.0))).json()
     assert body["decision"]["outcome"] == "reject"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -358,3 +359,83 @@ async def test_kind_default_can_be_moved_to_another_ruleset(api: ApiClient) -> N
     assert response.status_code == 200 and response.json()["kind_default"] is True
     listed = (await api.as_("author").get("/v1/rulesets")).json()
     assert listed["kind_defaults"] == {"transfer": "transfer-strict"}
+
+
+def billion_laughs(levels: int = 9) -> str:
+    """The 660-byte document whose nine levels of nine aliases expand to 9**9 strings."""
+    lines = [
+        f"ruleset: {NAME}",
+        "kind: transfer",
+        'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+    ]
+    for level in range(1, levels):
+        lines.append(f"a{level}: &a{level} [" + ",".join([f"*a{level - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def rounding_yaml(digits: str) -> str:
+    """The transfer ruleset whose promotion rule computes its SLA with `round(..., digits)`."""
+    sla = f'"= ceil(round(source.open_promotions, {digits}))"'
+    return transfer_yaml("v1").replace("sla_hours: 4,", f"sla_hours: {sla},")
+
+
+async def test_a_billion_laughs_document_is_422_at_once_with_flat_memory(api: ApiClient) -> None:
+    text = billion_laughs()
+    assert len(text.encode()) <= 660
+    tracemalloc.start()
+    try:
+        response = await create(api, text)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 422
+    assert problem_fields(response) == ["yaml"]
+    error = response.json()["errors"][0]
+    assert "anchors (&a0) are not accepted" in error["reason"] and error["line"] == 3
+    assert peak < 8 * 2**20
+    assert (await api.as_("author").get(BASE)).status_code == 404
+
+
+async def test_yaml_nested_800_deep_is_422_naming_the_depth_bound(api: ApiClient) -> None:
+    text = f"ruleset: {NAME}\nkind: transfer\nrules: " + "[" * 800 + "]" * 800 + "\n"
+    response = await create(api, text)
+    assert response.status_code == 422
+    assert problem_fields(response) == ["yaml"]
+    assert "nests more than 32 levels" in response.json()["errors"][0]["reason"]
+    assert (await api.as_("author").get(BASE)).status_code == 404
+
+
+async def test_a_draft_rounding_to_digits_out_of_range_is_422_naming_the_value(api: ApiClient) -> None:
+    response = await create(api, rounding_yaml("-10000000"))
+    assert response.status_code == 422
+    assert problem_fields(response) == ["rules[1].then.sla_hours"]
+    error = response.json()["errors"][0]
+    assert error["rule_id"] == "promo-at-source"
+    assert "round() takes digits from -12 to 12, got -10000000" in error["reason"]
+    assert (await api.as_("author").get(BASE)).status_code == 404
+
+
+async def test_a_dry_run_rounding_to_computed_digits_out_of_range_is_422_naming_the_value(
+    api: ApiClient,
+) -> None:
+    assert (await create(api, rounding_yaml("0 - source.open_promotions"))).status_code == 201
+    facts = {"transfer": {"value": 10.0}, "source": {"open_promotions": 10_000_000}}
+    response = await api.as_("author").post(f"{BASE}/versions/1/evaluate", json={"facts": facts})
+    assert response.status_code == 422
+    assert problem_fields(response) == ["facts"]
+    error = response.json()["errors"][0]
+    assert (error["rule_id"], error["path"]) == ("promo-at-source", "rules[1].then.sla_hours")
+    assert "round() takes digits from -12 to 12, got -10000000" in error["reason"]
+
+
+async def test_facts_nested_past_the_bound_are_422_naming_where(api: ApiClient) -> None:
+    await published(api, "v1")
+    facts: dict[str, Any] = {}
+    node = facts
+    for _ in range(40):  # past the facts' bound (16), within the body's (64, tested with the body decoder)
+        node["n"] = {}
+        node = node["n"]
+    for url in (f"{BASE}/versions/1/evaluate", f"{BASE}/evaluate"):
+        response = await api.as_("author").post(url, json={"facts": facts})
+        assert response.status_code == 422, url
+        assert problem_fields(response) == ["facts" + ".n" * 16]

@@ -3,8 +3,8 @@
 
 Measured in one process, CPU time of the run only (the event stream is generated once, beforehand): the
 full 72-hour replay with each engine, the ruleset memo on (the default), and with the memo off (every
-decision evaluates its ruleset). Orders are allocated by `service.domain.allocation.Allocator` (the
-trace-free path of `allocate`) against the run's own `MemoryStockStore`.
+decision evaluates its ruleset). Orders are allocated by `service.domain.allocation.Allocator` (which
+`allocate` runs too) against the run's own `MemoryStockStore`.
 
 The rates include everything a run does besides orders (till sales, returns, reorder reviews of every
 SKU and location, batch syncs, transfer checks), so they are per order decision, not per allocation.

@@ -28,8 +28,9 @@ class FakeClock:
 
 @asynccontextmanager
 async def open_backend(
-    name: str, request: pytest.FixtureRequest, clock: FakeClock
+    name: str, request: pytest.FixtureRequest, clock: FakeClock, redis_url: str | None = None
 ) -> AsyncIterator[StockStore]:
+    """`redis_url`: a Redis of the test's own instead of the session's (flushed) one."""
     store: StockStore
     if name == "memory":
         store = MemoryStockStore(clock=clock)
@@ -39,7 +40,7 @@ async def open_backend(
     else:
         from service.stock.redis import RedisStockStore
 
-        redis_url = await flushed_redis(request)
+        redis_url = redis_url or await flushed_redis(request)
         # "redis" journals into SQLite, "redis+postgresql" into PostgreSQL.
         journal_url = await _migrated_url(name.partition("+")[2] or "sqlite", request)
         store = await RedisStockStore.open(redis_url, journal_url, clock=clock)

@@ -1,5 +1,6 @@
 """Every SQL model, imported here so that `Base.metadata` knows all tables."""
 
+from service.db.models.approvals import ApprovalCaseRole, ChangeRequest, ItemPrice
 from service.db.models.decisions import DecisionEntry
 from service.db.models.events import Delivery, ExceptionRecord, ExpectedReceipt, OutboxDispatch, Subscription
 from service.db.models.foundation import ApiKey, AuditEntry, Item, Location, Promotion
@@ -17,13 +18,16 @@ from service.db.models.workflow import ApprovalCase, ApprovalStep, OutboxEvent
 __all__ = [
     "ApiKey",
     "ApprovalCase",
+    "ApprovalCaseRole",
     "ApprovalStep",
     "AuditEntry",
+    "ChangeRequest",
     "DecisionEntry",
     "Delivery",
     "ExceptionRecord",
     "ExpectedReceipt",
     "Item",
+    "ItemPrice",
     "Location",
     "OutboxDispatch",
     "OutboxEvent",

@@ -2,7 +2,8 @@
 -- store, listed once per SKU). ARGV: now_ms, demand half-life in days, then per event 8 values:
 -- key index, event_id, type, loc, qty, disposition or '', to_location or '', sale time in epoch ms.
 -- Returns per event {'duplicate'} or {'applied', anomaly kind or '', shortfall, ds, dd, dp, dt, dest_dt,
--- then for a sale: demand rate, its time, its sequence number, the previous rate and time ('' if none)}.
+-- then for a sale: demand rate, its time, its sequence number, the previous rate and time ('' if none)},
+-- then the write's number (the prelude's next_seq).
 -- The demand rate of LOC lives in the SKU's hash: 'e:LOC' (units/day, as '%.17g' text so that it
 -- round-trips exactly), 'u:LOC' (ms of the last sale folded in), 'n:LOC' (updates so far).
 local now = tonumber(ARGV[1])
@@ -87,4 +88,5 @@ for a = 3, #ARGV, 8 do
     out[#out + 1] = result
   end
 end
+out[#out + 1] = next_seq()
 return out

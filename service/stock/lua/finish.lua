@@ -2,6 +2,7 @@
 --       (stock, hold, part) per SKU of the reservation.
 -- ARGV: id, now_ms, action (commit | release | expire | forget | undo_commit | undo_release), capacity
 --       keys given (0|1), skus...
+-- A commit or release answers {'done', the reservation, the write's number (the prelude's next_seq)}.
 -- A commit keeps the units counted against the day's capacity (they were dispatched); a release, an
 -- expiry or a forget gives them back.
 local resv, holds = KEYS[1], KEYS[2]
@@ -16,7 +17,11 @@ if redis.call('EXISTS', resv) == 0 then
 end
 local status = redis.call('HGET', resv, 'status')
 if action == 'undo_commit' or action == 'undo_release' then
-  -- Put back a commit or release whose journal entry could not be written.
+  -- Put back a commit or release whose journal entry could not be written; only from the state it left
+  -- (a store rebuilt from the journal meanwhile never saw it).
+  if status ~= (action == 'undo_commit' and 'committed' or 'released') then
+    return {'same', redis.call('HGETALL', resv)}
+  end
   local exp = redis.call('HGET', resv, 'exp')
   local lines = redis.call('HGET', resv, 'lines')
   local g = 5
@@ -87,4 +92,4 @@ end
 redis.call('ZREM', holds, id)
 if action == 'commit' then status = 'committed' else status = 'released' end
 redis.call('HSET', resv, 'status', status)
-return {'done', redis.call('HGETALL', resv)}
+return {'done', redis.call('HGETALL', resv), next_seq()}

@@ -1,3 +1,20 @@
+-- The last key of every stock script is the store's state marker, written by the rebuild from the journal:
+-- without it the data is gone (a restart without persistence, a flush, a failover to an empty replica)
+-- and every answer would be wrong, so the script refuses before reading or writing anything. The marker
+-- then leaves KEYS, so that the script's own keys are KEYS[1..n] as before.
+local STATE = KEYS[#KEYS]
+if redis.call('EXISTS', STATE) == 0 then
+  return redis.error_reply('STOCKLOST the stock state marker is missing: rebuilding from the journal')
+end
+KEYS[#KEYS] = nil
+
+-- The marker's write counter: every write script takes the next number and its journal entry records it,
+-- so a Redis whose counter is below the journal's latest number (restored from an older snapshot, a
+-- lagging replica) is behind the journal.
+local function next_seq()
+  return redis.call('HINCRBY', STATE, 'n', 1)
+end
+
 -- Shared by every stock script. A SKU's keys: stock (hash 'b:LOC' -> count, b in s r d p t),
 -- hold (sorted set reservation id -> expires_at ms), part (hash reservation id -> 'LOC\tQTY\n'...).
 -- A part counts in `r:LOC` exactly while its id is in the hold index; pruning releases it.

@@ -3,6 +3,8 @@
 -- ARGV: id, now_ms, expires_ms, fingerprint, partial(0|1), order_id, channel, idempotency_key,
 --       ncap, ncap x (loc, limit), day, keep_ms (both only when ncap > 0),
 --       then per SKU: sku, n, n x (loc, qty, floor); lines of one SKU and location already summed.
+-- Answers {'conflict'}, {'replay', the reservation}, {'short', short lines} or {'granted', granted lines,
+-- short lines, the write's number (the prelude's next_seq)}.
 -- A capacity day's keys have the shape of a SKU's: usage 'r:LOC' (units counted on that day, held and
 -- committed), hold (held reservation id -> expires_at) and part (id -> 'LOC\tQTY\n'...), so the same
 -- prune gives an expired hold's units back.
@@ -87,4 +89,4 @@ if #order > 0 then
   redis.call('HSET', resv, 'cday', day, 'cap', capenc)
   for k = 3, 5 do redis.call('PEXPIRE', KEYS[k], keep) end
 end
-return {'granted', flat, short}
+return {'granted', flat, short, next_seq()}

@@ -1,5 +1,6 @@
 -- KEYS: (stock, hold, part) per SKU. ARGV: now_ms, then per row 6 values: key index, loc, s, d, p, t.
--- Sets the counted buckets (reserved stays) and returns the previous values {s, d, p, t} per row.
+-- Sets the counted buckets (reserved stays) and returns the previous values {s, d, p, t} per row, then
+-- the write's number (prelude's next_seq).
 -- `s:LOC` is always written (it marks the row); a zero damaged, return-pending or in-transit bucket is
 -- deleted instead, since a missing field reads as 0: the hash stays small for the reads that walk it.
 local now = tonumber(ARGV[1])
@@ -20,4 +21,5 @@ for a = 2, #ARGV, 6 do
     end
   end
 end
+out[#out + 1] = next_seq()
 return out

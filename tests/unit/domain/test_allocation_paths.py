@@ -1,10 +1,19 @@
-"""The allocator's two paths make the same choice: `allocate(..., explain=False)` (the indexed
-`Allocator`, which the service runs without a full trace and the simulator runs for every order) and the
-traced path (`explain=True`) give the same plan apart from the candidate trace."""
+"""The one allocation path (`Allocator.plan`, which `allocate` runs) against known answers, and traced or
+not: `allocate(..., explain=True)` collects the candidate trace through the same path, and gives the same
+decision as `explain=False` (which the service runs without the full trace and the simulator for every
+order).
+
+The known answers (allocation_answers.json) are the plans of seeded orders, the candidate trace of each
+pinned by a digest; they were recorded before the allocator's traced and untraced paths became one, and are
+written again only for an intended change of the decisions: `python tests/unit/domain/test_allocation_paths.py`.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,13 +82,19 @@ def _policy(rng: random.Random) -> AllocationPolicy:
     )
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_the_indexed_path_plans_what_the_traced_path_plans(seed: int) -> None:
+ANSWERS = Path(__file__).with_name("allocation_answers.json")
+SEEDS = 40
+ORDERS_PER_SEED = 40
+
+
+def _seeded_orders(seed: int) -> list[dict[str, Any]]:
+    """The orders of one seed: random networks, stock, thresholds, policies and pool sizes."""
     rng = random.Random(seed)
     locations = _locations(rng, rng.choice([3, 12, 20, 60, 124]))
     skus = [f"S{i}" for i in range(5)]
     pool_size = rng.choice([12, 12, 6, 2, 0])
-    for _ in range(40):
+    out = []
+    for _ in range(ORDERS_PER_SEED):
         depth = rng.choice([[0, 0, 1, 2, 3, 5, 9, 30], [0, 4, 20, 25, 800], [1, 2, 3], [0, 0, 0, 1]])
         stock = {sku: {loc.id: rng.choice(depth) for loc in locations if rng.random() < 0.9} for sku in skus}
         low = None
@@ -92,11 +107,56 @@ def test_the_indexed_path_plans_what_the_traced_path_plans(seed: int) -> None:
         fulfillment = Fulfillment(kind, rng.choice(locations).id if kind == "pickup" else None)
         destination = Destination(52 + rng.randrange(5) / 4, 13 + rng.randrange(5) / 4)
         policy = _policy(rng)
-        args = (lines, locations, stock, policy, fulfillment, destination)
-        traced = allocate(*args, low_stock_thresholds=low, pool_size=pool_size, explain=True)
-        fast = allocate(*args, low_stock_thresholds=low, pool_size=pool_size, explain=False)
-        assert _without_trace(fast) == _without_trace(traced)
-        assert all(not line.candidates for line in fast.lines)
+        out.append(
+            {
+                "args": (lines, locations, stock, policy, fulfillment, destination),
+                "low": low,
+                "pool_size": pool_size,
+            }
+        )
+    return out
+
+
+def _answer(plan: AllocationPlan) -> list[Any]:
+    """A plan as the known answers hold it: the decision, and a digest of the candidate trace."""
+    out: list[Any] = []
+    for line in plan.lines:
+        trace = json.dumps([c.to_dict() for c in line.candidates], sort_keys=True)
+        out.append(
+            [
+                line.sku,
+                line.qty,
+                [[p.location, p.qty] for p in line.picks],
+                line.unallocated,
+                line.combinations_searched,
+                line.note,
+                hashlib.sha256(trace.encode()).hexdigest()[:16],
+            ]
+        )
+    return out
+
+
+def _answers() -> dict[str, list[list[Any]]]:
+    return {
+        str(seed): [
+            _answer(allocate(*o["args"], low_stock_thresholds=o["low"], pool_size=o["pool_size"]))
+            for o in _seeded_orders(seed)
+        ]
+        for seed in range(SEEDS)
+    }
+
+
+@pytest.mark.parametrize("seed", range(SEEDS))
+def test_the_allocator_gives_the_known_answers(seed: int) -> None:
+    known = json.loads(ANSWERS.read_text())[str(seed)]
+    for o, answer in zip(_seeded_orders(seed), known, strict=True):
+        traced = allocate(*o["args"], low_stock_thresholds=o["low"], pool_size=o["pool_size"], explain=True)
+        assert _answer(traced) == answer
+        untraced = allocate(
+            *o["args"], low_stock_thresholds=o["low"], pool_size=o["pool_size"], explain=False
+        )
+        assert _without_trace(untraced) == _without_trace(traced)
+        assert all(not line.candidates for line in untraced.lines)
 
 
 @st.composite
@@ -154,7 +214,7 @@ def orders(draw: st.DrawFn) -> dict[str, Any]:
 
 @settings(max_examples=150, deadline=None)
 @given(orders())
-def test_both_paths_agree_on_generated_orders(o: dict[str, Any]) -> None:
+def test_the_traced_and_untraced_allocations_agree_on_generated_orders(o: dict[str, Any]) -> None:
     traced = allocate(*o["args"], low_stock_thresholds=o["low"], pool_size=o["pool_size"], explain=True)
     fast = allocate(*o["args"], low_stock_thresholds=o["low"], pool_size=o["pool_size"], explain=False)
     assert _without_trace(fast) == _without_trace(traced)
@@ -274,3 +334,12 @@ def test_an_allocator_tracking_the_stock_rows_plans_as_one_that_screens_every_ca
             available[s][loc] += rng.choice([-3, -1, 1, 2, 12, 300])
             changed((s, loc))
     assert walked > 500
+
+
+if __name__ == "__main__":
+    # one line per seed, so that a change of the answers shows as the seeds it touches
+    rows = [
+        f"{json.dumps(seed)}:{json.dumps(answers, separators=(',', ':'))}"
+        for seed, answers in _answers().items()
+    ]
+    ANSWERS.write_text("{\n" + ",\n".join(rows) + "\n}\n")

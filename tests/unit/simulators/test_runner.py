@@ -118,8 +118,9 @@ def test_replaying_a_recorded_log_gives_the_same_kpis(
 
 
 class TracedRun(Run):
-    """A run whose every order goes through `allocate(..., explain=True)`, the traced path of the
-    service's allocator, instead of the run's `Allocator`."""
+    """A run whose every order goes through `allocate(..., explain=True)`, as the service allocates with
+    the full trace (on the order's own arrays and with the candidate trace recorded), instead of the run's
+    tracking `Allocator`."""
 
     def _plan(
         self,

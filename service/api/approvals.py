@@ -1,0 +1,223 @@
+"""Transfer and markdown requests, and the approvers' side of their cases.
+
+`POST /v1/transfers` and `/v1/markdowns` file a request (decided by the same decision as
+`/v1/decisions/transfer|markdown`); `GET` on them shows the request, its decision and its case with every
+step. `POST /v1/approvals/{id}/approve|reject` acts on a case as the person the API key names, under a
+role the key carries; `GET /v1/approvals` is the inbox. Thin: decode, call `service.workflow`, answer.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, Router, get, post
+from litestar.params import FromPath, FromQuery, Parameter
+
+from service.api.body import decode, decode_body
+from service.api.decisions import _trace
+from service.api.openapi import json_body, json_response
+from service.decisions.schemas import MarkdownRequest, TransferRequest
+from service.domain.cases import APPROVER_ROLES
+from service.security import principal_of, requires
+from service.services import Services
+from service.workflow.cases import Workflow
+from service.workflow.inbox import inbox
+from service.workflow.requests import file_request, get_request
+
+FILE_ROLES = ("decide", "requester")
+READ_ROLES = ("decide", "requester", "planner", *APPROVER_ROLES)
+Comment = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+
+
+class ApproveIn(msgspec.Struct, forbid_unknown_fields=True):
+    comment: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+
+
+class RejectIn(msgspec.Struct, forbid_unknown_fields=True):
+    comment: Comment
+
+
+class StepOut(msgspec.Struct):
+    at: Annotated[datetime, msgspec.Meta(tz=True)]
+    action: str  # opened | approved | rejected | escalated | expired | executed | blocked | received
+    actor: str
+    role: str | None
+    comment: str | None
+    detail: dict[str, Any]
+
+
+class CaseSummaryOut(msgspec.Struct):
+    """An approval case as the inbox lists it."""
+
+    id: str
+    kind: str
+    subject: str
+    requested_by: str
+    decision_id: str
+    status: str
+    approvers: list[str]
+    approvals_required: int
+    escalation: list[str]
+    escalation_level: int
+    sla_hours: float | None
+    sla_due_at: Annotated[datetime, msgspec.Meta(tz=True)] | None
+    created_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    updated_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    closed_at: Annotated[datetime, msgspec.Meta(tz=True)] | None
+    outcome_reason: str | None
+    version: int
+    overdue: bool
+
+
+class ApprovalOut(msgspec.Struct):
+    person: str
+    role: str
+    at: Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class CaseOut(CaseSummaryOut, kw_only=True):
+    """An approval case with how its approvals add up and every step."""
+
+    approval: str  # any | all
+    approvals: list[ApprovalOut]
+    steps: list[StepOut]
+
+
+class RequestOut(msgspec.Struct):
+    """A filed transfer or markdown request: the body, its decision (with trace) and its case."""
+
+    request_id: str
+    kind: str
+    status: str
+    requested_by: str
+    created_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    request: dict[str, Any]
+    decision: dict[str, Any]
+    shipment_id: str | None
+    case: CaseOut
+
+
+class InboxOut(msgspec.Struct):
+    cases: list[CaseSummaryOut]
+    next_cursor: str | None
+
+
+def workflow_of(request: Request[Any, Any, Any]) -> Workflow:
+    services: Services = request.app.state.services
+    workflow: Workflow = services.workflow
+    return workflow
+
+
+async def _file(request: Request[Any, Any, Any], kind: str, body: Any, trace: str | None) -> Response[Any]:
+    level = _trace(trace)
+    view, replayed = await file_request(workflow_of(request), kind, body, principal_of(request).name, level)
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return Response(view, status_code=200 if replayed else 201, headers=headers)
+
+
+@post("/transfers", opt=requires(*FILE_ROLES), operation_id="fileTransfer", status_code=201)
+@json_body(TransferRequest)
+@json_response(RequestOut)
+async def file_transfer(
+    request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
+) -> Response[Any]:
+    return await _file(request, "transfer", await decode_body(request, TransferRequest), trace)
+
+
+@post("/markdowns", opt=requires(*FILE_ROLES), operation_id="fileMarkdown", status_code=201)
+@json_body(MarkdownRequest)
+@json_response(RequestOut)
+async def file_markdown(
+    request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
+) -> Response[Any]:
+    return await _file(request, "markdown", await decode_body(request, MarkdownRequest), trace)
+
+
+@get("/transfers/{request_id:str}", opt=requires(*READ_ROLES), operation_id="getTransfer")
+@json_response(RequestOut)
+async def get_transfer(request: Request[Any, Any, Any], request_id: FromPath[str]) -> dict[str, Any]:
+    return await get_request(workflow_of(request), "transfer", request_id)
+
+
+@get("/markdowns/{request_id:str}", opt=requires(*READ_ROLES), operation_id="getMarkdown")
+@json_response(RequestOut)
+async def get_markdown(request: Request[Any, Any, Any], request_id: FromPath[str]) -> dict[str, Any]:
+    return await get_request(workflow_of(request), "markdown", request_id)
+
+
+@get("/approvals", opt=requires(*READ_ROLES), operation_id="listApprovals")
+@json_response(InboxOut)
+async def list_approvals(
+    request: Request[Any, Any, Any],
+    role: Annotated[str | None, Parameter(description="cases this role may act on now")] = None,
+    status: Annotated[str, Parameter(description="case status")] = "pending",
+    overdue: Annotated[bool | None, Parameter(description="past (true) or within (false) the SLA")] = None,
+    kind: Annotated[str | None, Parameter(description="transfer or markdown")] = None,
+    limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Parameter(description="next_cursor of the previous page")] = None,
+) -> dict[str, Any]:
+    """The inbox: cases oldest first, `limit` per page; `next_cursor` fetches the next page."""
+    return await inbox(
+        workflow_of(request),
+        role=role,
+        status=status,
+        overdue=overdue,
+        kind=kind,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+@get("/approvals/{case_id:str}", opt=requires(*READ_ROLES), operation_id="getApproval")
+@json_response(CaseOut)
+async def get_approval(request: Request[Any, Any, Any], case_id: FromPath[str]) -> dict[str, Any]:
+    workflow = workflow_of(request)
+    async with workflow.sessions() as session:
+        return await workflow.view(session, case_id)
+
+
+@post(
+    "/approvals/{case_id:str}/approve",
+    opt=requires(*APPROVER_ROLES),
+    operation_id="approveCase",
+    status_code=200,
+)
+@json_body(ApproveIn, required=False)
+@json_response(CaseOut)
+async def approve_case(request: Request[Any, Any, Any], case_id: FromPath[str]) -> dict[str, Any]:
+    raw = await request.body()
+    body = decode(raw, ApproveIn) if raw.strip() else ApproveIn()
+    principal = principal_of(request)
+    return await workflow_of(request).act(case_id, principal.name, principal.has, "approve", body.comment)
+
+
+@post(
+    "/approvals/{case_id:str}/reject",
+    opt=requires(*APPROVER_ROLES),
+    operation_id="rejectCase",
+    status_code=200,
+)
+@json_body(RejectIn)
+@json_response(CaseOut)
+async def reject_case(request: Request[Any, Any, Any], case_id: FromPath[str]) -> dict[str, Any]:
+    body = await decode_body(request, RejectIn)
+    principal = principal_of(request)
+    return await workflow_of(request).act(case_id, principal.name, principal.has, "reject", body.comment)
+
+
+router = Router(
+    path="/v1",
+    route_handlers=[
+        file_transfer,
+        file_markdown,
+        get_transfer,
+        get_markdown,
+        list_approvals,
+        get_approval,
+        approve_case,
+        reject_case,
+    ],
+    tags=["approvals"],
+)

@@ -1,0 +1,98 @@
+"""What decisions derive from master data hangs off the snapshot it came from (`MasterData.derived`): made
+once per snapshot, bounded, and never seen by a decision on another snapshot."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from service.decisions.allocation import decide_allocation
+from service.decisions.availability import SHARED_KEPT, _Shared, decide_availability
+from service.decisions.context import DecisionContext
+from service.decisions.log import NullDecisionLog
+from service.decisions.rules import FileRulesets
+from service.decisions.schemas import AllocationRequest, AvailabilityRequest, DestinationIn, OrderLineIn
+from service.domain.allocation import Allocator
+from service.masterdata import DERIVED_KEPT, ItemRecord, LocationRecord, MasterData
+from service.stock import MemoryStockStore, SnapshotRow
+
+RULESETS = FileRulesets(Path(__file__).resolve().parents[3] / "rulesets", "python")
+ITEMS = {"TEE": ItemRecord("TEE", "apparel", 20.0, 8.0, 6, None, 5, None)}
+
+
+def _snapshot(near_lat: float) -> MasterData:
+    return MasterData(
+        locations={
+            "near": LocationRecord("near", "dc", "north", near_lat, -1.55, (), None, 1),
+            "mid": LocationRecord("mid", "dc", "north", 53.0, -1.55, (), None, 1),
+        },
+        items=ITEMS,
+        promotions=(),
+    )
+
+
+def test_a_value_is_made_once_per_snapshot_and_kept_with_it() -> None:
+    first, second = _snapshot(53.8), _snapshot(53.8)
+    made: list[str] = []
+
+    def make(name: str) -> str:
+        made.append(name)
+        return name
+
+    assert first.derived("k", lambda: make("first")) == "first"
+    assert first.derived("k", lambda: make("again")) == "first"
+    assert second.derived("k", lambda: make("second")) == "second"
+    assert made == ["first", "second"]
+
+
+def test_a_snapshot_keeps_a_bounded_number_of_values_the_newest_last() -> None:
+    md = _snapshot(53.8)
+    for i in range(DERIVED_KEPT + 10):
+        md.derived(("channel", i), lambda i=i: i)  # type: ignore[misc]
+    made: list[int] = []
+    assert md.derived(("channel", DERIVED_KEPT + 9), lambda: made.append(1)) == DERIVED_KEPT + 9
+    assert made == []
+    md.derived(("channel", 0), lambda: made.append(0))  # dropped long ago: made again
+    assert made == [0]
+    assert len(md._derived) <= DERIVED_KEPT
+
+
+async def test_each_snapshot_allocates_over_its_own_locations() -> None:
+    """The location `near` moves between two snapshots; the allocator kept with each sees its own."""
+    store = MemoryStockStore()
+    await store.put_snapshot([SnapshotRow("TEE", "near", 50), SnapshotRow("TEE", "mid", 50)])
+    request = AllocationRequest(
+        order_id="o-1",
+        channel="ecommerce",
+        fulfillment="ship",
+        lines=[OrderLineIn("TEE", 3)],
+        destination=DestinationIn(53.80, -1.55, "north"),
+    )
+    chosen = []
+    for md in (_snapshot(53.8), _snapshot(50.0), _snapshot(53.8)):
+        for _ in range(2):  # the second decision on a snapshot reuses what the first left with it
+            ctx = DecisionContext(store, md, RULESETS, NullDecisionLog(), datetime.now(UTC))
+            decision = (await decide_allocation(ctx, request, "none")).decision
+            chosen.append(decision["lines"][0]["allocations"][0]["location"])
+    assert chosen == ["near", "near", "mid", "mid", "near", "near"]
+
+
+async def test_availability_answers_for_many_channels_stay_bounded_and_leave_the_allocator_alone() -> None:
+    store = MemoryStockStore()
+    await store.put_snapshot([SnapshotRow("TEE", "near", 50), SnapshotRow("TEE", "mid", 50)])
+    md = _snapshot(53.8)
+    request = AllocationRequest(
+        order_id="o-1",
+        channel="ecommerce",
+        fulfillment="ship",
+        lines=[OrderLineIn("TEE", 3)],
+        destination=DestinationIn(53.80, -1.55, "north"),
+    )
+    ctx = DecisionContext(store, md, RULESETS, NullDecisionLog(), datetime.now(UTC))
+    await decide_allocation(ctx, request, "none")
+    allocator = md.derived(Allocator, lambda: None)
+    assert isinstance(allocator, Allocator)
+    for i in range(DERIVED_KEPT + 20):
+        await decide_availability(ctx, AvailabilityRequest(channel=f"channel-{i}", skus=["TEE"]), "none")
+    assert len(md.derived(_Shared, dict)) <= SHARED_KEPT
+    assert md.derived(Allocator, lambda: None) is allocator
