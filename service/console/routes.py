@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Response, Router
 from litestar.static_files import create_static_files_router
 
-from service.console import operations, rulesets, signin
+from service.console import approvals, operations, rulesets, signin
 from service.console.web import (
     HERE,
     ConsoleRefusal,
@@ -52,6 +52,10 @@ pages = Router(
         operations.simulation_page,
         operations.simulation_report,
         operations.simulation_kpis,
+        approvals.inbox_page,
+        approvals.case_page,
+        approvals.approve,
+        approvals.reject,
     ],
     before_request=check_request,
     after_request=_after,

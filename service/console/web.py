@@ -24,6 +24,7 @@ from litestar.response import Redirect, Template
 from litestar.template.config import TemplateConfig
 from markupsafe import Markup, escape
 
+from service.api import approvals as api_approvals
 from service.api import decisions as api_decisions
 from service.api import exceptions as api_exceptions
 from service.api import rulesets as api_rulesets
@@ -56,6 +57,8 @@ NOTICES = {
     "acknowledged": "Acknowledged.",
     "resolved": "Resolved.",
     "started": "Simulation started.",
+    "approved": "Approved.",
+    "rejected": "Rejected.",
     "signed-out": "You are signed out.",
     "ended": "Your session has ended; sign in again.",
 }
@@ -98,6 +101,7 @@ AREAS = (
     ("Stock", "/console/stock", api_stock.get_stock, "a SKU's buckets across locations"),
     ("Exceptions", "/console/exceptions", api_exceptions.list_exceptions, "the exceptions queue"),
     ("Simulations", "/console/simulations", api_simulations.get_simulation, "replay promotion scenarios"),
+    ("Approvals", "/console/approvals", api_approvals.list_approvals, "the cases waiting for your approval"),
 )
 
 
