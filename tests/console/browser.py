@@ -29,7 +29,8 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCREENSHOTS = ROOT / "docs" / "console"
 FAILURES = ROOT / "var" / "console-failures"
-ROLES = ("author", "publisher", "decide", "planner", "stock", "admin")
+ROLES = ("author", "publisher", "decide", "planner", "stock", "admin", "requester")
+PEOPLE = {"approver": ["store_manager", "stock"]}  # keys with more than one role
 
 
 @dataclass
@@ -46,7 +47,11 @@ class LiveService:
 async def _keys(database_url: str) -> dict[str, str]:
     engine = create_engine(DatabaseSettings(url=database_url))
     try:
-        return {role: await create_key(session_factory(engine), f"{role}-person", [role]) for role in ROLES}
+        sessions = session_factory(engine)
+        keys = {role: await create_key(sessions, f"{role}-person", [role]) for role in ROLES}
+        for name, roles in PEOPLE.items():
+            keys[name] = await create_key(sessions, f"{name}-person", roles)
+        return keys
     finally:
         await engine.dispose()
 

@@ -122,6 +122,43 @@ def test_a_planner_runs_a_small_simulation_and_reads_its_report(page: Any, live_
     assert download.value.suggested_filename.endswith("-kpis.json")
 
 
+def test_an_approver_approves_a_routed_transfer_and_the_stock_page_shows_it_in_transit(
+    page: Any, live_service: LiveService
+) -> None:
+    expect = _expect()
+    transfer = {
+        "transfer_id": "journey-t-1",
+        "sku": "TV-003",
+        "qty": 2,
+        "from_location": "dc-manchester",
+        "to_location": "store-leeds",
+        "requested_by": {"id": "sam", "role": "store_associate"},
+        "reason": "restock",
+    }
+    with live_service.api("stock") as client:
+        stocked = client.put(
+            "/v1/stock", json=[{"sku": "TV-003", "location": "dc-manchester", "sellable": 10}]
+        )
+        assert stocked.status_code == 200
+    with live_service.api("requester") as client:
+        filed = client.post("/v1/transfers", json=transfer)
+    assert filed.status_code == 201, filed.text
+    case = filed.json()["case"]
+    assert case["status"] == "pending" and case["approvers"] == ["store_manager"], case
+    sign_in(page, live_service, "approver", "/console/approvals")
+    expect(page.locator(f'tr[data-case="{case["id"]}"]')).to_contain_text("left")
+    shot(page, "approvals")
+    page.get_by_role("link", name=case["subject"]).click()
+    page.get_by_label("Comment (optional)").fill("restock for the weekend")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.get_by_role("status")).to_contain_text("Approved")
+    expect(page.get_by_test_id("case-status")).to_have_text(re.compile("approved|executed"))
+    page.get_by_role("link", name="Stock").click()
+    page.get_by_role("textbox", name="SKU").fill("TV-003")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator('tr[data-location="store-leeds"] [data-testid="in-transit"]')).to_have_text("2")
+
+
 def test_times_are_shown_in_the_viewers_zone_with_utc_on_hover(page: Any, live_service: LiveService) -> None:
     sign_in(page, live_service, "author", "/console/rulesets")
     moment = page.locator("time").first
