@@ -15,10 +15,12 @@ from litestar import Request, Response, get, post
 from litestar.params import FromPath, Parameter
 
 from service.api import approvals as api
-from service.console.web import done, principal, problem_context, render, same_roles
+from service.api import decisions as api_decisions
+from service.console.web import done, may, principal, problem_context, render, same_roles
 from service.domain.cases import APPROVER_ROLES
 from service.errors import ServiceError
 from service.workflow.inbox import inbox
+from service.workflow.requests import get_request
 
 PER_PAGE = 25
 CaseId = Annotated[str, Parameter(max_length=64)]
@@ -97,12 +99,22 @@ async def _case_page(
         case = await workflow.view(session, case_id)
     me = principal(request)
     acted = {approval["person"] for approval in case.get("approvals", [])}
+    kind, _, request_id = str(case["subject"]).partition(":")
+    filed: dict[str, Any] | None = None
+    if kind in ("transfer", "markdown") and request_id:
+        try:  # the request and its decision, as GET /v1/transfers|markdowns/{id} show them
+            filed = await get_request(workflow, kind, request_id)
+        except ServiceError:
+            filed = None
     return render(
         request,
         "approval.html",
         status_code=status,
         title=f"Case {case['subject']}",
         case=case,
+        filed=filed,
+        rules=((filed or {}).get("decision") or {}).get("trace", {}).get("rules"),
+        may_read_decisions=may(me, api_decisions.get_decision),
         refusal=refusal,
         time_left=_time_left(case.get("sla_due_at"), datetime.now(UTC))
         if case["status"] == "pending"

@@ -49,7 +49,8 @@ async def test_the_inbox_lists_the_case_for_its_role_and_the_approver_approves_i
     assert inbox.status_code == 200
     assert f'data-case="{case["id"]}"' in inbox.text and "left" in inbox.text  # the SLA countdown
     page = await console.get(f"/console/approvals/{case['id']}")
-    assert page.status_code == 200 and f"/console/decisions/{case['decision_id']}" in page.text
+    assert page.status_code == 200 and "Decided <strong>route</strong>" in page.text
+    assert 'data-testid="rules-trace"' in page.text  # why it was routed, readable by the approver
     approved = await console.post(f"/console/approvals/{case['id']}/approve", {"comment": "fine"})
     assert approved.status_code == 200 and "Approved." in approved.text
     status = re.search(r'data-testid="case-status">(\w+)<', approved.text)
