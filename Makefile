@@ -3,7 +3,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench setup setup-test clean
+.PHONY: run test lint bench setup setup-test clean console-screenshots
 
 setup:
 	@scripts/bootstrap.sh
@@ -21,6 +21,10 @@ lint: setup-test
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# the screenshots of docs/console.md, taken by the console's browser journeys
+console-screenshots: setup-test
+	CONSOLE_SCREENSHOTS=1 $(BIN)/python -m pytest -q -m browser tests/console
 
 bench: setup-test
 	$(BIN)/python -m pytest tests/benchmarks -o python_files='bench_*.py' -s -q

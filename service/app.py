@@ -32,6 +32,7 @@ from service.api import (
 from service.api.deps import dependencies
 from service.api.openapi import document_operations
 from service.api.problems import exception_handlers
+from service.console import console_router, console_templates
 from service.db.engine import create_engine, session_factory
 from service.db.migrate import upgrade
 from service.decisions.log import open_decision_log
@@ -190,6 +191,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         insights.router,
         approvals.router,
         MetricsController,
+        *console_router,
     ]
     return Litestar(
         route_handlers=route_handlers,
@@ -199,6 +201,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=exception_handlers(),
         middleware=[prometheus.middleware, AuthMiddleware],
         request_max_body_size=settings.server.max_body_bytes,
+        template_config=console_templates(),
         openapi_config=OpenAPIConfig(
             title="Retail policy service",
             version="0.1.0",
