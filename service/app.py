@@ -32,7 +32,7 @@ from service.api import (
 from service.api.deps import dependencies
 from service.api.openapi import document_operations
 from service.api.problems import exception_handlers
-from service.console import console_router, console_templates
+from service.console.routes import console_router, console_templates
 from service.db.engine import create_engine, session_factory
 from service.db.migrate import upgrade
 from service.decisions.log import open_decision_log
@@ -49,6 +49,8 @@ from service.workflow.monitor import ExceptionMonitor
 from service.workflow.sweeper import start_workflow_sweeper
 
 log = logging.getLogger("retail_policy")
+
+STOP_TIMEOUT_SECONDS = 5.0
 
 
 class MetricsController(PrometheusController):
@@ -145,6 +147,9 @@ def start_workflow(services: Services) -> None:
 async def stop_services(services: Services) -> None:
     for task in services.tasks:
         task.cancel()
+    if services.tasks:
+        # let each background task unwind (close its sessions) while the pools it uses are still open
+        await asyncio.wait(services.tasks, timeout=STOP_TIMEOUT_SECONDS)
     for closer in (
         services.simulations,
         services.decision_log,

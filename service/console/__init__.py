@@ -4,7 +4,3 @@ Pages are rendered by the service (Jinja2 templates, a small script of our own, 
 Each page and action calls the same functions as the API handler it mirrors and declares that handler's
 roles (`service.console.access`), so the console can do exactly what the caller's key may do over HTTP.
 """
-
-from service.console.routes import console_router, console_templates
-
-__all__ = ["console_router", "console_templates"]
