@@ -26,6 +26,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+def utc_now() -> datetime:
+    """Now, in UTC: the default clock of everything that stores times."""
+    return datetime.now(UTC)
+
+
 def aware(value: datetime) -> datetime:
     """A stored time, in UTC: SQLite hands datetimes back naive even from timezone-aware columns, and every
     time this service stores is UTC."""

@@ -25,8 +25,9 @@ from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from service.db.base import utc_now
 from service.errors import ServiceError
-from service.security.keys import ROLES, Clock, Principal, find_principal, utc_now
+from service.security.keys import ROLES, Clock, Principal, find_principal
 
 CACHE_SECONDS = 1.0
 REFRESH_AFTER_SECONDS = 0.5  # a hit after this starts a background lookup, so the entry never lapses in use

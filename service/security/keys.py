@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db.base import aware
+from service.db.base import aware, utc_now
 from service.db.models import ApiKey
 from service.domain.cases import APPROVER_ROLES
 from service.errors import Conflict, FieldError, Invalid, NotFound
@@ -32,10 +32,6 @@ ROLES = ("decide", "stock", "author", "publisher", "planner", "admin", "requeste
 NAME_PATTERN = r"^[A-Za-z0-9._:\-]{1,64}$"
 _NAME = re.compile(NAME_PATTERN)
 Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.base import aware
+from service.db.base import aware, utc_now
 from service.db.models import ApprovalCase, ApprovalCaseRole, ApprovalStep, ChangeRequest, ItemPrice
 from service.decisions.approvals import transfer_floor
 from service.decisions.context import context_from
@@ -54,10 +54,6 @@ RECOVERY_GRACE = timedelta(seconds=30)  # an approved case this old is executed 
 Clock = Callable[[], datetime]
 Hook = Callable[[str, str], Awaitable[None]]
 CASE_COLUMNS = list(ApprovalCase.__table__.columns)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class _Stale(Exception):

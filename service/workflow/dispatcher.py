@@ -24,7 +24,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -33,7 +33,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db.base import aware
+from service.db.base import aware, utc_now
 from service.db.models import Delivery, OutboxDispatch, OutboxEvent, Subscription
 from service.decisions.ids import new_decision_id
 from service.workflow.exceptions import clear_exception, raise_exception
@@ -44,10 +44,6 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 MAX_BODY_BYTES = 256 * 1024  # an event larger than this is dead-lettered rather than sent
 USER_AGENT = "retail-policy-webhooks/1"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
