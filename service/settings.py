@@ -78,6 +78,10 @@ class RulesSettings:
     engine: EngineName = "durable"
     rulesets_dir: Path = Path("rulesets")
     reload_interval_seconds: float = 1.0
+    # a worker that cannot confirm its rulesets against the store for this long refuses decisions (503)
+    switch_deadline_seconds: float = 10.0
+    # how often a worker writes its heartbeat for the fleet view at the latest
+    heartbeat_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,9 @@ def load_settings() -> Settings:
     if backend == "redis" and not redis_url:
         raise SettingsError("STOCK_BACKEND=redis needs REDIS_URL (for example redis://127.0.0.1:6379/0)")
     engine = _choice("RULES_ENGINE", env.get("RULES_ENGINE", "durable"), ("durable", "python"))
+    deadline = _positive_int("RULES_SWITCH_DEADLINE_SECONDS", 10)
+    if deadline < 2:  # workers poll once a second: a shorter deadline would refuse between two polls
+        raise SettingsError(f"RULES_SWITCH_DEADLINE_SECONDS={deadline}: expected at least 2 (seconds)")
     return Settings(
         database=DatabaseSettings(
             url=env.get("DATABASE_URL") or _default_database_url(),
@@ -138,6 +145,8 @@ def load_settings() -> Settings:
         rules=RulesSettings(
             engine=engine,  # type: ignore[arg-type]
             rulesets_dir=Path(env.get("RULESETS_DIR", "rulesets")),
+            switch_deadline_seconds=deadline,
+            heartbeat_seconds=_positive_int("RULES_HEARTBEAT_SECONDS", 5),
         ),
         server=ServerSettings(
             host=env.get("HOST", "127.0.0.1"),

@@ -12,6 +12,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy import text
 
+from service.rules.registry import RulesRegistry
 from service.services import Services
 from service.stock import StockStateLost
 
@@ -51,9 +52,11 @@ def _rules_state(services: Services) -> dict[str, Any]:
     registry = services.rules
     if registry is None:
         return {"loaded": False}
+    confirmation = registry.confirmation() if isinstance(registry, RulesRegistry) else {}
     return {
         "loaded": True,
         "generation": registry.snapshot().generation,
+        **confirmation,
         # the error itself is in the server log
         "last_reload_error": None
         if registry.last_error is None

@@ -35,6 +35,7 @@ from service.rules import (
     parse_ruleset,
 )
 from service.rules import repository as repo
+from service.rules.fleet import fleet
 from service.rules.registry import RegistrySnapshot, RulesRegistry
 from service.security import principal_of, requires
 from service.services import Services
@@ -132,7 +133,9 @@ async def _after_change(services: Services) -> None:
     The change is already committed, so a failed reload here is logged, not reported: the poller retries.
     """
     try:
-        await _registry(services).refresh()
+        registry = _registry(services)
+        await registry.refresh()
+        await registry.beat()  # the fleet view shows the switch at once too
     except Exception:
         log.exception("immediate ruleset reload failed; the poller will retry")
 
@@ -150,6 +153,15 @@ async def list_rulesets(
         "kind_defaults": dict(snapshot.kind_defaults),
         "generation": snapshot.generation,
     }
+
+
+@get("/fleet", opt=requires(*READ_ROLES), operation_id="getRulesetFleet")
+async def ruleset_fleet(services: NamedDependency[Services]) -> dict[str, Any]:
+    """Every service worker's served generation and versions, from the heartbeats they write."""
+    registry = _registry(services)
+    async with services.sessions() as session:
+        generation = await repo.current_generation(session)
+        return await fleet(session, generation, registry.heartbeat_seconds)
 
 
 @get("/{name:str}", opt=requires(*READ_ROLES), operation_id="getRuleset")
@@ -452,6 +464,7 @@ router = Router(
     path="/v1/rulesets",
     route_handlers=[
         list_rulesets,
+        ruleset_fleet,
         get_ruleset,
         create_version,
         get_version,

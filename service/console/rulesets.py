@@ -46,6 +46,7 @@ async def rulesets_page(request: Request[Any, Any, Any]) -> Response[Any]:
     if kind is not None and kind not in FACT_CATALOG:
         kind = None
     listing = await api.list_rulesets.fn(_services(request), kind)
+    fleet = await api.ruleset_fleet.fn(_services(request))
     return render(
         request,
         "rulesets.html",
@@ -55,6 +56,7 @@ async def rulesets_page(request: Request[Any, Any, Any]) -> Response[Any]:
         kinds=sorted(FACT_CATALOG),
         kind_defaults=listing["kind_defaults"],
         generation=listing["generation"],
+        fleet=fleet,
     )
 
 

@@ -7,7 +7,7 @@ stock store and a log that keeps nothing, so a simulated decision runs exactly t
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Literal, Protocol
@@ -28,6 +28,10 @@ class DemandSource(Protocol):
     async def rates(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], float]: ...
 
 
+def _always_confirmed(kind: str) -> None:
+    return None
+
+
 @dataclass
 class DecisionContext:
     stock: StockStore
@@ -40,6 +44,8 @@ class DecisionContext:
     # the calendar whose days locations' daily capacities count in
     capacity_zone: tzinfo = UTC
     started: float = field(default_factory=time.perf_counter)
+    # raises when this worker must not decide `kind` now (its rulesets are unconfirmed past the deadline)
+    rules_confirm: Callable[[str], None] = _always_confirmed
 
     @property
     def capacity_day(self) -> str:
@@ -47,6 +53,7 @@ class DecisionContext:
         return self.now.astimezone(self.capacity_zone).date().isoformat()
 
     def active(self, kind: str) -> Any:
+        self.rules_confirm(kind)
         ruleset = self.rules.active(kind)
         if ruleset is None:
             raise Unavailable(f"no active {kind} ruleset is loaded", retry_after=5)
@@ -62,6 +69,7 @@ def context_from(services: Any, actor: str | None, now: datetime, master_data: M
         stock=services.stock,
         master_data=master_data,
         rules=rules_view(services.rules),
+        rules_confirm=services.rules.confirm,
         log=services.decision_log,
         now=now,
         actor=actor,

@@ -104,6 +104,10 @@ class FileRulesets:
     def snapshot(self) -> FileRulesets:
         return self
 
+    def confirm(self, kind: str) -> None:
+        """Files on disk are always current."""
+        return None
+
     async def close(self) -> None:
         return None
 

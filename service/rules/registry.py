@@ -4,6 +4,12 @@ A request calls `registry.snapshot()` once and evaluates against that immutable 
 end, so it never mixes versions. A background task polls the store's generation counter; when it
 moves, the new active and shadow versions are compiled first and then swapped in with one reference
 assignment. If compiling fails the old snapshot stays and the failure is logged; the next poll retries.
+
+Fencing: every successful poll confirms the snapshot against the store. A worker that cannot confirm
+it for longer than the switch deadline (`RULES_SWITCH_DEADLINE_SECONDS`) refuses decisions (503) rather
+than answer from a version that may have been replaced: every kind when it cannot read the store, only
+the changed kinds when it read a newer state it could not compile. Each poll also writes the worker's
+heartbeat for the fleet view (`service.rules.fleet`).
 """
 
 from __future__ import annotations
@@ -13,15 +19,17 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.errors import ServiceError
 from service.rules import Evaluation, Evaluator, compile_ruleset, parse_ruleset
 from service.rules import repository as repo
+from service.rules.fleet import Heartbeat, WorkerIdentity, record_heartbeat, remove_heartbeat
 from service.rules.lifecycle import seed_if_empty
 from service.services import Services
 from service.settings import EngineName, Settings
@@ -193,6 +201,36 @@ class RegistrySnapshot:
 EMPTY = RegistrySnapshot(generation=-1)
 
 
+class RulesUnconfirmed(ServiceError):
+    """This worker could not confirm within the switch deadline that it serves the current version."""
+
+    def __init__(self, kind: str, seconds: float) -> None:
+        super().__init__(
+            f"this worker could not confirm the current {kind} ruleset for {seconds:.0f} s (the switch "
+            "deadline); it refuses to decide on a version that may have been replaced",
+            (),
+            503,
+            "Service unavailable",
+            {"Retry-After": "2"},
+        )
+
+
+def _kinds(snapshot: RegistrySnapshot) -> dict[str, set[tuple[str, int, int | None]]]:
+    served: dict[str, set[tuple[str, int, int | None]]] = {}
+    for ruleset in snapshot.rulesets.values():
+        shadow = ruleset.shadow_version.version if ruleset.shadow_version is not None else None
+        served.setdefault(ruleset.kind, set()).add((ruleset.name, ruleset.version, shadow))
+    return served
+
+
+def _state_kinds(state: repo.LiveState) -> dict[str, set[tuple[str, int, int | None]]]:
+    served: dict[str, set[tuple[str, int, int | None]]] = {}
+    for live in state.active:
+        shadow = state.shadows.get(live.name)
+        served.setdefault(live.kind, set()).add((live.name, live.version, shadow.version if shadow else None))
+    return served
+
+
 class RulesRegistry:
     """Holds the current snapshot of this process and keeps it in step with the store."""
 
@@ -201,6 +239,10 @@ class RulesRegistry:
         sessions: async_sessionmaker[AsyncSession],
         engine: EngineName,
         reload_interval_seconds: float = 1.0,
+        *,
+        switch_deadline_seconds: float = 10.0,
+        heartbeat_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
         self._engine: EngineName = engine
@@ -210,6 +252,16 @@ class RulesRegistry:
         self._refreshing = asyncio.Lock()
         self.last_refresh: float | None = None
         self.last_error: str | None = None
+        self.switch_deadline_seconds = switch_deadline_seconds
+        self.heartbeat_seconds = heartbeat_seconds
+        self.identity = WorkerIdentity.of_this_process()
+        self._clock = clock
+        # when the store was last read and the snapshot found current (None: never)
+        self._confirmed_at: float | None = None
+        # kinds a read found changed but that could not be compiled, with when that was first seen
+        self._behind: dict[str, float] = {}
+        self._beaten_at: float | None = None
+        self._beaten_generation: int | None = None
 
     @property
     def engine(self) -> EngineName:
@@ -218,6 +270,37 @@ class RulesRegistry:
     def snapshot(self) -> RegistrySnapshot:
         """The current snapshot; take it once per request and use only it."""
         return self._snapshot
+
+    def unconfirmed(self, kind: str) -> float | None:
+        """How long this worker has been unable to confirm `kind`, if past the switch deadline; else None."""
+        now = self._clock()
+        since = self._confirmed_at
+        if since is None or now - since > self.switch_deadline_seconds:
+            return None if since is None else now - since
+        behind = self._behind.get(kind)
+        if behind is not None and now - behind > self.switch_deadline_seconds:
+            return now - behind
+        return None
+
+    def confirm(self, kind: str) -> None:
+        """Raise `RulesUnconfirmed` (503) when a decision of `kind` must not be made on this worker now."""
+        stale = self.unconfirmed(kind)
+        if stale is not None:
+            raise RulesUnconfirmed(kind, stale)
+
+    def confirmation(self) -> dict[str, Any]:
+        """For the readiness probe: whether the snapshot is confirmed, and the kinds that are not."""
+        now = self._clock()
+        since = self._confirmed_at
+        return {
+            "confirmed_seconds_ago": None if since is None else round(now - since, 3),
+            "switch_deadline_seconds": self.switch_deadline_seconds,
+            "unconfirmed_kinds": sorted(
+                kind
+                for kind in {*_kinds(self._snapshot), *self._behind}
+                if self.unconfirmed(kind) is not None
+            ),
+        }
 
     def _compile(
         self, live: repo.LiveVersion, known: Mapping[tuple[str, int, str], CompiledVersion]
@@ -265,16 +348,24 @@ class RulesRegistry:
         """Load and swap in the store's state if its generation moved; True when the snapshot changed."""
         # One refresh at a time per process, so a slow older read can never overwrite a newer one.
         async with self._refreshing:
+            read_at = self._clock()  # what the read confirms, it confirms as of its start
             async with self._sessions() as session:
                 generation = await repo.current_generation(session)
                 if not force and generation == self._snapshot.generation:
+                    self._confirmed(read_at)
                     return False
                 state = await repo.live_state(session)
             if not force and state.generation < self._snapshot.generation:
+                self._confirmed(read_at)
                 return False
             # Compiled fully before the swap: a request never sees a half-built snapshot.
-            snapshot = self._build(state)
+            try:
+                snapshot = self._build(state)
+            except Exception:
+                self._fell_behind(state, read_at)
+                raise
             self._snapshot = snapshot
+            self._confirmed(read_at)
             self.last_refresh = time.monotonic()
         log.info(
             "pid %d: rulesets at generation %d: %s",
@@ -283,6 +374,47 @@ class RulesRegistry:
             ", ".join(f"{r.name}@{r.version}" for r in snapshot.rulesets.values()) or "none",
         )
         return True
+
+    def _confirmed(self, read_at: float) -> None:
+        self._confirmed_at = read_at
+        self._behind.clear()
+
+    def _fell_behind(self, state: repo.LiveState, read_at: float) -> None:
+        """The store was read but its state could not be built: the unchanged kinds are still confirmed."""
+        held, wanted = _kinds(self._snapshot), _state_kinds(state)
+        changed = {kind for kind in {*held, *wanted} if held.get(kind) != wanted.get(kind)}
+        for kind in list(self._behind):
+            if kind not in changed:
+                del self._behind[kind]
+        for kind in changed:
+            self._behind.setdefault(kind, read_at)
+        self._confirmed_at = read_at
+
+    def heartbeat(self) -> Heartbeat:
+        snapshot = self._snapshot
+        served = [
+            {
+                "name": ruleset.name,
+                "kind": ruleset.kind,
+                "version": ruleset.version,
+                "sha256": ruleset.sha256,
+                "shadow": ruleset.shadow_version.version if ruleset.shadow_version is not None else None,
+            }
+            for ruleset in sorted(snapshot.rulesets.values(), key=lambda r: r.name)
+        ]
+        error = None if self.last_error is None else self.last_error[:200]
+        return Heartbeat(snapshot.generation, self._engine, served, error)
+
+    async def beat(self, *, force: bool = False) -> None:
+        """Write this worker's heartbeat if its snapshot changed or a heartbeat period has passed."""
+        now = self._clock()
+        generation = self._snapshot.generation
+        due = self._beaten_at is None or now - self._beaten_at >= self.heartbeat_seconds
+        if not (force or due or generation != self._beaten_generation):
+            return
+        async with self._sessions() as session:
+            await record_heartbeat(session, self.identity, self.heartbeat())
+        self._beaten_at, self._beaten_generation = now, generation
 
     async def _poll(self) -> None:
         while True:
@@ -294,10 +426,18 @@ class RulesRegistry:
             except Exception as exc:  # keep serving the old snapshot whatever went wrong
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("ruleset reload failed; keeping generation %d", self._snapshot.generation)
+            try:
+                await asyncio.wait_for(self.beat(), timeout=max(5.0, 5 * self._interval))
+            except Exception:  # the fleet view misses a beat; deciding goes on
+                log.warning("ruleset heartbeat not written", exc_info=True)
 
     async def start(self) -> None:
-        """Load the current state, then keep polling in the background."""
+        """Load the current state, write the first heartbeat, then keep polling in the background."""
         await self.refresh(force=True)
+        try:
+            await self.beat(force=True)
+        except Exception:
+            log.warning("ruleset heartbeat not written", exc_info=True)
         if self._task is None:
             self._task = asyncio.create_task(self._poll(), name="rules-registry-poll")
 
@@ -307,6 +447,11 @@ class RulesRegistry:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            try:
+                async with self._sessions() as session:
+                    await asyncio.wait_for(remove_heartbeat(session, self.identity), timeout=2.0)
+            except Exception:  # the row ages out of the fleet view instead
+                log.warning("ruleset heartbeat not removed", exc_info=True)
 
     async def close(self) -> None:
         """Called by the app at shutdown (the same as `stop`)."""
@@ -319,7 +464,13 @@ async def open_registry(settings: Settings, sessions: async_sessionmaker[AsyncSe
     The caller closes it with `await registry.close()` at shutdown.
     """
     await seed_if_empty(sessions, settings.rules.rulesets_dir)
-    registry = RulesRegistry(sessions, settings.rules.engine, settings.rules.reload_interval_seconds)
+    registry = RulesRegistry(
+        sessions,
+        settings.rules.engine,
+        settings.rules.reload_interval_seconds,
+        switch_deadline_seconds=settings.rules.switch_deadline_seconds,
+        heartbeat_seconds=settings.rules.heartbeat_seconds,
+    )
     await registry.start()
     return registry
 

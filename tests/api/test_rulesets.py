@@ -439,3 +439,15 @@ async def test_facts_nested_past_the_bound_are_422_naming_where(api: ApiClient) 
         response = await api.as_("author").post(url, json={"facts": facts})
         assert response.status_code == 422, url
         assert problem_fields(response) == ["facts" + ".n" * 16]
+
+
+async def test_the_fleet_view_lists_this_worker_with_what_it_serves(api: ApiClient) -> None:
+    assert (await api.http.get("/v1/rulesets/fleet")).status_code == 401
+    before = (await api.as_("author").get("/v1/rulesets/fleet")).json()
+    await published(api, "v1")  # this worker switches at once and writes its heartbeat then
+    view = (await api.as_("author").get("/v1/rulesets/fleet")).json()
+    assert view["generation"] > before["generation"]
+    [worker] = view["workers"]
+    assert (worker["alive"], worker["current"], view["alive"], view["behind"]) == (True, True, 1, 0)
+    assert worker["generation"] == view["generation"]
+    assert [(s["name"], s["version"], s["shadow"]) for s in worker["served"]] == [(NAME, 1, None)]

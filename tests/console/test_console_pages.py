@@ -68,6 +68,10 @@ async def test_the_author_cannot_publish_and_a_publisher_can(console: Console) -
     assert published.status_code == 200 and "notice=published" in str(published.url)
     ruleset = (await console.api.client.as_("author").get("/v1/rulesets/channel-priority")).json()
     assert ruleset["active_version"] == 2
+    listing = await console.get("/console/rulesets")
+    fleet = listing.text.split('data-testid="fleet"', 1)[1].split("</table>", 1)[0]
+    assert "1 alive, 0 behind" in fleet and "(current)" in fleet, fleet
+    assert "channel-priority v2" in fleet and "channel-priority v1" not in fleet, fleet
 
 
 async def test_the_four_eyes_rule_holds_in_the_console(console: Console) -> None:

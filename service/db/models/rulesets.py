@@ -73,3 +73,19 @@ class RulesetGenerationRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     generation: Mapped[int] = mapped_column(BigInteger)
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RulesetHeartbeatRow(Base):
+    """One service worker process: the generation and versions it serves, written by its registry."""
+
+    __tablename__ = "ruleset_heartbeats"
+
+    worker: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    engine: Mapped[str] = mapped_column(String(16))
+    generation: Mapped[int] = mapped_column(BigInteger)
+    served: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    reload_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
