@@ -65,7 +65,12 @@ class Orders(RunState):
         facts = OrderFacts(
             order.channel, order.fulfillment, order.region, value, len(lines), demanded, promo, order.tier
         )
-        policy = self._allocation_policy(facts)
+        cache = self._policies
+        policy = None if cache is None else cache.get(self._policy_key(facts))
+        if policy is None:
+            policy = self._allocation_policy(facts)
+        else:  # the ruleset's own memo would answer from the same values: count it as it would
+            self.allocation.memo_hits += 1
         batch = self.batch[channel]
         accepted = lines
         wanted = demanded

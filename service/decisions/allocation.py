@@ -84,7 +84,7 @@ def _facts(ctx: DecisionContext, request: AllocationRequest, destination: Destin
     )
 
 
-def _policy_view(policy: AllocationPolicy) -> dict[str, Any]:
+def policy_view(policy: AllocationPolicy) -> dict[str, Any]:
     return {
         "eligible_location_types": sorted(policy.eligible_location_types),
         "floors": dict(policy.floors),
@@ -259,7 +259,7 @@ async def decide_allocation(
         decision["reserve_failed"] = reserve_failed
     trace_out: dict[str, Any] | None = None
     if trace != "none":
-        trace_out = {"rules": evaluated.evaluation.trace, "facts": facts, "policy": _policy_view(policy)}
+        trace_out = {"rules": evaluated.evaluation.trace, "facts": facts, "policy": policy_view(policy)}
         if capped:
             # what other orders had already taken of the capped locations' capacity when the plan was made:
             # those the plan takes from, or every one with the full trace
