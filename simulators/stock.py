@@ -1,6 +1,8 @@
 """The stock of a simulation run: a fresh `MemoryStockStore` of its own, driven through the store's
 synchronous core (`service.stock.memory.StockCore`) on integer slots, and the units that crossed the
-network's edges, which the conservation check needs.
+network's edges, which the conservation check needs. It is the run's stock view: the decisions read its
+rows, and an allocation acts on it through `reserve`, which holds through the core (as the store's own
+`reserve` does) and counts the units against the day's capacity.
 
 The SKUs and locations are given their slots in the run's order first, so a run's SKU and location indexes
 are the core's slots, and `available[sku][location]` is the core's own row, read by the allocator as is.
@@ -12,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
+from service.domain.allocation import UNLIMITED
 from service.stock.memory import MemoryStockStore, SlotLine
 
 
@@ -34,8 +37,13 @@ class RunStock:
     """`n_skus` x `n_locations` positions of an isolated store; every method takes slot indexes."""
 
     def __init__(
-        self, skus: Sequence[str], locations: Sequence[str], starting: Sequence[Sequence[int]]
+        self,
+        skus: Sequence[str],
+        locations: Sequence[str],
+        starting: Sequence[Sequence[int]],
+        daily_capacity: Sequence[int | None] | None = None,
     ) -> None:
+        """`daily_capacity[location]`: units it may dispatch per day (None: no limit; omitted: none has one)."""
         self.store = MemoryStockStore()
         core = self.core = self.store.core
         for i, sku in enumerate(skus):
@@ -55,6 +63,11 @@ class RunStock:
         self.in_transit = core.in_transit
         self.available = core.available
         self.flows = Flows(start=core.total("sellable"))
+        # the units each location may still dispatch today, as the store's capacity counters would give it
+        self.daily_capacity = [
+            UNLIMITED if cap is None else cap for cap in (daily_capacity or [None] * len(locations))
+        ]
+        self.capacity = list(self.daily_capacity)
         self.open_reservations = 0
         # called with (sku, location) after every change of `available` there (see `watch`)
         self._changed: Callable[[tuple[int, int]], None] | None = None
@@ -68,15 +81,22 @@ class RunStock:
             self._changed((sku, location))
 
     def reserve(self, lines: Sequence[SlotLine]) -> bool:
-        """All-or-nothing hold of (sku, location, qty) lines; False (and nothing held) if any lacks stock."""
+        """All-or-nothing hold of (sku, location, qty) lines, through the store core's `try_hold`; False (and
+        nothing held) if any lacks stock. The units count against the locations' capacity for the day."""
         if self.core.try_hold(lines):
             self.open_reservations += 1
             changed = self._changed
-            if changed is not None:
-                for sku, location, _ in lines:
+            capacity = self.capacity
+            for sku, location, qty in lines:
+                capacity[location] -= qty
+                if changed is not None:
                     changed((sku, location))
             return True
         return False
+
+    def new_day(self) -> None:
+        """A new business day: every location's daily capacity is whole again."""
+        self.capacity[:] = self.daily_capacity
 
     def commit(self, lines: Sequence[SlotLine]) -> None:
         """Fulfil a held reservation: the units leave their locations as sold."""

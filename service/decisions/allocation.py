@@ -29,6 +29,7 @@ from service.decisions.common import (
     stock_call,
 )
 from service.decisions.context import DecisionContext, TraceLevel, evaluate
+from service.decisions.core import OrderFacts, held_lines
 from service.decisions.ids import new_decision_id
 from service.decisions.record import DecisionRecord
 from service.decisions.schemas import AllocationRequest
@@ -68,24 +69,22 @@ def _validate(ctx: DecisionContext, request: AllocationRequest) -> Destination:
     return Destination(d.lat, d.lon, d.region)
 
 
-def _facts(ctx: DecisionContext, request: AllocationRequest, destination: Destination) -> dict[str, Any]:
+def _facts(ctx: DecisionContext, request: AllocationRequest, destination: Destination) -> OrderFacts:
     md = ctx.master_data
     promo = any(md.active_promotions(line.sku, ctx.now, channel=request.channel) for line in request.lines)
-    return {
-        "order": {
-            "channel": request.channel,
-            "fulfillment": request.fulfillment,
-            "region": destination.region,
-            "value": round(sum(md.items[line.sku].price * line.qty for line in request.lines), 2),
-            "line_count": len(request.lines),
-            "units": sum(line.qty for line in request.lines),
-        },
-        "promo": {"active": promo},
-        "customer": {"tier": request.customer.tier if request.customer else "standard"},
-    }
+    return OrderFacts(
+        request.channel,
+        request.fulfillment,
+        destination.region,
+        sum(md.items[line.sku].price * line.qty for line in request.lines),
+        len(request.lines),
+        sum(line.qty for line in request.lines),
+        promo,
+        request.customer.tier if request.customer else "standard",
+    )
 
 
-def _policy_view(policy: AllocationPolicy) -> dict[str, Any]:
+def policy_view(policy: AllocationPolicy) -> dict[str, Any]:
     return {
         "eligible_location_types": sorted(policy.eligible_location_types),
         "floors": dict(policy.floors),
@@ -122,13 +121,12 @@ def _capped(
 def _reservation_lines(
     plan: AllocationPlan, policy: AllocationPolicy, types: dict[str, str]
 ) -> list[ReservationLine]:
-    merged: dict[tuple[str, str], int] = {}
-    for line in plan.lines:
-        for pick in line.picks:
-            merged[(line.sku, pick.location)] = merged.get((line.sku, pick.location), 0) + pick.qty
+    held = held_lines(
+        [(line.sku, line.qty) for line in plan.lines],
+        [[(p.location, p.qty) for p in line.picks] for line in plan.lines],
+    )
     return [
-        ReservationLine(sku, location, qty, policy.floor_for(types[location]))
-        for (sku, location), qty in merged.items()
+        ReservationLine(sku, location, qty, policy.floor_for(types[location])) for sku, location, qty in held
     ]
 
 
@@ -154,7 +152,7 @@ async def decide_allocation(
     destination = _validate(ctx, request)
     decision_id = new_decision_id()
     md = ctx.master_data
-    facts = _facts(ctx, request, destination)
+    facts = _facts(ctx, request, destination).nested()
     evaluated, shadow = evaluate(ctx, "allocation", facts, trace)
     policy = AllocationPolicy.from_result(evaluated.evaluation.result)
     fulfillment = Fulfillment(request.fulfillment, request.pickup_location)
@@ -261,7 +259,7 @@ async def decide_allocation(
         decision["reserve_failed"] = reserve_failed
     trace_out: dict[str, Any] | None = None
     if trace != "none":
-        trace_out = {"rules": evaluated.evaluation.trace, "facts": facts, "policy": _policy_view(policy)}
+        trace_out = {"rules": evaluated.evaluation.trace, "facts": facts, "policy": policy_view(policy)}
         if capped:
             # what other orders had already taken of the capped locations' capacity when the plan was made:
             # those the plan takes from, or every one with the full trace

@@ -13,10 +13,11 @@ from typing import Any
 from service.decisions.availability import ChannelPolicies
 from service.decisions.common import finish, known_item, known_location, stock_call
 from service.decisions.context import DecisionContext, TraceLevel, evaluate
+from service.decisions.core import decide_approval
 from service.decisions.ids import new_decision_id
 from service.decisions.record import DecisionRecord
 from service.decisions.schemas import MarkdownRequest, TransferRequest
-from service.domain.approval import ApprovalDecision, Requester, apply_approval
+from service.domain.approval import ApprovalDecision, Requester
 from service.domain.errors import InvalidInput
 from service.domain.markdown import MARKDOWN_CHAIN, markdown_facts
 from service.domain.markdown import MarkdownRequest as MarkdownInput
@@ -77,7 +78,7 @@ async def decide_transfer(
     )
     evaluated, shadow = evaluate(ctx, "transfer", facts, trace)
     requester = Requester(request.requested_by.id, request.requested_by.role)
-    approval = apply_approval(evaluated.evaluation.result, requester, TRANSFER_CHAIN)
+    approval = decide_approval(evaluated.evaluation.result, requester, TRANSFER_CHAIN)
     decision = {
         "transfer_id": request.transfer_id,
         "sku": item.sku,
@@ -151,7 +152,7 @@ async def decide_markdown(
     )
     evaluated, shadow = evaluate(ctx, "markdown", facts, trace)
     requester = Requester(request.requested_by.id, request.requested_by.role)
-    approval = apply_approval(evaluated.evaluation.result, requester, MARKDOWN_CHAIN)
+    approval = decide_approval(evaluated.evaluation.result, requester, MARKDOWN_CHAIN)
     decision = {"markdown_id": request.markdown_id, "sku": item.sku, **approval.to_dict()}
     trace_out = _approval_trace(evaluated, facts, approval, requester, trace)
     if trace_out is not None:

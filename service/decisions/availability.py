@@ -11,6 +11,7 @@ from typing import Any
 
 from service.decisions.common import finish, known_item, stock_call
 from service.decisions.context import DecisionContext, TraceLevel
+from service.decisions.core import availability_facts
 from service.decisions.ids import new_decision_id
 from service.decisions.record import DecisionRecord
 from service.decisions.schemas import AvailabilityRequest
@@ -167,12 +168,9 @@ class ChannelPolicies:
         return thresholds
 
     def facts(self, item: ItemRecord, location: LocationRecord, promo: bool) -> dict[str, Any]:
-        return {
-            "request": {"channel": self.channel},
-            "item": {"category": item.category, "price": float(item.price)},
-            "location": {"type": location.type, "region": location.region},
-            "promo": {"active": promo},
-        }
+        return availability_facts(
+            self.channel, item.category, item.price, location.type, location.region, promo
+        )
 
     def policy(self, item: ItemRecord, location: LocationRecord) -> LocationPolicy:
         md = self.ctx.master_data

@@ -1,0 +1,197 @@
+"""What one run holds: the world's tables by index, the run's stock view (`RunStock`), its schedule and its
+counts, and how it asks the rulesets for a policy.
+
+The facts every decision reads are built by `service.decisions.core` (the builders the HTTP use cases call)
+from the run's world: the scenario is the master data, the hour's promotions the promotion calendar. The
+rulesets answer through the run's `PolicySet`; what an answer depends on is kept here per run, so a
+run evaluates each distinct set of facts once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from service.decisions.core import OrderFacts, PreparedPolicies, availability_facts, order_fact_key
+from service.domain.allocation import AllocationPolicy, Allocator, Network
+from service.domain.allocation import Location as DomainLocation
+from service.domain.availability import LocationPolicy
+from simulators.counts import ChannelCounts, HourCounts, RunCounts
+from simulators.generator import promo_multiplier
+from simulators.policy import PolicySet, RuleDecider
+from simulators.scenario import Location, World
+from simulators.stock import RunStock
+
+# kinds of scheduled work, in the order they run when due at the same second
+COMMIT, DISPOSE, ARRIVE, PO_ARRIVE, SYNC, REVIEW, TRANSFERS, MARKDOWNS, DAY, APPROVED = range(10)
+
+
+class RunState:
+    """One replay of one stream with one version set and one stock-view mode: its tables and state."""
+
+    def __init__(self, world: World, policies: PolicySet, *, view: str = "configured") -> None:
+        self.world = world
+        self.policies = policies
+        # approvers' response times: one stream per run, the same for every version compared
+        self._approval_rng = random.Random(f"{world.scenario.seed}:approvals")
+        allocation = policies.get("allocation")
+        if allocation is None:
+            raise ValueError("a run needs an allocation decider")
+        self.allocation = allocation
+        self.view = view
+        # The allocation policy per combination of the fact values the ruleset declares, picked straight
+        # from the order's `OrderFacts`; None when the ruleset has no memo (every decision evaluates) or
+        # declares a fact `order_fact_key` cannot pick.
+        self._policies: dict[Hashable, AllocationPolicy] | None = None
+        self._policy_key: Callable[[OrderFacts], Hashable] = tuple
+        if isinstance(allocation, RuleDecider) and allocation.memo:
+            key = order_fact_key(allocation.paths)
+            if key is not None:
+                self._policies = {}
+                self._policy_key = key
+        scenario = world.scenario
+        self.sku_ids = [sku.id for sku in world.skus]
+        self.sku_index = {sku_id: i for i, sku_id in enumerate(self.sku_ids)}
+        self.loc_ids = [loc.id for loc in world.locations]
+        self.loc_index = {loc_id: i for i, loc_id in enumerate(self.loc_ids)}
+        self.locations = world.locations
+        domain_locations = [
+            DomainLocation(
+                loc.id,
+                loc.type,
+                loc.region,
+                loc.lat,
+                loc.lon,
+                frozenset(
+                    c for c, on in (("pickup", loc.pickup), ("ship_from_store", loc.ship_from_store)) if on
+                ),
+                None,
+            )
+            for loc in world.locations
+        ]
+        self.network = Network(domain_locations)
+        self.allocator = Allocator(
+            self.network, [i for i, loc in enumerate(world.locations) if loc.daily_capacity is not None]
+        )
+        self.stock = RunStock(
+            self.sku_ids,
+            self.loc_ids,
+            [[world.starting_stock[s][loc] for loc in self.loc_ids] for s in self.sku_ids],
+            [loc.daily_capacity for loc in world.locations],
+        )
+        # live availability (sellable - reserved): the store core's own rows, kept in step by the core
+        self.available = self.stock.available
+        # the allocator keeps the locations of each SKU in order of these rows, told of every change
+        self.stock.watch(self.allocator.track(self.available))
+        self.channel_ids = [c.id for c in world.channels]
+        self.channel_index = {c: i for i, c in enumerate(self.channel_ids)}
+        self.batch: list[bool] = [view == "configured" and c.view.mode == "batch" for c in world.channels]
+        self.sync_every = [c.view.sync_every_hours or 0.0 for c in world.channels]
+        self.stale_totals: list[list[int] | None] = [None] * len(world.channels)
+        self.stale_caps: list[list[int | None] | None] = [None] * len(world.channels)
+        self.hours_total = scenario.duration_hours
+        self.hours = [HourCounts() for _ in range(self.hours_total)]
+        self.channels = {c: ChannelCounts() for c in self.channel_ids}
+        self.counts = RunCounts()
+        self.price = [sku.price for sku in world.skus]
+        self.cost = [sku.cost for sku in world.skus]
+        self.category = [sku.category for sku in world.skus]
+        self.regions = sorted({loc.region for loc in world.locations})
+        self.region_dc: dict[str, int | None] = {}
+        for region in self.regions:
+            dcs = [i for i, loc in enumerate(world.locations) if loc.type == "dc" and loc.region == region]
+            any_dc = [i for i, loc in enumerate(world.locations) if loc.type == "dc"]
+            self.region_dc[region] = dcs[0] if dcs else (any_dc[0] if any_dc else None)
+        hours = range(self.hours_total + 1)
+        # promo[channel][sku][hour]: a promotion of that SKU runs in that channel during that hour
+        self._promo: list[list[list[bool]]] = [
+            [[self._promo_in(s, c, h) for h in hours] for s in range(len(self.sku_ids))]
+            for c in self.channel_ids
+        ]
+        self._promo_any: list[list[bool]] = [
+            [any(self._promo[c][s][h] for c in range(len(self.channel_ids))) for h in hours]
+            for s in range(len(self.sku_ids))
+        ]
+        # (channel, sku, promo) -> low-stock threshold per location from the availability decision, or None
+        self._thresholds: dict[tuple[int, int, bool], list[int] | None] = {}
+        self._location_policies: dict[tuple[str, str, float, str, str, bool], LocationPolicy] = {}
+        # (channel, sku, promo) -> the SKU's availability policies prepared for summing
+        self._prepared: dict[tuple[int, int, bool], PreparedPolicies] = {}
+        self.sold_window = [[0] * len(self.loc_ids) for _ in self.sku_ids]
+        self.lost_window = [[0] * len(self.loc_ids) for _ in self.sku_ids]
+        self.sold_all = [0] * len(self.sku_ids)
+        # purchase orders released and not yet arrived, per (sku, location): part of the inbound position
+        self.on_order_at = [[0] * len(self.loc_ids) for _ in self.sku_ids]
+        self.shipped: dict[str, list[tuple[int, int, int]]] = {}
+        self.queue: list[tuple[int, int, int, Any]] = []
+        self._seq = 0
+        self.order_decisions = 0
+
+    def _promo_in(self, sku: int, channel: str, hour: int) -> bool:
+        return promo_multiplier(self.world, self.world.skus[sku], channel, hour + 0.5) > 1.0
+
+    def _allocation_policy(self, facts: OrderFacts) -> AllocationPolicy:
+        """The allocation ruleset's policy for an order's facts."""
+        cache = self._policies
+        if cache is None:
+            return self.allocation.decide_as(facts.nested(), AllocationPolicy.from_result)
+        key = self._policy_key(facts)
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = self.allocation.decide_as(facts.nested(), AllocationPolicy.from_result)
+        else:
+            # the ruleset's own memo would answer from the same values: count it as it would
+            self.allocation.memo_hits += 1
+        return found
+
+    def _location_policy(self, channel_id: str, sku: int, location: Location, promo: bool) -> LocationPolicy:
+        """The availability decision for a channel, SKU and location, once per distinct set of its facts."""
+        key = (channel_id, self.category[sku], self.price[sku], location.type, location.region, promo)
+        found = self._location_policies.get(key)
+        if found is None:
+            decider = self.policies.get("availability")
+            assert decider is not None
+            facts = availability_facts(channel_id, *key[1:])
+            found = decider.decide_as(facts, LocationPolicy.from_result)
+            self._location_policies[key] = found
+        return found
+
+    def _threshold_row(self, channel: int, sku: int, promo: bool) -> list[int] | None:
+        """Low-stock thresholds of a SKU per location for a channel, as the allocation use case reads them
+        from the availability ruleset; None when they are all zero."""
+        key = (channel, sku, promo)
+        if key in self._thresholds:
+            return self._thresholds[key]
+        decider = self.policies.get("availability")
+        row: list[int] | None = None
+        if decider is not None:
+            values = []
+            for location in self.locations:
+                policy = self._location_policy(self.channel_ids[channel], sku, location, promo)
+                values.append(policy.low_stock_threshold)
+            row = values if any(values) else None
+        self._thresholds[key] = row
+        return row
+
+    def _prepared_policies(self, channel: int, sku: int, promo: bool) -> PreparedPolicies:
+        """The availability policies of a SKU at every location for a channel, made ready for summing."""
+        key = (channel, sku, promo)
+        found = self._prepared.get(key)
+        if found is None:
+            channel_id = self.channel_ids[channel]
+            found = self._prepared[key] = PreparedPolicies.of(
+                {
+                    location.id: self._location_policy(channel_id, sku, location, promo)
+                    for location in self.locations
+                }
+            )
+        return found
+
+    def _schedule(self, at: int, kind: int, payload: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self.queue, (at, kind, self._seq, payload))
+
+    def _count_decision(self, kind: str, n: int = 1) -> None:
+        self.counts.decisions[kind] = self.counts.decisions.get(kind, 0) + n
