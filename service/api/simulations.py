@@ -13,7 +13,6 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, Parameter
 
 from service.api.openapi import answers, links
@@ -93,26 +92,21 @@ async def start_simulation(
     return Response(accepted, status_code=202, headers={"Location": location})
 
 
-@get(
-    "/{simulation_id:str}",
-    opt=requires("planner"),
-    operation_id="getSimulation",
-    responses={200: ResponseSpec(SimulationOut, description="The simulation")},
-)
-async def get_simulation(services: NamedDependency[Services], simulation_id: SimulationId) -> dict[str, Any]:
+@get("/{simulation_id:str}", opt=requires("planner"), operation_id="getSimulation")
+async def get_simulation(services: NamedDependency[Services], simulation_id: SimulationId) -> SimulationOut:
     row = await _record(services, simulation_id)
     progress = _jobs(services).progress(simulation_id)
-    return {
-        "id": row.id,
-        "status": row.status,
-        "progress": 1.0 if row.status == "done" else (progress if progress is not None else row.progress),
-        "requested_by": row.requested_by,
-        "request": row.request,
-        "created_at": aware(row.created_at).isoformat(),
-        "finished_at": aware(row.finished_at).isoformat() if row.finished_at else None,
-        "error": row.error,
-        "kpis": msgspec.json.decode(row.kpis) if row.kpis else None,
-    }
+    return SimulationOut(
+        id=row.id,
+        status=row.status,
+        progress=1.0 if row.status == "done" else (progress if progress is not None else row.progress),
+        requested_by=row.requested_by,
+        request=row.request,
+        created_at=aware(row.created_at),
+        finished_at=aware(row.finished_at) if row.finished_at else None,
+        error=row.error,
+        kpis=msgspec.json.decode(row.kpis) if row.kpis else None,
+    )
 
 
 @get(

@@ -9,7 +9,7 @@ the decoded one), and no operation without a documented body reads one.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import pytest
@@ -20,7 +20,7 @@ from litestar.testing import AsyncTestClient
 from openapi_spec_validator import validate
 
 from service.api.body import StrictRequest, decode
-from service.api.openapi import StructSchemas, answers, document_operations, links
+from service.api.openapi import StructSchemas, answers, document_operations, example, links
 from service.api.problems import exception_handlers
 from tests.api.decisions_fixtures import decisions_api
 from tests.apiclient import ApiClient
@@ -457,3 +457,14 @@ def test_a_link_to_an_operation_that_does_not_exist_is_refused_when_the_document
 def test_a_problem_status_without_a_description_cannot_be_declared() -> None:
     with pytest.raises(ValueError, match="418"):
         answers(418)
+
+
+@post("/v1/things/named", status_code=200, opt={"roles": ("stock",)})
+async def _refused_example(data: Annotated[_Thing, example({"name": 1})]) -> str:
+    return data.name
+
+
+def test_an_example_body_the_decoder_refuses_is_refused_when_the_document_is_built() -> None:
+    app = Litestar([_refused_example], plugins=[StructSchemas()])
+    with pytest.raises(ValueError, match="example body is refused"):
+        document_operations(app)
