@@ -79,7 +79,7 @@ def example(value: Any) -> Any:
 
 @dataclasses.dataclass
 class OptionalBody(Operation):
-    """The operation of a handler whose body may be empty (`data: T = DEFAULT`)."""
+    """The operation of a handler whose body may be empty (`data: JSONBody[T] = DEFAULT`)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.request_body, RequestBody):
@@ -92,9 +92,8 @@ class YamlBody(Operation):
 
     def __post_init__(self) -> None:
         if isinstance(self.request_body, RequestBody):
-            content = self.request_body.content
-            for media in YAML_TYPES[:1]:
-                content[media] = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))
+            yaml = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))
+            self.request_body.content["application/yaml"] = yaml
 
 
 # --- JSON Schema (as msgspec writes it) to Litestar's spec objects -----------------------------------
