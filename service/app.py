@@ -29,8 +29,9 @@ from service.api import (
     stock,
     webhooks,
 )
+from service.api.body import StrictRequest, require_body
 from service.api.deps import dependencies
-from service.api.openapi import document_operations
+from service.api.openapi import StructSchemas, document_operations
 from service.api.problems import exception_handlers
 from service.console.routes import console_router, console_templates
 from service.db.engine import create_engine, session_factory
@@ -202,6 +203,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=route_handlers,
         lifespan=[lifespan],
         on_startup=[document_operations],
+        request_class=StrictRequest,
+        before_request=require_body,
+        plugins=[StructSchemas()],
         dependencies=dependencies(),
         exception_handlers=exception_handlers(),
         middleware=[prometheus.middleware, AuthMiddleware],

@@ -13,11 +13,11 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
-from litestar.params import FromPath, FromQuery, Parameter
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
-from service.api.body import decode, decode_body
 from service.api.decisions import _trace
-from service.api.openapi import answers, json_body, json_response
+from service.api.openapi import OptionalBody, answers
 from service.decisions.schemas import MarkdownRequest, TransferRequest
 from service.domain.cases import APPROVER_ROLES
 from service.security import principal_of, requires
@@ -31,8 +31,11 @@ READ_ROLES = ("decide", "requester", "planner", *APPROVER_ROLES)
 Comment = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 
 
-class ApproveIn(msgspec.Struct, forbid_unknown_fields=True):
+class ApproveIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     comment: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+
+
+NO_COMMENT = ApproveIn()  # an approval sent without a body
 
 
 class RejectIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -117,40 +120,48 @@ async def _file(request: Request[Any, Any, Any], kind: str, body: Any, trace: st
     return Response(view, status_code=200 if replayed else 201, headers=headers)
 
 
-@post("/transfers", opt=requires(*FILE_ROLES), operation_id="fileTransfer", status_code=201)
-@json_body(TransferRequest)
-@json_response(RequestOut)
-@answers(409)  # the request id was filed before with another body
+# the answers are dicts built by the workflow; these specs document their shape
+FILED = {201: ResponseSpec(RequestOut, description="The request was filed (200: filed before, replayed)")}
+A_REQUEST = {200: ResponseSpec(RequestOut, description="The request and its approval case")}
+A_CASE = {200: ResponseSpec(CaseOut, description="The approval case")}
+# the request id was filed before with another body
+FILING = {**requires(*FILE_ROLES), **answers(409)}
+
+
+@post("/transfers", opt=FILING, operation_id="fileTransfer", status_code=201, responses=FILED)
 async def file_transfer(
-    request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
+    request: Request[Any, Any, Any], data: JSONBody[TransferRequest], trace: FromQuery[str | None] = None
 ) -> Response[Any]:
-    return await _file(request, "transfer", await decode_body(request, TransferRequest), trace)
+    return await _file(request, "transfer", data, trace)
 
 
-@post("/markdowns", opt=requires(*FILE_ROLES), operation_id="fileMarkdown", status_code=201)
-@json_body(MarkdownRequest)
-@json_response(RequestOut)
-@answers(409)  # the request id was filed before with another body
+@post("/markdowns", opt=FILING, operation_id="fileMarkdown", status_code=201, responses=FILED)
 async def file_markdown(
-    request: Request[Any, Any, Any], trace: FromQuery[str | None] = None
+    request: Request[Any, Any, Any], data: JSONBody[MarkdownRequest], trace: FromQuery[str | None] = None
 ) -> Response[Any]:
-    return await _file(request, "markdown", await decode_body(request, MarkdownRequest), trace)
+    return await _file(request, "markdown", data, trace)
 
 
-@get("/transfers/{request_id:str}", opt=requires(*READ_ROLES), operation_id="getTransfer")
-@json_response(RequestOut)
+@get(
+    "/transfers/{request_id:str}", opt=requires(*READ_ROLES), operation_id="getTransfer", responses=A_REQUEST
+)
 async def get_transfer(request: Request[Any, Any, Any], request_id: FromPath[str]) -> dict[str, Any]:
     return await get_request(workflow_of(request), "transfer", request_id)
 
 
-@get("/markdowns/{request_id:str}", opt=requires(*READ_ROLES), operation_id="getMarkdown")
-@json_response(RequestOut)
+@get(
+    "/markdowns/{request_id:str}", opt=requires(*READ_ROLES), operation_id="getMarkdown", responses=A_REQUEST
+)
 async def get_markdown(request: Request[Any, Any, Any], request_id: FromPath[str]) -> dict[str, Any]:
     return await get_request(workflow_of(request), "markdown", request_id)
 
 
-@get("/approvals", opt=requires(*READ_ROLES), operation_id="listApprovals")
-@json_response(InboxOut)
+@get(
+    "/approvals",
+    opt=requires(*READ_ROLES),
+    operation_id="listApprovals",
+    responses={200: ResponseSpec(InboxOut, description="A page of the inbox")},
+)
 async def list_approvals(
     request: Request[Any, Any, Any],
     role: Annotated[str | None, Parameter(description="cases this role may act on now")] = None,
@@ -172,8 +183,7 @@ async def list_approvals(
     )
 
 
-@get("/approvals/{case_id:str}", opt=requires(*READ_ROLES), operation_id="getApproval")
-@json_response(CaseOut)
+@get("/approvals/{case_id:str}", opt=requires(*READ_ROLES), operation_id="getApproval", responses=A_CASE)
 async def get_approval(request: Request[Any, Any, Any], case_id: FromPath[str]) -> dict[str, Any]:
     workflow = workflow_of(request)
     async with workflow.sessions() as session:
@@ -185,14 +195,14 @@ async def get_approval(request: Request[Any, Any, Any], case_id: FromPath[str]) 
     opt=requires(*APPROVER_ROLES),
     operation_id="approveCase",
     status_code=200,
+    responses=A_CASE,
+    operation_class=OptionalBody,
 )
-@json_body(ApproveIn, required=False)
-@json_response(CaseOut)
-async def approve_case(request: Request[Any, Any, Any], case_id: FromPath[str]) -> dict[str, Any]:
-    raw = await request.body()
-    body = decode(raw, ApproveIn) if raw.strip() else ApproveIn()
+async def approve_case(
+    request: Request[Any, Any, Any], case_id: FromPath[str], data: JSONBody[ApproveIn] = NO_COMMENT
+) -> dict[str, Any]:
     principal = principal_of(request)
-    return await workflow_of(request).act(case_id, principal.name, principal.has, "approve", body.comment)
+    return await workflow_of(request).act(case_id, principal.name, principal.has, "approve", data.comment)
 
 
 @post(
@@ -200,13 +210,13 @@ async def approve_case(request: Request[Any, Any, Any], case_id: FromPath[str]) 
     opt=requires(*APPROVER_ROLES),
     operation_id="rejectCase",
     status_code=200,
+    responses=A_CASE,
 )
-@json_body(RejectIn)
-@json_response(CaseOut)
-async def reject_case(request: Request[Any, Any, Any], case_id: FromPath[str]) -> dict[str, Any]:
-    body = await decode_body(request, RejectIn)
+async def reject_case(
+    request: Request[Any, Any, Any], case_id: FromPath[str], data: JSONBody[RejectIn]
+) -> dict[str, Any]:
     principal = principal_of(request)
-    return await workflow_of(request).act(case_id, principal.name, principal.has, "reject", body.comment)
+    return await workflow_of(request).act(case_id, principal.name, principal.has, "reject", data.comment)
 
 
 router = Router(

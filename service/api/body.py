@@ -1,10 +1,12 @@
 """Strict request-body decoding with msgspec, failing with the exact JSON path of the bad value.
 
-Controllers call `await decode_body(request, SomeStruct)` instead of declaring `data:`: msgspec then
-decodes the bytes straight into the Struct (no intermediate dict, no lax string-to-number coercion),
-and an error names the field, e.g. `lines[2].qty: Expected int >= 1`. A body nested deeper than
-`MAX_DEPTH` arrays and objects is refused before decoding, so no later recursion (rules, traces, the
-JSON encoder of the answer) meets an unbounded depth.
+A handler declares the type it accepts as Litestar's `data: T` parameter; the app's request class
+(`StrictRequest`) decodes the bytes straight into `T` (no intermediate dict, no lax string-to-number
+coercion), and an error names the field, e.g. `lines[2].qty: Expected int >= 1`. Before decoding, a
+body nested deeper than `MAX_DEPTH` arrays and objects, or holding a NUL character, is refused, so no
+later recursion (rules, traces, the JSON encoder of the answer) meets an unbounded depth and no text the
+database cannot store gets in. An optional body (`data: JSONBody[T] = DEFAULT`) may be empty (the
+handler gets the default); a required one may not (`require_body`).
 """
 
 from __future__ import annotations
@@ -15,24 +17,19 @@ from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request
+from litestar.types import Empty
 
-from service.errors import FieldError, Invalid, Malformed
+from service.errors import FieldError, Invalid, Malformed, ServiceError
 
 T = TypeVar("T")
 MAX_DEPTH = 64
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _NOT_BRACKET = bytes(c for c in range(256) if c not in b"[]{}")
-_STEP = [1 if c in b"[{" else -1 for c in range(256)]  # an opening bracket goes one level down
+_STEP = tuple(1 if c in b"[{" else -1 for c in range(256))  # an opening bracket goes one level down
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _NAMED = re.compile(r"(?:missing required field|unknown field) `([^`]+)`")
-_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
-
-
-def _decoder(type_: Any) -> msgspec.json.Decoder[Any]:
-    decoder = _decoders.get(type_)
-    if decoder is None:
-        decoder = _decoders[type_] = msgspec.json.Decoder(type_)
-    return decoder
+_DECODER = "body_decoder"  # the key of a handler's decoder in its `opt`, made on its first request
+JSON_TYPES = ("application/json", "")
 
 
 def field_error(exc: msgspec.ValidationError) -> FieldError:
@@ -60,9 +57,14 @@ def depth(raw: bytes) -> int:
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
-def decode(raw: bytes, type_: type[T]) -> T:
+def _empty() -> Malformed:
+    return Malformed("the request needs a JSON body", [FieldError("body", "empty body")])
+
+
+def check(raw: bytes) -> None:
+    """Refuse, before any decoding, an empty body, one nested too deep, or one holding a NUL character."""
     if not raw.strip():
-        raise Malformed("the request needs a JSON body", [FieldError("body", "empty body")])
+        raise _empty()
     if depth(raw) > MAX_DEPTH:
         reason = f"arrays and objects nest deeper than {MAX_DEPTH} levels, the limit"
         raise Malformed(f"body: {reason}", [FieldError("body", reason)])
@@ -70,8 +72,12 @@ def decode(raw: bytes, type_: type[T]) -> T:
         # PostgreSQL cannot store U+0000 in text, and no field of this service has a use for it
         reason = "strings may not contain the NUL character (\\u0000)"
         raise Invalid(f"body: {reason}", [FieldError("body", reason)])
+
+
+def decode_with(decoder: msgspec.json.Decoder[T], raw: bytes) -> T:
+    check(raw)
     try:
-        return _decoder(type_).decode(raw)  # type: ignore[no-any-return]
+        return decoder.decode(raw)
     except msgspec.ValidationError as exc:
         error = field_error(exc)
         raise Invalid(f"{error.field}: {error.reason}", [error]) from None
@@ -79,5 +85,58 @@ def decode(raw: bytes, type_: type[T]) -> T:
         raise Malformed("the body is not valid JSON", [FieldError("body", str(exc))]) from None
 
 
-async def decode_body(request: Request[Any, Any, Any], type_: type[T]) -> T:
-    return decode(await request.body(), type_)
+def decode(raw: bytes, type_: type[T]) -> T:
+    """Decode one JSON text into `type_` with the checks and errors of a request body."""
+    return decode_with(msgspec.json.Decoder(type_), raw)
+
+
+def unsupported_media(media: str, accepted: str) -> ServiceError:
+    return ServiceError(
+        f"unsupported content type {media!r}",
+        [FieldError("content-type", f"send {accepted}")],
+        415,
+        "Unsupported media type",
+    )
+
+
+async def require_body(request: Request[Any, Any, Any]) -> None:
+    """The app's `before_request`: an empty body sent to a handler whose body is required is refused in
+    the same words as any other unusable body (Litestar would pass no `data` and name a missing argument)."""
+    field = request.route_handler.parsed_fn_signature.parameters.get("data")
+    required = field is not None and not field.has_default and not field.is_optional
+    if required and not (await request.body()).strip():
+        raise _empty()
+
+
+class StrictRequest(Request[Any, Any, Any]):
+    """The app's request class: `json()` decodes the body into the handler's `data` type.
+
+    Litestar reads a `data: T` parameter by calling `json()` and then converting what it returns to `T`;
+    here `json()` already returns a `T` (the conversion passes it through unchanged), decoded strictly
+    with the checks above. A type that also reads other media types says so with a `from_media(media,
+    raw)` class method (e.g. a ruleset version sent as YAML text).
+    """
+
+    async def json(self) -> Any:
+        if self._json is not Empty:
+            return self._json
+        handler = self.route_handler
+        field = handler.parsed_fn_signature.parameters.get("data")
+        if field is None:  # no declared body: the framework's own reading
+            return await super().json()
+        raw = await self.body()
+        type_ = field.annotation
+        media = self.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in JSON_TYPES:
+            reader = getattr(type_, "from_media", None)
+            if reader is not None:
+                self._json = reader(media, raw)
+                return self._json
+        if field.has_default and not raw.strip():
+            self._json = field.default
+            return self._json
+        decoder = handler.opt.get(_DECODER)
+        if decoder is None:
+            decoder = handler.opt[_DECODER] = msgspec.json.Decoder(type_)
+        self._json = decode_with(decoder, raw)
+        return self._json

@@ -7,13 +7,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar, cast
 
+import msgspec
 from litestar import Request, Router, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, QueryParameter
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, JSONBody, QueryParameter
 
-from service.api.body import decode_body
-from service.api.openapi import answers, json_body, json_response, links
-from service.api.responses import DecisionOut, LoggedDecisionOut
+from service.api.openapi import answers, example, links
 from service.decisions.allocation import decide_allocation
 from service.decisions.approvals import decide_markdown, decide_transfer
 from service.decisions.availability import decide_availability
@@ -32,6 +32,28 @@ from service.decisions.schemas import (
 from service.errors import FieldError, Invalid, NotFound
 from service.security import principal_of, requires
 from service.services import Services
+
+
+class DecisionOut(msgspec.Struct):
+    """A decision: its id, kind, what was decided, the ruleset version that decided it, trace, timings
+    (a decision kind may add keys of its own)."""
+
+    decision_id: str
+    kind: str
+    created_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    decision: dict[str, Any]
+    ruleset: dict[str, Any]
+    trace: dict[str, Any] | None
+    timings: dict[str, float]
+    shadow: dict[str, Any] | None = None
+
+
+class LoggedDecisionOut(DecisionOut, kw_only=True):
+    """A decision as logged: the answer plus the request it answered and who asked."""
+
+    request: dict[str, Any]
+    actor: str | None = None
+
 
 TRACE_LEVELS = ("none", "rules", "full")
 Trace = Annotated[
@@ -67,75 +89,102 @@ async def _context(request: Request[Any, Any, Any]) -> DecisionContext:
 async def _decide(
     request: Request[Any, Any, Any],
     trace: str | None,
-    schema: type[T],
+    body: T,
     use_case: Callable[[DecisionContext, T, TraceLevel], Awaitable[DecisionRecord]],
 ) -> dict[str, Any]:
-    """Every decision endpoint: check the trace level, decode the body strictly, run the use case."""
+    """Every decision endpoint: check the trace level, run the use case on the decoded body."""
     level = _trace(trace)
-    body = await decode_body(request, schema)
     return (await use_case(await _context(request), body, level)).response()
 
 
-@post("/decisions/allocation", opt=requires("decide"), operation_id="decideAllocation", status_code=200)
-@json_body(
-    AllocationRequest,
-    example={
-        "order_id": "WEB-1003",
-        "channel": "ecommerce",
-        "fulfillment": "ship",
-        "destination": {"lat": 53.48, "lon": -2.24, "region": "north"},
-        "lines": [{"sku": "SKU-GUIDE", "qty": 2}],
-    },
+# a decision answer is a dict: a decision kind may add keys of its own beside the documented ones
+DECIDED = {200: ResponseSpec(DecisionOut, description="The decision, logged under `decision_id`")}
+DECISION = {**requires("decide"), **links(getDecision=LOGGED)}
+
+
+ALLOCATION_EXAMPLE = {
+    "order_id": "WEB-1003",
+    "channel": "ecommerce",
+    "fulfillment": "ship",
+    "destination": {"lat": 53.48, "lon": -2.24, "region": "north"},
+    "lines": [{"sku": "SKU-GUIDE", "qty": 2}],
+}
+
+
+@post(
+    "/decisions/allocation",
+    opt={**DECISION, **answers(409)},  # `reserve` with an idempotency key used before for another order
+    operation_id="decideAllocation",
+    status_code=200,
+    responses=DECIDED,
 )
-@answers(409)  # `reserve` with an idempotency key used before for another order
-@json_response(DecisionOut)
-@links(getDecision=LOGGED)
-async def allocation(request: Request[Any, Any, Any], trace: Trace = None) -> dict[str, Any]:
-    return await _decide(request, trace, AllocationRequest, decide_allocation)
+async def allocation(
+    request: Request[Any, Any, Any],
+    data: Annotated[AllocationRequest, example(ALLOCATION_EXAMPLE)],
+    trace: Trace = None,
+) -> dict[str, Any]:
+    return await _decide(request, trace, data, decide_allocation)
 
 
-@post("/decisions/availability", opt=requires("decide"), operation_id="decideAvailability", status_code=200)
-@json_body(AvailabilityRequest, example={"channel": "ecommerce", "skus": ["SKU-GUIDE"]})
-@json_response(DecisionOut)
-@links(getDecision=LOGGED)
-async def availability(request: Request[Any, Any, Any], trace: Trace = None) -> dict[str, Any]:
-    return await _decide(request, trace, AvailabilityRequest, decide_availability)
+@post(
+    "/decisions/availability",
+    opt=DECISION,
+    operation_id="decideAvailability",
+    status_code=200,
+    responses=DECIDED,
+)
+async def availability(
+    request: Request[Any, Any, Any],
+    data: Annotated[AvailabilityRequest, example({"channel": "ecommerce", "skus": ["SKU-GUIDE"]})],
+    trace: Trace = None,
+) -> dict[str, Any]:
+    return await _decide(request, trace, data, decide_availability)
 
 
-@post("/decisions/reorder", opt=requires("decide"), operation_id="decideReorder", status_code=200)
-@json_body(ReorderRequest, example={"sku": "SKU-GUIDE", "location": "STORE-MAN-01", "daily_rate": 1.5})
-@json_response(DecisionOut)
-@links(getDecision=LOGGED)
-async def reorder(request: Request[Any, Any, Any], trace: Trace = None) -> dict[str, Any]:
-    return await _decide(request, trace, ReorderRequest, decide_reorder_one)
+@post("/decisions/reorder", opt=DECISION, operation_id="decideReorder", status_code=200, responses=DECIDED)
+async def reorder(
+    request: Request[Any, Any, Any],
+    data: Annotated[
+        ReorderRequest, example({"sku": "SKU-GUIDE", "location": "STORE-MAN-01", "daily_rate": 1.5})
+    ],
+    trace: Trace = None,
+) -> dict[str, Any]:
+    return await _decide(request, trace, data, decide_reorder_one)
 
 
-@post("/decisions/reorder/scan", opt=requires("decide"), operation_id="decideReorderScan", status_code=200)
-@json_body(ReorderScanRequest)
-@json_response(DecisionOut)
-@links(getDecision=LOGGED)
-async def reorder_scan(request: Request[Any, Any, Any], trace: Trace = None) -> dict[str, Any]:
-    return await _decide(request, trace, ReorderScanRequest, decide_reorder_scan)
+@post(
+    "/decisions/reorder/scan",
+    opt=DECISION,
+    operation_id="decideReorderScan",
+    status_code=200,
+    responses=DECIDED,
+)
+async def reorder_scan(
+    request: Request[Any, Any, Any], data: JSONBody[ReorderScanRequest], trace: Trace = None
+) -> dict[str, Any]:
+    return await _decide(request, trace, data, decide_reorder_scan)
 
 
-@post("/decisions/transfer", opt=requires("decide"), operation_id="decideTransfer", status_code=200)
-@json_body(TransferRequest)
-@json_response(DecisionOut)
-@links(getDecision=LOGGED)
-async def transfer(request: Request[Any, Any, Any], trace: Trace = None) -> dict[str, Any]:
-    return await _decide(request, trace, TransferRequest, decide_transfer)
+@post("/decisions/transfer", opt=DECISION, operation_id="decideTransfer", status_code=200, responses=DECIDED)
+async def transfer(
+    request: Request[Any, Any, Any], data: JSONBody[TransferRequest], trace: Trace = None
+) -> dict[str, Any]:
+    return await _decide(request, trace, data, decide_transfer)
 
 
-@post("/decisions/markdown", opt=requires("decide"), operation_id="decideMarkdown", status_code=200)
-@json_body(MarkdownRequest)
-@json_response(DecisionOut)
-@links(getDecision=LOGGED)
-async def markdown(request: Request[Any, Any, Any], trace: Trace = None) -> dict[str, Any]:
-    return await _decide(request, trace, MarkdownRequest, decide_markdown)
+@post("/decisions/markdown", opt=DECISION, operation_id="decideMarkdown", status_code=200, responses=DECIDED)
+async def markdown(
+    request: Request[Any, Any, Any], data: JSONBody[MarkdownRequest], trace: Trace = None
+) -> dict[str, Any]:
+    return await _decide(request, trace, data, decide_markdown)
 
 
-@get("/decisions/{decision_id:str}", opt=requires("decide", "planner"), operation_id="getDecision")
-@json_response(LoggedDecisionOut)
+@get(
+    "/decisions/{decision_id:str}",
+    opt=requires("decide", "planner"),
+    operation_id="getDecision",
+    responses={200: ResponseSpec(LoggedDecisionOut, description="The decision as logged")},
+)
 async def get_decision(services: NamedDependency[Services], decision_id: FromPath[str]) -> dict[str, Any]:
     found = await cast(SqlDecisionLog, services.decision_log).get(decision_id)
     if found is None:

@@ -14,10 +14,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Request, Router, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from service.api.body import decode
-from service.api.openapi import answers, json_body
+from service.api.openapi import OptionalBody, answers
 from service.errors import Conflict, FieldError, Invalid, NotFound
 from service.security import principal_of, requires
 from service.services import Services
@@ -61,14 +60,18 @@ class ExceptionsOut(msgspec.Struct):
     next: str | None  # pass as `before` for the next page
 
 
-class AcknowledgeIn(msgspec.Struct, forbid_unknown_fields=True):
+class AcknowledgeIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     assignee: Person | None = None  # the caller when left out
     comment: Comment | None = None
 
 
-class ResolveIn(msgspec.Struct, forbid_unknown_fields=True):
+class ResolveIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     comment: Comment | None = None
     assignee: Person | None = None
+
+
+BARE_ACKNOWLEDGEMENT = AcknowledgeIn()  # sent without a body
+BARE_RESOLUTION = ResolveIn()
 
 
 def _out(record: Any) -> ExceptionOut:
@@ -112,25 +115,18 @@ async def list_exceptions(
     return ExceptionsOut([_out(row) for row in page], page[-1].id if len(rows) > limit else None)
 
 
-def _body(raw: bytes, type_: Any) -> Any:
-    return type_() if not raw.strip() else decode(raw, type_)
-
-
 async def _act(
-    services: Services, request: Request[Any, Any, Any], exception_id: str, action: str
+    services: Services, request: Request[Any, Any, Any], exception_id: str, body: AcknowledgeIn | ResolveIn
 ) -> ExceptionOut:
     now = datetime.now(UTC)
     actor = principal_of(request).name
-    raw = await request.body()
     try:
         async with services.sessions() as session, session.begin():
-            if action == "acknowledge":
-                body = _body(raw, AcknowledgeIn)
+            if isinstance(body, AcknowledgeIn):
                 record = await acknowledge(
                     session, exception_id, actor=actor, assignee=body.assignee, comment=body.comment, now=now
                 )
             else:
-                body = _body(raw, ResolveIn)
                 record = await resolve(
                     session, exception_id, actor=actor, assignee=body.assignee, comment=body.comment, now=now
                 )
@@ -143,32 +139,36 @@ async def _act(
 
 @post(
     "/exceptions/{exception_id:str}/acknowledge",
-    opt=requires("stock", "planner"),
+    opt={**requires("stock", "planner"), **answers(409)},
     operation_id="acknowledgeException",
     status_code=200,
+    operation_class=OptionalBody,
 )
-@json_body(AcknowledgeIn, required=False)
-@answers(409)
 async def acknowledge_exception(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], exception_id: FromPath[str]
+    services: NamedDependency[Services],
+    request: Request[Any, Any, Any],
+    exception_id: FromPath[str],
+    data: JSONBody[AcknowledgeIn] = BARE_ACKNOWLEDGEMENT,
 ) -> ExceptionOut:
     """open -> acknowledged, owned by `assignee` (the caller when left out)."""
-    return await _act(services, request, exception_id, "acknowledge")
+    return await _act(services, request, exception_id, data)
 
 
 @post(
     "/exceptions/{exception_id:str}/resolve",
-    opt=requires("stock", "planner"),
+    opt={**requires("stock", "planner"), **answers(409)},
     operation_id="resolveException",
     status_code=200,
+    operation_class=OptionalBody,
 )
-@json_body(ResolveIn, required=False)
-@answers(409)
 async def resolve_exception(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], exception_id: FromPath[str]
+    services: NamedDependency[Services],
+    request: Request[Any, Any, Any],
+    exception_id: FromPath[str],
+    data: JSONBody[ResolveIn] = BARE_RESOLUTION,
 ) -> ExceptionOut:
     """open or acknowledged -> resolved. If its condition still holds, the next check opens a new one."""
-    return await _act(services, request, exception_id, "resolve")
+    return await _act(services, request, exception_id, data)
 
 
 router = Router(

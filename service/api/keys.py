@@ -8,10 +8,9 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Router, get, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 
-from service.api.body import decode, decode_body
-from service.api.openapi import answers, json_body
+from service.api.openapi import OptionalBody, answers
 from service.security import principal_of, requires
 from service.security.keys import (
     NAME_PATTERN,
@@ -34,8 +33,11 @@ class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
     expires_at: Aware | None = None
 
 
-class RotateIn(msgspec.Struct, forbid_unknown_fields=True):
+class RotateIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     expires_at: Aware | None = None
+
+
+NO_EXPIRY = RotateIn()  # a rotation sent without a body
 
 
 class KeyOut(msgspec.Struct):
@@ -75,17 +77,21 @@ async def get_keys(services: NamedDependency[Services]) -> list[KeyOut]:
 
 
 @post("/keys", opt=requires("admin"), operation_id="createKey", status_code=201)
-@json_body(KeyIn)
-async def create(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> IssuedKeyOut:
-    data = await decode_body(request, KeyIn)
+async def create(
+    services: NamedDependency[Services], request: Request[Any, Any, Any], data: JSONBody[KeyIn]
+) -> IssuedKeyOut:
     issued = await issue_key(
         services.sessions, data.name, data.roles, data.expires_at, actor=principal_of(request).name
     )
     return _issued(issued)
 
 
-@post("/keys/{name_or_id:str}/revoke", opt=requires("admin"), operation_id="revokeKey", status_code=200)
-@answers(409)
+@post(
+    "/keys/{name_or_id:str}/revoke",
+    opt={**requires("admin"), **answers(409)},
+    operation_id="revokeKey",
+    status_code=200,
+)
 async def revoke(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name_or_id: NameOrId
 ) -> KeyOut:
@@ -94,14 +100,19 @@ async def revoke(
     return _out(record)
 
 
-@post("/keys/{name_or_id:str}/rotate", opt=requires("admin"), operation_id="rotateKey", status_code=201)
-@json_body(RotateIn, required=False)
-@answers(409)
+@post(
+    "/keys/{name_or_id:str}/rotate",
+    opt={**requires("admin"), **answers(409)},
+    operation_id="rotateKey",
+    status_code=201,
+    operation_class=OptionalBody,
+)
 async def rotate(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], name_or_id: NameOrId
+    services: NamedDependency[Services],
+    request: Request[Any, Any, Any],
+    name_or_id: NameOrId,
+    data: JSONBody[RotateIn] = NO_EXPIRY,
 ) -> IssuedKeyOut:
-    raw = await request.body()
-    data = decode(raw, RotateIn) if raw.strip() else RotateIn()
     old, issued = await rotate_key(
         services.sessions, name_or_id, data.expires_at, actor=principal_of(request).name
     )

@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Request, Router, get, put
 from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
-from service.api.body import decode_body
-from service.api.openapi import json_body
+from service.api.openapi import example
 from service.db.base import INTEGER_MAX, INTEGER_MIN
 from service.db.models import Item, Location, Promotion
 from service.errors import FieldError, Invalid
@@ -85,10 +85,25 @@ def _unique(ids: list[str], field: str) -> None:
         seen.add(value)
 
 
+ITEMS = example(
+    [
+        {
+            "sku": "SKU-GUIDE",
+            "category": "apparel",
+            "price": 25.0,
+            "cost": 9.0,
+            "case_pack": 6,
+            "lead_time_days": 10,
+            "season_end": "2027-01-31",
+        }
+    ]
+)
+
+
 @put("/locations", opt=requires("stock"), operation_id="putLocations", status_code=200)
-@json_body(list[LocationIn])
-async def put_locations(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Upserted:
-    data = await decode_body(request, list[LocationIn])
+async def put_locations(
+    services: NamedDependency[Services], request: Request[Any, Any, Any], data: JSONBody[list[LocationIn]]
+) -> Upserted:
     _unique([loc.id for loc in data], "id")
     rows = [msgspec.structs.asdict(loc) for loc in data]
     async with services.sessions.begin() as session:
@@ -99,22 +114,9 @@ async def put_locations(services: NamedDependency[Services], request: Request[An
 
 
 @put("/items", opt=requires("stock"), operation_id="putItems", status_code=200)
-@json_body(
-    list[ItemIn],
-    example=[
-        {
-            "sku": "SKU-GUIDE",
-            "category": "apparel",
-            "price": 25.0,
-            "cost": 9.0,
-            "case_pack": 6,
-            "lead_time_days": 10,
-            "season_end": "2027-01-31",
-        }
-    ],
-)
-async def put_items(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Upserted:
-    data = await decode_body(request, list[ItemIn])
+async def put_items(
+    services: NamedDependency[Services], request: Request[Any, Any, Any], data: Annotated[list[ItemIn], ITEMS]
+) -> Upserted:
     _unique([item.sku for item in data], "sku")
     for index, item in enumerate(data):
         if item.cost > item.price * 10 and item.price > 0:
@@ -134,9 +136,9 @@ async def put_items(services: NamedDependency[Services], request: Request[Any, A
 
 
 @put("/promotions", opt=requires("stock"), operation_id="putPromotions", status_code=200)
-@json_body(list[PromotionIn])
-async def put_promotions(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Upserted:
-    data = await decode_body(request, list[PromotionIn])
+async def put_promotions(
+    services: NamedDependency[Services], request: Request[Any, Any, Any], data: JSONBody[list[PromotionIn]]
+) -> Upserted:
     _unique([promo.id for promo in data], "id")
     for index, promo in enumerate(data):
         if promo.end <= promo.start:

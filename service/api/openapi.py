@@ -1,31 +1,25 @@
-"""Request bodies in the OpenAPI document for handlers that decode their own body.
+"""The OpenAPI document: Litestar writes it from the handlers' declarations; this module supplies the
+pieces Litestar does not derive by itself.
 
-Handlers read `request` and decode the bytes with `service.api.body.decode_body` (strict msgspec, no
-Litestar `data:` parameter), so Litestar cannot see what they accept. Each such handler names its
-body type once, next to the route decorator:
-
-    @post("/decisions/allocation", ...)
-    @json_body(AllocationRequest)
-    async def allocation(request: Request[Any, Any, Any], ...) -> ...:
-
-`json_body` only records the type (no wrapper, nothing added per request). When the app starts,
-`document_operations` gives every recorded operation its `requestBody`, with the JSON Schema that
-msgspec derives from the same types (what the decoder enforces), shared in `components/schemas`.
-`json_response` likewise documents the answer of a handler that returns a plain dict (the types in
-`service.api.responses`).
-
-The same pass documents every problem answer an operation can give, derived from what guards it:
-roles (401, 403, 503), parameters (422), path parameters (404), a body (400, 413, 422); a handler
-adds what only it knows with `@answers(409)`. Operations open to anyone get `security: []`, and
-`@links(...)` names the operations a client can call next with values from an answer (OpenAPI links).
+- `StructSchemas`, an OpenAPI schema plugin: every type that holds a msgspec Struct (a handler's
+  `data: T`, its return annotation, a `ResponseSpec`) is documented with the JSON Schema msgspec derives
+  from that type, i.e. exactly what the decoder enforces (bounds, `additionalProperties: false`, extra
+  conditions such as `if`/`else`), each Struct once in `components/schemas`.
+- `OptionalBody` and `YamlBody`, operation classes (a route's `operation_class=`) for a body that may be
+  empty, or that may also be sent as YAML text.
+- `answers(409)` and `links(...)`, a route's `opt` entries naming the problem answers only the handler
+  knows of and the operations a client can call next with values from the answer (OpenAPI links).
+- `document_operations`, run at startup: every operation's problem answers, derived from what guards it
+  (roles: 401, 403, 503; parameters: 422; path parameters: 404; a body: 400, 413, 422) plus its declared
+  `answers`; `security: []` on operations open to anyone; the declared links; and a check that every
+  example body in the document is one the decoder accepts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin
 
 import msgspec
 from litestar import Litestar
@@ -44,92 +38,62 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
+from litestar.params import Body, BodyKwarg
+from litestar.plugins import OpenAPISchemaPlugin
 from litestar.routes import HTTPRoute
-from litestar.utils.helpers import unwrap_partial
+from litestar.typing import FieldDefinition
 
 from service.api.problems import PROBLEM
 
-F = TypeVar("F", bound=Callable[..., Any])
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+
 JSON = "application/json"
 REF_TEMPLATE = "#/components/schemas/{name}"
+_REF_PREFIX = REF_TEMPLATE.removesuffix("{name}")
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
 
 
-@dataclass(frozen=True)
-class BodySpec:
-    """What one handler accepts: the decoded type as JSON, and any other media types it reads."""
-
-    type: Any
-    required: bool = True
-    description: str | None = None
-    other_media: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    example: Any = None
-
-
-_BODIES: dict[Callable[..., Any], BodySpec] = {}
-_RESPONSES: dict[Callable[..., Any], Any] = {}
-_ANSWERS: dict[Callable[..., Any], frozenset[int]] = {}
-_LINKS: dict[Callable[..., Any], dict[str, Mapping[str, str]]] = {}
-
-
-def json_body(
-    type_: Any,
-    *,
-    required: bool = True,
-    description: str | None = None,
-    other_media: Mapping[str, Any] | None = None,
-    example: Any = None,
-) -> Callable[[F], F]:
-    """Declare the type a handler decodes from its JSON body (put it right under the route decorator).
-
-    `required=False` for a handler that accepts an empty body; `other_media` maps further media
-    types the handler reads to their type (`{"application/yaml": str}`); `example` is a body the
-    service accepts (on the demo network), shown in the document and sent first by fuzzers.
-    """
-    if example is not None:
-        msgspec.convert(example, type_)  # an example the decoder would refuse would document a falsehood
-    spec = BodySpec(type_, required, description, dict(other_media or {}), example)
-
-    def register(fn: F) -> F:
-        _BODIES[fn] = spec
-        return fn
-
-    return register
-
-
-def json_response(type_: Any) -> Callable[[F], F]:
-    """Document the JSON a handler that returns a plain dict answers with (on its success status)."""
-
-    def register(fn: F) -> F:
-        _RESPONSES[fn] = type_
-        return fn
-
-    return register
-
-
-def answers(*statuses: int) -> Callable[[F], F]:
-    """Document problem answers a handler gives beyond what its roles, parameters and body imply,
-    e.g. `@answers(409)` for a handler that refuses a request the current state contradicts."""
+def answers(*statuses: int) -> dict[str, frozenset[int]]:
+    """The `opt` entry documenting problem answers a handler gives beyond what its roles, parameters and
+    body imply, e.g. `opt={**requires("stock"), **answers(409)}` for a handler that refuses a request the
+    current state contradicts."""
     unknown = [status for status in statuses if status not in PROBLEMS]
     if unknown:
         raise ValueError(f"no description for the problem status(es) {unknown}")
-
-    def register(fn: F) -> F:
-        _ANSWERS[fn] = frozenset(statuses)
-        return fn
-
-    return register
+    return {"answers": frozenset(statuses)}
 
 
-def links(**targets: Mapping[str, str]) -> Callable[[F], F]:
-    """Document the operations a client can call next with values from this handler's success answer:
-    `@links(getReservation={"reservation_id": "$response.body#/id"})` (operation id -> its parameters as
-    OpenAPI runtime expressions)."""
+def links(**targets: Mapping[str, str]) -> dict[str, Mapping[str, Mapping[str, str]]]:
+    """The `opt` entry documenting the operations a client can call next with values from this handler's
+    success answer: `links(getReservation={"reservation_id": "$response.body#/id"})` (operation id -> its
+    parameters as OpenAPI runtime expressions)."""
+    return {"links": dict(targets)}
 
-    def register(fn: F) -> F:
-        _LINKS[fn] = dict(targets)
-        return fn
 
-    return register
+def example(value: Any) -> Any:
+    """A body's `Annotated` metadata giving an example body the service accepts (on the demo network),
+    shown in the document and sent first by fuzzers (checked against the type at startup)."""
+    return Body(examples=[Example(summary="on the demo network", value=value)])
+
+
+@dataclasses.dataclass
+class OptionalBody(Operation):
+    """The operation of a handler whose body may be empty (`data: JSONBody[T] = DEFAULT`)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            self.request_body.required = False
+
+
+@dataclasses.dataclass
+class YamlBody(Operation):
+    """The operation of a handler that also reads its body as YAML text (`from_media` on the type)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            yaml = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))
+            self.request_body.content["application/yaml"] = yaml
 
 
 # --- JSON Schema (as msgspec writes it) to Litestar's spec objects -----------------------------------
@@ -177,17 +141,26 @@ def _type(value: str | list[str]) -> OpenAPIType | list[OpenAPIType]:
     return [OpenAPIType(v) for v in value] if isinstance(value, list) else OpenAPIType(value)
 
 
-def to_spec(schema: Mapping[str, Any] | bool) -> Schema | Reference | bool:
-    """One JSON Schema object (or boolean schema) as a `Schema` (or `Reference`)."""
+def _plain(target: str) -> Reference:
+    return Reference(ref=target)
+
+
+def to_spec(
+    schema: Mapping[str, Any] | bool, ref: Callable[[str], Reference] = _plain
+) -> Schema | Reference | bool:
+    """One JSON Schema object (or boolean schema) as a `Schema` (or `Reference`); `ref` gives the
+    reference for a `$ref`."""
     if isinstance(schema, bool):
         return schema
     if "$ref" in schema:
-        reference = Reference(ref=schema["$ref"], description=schema.get("description"))
         rest = {key: value for key, value in schema.items() if key not in ("$ref", "description")}
         if not rest:
+            reference = ref(schema["$ref"])
+            if "description" in schema:
+                reference = Reference(ref=reference.ref, description=schema["description"])
             return reference
         # `Annotated[SomeStruct, Meta(extra_json_schema=...)]`: the type's schema and the extra conditions
-        combined = to_spec({**rest, "allOf": [*rest.get("allOf", ()), {"$ref": schema["$ref"]}]})
+        combined = to_spec({**rest, "allOf": [*rest.get("allOf", ()), {"$ref": schema["$ref"]}]}, ref)
         assert isinstance(combined, Schema)
         return combined
     attributes: dict[str, Any] = {}
@@ -196,11 +169,11 @@ def to_spec(schema: Mapping[str, Any] | bool) -> Schema | Reference | bool:
         if name is None:
             raise ValueError(f"JSON Schema keyword {key!r} has no OpenAPI counterpart")
         if key in _ONE:
-            value = to_spec(value)
+            value = to_spec(value, ref)
         elif key in _MANY:
-            value = [to_spec(item) for item in value]
+            value = [to_spec(item, ref) for item in value]
         elif key in _BY_NAME:
-            value = {k: to_spec(v) for k, v in value.items()}
+            value = {k: to_spec(v, ref) for k, v in value.items()}
         elif key == "type":
             value = _type(value)
         elif key == "format":
@@ -209,10 +182,79 @@ def to_spec(schema: Mapping[str, Any] | bool) -> Schema | Reference | bool:
     return Schema(**attributes)
 
 
-def _schema(value: Mapping[str, Any]) -> Schema | Reference:
-    spec = to_spec(value)
+def _schema(value: Mapping[str, Any], ref: Callable[[str], Reference]) -> Schema | Reference:
+    spec = to_spec(value, ref)
     assert not isinstance(spec, bool)  # msgspec writes objects for types, booleans only inside
     return spec
+
+
+def holds_struct(annotation: Any) -> bool:
+    """Whether a type is, or contains, a msgspec Struct (through lists, unions, Annotated, ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
+        return True
+    if get_origin(annotation) is Annotated:
+        return holds_struct(get_args(annotation)[0])
+    return any(holds_struct(arg) for arg in get_args(annotation))
+
+
+def _named_types(annotation: Any) -> dict[str, type]:
+    """The classes msgspec names in `components/schemas` for a type, by the name it gives them."""
+    named: dict[str, type] = {}
+    seen: set[int] = set()
+
+    def visit(node: Any) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        if isinstance(node, msgspec.inspect.Type):
+            cls = getattr(node, "cls", None)
+            if isinstance(cls, type):
+                named[cls.__name__] = cls
+            for field in msgspec.structs.fields(node):
+                visit(getattr(node, field.name))
+        elif isinstance(node, msgspec.inspect.Field):
+            visit(node.type)
+        elif isinstance(node, tuple):
+            for item in node:
+                visit(item)
+
+    visit(msgspec.inspect.type_info(annotation))
+    return named
+
+
+class StructSchemas(OpenAPISchemaPlugin):
+    """Document every type holding a msgspec Struct with the JSON Schema msgspec derives from it.
+
+    Each named component (a Struct, an enum) goes into Litestar's schema registry, so the document lists
+    it once under `components/schemas` and Litestar's references and ours name it alike.
+    """
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return holds_struct(field_definition.annotation)
+
+    def to_openapi_schema(  # type: ignore[override]  # Litestar's for_plugin takes a reference too
+        self, field_definition: FieldDefinition, schema_creator: SchemaCreator
+    ) -> Schema | Reference:
+        annotation = field_definition.annotation
+        (top,), components = msgspec.json.schema_components([annotation], ref_template=REF_TEMPLATE)
+        classes = _named_types(annotation)
+        registry = schema_creator.schema_registry
+
+        def ref(target: str) -> Reference:
+            name = target.removeprefix(_REF_PREFIX)
+            named = FieldDefinition.from_annotation(classes[name])
+            reference = registry.get_reference_for_field_definition(named)
+            if reference is None:
+                registered = registry.get_schema_for_field_definition(named)  # before its fields: recursion
+                component = _schema(components[name], ref)
+                assert isinstance(component, Schema)
+                for spec_field in dataclasses.fields(Schema):
+                    setattr(registered, spec_field.name, getattr(component, spec_field.name))
+                reference = registry.get_reference_for_field_definition(named)
+                assert reference is not None
+            return reference
+
+        return _schema(top, ref)
 
 
 # --- the document -------------------------------------------------------------------------------------
@@ -270,91 +312,6 @@ _PROBLEM_HEADERS = {
 }
 
 
-@dataclass
-class _Documented:
-    operation: Operation
-    status: int
-    body: BodySpec | None
-    response: Any
-
-
-def _operations(app: Litestar) -> list[_Documented]:
-    """Every documented operation whose handler declared a body or a response type."""
-    paths = app.openapi_schema.paths or {}
-    found: list[_Documented] = []
-    for route in app.routes:
-        if not isinstance(route, HTTPRoute):
-            continue
-        item = paths.get(route.path_format or "/")
-        if item is None:
-            continue
-        for method, (handler, _) in route.route_handler_map.items():
-            fn = unwrap_partial(handler.fn)
-            spec, response = _BODIES.get(fn), _RESPONSES.get(fn)
-            operation = getattr(item, method.lower(), None)
-            if (spec is not None or response is not None) and isinstance(operation, Operation):
-                found.append(_Documented(operation, handler.status_code, spec, response))
-    return found
-
-
-def _merge(schemas: dict[str, Schema], name: str, schema: Schema) -> None:
-    """Add a component; one of the same name that Litestar wrote for a response must be the same type."""
-    existing = schemas.get(name)
-    if existing is not None and set(existing.properties or ()) != set(schema.properties or ()):
-        raise ValueError(f"two different types are both named {name!r} in the OpenAPI components")
-    schemas[name] = schema  # msgspec's schema is what the decoder enforces
-
-
-def _request_bodies(app: Litestar) -> None:
-    """Attach the declared request bodies (and dict answers) to the app's OpenAPI document."""
-    operations = _operations(app)
-    if not operations:
-        return
-    types: list[Any] = []
-    for documented in operations:
-        if documented.body is not None:
-            types.append(documented.body.type)
-            types.extend(documented.body.other_media.values())
-        if documented.response is not None:
-            types.append(documented.response)
-    refs, components = msgspec.json.schema_components(types, ref_template=REF_TEMPLATE)
-    schemas = _schemas(app)
-    for name, component in sorted(components.items()):
-        converted = _schema(component)
-        assert isinstance(converted, Schema)
-        _merge(schemas, name, converted)
-    position = iter(refs)
-    for documented in operations:
-        operation, spec = documented.operation, documented.body
-        responses = operation.responses = dict(operation.responses or {})
-        if spec is not None:
-            content = {JSON: OpenAPIMediaType(schema=_schema(next(position)))}
-            if spec.example is not None:
-                content[JSON].examples = {
-                    "example": Example(summary="on the demo network", value=spec.example)
-                }
-            for media in spec.other_media:
-                content[media] = OpenAPIMediaType(schema=_schema(next(position)))
-            operation.request_body = RequestBody(
-                content=content, required=spec.required, description=spec.description
-            )
-        if documented.response is not None:
-            status = str(documented.status)
-            existing = responses.get(status)
-            description = existing.description if isinstance(existing, OpenAPIResponse) else "Success"
-            responses[status] = OpenAPIResponse(
-                description=description, content={JSON: OpenAPIMediaType(schema=_schema(next(position)))}
-            )
-
-
-def _schemas(app: Litestar) -> dict[str, Schema]:
-    document = app.openapi_schema
-    if document.components is None:
-        document.components = Components()
-    schemas = document.components.schemas = dict(document.components.schemas or {})
-    return schemas
-
-
 def problem_statuses(roles: tuple[str, ...] | None, path: str, operation: Operation) -> set[int]:
     """The problem answers an operation's guard, parameters and body imply."""
     statuses: set[int] = set()
@@ -388,11 +345,21 @@ def _link(operation_id: str, parameters: Mapping[str, str]) -> Link:
     return Link(operation_id=operation_id, parameters=dict(parameters))
 
 
-def _answers(app: Litestar) -> None:
-    """Every operation's problem answers, its security, and the links from its success answers."""
+def _check_examples(where: str, handler: Any) -> None:
+    """An example body the decoder would refuse would document a falsehood."""
+    data = handler.parsed_fn_signature.parameters.get("data")
+    kwarg = data.kwarg_definition if data is not None else None
+    if data is not None and isinstance(kwarg, BodyKwarg):
+        for example in kwarg.examples or ():
+            try:
+                msgspec.convert(example.value, data.annotation)
+            except msgspec.ValidationError as exc:
+                raise ValueError(f"{where}: the example body is refused: {exc}") from None
+
+
+def _handlers(app: Litestar) -> Iterator[tuple[str, str, Any, Operation]]:
+    """(method, path, handler, operation) for every documented operation."""
     paths = app.openapi_schema.paths or {}
-    operation_ids: set[str] = set()
-    declared_links: list[tuple[str, dict[str, Mapping[str, str]]]] = []
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
@@ -402,34 +369,40 @@ def _answers(app: Litestar) -> None:
             continue
         for method, (handler, _) in route.route_handler_map.items():
             operation = getattr(item, method.lower(), None)
-            if not isinstance(operation, Operation):
-                continue
-            operation_ids.add(operation.operation_id or "")
-            fn = unwrap_partial(handler.fn)
-            roles: tuple[str, ...] | None = handler.opt.get("roles")
-            if not roles and not path.startswith("/v1/"):
-                operation.security = []  # health, metrics: open to anyone
-            responses = operation.responses = dict(operation.responses or {})
-            responses.pop("400", None)  # Litestar's own shape; ours is the Problem below where it applies
-            for problem in sorted(problem_statuses(roles, path, operation) | _ANSWERS.get(fn, frozenset())):
-                responses[str(problem)] = _problem_response(problem)
-            targets = _LINKS.get(fn)
-            if targets:
-                declared_links.append((f"{method} {path}", targets))
-                for status, response in responses.items():
-                    if status.startswith("2") and isinstance(response, OpenAPIResponse):
-                        response.links = {
-                            target: _link(target, parameters) for target, parameters in targets.items()
-                        }
+            if isinstance(operation, Operation):
+                yield method, path, handler, operation
+
+
+def document_operations(app: Litestar) -> None:
+    """Complete the app's OpenAPI document at startup: every operation's problem answers, the security of
+    open operations, the declared links; check the example bodies."""
+    document = app.openapi_schema
+    if document.components is None:
+        document.components = Components()
+    schemas = document.components.schemas = dict(document.components.schemas or {})
+    schemas.setdefault("Problem", PROBLEM_SCHEMA)
+    operation_ids: set[str] = set()
+    declared_links: list[tuple[str, Mapping[str, Mapping[str, str]]]] = []
+    for method, path, handler, operation in _handlers(app):
+        operation_ids.add(operation.operation_id or "")
+        _check_examples(f"{method} {path}", handler)
+        roles: tuple[str, ...] | None = handler.opt.get("roles")
+        if not roles and not path.startswith("/v1/"):
+            operation.security = []  # health, metrics: open to anyone
+        responses = operation.responses = dict(operation.responses or {})
+        responses.pop("400", None)  # Litestar's own shape; ours is the Problem below where it applies
+        declared: frozenset[int] = handler.opt.get("answers", frozenset())
+        for problem in sorted(problem_statuses(roles, path, operation) | declared):
+            responses[str(problem)] = _problem_response(problem)
+        targets: Mapping[str, Mapping[str, str]] | None = handler.opt.get("links")
+        if targets:
+            declared_links.append((f"{method} {path}", targets))
+            for status, response in responses.items():
+                if status.startswith("2") and isinstance(response, OpenAPIResponse):
+                    response.links = {
+                        target: _link(target, parameters) for target, parameters in targets.items()
+                    }
     for where, targets in declared_links:
         unknown = sorted(set(targets) - operation_ids)
         if unknown:
             raise ValueError(f"{where} links to operations that do not exist: {unknown}")
-
-
-def document_operations(app: Litestar) -> None:
-    """Complete the app's OpenAPI document at startup: request bodies, dict answers, problem answers,
-    security of open operations, links."""
-    _request_bodies(app)
-    _schemas(app).setdefault("Problem", PROBLEM_SCHEMA)
-    _answers(app)

@@ -23,6 +23,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from service.errors import FieldError, ServiceError
+from service.stock.service_errors import as_service_error
+from service.stock.store import StockError
 
 log = logging.getLogger("retail_policy.api")
 
@@ -199,9 +201,15 @@ def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[d
     return problem(request, 500, "Internal error", "an unexpected error occurred; it has been logged")
 
 
+def on_stock_error(request: Request[Any, Any, Any], exc: StockError) -> Response[dict[str, Any]]:
+    """A stock store error met by any handler, in the words of the one mapping (`as_service_error`)."""
+    return on_service_error(request, as_service_error(exc))
+
+
 def exception_handlers() -> dict[type[Exception] | int, Any]:
     handlers: dict[type[Exception] | int, Any] = {
         ServiceError: on_service_error,
+        StockError: on_stock_error,
         HTTPException: on_http_exception,
         OperationalError: on_unavailable,
         PoolTimeout: on_unavailable,

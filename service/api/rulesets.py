@@ -19,10 +19,10 @@ from litestar import Request, Response, Router, delete, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
-from litestar.params import Parameter, QueryParameter
+from litestar.params import JSONBody, Parameter, QueryParameter
 
-from service.api.body import decode
-from service.api.openapi import answers, json_body, links
+from service.api.body import unsupported_media
+from service.api.openapi import YAML_TYPES, OptionalBody, YamlBody, answers, links
 from service.db.base import INTEGER_MAX
 from service.errors import Conflict, FieldError, Invalid, Malformed, NotFound, ServiceError
 from service.rules import (
@@ -43,7 +43,6 @@ from service.services import Services
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 READ_ROLES = ("author", "publisher", "planner")
-YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
 
 Name = Annotated[
     str,
@@ -67,7 +66,21 @@ TraceLevel = Literal["none", "rules", "full"]
 
 
 class VersionIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A ruleset's YAML text: as JSON `{"yaml": ...}`, or sent as the body itself in a YAML media type."""
+
     yaml: Annotated[str, msgspec.Meta(min_length=1)]
+
+    @classmethod
+    def from_media(cls, media: str, raw: bytes) -> VersionIn:
+        if media not in YAML_TYPES:
+            raise unsupported_media(
+                media, "application/yaml (or text/yaml) or application/json {'yaml': ...}"
+            )
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise Malformed("the body is not UTF-8", [FieldError("body", str(exc))]) from None
+        return cls(text)  # an empty body never gets here (`require_body`)
 
 
 class EvaluateIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -81,8 +94,11 @@ class ActiveEvaluateIn(msgspec.Struct, forbid_unknown_fields=True):
     trace: TraceLevel = "rules"
 
 
-class RollbackIn(msgspec.Struct, forbid_unknown_fields=True):
+class RollbackIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     version: Annotated[int, msgspec.Meta(ge=1, le=INTEGER_MAX)] | None = None
+
+
+TO_PREVIOUS = RollbackIn()  # a rollback sent without a body: to the version active before
 
 
 class RegistryMissing(ServiceError):
@@ -181,50 +197,34 @@ async def get_ruleset(services: NamedDependency[Services], name: Name) -> dict[s
     }
 
 
-def _yaml_from_request(content_type: str, raw: bytes) -> str:
-    media = content_type.split(";")[0].strip().lower()
-    if media in YAML_TYPES:
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise Malformed("the body is not UTF-8", [FieldError("body", str(exc))]) from None
-        if not text.strip():
-            raise Invalid("empty ruleset", [FieldError("body", "the body holds no YAML")])
-        return text
-    if media in ("application/json", ""):
-        return decode(raw, VersionIn).yaml
-    raise ServiceError(
-        f"unsupported content type {media!r}",
-        [
-            FieldError(
-                "content-type", "send application/yaml (or text/yaml) or application/json {'yaml': ...}"
-            )
-        ],
-        415,
-        "Unsupported media type",
-    )
+VERSION_LINK = {"name": "$request.path.name", "version": "$response.body#/version"}
 
 
 @post(
     "/{name:str}/versions",
-    opt=requires("author"),
+    opt={
+        **requires("author"),
+        **answers(415),
+        **links(
+            getRulesetVersion=VERSION_LINK,
+            publishRulesetVersion=VERSION_LINK,
+            evaluateRulesetVersion=VERSION_LINK,
+            diffRulesetVersion=VERSION_LINK,
+            shadowRulesetVersion=VERSION_LINK,
+            unshadowRulesetVersion=VERSION_LINK,
+        ),
+    },
     operation_id="createRulesetVersion",
     responses={200: ResponseSpec(dict[str, Any], description="The same text is already a version of it")},
-)
-@json_body(VersionIn, other_media={"application/yaml": str})
-@answers(415)
-@links(
-    getRulesetVersion={"name": "$request.path.name", "version": "$response.body#/version"},
-    publishRulesetVersion={"name": "$request.path.name", "version": "$response.body#/version"},
-    evaluateRulesetVersion={"name": "$request.path.name", "version": "$response.body#/version"},
-    diffRulesetVersion={"name": "$request.path.name", "version": "$response.body#/version"},
-    shadowRulesetVersion={"name": "$request.path.name", "version": "$response.body#/version"},
-    unshadowRulesetVersion={"name": "$request.path.name", "version": "$response.body#/version"},
+    operation_class=YamlBody,
 )
 async def create_version(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name
+    services: NamedDependency[Services],
+    request: Request[Any, Any, Any],
+    name: Name,
+    data: JSONBody[VersionIn],
 ) -> Response[dict[str, Any]]:
-    text = _yaml_from_request(request.headers.get("content-type", ""), await request.body())
+    text = data.yaml
     created = await lifecycle.create_version(
         services.sessions, name, text, principal_of(request).name, source=f"{name}.yaml"
     )
@@ -242,10 +242,9 @@ async def get_version(
 
 @get(
     "/{name:str}/versions/{version:int}/diff",
-    opt=requires(*READ_ROLES),
+    opt={**requires(*READ_ROLES), **answers(409)},
     operation_id="diffRulesetVersion",
 )
-@answers(409)
 async def diff_version(
     services: NamedDependency[Services],
     name: Name,
@@ -332,13 +331,11 @@ def _evaluation_body(
     operation_id="evaluateRulesetVersion",
     status_code=200,
 )
-@json_body(EvaluateIn)
 async def evaluate_version(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name, version: VersionNumber
+    services: NamedDependency[Services], name: Name, version: VersionNumber, data: JSONBody[EvaluateIn]
 ) -> dict[str, Any]:
     """Dry run: evaluate any stored version on the given facts (full trace unless asked otherwise), in the
     trial child process under a time limit, so that no draft can hold this worker's event loop."""
-    data = decode(await request.body(), EvaluateIn)
     record = await _version(services, name, version)
     facts = _bounded_facts(data.facts)
     engine = data.engine or services.settings.rules.engine
@@ -359,12 +356,10 @@ async def evaluate_version(
     operation_id="evaluateActiveRuleset",
     status_code=200,
 )
-@json_body(ActiveEvaluateIn)
 async def evaluate_active(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name
+    services: NamedDependency[Services], name: Name, data: JSONBody[ActiveEvaluateIn]
 ) -> dict[str, Any]:
     """Evaluate the active version exactly as this worker serves it (one registry snapshot), with its shadow."""
-    data = decode(await request.body(), ActiveEvaluateIn)
     _bounded_facts(data.facts)
     snapshot = _registry(services).snapshot()
     active = snapshot.get(name)
@@ -387,11 +382,10 @@ async def evaluate_active(
 
 @post(
     "/{name:str}/versions/{version:int}/publish",
-    opt=requires("publisher"),
+    opt={**requires("publisher"), **answers(409)},
     operation_id="publishRulesetVersion",
     status_code=200,
 )
-@answers(409)
 async def publish_version(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name, version: VersionNumber
 ) -> dict[str, Any]:
@@ -402,11 +396,10 @@ async def publish_version(
 
 @post(
     "/{name:str}/versions/{version:int}/shadow",
-    opt=requires("publisher"),
+    opt={**requires("publisher"), **answers(409)},
     operation_id="shadowRulesetVersion",
     status_code=200,
 )
-@answers(409)
 async def shadow_version(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name, version: VersionNumber
 ) -> dict[str, Any]:
@@ -428,14 +421,19 @@ async def unshadow_version(
     await _after_change(services)
 
 
-@post("/{name:str}/rollback", opt=requires("publisher"), operation_id="rollbackRuleset", status_code=200)
-@answers(409)
-@json_body(RollbackIn, required=False)
+@post(
+    "/{name:str}/rollback",
+    opt={**requires("publisher"), **answers(409)},
+    operation_id="rollbackRuleset",
+    status_code=200,
+    operation_class=OptionalBody,
+)
 async def rollback_ruleset(
-    services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name
+    services: NamedDependency[Services],
+    request: Request[Any, Any, Any],
+    name: Name,
+    data: JSONBody[RollbackIn] = TO_PREVIOUS,
 ) -> dict[str, Any]:
-    raw = await request.body()
-    data = decode(raw, RollbackIn) if raw.strip() else RollbackIn()
     record = await lifecycle.rollback(services.sessions, name, data.version, principal_of(request).name)
     await _after_change(services)
     return _version_body(record, full=False)
@@ -443,11 +441,10 @@ async def rollback_ruleset(
 
 @post(
     "/{name:str}/kind-default",
-    opt=requires("publisher"),
+    opt={**requires("publisher"), **answers(409)},
     operation_id="makeRulesetKindDefault",
     status_code=200,
 )
-@answers(409)
 async def make_kind_default(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name
 ) -> dict[str, Any]:

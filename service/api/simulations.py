@@ -7,21 +7,49 @@ its record (status, KPIs, report) is in the database, readable from any worker.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 
-from service.api.body import decode_body
-from service.api.openapi import answers, json_body, json_response, links
-from service.api.responses import SimulationAccepted, SimulationOut
+from service.api.openapi import answers, links
 from service.db.base import aware
 from service.errors import Conflict, FieldError, NotFound
 from service.security import principal_of, requires
 from service.services import Services
 from simulators.jobs import SimulationJobs, SimulationRequest
+
+
+class SimulationLinks(msgspec.Struct):
+    self: str
+    report: str
+
+
+class SimulationAccepted(msgspec.Struct):
+    """A simulation was queued; follow `links.self`."""
+
+    id: str
+    status: str
+    links: SimulationLinks
+
+
+class SimulationOut(msgspec.Struct):
+    """A simulation: its state, what was asked, and once done the KPIs of every run (the report is HTML at
+    `/v1/simulations/{id}/report`)."""
+
+    id: str
+    status: str  # queued | running | done | failed
+    progress: Annotated[float, msgspec.Meta(ge=0, le=1)]
+    requested_by: str
+    request: dict[str, Any]
+    created_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    finished_at: Annotated[datetime, msgspec.Meta(tz=True)] | None
+    error: str | None
+    kpis: dict[str, Any] | None
+
 
 SimulationId = Annotated[str, Parameter(description="simulation id", max_length=36)]
 
@@ -43,55 +71,50 @@ async def _record(services: Services, simulation_id: str) -> Any:
     return row
 
 
-@post("/", opt=requires("planner"), operation_id="startSimulation", status_code=202)
-@json_body(SimulationRequest)
-@json_response(SimulationAccepted)
-@links(
-    getSimulation={"simulation_id": "$response.body#/id"},
-    getSimulationReport={"simulation_id": "$response.body#/id"},
+@post(
+    "/",
+    opt={
+        **requires("planner"),
+        **links(
+            getSimulation={"simulation_id": "$response.body#/id"},
+            getSimulationReport={"simulation_id": "$response.body#/id"},
+        ),
+    },
+    operation_id="startSimulation",
+    status_code=202,
 )
 async def start_simulation(
-    services: NamedDependency[Services], request: Request[Any, Any, Any]
-) -> Response[dict[str, Any]]:
-    body = await decode_body(request, SimulationRequest)
-    simulation_id = await _jobs(services).submit(body, principal_of(request).name)
+    services: NamedDependency[Services], request: Request[Any, Any, Any], data: JSONBody[SimulationRequest]
+) -> Response[SimulationAccepted]:
+    simulation_id = await _jobs(services).submit(data, principal_of(request).name)
     location = f"/v1/simulations/{simulation_id}"
-    return Response(
-        {
-            "id": simulation_id,
-            "status": "queued",
-            "links": {"self": location, "report": f"{location}/report"},
-        },
-        status_code=202,
-        headers={"Location": location},
-    )
+    accepted = SimulationAccepted(simulation_id, "queued", SimulationLinks(location, f"{location}/report"))
+    return Response(accepted, status_code=202, headers={"Location": location})
 
 
 @get("/{simulation_id:str}", opt=requires("planner"), operation_id="getSimulation")
-@json_response(SimulationOut)
-async def get_simulation(services: NamedDependency[Services], simulation_id: SimulationId) -> dict[str, Any]:
+async def get_simulation(services: NamedDependency[Services], simulation_id: SimulationId) -> SimulationOut:
     row = await _record(services, simulation_id)
     progress = _jobs(services).progress(simulation_id)
-    return {
-        "id": row.id,
-        "status": row.status,
-        "progress": 1.0 if row.status == "done" else (progress if progress is not None else row.progress),
-        "requested_by": row.requested_by,
-        "request": row.request,
-        "created_at": aware(row.created_at).isoformat(),
-        "finished_at": aware(row.finished_at).isoformat() if row.finished_at else None,
-        "error": row.error,
-        "kpis": msgspec.json.decode(row.kpis) if row.kpis else None,
-    }
+    return SimulationOut(
+        id=row.id,
+        status=row.status,
+        progress=1.0 if row.status == "done" else (progress if progress is not None else row.progress),
+        requested_by=row.requested_by,
+        request=row.request,
+        created_at=aware(row.created_at),
+        finished_at=aware(row.finished_at) if row.finished_at else None,
+        error=row.error,
+        kpis=msgspec.json.decode(row.kpis) if row.kpis else None,
+    )
 
 
 @get(
     "/{simulation_id:str}/report",
-    opt=requires("planner"),
+    opt={**requires("planner"), **answers(409)},
     operation_id="getSimulationReport",
     media_type="text/html; charset=utf-8",
 )
-@answers(409)
 async def get_report(services: NamedDependency[Services], simulation_id: SimulationId) -> Response[str]:
     row = await _record(services, simulation_id)
     if row.report is None:

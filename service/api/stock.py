@@ -18,15 +18,12 @@ from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
 from litestar.params import FromPath, Parameter
 
-from service.api.body import decode_body
 from service.api.master_data import Id
-from service.api.openapi import answers, json_body, links
-from service.api.problems import on_service_error
+from service.api.openapi import answers, example, links
 from service.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
 from service.security import requires
 from service.services import Services
 from service.stock.ledger import MAX_QTY, MAX_TTL_SECONDS, validate_day
-from service.stock.service_errors import as_service_error
 from service.stock.store import (
     EventResult,
     InvalidStockInput,
@@ -36,7 +33,6 @@ from service.stock.store import (
     ReservationRequest,
     ShortLine,
     SnapshotRow,
-    StockError,
     StockEvent,
     StockException,
     StockStore,
@@ -205,15 +201,18 @@ def stock_levels(sku: str, levels: dict[str, Levels]) -> StockOut:
 
 
 @put("/stock", opt=requires("stock"), operation_id="putStockSnapshot", status_code=200)
-@json_body(
-    list[SnapshotRowIn],
-    example=[
-        {"sku": "SKU-GUIDE", "location": "STORE-MAN-01", "sellable": 3},
-        {"sku": "SKU-GUIDE", "location": "DC-NORTH", "sellable": 40, "in_transit": 12},
+async def put_stock(
+    services: NamedDependency[Services],
+    data: Annotated[
+        list[SnapshotRowIn],
+        example(
+            [
+                {"sku": "SKU-GUIDE", "location": "STORE-MAN-01", "sellable": 3},
+                {"sku": "SKU-GUIDE", "location": "DC-NORTH", "sellable": 40, "in_transit": 12},
+            ]
+        ),
     ],
-)
-async def put_stock(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> Written:
-    data = await decode_body(request, list[SnapshotRowIn])
+) -> Written:
     seen: set[tuple[str, str]] = set()
     for index, row in enumerate(data):
         if (row.sku, row.location) in seen:
@@ -229,15 +228,30 @@ async def put_stock(services: NamedDependency[Services], request: Request[Any, A
 
 
 @post("/stock/events", opt=requires("stock"), operation_id="postStockEvents", status_code=200)
-@json_body(
-    EventsIn,
-    example=[
-        {"event_id": "POS-88-0001", "type": "sale", "sku": "SKU-GUIDE", "location": "STORE-MAN-01", "qty": 1},
-        {"event_id": "RCV-DC-0042", "type": "receipt", "sku": "SKU-GUIDE", "location": "DC-NORTH", "qty": 12},
+async def post_events(
+    services: NamedDependency[Services],
+    data: Annotated[
+        EventsIn,
+        example(
+            [
+                {
+                    "event_id": "POS-88-0001",
+                    "type": "sale",
+                    "sku": "SKU-GUIDE",
+                    "location": "STORE-MAN-01",
+                    "qty": 1,
+                },
+                {
+                    "event_id": "RCV-DC-0042",
+                    "type": "receipt",
+                    "sku": "SKU-GUIDE",
+                    "location": "DC-NORTH",
+                    "qty": 12,
+                },
+            ]
+        ),
     ],
-)
-async def post_events(services: NamedDependency[Services], request: Request[Any, Any, Any]) -> EventsOut:
-    data = await decode_body(request, EventsIn)
+) -> EventsOut:
     if len(data) > MAX_EVENTS:
         raise Invalid(
             "too many events", [FieldError("body", f"send at most {MAX_EVENTS} events per request")]
@@ -289,8 +303,7 @@ class CapacityOut(msgspec.Struct):
     locations: list[CapacityRow]
 
 
-@get("/capacity", opt=requires("stock", "decide", "planner"), operation_id="getCapacity")
-@answers(404)
+@get("/capacity", opt={**requires("stock", "decide", "planner"), **answers(404)}, operation_id="getCapacity")
 async def get_capacity(
     services: NamedDependency[Services],
     day: Annotated[
@@ -339,26 +352,36 @@ async def list_anomalies(
     return AnomaliesOut(await _store(services).list_exceptions(limit))
 
 
-@post("/reservations", opt=requires("decide"), operation_id="createReservation", status_code=201)
-@json_body(
-    ReservationIn,
-    example={
-        "order_id": "WEB-1001",
-        "channel": "ecommerce",
-        "idempotency_key": "WEB-1001-a",
-        "lines": [{"sku": "SKU-GUIDE", "location": "DC-NORTH", "qty": 5}],
-        "ttl_seconds": 900,
+@post(
+    "/reservations",
+    opt={
+        **requires("decide"),
+        **answers(409),
+        **links(
+            getReservation={"reservation_id": "$response.body#/id"},
+            commitReservation={"reservation_id": "$response.body#/id"},
+            releaseReservation={"reservation_id": "$response.body#/id"},
+        ),
     },
+    operation_id="createReservation",
+    status_code=201,
 )
-@answers(409)
-@links(
-    getReservation={"reservation_id": "$response.body#/id"},
-    commitReservation={"reservation_id": "$response.body#/id"},
-    releaseReservation={"reservation_id": "$response.body#/id"},
-)
-async def create_reservation(request: Request[Any, Any, Any]) -> Response[ReservationOut]:
+async def create_reservation(
+    request: Request[Any, Any, Any],
+    data: Annotated[
+        ReservationIn,
+        example(
+            {
+                "order_id": "WEB-1001",
+                "channel": "ecommerce",
+                "idempotency_key": "WEB-1001-a",
+                "lines": [{"sku": "SKU-GUIDE", "location": "DC-NORTH", "qty": 5}],
+                "ttl_seconds": 900,
+            }
+        ),
+    ],
+) -> Response[ReservationOut]:
     services: Services = request.app.state.services  # the hot path skips dependency resolution
-    data = await decode_body(request, ReservationIn)
     ttl = data.ttl_seconds or services.settings.stock.default_ttl_seconds
     lines = tuple(ReservationLine(line.sku, line.location, line.qty, line.floor) for line in data.lines)
     wanted = ReservationRequest(
@@ -402,11 +425,10 @@ async def get_reservation(
 
 @post(
     "/reservations/{reservation_id:str}/commit",
-    opt=requires("decide"),
+    opt={**requires("decide"), **answers(409)},
     operation_id="commitReservation",
     status_code=200,
 )
-@answers(409)
 async def commit_reservation(
     services: NamedDependency[Services], reservation_id: FromPath[str]
 ) -> ReservationOut:
@@ -415,19 +437,14 @@ async def commit_reservation(
 
 @post(
     "/reservations/{reservation_id:str}/release",
-    opt=requires("decide"),
+    opt={**requires("decide"), **answers(409)},
     operation_id="releaseReservation",
     status_code=200,
 )
-@answers(409)
 async def release_reservation(
     services: NamedDependency[Services], reservation_id: FromPath[str]
 ) -> ReservationOut:
     return _out(await _store(services).release(reservation_id))
-
-
-def on_stock_error(request: Request[Any, Any, Any], error: StockError) -> Response[dict[str, Any]]:
-    return on_service_error(request, as_service_error(error))
 
 
 router = Router(
@@ -443,6 +460,5 @@ router = Router(
         commit_reservation,
         release_reservation,
     ],
-    exception_handlers={StockError: on_stock_error},
     tags=["stock"],
 )

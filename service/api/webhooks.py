@@ -13,11 +13,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Request, Router, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy import delete, select
 
-from service.api.body import decode_body
-from service.api.openapi import answers, json_body
+from service.api.openapi import answers
 from service.db.base import aware
 from service.db.models import Delivery, Subscription
 from service.errors import Conflict, FieldError, Invalid, NotFound
@@ -107,12 +106,11 @@ async def list_subscriptions(services: NamedDependency[Services]) -> Subscriptio
 
 
 @put("/subscriptions", opt=requires("admin"), operation_id="putSubscriptions", status_code=200)
-@json_body(list[SubscriptionIn])
 async def put_subscriptions(
-    services: NamedDependency[Services], request: Request[Any, Any, Any]
+    services: NamedDependency[Services], request: Request[Any, Any, Any], data: JSONBody[list[SubscriptionIn]]
 ) -> SubscriptionsOut:
     """Replace the set of subscriptions. A removed subscription's pending deliveries are dropped."""
-    wanted = await decode_body(request, list[SubscriptionIn])
+    wanted = data
     errors: list[FieldError] = []
     seen: set[str] = set()
     for index, item in enumerate(wanted):
@@ -196,11 +194,10 @@ async def list_deliveries(
 
 @post(
     "/deliveries/{delivery_id:str}/retry",
-    opt=requires("admin"),
+    opt={**requires("admin"), **answers(409)},
     operation_id="retryDelivery",
     status_code=200,
 )
-@answers(409)
 async def retry_delivery(
     services: NamedDependency[Services], request: Request[Any, Any, Any], delivery_id: FromPath[str]
 ) -> DeliveryOut:

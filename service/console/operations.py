@@ -374,14 +374,14 @@ async def simulation_report(request: Request[Any, Any, Any], simulation_id: Id) 
 @get("/simulations/{simulation_id:str}/kpis.json", opt=same_roles(api_simulations.get_simulation))
 async def simulation_kpis(request: Request[Any, Any, Any], simulation_id: Id) -> Response[Any]:
     run = await api_simulations.get_simulation.fn(_services(request), simulation_id)
-    if run["kpis"] is None:
+    if run.kpis is None:
         raise Conflict(
-            f"simulation {simulation_id} has no KPIs yet (status {run['status']})",
-            [FieldError("id", f"status is {run['status']}")],
+            f"simulation {simulation_id} has no KPIs yet (status {run.status})",
+            [FieldError("id", f"status is {run.status}")],
         )
     return secure(
         Response(
-            msgspec.json.encode(run["kpis"]),
+            msgspec.json.encode(run.kpis),
             media_type="application/json",
             headers={"Content-Disposition": f'attachment; filename="simulation-{simulation_id}-kpis.json"'},
         )

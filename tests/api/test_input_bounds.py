@@ -156,3 +156,23 @@ def test_depth_counts_nesting_not_brackets_inside_strings() -> None:
     assert depth(b'{"a": "' + b"[" * 100 + b'"}') == 1
     assert depth(b'[{"a": "' + b"[{" * 100 + b'\\"[["}]') == 2
     assert depth(b"[]" * 1000) == 1
+
+
+async def test_an_empty_body_is_refused_where_a_body_is_required_and_is_the_default_where_optional(
+    sqlite_api: ApiClient,
+) -> None:
+    admin = sqlite_api.as_("admin")
+    json_type = {"content-type": "application/json"}
+    for body in (b"", b"  \n"):
+        refused = await admin.post("/v1/keys", content=body, headers=json_type)
+        assert (refused.status_code, _fields(refused)) == (400, ["body"]), refused.text
+        assert refused.json()["errors"][0]["reason"] == "empty body"
+    created = await admin.post("/v1/keys", json={"name": "to-rotate", "roles": ["decide"]})
+    assert created.status_code == 201, created.text
+    for body in (b"", b" "):  # no body: a rotation without an expiry
+        rotated = await admin.post(f"/v1/keys/{created.json()['id']}/rotate", content=body, headers=json_type)
+        assert rotated.status_code == 201, rotated.text
+        assert rotated.json()["expires_at"] is None
+        created = rotated
+    unknown = await admin.post(f"/v1/keys/{created.json()['id']}/rotate", json={"expires": "soon"})
+    assert (unknown.status_code, _fields(unknown)) == (422, ["expires"])

@@ -1,7 +1,7 @@
 """The OpenAPI document describes the bodies the handlers really decode.
 
-Handlers decode their own bodies (`decode_body`), so these tests check the document against the running
-service: every documented body resolves and matches the decoded type's fields, the service rejects an
+Litestar writes the document from each handler's `data: T` (which the app's request class decodes
+strictly); these tests check the document against the running service: every documented body resolves and matches the decoded type's fields, the service rejects an
 empty instance of the documented type by naming a required field of that type (so the documented type is
 the decoded one), and no operation without a documented body reads one.
 """
@@ -9,17 +9,18 @@ the decoded one), and no operation without a documented body reads one.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import pytest
 from jsonschema import Draft202012Validator, ValidationError
 from litestar import Litestar, Request, post
+from litestar.params import JSONBody
 from litestar.testing import AsyncTestClient
 from openapi_spec_validator import validate
 
-from service.api.body import decode_body
-from service.api.openapi import answers, document_operations, json_body, links
+from service.api.body import StrictRequest, decode
+from service.api.openapi import StructSchemas, answers, document_operations, example, links
 from service.api.problems import exception_handlers
 from tests.api.decisions_fixtures import decisions_api
 from tests.apiclient import ApiClient
@@ -215,14 +216,13 @@ class _Thing(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @post("/documented", status_code=200)
-@json_body(_Thing)
-async def _documented(request: Request[Any, Any, Any]) -> str:
-    return (await decode_body(request, _Thing)).name
+async def _documented(data: JSONBody[_Thing]) -> str:
+    return data.name
 
 
 @post("/undocumented", status_code=200)
 async def _undocumented(request: Request[Any, Any, Any]) -> str:
-    return (await decode_body(request, _Thing)).name
+    return decode(await request.body(), _Thing).name  # read past the declaration: the check must find it
 
 
 async def test_the_check_finds_a_handler_that_decodes_an_undocumented_body() -> None:
@@ -230,6 +230,8 @@ async def test_the_check_finds_a_handler_that_decodes_an_undocumented_body() -> 
         [_documented, _undocumented],
         on_startup=[document_operations],
         exception_handlers=exception_handlers(),
+        request_class=StrictRequest,
+        plugins=[StructSchemas()],
     )
     async with AsyncTestClient(app=app) as client:
         document = (await client.get("/schema/openapi.json")).json()
@@ -437,8 +439,11 @@ async def test_following_the_reservation_links_reaches_the_created_reservation(s
         assert followed.json()["id"] == created.json()["id"]
 
 
-@post("/v1/things", status_code=201, opt={"roles": ("stock",)})
-@links(getNothing={"thing_id": "$response.body#/id"})
+@post(
+    "/v1/things",
+    status_code=201,
+    opt={"roles": ("stock",), **links(getNothing={"thing_id": "$response.body#/id"})},
+)
 async def _linked_to_nothing() -> dict[str, str]:
     return {"id": "t-1"}
 
@@ -452,3 +457,14 @@ def test_a_link_to_an_operation_that_does_not_exist_is_refused_when_the_document
 def test_a_problem_status_without_a_description_cannot_be_declared() -> None:
     with pytest.raises(ValueError, match="418"):
         answers(418)
+
+
+@post("/v1/things/named", status_code=200, opt={"roles": ("stock",)})
+async def _refused_example(data: Annotated[_Thing, example({"name": 1})]) -> str:
+    return data.name
+
+
+def test_an_example_body_the_decoder_refuses_is_refused_when_the_document_is_built() -> None:
+    app = Litestar([_refused_example], plugins=[StructSchemas()])
+    with pytest.raises(ValueError, match="example body is refused"):
+        document_operations(app)
