@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Generator
 from typing import Any
 
 import pytest
@@ -10,7 +10,6 @@ import pytest
 from service.stock.cluster import CrossSlotUnsupported
 from service.stock.store import StockStore
 from tests.contract.stock_backends import BACKENDS, FakeClock, open_backend
-from tests.redis_cluster import local_cluster
 
 CROSS_SLOT = "cross-slot requests are not supported on a Redis Cluster yet (service/stock/cluster.py)"
 
@@ -18,12 +17,6 @@ CROSS_SLOT = "cross-slot requests are not supported on a Redis Cluster yet (serv
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-@pytest.fixture(scope="session")
-def redis_cluster_ports() -> Iterator[list[int]]:
-    with local_cluster() as ports:
-        yield ports
 
 
 @pytest.fixture(params=[*BACKENDS, "redis+postgresql"])

@@ -1,0 +1,144 @@
+"""What the Redis store on a Redis Cluster adds to the contract: where its keys live, what it refuses
+(nothing changed), what holds across slots, and a shard that lost its data."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import cast
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+
+from service.stock.cluster import CrossSlotUnsupported
+from service.stock.rebuild import rebuild_redis
+from service.stock.redis import RedisStockStore
+from service.stock.store import (
+    CapacityClaim,
+    CapacityLimit,
+    IdempotencyConflict,
+    Levels,
+    ReservationLine,
+    ReservationRequest,
+    SnapshotRow,
+    StockEvent,
+    StockStateLost,
+)
+from tests.contract.stock_backends import FakeClock, open_backend
+
+
+@pytest.fixture
+async def store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[RedisStockStore]:
+    async with open_backend("redis-cluster", request, clock) as opened:
+        assert isinstance(opened, RedisStockStore)
+        yield opened
+
+
+def two_slots() -> tuple[str, str]:
+    """Two SKUs whose keys live on different slots."""
+    first = "SKU-A"
+    other = next(f"SKU-{i}" for i in range(100) if key_slot(f"SKU-{i}".encode()) != key_slot(first.encode()))
+    return first, other
+
+
+def ask(key: str, *lines: tuple[str, str, int], claim: CapacityClaim | None = None) -> ReservationRequest:
+    return ReservationRequest(
+        "o1", "web", key, tuple(ReservationLine(s, loc, q) for s, loc, q in lines), 600, capacity=claim
+    )
+
+
+async def test_every_key_of_a_single_sku_reservation_lives_in_the_skus_slot(store: RedisStockStore) -> None:
+    await store.put_snapshot([SnapshotRow("SKU-A", "S1", 5)])
+    held = (await store.reserve(ask("k1", ("SKU-A", "S1", 2)))).reservation
+    assert held is not None
+    slot = key_slot(b"SKU-A")
+    tag = store.keys.home(held.id)
+    assert tag is not None
+    keys = [store.keys.reservation(held.id), store.keys.holds_at(tag), store.keys.built_at(tag)]
+    keys += [store.keys.events_at(tag), *store.keys.sku_keys("SKU-A")]
+    assert {key_slot(key.encode()) for key in keys} == {slot}
+    assert await store.client.exists(store.keys.reservation(held.id), store.keys.built_at(tag)) == 2
+
+
+async def test_a_cross_slot_reservation_is_refused_naming_lines_and_changes_nothing(
+    store: RedisStockStore,
+) -> None:
+    first, other = two_slots()
+    await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S1", 5)])
+    with pytest.raises(CrossSlotUnsupported) as refused:
+        await store.reserve(ask("k1", (first, "S1", 1), (other, "S1", 1)))
+    assert refused.value.field == "lines"
+    claim = CapacityClaim("2026-03-01", (CapacityLimit("S1", 10),))
+    with pytest.raises(CrossSlotUnsupported):
+        await store.reserve(ask("k2", (first, "S1", 1), claim=claim))
+    levels = await store.get_levels([first, other])
+    assert levels == {sku: {"S1": Levels(sellable=5)} for sku in (first, other)}
+    # the keys were never used: the same keys serve a request the cluster takes
+    assert (await store.reserve(ask("k1", (first, "S1", 1)))).reservation is not None
+
+
+async def test_a_key_reused_with_a_body_on_another_slot_is_a_conflict_and_takes_nothing(
+    store: RedisStockStore,
+) -> None:
+    first, other = two_slots()
+    await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S1", 5)])
+    assert (await store.reserve(ask("k1", (first, "S1", 2)))).reservation is not None
+    with pytest.raises(IdempotencyConflict):
+        await store.reserve(ask("k1", (other, "S1", 2)))
+    assert (await store.get_available([other])) == {other: {"S1": 5}}
+    replay = await store.reserve(ask("k1", (first, "S1", 2)))
+    assert replay.replayed
+
+
+async def test_reads_snapshots_and_events_across_slots_answer_every_sku(store: RedisStockStore) -> None:
+    first, other = two_slots()
+    await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S2", 7)])
+    results = await store.apply_events(
+        [StockEvent("e1", "receipt", other, "S2", 1), StockEvent("e2", "receipt", first, "S1", 2)]
+    )
+    assert [r.status for r in results] == ["applied", "applied"]
+    assert await store.get_available([other, first, other]) == {other: {"S2": 8}, first: {"S1": 7}}
+
+
+async def test_rebuild_after_a_wipe_brings_back_levels_holds_event_ids_and_idempotency_keys(
+    store: RedisStockStore,
+) -> None:
+    first, other = two_slots()
+    await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S1", 5)])
+    await store.apply_events([StockEvent("e1", "receipt", first, "S1", 1)])
+    held = (await store.reserve(ask("k1", (first, "S1", 2)))).reservation
+    assert held is not None
+    before = await store.get_levels([first, other])
+    await store.wipe()
+    with pytest.raises(StockStateLost):
+        await store.get_levels([first])
+    await rebuild_redis(store)
+    assert await store.get_levels([first, other]) == before
+    assert await store.get_reservation(held.id) == held
+    [again] = await store.apply_events([StockEvent("e1", "receipt", other, "S1", 1)])
+    assert again.status == "duplicate"
+    with pytest.raises(IdempotencyConflict):
+        await store.reserve(ask("k1", (other, "S1", 2)))
+    await store.release(held.id)
+    assert await store.get_available([first]) == {first: {"S1": 6}}
+
+
+async def test_a_shard_that_lost_its_data_refuses_then_the_store_rebuilds_it(
+    store: RedisStockStore, request: pytest.FixtureRequest
+) -> None:
+    await store.put_snapshot([SnapshotRow("SKU-A", "S1", 5)])
+    held = (await store.reserve(ask("k1", ("SKU-A", "S1", 2)))).reservation
+    assert held is not None
+    # the primary serving SKU-A comes back empty (a restart without persistence)
+    serving = cast(RedisCluster, store.client).get_node_from_key(store.keys.stock("SKU-A"))
+    assert serving is not None and serving.port in request.getfixturevalue("redis_cluster_ports")
+    node = aioredis.Redis(host=serving.host, port=serving.port)
+    await node.flushall()
+    await node.aclose()
+    with pytest.raises(StockStateLost):
+        await store.get_available(["SKU-A"])
+    assert store.recovery is not None
+    await rebuild_redis(store)
+    assert await store.get_available(["SKU-A"]) == {"SKU-A": {"S1": 3}}
+    assert await store.get_reservation(held.id) == held
