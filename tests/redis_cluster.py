@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 from tests.services import free_port, redis_answers, unavailable
@@ -112,3 +112,26 @@ def local_cluster() -> Iterator[list[int]]:
 
 def cluster_url(ports: list[int]) -> str:
     return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in ports)
+
+
+def main() -> None:
+    """`make cluster`: the same cluster the tests start, in the foreground until Ctrl-C."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # stopped by a supervisor: the nodes still go with it
+    with local_cluster() as ports:
+        nodes = ",".join(f"127.0.0.1:{port}" for port in ports)
+        print(
+            f"Redis Cluster of {PRIMARIES} primaries ready (no persistence; stopped and removed on Ctrl-C)."
+        )
+        print(f"  REDIS_CLUSTER_URLS={nodes} retail-policy serve")
+        print(f"  redis-cli -c -p {ports[0]} cluster nodes")
+        with suppress(KeyboardInterrupt):
+            signal.pause()
+
+
+if __name__ == "__main__":
+    main()

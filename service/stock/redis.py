@@ -23,9 +23,10 @@ Keys (prefix `rp:` by default); every key of one SKU carries the hash tag `{SKU}
   reservation of that day could have.
 
 Each request is one script with every key it touches in KEYS, so a reservation is one round trip and
-atomic even across SKUs. That needs all keys on one node: a single Redis (with replicas). Redis Cluster
-would need per-slot steps with compensating releases (every script also lists the marker, and a
-reservation its `resv:ID` and `holds`), which this backend does not do.
+atomic even across SKUs on one node (a single Redis with replicas). On a Redis Cluster (`cluster=True`,
+opened from a `redis+cluster://` URL) the keys that are not per SKU exist once per slot, and a request is
+one script per slot it touches; reservations across slots and capacity claims are refused there (see
+`service.stock.cluster`).
 Expiry is exact and lazy: every script prunes the expiry index of the SKUs it touches before acting,
 and the sweeper expires idle ones; key TTLs are never used to release stock.
 """
