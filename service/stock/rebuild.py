@@ -24,7 +24,8 @@ from typing import Any
 from redis.typing import EncodableT, FieldT
 
 from service.stock.journal import read_journal
-from service.stock.redis import RedisStockStore, capacity_keep_ms, to_ms
+from service.stock.redis import RedisStockStore
+from service.stock.redis_layout import capacity_keep_ms, to_ms
 
 BUCKET_FIELDS = ("s", "r", "d", "p", "t")
 

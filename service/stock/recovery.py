@@ -26,7 +26,8 @@ from redis import exceptions as redis_errors
 
 from service.stock.journal import journal_size
 from service.stock.rebuild import RebuildReport, replay_journal
-from service.stock.redis import DOWN_ERRORS, RedisStockStore, to_ms
+from service.stock.redis import DOWN_ERRORS, RedisStockStore
+from service.stock.redis_layout import to_ms
 from service.stock.store import StockUnavailable
 
 log = logging.getLogger("retail_policy.stock")

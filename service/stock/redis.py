@@ -35,12 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from importlib import resources
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
@@ -56,13 +54,25 @@ from service.stock import cluster, demand, ledger
 from service.stock.cluster import (
     ClusterScripts,
     CrossSlotUnsupported,
-    SlotTags,
     is_cluster_url,
     open_cluster,
     slot_tags,
 )
 from service.stock.journal import Entry, Journal, latest_write
 from service.stock.memory import Clock, utc_now
+from service.stock.redis_layout import (
+    AVAILABLE_DECODER,
+    LEVELS_DECODER,
+    Keys,
+    Script,
+    capacity_keep_ms,
+    from_ms,
+    levels_by_location,
+    parse_reservation,
+    text,
+    to_ms,
+)
+from service.stock.redis_layout import reservation_id as reservation_id  # part of this module's interface
 from service.stock.sql import read_exceptions
 from service.stock.store import (
     EventResult,
@@ -95,183 +105,6 @@ DOWN_ERRORS = (
     redis_errors.BusyLoadingError,
     OSError,
 )
-
-
-def _script(name: str) -> str:
-    folder = resources.files("service.stock") / "lua"
-    return (folder / "prelude.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
-
-
-class Script:
-    """One of the store's Lua scripts: its text and the SHA1 Redis caches it under."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.text = _script(name)
-        self.sha = hashlib.sha1(self.text.encode()).hexdigest()
-
-
-def to_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def reservation_id(idempotency_key: str) -> str:
-    """The id follows from the key, so a retried request finds its reservation in the same script."""
-    return hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-# the levels script's answer: per requested SKU, location -> its five buckets (decoded in one C call)
-_LEVELS_DECODER = msgspec.json.Decoder(list[dict[str, tuple[int, int, int, int, int]]])
-
-
-# the available script's answer: per requested SKU, location -> available units
-_AVAILABLE_DECODER = msgspec.json.Decoder(list[dict[str, int]])
-
-
-def levels_by_location(rows: dict[str, tuple[int, int, int, int, int]]) -> dict[str, Levels]:
-    """One SKU's decoded rows -> location -> Levels, locations in order (as every backend answers)."""
-    return {loc: Levels(*buckets) for loc, buckets in sorted(rows.items())}
-
-
-def capacity_keep_ms(day: str, now_ms: int) -> int:
-    """How long a capacity day's keys are kept from now: until the last reservation counted on that day
-    could have expired (relative, so that Redis's clock need not agree with the service's)."""
-    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
-    return max(1, to_ms(start + timedelta(days=2, seconds=ledger.MAX_TTL_SECONDS)) - now_ms)
-
-
-def parse_lines(encoded: str) -> tuple[ReservedLine, ...]:
-    lines = []
-    for row in encoded.splitlines():
-        if row:
-            sku, loc, qty = row.split("\t")
-            lines.append(ReservedLine(sku, loc, int(qty)))
-    return tuple(lines)
-
-
-def parse_reservation(flat: Sequence[Any], now_ms: int) -> Reservation:
-    fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
-    status = fields["status"]
-    expires_ms = int(fields["exp"])
-    if status == "held" and expires_ms <= now_ms:
-        status = "expired"
-    return Reservation(
-        id=fields["id"],
-        order_id=fields["order_id"],
-        channel=fields["channel"],
-        idempotency_key=fields["key"],
-        lines=parse_lines(fields["lines"]),
-        status=status,  # type: ignore[arg-type]
-        expires_at=from_ms(expires_ms),
-        created_at=from_ms(int(fields["created"])),
-    )
-
-
-class Keys:
-    """Key names; `tags` set on a Redis Cluster (see `service.stock.cluster`), where the keys that are not
-    per SKU exist once per slot. On one node every `tag` is "" and names are those of the docstring."""
-
-    def __init__(self, prefix: str, tags: SlotTags | None = None) -> None:
-        self.prefix = prefix
-        self.tags = tags
-        self.holds = f"{prefix}holds"
-        self._sku_keys: dict[str, tuple[str, str, str]] = {}
-        self._read_keys: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
-
-    def stock(self, sku: str) -> str:
-        return f"{self.prefix}stock:{{{sku}}}"
-
-    def hold(self, sku: str) -> str:
-        return f"{self.prefix}hold:{{{sku}}}"
-
-    def part(self, sku: str) -> str:
-        return f"{self.prefix}part:{{{sku}}}"
-
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}events"
-
-    @property
-    def built(self) -> str:
-        return f"{self.prefix}built"
-
-    @property
-    def rebuilding(self) -> str:
-        return f"{self.prefix}rebuilding"
-
-    def tag(self, sku: str) -> str:
-        """The slot tag of the SKU's keys on a cluster; "" on one node."""
-        return "" if self.tags is None else self.tags.of_sku(sku)
-
-    def by_slot(self, skus: Sequence[str]) -> dict[str, list[str]]:
-        """The SKUs (distinct, in order) grouped by their slot tag."""
-        groups: dict[str, list[str]] = {}
-        for sku in dict.fromkeys(skus):
-            groups.setdefault(self.tag(sku), []).append(sku)
-        return groups
-
-    def built_at(self, tag: str) -> str:
-        return f"{self.prefix}built:{{{tag}}}" if tag else self.built
-
-    def events_at(self, tag: str) -> str:
-        return f"{self.prefix}events:{{{tag}}}" if tag else self.events
-
-    def holds_at(self, tag: str) -> str:
-        return f"{self.prefix}holds:{{{tag}}}" if tag else self.holds
-
-    def home(self, rid: str) -> str | None:
-        """The slot tag a reservation id names ("" on one node); None for an id no reservation can have."""
-        if self.tags is None:
-            return ""
-        tag = rid.rpartition("-")[2]
-        return tag if "-" in rid and self.tags.valid(tag) else None
-
-    def reservation(self, rid: str) -> str:
-        if self.tags is None:
-            return f"{self.prefix}resv:{rid}"
-        hexpart, _, tag = rid.rpartition("-")
-        return f"{self.prefix}resv:{{{tag}}}:{hexpart}"
-
-    def event_id(self, event_id: str) -> str:
-        return f"{self.prefix}eid:{{{event_id}}}"
-
-    def idempotency(self, rid: str) -> str:
-        return f"{self.prefix}idem:{{{rid.rpartition('-')[0]}}}"
-
-    def read_keys(self, skus: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The distinct SKUs of a read (in order) and their keys, kept per list of SKUs: the same SKU
-        lists come back request after request."""
-        key = tuple(skus)
-        found = self._read_keys.get(key)
-        if found is None:
-            if len(self._read_keys) > 10_000:
-                self._read_keys.clear()
-            unique = tuple(dict.fromkeys(skus))
-            found = self._read_keys[key] = (unique, tuple(k for sku in unique for k in self.sku_keys(sku)))
-        return found
-
-    def capacity(self, day: str) -> list[str]:
-        return [
-            f"{self.prefix}capu:{{{day}}}",
-            f"{self.prefix}caph:{{{day}}}",
-            f"{self.prefix}capp:{{{day}}}",
-        ]
-
-    def sku_keys(self, sku: str) -> list[str]:
-        found = self._sku_keys.get(sku)
-        if found is None:
-            if len(self._sku_keys) > 100_000:
-                self._sku_keys.clear()
-            found = self._sku_keys[sku] = (self.stock(sku), self.hold(sku), self.part(sku))
-        return list(found)
 
 
 class RedisStockStore:
@@ -394,7 +227,7 @@ class RedisStockStore:
             if counter is not None and int(counter) < latest:
                 log.warning(
                     "stock state behind the journal (Redis at write %s, the journal at %d): rebuilding",
-                    _text(counter),
+                    text(counter),
                     latest,
                 )
                 await self.client.delete(self.keys.built)
@@ -468,7 +301,7 @@ class RedisStockStore:
     async def _levels_at(self, unique: list[str], tag: str) -> dict[str, dict[str, Levels]]:
         keys = [key for sku in unique for key in self.keys.sku_keys(sku)]
         answer = await self._call(self._levels, keys, [self._now_ms()], tag)
-        per_sku = _LEVELS_DECODER.decode(answer)
+        per_sku = LEVELS_DECODER.decode(answer)
         return {sku: levels_by_location(rows) for sku, rows in zip(unique, per_sku, strict=True)}
 
     async def get_available(self, skus: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -479,11 +312,11 @@ class RedisStockStore:
             for tag, group in self.keys.by_slot(skus).items():
                 group_keys = [key for sku in group for key in self.keys.sku_keys(sku)]
                 answer = await self._call(self._available, group_keys, [self._now_ms()], tag)
-                found.update(zip(group, _AVAILABLE_DECODER.decode(answer), strict=True))
+                found.update(zip(group, AVAILABLE_DECODER.decode(answer), strict=True))
             return {sku: found[sku] for sku in dict.fromkeys(skus)}
         unique, keys = self.keys.read_keys(skus)
         answer = await self._call(self._available, keys, [self._now_ms()])
-        return dict(zip(unique, _AVAILABLE_DECODER.decode(answer), strict=True))
+        return dict(zip(unique, AVAILABLE_DECODER.decode(answer), strict=True))
 
     async def get_capacity_used(self, day: str, locations: Sequence[str]) -> dict[str, int]:
         ledger.validate_day(day, "day")
@@ -513,7 +346,7 @@ class RedisStockStore:
             return None
         day = flat.get(b"cday")
         reservation = parse_reservation([x for pair in flat.items() for x in pair], self._now_ms())
-        return reservation, None if day is None else _text(day)
+        return reservation, None if day is None else text(day)
 
     async def list_exceptions(self, limit: int = 100) -> list[StockException]:
         return await read_exceptions(self.journal.engine, limit)
@@ -607,10 +440,10 @@ class RedisStockStore:
         applied: list[tuple[int, StockEvent, list[ledger.Delta]]] = []
         undo_demand: dict[str, list[str]] = {}
         for ev, outcome in zip(events, outcomes, strict=True):
-            if _text(outcome[0]) == "duplicate":
+            if text(outcome[0]) == "duplicate":
                 results.append(EventResult(ev.event_id, "duplicate"))
                 continue
-            kind, shortfall, ds, dd, dp, dt, dest = _text(outcome[1]), *(int(x) for x in outcome[2:8])
+            kind, shortfall, ds, dd, dp, dt, dest = text(outcome[1]), *(int(x) for x in outcome[2:8])
             deltas = [
                 ledger.Delta(ev.sku, ev.location, sellable=ds, damaged=dd, return_pending=dp, in_transit=dt)
             ]
@@ -624,7 +457,7 @@ class RedisStockStore:
             record: dict[str, Any] = {"sku": ev.sku, "seq": seq}
             if len(outcome) > 8:
                 # A sale: the rate it left (exact text), its time and sequence number, for the rebuild.
-                rate, at_ms, rate_seq, prev_rate, prev_at = (_text(x) for x in outcome[8:13])
+                rate, at_ms, rate_seq, prev_rate, prev_at = (text(x) for x in outcome[8:13])
                 record["demand"] = [ev.location, rate, int(at_ms), int(rate_seq)]
                 undo_demand[ev.event_id] = [rate_seq, prev_rate, prev_at]
             applied.append((len(results), ev, deltas))
@@ -691,14 +524,14 @@ class RedisStockStore:
             owners = await pipe.execute()
         except DOWN_ERRORS as error:
             raise self._down(error) from error
-        return [owner is None or _text(owner) == ev.sku for ev, owner in zip(events, owners, strict=True)]
+        return [owner is None or text(owner) == ev.sku for ev, owner in zip(events, owners, strict=True)]
 
     async def _revert_applied(self, done: Sequence[tuple[int, StockEvent]], outcomes: Sequence[Any]) -> None:
         items: list[tuple[ledger.Delta, str]] = []
         undo_demand: dict[str, list[str]] = {}
         for i, ev in done:
             outcome = outcomes[i]
-            if _text(outcome[0]) == "duplicate":
+            if text(outcome[0]) == "duplicate":
                 continue
             ds, dd, dp, dt, dest = (int(x) for x in outcome[3:8])
             delta = ledger.Delta(
@@ -708,7 +541,7 @@ class RedisStockStore:
             if dest and ev.to_location:
                 items.append((ledger.Delta(ev.sku, ev.to_location, in_transit=dest), ev.event_id))
             if len(outcome) > 8:
-                undo_demand[ev.event_id] = [_text(outcome[10]), _text(outcome[11]), _text(outcome[12])]
+                undo_demand[ev.event_id] = [text(outcome[10]), text(outcome[11]), text(outcome[12])]
         if items:
             await self._revert_deltas(items, undo_demand)
 
@@ -791,7 +624,7 @@ class RedisStockStore:
             for line in sku_lines:
                 args += [line.location, line.qty, line.floor]
         outcome = await self._call(self._reserve, keys, args, tag)
-        verdict = _text(outcome[0])
+        verdict = text(outcome[0])
         if verdict == "conflict":
             raise IdempotencyConflict(
                 f"idempotency key {request.idempotency_key!r} was used with another request body"
@@ -802,7 +635,7 @@ class RedisStockStore:
         flat_short = outcome[1] if verdict == "short" else outcome[2]
         short = tuple(
             ShortLine(
-                _text(flat_short[i]), _text(flat_short[i + 1]), int(flat_short[i + 2]), int(flat_short[i + 3])
+                text(flat_short[i]), text(flat_short[i + 1]), int(flat_short[i + 2]), int(flat_short[i + 3])
             )
             for i in range(0, len(flat_short), 4)
         )
@@ -815,7 +648,7 @@ class RedisStockStore:
             channel=request.channel,
             idempotency_key=request.idempotency_key,
             lines=tuple(
-                ReservedLine(_text(granted[i]), _text(granted[i + 1]), int(granted[i + 2]))
+                ReservedLine(text(granted[i]), text(granted[i + 1]), int(granted[i + 2]))
                 for i in range(0, len(granted), 3)
             ),
             status="held",
@@ -870,7 +703,7 @@ class RedisStockStore:
         except DOWN_ERRORS as error:
             await self._run_finish(reservation, None, "forget", swallow_down=True)
             raise self._down(error) from error
-        if before is not None and _text(before) != fingerprint:
+        if before is not None and text(before) != fingerprint:
             await self._run_finish(reservation, None, "forget", swallow_down=True)
             raise IdempotencyConflict(
                 f"idempotency key {reservation.idempotency_key!r} was used with another request body"
@@ -900,7 +733,7 @@ class RedisStockStore:
             raise ReservationNotFound(f"no reservation {reservation_id!r}")
         found, day = loaded
         outcome = await self._run_finish(found, day, action)
-        verdict = _text(outcome[0])
+        verdict = text(outcome[0])
         if verdict == "missing":
             raise ReservationNotFound(f"no reservation {reservation_id!r}")
         now_ms = self._now_ms()
@@ -942,7 +775,7 @@ class RedisStockStore:
         pattern = f"{self.keys.prefix}holds:{{*"
         try:
             async for key in self.client.scan_iter(match=pattern, count=1000):
-                count += await self._sweep_at(_text(key).rpartition("{")[2].rstrip("}"), moment_ms)
+                count += await self._sweep_at(text(key).rpartition("{")[2].rstrip("}"), moment_ms)
         except DOWN_ERRORS as error:
             raise self._down(error) from error
         return count
@@ -955,12 +788,12 @@ class RedisStockStore:
         (due,) = await self._checked_pipeline(pipe)
         count = 0
         for raw in due:
-            loaded = await self._load(_text(raw))
+            loaded = await self._load(text(raw))
             if loaded is None:
-                await self.client.zrem(holds, _text(raw))
+                await self.client.zrem(holds, text(raw))
                 continue
             outcome = await self._run_finish(*loaded, "expire")
-            if _text(outcome[0]) == "expired":
+            if text(outcome[0]) == "expired":
                 count += 1
         return count
 
