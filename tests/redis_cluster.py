@@ -33,7 +33,9 @@ def _cluster_ok(port: int) -> bool:
     return "cluster_state:ok" in done.stdout
 
 
-def _start_node(binary: str, workdir: Path, stack: ExitStack) -> int:
+def _start_node(
+    binary: str, workdir: Path, stack: ExitStack, nodes: dict[int, subprocess.Popen[bytes]] | None
+) -> int:
     port, bus = free_port(), free_port()
     node_dir = workdir / str(port)
     node_dir.mkdir()
@@ -72,6 +74,8 @@ def _start_node(binary: str, workdir: Path, stack: ExitStack) -> int:
             process.wait(10)
 
     stack.callback(stop)
+    if nodes is not None:
+        nodes[port] = process
     deadline = time.monotonic() + START_SECONDS
     while not redis_answers("127.0.0.1", port):
         if time.monotonic() > deadline or process.poll() is not None:
@@ -81,13 +85,14 @@ def _start_node(binary: str, workdir: Path, stack: ExitStack) -> int:
 
 
 @contextmanager
-def local_cluster() -> Iterator[list[int]]:
-    """Start the cluster; yield its nodes' client ports; stop every node (and remove its files) after."""
+def local_cluster(nodes: dict[int, subprocess.Popen[bytes]] | None = None) -> Iterator[list[int]]:
+    """Start the cluster; yield its nodes' client ports; stop every node (and remove its files) after.
+    `nodes`, when given, gets each node's process by its port (a test that stops and restarts one)."""
     binary = shutil.which("redis-server")
     if binary is None or shutil.which("redis-cli") is None:
         unavailable("a local Redis Cluster needs redis-server and redis-cli (make test installs them)")
     with tempfile.TemporaryDirectory(prefix="rp-cluster-") as workdir, ExitStack() as stack:
-        ports = [_start_node(binary, Path(workdir), stack) for _ in range(PRIMARIES)]  # type: ignore[arg-type]
+        ports = [_start_node(binary, Path(workdir), stack, nodes) for _ in range(PRIMARIES)]  # type: ignore[arg-type]
         subprocess.run(
             [
                 "redis-cli",
@@ -102,12 +107,17 @@ def local_cluster() -> Iterator[list[int]]:
             timeout=60,
             check=True,
         )
-        deadline = time.monotonic() + START_SECONDS
-        while not all(_cluster_ok(port) for port in ports):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the local Redis Cluster did not reach cluster_state:ok")
-            time.sleep(0.1)
+        wait_cluster_ok(ports)
         yield ports
+
+
+def wait_cluster_ok(ports: list[int]) -> None:
+    """Until every node's CLUSTER INFO says `cluster_state:ok` (a node that is not up yet does not)."""
+    deadline = time.monotonic() + START_SECONDS
+    while not all(_cluster_ok(port) for port in ports):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the local Redis Cluster did not reach cluster_state:ok")
+        time.sleep(0.1)
 
 
 def cluster_url(ports: list[int]) -> str:

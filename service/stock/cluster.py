@@ -91,7 +91,9 @@ def open_cluster(url: str, pool_size: int) -> RedisCluster:
         max_connections=pool_size,
         socket_connect_timeout=1,
         socket_timeout=5,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 6),
+        # a node away: two more tries (the client reloads the slot map between them, which follows a
+        # failover that is already done), then 503 with Retry-After; MOVED and ASK are followed apart
+        retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), 2),
     )
 
 

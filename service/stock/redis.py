@@ -104,6 +104,12 @@ DOWN_ERRORS = (
     redis_errors.TimeoutError,
     redis_errors.BusyLoadingError,
     OSError,
+    # a Redis Cluster with a shard down (CLUSTERDOWN, no node for a slot, no node reachable) or moving
+    # slots (TRYAGAIN, redirections past the client's retries): unavailable, as one node that is away
+    redis_errors.ClusterError,
+    redis_errors.TryAgainError,
+    redis_errors.AskError,
+    redis_errors.RedisClusterException,
 )
 
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 from collections.abc import AsyncIterator
 from typing import cast
 
@@ -24,6 +26,7 @@ from service.stock.store import (
     SnapshotRow,
     StockEvent,
     StockStateLost,
+    StockUnavailable,
 )
 from tests.contract.stock_backends import FakeClock, open_backend
 
@@ -142,3 +145,41 @@ async def test_a_shard_that_lost_its_data_refuses_then_the_store_rebuilds_it(
     await rebuild_redis(store)
     assert await store.get_available(["SKU-A"]) == {"SKU-A": {"S1": 3}}
     assert await store.get_reservation(held.id) == held
+
+
+async def test_a_shard_down_answers_unavailable_and_back_empty_is_rebuilt(
+    request: pytest.FixtureRequest, clock: FakeClock
+) -> None:
+    """On a cluster of the test's own: the primary of a SKU's slot killed (503s, not errors), then started
+    again on its port with its cluster config and no data (the store rebuilds from the journal)."""
+    from tests.redis_cluster import cluster_url, local_cluster, wait_cluster_ok
+
+    nodes: dict[int, subprocess.Popen[bytes]] = {}
+    with local_cluster(nodes) as ports:
+        async with open_backend("redis-cluster", request, clock, cluster_url(ports)) as opened:
+            assert isinstance(opened, RedisStockStore)
+            await opened.put_snapshot([SnapshotRow("SKU-A", "S1", 5)])
+            held = (await opened.reserve(ask("k1", ("SKU-A", "S1", 1)))).reservation
+            serving = cast(RedisCluster, opened.client).get_node_from_key(opened.keys.stock("SKU-A"))
+            assert serving is not None
+            killed = nodes[serving.port]
+            killed.kill()
+            await asyncio.to_thread(killed.wait, 10)
+            with pytest.raises(StockUnavailable):
+                await opened.get_available(["SKU-A"])
+            with pytest.raises(StockUnavailable):
+                await opened.reserve(ask("k2", ("SKU-A", "S1", 1)))
+            # the same command: its port, its cluster config file (so it rejoins as itself), no data
+            restarted = await asyncio.to_thread(
+                subprocess.Popen, killed.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            try:
+                await asyncio.to_thread(wait_cluster_ok, ports)
+                with pytest.raises(StockStateLost):
+                    await opened.get_available(["SKU-A"])
+                await rebuild_redis(opened)
+                assert await opened.get_available(["SKU-A"]) == {"SKU-A": {"S1": 4}}
+                assert held is not None and await opened.get_reservation(held.id) == held
+            finally:
+                restarted.terminate()
+                await asyncio.to_thread(restarted.wait, 10)
