@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from redis import exceptions as redis_errors
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -45,6 +45,7 @@ from redis.backoff import ExponentialBackoff
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from service.stock.store import InvalidStockInput
+from service.stock.wire import ScriptClient
 
 SCHEME = "redis+cluster"
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -137,24 +138,77 @@ def _base36(number: int) -> str:
 
 
 class ClusterScripts:
-    """The store's script calls through the cluster client: EVALSHA routed by its keys' slot (all of them
-    in one slot), the script sent in full once where a node does not know it yet."""
+    """The store's script calls on a cluster: per primary, one pipelined script connection (the
+    `ScriptClient` a single node uses, so a worker keeps its speed per node), chosen by the slot of the
+    script's keys (all in one slot) from the cluster client's slot map.
 
-    def __init__(self, client: RedisCluster) -> None:
+    A MOVED reply (slots moved, a replica promoted) reloads the map and tries again on the new owner; a
+    connection that fails reloads it too (a failover), up to `ATTEMPTS` tries in all; an ASK reply (a slot
+    being migrated) sends that one call through redis-py's cluster client, which follows it. CLUSTERDOWN
+    and TRYAGAIN read as redis-py's cluster errors (the store answers 503)."""
+
+    ATTEMPTS = 3
+
+    def __init__(self, client: RedisCluster, url: str) -> None:
         self.client = client
+        _, self._user, self._password = cluster_nodes(url)
+        self._per_node: dict[str, ScriptClient] = {}
         self.on_connect: Callable[[], Awaitable[None]] | None = None  # one node's check; not run here
 
     async def evalsha(self, sha: str, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        slot = key_slot(_bytes(keys[0]))
+        for attempt in range(1, self.ATTEMPTS + 1):
+            scripts = await self._scripts_for(slot)
+            try:
+                return await scripts.evalsha(sha, script, keys, args)
+            except redis_errors.ResponseError as error:
+                message = str(error)
+                if message.startswith("MOVED") and attempt < self.ATTEMPTS:
+                    await self.client.nodes_manager.initialize()
+                    continue
+                if message.startswith("ASK"):
+                    return await self._through_cluster_client(sha, script, keys, args)
+                if message.startswith("CLUSTERDOWN"):
+                    raise redis_errors.ClusterDownError(message) from error
+                if message.startswith("TRYAGAIN"):
+                    raise redis_errors.TryAgainError(message) from error
+                raise
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError):
+                if attempt == self.ATTEMPTS:
+                    raise
+                await self.client.nodes_manager.initialize()
+        raise redis_errors.ClusterError("the slot kept moving")  # every attempt was MOVED
+
+    async def _through_cluster_client(
+        self, sha: str, script: str, keys: Sequence[Any], args: Sequence[Any]
+    ) -> Any:
         try:
             return await self.client.evalsha(sha, len(keys), *keys, *args)
         except redis_errors.NoScriptError:
             return await self.client.eval(script, len(keys), *keys, *args)
 
+    async def _scripts_for(self, slot: int) -> ScriptClient:
+        await self.client.initialize()
+        nodes = self.client.nodes_manager.slots_cache.get(slot)
+        if not nodes:
+            raise redis_errors.SlotNotCoveredError(f"no node serves slot {slot}")
+        node = nodes[0]
+        found = self._per_node.get(node.name)
+        if found is None:
+            credentials = ""
+            if self._password is not None:
+                credentials = f"{quote(self._user or '', safe='')}:{quote(self._password, safe='')}@"
+            url = f"redis://{credentials}{node.host}:{node.port}/0"
+            found = self._per_node[node.name] = ScriptClient(url, connect_timeout=1, reply_timeout=5)
+        return found
+
     async def connected(self) -> None:
-        """The cluster client connects per node on demand; there is nothing to open ahead."""
+        """Connections open per node on first use; there is nothing to open ahead."""
 
     async def close(self) -> None:
-        """The connections are the cluster client's; the store closes it."""
+        for scripts in self._per_node.values():
+            await scripts.close()
+        self._per_node.clear()
 
 
 # Per node, many keys of many slots in one call: the keys of every slot one node serves (the markers, a

@@ -168,7 +168,8 @@ class RedisStockStore:
             # command methods are those of the single-node client, which the store is written against
             nodes = open_cluster(redis_url, pool_size)
             client = cast(aioredis.Redis, nodes)
-            store = cls(client, ClusterScripts(nodes), journal, clock=clock, prefix=prefix, cluster=True)
+            per_node = ClusterScripts(nodes, redis_url)
+            store = cls(client, per_node, journal, clock=clock, prefix=prefix, cluster=True)
         else:
             pool = aioredis.BlockingConnectionPool.from_url(
                 redis_url,
