@@ -183,3 +183,55 @@ async def test_a_shard_down_answers_unavailable_and_back_empty_is_rebuilt(
             finally:
                 restarted.terminate()
                 await asyncio.to_thread(restarted.wait, 10)
+
+
+async def _move_slot(ports: list[int], slot: int, source: int, target: int, finish: bool) -> None:
+    """Migrate a slot's keys from one primary to another (as `redis-cli --cluster reshard` does); with
+    `finish`, hand the slot over too, otherwise leave it migrating (its keys already on the target)."""
+    nodes = {port: aioredis.Redis(host="127.0.0.1", port=port) for port in ports}
+    try:
+        ids = {
+            port: (await client.execute_command("CLUSTER", "MYID")).decode() for port, client in nodes.items()
+        }
+        await nodes[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        await nodes[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        keys = await nodes[source].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+        if keys:
+            await nodes[source].execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+        if finish:
+            for client in nodes.values():
+                await client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+    finally:
+        for client in nodes.values():
+            await client.aclose()
+
+
+async def test_scripts_follow_a_slot_moved_to_another_primary_and_one_being_migrated(
+    request: pytest.FixtureRequest, clock: FakeClock
+) -> None:
+    """On a cluster of the test's own: the SKU's slot is moved while the store holds a connection to its
+    old primary (MOVED: the map is reloaded), then migrated again, its keys moved but the slot not yet
+    handed over (ASK), then handed over."""
+    from tests.redis_cluster import cluster_url, local_cluster
+
+    with local_cluster() as ports:
+        async with open_backend("redis-cluster", request, clock, cluster_url(ports)) as opened:
+            assert isinstance(opened, RedisStockStore)
+            await opened.put_snapshot([SnapshotRow("SKU-A", "S1", 5)])
+            assert (await opened.reserve(ask("k1", ("SKU-A", "S1", 1)))).reservation is not None
+            slot = key_slot(b"SKU-A")
+            serving = cast(RedisCluster, opened.client).get_node_from_key(opened.keys.stock("SKU-A"))
+            assert serving is not None
+            others = [port for port in ports if port != serving.port]
+            await _move_slot(ports, slot, serving.port, others[0], finish=True)
+            assert (await opened.reserve(ask("k2", ("SKU-A", "S1", 1)))).reservation is not None
+            await _move_slot(ports, slot, others[0], others[1], finish=False)
+            # every key the read names is on the new primary already: ASK, and it is served there
+            assert await opened.get_available(["SKU-A"]) == {"SKU-A": {"S1": 3}}
+            # a new reservation's record is not on either yet: Redis answers TRYAGAIN until the slot is
+            # handed over, so the store answers 503 and nothing changes
+            with pytest.raises(StockUnavailable):
+                await opened.reserve(ask("k3", ("SKU-A", "S1", 1)))
+            await _move_slot(ports, slot, others[0], others[1], finish=True)
+            assert (await opened.reserve(ask("k3", ("SKU-A", "S1", 1)))).reservation is not None
+            assert await opened.get_available(["SKU-A"]) == {"SKU-A": {"S1": 2}}
