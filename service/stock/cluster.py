@@ -1,8 +1,9 @@
 """The Redis stock store on a Redis Cluster: slot tags, the script client and the cross-slot refusal.
 
 A cluster is named by a `redis+cluster://host:port,host:port` URL (or `REDIS_CLUSTER_URLS`); any reachable
-node is enough to start, redis-py's cluster client learns the slot map from it and follows MOVED and ASK
-redirections and a primary's failover (it reloads the slot map and retries).
+node is enough to start: redis-py's cluster client learns the slot map from it and carries every command
+but the scripts, which `ClusterScripts` sends over one pipelined connection per primary (MOVED and a
+failover reload the map and try again, ASK goes through the cluster client).
 
 Keys on a cluster (prefix `rp:`):
 - every key of a SKU carries the hash tag `{SKU}` (`stock:{SKU}`, `hold:{SKU}`, `part:{SKU}`), as on one
