@@ -3,7 +3,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench setup setup-test clean console-screenshots
+.PHONY: run test lint bench setup setup-test clean console-screenshots cluster
 
 setup:
 	@scripts/bootstrap.sh
@@ -28,6 +28,10 @@ console-screenshots: setup-test
 
 bench: setup-test
 	$(BIN)/python -m pytest tests/benchmarks -o python_files='bench_*.py' -s -q
+
+# the local three-primary Redis Cluster the tests start (tests/redis_cluster.py), until Ctrl-C
+cluster: setup-test
+	$(BIN)/python -m tests.redis_cluster
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -42,6 +42,10 @@ fi
 if [ "$want_redis" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
   missing+=(redis-server)
 fi
+# redis-cli joins the Redis Cluster the tests start (Debian's redis-server brings it along)
+if [ "$want_redis" = 1 ] && command -v redis-server >/dev/null 2>&1 && ! command -v redis-cli >/dev/null 2>&1; then
+  missing+=(redis-tools)
+fi
 if [ "$want_redis" = 1 ] && [ ! -x /usr/bin/chromium ]; then
   missing+=(chromium)
 fi

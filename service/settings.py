@@ -122,10 +122,21 @@ def load_settings() -> Settings:
     """Read every setting from the environment; raise `SettingsError` naming a bad variable."""
     env = os.environ
     redis_url = env.get("REDIS_URL") or None
+    cluster_nodes = env.get("REDIS_CLUSTER_URLS") or None
+    if cluster_nodes:
+        # host:port[,host:port...] (a node's redis:// prefix may be kept): a Redis Cluster
+        if redis_url:
+            raise SettingsError("REDIS_URL and REDIS_CLUSTER_URLS: set one of them, not both")
+        nodes = [
+            n.strip().removeprefix("redis://").rstrip("/") for n in cluster_nodes.split(",") if n.strip()
+        ]
+        redis_url = "redis+cluster://" + ",".join(nodes)
     backend = env.get("STOCK_BACKEND") or ("redis" if redis_url else "sql")
     _choice("STOCK_BACKEND", backend, ("sql", "redis", "memory"))
     if backend == "redis" and not redis_url:
-        raise SettingsError("STOCK_BACKEND=redis needs REDIS_URL (for example redis://127.0.0.1:6379/0)")
+        raise SettingsError(
+            "STOCK_BACKEND=redis needs REDIS_URL (for example redis://127.0.0.1:6379/0) or REDIS_CLUSTER_URLS"
+        )
     engine = _choice("RULES_ENGINE", env.get("RULES_ENGINE", "durable"), ("durable", "python"))
     deadline = _positive_int("RULES_SWITCH_DEADLINE_SECONDS", 10)
     if deadline < 2:  # workers poll once a second: a shorter deadline would refuse between two polls

@@ -22,6 +22,15 @@ def redis_server_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_ports() -> Iterator[list[int]]:
+    """A local three-primary Redis Cluster of this session's own (tests/redis_cluster.py): its ports."""
+    from tests.redis_cluster import local_cluster
+
+    with local_cluster() as ports:
+        yield ports
+
+
 @pytest.fixture
 async def redis_url(redis_server_url: str) -> AsyncIterator[str]:
     """A Redis URL whose database is empty at the start of the test."""

@@ -24,7 +24,8 @@ from typing import Any
 from redis.typing import EncodableT, FieldT
 
 from service.stock.journal import read_journal
-from service.stock.redis import RedisStockStore, capacity_keep_ms, to_ms
+from service.stock.redis import RedisStockStore
+from service.stock.redis_layout import capacity_keep_ms, to_ms
 
 BUCKET_FIELDS = ("s", "r", "d", "p", "t")
 
@@ -129,11 +130,16 @@ async def replay_journal(
         )
         pending += 1
         await flush()
-    for ids in events.values():
+    for sku, ids in events.items():
         for start in range(0, len(ids), 1000):
-            pipe.sadd(keys.events, *ids[start : start + 1000])
+            pipe.sadd(keys.events_at(keys.tag(sku)), *ids[start : start + 1000])
             pending += 1
             await flush()
+        if store.cluster:
+            for event_id in ids:
+                pipe.set(keys.event_id(event_id), sku)
+                pending += 1
+                await flush()
     days: set[str] = set()
     for (day, location), used in capacity.items():
         pipe.hset(keys.capacity(day)[0], f"r:{location}", used)
@@ -161,6 +167,9 @@ async def replay_journal(
             mapping["cap"] = "".join(f"{loc}\t{qty}\n" for loc, qty in taken)
         pipe.hset(keys.reservation(rid), mapping=mapping)
         pending += 1
+        if store.cluster:
+            pipe.set(keys.idempotency(rid), record["fp"])
+            pending += 1
         if claim is not None and status[rid] == "held":
             _, hold, part = keys.capacity(claim[0])
             pipe.hset(part, rid, mapping["cap"])
@@ -176,7 +185,7 @@ async def replay_journal(
                 pipe.hset(keys.part(sku), rid, encoded)
                 pipe.zadd(keys.hold(sku), {rid: int(record["exp"])})
                 pending += 2
-            pipe.zadd(keys.holds, {rid: int(record["exp"])})
+            pipe.zadd(keys.holds_at(keys.home(rid) or ""), {rid: int(record["exp"])})
             pending += 1
         await flush()
     for day in days:

@@ -26,7 +26,8 @@ from redis import exceptions as redis_errors
 
 from service.stock.journal import journal_size
 from service.stock.rebuild import RebuildReport, replay_journal
-from service.stock.redis import DOWN_ERRORS, RedisStockStore, to_ms
+from service.stock.redis import DOWN_ERRORS, RedisStockStore
+from service.stock.redis_layout import to_ms
 from service.stock.store import StockUnavailable
 
 log = logging.getLogger("retail_policy.stock")
@@ -132,7 +133,7 @@ class StockRecovery:
 
         try:
             if force:
-                await client.delete(keys.built)
+                await store.drop_markers()
             elif await store.has_marker():  # rebuilt by another worker between the check and the lock
                 return None
             log.warning("stock state marker missing: rebuilding Redis from the journal")
@@ -149,16 +150,19 @@ class StockRecovery:
                     break
                 log.warning("the journal grew during the rebuild: rebuilding again")
             fence()
-            marked = await client.eval(
-                _MARK,
-                2,
-                keys.rebuilding,
-                keys.built,
-                token,
-                report.journal_position,
-                to_ms(store.now()),
-                report.writes,
-            )
+            if store.cluster:
+                marked = await self._mark_cluster(token, report)
+            else:
+                marked = await client.eval(
+                    _MARK,
+                    2,
+                    keys.rebuilding,
+                    keys.built,
+                    token,
+                    report.journal_position,
+                    to_ms(store.now()),
+                    report.writes,
+                )
             if not marked:
                 raise LockLost("the stock rebuild lock lapsed before the marker was written")
             log.warning(
@@ -175,6 +179,20 @@ class StockRecovery:
                 await renewal
             with contextlib.suppress(redis_errors.RedisError, *DOWN_ERRORS):
                 await client.eval(_RELEASE, 1, keys.rebuilding, token)
+
+    async def _mark_cluster(self, token: str, report: RebuildReport) -> bool:
+        """On a cluster, one marker per slot: written (one script per node) only while this
+        worker still holds the lock. The lock and the markers live on different slots, so the check comes
+        just before the writes rather than in the same script; the fence and the lock's lapse time
+        (LOCK_MS, renewed every RENEW_SECONDS) leave a rebuilder far more time than the writes take."""
+        store = self.store
+        held = await store.client.get(store.keys.rebuilding)
+        if held not in (token, token.encode()):
+            return False
+        await store.write_markers(
+            {"journal": report.journal_position, "at": to_ms(store.now()), "n": report.writes}
+        )
+        return True
 
     async def _renew(self, token: str, lost: asyncio.Event) -> None:
         while True:

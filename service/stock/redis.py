@@ -23,9 +23,10 @@ Keys (prefix `rp:` by default); every key of one SKU carries the hash tag `{SKU}
   reservation of that day could have.
 
 Each request is one script with every key it touches in KEYS, so a reservation is one round trip and
-atomic even across SKUs. That needs all keys on one node: a single Redis (with replicas). Redis Cluster
-would need per-slot steps with compensating releases (every script also lists the marker, and a
-reservation its `resv:ID` and `holds`), which this backend does not do.
+atomic even across SKUs on one node (a single Redis with replicas). On a Redis Cluster (`cluster=True`,
+opened from a `redis+cluster://` URL) the keys that are not per SKU exist once per slot, and a request is
+one script per slot it touches; reservations across slots and capacity claims are refused there (see
+`service.stock.cluster`).
 Expiry is exact and lazy: every script prunes the expiry index of the SKUs it touches before acting,
 and the sweeper expires idle ones; key TTLs are never used to release stock.
 """
@@ -34,25 +35,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from importlib import resources
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from service.db.engine import create_engine
 from service.settings import DatabaseSettings
-from service.stock import demand, ledger
+from service.stock import cluster, demand, ledger
+from service.stock.cluster import (
+    ClusterScripts,
+    CrossSlotUnsupported,
+    is_cluster_url,
+    open_cluster,
+    slot_tags,
+)
 from service.stock.journal import Entry, Journal, latest_write
 from service.stock.memory import Clock, utc_now
+from service.stock.redis_layout import (
+    AVAILABLE_DECODER,
+    LEVELS_DECODER,
+    Keys,
+    Script,
+    capacity_keep_ms,
+    from_ms,
+    levels_by_location,
+    parse_reservation,
+    text,
+    to_ms,
+)
+from service.stock.redis_layout import reservation_id as reservation_id  # part of this module's interface
 from service.stock.sql import read_exceptions
 from service.stock.store import (
     EventResult,
@@ -84,159 +104,30 @@ DOWN_ERRORS = (
     redis_errors.TimeoutError,
     redis_errors.BusyLoadingError,
     OSError,
+    # a Redis Cluster with a shard down (CLUSTERDOWN, no node for a slot, no node reachable) or moving
+    # slots (TRYAGAIN, redirections past the client's retries): unavailable, as one node that is away
+    redis_errors.ClusterError,
+    redis_errors.TryAgainError,
+    redis_errors.AskError,
+    redis_errors.RedisClusterException,
 )
-
-
-def _script(name: str) -> str:
-    folder = resources.files("service.stock") / "lua"
-    return (folder / "prelude.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
-
-
-class Script:
-    """One of the store's Lua scripts: its text and the SHA1 Redis caches it under."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.text = _script(name)
-        self.sha = hashlib.sha1(self.text.encode()).hexdigest()
-
-
-def to_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def reservation_id(idempotency_key: str) -> str:
-    """The id follows from the key, so a retried request finds its reservation in the same script."""
-    return hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-# the levels script's answer: per requested SKU, location -> its five buckets (decoded in one C call)
-_LEVELS_DECODER = msgspec.json.Decoder(list[dict[str, tuple[int, int, int, int, int]]])
-
-
-# the available script's answer: per requested SKU, location -> available units
-_AVAILABLE_DECODER = msgspec.json.Decoder(list[dict[str, int]])
-
-
-def levels_by_location(rows: dict[str, tuple[int, int, int, int, int]]) -> dict[str, Levels]:
-    """One SKU's decoded rows -> location -> Levels, locations in order (as every backend answers)."""
-    return {loc: Levels(*buckets) for loc, buckets in sorted(rows.items())}
-
-
-def capacity_keep_ms(day: str, now_ms: int) -> int:
-    """How long a capacity day's keys are kept from now: until the last reservation counted on that day
-    could have expired (relative, so that Redis's clock need not agree with the service's)."""
-    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
-    return max(1, to_ms(start + timedelta(days=2, seconds=ledger.MAX_TTL_SECONDS)) - now_ms)
-
-
-def parse_lines(encoded: str) -> tuple[ReservedLine, ...]:
-    lines = []
-    for row in encoded.splitlines():
-        if row:
-            sku, loc, qty = row.split("\t")
-            lines.append(ReservedLine(sku, loc, int(qty)))
-    return tuple(lines)
-
-
-def parse_reservation(flat: Sequence[Any], now_ms: int) -> Reservation:
-    fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
-    status = fields["status"]
-    expires_ms = int(fields["exp"])
-    if status == "held" and expires_ms <= now_ms:
-        status = "expired"
-    return Reservation(
-        id=fields["id"],
-        order_id=fields["order_id"],
-        channel=fields["channel"],
-        idempotency_key=fields["key"],
-        lines=parse_lines(fields["lines"]),
-        status=status,  # type: ignore[arg-type]
-        expires_at=from_ms(expires_ms),
-        created_at=from_ms(int(fields["created"])),
-    )
-
-
-class Keys:
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.holds = f"{prefix}holds"
-        self._sku_keys: dict[str, tuple[str, str, str]] = {}
-        self._read_keys: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
-
-    def stock(self, sku: str) -> str:
-        return f"{self.prefix}stock:{{{sku}}}"
-
-    def hold(self, sku: str) -> str:
-        return f"{self.prefix}hold:{{{sku}}}"
-
-    def part(self, sku: str) -> str:
-        return f"{self.prefix}part:{{{sku}}}"
-
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}events"
-
-    @property
-    def built(self) -> str:
-        return f"{self.prefix}built"
-
-    @property
-    def rebuilding(self) -> str:
-        return f"{self.prefix}rebuilding"
-
-    def reservation(self, rid: str) -> str:
-        return f"{self.prefix}resv:{rid}"
-
-    def read_keys(self, skus: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The distinct SKUs of a read (in order) and their keys, kept per list of SKUs: the same SKU
-        lists come back request after request."""
-        key = tuple(skus)
-        found = self._read_keys.get(key)
-        if found is None:
-            if len(self._read_keys) > 10_000:
-                self._read_keys.clear()
-            unique = tuple(dict.fromkeys(skus))
-            found = self._read_keys[key] = (unique, tuple(k for sku in unique for k in self.sku_keys(sku)))
-        return found
-
-    def capacity(self, day: str) -> list[str]:
-        return [
-            f"{self.prefix}capu:{{{day}}}",
-            f"{self.prefix}caph:{{{day}}}",
-            f"{self.prefix}capp:{{{day}}}",
-        ]
-
-    def sku_keys(self, sku: str) -> list[str]:
-        found = self._sku_keys.get(sku)
-        if found is None:
-            if len(self._sku_keys) > 100_000:
-                self._sku_keys.clear()
-            found = self._sku_keys[sku] = (self.stock(sku), self.hold(sku), self.part(sku))
-        return list(found)
 
 
 class RedisStockStore:
     def __init__(
         self,
         client: aioredis.Redis,
-        scripts: ScriptClient,
+        scripts: ScriptClient | ClusterScripts,
         journal: Journal,
         clock: Clock = utc_now,
         prefix: str = "rp:",
+        cluster: bool = False,
     ) -> None:
         self.client = client
         self.scripts = scripts
         self.journal = journal
-        self.keys = Keys(prefix)
+        self.cluster = cluster
+        self.keys = Keys(prefix, slot_tags() if cluster else None)
         self._clock = clock
         self._levels = Script("levels")
         self._available = Script("available")
@@ -250,7 +141,8 @@ class RedisStockStore:
         # set by `StockRecovery`: woken whenever a call finds the state marker missing
         self.recovery: StockRecovery | None = None
         self._down_logged = -1.0
-        scripts.on_connect = self.check_behind
+        if not cluster:
+            scripts.on_connect = self.check_behind
 
     @classmethod
     async def open(
@@ -270,18 +162,26 @@ class RedisStockStore:
         and opening waits up to `recover_wait_seconds` for that (a new deployment: the empty journal
         gives an empty store and its marker; Redis down: no wait, the first call that finds it back checks).
         """
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url,
-            max_connections=pool_size,
-            timeout=5,
-            socket_connect_timeout=1,
-            socket_timeout=5,
-            retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
-        )
-        client = aioredis.Redis(connection_pool=pool)
-        scripts = ScriptClient(redis_url, connect_timeout=1, reply_timeout=5)
         journal = Journal(create_engine(DatabaseSettings(url=journal_url)))
-        store = cls(client, scripts, journal, clock=clock, prefix=prefix)
+        if is_cluster_url(redis_url):
+            # a `redis+cluster://` URL: redis-py's cluster client, one connection pool per node; its
+            # command methods are those of the single-node client, which the store is written against
+            nodes = open_cluster(redis_url, pool_size)
+            client = cast(aioredis.Redis, nodes)
+            per_node = ClusterScripts(nodes, redis_url)
+            store = cls(client, per_node, journal, clock=clock, prefix=prefix, cluster=True)
+        else:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                redis_url,
+                max_connections=pool_size,
+                timeout=5,
+                socket_connect_timeout=1,
+                socket_timeout=5,
+                retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
+            )
+            client = aioredis.Redis(connection_pool=pool)
+            scripts = ScriptClient(redis_url, connect_timeout=1, reply_timeout=5)
+            store = cls(client, scripts, journal, clock=clock, prefix=prefix)
         if recover:
             # imported here: the recovery builds on this module
             from service.stock.recovery import StockRecovery
@@ -295,10 +195,10 @@ class RedisStockStore:
     def _now_ms(self) -> int:
         return to_ms(self._clock())
 
-    async def _call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run a script with the state marker as its last key (see the module docstring)."""
+    async def _call(self, script: Script, keys: Sequence[str], args: Sequence[Any], tag: str = "") -> Any:
+        """Run a script with the state marker (of the keys' slot `tag` on a cluster) as its last key."""
         try:
-            return await self.scripts.evalsha(script.sha, script.text, (*keys, self.keys.built), args)
+            return await self.scripts.evalsha(script.sha, script.text, (*keys, self.keys.built_at(tag)), args)
         except DOWN_ERRORS as error:
             raise self._down(error) from error
         except redis_errors.ResponseError as error:
@@ -334,7 +234,7 @@ class RedisStockStore:
             if counter is not None and int(counter) < latest:
                 log.warning(
                     "stock state behind the journal (Redis at write %s, the journal at %d): rebuilding",
-                    _text(counter),
+                    text(counter),
                     latest,
                 )
                 await self.client.delete(self.keys.built)
@@ -343,11 +243,43 @@ class RedisStockStore:
             log.warning("stock state not checked against the journal: %s: %s", type(error).__name__, error)
 
     async def has_marker(self) -> bool:
-        """Whether the state marker is there (raises StockUnavailable when Redis does not answer)."""
+        """Whether the state marker is there (raises StockUnavailable when Redis does not answer); on a
+        cluster, the marker of one slot of every primary (a shard that lost its data lost them all)."""
         try:
-            return bool(await self.client.exists(self.keys.built))
+            if not self.cluster:
+                return bool(await self.client.exists(self.keys.built))
+            markers = await self._marker_sample()
+            pipe = self.client.pipeline(transaction=False)
+            for key in markers:
+                pipe.exists(key)
+            return all(await pipe.execute())
         except DOWN_ERRORS as error:
             raise self._down(error) from error
+
+    async def _marker_sample(self) -> list[str]:
+        nodes = cast(RedisCluster, self.client)
+        await nodes.initialize()
+        assert self.keys.tags is not None
+        return [self.keys.built_at(self.keys.tags.tags[slot]) for slot in cluster.first_slots(nodes)]
+
+    async def drop_markers(self) -> None:
+        """Delete the state marker (every slot's on a cluster): every script refuses until the rebuild."""
+        if not self.cluster:
+            await self.client.delete(self.keys.built)
+            return
+        markers = self.all_markers()
+        await cluster.unlink_on_nodes(cast(RedisCluster, self.client), markers, range(len(markers)))
+
+    async def write_markers(self, mapping: dict[str, Any]) -> None:
+        """Write every slot's state marker on a cluster (the single node's is written under the lock)."""
+        markers = self.all_markers()  # slot i's marker is tagged with slot i's tag
+        await cluster.hset_on_nodes(cast(RedisCluster, self.client), markers, mapping, range(len(markers)))
+
+    def all_markers(self) -> list[str]:
+        """Every state marker key: one per slot on a cluster."""
+        if self.keys.tags is None:
+            return [self.keys.built]
+        return [self.keys.built_at(tag) for tag in self.keys.tags.tags]
 
     async def _checked_pipeline(self, pipe: Any) -> list[Any]:
         """Run a pipeline that starts with EXISTS of the state marker, in the same round trip; its other
@@ -366,23 +298,41 @@ class RedisStockStore:
         if not skus:
             return {}
         unique = list(dict.fromkeys(skus))
+        if self.cluster:
+            found: dict[str, dict[str, Levels]] = {}
+            for tag, group in self.keys.by_slot(unique).items():
+                found.update(await self._levels_at(group, tag))
+            return {sku: found[sku] for sku in unique}
+        return await self._levels_at(unique, "")
+
+    async def _levels_at(self, unique: list[str], tag: str) -> dict[str, dict[str, Levels]]:
         keys = [key for sku in unique for key in self.keys.sku_keys(sku)]
-        answer = await self._call(self._levels, keys, [self._now_ms()])
-        per_sku = _LEVELS_DECODER.decode(answer)
+        answer = await self._call(self._levels, keys, [self._now_ms()], tag)
+        per_sku = LEVELS_DECODER.decode(answer)
         return {sku: levels_by_location(rows) for sku, rows in zip(unique, per_sku, strict=True)}
 
     async def get_available(self, skus: Sequence[str]) -> dict[str, dict[str, int]]:
         if not skus:
             return {}
+        if self.cluster:
+            found: dict[str, dict[str, int]] = {}
+            for tag, group in self.keys.by_slot(skus).items():
+                group_keys = [key for sku in group for key in self.keys.sku_keys(sku)]
+                answer = await self._call(self._available, group_keys, [self._now_ms()], tag)
+                found.update(zip(group, AVAILABLE_DECODER.decode(answer), strict=True))
+            return {sku: found[sku] for sku in dict.fromkeys(skus)}
         unique, keys = self.keys.read_keys(skus)
         answer = await self._call(self._available, keys, [self._now_ms()])
-        return dict(zip(unique, _AVAILABLE_DECODER.decode(answer), strict=True))
+        return dict(zip(unique, AVAILABLE_DECODER.decode(answer), strict=True))
 
     async def get_capacity_used(self, day: str, locations: Sequence[str]) -> dict[str, int]:
         ledger.validate_day(day, "day")
         wanted = list(dict.fromkeys(locations))
         if not wanted:
             return {}
+        if self.cluster:
+            # no reservation on a cluster counts against a day's capacity (see service.stock.cluster)
+            return dict.fromkeys(wanted, 0)
         counts = await self._call(self._capacity, self.keys.capacity(day), [self._now_ms(), *wanted])
         return {location: int(n) for location, n in zip(wanted, counts, strict=True)}
 
@@ -392,25 +342,37 @@ class RedisStockStore:
 
     async def _load(self, reservation_id: str) -> tuple[Reservation, str | None] | None:
         """The reservation and the capacity day it counts against (None when it counts against none)."""
+        tag = self.keys.home(reservation_id)
+        if tag is None:
+            return None
         pipe = self.client.pipeline(transaction=False)
-        pipe.exists(self.keys.built)
+        pipe.exists(self.keys.built_at(tag))
         pipe.hgetall(self.keys.reservation(reservation_id))
         (flat,) = await self._checked_pipeline(pipe)
         if not flat:
             return None
         day = flat.get(b"cday")
         reservation = parse_reservation([x for pair in flat.items() for x in pair], self._now_ms())
-        return reservation, None if day is None else _text(day)
+        return reservation, None if day is None else text(day)
 
     async def list_exceptions(self, limit: int = 100) -> list[StockException]:
         return await read_exceptions(self.journal.engine, limit)
 
     async def _demand_states(self, pairs: Sequence[demand.Pair]) -> dict[demand.Pair, demand.DemandState]:
+        markers = list(dict.fromkeys(self.keys.built_at(self.keys.tag(sku)) for sku, _ in pairs))
+        markers = markers or [self.keys.built]
         pipe = self.client.pipeline(transaction=False)
-        pipe.exists(self.keys.built)
+        for marker in markers:
+            pipe.exists(marker)
         for sku, location in pairs:
             pipe.hmget(self.keys.stock(sku), [f"e:{location}", f"u:{location}"])
-        found = await self._checked_pipeline(pipe)
+        try:
+            replies = await pipe.execute()
+        except DOWN_ERRORS as error:
+            raise self._down(error) from error
+        if not all(replies[: len(markers)]):
+            raise self._lost()
+        found = replies[len(markers) :]
         return {
             pair: demand.DemandState(float(rate), int(at_ms))
             for pair, (rate, at_ms) in zip(pairs, found, strict=True)
@@ -424,6 +386,32 @@ class RedisStockStore:
         if not rows:
             return 0
         now_ms = self._now_ms()
+        # one script per slot (one on a single node); rows of other slots already set are put back when
+        # a later slot's script fails
+        deltas: list[ledger.Delta | None] = [None] * len(rows)
+        seq = 0
+        for tag, group in self.keys.by_slot([row.sku for row in rows]).items():
+            members = set(group)
+            positions = [i for i, row in enumerate(rows) if row.sku in members]
+            try:
+                previous, seq_here = await self._snapshot_at([rows[i] for i in positions], now_ms, tag)
+            except StockUnavailable:
+                await self._revert_deltas([(d, "") for d in deltas if d is not None])
+                raise
+            seq = max(seq, seq_here)
+            for i, (s, d, p, t) in zip(positions, previous, strict=True):
+                levels = Levels(sellable=int(s), damaged=int(d), return_pending=int(p), in_transit=int(t))
+                deltas[i] = ledger.snapshot_delta(rows[i], levels)
+        done = [d for d in deltas if d is not None]
+        entry = Entry("snapshot", "", now_ms, done, {"seq": seq})
+        try:
+            await self.journal.append([entry])
+        except StockUnavailable:
+            await self._revert_deltas([(delta, "") for delta in done])
+            raise
+        return len(rows)
+
+    async def _snapshot_at(self, rows: Sequence[SnapshotRow], now_ms: int, tag: str) -> tuple[list[Any], int]:
         skus = list(dict.fromkeys(row.sku for row in rows))
         index = {sku: 1 + 3 * i for i, sku in enumerate(skus)}
         keys = [key for sku in skus for key in self.keys.sku_keys(sku)]
@@ -437,20 +425,8 @@ class RedisStockStore:
                 row.return_pending,
                 row.in_transit,
             ]
-        *previous, seq = await self._call(self._snapshot, keys, args)
-        deltas = [
-            ledger.snapshot_delta(
-                row, Levels(sellable=int(s), damaged=int(d), return_pending=int(p), in_transit=int(t))
-            )
-            for row, (s, d, p, t) in zip(rows, previous, strict=True)
-        ]
-        entry = Entry("snapshot", "", now_ms, deltas, {"seq": seq})
-        try:
-            await self.journal.append([entry])
-        except StockUnavailable:
-            await self._revert_deltas([(delta, "") for delta in deltas])
-            raise
-        return len(rows)
+        *previous, seq = await self._call(self._snapshot, keys, args, tag)
+        return previous, int(seq)
 
     async def apply_events(self, events: Sequence[StockEvent]) -> list[EventResult]:
         ledger.validate_events(events)
@@ -458,31 +434,23 @@ class RedisStockStore:
             return []
         now = self._clock()
         now_ms = to_ms(now)
-        skus = list(dict.fromkeys(event.sku for event in events))
-        index = {sku: 1 + 4 * i for i, sku in enumerate(skus)}
-        keys = [key for sku in skus for key in [*self.keys.sku_keys(sku), self.keys.events]]
-        args: list[Any] = [now_ms, repr(demand.HALF_LIFE_DAYS)]
-        for ev in events:
-            args += [
-                index[ev.sku],
-                ev.event_id,
-                ev.type,
-                ev.location,
-                ev.qty,
-                ev.disposition or "",
-                ev.to_location or "",
-                demand.to_ms(ev.at or now),
-            ]
-        *outcomes, seq = await self._call(self._events, keys, args)
+        if self.cluster:
+            free = await self._claim_event_ids(events)
+            taken = [ev for ev, ok in zip(events, free, strict=True) if ok]
+            found, seq = await self._events_per_slot(taken, now) if taken else ([], 0)
+            answers = iter(found)
+            outcomes = [next(answers) if ok else [b"duplicate"] for ok in free]
+        else:
+            outcomes, seq = await self._events_per_slot(events, now)
         results: list[EventResult | None] = []
         entries: list[Entry] = []
         applied: list[tuple[int, StockEvent, list[ledger.Delta]]] = []
         undo_demand: dict[str, list[str]] = {}
         for ev, outcome in zip(events, outcomes, strict=True):
-            if _text(outcome[0]) == "duplicate":
+            if text(outcome[0]) == "duplicate":
                 results.append(EventResult(ev.event_id, "duplicate"))
                 continue
-            kind, shortfall, ds, dd, dp, dt, dest = _text(outcome[1]), *(int(x) for x in outcome[2:8])
+            kind, shortfall, ds, dd, dp, dt, dest = text(outcome[1]), *(int(x) for x in outcome[2:8])
             deltas = [
                 ledger.Delta(ev.sku, ev.location, sellable=ds, damaged=dd, return_pending=dp, in_transit=dt)
             ]
@@ -496,9 +464,9 @@ class RedisStockStore:
             record: dict[str, Any] = {"sku": ev.sku, "seq": seq}
             if len(outcome) > 8:
                 # A sale: the rate it left (exact text), its time and sequence number, for the rebuild.
-                rate, at_ms, seq, prev_rate, prev_at = (_text(x) for x in outcome[8:13])
-                record["demand"] = [ev.location, rate, int(at_ms), int(seq)]
-                undo_demand[ev.event_id] = [seq, prev_rate, prev_at]
+                rate, at_ms, rate_seq, prev_rate, prev_at = (text(x) for x in outcome[8:13])
+                record["demand"] = [ev.location, rate, int(at_ms), int(rate_seq)]
+                undo_demand[ev.event_id] = [rate_seq, prev_rate, prev_at]
             applied.append((len(results), ev, deltas))
             results.append(None)
             entries.append(Entry("event", ev.event_id, now_ms, deltas, record, anomaly))
@@ -515,6 +483,75 @@ class RedisStockStore:
             results[slot] = EventResult(ev.event_id, "applied", anomaly)
         return [r for r in results if r is not None]
 
+    async def _events_per_slot(self, events: Sequence[StockEvent], now: datetime) -> tuple[list[Any], int]:
+        """Apply the events, one script per slot (one on a single node): each event's outcome (in order)
+        and the highest write number. When a later slot's script fails, the slots already applied are
+        put back (events are independent, so no other slot's outcome depends on them)."""
+        outcomes: list[Any] = [None] * len(events)
+        seq = 0
+        done: list[tuple[int, StockEvent]] = []
+        for tag, group in self.keys.by_slot([ev.sku for ev in events]).items():
+            members = set(group)
+            positions = [i for i, ev in enumerate(events) if ev.sku in members]
+            index = {sku: 1 + 4 * i for i, sku in enumerate(group)}
+            keys = [key for sku in group for key in [*self.keys.sku_keys(sku), self.keys.events_at(tag)]]
+            args: list[Any] = [to_ms(now), repr(demand.HALF_LIFE_DAYS)]
+            for i in positions:
+                ev = events[i]
+                args += [
+                    index[ev.sku],
+                    ev.event_id,
+                    ev.type,
+                    ev.location,
+                    ev.qty,
+                    ev.disposition or "",
+                    ev.to_location or "",
+                    demand.to_ms(ev.at or now),
+                ]
+            try:
+                *found, seq_here = await self._call(self._events, keys, args, tag)
+            except StockUnavailable:
+                await self._revert_applied([(i, events[i]) for i, _ in done], outcomes)
+                raise
+            seq = max(seq, int(seq_here))
+            for i, outcome in zip(positions, found, strict=True):
+                outcomes[i] = outcome
+                done.append((i, events[i]))
+        return outcomes, seq
+
+    async def _claim_event_ids(self, events: Sequence[StockEvent]) -> list[bool]:
+        """On a cluster, per event whether its id is free for it: each id's own record (see
+        service.stock.cluster) names the SKU it was first sent for, claimed before any slot's script runs,
+        so an id already used for a SKU on another slot is a duplicate and changes nothing. A claim whose
+        event was then not applied (a crash, Redis away) stays this SKU's: the retry applies it."""
+        pipe = self.client.pipeline(transaction=False)
+        for ev in events:
+            pipe.set(self.keys.event_id(ev.event_id), ev.sku, nx=True, get=True)
+        try:
+            owners = await pipe.execute()
+        except DOWN_ERRORS as error:
+            raise self._down(error) from error
+        return [owner is None or text(owner) == ev.sku for ev, owner in zip(events, owners, strict=True)]
+
+    async def _revert_applied(self, done: Sequence[tuple[int, StockEvent]], outcomes: Sequence[Any]) -> None:
+        items: list[tuple[ledger.Delta, str]] = []
+        undo_demand: dict[str, list[str]] = {}
+        for i, ev in done:
+            outcome = outcomes[i]
+            if text(outcome[0]) == "duplicate":
+                continue
+            ds, dd, dp, dt, dest = (int(x) for x in outcome[3:8])
+            delta = ledger.Delta(
+                ev.sku, ev.location, sellable=ds, damaged=dd, return_pending=dp, in_transit=dt
+            )
+            items.append((delta, ev.event_id))
+            if dest and ev.to_location:
+                items.append((ledger.Delta(ev.sku, ev.to_location, in_transit=dest), ev.event_id))
+            if len(outcome) > 8:
+                undo_demand[ev.event_id] = [text(outcome[10]), text(outcome[11]), text(outcome[12])]
+        if items:
+            await self._revert_deltas(items, undo_demand)
+
     async def _revert_deltas(
         self, items: Sequence[tuple[ledger.Delta, str]], undo_demand: dict[str, list[str]] | None = None
     ) -> None:
@@ -523,10 +560,17 @@ class RedisStockStore:
         `undo_demand` maps a sale's event id to the demand sequence number it set and the rate and time
         before it; items are undone last first, so each sale's demand update is the latest when undone.
         """
-        undo_demand = undo_demand or {}
+        undo_demand = dict(undo_demand or {})
+        for tag, group in self.keys.by_slot([delta.sku for delta, _ in items]).items():
+            members = set(group)
+            await self._revert_at([item for item in items if item[0].sku in members], undo_demand, tag)
+
+    async def _revert_at(
+        self, items: Sequence[tuple[ledger.Delta, str]], undo_demand: dict[str, list[str]], tag: str
+    ) -> None:
         skus = list(dict.fromkeys(delta.sku for delta, _ in items))
         index = {sku: 1 + 2 * i for i, sku in enumerate(skus)}
-        keys = [key for sku in skus for key in (self.keys.stock(sku), self.keys.events)]
+        keys = [key for sku in skus for key in (self.keys.stock(sku), self.keys.events_at(tag))]
         args: list[Any] = []
         for delta, event_id in reversed(items):
             seq, prev_rate, prev_at = undo_demand.pop(event_id, None) or ["", "", ""]
@@ -544,7 +588,7 @@ class RedisStockStore:
             ]
         # When Redis went away too, the rebuild from the journal is the way back.
         with contextlib.suppress(StockUnavailable):
-            await self._call(self._revert, keys, args)
+            await self._call(self._revert, keys, args, tag)
 
     async def reserve(self, request: ReservationRequest) -> ReservationResult:
         ledger.validate_request(request)
@@ -554,10 +598,15 @@ class RedisStockStore:
         for line in lines:
             by_sku.setdefault(line.sku, []).append(line)
         rid = reservation_id(request.idempotency_key)
+        claim = request.capacity
+        tag = ""
+        if self.cluster:
+            tag = self._cluster_home(list(by_sku), claim is not None and bool(claim.limits))
+            rid = f"{rid}-{tag}"
         now = self._clock()
         now_ms = to_ms(now)
         expires_ms = to_ms(now + timedelta(seconds=request.ttl_seconds))
-        keys = [self.keys.reservation(rid), self.keys.holds]
+        keys = [self.keys.reservation(rid), self.keys.holds_at(tag)]
         args: list[Any] = [
             rid,
             now_ms,
@@ -568,7 +617,6 @@ class RedisStockStore:
             request.channel,
             request.idempotency_key,
         ]
-        claim = request.capacity
         if claim is not None and claim.limits:
             keys += self.keys.capacity(claim.day)
             args.append(len(claim.limits))
@@ -582,8 +630,8 @@ class RedisStockStore:
             args += [sku, len(sku_lines)]
             for line in sku_lines:
                 args += [line.location, line.qty, line.floor]
-        outcome = await self._call(self._reserve, keys, args)
-        verdict = _text(outcome[0])
+        outcome = await self._call(self._reserve, keys, args, tag)
+        verdict = text(outcome[0])
         if verdict == "conflict":
             raise IdempotencyConflict(
                 f"idempotency key {request.idempotency_key!r} was used with another request body"
@@ -594,7 +642,7 @@ class RedisStockStore:
         flat_short = outcome[1] if verdict == "short" else outcome[2]
         short = tuple(
             ShortLine(
-                _text(flat_short[i]), _text(flat_short[i + 1]), int(flat_short[i + 2]), int(flat_short[i + 3])
+                text(flat_short[i]), text(flat_short[i + 1]), int(flat_short[i + 2]), int(flat_short[i + 3])
             )
             for i in range(0, len(flat_short), 4)
         )
@@ -607,7 +655,7 @@ class RedisStockStore:
             channel=request.channel,
             idempotency_key=request.idempotency_key,
             lines=tuple(
-                ReservedLine(_text(granted[i]), _text(granted[i + 1]), int(granted[i + 2]))
+                ReservedLine(text(granted[i]), text(granted[i + 1]), int(granted[i + 2]))
                 for i in range(0, len(granted), 3)
             ),
             status="held",
@@ -631,6 +679,8 @@ class RedisStockStore:
             day = claim.day
             record["cap"] = [day, [[loc, qty] for loc, qty in counted.items()]]
         entry = Entry("reserve", rid, now_ms, ledger.hold_deltas(reservation.lines, 1), record)
+        if self.cluster:
+            await self._claim_key(reservation, fingerprint)
         try:
             await self.journal.append([entry])
         except StockUnavailable:
@@ -638,18 +688,47 @@ class RedisStockStore:
             raise
         return ReservationResult(reservation, short)
 
+    def _cluster_home(self, skus: list[str], counts_capacity: bool) -> str:
+        """The one slot a reservation on a cluster lives in, or the refusal (nothing changed yet)."""
+        if counts_capacity:
+            raise CrossSlotUnsupported(
+                "a reservation counting against a day's capacity is not supported on a Redis Cluster yet"
+            )
+        tags = {self.keys.tag(sku) for sku in skus}
+        if len(tags) > 1:
+            raise CrossSlotUnsupported(
+                "SKUs on more than one Redis Cluster slot in one reservation are not supported yet"
+            )
+        return tags.pop()
+
+    async def _claim_key(self, reservation: Reservation, fingerprint: str) -> None:
+        """On a cluster, the idempotency key's own record (see service.stock.cluster): a key first used
+        with a body on another slot makes this grant a conflict, taken back before answering."""
+        key = self.keys.idempotency(reservation.id)
+        try:
+            before = await self.client.set(key, fingerprint, nx=True, get=True)
+        except DOWN_ERRORS as error:
+            await self._run_finish(reservation, None, "forget", swallow_down=True)
+            raise self._down(error) from error
+        if before is not None and text(before) != fingerprint:
+            await self._run_finish(reservation, None, "forget", swallow_down=True)
+            raise IdempotencyConflict(
+                f"idempotency key {reservation.idempotency_key!r} was used with another request body"
+            )
+
     async def _run_finish(
         self, reservation: Reservation, day: str | None, action: str, swallow_down: bool = False
     ) -> Any:
         skus = list(dict.fromkeys(line.sku for line in reservation.lines))
-        keys = [self.keys.reservation(reservation.id), self.keys.holds]
+        tag = self.keys.home(reservation.id) or ""
+        keys = [self.keys.reservation(reservation.id), self.keys.holds_at(tag)]
         if day is not None:
             keys += self.keys.capacity(day)
         for sku in skus:
             keys += self.keys.sku_keys(sku)
         args = [reservation.id, self._now_ms(), action, int(day is not None), *skus]
         try:
-            return await self._call(self._finish, keys, args)
+            return await self._call(self._finish, keys, args, tag)
         except StockUnavailable:
             if swallow_down:
                 return None
@@ -661,7 +740,7 @@ class RedisStockStore:
             raise ReservationNotFound(f"no reservation {reservation_id!r}")
         found, day = loaded
         outcome = await self._run_finish(found, day, action)
-        verdict = _text(outcome[0])
+        verdict = text(outcome[0])
         if verdict == "missing":
             raise ReservationNotFound(f"no reservation {reservation_id!r}")
         now_ms = self._now_ms()
@@ -691,18 +770,37 @@ class RedisStockStore:
         # the marker check here (and the script connection's, when it was lost) also notices a loss on a
         # worker that gets no requests
         await self._scripts_connected()
+        if self.cluster:
+            return await self._sweep_slots(moment_ms)
+        return await self._sweep_at("", moment_ms)
+
+    async def _sweep_slots(self, moment_ms: int) -> int:
+        """On a cluster: every slot's holds index that exists, found by a scan of every primary."""
+        if not await self.has_marker():
+            raise self._lost()
+        count = 0
+        pattern = f"{self.keys.prefix}holds:{{*"
+        try:
+            async for key in self.client.scan_iter(match=pattern, count=1000):
+                count += await self._sweep_at(text(key).rpartition("{")[2].rstrip("}"), moment_ms)
+        except DOWN_ERRORS as error:
+            raise self._down(error) from error
+        return count
+
+    async def _sweep_at(self, tag: str, moment_ms: int) -> int:
+        holds = self.keys.holds_at(tag)
         pipe = self.client.pipeline(transaction=False)
-        pipe.exists(self.keys.built)
-        pipe.zrangebyscore(self.keys.holds, "-inf", moment_ms, start=0, num=1000)
+        pipe.exists(self.keys.built_at(tag))
+        pipe.zrangebyscore(holds, "-inf", moment_ms, start=0, num=1000)
         (due,) = await self._checked_pipeline(pipe)
         count = 0
         for raw in due:
-            loaded = await self._load(_text(raw))
+            loaded = await self._load(text(raw))
             if loaded is None:
-                await self.client.zrem(self.keys.holds, _text(raw))
+                await self.client.zrem(holds, text(raw))
                 continue
             outcome = await self._run_finish(*loaded, "expire")
-            if _text(outcome[0]) == "expired":
+            if text(outcome[0]) == "expired":
                 count += 1
         return count
 
@@ -716,11 +814,16 @@ class RedisStockStore:
                 continue
             batch.append(key)
             if len(batch) >= 1000:
-                deleted += await self.client.unlink(*batch)
+                deleted += await self._unlink(batch)
                 batch = []
         if batch:
-            deleted += await self.client.unlink(*batch)
+            deleted += await self._unlink(batch)
         return deleted
+
+    async def _unlink(self, keys: list[Any]) -> int:
+        if not self.cluster:
+            return int(await self.client.unlink(*keys))
+        return await cluster.unlink_on_nodes(cast(RedisCluster, self.client), keys)
 
     async def ping(self) -> None:
         """Raise StockUnavailable when Redis does not answer, StockStateLost when it lost the stock state
@@ -742,4 +845,5 @@ class RedisStockStore:
         await self.journal.engine.dispose()
         await self.scripts.close()
         await self.client.aclose()
-        await self.client.connection_pool.disconnect()
+        if not self.cluster:
+            await self.client.connection_pool.disconnect()

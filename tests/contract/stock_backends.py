@@ -12,7 +12,8 @@ from service.stock.memory import MemoryStockStore
 from service.stock.sql import SqlStockStore
 from service.stock.store import StockStore
 
-BACKENDS = ["memory", "sqlite", "postgresql", "redis"]
+# "redis-cluster": the Redis store on the session's local three-primary Redis Cluster (tests/redis_cluster.py)
+BACKENDS = ["memory", "sqlite", "postgresql", "redis", "redis-cluster"]
 
 
 class FakeClock:
@@ -40,9 +41,13 @@ async def open_backend(
     else:
         from service.stock.redis import RedisStockStore
 
-        redis_url = redis_url or await flushed_redis(request)
-        # "redis" journals into SQLite, "redis+postgresql" into PostgreSQL.
-        journal_url = await _migrated_url(name.partition("+")[2] or "sqlite", request)
+        if name == "redis-cluster":
+            redis_url = redis_url or await flushed_cluster(request)
+            journal_url = await _migrated_url("sqlite", request)
+        else:
+            redis_url = redis_url or await flushed_redis(request)
+            # "redis" journals into SQLite, "redis+postgresql" into PostgreSQL.
+            journal_url = await _migrated_url(name.partition("+")[2] or "sqlite", request)
         store = await RedisStockStore.open(redis_url, journal_url, clock=clock)
     try:
         yield store
@@ -65,3 +70,17 @@ async def flushed_redis(request: pytest.FixtureRequest) -> str:
     await client.flushdb()
     await client.aclose()
     return url
+
+
+async def flushed_cluster(request: pytest.FixtureRequest) -> str:
+    """The session's local Redis Cluster (its own: every node is flushed) as a `redis+cluster://` URL."""
+    import redis.asyncio as aioredis
+
+    from tests.redis_cluster import cluster_url
+
+    ports: list[int] = request.getfixturevalue("redis_cluster_ports")
+    for port in ports:
+        client = aioredis.Redis(host="127.0.0.1", port=port)
+        await client.flushall()
+        await client.aclose()
+    return cluster_url(ports)

@@ -31,6 +31,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from service.stock.cluster import CrossSlotUnsupported
 from service.stock.store import (
     CapacityClaim,
     CapacityLimit,
@@ -89,7 +90,9 @@ class StockMachine(RuleBasedStateMachine):
         super().__init__()
         run = next(_examples)
         self.skus = [f"X{run}A", f"X{run}B"]
-        self.day = (date(2026, 1, 1) + timedelta(days=run)).isoformat()
+        # from the test clock's day on: Redis keeps a day's capacity keys only until the last reservation
+        # counted on it could have expired, so a day already past would forget its counts at once
+        self.day = (date(2026, 3, 1) + timedelta(days=run)).isoformat()
         self.model = Model()
         self.requests: dict[str, ReservationRequest] = {}
 
@@ -206,7 +209,12 @@ class StockMachine(RuleBasedStateMachine):
             partial,
             claim,
         )
-        result = self.run(self.store.reserve(request))
+        try:
+            result = self.run(self.store.reserve(request))
+        except CrossSlotUnsupported:
+            # a Redis Cluster refuses what it would have to take on several slots (SKUs on two slots, a
+            # capacity claim): the invariants after this step show that the refusal changed nothing
+            return
         # lines of one (sku, location) are summed and served grouped by SKU, in order of first appearance
         merged: dict[tuple[str, str], list[int]] = {}
         order = list(dict.fromkeys(s for s, _, _, _ in lines))
@@ -342,6 +350,10 @@ async def _open(backend: str, request: pytest.FixtureRequest, tmp_path: Path, cl
         await client.flushdb()
         await client.aclose()
         return await RedisStockStore.open(redis_url, url, clock=clock)
+    if backend == "redis-cluster":
+        from tests.contract.stock_backends import flushed_cluster
+
+        return await RedisStockStore.open(await flushed_cluster(request), url, clock=clock)
     return SqlStockStore(url, clock=clock)
 
 

@@ -53,6 +53,13 @@ def backend_env(
         if redis_url is None:
             redis.Redis.from_url(url).flushdb()
         env.update({"STOCK_BACKEND": "redis", "REDIS_URL": url})
+    if backend == "redis-cluster":
+        # the session's local three-primary Redis Cluster, flushed (it is this session's own)
+        ports: list[int] = request.getfixturevalue("redis_cluster_ports")
+        for port in ports:
+            redis.Redis(host="127.0.0.1", port=port).flushall()
+        nodes = ",".join(f"127.0.0.1:{port}" for port in ports)
+        env.update({"STOCK_BACKEND": "redis", "REDIS_CLUSTER_URLS": nodes})
     return env
 
 

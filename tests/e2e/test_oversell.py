@@ -1,5 +1,5 @@
 """Oversell-proof through HTTP: 600 concurrent one-unit requests for 100 units grant exactly 100,
-with the service running as 2 worker processes, on SQLite, PostgreSQL and Redis."""
+with the service running as 2 worker processes, on SQLite, PostgreSQL, Redis and a Redis Cluster."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ async def _storm(server: Served) -> Counter[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [*BACKENDS, "redis-cluster"])
 def test_600_concurrent_requests_for_100_units_grant_exactly_100(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

@@ -68,3 +68,20 @@ def test_capacity_days_follow_the_configured_calendar(monkeypatch: pytest.Monkey
     # 23:30 UTC is already the next morning in Auckland
     assert ctx.capacity_day == "2026-11-23"
     assert DecisionContext(None, None, None, None, late).capacity_day == "2026-11-22"  # type: ignore[arg-type]
+
+
+def test_cluster_nodes_select_the_redis_backend_on_a_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.stock.cluster import cluster_nodes
+
+    monkeypatch.delenv("STOCK_BACKEND", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("REDIS_CLUSTER_URLS", "redis://10.0.0.1:7000, 10.0.0.2:7001")
+    stock = load_settings().stock
+    assert stock.backend == "redis"
+    assert stock.redis_url == "redis+cluster://10.0.0.1:7000,10.0.0.2:7001"
+    assert cluster_nodes(stock.redis_url) == ([("10.0.0.1", 7000), ("10.0.0.2", 7001)], None, None)
+    with pytest.raises(ValueError, match="host:port"):
+        cluster_nodes("redis+cluster://10.0.0.1")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    with pytest.raises(SettingsError, match="REDIS_URL and REDIS_CLUSTER_URLS"):
+        load_settings()

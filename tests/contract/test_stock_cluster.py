@@ -1,0 +1,237 @@
+"""What the Redis store on a Redis Cluster adds to the contract: where its keys live, what it refuses
+(nothing changed), what holds across slots, and a shard that lost its data."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator
+from typing import cast
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+
+from service.stock.cluster import CrossSlotUnsupported
+from service.stock.rebuild import rebuild_redis
+from service.stock.redis import RedisStockStore
+from service.stock.store import (
+    CapacityClaim,
+    CapacityLimit,
+    IdempotencyConflict,
+    Levels,
+    ReservationLine,
+    ReservationRequest,
+    SnapshotRow,
+    StockEvent,
+    StockStateLost,
+    StockUnavailable,
+)
+from tests.contract.stock_backends import FakeClock, open_backend
+
+
+@pytest.fixture
+async def store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[RedisStockStore]:
+    async with open_backend("redis-cluster", request, clock) as opened:
+        assert isinstance(opened, RedisStockStore)
+        yield opened
+
+
+def two_slots() -> tuple[str, str]:
+    """Two SKUs whose keys live on different slots."""
+    first = "SKU-A"
+    other = next(f"SKU-{i}" for i in range(100) if key_slot(f"SKU-{i}".encode()) != key_slot(first.encode()))
+    return first, other
+
+
+def ask(key: str, *lines: tuple[str, str, int], claim: CapacityClaim | None = None) -> ReservationRequest:
+    return ReservationRequest(
+        "o1", "web", key, tuple(ReservationLine(s, loc, q) for s, loc, q in lines), 600, capacity=claim
+    )
+
+
+async def test_every_key_of_a_single_sku_reservation_lives_in_the_skus_slot(store: RedisStockStore) -> None:
+    await store.put_snapshot([SnapshotRow("SKU-A", "S1", 5)])
+    held = (await store.reserve(ask("k1", ("SKU-A", "S1", 2)))).reservation
+    assert held is not None
+    slot = key_slot(b"SKU-A")
+    tag = store.keys.home(held.id)
+    assert tag is not None
+    keys = [store.keys.reservation(held.id), store.keys.holds_at(tag), store.keys.built_at(tag)]
+    keys += [store.keys.events_at(tag), *store.keys.sku_keys("SKU-A")]
+    assert {key_slot(key.encode()) for key in keys} == {slot}
+    assert await store.client.exists(store.keys.reservation(held.id), store.keys.built_at(tag)) == 2
+
+
+async def test_a_cross_slot_reservation_is_refused_naming_lines_and_changes_nothing(
+    store: RedisStockStore,
+) -> None:
+    first, other = two_slots()
+    await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S1", 5)])
+    with pytest.raises(CrossSlotUnsupported) as refused:
+        await store.reserve(ask("k1", (first, "S1", 1), (other, "S1", 1)))
+    assert refused.value.field == "lines"
+    claim = CapacityClaim("2026-03-01", (CapacityLimit("S1", 10),))
+    with pytest.raises(CrossSlotUnsupported):
+        await store.reserve(ask("k2", (first, "S1", 1), claim=claim))
+    levels = await store.get_levels([first, other])
+    assert levels == {sku: {"S1": Levels(sellable=5)} for sku in (first, other)}
+    # the keys were never used: the same keys serve a request the cluster takes
+    assert (await store.reserve(ask("k1", (first, "S1", 1)))).reservation is not None
+
+
+async def test_a_key_reused_with_a_body_on_another_slot_is_a_conflict_and_takes_nothing(
+    store: RedisStockStore,
+) -> None:
+    first, other = two_slots()
+    await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S1", 5)])
+    assert (await store.reserve(ask("k1", (first, "S1", 2)))).reservation is not None
+    with pytest.raises(IdempotencyConflict):
+        await store.reserve(ask("k1", (other, "S1", 2)))
+    assert (await store.get_available([other])) == {other: {"S1": 5}}
+    replay = await store.reserve(ask("k1", (first, "S1", 2)))
+    assert replay.replayed
+
+
+async def test_reads_snapshots_and_events_across_slots_answer_every_sku(store: RedisStockStore) -> None:
+    first, other = two_slots()
+    await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S2", 7)])
+    results = await store.apply_events(
+        [StockEvent("e1", "receipt", other, "S2", 1), StockEvent("e2", "receipt", first, "S1", 2)]
+    )
+    assert [r.status for r in results] == ["applied", "applied"]
+    assert await store.get_available([other, first, other]) == {other: {"S2": 8}, first: {"S1": 7}}
+
+
+async def test_rebuild_after_a_wipe_brings_back_levels_holds_event_ids_and_idempotency_keys(
+    store: RedisStockStore,
+) -> None:
+    first, other = two_slots()
+    await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S1", 5)])
+    await store.apply_events([StockEvent("e1", "receipt", first, "S1", 1)])
+    held = (await store.reserve(ask("k1", (first, "S1", 2)))).reservation
+    assert held is not None
+    before = await store.get_levels([first, other])
+    await store.wipe()
+    with pytest.raises(StockStateLost):
+        await store.get_levels([first])
+    await rebuild_redis(store)
+    assert await store.get_levels([first, other]) == before
+    assert await store.get_reservation(held.id) == held
+    [again] = await store.apply_events([StockEvent("e1", "receipt", other, "S1", 1)])
+    assert again.status == "duplicate"
+    with pytest.raises(IdempotencyConflict):
+        await store.reserve(ask("k1", (other, "S1", 2)))
+    await store.release(held.id)
+    assert await store.get_available([first]) == {first: {"S1": 6}}
+
+
+async def test_a_shard_that_lost_its_data_refuses_then_the_store_rebuilds_it(
+    store: RedisStockStore, request: pytest.FixtureRequest
+) -> None:
+    await store.put_snapshot([SnapshotRow("SKU-A", "S1", 5)])
+    held = (await store.reserve(ask("k1", ("SKU-A", "S1", 2)))).reservation
+    assert held is not None
+    # the primary serving SKU-A comes back empty (a restart without persistence)
+    serving = cast(RedisCluster, store.client).get_node_from_key(store.keys.stock("SKU-A"))
+    assert serving is not None and serving.port in request.getfixturevalue("redis_cluster_ports")
+    node = aioredis.Redis(host=serving.host, port=serving.port)
+    await node.flushall()
+    await node.aclose()
+    with pytest.raises(StockStateLost):
+        await store.get_available(["SKU-A"])
+    assert store.recovery is not None
+    await rebuild_redis(store)
+    assert await store.get_available(["SKU-A"]) == {"SKU-A": {"S1": 3}}
+    assert await store.get_reservation(held.id) == held
+
+
+async def test_a_shard_down_answers_unavailable_and_back_empty_is_rebuilt(
+    request: pytest.FixtureRequest, clock: FakeClock
+) -> None:
+    """On a cluster of the test's own: the primary of a SKU's slot killed (503s, not errors), then started
+    again on its port with its cluster config and no data (the store rebuilds from the journal)."""
+    from tests.redis_cluster import cluster_url, local_cluster, wait_cluster_ok
+
+    nodes: dict[int, subprocess.Popen[bytes]] = {}
+    with local_cluster(nodes) as ports:
+        async with open_backend("redis-cluster", request, clock, cluster_url(ports)) as opened:
+            assert isinstance(opened, RedisStockStore)
+            await opened.put_snapshot([SnapshotRow("SKU-A", "S1", 5)])
+            held = (await opened.reserve(ask("k1", ("SKU-A", "S1", 1)))).reservation
+            serving = cast(RedisCluster, opened.client).get_node_from_key(opened.keys.stock("SKU-A"))
+            assert serving is not None
+            killed = nodes[serving.port]
+            killed.kill()
+            await asyncio.to_thread(killed.wait, 10)
+            with pytest.raises(StockUnavailable):
+                await opened.get_available(["SKU-A"])
+            with pytest.raises(StockUnavailable):
+                await opened.reserve(ask("k2", ("SKU-A", "S1", 1)))
+            # the same command: its port, its cluster config file (so it rejoins as itself), no data
+            restarted = await asyncio.to_thread(
+                subprocess.Popen, killed.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            try:
+                await asyncio.to_thread(wait_cluster_ok, ports)
+                with pytest.raises(StockStateLost):
+                    await opened.get_available(["SKU-A"])
+                await rebuild_redis(opened)
+                assert await opened.get_available(["SKU-A"]) == {"SKU-A": {"S1": 4}}
+                assert held is not None and await opened.get_reservation(held.id) == held
+            finally:
+                restarted.terminate()
+                await asyncio.to_thread(restarted.wait, 10)
+
+
+async def _move_slot(ports: list[int], slot: int, source: int, target: int, finish: bool) -> None:
+    """Migrate a slot's keys from one primary to another (as `redis-cli --cluster reshard` does); with
+    `finish`, hand the slot over too, otherwise leave it migrating (its keys already on the target)."""
+    nodes = {port: aioredis.Redis(host="127.0.0.1", port=port) for port in ports}
+    try:
+        ids = {
+            port: (await client.execute_command("CLUSTER", "MYID")).decode() for port, client in nodes.items()
+        }
+        await nodes[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        await nodes[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        keys = await nodes[source].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+        if keys:
+            await nodes[source].execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+        if finish:
+            for client in nodes.values():
+                await client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+    finally:
+        for client in nodes.values():
+            await client.aclose()
+
+
+async def test_scripts_follow_a_slot_moved_to_another_primary_and_one_being_migrated(
+    request: pytest.FixtureRequest, clock: FakeClock
+) -> None:
+    """On a cluster of the test's own: the SKU's slot is moved while the store holds a connection to its
+    old primary (MOVED: the map is reloaded), then migrated again, its keys moved but the slot not yet
+    handed over (ASK), then handed over."""
+    from tests.redis_cluster import cluster_url, local_cluster
+
+    with local_cluster() as ports:
+        async with open_backend("redis-cluster", request, clock, cluster_url(ports)) as opened:
+            assert isinstance(opened, RedisStockStore)
+            await opened.put_snapshot([SnapshotRow("SKU-A", "S1", 5)])
+            assert (await opened.reserve(ask("k1", ("SKU-A", "S1", 1)))).reservation is not None
+            slot = key_slot(b"SKU-A")
+            serving = cast(RedisCluster, opened.client).get_node_from_key(opened.keys.stock("SKU-A"))
+            assert serving is not None
+            others = [port for port in ports if port != serving.port]
+            await _move_slot(ports, slot, serving.port, others[0], finish=True)
+            assert (await opened.reserve(ask("k2", ("SKU-A", "S1", 1)))).reservation is not None
+            await _move_slot(ports, slot, others[0], others[1], finish=False)
+            # every key the read names is on the new primary already: ASK, and it is served there
+            assert await opened.get_available(["SKU-A"]) == {"SKU-A": {"S1": 3}}
+            # a new reservation's record is not on either yet: Redis answers TRYAGAIN until the slot is
+            # handed over, so the store answers 503 and nothing changes
+            with pytest.raises(StockUnavailable):
+                await opened.reserve(ask("k3", ("SKU-A", "S1", 1)))
+            await _move_slot(ports, slot, others[0], others[1], finish=True)
+            assert (await opened.reserve(ask("k3", ("SKU-A", "S1", 1)))).reservation is not None
+            assert await opened.get_available(["SKU-A"]) == {"SKU-A": {"S1": 2}}
