@@ -202,7 +202,7 @@ class PolicySet:
 
 def load_ruleset(path: Path) -> Any:
     """Parse one ruleset file with the service's own parser."""
-    from service.rules import RulesetError, parse_ruleset
+    from service.rules.language import RulesetError, parse_ruleset
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -218,13 +218,13 @@ def load_ruleset(path: Path) -> Any:
 
 
 def rule_decider(ruleset: Any, engine: str, *, memo: bool) -> RuleDecider:
-    from service.rules import compile_ruleset
+    from service.rules.language import compile_ruleset
 
     evaluator = compile_ruleset(ruleset, engine)  # type: ignore[arg-type]
     return RuleDecider(evaluator, list(ruleset.facts), memo=memo)
 
 
 def ruleset_ref(ruleset: Any, path: Path, version: str | None = None) -> RulesetRef:
-    from service.rules import ruleset_sha256
+    from service.rules.language import ruleset_sha256
 
     return RulesetRef(ruleset.kind, ruleset.name, version or path.stem, ruleset_sha256(ruleset), str(path))

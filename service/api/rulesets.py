@@ -25,17 +25,17 @@ from service.api.body import decode
 from service.api.openapi import answers, json_body, links
 from service.db.base import INTEGER_MAX
 from service.errors import Conflict, FieldError, Invalid, Malformed, NotFound, ServiceError
-from service.rules import (
+from service.rules import lifecycle
+from service.rules import repository as repo
+from service.rules.language import (
     RuleEvaluationError,
     RulesetError,
     diff_rulesets,
-    dry_run,
     facts_bound_problem,
-    lifecycle,
     parse_ruleset,
 )
-from service.rules import repository as repo
 from service.rules.registry import RegistrySnapshot, RulesRegistry
+from service.rules.trial import dry_run
 from service.security import principal_of, requires
 from service.services import Services
 

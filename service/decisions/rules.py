@@ -12,8 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from service.rules import Evaluation, Evaluator, Ruleset, compile_ruleset, parse_ruleset, ruleset_sha256
-from service.rules.evaluation import TraceLevel
+from service.rules.language import (
+    Evaluation,
+    Evaluator,
+    Ruleset,
+    compile_ruleset,
+    parse_ruleset,
+    ruleset_sha256,
+)
+from service.rules.language.evaluation import TraceLevel
 
 
 class Evaluated(Protocol):

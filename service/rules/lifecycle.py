@@ -18,10 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.models.rulesets import RulesetKindRow, RulesetRow, RulesetVersionRow
 from service.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
-from service.rules import Problem, Ruleset, RulesetError, ValidationReport, check_ruleset, parse_ruleset
 from service.rules import repository as repo
-from service.rules import ruleset_sha256 as content_sha256
+from service.rules.language import Problem, Ruleset, RulesetError, ValidationReport, parse_ruleset
+from service.rules.language import ruleset_sha256 as content_sha256
 from service.rules.repository import DRAFT, PUBLISHED, RETIRED, VersionRecord
+from service.rules.trial import check_ruleset
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.rules import Evaluation, Evaluator, compile_ruleset, parse_ruleset
 from service.rules import repository as repo
+from service.rules.language import Evaluation, Evaluator, compile_ruleset, parse_ruleset
 from service.rules.lifecycle import seed_if_empty
 from service.services import Services
 from service.settings import EngineName, Settings

@@ -1,4 +1,10 @@
-"""Run rulesets' embedded tests on both engines, or dry runs, in a child process.
+"""`check_ruleset`: everything publishing requires, gathered in one report; and dry runs. Both run in a
+child process.
+
+`check_ruleset` adds to the static checks (`service.rules.language.static_report`) the embedded tests on
+both engines; those and the durable_rules compile run in a child process with a time limit, so that a
+ruleset that would hang durable_rules, or tests that would take long, can never hold the server;
+`dry_run` evaluates a stored version on given facts in the same child, under its own time limit.
 
 `check_ruleset` and `dry_run` share one such child per server process (`TrialWorker`): it reads one JSON
 request per line on stdin and answers one line. {"text", "source"} loads the ruleset and runs its
@@ -21,14 +27,28 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service.rules.language import (
+    Evaluation,
+    Problem,
+    RuleEvaluationError,
+    Ruleset,
+    RulesetError,
+    TestResult,
+    TraceLevel,
+    ValidationReport,
+    compile_ruleset,
+    parse_ruleset,
+    run_test,
+    static_report,
+)
+from service.rules.language.durable_engine import DurableEvaluator
+
 MAX_TRIALS = 200
+CHILD_TIMEOUT_SECONDS = 10.0
+DRY_RUN_SECONDS = 5.0
 
 
 def _evaluate(request: dict[str, Any]) -> list[object]:
-    from service.rules.compiler import compile_ruleset
-    from service.rules.document import parse_ruleset
-    from service.rules.problems import RuleEvaluationError, RulesetError
-
     try:
         ruleset = parse_ruleset(request["text"], request["source"])
         evaluator = compile_ruleset(ruleset, request["engine"], version=request["version"])
@@ -44,11 +64,6 @@ def _evaluate(request: dict[str, Any]) -> list[object]:
 def _answer(request: dict[str, Any]) -> list[object]:
     if "facts" in request:
         return _evaluate(request)
-    from service.rules.checks import run_test
-    from service.rules.compiler import compile_ruleset
-    from service.rules.document import parse_ruleset
-    from service.rules.durable_engine import DurableEvaluator
-
     try:
         ruleset = parse_ruleset(request["text"], request["source"])
         python = compile_ruleset(ruleset, "python")
@@ -141,6 +156,84 @@ class TrialWorker:
     def close(self) -> None:
         with self._lock:
             self._stop()
+
+
+_worker: TrialWorker | None = None
+
+
+def _trial_worker() -> TrialWorker:
+    global _worker
+    if _worker is None:
+        _worker = TrialWorker()
+    return _worker
+
+
+def durable_trial(ruleset: Ruleset, timeout: float = CHILD_TIMEOUT_SECONDS) -> tuple[str, Any]:
+    """("ok", test results) or ("error", reason) from running the embedded tests on the Python engine
+    and loading the ruleset into durable_rules to run them again, in the trial child process (see
+    below), which is killed if it takes over `timeout` seconds.
+    """
+    return _trial_worker().trial(ruleset.text, ruleset.source, timeout)
+
+
+def dry_run(
+    text: str,
+    source: str,
+    facts: dict[str, Any],
+    trace: TraceLevel,
+    engine: str,
+    version: int,
+    timeout: float = DRY_RUN_SECONDS,
+) -> Evaluation:
+    """Evaluate the ruleset `text` on `facts` in the trial child process, killed after `timeout` seconds.
+
+    Blocking: call it from a thread. Raises `RulesetError` when the text is not a valid ruleset, and
+    `RuleEvaluationError` when the facts cannot be evaluated or the evaluation takes too long.
+    """
+    request = {
+        "text": text,
+        "source": source,
+        "facts": facts,
+        "trace": trace,
+        "engine": engine,
+        "version": version,
+    }
+    status, payload = _trial_worker().ask(request, timeout)
+    if status == "ok":
+        return Evaluation(**payload)
+    if status == "invalid":
+        raise RulesetError([Problem(**p) for p in payload])
+    if status == "refused":
+        raise RuleEvaluationError(payload["message"], payload["rule_id"], payload["path"])
+    if status == "timeout":
+        raise RuleEvaluationError(
+            f"the dry run did not finish within {timeout:g} s, the time limit of a dry run"
+        )
+    raise RuntimeError(f"the dry run failed: {payload}")
+
+
+def check_ruleset(ruleset: Ruleset, *, durable_timeout: float = CHILD_TIMEOUT_SECONDS) -> ValidationReport:
+    """Every check publishing requires; the report is `ok` only when nothing is wrong."""
+    report = static_report(ruleset)
+    if report.errors:
+        return report
+    status, payload = durable_trial(ruleset, durable_timeout)
+    if status == "ok":
+        report.tests.extend(TestResult(**r) for r in payload)
+    else:
+        line, column = ruleset.position("rules", False)
+        report.errors.append(Problem(ruleset.source, line, column, None, "rules", str(payload)))
+    return report
+
+
+def check_text(text: str, source: str = "<string>") -> tuple[Ruleset | None, ValidationReport]:
+    """Parse and check in one step: the ruleset (None if it does not parse) and the report, whose errors
+    then hold the parse problems."""
+    try:
+        ruleset = parse_ruleset(text, source)
+    except RulesetError as exc:
+        return None, ValidationReport(errors=list(exc.problems))
+    return ruleset, check_ruleset(ruleset)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from service.rules import Evaluator, RuleEvaluationError, compile_ruleset, parse_ruleset
-from service.rules.durable_engine import DurableEvaluator
+from service.rules.language import Evaluator, RuleEvaluationError, compile_ruleset, parse_ruleset
+from service.rules.language.durable_engine import DurableEvaluator
 
 HEADER = """\
 ruleset: conformance

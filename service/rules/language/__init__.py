@@ -1,16 +1,18 @@
 """The ruleset language (parse, check, canonical form, diff) and its two engines (durable_rules, Python).
 
-Everything other parts need is imported from here; see docs/rulesets.md for the language.
+Pure: nothing here touches a database, a network, a file or another process; it is given ruleset text
+and facts and answers with documents, problems and evaluations. Everything other parts need is imported
+from here; see docs/rulesets.md for the language.
 """
 
-from service.rules.canonical import canonical_json, diff_rulesets, ruleset_sha256
-from service.rules.checks import TestResult, ValidationReport, check_ruleset, check_text, dry_run
-from service.rules.compiler import ENGINES, Engine, compile_ruleset
-from service.rules.document import Rule, Ruleset, RulesetTest, parse_ruleset
-from service.rules.evaluation import Evaluation, Evaluator, TraceLevel
-from service.rules.facts import fact_problems, facts_bound_problem
-from service.rules.kinds import FACT_CATALOG, RESULT_FIELDS
-from service.rules.problems import Problem, RuleEvaluationError, RulesetError
+from service.rules.language.canonical import canonical_json, diff_rulesets, ruleset_sha256
+from service.rules.language.checks import TestResult, ValidationReport, run_test, static_report
+from service.rules.language.compiler import ENGINES, Engine, compile_ruleset
+from service.rules.language.document import Rule, Ruleset, RulesetTest, parse_ruleset
+from service.rules.language.evaluation import Evaluation, Evaluator, TraceLevel
+from service.rules.language.facts import fact_problems, facts_bound_problem
+from service.rules.language.kinds import FACT_CATALOG, RESULT_FIELDS
+from service.rules.language.problems import Problem, RuleEvaluationError, RulesetError
 
 __all__ = [
     "ENGINES",
@@ -29,13 +31,12 @@ __all__ = [
     "TraceLevel",
     "ValidationReport",
     "canonical_json",
-    "check_ruleset",
-    "check_text",
     "compile_ruleset",
     "diff_rulesets",
-    "dry_run",
     "fact_problems",
     "facts_bound_problem",
     "parse_ruleset",
     "ruleset_sha256",
+    "run_test",
+    "static_report",
 ]

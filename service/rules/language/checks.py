@@ -1,10 +1,9 @@
-"""`check_ruleset`: everything publishing requires, gathered in one report.
+"""The report publishing requires, and the parts of it that need no engine process.
 
-Static checks (schema was checked by the parser; here types, catalogue, warnings), durable_rules' limits,
-and the embedded tests on both engines. The embedded tests and the durable_rules compile run in a child
-process with a time limit, so that a ruleset that would hang durable_rules, or tests that would take
-long, can never hold the server; `dry_run` evaluates a stored version on given facts in the same child,
-under its own time limit.
+`static_report` gathers the static checks (schema was checked by the parser; here types, catalogue,
+warnings) and durable_rules' limits; `run_test` runs one embedded test on one evaluator. Running the
+embedded tests on both engines happens in a child process (`service.rules.trial.check_ruleset`), so that
+a ruleset that would hang durable_rules can never hold the server.
 """
 
 from __future__ import annotations
@@ -13,15 +12,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from service.rules.analysis import analyse
-from service.rules.document import Ruleset, RulesetTest, parse_ruleset
-from service.rules.evaluation import Evaluation, Evaluator, TraceLevel
-from service.rules.limits import limit_problems
-from service.rules.problems import Problem, RuleEvaluationError, RulesetError
-from service.rules.trial import TrialWorker
-
-CHILD_TIMEOUT_SECONDS = 10.0
-DRY_RUN_SECONDS = 5.0
+from service.rules.language.analysis import analyse
+from service.rules.language.document import Ruleset, RulesetTest
+from service.rules.language.evaluation import Evaluator
+from service.rules.language.limits import limit_problems
+from service.rules.language.problems import Problem, RuleEvaluationError
 
 
 @dataclass(slots=True)
@@ -102,85 +97,13 @@ def run_test(evaluator: Evaluator, test: RulesetTest) -> TestResult:
     return TestResult(test.name, not wrong, evaluator.engine, expected, actual, message)
 
 
-_worker: TrialWorker | None = None
-
-
-def _trial_worker() -> TrialWorker:
-    global _worker
-    if _worker is None:
-        _worker = TrialWorker()
-    return _worker
-
-
-def durable_trial(ruleset: Ruleset, timeout: float = CHILD_TIMEOUT_SECONDS) -> tuple[str, Any]:
-    """("ok", test results) or ("error", reason) from running the embedded tests on the Python engine
-    and loading the ruleset into durable_rules to run them again, in the trial child process (see
-    `service.rules.trial`), which is killed if it takes over `timeout` seconds.
-    """
-    return _trial_worker().trial(ruleset.text, ruleset.source, timeout)
-
-
-def dry_run(
-    text: str,
-    source: str,
-    facts: dict[str, Any],
-    trace: TraceLevel,
-    engine: str,
-    version: int,
-    timeout: float = DRY_RUN_SECONDS,
-) -> Evaluation:
-    """Evaluate the ruleset `text` on `facts` in the trial child process, killed after `timeout` seconds.
-
-    Blocking: call it from a thread. Raises `RulesetError` when the text is not a valid ruleset, and
-    `RuleEvaluationError` when the facts cannot be evaluated or the evaluation takes too long.
-    """
-    request = {
-        "text": text,
-        "source": source,
-        "facts": facts,
-        "trace": trace,
-        "engine": engine,
-        "version": version,
-    }
-    status, payload = _trial_worker().ask(request, timeout)
-    if status == "ok":
-        return Evaluation(**payload)
-    if status == "invalid":
-        raise RulesetError([Problem(**p) for p in payload])
-    if status == "refused":
-        raise RuleEvaluationError(payload["message"], payload["rule_id"], payload["path"])
-    if status == "timeout":
-        raise RuleEvaluationError(
-            f"the dry run did not finish within {timeout:g} s, the time limit of a dry run"
-        )
-    raise RuntimeError(f"the dry run failed: {payload}")
-
-
-def check_ruleset(ruleset: Ruleset, *, durable_timeout: float = CHILD_TIMEOUT_SECONDS) -> ValidationReport:
-    """Every check publishing requires; the report is `ok` only when nothing is wrong."""
+def static_report(ruleset: Ruleset) -> ValidationReport:
+    """The checks that need no engine: types, catalogue and warnings, then durable_rules' limits (only
+    when the first found no error). `ok` here means only that the embedded tests may be run next."""
     report = ValidationReport()
     analysis = analyse(ruleset)
     report.errors.extend(analysis.errors)
     report.warnings.extend(analysis.warnings)
-    if report.errors:
-        return report
-    report.errors.extend(limit_problems(ruleset, analysis.normal))
-    if report.errors:
-        return report
-    status, payload = durable_trial(ruleset, durable_timeout)
-    if status == "ok":
-        report.tests.extend(TestResult(**r) for r in payload)
-    else:
-        line, column = ruleset.position("rules", False)
-        report.errors.append(Problem(ruleset.source, line, column, None, "rules", str(payload)))
+    if not report.errors:
+        report.errors.extend(limit_problems(ruleset, analysis.normal))
     return report
-
-
-def check_text(text: str, source: str = "<string>") -> tuple[Ruleset | None, ValidationReport]:
-    """Parse and check in one step: the ruleset (None if it does not parse) and the report, whose errors
-    then hold the parse problems."""
-    try:
-        ruleset = parse_ruleset(text, source)
-    except RulesetError as exc:
-        return None, ValidationReport(errors=list(exc.problems))
-    return ruleset, check_ruleset(ruleset)

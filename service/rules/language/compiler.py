@@ -12,14 +12,14 @@ import threading
 from collections import OrderedDict
 from typing import Literal, TypeVar
 
-from service.rules.analysis import analyse
-from service.rules.canonical import ruleset_sha256
-from service.rules.document import Ruleset
-from service.rules.durable_engine import DurableEvaluator
-from service.rules.evaluation import CompiledRuleset, Evaluator
-from service.rules.limits import limit_problems
-from service.rules.problems import RulesetError
-from service.rules.python_engine import PythonEvaluator
+from service.rules.language.analysis import analyse
+from service.rules.language.canonical import ruleset_sha256
+from service.rules.language.document import Ruleset
+from service.rules.language.durable_engine import DurableEvaluator
+from service.rules.language.evaluation import CompiledRuleset, Evaluator
+from service.rules.language.limits import limit_problems
+from service.rules.language.problems import RulesetError
+from service.rules.language.python_engine import PythonEvaluator
 
 T = TypeVar("T")
 Engine = Literal["durable", "python"]

@@ -3,7 +3,7 @@ validated draft creates, stay within a bound."""
 
 from __future__ import annotations
 
-from service.rules import compile_ruleset, compiler, parse_ruleset
+from service.rules.language import compile_ruleset, compiler, parse_ruleset
 
 DRAFT = """\
 ruleset: draft-{name}
