@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from service.settings import Settings
 from service.stock.memory import Clock, MemoryStockStore, utc_now
-from service.stock.redis import RedisStockStore
+from service.stock.recovery import open_recovering
 from service.stock.sql import SqlStockStore
 from service.stock.store import StockStore
 
@@ -17,7 +17,7 @@ async def open_store(settings: Settings, clock: Clock = utc_now) -> StockStore:
     if stock.backend == "redis":
         if not stock.redis_url:
             raise ValueError("the Redis stock backend needs REDIS_URL")
-        return await RedisStockStore.open(
+        return await open_recovering(
             stock.redis_url, settings.database.url, pool_size=stock.redis_pool_size, clock=clock
         )
     return SqlStockStore(settings.database.url, pool_size=settings.database.pool_size, clock=clock)

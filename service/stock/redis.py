@@ -40,7 +40,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 import redis.asyncio as aioredis
@@ -48,9 +48,10 @@ from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+import service.stock.demand as demand
+import service.stock.ledger as ledger
 from service.db.engine import create_engine
 from service.settings import DatabaseSettings
-from service.stock import demand, ledger
 from service.stock.journal import Entry, Journal, latest_write
 from service.stock.memory import Clock, utc_now
 from service.stock.sql import read_exceptions
@@ -74,10 +75,16 @@ from service.stock.store import (
 )
 from service.stock.wire import ScriptClient
 
-if TYPE_CHECKING:
-    from service.stock.recovery import StockRecovery
-
 log = logging.getLogger("retail_policy.stock")
+
+
+class Recovery(Protocol):
+    """What the store asks of the recovery attached to it (`service.stock.recovery.StockRecovery`)."""
+
+    def wake(self) -> None: ...
+
+    async def close(self) -> None: ...
+
 
 DOWN_ERRORS = (
     redis_errors.ConnectionError,
@@ -248,7 +255,7 @@ class RedisStockStore:
         self._capacity = Script("capacity")
         self.demand = demand.LedgerDemand(self._demand_states, clock)
         # set by `StockRecovery`: woken whenever a call finds the state marker missing
-        self.recovery: StockRecovery | None = None
+        self.recovery: Recovery | None = None
         self._down_logged = -1.0
         scripts.on_connect = self.check_behind
 
@@ -261,15 +268,11 @@ class RedisStockStore:
         pool_size: int = 64,
         clock: Clock = utc_now,
         prefix: str = "rp:",
-        recover: bool = True,
-        recover_wait_seconds: float = 30.0,
     ) -> RedisStockStore:
         """Create the blocking connection pool and the journal's engine; Redis may still be down.
 
-        With `recover`, the store rebuilds itself from the journal whenever its state marker is missing,
-        and opening waits up to `recover_wait_seconds` for that (a new deployment: the empty journal
-        gives an empty store and its marker; Redis down: no wait, the first call that finds it back checks).
-        """
+        The store opened so does not rebuild itself: `service.stock.recovery.open_recovering` opens one
+        that does."""
         pool = aioredis.BlockingConnectionPool.from_url(
             redis_url,
             max_connections=pool_size,
@@ -281,13 +284,7 @@ class RedisStockStore:
         client = aioredis.Redis(connection_pool=pool)
         scripts = ScriptClient(redis_url, connect_timeout=1, reply_timeout=5)
         journal = Journal(create_engine(DatabaseSettings(url=journal_url)))
-        store = cls(client, scripts, journal, clock=clock, prefix=prefix)
-        if recover:
-            # imported here: the recovery builds on this module
-            from service.stock.recovery import StockRecovery
-
-            await StockRecovery(store).start(recover_wait_seconds)
-        return store
+        return cls(client, scripts, journal, clock=clock, prefix=prefix)
 
     def now(self) -> datetime:
         return self._clock()

@@ -38,12 +38,12 @@ async def open_backend(
         url = await _migrated_url(name, request)
         store = SqlStockStore(url, clock=clock)
     else:
-        from service.stock.redis import RedisStockStore
+        from service.stock.recovery import open_recovering
 
         redis_url = redis_url or await flushed_redis(request)
         # "redis" journals into SQLite, "redis+postgresql" into PostgreSQL.
         journal_url = await _migrated_url(name.partition("+")[2] or "sqlite", request)
-        store = await RedisStockStore.open(redis_url, journal_url, clock=clock)
+        store = await open_recovering(redis_url, journal_url, clock=clock)
     try:
         yield store
     finally:

@@ -321,7 +321,7 @@ async def _open(backend: str, request: pytest.FixtureRequest, tmp_path: Path, cl
     from service.db.migrate import upgrade
     from service.settings import DatabaseSettings
     from service.stock.memory import MemoryStockStore
-    from service.stock.redis import RedisStockStore
+    from service.stock.recovery import open_recovering
     from service.stock.sql import SqlStockStore
     from tests.conftest import _reset_postgres
 
@@ -341,7 +341,7 @@ async def _open(backend: str, request: pytest.FixtureRequest, tmp_path: Path, cl
         client = aioredis.Redis.from_url(redis_url)
         await client.flushdb()
         await client.aclose()
-        return await RedisStockStore.open(redis_url, url, clock=clock)
+        return await open_recovering(redis_url, url, clock=clock)
     return SqlStockStore(url, clock=clock)
 
 
