@@ -49,8 +49,6 @@ def _rules_state(services: Services) -> dict[str, Any]:
     """The rulesets this process serves. A failed reload does not make the process unready (it keeps
     serving the last snapshot it loaded), so it is reported here for operators instead of failing the probe."""
     registry = services.rules
-    if registry is None:
-        return {"loaded": False}
     return {
         "loaded": True,
         "generation": registry.snapshot().generation,
@@ -72,9 +70,7 @@ def _rules_state(services: Services) -> dict[str, Any]:
 )
 async def ready(services: NamedDependency[Services]) -> Response[dict[str, Any]]:
     probes = [_check("database", _database(services))]
-    ping = getattr(services.stock, "ping", None)
-    if ping is not None:
-        probes.append(_check("stock", ping()))
+    probes.append(_check("stock", services.stock.ping()))
     checks = dict(await asyncio.gather(*probes))
     healthy = all(state == "ok" for state in checks.values())
     body = {

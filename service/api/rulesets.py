@@ -34,7 +34,7 @@ from service.rules.language import (
     facts_bound_problem,
     parse_ruleset,
 )
-from service.rules.registry import RegistrySnapshot, RulesRegistry
+from service.rules.registry import RegistrySnapshot
 from service.rules.trial import dry_run
 from service.security import principal_of, requires
 from service.services import Services
@@ -84,17 +84,6 @@ class RollbackIn(msgspec.Struct, forbid_unknown_fields=True):
     version: Annotated[int, msgspec.Meta(ge=1, le=INTEGER_MAX)] | None = None
 
 
-class RegistryMissing(ServiceError):
-    def __init__(self) -> None:
-        super().__init__("the rules registry is not running on this worker", (), 503, "Service unavailable")
-
-
-def _registry(services: Services) -> RulesRegistry:
-    if not isinstance(services.rules, RulesRegistry):
-        raise RegistryMissing()
-    return services.rules
-
-
 def _served(snapshot: RegistrySnapshot, name: str) -> dict[str, Any]:
     """What this worker evaluates for `name` right now."""
     active = snapshot.get(name)
@@ -132,7 +121,7 @@ async def _after_change(services: Services) -> None:
     The change is already committed, so a failed reload here is logged, not reported: the poller retries.
     """
     try:
-        await _registry(services).refresh()
+        await services.rules.refresh()
     except Exception:
         log.exception("immediate ruleset reload failed; the poller will retry")
 
@@ -142,7 +131,7 @@ async def list_rulesets(
     services: NamedDependency[Services],
     kind: Annotated[str | None, QueryParameter(name="kind", description="only rulesets of this kind")] = None,
 ) -> dict[str, Any]:
-    snapshot = _registry(services).snapshot()
+    snapshot = services.rules.snapshot()
     async with services.sessions() as session:
         records = await repo.list_rulesets(session, kind)
     return {
@@ -154,7 +143,7 @@ async def list_rulesets(
 
 @get("/{name:str}", opt=requires(*READ_ROLES), operation_id="getRuleset")
 async def get_ruleset(services: NamedDependency[Services], name: Name) -> dict[str, Any]:
-    snapshot = _registry(services).snapshot()
+    snapshot = services.rules.snapshot()
     async with services.sessions() as session:
         record = await repo.get_ruleset(session, name)
         if record is None:
@@ -354,7 +343,7 @@ async def evaluate_active(
     """Evaluate the active version exactly as this worker serves it (one registry snapshot), with its shadow."""
     data = decode(await request.body(), ActiveEvaluateIn)
     _bounded_facts(data.facts)
-    snapshot = _registry(services).snapshot()
+    snapshot = services.rules.snapshot()
     active = snapshot.get(name)
     if active is None:
         reason = f"ruleset {name!r} has no active version on this worker"

@@ -46,6 +46,13 @@ class RulesView(Protocol):
     def active(self, kind: str, name: str | None = None) -> Any: ...
 
 
+class RulesSource(Protocol):
+    """Where a request takes its `RulesView` from: the registry (`service.rules.registry.RulesRegistry`)
+    or the shipped files (`FileRulesets`)."""
+
+    def snapshot(self) -> RulesView: ...
+
+
 @dataclass(frozen=True)
 class FileEvaluation:
     name: str
@@ -115,10 +122,6 @@ class FileRulesets:
         return None
 
 
-def rules_view(rules: Any) -> RulesView:
+def rules_view(rules: RulesSource) -> RulesView:
     """The view a request evaluates against: a registry's current snapshot, taken once per request."""
-    snapshot = getattr(rules, "snapshot", None)
-    if snapshot is None:
-        raise RuntimeError("no ruleset registry is configured")
-    view: RulesView = snapshot()
-    return view
+    return rules.snapshot()

@@ -23,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.rules import repository as repo
 from service.rules.language import Evaluation, Evaluator, compile_ruleset, parse_ruleset
 from service.rules.lifecycle import seed_if_empty
-from service.services import Services
 from service.settings import EngineName, Settings
 
 log = logging.getLogger(__name__)
@@ -321,13 +320,4 @@ async def open_registry(settings: Settings, sessions: async_sessionmaker[AsyncSe
     await seed_if_empty(sessions, settings.rules.rulesets_dir)
     registry = RulesRegistry(sessions, settings.rules.engine, settings.rules.reload_interval_seconds)
     await registry.start()
-    return registry
-
-
-async def start_rules(services: Services) -> RulesRegistry:
-    """App start-up hook over `open_registry` that sets `services.rules` (idempotent)."""
-    if isinstance(services.rules, RulesRegistry):
-        return services.rules
-    registry = await open_registry(services.settings, services.sessions)
-    services.rules = registry
     return registry

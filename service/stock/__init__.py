@@ -21,7 +21,7 @@ Public interface (import from `service.stock`):
   journal_url, pool_size=..., clock=...), and open_recovering(the same): a Redis store that rebuilds itself
   from the journal whenever its state marker is missing (`service.stock.recovery.StockRecovery`); `await
   open_store(settings)` picks one from the settings.
-- demand: every backend has `store.demand` (`service.stock.demand.LedgerDemand`): `await
+- demand: `StockStore.demand`, on every backend (`service.stock.demand.LedgerDemand`): `await
   store.demand.rates(pairs) -> {(sku, location): units per day}`, the exponentially weighted rate kept
   from applied sales (half-life `HALF_LIFE_DAYS`), decayed to now; pairs that never sold are absent.
 - tools: start_sweeper(store, interval_seconds) -> asyncio.Task; rebuild_redis(store) -> RebuildReport (a
