@@ -35,6 +35,7 @@ from service.api.problems import exception_handlers
 from service.console.routes import console_router, console_templates
 from service.db.engine import create_engine, session_factory
 from service.db.migrate import upgrade
+from service.db.sqlite_writer import SqliteWriters
 from service.decisions.log import open_decision_log
 from service.masterdata import MasterDataCache
 from service.rules.registry import open_registry
@@ -107,7 +108,9 @@ async def start_services(settings: Settings) -> Services:
         await upgrade(engine)
     sessions = session_factory(engine)
     master_data = MasterDataCache(sessions)
-    stock = await open_store(settings)
+    # the decision log and a Redis store's journal write one SQLite file through one writer
+    sqlite_writers = SqliteWriters()
+    stock = await open_store(settings, sqlite_writers=sqlite_writers)
     sweeper = start_sweeper(stock, settings.stock.sweep_interval_seconds)
     rules = await open_registry(settings, sessions)
     services = Services(
@@ -117,7 +120,7 @@ async def start_services(settings: Settings) -> Services:
         master_data=master_data,
         stock=stock,
         rules=rules,
-        decision_log=await open_decision_log(sessions),
+        decision_log=await open_decision_log(sessions, sqlite_writers=sqlite_writers),
         simulations=SimulationJobs(sessions, settings.rules.rulesets_dir),
         monitor=ExceptionMonitor(
             sessions,

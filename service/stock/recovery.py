@@ -24,6 +24,7 @@ from typing import Literal
 
 from redis import exceptions as redis_errors
 
+from service.db.sqlite_writer import SqliteWriters
 from service.stock.journal import journal_size
 from service.stock.memory import Clock, utc_now
 from service.stock.rebuild import RebuildReport, replay_journal
@@ -204,13 +205,14 @@ async def open_recovering(
     clock: Clock = utc_now,
     prefix: str = "rp:",
     recover_wait_seconds: float = 30.0,
+    sqlite_writers: SqliteWriters | None = None,
 ) -> RedisStockStore:
     """A Redis store (`RedisStockStore.open`) that rebuilds itself from the journal whenever its state
     marker is missing; opening waits up to `recover_wait_seconds` for that (a new deployment: the empty
     journal gives an empty store and its marker; Redis down: no wait, the first call that finds it back
     checks)."""
     store = await RedisStockStore.open(
-        redis_url, journal_url, pool_size=pool_size, clock=clock, prefix=prefix
+        redis_url, journal_url, pool_size=pool_size, clock=clock, prefix=prefix, sqlite_writers=sqlite_writers
     )
     await StockRecovery(store).start(recover_wait_seconds)
     return store

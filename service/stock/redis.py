@@ -51,6 +51,7 @@ from redis.backoff import ExponentialBackoff
 import service.stock.demand as demand
 import service.stock.ledger as ledger
 from service.db.engine import create_engine
+from service.db.sqlite_writer import SqliteWriters
 from service.settings import DatabaseSettings
 from service.stock.journal import Entry, Journal, latest_write
 from service.stock.memory import Clock, utc_now
@@ -268,6 +269,7 @@ class RedisStockStore:
         pool_size: int = 64,
         clock: Clock = utc_now,
         prefix: str = "rp:",
+        sqlite_writers: SqliteWriters | None = None,
     ) -> RedisStockStore:
         """Create the blocking connection pool and the journal's engine; Redis may still be down.
 
@@ -283,7 +285,7 @@ class RedisStockStore:
         )
         client = aioredis.Redis(connection_pool=pool)
         scripts = ScriptClient(redis_url, connect_timeout=1, reply_timeout=5)
-        journal = Journal(create_engine(DatabaseSettings(url=journal_url)))
+        journal = Journal(create_engine(DatabaseSettings(url=journal_url)), sqlite_writers or SqliteWriters())
         return cls(client, scripts, journal, clock=clock, prefix=prefix)
 
     def now(self) -> datetime:

@@ -1,16 +1,15 @@
-"""`compile_ruleset`: a checked ruleset turned into an evaluator for one engine, cached per content hash.
+"""`compile_ruleset`: a checked ruleset turned into an evaluator for one engine.
 
-Durable evaluators are kept for the life of the process: durable_rules cannot unload a ruleset, so its
-handle stays loaded anyway (only stored versions reach it in the serving process; drafts are tried in
-the trial child). The compiled forms and the Python evaluators, which every validated draft creates, are
-kept in caches of bounded size: dropping one only costs compiling it again.
+What compiling derives from a `Ruleset` (its engine-independent compiled form, one evaluator per engine) is
+kept on that ruleset (`Ruleset.derived`) and goes with it: compiling the same document again, for another
+version number or another request, reuses it. The durable_rules handle behind a durable evaluator is
+loaded once per process and content (see `service.rules.language.durable_engine.load_ruleset`), however
+many documents of that content are compiled.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from typing import Literal, TypeVar
+from typing import Literal
 
 from service.rules.language.analysis import analyse
 from service.rules.language.canonical import ruleset_sha256
@@ -21,58 +20,43 @@ from service.rules.language.limits import limit_problems
 from service.rules.language.problems import RulesetError
 from service.rules.language.python_engine import PythonEvaluator
 
-T = TypeVar("T")
 Engine = Literal["durable", "python"]
 ENGINES: tuple[str, ...] = ("durable", "python")
 
-CACHE_ENTRIES = 256
-_compiled: OrderedDict[str, CompiledRuleset] = OrderedDict()
-_evaluators: dict[tuple[str, str], Evaluator] = {}  # durable ones: never dropped
-_python: OrderedDict[str, Evaluator] = OrderedDict()
-_lock = threading.Lock()
-
-
-def _keep(cache: OrderedDict[str, T], key: str, value: T) -> T:
-    """Store (or find) `value` under `key`, dropping the least recently stored entries beyond the bound."""
-    with _lock:
-        found = cache.setdefault(key, value)
-        cache.move_to_end(key)
-        while len(cache) > CACHE_ENTRIES:
-            cache.popitem(last=False)
-        return found
+COMPILED = "compiled"
 
 
 def compiled_ruleset(ruleset: Ruleset) -> CompiledRuleset:
     """The engine-independent compiled form; raises `RulesetError` if the static checks find errors."""
-    sha = ruleset_sha256(ruleset)
-    compiled = _compiled.get(sha)
-    if compiled is not None:
-        return compiled
+    found = ruleset.derived.get(COMPILED)
+    if isinstance(found, CompiledRuleset):
+        return found
     analysis = analyse(ruleset)
     if analysis.errors:
         raise RulesetError(analysis.errors)
-    return _keep(_compiled, sha, CompiledRuleset(ruleset, analysis.normal, sha))
+    compiled = CompiledRuleset(ruleset, analysis.normal, ruleset_sha256(ruleset))
+    # setdefault is atomic: two threads compiling at once both get the one stored first
+    kept = ruleset.derived.setdefault(COMPILED, compiled)
+    return kept if isinstance(kept, CompiledRuleset) else compiled
+
+
+def _evaluator(ruleset: Ruleset, engine: Engine) -> Evaluator:
+    compiled = compiled_ruleset(ruleset)
+    if engine == "python":
+        return PythonEvaluator(compiled)
+    problems = limit_problems(ruleset, [r.norm for r in sorted(compiled.rules, key=lambda r: r.index)])
+    if problems:
+        raise RulesetError(problems)
+    return DurableEvaluator(compiled)
 
 
 def compile_ruleset(ruleset: Ruleset, engine: Engine = "durable", *, version: int = 0) -> Evaluator:
-    """An evaluator of this ruleset version; compiling the same content twice reuses the first one."""
+    """An evaluator of this ruleset version; compiling the same document twice reuses the first one."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: expected durable or python")
-    sha = ruleset_sha256(ruleset)
-    if engine == "python":
-        found = _python.get(sha)
-        if found is None:
-            found = _keep(_python, sha, PythonEvaluator(compiled_ruleset(ruleset)))
-        return found if found.version == version else found.with_version(version)
-    evaluator = _evaluators.get((sha, engine))
-    if evaluator is None:
-        compiled = compiled_ruleset(ruleset)
-        problems = limit_problems(ruleset, [r.norm for r in sorted(compiled.rules, key=lambda r: r.index)])
-        if problems:
-            raise RulesetError(problems)
-        with _lock:
-            evaluator = _evaluators.get((sha, engine))
-            if evaluator is None:
-                evaluator = DurableEvaluator(compiled)
-                _evaluators[(sha, engine)] = evaluator
-    return evaluator if evaluator.version == version else evaluator.with_version(version)
+    found = ruleset.derived.get(engine)
+    if not isinstance(found, Evaluator):
+        made = _evaluator(ruleset, engine)
+        kept = ruleset.derived.setdefault(engine, made)
+        found = kept if isinstance(kept, Evaluator) else made
+    return found if found.version == version else found.with_version(version)

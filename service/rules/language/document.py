@@ -83,6 +83,9 @@ class Ruleset:
     document: dict[str, Any] = field(default_factory=dict)
     positions: dict[str, Position] = field(default_factory=dict)
     origins: dict[int, Origin] = field(default_factory=dict)
+    # what the compiler derived from this document (`service.rules.language.compiler`), kept with it and
+    # dropped with it
+    derived: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     def position(self, path: str, value: bool = True) -> Position:
         """Best known position of a document path such as `rules[1].then.outcome`."""

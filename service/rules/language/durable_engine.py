@@ -147,6 +147,8 @@ def durable_name(name: str, sha256: str) -> str:
 
 _ABSENT: Any = object()
 _encode = msgspec.json.Encoder().encode
+# durable_rules keeps every loaded ruleset for the life of the process, by name, and refuses a name twice:
+# this is that registry as seen from Python, so a name already loaded gives back its handle
 _handles: dict[str, Any] = {}
 _load_lock = threading.Lock()
 _thread = threading.local()
