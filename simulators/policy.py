@@ -1,9 +1,10 @@
 """The ruleset versions a simulation run decides with, and a memo in front of each evaluator.
 
 A `PolicySet` holds one decider per decision kind. A `RuleDecider` evaluates a compiled ruleset
-(`service.rules.compile_ruleset`) and remembers the result per combination of the fact values the ruleset
-declares: a ruleset's answer depends only on the facts it reads, so two orders that agree on those facts
-get the same answer without a second evaluation. The memo can be turned off to measure the engine itself.
+(`service.rules.language.compile_ruleset`) and remembers the result per combination of the fact values
+the ruleset declares: a ruleset's answer depends only on the facts it reads, so two orders that agree on
+those facts get the same answer without a second evaluation. The memo can be turned off to measure the
+engine itself.
 """
 
 from __future__ import annotations
