@@ -195,6 +195,14 @@ def test_the_ruleset_language_imports_nothing_that_does_io() -> None:
     assert {m: names for m, names in outside.items() if names} == {}
 
 
+def test_no_rules_module_reaches_for_the_app_services() -> None:
+    found = modules(ROOT, ("service",))
+    rules = {m: p for m, p in found.items() if m.startswith("service.rules.")}
+    assert "service.rules.registry" in rules
+    reaching = sorted(m for m, p in rules.items() if "service.services" in imported_names(m, p))
+    assert reaching == []
+
+
 def test_no_import_circles_in_service_and_simulators() -> None:
     graph = import_graph(modules(ROOT, ("service", "simulators")))
     assert len(graph) > 100
