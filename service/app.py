@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -36,9 +36,10 @@ from service.api.problems import exception_handlers
 from service.console.routes import console_router, console_templates
 from service.db.engine import create_engine, session_factory
 from service.db.migrate import upgrade
+from service.db.sqlite_writer import SqliteWriters
 from service.decisions.log import open_decision_log
 from service.masterdata import MasterDataCache
-from service.rules.registry import start_rules
+from service.rules.registry import open_registry
 from service.security import AuthMiddleware
 from service.services import Services
 from service.settings import Settings, get_settings
@@ -48,6 +49,7 @@ from service.workflow.dispatcher import DeliveryPolicy, Dispatcher
 from service.workflow.metrics import refresh as refresh_workflow_metrics
 from service.workflow.monitor import ExceptionMonitor
 from service.workflow.sweeper import start_workflow_sweeper
+from simulators.jobs import SimulationJobs
 
 log = logging.getLogger("retail_policy")
 
@@ -106,13 +108,31 @@ async def start_services(settings: Settings) -> Services:
     if _auto_migrate():
         await upgrade(engine)
     sessions = session_factory(engine)
+    master_data = MasterDataCache(sessions)
+    # the decision log and a Redis store's journal write one SQLite file through one writer
+    sqlite_writers = SqliteWriters()
+    stock = await open_store(settings, sqlite_writers=sqlite_writers)
+    sweeper = start_sweeper(stock, settings.stock.sweep_interval_seconds)
+    rules = await open_registry(settings, sessions)
     services = Services(
-        settings=settings, engine=engine, sessions=sessions, master_data=MasterDataCache(sessions)
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        master_data=master_data,
+        stock=stock,
+        rules=rules,
+        decision_log=await open_decision_log(sessions, sqlite_writers=sqlite_writers),
+        simulations=SimulationJobs(sessions, settings.rules.rulesets_dir),
+        monitor=ExceptionMonitor(
+            sessions,
+            stock,
+            master_data,
+            rules,
+            oversell_channels=settings.workflow.oversell_channels,
+            clock=lambda: datetime.now(UTC),
+        ),
+        tasks=[sweeper],
     )
-    services.stock = await open_store(settings)
-    services.tasks.append(start_sweeper(services.stock, settings.stock.sweep_interval_seconds))
-    await start_rules(services)
-    services.decision_log = await open_decision_log(sessions)
     services.workflow = Workflow(services)
     services.tasks.append(start_workflow_sweeper(services.workflow))
     start_workflow(services)
@@ -120,16 +140,8 @@ async def start_services(settings: Settings) -> Services:
 
 
 def start_workflow(services: Services) -> None:
-    """The exception checks (hooked into the stock endpoint, and periodic) and the webhook dispatcher."""
+    """The periodic exception checks (also hooked into the stock endpoint) and the webhook dispatcher."""
     workflow = services.settings.workflow
-    services.monitor = ExceptionMonitor(
-        services.sessions,
-        services.stock,
-        services.master_data,
-        services.rules,
-        oversell_channels=workflow.oversell_channels,
-        clock=lambda: datetime.now(UTC),
-    )
     if not workflow.background:
         return
     services.dispatcher = Dispatcher(
@@ -151,19 +163,19 @@ async def stop_services(services: Services) -> None:
     if services.tasks:
         # let each background task unwind (close its sessions) while the pools it uses are still open
         await asyncio.wait(services.tasks, timeout=STOP_TIMEOUT_SECONDS)
-    for closer in (
-        services.simulations,
-        services.decision_log,
-        services.rules,
-        services.stock,
-        services.dispatcher,
-    ):
-        close = getattr(closer, "close", None)
-        if close is not None:
-            try:
-                await close()
-            except Exception:  # one component failing to close must not keep the others open
-                log.exception("closing %s failed", type(closer).__name__)
+    closers: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        ("simulations", services.simulations.close),
+        ("decision log", services.decision_log.close),
+        ("rules registry", services.rules.close),
+        ("stock store", services.stock.close),
+    ]
+    if services.dispatcher is not None:
+        closers.append(("webhook dispatcher", services.dispatcher.close))
+    for name, close in closers:
+        try:
+            await close()
+        except Exception:  # one component failing to close must not keep the others open
+            log.exception("closing the %s failed", name)
     await services.engine.dispose()
 
 

@@ -8,9 +8,16 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from service.decisions.log import SqlDecisionLog
 from service.masterdata import MasterDataCache
+from service.rules.registry import RulesRegistry
 from service.security.guards import PrincipalCache
 from service.settings import Settings
+from service.stock.store import StockStore
+from service.workflow.cases import Workflow
+from service.workflow.dispatcher import Dispatcher
+from service.workflow.monitor import ExceptionMonitor
+from simulators.jobs import SimulationJobs
 
 
 @dataclass
@@ -19,12 +26,14 @@ class Services:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     master_data: MasterDataCache
-    stock: Any = None
-    rules: Any = None
-    decision_log: Any = None
-    simulations: Any = None
-    dispatcher: Any = None  # service.workflow.dispatcher.Dispatcher
-    monitor: Any = None  # service.workflow.monitor.ExceptionMonitor
-    workflow: Any = None  # service.workflow.cases.Workflow
+    stock: StockStore
+    rules: RulesRegistry
+    decision_log: SqlDecisionLog
+    simulations: SimulationJobs
+    monitor: ExceptionMonitor
+    # built on these services, so set right after them (`service.app.start_services`)
+    workflow: Workflow = field(init=False)
+    # the webhook deliveries; None when the settings turn background work off
+    dispatcher: Dispatcher | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     principals: PrincipalCache = field(default_factory=PrincipalCache)

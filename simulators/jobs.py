@@ -94,8 +94,8 @@ def _scenario(request: SimulationRequest) -> Scenario:
 
 
 async def _choice(session: AsyncSession, choice: RulesetChoice, field: str) -> tuple[Any, RulesetRef]:
-    from service.rules import RulesetError, parse_ruleset, ruleset_sha256
     from service.rules import repository as repo
+    from service.rules.language import RulesetError, parse_ruleset, ruleset_sha256
 
     if choice.yaml is not None:
         if choice.name is not None or choice.version is not None:

@@ -1,9 +1,10 @@
 """The ruleset versions a simulation run decides with, and a memo in front of each evaluator.
 
 A `PolicySet` holds one decider per decision kind. A `RuleDecider` evaluates a compiled ruleset
-(`service.rules.compile_ruleset`) and remembers the result per combination of the fact values the ruleset
-declares: a ruleset's answer depends only on the facts it reads, so two orders that agree on those facts
-get the same answer without a second evaluation. The memo can be turned off to measure the engine itself.
+(`service.rules.language.compile_ruleset`) and remembers the result per combination of the fact values
+the ruleset declares: a ruleset's answer depends only on the facts it reads, so two orders that agree on
+those facts get the same answer without a second evaluation. The memo can be turned off to measure the
+engine itself.
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ class PolicySet:
 
 def load_ruleset(path: Path) -> Any:
     """Parse one ruleset file with the service's own parser."""
-    from service.rules import RulesetError, parse_ruleset
+    from service.rules.language import RulesetError, parse_ruleset
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -218,13 +219,13 @@ def load_ruleset(path: Path) -> Any:
 
 
 def rule_decider(ruleset: Any, engine: str, *, memo: bool) -> RuleDecider:
-    from service.rules import compile_ruleset
+    from service.rules.language import compile_ruleset
 
     evaluator = compile_ruleset(ruleset, engine)  # type: ignore[arg-type]
     return RuleDecider(evaluator, list(ruleset.facts), memo=memo)
 
 
 def ruleset_ref(ruleset: Any, path: Path, version: str | None = None) -> RulesetRef:
-    from service.rules import ruleset_sha256
+    from service.rules.language import ruleset_sha256
 
     return RulesetRef(ruleset.kind, ruleset.name, version or path.stem, ruleset_sha256(ruleset), str(path))

@@ -108,8 +108,8 @@ def store_lookup(database: Any) -> StoreLookup:
 
 async def _fetch(database: Any, name: str, version: int) -> tuple[Any, RulesetRef]:
     from service.db.engine import create_engine, session_factory
-    from service.rules import RulesetError, parse_ruleset
     from service.rules import repository as repo
+    from service.rules.language import RulesetError, parse_ruleset
 
     engine = create_engine(database)
     try:

@@ -18,7 +18,6 @@ from service.decisions.allocation import decide_allocation
 from service.decisions.approvals import decide_markdown, decide_transfer
 from service.decisions.availability import decide_availability
 from service.decisions.context import DecisionContext, TraceLevel, context_from
-from service.decisions.log import SqlDecisionLog
 from service.decisions.record import DecisionRecord
 from service.decisions.reorder import decide_reorder_one, decide_reorder_scan
 from service.decisions.schemas import (
@@ -186,7 +185,7 @@ async def markdown(
     responses={200: ResponseSpec(LoggedDecisionOut, description="The decision as logged")},
 )
 async def get_decision(services: NamedDependency[Services], decision_id: FromPath[str]) -> dict[str, Any]:
-    found = await cast(SqlDecisionLog, services.decision_log).get(decision_id)
+    found = await services.decision_log.get(decision_id)
     if found is None:
         raise NotFound(f"no decision {decision_id}", [FieldError("decision_id", "not found")])
     return found

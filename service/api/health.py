@@ -12,7 +12,6 @@ from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy import text
 
-from service.rules.registry import RulesRegistry
 from service.services import Services
 from service.stock import StockStateLost
 
@@ -50,13 +49,10 @@ def _rules_state(services: Services) -> dict[str, Any]:
     """The rulesets this process serves. A failed reload does not make the process unready (it keeps
     serving the last snapshot it loaded), so it is reported here for operators instead of failing the probe."""
     registry = services.rules
-    if registry is None:
-        return {"loaded": False}
-    confirmation = registry.confirmation() if isinstance(registry, RulesRegistry) else {}
     return {
         "loaded": True,
         "generation": registry.snapshot().generation,
-        **confirmation,
+        **registry.confirmation(),
         # the error itself is in the server log
         "last_reload_error": None
         if registry.last_error is None
@@ -75,9 +71,7 @@ def _rules_state(services: Services) -> dict[str, Any]:
 )
 async def ready(services: NamedDependency[Services]) -> Response[dict[str, Any]]:
     probes = [_check("database", _database(services))]
-    ping = getattr(services.stock, "ping", None)
-    if ping is not None:
-        probes.append(_check("stock", ping()))
+    probes.append(_check("stock", services.stock.ping()))
     checks = dict(await asyncio.gather(*probes))
     healthy = all(state == "ok" for state in checks.values())
     body = {

@@ -24,19 +24,19 @@ from litestar.params import JSONBody, Parameter, QueryParameter
 from service.api.body import unsupported_media
 from service.api.openapi import YAML_TYPES, OptionalBody, YamlBody, answers, links
 from service.db.base import INTEGER_MAX
-from service.errors import Conflict, FieldError, Invalid, Malformed, NotFound, ServiceError
-from service.rules import (
+from service.errors import Conflict, FieldError, Invalid, Malformed, NotFound
+from service.rules import lifecycle
+from service.rules import repository as repo
+from service.rules.fleet import fleet
+from service.rules.language import (
     RuleEvaluationError,
     RulesetError,
     diff_rulesets,
-    dry_run,
     facts_bound_problem,
-    lifecycle,
     parse_ruleset,
 )
-from service.rules import repository as repo
-from service.rules.fleet import fleet
-from service.rules.registry import RegistrySnapshot, RulesRegistry
+from service.rules.registry import RegistrySnapshot
+from service.rules.trial import dry_run
 from service.security import principal_of, requires
 from service.services import Services
 
@@ -101,17 +101,6 @@ class RollbackIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 TO_PREVIOUS = RollbackIn()  # a rollback sent without a body: to the version active before
 
 
-class RegistryMissing(ServiceError):
-    def __init__(self) -> None:
-        super().__init__("the rules registry is not running on this worker", (), 503, "Service unavailable")
-
-
-def _registry(services: Services) -> RulesRegistry:
-    if not isinstance(services.rules, RulesRegistry):
-        raise RegistryMissing()
-    return services.rules
-
-
 def _served(snapshot: RegistrySnapshot, name: str) -> dict[str, Any]:
     """What this worker evaluates for `name` right now."""
     active = snapshot.get(name)
@@ -149,9 +138,8 @@ async def _after_change(services: Services) -> None:
     The change is already committed, so a failed reload here is logged, not reported: the poller retries.
     """
     try:
-        registry = _registry(services)
-        await registry.refresh()
-        await registry.beat()  # the fleet view shows the switch at once too
+        await services.rules.refresh()
+        await services.rules.beat()  # the fleet view shows the switch at once too
     except Exception:
         log.exception("immediate ruleset reload failed; the poller will retry")
 
@@ -161,7 +149,7 @@ async def list_rulesets(
     services: NamedDependency[Services],
     kind: Annotated[str | None, QueryParameter(name="kind", description="only rulesets of this kind")] = None,
 ) -> dict[str, Any]:
-    snapshot = _registry(services).snapshot()
+    snapshot = services.rules.snapshot()
     async with services.sessions() as session:
         records = await repo.list_rulesets(session, kind)
     return {
@@ -174,15 +162,14 @@ async def list_rulesets(
 @get("/fleet", opt=requires(*READ_ROLES), operation_id="getRulesetFleet")
 async def ruleset_fleet(services: NamedDependency[Services]) -> dict[str, Any]:
     """Every service worker's served generation and versions, from the heartbeats they write."""
-    registry = _registry(services)
     async with services.sessions() as session:
         generation = await repo.current_generation(session)
-        return await fleet(session, generation, registry.heartbeat_seconds)
+        return await fleet(session, generation, services.rules.heartbeat_seconds)
 
 
 @get("/{name:str}", opt=requires(*READ_ROLES), operation_id="getRuleset")
 async def get_ruleset(services: NamedDependency[Services], name: Name) -> dict[str, Any]:
-    snapshot = _registry(services).snapshot()
+    snapshot = services.rules.snapshot()
     async with services.sessions() as session:
         record = await repo.get_ruleset(session, name)
         if record is None:
@@ -361,7 +348,7 @@ async def evaluate_active(
 ) -> dict[str, Any]:
     """Evaluate the active version exactly as this worker serves it (one registry snapshot), with its shadow."""
     _bounded_facts(data.facts)
-    snapshot = _registry(services).snapshot()
+    snapshot = services.rules.snapshot()
     active = snapshot.get(name)
     if active is None:
         reason = f"ruleset {name!r} has no active version on this worker"

@@ -1,7 +1,6 @@
 """Simulation endpoints: start a replay of a promotion scenario, follow it, read its KPIs and its report.
 
-Thin controllers over `simulators.jobs.SimulationJobs`, which each worker keeps on `services.simulations`
-(created on first use when the app did not create one). A simulation runs on the worker that accepted it;
+Thin controllers over `simulators.jobs.SimulationJobs`, which each worker keeps on `services.simulations`. A simulation runs on the worker that accepted it;
 its record (status, KPIs, report) is in the database, readable from any worker.
 """
 
@@ -55,11 +54,7 @@ SimulationId = Annotated[str, Parameter(description="simulation id", max_length=
 
 
 def _jobs(services: Services) -> SimulationJobs:
-    jobs = services.simulations
-    if not isinstance(jobs, SimulationJobs):
-        jobs = SimulationJobs(services.sessions, services.settings.rules.rulesets_dir)
-        services.simulations = jobs
-    return jobs
+    return services.simulations
 
 
 async def _record(services: Services, simulation_id: str) -> Any:

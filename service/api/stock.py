@@ -20,7 +20,7 @@ from litestar.params import FromPath, Parameter
 
 from service.api.master_data import Id
 from service.api.openapi import answers, example, links
-from service.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
+from service.errors import Conflict, FieldError, Invalid, NotFound
 from service.security import requires
 from service.services import Services
 from service.stock.ledger import MAX_QTY, MAX_TTL_SECONDS, validate_day
@@ -161,10 +161,7 @@ class ReservationOut(msgspec.Struct):
 
 
 def _store(services: Services) -> StockStore:
-    store: StockStore | None = services.stock
-    if store is None:
-        raise Unavailable("the stock store is not running", retry_after=2)
-    return store
+    return services.stock
 
 
 def _out(reservation: Reservation, short: tuple[ShortLine, ...] = ()) -> ReservationOut:
@@ -272,13 +269,12 @@ async def post_events(
         for e in data
     ]
     results = await _store(services).apply_events(events)
-    if services.workflow is not None:  # a receipt naming a transfer's shipment closes its case
-        await services.workflow.receive(events, [r.status for r in results])
-    if services.monitor is not None:
-        try:
-            await services.monitor.after_stock_events(events, results, expected)
-        except Exception:  # the stock moved; the periodic exception check catches up
-            log.exception("checking exceptions after stock events failed")
+    # a receipt naming a transfer's shipment closes its case
+    await services.workflow.receive(events, [r.status for r in results])
+    try:
+        await services.monitor.after_stock_events(events, results, expected)
+    except Exception:  # the stock moved; the periodic exception check catches up
+        log.exception("checking exceptions after stock events failed")
     applied = sum(r.status == "applied" for r in results)
     return EventsOut(applied, len(results) - applied, results)
 

@@ -33,8 +33,8 @@ from service.db.models import SimulationRow
 from service.db.models.stock import ReservationRecord, StockEventRecord
 from service.decisions.search import DecisionFilter, find_decisions
 from service.errors import Conflict, FieldError, Invalid, NotFound, ServiceError
-from service.rules import FACT_CATALOG
 from service.rules import repository as repo
+from service.rules.language import FACT_CATALOG
 from service.services import Services
 from service.workflow.exceptions import (
     STATES,

@@ -27,8 +27,9 @@ from service.console.web import (
 )
 from service.decisions.search import DecisionFilter, find_decisions
 from service.errors import FieldError, Invalid, ServiceError
-from service.rules import FACT_CATALOG, compile_ruleset, lifecycle, parse_ruleset
-from service.rules.problems import RulesetError
+from service.rules import lifecycle
+from service.rules.language import FACT_CATALOG, compile_ruleset, parse_ruleset
+from service.rules.language.problems import RulesetError
 from service.services import Services
 
 Name = Annotated[str, Parameter(max_length=100)]

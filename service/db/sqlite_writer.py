@@ -2,7 +2,7 @@
 loop is written in one transaction at the start of the next, on the loop's own connection.
 
 The Redis store's journal (a request waits until its entries have committed) and the decision log (nobody
-waits) use it on SQLite. They share one writer per file, so a turn's journal entries and decisions go in
+waits) use it on SQLite. They share one writer per file (`SqliteWriters`), so a turn's journal entries and decisions go in
 the same transaction and never queue for SQLite's write lock behind each other.
 
 Why on the loop: a SQLite commit in WAL mode with `synchronous=NORMAL` writes to the WAL file without an
@@ -261,13 +261,22 @@ def _settle(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
             future.set_result(result)
 
 
-_writers: dict[str, SqliteWriter] = {}
+class SqliteWriters:
+    """One writer per database file for the users that share it: the app gives one to its decision log and
+    to its stock journal (`service.app.start_services`)."""
 
+    def __init__(self) -> None:
+        self._by_file: dict[str, SqliteWriter] = {}
 
-def shared_writer(path: str) -> SqliteWriter:
-    """The writer of this process for the database file at `path` (one per file, shared by its users)."""
-    key = os.path.realpath(path)
-    writer = _writers.get(key)
-    if writer is None:
-        writer = _writers[key] = SqliteWriter(path)
-    return writer
+    def for_file(self, path: str) -> SqliteWriter:
+        """The writer of the database file at `path`, the same one for every name of that file."""
+        key = os.path.realpath(path)
+        writer = self._by_file.get(key)
+        if writer is None:
+            writer = self._by_file[key] = SqliteWriter(path)
+        return writer
+
+    def for_url(self, url: str | URL) -> SqliteWriter | None:
+        """The writer of a SQLite file's URL; None for another database (see `sqlite_file`)."""
+        path = sqlite_file(url)
+        return None if path is None else self.for_file(path)

@@ -19,7 +19,7 @@ from service.domain.allocation import haversine_km
 from service.domain.availability import LocationPolicy, PreparedPolicies, sellable_units, sku_availability
 from service.domain.errors import InvalidInput
 from service.masterdata import ItemRecord, LocationRecord, MasterData
-from service.rules.problems import RuleEvaluationError
+from service.rules.language.problems import RuleEvaluationError
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,10 @@ from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from service.decisions.log import DecisionSink
-from service.decisions.rules import RulesView, rules_view
+from service.decisions.rules import RulesSource, RulesView, rules_view
 from service.errors import Unavailable
 from service.masterdata import MasterData
+from service.settings import Settings
 from service.stock import StockStore
 
 TraceLevel = Literal["none", "rules", "full"]
@@ -30,6 +31,22 @@ class DemandSource(Protocol):
 
 def _always_confirmed(kind: str) -> None:
     return None
+
+
+class DecisionServices(Protocol):
+    """What a decision made by the service reads of the app's services (`service.services.Services`)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def stock(self) -> StockStore: ...
+
+    @property
+    def rules(self) -> RulesSource: ...
+
+    @property
+    def decision_log(self) -> DecisionSink: ...
 
 
 @dataclass
@@ -63,7 +80,9 @@ class DecisionContext:
         return round((time.perf_counter() - self.started) * 1000, 3)
 
 
-def context_from(services: Any, actor: str | None, now: datetime, master_data: MasterData) -> DecisionContext:
+def context_from(
+    services: DecisionServices, actor: str | None, now: datetime, master_data: MasterData
+) -> DecisionContext:
     """The context of a decision made by the service for `actor` at `now` (`services` as started by the app)."""
     return DecisionContext(
         stock=services.stock,
@@ -73,7 +92,7 @@ def context_from(services: Any, actor: str | None, now: datetime, master_data: M
         log=services.decision_log,
         now=now,
         actor=actor,
-        demand=getattr(services.stock, "demand", None),
+        demand=services.stock.demand,
         capacity_zone=ZoneInfo(services.settings.stock.capacity_timezone),
     )
 

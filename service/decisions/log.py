@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from service.db.base import aware
 from service.db.engine import BatchInsert, HeldConnection
 from service.db.models.decisions import DecisionEntry
-from service.db.sqlite_writer import shared_writer, sqlite_file
+from service.db.sqlite_writer import SqliteWriters
 from service.decisions.record import DecisionRecord
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class SqlDecisionLog:
         max_queue: int = 10_000,
         batch_size: int = 500,
         close_timeout_seconds: float = 30.0,
+        sqlite_writers: SqliteWriters | None = None,
     ) -> None:
         self._sessions = sessions
         self._queue: asyncio.Queue[DecisionRecord] = asyncio.Queue(max_queue)
@@ -92,8 +93,7 @@ class SqlDecisionLog:
         self._connection = HeldConnection(bind)
         self._dialect = bind.dialect
         # on a SQLite file a batch goes through the file's writer (see service.db.sqlite_writer)
-        path = sqlite_file(bind.url)
-        self._sqlite = None if path is None else shared_writer(path)
+        self._sqlite = (sqlite_writers or SqliteWriters()).for_url(bind.url)
         self.written = 0
         self.recorded = 0
 

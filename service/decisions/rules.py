@@ -12,8 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from service.rules import Evaluation, Evaluator, Ruleset, compile_ruleset, parse_ruleset, ruleset_sha256
-from service.rules.evaluation import TraceLevel
+from service.rules.language import (
+    Evaluation,
+    Evaluator,
+    Ruleset,
+    compile_ruleset,
+    parse_ruleset,
+    ruleset_sha256,
+)
+from service.rules.language.evaluation import TraceLevel
 
 
 class Evaluated(Protocol):
@@ -37,6 +44,17 @@ class ActiveRules(Protocol):
 
 class RulesView(Protocol):
     def active(self, kind: str, name: str | None = None) -> Any: ...
+
+
+class RulesSource(Protocol):
+    """Where a request takes its `RulesView` from: the registry (`service.rules.registry.RulesRegistry`)
+    or the shipped files (`FileRulesets`)."""
+
+    def snapshot(self) -> RulesView: ...
+
+    def confirm(self, kind: str) -> None:
+        """Raise when this process must not decide `kind` now (its rulesets are unconfirmed)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -112,10 +130,6 @@ class FileRulesets:
         return None
 
 
-def rules_view(rules: Any) -> RulesView:
+def rules_view(rules: RulesSource) -> RulesView:
     """The view a request evaluates against: a registry's current snapshot, taken once per request."""
-    snapshot = getattr(rules, "snapshot", None)
-    if snapshot is None:
-        raise RuntimeError("no ruleset registry is configured")
-    view: RulesView = snapshot()
-    return view
+    return rules.snapshot()

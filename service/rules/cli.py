@@ -18,8 +18,10 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.errors import ServiceError
-from service.rules import RulesetError, check_ruleset, diff_rulesets, lifecycle, parse_ruleset
+from service.rules import lifecycle
 from service.rules import repository as repo
+from service.rules.language import RulesetError, diff_rulesets, parse_ruleset
+from service.rules.trial import check_ruleset
 from service.settings import get_settings
 
 T = TypeVar("T")

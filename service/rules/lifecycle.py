@@ -18,10 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.models.rulesets import RulesetKindRow, RulesetRow, RulesetVersionRow
 from service.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
-from service.rules import Problem, Ruleset, RulesetError, ValidationReport, check_ruleset, parse_ruleset
 from service.rules import repository as repo
-from service.rules import ruleset_sha256 as content_sha256
+from service.rules.language import Problem, Ruleset, RulesetError, ValidationReport, parse_ruleset
+from service.rules.language import ruleset_sha256 as content_sha256
 from service.rules.repository import DRAFT, PUBLISHED, RETIRED, VersionRecord
+from service.rules.trial import check_ruleset
 
 log = logging.getLogger(__name__)
 
@@ -87,26 +88,8 @@ class Checked:
         return self.report.ok and not self.report.errors and self.tests_pass
 
 
-_checked: dict[tuple[str, str], Checked] = {}
-
-
 def check_text(text: str, source: str = "<string>") -> Checked:
-    """Parse and check ruleset text; raise `Invalid` with located problems when it has errors.
-
-    A clean result is kept per (text, source): the same text always gets the same report, and every
-    worker seeding or re-pushing the shipped files would otherwise load each into durable_rules again.
-    """
-    hit = _checked.get((text, source))
-    if hit is not None:
-        return hit
-    checked = _check_text(text, source)
-    if len(_checked) >= 256:
-        _checked.clear()
-    _checked[(text, source)] = checked
-    return checked
-
-
-def _check_text(text: str, source: str) -> Checked:
+    """Parse and check ruleset text; raise `Invalid` with located problems when it has errors."""
     try:
         ruleset = parse_ruleset(text, source)
     except RulesetError as exc:

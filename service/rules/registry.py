@@ -27,11 +27,10 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.errors import ServiceError
-from service.rules import Evaluation, Evaluator, compile_ruleset, parse_ruleset
 from service.rules import repository as repo
 from service.rules.fleet import Heartbeat, WorkerIdentity, record_heartbeat, remove_heartbeat
+from service.rules.language import Evaluation, Evaluator, compile_ruleset, parse_ruleset
 from service.rules.lifecycle import seed_if_empty
-from service.services import Services
 from service.settings import EngineName, Settings
 
 log = logging.getLogger(__name__)
@@ -472,13 +471,4 @@ async def open_registry(settings: Settings, sessions: async_sessionmaker[AsyncSe
         heartbeat_seconds=settings.rules.heartbeat_seconds,
     )
     await registry.start()
-    return registry
-
-
-async def start_rules(services: Services) -> RulesRegistry:
-    """App start-up hook over `open_registry` that sets `services.rules` (idempotent)."""
-    if isinstance(services.rules, RulesRegistry):
-        return services.rules
-    registry = await open_registry(services.settings, services.sessions)
-    services.rules = registry
     return registry

@@ -1,4 +1,10 @@
-"""Run rulesets' embedded tests on both engines, or dry runs, in a child process.
+"""`check_ruleset`: everything publishing requires, gathered in one report; and dry runs. Both run in a
+child process.
+
+`check_ruleset` adds to the static checks (`service.rules.language.static_report`) the embedded tests on
+both engines; those and the durable_rules compile run in a child process with a time limit, so that a
+ruleset that would hang durable_rules, or tests that would take long, can never hold the server;
+`dry_run` evaluates a stored version on given facts in the same child, under its own time limit.
 
 `check_ruleset` and `dry_run` share one such child per server process (`TrialWorker`): it reads one JSON
 request per line on stdin and answers one line. {"text", "source"} loads the ruleset and runs its
@@ -6,7 +12,8 @@ embedded tests on the Python engine, then on durable_rules: ["ok", [test results
 evaluates the facts: ["ok", evaluation], ["invalid", [problems]], ["refused", {message, rule_id, path}]
 or ["error", reason]. Whatever hangs or takes too long (a ruleset that hangs durable_rules, see the engine
 notes) only holds the child, which is killed after a time limit and replaced; the child is also replaced
-every `MAX_TRIALS` requests, since durable_rules cannot unload a ruleset and each trial adds one.
+every `MAX_TRIALS` requests, since durable_rules cannot unload a ruleset and each trial adds one. The
+child answers the embedded tests of a text it has tested before from what it found then.
 """
 
 from __future__ import annotations
@@ -21,14 +28,28 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service.rules.language import (
+    Evaluation,
+    Problem,
+    RuleEvaluationError,
+    Ruleset,
+    RulesetError,
+    TestResult,
+    TraceLevel,
+    ValidationReport,
+    compile_ruleset,
+    parse_ruleset,
+    run_test,
+    static_report,
+)
+from service.rules.language.durable_engine import DurableEvaluator
+
 MAX_TRIALS = 200
+CHILD_TIMEOUT_SECONDS = 10.0
+DRY_RUN_SECONDS = 5.0
 
 
 def _evaluate(request: dict[str, Any]) -> list[object]:
-    from service.rules.compiler import compile_ruleset
-    from service.rules.document import parse_ruleset
-    from service.rules.problems import RuleEvaluationError, RulesetError
-
     try:
         ruleset = parse_ruleset(request["text"], request["source"])
         evaluator = compile_ruleset(ruleset, request["engine"], version=request["version"])
@@ -44,11 +65,6 @@ def _evaluate(request: dict[str, Any]) -> list[object]:
 def _answer(request: dict[str, Any]) -> list[object]:
     if "facts" in request:
         return _evaluate(request)
-    from service.rules.checks import run_test
-    from service.rules.compiler import compile_ruleset
-    from service.rules.document import parse_ruleset
-    from service.rules.durable_engine import DurableEvaluator
-
     try:
         ruleset = parse_ruleset(request["text"], request["source"])
         python = compile_ruleset(ruleset, "python")
@@ -61,10 +77,20 @@ def _answer(request: dict[str, Any]) -> list[object]:
 
 
 def main() -> None:
+    # The embedded tests of the same text give the same results: the child answers them again from here
+    # (every worker seeding the shipped files asks for the same ones). Dry runs are always evaluated.
+    tested: dict[str, str] = {}
     for line in sys.stdin:
-        if line.strip():
-            sys.stdout.write(json.dumps(_answer(json.loads(line))) + "\n")
-            sys.stdout.flush()
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        answer = tested.get(line) if "facts" not in request else None
+        if answer is None:
+            answer = json.dumps(_answer(request))
+            if "facts" not in request and answer.startswith('["ok"'):
+                tested[line] = answer
+        sys.stdout.write(answer + "\n")
+        sys.stdout.flush()
 
 
 class TrialWorker:
@@ -141,6 +167,84 @@ class TrialWorker:
     def close(self) -> None:
         with self._lock:
             self._stop()
+
+
+_worker: TrialWorker | None = None
+
+
+def _trial_worker() -> TrialWorker:
+    global _worker
+    if _worker is None:
+        _worker = TrialWorker()
+    return _worker
+
+
+def durable_trial(ruleset: Ruleset, timeout: float = CHILD_TIMEOUT_SECONDS) -> tuple[str, Any]:
+    """("ok", test results) or ("error", reason) from running the embedded tests on the Python engine
+    and loading the ruleset into durable_rules to run them again, in the trial child process (see
+    below), which is killed if it takes over `timeout` seconds.
+    """
+    return _trial_worker().trial(ruleset.text, ruleset.source, timeout)
+
+
+def dry_run(
+    text: str,
+    source: str,
+    facts: dict[str, Any],
+    trace: TraceLevel,
+    engine: str,
+    version: int,
+    timeout: float = DRY_RUN_SECONDS,
+) -> Evaluation:
+    """Evaluate the ruleset `text` on `facts` in the trial child process, killed after `timeout` seconds.
+
+    Blocking: call it from a thread. Raises `RulesetError` when the text is not a valid ruleset, and
+    `RuleEvaluationError` when the facts cannot be evaluated or the evaluation takes too long.
+    """
+    request = {
+        "text": text,
+        "source": source,
+        "facts": facts,
+        "trace": trace,
+        "engine": engine,
+        "version": version,
+    }
+    status, payload = _trial_worker().ask(request, timeout)
+    if status == "ok":
+        return Evaluation(**payload)
+    if status == "invalid":
+        raise RulesetError([Problem(**p) for p in payload])
+    if status == "refused":
+        raise RuleEvaluationError(payload["message"], payload["rule_id"], payload["path"])
+    if status == "timeout":
+        raise RuleEvaluationError(
+            f"the dry run did not finish within {timeout:g} s, the time limit of a dry run"
+        )
+    raise RuntimeError(f"the dry run failed: {payload}")
+
+
+def check_ruleset(ruleset: Ruleset, *, durable_timeout: float = CHILD_TIMEOUT_SECONDS) -> ValidationReport:
+    """Every check publishing requires; the report is `ok` only when nothing is wrong."""
+    report = static_report(ruleset)
+    if report.errors:
+        return report
+    status, payload = durable_trial(ruleset, durable_timeout)
+    if status == "ok":
+        report.tests.extend(TestResult(**r) for r in payload)
+    else:
+        line, column = ruleset.position("rules", False)
+        report.errors.append(Problem(ruleset.source, line, column, None, "rules", str(payload)))
+    return report
+
+
+def check_text(text: str, source: str = "<string>") -> tuple[Ruleset | None, ValidationReport]:
+    """Parse and check in one step: the ruleset (None if it does not parse) and the report, whose errors
+    then hold the parse problems."""
+    try:
+        ruleset = parse_ruleset(text, source)
+    except RulesetError as exc:
+        return None, ValidationReport(errors=list(exc.problems))
+    return ruleset, check_ruleset(ruleset)
 
 
 if __name__ == "__main__":

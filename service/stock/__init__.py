@@ -18,10 +18,10 @@ Public interface (import from `service.stock`):
   list_exceptions(limit=100), ping() (raises StockUnavailable or StockStateLost: the readiness probe),
   close().
 - backends: MemoryStockStore(clock=...), SqlStockStore(url, pool_size, clock), RedisStockStore.open(redis_url,
-  journal_url, pool_size=..., clock=..., recover=True): with `recover`, the store rebuilds itself from the
-  journal whenever its state marker is missing (`service.stock.recovery.StockRecovery`); `await
+  journal_url, pool_size=..., clock=...), and open_recovering(the same): a Redis store that rebuilds itself
+  from the journal whenever its state marker is missing (`service.stock.recovery.StockRecovery`); `await
   open_store(settings)` picks one from the settings.
-- demand: every backend has `store.demand` (`service.stock.demand.LedgerDemand`): `await
+- demand: `StockStore.demand`, on every backend (`service.stock.demand.LedgerDemand`): `await
   store.demand.rates(pairs) -> {(sku, location): units per day}`, the exponentially weighted rate kept
   from applied sales (half-life `HALF_LIFE_DAYS`), decayed to now; pairs that never sold are absent.
 - tools: start_sweeper(store, interval_seconds) -> asyncio.Task; rebuild_redis(store) -> RebuildReport (a
@@ -31,7 +31,8 @@ Public interface (import from `service.stock`):
 from service.stock.backends import open_store
 from service.stock.demand import HALF_LIFE_DAYS, LedgerDemand
 from service.stock.memory import MemoryStockStore
-from service.stock.rebuild import RebuildReport, rebuild_redis
+from service.stock.rebuild import RebuildReport
+from service.stock.recovery import open_recovering, rebuild_redis
 from service.stock.redis import RedisStockStore
 from service.stock.sql import SqlStockStore
 from service.stock.store import (
@@ -87,6 +88,7 @@ __all__ = [
     "StockStateLost",
     "StockStore",
     "StockUnavailable",
+    "open_recovering",
     "open_store",
     "rebuild_redis",
     "start_sweeper",

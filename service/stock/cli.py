@@ -50,13 +50,13 @@ async def _load(path: Path) -> int:
 
 
 async def _rebuild() -> str:
-    from service.stock.rebuild import rebuild_redis
+    from service.stock.recovery import rebuild_redis
     from service.stock.redis import RedisStockStore
 
     settings = get_settings()
     if settings.stock.backend != "redis" or not settings.stock.redis_url:
         raise StockError("stock rebuild needs the Redis backend: set REDIS_URL")
-    store = await RedisStockStore.open(settings.stock.redis_url, settings.database.url, recover=False)
+    store = await RedisStockStore.open(settings.stock.redis_url, settings.database.url)
     try:
         report = await rebuild_redis(store)
     finally:

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.engine import BatchInsert, HeldConnection
 from service.db.models.stock import StockExceptionRecord, StockJournalEntry
-from service.db.sqlite_writer import SqliteWriter, shared_writer, sqlite_file
+from service.db.sqlite_writer import SqliteWriter, SqliteWriters
 from service.stock.ledger import Delta
 from service.stock.store import StockException, StockUnavailable
 
@@ -58,6 +58,8 @@ class _Pending:
 @dataclass
 class Journal:
     engine: AsyncEngine
+    # the writer of a SQLite journal comes from here: shared with the decision log on the same file
+    sqlite_writers: SqliteWriters = field(default_factory=SqliteWriters)
     _queue: list[_Pending] = field(default_factory=list)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _writer: asyncio.Task[None] | None = None
@@ -68,8 +70,7 @@ class Journal:
 
     def __post_init__(self) -> None:
         self._held = HeldConnection(self.engine)
-        path = sqlite_file(self.engine.url)
-        self._sqlite = None if path is None else shared_writer(path)
+        self._sqlite = self.sqlite_writers.for_url(self.engine.url)
 
     async def append(self, entries: Sequence[Entry]) -> list[int | None]:
         """Write entries durably; returns the id given to each entry's exception (None without one)."""

@@ -19,7 +19,8 @@ from functools import partial
 
 import msgspec
 
-from service.stock import demand, ledger
+import service.stock.demand as demand
+import service.stock.ledger as ledger
 from service.stock.store import (
     EventResult,
     IdempotencyConflict,

@@ -41,15 +41,6 @@ class RebuildReport:
     events: int
 
 
-async def rebuild_redis(store: RedisStockStore) -> RebuildReport:
-    """Rebuild now even though the marker may be there (what `retail-policy stock rebuild` runs): under
-    the rebuild lock, with the marker removed meanwhile and written back at the end."""
-    # imported here: the recovery builds on this module
-    from service.stock.recovery import StockRecovery
-
-    return await (store.recovery or StockRecovery(store)).rebuild_now()
-
-
 async def replay_journal(
     store: RedisStockStore, now: datetime | None = None, fence: Callable[[], None] | None = None
 ) -> RebuildReport:

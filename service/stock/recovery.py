@@ -24,7 +24,9 @@ from typing import Literal
 
 from redis import exceptions as redis_errors
 
+from service.db.sqlite_writer import SqliteWriters
 from service.stock.journal import journal_size
+from service.stock.memory import Clock, utc_now
 from service.stock.rebuild import RebuildReport, replay_journal
 from service.stock.redis import DOWN_ERRORS, RedisStockStore
 from service.stock.redis_layout import to_ms
@@ -211,3 +213,31 @@ class StockRecovery:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def open_recovering(
+    redis_url: str,
+    journal_url: str,
+    *,
+    pool_size: int = 64,
+    clock: Clock = utc_now,
+    prefix: str = "rp:",
+    recover_wait_seconds: float = 30.0,
+    sqlite_writers: SqliteWriters | None = None,
+) -> RedisStockStore:
+    """A Redis store (`RedisStockStore.open`) that rebuilds itself from the journal whenever its state
+    marker is missing; opening waits up to `recover_wait_seconds` for that (a new deployment: the empty
+    journal gives an empty store and its marker; Redis down: no wait, the first call that finds it back
+    checks)."""
+    store = await RedisStockStore.open(
+        redis_url, journal_url, pool_size=pool_size, clock=clock, prefix=prefix, sqlite_writers=sqlite_writers
+    )
+    await StockRecovery(store).start(recover_wait_seconds)
+    return store
+
+
+async def rebuild_redis(store: RedisStockStore) -> RebuildReport:
+    """Rebuild now even though the marker may be there (what `retail-policy stock rebuild` runs): under
+    the rebuild lock, with the marker removed meanwhile and written back at the end."""
+    recovery = store.recovery if isinstance(store.recovery, StockRecovery) else StockRecovery(store)
+    return await recovery.rebuild_now()

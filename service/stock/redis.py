@@ -39,7 +39,7 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -48,9 +48,12 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+import service.stock.cluster as cluster
+import service.stock.demand as demand
+import service.stock.ledger as ledger
 from service.db.engine import create_engine
+from service.db.sqlite_writer import SqliteWriters
 from service.settings import DatabaseSettings
-from service.stock import cluster, demand, ledger
 from service.stock.cluster import (
     ClusterScripts,
     CrossSlotUnsupported,
@@ -94,10 +97,16 @@ from service.stock.store import (
 )
 from service.stock.wire import ScriptClient
 
-if TYPE_CHECKING:
-    from service.stock.recovery import StockRecovery
-
 log = logging.getLogger("retail_policy.stock")
+
+
+class Recovery(Protocol):
+    """What the store asks of the recovery attached to it (`service.stock.recovery.StockRecovery`)."""
+
+    def wake(self) -> None: ...
+
+    async def close(self) -> None: ...
+
 
 DOWN_ERRORS = (
     redis_errors.ConnectionError,
@@ -139,7 +148,7 @@ class RedisStockStore:
         self._capacity = Script("capacity")
         self.demand = demand.LedgerDemand(self._demand_states, clock)
         # set by `StockRecovery`: woken whenever a call finds the state marker missing
-        self.recovery: StockRecovery | None = None
+        self.recovery: Recovery | None = None
         self._down_logged = -1.0
         if not cluster:
             scripts.on_connect = self.check_behind
@@ -153,41 +162,31 @@ class RedisStockStore:
         pool_size: int = 64,
         clock: Clock = utc_now,
         prefix: str = "rp:",
-        recover: bool = True,
-        recover_wait_seconds: float = 30.0,
+        sqlite_writers: SqliteWriters | None = None,
     ) -> RedisStockStore:
         """Create the blocking connection pool and the journal's engine; Redis may still be down.
 
-        With `recover`, the store rebuilds itself from the journal whenever its state marker is missing,
-        and opening waits up to `recover_wait_seconds` for that (a new deployment: the empty journal
-        gives an empty store and its marker; Redis down: no wait, the first call that finds it back checks).
-        """
-        journal = Journal(create_engine(DatabaseSettings(url=journal_url)))
+        A `redis+cluster://` URL opens redis-py's cluster client (one connection pool per node; its command
+        methods are those of the single-node client, which the store is written against). The store opened
+        so does not rebuild itself: `service.stock.recovery.open_recovering` opens one that does."""
+        journal = Journal(create_engine(DatabaseSettings(url=journal_url)), sqlite_writers or SqliteWriters())
         if is_cluster_url(redis_url):
-            # a `redis+cluster://` URL: redis-py's cluster client, one connection pool per node; its
-            # command methods are those of the single-node client, which the store is written against
             nodes = open_cluster(redis_url, pool_size)
             client = cast(aioredis.Redis, nodes)
-            per_node = ClusterScripts(nodes, redis_url)
-            store = cls(client, per_node, journal, clock=clock, prefix=prefix, cluster=True)
-        else:
-            pool = aioredis.BlockingConnectionPool.from_url(
-                redis_url,
-                max_connections=pool_size,
-                timeout=5,
-                socket_connect_timeout=1,
-                socket_timeout=5,
-                retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
+            return cls(
+                client, ClusterScripts(nodes, redis_url), journal, clock=clock, prefix=prefix, cluster=True
             )
-            client = aioredis.Redis(connection_pool=pool)
-            scripts = ScriptClient(redis_url, connect_timeout=1, reply_timeout=5)
-            store = cls(client, scripts, journal, clock=clock, prefix=prefix)
-        if recover:
-            # imported here: the recovery builds on this module
-            from service.stock.recovery import StockRecovery
-
-            await StockRecovery(store).start(recover_wait_seconds)
-        return store
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=pool_size,
+            timeout=5,
+            socket_connect_timeout=1,
+            socket_timeout=5,
+            retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
+        )
+        client = aioredis.Redis(connection_pool=pool)
+        scripts = ScriptClient(redis_url, connect_timeout=1, reply_timeout=5)
+        return cls(client, scripts, journal, clock=clock, prefix=prefix)
 
     def now(self) -> datetime:
         return self._clock()

@@ -25,6 +25,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+import service.stock.demand as demand
+import service.stock.ledger as ledger
 from service.db.base import aware
 from service.db.engine import create_engine
 from service.db.models.stock import (
@@ -35,7 +37,6 @@ from service.db.models.stock import (
     StockLevel,
 )
 from service.settings import DatabaseSettings
-from service.stock import demand, ledger
 from service.stock.journal import exception_values
 from service.stock.memory import Clock, utc_now
 from service.stock.store import (

@@ -13,6 +13,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from service.stock.demand import LedgerDemand
+
 EventType = Literal[
     "receipt",
     "sale",
@@ -235,6 +237,11 @@ class InvalidStockInput(StockError):
 @runtime_checkable
 class StockStore(Protocol):
     """Stock levels, events and reservations; safe under any concurrency, across worker processes."""
+
+    @property
+    def demand(self) -> LedgerDemand:
+        """The demand rates the ledger keeps from applied sales (`service.stock.demand`)."""
+        ...
 
     async def get_levels(self, skus: Sequence[str]) -> dict[str, dict[str, Levels]]:
         """sku -> location -> Levels for every location that has a row; unknown SKUs map to {}."""

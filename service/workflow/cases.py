@@ -28,20 +28,20 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.base import aware, utc_now
 from service.db.models import ApprovalCase, ApprovalCaseRole, ApprovalStep, ChangeRequest, ItemPrice
 from service.decisions.approvals import transfer_floor
-from service.decisions.context import context_from
+from service.decisions.context import DecisionServices, context_from
 from service.domain.cases import Approval, acting_role, escalate, refusal, satisfied
 from service.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
+from service.masterdata import MasterDataCache
 from service.security.audit import audit
-from service.services import Services
 from service.stock import StockEvent
 from service.workflow.exceptions import clear_exception
 from service.workflow.outbox import add_event
@@ -106,17 +106,29 @@ def step_view(step: ApprovalStep) -> dict[str, Any]:
     }
 
 
+class WorkflowServices(DecisionServices, Protocol):
+    """What the workflow reads of the app's services (`service.services.Services`)."""
+
+    @property
+    def engine(self) -> AsyncEngine: ...
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]: ...
+
+    @property
+    def master_data(self) -> MasterDataCache: ...
+
+
 @dataclass
 class Workflow:
-    services: Services
+    services: WorkflowServices
     clock: Clock = utc_now
     hook: Hook | None = None
     recovery_grace: timedelta = RECOVERY_GRACE
     _lock: asyncio.Lock | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        engine = getattr(self.services, "engine", None)
-        if engine is not None and engine.dialect.name == "sqlite":
+        if self.services.engine.dialect.name == "sqlite":
             self._lock = asyncio.Lock()
 
     @contextlib.asynccontextmanager
@@ -136,7 +148,7 @@ class Workflow:
             yield session
 
     @property
-    def sessions(self) -> Any:
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
         return self.services.sessions
 
     async def _at(self, point: str, case_id: str) -> None:

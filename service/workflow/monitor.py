@@ -33,7 +33,7 @@ from service.db.models import ApprovalCase, Delivery, ExpectedReceipt
 from service.decisions.availability import ChannelPolicies
 from service.decisions.context import DecisionContext
 from service.decisions.log import NullDecisionLog
-from service.decisions.rules import rules_view
+from service.decisions.rules import RulesSource, rules_view
 from service.errors import ServiceError
 from service.masterdata import MasterDataCache
 from service.stock.store import EventResult, Levels, StockEvent, StockStore
@@ -68,7 +68,7 @@ class ExceptionMonitor:
         sessions: async_sessionmaker[AsyncSession],
         stock: StockStore | None,
         master_data: MasterDataCache | None = None,
-        rules: Any = None,
+        rules: RulesSource | None = None,
         *,
         oversell_channels: Sequence[str] = ("ecommerce", "store"),
         clock: Callable[[], datetime],

@@ -302,7 +302,7 @@ async def test_inbox_query_with_100k_open_cases_on_postgresql(postgres_server_da
     await seed_cases(url, INBOX_CASES, "c")
     async with engine.begin() as conn:
         await conn.exec_driver_sql("ANALYZE")
-    workflow = Workflow(cast(Any, SimpleNamespace(sessions=session_factory(engine))))
+    workflow = Workflow(cast(Any, SimpleNamespace(engine=engine, sessions=session_factory(engine))))
     shapes: dict[str, list[float]] = {
         "role, first page": [],
         "role, deep pages": [],

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from service.rules import Evaluator, compile_ruleset, parse_ruleset
+from service.rules.language import Evaluator, compile_ruleset, parse_ruleset
 
 TYPES = ["store", "dc", "dark_store", "outlet", "popup"]
 REGIONS = [f"r{i}" for i in range(10)]

@@ -39,7 +39,7 @@ async def open_backend(
         url = await _migrated_url(name, request)
         store = SqlStockStore(url, clock=clock)
     else:
-        from service.stock.redis import RedisStockStore
+        from service.stock.recovery import open_recovering
 
         if name == "redis-cluster":
             redis_url = redis_url or await flushed_cluster(request)
@@ -48,7 +48,7 @@ async def open_backend(
             redis_url = redis_url or await flushed_redis(request)
             # "redis" journals into SQLite, "redis+postgresql" into PostgreSQL.
             journal_url = await _migrated_url(name.partition("+")[2] or "sqlite", request)
-        store = await RedisStockStore.open(redis_url, journal_url, clock=clock)
+        store = await open_recovering(redis_url, journal_url, clock=clock)
     try:
         yield store
     finally:

@@ -12,8 +12,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.rules import RuleEvaluationError, RulesetError, compile_ruleset, parse_ruleset
-from service.rules.durable_engine import DurableEvaluator
+from service.rules.language import RuleEvaluationError, RulesetError, compile_ruleset, parse_ruleset
+from service.rules.language.durable_engine import DurableEvaluator
 
 INT_FIELDS = ["transfer.qty", "source.available", "source.floor", "destination.available"]
 FLOAT_FIELDS = ["transfer.value"]

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import msgspec
 import pytest
 
-from service.stock.rebuild import rebuild_redis
+from service.stock.recovery import rebuild_redis
 from service.stock.redis import RedisStockStore
 from service.stock.store import (
     CapacityClaim,

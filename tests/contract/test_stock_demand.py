@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from service.domain.reorder import decay_demand_rate, update_demand_rate
-from service.stock.rebuild import rebuild_redis
+from service.stock.recovery import rebuild_redis
 from service.stock.redis import RedisStockStore
 from service.stock.store import SnapshotRow, StockEvent, StockStateLost, StockStore, StockUnavailable
 from tests.contract.stock_backends import FakeClock, open_backend

@@ -16,6 +16,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from service.stock.recovery import open_recovering
 from service.stock.redis import RedisStockStore, reservation_id
 from service.stock.store import (
     ReservationLine,
@@ -113,7 +114,7 @@ async def test_two_workers_that_find_the_state_lost_rebuild_it_once(
 ) -> None:
     await redis_stock.reserve(ask("k1"))
     url: str = request.getfixturevalue("redis_server_url")
-    other = await RedisStockStore.open(url, str(redis_stock.journal.engine.url), clock=FakeClock())
+    other = await open_recovering(url, str(redis_stock.journal.engine.url), clock=FakeClock())
     try:
         caplog.set_level(logging.WARNING, "retail_policy.stock")
         await redis_stock.client.flushdb()

@@ -329,7 +329,7 @@ async def _open(backend: str, request: pytest.FixtureRequest, tmp_path: Path, cl
     from service.db.migrate import upgrade
     from service.settings import DatabaseSettings
     from service.stock.memory import MemoryStockStore
-    from service.stock.redis import RedisStockStore
+    from service.stock.recovery import open_recovering
     from service.stock.sql import SqlStockStore
     from tests.conftest import _reset_postgres
 
@@ -349,11 +349,11 @@ async def _open(backend: str, request: pytest.FixtureRequest, tmp_path: Path, cl
         client = aioredis.Redis.from_url(redis_url)
         await client.flushdb()
         await client.aclose()
-        return await RedisStockStore.open(redis_url, url, clock=clock)
+        return await open_recovering(redis_url, url, clock=clock)
     if backend == "redis-cluster":
         from tests.contract.stock_backends import flushed_cluster
 
-        return await RedisStockStore.open(await flushed_cluster(request), url, clock=clock)
+        return await open_recovering(await flushed_cluster(request), url, clock=clock)
     return SqlStockStore(url, clock=clock)
 
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 
 from service.db.engine import BatchInsert, create_engine, sqlite_pragmas
-from service.db.sqlite_writer import SqliteWriter, shared_writer, sqlite_file
+from service.db.sqlite_writer import SqliteWriter, SqliteWriters, sqlite_file
 from service.settings import DatabaseSettings
 
 
@@ -72,8 +72,12 @@ def test_sqlite_file_names_only_files() -> None:
 
 def test_one_writer_per_file(tmp_path: Path) -> None:
     path = make_table(tmp_path / "w.db")
-    assert shared_writer(path) is shared_writer(str(tmp_path / "." / "w.db"))
-    assert shared_writer(path) is not shared_writer(make_table(tmp_path / "other.db"))
+    writers = SqliteWriters()
+    assert writers.for_file(path) is writers.for_file(str(tmp_path / "." / "w.db"))
+    assert writers.for_url(f"sqlite+aiosqlite:///{path}") is writers.for_file(path)
+    assert writers.for_file(path) is not writers.for_file(make_table(tmp_path / "other.db"))
+    assert writers.for_url("postgresql+asyncpg://127.0.0.1/test") is None
+    assert SqliteWriters().for_file(path) is not writers.for_file(path)
 
 
 async def test_what_one_turn_hands_over_is_one_transaction_on_the_loop_thread(tmp_path: Path) -> None:

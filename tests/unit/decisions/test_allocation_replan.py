@@ -13,7 +13,7 @@ from service.decisions.log import NullDecisionLog
 from service.decisions.rules import FileRulesets
 from service.decisions.schemas import AllocationRequest, DestinationIn, OrderLineIn
 from service.masterdata import ItemRecord, LocationRecord, MasterData
-from service.rules import parse_ruleset
+from service.rules.language import parse_ruleset
 from service.stock import (
     MemoryStockStore,
     ReservationLine,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.rules import check_ruleset, parse_ruleset
+from service.rules.language import parse_ruleset
+from service.rules.trial import check_ruleset
 
 RULESETS = Path(__file__).resolve().parents[3] / "rulesets"
 FILES = sorted(RULESETS.glob("*/*.yaml"))

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.rules import FACT_CATALOG, lifecycle
+from service.rules import lifecycle
+from service.rules.language import FACT_CATALOG
 from service.rules.registry import RulesRegistry
 
 SHIPPED = Path(__file__).resolve().parents[3] / "rulesets"

@@ -7,19 +7,17 @@ from textwrap import dedent
 
 import pytest
 
-from service.rules import (
+from service.rules.language import (
     Problem,
     RuleEvaluationError,
     RulesetError,
-    check_ruleset,
     compile_ruleset,
-    dry_run,
     facts_bound_problem,
     parse_ruleset,
 )
-from service.rules.document import MAX_DEPTH, MAX_DOCUMENT_BYTES
-from service.rules.facts import MAX_FACTS_DEPTH
-from service.rules.syntax import (
+from service.rules.language.document import MAX_DEPTH, MAX_DOCUMENT_BYTES
+from service.rules.language.facts import MAX_FACTS_DEPTH
+from service.rules.language.syntax import (
     MAX_INTEGER,
     MAX_STRING_CHARS,
     MAX_TEXT_CHARS,
@@ -28,6 +26,7 @@ from service.rules.syntax import (
     parse_condition,
     parse_expression,
 )
+from service.rules.trial import check_ruleset, dry_run
 
 HEADER = "ruleset: bounds\nkind: reorder\n"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.rules import canonical_json, diff_rulesets, parse_ruleset, ruleset_sha256
+from service.rules.language import canonical_json, diff_rulesets, parse_ruleset, ruleset_sha256
 
 BLOCK = """\
 ruleset: transfer-approval

@@ -6,8 +6,9 @@ from textwrap import dedent
 
 import pytest
 
-from service.rules import Problem, RulesetError, check_ruleset, check_text, compile_ruleset, parse_ruleset
-from service.rules.analysis import analyse
+from service.rules.language import Problem, RulesetError, compile_ruleset, parse_ruleset
+from service.rules.language.analysis import analyse
+from service.rules.trial import check_ruleset, check_text
 
 
 def ruleset(

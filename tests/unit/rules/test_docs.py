@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.rules import RulesetError, check_ruleset, parse_ruleset
+from service.rules.language import RulesetError, parse_ruleset
+from service.rules.trial import check_ruleset
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "rulesets.md"
 BLOCKS = re.findall(r"^```(yaml(?: refused)?)\n(.*?)^```$", DOC.read_text(), flags=re.S | re.M)

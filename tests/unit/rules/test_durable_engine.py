@@ -7,17 +7,17 @@ import json
 import durable_rules_engine as dre
 import pytest
 
-from service.rules import compile_ruleset, parse_ruleset, ruleset_sha256
-from service.rules.analysis import normalize
-from service.rules.durable_engine import (
+from service.rules.language import compile_ruleset, parse_ruleset, ruleset_sha256
+from service.rules.language.analysis import normalize
+from service.rules.language.durable_engine import (
     DurableEvaluator,
     _session_id,
     format_float,
     plain_json,
     ruleset_definition,
 )
-from service.rules.evaluation import CompiledRuleset
-from service.rules.syntax import parse_condition
+from service.rules.language.evaluation import CompiledRuleset
+from service.rules.language.syntax import parse_condition
 
 TEXT = """\
 ruleset: durable-json

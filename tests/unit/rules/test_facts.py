@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.rules import fact_problems, parse_ruleset
+from service.rules.language import fact_problems, parse_ruleset
 
 RULESET = parse_ruleset(
     "ruleset: typed\nkind: transfer\n"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from service.rules import check_ruleset, compile_ruleset, parse_ruleset
-from service.rules.analysis import analyse
-from service.rules.checks import durable_trial
-from service.rules.compiler import compiled_ruleset
-from service.rules.durable_engine import DurableEvaluator, EngineError
-from service.rules.limits import limit_problems
+from service.rules.language import compile_ruleset, parse_ruleset
+from service.rules.language.analysis import analyse
+from service.rules.language.compiler import compiled_ruleset
+from service.rules.language.durable_engine import DurableEvaluator, EngineError
+from service.rules.language.limits import limit_problems
+from service.rules.trial import check_ruleset, durable_trial
 
 HEAD = "ruleset: limits-{n}\nkind: transfer\nhit_policy: collect\nfacts: {{transfer.qty: int, source.type: str}}\nrules:\n"
 

@@ -6,8 +6,8 @@ from textwrap import dedent
 
 import pytest
 
-from service.rules import Problem, RulesetError, parse_ruleset
-from service.rules.syntax import (
+from service.rules.language import Problem, RulesetError, parse_ruleset
+from service.rules.language.syntax import (
     And,
     Arith,
     Call,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 
-from service.rules.analysis import norm_text, normalize
-from service.rules.syntax import parse_condition, unparse
+from service.rules.language.analysis import norm_text, normalize
+from service.rules.language.syntax import parse_condition, unparse
 from tests.contract.test_engines_agree import condition_text
 
 

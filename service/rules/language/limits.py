@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from service.rules.analysis import AllOf, AnyOf, Norm, Test, Truth, guarded_fields
-from service.rules.document import Rule, Ruleset
-from service.rules.problems import Problem
-from service.rules.syntax import Literal
+from service.rules.language.analysis import AllOf, AnyOf, Norm, Test, Truth, guarded_fields
+from service.rules.language.document import Rule, Ruleset
+from service.rules.language.problems import Problem
+from service.rules.language.syntax import Literal
 
 MAX_RULES = 4096
 MAX_ALTERNATIVES = 4096

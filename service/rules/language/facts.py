@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from service.rules.document import Ruleset
-from service.rules.syntax import MAX_INTEGER
+from service.rules.language.document import Ruleset
+from service.rules.language.syntax import MAX_INTEGER
 
 MAX_FACTS_DEPTH = 16
 _MISSING = object()

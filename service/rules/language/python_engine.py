@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from service.rules.analysis import AllOf, Norm, Test
-from service.rules.evaluation import (
+from service.rules.language.analysis import AllOf, Norm, Test
+from service.rules.language.evaluation import (
     MISSING,
     CompiledRule,
     CompiledRuleset,
@@ -21,7 +21,7 @@ from service.rules.evaluation import (
     Getter,
     make_getter,
 )
-from service.rules.syntax import Literal
+from service.rules.language.syntax import Literal
 
 INDEX_FROM = 16  # below this many rules, trying each one is as fast as the index
 

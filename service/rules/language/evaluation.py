@@ -14,10 +14,10 @@ from time import perf_counter_ns
 from typing import Any
 from typing import Literal as TypingLiteral
 
-from service.rules.analysis import AllOf, Norm, Test, Truth, firing_order, tests_of
-from service.rules.document import Ruleset
-from service.rules.problems import RuleEvaluationError
-from service.rules.syntax import (
+from service.rules.language.analysis import AllOf, Norm, Test, Truth, firing_order, tests_of
+from service.rules.language.document import Ruleset
+from service.rules.language.problems import RuleEvaluationError
+from service.rules.language.syntax import (
     MAX_INTEGER,
     ROUND_DIGITS,
     Arith,

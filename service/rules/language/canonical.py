@@ -6,8 +6,8 @@ import hashlib
 import json
 from typing import Any
 
-from service.rules.document import Rule, Ruleset
-from service.rules.syntax import unparse
+from service.rules.language.document import Rule, Ruleset
+from service.rules.language.syntax import unparse
 
 
 def canonical_json(ruleset: Ruleset) -> str:

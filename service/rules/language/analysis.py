@@ -16,10 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.rules.document import Origin, Rule, Ruleset
-from service.rules.kinds import FACT_CATALOG, FACT_TYPES, RESULT_CHOICES, RESULT_FIELDS, RESULT_MINIMUM
-from service.rules.problems import Problem
-from service.rules.syntax import (
+from service.rules.language.document import Origin, Rule, Ruleset
+from service.rules.language.kinds import (
+    FACT_CATALOG,
+    FACT_TYPES,
+    RESULT_CHOICES,
+    RESULT_FIELDS,
+    RESULT_MINIMUM,
+)
+from service.rules.language.problems import Problem
+from service.rules.language.syntax import (
     And,
     Arith,
     Call,

@@ -1,7 +1,7 @@
 """The ruleset document: reading the YAML into a `Ruleset`, with every problem located by line and column.
 
 The YAML is composed into a node tree first so that each value keeps its position; values are then
-built from the nodes. Conditions and `= expression` values are parsed by `service.rules.syntax`.
+built from the nodes. Conditions and `= expression` values are parsed by `service.rules.language.syntax`.
 
 Before anything is composed, the text is bounded: at most `MAX_DOCUMENT_BYTES`, nested at most
 `MAX_DEPTH` levels, and without anchors or aliases, so that a small document cannot expand into a huge
@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from service.rules.kinds import KINDS
-from service.rules.problems import Problem, RulesetError
-from service.rules.syntax import (
+from service.rules.language.kinds import KINDS
+from service.rules.language.problems import Problem, RulesetError
+from service.rules.language.syntax import (
     MAX_INTEGER,
     And,
     Cond,
@@ -83,6 +83,9 @@ class Ruleset:
     document: dict[str, Any] = field(default_factory=dict)
     positions: dict[str, Position] = field(default_factory=dict)
     origins: dict[int, Origin] = field(default_factory=dict)
+    # what the compiler derived from this document (`service.rules.language.compiler`), kept with it and
+    # dropped with it
+    derived: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     def position(self, path: str, value: bool = True) -> Position:
         """Best known position of a document path such as `rules[1].then.outcome`."""

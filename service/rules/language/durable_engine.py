@@ -22,11 +22,18 @@ from typing import Any
 import durable_rules_engine as dre
 import msgspec
 
-from service.rules.analysis import AllOf, AnyOf, Norm, Test, Truth, guarded_fields
-from service.rules.evaluation import CompiledRule, CompiledRuleset, Evaluation, Evaluator, Facts, TraceLevel
-from service.rules.problems import RuleEvaluationError
-from service.rules.python_engine import PythonEvaluator
-from service.rules.syntax import Arith, Call, Expr, Field, ListLiteral, Literal
+from service.rules.language.analysis import AllOf, AnyOf, Norm, Test, Truth, guarded_fields
+from service.rules.language.evaluation import (
+    CompiledRule,
+    CompiledRuleset,
+    Evaluation,
+    Evaluator,
+    Facts,
+    TraceLevel,
+)
+from service.rules.language.problems import RuleEvaluationError
+from service.rules.language.python_engine import PythonEvaluator
+from service.rules.language.syntax import Arith, Call, Expr, Field, ListLiteral, Literal
 
 TAG_FIELD = "t"
 TAG_VALUE = "req"
@@ -140,6 +147,8 @@ def durable_name(name: str, sha256: str) -> str:
 
 _ABSENT: Any = object()
 _encode = msgspec.json.Encoder().encode
+# durable_rules keeps every loaded ruleset for the life of the process, by name, and refuses a name twice:
+# this is that registry as seen from Python, so a name already loaded gives back its handle
 _handles: dict[str, Any] = {}
 _load_lock = threading.Lock()
 _thread = threading.local()
