@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from service.stock import ledger
+import service.stock.ledger as ledger
 from service.stock.cluster import SlotTags
 from service.stock.store import Levels, Reservation, ReservedLine
 
