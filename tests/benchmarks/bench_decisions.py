@@ -208,9 +208,9 @@ def start_server(tmp: Path, env: dict[str, str], root: Path = ROOT) -> tuple[sub
         time.sleep(0.2)
 
 
-async def start_app(tmp: Path, redis_url: str, root: Path = ROOT) -> tuple[subprocess.Popen[bytes], int, str]:
-    """A fresh SQLite database in `tmp` and an emptied Redis database, an API key, and the server of the
-    checkout at `root` on them: (process, port, key)."""
+async def prepare_app(tmp: Path, redis_url: str, root: Path = ROOT) -> tuple[dict[str, str], str]:
+    """A fresh SQLite database in `tmp` and an emptied Redis database, and an API key: the server's
+    environment and the key."""
     redis.Redis.from_url(redis_url).flushdb()
     database_url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
     engine = create_engine(DatabaseSettings(url=database_url))
@@ -225,13 +225,33 @@ async def start_app(tmp: Path, redis_url: str, root: Path = ROOT) -> tuple[subpr
         "RULESETS_DIR": str(root / "rulesets"),
         "AUTO_MIGRATE": "0",
     }
+    return env, key
+
+
+async def start_app(tmp: Path, redis_url: str, root: Path = ROOT) -> tuple[subprocess.Popen[bytes], int, str]:
+    """`prepare_app`, and the server of the checkout at `root` on it: (process, port, key)."""
+    env, key = await prepare_app(tmp, redis_url, root)
     process, port = start_server(tmp, env, root)
     return process, port, key
 
 
-def allocation_request(n: int, key: str) -> bytes:
+async def seed(client: httpx.AsyncClient) -> None:
+    """The benchmark's locations, items and stock, through the API (`client` has the base and the key)."""
+    for path, rows in (("/v1/locations", locations()), ("/v1/items", items())):
+        assert (await client.put(path, json=rows)).status_code == 200
+    rows = stock_rows()
+    for i in range(0, len(rows), 2000):
+        response = await client.put("/v1/stock", json=rows[i : i + 2000])
+        assert response.status_code == 200, response.text
+
+
+def allocation_request(n: int, key: str, query: str = "?trace=none") -> bytes:
     """The n-th allocation of the benchmark: a new order of 3 lines over the hot SKUs, reserved."""
-    body = {
+    return request_bytes("/v1/decisions/allocation" + query, json.dumps(allocation_body(n)).encode(), key)
+
+
+def allocation_body(n: int) -> dict[str, Any]:
+    return {
         "order_id": f"o-{n}",
         "channel": "ecommerce",
         "fulfillment": "ship",
@@ -240,7 +260,6 @@ def allocation_request(n: int, key: str) -> bytes:
         "reserve": True,
         "idempotency_key": f"bench-{n}",
     }
-    return request_bytes("/v1/decisions/allocation?trace=none", json.dumps(body).encode(), key)
 
 
 EVALSHA_BODY = json.dumps({"order_id": "o", "lines": [{"sku": "HOT-1", "qty": 1}]}).encode()
@@ -253,12 +272,7 @@ async def measure(tmp: Path) -> dict[str, Any]:
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as client:
-            for path, rows in (("/v1/locations", locations()), ("/v1/items", items())):
-                assert (await client.put(path, json=rows)).status_code == 200
-            rows = stock_rows()
-            for i in range(0, len(rows), 2000):
-                response = await client.put("/v1/stock", json=rows[i : i + 2000])
-                assert response.status_code == 200, response.text
+            await seed(client)
 
             def allocation(n: int) -> bytes:
                 return allocation_request(n, key)
