@@ -173,6 +173,7 @@ def _key_json(record: Any) -> dict[str, Any]:
 
 
 SERVERS = ("granian", "uvicorn")
+KEEP_ALIVE_SECONDS = 75
 
 
 def run_server(target: str, *, server: str, host: str, port: int, workers: int, log_level: str) -> None:
@@ -183,6 +184,7 @@ def run_server(target: str, *, server: str, host: str, port: int, workers: int, 
     if server == "granian":
         from granian import Granian
         from granian.constants import Interfaces, Loops
+        from granian.http import HTTP1Settings
         from granian.log import LogLevels
 
         Granian(
@@ -195,6 +197,9 @@ def run_server(target: str, *, server: str, host: str, port: int, workers: int, 
             factory=True,
             log_level=LogLevels(log_level),
             log_access=False,
+            # hyper's header read timeout, which may also bound the idle wait between two requests on a
+            # kept-alive connection: longer than a balancer's idle timeout, as for uvicorn below
+            http1_settings=HTTP1Settings(header_read_timeout=KEEP_ALIVE_SECONDS * 1000),
             # a worker that does not stop within this after SIGTERM is killed
             workers_kill_timeout=10,
         ).serve()
@@ -214,7 +219,7 @@ def run_server(target: str, *, server: str, host: str, port: int, workers: int, 
         timeout_graceful_shutdown=10,
         # Longer than a balancer's idle timeout (60 s is common): a connection the client or balancer
         # still believes open is never closed under it between two requests.
-        timeout_keep_alive=75,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
 
 

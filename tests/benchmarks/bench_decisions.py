@@ -4,7 +4,10 @@
   EVALSHA (goal: at least 0.5);
 - availability for 10 SKUs over a bare endpoint that decodes and encodes the same bodies (goal: 0.5);
 - allocation p99 latency at half of its measured maximum rate (open loop, latency from the scheduled send);
-- the reorder scan's sku-locations per second over 10,000 sku-locations in one request.
+- the reorder scan's sku-locations per second over 10,000 sku-locations in one request;
+- the default trace level's cost: the rate with trace=none over the rate at the default level (`rules`),
+  and the server's CPU time per request at the default level over that with trace=none, for both
+  decisions at 64 connections (`trace_cost`; goal: at most 1.25).
 
 One uvicorn worker serves the real app (SQLite decision log and journal, Redis stock on database 4 unless
 BENCH_REDIS_URL says otherwise, durable_rules engine); the load comes from a small keep-alive HTTP/1.1
@@ -280,6 +283,8 @@ async def measure(tmp: Path) -> dict[str, Any]:
             evalsha = request_bytes("/bare/evalsha", EVALSHA_BODY, key)
             bare_avail = request_bytes("/bare/availability", AVAILABILITY_BODY, key)
             real_avail = request_bytes("/v1/decisions/availability?trace=none", AVAILABILITY_BODY, key)
+            # the default trace level (`rules`), at 64 connections only
+            traced_avail = request_bytes("/v1/decisions/availability", AVAILABILITY_BODY, key)
             # warm both paths (compiled rulesets, scripts, pools, master data cache)
             await closed_loop(port, allocation, 1.0)
             await closed_loop(port, lambda n: real_avail, 1.0)
@@ -302,7 +307,14 @@ async def measure(tmp: Path) -> dict[str, Any]:
                         ("allocation", lambda n, o=offset: allocation(o + n)),
                         ("bare_availability", lambda n: bare_avail),
                         ("availability", lambda n: real_avail),
+                        (
+                            "allocation_traced",
+                            lambda n, o=offset: allocation_request(o + 5 * 10**5 + n, key, ""),
+                        ),
+                        ("availability_traced", lambda n: traced_avail),
                     ):
+                        if suffix and name.endswith("_traced"):
+                            continue
                         before, loop_before = server_cpu(process.pid), loop_cpu(process.pid)
                         redis_before, client_before = redis_cpu(stats), time.process_time()
                         started = time.perf_counter()
@@ -358,6 +370,24 @@ async def measure(tmp: Path) -> dict[str, Any]:
         "bare_availability_rps": round(mean_rate(phases["bare_availability"])),
         "availability_10_skus_rps": round(mean_rate(phases["availability"])),
         "availability": ratio("availability", "bare_availability"),
+        # the same decision with trace=none over the default trace level: rate(none) / rate(rules)
+        "trace_cost": {
+            kind: {
+                "ratio": round(mean_rate(phases[kind]) / mean_rate(phases[f"{kind}_traced"]), 3),
+                "rounds": [
+                    round(n[0] / t[0], 3) for n, t in zip(phases[kind], phases[f"{kind}_traced"], strict=True)
+                ],
+                # the server's CPU time per request at the default level over that with trace=none: less
+                # disturbed than the rates when other work shares the machine
+                "cpu_ratio": round(
+                    statistics.mean(c for _, c in phases[f"{kind}_traced"])
+                    / statistics.mean(c for _, c in phases[kind]),
+                    3,
+                ),
+                "traced_over_bare": ratio(f"{kind}_traced", bare)["ratio"],
+            }
+            for kind, bare in (("allocation", "bare_evalsha"), ("availability", "bare_availability"))
+        },
         "at_16_connections": {
             "allocation": ratio("allocation@16", "bare_evalsha@16"),
             "availability": ratio("availability@16", "bare_availability@16"),

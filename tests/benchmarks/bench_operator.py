@@ -312,16 +312,30 @@ def report(s: Served, latencies: dict[str, Any]) -> dict[str, Any]:
     def rate(name: str) -> float:
         return statistics.mean(s.rates[name])
 
+    def cpu(name: str) -> float:
+        return statistics.mean(s.cpu[name])
+
     return {
+        # `cpu_ratio`: the bare endpoint's server CPU time per request over ours (what the ratio would be if
+        # both were bound by the server's CPU alone; less disturbed by other work on the machine)
         "ratios": {
             label: {
                 "ratio": round(rate(ours) / rate(bare), 3),
                 "rounds": [round(o / b, 3) for o, b in zip(s.rates[ours], s.rates[bare], strict=True)],
+                "cpu_ratio": round(cpu(bare) / cpu(ours), 3),
             }
             for label, (ours, bare) in RATIOS.items()
         },
+        # the default trace level over trace=none: by rate, per round, and by server CPU time per request
         "trace_cost": {
-            kind: round(rate(f"{kind}_none") / rate(kind), 3) for kind in ("availability", "allocation")
+            kind: {
+                "ratio": round(rate(f"{kind}_none") / rate(kind), 3),
+                "rounds": [
+                    round(n / t, 3) for n, t in zip(s.rates[f"{kind}_none"], s.rates[kind], strict=True)
+                ],
+                "cpu_ratio": round(cpu(kind) / cpu(f"{kind}_none"), 3),
+            }
+            for kind in ("availability", "allocation")
         },
         "rps": {name: [round(r) for r in rates] for name, rates in s.rates.items()},
         # requests per CPU-second of the server's processes (one core fully busy = this many per second)
