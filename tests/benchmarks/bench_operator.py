@@ -200,10 +200,11 @@ def bare_server(tmp: Path, server: str, env: dict[str, str]) -> Iterator[tuple[i
             stderr=subprocess.STDOUT,
         )
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 120
             while True:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("bare app did not start:\n" + log_path.read_text())
+                    state = f"exit code {process.returncode}" if process.poll() is not None else "no answer"
+                    raise RuntimeError(f"bare app did not start ({state}):\n" + log_path.read_text())
                 try:
                     httpx.post(f"http://127.0.0.1:{port}/bare/evalsha", content=EVALSHA_BODY, timeout=1)
                     break
