@@ -211,11 +211,13 @@ def start_server(tmp: Path, env: dict[str, str], root: Path = ROOT) -> tuple[sub
         time.sleep(0.2)
 
 
-async def prepare_app(tmp: Path, redis_url: str, root: Path = ROOT) -> tuple[dict[str, str], str]:
-    """A fresh SQLite database in `tmp` and an emptied Redis database, and an API key: the server's
-    environment and the key."""
+async def prepare_app(
+    tmp: Path, redis_url: str, root: Path = ROOT, database_url: str | None = None
+) -> tuple[dict[str, str], str]:
+    """A fresh SQLite database in `tmp` (or the empty database at `database_url`) and an emptied Redis
+    database, and an API key: the server's environment and the key."""
     redis.Redis.from_url(redis_url).flushdb()
-    database_url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
+    database_url = database_url or f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
     engine = create_engine(DatabaseSettings(url=database_url))
     await upgrade(engine)
     key = await create_key(session_factory(engine), "bench", ["decide", "stock"])

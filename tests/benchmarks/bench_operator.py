@@ -4,7 +4,8 @@ For each HTTP server `retail-policy serve` offers (granian and uvicorn with http
 BENCH_SERVERS to pick), two things run side by side on loopback:
 
 - the service: `retail-policy serve --workers 2 --server <name>` with Redis stock (a claimed database of
-  its own), the SQLite journal and decision log, durable_rules and the shipped rulesets;
+  its own), the journal and decision log in SQLite (or, with BENCH_DATABASE=postgresql, in a fresh
+  PostgreSQL database), durable_rules and the shipped rulesets;
 - the bare app: the two bare endpoints of `decisions_server.py` alone in a Litestar app, served by the same
   `service.cli.run_server` with the same server and worker count.
 
@@ -55,7 +56,7 @@ from tests.benchmarks.bench_decisions import (
     seed,
 )
 from tests.server import running_server
-from tests.services import claimed_database, free_port
+from tests.services import claimed_database, free_port, postgres_database
 
 SERVER_NAMES = tuple(os.environ.get("BENCH_SERVERS", ",".join(SERVERS)).split(","))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
@@ -63,6 +64,8 @@ PHASE_SECONDS = int(os.environ.get("BENCH_PHASE_SECONDS", "3"))
 LATENCY_SECONDS = 4.0
 CONNECTIONS = 32
 WORKERS = 2
+# where the service keeps its journal and decision log: sqlite (a file) or postgresql (a fresh database)
+DATABASE = os.environ.get("BENCH_DATABASE", "sqlite")
 
 # `@N@` in a body becomes a request id unique in the run, `@Sk@` the SKU number (counter + k) % 10
 ALLOCATION_TEMPLATE = json.dumps(
@@ -246,7 +249,8 @@ async def start(tmp: Path, server: str, stack: ExitStack) -> Served:
     db = stack.enter_context(claimed_database("127.0.0.1", 6379, None))
     work = tmp / server
     work.mkdir()
-    env, key = await prepare_app(work, f"redis://127.0.0.1:6379/{db}")
+    database = stack.enter_context(postgres_database()) if DATABASE == "postgresql" else None
+    env, key = await prepare_app(work, f"redis://127.0.0.1:6379/{db}", database_url=database)
     env["HTTP_SERVER"] = server
     base = stack.enter_context(running_server(work, env=env, workers=WORKERS))
     port = int(base.rsplit(":", 1)[1])
