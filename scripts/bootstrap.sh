@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepares a machine that has only Python 3.11 or 3.12: a C compiler and Python headers (durable_rules
-# is built from source), and, with --test, a redis-server binary and Debian's chromium (the console's
-# browser tests drive it headless through Playwright, which never downloads a browser). Installs with
-# apt-get only what is missing, then creates .venv with the project and its test tools.
+# is built from source), and, with --test, a redis-server binary, Debian's chromium (the console's
+# browser tests drive it headless through Playwright, which never downloads a browser) and wrk (the load
+# generator of tests/benchmarks/bench_operator.py). Installs with apt-get only what is missing, then
+# creates .venv with the project and its test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +49,9 @@ if [ "$want_redis" = 1 ] && command -v redis-server >/dev/null 2>&1 && ! command
 fi
 if [ "$want_redis" = 1 ] && [ ! -x /usr/bin/chromium ]; then
   missing+=(chromium)
+fi
+if [ "$want_redis" = 1 ] && ! command -v wrk >/dev/null 2>&1; then
+  missing+=(wrk)
 fi
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 

@@ -172,9 +172,63 @@ def _key_json(record: Any) -> dict[str, Any]:
     }
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+SERVERS = ("granian", "uvicorn")
+KEEP_ALIVE_SECONDS = 75
+
+
+def run_server(target: str, *, server: str, host: str, port: int, workers: int, log_level: str) -> None:
+    """Serve the ASGI app factory `target` ("module:function") with `workers` processes.
+
+    granian (Rust HTTP/1.1, uvloop) is the default; uvicorn runs with httptools and uvloop (its
+    `standard` extras). docs/benchmarks.md has the measurements behind the choice."""
+    if server == "granian":
+        from granian import Granian
+        from granian.constants import Interfaces, Loops
+        from granian.http import HTTP1Settings
+        from granian.log import LogLevels
+
+        Granian(
+            target,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGI,
+            workers=workers,
+            loop=Loops.uvloop,
+            factory=True,
+            log_level=LogLevels(log_level),
+            log_access=False,
+            # hyper's header read timeout, which may also bound the idle wait between two requests on a
+            # kept-alive connection: longer than a balancer's idle timeout, as for uvicorn below
+            http1_settings=HTTP1Settings(header_read_timeout=KEEP_ALIVE_SECONDS * 1000),
+            # a worker that does not stop within this after SIGTERM is killed
+            workers_kill_timeout=10,
+        ).serve()
+        return
     import uvicorn
 
+    uvicorn.run(
+        target,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+        http="httptools",
+        loop="uvloop",
+        timeout_graceful_shutdown=10,
+        # Longer than a balancer's idle timeout (60 s is common): a connection the client or balancer
+        # still believes open is never closed under it between two requests.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if args.server not in SERVERS:
+        print(
+            f"configuration error: HTTP_SERVER={args.server!r}: expected granian or uvicorn", file=sys.stderr
+        )
+        return 2
     os.environ["HOST"], os.environ["PORT"], os.environ["WORKERS"] = (
         args.host,
         str(args.port),
@@ -198,18 +252,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True, exist_ok=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
-    uvicorn.run(
+    run_server(
         "service.app:create_app",
-        factory=True,
+        server=args.server,
         host=args.host,
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        # Longer than a balancer's idle timeout (60 s is common): a connection the client or balancer
-        # still believes open is never closed under it between two requests.
-        timeout_keep_alive=75,
     )
     return 0
 
@@ -222,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     serve.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1")))
+    serve.add_argument(
+        "--server",
+        choices=SERVERS,
+        default=os.environ.get("HTTP_SERVER", "granian"),
+        help="the HTTP server (default: granian, or HTTP_SERVER)",
+    )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )

@@ -103,8 +103,8 @@ class ChannelPolicies:
         if found is not None:
             return found
         shared = self._shared
-        # a promoted item's table depends on the time; a traced request must list its evaluations
-        reuse = not promoted and self.trace == "none"
+        # a promoted item's table depends on the time; the full trace lists its evaluations as made
+        reuse = not promoted and self.trace != "full"
         if reuse:
             found = shared.tables.get(key)
             if found is not None and self.evaluated is None and shared.policies:
@@ -127,7 +127,7 @@ class ChannelPolicies:
         """`prepared` of every SKU in `skus` (all known to master data); an untraced request without
         promotions reuses the list an earlier request with the same SKUs built."""
         md = self.ctx.master_data
-        if self.trace != "none" or md.promotions:
+        if self.trace == "full" or md.promotions:
             return [self.prepared(md.items[sku]) for sku in skus]
         key = tuple(skus)
         shared = self._shared
@@ -172,29 +172,62 @@ class ChannelPolicies:
             self.channel, item.category, item.price, location.type, location.region, promo
         )
 
-    def policy(self, item: ItemRecord, location: LocationRecord) -> LocationPolicy:
+    def _key(self, item: ItemRecord, location: LocationRecord) -> tuple[Any, ...]:
+        """What the policy of `item` at `location` depends on."""
         md = self.ctx.master_data
         promo = bool(md.promotions) and bool(
             md.active_promotions(item.sku, self.ctx.now, location.id, self.channel)
         )
-        key = (item.category, item.price, location.type, location.region, promo)
+        return (item.category, item.price, location.type, location.region, promo)
+
+    def _evaluated(
+        self, item: ItemRecord, location: LocationRecord, key: tuple[Any, ...]
+    ) -> tuple[LocationPolicy, Any, dict[str, Any]]:
+        """(policy, evaluation, facts) for `key`, shared: evaluated once per snapshot with the `rules` trace
+        (a few microseconds, once), so that a request at that level reuses it like an untraced one."""
+        level = "full" if self.trace == "full" else "rules"
+        shared = self._shared.policies
+        found = shared.get((*key, level))
+        if found is None:
+            facts = self.facts(item, location, key[-1])
+            evaluated = self.ruleset.evaluate(facts, level)
+            found = (LocationPolicy.from_result(evaluated.evaluation.result), evaluated, facts)
+            shared[(*key, level)] = found
+        return found
+
+    def policy(self, item: ItemRecord, location: LocationRecord) -> LocationPolicy:
+        key = self._key(item, location)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        shared_key = (*key, self.trace)
-        shared = self._shared.policies
-        found = shared.get(shared_key)
-        if found is None:
-            facts = self.facts(item, location, promo)
-            evaluated = self.ruleset.evaluate(facts, self.trace)
-            found = (LocationPolicy.from_result(evaluated.evaluation.result), evaluated, facts)
-            shared[shared_key] = found
-        policy, evaluated, facts = found
+        policy, evaluated, facts = self._evaluated(item, location, key)
         self.evaluated = evaluated
         self._cache[key] = policy
-        if self.trace != "none":
+        if self.trace == "full":
             self.evaluations.append({"facts": facts, "rules": evaluated.evaluation.trace})
         return policy
+
+    def rules_trace(self, skus: Sequence[str]) -> list[dict[str, Any]]:
+        """The `rules` trace of a request for `skus`: every distinct evaluation their policies came from, in
+        the order first used, read from the shared answers after the decision (nothing is evaluated or
+        copied per request for it beyond these few entries)."""
+        md = self.ctx.master_data
+        seen: set[tuple[Any, ...]] = set()
+        out: list[dict[str, Any]] = []
+        kinds: set[tuple[Any, ...]] = set()
+        for sku in skus:
+            item = md.items[sku]
+            if not md.promotions:  # then items alike in category and price have the same evaluations
+                if (item.category, item.price) in kinds:
+                    continue
+                kinds.add((item.category, item.price))
+            for location in md.locations.values():
+                key = self._key(item, location)
+                if key not in seen:
+                    seen.add(key)
+                    _, evaluated, facts = self._evaluated(item, location, key)
+                    out.append({"facts": facts, "rules": evaluated.evaluation.trace})
+        return out
 
     def ruleset_ref(self) -> dict[str, Any]:
         if self.evaluated is not None:
@@ -305,7 +338,10 @@ async def decide_availability(
                 )
         skus.append(out)
     decision = {"channel": request.channel, "skus": skus}
-    trace_out = None if trace == "none" else {"evaluations": policies.evaluations}
+    trace_out: dict[str, Any] | None = None
+    if trace != "none":
+        evaluations = policies.evaluations if trace == "full" else policies.rules_trace(request.skus)
+        trace_out = {"evaluations": evaluations}
     shadow = _shadow(ctx, request, policies, available, skus)
     return await finish(
         ctx,

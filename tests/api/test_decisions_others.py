@@ -53,6 +53,31 @@ async def test_the_full_trace_gives_the_per_location_breakdown(dapi: DecisionsAp
     }
 
 
+async def test_the_default_trace_lists_every_distinct_evaluation_also_after_untraced_requests(
+    dapi: DecisionsApi,
+) -> None:
+    request = {"channel": "ecommerce", "skus": ["TEE-001", "MUG-002"]}
+    untraced = (await dapi.post("availability", request, trace="none")).json()
+    assert untraced["trace"] is None
+    # the untraced request filled the shared answers; the traced ones read their evaluations from them
+    default = (await dapi.post("availability", request)).json()
+    full = (await dapi.post("availability", request, trace="full")).json()
+    assert default["decision"] == untraced["decision"]
+    evaluations = default["trace"]["evaluations"]
+    seen = [
+        (e["facts"]["item"]["category"], e["facts"]["location"]["type"], e["facts"]["location"]["region"])
+        for e in evaluations
+    ]
+    # 2 kinds of item x 4 kinds of location (dc north, dc south, store north, dark store south)
+    assert seen == [
+        (category, kind, region)
+        for category in ("apparel", "homeware")
+        for kind, region in (("dc", "north"), ("dc", "south"), ("store", "north"), ("dark_store", "south"))
+    ]
+    assert all(e["rules"] for e in evaluations)
+    assert [e["facts"] for e in evaluations] == [e["facts"] for e in full["trace"]["evaluations"]]
+
+
 async def test_availability_agrees_with_what_a_reservation_grants(dapi: DecisionsApi) -> None:
     await dapi.snapshot(
         [SnapshotRow("MUG-002", "dc-manchester", 0), SnapshotRow("MUG-002", "store-leeds", 6)]

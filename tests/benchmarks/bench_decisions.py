@@ -4,7 +4,10 @@
   EVALSHA (goal: at least 0.5);
 - availability for 10 SKUs over a bare endpoint that decodes and encodes the same bodies (goal: 0.5);
 - allocation p99 latency at half of its measured maximum rate (open loop, latency from the scheduled send);
-- the reorder scan's sku-locations per second over 10,000 sku-locations in one request.
+- the reorder scan's sku-locations per second over 10,000 sku-locations in one request;
+- the default trace level's cost: the rate with trace=none over the rate at the default level (`rules`),
+  and the server's CPU time per request at the default level over that with trace=none, for both
+  decisions at 64 connections (`trace_cost`; goal: at most 1.25).
 
 One uvicorn worker serves the real app (SQLite decision log and journal, Redis stock on database 4 unless
 BENCH_REDIS_URL says otherwise, durable_rules engine); the load comes from a small keep-alive HTTP/1.1
@@ -208,11 +211,13 @@ def start_server(tmp: Path, env: dict[str, str], root: Path = ROOT) -> tuple[sub
         time.sleep(0.2)
 
 
-async def start_app(tmp: Path, redis_url: str, root: Path = ROOT) -> tuple[subprocess.Popen[bytes], int, str]:
-    """A fresh SQLite database in `tmp` and an emptied Redis database, an API key, and the server of the
-    checkout at `root` on them: (process, port, key)."""
+async def prepare_app(
+    tmp: Path, redis_url: str, root: Path = ROOT, database_url: str | None = None
+) -> tuple[dict[str, str], str]:
+    """A fresh SQLite database in `tmp` (or the empty database at `database_url`) and an emptied Redis
+    database, and an API key: the server's environment and the key."""
     redis.Redis.from_url(redis_url).flushdb()
-    database_url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
+    database_url = database_url or f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
     engine = create_engine(DatabaseSettings(url=database_url))
     await upgrade(engine)
     key = await create_key(session_factory(engine), "bench", ["decide", "stock"])
@@ -225,13 +230,33 @@ async def start_app(tmp: Path, redis_url: str, root: Path = ROOT) -> tuple[subpr
         "RULESETS_DIR": str(root / "rulesets"),
         "AUTO_MIGRATE": "0",
     }
+    return env, key
+
+
+async def start_app(tmp: Path, redis_url: str, root: Path = ROOT) -> tuple[subprocess.Popen[bytes], int, str]:
+    """`prepare_app`, and the server of the checkout at `root` on it: (process, port, key)."""
+    env, key = await prepare_app(tmp, redis_url, root)
     process, port = start_server(tmp, env, root)
     return process, port, key
 
 
-def allocation_request(n: int, key: str) -> bytes:
+async def seed(client: httpx.AsyncClient) -> None:
+    """The benchmark's locations, items and stock, through the API (`client` has the base and the key)."""
+    for path, rows in (("/v1/locations", locations()), ("/v1/items", items())):
+        assert (await client.put(path, json=rows)).status_code == 200
+    rows = stock_rows()
+    for i in range(0, len(rows), 2000):
+        response = await client.put("/v1/stock", json=rows[i : i + 2000])
+        assert response.status_code == 200, response.text
+
+
+def allocation_request(n: int, key: str, query: str = "?trace=none") -> bytes:
     """The n-th allocation of the benchmark: a new order of 3 lines over the hot SKUs, reserved."""
-    body = {
+    return request_bytes("/v1/decisions/allocation" + query, json.dumps(allocation_body(n)).encode(), key)
+
+
+def allocation_body(n: int) -> dict[str, Any]:
+    return {
         "order_id": f"o-{n}",
         "channel": "ecommerce",
         "fulfillment": "ship",
@@ -240,7 +265,6 @@ def allocation_request(n: int, key: str) -> bytes:
         "reserve": True,
         "idempotency_key": f"bench-{n}",
     }
-    return request_bytes("/v1/decisions/allocation?trace=none", json.dumps(body).encode(), key)
 
 
 EVALSHA_BODY = json.dumps({"order_id": "o", "lines": [{"sku": "HOT-1", "qty": 1}]}).encode()
@@ -253,12 +277,7 @@ async def measure(tmp: Path) -> dict[str, Any]:
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as client:
-            for path, rows in (("/v1/locations", locations()), ("/v1/items", items())):
-                assert (await client.put(path, json=rows)).status_code == 200
-            rows = stock_rows()
-            for i in range(0, len(rows), 2000):
-                response = await client.put("/v1/stock", json=rows[i : i + 2000])
-                assert response.status_code == 200, response.text
+            await seed(client)
 
             def allocation(n: int) -> bytes:
                 return allocation_request(n, key)
@@ -266,6 +285,8 @@ async def measure(tmp: Path) -> dict[str, Any]:
             evalsha = request_bytes("/bare/evalsha", EVALSHA_BODY, key)
             bare_avail = request_bytes("/bare/availability", AVAILABILITY_BODY, key)
             real_avail = request_bytes("/v1/decisions/availability?trace=none", AVAILABILITY_BODY, key)
+            # the default trace level (`rules`), at 64 connections only
+            traced_avail = request_bytes("/v1/decisions/availability", AVAILABILITY_BODY, key)
             # warm both paths (compiled rulesets, scripts, pools, master data cache)
             await closed_loop(port, allocation, 1.0)
             await closed_loop(port, lambda n: real_avail, 1.0)
@@ -288,7 +309,14 @@ async def measure(tmp: Path) -> dict[str, Any]:
                         ("allocation", lambda n, o=offset: allocation(o + n)),
                         ("bare_availability", lambda n: bare_avail),
                         ("availability", lambda n: real_avail),
+                        (
+                            "allocation_traced",
+                            lambda n, o=offset: allocation_request(o + 5 * 10**5 + n, key, ""),
+                        ),
+                        ("availability_traced", lambda n: traced_avail),
                     ):
+                        if suffix and name.endswith("_traced"):
+                            continue
                         before, loop_before = server_cpu(process.pid), loop_cpu(process.pid)
                         redis_before, client_before = redis_cpu(stats), time.process_time()
                         started = time.perf_counter()
@@ -344,6 +372,24 @@ async def measure(tmp: Path) -> dict[str, Any]:
         "bare_availability_rps": round(mean_rate(phases["bare_availability"])),
         "availability_10_skus_rps": round(mean_rate(phases["availability"])),
         "availability": ratio("availability", "bare_availability"),
+        # the same decision with trace=none over the default trace level: rate(none) / rate(rules)
+        "trace_cost": {
+            kind: {
+                "ratio": round(mean_rate(phases[kind]) / mean_rate(phases[f"{kind}_traced"]), 3),
+                "rounds": [
+                    round(n[0] / t[0], 3) for n, t in zip(phases[kind], phases[f"{kind}_traced"], strict=True)
+                ],
+                # the server's CPU time per request at the default level over that with trace=none: less
+                # disturbed than the rates when other work shares the machine
+                "cpu_ratio": round(
+                    statistics.mean(c for _, c in phases[f"{kind}_traced"])
+                    / statistics.mean(c for _, c in phases[kind]),
+                    3,
+                ),
+                "traced_over_bare": ratio(f"{kind}_traced", bare)["ratio"],
+            }
+            for kind, bare in (("allocation", "bare_evalsha"), ("availability", "bare_availability"))
+        },
         "at_16_connections": {
             "allocation": ratio("allocation@16", "bare_evalsha@16"),
             "availability": ratio("availability@16", "bare_availability@16"),

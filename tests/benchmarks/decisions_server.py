@@ -1,5 +1,7 @@
 """The server the decision benchmarks load: the real app (settings from the environment) plus two bare
-Litestar endpoints to compare with, served by uvicorn on the port given as the first argument.
+Litestar endpoints to compare with, served by uvicorn on the port given as the first argument. With a server name and a worker count after the
+port, the two bare endpoints alone (`create_bare_app`) are served through `service.cli.run_server`, the
+way `retail-policy serve` serves the service.
 
 - POST /bare/evalsha decodes the body and runs one EVALSHA on Redis, like the smallest possible
   reservation endpoint;
@@ -60,5 +62,21 @@ def build() -> Litestar:
     return app
 
 
-if __name__ == "__main__":
+def create_bare_app() -> Litestar:
+    """A Litestar app of the two bare endpoints and nothing else."""
+    return Litestar([bare_evalsha, bare_availability])
+
+
+if __name__ == "__main__" and len(sys.argv) > 2:
+    from service.cli import run_server
+
+    run_server(
+        "tests.benchmarks.decisions_server:create_bare_app",
+        server=sys.argv[2],
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        workers=int(sys.argv[3]),
+        log_level="warning",
+    )
+elif __name__ == "__main__":
     uvicorn.run(build(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)

@@ -63,6 +63,20 @@ def test_a_bad_setting_is_reported_not_raised(tmp_path: Path) -> None:
     assert "configuration error: STOCK_BACKEND='mongo'" in env_result.stderr
 
 
+def test_an_unknown_http_server_is_a_configuration_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "HTTP_SERVER": "gunicorn", "RETAIL_POLICY_VAR": str(tmp_path)},
+    )
+    assert result.returncode == 2
+    assert "configuration error: HTTP_SERVER='gunicorn'" in result.stderr
+    assert not (tmp_path / "retail-policy.db").exists()  # refused before migrating anything
+
+
 def test_keys_list_shows_every_key_but_no_secret(tmp_path: Path) -> None:
     key = run_cli(
         tmp_path,
