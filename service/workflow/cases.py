@@ -162,16 +162,21 @@ class Workflow:
         return list((await session.execute(query)).scalars())
 
     async def view(
-        self, session: AsyncSession, case_id: str, known: tuple[dict[str, Any], ChangeRequest] | None = None
+        self,
+        session: AsyncSession | None,
+        case_id: str,
+        known: tuple[dict[str, Any], ChangeRequest, list[ApprovalStep]] | None = None,
     ) -> dict[str, Any]:
-        """A case with its approval mode, the approvals that count now and every step (`known`: the case
-        and its request as this worker just wrote them, saving their reads)."""
+        """A case with its approval mode, the approvals that count now and every step (`known`: the case,
+        its request and its steps as this worker just wrote them, saving their reads; then `session` may
+        be None)."""
         if known is None:
+            assert session is not None
             case = await self.load(session, case_id)
             request = await self.request_of(session, case)
+            steps = await self.steps(session, case_id)
         else:
-            case, request = known
-        steps = await self.steps(session, case_id)
+            case, request, steps = known
         out = case_summary(case)
         out["approval"] = request.approval
         out["approvals"] = [
@@ -200,9 +205,10 @@ class Workflow:
         comment: str | None = None,
         changes: dict[str, Any] | None = None,
         extra_events: Sequence[tuple[str, dict[str, Any]]] = (),
+        written: list[ApprovalStep] | None = None,
     ) -> dict[str, Any]:
         """Move `case` (as read, at its version) one step, or raise `_Stale` when it moved meanwhile.
-        Answers the case as it now is."""
+        Answers the case as it now is; the step written is appended to `written` when given."""
         values: dict[str, Any] = {"version": case["version"] + 1, "updated_at": now, "status": status}
         values.update(changes or {})
         if case["status"] == "pending" and status != "pending":
@@ -216,17 +222,12 @@ class Workflow:
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise _Stale
         after = {**case, **values}
-        session.add(
-            ApprovalStep(
-                case_id=case["id"],
-                at=now,
-                action=action,
-                actor=actor,
-                role=role,
-                comment=comment,
-                detail=detail,
-            )
+        written_step = ApprovalStep(
+            case_id=case["id"], at=now, action=action, actor=actor, role=role, comment=comment, detail=detail
         )
+        session.add(written_step)
+        if written is not None:
+            written.append(written_step)
         await audit(
             session,
             actor,
@@ -335,33 +336,48 @@ class Workflow:
                     case = await self.load(session, case_id)
                     request = await self.request_of(session, case)
                     steps = await self.steps(session, case_id)
-                    approvals = [
-                        Approval(s.actor, s.role)
-                        for s in steps
-                        if s.action == "approved" and s.role is not None
-                    ]
-                    requesters = {request.requested_by, str(request.body["requested_by"]["id"])}
-                    why = refusal(
-                        person, requesters, case["status"], case["approvers"], approvals, holds, verdict
+                approvals = [
+                    Approval(s.actor, s.role) for s in steps if s.action == "approved" and s.role is not None
+                ]
+                requesters = {request.requested_by, str(request.body["requested_by"]["id"])}
+                why = refusal(
+                    person, requesters, case["status"], case["approvers"], approvals, holds, verdict
+                )
+                if why is not None:
+                    problem = Forbidden if why.status == 403 else Conflict
+                    raise problem(why.reason, [FieldError(why.field, why.reason)])
+                role = acting_role(request.approval, case["approvers"], approvals, holds)
+                given = [*approvals, Approval(person, str(role))]
+                done = verdict == "approve" and satisfied(
+                    request.approval, case["approvers"], case["approvals_required"], given
+                )
+                # the approval that completes a transfer checks the source floor on live stock first, so
+                # that its own transaction commits to the move (the shipment id) when the floor holds
+                blocked, shipment = None, None
+                if done and case["kind"] == "transfer" and request.shipment_id is None:
+                    body = request.body
+                    blocked = await self._source_floor_breach(
+                        body["sku"], body["from_location"], body["qty"], now
                     )
-                    if why is not None:
-                        problem = Forbidden if why.status == 403 else Conflict
-                        raise problem(why.reason, [FieldError(why.field, why.reason)])
-                    role = acting_role(request.approval, case["approvers"], approvals, holds)
+                    shipment = None if blocked is not None else f"shp-{case_id}"
                 # the write names the version read, so it needs no lock held since the read
                 await self._at("before_write", case_id)
-                detail = {"level": case["escalation_level"]}
+                written = list(steps)
                 async with self.writing() as session:
                     after = await self._decide(
-                        session, case, request, approvals, person, role, verdict, comment, detail, now
+                        session, case, request, person, role, verdict, comment, now, done, shipment, written
                     )
             except _Stale:
                 continue
             final: dict[str, Any] | None = after
             if after["status"] == "approved":
-                final = await self.execute_safely(case_id, now, (after, request))
-            async with self.sessions() as session:
-                return await self.view(session, case_id, None if final is None else (final, request))
+                final = await self.execute_safely(
+                    case_id, now, (after, request), committed=shipment, blocked=blocked, written=written
+                )
+            if final is None:  # not known how the case stands: read it
+                async with self.sessions() as session:
+                    return await self.view(session, case_id)
+            return await self.view(None, case_id, (final, request, written))
         raise Conflict(
             "the case kept changing while this action was applied; try again",
             [FieldError("version", "changed concurrently")],
@@ -372,28 +388,40 @@ class Workflow:
         session: AsyncSession,
         case: dict[str, Any],
         request: ChangeRequest,
-        approvals: list[Approval],
         person: str,
         role: str | None,
         verdict: str,
         comment: str | None,
-        detail: dict[str, Any],
         now: datetime,
+        done: bool,
+        shipment: str | None,
+        written: list[ApprovalStep],
     ) -> dict[str, Any]:
-        """The transition one approval or rejection makes."""
+        """The transition one approval or rejection makes (`done`: the approval completes the case;
+        `shipment`: the approved transfer's move is committed to in the same transaction)."""
+        detail = {"level": case["escalation_level"]}
         if verdict == "reject":
             return await self.transition(
                 session, case, status="rejected", action="rejected", actor=person, role=role,
                 comment=comment, now=now, detail=detail, event="case.rejected",
-                changes={"outcome_reason": comment},
+                changes={"outcome_reason": comment}, written=written,
             )  # fmt: skip
-        given = [*approvals, Approval(person, str(role))]
-        done = satisfied(request.approval, case["approvers"], case["approvals_required"], given)
-        return await self.transition(
+        after = await self.transition(
             session, case, status="approved" if done else "pending", action="approved",
             actor=person, role=role, comment=comment, now=now, detail=detail,
-            event="case.approved" if done else None,
+            event="case.approved" if done else None, written=written,
         )  # fmt: skip
+        if shipment is not None:
+            await self._commit_shipment(session, request, shipment)
+        return after
+
+    async def _commit_shipment(self, session: AsyncSession, request: ChangeRequest, shipment: str) -> None:
+        """From here on the transfer is finished, never checked again (its stock may have moved)."""
+        await session.execute(
+            update(ChangeRequest)
+            .where(ChangeRequest.id == request.id, ChangeRequest.shipment_id.is_(None))
+            .values(shipment_id=shipment)
+        )
 
     # executing
 
@@ -402,11 +430,13 @@ class Workflow:
         case_id: str,
         now: datetime | None = None,
         known: tuple[dict[str, Any], ChangeRequest] | None = None,
+        **approval: Any,
     ) -> dict[str, Any] | None:
         """Execute an approved case; a failure leaves it approved for the recovery pass. Answers the case
-        as this worker left it, or None when it does not know (another worker moved it, or a failure)."""
+        as this worker left it, or None when it does not know (another worker moved it, or a failure).
+        `approval`: what the approving request already did (see `_execute_transfer`)."""
         try:
-            return await self.execute(case_id, now, known)
+            return await self.execute(case_id, now, known, **approval)
         except Exception:
             log.exception("executing approved case %s failed; the sweeper retries it", case_id)
             return None
@@ -416,6 +446,7 @@ class Workflow:
         case_id: str,
         now: datetime | None = None,
         known: tuple[dict[str, Any], ChangeRequest] | None = None,
+        **approval: Any,
     ) -> dict[str, Any] | None:
         now = now or self.clock()
         if known is None:
@@ -427,11 +458,11 @@ class Workflow:
         if case["status"] != "approved":
             return None
         if case["kind"] == "markdown":
-            return await self._execute_markdown(case, request, now)
-        return await self._execute_transfer(case, request, now)
+            return await self._execute_markdown(case, request, now, approval.get("written"))
+        return await self._execute_transfer(case, request, now, **approval)
 
     async def _execute_markdown(
-        self, case: dict[str, Any], request: ChangeRequest, now: datetime
+        self, case: dict[str, Any], request: ChangeRequest, now: datetime, written: list[ApprovalStep] | None
     ) -> dict[str, Any] | None:
         body = request.body
         starts = datetime.combine(datetime.fromisoformat(body["effective_from"]).date(), time(0), UTC)
@@ -456,7 +487,7 @@ class Workflow:
                 after = await self.transition(
                     session, case, status="executed", action="executed", actor=SYSTEM_ACTOR, now=now,
                     detail=change, event="case.executed",
-                    extra_events=[("markdown.price_changed", {"price_change": change})],
+                    extra_events=[("markdown.price_changed", {"price_change": change})], written=written,
                 )  # fmt: skip
         except (_Stale, IntegrityError):
             return None  # another worker executed it
@@ -464,30 +495,35 @@ class Workflow:
         return after
 
     async def _execute_transfer(
-        self, case: dict[str, Any], request: ChangeRequest, now: datetime
+        self,
+        case: dict[str, Any],
+        request: ChangeRequest,
+        now: datetime,
+        committed: str | None = None,
+        blocked: dict[str, Any] | None = None,
+        written: list[ApprovalStep] | None = None,
     ) -> dict[str, Any] | None:
+        """Move the stock of an approved transfer. `committed`: the shipment id the approving transaction
+        set; `blocked`: the floor breach the approving request found (then no shipment was set)."""
         body = request.body
         sku, source, destination, qty = body["sku"], body["from_location"], body["to_location"], body["qty"]
-        shipment = request.shipment_id
+        shipment = request.shipment_id or committed
         if shipment is None:
-            blocked = await self._source_floor_breach(sku, source, qty, now)
+            if blocked is None:
+                blocked = await self._source_floor_breach(sku, source, qty, now)
             if blocked is not None:
                 try:
                     async with self.writing() as session:
                         return await self.transition(
                             session, case, status="blocked", action="blocked", actor=SYSTEM_ACTOR, now=now,
                             detail=blocked, event="case.blocked", changes={"outcome_reason": blocked["reason"]},
+                            written=written,
                         )  # fmt: skip
                 except _Stale:
                     return None
             shipment = f"shp-{case['id']}"
             async with self.writing() as session:
-                # committed to the move: from here on it is finished, never checked again
-                await session.execute(
-                    update(ChangeRequest)
-                    .where(ChangeRequest.id == request.id, ChangeRequest.shipment_id.is_(None))
-                    .values(shipment_id=shipment)
-                )
+                await self._commit_shipment(session, request, shipment)
         await self._at("before_move", case["id"])
         event_id = f"case-{case['id']}-out"
         stock = self.services.stock
@@ -509,6 +545,7 @@ class Workflow:
                 return await self.transition(
                     session, case, status="executed", action="executed", actor=SYSTEM_ACTOR, now=now,
                     detail=shipped, event="case.executed", extra_events=[("transfer.shipped", {"shipment": shipped})],
+                    written=written,
                 )  # fmt: skip
         except _Stale:
             return None  # another worker recorded it; the stock moved once, by event id
