@@ -30,12 +30,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.base import aware, utc_now
 from service.db.models import ApprovalCase, ApprovalCaseRole, ApprovalStep, ChangeRequest, ItemPrice
+from service.db.sqlite_writer import SqliteWriter, shared_writer, sqlite_file
 from service.decisions.approvals import transfer_floor
 from service.decisions.context import context_from
 from service.domain.cases import Approval, acting_role, escalate, refusal, satisfied
@@ -43,8 +44,18 @@ from service.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
 from service.security.audit import audit
 from service.services import Services
 from service.stock import StockEvent
-from service.workflow.exceptions import clear_exception
 from service.workflow.outbox import add_event
+from service.workflow.writes import (
+    Stale,
+    Transition,
+    case_summary,
+    for_sqlite,
+    plan,
+    role_rows,
+    step_view,
+    write_in_session,
+    write_sqlite,
+)
 
 log = logging.getLogger("retail_policy.workflow")
 
@@ -56,54 +67,12 @@ Hook = Callable[[str, str], Awaitable[None]]
 CASE_COLUMNS = list(ApprovalCase.__table__.columns)
 
 
-class _Stale(Exception):
-    """The case moved since it was read: read it again."""
-
-
 def case_from_row(row: Any) -> dict[str, Any]:
     case = dict(row._mapping)
     for key in ("sla_due_at", "created_at", "updated_at", "closed_at"):
         if case[key] is not None:
             case[key] = aware(case[key])
     return case
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def case_summary(case: dict[str, Any]) -> dict[str, Any]:
-    """A case as events and answers carry it (without its steps)."""
-    return {
-        "id": case["id"],
-        "kind": case["kind"],
-        "subject": case["subject"],
-        "requested_by": case["requested_by"],
-        "decision_id": case["decision_id"],
-        "status": case["status"],
-        "approvers": list(case["approvers"]),
-        "approvals_required": case["approvals_required"],
-        "escalation": list(case["escalation"]),
-        "escalation_level": case["escalation_level"],
-        "sla_hours": case["sla_hours"],
-        "sla_due_at": _iso(case["sla_due_at"]),
-        "created_at": _iso(case["created_at"]),
-        "updated_at": _iso(case["updated_at"]),
-        "closed_at": _iso(case["closed_at"]),
-        "outcome_reason": case["outcome_reason"],
-        "version": case["version"],
-    }
-
-
-def step_view(step: ApprovalStep) -> dict[str, Any]:
-    return {
-        "at": aware(step.at).isoformat(),
-        "action": step.action,
-        "actor": step.actor,
-        "role": step.role,
-        "comment": step.comment,
-        "detail": step.detail,
-    }
 
 
 @dataclass
@@ -113,11 +82,29 @@ class Workflow:
     hook: Hook | None = None
     recovery_grace: timedelta = RECOVERY_GRACE
     _lock: asyncio.Lock | None = field(init=False, default=None)
+    _sqlite: tuple[SqliteWriter, Any] | None = field(init=False, default=None)  # (writer, dialect)
 
     def __post_init__(self) -> None:
         engine = getattr(self.services, "engine", None)
         if engine is not None and engine.dialect.name == "sqlite":
             self._lock = asyncio.Lock()
+            path = sqlite_file(engine.url)
+            if path is not None:
+                self._sqlite = (shared_writer(path), engine.dialect)
+
+    async def commit(self, t: Transition) -> None:
+        """Write one transition in a transaction of its own (on a SQLite file: by the file's writer, in
+        the transaction of this turn of the loop); raises `Stale` when the case moved meanwhile."""
+        if self._sqlite is None:
+            async with self.writing() as session:
+                await write_in_session(session, t)
+            return
+        writer, dialect = self._sqlite
+        written = await writer.submit(write_sqlite, for_sqlite(t, dialect))
+        if isinstance(written, BaseException):
+            raise written
+        if not written:
+            raise Stale
 
     @contextlib.asynccontextmanager
     async def serial(self) -> AsyncIterator[None]:
@@ -207,62 +194,19 @@ class Workflow:
         extra_events: Sequence[tuple[str, dict[str, Any]]] = (),
         written: list[ApprovalStep] | None = None,
     ) -> dict[str, Any]:
-        """Move `case` (as read, at its version) one step, or raise `_Stale` when it moved meanwhile.
+        """Move `case` (as read, at its version) one step, or raise `Stale` when it moved meanwhile.
         Answers the case as it now is; the step written is appended to `written` when given."""
-        values: dict[str, Any] = {"version": case["version"] + 1, "updated_at": now, "status": status}
-        values.update(changes or {})
-        if case["status"] == "pending" and status != "pending":
-            values["closed_at"] = now
-        result = await session.execute(
-            update(ApprovalCase)
-            .where(ApprovalCase.id == case["id"], ApprovalCase.version == case["version"])
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            raise _Stale
-        after = {**case, **values}
-        written_step = ApprovalStep(
-            case_id=case["id"], at=now, action=action, actor=actor, role=role, comment=comment, detail=detail
-        )
-        session.add(written_step)
+        t = plan(
+            case, status=status, action=action, actor=actor, now=now, detail=detail, event=event,
+            role=role, comment=comment, changes=changes, extra_events=extra_events,
+        )  # fmt: skip
+        await write_in_session(session, t)
         if written is not None:
-            written.append(written_step)
-        await audit(
-            session,
-            actor,
-            f"case.{action}",
-            case["subject"],
-            {"case_id": case["id"], "status": status, "role": role, **detail},
-            note=comment,
-        )
-        step = {"action": action, "actor": actor, "role": role, "comment": comment, "detail": detail}
-        if event is not None:
-            add_event(session, event, case["subject"], {"case": case_summary(after), "step": step}, now)
-        for kind, payload in extra_events:
-            add_event(session, kind, case["subject"], {"case": case_summary(after), **payload}, now)
-        due = values.get("sla_due_at")
-        if status != "pending" or (due is not None and due > now):
-            # no longer stuck (closed, or escalated with a fresh SLA): its exception clears with it
-            await clear_exception(session, "stuck_approval", case["id"], now)
-        # the inbox index lists the roles that may act on a pending case: gone once it leaves pending
-        if "approvers" in values or (case["status"] == "pending" and status != "pending"):
-            await session.execute(delete(ApprovalCaseRole).where(ApprovalCaseRole.case_id == case["id"]))
-            if status == "pending":
-                await self._index_roles(session, after)
-        return after
+            written.append(t.step)
+        return t.after
 
     async def _index_roles(self, session: AsyncSession, case: dict[str, Any]) -> None:
-        rows = [
-            {
-                "case_id": case["id"],
-                "role": role,
-                "status": case["status"],
-                "kind": case["kind"],
-                "created_at": case["created_at"],
-            }
-            for role in dict.fromkeys(case["approvers"])
-        ]
+        rows = role_rows(case)
         if rows:
             await session.execute(insert(ApprovalCaseRole), rows)
 
@@ -362,13 +306,11 @@ class Workflow:
                     shipment = None if blocked is not None else f"shp-{case_id}"
                 # the write names the version read, so it needs no lock held since the read
                 await self._at("before_write", case_id)
-                written = list(steps)
-                async with self.writing() as session:
-                    after = await self._decide(
-                        session, case, request, person, role, verdict, comment, now, done, shipment, written
-                    )
-            except _Stale:
+                t = self._decision(case, request, person, role, verdict, comment, now, done, shipment)
+                await self.commit(t)
+            except Stale:
                 continue
+            written, after = [*steps, t.step], t.after
             final: dict[str, Any] | None = after
             if after["status"] == "approved":
                 final = await self.execute_safely(
@@ -383,9 +325,8 @@ class Workflow:
             [FieldError("version", "changed concurrently")],
         )
 
-    async def _decide(
+    def _decision(
         self,
-        session: AsyncSession,
         case: dict[str, Any],
         request: ChangeRequest,
         person: str,
@@ -395,25 +336,20 @@ class Workflow:
         now: datetime,
         done: bool,
         shipment: str | None,
-        written: list[ApprovalStep],
-    ) -> dict[str, Any]:
+    ) -> Transition:
         """The transition one approval or rejection makes (`done`: the approval completes the case;
         `shipment`: the approved transfer's move is committed to in the same transaction)."""
         detail = {"level": case["escalation_level"]}
         if verdict == "reject":
-            return await self.transition(
-                session, case, status="rejected", action="rejected", actor=person, role=role,
-                comment=comment, now=now, detail=detail, event="case.rejected",
-                changes={"outcome_reason": comment}, written=written,
+            return plan(
+                case, status="rejected", action="rejected", actor=person, role=role, comment=comment,
+                now=now, detail=detail, event="case.rejected", changes={"outcome_reason": comment},
             )  # fmt: skip
-        after = await self.transition(
-            session, case, status="approved" if done else "pending", action="approved",
-            actor=person, role=role, comment=comment, now=now, detail=detail,
-            event="case.approved" if done else None, written=written,
+        return plan(
+            case, status="approved" if done else "pending", action="approved", actor=person, role=role,
+            comment=comment, now=now, detail=detail, event="case.approved" if done else None,
+            shipment=None if shipment is None else (request.id, shipment),
         )  # fmt: skip
-        if shipment is not None:
-            await self._commit_shipment(session, request, shipment)
-        return after
 
     async def _commit_shipment(self, session: AsyncSession, request: ChangeRequest, shipment: str) -> None:
         """From here on the transfer is finished, never checked again (its stock may have moved)."""
@@ -489,7 +425,7 @@ class Workflow:
                     detail=change, event="case.executed",
                     extra_events=[("markdown.price_changed", {"price_change": change})], written=written,
                 )  # fmt: skip
-        except (_Stale, IntegrityError):
+        except (Stale, IntegrityError):
             return None  # another worker executed it
         self.services.master_data.invalidate()
         return after
@@ -512,15 +448,13 @@ class Workflow:
             if blocked is None:
                 blocked = await self._source_floor_breach(sku, source, qty, now)
             if blocked is not None:
-                try:
-                    async with self.writing() as session:
-                        return await self.transition(
-                            session, case, status="blocked", action="blocked", actor=SYSTEM_ACTOR, now=now,
-                            detail=blocked, event="case.blocked", changes={"outcome_reason": blocked["reason"]},
-                            written=written,
-                        )  # fmt: skip
-                except _Stale:
-                    return None
+                return await self._finish(
+                    plan(
+                        case, status="blocked", action="blocked", actor=SYSTEM_ACTOR, now=now,
+                        detail=blocked, event="case.blocked", changes={"outcome_reason": blocked["reason"]},
+                    ),
+                    written,
+                )  # fmt: skip
             shipment = f"shp-{case['id']}"
             async with self.writing() as session:
                 await self._commit_shipment(session, request, shipment)
@@ -540,15 +474,24 @@ class Workflow:
             "to_location": destination,
             "stock_event": results[0].status,
         }
+        # a Stale here: another worker recorded it; the stock moved once, by event id
+        return await self._finish(
+            plan(
+                case, status="executed", action="executed", actor=SYSTEM_ACTOR, now=now, detail=shipped,
+                event="case.executed", extra_events=[("transfer.shipped", {"shipment": shipped})],
+            ),
+            written,
+        )  # fmt: skip
+
+    async def _finish(self, t: Transition, written: list[ApprovalStep] | None) -> dict[str, Any] | None:
+        """Commit an execution's transition; None when another worker moved the case first."""
         try:
-            async with self.writing() as session:
-                return await self.transition(
-                    session, case, status="executed", action="executed", actor=SYSTEM_ACTOR, now=now,
-                    detail=shipped, event="case.executed", extra_events=[("transfer.shipped", {"shipment": shipped})],
-                    written=written,
-                )  # fmt: skip
-        except _Stale:
-            return None  # another worker recorded it; the stock moved once, by event id
+            await self.commit(t)
+        except Stale:
+            return None
+        if written is not None:
+            written.append(t.step)
+        return t.after
 
     async def _source_floor_breach(
         self, sku: str, source: str, qty: int, now: datetime
@@ -611,7 +554,7 @@ class Workflow:
                         )  # fmt: skip
                         closed += 1
                     break
-                except _Stale:
+                except Stale:
                     continue
         return closed
 
@@ -691,7 +634,7 @@ class Workflow:
                     },
                 )  # fmt: skip
                 return "escalated"
-        except _Stale:
+        except Stale:
             return None
 
 
