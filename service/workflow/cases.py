@@ -44,6 +44,7 @@ from service.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
 from service.security.audit import audit
 from service.services import Services
 from service.stock import StockEvent
+from service.workflow.moves import Moves
 from service.workflow.outbox import add_event
 from service.workflow.writes import (
     Stale,
@@ -83,8 +84,10 @@ class Workflow:
     recovery_grace: timedelta = RECOVERY_GRACE
     _lock: asyncio.Lock | None = field(init=False, default=None)
     _sqlite: tuple[SqliteWriter, Any] | None = field(init=False, default=None)  # (writer, dialect)
+    _moves: Moves = field(init=False)
 
     def __post_init__(self) -> None:
+        self._moves = Moves(lambda: self.services.stock)
         engine = getattr(self.services, "engine", None)
         if engine is not None and engine.dialect.name == "sqlite":
             self._lock = asyncio.Lock()
@@ -460,9 +463,8 @@ class Workflow:
                 await self._commit_shipment(session, request, shipment)
         await self._at("before_move", case["id"])
         event_id = f"case-{case['id']}-out"
-        stock = self.services.stock
-        results = await stock.apply_events(
-            [StockEvent(event_id, "transfer_out", sku, source, qty, now, None, destination, shipment)]
+        moved = await self._moves.apply(
+            StockEvent(event_id, "transfer_out", sku, source, qty, now, None, destination, shipment)
         )
         await self._at("after_move", case["id"])
         shipped = {
@@ -472,7 +474,7 @@ class Workflow:
             "qty": qty,
             "from_location": source,
             "to_location": destination,
-            "stock_event": results[0].status,
+            "stock_event": moved.status,
         }
         # a Stale here: another worker recorded it; the stock moved once, by event id
         return await self._finish(
