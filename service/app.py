@@ -131,6 +131,7 @@ async def start_services(settings: Settings) -> Services:
             oversell_channels=settings.workflow.oversell_channels,
             clock=lambda: datetime.now(UTC),
         ),
+        sqlite_writers=sqlite_writers,
         tasks=[sweeper],
     )
     services.workflow = Workflow(services)

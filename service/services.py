@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from service.db.sqlite_writer import SqliteWriters
 from service.decisions.log import SqlDecisionLog
 from service.masterdata import MasterDataCache
 from service.rules.registry import RulesRegistry
@@ -31,6 +32,8 @@ class Services:
     decision_log: SqlDecisionLog
     simulations: SimulationJobs
     monitor: ExceptionMonitor
+    # one writer per SQLite file, shared by the decision log, a Redis store's journal and the workflow
+    sqlite_writers: SqliteWriters
     # built on these services, so set right after them (`service.app.start_services`)
     workflow: Workflow = field(init=False)
     # the webhook deliveries; None when the settings turn background work off

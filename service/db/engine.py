@@ -46,6 +46,15 @@ def _json(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
+def bound(column_type: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """How a value of `column_type` goes to `dialect`'s driver (JSON through the engine's encoder); None
+    when it goes as it is."""
+    processor: Callable[[Any], Any] | None = (
+        _json if isinstance(column_type, JSON) else column_type.bind_processor(dialect)
+    )
+    return processor
+
+
 def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     url = make_url(settings.url)
     if url.get_backend_name() == "sqlite":
@@ -119,9 +128,7 @@ class BatchInsert:
                 raise ValueError(f"{self.table.name}: compiled parameters {order} are not {self.columns}")
             slots: list[tuple[int, Callable[[Any], Any] | None]] = []
             for name in order:
-                column_type = self.table.c[name].type
-                process = _json if isinstance(column_type, JSON) else column_type.bind_processor(dialect)
-                slots.append((self.columns.index(name), process))
+                slots.append((self.columns.index(name), bound(self.table.c[name].type, dialect)))
             found = (str(compiled), slots)
             self._compiled[dialect.name] = found
         return found

@@ -30,12 +30,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.base import aware, utc_now
 from service.db.models import ApprovalCase, ApprovalCaseRole, ApprovalStep, ChangeRequest, ItemPrice
+from service.db.sqlite_writer import SqliteWriter, SqliteWriters
 from service.decisions.approvals import transfer_floor
 from service.decisions.context import DecisionServices, context_from
 from service.domain.cases import Approval, acting_role, escalate, refusal, satisfied
@@ -43,8 +44,19 @@ from service.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
 from service.masterdata import MasterDataCache
 from service.security.audit import audit
 from service.stock import StockEvent
-from service.workflow.exceptions import clear_exception
+from service.workflow.moves import Moves
 from service.workflow.outbox import add_event
+from service.workflow.writes import (
+    Stale,
+    Transition,
+    case_summary,
+    for_sqlite,
+    plan,
+    role_rows,
+    step_view,
+    write_in_session,
+    write_sqlite,
+)
 
 log = logging.getLogger("retail_policy.workflow")
 
@@ -56,54 +68,12 @@ Hook = Callable[[str, str], Awaitable[None]]
 CASE_COLUMNS = list(ApprovalCase.__table__.columns)
 
 
-class _Stale(Exception):
-    """The case moved since it was read: read it again."""
-
-
 def case_from_row(row: Any) -> dict[str, Any]:
     case = dict(row._mapping)
     for key in ("sla_due_at", "created_at", "updated_at", "closed_at"):
         if case[key] is not None:
             case[key] = aware(case[key])
     return case
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def case_summary(case: dict[str, Any]) -> dict[str, Any]:
-    """A case as events and answers carry it (without its steps)."""
-    return {
-        "id": case["id"],
-        "kind": case["kind"],
-        "subject": case["subject"],
-        "requested_by": case["requested_by"],
-        "decision_id": case["decision_id"],
-        "status": case["status"],
-        "approvers": list(case["approvers"]),
-        "approvals_required": case["approvals_required"],
-        "escalation": list(case["escalation"]),
-        "escalation_level": case["escalation_level"],
-        "sla_hours": case["sla_hours"],
-        "sla_due_at": _iso(case["sla_due_at"]),
-        "created_at": _iso(case["created_at"]),
-        "updated_at": _iso(case["updated_at"]),
-        "closed_at": _iso(case["closed_at"]),
-        "outcome_reason": case["outcome_reason"],
-        "version": case["version"],
-    }
-
-
-def step_view(step: ApprovalStep) -> dict[str, Any]:
-    return {
-        "at": aware(step.at).isoformat(),
-        "action": step.action,
-        "actor": step.actor,
-        "role": step.role,
-        "comment": step.comment,
-        "detail": step.detail,
-    }
 
 
 class WorkflowServices(DecisionServices, Protocol):
@@ -118,6 +88,9 @@ class WorkflowServices(DecisionServices, Protocol):
     @property
     def master_data(self) -> MasterDataCache: ...
 
+    @property
+    def sqlite_writers(self) -> SqliteWriters: ...
+
 
 @dataclass
 class Workflow:
@@ -126,10 +99,31 @@ class Workflow:
     hook: Hook | None = None
     recovery_grace: timedelta = RECOVERY_GRACE
     _lock: asyncio.Lock | None = field(init=False, default=None)
+    _sqlite: tuple[SqliteWriter, Any] | None = field(init=False, default=None)  # (writer, dialect)
+    _moves: Moves = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.services.engine.dialect.name == "sqlite":
+        self._moves = Moves(lambda: self.services.stock)
+        engine = self.services.engine
+        if engine.dialect.name == "sqlite":
             self._lock = asyncio.Lock()
+            writer = self.services.sqlite_writers.for_url(engine.url)
+            if writer is not None:
+                self._sqlite = (writer, engine.dialect)
+
+    async def commit(self, t: Transition) -> None:
+        """Write one transition in a transaction of its own (on a SQLite file: by the file's writer, in
+        the transaction of this turn of the loop); raises `Stale` when the case moved meanwhile."""
+        if self._sqlite is None:
+            async with self.writing() as session:
+                await write_in_session(session, t)
+            return
+        writer, dialect = self._sqlite
+        written = await writer.submit(write_sqlite, for_sqlite(t, dialect))
+        if isinstance(written, BaseException):
+            raise written
+        if not written:
+            raise Stale
 
     @contextlib.asynccontextmanager
     async def serial(self) -> AsyncIterator[None]:
@@ -174,16 +168,21 @@ class Workflow:
         return list((await session.execute(query)).scalars())
 
     async def view(
-        self, session: AsyncSession, case_id: str, known: tuple[dict[str, Any], ChangeRequest] | None = None
+        self,
+        session: AsyncSession | None,
+        case_id: str,
+        known: tuple[dict[str, Any], ChangeRequest, list[ApprovalStep]] | None = None,
     ) -> dict[str, Any]:
-        """A case with its approval mode, the approvals that count now and every step (`known`: the case
-        and its request as this worker just wrote them, saving their reads)."""
+        """A case with its approval mode, the approvals that count now and every step (`known`: the case,
+        its request and its steps as this worker just wrote them, saving their reads; then `session` may
+        be None)."""
         if known is None:
+            assert session is not None
             case = await self.load(session, case_id)
             request = await self.request_of(session, case)
+            steps = await self.steps(session, case_id)
         else:
-            case, request = known
-        steps = await self.steps(session, case_id)
+            case, request, steps = known
         out = case_summary(case)
         out["approval"] = request.approval
         out["approvals"] = [
@@ -212,68 +211,21 @@ class Workflow:
         comment: str | None = None,
         changes: dict[str, Any] | None = None,
         extra_events: Sequence[tuple[str, dict[str, Any]]] = (),
+        written: list[ApprovalStep] | None = None,
     ) -> dict[str, Any]:
-        """Move `case` (as read, at its version) one step, or raise `_Stale` when it moved meanwhile.
-        Answers the case as it now is."""
-        values: dict[str, Any] = {"version": case["version"] + 1, "updated_at": now, "status": status}
-        values.update(changes or {})
-        if case["status"] == "pending" and status != "pending":
-            values["closed_at"] = now
-        result = await session.execute(
-            update(ApprovalCase)
-            .where(ApprovalCase.id == case["id"], ApprovalCase.version == case["version"])
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            raise _Stale
-        after = {**case, **values}
-        session.add(
-            ApprovalStep(
-                case_id=case["id"],
-                at=now,
-                action=action,
-                actor=actor,
-                role=role,
-                comment=comment,
-                detail=detail,
-            )
-        )
-        await audit(
-            session,
-            actor,
-            f"case.{action}",
-            case["subject"],
-            {"case_id": case["id"], "status": status, "role": role, **detail},
-            note=comment,
-        )
-        step = {"action": action, "actor": actor, "role": role, "comment": comment, "detail": detail}
-        if event is not None:
-            add_event(session, event, case["subject"], {"case": case_summary(after), "step": step}, now)
-        for kind, payload in extra_events:
-            add_event(session, kind, case["subject"], {"case": case_summary(after), **payload}, now)
-        due = values.get("sla_due_at")
-        if status != "pending" or (due is not None and due > now):
-            # no longer stuck (closed, or escalated with a fresh SLA): its exception clears with it
-            await clear_exception(session, "stuck_approval", case["id"], now)
-        # the inbox index lists the roles that may act on a pending case: gone once it leaves pending
-        if "approvers" in values or (case["status"] == "pending" and status != "pending"):
-            await session.execute(delete(ApprovalCaseRole).where(ApprovalCaseRole.case_id == case["id"]))
-            if status == "pending":
-                await self._index_roles(session, after)
-        return after
+        """Move `case` (as read, at its version) one step, or raise `Stale` when it moved meanwhile.
+        Answers the case as it now is; the step written is appended to `written` when given."""
+        t = plan(
+            case, status=status, action=action, actor=actor, now=now, detail=detail, event=event,
+            role=role, comment=comment, changes=changes, extra_events=extra_events,
+        )  # fmt: skip
+        await write_in_session(session, t)
+        if written is not None:
+            written.append(t.step)
+        return t.after
 
     async def _index_roles(self, session: AsyncSession, case: dict[str, Any]) -> None:
-        rows = [
-            {
-                "case_id": case["id"],
-                "role": role,
-                "status": case["status"],
-                "kind": case["kind"],
-                "created_at": case["created_at"],
-            }
-            for role in dict.fromkeys(case["approvers"])
-        ]
+        rows = role_rows(case)
         if rows:
             await session.execute(insert(ApprovalCaseRole), rows)
 
@@ -347,65 +299,84 @@ class Workflow:
                     case = await self.load(session, case_id)
                     request = await self.request_of(session, case)
                     steps = await self.steps(session, case_id)
-                    approvals = [
-                        Approval(s.actor, s.role)
-                        for s in steps
-                        if s.action == "approved" and s.role is not None
-                    ]
-                    requesters = {request.requested_by, str(request.body["requested_by"]["id"])}
-                    why = refusal(
-                        person, requesters, case["status"], case["approvers"], approvals, holds, verdict
+                approvals = [
+                    Approval(s.actor, s.role) for s in steps if s.action == "approved" and s.role is not None
+                ]
+                requesters = {request.requested_by, str(request.body["requested_by"]["id"])}
+                why = refusal(
+                    person, requesters, case["status"], case["approvers"], approvals, holds, verdict
+                )
+                if why is not None:
+                    problem = Forbidden if why.status == 403 else Conflict
+                    raise problem(why.reason, [FieldError(why.field, why.reason)])
+                role = acting_role(request.approval, case["approvers"], approvals, holds)
+                given = [*approvals, Approval(person, str(role))]
+                done = verdict == "approve" and satisfied(
+                    request.approval, case["approvers"], case["approvals_required"], given
+                )
+                # the approval that completes a transfer checks the source floor on live stock first, so
+                # that its own transaction commits to the move (the shipment id) when the floor holds
+                blocked, shipment = None, None
+                if done and case["kind"] == "transfer" and request.shipment_id is None:
+                    body = request.body
+                    blocked = await self._source_floor_breach(
+                        body["sku"], body["from_location"], body["qty"], now
                     )
-                    if why is not None:
-                        problem = Forbidden if why.status == 403 else Conflict
-                        raise problem(why.reason, [FieldError(why.field, why.reason)])
-                    role = acting_role(request.approval, case["approvers"], approvals, holds)
+                    shipment = None if blocked is not None else f"shp-{case_id}"
                 # the write names the version read, so it needs no lock held since the read
                 await self._at("before_write", case_id)
-                detail = {"level": case["escalation_level"]}
-                async with self.writing() as session:
-                    after = await self._decide(
-                        session, case, request, approvals, person, role, verdict, comment, detail, now
-                    )
-            except _Stale:
+                t = self._decision(case, request, person, role, verdict, comment, now, done, shipment)
+                await self.commit(t)
+            except Stale:
                 continue
+            written, after = [*steps, t.step], t.after
             final: dict[str, Any] | None = after
             if after["status"] == "approved":
-                final = await self.execute_safely(case_id, now, (after, request))
-            async with self.sessions() as session:
-                return await self.view(session, case_id, None if final is None else (final, request))
+                final = await self.execute_safely(
+                    case_id, now, (after, request), committed=shipment, blocked=blocked, written=written
+                )
+            if final is None:  # not known how the case stands: read it
+                async with self.sessions() as session:
+                    return await self.view(session, case_id)
+            return await self.view(None, case_id, (final, request, written))
         raise Conflict(
             "the case kept changing while this action was applied; try again",
             [FieldError("version", "changed concurrently")],
         )
 
-    async def _decide(
+    def _decision(
         self,
-        session: AsyncSession,
         case: dict[str, Any],
         request: ChangeRequest,
-        approvals: list[Approval],
         person: str,
         role: str | None,
         verdict: str,
         comment: str | None,
-        detail: dict[str, Any],
         now: datetime,
-    ) -> dict[str, Any]:
-        """The transition one approval or rejection makes."""
+        done: bool,
+        shipment: str | None,
+    ) -> Transition:
+        """The transition one approval or rejection makes (`done`: the approval completes the case;
+        `shipment`: the approved transfer's move is committed to in the same transaction)."""
+        detail = {"level": case["escalation_level"]}
         if verdict == "reject":
-            return await self.transition(
-                session, case, status="rejected", action="rejected", actor=person, role=role,
-                comment=comment, now=now, detail=detail, event="case.rejected",
-                changes={"outcome_reason": comment},
+            return plan(
+                case, status="rejected", action="rejected", actor=person, role=role, comment=comment,
+                now=now, detail=detail, event="case.rejected", changes={"outcome_reason": comment},
             )  # fmt: skip
-        given = [*approvals, Approval(person, str(role))]
-        done = satisfied(request.approval, case["approvers"], case["approvals_required"], given)
-        return await self.transition(
-            session, case, status="approved" if done else "pending", action="approved",
-            actor=person, role=role, comment=comment, now=now, detail=detail,
-            event="case.approved" if done else None,
+        return plan(
+            case, status="approved" if done else "pending", action="approved", actor=person, role=role,
+            comment=comment, now=now, detail=detail, event="case.approved" if done else None,
+            shipment=None if shipment is None else (request.id, shipment),
         )  # fmt: skip
+
+    async def _commit_shipment(self, session: AsyncSession, request: ChangeRequest, shipment: str) -> None:
+        """From here on the transfer is finished, never checked again (its stock may have moved)."""
+        await session.execute(
+            update(ChangeRequest)
+            .where(ChangeRequest.id == request.id, ChangeRequest.shipment_id.is_(None))
+            .values(shipment_id=shipment)
+        )
 
     # executing
 
@@ -414,11 +385,13 @@ class Workflow:
         case_id: str,
         now: datetime | None = None,
         known: tuple[dict[str, Any], ChangeRequest] | None = None,
+        **approval: Any,
     ) -> dict[str, Any] | None:
         """Execute an approved case; a failure leaves it approved for the recovery pass. Answers the case
-        as this worker left it, or None when it does not know (another worker moved it, or a failure)."""
+        as this worker left it, or None when it does not know (another worker moved it, or a failure).
+        `approval`: what the approving request already did (see `_execute_transfer`)."""
         try:
-            return await self.execute(case_id, now, known)
+            return await self.execute(case_id, now, known, **approval)
         except Exception:
             log.exception("executing approved case %s failed; the sweeper retries it", case_id)
             return None
@@ -428,6 +401,7 @@ class Workflow:
         case_id: str,
         now: datetime | None = None,
         known: tuple[dict[str, Any], ChangeRequest] | None = None,
+        **approval: Any,
     ) -> dict[str, Any] | None:
         now = now or self.clock()
         if known is None:
@@ -439,11 +413,11 @@ class Workflow:
         if case["status"] != "approved":
             return None
         if case["kind"] == "markdown":
-            return await self._execute_markdown(case, request, now)
-        return await self._execute_transfer(case, request, now)
+            return await self._execute_markdown(case, request, now, approval.get("written"))
+        return await self._execute_transfer(case, request, now, **approval)
 
     async def _execute_markdown(
-        self, case: dict[str, Any], request: ChangeRequest, now: datetime
+        self, case: dict[str, Any], request: ChangeRequest, now: datetime, written: list[ApprovalStep] | None
     ) -> dict[str, Any] | None:
         body = request.body
         starts = datetime.combine(datetime.fromisoformat(body["effective_from"]).date(), time(0), UTC)
@@ -468,43 +442,45 @@ class Workflow:
                 after = await self.transition(
                     session, case, status="executed", action="executed", actor=SYSTEM_ACTOR, now=now,
                     detail=change, event="case.executed",
-                    extra_events=[("markdown.price_changed", {"price_change": change})],
+                    extra_events=[("markdown.price_changed", {"price_change": change})], written=written,
                 )  # fmt: skip
-        except (_Stale, IntegrityError):
+        except (Stale, IntegrityError):
             return None  # another worker executed it
         self.services.master_data.invalidate()
         return after
 
     async def _execute_transfer(
-        self, case: dict[str, Any], request: ChangeRequest, now: datetime
+        self,
+        case: dict[str, Any],
+        request: ChangeRequest,
+        now: datetime,
+        committed: str | None = None,
+        blocked: dict[str, Any] | None = None,
+        written: list[ApprovalStep] | None = None,
     ) -> dict[str, Any] | None:
+        """Move the stock of an approved transfer. `committed`: the shipment id the approving transaction
+        set; `blocked`: the floor breach the approving request found (then no shipment was set)."""
         body = request.body
         sku, source, destination, qty = body["sku"], body["from_location"], body["to_location"], body["qty"]
-        shipment = request.shipment_id
+        shipment = request.shipment_id or committed
         if shipment is None:
-            blocked = await self._source_floor_breach(sku, source, qty, now)
+            if blocked is None:
+                blocked = await self._source_floor_breach(sku, source, qty, now)
             if blocked is not None:
-                try:
-                    async with self.writing() as session:
-                        return await self.transition(
-                            session, case, status="blocked", action="blocked", actor=SYSTEM_ACTOR, now=now,
-                            detail=blocked, event="case.blocked", changes={"outcome_reason": blocked["reason"]},
-                        )  # fmt: skip
-                except _Stale:
-                    return None
+                return await self._finish(
+                    plan(
+                        case, status="blocked", action="blocked", actor=SYSTEM_ACTOR, now=now,
+                        detail=blocked, event="case.blocked", changes={"outcome_reason": blocked["reason"]},
+                    ),
+                    written,
+                )  # fmt: skip
             shipment = f"shp-{case['id']}"
             async with self.writing() as session:
-                # committed to the move: from here on it is finished, never checked again
-                await session.execute(
-                    update(ChangeRequest)
-                    .where(ChangeRequest.id == request.id, ChangeRequest.shipment_id.is_(None))
-                    .values(shipment_id=shipment)
-                )
+                await self._commit_shipment(session, request, shipment)
         await self._at("before_move", case["id"])
         event_id = f"case-{case['id']}-out"
-        stock = self.services.stock
-        results = await stock.apply_events(
-            [StockEvent(event_id, "transfer_out", sku, source, qty, now, None, destination, shipment)]
+        moved = await self._moves.apply(
+            StockEvent(event_id, "transfer_out", sku, source, qty, now, None, destination, shipment)
         )
         await self._at("after_move", case["id"])
         shipped = {
@@ -514,16 +490,26 @@ class Workflow:
             "qty": qty,
             "from_location": source,
             "to_location": destination,
-            "stock_event": results[0].status,
+            "stock_event": moved.status,
         }
+        # a Stale here: another worker recorded it; the stock moved once, by event id
+        return await self._finish(
+            plan(
+                case, status="executed", action="executed", actor=SYSTEM_ACTOR, now=now, detail=shipped,
+                event="case.executed", extra_events=[("transfer.shipped", {"shipment": shipped})],
+            ),
+            written,
+        )  # fmt: skip
+
+    async def _finish(self, t: Transition, written: list[ApprovalStep] | None) -> dict[str, Any] | None:
+        """Commit an execution's transition; None when another worker moved the case first."""
         try:
-            async with self.writing() as session:
-                return await self.transition(
-                    session, case, status="executed", action="executed", actor=SYSTEM_ACTOR, now=now,
-                    detail=shipped, event="case.executed", extra_events=[("transfer.shipped", {"shipment": shipped})],
-                )  # fmt: skip
-        except _Stale:
-            return None  # another worker recorded it; the stock moved once, by event id
+            await self.commit(t)
+        except Stale:
+            return None
+        if written is not None:
+            written.append(t.step)
+        return t.after
 
     async def _source_floor_breach(
         self, sku: str, source: str, qty: int, now: datetime
@@ -586,7 +572,7 @@ class Workflow:
                         )  # fmt: skip
                         closed += 1
                     break
-                except _Stale:
+                except Stale:
                     continue
         return closed
 
@@ -666,7 +652,7 @@ class Workflow:
                     },
                 )  # fmt: skip
                 return "escalated"
-        except _Stale:
+        except Stale:
             return None
 
 

@@ -2,9 +2,10 @@
 
 Two steps, each safe with any number of dispatchers on one database:
 
-1. Fan-out. An outbox event not yet in `outbox_dispatch` gets one `deliveries` row per subscription whose
-   patterns match its kind, and its `outbox_dispatch` row, in one transaction. A second dispatcher doing
-   the same event fails on the `outbox_dispatch` primary key and rolls back, so deliveries exist once.
+1. Fan-out. Outbox events not yet in `outbox_dispatch` (up to a batch) get their `outbox_dispatch` rows
+   and one `deliveries` row per subscription whose patterns match their kind, in one transaction. The
+   rows are inserted `ON CONFLICT DO NOTHING ... RETURNING`: an event whose row a second dispatcher
+   inserted first is that dispatcher's, and gets no deliveries here, so deliveries exist once.
 2. Delivery. A due pending delivery is claimed with a lease (`UPDATE ... SET lease_until WHERE
    lease_until IS NULL OR lease_until < now`): only the dispatcher whose update took the row sends it,
    and its outcome is written only while it still holds that lease. A dispatcher that stops mid-way
@@ -30,7 +31,7 @@ from typing import Any
 import httpx
 import msgspec
 from sqlalchemy import or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.base import aware, utc_now
@@ -153,31 +154,39 @@ class Dispatcher:
                 .all()
             )
             subscriptions = (await session.execute(select(Subscription))).scalars().all()
-        done = 0
-        for event in events:
-            now = self.clock()
-            try:
-                async with self.sessions() as session, session.begin():
-                    session.add(OutboxDispatch(event_id=event.event_id, at=now))
-                    await session.flush()  # another dispatcher took this event: stop here, add nothing
-                    for subscription in subscriptions:
-                        if matches(subscription.events, event.kind):
-                            session.add(
-                                Delivery(
-                                    id=new_decision_id(),
-                                    event_id=event.event_id,
-                                    subscription_id=subscription.id,
-                                    kind=event.kind,
-                                    status="pending",
-                                    attempts=0,
-                                    next_attempt_at=now,
-                                    created_at=now,
-                                )
+        if not events:
+            return 0
+        now = self.clock()
+        rows = [{"event_id": event.event_id, "at": now} for event in events]
+        async with self.sessions() as session, session.begin():
+            # one transaction for the batch: the events whose dispatch row this insert adds are this
+            # dispatcher's to fan out; those another dispatcher took first add nothing here
+            dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+            claim = (
+                dialect.insert(OutboxDispatch)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=["event_id"])
+                .returning(OutboxDispatch.event_id)
+            )
+            claimed = set((await session.execute(claim)).scalars())
+            for event in events:
+                if event.event_id not in claimed:
+                    continue
+                for subscription in subscriptions:
+                    if matches(subscription.events, event.kind):
+                        session.add(
+                            Delivery(
+                                id=new_decision_id(),
+                                event_id=event.event_id,
+                                subscription_id=subscription.id,
+                                kind=event.kind,
+                                status="pending",
+                                attempts=0,
+                                next_attempt_at=now,
+                                created_at=now,
                             )
-                done += 1
-            except IntegrityError:
-                continue
-        return done
+                        )
+        return len(claimed)
 
     # --- delivery -------------------------------------------------------------------------------------
 

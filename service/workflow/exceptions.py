@@ -137,9 +137,17 @@ async def clear_exception(
         )
     ).all()
     for row in rows:
-        payload = {"id": row.id, "kind": kind, "key": key, "state": "resolved", "resolved_by": by}
-        payload.update(location=row.location, sku=row.sku, resolved_at=now.isoformat())
+        payload = resolved_payload(row.id, kind, key, by, row.location, row.sku, now)
         add_event(session, "exception.resolved", f"exception:{row.id}", {"exception": payload}, now)
+
+
+def resolved_payload(
+    exception_id: str, kind: str, key: str, by: str, location: str | None, sku: str | None, now: datetime
+) -> dict[str, Any]:
+    """What the `exception.resolved` event of a record whose condition cleared says about it."""
+    payload: dict[str, Any] = {"id": exception_id, "kind": kind, "key": key, "state": "resolved"}
+    payload.update(resolved_by=by, location=location, sku=sku, resolved_at=now.isoformat())
+    return payload
 
 
 async def unresolved_keys(session: AsyncSession, kind: str) -> set[str]:

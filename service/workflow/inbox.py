@@ -18,7 +18,8 @@ from sqlalchemy import and_, or_, select
 
 from service.db.models import ApprovalCase, ApprovalCaseRole
 from service.errors import FieldError, Invalid
-from service.workflow.cases import CASE_COLUMNS, Workflow, case_from_row, case_summary
+from service.workflow.cases import CASE_COLUMNS, Workflow, case_from_row
+from service.workflow.writes import case_summary
 
 STATUSES = ("pending", "approved", "rejected", "expired", "cancelled", "executed", "blocked", "received")
 KINDS = ("transfer", "markdown")

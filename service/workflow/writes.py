@@ -1,0 +1,327 @@
+"""One case transition as the rows it writes, written through a session or by a SQLite file's writer.
+
+`plan` works out everything a transition writes: the case row moving from the version it was read at to
+the next, its `ApprovalStep`, its audit row, its outbox events, whether the case's stuck-approval
+exception clears, the inbox index rows and, for an approved transfer, the shipment id that commits it to
+its move. Both ways of writing it write all of it in one transaction, or nothing when the case moved
+since it was read (`Stale`):
+
+- `write_in_session` through an `AsyncSession` (PostgreSQL, and every transition but an approver's and
+  the execution of a transfer on SQLite);
+- `write_sqlite`, the work of the file's `SqliteWriter` (`service.db.sqlite_writer`): on the event loop,
+  in the transaction of that turn of the loop, each transition in a savepoint of its own. An approval
+  then costs its statements (microseconds each), not a round trip to the driver's thread per statement,
+  which under load takes milliseconds while the write lock is held.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Table, delete, insert, update
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db.base import aware
+from service.db.engine import BatchInsert, bound
+from service.db.models import (
+    ApprovalCase,
+    ApprovalCaseRole,
+    ApprovalStep,
+    AuditEntry,
+    ChangeRequest,
+    ExceptionRecord,
+    OutboxEvent,
+)
+from service.decisions.ids import new_decision_id
+from service.workflow.exceptions import SYSTEM, UNRESOLVED, clear_exception, resolved_payload
+
+STUCK = "stuck_approval"
+_CASES: Table = ApprovalCase.__table__  # type: ignore[assignment]
+_STEP_COLUMNS = ("case_id", "at", "action", "actor", "role", "comment", "detail")
+_AUDIT_COLUMNS = ("at", "actor", "action", "subject", "detail", "note")
+_EVENT_COLUMNS = ("event_id", "kind", "subject", "payload", "created_at")
+_ROLE_COLUMNS = ("case_id", "role", "status", "kind", "created_at")
+_STEPS = BatchInsert(ApprovalStep.__table__, _STEP_COLUMNS)  # type: ignore[arg-type]
+_AUDIT = BatchInsert(AuditEntry.__table__, _AUDIT_COLUMNS)  # type: ignore[arg-type]
+_EVENTS = BatchInsert(OutboxEvent.__table__, _EVENT_COLUMNS)  # type: ignore[arg-type]
+_ROLES = BatchInsert(ApprovalCaseRole.__table__, _ROLE_COLUMNS)  # type: ignore[arg-type]
+_DELETE_ROLES = "DELETE FROM approval_case_roles WHERE case_id = ?"
+_COMMIT_SHIPMENT = "UPDATE change_requests SET shipment_id = ? WHERE id = ? AND shipment_id IS NULL"
+_CLEAR = (
+    "UPDATE exception_records SET state = 'resolved', resolved_at = ?, resolved_by = ?, updated_at = ? "
+    f"WHERE kind = ? AND key = ? AND state IN ({', '.join(repr(s) for s in UNRESOLVED)}) "
+    "RETURNING id, location, sku"
+)
+
+
+class Stale(Exception):
+    """The case moved since it was read: read it again."""
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def case_summary(case: dict[str, Any]) -> dict[str, Any]:
+    """A case as events and answers carry it (without its steps)."""
+    return {
+        "id": case["id"],
+        "kind": case["kind"],
+        "subject": case["subject"],
+        "requested_by": case["requested_by"],
+        "decision_id": case["decision_id"],
+        "status": case["status"],
+        "approvers": list(case["approvers"]),
+        "approvals_required": case["approvals_required"],
+        "escalation": list(case["escalation"]),
+        "escalation_level": case["escalation_level"],
+        "sla_hours": case["sla_hours"],
+        "sla_due_at": _iso(case["sla_due_at"]),
+        "created_at": _iso(case["created_at"]),
+        "updated_at": _iso(case["updated_at"]),
+        "closed_at": _iso(case["closed_at"]),
+        "outcome_reason": case["outcome_reason"],
+        "version": case["version"],
+    }
+
+
+def step_view(step: ApprovalStep) -> dict[str, Any]:
+    return {
+        "at": aware(step.at).isoformat(),
+        "action": step.action,
+        "actor": step.actor,
+        "role": step.role,
+        "comment": step.comment,
+        "detail": step.detail,
+    }
+
+
+def role_rows(case: dict[str, Any]) -> list[dict[str, Any]]:
+    """The inbox index rows of a pending case: one per role that may act on it."""
+    return [
+        {
+            "case_id": case["id"],
+            "role": role,
+            "status": case["status"],
+            "kind": case["kind"],
+            "created_at": case["created_at"],
+        }
+        for role in dict.fromkeys(case["approvers"])
+    ]
+
+
+@dataclass
+class Transition:
+    """What one transition writes (see `plan`)."""
+
+    case: dict[str, Any]  # as read, at the version the write names
+    values: dict[str, Any]  # the case row's new column values
+    after: dict[str, Any]  # the case as it is once written
+    step: ApprovalStep
+    audit: dict[str, Any]
+    events: list[dict[str, Any]]
+    now: datetime
+    clear_stuck: bool  # the case is no longer stuck (closed, or escalated with a fresh SLA)
+    roles: list[dict[str, Any]] | None  # None: the inbox index stays; else its new rows (maybe none)
+    shipment: tuple[str, str] | None = None  # (request id, shipment id) committed to with it
+
+
+def plan(
+    case: dict[str, Any],
+    *,
+    status: str,
+    action: str,
+    actor: str,
+    now: datetime,
+    detail: dict[str, Any],
+    event: str | None,
+    role: str | None = None,
+    comment: str | None = None,
+    changes: dict[str, Any] | None = None,
+    extra_events: Sequence[tuple[str, dict[str, Any]]] = (),
+    shipment: tuple[str, str] | None = None,
+) -> Transition:
+    """The rows of moving `case` (as read) to `status`, with one step `action` by `actor`."""
+    values: dict[str, Any] = {"version": case["version"] + 1, "updated_at": now, "status": status}
+    values.update(changes or {})
+    if case["status"] == "pending" and status != "pending":
+        values["closed_at"] = now
+    after = {**case, **values}
+    step = ApprovalStep(
+        case_id=case["id"], at=now, action=action, actor=actor, role=role, comment=comment, detail=detail
+    )
+    audit = {
+        "at": datetime.now(UTC),
+        "actor": actor,
+        "action": f"case.{action}",
+        "subject": case["subject"],
+        "detail": {"case_id": case["id"], "status": status, "role": role, **detail},
+        "note": comment,
+    }
+    summary = case_summary(after)
+    said = {"action": action, "actor": actor, "role": role, "comment": comment, "detail": detail}
+    payloads = [] if event is None else [(event, {"case": summary, "step": said})]
+    payloads += [(kind, {"case": summary, **payload}) for kind, payload in extra_events]
+    events = [
+        {
+            "event_id": new_decision_id(),
+            "kind": kind,
+            "subject": case["subject"],
+            "payload": payload,
+            "created_at": now,
+        }
+        for kind, payload in payloads
+    ]
+    due = values.get("sla_due_at")
+    roles = None
+    # the inbox index lists the roles that may act on a pending case: gone once it leaves pending
+    if "approvers" in values or (case["status"] == "pending" and status != "pending"):
+        roles = role_rows(after) if status == "pending" else []
+    return Transition(
+        case=case,
+        values=values,
+        after=after,
+        step=step,
+        audit=audit,
+        events=events,
+        now=now,
+        clear_stuck=status != "pending" or (due is not None and due > now),
+        roles=roles,
+        shipment=shipment,
+    )
+
+
+async def write_in_session(session: AsyncSession, t: Transition) -> None:
+    """Write `t` in the session's transaction; raises `Stale` (writing nothing) when the case moved."""
+    result = await session.execute(
+        update(ApprovalCase)
+        .where(ApprovalCase.id == t.case["id"], ApprovalCase.version == t.case["version"])
+        .values(**t.values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Stale
+    session.add(t.step)
+    session.add(AuditEntry(**t.audit))
+    session.add_all([OutboxEvent(**event) for event in t.events])
+    if t.clear_stuck:
+        await clear_exception(session, STUCK, t.case["id"], t.now)
+    if t.roles is not None:
+        await session.execute(delete(ApprovalCaseRole).where(ApprovalCaseRole.case_id == t.case["id"]))
+        if t.roles:
+            await session.execute(insert(ApprovalCaseRole), t.roles)
+    if t.shipment is not None:
+        request_id, shipment = t.shipment
+        await session.execute(
+            update(ChangeRequest)
+            .where(ChangeRequest.id == request_id, ChangeRequest.shipment_id.is_(None))
+            .values(shipment_id=shipment)
+        )
+
+
+@dataclass
+class SqliteTransition:
+    """A transition's statements with their parameters as the stdlib SQLite driver takes them."""
+
+    update: tuple[str, tuple[Any, ...]]
+    inserts: list[tuple[str, tuple[Any, ...]]]
+    roles: list[tuple[str, tuple[Any, ...]]] | None
+    clear: tuple[Any, ...] | None  # the parameters of _CLEAR
+    shipment: tuple[str, str] | None  # the parameters of _COMMIT_SHIPMENT
+    case_id: str
+    now: datetime
+    dialect: Dialect
+
+
+def for_sqlite(t: Transition, dialect: Dialect) -> SqliteTransition:
+    """`t` prepared for `write_sqlite` (the values through their column types, on the caller's loop)."""
+    names = list(t.values)
+    sets = ", ".join(f"{name} = ?" for name in names)
+    params = []
+    for name in names:
+        value, process = t.values[name], bound(_CASES.c[name].type, dialect)
+        params.append(value if process is None or value is None else process(value))
+    step = t.step
+    step_row = (step.case_id, step.at, step.action, step.actor, step.role, step.comment, step.detail)
+    inserts = _STEPS.sqlite_statements(dialect, [step_row])
+    inserts += _AUDIT.sqlite_statements(dialect, [tuple(t.audit[c] for c in _AUDIT_COLUMNS)])
+    if t.events:
+        rows = [tuple(e[c] for c in _EVENT_COLUMNS) for e in t.events]
+        inserts += _EVENTS.sqlite_statements(dialect, rows)
+    roles = None
+    if t.roles is not None:
+        roles = [(_DELETE_ROLES, (t.case["id"],))]
+        if t.roles:
+            rows = [tuple(r[c] for c in _ROLE_COLUMNS) for r in t.roles]
+            roles += _ROLES.sqlite_statements(dialect, rows)
+    clear = None
+    if t.clear_stuck:
+        at = bound(ExceptionRecord.__table__.c.resolved_at.type, dialect)
+        stamp = t.now if at is None else at(t.now)
+        clear = (stamp, SYSTEM, stamp, STUCK, t.case["id"])
+    return SqliteTransition(
+        update=(
+            f"UPDATE approval_cases SET {sets} WHERE id = ? AND version = ?",
+            (*params, t.case["id"], t.case["version"]),
+        ),
+        inserts=inserts,
+        roles=roles,
+        clear=clear,
+        shipment=None if t.shipment is None else (t.shipment[1], t.shipment[0]),
+        case_id=t.case["id"],
+        now=t.now,
+        dialect=dialect,
+    )
+
+
+def write_sqlite(connection: sqlite3.Connection, batch: Sequence[SqliteTransition]) -> list[Any]:
+    """The transitions of one turn of the loop, in the writer's transaction, each in a savepoint of its
+    own: True when written, False when its case moved (nothing written), or the error that undid it."""
+    results: list[Any] = []
+    for item in batch:
+        connection.execute("SAVEPOINT transition")
+        try:
+            written = _write_one(connection, item)
+        except Exception as error:  # this transition fails alone
+            connection.execute("ROLLBACK TO transition")
+            results.append(error)
+        else:
+            results.append(written)
+        connection.execute("RELEASE transition")
+    return results
+
+
+def _write_one(connection: sqlite3.Connection, item: SqliteTransition) -> bool:
+    if connection.execute(*item.update).rowcount != 1:
+        return False
+    for statement in item.inserts:
+        connection.execute(*statement)
+    if item.clear is not None:
+        resolved = connection.execute(_CLEAR, item.clear).fetchall()
+        if resolved:
+            rows = [
+                (
+                    new_decision_id(),
+                    "exception.resolved",
+                    f"exception:{exception_id}",
+                    {
+                        "exception": resolved_payload(
+                            exception_id, STUCK, item.case_id, SYSTEM, loc, sku, item.now
+                        )
+                    },
+                    item.now,
+                )
+                for exception_id, loc, sku in resolved
+            ]
+            for statement in _EVENTS.sqlite_statements(item.dialect, rows):
+                connection.execute(*statement)
+    for statement in item.roles or ():
+        connection.execute(*statement)
+    if item.shipment is not None:
+        connection.execute(_COMMIT_SHIPMENT, item.shipment)
+    return True
