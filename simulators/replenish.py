@@ -249,6 +249,9 @@ class Replenishment(RunState):
             )
             self._count_decision("markdown")
             decision = self._approval(decider.decide(facts), spec.requested_by, MARKDOWN_CHAIN)
+            if self.decided is not None:
+                gathered = {"request": request, "units": units, "daily_rate": daily, "season_end": season_end}
+                self.decided("markdown", gathered, decision)
             outcome = "route" if decision is None else decision.outcome
             if outcome == "approve":
                 self.counts.markdowns_approved += 1
