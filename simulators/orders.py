@@ -106,9 +106,21 @@ class Orders(RunState):
         if self.observer is not None:
             self.observer(order, facts, policy, accepted, picks)
         held = held_lines(accepted, picks)
+        if held and not stock.reserve(held):  # the plan was made on live stock: cannot happen
+            raise RuntimeError(f"order {order.id}: reservation refused for a plan made on live stock")
+        sold_window = self.sold_window
+        sold_all = self.sold_all
         allocated = 0
-        for _, _, qty in held:
+        revenue = 0.0
+        first = held[0][1] if held else -1
+        split = False
+        for sku, loc, qty in held:
             allocated += qty
+            revenue += price[sku] * qty
+            sold_window[sku][loc] += qty
+            sold_all[sku] += qty
+            if loc != first:
+                split = True
         short = wanted - allocated
         if batch:
             counts.oversold_units += short
@@ -118,19 +130,6 @@ class Orders(RunState):
             hour_counts.lost_units += short
         if not held:
             return
-        if not stock.reserve(held):  # the plan was made on live stock: cannot happen
-            raise RuntimeError(f"order {order.id}: reservation refused for a plan made on live stock")
-        sold_window = self.sold_window
-        sold_all = self.sold_all
-        revenue = 0.0
-        first = held[0][1]
-        split = False
-        for sku, loc, qty in held:
-            revenue += price[sku] * qty
-            sold_window[sku][loc] += qty
-            sold_all[sku] += qty
-            if loc != first:
-                split = True
         counts.units_allocated += allocated
         hour_counts.units_allocated += allocated
         counts.revenue += revenue

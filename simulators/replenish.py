@@ -11,7 +11,7 @@ response times.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -140,7 +140,11 @@ class Replenishment(RunState):
                     unit_value=self.price[sku],
                 )
                 self._count_decision("transfer")
-                decision = self._approval(decider.decide(facts), spec.requested_by, TRANSFER_CHAIN)
+                try:
+                    # converted once per distinct answer of the ruleset, like its policy objects
+                    decision: ApprovalDecision | None = decider.decide_as(facts, self._transfer_decision)
+                except PolicyError:
+                    decision = None
                 outcome = "route" if decision is None else decision.outcome
                 if outcome == "approve" and row[source] >= qty:
                     self.counts.transfers_approved += 1
@@ -156,15 +160,15 @@ class Replenishment(RunState):
             for dest in range(len(lost_row)):
                 lost_row[dest] = 0
 
-    def _approval(
-        self, result: Mapping[str, Any], role: str, chain: Sequence[str]
-    ) -> ApprovalDecision | None:
-        """The transfer or markdown decision for a request by `role` (None: the ruleset's answer is not a
-        usable one)."""
-        try:
-            return decide_approval(result, Requester("simulated", role), chain)
-        except PolicyError:
-            return None
+    def _transfer_decision(self, result: Mapping[str, Any]) -> ApprovalDecision:
+        """The transfer decision of a ruleset answer, for a request by the scenario's requester role."""
+        requester = Requester("simulated", self.world.scenario.transfers.requested_by)
+        return decide_approval(result, requester, TRANSFER_CHAIN)
+
+    def _markdown_decision(self, result: Mapping[str, Any]) -> ApprovalDecision:
+        """The markdown decision of a ruleset answer, for a request by the scenario's requester role."""
+        requester = Requester("simulated", self.world.scenario.markdowns.requested_by)
+        return decide_approval(result, requester, MARKDOWN_CHAIN)
 
     def _route_transfer(
         self, at: int, decision: ApprovalDecision | None, move: tuple[int, int, int, int]
@@ -248,7 +252,13 @@ class Replenishment(RunState):
                 promo_active=self._promo_any[sku][hour],
             )
             self._count_decision("markdown")
-            decision = self._approval(decider.decide(facts), spec.requested_by, MARKDOWN_CHAIN)
+            try:
+                decision: ApprovalDecision | None = decider.decide_as(facts, self._markdown_decision)
+            except PolicyError:
+                decision = None
+            if self.decided is not None:
+                gathered = {"request": request, "units": units, "daily_rate": daily, "season_end": season_end}
+                self.decided("markdown", gathered, decision)
             outcome = "route" if decision is None else decision.outcome
             if outcome == "approve":
                 self.counts.markdowns_approved += 1

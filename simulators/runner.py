@@ -40,6 +40,7 @@ from simulators.state import (
     REVIEW,
     SYNC,
     TRANSFERS,
+    DecisionObserver,
 )
 
 __all__ = ["ChannelCounts", "HourCounts", "ProgressFn", "Run", "RunCounts", "RunResult", "run_once"]
@@ -58,10 +59,13 @@ class Run(Orders, Replenishment):
         *,
         view: str = "configured",
         observer: OrderObserver | None = None,
+        decided: DecisionObserver | None = None,
     ) -> None:
-        """`observer`: told of every order decided (see `simulators.orders.OrderObserver`)."""
+        """`observer`: told of every order decided (see `simulators.orders.OrderObserver`); `decided`: of
+        every markdown decided (see `simulators.state.DecisionObserver`)."""
         super().__init__(world, policies, view=view)
         self.observer = observer
+        self.decided = decided
 
     def run(self, events: Sequence[Event], progress: ProgressFn | None = None) -> RunResult:
         scenario = self.world.scenario

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from service.decisions.core import OrderFacts, PreparedPolicies, availability_facts, order_fact_key
@@ -23,6 +23,9 @@ from simulators.generator import promo_multiplier
 from simulators.policy import PolicySet, RuleDecider
 from simulators.scenario import Location, World
 from simulators.stock import RunStock
+
+# told of a reorder, transfer or markdown decision: its kind, what the run gathered for it, the decision
+DecisionObserver = Callable[[str, Mapping[str, Any], Any], None]
 
 # kinds of scheduled work, in the order they run when due at the same second
 COMMIT, DISPOSE, ARRIVE, PO_ARRIVE, SYNC, REVIEW, TRANSFERS, MARKDOWNS, DAY, APPROVED = range(10)
@@ -128,6 +131,7 @@ class RunState:
         self.queue: list[tuple[int, int, int, Any]] = []
         self._seq = 0
         self.order_decisions = 0
+        self.decided: DecisionObserver | None = None
 
     def _promo_in(self, sku: int, channel: str, hour: int) -> bool:
         return promo_multiplier(self.world, self.world.skus[sku], channel, hour + 0.5) > 1.0

@@ -1,12 +1,14 @@
 """A simulated decision is the production decision: the same orders through the allocation use case
 (`decide_allocation` on a real `MemoryStockStore`, with the same rulesets, reserving each plan) and
 through a simulation run give the same facts, the same policy and reason from the rulesets, and the same
-sources and quantities for every line; and the same reorder, transfer and markdown requests through the
-use cases and through the simulator's builders and cores give the same decisions."""
+sources and quantities for every line; and the markdown reviews of a run, asked of the markdown use case
+with the same stock, demand rate and season end, get the same decisions."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import msgspec
 import pytest
 
 from service.decisions.allocation import decide_allocation, policy_view
+from service.decisions.approvals import decide_markdown
 from service.decisions.context import DecisionContext
 from service.decisions.core import OrderFacts
 from service.decisions.log import NullDecisionLog
@@ -23,9 +26,13 @@ from service.decisions.schemas import (
     AllocationRequest,
     CustomerIn,
     DestinationIn,
+    MarkdownRequest,
     OrderLineIn,
+    RequesterIn,
 )
 from service.domain.allocation import AllocationPolicy, IndexedPicks
+from service.domain.approval import ApprovalDecision
+from service.domain.markdown import MarkdownRequest as DomainMarkdownRequest
 from service.masterdata import ItemRecord, LocationRecord, MasterData
 from service.stock import MemoryStockStore, SnapshotRow
 from simulators.events import Event, Order
@@ -176,3 +183,49 @@ def test_the_same_orders_get_the_same_allocation_in_the_service_and_in_a_run(
     if ruleset != "dc-only.yaml":  # one DC: nothing to split between
         assert any(len(found) > 1 for found in sources)
     assert simulated == served
+
+
+async def _served_markdown(
+    world: World, gathered: Mapping[str, Any], rulesets: FileRulesets
+) -> dict[str, Any]:
+    asked: DomainMarkdownRequest = gathered["request"]
+    store = MemoryStockStore(clock=lambda: world.start)
+    if gathered["units"]:  # the service reads the units left from live stock; where they are does not matter
+        await store.put_snapshot([SnapshotRow(asked.sku, world.locations[0].id, gathered["units"])])
+    md = _master_data(world)
+    season_end = gathered["season_end"].isoformat()
+    items = {**md.items, asked.sku: dataclasses.replace(md.items[asked.sku], season_end=season_end)}
+    md = MasterData(md.locations, items, ())
+    ctx = DecisionContext(store, md, rulesets, NullDecisionLog(), world.start)
+    request = MarkdownRequest(
+        markdown_id=asked.markdown_id,
+        sku=asked.sku,
+        current_price=asked.current_price,
+        proposed_price=asked.proposed_price,
+        requested_by=RequesterIn("simulated", asked.requested_by_role),
+        effective_from=asked.effective_from,
+        daily_rate=gathered["daily_rate"],
+    )
+    record = await decide_markdown(ctx, request, "none")
+    return {k: v for k, v in record.decision.items() if k not in ("markdown_id", "sku")}
+
+
+def test_the_same_markdown_reviews_get_the_same_decisions_in_the_service_and_in_a_run(
+    small_scenario: Scenario,
+) -> None:
+    # every SKU is reviewed, whatever its weeks of supply
+    markdowns = msgspec.structs.replace(small_scenario.markdowns, min_weeks_of_supply=0.0)
+    world = _world(msgspec.structs.replace(small_scenario, markdowns=markdowns))
+    versions = baseline(small_scenario.rulesets, SCENARIOS)
+    seen: list[tuple[Mapping[str, Any], ApprovalDecision | None]] = []
+
+    def decided(kind: str, gathered: Mapping[str, Any], decision: Any) -> None:
+        assert kind == "markdown"
+        seen.append((gathered, decision))
+
+    Run(world, versions.policy_set("python"), decided=decided).run(generate_events(world))
+    rulesets = FileRulesets.of([(versions.rulesets["markdown"][0], 0)], "python")
+    assert len(seen) == len(world.skus)
+    for gathered, decision in seen:
+        assert decision is not None
+        assert asyncio.run(_served_markdown(world, gathered, rulesets)) == decision.to_dict()
