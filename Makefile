@@ -19,8 +19,10 @@ lint: setup-test
 	$(BIN)/ruff format --check service simulators tests
 	$(BIN)/mypy --strict service simulators
 
+# two worker processes (pytest-xdist); each is a test session of its own, with its own Redis database and
+# PostgreSQL databases
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # the screenshots of docs/console.md, taken by the console's browser journeys
 console-screenshots: setup-test

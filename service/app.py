@@ -187,11 +187,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         services = await start_services(settings)
         app.state.services = services
-        previous = _tune_collector()
+        previous = _tune_collector() if settings.server.tune_collector else None
         try:
             yield
         finally:
-            _restore_collector(previous)
+            if previous is not None:
+                _restore_collector(previous)
             await stop_services(services)
 
     prometheus = PrometheusConfig(

@@ -91,6 +91,9 @@ class ServerSettings:
     workers: int = 1
     max_body_bytes: int = 1_048_576
     demo_data: bool = False
+    # freeze start-up's objects out of the collector's reach while serving (service/app.py); the tests
+    # turn it off for apps whose subject is not the process (a full collection per app start)
+    tune_collector: bool = True
 
 
 @dataclass(frozen=True)

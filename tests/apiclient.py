@@ -25,13 +25,19 @@ def make_settings(
     engine: str = "python",
     rulesets_dir: Path | None = None,
     max_body_bytes: int = 1_048_576,
+    tune_collector: bool = False,
 ) -> Settings:
+    """Settings of an app under test. The collector tuning is off unless asked for: its full collection at
+    every app start costs a fifth of a second in a test process, and only tests about it need it."""
     settings = Settings(
         database=DatabaseSettings(url=database_url),
         stock=StockSettings(backend=stock_backend, redis_url=redis_url),  # type: ignore[arg-type]
         rules=RulesSettings(engine=engine, rulesets_dir=rulesets_dir or Path("rulesets")),  # type: ignore[arg-type]
     )
-    return replace(settings, server=replace(settings.server, max_body_bytes=max_body_bytes))
+    return replace(
+        settings,
+        server=replace(settings.server, max_body_bytes=max_body_bytes, tune_collector=tune_collector),
+    )
 
 
 class ApiClient:

@@ -5,7 +5,8 @@ Redis: `TEST_REDIS_URL` if set; else the server on 127.0.0.1:6379 with a databas
 started on a free loopback port for the session. Claims are keys with a short TTL in database 0, renewed
 while the session runs, so two suites on one machine never share (or flush) each other's database.
 PostgreSQL: `TEST_POSTGRES_URL` (a server URL without database) or postgres@127.0.0.1:5432; every test
-session creates its own database and drops it at the end. When a service cannot be reached, tests that
+session creates its own databases (a migrated template and the database each test gets a fresh clone of)
+and drops them at the end. When a service cannot be reached, tests that
 need it are skipped with the reason, except under CI=true, where they fail.
 """
 
@@ -188,3 +189,14 @@ def postgres_database() -> Iterator[str]:
         yield f"{postgres_server_url()}/{name}"
     finally:
         _psql_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def database_name(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+def clone_postgres_database(template_url: str, url: str) -> None:
+    """Replace the database at `url` by a copy of the one at `template_url` (which nobody may be using)."""
+    name, template = database_name(url), database_name(template_url)
+    _psql_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _psql_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')

@@ -10,12 +10,12 @@ from tests.apiclient import ApiClient, api_client, make_settings
 
 
 @pytest.fixture(params=["sql", "redis"])
-async def stock_api(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIterator[ApiClient]:
+async def stock_api(request: pytest.FixtureRequest, migrated_sqlite_url: str) -> AsyncIterator[ApiClient]:
     if request.param == "redis":
         from tests.contract.stock_backends import flushed_redis
 
-        settings = make_settings(sqlite_url, "redis", await flushed_redis(request))
+        settings = make_settings(migrated_sqlite_url, "redis", await flushed_redis(request))
     else:
-        settings = make_settings(sqlite_url)
+        settings = make_settings(migrated_sqlite_url)
     async with api_client(settings) as client:
         yield client

@@ -48,16 +48,9 @@ class Console:
 
 
 @pytest.fixture
-async def console(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Console]:
+async def console(migrated_sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Console]:
     monkeypatch.setenv("CONSOLE_SECRET", "test-console-secret")
-    from service.db.engine import create_engine
-    from service.db.migrate import upgrade
-    from service.settings import DatabaseSettings
-
-    engine = create_engine(DatabaseSettings(url=sqlite_url))
-    await upgrade(engine)
-    await engine.dispose()
-    async with decisions_api(sqlite_url) as api:
+    async with decisions_api(migrated_sqlite_url) as api:
         yield Console(api)
 
 
