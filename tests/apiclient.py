@@ -28,9 +28,11 @@ def make_settings(
     tune_collector: bool = False,
 ) -> Settings:
     """Settings of an app under test. The collector tuning is off unless asked for: its full collection at
-    every app start costs a fifth of a second in a test process, and only tests about it need it."""
+    every app start costs a fifth of a second in a test process, and only tests about it need it. The pool
+    is smaller than a server's (at most 10 connections, not 20), so two suites of two workers each stay
+    well inside a PostgreSQL server's 100 connections."""
     settings = Settings(
-        database=DatabaseSettings(url=database_url),
+        database=DatabaseSettings(url=database_url, pool_size=5),
         stock=StockSettings(backend=stock_backend, redis_url=redis_url),  # type: ignore[arg-type]
         rules=RulesSettings(engine=engine, rulesets_dir=rulesets_dir or Path("rulesets")),  # type: ignore[arg-type]
     )
