@@ -14,7 +14,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from service.stock.cluster import CrossSlotUnsupported
-from service.stock.rebuild import rebuild_redis
+from service.stock.recovery import rebuild_redis
 from service.stock.redis import RedisStockStore
 from service.stock.store import (
     CapacityClaim,
