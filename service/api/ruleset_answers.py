@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from service.api.answers import Answer
+from service.api.answers import Answer, Timestamp
 
 
 class ShadowRef(Answer):
@@ -39,7 +39,7 @@ class RulesetOut(Answer):
     active_version: int | None
     shadow_version: int | None
     kind_default: bool
-    updated_at: str
+    updated_at: Timestamp
 
 
 class ListedRuleset(RulesetOut):
@@ -62,10 +62,10 @@ class VersionSummary(Answer):
     sha256: str
     description: str
     author: str
-    created_at: str
+    created_at: Timestamp
     publisher: str | None
-    published_at: str | None
-    retired_at: str | None
+    published_at: Timestamp | None
+    retired_at: Timestamp | None
 
 
 class VersionFull(VersionSummary):
@@ -87,7 +87,7 @@ class VersionShadowed(VersionSummary):
 
 
 class AuditEntry(Answer):
-    at: str
+    at: Timestamp
     actor: str
     action: str
     subject: str
@@ -167,8 +167,8 @@ class FleetWorker(Answer):
     alive: bool
     served: list[dict[str, Any]]
     reload_error: str | None
-    started_at: str
-    seen_at: str
+    started_at: Timestamp
+    seen_at: Timestamp
 
 
 class Fleet(Answer):
