@@ -8,7 +8,6 @@ role the key carries; `GET /v1/approvals` is the inbox. Thin: decode, call `serv
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -16,6 +15,7 @@ from litestar import Request, Response, Router, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
+from service.api.answers import Answer, Timestamp
 from service.api.decisions import _trace
 from service.api.openapi import OptionalBody, answers
 from service.decisions.schemas import MarkdownRequest, TransferRequest
@@ -42,8 +42,8 @@ class RejectIn(msgspec.Struct, forbid_unknown_fields=True):
     comment: Comment
 
 
-class StepOut(msgspec.Struct):
-    at: Annotated[datetime, msgspec.Meta(tz=True)]
+class StepOut(Answer):
+    at: Timestamp
     action: str  # opened | approved | rejected | escalated | expired | executed | blocked | received
     actor: str
     role: str | None
@@ -51,7 +51,7 @@ class StepOut(msgspec.Struct):
     detail: dict[str, Any]
 
 
-class CaseSummaryOut(msgspec.Struct):
+class CaseSummaryOut(Answer):
     """An approval case as the inbox lists it."""
 
     id: str
@@ -65,19 +65,19 @@ class CaseSummaryOut(msgspec.Struct):
     escalation: list[str]
     escalation_level: int
     sla_hours: float | None
-    sla_due_at: Annotated[datetime, msgspec.Meta(tz=True)] | None
-    created_at: Annotated[datetime, msgspec.Meta(tz=True)]
-    updated_at: Annotated[datetime, msgspec.Meta(tz=True)]
-    closed_at: Annotated[datetime, msgspec.Meta(tz=True)] | None
+    sla_due_at: Timestamp | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    closed_at: Timestamp | None
     outcome_reason: str | None
     version: int
     overdue: bool
 
 
-class ApprovalOut(msgspec.Struct):
+class ApprovalOut(Answer):
     person: str
     role: str
-    at: Annotated[datetime, msgspec.Meta(tz=True)]
+    at: Timestamp
 
 
 class CaseOut(CaseSummaryOut, kw_only=True):
@@ -88,21 +88,21 @@ class CaseOut(CaseSummaryOut, kw_only=True):
     steps: list[StepOut]
 
 
-class RequestOut(msgspec.Struct):
+class RequestOut(Answer):
     """A filed transfer or markdown request: the body, its decision (with trace) and its case."""
 
     request_id: str
     kind: str
     status: str
     requested_by: str
-    created_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    created_at: Timestamp
     request: dict[str, Any]
     decision: dict[str, Any]
     shipment_id: str | None
     case: CaseOut
 
 
-class InboxOut(msgspec.Struct):
+class InboxOut(Answer):
     cases: list[CaseSummaryOut]
     next_cursor: str | None
 
@@ -113,54 +113,78 @@ def workflow_of(request: Request[Any, Any, Any]) -> Workflow:
     return workflow
 
 
-async def _file(request: Request[Any, Any, Any], kind: str, body: Any, trace: str | None) -> Response[Any]:
+async def _file(
+    request: Request[Any, Any, Any], kind: str, body: Any, trace: str | None
+) -> Response[RequestOut]:
     level = _trace(trace)
     view, replayed = await file_request(workflow_of(request), kind, body, principal_of(request).name, level)
     headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return Response(view, status_code=200 if replayed else 201, headers=headers)
+    return Response(msgspec.convert(view, RequestOut), status_code=200 if replayed else 201, headers=headers)
 
 
-# the answers are dicts built by the workflow; these specs document their shape
-FILED = {201: ResponseSpec(RequestOut, description="The request was filed (200: filed before, replayed)")}
-A_REQUEST = {200: ResponseSpec(RequestOut, description="The request and its approval case")}
-A_CASE = {200: ResponseSpec(CaseOut, description="The approval case")}
+# the workflow builds its views as dicts; the handlers convert them to these Structs at the edge
+# (`forbid_unknown_fields` on `Answer`: a key the Struct does not declare fails, it is not dropped)
+FILED = {
+    200: ResponseSpec(RequestOut, description="Filed before with the same body: the same answer, replayed")
+}
 # the request id was filed before with another body
+A_CASE = "The approval case"
 FILING = {**requires(*FILE_ROLES), **answers(409)}
 
 
-@post("/transfers", opt=FILING, operation_id="fileTransfer", status_code=201, responses=FILED)
+@post(
+    "/transfers",
+    opt=FILING,
+    operation_id="fileTransfer",
+    status_code=201,
+    responses=FILED,
+    response_description="The request was filed",
+)
 async def file_transfer(
     request: Request[Any, Any, Any], data: JSONBody[TransferRequest], trace: FromQuery[str | None] = None
-) -> Response[Any]:
+) -> Response[RequestOut]:
     return await _file(request, "transfer", data, trace)
 
 
-@post("/markdowns", opt=FILING, operation_id="fileMarkdown", status_code=201, responses=FILED)
+@post(
+    "/markdowns",
+    opt=FILING,
+    operation_id="fileMarkdown",
+    status_code=201,
+    responses=FILED,
+    response_description="The request was filed",
+)
 async def file_markdown(
     request: Request[Any, Any, Any], data: JSONBody[MarkdownRequest], trace: FromQuery[str | None] = None
-) -> Response[Any]:
+) -> Response[RequestOut]:
     return await _file(request, "markdown", data, trace)
 
 
 @get(
-    "/transfers/{request_id:str}", opt=requires(*READ_ROLES), operation_id="getTransfer", responses=A_REQUEST
+    "/transfers/{request_id:str}",
+    opt=requires(*READ_ROLES),
+    operation_id="getTransfer",
+    response_description="The request and its approval case",
 )
-async def get_transfer(request: Request[Any, Any, Any], request_id: FromPath[str]) -> dict[str, Any]:
-    return await get_request(workflow_of(request), "transfer", request_id)
+async def get_transfer(request: Request[Any, Any, Any], request_id: FromPath[str]) -> RequestOut:
+    return msgspec.convert(await get_request(workflow_of(request), "transfer", request_id), RequestOut)
 
 
 @get(
-    "/markdowns/{request_id:str}", opt=requires(*READ_ROLES), operation_id="getMarkdown", responses=A_REQUEST
+    "/markdowns/{request_id:str}",
+    opt=requires(*READ_ROLES),
+    operation_id="getMarkdown",
+    response_description="The request and its approval case",
 )
-async def get_markdown(request: Request[Any, Any, Any], request_id: FromPath[str]) -> dict[str, Any]:
-    return await get_request(workflow_of(request), "markdown", request_id)
+async def get_markdown(request: Request[Any, Any, Any], request_id: FromPath[str]) -> RequestOut:
+    return msgspec.convert(await get_request(workflow_of(request), "markdown", request_id), RequestOut)
 
 
 @get(
     "/approvals",
     opt=requires(*READ_ROLES),
     operation_id="listApprovals",
-    responses={200: ResponseSpec(InboxOut, description="A page of the inbox")},
+    response_description="A page of the inbox",
 )
 async def list_approvals(
     request: Request[Any, Any, Any],
@@ -170,9 +194,9 @@ async def list_approvals(
     kind: Annotated[str | None, Parameter(description="transfer or markdown")] = None,
     limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Parameter(description="next_cursor of the previous page")] = None,
-) -> dict[str, Any]:
+) -> InboxOut:
     """The inbox: cases oldest first, `limit` per page; `next_cursor` fetches the next page."""
-    return await inbox(
+    page = await inbox(
         workflow_of(request),
         role=role,
         status=status,
@@ -181,13 +205,19 @@ async def list_approvals(
         limit=limit,
         cursor=cursor,
     )
+    return msgspec.convert(page, InboxOut)
 
 
-@get("/approvals/{case_id:str}", opt=requires(*READ_ROLES), operation_id="getApproval", responses=A_CASE)
-async def get_approval(request: Request[Any, Any, Any], case_id: FromPath[str]) -> dict[str, Any]:
+@get(
+    "/approvals/{case_id:str}",
+    opt=requires(*READ_ROLES),
+    operation_id="getApproval",
+    response_description=A_CASE,
+)
+async def get_approval(request: Request[Any, Any, Any], case_id: FromPath[str]) -> CaseOut:
     workflow = workflow_of(request)
     async with workflow.sessions() as session:
-        return await workflow.view(session, case_id)
+        return msgspec.convert(await workflow.view(session, case_id), CaseOut)
 
 
 @post(
@@ -195,14 +225,15 @@ async def get_approval(request: Request[Any, Any, Any], case_id: FromPath[str]) 
     opt=requires(*APPROVER_ROLES),
     operation_id="approveCase",
     status_code=200,
-    responses=A_CASE,
+    response_description=A_CASE,
     operation_class=OptionalBody,
 )
 async def approve_case(
     request: Request[Any, Any, Any], case_id: FromPath[str], data: JSONBody[ApproveIn] = NO_COMMENT
-) -> dict[str, Any]:
+) -> CaseOut:
     principal = principal_of(request)
-    return await workflow_of(request).act(case_id, principal.name, principal.has, "approve", data.comment)
+    case = await workflow_of(request).act(case_id, principal.name, principal.has, "approve", data.comment)
+    return msgspec.convert(case, CaseOut)
 
 
 @post(
@@ -210,13 +241,14 @@ async def approve_case(
     opt=requires(*APPROVER_ROLES),
     operation_id="rejectCase",
     status_code=200,
-    responses=A_CASE,
+    response_description=A_CASE,
 )
 async def reject_case(
     request: Request[Any, Any, Any], case_id: FromPath[str], data: JSONBody[RejectIn]
-) -> dict[str, Any]:
+) -> CaseOut:
     principal = principal_of(request)
-    return await workflow_of(request).act(case_id, principal.name, principal.has, "reject", data.comment)
+    case = await workflow_of(request).act(case_id, principal.name, principal.has, "reject", data.comment)
+    return msgspec.convert(case, CaseOut)
 
 
 router = Router(

@@ -7,12 +7,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar, cast
 
-import msgspec
 from litestar import Request, Router, get, post
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 
+from service.api.answers import Answer, Timestamp
 from service.api.openapi import answers, example, links
 from service.decisions.allocation import decide_allocation
 from service.decisions.approvals import decide_markdown, decide_transfer
@@ -33,18 +32,19 @@ from service.security import principal_of, requires
 from service.services import Services
 
 
-class DecisionOut(msgspec.Struct):
-    """A decision: its id, kind, what was decided, the ruleset version that decided it, trace, timings
-    (a decision kind may add keys of its own)."""
+class DecisionOut(Answer, omit_defaults=True):
+    """A decision: its id, kind, what was decided, the ruleset version that decided it, trace, timings;
+    `shadow` when a shadow version ran beside the active one, `replayed` on an idempotent replay."""
 
     decision_id: str
     kind: str
-    created_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    created_at: Timestamp
     decision: dict[str, Any]
     ruleset: dict[str, Any]
     trace: dict[str, Any] | None
     timings: dict[str, float]
     shadow: dict[str, Any] | None = None
+    replayed: bool = False
 
 
 class LoggedDecisionOut(DecisionOut, kw_only=True):
@@ -52,6 +52,22 @@ class LoggedDecisionOut(DecisionOut, kw_only=True):
 
     request: dict[str, Any]
     actor: str | None = None
+
+
+def decision_out(record: DecisionRecord) -> DecisionOut:
+    """A use case's record as the answer. Built by the constructor, not converted: the values go out as
+    the record holds them, and a key of `extra` the Struct does not declare fails here, loudly."""
+    return DecisionOut(
+        decision_id=record.id,
+        kind=record.kind,
+        created_at=record.created_at.isoformat(),
+        decision=record.decision,
+        ruleset=record.ruleset,
+        trace=record.trace,
+        timings=record.timings,
+        shadow=record.shadow,
+        **record.extra,
+    )
 
 
 TRACE_LEVELS = ("none", "rules", "full")
@@ -90,14 +106,13 @@ async def _decide(
     trace: str | None,
     body: T,
     use_case: Callable[[DecisionContext, T, TraceLevel], Awaitable[DecisionRecord]],
-) -> dict[str, Any]:
+) -> DecisionOut:
     """Every decision endpoint: check the trace level, run the use case on the decoded body."""
     level = _trace(trace)
-    return (await use_case(await _context(request), body, level)).response()
+    return decision_out(await use_case(await _context(request), body, level))
 
 
-# a decision answer is a dict: a decision kind may add keys of its own beside the documented ones
-DECIDED = {200: ResponseSpec(DecisionOut, description="The decision, logged under `decision_id`")}
+DECIDED = "The decision, logged under `decision_id`"
 DECISION = {**requires("decide"), **links(getDecision=LOGGED)}
 
 
@@ -114,14 +129,14 @@ ALLOCATION_EXAMPLE = {
     "/decisions/allocation",
     opt={**DECISION, **answers(409)},  # `reserve` with an idempotency key used before for another order
     operation_id="decideAllocation",
+    response_description=DECIDED,
     status_code=200,
-    responses=DECIDED,
 )
 async def allocation(
     request: Request[Any, Any, Any],
     data: Annotated[AllocationRequest, example(ALLOCATION_EXAMPLE)],
     trace: Trace = None,
-) -> dict[str, Any]:
+) -> DecisionOut:
     return await _decide(request, trace, data, decide_allocation)
 
 
@@ -129,25 +144,31 @@ async def allocation(
     "/decisions/availability",
     opt=DECISION,
     operation_id="decideAvailability",
+    response_description=DECIDED,
     status_code=200,
-    responses=DECIDED,
 )
 async def availability(
     request: Request[Any, Any, Any],
     data: Annotated[AvailabilityRequest, example({"channel": "ecommerce", "skus": ["SKU-GUIDE"]})],
     trace: Trace = None,
-) -> dict[str, Any]:
+) -> DecisionOut:
     return await _decide(request, trace, data, decide_availability)
 
 
-@post("/decisions/reorder", opt=DECISION, operation_id="decideReorder", status_code=200, responses=DECIDED)
+@post(
+    "/decisions/reorder",
+    opt=DECISION,
+    operation_id="decideReorder",
+    response_description=DECIDED,
+    status_code=200,
+)
 async def reorder(
     request: Request[Any, Any, Any],
     data: Annotated[
         ReorderRequest, example({"sku": "SKU-GUIDE", "location": "STORE-MAN-01", "daily_rate": 1.5})
     ],
     trace: Trace = None,
-) -> dict[str, Any]:
+) -> DecisionOut:
     return await _decide(request, trace, data, decide_reorder_one)
 
 
@@ -155,26 +176,38 @@ async def reorder(
     "/decisions/reorder/scan",
     opt=DECISION,
     operation_id="decideReorderScan",
+    response_description=DECIDED,
     status_code=200,
-    responses=DECIDED,
 )
 async def reorder_scan(
     request: Request[Any, Any, Any], data: JSONBody[ReorderScanRequest], trace: Trace = None
-) -> dict[str, Any]:
+) -> DecisionOut:
     return await _decide(request, trace, data, decide_reorder_scan)
 
 
-@post("/decisions/transfer", opt=DECISION, operation_id="decideTransfer", status_code=200, responses=DECIDED)
+@post(
+    "/decisions/transfer",
+    opt=DECISION,
+    operation_id="decideTransfer",
+    response_description=DECIDED,
+    status_code=200,
+)
 async def transfer(
     request: Request[Any, Any, Any], data: JSONBody[TransferRequest], trace: Trace = None
-) -> dict[str, Any]:
+) -> DecisionOut:
     return await _decide(request, trace, data, decide_transfer)
 
 
-@post("/decisions/markdown", opt=DECISION, operation_id="decideMarkdown", status_code=200, responses=DECIDED)
+@post(
+    "/decisions/markdown",
+    opt=DECISION,
+    operation_id="decideMarkdown",
+    response_description=DECIDED,
+    status_code=200,
+)
 async def markdown(
     request: Request[Any, Any, Any], data: JSONBody[MarkdownRequest], trace: Trace = None
-) -> dict[str, Any]:
+) -> DecisionOut:
     return await _decide(request, trace, data, decide_markdown)
 
 
@@ -182,13 +215,14 @@ async def markdown(
     "/decisions/{decision_id:str}",
     opt=requires("decide", "planner"),
     operation_id="getDecision",
-    responses={200: ResponseSpec(LoggedDecisionOut, description="The decision as logged")},
+    response_description="The decision as logged",
 )
-async def get_decision(services: NamedDependency[Services], decision_id: FromPath[str]) -> dict[str, Any]:
+async def get_decision(services: NamedDependency[Services], decision_id: FromPath[str]) -> LoggedDecisionOut:
+    """The decision as logged."""
     found = await services.decision_log.get(decision_id)
     if found is None:
         raise NotFound(f"no decision {decision_id}", [FieldError("decision_id", "not found")])
-    return found
+    return LoggedDecisionOut(**found)
 
 
 router = Router(

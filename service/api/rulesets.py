@@ -23,6 +23,20 @@ from litestar.params import JSONBody, Parameter, QueryParameter
 
 from service.api.body import unsupported_media
 from service.api.openapi import YAML_TYPES, OptionalBody, YamlBody, answers, links
+from service.api.ruleset_answers import (
+    ActiveEvaluated,
+    Fleet,
+    RulesetDetail,
+    RulesetDiff,
+    RulesetListing,
+    RulesetOut,
+    Served,
+    VersionCreated,
+    VersionEvaluated,
+    VersionFull,
+    VersionShadowed,
+    VersionSummary,
+)
 from service.db.base import INTEGER_MAX
 from service.errors import Conflict, FieldError, Invalid, Malformed, NotFound
 from service.rules import lifecycle
@@ -101,7 +115,7 @@ class RollbackIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 TO_PREVIOUS = RollbackIn()  # a rollback sent without a body: to the version active before
 
 
-def _served(snapshot: RegistrySnapshot, name: str) -> dict[str, Any]:
+def _served(snapshot: RegistrySnapshot, name: str) -> Served:
     """What this worker evaluates for `name` right now."""
     active = snapshot.get(name)
     view: dict[str, Any] = {"pid": os.getpid(), "generation": snapshot.generation}
@@ -112,7 +126,7 @@ def _served(snapshot: RegistrySnapshot, name: str) -> dict[str, Any]:
         view.update(
             version=active.version, sha256=active.sha256, engine=active.engine, shadow=described["shadow"]
         )
-    return view
+    return msgspec.convert(view, Served)
 
 
 async def _version(services: Services, name: str, version: int) -> repo.VersionRecord:
@@ -124,12 +138,13 @@ async def _version(services: Services, name: str, version: int) -> repo.VersionR
     return record
 
 
-def _version_body(record: repo.VersionRecord, *, full: bool) -> dict[str, Any]:
-    body = record.summary()
-    if full:
-        body["yaml"] = record.yaml_text
-        body["validation"] = record.validation
-    return body
+def _summary(record: repo.VersionRecord) -> VersionSummary:
+    return msgspec.convert(record.summary(), VersionSummary)
+
+
+def _full(record: repo.VersionRecord) -> VersionFull:
+    body = {**record.summary(), "yaml": record.yaml_text, "validation": record.validation}
+    return msgspec.convert(body, VersionFull)
 
 
 async def _after_change(services: Services) -> None:
@@ -148,27 +163,29 @@ async def _after_change(services: Services) -> None:
 async def list_rulesets(
     services: NamedDependency[Services],
     kind: Annotated[str | None, QueryParameter(name="kind", description="only rulesets of this kind")] = None,
-) -> dict[str, Any]:
+) -> RulesetListing:
     snapshot = services.rules.snapshot()
     async with services.sessions() as session:
         records = await repo.list_rulesets(session, kind)
-    return {
+    listing = {
         "rulesets": [{**record.to_dict(), "served": _served(snapshot, record.name)} for record in records],
         "kind_defaults": dict(snapshot.kind_defaults),
         "generation": snapshot.generation,
     }
+    return msgspec.convert(listing, RulesetListing, from_attributes=True)
 
 
 @get("/fleet", opt=requires(*READ_ROLES), operation_id="getRulesetFleet")
-async def ruleset_fleet(services: NamedDependency[Services]) -> dict[str, Any]:
+async def ruleset_fleet(services: NamedDependency[Services]) -> Fleet:
     """Every service worker's served generation and versions, from the heartbeats they write."""
     async with services.sessions() as session:
         generation = await repo.current_generation(session)
-        return await fleet(session, generation, services.rules.heartbeat_seconds)
+        view = await fleet(session, generation, services.rules.heartbeat_seconds)
+    return msgspec.convert(view, Fleet)
 
 
 @get("/{name:str}", opt=requires(*READ_ROLES), operation_id="getRuleset")
-async def get_ruleset(services: NamedDependency[Services], name: Name) -> dict[str, Any]:
+async def get_ruleset(services: NamedDependency[Services], name: Name) -> RulesetDetail:
     snapshot = services.rules.snapshot()
     async with services.sessions() as session:
         record = await repo.get_ruleset(session, name)
@@ -176,12 +193,13 @@ async def get_ruleset(services: NamedDependency[Services], name: Name) -> dict[s
             raise NotFound(f"no ruleset named {name!r}", [FieldError("name", f"no ruleset named {name!r}")])
         versions = await repo.list_versions(session, name)
         trail = await repo.audit_trail(session, name)
-    return {
+    detail = {
         **record.to_dict(),
         "served": _served(snapshot, name),
         "versions": [v.summary() for v in versions],
         "audit": [entry.to_dict() for entry in trail],
     }
+    return msgspec.convert(detail, RulesetDetail, from_attributes=True)
 
 
 VERSION_LINK = {"name": "$request.path.name", "version": "$response.body#/version"}
@@ -202,7 +220,7 @@ VERSION_LINK = {"name": "$request.path.name", "version": "$response.body#/versio
         ),
     },
     operation_id="createRulesetVersion",
-    responses={200: ResponseSpec(dict[str, Any], description="The same text is already a version of it")},
+    responses={200: ResponseSpec(VersionCreated, description="The same text is already a version of it")},
     operation_class=YamlBody,
 )
 async def create_version(
@@ -210,21 +228,18 @@ async def create_version(
     request: Request[Any, Any, Any],
     name: Name,
     data: JSONBody[VersionIn],
-) -> Response[dict[str, Any]]:
+) -> Response[VersionCreated]:
     text = data.yaml
     created = await lifecycle.create_version(
         services.sessions, name, text, principal_of(request).name, source=f"{name}.yaml"
     )
-    body = {**_version_body(created.record, full=False), "created": created.created}
-    body["validation"] = created.report
-    return Response(body, status_code=201 if created.created else 200)
+    body = {**created.record.summary(), "created": created.created, "validation": created.report}
+    return Response(msgspec.convert(body, VersionCreated), status_code=201 if created.created else 200)
 
 
 @get("/{name:str}/versions/{version:int}", opt=requires(*READ_ROLES), operation_id="getRulesetVersion")
-async def get_version(
-    services: NamedDependency[Services], name: Name, version: VersionNumber
-) -> dict[str, Any]:
-    return _version_body(await _version(services, name, version), full=True)
+async def get_version(services: NamedDependency[Services], name: Name, version: VersionNumber) -> VersionFull:
+    return _full(await _version(services, name, version))
 
 
 @get(
@@ -242,7 +257,7 @@ async def diff_version(
             name="against", description="`active` or a version number", pattern=f"^(?:{AGAINST.pattern})$"
         ),
     ] = "active",
-) -> dict[str, Any]:
+) -> RulesetDiff:
     if not AGAINST.fullmatch(against) or (against != "active" and int(against) > INTEGER_MAX):
         raise Invalid(
             "bad comparison target",
@@ -266,13 +281,14 @@ async def diff_version(
     changes = diff_rulesets(
         parse_ruleset(old.yaml_text, f"{name}@{old.version}"), parse_ruleset(new.yaml_text)
     )
-    return {
+    diff = {
         "name": name,
         "from": {"version": old.version, "sha256": old.sha256},
         "to": {"version": new.version, "sha256": new.sha256},
         "identical": old.sha256 == new.sha256,
         "diff": changes,
     }
+    return msgspec.convert(diff, RulesetDiff)
 
 
 def _cannot_evaluate(exc: RuleEvaluationError) -> Invalid:
@@ -298,6 +314,7 @@ def _bounded_facts(facts: dict[str, Any]) -> dict[str, Any]:
 def _evaluation_body(
     name: str, version: int, sha256: str, evaluation: Any, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
+    """An evaluation as a JSON object (the console adds its own keys); the API converts it to a Struct."""
     body = {
         "ruleset": {"name": name, "version": version, "sha256": sha256},
         "result": evaluation.result,
@@ -320,7 +337,7 @@ def _evaluation_body(
 )
 async def evaluate_version(
     services: NamedDependency[Services], name: Name, version: VersionNumber, data: JSONBody[EvaluateIn]
-) -> dict[str, Any]:
+) -> VersionEvaluated:
     """Dry run: evaluate any stored version on the given facts (full trace unless asked otherwise), in the
     trial child process under a time limit, so that no draft can hold this worker's event loop."""
     record = await _version(services, name, version)
@@ -334,7 +351,8 @@ async def evaluate_version(
         raise lifecycle.InvalidRuleset(exc.problems) from None
     except RuleEvaluationError as exc:
         raise _cannot_evaluate(exc) from None
-    return _evaluation_body(name, version, record.sha256, evaluation, {"status": record.status})
+    body = _evaluation_body(name, version, record.sha256, evaluation, {"status": record.status})
+    return msgspec.convert(body, VersionEvaluated)
 
 
 @post(
@@ -345,7 +363,7 @@ async def evaluate_version(
 )
 async def evaluate_active(
     services: NamedDependency[Services], name: Name, data: JSONBody[ActiveEvaluateIn]
-) -> dict[str, Any]:
+) -> ActiveEvaluated:
     """Evaluate the active version exactly as this worker serves it (one registry snapshot), with its shadow."""
     _bounded_facts(data.facts)
     snapshot = services.rules.snapshot()
@@ -355,7 +373,7 @@ async def evaluate_active(
         raise NotFound(reason, [FieldError("name", reason)])
     outcome = _evaluate_or_422(lambda: active.evaluate(data.facts, data.trace))
     comparison = active.shadow_evaluate(data.facts, outcome)
-    return _evaluation_body(
+    body = _evaluation_body(
         name,
         outcome.version,
         outcome.sha256,
@@ -365,6 +383,7 @@ async def evaluate_active(
             "shadow": comparison.to_dict() if comparison is not None else None,
         },
     )
+    return msgspec.convert(body, ActiveEvaluated)
 
 
 @post(
@@ -375,10 +394,10 @@ async def evaluate_active(
 )
 async def publish_version(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name, version: VersionNumber
-) -> dict[str, Any]:
+) -> VersionSummary:
     record = await lifecycle.publish(services.sessions, name, version, principal_of(request).name)
     await _after_change(services)
-    return _version_body(record, full=False)
+    return _summary(record)
 
 
 @post(
@@ -389,10 +408,10 @@ async def publish_version(
 )
 async def shadow_version(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name, version: VersionNumber
-) -> dict[str, Any]:
+) -> VersionShadowed:
     record = await lifecycle.set_shadow(services.sessions, name, version, principal_of(request).name)
     await _after_change(services)
-    return {**_version_body(record, full=False), "shadow": True}
+    return msgspec.convert({**record.summary(), "shadow": True}, VersionShadowed)
 
 
 @delete(
@@ -420,10 +439,10 @@ async def rollback_ruleset(
     request: Request[Any, Any, Any],
     name: Name,
     data: JSONBody[RollbackIn] = TO_PREVIOUS,
-) -> dict[str, Any]:
+) -> VersionSummary:
     record = await lifecycle.rollback(services.sessions, name, data.version, principal_of(request).name)
     await _after_change(services)
-    return _version_body(record, full=False)
+    return _summary(record)
 
 
 @post(
@@ -434,14 +453,14 @@ async def rollback_ruleset(
 )
 async def make_kind_default(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name
-) -> dict[str, Any]:
+) -> RulesetOut:
     """Make this ruleset the one that answers decisions of its kind that name no ruleset."""
     await lifecycle.set_kind_default(services.sessions, name, principal_of(request).name)
     await _after_change(services)
     async with services.sessions() as session:
         record = await repo.get_ruleset(session, name)
     assert record is not None  # set_kind_default raised NotFound otherwise
-    return record.to_dict()
+    return msgspec.convert(record.to_dict(), RulesetOut)
 
 
 router = Router(

@@ -124,7 +124,7 @@ def _candidates(decision: dict[str, Any]) -> list[dict[str, Any]]:
 
 @get("/decisions/{decision_id:str}", opt=same_roles(api_decisions.get_decision))
 async def decision_page(request: Request[Any, Any, Any], decision_id: Id) -> Response[Any]:
-    decision = await api_decisions.get_decision.fn(_services(request), decision_id)
+    decision = msgspec.to_builtins(await api_decisions.get_decision.fn(_services(request), decision_id))
     trace = decision.get("trace") or {}
     rules = trace.get("rules") if isinstance(trace.get("rules"), dict) else trace
     others = {k: v for k, v in trace.items() if k not in ("rules", "candidates", "facts", "evaluations")}

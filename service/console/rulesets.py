@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.params import FromPath, Parameter
@@ -36,6 +37,12 @@ Name = Annotated[str, Parameter(max_length=100)]
 MAX_YAML_BYTES = 512 * 1024
 
 
+def _plain(answer: msgspec.Struct) -> dict[str, Any]:
+    """An API handler's answer as the JSON object it is sent as (templates index it like one)."""
+    plain: dict[str, Any] = msgspec.to_builtins(answer)
+    return plain
+
+
 def _services(request: Request[Any, Any, Any]) -> Services:
     services: Services = request.app.state.services
     return services
@@ -46,8 +53,8 @@ async def rulesets_page(request: Request[Any, Any, Any]) -> Response[Any]:
     kind = request.query_params.get("kind") or None
     if kind is not None and kind not in FACT_CATALOG:
         kind = None
-    listing = await api.list_rulesets.fn(_services(request), kind)
-    fleet = await api.ruleset_fleet.fn(_services(request))
+    listing = _plain(await api.list_rulesets.fn(_services(request), kind))
+    fleet = _plain(await api.ruleset_fleet.fn(_services(request)))
     return render(
         request,
         "rulesets.html",
@@ -63,7 +70,7 @@ async def rulesets_page(request: Request[Any, Any, Any]) -> Response[Any]:
 
 @get("/rulesets/{name:str}", opt=same_roles(api.get_ruleset))
 async def ruleset_page(request: Request[Any, Any, Any], name: Name) -> Response[Any]:
-    ruleset = await api.get_ruleset.fn(_services(request), name)
+    ruleset = _plain(await api.get_ruleset.fn(_services(request), name))
     versions = sorted(ruleset["versions"], key=lambda v: -int(v["version"]))
     audit_page = request.query_params.get("audit_page", "1")
     return render(
@@ -106,8 +113,8 @@ async def _version_context(
     request: Request[Any, Any, Any], name: str, version: int, against: str | None
 ) -> dict[str, Any]:
     services = _services(request)
-    record = await api.get_version.fn(services, name, version)
-    ruleset = await api.get_ruleset.fn(services, name)
+    record = _plain(await api.get_version.fn(services, name, version))
+    ruleset = _plain(await api.get_ruleset.fn(services, name))
     validation = record.get("validation") or {}
     errors = [
         {
@@ -124,7 +131,7 @@ async def _version_context(
     diff_problem: dict[str, Any] | None = None
     if against:
         try:
-            diff = await api.diff_version.fn(services, name, version, against)
+            diff = _plain(await api.diff_version.fn(services, name, version, against))
         except ServiceError as error:
             diff_problem = problem_context(error)
     engines, tests = _tests_by_engine(validation)
@@ -166,7 +173,7 @@ async def version_page(
 @get("/rulesets/{name:str}/edit", opt=same_roles(api.create_version))
 async def editor_page(request: Request[Any, Any, Any], name: Name) -> Response[Any]:
     services = _services(request)
-    ruleset = await api.get_ruleset.fn(services, name)
+    ruleset = _plain(await api.get_ruleset.fn(services, name))
     start = request.query_params.get("from")
     numbers = [v["version"] for v in ruleset["versions"]]
     base = (
@@ -176,7 +183,7 @@ async def editor_page(request: Request[Any, Any, Any], name: Name) -> Response[A
         base = max(numbers)
     text = ""
     if base is not None:
-        text = (await api.get_version.fn(services, name, base))["yaml"]
+        text = (await api.get_version.fn(services, name, base)).yaml
     return render(request, "editor.html", title=f"New draft of {name}", name=name, text=text, base=base)
 
 
@@ -370,7 +377,7 @@ async def try_page(request: Request[Any, Any, Any], name: Name, version: FromPat
 async def shadow_page(request: Request[Any, Any, Any], name: Name) -> Response[Any]:
     """The differences recorded between the active and the shadow version over recent decisions."""
     services = _services(request)
-    ruleset = await api.get_ruleset.fn(services, name)
+    ruleset = _plain(await api.get_ruleset.fn(services, name))
     number = page_number(request)
     async with services.sessions() as session:
         found, more = await find_decisions(
