@@ -69,17 +69,19 @@ class OrderFacts(NamedTuple):
 
     def nested(self) -> dict[str, Any]:
         """The facts as the allocation ruleset reads them."""
+        # one unpacking instead of eight attribute reads: a simulation builds these for every order
+        channel, fulfillment, region, value, line_count, units, promo, tier = self
         return {
             "order": {
-                "channel": self.channel,
-                "fulfillment": self.fulfillment,
-                "region": self.region,
-                "value": round(self.value, 2),
-                "line_count": self.line_count,
-                "units": self.units,
+                "channel": channel,
+                "fulfillment": fulfillment,
+                "region": region,
+                "value": round(value, 2),
+                "line_count": line_count,
+                "units": units,
             },
-            "promo": {"active": self.promo},
-            "customer": {"tier": self.tier},
+            "promo": {"active": promo},
+            "customer": {"tier": tier},
         }
 
 
