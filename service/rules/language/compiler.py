@@ -2,9 +2,9 @@
 
 What compiling derives from a `Ruleset` (its engine-independent compiled form, one evaluator per engine) is
 kept on that ruleset (`Ruleset.derived`) and goes with it: compiling the same document again, for another
-version number or another request, reuses it. The durable_rules handle behind a durable evaluator is
-loaded once per process and content (see `service.rules.language.durable_engine.load_ruleset`), however
-many documents of that content are compiled.
+version number or another request, reuses it. The ruleset a durable evaluator loads into durable_rules
+belongs to that evaluator and its versions (`service.rules.language.durable_engine.LoadedRuleset`) and is
+deleted from the engine when they go.
 """
 
 from __future__ import annotations

@@ -1,20 +1,22 @@
 """The durable_rules engine: the normal form compiled to durable_rules JSON, driven through its C module.
 
 How it is driven (see the project's notes on durable_rules): no `Host` and no timer threads; the C
-module `durable_rules_engine` is called directly. Each ruleset version is loaded once per process under
-its own name (ruleset name + sha256 prefix). Each thread uses one fixed session id for its whole life,
-never creating or deleting sessions per request. Every rule is ANDed with a type tag so that no rule can
-match the session's hidden state fact. First hit asserts an event (consumed by the first match); collect
-asserts a fact and retracts it in `finally`. The action loop is always drained. The engine only says which
-rules matched; the values are computed in Python afterwards.
+module `durable_rules_engine` is called directly. Each compiled ruleset is loaded into the engine as its own
+`LoadedRuleset`, owned by the evaluators of that compiled ruleset and deleted from the engine, with its
+sessions, once none of them is left. Each thread uses one fixed session id per loaded ruleset, never creating
+or deleting sessions per request. Every rule is ANDed with a type tag so that no rule can match the session's
+hidden state fact. First hit asserts an event (consumed by the first match); collect asserts a fact and
+retracts it in `finally`. The action loop is always drained. The engine only says which rules matched; the
+values are computed in Python afterwards.
 """
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import json
 import re
 import threading
+import weakref
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -147,36 +149,89 @@ def durable_name(name: str, sha256: str) -> str:
 
 _ABSENT: Any = object()
 _encode = msgspec.json.Encoder().encode
-# durable_rules keeps every loaded ruleset for the life of the process, by name, and refuses a name twice:
-# this is that registry as seen from Python, so a name already loaded gives back its handle
-_handles: dict[str, Any] = {}
-_load_lock = threading.Lock()
-_thread = threading.local()
-_sid_counter = itertools.count(1)
+# a rule every loaded ruleset gets besides its own: matched by the one event that opens a session, so that an
+# action has run on every session before it is deleted (deleting one on which none ran can crash the core)
+OPEN_RULE = "open"
+OPEN_TAG = "open"
 
 
-def load_ruleset(name: str, definition_json: str) -> Any:
-    """The C handle of a ruleset, created once per process under `name`."""
-    handle = _handles.get(name)
-    if handle is not None:
-        return handle
-    with _load_lock:
-        handle = _handles.get(name)
-        if handle is None:
-            try:
-                handle = dre.create_ruleset(name, definition_json)
-            except dre.error as exc:
-                raise EngineError(f"durable_rules refused ruleset {name}: {exc}") from None
-            _handles[name] = handle
-    return handle
+def _release(handle: int, sessions: list[str]) -> None:
+    """Delete a ruleset and its sessions from the engine (deleting the ruleset alone leaves each session's
+    memory behind)."""
+    for sid in sessions:
+        with contextlib.suppress(dre.error):
+            dre.delete_state(handle, sid)
+    dre.delete_ruleset(handle)
 
 
-def _session_id() -> str:
-    sid: str | None = getattr(_thread, "sid", None)
-    if sid is None:
-        sid = f"w{next(_sid_counter)}"
-        _thread.sid = sid
-    return sid
+class LoadedRuleset:
+    """One ruleset loaded into durable_rules, with a session per thread that evaluates on it.
+
+    The evaluators of one compiled ruleset share it (`Evaluator.with_version` copies the reference); once
+    none refers to it, no thread can be evaluating on it and its finalizer deletes it and its sessions from
+    the engine. A thread keeps one session id for its life; the id of a thread that has ended is given to
+    the next new thread (its session is empty: every evaluation drains and retracts what it asserted).
+    """
+
+    __slots__ = ("__weakref__", "_local", "_lock", "_owners", "_sessions", "handle", "name")
+
+    def __init__(self, name: str, definition: dict[str, Any]) -> None:
+        self.name = name
+        opened = {**definition, OPEN_RULE: {"pri": 0, "all": [{"m": {TAG_FIELD: OPEN_TAG}}]}}
+        try:
+            self.handle: int = dre.create_ruleset(name, plain_json(opened))
+        except dre.error as exc:
+            raise EngineError(f"durable_rules refused ruleset {name}: {exc}") from None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._sessions: list[str] = []
+        self._owners: dict[str, weakref.ref[threading.Thread]] = {}
+        finalizer = weakref.finalize(self, _release, self.handle, self._sessions)
+        finalizer.atexit = False  # the process's memory goes with it
+
+    def session(self) -> str:
+        """This thread's session id on this ruleset."""
+        sid: str | None = getattr(self._local, "sid", None)
+        if sid is None:
+            sid = self._open()
+        return sid
+
+    def _open(self) -> str:
+        thread = threading.current_thread()
+        with self._lock:
+            sid = next((s for s, owner in self._owners.items() if _ended(owner())), None)
+            if sid is None:
+                sid = f"w{len(self._sessions) + 1}"
+                self._sessions.append(sid)
+                code, state = dre.assert_event(
+                    self.handle, plain_json({"sid": sid, "id": OPEN_TAG, TAG_FIELD: OPEN_TAG})
+                )
+                if code != 0 or not _drain_all(self.handle, state):
+                    raise EngineError(
+                        f"durable_rules did not open a session on ruleset {self.name} (code {code})"
+                    )
+            self._owners[sid] = weakref.ref(thread)
+        self._local.sid = sid
+        return sid
+
+    def open_sessions(self) -> int:
+        """How many sessions the engine holds for this ruleset."""
+        return len(self._sessions)
+
+
+def _ended(thread: threading.Thread | None) -> bool:
+    return thread is None or not thread.is_alive()
+
+
+def _drain_all(handle: int, state: int) -> int:
+    """Run the action loop to its end; how many actions ran."""
+    ran = 0
+    action = dre.start_action_for_state(handle, state)
+    message: str | None = action[1] if action else None
+    while message:
+        ran += 1
+        message = dre.complete_and_start_action(handle, state)
+    return ran
 
 
 def _drain(handle: Any, state: int) -> list[int]:
@@ -201,7 +256,8 @@ class DurableEvaluator(Evaluator):
         definition = ruleset_definition(compiled)
         self.definition_json = plain_json(definition)
         self.name = durable_name(compiled.name, compiled.sha256)
-        self.handle = load_ruleset(self.name, self.definition_json) if definition else None
+        # this evaluator's own ruleset in the engine (shared with its versions), gone when they all are
+        self.loaded = LoadedRuleset(self.name, definition) if definition else None
         self.fallback = fallback
         self.python = PythonEvaluator(compiled, version)
         # only the fields the conditions read are sent: a smaller message is faster to write and to parse
@@ -242,10 +298,11 @@ class DurableEvaluator(Evaluator):
         return text
 
     def match(self, facts: Facts) -> list[CompiledRule]:
-        handle = self.handle
-        if handle is None:
+        loaded = self.loaded  # held for the whole call: the ruleset cannot be deleted under it
+        if loaded is None:
             return []
-        text = self.message(facts, _session_id())
+        handle = loaded.handle
+        text = self.message(facts, loaded.session())
         try:
             if self.first:
                 code, state = dre.assert_event(handle, text)

@@ -11,7 +11,6 @@ from service.rules.language import compile_ruleset, parse_ruleset, ruleset_sha25
 from service.rules.language.analysis import normalize
 from service.rules.language.durable_engine import (
     DurableEvaluator,
-    _session_id,
     format_float,
     plain_json,
     ruleset_definition,
@@ -130,15 +129,18 @@ def test_the_session_is_left_empty_after_each_evaluation(policy: str) -> None:
     for _ in range(50):
         assert evaluator.evaluate({"transfer": {"qty": 9}, "source": {"type": "x", "floor": 1}}).matched
         assert not evaluator.evaluate({"transfer": {"qty": 0}, "source": {"type": "dc", "floor": 1}}).matched
-    assert json.loads(dre.get_facts(evaluator.handle, _session_id())) == []
-    assert json.loads(dre.get_events(evaluator.handle, _session_id())) == []
+    loaded = evaluator.loaded
+    assert loaded is not None
+    assert json.loads(dre.get_facts(loaded.handle, loaded.session())) == []
+    assert json.loads(dre.get_events(loaded.handle, loaded.session())) == []
 
 
-def test_the_same_version_is_loaded_once_under_a_name_with_its_hash() -> None:
-    first = compile_ruleset(parse_ruleset(TEXT.format(policy="first")), "durable")
-    second = compile_ruleset(parse_ruleset(TEXT.format(policy="first")), "durable", version=2)
+def test_the_versions_of_one_document_share_its_loaded_ruleset_named_with_its_hash() -> None:
+    ruleset = parse_ruleset(TEXT.format(policy="first"))
+    first = compile_ruleset(ruleset, "durable")
+    second = compile_ruleset(ruleset, "durable", version=2)
     assert isinstance(first, DurableEvaluator) and isinstance(second, DurableEvaluator)
-    assert first.handle == second.handle
+    assert first.loaded is not None and first.loaded is second.loaded
     assert first.name == f"durable-json-{first.compiled.sha256[:16]}"
     assert (first.version, second.version) == (0, 2)
 
