@@ -40,6 +40,7 @@ from service.db.sqlite_writer import SqliteWriters
 from service.decisions.log import open_decision_log
 from service.masterdata import MasterDataCache
 from service.rules.registry import open_registry
+from service.rules.trial import TrialWorker
 from service.security import AuthMiddleware
 from service.services import Services
 from service.settings import Settings, get_settings
@@ -113,7 +114,12 @@ async def start_services(settings: Settings) -> Services:
     sqlite_writers = SqliteWriters()
     stock = await open_store(settings, sqlite_writers=sqlite_writers)
     sweeper = start_sweeper(stock, settings.stock.sweep_interval_seconds)
-    rules = await open_registry(settings, sessions)
+    trials = TrialWorker()
+    try:
+        rules = await open_registry(settings, sessions, trials)
+    except BaseException:
+        trials.close()
+        raise
     services = Services(
         settings=settings,
         engine=engine,
@@ -121,6 +127,7 @@ async def start_services(settings: Settings) -> Services:
         master_data=master_data,
         stock=stock,
         rules=rules,
+        trials=trials,
         decision_log=await open_decision_log(sessions, sqlite_writers=sqlite_writers),
         simulations=SimulationJobs(sessions, settings.rules.rulesets_dir),
         monitor=ExceptionMonitor(
@@ -177,6 +184,7 @@ async def stop_services(services: Services) -> None:
             await close()
         except Exception:  # one component failing to close must not keep the others open
             log.exception("closing the %s failed", name)
+    services.trials.close()
     await services.engine.dispose()
 
 

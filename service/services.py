@@ -12,6 +12,7 @@ from service.db.sqlite_writer import SqliteWriters
 from service.decisions.log import SqlDecisionLog
 from service.masterdata import MasterDataCache
 from service.rules.registry import RulesRegistry
+from service.rules.trial import TrialWorker
 from service.security.guards import PrincipalCache
 from service.settings import Settings
 from service.stock.store import StockStore
@@ -29,6 +30,8 @@ class Services:
     master_data: MasterDataCache
     stock: StockStore
     rules: RulesRegistry
+    # the child process that checks ruleset versions and runs dry runs
+    trials: TrialWorker
     decision_log: SqlDecisionLog
     simulations: SimulationJobs
     monitor: ExceptionMonitor

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.engine import create_engine
 from service.db.migrate import upgrade
+from service.rules.trial import TrialWorker
 from service.settings import DatabaseSettings
 from tests.apiclient import ApiClient, api_client, make_settings
 from tests.services import clone_postgres_database, postgres_database, redis_server
@@ -144,3 +145,10 @@ async def sqlite_api(migrated_sqlite_url: str) -> AsyncIterator[ApiClient]:
     """The app on SQLite only, for tests whose subject is not the database."""
     async with api_client(make_settings(migrated_sqlite_url)) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def trials() -> Iterator[TrialWorker]:
+    """One trial child for the session's ruleset checks and dry runs, closed at its end."""
+    with TrialWorker() as worker:
+        yield worker

@@ -231,7 +231,7 @@ async def create_version(
 ) -> Response[VersionCreated]:
     text = data.yaml
     created = await lifecycle.create_version(
-        services.sessions, name, text, principal_of(request).name, source=f"{name}.yaml"
+        services.sessions, services.trials, name, text, principal_of(request).name, source=f"{name}.yaml"
     )
     body = {**created.record.summary(), "created": created.created, "validation": created.report}
     return Response(msgspec.convert(body, VersionCreated), status_code=201 if created.created else 200)
@@ -345,7 +345,14 @@ async def evaluate_version(
     engine = data.engine or services.settings.rules.engine
     try:
         evaluation = await asyncio.to_thread(
-            dry_run, record.yaml_text, f"{name}@{version}", facts, data.trace, engine, version
+            dry_run,
+            services.trials,
+            record.yaml_text,
+            f"{name}@{version}",
+            facts,
+            data.trace,
+            engine,
+            version,
         )
     except RulesetError as exc:
         raise lifecycle.InvalidRuleset(exc.problems) from None
@@ -395,7 +402,9 @@ async def evaluate_active(
 async def publish_version(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name, version: VersionNumber
 ) -> VersionSummary:
-    record = await lifecycle.publish(services.sessions, name, version, principal_of(request).name)
+    record = await lifecycle.publish(
+        services.sessions, services.trials, name, version, principal_of(request).name
+    )
     await _after_change(services)
     return _summary(record)
 

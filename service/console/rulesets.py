@@ -210,7 +210,12 @@ async def create_draft(request: Request[Any, Any, Any], name: Name) -> Response[
     try:
         text = await _submitted_yaml(request)
         created = await lifecycle.create_version(
-            _services(request).sessions, name, text, principal(request).name, source=f"{name}.yaml"
+            _services(request).sessions,
+            _services(request).trials,
+            name,
+            text,
+            principal(request).name,
+            source=f"{name}.yaml",
         )
     except ServiceError as error:
         problem = problem_context(error)

@@ -21,7 +21,7 @@ from service.errors import ServiceError
 from service.rules import lifecycle
 from service.rules import repository as repo
 from service.rules.language import RulesetError, diff_rulesets, parse_ruleset
-from service.rules.trial import check_ruleset
+from service.rules.trial import TrialWorker, check_ruleset
 from service.settings import get_settings
 
 T = TypeVar("T")
@@ -53,6 +53,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     files = _files(args.paths)
     if files is None:
         return 2
+    with TrialWorker() as trials:
+        return _validate(trials, files)
+
+
+def _validate(trials: TrialWorker, files: list[Path]) -> int:
     failed = 0
     for path in files:
         try:
@@ -62,7 +67,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             for problem in exc.problems:
                 _out(f"error: {lifecycle.located(problem)}")
             continue
-        report = check_ruleset(ruleset)
+        report = check_ruleset(trials, ruleset)
         for problem in report.errors:
             _out(f"error: {lifecycle.located(problem)}")
         for problem in report.warnings:
@@ -80,6 +85,11 @@ def cmd_test(args: argparse.Namespace) -> int:
     if files is None:
         return 2
     engines = ("durable", "python") if args.engine == "both" else (args.engine,)
+    with TrialWorker() as trials:
+        return _test(trials, files, engines)
+
+
+def _test(trials: TrialWorker, files: list[Path], engines: tuple[str, ...]) -> int:
     runs = failures = 0
     for path in files:
         try:
@@ -89,7 +99,7 @@ def cmd_test(args: argparse.Namespace) -> int:
             for problem in exc.problems:
                 _out(f"error: {lifecycle.located(problem)}")
             continue
-        report = check_ruleset(ruleset)
+        report = check_ruleset(trials, ruleset)
         for problem in report.errors:
             failures += 1
             _out(f"error: {lifecycle.located(problem)}")
@@ -146,7 +156,9 @@ def cmd_push(args: argparse.Namespace) -> int:
         for path, text in texts:
             try:
                 name = parse_ruleset(text, str(path)).name
-                created = await lifecycle.create_version(sessions, name, text, args.actor, source=str(path))
+                created = await lifecycle.create_version(
+                    sessions, trials, name, text, args.actor, source=str(path)
+                )
             except RulesetError as exc:
                 failed += 1
                 for problem in exc.problems:
@@ -163,15 +175,17 @@ def cmd_push(args: argparse.Namespace) -> int:
             _out(f"{record.name} v{record.version}: {state} sha256={record.sha256[:12]}{note}")
         return 1 if failed else 0
 
-    return _with_store(push)
+    with TrialWorker() as trials:
+        return _with_store(push)
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     async def publish(sessions: async_sessionmaker[AsyncSession]) -> repo.VersionRecord:
-        return await lifecycle.publish(sessions, args.name, args.version, args.actor)
+        return await lifecycle.publish(sessions, trials, args.name, args.version, args.actor)
 
     try:
-        record = _with_store(publish)
+        with TrialWorker() as trials:
+            record = _with_store(publish)
     except ServiceError as exc:
         return _report_service_error(exc)
     _out(f"{record.name} v{record.version} published by {record.publisher}; workers switch within seconds")

@@ -22,7 +22,7 @@ from service.rules import repository as repo
 from service.rules.language import Problem, Ruleset, RulesetError, ValidationReport, parse_ruleset
 from service.rules.language import ruleset_sha256 as content_sha256
 from service.rules.repository import DRAFT, PUBLISHED, RETIRED, VersionRecord
-from service.rules.trial import check_ruleset
+from service.rules.trial import TrialWorker, check_ruleset
 
 log = logging.getLogger(__name__)
 
@@ -88,20 +88,21 @@ class Checked:
         return self.report.ok and not self.report.errors and self.tests_pass
 
 
-def check_text(text: str, source: str = "<string>") -> Checked:
-    """Parse and check ruleset text; raise `Invalid` with located problems when it has errors."""
+def check_text(trials: TrialWorker, text: str, source: str = "<string>") -> Checked:
+    """Parse and check ruleset text (the engine checks in `trials`' child); raise `Invalid` with located
+    problems when it has errors."""
     try:
         ruleset = parse_ruleset(text, source)
     except RulesetError as exc:
         raise InvalidRuleset(list(exc.problems)) from None
-    report = check_ruleset(ruleset)
+    report = check_ruleset(trials, ruleset)
     if report.errors:
         raise InvalidRuleset(list(report.errors))
     return Checked(ruleset=ruleset, sha256=content_sha256(ruleset), report=report)
 
 
-async def check_text_async(text: str, source: str = "<string>") -> Checked:
-    return await asyncio.to_thread(check_text, text, source)
+async def check_text_async(trials: TrialWorker, text: str, source: str = "<string>") -> Checked:
+    return await asyncio.to_thread(check_text, trials, text, source)
 
 
 @dataclass(frozen=True)
@@ -112,10 +113,16 @@ class CreatedVersion:
 
 
 async def create_version(
-    sessions: SessionFactory, name: str, text: str, author: str, *, source: str | None = None
+    sessions: SessionFactory,
+    trials: TrialWorker,
+    name: str,
+    text: str,
+    author: str,
+    *,
+    source: str | None = None,
 ) -> CreatedVersion:
     """Store `text` as the next draft version of `name`, or return the version with the same content."""
-    checked = await check_text_async(text, source or f"{name}.yaml")
+    checked = await check_text_async(trials, text, source or f"{name}.yaml")
     ruleset = checked.ruleset
     if ruleset.name != name:
         raise Invalid(
@@ -206,7 +213,9 @@ async def _activate(session: AsyncSession, pointer: RulesetRow, row: RulesetVers
     return previous
 
 
-async def publish(sessions: SessionFactory, name: str, version: int, publisher: str) -> VersionRecord:
+async def publish(
+    sessions: SessionFactory, trials: TrialWorker, name: str, version: int, publisher: str
+) -> VersionRecord:
     """Make a draft the active version: never by its author, only when it checks clean and its tests pass."""
     async with sessions() as session:
         row = await _require_version(session, name, version)
@@ -220,7 +229,7 @@ async def publish(sessions: SessionFactory, name: str, version: int, publisher: 
         raise Forbidden(reason, [FieldError("version", reason)])
     # Checked again: the fact catalogue or the engines may have changed since the draft was stored.
     try:
-        checked = await check_text_async(text, f"{name}@{version}")
+        checked = await check_text_async(trials, text, f"{name}@{version}")
     except InvalidRuleset as exc:
         reason = f"version {version} of {name!r} no longer passes its checks"
         raise Conflict(reason, [FieldError("version", reason), *exc.errors]) from None
@@ -361,7 +370,9 @@ def read_ruleset_files(path: Path) -> list[tuple[Path, str]]:
     return [(file, file.read_text(encoding="utf-8")) for file in ruleset_files(path)]
 
 
-async def seed_if_empty(sessions: SessionFactory, rulesets_dir: Path) -> list[tuple[str, int]]:
+async def seed_if_empty(
+    sessions: SessionFactory, trials: TrialWorker, rulesets_dir: Path
+) -> list[tuple[str, int]]:
     """On an empty store, publish every shipped ruleset file as version 1 by `system`.
 
     Files that fail their checks are logged and skipped so one bad file cannot stop the service;
@@ -376,7 +387,7 @@ async def seed_if_empty(sessions: SessionFactory, rulesets_dir: Path) -> list[tu
     checked: list[tuple[Path, str, Checked]] = []
     for path, text in texts:
         try:
-            result = await check_text_async(text, str(path))
+            result = await check_text_async(trials, text, str(path))
         except InvalidRuleset as exc:
             log.error("not seeding %s: %s", path, "; ".join(located(p) for p in exc.problems))
             continue

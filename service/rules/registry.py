@@ -31,6 +31,7 @@ from service.rules import repository as repo
 from service.rules.fleet import Heartbeat, WorkerIdentity, record_heartbeat, remove_heartbeat
 from service.rules.language import Evaluation, Evaluator, compile_ruleset, parse_ruleset
 from service.rules.lifecycle import seed_if_empty
+from service.rules.trial import TrialWorker
 from service.settings import EngineName, Settings
 
 log = logging.getLogger(__name__)
@@ -457,12 +458,15 @@ class RulesRegistry:
         await self.stop()
 
 
-async def open_registry(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> RulesRegistry:
-    """Seed an empty store from `settings.rules.rulesets_dir`, load the active versions, start polling.
+async def open_registry(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], trials: TrialWorker
+) -> RulesRegistry:
+    """Seed an empty store from `settings.rules.rulesets_dir` (checking each file in `trials`), load the
+    active versions, start polling.
 
     The caller closes it with `await registry.close()` at shutdown.
     """
-    await seed_if_empty(sessions, settings.rules.rulesets_dir)
+    await seed_if_empty(sessions, trials, settings.rules.rulesets_dir)
     registry = RulesRegistry(
         sessions,
         settings.rules.engine,

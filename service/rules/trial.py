@@ -6,14 +6,15 @@ both engines; those and the durable_rules compile run in a child process with a 
 ruleset that would hang durable_rules, or tests that would take long, can never hold the server;
 `dry_run` evaluates a stored version on given facts in the same child, under its own time limit.
 
-`check_ruleset` and `dry_run` share one such child per server process (`TrialWorker`): it reads one JSON
-request per line on stdin and answers one line. {"text", "source"} loads the ruleset and runs its
+`check_ruleset` and `dry_run` run in the child of the `TrialWorker` they are given: the app holds one for
+its life (`Services.trials`), a CLI command one for its run. The child reads one JSON request per line on
+stdin and answers one line. {"text", "source"} loads the ruleset and runs its
 embedded tests on the Python engine, then on durable_rules: ["ok", [test results]] or ["error", reason]. {"text", "source", "facts", "trace", "engine", "version"}
 evaluates the facts: ["ok", evaluation], ["invalid", [problems]], ["refused", {message, rule_id, path}]
 or ["error", reason]. Whatever hangs or takes too long (a ruleset that hangs durable_rules, see the engine
 notes) only holds the child, which is killed after a time limit and replaced; the child is also replaced
-every `MAX_TRIALS` requests, since durable_rules cannot unload a ruleset and each trial adds one. The
-child answers the embedded tests of a text it has tested before from what it found then.
+every `MAX_TRIALS` requests, which bounds what it keeps. The child answers the embedded tests of a text it
+has tested before from what it found then.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def main() -> None:
 
 
 class TrialWorker:
-    """One long-lived trial child per process; thread-safe; restarted after a timeout or a crash."""
+    """A long-lived trial child, started at the first request; thread-safe; restarted after a timeout or a
+    crash. Its owner closes it (`close`, or `with TrialWorker() as trials:`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -164,30 +166,35 @@ class TrialWorker:
                 return "error", "the durable_rules trial process gave no readable answer"
             return str(status), payload
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process id; None before the first request and after `close`."""
+        process = self._process
+        return None if process is None else process.pid
+
     def close(self) -> None:
         with self._lock:
             self._stop()
 
+    def __enter__(self) -> TrialWorker:
+        return self
 
-_worker: TrialWorker | None = None
-
-
-def _trial_worker() -> TrialWorker:
-    global _worker
-    if _worker is None:
-        _worker = TrialWorker()
-    return _worker
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def durable_trial(ruleset: Ruleset, timeout: float = CHILD_TIMEOUT_SECONDS) -> tuple[str, Any]:
+def durable_trial(
+    trials: TrialWorker, ruleset: Ruleset, timeout: float = CHILD_TIMEOUT_SECONDS
+) -> tuple[str, Any]:
     """("ok", test results) or ("error", reason) from running the embedded tests on the Python engine
     and loading the ruleset into durable_rules to run them again, in the trial child process (see
     below), which is killed if it takes over `timeout` seconds.
     """
-    return _trial_worker().trial(ruleset.text, ruleset.source, timeout)
+    return trials.trial(ruleset.text, ruleset.source, timeout)
 
 
 def dry_run(
+    trials: TrialWorker,
     text: str,
     source: str,
     facts: dict[str, Any],
@@ -209,7 +216,7 @@ def dry_run(
         "engine": engine,
         "version": version,
     }
-    status, payload = _trial_worker().ask(request, timeout)
+    status, payload = trials.ask(request, timeout)
     if status == "ok":
         return Evaluation(**payload)
     if status == "invalid":
@@ -223,12 +230,14 @@ def dry_run(
     raise RuntimeError(f"the dry run failed: {payload}")
 
 
-def check_ruleset(ruleset: Ruleset, *, durable_timeout: float = CHILD_TIMEOUT_SECONDS) -> ValidationReport:
+def check_ruleset(
+    trials: TrialWorker, ruleset: Ruleset, *, durable_timeout: float = CHILD_TIMEOUT_SECONDS
+) -> ValidationReport:
     """Every check publishing requires; the report is `ok` only when nothing is wrong."""
     report = static_report(ruleset)
     if report.errors:
         return report
-    status, payload = durable_trial(ruleset, durable_timeout)
+    status, payload = durable_trial(trials, ruleset, durable_timeout)
     if status == "ok":
         report.tests.extend(TestResult(**r) for r in payload)
     else:
@@ -237,14 +246,16 @@ def check_ruleset(ruleset: Ruleset, *, durable_timeout: float = CHILD_TIMEOUT_SE
     return report
 
 
-def check_text(text: str, source: str = "<string>") -> tuple[Ruleset | None, ValidationReport]:
+def check_text(
+    trials: TrialWorker, text: str, source: str = "<string>"
+) -> tuple[Ruleset | None, ValidationReport]:
     """Parse and check in one step: the ruleset (None if it does not parse) and the report, whose errors
     then hold the parse problems."""
     try:
         ruleset = parse_ruleset(text, source)
     except RulesetError as exc:
         return None, ValidationReport(errors=list(exc.problems))
-    return ruleset, check_ruleset(ruleset)
+    return ruleset, check_ruleset(trials, ruleset)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import pytest
 from service.db.engine import create_engine, session_factory
 from service.db.migrate import upgrade
 from service.rules import lifecycle
+from service.rules.trial import TrialWorker
 from service.security.keys import create_key
 from service.settings import DatabaseSettings
 from tests.server import running_server
@@ -38,7 +39,8 @@ async def prepare(url: str) -> str:
     try:
         await upgrade(engine)
         sessions = session_factory(engine)
-        await lifecycle.create_version(sessions, NAME, rounding_yaml(), "alice")
+        with TrialWorker() as trials:
+            await lifecycle.create_version(sessions, trials, NAME, rounding_yaml(), "alice")
         return await create_key(sessions, "alice", ["author"])
     finally:
         await engine.dispose()

@@ -21,6 +21,7 @@ import pytest
 from service.db.engine import create_engine, session_factory
 from service.db.migrate import upgrade
 from service.rules import lifecycle
+from service.rules.trial import TrialWorker
 from service.security.keys import create_key
 from service.settings import DatabaseSettings
 from tests.server import running_server
@@ -60,9 +61,10 @@ async def prepare(url: str) -> dict[str, str]:
     try:
         await upgrade(engine)
         sessions = session_factory(engine)
-        for marker in ("v1", "v2", "v3"):
-            await lifecycle.create_version(sessions, NAME, transfer_yaml(marker), "alice")
-        await lifecycle.publish(sessions, NAME, 1, "bob")
+        with TrialWorker() as trials:
+            for marker in ("v1", "v2", "v3"):
+                await lifecycle.create_version(sessions, trials, NAME, transfer_yaml(marker), "alice")
+            await lifecycle.publish(sessions, trials, NAME, 1, "bob")
         return {
             "publisher": await create_key(sessions, "bob", ["publisher"]),
             "decide": await create_key(sessions, "load", ["decide"]),

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.db.models import RulesetGenerationRow, RulesetVersionRow
 from service.rules.fleet import fleet
 from service.rules.registry import RulesRegistry, RulesUnconfirmed
+from service.rules.trial import TrialWorker
 from tests.unit.lifecycle.samples import NAME
 from tests.unit.lifecycle.test_registry import published
 
@@ -35,8 +36,9 @@ async def registry_at(sessions: Sessions, clock: Clock) -> RulesRegistry:
 
 async def test_a_confirmed_worker_decides_until_the_deadline_passes_without_a_read(
     sessions: Sessions,
+    trials: TrialWorker,
 ) -> None:
-    await published(sessions, "v1")
+    await published(sessions, trials, "v1")
     clock = Clock()
     registry = await registry_at(sessions, clock)
     clock.now += 10.0
@@ -51,8 +53,8 @@ async def test_a_confirmed_worker_decides_until_the_deadline_passes_without_a_re
     assert registry.confirmation()["unconfirmed_kinds"] == []
 
 
-async def test_a_failed_read_does_not_confirm(sessions: Sessions) -> None:
-    await published(sessions, "v1")
+async def test_a_failed_read_does_not_confirm(sessions: Sessions, trials: TrialWorker) -> None:
+    await published(sessions, trials, "v1")
     clock = Clock()
     registry = await registry_at(sessions, clock)
     async with sessions() as session:
@@ -78,11 +80,13 @@ async def test_a_failed_read_does_not_confirm(sessions: Sessions) -> None:
     registry.confirm("transfer")
 
 
-async def test_a_newer_version_that_cannot_be_built_fences_only_its_kind(sessions: Sessions) -> None:
-    await published(sessions, "v1")
+async def test_a_newer_version_that_cannot_be_built_fences_only_its_kind(
+    sessions: Sessions, trials: TrialWorker
+) -> None:
+    await published(sessions, trials, "v1")
     clock = Clock()
     registry = await registry_at(sessions, clock)
-    await published(sessions, "v2")
+    await published(sessions, trials, "v2")
     async with sessions() as session:  # the store now holds a version this worker cannot compile
         await session.execute(
             update(RulesetVersionRow)
@@ -101,14 +105,16 @@ async def test_a_newer_version_that_cannot_be_built_fences_only_its_kind(session
     assert registry.snapshot().active("transfer") is not None  # reads still see what it served
 
 
-async def test_each_worker_reports_what_it_serves_in_the_fleet_view(sessions: Sessions) -> None:
-    await published(sessions, "v1")
+async def test_each_worker_reports_what_it_serves_in_the_fleet_view(
+    sessions: Sessions, trials: TrialWorker
+) -> None:
+    await published(sessions, trials, "v1")
     first, second = Clock(), Clock()
     one = await registry_at(sessions, first)
     other = await registry_at(sessions, second)
     await one.beat(force=True)
     await other.beat(force=True)
-    await published(sessions, "v2")
+    await published(sessions, trials, "v2")
     await one.refresh()
     await one.beat()  # the snapshot changed: written at once, whatever the period
     async with sessions() as session:

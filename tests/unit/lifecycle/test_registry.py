@@ -11,14 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.db.models import RulesetGenerationRow, RulesetRow, RulesetVersionRow
 from service.rules import lifecycle
 from service.rules.registry import RulesRegistry
+from service.rules.trial import TrialWorker
 from tests.unit.lifecycle.samples import NAME, PROMO_TRANSFER, SMALL_TRANSFER, ZERO_TRANSFER, transfer_yaml
 
 Sessions = async_sessionmaker[AsyncSession]
 
 
-async def published(sessions: Sessions, marker: str) -> int:
-    created = await lifecycle.create_version(sessions, NAME, transfer_yaml(marker), "alice")
-    await lifecycle.publish(sessions, NAME, created.record.version, "bob")
+async def published(sessions: Sessions, trials: TrialWorker, marker: str) -> int:
+    created = await lifecycle.create_version(sessions, trials, NAME, transfer_yaml(marker), "alice")
+    await lifecycle.publish(sessions, trials, NAME, created.record.version, "bob")
     return created.record.version
 
 
@@ -28,8 +29,10 @@ async def test_empty_store_has_no_active_ruleset(sessions: Sessions) -> None:
     assert registry.snapshot().active("transfer") is None
 
 
-async def test_active_ruleset_of_a_kind_evaluates_with_its_version(sessions: Sessions) -> None:
-    await published(sessions, "v1")
+async def test_active_ruleset_of_a_kind_evaluates_with_its_version(
+    sessions: Sessions, trials: TrialWorker
+) -> None:
+    await published(sessions, trials, "v1")
     registry = RulesRegistry(sessions, "python")
     await registry.refresh(force=True)
     active = registry.snapshot().active("transfer")
@@ -39,27 +42,29 @@ async def test_active_ruleset_of_a_kind_evaluates_with_its_version(sessions: Ses
     assert outcome.sha256 == active.sha256
 
 
-async def test_a_ruleset_of_another_kind_is_not_returned(sessions: Sessions) -> None:
-    await published(sessions, "v1")
+async def test_a_ruleset_of_another_kind_is_not_returned(sessions: Sessions, trials: TrialWorker) -> None:
+    await published(sessions, trials, "v1")
     registry = RulesRegistry(sessions, "python")
     await registry.refresh(force=True)
     assert registry.snapshot().active("markdown", NAME) is None
 
 
-async def test_a_taken_snapshot_keeps_its_version_after_a_publish(sessions: Sessions) -> None:
-    await published(sessions, "v1")
+async def test_a_taken_snapshot_keeps_its_version_after_a_publish(
+    sessions: Sessions, trials: TrialWorker
+) -> None:
+    await published(sessions, trials, "v1")
     registry = RulesRegistry(sessions, "python")
     await registry.refresh(force=True)
     taken = registry.snapshot()
-    await published(sessions, "v2")
+    await published(sessions, trials, "v2")
     assert await registry.refresh()
     old, new = taken.active("transfer"), registry.snapshot().active("transfer")
     assert old is not None and old.evaluate(SMALL_TRANSFER).result["reason"] == "v1"
     assert new is not None and new.evaluate(SMALL_TRANSFER).result["reason"] == "v2"
 
 
-async def test_refresh_without_a_change_keeps_the_snapshot(sessions: Sessions) -> None:
-    await published(sessions, "v1")
+async def test_refresh_without_a_change_keeps_the_snapshot(sessions: Sessions, trials: TrialWorker) -> None:
+    await published(sessions, trials, "v1")
     registry = RulesRegistry(sessions, "python")
     await registry.refresh(force=True)
     before = registry.snapshot()
@@ -67,9 +72,9 @@ async def test_refresh_without_a_change_keeps_the_snapshot(sessions: Sessions) -
     assert registry.snapshot() is before
 
 
-async def test_shadow_evaluation_reports_differences(sessions: Sessions) -> None:
-    await published(sessions, "v1")
-    await lifecycle.create_version(sessions, NAME, transfer_yaml("v2", limit=100), "alice")
+async def test_shadow_evaluation_reports_differences(sessions: Sessions, trials: TrialWorker) -> None:
+    await published(sessions, trials, "v1")
+    await lifecycle.create_version(sessions, trials, NAME, transfer_yaml("v2", limit=100), "alice")
     await lifecycle.set_shadow(sessions, NAME, 2, "bob")
     registry = RulesRegistry(sessions, "python")
     await registry.refresh(force=True)
@@ -82,17 +87,17 @@ async def test_shadow_evaluation_reports_differences(sessions: Sessions) -> None
     assert primary.result["outcome"] == "approve"
 
 
-async def test_shadow_without_shadow_version_is_none(sessions: Sessions) -> None:
-    await published(sessions, "v1")
+async def test_shadow_without_shadow_version_is_none(sessions: Sessions, trials: TrialWorker) -> None:
+    await published(sessions, trials, "v1")
     registry = RulesRegistry(sessions, "python")
     await registry.refresh(force=True)
     active = registry.snapshot().active("transfer")
     assert active is not None and active.shadow_evaluate(PROMO_TRANSFER) is None
 
 
-async def test_rollback_is_picked_up(sessions: Sessions) -> None:
-    await published(sessions, "v1")
-    await published(sessions, "v2")
+async def test_rollback_is_picked_up(sessions: Sessions, trials: TrialWorker) -> None:
+    await published(sessions, trials, "v1")
+    await published(sessions, trials, "v2")
     registry = RulesRegistry(sessions, "python")
     await registry.refresh(force=True)
     await lifecycle.rollback(sessions, NAME, None, "carol")
@@ -101,8 +106,8 @@ async def test_rollback_is_picked_up(sessions: Sessions) -> None:
     assert active is not None and active.version == 1
 
 
-async def test_durable_engine_serves_the_same_result(sessions: Sessions) -> None:
-    await published(sessions, "v1")
+async def test_durable_engine_serves_the_same_result(sessions: Sessions, trials: TrialWorker) -> None:
+    await published(sessions, trials, "v1")
     registry = RulesRegistry(sessions, "durable")
     await registry.refresh(force=True)
     active = registry.snapshot().active("transfer")
@@ -110,9 +115,11 @@ async def test_durable_engine_serves_the_same_result(sessions: Sessions) -> None
     assert active.evaluate(PROMO_TRANSFER).result["outcome"] == "route"
 
 
-async def test_a_failing_shadow_is_reported_and_the_active_result_stands(sessions: Sessions) -> None:
-    await published(sessions, "v1")
-    await lifecycle.create_version(sessions, NAME, transfer_yaml("v2", divide=True), "alice")
+async def test_a_failing_shadow_is_reported_and_the_active_result_stands(
+    sessions: Sessions, trials: TrialWorker
+) -> None:
+    await published(sessions, trials, "v1")
+    await lifecycle.create_version(sessions, trials, NAME, transfer_yaml("v2", divide=True), "alice")
     await lifecycle.set_shadow(sessions, NAME, 2, "bob")
     registry = RulesRegistry(sessions, "python")
     await registry.refresh(force=True)
@@ -124,12 +131,14 @@ async def test_a_failing_shadow_is_reported_and_the_active_result_stands(session
     assert primary.result["outcome"] == "approve"
 
 
-async def test_a_named_ruleset_of_the_kind_is_served_instead_of_the_default(sessions: Sessions) -> None:
-    await published(sessions, "v1")
+async def test_a_named_ruleset_of_the_kind_is_served_instead_of_the_default(
+    sessions: Sessions, trials: TrialWorker
+) -> None:
+    await published(sessions, trials, "v1")
     await lifecycle.create_version(
-        sessions, "transfer-strict", transfer_yaml("s1", name="transfer-strict"), "alice"
+        sessions, trials, "transfer-strict", transfer_yaml("s1", name="transfer-strict"), "alice"
     )
-    await lifecycle.publish(sessions, "transfer-strict", 1, "bob")
+    await lifecycle.publish(sessions, trials, "transfer-strict", 1, "bob")
     registry = RulesRegistry(sessions, "python")
     await registry.refresh(force=True)
     snapshot = registry.snapshot()
@@ -138,12 +147,14 @@ async def test_a_named_ruleset_of_the_kind_is_served_instead_of_the_default(sess
     assert named is not None and named.name == "transfer-strict"
 
 
-async def test_changing_the_kind_default_switches_the_served_ruleset(sessions: Sessions) -> None:
-    await published(sessions, "v1")
+async def test_changing_the_kind_default_switches_the_served_ruleset(
+    sessions: Sessions, trials: TrialWorker
+) -> None:
+    await published(sessions, trials, "v1")
     await lifecycle.create_version(
-        sessions, "transfer-strict", transfer_yaml("s1", name="transfer-strict"), "alice"
+        sessions, trials, "transfer-strict", transfer_yaml("s1", name="transfer-strict"), "alice"
     )
-    await lifecycle.publish(sessions, "transfer-strict", 1, "bob")
+    await lifecycle.publish(sessions, trials, "transfer-strict", 1, "bob")
     registry = RulesRegistry(sessions, "python")
     await registry.refresh(force=True)
     await lifecycle.set_kind_default(sessions, "transfer-strict", "carol")
@@ -161,12 +172,14 @@ async def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
     return True
 
 
-async def test_the_poller_picks_up_a_publish_from_another_process(sessions: Sessions) -> None:
-    await published(sessions, "v1")
+async def test_the_poller_picks_up_a_publish_from_another_process(
+    sessions: Sessions, trials: TrialWorker
+) -> None:
+    await published(sessions, trials, "v1")
     registry = RulesRegistry(sessions, "python", reload_interval_seconds=0.05)
     await registry.start()
     try:
-        await published(sessions, "v2")
+        await published(sessions, trials, "v2")
         assert await wait_for(lambda: registry.snapshot().generation == 2)
         active = registry.snapshot().active("transfer")
         assert active is not None and active.version == 2
@@ -174,9 +187,11 @@ async def test_the_poller_picks_up_a_publish_from_another_process(sessions: Sess
         await registry.close()
 
 
-async def test_a_version_that_fails_to_load_keeps_the_old_snapshot(sessions: Sessions) -> None:
-    await published(sessions, "v1")
-    await lifecycle.create_version(sessions, NAME, transfer_yaml("v2"), "alice")
+async def test_a_version_that_fails_to_load_keeps_the_old_snapshot(
+    sessions: Sessions, trials: TrialWorker
+) -> None:
+    await published(sessions, trials, "v1")
+    await lifecycle.create_version(sessions, trials, NAME, transfer_yaml("v2"), "alice")
     registry = RulesRegistry(sessions, "python", reload_interval_seconds=0.05)
     await registry.start()
     try:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.rules import lifecycle
 from service.rules.language import FACT_CATALOG
 from service.rules.registry import RulesRegistry
+from service.rules.trial import TrialWorker
 
 SHIPPED = Path(__file__).resolve().parents[3] / "rulesets"
 
@@ -22,17 +23,17 @@ def shipped() -> Path:
 
 
 async def test_every_shipped_file_is_seeded_as_published_version_one(
-    sessions: async_sessionmaker[AsyncSession], shipped: Path
+    sessions: async_sessionmaker[AsyncSession], shipped: Path, trials: TrialWorker
 ) -> None:
-    seeded = await lifecycle.seed_if_empty(sessions, shipped)
+    seeded = await lifecycle.seed_if_empty(sessions, trials, shipped)
     assert len(seeded) == len(lifecycle.ruleset_files(shipped))
     assert {version for _, version in seeded} == {1}
 
 
 async def test_every_kind_has_an_active_ruleset_after_seeding(
-    sessions: async_sessionmaker[AsyncSession], shipped: Path
+    sessions: async_sessionmaker[AsyncSession], shipped: Path, trials: TrialWorker
 ) -> None:
-    await lifecycle.seed_if_empty(sessions, shipped)
+    await lifecycle.seed_if_empty(sessions, trials, shipped)
     registry = RulesRegistry(sessions, "durable")
     await registry.refresh(force=True)
     snapshot = registry.snapshot()

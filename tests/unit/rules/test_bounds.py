@@ -26,7 +26,7 @@ from service.rules.language.syntax import (
     parse_condition,
     parse_expression,
 )
-from service.rules.trial import check_ruleset, dry_run
+from service.rules.trial import TrialWorker, check_ruleset, dry_run
 
 HEADER = "ruleset: bounds\nkind: reorder\n"
 
@@ -217,9 +217,9 @@ def test_facts_nested_past_the_bound_are_refused_naming_where() -> None:
     assert f"more than {MAX_FACTS_DEPTH} levels" in found[1]
 
 
-def test_a_dry_run_evaluates_in_the_trial_process() -> None:
+def test_a_dry_run_evaluates_in_the_trial_process(trials: TrialWorker) -> None:
     text = reorder("= item.case_pack * 2")
-    evaluation = dry_run(text, "b.yaml", {"item": {"case_pack": 6}}, "rules", "durable", 3)
+    evaluation = dry_run(trials, text, "b.yaml", {"item": {"case_pack": 6}}, "rules", "durable", 3)
     assert (evaluation.result, evaluation.matched, evaluation.engine) == (
         {"reorder_point": 12},
         ["pack"],
@@ -228,38 +228,40 @@ def test_a_dry_run_evaluates_in_the_trial_process() -> None:
     assert evaluation.ruleset["version"] == 3
 
 
-def test_a_dry_run_that_cannot_compute_is_refused_naming_the_rule() -> None:
+def test_a_dry_run_that_cannot_compute_is_refused_naming_the_rule(trials: TrialWorker) -> None:
     text = reorder("= round(item.case_pack, 0 - item.lead_time_days)")
     facts = {"item": {"case_pack": 10_000_000, "lead_time_days": 10_000_000}}
     with pytest.raises(RuleEvaluationError) as info:
-        dry_run(text, "b.yaml", facts, "none", "python", 1)
+        dry_run(trials, text, "b.yaml", facts, "none", "python", 1)
     assert (info.value.rule_id, info.value.path) == ("pack", "rules[0].then.reorder_point")
 
 
-def test_a_dry_run_of_text_past_the_bounds_is_refused_with_located_problems() -> None:
+def test_a_dry_run_of_text_past_the_bounds_is_refused_with_located_problems(trials: TrialWorker) -> None:
     with pytest.raises(RulesetError) as info:
-        dry_run(reorder("= round(item.case_pack, -13)"), "b.yaml", {}, "none", "python", 1)
+        dry_run(trials, reorder("= round(item.case_pack, -13)"), "b.yaml", {}, "none", "python", 1)
     assert info.value.problems[0].path == "rules[0].then.reorder_point"
 
 
-def test_a_dry_run_over_its_time_limit_is_refused_naming_it_and_the_next_one_runs() -> None:
+def test_a_dry_run_over_its_time_limit_is_refused_naming_it_and_the_next_one_runs(
+    trials: TrialWorker,
+) -> None:
     text = reorder("= item.case_pack * 2")
     with pytest.raises(RuleEvaluationError) as info:
-        dry_run(text, "b.yaml", {"item": {"case_pack": 1}}, "none", "python", 1, timeout=0)
+        dry_run(trials, text, "b.yaml", {"item": {"case_pack": 1}}, "none", "python", 1, timeout=0)
     assert "did not finish within 0 s, the time limit of a dry run" in str(info.value)
-    again = dry_run(text, "b.yaml", {"item": {"case_pack": 1}}, "none", "python", 1)
+    again = dry_run(trials, text, "b.yaml", {"item": {"case_pack": 1}}, "none", "python", 1)
     assert again.result == {"reorder_point": 2}
 
 
-def test_embedded_tests_run_on_both_engines_only_within_the_trial_time_limit() -> None:
+def test_embedded_tests_run_on_both_engines_only_within_the_trial_time_limit(trials: TrialWorker) -> None:
     text = reorder("= item.case_pack * 2") + dedent("""\
         tests:
           - name: doubles the pack
             given: {item: {case_pack: 3}}
             expect: {reorder_point: 6}
         """)
-    report = check_ruleset(parse_ruleset(text, "b.yaml"), durable_timeout=0)
+    report = check_ruleset(trials, parse_ruleset(text, "b.yaml"), durable_timeout=0)
     assert report.tests == []
     assert "did not load and test the ruleset within 0 s" in report.errors[0].message
-    report = check_ruleset(parse_ruleset(text, "b.yaml"))
+    report = check_ruleset(trials, parse_ruleset(text, "b.yaml"))
     assert [(t.engine, t.passed) for t in report.tests] == [("python", True), ("durable", True)]

@@ -8,7 +8,7 @@ import pytest
 
 from service.rules.language import Problem, RulesetError, compile_ruleset, parse_ruleset
 from service.rules.language.analysis import analyse
-from service.rules.trial import check_ruleset, check_text
+from service.rules.trial import TrialWorker, check_ruleset, check_text
 
 
 def ruleset(
@@ -171,8 +171,8 @@ TESTED = ruleset(
 )
 
 
-def test_check_runs_the_embedded_tests_on_both_engines() -> None:
-    report = check_ruleset(parse_ruleset(TESTED, "t.yaml"))
+def test_check_runs_the_embedded_tests_on_both_engines(trials: TrialWorker) -> None:
+    report = check_ruleset(trials, parse_ruleset(TESTED, "t.yaml"))
     assert report.errors == []
     assert [(t.name, t.engine, t.passed) for t in report.tests] == [
         ("a big transfer is rejected", "python", True),
@@ -183,9 +183,9 @@ def test_check_runs_the_embedded_tests_on_both_engines() -> None:
     assert report.ok
 
 
-def test_a_failing_embedded_test_fails_the_report_and_says_why() -> None:
+def test_a_failing_embedded_test_fails_the_report_and_says_why(trials: TrialWorker) -> None:
     report = check_ruleset(
-        parse_ruleset(TESTED.replace("expect: {outcome: reject", "expect: {outcome: route"), "t.yaml")
+        trials, parse_ruleset(TESTED.replace("expect: {outcome: reject", "expect: {outcome: route"), "t.yaml")
     )
     failed = [t for t in report.tests if not t.passed]
     assert [t.engine for t in failed] == ["python", "durable"]
@@ -199,21 +199,21 @@ def test_a_test_expecting_an_unknown_rule_is_an_error() -> None:
     assert "no rule has the id 'huge'" in p.message
 
 
-def test_the_report_is_json_ready() -> None:
-    data = check_ruleset(parse_ruleset(TESTED, "t.yaml")).to_dict()
+def test_the_report_is_json_ready(trials: TrialWorker) -> None:
+    data = check_ruleset(trials, parse_ruleset(TESTED, "t.yaml")).to_dict()
     assert data["ok"] is True and len(data["tests"]) == 4 and data["errors"] == []
 
 
-def test_check_text_reports_parse_problems_as_errors() -> None:
+def test_check_text_reports_parse_problems_as_errors(trials: TrialWorker) -> None:
     ruleset, report = check_text(
-        "ruleset: x\nkind: transfer\nrules:\n  - {id: a, when: 'q <', then: {}}\n", "p.yaml"
+        trials, "ruleset: x\nkind: transfer\nrules:\n  - {id: a, when: 'q <', then: {}}\n", "p.yaml"
     )
     assert ruleset is None and not report.ok
     assert [(p.line, p.path) for p in report.errors] == [(4, "rules[0].when")]
 
 
-def test_check_text_checks_a_ruleset_that_parses() -> None:
-    ruleset, report = check_text(TESTED, "t.yaml")
+def test_check_text_checks_a_ruleset_that_parses(trials: TrialWorker) -> None:
+    ruleset, report = check_text(trials, TESTED, "t.yaml")
     assert ruleset is not None and ruleset.name == "checks" and report.ok
 
 

@@ -9,7 +9,7 @@ from service.rules.language.analysis import analyse
 from service.rules.language.compiler import compiled_ruleset
 from service.rules.language.durable_engine import DurableEvaluator, EngineError
 from service.rules.language.limits import limit_problems
-from service.rules.trial import check_ruleset, durable_trial
+from service.rules.trial import TrialWorker, check_ruleset, durable_trial
 
 HEAD = "ruleset: limits-{n}\nkind: transfer\nhit_policy: collect\nfacts: {{transfer.qty: int, source.type: str}}\nrules:\n"
 
@@ -37,10 +37,10 @@ def test_500_different_conditions_side_by_side_are_refused() -> None:
     assert "more than 499 different conditions" in message
 
 
-def test_499_conditions_side_by_side_are_accepted_and_load() -> None:
+def test_499_conditions_side_by_side_are_accepted_and_load(trials: TrialWorker) -> None:
     text = text_of([f"transfer.qty == {i}" for i in range(499)], "wide")
     assert limit_messages(text) == []
-    status, _ = durable_trial(parse_ruleset(text))
+    status, _ = durable_trial(trials, parse_ruleset(text))
     assert status == "ok"
 
 
@@ -86,8 +86,10 @@ def test_64_conditions_true_at_once_are_accepted() -> None:
     assert (out.engine, len(out.matched)) == ("durable", 64)
 
 
-def test_check_ruleset_reports_a_limit_as_a_located_error() -> None:
-    report = check_ruleset(parse_ruleset(text_of([f"transfer.qty > {i}" for i in range(70)]), "big.yaml"))
+def test_check_ruleset_reports_a_limit_as_a_located_error(trials: TrialWorker) -> None:
+    report = check_ruleset(
+        trials, parse_ruleset(text_of([f"transfer.qty > {i}" for i in range(70)]), "big.yaml")
+    )
     (error,) = report.errors
     assert (error.source, error.path, error.line) == ("big.yaml", "rules", 6)
 
@@ -98,10 +100,12 @@ def test_compile_for_durable_refuses_what_crosses_a_limit() -> None:
         compile_ruleset(rs, "durable")
 
 
-def test_a_trial_over_its_time_limit_is_killed_and_the_next_trial_still_runs() -> None:
+def test_a_trial_over_its_time_limit_is_killed_and_the_next_trial_still_runs(trials: TrialWorker) -> None:
     # Loading 499 rules takes far longer than a millisecond, so the child overruns and is killed.
     slow = parse_ruleset(text_of([f"transfer.qty == {i}" for i in range(499)], name="slow"))
-    status, reason = durable_trial(slow, timeout=0.001)
+    status, reason = durable_trial(trials, slow, timeout=0.001)
     assert status == "error" and "did not load and test the ruleset within 0.001 s" in reason
-    status, results = durable_trial(parse_ruleset(text_of(["transfer.qty > 1"], name="after")), timeout=30)
+    status, results = durable_trial(
+        trials, parse_ruleset(text_of(["transfer.qty > 1"], name="after")), timeout=30
+    )
     assert status == "ok" and results == []

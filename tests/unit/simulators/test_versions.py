@@ -10,6 +10,7 @@ import pytest
 from service.db.engine import create_engine, session_factory
 from service.db.migrate import upgrade
 from service.rules import lifecycle
+from service.rules.trial import TrialWorker
 from service.settings import DatabaseSettings
 from simulators.policy import PolicyError
 from simulators.versions import VersionSet, baseline, resolve, store_lookup
@@ -23,7 +24,8 @@ async def _store_with_dc_only(url: str) -> None:
     try:
         await upgrade(engine)
         text = (RULESETS / "dc-only.yaml").read_text()
-        await lifecycle.create_version(session_factory(engine), "dc-only", text, "planner-a")
+        with TrialWorker() as trials:
+            await lifecycle.create_version(session_factory(engine), trials, "dc-only", text, "planner-a")
     finally:
         await engine.dispose()
 
