@@ -18,11 +18,13 @@ from typing import Any
 from service.decisions.core import (
     MARKDOWN_CHAIN,
     TRANSFER_CHAIN,
+    TRANSFER_CHANNEL,
     decide_approval,
     decide_reorder,
     markdown_facts,
     reorder_facts,
     transfer_facts,
+    unit_value,
 )
 from service.domain.approval import ApprovalDecision, Requester
 from service.domain.cases import chain_above, escalate
@@ -44,6 +46,7 @@ class Replenishment(RunState):
         stock = self.stock
         store_lead_days = max(0, math.ceil(replen.store_lead_time_hours / 24))
         convert = ReorderPolicy.from_result
+        now = self.world.start + timedelta(seconds=at)
         for sku, info in enumerate(self.world.skus):
             promo = self._promo_any[sku][hour]
             upcoming = any(self._promo_any[sku][h] for h in range(hour, min(hour + 72, self.hours_total + 1)))
@@ -71,6 +74,9 @@ class Replenishment(RunState):
                 self._count_decision("reorder")
                 policy = decider.decide_as(facts, convert)
                 decision = decide_reorder(position, policy, info.case_pack)
+                if self.decided is not None:
+                    gathered = {"at": now, "sku": info.id, "location": location.id, "facts": facts}
+                    self.decided("reorder", gathered, decision)
                 if not decision.reorder:
                     continue
                 self.counts.reorders_raised += 1
@@ -136,8 +142,9 @@ class Replenishment(RunState):
                     request,
                     TransferSide(src.id, src.type, src.region, row[source], promos),
                     TransferSide(dst.id, dst.type, dst.region, row[dest], promos),
-                    source_floor=0,
-                    unit_value=self.price[sku],
+                    # what the source keeps for its own shoppers, as the transfer use case reads it
+                    source_floor=self._location_policy(TRANSFER_CHANNEL, sku, src, promos > 0).floor,
+                    unit_value=unit_value(self.cost[sku], self.price[sku]),
                 )
                 self._count_decision("transfer")
                 try:
@@ -145,6 +152,9 @@ class Replenishment(RunState):
                     decision: ApprovalDecision | None = decider.decide_as(facts, self._transfer_decision)
                 except PolicyError:
                     decision = None
+                if self.decided is not None:
+                    gathered = {"request": request, "from": src.id, "to": dst.id, "facts": facts}
+                    self.decided("transfer", gathered, decision)
                 outcome = "route" if decision is None else decision.outcome
                 if outcome == "approve" and row[source] >= qty:
                     self.counts.transfers_approved += 1
@@ -257,7 +267,13 @@ class Replenishment(RunState):
             except PolicyError:
                 decision = None
             if self.decided is not None:
-                gathered = {"request": request, "units": units, "daily_rate": daily, "season_end": season_end}
+                gathered = {
+                    "request": request,
+                    "units": units,
+                    "daily_rate": daily,
+                    "season_end": season_end,
+                    "facts": facts,
+                }
                 self.decided("markdown", gathered, decision)
             outcome = "route" if decision is None else decision.outcome
             if outcome == "approve":

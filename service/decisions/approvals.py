@@ -21,11 +21,9 @@ from service.domain.approval import ApprovalDecision, Requester
 from service.domain.errors import InvalidInput
 from service.domain.markdown import MARKDOWN_CHAIN, markdown_facts
 from service.domain.markdown import MarkdownRequest as MarkdownInput
-from service.domain.transfer import TRANSFER_CHAIN, TransferSide, transfer_facts
+from service.domain.transfer import TRANSFER_CHAIN, TRANSFER_CHANNEL, TransferSide, transfer_facts, unit_value
 from service.domain.transfer import TransferRequest as TransferInput
 from service.masterdata import ItemRecord, LocationRecord
-
-TRANSFER_CHANNEL = "transfer"
 
 
 def transfer_floor(ctx: DecisionContext, item: ItemRecord, source: LocationRecord) -> int:
@@ -74,7 +72,7 @@ async def decide_transfer(
         side(source),
         side(destination),
         source_floor=floor,
-        unit_value=item.cost if item.cost > 0 else item.price,
+        unit_value=unit_value(item.cost, item.price),
     )
     evaluated, shadow = evaluate(ctx, "transfer", facts, trace)
     requester = Requester(request.requested_by.id, request.requested_by.role)

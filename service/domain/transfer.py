@@ -12,6 +12,10 @@ from typing import Any
 
 from service.domain.errors import InvalidInput
 
+# the pseudo-channel whose availability floor is what a source keeps for its own shoppers when asked to
+# send stock away
+TRANSFER_CHANNEL = "transfer"
+
 TRANSFER_CHAIN = (
     "store_associate",
     "store_manager",
@@ -37,6 +41,11 @@ class TransferRequest:
     qty: int
     reason: str
     requested_by_role: str
+
+
+def unit_value(cost: float, price: float) -> float:
+    """What one unit of a transfer is worth: its cost, or its price when the cost is unknown (0)."""
+    return cost if cost > 0 else price
 
 
 def transfer_facts(
