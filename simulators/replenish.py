@@ -22,6 +22,7 @@ from service.decisions.core import (
     decide_approval,
     decide_reorder,
     markdown_facts,
+    promotion_flags,
     reorder_facts,
     transfer_facts,
     unit_value,
@@ -42,14 +43,16 @@ class Replenishment(RunState):
             return
         replen = self.world.scenario.replenishment
         window_days = max(replen.demand_window_hours, 1.0) / 24.0
-        hour = min(at // 3600, self.hours_total)
         stock = self.stock
         store_lead_days = max(0, math.ceil(replen.store_lead_time_hours / 24))
         convert = ReorderPolicy.from_result
         now = self.world.start + timedelta(seconds=at)
+        promotions = self.world.scenario.promotions
         for sku, info in enumerate(self.world.skus):
-            promo = self._promo_any[sku][hour]
-            upcoming = any(self._promo_any[sku][h] for h in range(hour, min(hour + 72, self.hours_total + 1)))
+            # the scenario's promotions of the SKU are its promotion calendar, at every location
+            windows = [
+                (p.start, p.end) for p in promotions if info.id in p.skus or info.category in p.categories
+            ]
             sellable, reserved = stock.sellable[sku], stock.reserved[sku]
             in_transit, return_pending = stock.in_transit[sku], stock.return_pending[sku]
             sold = self.sold_window[sku]
@@ -59,6 +62,7 @@ class Replenishment(RunState):
                 # inbound: transfers on their way (the ledger's in_transit) and purchase orders not yet arrived
                 inbound = in_transit[loc] + on_order[loc]
                 position = Position(sellable[loc], reserved[loc], inbound, return_pending[loc])
+                promo, upcoming = promotion_flags(windows, now, lead_days)
                 facts = reorder_facts(
                     position,
                     daily_rate=round(sold[loc] / window_days, 2),

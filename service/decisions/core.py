@@ -10,7 +10,7 @@ core), clock and sink; only where the stock view comes from and where the decisi
 | --- | --- | --- |
 | allocation | `OrderFacts` (`.nested()`) | `Allocator.plan` (`service.domain.allocation`; `allocate` is its keyed form), then `held_lines` |
 | availability | `availability_facts` | `PreparedPolicies.totals` (`service.domain.availability`) |
-| reorder | `reorder_facts` | `decide_reorder` (both `service.domain.reorder`) |
+| reorder | `reorder_facts` (its `promo` from `promotion_flags`) | `decide_reorder` (all `service.domain.reorder`) |
 | transfer | `transfer_facts` (`service.domain.transfer`; the source floor is the availability policy of `TRANSFER_CHANNEL` there, the value `unit_value`) | `decide_approval` with `TRANSFER_CHAIN` |
 | markdown | `markdown_facts` (`service.domain.markdown`) | `decide_approval` with `MARKDOWN_CHAIN` |
 """
@@ -26,7 +26,7 @@ from service.domain.allocation import Allocator
 from service.domain.approval import ApprovalDecision, Requester, apply_approval
 from service.domain.availability import PreparedPolicies
 from service.domain.markdown import MARKDOWN_CHAIN, markdown_facts
-from service.domain.reorder import decide_reorder, reorder_facts
+from service.domain.reorder import decide_reorder, promotion_flags, reorder_facts
 from service.domain.transfer import TRANSFER_CHAIN, TRANSFER_CHANNEL, transfer_facts, unit_value
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "held_lines",
     "markdown_facts",
     "order_fact_key",
+    "promotion_flags",
     "reorder_facts",
     "transfer_facts",
     "unit_value",

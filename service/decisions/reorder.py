@@ -4,7 +4,7 @@ within the lead time, the reorder ruleset, then the pure reorder policy."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from service.decisions.common import finish, known_item, known_location, stock_call
@@ -12,23 +12,15 @@ from service.decisions.context import DecisionContext, TraceLevel
 from service.decisions.ids import new_decision_id
 from service.decisions.record import DecisionRecord
 from service.decisions.schemas import ReorderRequest, ReorderScanRequest
-from service.domain.reorder import Position, ReorderPolicy, decide_reorder, reorder_facts
+from service.domain.reorder import Position, ReorderPolicy, decide_reorder, promotion_flags, reorder_facts
 from service.masterdata import ItemRecord, LocationRecord, MasterData
 from service.stock import Levels
 
 
 def promo_flags(md: MasterData, sku: str, location: str, now: datetime, lead_days: int) -> tuple[bool, bool]:
     """(a promotion runs now, one starts within the lead time) for the sku at the location."""
-    active = upcoming = False
-    horizon = now + timedelta(days=max(1, lead_days))
-    for promo in md.promotions:
-        if not promo.applies(sku, location):
-            continue
-        if promo.active_at(now):
-            active = True
-        elif now < promo.start <= horizon:
-            upcoming = True
-    return active, upcoming
+    windows = ((p.start, p.end) for p in md.promotions if p.applies(sku, location))
+    return promotion_flags(windows, now, lead_days)
 
 
 def _position(level: Levels | None) -> Position:

@@ -15,8 +15,9 @@ The demand rate the ruleset reads can be the one the ledger keeps from sale even
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from service.domain.errors import InvalidInput, PolicyError
@@ -44,6 +45,21 @@ class Position:
             "return_pending": self.return_pending,
             "projected": self.projected,
         }
+
+
+def promotion_flags(
+    windows: Iterable[tuple[datetime, datetime]], now: datetime, lead_time_days: int
+) -> tuple[bool, bool]:
+    """(a promotion runs now, another starts within the lead time, at least a day ahead) from the
+    [start, end) windows of the promotions of the sku at the location: the `promo` facts of a reorder."""
+    active = upcoming = False
+    horizon = now + timedelta(days=max(1, lead_time_days))
+    for start, end in windows:
+        if start <= now < end:
+            active = True
+        elif now < start <= horizon:
+            upcoming = True
+    return active, upcoming
 
 
 def reorder_facts(

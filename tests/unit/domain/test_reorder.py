@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from service.domain.errors import PolicyError
@@ -10,6 +12,7 @@ from service.domain.reorder import (
     ReorderPolicy,
     decay_demand_rate,
     decide_reorder,
+    promotion_flags,
     round_quantity,
     update_demand_rate,
 )
@@ -103,3 +106,18 @@ def test_the_rate_halves_after_one_half_life_without_sales() -> None:
 
 def test_a_sale_at_the_same_instant_stays_finite() -> None:
     assert update_demand_rate(1.0, 5, 0.0) > 1.0
+
+
+def test_a_promotion_is_upcoming_when_it_starts_within_the_lead_time_and_not_while_it_runs() -> None:
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    day = timedelta(days=1)
+    running = (now - day, now + day)
+    in_two_days = (now + 2 * day, now + 3 * day)
+    assert promotion_flags([], now, 5) == (False, False)
+    assert promotion_flags([running], now, 5) == (True, False)
+    assert promotion_flags([in_two_days], now, 2) == (False, True)
+    assert promotion_flags([in_two_days], now, 1) == (False, False)
+    # a lead time under a day still looks one day ahead
+    assert promotion_flags([(now + day, now + 2 * day)], now, 0) == (False, True)
+    assert promotion_flags([running, in_two_days], now, 3) == (True, True)
+    assert promotion_flags([(now - 2 * day, now)], now, 3) == (False, False)  # ended: the end is not in it

@@ -39,7 +39,7 @@ from service.domain.allocation import AllocationPolicy, IndexedPicks
 from service.domain.markdown import MarkdownRequest as DomainMarkdownRequest
 from service.domain.reorder import ReorderDecision, ReorderPolicy
 from service.domain.transfer import TransferRequest as DomainTransferRequest
-from service.masterdata import ItemRecord, LocationRecord, MasterData
+from service.masterdata import ItemRecord, LocationRecord, MasterData, PromotionRecord
 from service.rules.language import Evaluator, compile_ruleset
 from service.stock import MemoryStockStore, ReservationLine, ReservationRequest, SnapshotRow
 from simulators.events import Event, Order
@@ -287,17 +287,35 @@ async def _served_reorder(
     md = _master_data(world)
     # a store's lead time is the run's store lead time, a DC's the supplier's: the item as the service sees it
     item = dataclasses.replace(md.items[sku], lead_time_days=facts["item"]["lead_time_days"])
-    md = MasterData(md.locations, {**md.items, sku: item}, ())
+    md = MasterData(md.locations, {**md.items, sku: item}, _calendar(world))
     ctx = DecisionContext(store, md, rulesets, NullDecisionLog(), gathered["at"])
     request = ReorderRequest(sku=sku, location=location, daily_rate=facts["demand"]["daily_rate"])
     record = await decide_reorder_one(ctx, request, "rules")
     return record.decision, record.trace
 
 
+def _calendar(world: World) -> tuple[PromotionRecord, ...]:
+    """The scenario's promotions as the service's promotion calendar: each for the SKUs it names or whose
+    category it names, at every location."""
+    return tuple(
+        PromotionRecord(
+            p.id,
+            tuple(sku.id for sku in world.skus if sku.id in p.skus or sku.category in p.categories),
+            (),
+            tuple(p.channels),
+            p.start,
+            p.end,
+            p.uplift,
+            None,
+        )
+        for p in world.scenario.promotions
+    )
+
+
 def test_the_same_reorder_reviews_get_the_same_decisions_in_the_service_and_in_a_run(
     small_scenario: Scenario,
 ) -> None:
-    world = _world(small_scenario)
+    world = small_scenario.build()  # with its promotion: the promotion facts are read from the same calendar
     versions = baseline(small_scenario.rulesets, SCENARIOS)
     seen = _observed(world, versions.policy_set("python"), "reorder")
     rulesets = FileRulesets.of([(versions.rulesets["reorder"][0], 0)], "python")
@@ -308,6 +326,8 @@ def test_the_same_reorder_reviews_get_the_same_decisions_in_the_service_and_in_a
     assert any(g["facts"]["position"]["reserved"] for g, _ in seen)
     assert any(g["facts"]["position"]["in_transit"] for g, _ in seen)
     assert {g["facts"]["location"]["type"] for g, _ in seen} >= {"dc", "store"}
+    promos = {(g["facts"]["promo"]["active"], g["facts"]["promo"]["upcoming"]) for g, _ in seen}
+    assert promos >= {(False, False), (False, True), (True, False)}
     # reviews with the same facts decide alike: each distinct one is asked of the service once
     distinct = {msgspec.json.encode([g["at"], g["facts"]]): (g, d) for g, d in seen}
     for gathered, decision in distinct.values():
