@@ -104,7 +104,9 @@ def _restore_collector(previous: tuple[int, int, int]) -> None:
     gc.set_threshold(*previous)
 
 
-async def start_services(settings: Settings) -> Services:
+async def start_services(settings: Settings, trials: TrialWorker | None = None) -> Services:
+    """The worker's services; the ruleset checks run in `trials` when given (its owner closes it), else in
+    a trial child of the services' own."""
     engine = create_engine(settings.database)
     if _auto_migrate():
         await upgrade(engine)
@@ -114,11 +116,13 @@ async def start_services(settings: Settings) -> Services:
     sqlite_writers = SqliteWriters()
     stock = await open_store(settings, sqlite_writers=sqlite_writers)
     sweeper = start_sweeper(stock, settings.stock.sweep_interval_seconds)
-    trials = TrialWorker()
+    own_trials = trials is None
+    trials = TrialWorker() if trials is None else trials
     try:
         rules = await open_registry(settings, sessions, trials)
     except BaseException:
-        trials.close()
+        if own_trials:
+            trials.close()
         raise
     services = Services(
         settings=settings,
@@ -165,7 +169,7 @@ def start_workflow(services: Services) -> None:
     services.tasks.append(asyncio.ensure_future(services.monitor.run(workflow.exception_check_seconds)))
 
 
-async def stop_services(services: Services) -> None:
+async def stop_services(services: Services, *, close_trials: bool = True) -> None:
     for task in services.tasks:
         task.cancel()
     if services.tasks:
@@ -184,16 +188,19 @@ async def stop_services(services: Services) -> None:
             await close()
         except Exception:  # one component failing to close must not keep the others open
             log.exception("closing the %s failed", name)
-    services.trials.close()
+    if close_trials:
+        services.trials.close()
     await services.engine.dispose()
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
+def create_app(settings: Settings | None = None, *, trials: TrialWorker | None = None) -> Litestar:
+    """The app; it starts its own trial child for ruleset checks and ends it at shutdown, unless given
+    `trials`, which stays its owner's (tests share one across the apps they start)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        services = await start_services(settings)
+        services = await start_services(settings, trials)
         app.state.services = services
         previous = _tune_collector() if settings.server.tune_collector else None
         try:
@@ -201,7 +208,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             if previous is not None:
                 _restore_collector(previous)
-            await stop_services(services)
+            await stop_services(services, close_trials=trials is None)
 
     prometheus = PrometheusConfig(
         app_name="retail_policy", prefix="retail_policy", group_path=True, exclude=["/metrics", "/health"]

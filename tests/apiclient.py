@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.app import create_app
 from service.db.engine import create_engine, session_factory
+from service.rules.trial import TrialWorker
 from service.security.keys import ROLES, create_key
 from service.services import Services
 from service.settings import DatabaseSettings, RulesSettings, Settings, StockSettings
@@ -91,8 +92,9 @@ class _RoleClient:
 
 
 @asynccontextmanager
-async def api_client(settings: Settings) -> AsyncIterator[ApiClient]:
-    app = create_app(settings)
+async def api_client(settings: Settings, trials: TrialWorker | None = None) -> AsyncIterator[ApiClient]:
+    """The app with one key per role; its ruleset checks run in `trials` when given (the session's)."""
+    app = create_app(settings, trials=trials)
     async with AsyncTestClient(app=app, base_url="http://127.0.0.1") as client:
         engine = create_engine(settings.database)
         try:

@@ -134,16 +134,16 @@ async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def api(database_url: str) -> AsyncIterator[ApiClient]:
+async def api(database_url: str, trials: TrialWorker) -> AsyncIterator[ApiClient]:
     """The app on SQLite and on PostgreSQL, SQL stock backend, python rules engine, one key per role."""
-    async with api_client(make_settings(database_url)) as client:
+    async with api_client(make_settings(database_url), trials) as client:
         yield client
 
 
 @pytest.fixture
-async def sqlite_api(migrated_sqlite_url: str) -> AsyncIterator[ApiClient]:
+async def sqlite_api(migrated_sqlite_url: str, trials: TrialWorker) -> AsyncIterator[ApiClient]:
     """The app on SQLite only, for tests whose subject is not the database."""
-    async with api_client(make_settings(migrated_sqlite_url)) as client:
+    async with api_client(make_settings(migrated_sqlite_url), trials) as client:
         yield client
 
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+from service.rules.trial import TrialWorker
 from service.stock import Levels, SnapshotRow
 from service.stock.sql import SqlStockStore
 from tests.apiclient import ApiClient, api_client, make_settings
@@ -121,8 +122,8 @@ class DecisionsApi:
 
 
 @asynccontextmanager
-async def decisions_api(database_url: str) -> AsyncIterator[DecisionsApi]:
-    async with api_client(make_settings(database_url)) as client:
+async def decisions_api(database_url: str, trials: TrialWorker | None = None) -> AsyncIterator[DecisionsApi]:
+    async with api_client(make_settings(database_url), trials) as client:
         for path, rows in (("/v1/locations", LOCATIONS), ("/v1/items", ITEMS)):
             response = await client.as_("stock").put(path, json=rows)
             assert response.status_code == 200, response.text

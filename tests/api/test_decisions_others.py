@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 
+from service.rules.trial import TrialWorker
 from service.stock import SnapshotRow
 from tests.api.decisions_fixtures import NORTH, DecisionsApi, decisions_api
 
 
 @pytest.fixture
-async def dapi(database_url: str) -> AsyncIterator[DecisionsApi]:
-    async with decisions_api(database_url) as api:
+async def dapi(database_url: str, trials: TrialWorker) -> AsyncIterator[DecisionsApi]:
+    async with decisions_api(database_url, trials) as api:
         yield api
 
 

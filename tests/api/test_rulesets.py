@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from service.rules.trial import TrialWorker
 from tests.apiclient import ApiClient, make_settings
 from tests.unit.lifecycle.apps import empty_dir, problem_fields, rules_api_client
 from tests.unit.lifecycle.samples import (
@@ -25,9 +26,9 @@ YAML = {"content-type": "application/yaml"}
 
 
 @pytest.fixture
-async def api(database_url: str, tmp_path: Path) -> AsyncIterator[ApiClient]:
+async def api(database_url: str, tmp_path: Path, trials: TrialWorker) -> AsyncIterator[ApiClient]:
     settings = make_settings(database_url, rulesets_dir=empty_dir(tmp_path))
-    async with rules_api_client(settings, {"pat": ["author", "publisher"]}) as client:
+    async with rules_api_client(settings, {"pat": ["author", "publisher"]}, trials) as client:
         yield client
 
 

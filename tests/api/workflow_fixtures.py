@@ -7,13 +7,14 @@ from dataclasses import replace
 
 import pytest
 
+from service.rules.trial import TrialWorker
 from service.settings import WorkflowSettings
 from tests.apiclient import ApiClient, api_client, make_settings
 
 
 @pytest.fixture
-async def workflow_api(database_url: str) -> AsyncIterator[ApiClient]:
+async def workflow_api(database_url: str, trials: TrialWorker) -> AsyncIterator[ApiClient]:
     """On SQLite and on PostgreSQL, SQL stock backend, one key per role."""
     settings = replace(make_settings(database_url), workflow=WorkflowSettings(background=False))
-    async with api_client(settings) as client:
+    async with api_client(settings, trials) as client:
         yield client

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from service.rules.trial import TrialWorker
 from tests.api.decisions_fixtures import DecisionsApi, decisions_api
 
 CSRF = re.compile(r'name="_csrf" value="([^"]+)"')
@@ -48,9 +49,11 @@ class Console:
 
 
 @pytest.fixture
-async def console(migrated_sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Console]:
+async def console(
+    migrated_sqlite_url: str, monkeypatch: pytest.MonkeyPatch, trials: TrialWorker
+) -> AsyncIterator[Console]:
     monkeypatch.setenv("CONSOLE_SECRET", "test-console-secret")
-    async with decisions_api(migrated_sqlite_url) as api:
+    async with decisions_api(migrated_sqlite_url, trials) as api:
         yield Console(api)
 
 

@@ -12,6 +12,7 @@ from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from service.db.engine import create_engine, session_factory
+from service.rules.trial import TrialWorker
 from service.security.keys import ROLES, create_key
 from service.settings import Settings
 from tests.apiclient import ApiClient
@@ -24,10 +25,11 @@ def create_rules_app(settings: Settings | None = None) -> Litestar:
 
 @asynccontextmanager
 async def rules_api_client(
-    settings: Settings, extra_keys: dict[str, list[str]] | None = None
+    settings: Settings, extra_keys: dict[str, list[str]] | None = None, trials: TrialWorker | None = None
 ) -> AsyncIterator[ApiClient]:
-    """One key per role (named `test-<role>`), plus `extra_keys` (name -> roles) stored under their name."""
-    app = create_rules_app(settings)
+    """One key per role (named `test-<role>`), plus `extra_keys` (name -> roles) stored under their name;
+    the ruleset checks run in `trials` when given."""
+    app = create_app(settings, trials=trials)
     async with AsyncTestClient(app=app, base_url="http://127.0.0.1") as client:
         engine = create_engine(settings.database)
         try:
