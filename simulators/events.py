@@ -26,7 +26,7 @@ class OrderLine(msgspec.Struct, frozen=True, gc=False):
     qty: Qty
 
 
-class Order(msgspec.Struct, tag="order", tag_field="type", frozen=True, gc=False):
+class Order(msgspec.Struct, tag="order", tag_field="type", frozen=True, gc=False, forbid_unknown_fields=True):
     """A customer order from a non-POS channel; `store` is the pickup store for click-and-collect."""
 
     at: int
@@ -41,7 +41,7 @@ class Order(msgspec.Struct, tag="order", tag_field="type", frozen=True, gc=False
     tier: str = "standard"
 
 
-class Sale(msgspec.Struct, tag="sale", tag_field="type", frozen=True, gc=False):
+class Sale(msgspec.Struct, tag="sale", tag_field="type", frozen=True, gc=False, forbid_unknown_fields=True):
     """A sale at a store till: the customer takes the units off the shelf."""
 
     at: int
@@ -52,7 +52,9 @@ class Sale(msgspec.Struct, tag="sale", tag_field="type", frozen=True, gc=False):
     qty: Qty
 
 
-class Return(msgspec.Struct, tag="return", tag_field="type", frozen=True, gc=False):
+class Return(
+    msgspec.Struct, tag="return", tag_field="type", frozen=True, gc=False, forbid_unknown_fields=True
+):
     """Units coming back; to `location`, or (when absent) to the location that fulfilled `order_id`."""
 
     at: int
@@ -64,7 +66,9 @@ class Return(msgspec.Struct, tag="return", tag_field="type", frozen=True, gc=Fal
     restock: bool = True
 
 
-class Receipt(msgspec.Struct, tag="receipt", tag_field="type", frozen=True, gc=False):
+class Receipt(
+    msgspec.Struct, tag="receipt", tag_field="type", frozen=True, gc=False, forbid_unknown_fields=True
+):
     """A delivery booked into a location's sellable stock."""
 
     at: int
@@ -213,7 +217,7 @@ def _int(row: dict[str, str], column: str, line: int) -> int:
     except ValueError:
         raise EventLogError(line, column, f"expected an integer, got {shown(text)}") from None
     if value <= 0:
-        raise EventLogError(line, column, f"must be above 0, got {value}")
+        raise EventLogError(line, column, f"must be 1 or more, got {value}")
     return value
 
 

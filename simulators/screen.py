@@ -28,7 +28,7 @@ REASONS = {
     "unknown_location": "unknown location",
     "unknown_sku": "unknown SKU",
     "unknown_order": "order not in the replayed log",
-    "not_sent": "order sent nothing of that SKU in the run",
+    "not_sent": "of an order the run did not send",
 }
 TYPE_WORDS = {
     "order": "orders",
