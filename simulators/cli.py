@@ -86,7 +86,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.record:
-        write_events(screened.events, args.record, world.start)
+        try:
+            write_events(screened.events, args.record, world.start)
+        except OSError as exc:
+            print(f"error: cannot write {args.record}: {exc.strerror}", file=sys.stderr)
+            return 2
     options = Options(engine=args.engine, memo=not args.no_memo)
     document = simulate(
         world,

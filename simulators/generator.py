@@ -85,10 +85,12 @@ def promo_active(world: World, sku: SkuInfo, channel: str, hour: float, location
 def _scoped(world: World, channel: str, hour: float) -> list[int]:
     """The promotions limited to some locations that run in the channel at that hour."""
     moment = world.start + timedelta(hours=hour)
+    scopes = world.promo_scope
     return [
         index
         for index, promo in enumerate(world.scenario.promotions)
-        if world.promo_scope[index] is not None
+        if index < len(scopes)
+        and scopes[index] is not None
         and promo.start <= moment < promo.end
         and (not promo.channels or channel in promo.channels)
     ]

@@ -277,3 +277,13 @@ def test_a_replay_scenario_needs_no_demand_and_no_uplift(tmp_path: Path) -> None
     with pytest.raises(ScenarioError) as error:
         generate_events(world)
     assert error.value.path == "$.demand"
+
+
+def test_a_scenario_that_is_not_utf8_is_named_by_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "scenario.yaml"
+    path.write_bytes(b"name: caf\xe9\nstart: 2026-11-20T00:00:00Z\n")
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(path)
+    assert str(error.value) == (
+        f"{path}: line 1: not UTF-8 text (byte 0xe9 at byte 10 of the line); save the file as UTF-8"
+    )
