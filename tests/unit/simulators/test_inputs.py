@@ -53,11 +53,12 @@ def _csv(rows: list[dict[str, object]]) -> str:
 
 
 def _scenario(tmp_path: Path, kind: str, extra: str = "", **files: str) -> Path:
-    contents = {
-        "locations": _csv(LOCATIONS) if kind == "csv" else json.dumps(LOCATIONS, indent=1),
-        "items": _csv(ITEMS) if kind == "csv" else json.dumps(ITEMS, indent=1),
-        "stock": _csv(STOCK) if kind == "csv" else json.dumps(STOCK, indent=1),
-    }
+    def text(rows: list[dict[str, object]]) -> str:
+        if kind == "jsonl":
+            return "".join(json.dumps(row) + "\n" for row in rows)
+        return _csv(rows) if kind == "csv" else json.dumps(rows, indent=1)
+
+    contents = {"locations": text(LOCATIONS), "items": text(ITEMS), "stock": text(STOCK)}
     names = {}
     for name, text in contents.items():
         names[name] = f"data/{name}.{kind}"
@@ -72,7 +73,7 @@ def _world(path: Path) -> World:
     return load_scenario(path).build()
 
 
-@pytest.mark.parametrize("kind", ["csv", "json"])
+@pytest.mark.parametrize("kind", ["csv", "json", "jsonl"])
 def test_locations_items_and_stock_come_from_files(tmp_path: Path, kind: str) -> None:
     world = _world(_scenario(tmp_path, kind))
     assert [loc.id for loc in world.locations] == ["DC-1", "N-01", "N-02", "S-01"]
