@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--record", metavar="FILE", help="also write the replayed event stream (.jsonl or .csv)"
     )
     parser.add_argument(
+        "--max-skipped",
+        metavar="SHARE",
+        help="refuse (exit 2) a replayed log that skips more than this share of its events, as a fraction "
+        "(0.05) or a percentage (5%%); default: the scenario's max_skipped_share (1%%)",
+    )
+    parser.add_argument(
         "--out", metavar="DIR", default="var/simulations", help="where kpis.json and report.html go"
     )
     parser.add_argument("--engine", choices=["durable", "python"], default="python", help="rule engine")
@@ -49,49 +55,58 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from simulators.events import EventLogError, read_events, write_events
-    from simulators.generator import generate_events
+    from simulators.events import EventLogError, write_events
     from simulators.kpis import encode
     from simulators.policy import PolicyError
     from simulators.progress import ProgressBar
     from simulators.report import render_report
     from simulators.scenario import ScenarioError, load_scenario
+    from simulators.screen import TooManySkipped, load_stream, parse_share, skipped_lines
     from simulators.simulation import Options, simulate
     from simulators.versions import baseline, resolve, store_lookup
 
     scenario_path = Path(args.scenario)
     try:
+        max_share = None if args.max_skipped is None else parse_share(args.max_skipped)
+    except ValueError as exc:
+        print(f"error: --max-skipped {exc}", file=sys.stderr)
+        return 2
+    try:
         scenario = load_scenario(scenario_path)
         if args.seed is not None:
             scenario.seed = args.seed
         world = scenario.build()
-        if args.events:
-            events = read_events(args.events, world.start)
-            source = Path(args.events).name
-        else:
-            events = generate_events(world)
-            source = "generated"
+        screened, source = load_stream(world, args.events, max_share)
         base = baseline(scenario.rulesets, scenario_path.parent)
         version_sets = resolve(list(args.ruleset), base, store_lookup(_database()))
-    except (ScenarioError, EventLogError, PolicyError) as exc:
+    except EventLogError as exc:
+        print(f"error: {args.events}: {exc}" if exc.line else f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ScenarioError, PolicyError, TooManySkipped) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.record:
-        write_events(events, args.record, world.start)
+        try:
+            write_events(screened.events, args.record, world.start)
+        except OSError as exc:
+            print(f"error: cannot write {args.record}: {exc.strerror}", file=sys.stderr)
+            return 2
     options = Options(engine=args.engine, memo=not args.no_memo)
     document = simulate(
         world,
-        events,
+        screened.events,
         version_sets,
         options,
         events_source=source,
         progress=lambda label: ProgressBar(label, enabled=args.progress),
+        screened=screened,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "kpis.json").write_bytes(encode(document))
     (out / "report.html").write_text(render_report(document), encoding="utf-8")
     print(summary(document))
+    print("\n".join(skipped_lines(document)))
     print(f"wrote {out / 'kpis.json'} and {out / 'report.html'}")
     broken = [run for run in document["runs"] if not run["conservation"]["holds"]]
     return 1 if broken else 0

@@ -49,11 +49,14 @@ class RunCounts:
     reorders_for_review: int = 0
     reorder_units: int = 0
     returns_applied: int = 0
-    returns_ignored: int = 0
-    receipts_ignored: int = 0
-    orders_ignored: int = 0
     syncs: int = 0
     decisions: dict[str, int] = field(default_factory=dict)
+    # events the run could not replay: event type -> reason -> count (see `simulators.screen.REASONS`)
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def skip(self, kind: str, reason: str) -> None:
+        reasons = self.skipped.setdefault(kind, {})
+        reasons[reason] = reasons.get(reason, 0) + 1
 
 
 @dataclass

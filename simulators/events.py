@@ -12,23 +12,27 @@ import io
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
+
+from simulators.plain import ReadError, csv_records, explain, shown, text_lines
+
+Qty = Annotated[int, msgspec.Meta(gt=0)]
 
 
 class OrderLine(msgspec.Struct, frozen=True, gc=False):
     sku: str
-    qty: int
+    qty: Qty
 
 
-class Order(msgspec.Struct, tag="order", tag_field="type", frozen=True, gc=False):
+class Order(msgspec.Struct, tag="order", tag_field="type", frozen=True, gc=False, forbid_unknown_fields=True):
     """A customer order from a non-POS channel; `store` is the pickup store for click-and-collect."""
 
     at: int
     id: str
     channel: str
-    fulfillment: str
+    fulfillment: Literal["ship", "pickup", "ship_from_store"]
     region: str
     lat: float
     lon: float
@@ -37,7 +41,7 @@ class Order(msgspec.Struct, tag="order", tag_field="type", frozen=True, gc=False
     tier: str = "standard"
 
 
-class Sale(msgspec.Struct, tag="sale", tag_field="type", frozen=True, gc=False):
+class Sale(msgspec.Struct, tag="sale", tag_field="type", frozen=True, gc=False, forbid_unknown_fields=True):
     """A sale at a store till: the customer takes the units off the shelf."""
 
     at: int
@@ -45,47 +49,58 @@ class Sale(msgspec.Struct, tag="sale", tag_field="type", frozen=True, gc=False):
     channel: str
     store: str
     sku: str
-    qty: int
+    qty: Qty
 
 
-class Return(msgspec.Struct, tag="return", tag_field="type", frozen=True, gc=False):
+class Return(
+    msgspec.Struct, tag="return", tag_field="type", frozen=True, gc=False, forbid_unknown_fields=True
+):
     """Units coming back; to `location`, or (when absent) to the location that fulfilled `order_id`."""
 
     at: int
     id: str
     sku: str
-    qty: int
+    qty: Qty
     order_id: str | None = None
     location: str | None = None
     restock: bool = True
 
 
-class Receipt(msgspec.Struct, tag="receipt", tag_field="type", frozen=True, gc=False):
+class Receipt(
+    msgspec.Struct, tag="receipt", tag_field="type", frozen=True, gc=False, forbid_unknown_fields=True
+):
     """A delivery booked into a location's sellable stock."""
 
     at: int
     id: str
     location: str
     sku: str
-    qty: int
+    qty: Qty
 
 
 Event = Order | Sale | Return | Receipt
 
 
-class EventLogError(ValueError):
-    """A recorded event log cannot be read; the message names the line and the field."""
+class EventLogError(ReadError):
+    """A recorded event log cannot be read; the message names the line and the field in plain words."""
+
+
+FULFILLMENTS = ("ship", "pickup", "ship_from_store")
+EVENT_TYPES = ("order", "sale", "return", "receipt")
+_CHOICES = {"type": EVENT_TYPES, "fulfillment": FULFILLMENTS}
 
 
 def _iso(start: datetime, at: int) -> str:
     return (start + timedelta(seconds=at)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _seconds(start: datetime, text: str, where: str) -> int:
+def _seconds(start: datetime, value: Any, line: int) -> int:
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise EventLogError(f"{where}.time: {text!r} is not an ISO 8601 timestamp") from exc
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise EventLogError(
+            line, "time", f"expected an ISO 8601 timestamp such as 2026-11-21T10:15:02Z, got {shown(value)}"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int((moment - start).total_seconds())
@@ -111,33 +126,47 @@ def write_jsonl(events: Iterable[Event], out: io.TextIOBase | Any, start: dateti
     return count
 
 
-def read_jsonl(lines: Iterable[str], start: datetime) -> list[Event]:
+def read_jsonl(lines: Iterable[tuple[int, str]], start: datetime) -> list[Event]:
+    """Events from numbered JSON Lines (see `simulators.plain.text_lines`)."""
     events: list[Event] = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in lines:
         if not line.strip():
             continue
-        where = f"line {number}"
         try:
             record = msgspec.json.decode(line)
         except msgspec.DecodeError as exc:
-            raise EventLogError(f"{where}: not JSON ({exc})") from exc
+            raise EventLogError(number, "", f"not valid JSON ({exc})") from None
         if not isinstance(record, dict):
-            raise EventLogError(f"{where}: expected a JSON object")
-        events.append(_from_record(record, start, where))
+            raise EventLogError(number, "", "expected a JSON object, one event per line")
+        events.append(_from_record(record, start, number))
     return _sorted(events)
 
 
-def _from_record(record: dict[str, Any], start: datetime, where: str) -> Event:
+def _from_record(record: dict[str, Any], start: datetime, line: int) -> Event:
     if "time" not in record:
-        raise EventLogError(f"{where}.time: missing")
+        raise EventLogError(line, "time", "missing")
+    if "at" in record:
+        raise EventLogError(line, "at", "not a known field (the time of an event is `time`)")
     record = dict(record)
-    record["at"] = _seconds(start, str(record.pop("time")), where)
+    record["at"] = _seconds(start, record.pop("time"), line)
     try:
         event: Event = msgspec.convert(record, Event)
-        return event
     except msgspec.ValidationError as exc:
-        message, _, path = str(exc).partition(" - at `$")
-        raise EventLogError(f"{where}{path.rstrip('`')}: {message}") from exc
+        field, reason = explain(exc, record, _CHOICES)
+        raise EventLogError(line, field, reason) from None
+    _check(event, line)
+    return event
+
+
+def _check(event: Event, line: int) -> None:
+    """What a record's schema cannot say: a pickup order names its store, a return where it goes."""
+    if isinstance(event, Order):
+        if not event.lines:
+            raise EventLogError(line, "lines", "an order needs at least one line")
+        if event.fulfillment == "pickup" and not event.store:
+            raise EventLogError(line, "store", "a pickup order needs the pickup store")
+    elif isinstance(event, Return) and event.order_id is None and event.location is None:
+        raise EventLogError(line, "", "a return needs an order_id or a location")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -174,26 +203,43 @@ def write_csv(events: Iterable[Event], out: io.TextIOBase | Any, start: datetime
     return count
 
 
-def _required(row: dict[str, str], column: str, where: str) -> str:
-    value = (row.get(column) or "").strip()
+def _required(row: dict[str, str], column: str, line: int, what: str = "") -> str:
+    value = row.get(column)
     if not value:
-        raise EventLogError(f"{where}.{column}: missing")
+        raise EventLogError(line, column, f"missing{what}")
     return value
 
 
-def _number(row: dict[str, str], column: str, where: str, kind: type[int] | type[float]) -> Any:
-    text = _required(row, column, where)
+def _int(row: dict[str, str], column: str, line: int) -> int:
+    text = _required(row, column, line)
     try:
-        return kind(text)
-    except ValueError as exc:
-        raise EventLogError(f"{where}.{column}: {text!r} is not a {kind.__name__}") from exc
+        value = int(text)
+    except ValueError:
+        raise EventLogError(line, column, f"expected an integer, got {shown(text)}") from None
+    if value <= 0:
+        raise EventLogError(line, column, f"must be 1 or more, got {value}")
+    return value
 
 
-def read_csv(lines: Iterable[str], start: datetime) -> list[Event]:
-    reader = csv.DictReader(lines)
-    missing = [c for c in ("time", "type", "id", "sku", "qty") if c not in (reader.fieldnames or ())]
-    if missing:
-        raise EventLogError(f"header: missing column(s) {', '.join(missing)}")
+def _float(row: dict[str, str], column: str, line: int, what: str) -> float:
+    text = _required(row, column, line, what)
+    try:
+        return float(text)
+    except ValueError:
+        raise EventLogError(line, column, f"expected a number, got {shown(text)}") from None
+
+
+def _restock(row: dict[str, str], line: int) -> bool:
+    text = row.get("restock", "true").lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise EventLogError(line, "restock", f"expected true or false, got {shown(row['restock'])}")
+
+
+def read_csv(records: Iterable[tuple[int, dict[str, str]]], start: datetime) -> list[Event]:
+    """Events from numbered CSV records (see `simulators.plain.csv_records`)."""
     events: list[Event] = []
     pending: dict[str, Any] | None = None
 
@@ -203,41 +249,51 @@ def read_csv(lines: Iterable[str], start: datetime) -> list[Event]:
             events.append(Order(**{**pending, "lines": tuple(pending["lines"])}))
             pending = None
 
-    for number, row in enumerate(reader, start=2):
-        where = f"line {number}"
-        kind = _required(row, "type", where)
-        at = _seconds(start, _required(row, "time", where), where)
-        event_id = _required(row, "id", where)
-        sku = _required(row, "sku", where)
-        qty = _number(row, "qty", where, int)
-        if qty <= 0:
-            raise EventLogError(f"{where}.qty: must be above 0")
+    for number, row in records:
+        kind = _required(row, "type", number)
+        if kind not in EVENT_TYPES:
+            raise EventLogError(
+                number, "type", f"expected one of {', '.join(EVENT_TYPES)}, got {shown(kind)}"
+            )
+        at = _seconds(start, _required(row, "time", number), number)
+        event_id = _required(row, "id", number)
+        sku = _required(row, "sku", number)
+        qty = _int(row, "qty", number)
         if kind != "order" or (pending is not None and pending["id"] != event_id):
             flush()
         if kind == "order":
             if pending is None:
+                fulfillment = _required(row, "fulfillment", number, " (an order needs it)")
+                if fulfillment not in FULFILLMENTS:
+                    raise EventLogError(
+                        number,
+                        "fulfillment",
+                        f"expected one of {', '.join(FULFILLMENTS)}, got {shown(fulfillment)}",
+                    )
+                store = row.get("store")
+                if fulfillment == "pickup" and not store:
+                    raise EventLogError(number, "store", "a pickup order needs the pickup store")
+                what = " (an order needs it)"
                 pending = {
-                    "at": at, "id": event_id, "channel": _required(row, "channel", where),
-                    "fulfillment": _required(row, "fulfillment", where), "region": _required(row, "region", where),
-                    "lat": _number(row, "lat", where, float), "lon": _number(row, "lon", where, float),
-                    "store": (row.get("store") or "").strip() or None,
-                    "tier": (row.get("tier") or "").strip() or "standard", "lines": [],
+                    "at": at, "id": event_id, "channel": _required(row, "channel", number, what),
+                    "fulfillment": fulfillment, "region": _required(row, "region", number, what),
+                    "lat": _float(row, "lat", number, what), "lon": _float(row, "lon", number, what),
+                    "store": store, "tier": row.get("tier", "standard"), "lines": [],
                 }  # fmt: skip
             pending["lines"].append(OrderLine(sku, qty))
         elif kind == "sale":
-            channel = (row.get("channel") or "").strip() or "store_pos"
-            events.append(Sale(at, event_id, channel, _required(row, "store", where), sku, qty))
+            channel = row.get("channel", "store_pos")
+            store = _required(row, "store", number, " (a till sale needs its store)")
+            events.append(Sale(at, event_id, channel, store, sku, qty))
         elif kind == "return":
-            restock = (row.get("restock") or "true").strip().lower() not in ("false", "0", "no")
-            order_id = (row.get("order_id") or "").strip() or None
-            location = (row.get("location") or "").strip() or None
+            order_id = row.get("order_id")
+            location = row.get("location")
             if order_id is None and location is None:
-                raise EventLogError(f"{where}: a return needs an order_id or a location")
-            events.append(Return(at, event_id, sku, qty, order_id, location, restock))
-        elif kind == "receipt":
-            events.append(Receipt(at, event_id, _required(row, "location", where), sku, qty))
+                raise EventLogError(number, "", "a return needs an order_id or a location")
+            events.append(Return(at, event_id, sku, qty, order_id, location, _restock(row, number)))
         else:
-            raise EventLogError(f"{where}.type: {kind!r} is not one of order, sale, return, receipt")
+            location = _required(row, "location", number, " (a receipt needs it)")
+            events.append(Receipt(at, event_id, location, sku, qty))
     flush()
     return _sorted(events)
 
@@ -259,11 +315,15 @@ def write_events(events: Sequence[Event], path: str | Path, start: datetime) -> 
 
 
 def read_events(path: str | Path, start: datetime) -> list[Event]:
+    """The events of a log (`.csv`, else JSON Lines) in time order; `EventLogError` names the bad line."""
     path = Path(path)
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            if path.suffix == ".csv":
-                return read_csv(handle, start)
-            return read_jsonl(handle, start)
+        if path.suffix.lower() == ".csv":
+            return read_csv(csv_records(path, CSV_COLUMNS), start)
+        return read_jsonl(text_lines(path), start)
+    except EventLogError:
+        raise
+    except ReadError as exc:
+        raise EventLogError(exc.line, exc.field, exc.reason) from None
     except OSError as exc:
-        raise EventLogError(f"cannot read {path}: {exc.strerror}") from exc
+        raise EventLogError(0, "", f"cannot read {path}: {exc.strerror}") from None

@@ -32,7 +32,7 @@ from simulators.generator import generate_events
 from simulators.kpis import encode
 from simulators.policy import KINDS, PolicyError, RulesetRef
 from simulators.report import render_report
-from simulators.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
+from simulators.scenario import Scenario, ScenarioError, check_generator, load_scenario, parse_scenario
 from simulators.simulation import Options, simulate, views_for
 from simulators.versions import SHIPPED, VersionSet, baseline
 
@@ -130,6 +130,7 @@ async def prepare(
     scenario = _scenario(request)
     try:
         scenario.build()
+        check_generator(scenario)  # a simulation over HTTP generates its events
         base = baseline(scenario.rulesets, SCENARIOS, shipped_root=shipped_root)
     except (ScenarioError, PolicyError) as exc:
         raise Invalid("the scenario cannot be simulated", [FieldError("scenario", str(exc))]) from exc

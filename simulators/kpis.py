@@ -8,7 +8,7 @@ committed, diffed and compared.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -16,6 +16,7 @@ import msgspec
 from simulators.events import Event, Order, Receipt, Return, Sale
 from simulators.runner import ChannelCounts, RunResult
 from simulators.scenario import World
+from simulators.screen import merged
 
 FORMAT_VERSION = 1
 
@@ -48,7 +49,9 @@ def _percentile(values: list[float], q: float) -> float | None:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-def run_kpis(result: RunResult) -> dict[str, Any]:
+def run_kpis(result: RunResult, skipped: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
+    """The KPIs of one run; `skipped`: the events left out of its stream before it ran (by type and
+    reason), added to those the run itself skipped under `events_skipped`."""
     channels = {name: channel_kpis(counts) for name, counts in sorted(result.channels.items())}
     total = ChannelCounts()
     for counts in result.channels.values():
@@ -110,11 +113,7 @@ def run_kpis(result: RunResult) -> dict[str, Any]:
         "kpis": kpis,
         "channels": channels,
         "conservation": dict(result.conservation),
-        "events_skipped": {
-            "orders": c.orders_ignored,
-            "returns": c.returns_ignored,
-            "receipts": c.receipts_ignored,
-        },
+        "events_skipped": merged(skipped or {}, c.skipped),
         "returns_applied": c.returns_applied,
         "syncs": c.syncs,
         "decisions": dict(sorted(c.decisions.items())),
@@ -145,7 +144,11 @@ def kpi_document(
     *,
     engine: str,
     events_source: str,
+    read: int | None = None,
+    skipped: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, Any]:
+    """`read`: the events of the source before screening (default: `events`); `skipped`: the events left
+    out of `events` by screening (`simulators.screen`), by type and reason."""
     scenario = world.scenario
     return {
         "format": FORMAT_VERSION,
@@ -157,11 +160,18 @@ def kpi_document(
             "locations": len(world.locations),
             "locations_by_type": _by_type(world),
             "skus": len(world.skus),
+            "stock_rows_skipped": dict(sorted(world.stock_skipped.items())),
             "channels": {c.id: _channel_view(c.view.mode, c.view.sync_every_hours) for c in world.channels},
         },
-        "events": {"source": events_source, **event_counts(events)},
+        "events": {
+            "source": events_source,
+            **event_counts(events),
+            "read": len(events) if read is None else read,
+            "replayed": len(events),
+            "skipped": merged(skipped or {}),
+        },
         "engine": engine,
-        "runs": [run_kpis(result) for result in results],
+        "runs": [run_kpis(result, skipped) for result in results],
     }
 
 

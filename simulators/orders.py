@@ -34,17 +34,19 @@ class Orders(RunState):
         sku_index = self.sku_index
         price = self.price
         if channel is None:
-            self.counts.orders_ignored += 1
+            self.counts.skip("order", "bad_channel")
             return
         promo_row = self._promo[channel]
         lines: list[tuple[int, int]] = []
         demanded = 0
         value = 0.0
         promo = False
+        dropped = 0
         for line in order.lines:
             sku = sku_index.get(line.sku)
             qty = line.qty
             if sku is None or qty <= 0:
+                dropped += 1
                 continue
             lines.append((sku, qty))
             demanded += qty
@@ -52,11 +54,14 @@ class Orders(RunState):
             if not promo and promo_row[sku][hour]:
                 promo = True
         if not lines:
-            self.counts.orders_ignored += 1
+            self.counts.skip("order", "unknown_sku")
             return
+        if dropped:
+            self.counts.skipped.setdefault("order_line", {}).setdefault("unknown_sku", 0)
+            self.counts.skipped["order_line"]["unknown_sku"] += dropped
         pickup = self.loc_index.get(order.store, -1) if order.store else -1
         if order.fulfillment == "pickup" and pickup < 0:
-            self.counts.orders_ignored += 1
+            self.counts.skip("order", "unknown_location")
             return
         self.order_decisions += 1
         counts = self.channels[order.channel]
@@ -217,7 +222,10 @@ class Orders(RunState):
         loc = self.loc_index.get(sale.store)
         counts = self.channels.get(sale.channel)
         if sku is None or loc is None or counts is None:
-            self.counts.orders_ignored += 1
+            self.counts.skip(
+                "sale",
+                "bad_channel" if counts is None else "unknown_location" if loc is None else "unknown_sku",
+            )
             return
         hour_counts = self.hours[hour]
         counts.orders += 1

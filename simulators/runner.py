@@ -93,7 +93,7 @@ class Run(Orders, Replenishment):
         for n, event in enumerate(events):
             at = event.at
             if at >= horizon or at < 0:
-                self.counts.orders_ignored += isinstance(event, Order)
+                self.counts.skip(type(event).__name__.lower(), "outside_horizon")
                 continue
             while queue and queue[0][0] <= at:
                 self._due(heapq.heappop(queue))
@@ -161,21 +161,21 @@ class Run(Orders, Replenishment):
     def _return(self, event: Return) -> None:
         sku = self.sku_index.get(event.sku)
         if sku is None:
-            self.counts.returns_ignored += 1
+            self.counts.skip("return", "unknown_sku")
             return
         loc: int | None = None
         qty = event.qty
         if event.order_id is not None:
             sent = [(loc_, q) for s, loc_, q in self.shipped.get(event.order_id, []) if s == sku]
             if not sent:
-                self.counts.returns_ignored += 1  # nothing of it was ever sent
+                self.counts.skip("return", "not_sent")  # nothing of it was ever sent
                 return
             loc = sent[0][0]
             qty = min(qty, sum(q for _, q in sent))
         elif event.location is not None:
             loc = self.loc_index.get(event.location)
         if loc is None:
-            self.counts.returns_ignored += 1
+            self.counts.skip("return", "unknown_location")
             return
         self.counts.returns_applied += 1
         self.stock.return_in(sku, loc, qty)
@@ -186,7 +186,7 @@ class Run(Orders, Replenishment):
         sku = self.sku_index.get(event.sku)
         loc = self.loc_index.get(event.location)
         if sku is None or loc is None or event.qty <= 0:
-            self.counts.receipts_ignored += 1
+            self.counts.skip("receipt", "unknown_location" if loc is None else "unknown_sku")
             return
         self.stock.receipt(sku, loc, event.qty)
 

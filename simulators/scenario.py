@@ -1,8 +1,10 @@
 """Scenario model: the YAML a planner writes to describe a network, its demand and a promotion.
 
-`load_scenario(path)` parses and validates a scenario file; `Scenario.build()` expands store groups and SKU
-ranges into a flat, deterministic `World` that the event generator and the runner share.
-Every validation error names the failing path in the document, e.g. `$.skus[2].price`.
+`load_scenario(path)` parses and validates a scenario file, reading the locations, items and starting
+stock it names from files (`simulators.inputs`); `Scenario.build()` expands store groups and SKU ranges
+into a flat, deterministic `World` that the event generator and the runner share.
+Every validation error names the failing path in the document, e.g. `$.skus[2].price`, or the file, line
+and field, e.g. `items.csv: line 7, price: expected a number, got "x"`.
 """
 
 from __future__ import annotations
@@ -61,8 +63,13 @@ class StoreGroup(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Network(msgspec.Struct, forbid_unknown_fields=True):
+    """`locations_file`: more locations, in the shape of the `PUT /v1/locations` body (CSV or JSON);
+    `groups`: named lists of location ids that promotions may name."""
+
     locations: list[Location] = msgspec.field(default_factory=list)
     store_groups: list[StoreGroup] = msgspec.field(default_factory=list)
+    locations_file: str | None = None
+    groups: dict[str, list[str]] = msgspec.field(default_factory=dict)
 
 
 class StockView(msgspec.Struct, forbid_unknown_fields=True):
@@ -106,19 +113,24 @@ class Demand(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Promotion(msgspec.Struct, forbid_unknown_fields=True):
-    """Demand uplift on some SKUs or categories in some channels during a window.
+    """A promotion of some SKUs or categories in some channels (empty: all) at some locations (empty: the
+    whole network) during a window, with a demand uplift for the generator.
 
-    `curve` is a list of [hours since start, multiplier of the uplift] points, linearly interpolated, so
-    that a promotion can peak on its first evening and fade.
+    `locations` names location ids, `location_groups` groups: a `network.groups` entry, a store group's
+    `prefix` or a region. `curve` is a list of [hours since start, multiplier of the uplift] points,
+    linearly interpolated, so that a promotion can peak on its first evening and fade. `uplift` and `curve`
+    only shape generated demand: a replayed log needs neither.
     """
 
     id: str
     start: datetime
     end: datetime
-    uplift: float
+    uplift: float | None = None
     skus: list[str] = msgspec.field(default_factory=list)
     categories: list[str] = msgspec.field(default_factory=list)
     channels: list[str] = msgspec.field(default_factory=list)
+    locations: list[str] = msgspec.field(default_factory=list)
+    location_groups: list[str] = msgspec.field(default_factory=list)
     curve: list[tuple[float, float]] = msgspec.field(default_factory=list)
 
 
@@ -179,14 +191,22 @@ class Inbound(msgspec.Struct, forbid_unknown_fields=True):
     qty: int
 
 
-class Scenario(msgspec.Struct, forbid_unknown_fields=True):
+class Scenario(msgspec.Struct, forbid_unknown_fields=True, dict=True):
+    """A scenario document. `items_file` and `stock_file` add SKUs (the `PUT /v1/items` shape) and starting
+    stock (the `PUT /v1/stock` shape, or a `retail-policy stock export` snapshot); `demand` and the
+    promotions' `uplift` are needed only to generate events, not to replay a log. `max_skipped_share`: the
+    share of a replayed log's events that may be skipped before the run is refused."""
+
     name: str
     start: datetime
     duration_hours: int
     network: Network
     channels: list[Channel]
-    skus: list[Sku]
-    demand: list[Demand]
+    skus: list[Sku] = msgspec.field(default_factory=list)
+    demand: list[Demand] = msgspec.field(default_factory=list)
+    items_file: str | None = None
+    stock_file: str | None = None
+    max_skipped_share: float = 0.01
     seed: int = 1
     description: str = ""
     promotions: list[Promotion] = msgspec.field(default_factory=list)
@@ -217,7 +237,10 @@ class SkuInfo(msgspec.Struct, frozen=True):
 
 
 class World(msgspec.Struct):
-    """A scenario expanded to flat lists, in a fixed order, with the starting stock per (sku, location)."""
+    """A scenario expanded to flat lists, in a fixed order, with the starting stock per (sku, location).
+
+    `promo_scope[i]`: the location ids promotion `i` runs at (None: everywhere); `stock_skipped`: rows of
+    the stock file left out, by reason (`unknown_sku`, `unknown_location`)."""
 
     scenario: Scenario
     start: datetime
@@ -225,6 +248,8 @@ class World(msgspec.Struct):
     skus: list[SkuInfo]
     channels: list[Channel]
     starting_stock: dict[str, dict[str, int]]  # sku -> location -> units
+    promo_scope: list[frozenset[str] | None] = msgspec.field(default_factory=list)
+    stock_skipped: dict[str, int] = msgspec.field(default_factory=dict)
 
     def location(self, location_id: str) -> Location:
         for location in self.locations:
@@ -316,9 +341,15 @@ def _expand_skus(scenario: Scenario) -> tuple[list[SkuInfo], list[int]]:
     return skus, origin
 
 
+def stock_table(scenario: Scenario) -> dict[str, dict[str, int]]:
+    """The starting stock read from the scenario's `stock_file`: sku -> location -> sellable units."""
+    table: dict[str, dict[str, int]] = scenario.__dict__.get("stock_table", {})
+    return table
+
+
 def _starting_stock(
     scenario: Scenario, locations: list[Location], skus: list[SkuInfo], origin: list[int]
-) -> dict[str, dict[str, int]]:
+) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
     by_id = {location.id for location in locations}
     types = {location.type for location in locations}
     stock: dict[str, dict[str, int]] = {}
@@ -331,14 +362,26 @@ def _starting_stock(
                 "is neither a location id nor a location type in the network",
             )
             _check(units >= 0, path, "must be 0 or more")
+    table = stock_table(scenario)
     for sku, index in zip(skus, origin, strict=True):
         spec = scenario.skus[index]
+        counted = table.get(sku.id, {})
         per_location: dict[str, int] = {}
         for location in locations:
-            units = spec.stock.get(location.id, spec.stock.get(location.type, 0))
-            per_location[location.id] = units
+            found = counted.get(location.id)
+            per_location[location.id] = (
+                spec.stock.get(location.id, spec.stock.get(location.type, 0)) if found is None else found
+            )
         stock[sku.id] = per_location
-    return stock
+    skipped: dict[str, int] = {}
+    for sku_id, row in table.items():
+        if sku_id not in stock:
+            skipped["unknown_sku"] = skipped.get("unknown_sku", 0) + len(row)
+        else:
+            outside = sum(1 for location_id in row if location_id not in by_id)
+            if outside:
+                skipped["unknown_location"] = skipped.get("unknown_location", 0) + outside
+    return stock, skipped
 
 
 def _validate_references(scenario: Scenario, locations: list[Location], skus: list[SkuInfo]) -> None:
@@ -389,7 +432,7 @@ def _validate_references(scenario: Scenario, locations: list[Location], skus: li
     for index, promo in enumerate(scenario.promotions):
         path = f"$.promotions[{index}]"
         _check(promo.end > promo.start, f"{path}.end", "must be after start")
-        _check(promo.uplift > 0, f"{path}.uplift", "must be above 0")
+        _check(promo.uplift is None or promo.uplift > 0, f"{path}.uplift", "must be above 0")
         _check(bool(promo.skus or promo.categories), path, "names no skus and no categories")
         for n, sku_id in enumerate(promo.skus):
             _check(sku_id in sku_ids, f"{path}.skus[{n}]", f"unknown SKU {sku_id!r}")
@@ -415,6 +458,7 @@ def _validate_references(scenario: Scenario, locations: list[Location], skus: li
         _check(inbound.sku in sku_ids, f"$.inbound[{index}].sku", f"unknown SKU {inbound.sku!r}")
         _check(inbound.qty > 0, f"$.inbound[{index}].qty", "must be above 0")
     _check(scenario.duration_hours >= 1, "$.duration_hours", "must be at least 1")
+    _check(0.0 <= scenario.max_skipped_share <= 1.0, "$.max_skipped_share", "must be in 0..1")
     for kind in scenario.rulesets:
         _check(
             kind in ("allocation", "availability", "reorder", "transfer", "markdown"),
@@ -423,17 +467,78 @@ def _validate_references(scenario: Scenario, locations: list[Location], skus: li
         )
 
 
+def _groups(scenario: Scenario, locations: list[Location]) -> dict[str, set[str]]:
+    """Location groups by name: `network.groups`, store groups by prefix and regions, merged by name."""
+    known = {location.id for location in locations}
+    groups: dict[str, set[str]] = {}
+    for name, ids in scenario.network.groups.items():
+        for n, location_id in enumerate(ids):
+            _check(location_id in known, f"$.network.groups.{name}[{n}]", f"unknown location {location_id!r}")
+        groups.setdefault(name, set()).update(ids)
+    for group in scenario.network.store_groups:
+        groups.setdefault(group.prefix, set()).update(
+            f"{group.prefix}-{n + 1:03d}" for n in range(group.count)
+        )
+    for location in locations:
+        groups.setdefault(location.region, set()).add(location.id)
+    return groups
+
+
+def _promo_scope(scenario: Scenario, locations: list[Location]) -> list[frozenset[str] | None]:
+    known = {location.id for location in locations}
+    groups = _groups(scenario, locations)
+    scopes: list[frozenset[str] | None] = []
+    for index, promo in enumerate(scenario.promotions):
+        path = f"$.promotions[{index}]"
+        if not promo.locations and not promo.location_groups:
+            scopes.append(None)
+            continue
+        scope: set[str] = set()
+        for n, location_id in enumerate(promo.locations):
+            _check(location_id in known, f"{path}.locations[{n}]", f"unknown location {location_id!r}")
+            scope.add(location_id)
+        for n, name in enumerate(promo.location_groups):
+            _check(
+                name in groups,
+                f"{path}.location_groups[{n}]",
+                f"{name!r} is neither a group of network.groups, a store group's prefix nor a region",
+            )
+            scope.update(groups[name])
+        scopes.append(frozenset(scope))
+    return scopes
+
+
 def build_world(scenario: Scenario) -> World:
     locations = _expand_locations(scenario)
     skus, origin = _expand_skus(scenario)
-    stock = _starting_stock(scenario, locations, skus, origin)
+    stock, stock_skipped = _starting_stock(scenario, locations, skus, origin)
     _validate_references(scenario, locations, skus)
+    scopes = _promo_scope(scenario, locations)
     start = scenario.start if scenario.start.tzinfo else scenario.start.replace(tzinfo=UTC)
-    return World(scenario, start.astimezone(UTC), locations, skus, list(scenario.channels), stock)
+    return World(
+        scenario,
+        start.astimezone(UTC),
+        locations,
+        skus,
+        list(scenario.channels),
+        stock,
+        scopes,
+        stock_skipped,
+    )
 
 
-def parse_scenario(text: str, source: str = "<string>") -> Scenario:
-    """Parse and validate a scenario document; raises ScenarioError naming the failing path."""
+def check_generator(scenario: Scenario) -> None:
+    """What generating events needs beyond replaying a log: the demand of at least one channel."""
+    _check(
+        bool(scenario.demand),
+        "$.demand",
+        "declares no demand: generating events needs it (or replay a recorded log with --events)",
+    )
+
+
+def parse_scenario(text: str, source: str = "<string>", base: Path | None = None) -> Scenario:
+    """Parse and validate a scenario document; raises ScenarioError naming the failing path. The files it
+    names are read relative to `base`; without `base` (a document sent over HTTP) it may name none."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -449,6 +554,9 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
             message, _, rest = message.partition(" - at `")
             path = rest.rstrip("`")
         raise ScenarioError(path, message) from exc
+    from simulators.inputs import load_inputs
+
+    load_inputs(scenario, base)
     build_world(scenario)
     return scenario
 
@@ -465,9 +573,13 @@ def _stringify_dates(value: Any) -> Any:
 
 
 def load_scenario(path: str | Path) -> Scenario:
+    from simulators.plain import ReadError, read_text
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except OSError as exc:
         raise ScenarioError("$", f"cannot read {path}: {exc.strerror}") from exc
-    return parse_scenario(text, source=str(path))
+    except ReadError as exc:
+        raise ScenarioError(str(path), str(exc)) from None
+    return parse_scenario(text, source=str(path), base=path.parent)

@@ -16,6 +16,7 @@ from simulators.events import Event
 from simulators.kpis import kpi_document
 from simulators.runner import ProgressFn, RunResult, run_once
 from simulators.scenario import World
+from simulators.screen import Screened, screen
 from simulators.versions import VersionSet
 
 ProgressFactory = Callable[[str], ProgressFn | None]
@@ -66,6 +67,20 @@ def simulate(
     *,
     events_source: str = "generated",
     progress: ProgressFactory | None = None,
+    screened: Screened | None = None,
 ) -> dict[str, Any]:
-    results = run_all(world, events, version_sets, options, progress)
-    return kpi_document(world, events, results, engine=options.engine, events_source=events_source)
+    """Run every version set on the stream and make the KPI document. `screened`: the stream already
+    screened (`simulators.screen.screen`), whose `events` are then the ones run; without it the stream is
+    screened here, so that what no run can replay is counted once, by type and reason."""
+    if screened is None:
+        screened = screen(world, events)
+    results = run_all(world, screened.events, version_sets, options, progress)
+    return kpi_document(
+        world,
+        screened.events,
+        results,
+        engine=options.engine,
+        events_source=events_source,
+        read=screened.read,
+        skipped=screened.skipped,
+    )

@@ -19,7 +19,7 @@ from service.domain.allocation import AllocationPolicy, Allocator, Network
 from service.domain.allocation import Location as DomainLocation
 from service.domain.availability import LocationPolicy
 from simulators.counts import ChannelCounts, HourCounts, RunCounts
-from simulators.generator import promo_multiplier
+from simulators.generator import promo_active
 from simulators.policy import PolicySet, RuleDecider
 from simulators.scenario import Location, World
 from simulators.stock import RunStock
@@ -134,7 +134,7 @@ class RunState:
         self.decided: DecisionObserver | None = None
 
     def _promo_in(self, sku: int, channel: str, hour: int) -> bool:
-        return promo_multiplier(self.world, self.world.skus[sku], channel, hour + 0.5) > 1.0
+        return promo_active(self.world, self.world.skus[sku], channel, hour + 0.5)
 
     def _allocation_policy(self, facts: OrderFacts) -> AllocationPolicy:
         """The allocation ruleset's policy for an order's facts."""

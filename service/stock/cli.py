@@ -1,4 +1,5 @@
-"""`retail-policy stock load FILE` (a CSV or JSON snapshot) and `retail-policy stock rebuild`."""
+"""`retail-policy stock load FILE` (a CSV or JSON snapshot), `retail-policy stock export FILE` (the
+configured store's positions as a snapshot) and `retail-policy stock rebuild`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import csv
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,90 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+EXPORT_BATCH = 500
+
+
+async def _catalogue() -> list[str]:
+    """The SKUs of the items master data (`PUT /v1/items`)."""
+    from sqlalchemy import select
+
+    from service.db.engine import create_engine
+    from service.db.models import Item
+
+    engine = create_engine(get_settings().database)
+    try:
+        async with engine.connect() as conn:
+            return sorted(sku for (sku,) in await conn.execute(select(Item.sku)))
+    finally:
+        await engine.dispose()
+
+
+async def _export(skus: list[str]) -> tuple[list[SnapshotRow], int]:
+    """Every position of `skus` (default: the SKUs of the items master data) in the configured store, as
+    snapshot rows, and the units held by open reservations in them."""
+    from service.stock.backends import open_store
+
+    settings = get_settings()
+    if settings.stock.backend == "memory":
+        raise StockError("the memory backend keeps stock inside the running service: nothing to export")
+    wanted = sorted(set(skus)) if skus else await _catalogue()
+    store = await open_store(settings)
+    rows: list[SnapshotRow] = []
+    reserved = 0
+    try:
+        for first in range(0, len(wanted), EXPORT_BATCH):
+            batch = wanted[first : first + EXPORT_BATCH]
+            levels = await store.get_levels(batch)
+            for sku in batch:
+                for location, level in sorted(levels.get(sku, {}).items()):
+                    reserved += level.reserved
+                    rows.append(
+                        SnapshotRow(
+                            sku,
+                            location,
+                            level.sellable,
+                            level.damaged,
+                            level.return_pending,
+                            level.in_transit,
+                        )
+                    )
+    finally:
+        await store.close()
+    return rows, reserved
+
+
+def write_snapshot(rows: list[SnapshotRow], path: Path, backend: str) -> None:
+    """A snapshot `stock load` and the simulator's `stock_file` read: CSV with a header, or JSON
+    `{"exported_at": ..., "backend": ..., "rows": [...]}` with one row per line."""
+    if path.suffix.lower() == ".csv":
+        with path.open("w", encoding="utf-8", newline="") as out:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(SNAPSHOT_FIELDS)
+            for row in rows:
+                writer.writerow([getattr(row, name) for name in SNAPSHOT_FIELDS])
+        return
+    exported = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    lines = [msgspec.json.encode(row).decode() for row in rows]
+    body = ",\n".join(f"  {line}" for line in lines)
+    head = json.dumps({"exported_at": exported, "backend": backend})[:-1]
+    path.write_text(f'{head}, "rows": [\n{body}\n]}}\n' if rows else f'{head}, "rows": []}}\n', "utf-8")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        rows, reserved = asyncio.run(_export(list(args.sku)))
+        write_snapshot(rows, Path(args.file), get_settings().stock.backend)
+    except (OSError, ValueError, StockError, SQLAlchemyError) as error:
+        print(f"stock export failed: {error}", file=sys.stderr)
+        return 1
+    skus = len({row.sku for row in rows})
+    held = f"; {reserved} of the sellable units are held by open reservations" if reserved else ""
+    print(f"exported {len(rows)} rows of {skus} SKUs to {args.file}{held}")
+    return 0
+
+
 def cmd_rebuild(_args: argparse.Namespace) -> int:
     try:
         print(asyncio.run(_rebuild()))
@@ -95,6 +181,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     load = commands.add_parser("load", help="load a CSV or JSON snapshot (sku, location, sellable, ...)")
     load.add_argument("file")
     load.set_defaults(func=cmd_load)
+    export = commands.add_parser(
+        "export",
+        help="write the configured store's positions as a snapshot (.json or .csv) that stock load and "
+        "the simulator's stock_file read",
+    )
+    export.add_argument("file")
+    export.add_argument(
+        "--sku", action="append", default=[], help="export this SKU (repeat); default: every item's SKU"
+    )
+    export.set_defaults(func=cmd_export)
     rebuild = commands.add_parser(
         "rebuild", help="wipe and rebuild the Redis stock state from the SQL journal"
     )
