@@ -31,6 +31,32 @@ class HourCounts:
 
 
 @dataclass
+class Shortfalls:
+    """Lost and oversold units by SKU index, by location index (demand placed at a location: till sales at
+    the store, click-and-collect orders at their pickup store) and by region (every demand: the store's
+    region for till sales, the order's destination region for online orders). Only non-zero entries."""
+
+    lost_sku: dict[int, int] = field(default_factory=dict)
+    oversold_sku: dict[int, int] = field(default_factory=dict)
+    lost_location: dict[int, int] = field(default_factory=dict)
+    oversold_location: dict[int, int] = field(default_factory=dict)
+    lost_region: dict[str, int] = field(default_factory=dict)
+    oversold_region: dict[str, int] = field(default_factory=dict)
+
+    def add(self, oversold: bool, sku: int, location: int, region: str, units: int) -> None:
+        """Count `units` short of `sku`; `location` is -1 when the demand was placed at no location."""
+        by_sku, by_location, by_region = (
+            (self.oversold_sku, self.oversold_location, self.oversold_region)
+            if oversold
+            else (self.lost_sku, self.lost_location, self.lost_region)
+        )
+        by_sku[sku] = by_sku.get(sku, 0) + units
+        if location >= 0:
+            by_location[location] = by_location.get(location, 0) + units
+        by_region[region] = by_region.get(region, 0) + units
+
+
+@dataclass
 class RunCounts:
     transfers_requested: int = 0
     transfers_approved: int = 0
@@ -54,6 +80,7 @@ class RunCounts:
     orders_ignored: int = 0
     syncs: int = 0
     decisions: dict[str, int] = field(default_factory=dict)
+    shortfalls: Shortfalls = field(default_factory=Shortfalls)
 
 
 @dataclass
@@ -70,3 +97,5 @@ class RunResult:
     on_order_units: int
     order_decisions: int
     evaluations: dict[str, dict[str, int]]
+    # lost and oversold units by "sku", "location" and "region" -> id -> {"lost_units", "oversold_units"}
+    breakdown: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -120,6 +121,9 @@ def run_kpis(result: RunResult) -> dict[str, Any]:
         "decisions": dict(sorted(c.decisions.items())),
         "evaluations": result.evaluations,
         "series": series,
+        "by_sku": result.breakdown.get("sku", {}),
+        "by_location": result.breakdown.get("location", {}),
+        "by_region": result.breakdown.get("region", {}),
     }
 
 
@@ -146,11 +150,20 @@ def kpi_document(
     engine: str,
     events_source: str,
 ) -> dict[str, Any]:
+    return document_head(world, event_counts(events), engine=engine, events_source=events_source) | {
+        "runs": [run_kpis(result) for result in results]
+    }
+
+
+def document_head(world: World, counts: dict[str, int], *, engine: str, events_source: str) -> dict[str, Any]:
+    """Everything of the KPI document but its runs: the scenario, the event stream and the engine."""
     scenario = world.scenario
     return {
         "format": FORMAT_VERSION,
         "scenario": {
             "name": scenario.name,
+            "description": scenario.description,
+            "promotions": [_promotion(p) for p in scenario.promotions],
             "seed": scenario.seed,
             "start": world.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "duration_hours": scenario.duration_hours,
@@ -159,10 +172,25 @@ def kpi_document(
             "skus": len(world.skus),
             "channels": {c.id: _channel_view(c.view.mode, c.view.sync_every_hours) for c in world.channels},
         },
-        "events": {"source": events_source, **event_counts(events)},
+        "events": {"source": events_source, **counts},
         "engine": engine,
-        "runs": [run_kpis(result) for result in results],
     }
+
+
+def _promotion(promotion: Any) -> dict[str, Any]:
+    """A promotion as the report shows it: its fields but the uplift curve, times in ISO 8601 UTC."""
+    out: dict[str, Any] = {}
+    for key, value in msgspec.structs.asdict(promotion).items():
+        if key == "curve":
+            continue
+        if isinstance(value, datetime):
+            value = (
+                (value if value.tzinfo else value.replace(tzinfo=UTC))
+                .astimezone(UTC)
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+            )
+        out[key] = msgspec.to_builtins(value)
+    return out
 
 
 def _by_type(world: World) -> dict[str, int]:
