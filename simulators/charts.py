@@ -87,7 +87,7 @@ def value_ticks(top: float, *, integer: bool, percent: bool) -> tuple[float, lis
         top = 1.0
     raw = top / 4
     magnitude = 10 ** math.floor(math.log10(raw))
-    steps = (1.0, 2.0, 5.0, 10.0) if integer else (1.0, 2.0, 2.5, 5.0, 10.0)
+    steps = (1.0, 2.0, 5.0, 10.0) if integer and magnitude < 10 else (1.0, 2.0, 2.5, 5.0, 10.0)
     step = next(s * magnitude for s in steps if s * magnitude >= raw)
     if integer:
         step = max(1.0, float(math.ceil(step)))
