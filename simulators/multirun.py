@@ -298,8 +298,8 @@ def compare_runs(
 def _fmt(value: float, kind: str) -> str:
     if kind == "pct":
         return f"{value * 100:.2f} %"
-    if kind == "int":
-        return f"{value:,.1f}" if value != int(value) else f"{int(value):,}"
+    if kind == "int":  # a mean of counts: whole when it is, else to two places
+        return f"{value:,.2f}".rstrip("0").rstrip(".")
     return f"{value:,.2f}"
 
 
