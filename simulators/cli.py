@@ -155,7 +155,7 @@ def _simulate_many(
 
     def done(result: TaskResult, finished: int, total: int) -> None:
         if show:
-            labels = ", ".join(sorted({run["label"] for run in result.runs}))
+            labels = ", ".join(sorted({run["label"] for run in result.document["runs"]}))
             print(f"[{finished}/{total}] seed {result.seed}: {labels}", file=sys.stderr, flush=True)
 
     document = run_many(

@@ -150,13 +150,6 @@ def kpi_document(
     engine: str,
     events_source: str,
 ) -> dict[str, Any]:
-    return document_head(world, event_counts(events), engine=engine, events_source=events_source) | {
-        "runs": [run_kpis(result) for result in results]
-    }
-
-
-def document_head(world: World, counts: dict[str, int], *, engine: str, events_source: str) -> dict[str, Any]:
-    """Everything of the KPI document but its runs: the scenario, the event stream and the engine."""
     scenario = world.scenario
     return {
         "format": FORMAT_VERSION,
@@ -172,8 +165,9 @@ def document_head(world: World, counts: dict[str, int], *, engine: str, events_s
             "skus": len(world.skus),
             "channels": {c.id: _channel_view(c.view.mode, c.view.sync_every_hours) for c in world.channels},
         },
-        "events": {"source": events_source, **counts},
+        "events": {"source": events_source, **event_counts(events)},
         "engine": engine,
+        "runs": [run_kpis(result) for result in results],
     }
 
 

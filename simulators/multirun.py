@@ -24,9 +24,8 @@ import msgspec
 
 from simulators.events import Event, read_events
 from simulators.generator import generate_events
-from simulators.kpis import document_head, event_counts, run_kpis
 from simulators.scenario import Scenario, World
-from simulators.simulation import Options, run_all
+from simulators.simulation import Options, simulate
 from simulators.versions import VersionSet
 
 MAX_SEEDS = 10_000
@@ -99,22 +98,23 @@ class Task:
     events_path: str | None
     version_set: VersionSet
     options: Options
+    events_source: str
 
 
 @dataclass(frozen=True)
 class TaskResult:
     seed: int
     version: int
-    events: dict[str, int]
-    runs: list[dict[str, Any]]
+    document: dict[str, Any]  # the KPI document of the version set on the seed (`simulate`'s)
 
 
 def run_task(task: Task) -> TaskResult:
-    """One version set on one seed, every stock view (a process pool's unit of work)."""
+    """One version set on one seed, every stock view (a process pool's unit of work): the same document
+    `simulate` makes for them."""
     world = build_world(task.scenario, task.seed)
     events = load_events(world, task.events_path)
-    results = run_all(world, events, [task.version_set], task.options)
-    return TaskResult(task.seed, task.version, event_counts(events), [run_kpis(r) for r in results])
+    document = simulate(world, events, [task.version_set], task.options, events_source=task.events_source)
+    return TaskResult(task.seed, task.version, document)
 
 
 Done = Callable[[TaskResult, int, int], None]
@@ -137,7 +137,7 @@ def run_many(
     and `runs` are those of the first seed; with several seeds it adds `seeds`, `per_seed`, `aggregate`
     and `comparisons`."""
     tasks = [
-        Task(seed, index, scenario, events_path, version_set, options)
+        Task(seed, index, scenario, events_path, version_set, options, events_source)
         for seed in seeds
         for index, version_set in enumerate(version_sets)
     ]
@@ -161,20 +161,19 @@ def run_many(
                 collect(result)
     per_seed = []
     for seed in seeds:
-        ordered = [finished[(seed, index)] for index in range(len(version_sets))]
-        runs = [run for result in ordered for run in result.runs]
-        per_seed.append((seed, ordered[0].events, runs))
-    first_seed, first_events, first_runs = per_seed[0]
-    world = build_world(scenario, first_seed)
-    document = document_head(world, first_events, engine=options.engine, events_source=events_source)
-    document["runs"] = first_runs
+        ordered = [finished[(seed, index)].document for index in range(len(version_sets))]
+        runs = [run for document in ordered for run in document["runs"]]
+        per_seed.append((seed, ordered[0], runs))
+    # the first seed's document, with the runs of every version set
+    document = dict(per_seed[0][1])
+    document["runs"] = per_seed[0][2]
     if len(seeds) > 1:
-        document.update(seed_statistics(per_seed))
+        document.update(seed_statistics([(seed, head["events"], runs) for seed, head, runs in per_seed]))
     return document
 
 
 def seed_statistics(
-    per_seed: Sequence[tuple[int, dict[str, int], Sequence[dict[str, Any]]]],
+    per_seed: Sequence[tuple[int, dict[str, Any], Sequence[dict[str, Any]]]],
 ) -> dict[str, Any]:
     """`seeds`, `per_seed`, `aggregate` and `comparisons` of runs repeated on several seeds; `per_seed` is
     (seed, event counts, runs) with the runs in the same order on every seed."""
