@@ -37,7 +37,8 @@ SEED_KPIS: tuple[tuple[str, str, str], ...] = (
     ("split_shipments", "split shipments", "int"),
     ("mean_distance_km", "mean distance (km)", "float"),
     ("revenue", "revenue", "money"),
-    ("reorder_units", "units on released reorders", "int"),
+    ("reorder_units", "units released", "int"),
+    ("reorder_units_moved", "units moved from DCs to stores", "int"),
     ("transfers_executed", "transfers executed", "int"),
     ("stock_end", "stock at the end", "int"),
 )

@@ -29,9 +29,15 @@ SERVICE: tuple[tuple[str, str, str], ...] = (
 REPLENISHMENT: tuple[tuple[str, str, str], ...] = (
     ("reorders_raised", "reorders raised", "int"),
     ("reorders_released", "reorders released", "int"),
+    ("reorders_unfilled", "reorders released that the DC could not fill", "int"),
     ("reorders_for_review", "reorders sent for review (not released)", "int"),
-    ("reorder_units", "units on released reorders", "int"),
-    ("on_order_units", "units on order at the end (on their way)", "int"),
+    ("reorder_units", "units released", "int"),
+    ("reorder_units_moved", "units moved from DCs to stores", "int"),
+    ("reorder_units_ordered", "units ordered from suppliers", "int"),
+    ("reorder_units_short", "units released that the DC could not send", "int"),
+    ("reorder_units_received", "released units arrived", "int"),
+    ("reorder_units_on_order", "released units on their way at the end", "int"),
+    ("on_order_units", "units on purchase orders at the end", "int"),
 )
 TRANSFERS: tuple[tuple[str, str, str], ...] = (
     ("transfers_requested", "transfers requested", "int"),
@@ -193,20 +199,24 @@ def _skipped_rows(skipped: Any) -> dict[tuple[str, str], int]:
 
 
 def skipped_table(document: dict[str, Any], runs: Sequence[dict[str, Any]]) -> str:
-    """Events the runs skipped, by type and reason (`none skipped` when there are none)."""
-    sources: list[tuple[str, dict[tuple[str, str], int]]] = []
+    """Events skipped, by type and reason: one column when every run skipped the same (or only the
+    document counts them), else one per run; `none skipped` when there are none."""
+    per_run = [
+        (run_title(run), _skipped_rows(run["events_skipped"])) for run in runs if "events_skipped" in run
+    ]
     whole = document.get("events_skipped", (document.get("events") or {}).get("skipped"))
-    if whole is not None:
-        sources.append(("all runs", _skipped_rows(whole)))
-    for run in runs:
-        if "events_skipped" in run:
-            sources.append((run_title(run), _skipped_rows(run["events_skipped"])))
+    if per_run and all(rows == per_run[0][1] for _, rows in per_run):
+        sources = [("every run", per_run[0][1])]
+    elif per_run:
+        sources = per_run
+    else:
+        sources = [("every run", _skipped_rows(whole))]
     keys = sorted({key for _, rows in sources for key in rows})
     if not keys:
         return '<p class="ok">None skipped: every event of the stream was replayed.</p>'
     head = "".join(f"<th>{escape(name)}</th>" for name, _ in sources)
     body = "".join(
-        f"<tr><th>{escape(kind)}</th><td class='reason'>{escape(reason or '-')}</td>"
+        f"<tr><th>{escape(kind)}</th><td class='reason'>{escape(reason.replace('_', ' ') or '-')}</td>"
         + "".join(f"<td>{rows.get((kind, reason), 0):,}</td>" for _, rows in sources)
         + "</tr>"
         for kind, reason in keys

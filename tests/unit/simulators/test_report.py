@@ -129,7 +129,12 @@ def test_the_conservation_check_is_an_equation_with_numbers(twins: dict[str, Any
 def test_replenishment_transfers_and_approvals_are_shown(twins: dict[str, Any]) -> None:
     html = render_report(twins)
     section = html[html.index("<h2>Replenishment, transfers and approvals</h2>") :]
-    for label in ("reorders released", "units on order at the end", "transfers executed", "approval cycle"):
+    for label in (
+        "reorders released",
+        "units on purchase orders at the end",
+        "transfers executed",
+        "approval cycle",
+    ):
         assert label in section
 
 
@@ -140,12 +145,12 @@ def test_the_report_takes_what_the_document_has(twins: dict[str, Any]) -> None:
             run.pop(key)
         for key in ("reorders_released", "on_order_units", "transfers_executed"):
             run["kpis"].pop(key)
-        run["kpis"]["reorder_units_moved"] = 12  # a count the report does not know yet
+        run["kpis"]["reorder_units_rerouted"] = 12  # a count the report does not know
         run["conservation"]["on_order"] = 5
     document["scenario"].pop("promotions")
     document["scenario"].pop("description")
     html = render_report(document)
-    assert "reorder units moved" in html[html.index("<h3>Replenishment</h3>") :]
+    assert "reorder units rerouted" in html[html.index("<h3>Replenishment</h3>") :]
     assert "also counted: on order 5" in html
     assert "No SKUs lost or oversold a unit." in html
     assert "None skipped" in html
@@ -157,7 +162,11 @@ def test_skipped_events_by_type_and_reason(twins: dict[str, Any]) -> None:
         run["events_skipped"] = {"sales": {"unknown SKU": 3, "outside the horizon": 0}, "orders": {}}
     html = render_report(document)
     section = html[html.index("<h2>Skipped events</h2>") : html.index("<h2>Rulesets</h2>")]
+    assert "<th>every run</th>" in section  # every run skipped the same
     assert "<th>sales</th><td class='reason'>unknown SKU</td><td>3</td>" in section
+    document["runs"][0]["events_skipped"] = {"sales": {"unknown_sku": 1}}
+    section = render_report(document).split("<h2>Skipped events</h2>")[1]
+    assert "<th>sales</th><td class='reason'>unknown sku</td><td>1</td><td>0</td>" in section
     assert "outside the horizon" not in section
     for run in document["runs"]:
         run["events_skipped"] = {"sales": {}, "orders": {"bad channel": 0}}
