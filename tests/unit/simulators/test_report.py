@@ -179,3 +179,18 @@ def test_windows_outside_the_run_are_clipped() -> None:
     x, width = (float(v) for v in re.search(r'<rect x="([\d.]+)" y="\d+" width="([\d.]+)"', svg).groups())  # type: ignore[union-attr]
     assert x >= 58 and x + width <= 720 - 14 + 0.1
     assert "07:00" in svg or "12:00" in svg  # ticks on whole hours although the run starts at 06:30
+
+
+def test_the_breakdowns_add_up_to_the_run_totals(small_world: World, small_events: list[Event]) -> None:
+    document = simulate(small_world, small_events, resolve([DC_ONLY], VersionSet("defaults", {})), Options())
+    assert [run["view"] for run in document["runs"]] == ["fragmented", "realtime"]
+    assert document["runs"][0]["kpis"]["oversold_units"] > 0  # the stale view oversells
+    for run in document["runs"]:
+        for field in ("by_sku", "by_region"):
+            for kpi in ("lost_units", "oversold_units"):
+                assert sum(v[kpi] for v in run[field].values()) == run["kpis"][kpi], (field, kpi)
+        assert set(run["by_sku"]) <= {sku.id for sku in small_world.skus}
+        assert set(run["by_location"]) <= {loc.id for loc in small_world.locations}
+        located = sum(v["lost_units"] + v["oversold_units"] for v in run["by_location"].values())
+        assert located <= run["kpis"]["lost_units"] + run["kpis"]["oversold_units"]
+        assert all(v["lost_units"] + v["oversold_units"] > 0 for v in run["by_sku"].values())
