@@ -73,7 +73,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from simulators.simulation import Options, simulate
     from simulators.versions import baseline, resolve, store_lookup
 
-    scenario_path = Path(args.scenario)
     try:
         seeds = _seeds(args, parse_seeds)
     except SeedsError as exc:
@@ -81,6 +80,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 2
     if seeds is not None:
         args.seed = seeds[0]
+
+    scenario_path = Path(args.scenario)
     try:
         scenario = load_scenario(scenario_path)
         if args.seed is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -121,9 +120,7 @@ def run_kpis(result: RunResult) -> dict[str, Any]:
         "decisions": dict(sorted(c.decisions.items())),
         "evaluations": result.evaluations,
         "series": series,
-        "by_sku": result.breakdown.get("sku", {}),
-        "by_location": result.breakdown.get("location", {}),
-        "by_region": result.breakdown.get("region", {}),
+        **{f"by_{name}": table for name, table in c.shortfalls.tables().items()},
     }
 
 
@@ -172,18 +169,10 @@ def kpi_document(
 
 
 def _promotion(promotion: Any) -> dict[str, Any]:
-    """A promotion as the report shows it: its fields but the uplift curve, times in ISO 8601 UTC."""
-    out: dict[str, Any] = {}
-    for key, value in msgspec.structs.asdict(promotion).items():
-        if key == "curve":
-            continue
-        if isinstance(value, datetime):
-            value = (
-                (value if value.tzinfo else value.replace(tzinfo=UTC))
-                .astimezone(UTC)
-                .strftime("%Y-%m-%dT%H:%M:%SZ")
-            )
-        out[key] = msgspec.to_builtins(value)
+    """A promotion as the report shows it: its fields but the uplift curve, times in ISO 8601."""
+    fields = msgspec.structs.asdict(promotion)
+    fields.pop("curve", None)
+    out: dict[str, Any] = msgspec.to_builtins(fields)
     return out
 
 

@@ -168,11 +168,11 @@ class Orders(RunState):
             missing[sku] = missing.get(sku, 0) + qty
         for item in got:
             missing[item[0]] -= item[-1]
-        location = pickup if order.fulfillment == "pickup" else -1
+        location = self.loc_ids[pickup] if order.fulfillment == "pickup" and pickup >= 0 else None
         shortfalls = self.counts.shortfalls
         for sku, units in missing.items():
             if units > 0:
-                shortfalls.add(oversold, sku, location, order.region, units)
+                shortfalls.add(oversold, self.sku_ids[sku], location, order.region, units)
 
     def _plan(
         self,
@@ -254,9 +254,9 @@ class Orders(RunState):
         lost = sale.qty - take
         counts.lost_units += lost
         hour_counts.lost_units += lost
-        self.lost_window[sku][loc] += lost
         if lost:
-            self.counts.shortfalls.add(False, sku, loc, self.locations[loc].region, lost)
+            self.counts.shortfalls.add(False, sale.sku, sale.store, self.locations[loc].region, lost)
+        self.lost_window[sku][loc] += lost
         if take:
             self.stock.sale(sku, loc, take)
             counts.units_allocated += take

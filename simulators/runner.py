@@ -218,27 +218,7 @@ class Run(Orders, Replenishment):
             on_order_units=sum(map(sum, self.on_order_at)),
             order_decisions=self.order_decisions,
             evaluations=evaluations,
-            breakdown=self._breakdown(),
         )
-
-    def _breakdown(self) -> dict[str, dict[str, dict[str, int]]]:
-        """The run's lost and oversold units by SKU, location and region, by id, non-zero ones only."""
-        short = self.counts.shortfalls
-        tables: dict[str, dict[str, dict[str, int]]] = {}
-        for name, lost, oversold, ids in (
-            ("sku", short.lost_sku, short.oversold_sku, self.sku_ids),
-            ("location", short.lost_location, short.oversold_location, self.loc_ids),
-        ):
-            keys = sorted(set(lost) | set(oversold))
-            tables[name] = {
-                ids[k]: {"lost_units": lost.get(k, 0), "oversold_units": oversold.get(k, 0)} for k in keys
-            }
-        regions = sorted(set(short.lost_region) | set(short.oversold_region))
-        tables["region"] = {
-            r: {"lost_units": short.lost_region.get(r, 0), "oversold_units": short.oversold_region.get(r, 0)}
-            for r in regions
-        }
-        return tables
 
 
 def run_once(
