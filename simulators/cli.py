@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--engine", choices=["durable", "python"], default="python", help="rule engine")
     parser.add_argument("--seed", type=int, help="override the scenario's seed")
+    parser.add_argument("--no-memo", action="store_true", help="evaluate the rulesets for every decision")
     parser.add_argument(
         "--seeds",
         metavar="LIST",
@@ -48,7 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="run the versions and seeds on N processes (default 1)",
     )
-    parser.add_argument("--no-memo", action="store_true", help="evaluate the rulesets for every decision")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar on stderr (default: when stderr is a terminal)")  # fmt: skip
 
