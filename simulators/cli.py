@@ -42,6 +42,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=["durable", "python"], default="python", help="rule engine")
     parser.add_argument("--seed", type=int, help="override the scenario's seed")
     parser.add_argument("--no-memo", action="store_true", help="evaluate the rulesets for every decision")
+    parser.add_argument(
+        "--seeds",
+        metavar="LIST",
+        help="run every version on each of these seeds (7, 1-20 or 1-5,9) and report each KPI's mean and "
+        "spread over them",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the versions and seeds on N processes (default 1)",
+    )
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar on stderr (default: when stderr is a terminal)")  # fmt: skip
 
@@ -57,6 +70,7 @@ def register(subparsers: Any) -> None:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from simulators.events import EventLogError, write_events
     from simulators.kpis import encode
+    from simulators.multirun import SeedsError, parse_seeds
     from simulators.policy import PolicyError
     from simulators.progress import ProgressBar
     from simulators.report import render_report
@@ -64,6 +78,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from simulators.screen import TooManySkipped, load_stream, parse_share, skipped_lines
     from simulators.simulation import Options, simulate
     from simulators.versions import baseline, resolve, store_lookup
+
+    try:
+        seeds = _seeds(args, parse_seeds)
+    except SeedsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if seeds is not None:
+        args.seed = seeds[0]
 
     scenario_path = Path(args.scenario)
     try:
@@ -92,6 +114,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             print(f"error: cannot write {args.record}: {exc.strerror}", file=sys.stderr)
             return 2
     options = Options(engine=args.engine, memo=not args.no_memo)
+    if (seeds is not None and len(seeds) > 1) or args.jobs > 1:
+        return _simulate_many(args, scenario, seeds or [scenario.seed], version_sets, options, source)
     document = simulate(
         world,
         screened.events,
@@ -109,6 +133,70 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     print("\n".join(skipped_lines(document)))
     print(f"wrote {out / 'kpis.json'} and {out / 'report.html'}")
     broken = [run for run in document["runs"] if not run["conservation"]["holds"]]
+    return 1 if broken else 0
+
+
+def _seeds(args: argparse.Namespace, parse: Any) -> list[int] | None:
+    """The seeds of `--seeds` (None without it); `--seed` with `--seeds`, several seeds with `--record` and
+    a `--jobs` below 1 are refused."""
+    from simulators.multirun import SeedsError
+
+    if args.jobs < 1:
+        raise SeedsError(f"--jobs {args.jobs}: give at least 1 process")
+    if args.seeds is None:
+        return None
+    if args.seed is not None:
+        raise SeedsError("--seed and --seeds: give one of them")
+    seeds: list[int] = parse(args.seeds)
+    if len(seeds) > 1 and args.record:
+        raise SeedsError("--record with several seeds: record the stream of one seed at a time")
+    return seeds
+
+
+def _simulate_many(
+    args: argparse.Namespace,
+    scenario: Any,
+    seeds: list[int],
+    version_sets: list[Any],
+    options: Any,
+    source: str,
+) -> int:
+    """Every version on every seed, on `--jobs` processes: the KPIs of the first seed in full, and with
+    several seeds each KPI's mean and spread per version."""
+    from simulators.kpis import encode
+    from simulators.multirun import TaskResult, broken_runs, many_summary, run_many
+    from simulators.report import render_report
+
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+
+    def done(result: TaskResult, finished: int, total: int) -> None:
+        if show:
+            labels = ", ".join(sorted({run["label"] for run in result.document["runs"]}))
+            print(f"[{finished}/{total}] seed {result.seed}: {labels}", file=sys.stderr, flush=True)
+
+    document = run_many(
+        scenario,
+        seeds,
+        version_sets,
+        options,
+        jobs=args.jobs,
+        events_path=args.events,
+        events_source=source,
+        done=done,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kpis.json").write_bytes(encode(document))
+    (out / "report.html").write_text(render_report(document), encoding="utf-8")
+    if len(seeds) > 1:
+        print(f"seed {seeds[0]}:")
+    print(summary(document))
+    if len(seeds) > 1:
+        print(many_summary(document))
+    print(f"wrote {out / 'kpis.json'} and {out / 'report.html'}")
+    broken = broken_runs(document)
+    for run in broken:
+        print(f"conservation check failed: {run}", file=sys.stderr)
     return 1 if broken else 0
 
 

@@ -31,6 +31,46 @@ class HourCounts:
 
 
 @dataclass
+class Shortfalls:
+    """Lost and oversold units by SKU id, by location id (demand placed at a location: till sales at the
+    store, click-and-collect orders at their pickup store) and by region (every demand: the store's region
+    for till sales, the order's destination region for online orders). Only non-zero entries."""
+
+    lost_sku: dict[str, int] = field(default_factory=dict)
+    oversold_sku: dict[str, int] = field(default_factory=dict)
+    lost_location: dict[str, int] = field(default_factory=dict)
+    oversold_location: dict[str, int] = field(default_factory=dict)
+    lost_region: dict[str, int] = field(default_factory=dict)
+    oversold_region: dict[str, int] = field(default_factory=dict)
+
+    def add(self, oversold: bool, sku: str, location: str | None, region: str, units: int) -> None:
+        """Count `units` short of `sku`; `location` is None when the demand was placed at no location."""
+        by_sku, by_location, by_region = (
+            (self.oversold_sku, self.oversold_location, self.oversold_region)
+            if oversold
+            else (self.lost_sku, self.lost_location, self.lost_region)
+        )
+        by_sku[sku] = by_sku.get(sku, 0) + units
+        if location is not None:
+            by_location[location] = by_location.get(location, 0) + units
+        by_region[region] = by_region.get(region, 0) + units
+
+    def tables(self) -> dict[str, dict[str, dict[str, int]]]:
+        """`sku`, `location` and `region`: id -> {"lost_units", "oversold_units"}, ids sorted."""
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for name, lost, oversold in (
+            ("sku", self.lost_sku, self.oversold_sku),
+            ("location", self.lost_location, self.oversold_location),
+            ("region", self.lost_region, self.oversold_region),
+        ):
+            out[name] = {
+                key: {"lost_units": lost.get(key, 0), "oversold_units": oversold.get(key, 0)}
+                for key in sorted(set(lost) | set(oversold))
+            }
+        return out
+
+
+@dataclass
 class RunCounts:
     transfers_requested: int = 0
     transfers_approved: int = 0
@@ -44,6 +84,7 @@ class RunCounts:
     markdowns_approved: int = 0
     markdowns_routed: int = 0
     markdowns_rejected: int = 0
+    shortfalls: Shortfalls = field(default_factory=Shortfalls)  # lost and oversold units by where
     reorders_raised: int = 0
     reorders_released: int = 0
     reorders_for_review: int = 0

@@ -119,6 +119,7 @@ def run_kpis(result: RunResult, skipped: Mapping[str, Mapping[str, int]] | None 
         "decisions": dict(sorted(c.decisions.items())),
         "evaluations": result.evaluations,
         "series": series,
+        **{f"by_{name}": table for name, table in c.shortfalls.tables().items()},
     }
 
 
@@ -154,6 +155,8 @@ def kpi_document(
         "format": FORMAT_VERSION,
         "scenario": {
             "name": scenario.name,
+            "description": scenario.description,
+            "promotions": [_promotion(p) for p in scenario.promotions],
             "seed": scenario.seed,
             "start": world.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "duration_hours": scenario.duration_hours,
@@ -173,6 +176,14 @@ def kpi_document(
         "engine": engine,
         "runs": [run_kpis(result, skipped) for result in results],
     }
+
+
+def _promotion(promotion: Any) -> dict[str, Any]:
+    """A promotion as the report shows it: its fields but the uplift curve, times in ISO 8601."""
+    fields = msgspec.structs.asdict(promotion)
+    fields.pop("curve", None)
+    out: dict[str, Any] = msgspec.to_builtins(fields)
+    return out
 
 
 def _by_type(world: World) -> dict[str, int]:

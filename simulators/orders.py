@@ -92,6 +92,8 @@ class Orders(RunState):
             lost = demanded - wanted
             counts.lost_units += lost
             hour_counts.lost_units += lost
+            if lost:
+                self._count_short(False, lines, accepted, order, pickup)
             if not accepted:
                 return
         thresholds: list[list[int] | None] | None = None
@@ -133,6 +135,8 @@ class Orders(RunState):
         else:
             counts.lost_units += short
             hour_counts.lost_units += short
+        if short:
+            self._count_short(batch, accepted, held, order, pickup)
         if not held:
             return
         counts.units_allocated += allocated
@@ -153,6 +157,27 @@ class Orders(RunState):
         self._seq += 1
         delay = 3600 if order.fulfillment == "pickup" else 7200
         heapq.heappush(self.queue, (order.at + delay, COMMIT, self._seq, (order.id, held)))
+
+    def _count_short(
+        self,
+        oversold: bool,
+        wanted: Sequence[tuple[int, int]],
+        got: Sequence[tuple[int, int] | tuple[int, int, int]],
+        order: Order,
+        pickup: int,
+    ) -> None:
+        """Count per SKU the units of `wanted` that `got` (lines or held lines, quantity last) lacks: at the
+        pickup store for a click-and-collect order, in the order's region always."""
+        missing: dict[int, int] = {}
+        for sku, qty in wanted:
+            missing[sku] = missing.get(sku, 0) + qty
+        for item in got:
+            missing[item[0]] -= item[-1]
+        location = self.loc_ids[pickup] if order.fulfillment == "pickup" and pickup >= 0 else None
+        shortfalls = self.counts.shortfalls
+        for sku, units in missing.items():
+            if units > 0:
+                shortfalls.add(oversold, self.sku_ids[sku], location, order.region, units)
 
     def _plan(
         self,
@@ -237,6 +262,8 @@ class Orders(RunState):
         lost = sale.qty - take
         counts.lost_units += lost
         hour_counts.lost_units += lost
+        if lost:
+            self.counts.shortfalls.add(False, sale.sku, sale.store, self.locations[loc].region, lost)
         self.lost_window[sku][loc] += lost
         if take:
             self.stock.sale(sku, loc, take)
