@@ -45,9 +45,19 @@ class RunCounts:
     markdowns_routed: int = 0
     markdowns_rejected: int = 0
     reorders_raised: int = 0
+    # released reorders that moved units (a store's) or placed a purchase order (a DC's)
     reorders_released: int = 0
     reorders_for_review: int = 0
+    # released by the ruleset, but the store's DC had nothing to send
+    reorders_unfilled: int = 0
+    # units released: moved from a DC to a store plus ordered from suppliers
     reorder_units: int = 0
+    reorder_units_moved: int = 0
+    reorder_units_ordered: int = 0
+    # units a released store reorder asked for that its DC could not send
+    reorder_units_short: int = 0
+    # released units that reached their location (store replenishment arrived, purchase orders received)
+    reorder_units_received: int = 0
     returns_applied: int = 0
     returns_ignored: int = 0
     receipts_ignored: int = 0
@@ -70,3 +80,5 @@ class RunResult:
     on_order_units: int
     order_decisions: int
     evaluations: dict[str, dict[str, int]]
+    # released reorder units on their way at the end: purchase orders and DC-to-store replenishment
+    reorder_units_on_order: int = 0

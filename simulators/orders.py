@@ -230,6 +230,10 @@ class Orders(RunState):
         counts.lost_units += lost
         hour_counts.lost_units += lost
         self.lost_window[sku][loc] += lost
+        if lost:  # demand the reorder review counts too: the shelf was empty, the customer was not
+            key = sku * self.width + loc
+            self.refused_window[key] = self.refused_window.get(key, 0) + lost
+            self.review_dirty.add(key)
         if take:
             self.stock.sale(sku, loc, take)
             counts.units_allocated += take

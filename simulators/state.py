@@ -108,15 +108,32 @@ class RunState:
             any_dc = [i for i, loc in enumerate(world.locations) if loc.type == "dc"]
             self.region_dc[region] = dcs[0] if dcs else (any_dc[0] if any_dc else None)
         hours = range(self.hours_total + 1)
+        # the SKUs some promotion names (by id or category); every other SKU's rows are one shared row of
+        # False, so that a large catalogue with a few promoted SKUs costs no per-hour work
+        promoted = [
+            s
+            for s, sku in enumerate(world.skus)
+            if any(sku.id in p.skus or sku.category in p.categories for p in scenario.promotions)
+        ]
+        never = [False] * len(hours)
         # promo[channel][sku][hour]: a promotion of that SKU runs in that channel during that hour
-        self._promo: list[list[list[bool]]] = [
-            [[self._promo_in(s, c, h) for h in hours] for s in range(len(self.sku_ids))]
-            for c in self.channel_ids
-        ]
-        self._promo_any: list[list[bool]] = [
-            [any(self._promo[c][s][h] for c in range(len(self.channel_ids))) for h in hours]
-            for s in range(len(self.sku_ids))
-        ]
+        self._promo: list[list[list[bool]]] = [[never] * len(self.sku_ids) for _ in self.channel_ids]
+        self._promo_any: list[list[bool]] = [never] * len(self.sku_ids)
+        for s in promoted:
+            for c, channel_id in enumerate(self.channel_ids):
+                self._promo[c][s] = [self._promo_in(s, channel_id, h) for h in hours]
+            self._promo_any[s] = [
+                any(self._promo[c][s][h] for c in range(len(self.channel_ids))) for h in hours
+            ]
+        # when each promoted SKU's promotions start, in seconds from the scenario start (for promo.upcoming)
+        self.promo_starts: dict[int, list[int]] = {}
+        for s in promoted:
+            sku = world.skus[s]
+            self.promo_starts[s] = sorted(
+                int((p.start - world.start).total_seconds())
+                for p in scenario.promotions
+                if sku.id in p.skus or sku.category in p.categories
+            )
         # (channel, sku, promo) -> low-stock threshold per location from the availability decision, or None
         self._thresholds: dict[tuple[int, int, bool], list[int] | None] = {}
         self._location_policies: dict[tuple[str, str, float, str, str, bool], LocationPolicy] = {}
@@ -127,6 +144,28 @@ class RunState:
         self.sold_all = [0] * len(self.sku_ids)
         # purchase orders released and not yet arrived, per (sku, location): part of the inbound position
         self.on_order_at = [[0] * len(self.loc_ids) for _ in self.sku_ids]
+        # The reorder review's inputs besides the position, keyed `sku * width + location`: till demand an
+        # empty shelf refused, and units the stores asked of a DC, since the sku-location's last review;
+        # the sku-locations that have had any demand (`demand.known`).
+        self.width = len(self.loc_ids)
+        self.refused_window: dict[int, int] = {}
+        self.drawn_window: dict[int, int] = {}
+        self.demand_known: set[int] = set()
+        # the sku-locations whose review inputs changed since the last review: every position change (kept
+        # by the stock view), refused demand, purchase orders released
+        self.review_dirty: set[int] = set()
+        self.stock.touched = self.review_dirty
+        # True: every review decides every sku-location (the reference the incremental review equals)
+        self.full_review = False
+        self.reviewed = False
+        # sku-locations to review again at the next review although nothing marks them: their demand rate
+        # was not 0 (the window restarts, so it changes), or they raised a reorder that may have changed no
+        # position (sent to review, unfilled), which a review of the same inputs raises again
+        self.review_again: set[int] = set()
+        # the promotion flags each promoted SKU was last reviewed with
+        self.review_flags: dict[int, tuple[bool, bool, bool]] = {}
+        # DC-to-store replenishment units on their way
+        self.replenishing = 0
         self.shipped: dict[str, list[tuple[int, int, int]]] = {}
         self.queue: list[tuple[int, int, int, Any]] = []
         self._seq = 0
