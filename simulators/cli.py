@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--engine", choices=["durable", "python"], default="python", help="rule engine")
     parser.add_argument("--seed", type=int, help="override the scenario's seed")
+    parser.add_argument("--no-replenishment", action="store_true",
+                        help="no reorder reviews (the scenario's replenishment.enabled: false)")  # fmt: skip
     parser.add_argument("--no-memo", action="store_true", help="evaluate the rulesets for every decision")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar on stderr (default: when stderr is a terminal)")  # fmt: skip
@@ -64,6 +66,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         scenario = load_scenario(scenario_path)
         if args.seed is not None:
             scenario.seed = args.seed
+        if args.no_replenishment:
+            scenario.replenishment.enabled = False
         world = scenario.build()
         if args.events:
             events = read_events(args.events, world.start)

@@ -35,6 +35,13 @@ from simulators.policy import Decider
 from simulators.state import APPROVED, ARRIVE, PO_ARRIVE, RunState
 
 _NO_PROMO = (False, False, False)
+# reorder decisions a run keeps by their inputs before it starts over (bounds the memory at real sizes)
+_DECISIONS_KEPT = 200_000
+
+
+def _position(facts: Mapping[str, Any]) -> Position:
+    p = facts["position"]
+    return Position(p["sellable"], p["reserved"], p["in_transit"], p["return_pending"])
 
 
 class Replenishment(RunState):
@@ -111,8 +118,6 @@ class Replenishment(RunState):
     ) -> int:
         """Decide one sku-location's reorder and act on it; the key of the DC it drew units from, else -1."""
         sku, loc = divmod(key, self.width)
-        replen = self.world.scenario.replenishment
-        info = self.world.skus[sku]
         location = self.locations[loc]
         stock = self.stock
         dc = location.type == "dc"
@@ -127,40 +132,65 @@ class Replenishment(RunState):
             known.add(key)
             self.review_again.add(key)
         active, upcoming_dc, upcoming_store = flags.get(sku, _NO_PROMO)
-        # inbound: transfers on their way (the ledger's in_transit) and purchase orders not yet arrived
-        inbound = stock.in_transit[sku][loc] + self.on_order_at[sku][loc]
-        position = Position(stock.sellable[sku][loc], stock.reserved[sku][loc], inbound,
-                            stock.return_pending[sku][loc])  # fmt: skip
-        facts = reorder_facts(
-            position,
-            daily_rate=round(units / (max(replen.demand_window_hours, 1.0) / 24.0), 2),
-            demand_known=key in known,
-            lead_time_days=info.lead_time_days
-            if dc
-            else max(0, math.ceil(replen.store_lead_time_hours / 24)),
-            case_pack=info.case_pack,
-            price=info.price,
-            cost=info.cost,
-            category=info.category,
-            location_type=location.type,
-            promo_active=active,
-            promo_upcoming=upcoming_dc if dc else upcoming_store,
+        # everything the facts are built from: the decision is a function of these values
+        inputs = (
+            sku,
+            location.type,
+            stock.sellable[sku][loc],
+            stock.reserved[sku][loc],
+            # inbound: transfers on their way (the ledger's in_transit) and purchase orders not yet arrived
+            stock.in_transit[sku][loc] + self.on_order_at[sku][loc],
+            stock.return_pending[sku][loc],
+            round(units / self.window_days, 2),
+            key in known,
+            active,
+            upcoming_dc if dc else upcoming_store,
         )
-        policy = decider.decide_as(facts, ReorderPolicy.from_result)
-        decision = decide_reorder(position, policy, info.case_pack)
+        decisions = self.reorder_decisions
+        decision = None if decisions is None else decisions.get(inputs)
+        if decision is None:
+            facts = self._reorder_facts(inputs)
+            policy = decider.decide_as(facts, ReorderPolicy.from_result)
+            decision = decide_reorder(_position(facts), policy, self.world.skus[sku].case_pack)
+            if decisions is not None:
+                if len(decisions) >= _DECISIONS_KEPT:
+                    decisions.clear()
+                decisions[inputs] = decision
+        else:  # the ruleset's own memo would answer from the same values: count it as it would
+            decider.memo_hits += 1
         if not decision.reorder:
             return -1
         self.review_again.add(key)
         counts = self.counts
         counts.reorders_raised += 1
         if self.decided is not None:
-            self.decided(
-                "reorder", {"sku": info.id, "location": location.id, "at": at, "facts": facts}, decision
-            )
+            gathered = {"sku": self.sku_ids[sku], "location": location.id, "at": at,
+                        "facts": self._reorder_facts(inputs)}  # fmt: skip
+            self.decided("reorder", gathered, decision)
         if decision.review:
             counts.reorders_for_review += 1
             return -1
         return self._release_reorder(sku, loc, decision.qty, at, draws)
+
+    def _reorder_facts(self, inputs: tuple[Any, ...]) -> dict[str, Any]:
+        """The reorder facts of a sku-location, by the decision's own builder, from what the review read."""
+        sku, location_type, sellable, reserved, inbound, return_pending, rate, known, active, upcoming = (
+            inputs
+        )
+        info = self.world.skus[sku]
+        return reorder_facts(
+            Position(sellable, reserved, inbound, return_pending),
+            daily_rate=rate,
+            demand_known=known,
+            lead_time_days=info.lead_time_days if location_type == "dc" else self.store_lead_days,
+            case_pack=info.case_pack,
+            price=info.price,
+            cost=info.cost,
+            category=info.category,
+            location_type=location_type,
+            promo_active=active,
+            promo_upcoming=upcoming,
+        )
 
     def _release_reorder(self, sku: int, loc: int, qty: int, at: int, draws: list[tuple[int, int]]) -> int:
         """A DC's reorder is a purchase order; a store's moves what its region's DC has of `qty` (the rest is

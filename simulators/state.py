@@ -10,6 +10,7 @@ run evaluates each distinct set of facts once.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
@@ -18,6 +19,7 @@ from service.decisions.core import OrderFacts, PreparedPolicies, availability_fa
 from service.domain.allocation import AllocationPolicy, Allocator, Network
 from service.domain.allocation import Location as DomainLocation
 from service.domain.availability import LocationPolicy
+from service.domain.reorder import ReorderDecision
 from simulators.counts import ChannelCounts, HourCounts, RunCounts
 from simulators.generator import promo_multiplier
 from simulators.policy import PolicySet, RuleDecider
@@ -166,6 +168,15 @@ class RunState:
         self.review_flags: dict[int, tuple[bool, bool, bool]] = {}
         # DC-to-store replenishment units on their way
         self.replenishing = 0
+        replen = scenario.replenishment
+        self.window_days = max(replen.demand_window_hours, 1.0) / 24.0
+        self.store_lead_days = max(0, math.ceil(replen.store_lead_time_hours / 24))
+        # reorder decisions by everything their facts are built from (None: the reorder ruleset has its
+        # memo off, so that every review evaluates it)
+        reorder = policies.get("reorder")
+        self.reorder_decisions: dict[tuple[Any, ...], ReorderDecision] | None = (
+            None if isinstance(reorder, RuleDecider) and not reorder.memo else {}
+        )
         self.shipped: dict[str, list[tuple[int, int, int]]] = {}
         self.queue: list[tuple[int, int, int, Any]] = []
         self._seq = 0
