@@ -130,6 +130,18 @@ class Replenishment(RunState):
         known = self.demand_known
         if units:
             known.add(key)
+        if self.window_reviews > 1:
+            # the earlier intervals of the window; kept (and reviewed again) while any of them is not 0
+            earlier = self.window_history.pop(key, None)
+            now = units
+            if earlier is not None:
+                units += sum(earlier)
+                shifted = [now, *earlier[:-1]] if len(earlier) == self.window_reviews - 1 else [now, *earlier]
+            else:
+                shifted = [now]
+            if any(shifted):
+                self.window_history[key] = shifted
+        if units:
             self.review_again.add(key)
         active, upcoming_dc, upcoming_store = flags.get(sku, _NO_PROMO)
         # everything the facts are built from: the decision is a function of these values

@@ -169,7 +169,11 @@ class RunState:
         # DC-to-store replenishment units on their way
         self.replenishing = 0
         replen = scenario.replenishment
-        self.window_days = max(replen.demand_window_hours, 1.0) / 24.0
+        # The demand window is a whole number of review intervals (at least one): the demand of each of the
+        # last `window_reviews - 1` intervals is kept per sku-location while any of it is not 0.
+        self.window_reviews = max(1, round(replen.demand_window_hours / max(replen.review_every_hours, 1e-9)))
+        self.window_days = self.window_reviews * replen.review_every_hours / 24.0
+        self.window_history: dict[int, list[int]] = {}
         self.store_lead_days = max(0, math.ceil(replen.store_lead_time_hours / 24))
         # reorder decisions by everything their facts are built from (None: the reorder ruleset has its
         # memo off, so that every review evaluates it)

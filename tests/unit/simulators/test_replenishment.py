@@ -95,19 +95,23 @@ def _empty_dc() -> World:
 def test_a_dcs_demand_rate_counts_what_its_stores_asked_of_it() -> None:
     world = _empty_dc()
     kpis, decided = _run(world, generate_events(world))
-    window_days = world.scenario.replenishment.demand_window_hours / 24
+    replen = world.scenario.replenishment
+    every = int(replen.review_every_hours * 3600)
+    reviews = round(replen.demand_window_hours / replen.review_every_hours)  # the window, in reviews
+    assert reviews == 2
     asked: dict[tuple[str, int], int] = {}
     for sku, location, at, _, decision in decided:
         if location != "DC-1" and not decision.review:
             asked[sku, at] = asked.get((sku, at), 0) + decision.qty
-    every = int(world.scenario.replenishment.review_every_hours * 3600)
     dc_rates = [
         (sku, at, facts["demand"]["daily_rate"]) for sku, loc, at, facts, _ in decided if loc == "DC-1"
     ]
     assert any(rate > 0 for _, _, rate in dc_rates)
     for sku, at, rate in dc_rates:
-        # the empty DC sells nothing itself: its demand is what the stores asked at the review before
-        assert rate == round(asked.get((sku, at - every), 0) / window_days, 2)
+        # the empty DC sells nothing itself: its demand is what the stores asked at the reviews of the
+        # window before this one (they are reviewed after the DC)
+        units = sum(asked.get((sku, at - i * every), 0) for i in range(1, reviews + 1))
+        assert rate == round(units / (reviews * every / 86400), 2)
     # the stores' releases found nothing to move: counted as unfilled, not released
     k = kpis["kpis"]
     assert k["reorders_unfilled"] > 0
