@@ -220,8 +220,8 @@ def test_the_same_markdown_reviews_get_the_same_decisions_in_the_service_and_in_
     seen: list[tuple[Mapping[str, Any], ApprovalDecision | None]] = []
 
     def decided(kind: str, gathered: Mapping[str, Any], decision: Any) -> None:
-        assert kind == "markdown"
-        seen.append((gathered, decision))
+        if kind == "markdown":  # reorders raised are reported too
+            seen.append((gathered, decision))
 
     Run(world, versions.policy_set("python"), decided=decided).run(generate_events(world))
     rulesets = FileRulesets.of([(versions.rulesets["markdown"][0], 0)], "python")
