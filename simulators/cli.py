@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--engine", choices=["durable", "python"], default="python", help="rule engine")
     parser.add_argument("--seed", type=int, help="override the scenario's seed")
+    parser.add_argument("--no-replenishment", action="store_true",
+                        help="no reorder reviews (the scenario's replenishment.enabled: false)")  # fmt: skip
     parser.add_argument("--no-memo", action="store_true", help="evaluate the rulesets for every decision")
     parser.add_argument(
         "--seeds",
@@ -97,6 +99,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         scenario = load_scenario(scenario_path)
         if args.seed is not None:
             scenario.seed = args.seed
+        if args.no_replenishment:
+            scenario.replenishment.enabled = False
         world = scenario.build()
         screened, source = load_stream(world, args.events, max_share)
         base = baseline(scenario.rulesets, scenario_path.parent)

@@ -86,9 +86,19 @@ class RunCounts:
     markdowns_rejected: int = 0
     shortfalls: Shortfalls = field(default_factory=Shortfalls)  # lost and oversold units by where
     reorders_raised: int = 0
+    # released reorders that moved units (a store's) or placed a purchase order (a DC's)
     reorders_released: int = 0
     reorders_for_review: int = 0
+    # released by the ruleset, but the store's DC had nothing to send
+    reorders_unfilled: int = 0
+    # units released: moved from a DC to a store plus ordered from suppliers
     reorder_units: int = 0
+    reorder_units_moved: int = 0
+    reorder_units_ordered: int = 0
+    # units a released store reorder asked for that its DC could not send
+    reorder_units_short: int = 0
+    # released units that reached their location (store replenishment arrived, purchase orders received)
+    reorder_units_received: int = 0
     returns_applied: int = 0
     syncs: int = 0
     decisions: dict[str, int] = field(default_factory=dict)
@@ -114,3 +124,5 @@ class RunResult:
     on_order_units: int
     order_decisions: int
     evaluations: dict[str, dict[str, int]]
+    # released reorder units on their way at the end: purchase orders and DC-to-store replenishment
+    reorder_units_on_order: int = 0

@@ -265,6 +265,10 @@ class Orders(RunState):
         if lost:
             self.counts.shortfalls.add(False, sale.sku, sale.store, self.locations[loc].region, lost)
         self.lost_window[sku][loc] += lost
+        if lost:  # demand the reorder review counts too: the shelf was empty, the customer was not
+            key = sku * self.width + loc
+            self.refused_window[key] = self.refused_window.get(key, 0) + lost
+            self.review_dirty.add(key)
         if take:
             self.stock.sale(sku, loc, take)
             counts.units_allocated += take

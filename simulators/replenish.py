@@ -10,6 +10,7 @@ response times.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Mapping
 from datetime import timedelta
@@ -33,84 +34,209 @@ from service.domain.errors import PolicyError
 from service.domain.markdown import MarkdownRequest
 from service.domain.reorder import Position, ReorderPolicy
 from service.domain.transfer import TransferRequest, TransferSide
+from simulators.policy import Decider
 from simulators.state import APPROVED, ARRIVE, PO_ARRIVE, RunState
+
+_NO_PROMO = (False, False, False)
+# reorder decisions a run keeps by their inputs before it starts over (bounds the memory at real sizes)
+_DECISIONS_KEPT = 200_000
+
+
+def _position(facts: Mapping[str, Any]) -> Position:
+    p = facts["position"]
+    return Position(p["sellable"], p["reserved"], p["in_transit"], p["return_pending"])
 
 
 class Replenishment(RunState):
+    def _promo_flags(self, at: int) -> dict[int, tuple[bool, bool, bool]]:
+        """Per promoted SKU: (a promotion runs now, one starts within a DC's lead time, within a store's),
+        by the reorder decision's own `promotion_flags`."""
+        now = self.world.start + timedelta(seconds=at)
+        flags: dict[int, tuple[bool, bool, bool]] = {}
+        for sku, windows in self.promo_windows.items():
+            active, upcoming_dc = promotion_flags(windows, now, self.world.skus[sku].lead_time_days)
+            upcoming_store = promotion_flags(windows, now, self.store_lead_days)[1]
+            flags[sku] = (active, upcoming_dc, upcoming_store)
+        return flags
+
     def _review(self, at: int) -> None:
+        """Decide the reorders of the sku-locations whose inputs changed since the last review.
+
+        A sku-location none of whose inputs changed (position, demand over the window, promotion flags; the
+        ruleset and the master data are fixed for a run) gets the decision it got last time, which raised
+        nothing (those that raised one are reviewed again), so leaving it out changes no outcome: the review
+        costs what changed, not SKUs x locations. `full_review` decides every sku-location instead; both
+        give the same decisions, in the same order (SKU, then location, as the world lists them)."""
         decider = self.policies.get("reorder")
         if decider is None:
             return
-        replen = self.world.scenario.replenishment
-        window_days = max(replen.demand_window_hours, 1.0) / 24.0
-        stock = self.stock
-        store_lead_days = max(0, math.ceil(replen.store_lead_time_hours / 24))
-        convert = ReorderPolicy.from_result
-        now = self.world.start + timedelta(seconds=at)
-        promotions = self.world.scenario.promotions
-        for sku, info in enumerate(self.world.skus):
-            # the scenario's promotions of the SKU are its promotion calendar, at every location
-            windows = [
-                (p.start, p.end) for p in promotions if info.id in p.skus or info.category in p.categories
-            ]
-            sellable, reserved = stock.sellable[sku], stock.reserved[sku]
-            in_transit, return_pending = stock.in_transit[sku], stock.return_pending[sku]
-            sold = self.sold_window[sku]
-            on_order = self.on_order_at[sku]
-            for loc, location in enumerate(self.locations):
-                lead_days = info.lead_time_days if location.type == "dc" else store_lead_days
-                # inbound: transfers on their way (the ledger's in_transit) and purchase orders not yet arrived
-                inbound = in_transit[loc] + on_order[loc]
-                position = Position(sellable[loc], reserved[loc], inbound, return_pending[loc])
-                promo, upcoming = promotion_flags(windows, now, lead_days)
-                facts = reorder_facts(
-                    position,
-                    daily_rate=round(sold[loc] / window_days, 2),
-                    lead_time_days=lead_days,
-                    case_pack=info.case_pack,
-                    price=info.price,
-                    cost=info.cost,
-                    category=info.category,
-                    location_type=location.type,
-                    promo_active=promo,
-                    promo_upcoming=upcoming,
-                )
-                self._count_decision("reorder")
-                policy = decider.decide_as(facts, convert)
-                decision = decide_reorder(position, policy, info.case_pack)
-                if self.decided is not None:
-                    gathered = {"at": now, "sku": info.id, "location": location.id, "facts": facts}
-                    self.decided("reorder", gathered, decision)
-                if not decision.reorder:
-                    continue
-                self.counts.reorders_raised += 1
-                if decision.review:
-                    self.counts.reorders_for_review += 1
-                    continue
-                self.counts.reorders_released += 1
-                self._release_reorder(sku, loc, decision.qty, at)
-        for row in self.sold_window:
-            for loc in range(len(row)):
-                row[loc] = 0
+        width = self.width
+        total = len(self.sku_ids) * width
+        flags = self._promo_flags(at)
+        again = self.review_again
+        dirty = self.review_dirty
+        self.review_again = set()
+        draws: list[tuple[int, int]] = []
+        self._count_decision("reorder", total)
+        if self.full_review or not self.reviewed:
+            dirty.clear()
+            for key in range(total):
+                self._review_one(key, at, decider, flags, draws)
+        else:
+            todo = dirty | again
+            dirty.clear()
+            for sku, now in flags.items():
+                if self.review_flags.get(sku, _NO_PROMO) != now:
+                    todo.update(range(sku * width, (sku + 1) * width))
+            heap = sorted(todo)
+            while heap:
+                key = heapq.heappop(heap)
+                drawn_from = self._review_one(key, at, decider, flags, draws)
+                # a store's reorder moves units out of its DC: a DC after it in the order is reviewed on
+                # the lowered position, as a review of every sku-location would see it
+                if drawn_from > key and drawn_from not in todo:
+                    todo.add(drawn_from)
+                    heapq.heappush(heap, drawn_from)
+        self.review_flags = flags
+        self.reviewed = True
+        # what the stores asked of their DC counts in its demand over the next window
+        drawn = self.drawn_window
+        for key, qty in draws:
+            drawn[key] = drawn.get(key, 0) + qty
+            dirty.add(key)
 
-    def _release_reorder(self, sku: int, loc: int, qty: int, at: int) -> None:
+    def _review_one(
+        self,
+        key: int,
+        at: int,
+        decider: Decider,
+        flags: dict[int, tuple[bool, bool, bool]],
+        draws: list[tuple[int, int]],
+    ) -> int:
+        """Decide one sku-location's reorder and act on it; the key of the DC it drew units from, else -1."""
+        sku, loc = divmod(key, self.width)
+        location = self.locations[loc]
+        stock = self.stock
+        dc = location.type == "dc"
+        # the demand over the window: units sold there, till demand its empty shelf refused, and for a DC
+        # the units its stores' released reorders asked of it
+        units = self.sold_window[sku][loc]
+        if units:
+            self.sold_window[sku][loc] = 0
+        units += self.refused_window.pop(key, 0) + self.drawn_window.pop(key, 0)
+        known = self.demand_known
+        if units:
+            known.add(key)
+        if self.window_reviews > 1:
+            # the earlier intervals of the window; kept (and reviewed again) while any of them is not 0
+            earlier = self.window_history.pop(key, None)
+            now = units
+            if earlier is not None:
+                units += sum(earlier)
+                shifted = [now, *earlier[:-1]] if len(earlier) == self.window_reviews - 1 else [now, *earlier]
+            else:
+                shifted = [now]
+            if any(shifted):
+                self.window_history[key] = shifted
+        if units:
+            self.review_again.add(key)
+        active, upcoming_dc, upcoming_store = flags.get(sku, _NO_PROMO)
+        # everything the facts are built from: the decision is a function of these values
+        inputs = (
+            sku,
+            location.type,
+            stock.sellable[sku][loc],
+            stock.reserved[sku][loc],
+            # inbound: transfers on their way (the ledger's in_transit) and purchase orders not yet arrived
+            stock.in_transit[sku][loc] + self.on_order_at[sku][loc],
+            stock.return_pending[sku][loc],
+            round(units / self.window_days, 2),
+            key in known,
+            active,
+            upcoming_dc if dc else upcoming_store,
+        )
+        decisions = self.reorder_decisions
+        decision = None if decisions is None else decisions.get(inputs)
+        if decision is None:
+            facts = self._reorder_facts(inputs)
+            policy = decider.decide_as(facts, ReorderPolicy.from_result)
+            decision = decide_reorder(_position(facts), policy, self.world.skus[sku].case_pack)
+            if decisions is not None:
+                if len(decisions) >= _DECISIONS_KEPT:
+                    decisions.clear()
+                decisions[inputs] = decision
+        else:  # the ruleset's own memo would answer from the same values: count it as it would
+            decider.memo_hits += 1
+        if self.decided is not None:
+            when = self.world.start + timedelta(seconds=at)
+            gathered = {"sku": self.sku_ids[sku], "location": location.id, "at": when,
+                        "facts": self._reorder_facts(inputs)}  # fmt: skip
+            self.decided("reorder", gathered, decision)
+        if not decision.reorder:
+            return -1
+        self.review_again.add(key)
+        counts = self.counts
+        counts.reorders_raised += 1
+        if decision.review:
+            counts.reorders_for_review += 1
+            return -1
+        return self._release_reorder(sku, loc, decision.qty, at, draws)
+
+    def _reorder_facts(self, inputs: tuple[Any, ...]) -> dict[str, Any]:
+        """The reorder facts of a sku-location, by the decision's own builder, from what the review read."""
+        sku, location_type, sellable, reserved, inbound, return_pending, rate, known, active, upcoming = (
+            inputs
+        )
+        info = self.world.skus[sku]
+        return reorder_facts(
+            Position(sellable, reserved, inbound, return_pending),
+            daily_rate=rate,
+            demand_known=known,
+            lead_time_days=info.lead_time_days if location_type == "dc" else self.store_lead_days,
+            case_pack=info.case_pack,
+            price=info.price,
+            cost=info.cost,
+            category=info.category,
+            location_type=location_type,
+            promo_active=active,
+            promo_upcoming=upcoming,
+        )
+
+    def _release_reorder(self, sku: int, loc: int, qty: int, at: int, draws: list[tuple[int, int]]) -> int:
+        """A DC's reorder is a purchase order; a store's moves what its region's DC has of `qty` (the rest is
+        short). The key of the DC units were drawn from, else -1."""
+        counts = self.counts
         location = self.locations[loc]
         if location.type == "dc":
             # a purchase order: the units exist nowhere in the network until they arrive
             self.on_order_at[sku][loc] += qty
-            self.counts.reorder_units += qty
+            self.review_dirty.add(sku * self.width + loc)
+            counts.reorders_released += 1
+            counts.reorder_units += qty
+            counts.reorder_units_ordered += qty
             self._schedule(at + self.world.skus[sku].lead_time_days * 86400, PO_ARRIVE, (sku, loc, qty))
-            return
+            return -1
         source = self.region_dc.get(location.region)
         if source is None:
-            return
-        qty = min(qty, max(0, self.available[sku][source]))
-        if qty <= 0:
-            return
-        self.counts.reorder_units += qty
-        self.stock.transfer_out(sku, source, loc, qty)
+            counts.reorder_units_short += qty
+            counts.reorders_unfilled += 1
+            return -1
+        key = sku * self.width + source
+        # what the store asked for is demand on its DC, whether the DC could send it or not
+        draws.append((key, qty))
+        moved = min(qty, max(0, self.available[sku][source]))
+        counts.reorder_units_short += qty - moved
+        if moved <= 0:
+            counts.reorders_unfilled += 1
+            return -1
+        counts.reorders_released += 1
+        counts.reorder_units += moved
+        counts.reorder_units_moved += moved
+        self.replenishing += moved
+        self.stock.transfer_out(sku, source, loc, moved)
         hours = self.world.scenario.replenishment.store_lead_time_hours
-        self._schedule(at + int(hours * 3600), ARRIVE, (sku, loc, qty))
+        self._schedule(at + int(hours * 3600), ARRIVE, (sku, loc, moved, True))
+        return key
 
     def _transfers(self, at: int) -> None:
         """Stores that lost sales since the last check ask a same-region store for units."""

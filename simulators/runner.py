@@ -60,12 +60,16 @@ class Run(Orders, Replenishment):
         view: str = "configured",
         observer: OrderObserver | None = None,
         decided: DecisionObserver | None = None,
+        full_review: bool = False,
     ) -> None:
         """`observer`: told of every order decided (see `simulators.orders.OrderObserver`); `decided`: of
-        every markdown decided (see `simulators.state.DecisionObserver`)."""
+        every markdown and every reorder raised (see `simulators.state.DecisionObserver`); `full_review`:
+        every reorder review decides every sku-location, not only those whose inputs changed (the same
+        decisions, slower)."""
         super().__init__(world, policies, view=view)
         self.observer = observer
         self.decided = decided
+        self.full_review = full_review
 
     def run(self, events: Sequence[Event], progress: ProgressFn | None = None) -> RunResult:
         scenario = self.world.scenario
@@ -132,11 +136,15 @@ class Run(Orders, Replenishment):
             sku, loc, qty, restock = payload
             self.stock.return_disposition(sku, loc, qty, restock)
         elif kind == ARRIVE:
-            sku, loc, qty = payload
+            sku, loc, qty = payload[:3]
             self.stock.transfer_in(sku, loc, qty)
+            if len(payload) > 3:  # a store's replenishment from its DC
+                self.replenishing -= qty
+                self.counts.reorder_units_received += qty
         elif kind == PO_ARRIVE:
             sku, loc, qty = payload
             self.on_order_at[sku][loc] -= qty
+            self.counts.reorder_units_received += qty
             self.stock.receipt(sku, loc, qty)
         elif kind == SYNC:
             channel, every = payload
@@ -216,6 +224,7 @@ class Run(Orders, Replenishment):
             stock_end=stock_end,
             open_reservations=self.stock.open_reservations,
             on_order_units=sum(map(sum, self.on_order_at)),
+            reorder_units_on_order=sum(map(sum, self.on_order_at)) + self.replenishing,
             order_decisions=self.order_decisions,
             evaluations=evaluations,
         )

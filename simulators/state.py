@@ -10,14 +10,17 @@ run evaluates each distinct set of facts once.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections.abc import Callable, Hashable, Mapping
+from datetime import datetime
 from typing import Any
 
 from service.decisions.core import OrderFacts, PreparedPolicies, availability_facts, order_fact_key
 from service.domain.allocation import AllocationPolicy, Allocator, Network
 from service.domain.allocation import Location as DomainLocation
 from service.domain.availability import LocationPolicy
+from service.domain.reorder import ReorderDecision
 from simulators.counts import ChannelCounts, HourCounts, RunCounts
 from simulators.generator import promo_active
 from simulators.policy import PolicySet, RuleDecider
@@ -108,15 +111,32 @@ class RunState:
             any_dc = [i for i, loc in enumerate(world.locations) if loc.type == "dc"]
             self.region_dc[region] = dcs[0] if dcs else (any_dc[0] if any_dc else None)
         hours = range(self.hours_total + 1)
+        # the SKUs some promotion names (by id or category); every other SKU's rows are one shared row of
+        # False, so that a large catalogue with a few promoted SKUs costs no per-hour work
+        promoted = [
+            s
+            for s, sku in enumerate(world.skus)
+            if any(sku.id in p.skus or sku.category in p.categories for p in scenario.promotions)
+        ]
+        never = [False] * len(hours)
         # promo[channel][sku][hour]: a promotion of that SKU runs in that channel during that hour
-        self._promo: list[list[list[bool]]] = [
-            [[self._promo_in(s, c, h) for h in hours] for s in range(len(self.sku_ids))]
-            for c in self.channel_ids
-        ]
-        self._promo_any: list[list[bool]] = [
-            [any(self._promo[c][s][h] for c in range(len(self.channel_ids))) for h in hours]
-            for s in range(len(self.sku_ids))
-        ]
+        self._promo: list[list[list[bool]]] = [[never] * len(self.sku_ids) for _ in self.channel_ids]
+        self._promo_any: list[list[bool]] = [never] * len(self.sku_ids)
+        for s in promoted:
+            for c, channel_id in enumerate(self.channel_ids):
+                self._promo[c][s] = [self._promo_in(s, channel_id, h) for h in hours]
+            self._promo_any[s] = [
+                any(self._promo[c][s][h] for c in range(len(self.channel_ids))) for h in hours
+            ]
+        # each promoted SKU's promotion windows, [start, end): the calendar its reorder facts are read from
+        self.promo_windows: dict[int, list[tuple[datetime, datetime]]] = {}
+        for s in promoted:
+            sku = world.skus[s]
+            self.promo_windows[s] = [
+                (p.start, p.end)
+                for p in scenario.promotions
+                if sku.id in p.skus or sku.category in p.categories
+            ]
         # (channel, sku, promo) -> low-stock threshold per location from the availability decision, or None
         self._thresholds: dict[tuple[int, int, bool], list[int] | None] = {}
         self._location_policies: dict[tuple[str, str, float, str, str, bool], LocationPolicy] = {}
@@ -127,6 +147,41 @@ class RunState:
         self.sold_all = [0] * len(self.sku_ids)
         # purchase orders released and not yet arrived, per (sku, location): part of the inbound position
         self.on_order_at = [[0] * len(self.loc_ids) for _ in self.sku_ids]
+        # The reorder review's inputs besides the position, keyed `sku * width + location`: till demand an
+        # empty shelf refused, and units the stores asked of a DC, since the sku-location's last review;
+        # the sku-locations that have had any demand (`demand.known`).
+        self.width = len(self.loc_ids)
+        self.refused_window: dict[int, int] = {}
+        self.drawn_window: dict[int, int] = {}
+        self.demand_known: set[int] = set()
+        # the sku-locations whose review inputs changed since the last review: every position change (kept
+        # by the stock view), refused demand, purchase orders released
+        self.review_dirty: set[int] = set()
+        self.stock.touched = self.review_dirty
+        # True: every review decides every sku-location (the reference the incremental review equals)
+        self.full_review = False
+        self.reviewed = False
+        # sku-locations to review again at the next review although nothing marks them: their demand rate
+        # was not 0 (the window restarts, so it changes), or they raised a reorder that may have changed no
+        # position (sent to review, unfilled), which a review of the same inputs raises again
+        self.review_again: set[int] = set()
+        # the promotion flags each promoted SKU was last reviewed with
+        self.review_flags: dict[int, tuple[bool, bool, bool]] = {}
+        # DC-to-store replenishment units on their way
+        self.replenishing = 0
+        replen = scenario.replenishment
+        # The demand window is a whole number of review intervals (at least one): the demand of each of the
+        # last `window_reviews - 1` intervals is kept per sku-location while any of it is not 0.
+        self.window_reviews = max(1, round(replen.demand_window_hours / max(replen.review_every_hours, 1e-9)))
+        self.window_days = self.window_reviews * replen.review_every_hours / 24.0
+        self.window_history: dict[int, list[int]] = {}
+        self.store_lead_days = max(0, math.ceil(replen.store_lead_time_hours / 24))
+        # reorder decisions by everything their facts are built from (None: the reorder ruleset has its
+        # memo off, so that every review evaluates it)
+        reorder = policies.get("reorder")
+        self.reorder_decisions: dict[tuple[Any, ...], ReorderDecision] | None = (
+            None if isinstance(reorder, RuleDecider) and not reorder.memo else {}
+        )
         self.shipped: dict[str, list[tuple[int, int, int]]] = {}
         self.queue: list[tuple[int, int, int, Any]] = []
         self._seq = 0

@@ -71,6 +71,10 @@ class RunStock:
         self.open_reservations = 0
         # called with (sku, location) after every change of `available` there (see `watch`)
         self._changed: Callable[[tuple[int, int]], None] | None = None
+        # when set: gets `sku * len(locations) + location` of every change of any bucket of a position
+        # (sellable, reserved, in_transit, return_pending), for the incremental reorder review
+        self.touched: set[int] | None = None
+        self._width = len(locations)
 
     def watch(self, changed: Callable[[tuple[int, int]], None]) -> None:
         """Call `changed((sku, location))` after every change of `available[sku][location]`."""
@@ -79,6 +83,13 @@ class RunStock:
     def _moved(self, sku: int, location: int) -> None:
         if self._changed is not None:
             self._changed((sku, location))
+        if self.touched is not None:
+            self.touched.add(sku * self._width + location)
+
+    def _touch(self, sku: int, location: int) -> None:
+        """A bucket of the position changed without a change of `available`."""
+        if self.touched is not None:
+            self.touched.add(sku * self._width + location)
 
     def reserve(self, lines: Sequence[SlotLine]) -> bool:
         """All-or-nothing hold of (sku, location, qty) lines, through the store core's `try_hold`; False (and
@@ -87,10 +98,14 @@ class RunStock:
             self.open_reservations += 1
             changed = self._changed
             capacity = self.capacity
+            touched = self.touched
+            width = self._width
             for sku, location, qty in lines:
                 capacity[location] -= qty
                 if changed is not None:
                     changed((sku, location))
+                if touched is not None:
+                    touched.add(sku * width + location)
             return True
         return False
 
@@ -102,8 +117,12 @@ class RunStock:
         """Fulfil a held reservation: the units leave their locations as sold."""
         self.core.commit(lines)
         self.open_reservations -= 1
-        for _, _, qty in lines:
+        touched = self.touched
+        width = self._width
+        for sku, location, qty in lines:
             self.flows.sold += qty
+            if touched is not None:
+                touched.add(sku * width + location)
 
     def release(self, lines: Sequence[SlotLine]) -> None:
         self.core.hold(lines, -1)
@@ -128,6 +147,7 @@ class RunStock:
 
     def return_in(self, sku: int, location: int, qty: int) -> None:
         self.core.add(sku, location, return_pending=qty)
+        self._touch(sku, location)
         self.flows.returns_received += qty
 
     def return_disposition(self, sku: int, location: int, qty: int, restock: bool) -> None:
@@ -137,6 +157,7 @@ class RunStock:
             self.flows.returns_restocked += qty
         else:
             self.core.add(sku, location, damaged=qty, return_pending=-qty)
+            self._touch(sku, location)
             self.flows.returns_damaged += qty
 
     def damage(self, sku: int, location: int, qty: int) -> None:
@@ -149,6 +170,7 @@ class RunStock:
         self.core.add(sku, source, sellable=-qty)
         self._moved(sku, source)
         self.core.add(sku, destination, in_transit=qty)
+        self._touch(sku, destination)
         self.flows.transferred_out += qty
 
     def transfer_in(self, sku: int, destination: int, qty: int) -> None:

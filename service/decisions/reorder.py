@@ -44,6 +44,7 @@ def _one(
     facts = reorder_facts(
         position,
         daily_rate=rate,
+        demand_known=rate_source != "none",
         lead_time_days=item.lead_time_days,
         case_pack=item.case_pack,
         price=item.price,

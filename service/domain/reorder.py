@@ -66,6 +66,7 @@ def reorder_facts(
     position: Position,
     *,
     daily_rate: float,
+    demand_known: bool,
     lead_time_days: int,
     case_pack: int,
     price: float,
@@ -75,7 +76,24 @@ def reorder_facts(
     promo_active: bool,
     promo_upcoming: bool,
 ) -> dict[str, Any]:
-    """The nested facts a reorder ruleset reads."""
+    """The nested facts a reorder ruleset reads, built the same way for the HTTP decision and the simulator.
+
+    - `position.*`: the sku-location's stock levels (`Position`); `position.projected` is `sellable -
+      reserved + in_transit`. `in_transit` is every unit on its way to the location: the ledger's transfers
+      in transit (the simulator adds the purchase orders it released and has not yet received).
+    - `demand.daily_rate`: units per day. The HTTP decision reads the rate given in the request, else the
+      ledger's exponentially weighted rate of the location's sales, else the scan's default, else 0. The
+      simulator counts the units sold at the location over its demand window plus the till demand an
+      empty shelf refused, and for a DC the units its stores' released reorders asked of it (sent or not),
+      per day of the window.
+    - `demand.known`: whether there is any demand information for the sku-location at all: a rate given
+      or defaulted in the request, a ledger rate (the pair has sold), in the simulator any demand (or DC
+      draw) since the run started. A rate of 0 with `known` false is "no demand", not "a slow mover": a
+      ruleset that stocks items with no demand (a new range, a presentation minimum) says so by not
+      requiring `demand.known`.
+    - `item.*`: master data; `location.type`; `promo.active`: a promotion of the SKU runs now;
+      `promo.upcoming`: one starts after now and within the lead time (at least one day).
+    """
     if case_pack < 1:
         raise InvalidInput("case_pack", "must be a whole number >= 1")
     if daily_rate < 0 or not math.isfinite(daily_rate):
@@ -84,7 +102,7 @@ def reorder_facts(
         raise InvalidInput("lead_time_days", "must be >= 0")
     return {
         "position": position.to_dict(),
-        "demand": {"daily_rate": float(daily_rate)},
+        "demand": {"daily_rate": float(daily_rate), "known": bool(demand_known)},
         "item": {
             "lead_time_days": lead_time_days,
             "case_pack": case_pack,

@@ -35,6 +35,7 @@ FACT_CATALOG: dict[str, dict[str, str]] = {
         "position.return_pending": "int",
         "position.projected": "int",
         "demand.daily_rate": "float",
+        "demand.known": "bool",
         "item.lead_time_days": "int",
         "item.case_pack": "int",
         "item.price": "float",
