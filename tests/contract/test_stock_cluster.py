@@ -1,5 +1,5 @@
-"""What the Redis store on a Redis Cluster adds to the contract: where its keys live, what it refuses
-(nothing changed), what holds across slots, and a shard that lost its data."""
+"""What the Redis store on a Redis Cluster adds to the contract: where its keys live, orders across slots
+(intents, compensation, recovery), what holds across slots, and a shard that lost its data."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
+from sqlalchemy import text
 
-from service.stock.cluster import CrossSlotUnsupported
 from service.stock.recovery import rebuild_redis
 from service.stock.redis import RedisStockStore
 from service.stock.store import (
@@ -23,6 +23,7 @@ from service.stock.store import (
     Levels,
     ReservationLine,
     ReservationRequest,
+    ShortLine,
     SnapshotRow,
     StockEvent,
     StockStateLost,
@@ -64,21 +65,62 @@ async def test_every_key_of_a_single_sku_reservation_lives_in_the_skus_slot(stor
     assert await store.client.exists(store.keys.reservation(held.id), store.keys.built_at(tag)) == 2
 
 
-async def test_a_cross_slot_reservation_is_refused_naming_lines_and_changes_nothing(
+async def intents_open(store: RedisStockStore) -> int:
+    assert store.cross is not None
+    async with store.journal.engine.connect() as conn:
+        return int((await conn.execute(text("SELECT count(*) FROM stock_intents"))).scalar_one())
+
+
+async def test_a_cross_slot_reservation_is_all_or_nothing_and_leaves_no_intent(
     store: RedisStockStore,
 ) -> None:
     first, other = two_slots()
+    await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S1", 1)])
+    # the second slot is short: what the first slot's step took is given back before the answer
+    refused = await store.reserve(ask("k1", (first, "S1", 2), (other, "S1", 2)))
+    assert not refused.granted
+    assert refused.short == (ShortLine(other, "S1", 2, 1),)
+    assert await store.get_available([first, other]) == {first: {"S1": 5}, other: {"S1": 1}}
+    held = (await store.reserve(ask("k2", (first, "S1", 2), (other, "S1", 1)))).reservation
+    assert held is not None and held.id.endswith(f"-x-{store.keys.tag(first)}")
+    assert await store.get_available([first, other]) == {first: {"S1": 3}, other: {"S1": 0}}
+    replay = await store.reserve(ask("k2", (first, "S1", 2), (other, "S1", 1)))
+    assert replay.replayed and replay.reservation == held
+    with pytest.raises(IdempotencyConflict):
+        await store.reserve(ask("k2", (first, "S1", 1), (other, "S1", 1)))
+    assert await store.get_available([first, other]) == {first: {"S1": 3}, other: {"S1": 0}}
+    assert await intents_open(store) == 0
+    await store.commit(held.id)
+    assert await store.get_levels([first, other]) == {
+        first: {"S1": Levels(sellable=3)},
+        other: {"S1": Levels(sellable=0)},
+    }
+    assert await intents_open(store) == 0
+
+
+async def test_a_cross_slot_capacity_claim_is_counted_with_its_stock_and_given_back_with_it(
+    store: RedisStockStore, clock: FakeClock
+) -> None:
+    first, other = two_slots()
     await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S1", 5)])
-    with pytest.raises(CrossSlotUnsupported) as refused:
-        await store.reserve(ask("k1", (first, "S1", 1), (other, "S1", 1)))
-    assert refused.value.field == "lines"
-    claim = CapacityClaim("2026-03-01", (CapacityLimit("S1", 10),))
-    with pytest.raises(CrossSlotUnsupported):
-        await store.reserve(ask("k2", (first, "S1", 1), claim=claim))
-    levels = await store.get_levels([first, other])
-    assert levels == {sku: {"S1": Levels(sellable=5)} for sku in (first, other)}
-    # the keys were never used: the same keys serve a request the cluster takes
-    assert (await store.reserve(ask("k1", (first, "S1", 1)))).reservation is not None
+    claim = CapacityClaim("2026-03-01", (CapacityLimit("S1", 4),))
+    held = (await store.reserve(ask("k1", (first, "S1", 1), (other, "S1", 2), claim=claim))).reservation
+    assert held is not None
+    assert await store.get_capacity_used("2026-03-01", ["S1"]) == {"S1": 3}
+    # capacity left for one unit: the order is refused and its claim given back with its stock
+    refused = await store.reserve(ask("k2", (first, "S1", 1), (other, "S1", 1), claim=claim))
+    assert refused.short == (ShortLine(other, "S1", 1, 0),)
+    assert await store.get_capacity_used("2026-03-01", ["S1"]) == {"S1": 3}
+    assert await store.get_available([first, other]) == {first: {"S1": 4}, other: {"S1": 3}}
+    await store.release(held.id)
+    assert await store.get_capacity_used("2026-03-01", ["S1"]) == {"S1": 0}
+    assert await store.get_available([first, other]) == {first: {"S1": 5}, other: {"S1": 5}}
+    expiring = (await store.reserve(ask("k3", (first, "S1", 2), (other, "S1", 2), claim=claim))).reservation
+    assert expiring is not None
+    clock.advance(601)
+    assert await store.get_capacity_used("2026-03-01", ["S1"]) == {"S1": 0}
+    assert await store.get_available([first, other]) == {first: {"S1": 5}, other: {"S1": 5}}
+    assert await intents_open(store) == 0
 
 
 async def test_a_key_reused_with_a_body_on_another_slot_is_a_conflict_and_takes_nothing(
