@@ -267,10 +267,8 @@ class CrossSlot:
                 fields += ["cday", claim.day, "cap", "".join(f"{loc}\t{n}\n" for loc, n in counted.items())]
                 record["cap"] = [claim.day, [[loc, n] for loc, n in counted.items()]]
             idem = keys.idempotency(rid)
-            try:
-                before = await self.store.client.set(idem, fingerprint, nx=True, get=True)
-            except Exception as error:
-                raise self.store._down(error) from error
+            idem_tag = keys.tag(rid.partition("-")[0])
+            before = await self._step(idem_tag, "idem", rid, attempt, [idem], [fingerprint], False)
             if before is not None and text(before) != fingerprint:
                 await self._give_up(rid, attempt, lease, payload)
                 raise IdempotencyConflict(
@@ -298,17 +296,15 @@ class CrossSlot:
     async def _replay(
         self, request: ReservationRequest, fingerprint: str, rid: str, home: str
     ) -> ReservationResult | IdempotencyConflict | None:
-        pipe = self.store.client.pipeline(transaction=False)
-        pipe.exists(self.keys.built_at(home))
-        pipe.hgetall(self.keys.reservation(rid))
-        (flat,) = await self.store._checked_pipeline(pipe)
+        flat = await self._step(home, "peek", rid, 0, [], [], True)
         if not flat:
             return None
-        if flat.get(b"fp", b"").decode() != fingerprint:
+        fields = {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat), 2)}
+        if fields.get("fp") != fingerprint:
             return IdempotencyConflict(
                 f"idempotency key {request.idempotency_key!r} was used with another request body"
             )
-        found = parse_reservation([x for pair in flat.items() for x in pair], self.store._now_ms())
+        found = parse_reservation(flat, self.store._now_ms())
         return ReservationResult(found, tuple(ledger.replayed_short(request, found.lines)), replayed=True)
 
     async def _take(

@@ -13,6 +13,8 @@ journaled (compensated, refused, a replay).
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Sequence
 from typing import Any, cast
 
 import msgspec
@@ -20,7 +22,7 @@ from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.db.models.stock import StockIntent
-from service.stock.journal import Entry, Journal, insert_entries, unwritten
+from service.stock.journal import Entry, Journal, insert_entries, unwritten, write_sqlite_rows
 from service.stock.store import StockUnavailable
 
 INTENTS = cast(Table, StockIntent.__table__)
@@ -45,6 +47,14 @@ class Intents:
         self, kind: str, rid: str, payload: dict[str, Any], lease_until_ms: int, now_ms: int
     ) -> int | None:
         """The new intent's id; None when an intent on `rid` is open already."""
+        writer = self.journal.sqlite_writer
+        if writer is not None:
+            # on a SQLite file, in the writer's transaction of this turn of the loop (as the journal)
+            item = (rid, kind, lease_until_ms, now_ms, msgspec.json.encode(payload).decode())
+            try:
+                return await writer.submit(_open_sqlite, item)
+            except Exception as error:
+                raise _unavailable(error) from error
         try:
             async with self.engine.begin() as conn:
                 inserted = await conn.execute(
@@ -114,6 +124,14 @@ class Intents:
         """End the intent and journal `entries` in one transaction, while the lease is still the one the
         caller holds; False (nothing written) when the intent was taken over or ended meanwhile. Raises
         StockUnavailable when the database does not answer (the intent stays open)."""
+        writer = self.journal.sqlite_writer
+        if writer is not None:
+            sql, rows = self.journal.sqlite_rows(entries)
+            try:
+                async with self.journal.writing():
+                    return await writer.submit(_close_sqlite, (intent_id, lease_until_ms, sql, rows))
+            except Exception as error:
+                raise _unavailable(error) from error
         try:
             async with self.journal.writing(), self.engine.begin() as conn:
                 gone = await conn.execute(
@@ -130,6 +148,32 @@ class Intents:
 
     async def drop(self, intent_id: int, lease_until_ms: int) -> bool:
         return await self.close(intent_id, lease_until_ms, [])
+
+
+_OPEN_SQL = (
+    "INSERT INTO stock_intents (rid, kind, lease_until_ms, created_at_ms, payload) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (rid) DO NOTHING"
+)
+
+
+def _open_sqlite(connection: sqlite3.Connection, items: Sequence[tuple[Any, ...]]) -> list[int | None]:
+    opened: list[int | None] = []
+    for item in items:
+        cursor = connection.execute(_OPEN_SQL, item)
+        opened.append(cursor.lastrowid if cursor.rowcount == 1 else None)
+    return opened
+
+
+def _close_sqlite(connection: sqlite3.Connection, items: Sequence[tuple[Any, ...]]) -> list[bool]:
+    closed: list[bool] = []
+    for intent_id, lease_until_ms, sql, rows in items:
+        cursor = connection.execute(
+            "DELETE FROM stock_intents WHERE id = ? AND lease_until_ms = ?", (intent_id, lease_until_ms)
+        )
+        closed.append(cursor.rowcount == 1)
+        if cursor.rowcount == 1:
+            write_sqlite_rows(connection, sql, rows)
+    return closed
 
 
 def _intent(row: Any) -> Intent:

@@ -96,6 +96,15 @@ class Journal:
             if not self._active:
                 self._idle.set()
 
+    @property
+    def sqlite_writer(self) -> SqliteWriter | None:
+        """The writer of a SQLite file's journal (None on another database)."""
+        return self._sqlite
+
+    def sqlite_rows(self, entries: Sequence[Entry]) -> tuple[str, list[tuple[Any, ...]]]:
+        """Entries (without anomalies) as the SQLite writer inserts them: the statement and the rows."""
+        return _INSERT.prepared(self.engine.dialect, [_row(entry) for entry in entries])
+
     async def settled(self) -> None:
         """Return once no append of this process is under way.
 
@@ -214,6 +223,12 @@ def _write_sqlite(connection: sqlite3.Connection, batch: Sequence[_Prepared]) ->
         ]
         for prepared in batch
     ]
+
+
+def write_sqlite_rows(connection: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """Rows of `Journal.sqlite_rows`, in the SQLite writer's transaction."""
+    if rows:
+        _INSERT.write_sqlite(connection, sql, rows)
 
 
 async def insert_entries(conn: AsyncConnection, entries: Sequence[Entry]) -> None:

@@ -234,4 +234,15 @@ if action == 'resolve' then
   return {redis.call('HGET', resv, 'fin') or '', redis.call('HGET', resv, 'status') or ''}
 end
 
+if action == 'peek' then
+  -- The reservation's record on its home slot, before an order's first step (a retry finds it).
+  return redis.call('HGETALL', resv)
+end
+
+if action == 'idem' then
+  -- The idempotency key's own record (KEYS[2], in its own slot): the fingerprint it was first granted
+  -- with, set now when it has none (SET NX GET). ARGV: fingerprint.
+  return redis.call('SET', KEYS[2], ARGV[6], 'NX', 'GET')
+end
+
 return redis.error_reply('ERR unknown step ' .. action)
