@@ -44,6 +44,7 @@ process kills itself with SIGKILL, for the fault test that stops a worker betwee
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -81,6 +82,8 @@ log = logging.getLogger("retail_policy.stock")
 
 LEASE_MS = 30_000  # an intent's owner has this long before the recovery may take it over
 KILL_AFTER_STEP = "STOCK_TEST_KILL_AFTER_STEP"
+OPEN_TRIES = 20  # a concurrent attempt on the same reservation is waited for up to about a second
+OPEN_WAIT_SECONDS = 0.05
 
 
 class Busy(StockUnavailable):
@@ -125,20 +128,23 @@ class CrossSlot:
             os.kill(os.getpid(), signal.SIGKILL)
 
     async def _open(self, kind: str, rid: str, payload: dict[str, Any]) -> tuple[int, int]:
-        now_ms = self.store._now_ms()
-        lease = now_ms + LEASE_MS
-        attempt = await self.intents.open(kind, rid, payload, lease, now_ms)
-        if attempt is None:
-            # another attempt on this reservation: when its owner's lease lapsed, resolve it here
+        """Open the intent (its id, the attempt's token, and its lease). Another attempt on the same
+        reservation (a concurrent retry) is waited for a moment, so that the retry then finds its answer;
+        one whose lease lapsed is resolved here; one still running after that answers 503."""
+        for _ in range(OPEN_TRIES):
+            now_ms = self.store._now_ms()
+            lease = now_ms + LEASE_MS
+            attempt = await self.intents.open(kind, rid, payload, lease, now_ms)
+            if attempt is not None:
+                return attempt, lease
             existing = await self.intents.get(rid)
             if existing is not None and existing.lease_until_ms < now_ms:
                 owned = await self.intents.take_over(existing, now_ms + LEASE_MS)
                 if owned is not None:
                     await self._resolve(owned)
-            attempt = await self.intents.open(kind, rid, payload, lease, now_ms)
-        if attempt is None:
-            raise Busy()
-        return attempt, lease
+                continue
+            await asyncio.sleep(OPEN_WAIT_SECONDS)
+        raise Busy()
 
     def _slot_groups(self, slots: Sequence[Sequence[Any]], day: str | None) -> dict[str, list[str]]:
         """Per slot, the (stock, hold, part) keys of an attempt's parts there: its SKUs' and the day's."""

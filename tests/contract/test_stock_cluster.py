@@ -23,6 +23,7 @@ from service.stock.store import (
     Levels,
     ReservationLine,
     ReservationRequest,
+    ReservationStateError,
     ShortLine,
     SnapshotRow,
     StockEvent,
@@ -277,3 +278,70 @@ async def test_scripts_follow_a_slot_moved_to_another_primary_and_one_being_migr
             await _move_slot(ports, slot, others[0], others[1], finish=True)
             assert (await opened.reserve(ask("k3", ("SKU-A", "S1", 1)))).reservation is not None
             assert await opened.get_available(["SKU-A"]) == {"SKU-A": {"S1": 2}}
+
+
+async def test_concurrent_retries_of_a_cross_slot_order_take_it_once(store: RedisStockStore) -> None:
+    first, other = two_slots()
+    await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S1", 5)])
+    request = ask("k1", (first, "S1", 1), (other, "S1", 1))
+    results = await asyncio.gather(*(store.reserve(request) for _ in range(4)))
+    assert len({r.reservation.id for r in results if r.reservation is not None}) == 1
+    assert sorted(r.replayed for r in results) == [False, True, True, True]
+    assert await store.get_available([first, other]) == {first: {"S1": 4}, other: {"S1": 4}}
+
+
+async def test_an_order_whose_journal_entry_failed_is_completed_by_the_recovery(
+    store: RedisStockStore, clock: FakeClock
+) -> None:
+    """The database goes away after every step and the seal: the order is whole in Redis, its intent
+    stays open (given up to the recovery), and the recovery journals it once the database is back."""
+    from tests.contract.test_stock_journal import journal_offline
+
+    first, other = two_slots()
+    await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S1", 5)])
+    claim = CapacityClaim("2026-03-01", (CapacityLimit("S1", 10),))
+    request = ask("k1", (first, "S1", 1), (other, "S1", 2), claim=claim)
+    await journal_offline(store, True)
+    with pytest.raises(StockUnavailable):
+        await store.reserve(request)
+    await journal_offline(store, False)
+    assert await intents_open(store) == 1
+    assert store.cross is not None
+    assert await store.cross.recover_due() == 1
+    assert await intents_open(store) == 0
+    replay = await store.reserve(request)
+    assert replay.replayed and replay.reservation is not None
+    # the journal holds it: a rebuild from the journal alone gives the same state
+    before = (await store.get_levels([first, other]), await store.get_capacity_used("2026-03-01", ["S1"]))
+    await rebuild_redis(store)
+    after = (await store.get_levels([first, other]), await store.get_capacity_used("2026-03-01", ["S1"]))
+    assert (
+        after
+        == before
+        == (
+            {first: {"S1": Levels(sellable=5, reserved=1)}, other: {"S1": Levels(sellable=5, reserved=2)}},
+            {"S1": 3},
+        )
+    )
+    assert await store.get_reservation(replay.reservation.id) == replay.reservation
+
+
+async def test_a_cross_slot_commit_keeps_its_capacity_and_a_late_commit_after_expiry_is_refused(
+    store: RedisStockStore, clock: FakeClock
+) -> None:
+    first, other = two_slots()
+    await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S1", 5)])
+    claim = CapacityClaim("2026-03-01", (CapacityLimit("S1", 10),))
+    kept = (await store.reserve(ask("k1", (first, "S1", 1), (other, "S1", 1), claim=claim))).reservation
+    late = (await store.reserve(ask("k2", (first, "S1", 2), (other, "S1", 2), claim=claim))).reservation
+    assert kept is not None and late is not None
+    assert (await store.commit(kept.id)).status == "committed"
+    assert (await store.commit(kept.id)).status == "committed"  # idempotent
+    clock.advance(601)
+    with pytest.raises(ReservationStateError):
+        await store.commit(late.id)
+    assert await store.get_capacity_used("2026-03-01", ["S1"]) == {"S1": 2}
+    assert await store.get_levels([first, other]) == {
+        sku: {"S1": Levels(sellable=4)} for sku in (first, other)
+    }
+    assert await intents_open(store) == 0
