@@ -10,12 +10,14 @@ A reservation whose SKUs live on more than one slot, or that counts against a da
    listed location, min(what the order's lines there ask, what the limit leaves) as the order's
    *budget*, recorded as the reservation's capacity part (the same hold/part shape as a SKU's, so it
    expires with the reservation).
-3. **SKU steps**: one script per slot (per run of consecutive SKUs on one slot when capacity is claimed,
-   so lines meet the budget in line order, as on one node), each atomic on its slot: it checks and takes
-   its lines (all of them or none unless partial grants are allowed) within the remaining budget. The
-   first step, on the reservation's home slot (the first SKU's), answers a replay or a conflict instead.
-   Once a line is short in an all-or-nothing order, the remaining steps only check (for the short lines'
-   figures) and take nothing.
+3. **SKU steps**: one script per slot, in slot order (the same for every order, so that concurrent orders
+   on common SKUs contend on the first one they share rather than each holding a different one), each
+   atomic on its slot: it checks and takes its lines (all of them or none unless partial grants are
+   allowed) within the remaining budget. Where the budget can bind (a partial grant, or less capacity
+   left than the lines ask) the steps follow line order instead, one per run of consecutive SKUs on one
+   slot, so lines meet the budget as on one node. Once a line is short in an all-or-nothing order (or
+   the budget is short from the start), the remaining steps only check (for the short lines' figures)
+   and take nothing.
 4. **Compensation**: on a short order, an idempotency conflict or any failure (a node away, the state
    lost), one `undo` script per slot gives back every part this attempt took there (the capacity part
    too) and fences the attempt on that slot, before the answer.
@@ -51,6 +53,8 @@ import signal
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
+
+from redis.crc import key_slot
 
 import service.stock.ledger as ledger
 from service.stock.intents import Intent, Intents
@@ -155,24 +159,33 @@ class CrossSlot:
             groups.setdefault(self.keys.day_tag(day), []).extend(self.keys.capacity(day))
         return groups
 
-    async def _undo(self, rid: str, attempt: int, payload: dict[str, Any]) -> bool:
-        """Compensate every part of a reservation attempt, home slot first; True when the home slot says the
-        attempt sealed its record (then nothing is undone: the order is whole). When the record is another
-        attempt's, this attempt took nothing (it checks for the record before its first step)."""
+    async def _undo(
+        self, rid: str, attempt: int, payload: dict[str, Any], only: set[str] | None = None
+    ) -> bool:
+        """Compensate every part of a reservation attempt (on the slots `only` names: those its own worker
+        changed or may have changed), home slot first; True when the home slot says the attempt sealed
+        its record (then nothing is undone: the order is whole). When the record is another attempt's,
+        this attempt took nothing (it checks for the record before its first step)."""
         home = payload["home"]
         groups = self._slot_groups(payload["slots"], payload.get("day"))
-        out = await self._step(home, "undo", rid, attempt, groups.pop(home, []), [payload["exp"]], True)
-        verdict = text(out[0])
-        if verdict in ("sealed", "other"):
-            return verdict == "sealed"
+        if only is not None:
+            groups = {tag: keys for tag, keys in groups.items() if tag in only}
+        if only is None or home in only:
+            out = await self._step(home, "undo", rid, attempt, groups.pop(home, []), [payload["exp"]], True)
+            verdict = text(out[0])
+            if verdict in ("sealed", "other"):
+                return verdict == "sealed"
         for tag, keys in groups.items():
             await self._step(tag, "undo", rid, attempt, keys, [payload["exp"]], False)
         return False
 
-    async def _give_up(self, rid: str, attempt: int, lease: int, payload: dict[str, Any]) -> None:
+    async def _give_up(
+        self, rid: str, attempt: int, lease: int, payload: dict[str, Any], touched: set[str]
+    ) -> None:
         """Compensate and end the intent; when that fails too, leave it to the recovery now."""
         try:
-            await self._undo(rid, attempt, payload)
+            if touched:
+                await self._undo(rid, attempt, payload, touched)
             await self.intents.drop(attempt, lease)
         except Exception as error:
             log.warning("cross-slot order %s left to the recovery: %s: %s", rid, type(error).__name__, error)
@@ -197,16 +210,18 @@ class CrossSlot:
                 if line.location in listed:
                     need[line.location] = need.get(line.location, 0) + line.qty
         day = claim.day if claim is not None and need else None
-        # with a capacity budget lines must meet it in line order: one step per run of SKUs on one slot
-        steps: list[tuple[str, list[str]]] = []
-        if day is not None:
-            for sku in skus:
-                if steps and steps[-1][0] == keys.tag(sku):
-                    steps[-1][1].append(sku)
-                else:
-                    steps.append((keys.tag(sku), [sku]))
-        else:
-            steps = list(keys.by_slot(skus).items())
+        # Steps go in slot order, the same for every order, so that concurrent orders on common SKUs meet
+        # them in the same order: an order that loses the first contended slot takes nothing there and
+        # stops, instead of holding one SKU while another order holds the next (both would then fail).
+        # Where a capacity budget can bind (partial grants, or less capacity left than the lines ask),
+        # lines meet it in line order as on one node: one step per run of SKUs on one slot.
+        ordered = sorted(keys.by_slot(skus).items(), key=lambda item: key_slot(item[0].encode()))
+        runs: list[tuple[str, list[str]]] = []
+        for sku in skus:
+            if runs and runs[-1][0] == keys.tag(sku):
+                runs[-1][1].append(sku)
+            else:
+                runs.append((keys.tag(sku), [sku]))
         now = self.store.now()
         now_ms = to_ms(now)
         exp_ms = to_ms(now + timedelta(seconds=request.ttl_seconds))
@@ -228,13 +243,16 @@ class CrossSlot:
             if isinstance(answer, IdempotencyConflict):
                 raise answer
             return answer
+        touched: set[str] = set()  # the slots this attempt changed (or may have: a call without an answer)
         try:
-            outcome = await self._take(request, fingerprint, lines, rid, attempt, payload, steps, claim, need)
+            outcome = await self._take(
+                request, fingerprint, lines, rid, attempt, payload, (ordered, runs), claim, need, touched
+            )
         except Exception:
-            await self._give_up(rid, attempt, lease, payload)
+            await self._give_up(rid, attempt, lease, payload, touched)
             raise
         if isinstance(outcome, ReservationResult):  # short, or a replay: compensated already
-            await self._give_up(rid, attempt, lease, payload)
+            await self._give_up(rid, attempt, lease, payload, touched)
             return outcome
         granted, short = outcome
         counted = ledger.capacity_taken(claim, granted)
@@ -276,17 +294,18 @@ class CrossSlot:
             idem_tag = keys.tag(rid.partition("-")[0])
             before = await self._step(idem_tag, "idem", rid, attempt, [idem], [fingerprint], False)
             if before is not None and text(before) != fingerprint:
-                await self._give_up(rid, attempt, lease, payload)
+                await self._give_up(rid, attempt, lease, payload, touched)
                 raise IdempotencyConflict(
                     f"idempotency key {request.idempotency_key!r} was used with another request body"
                 )
+            touched.add(home)
             sealed = await self._step(home, "seal", rid, attempt, [], [exp_ms, *fields], True)
             if text(sealed[0]) != "sealed":
                 raise StockUnavailable("the order was taken over by the recovery", retry_after=1)
         except IdempotencyConflict:
             raise
         except Exception:
-            await self._give_up(rid, attempt, lease, payload)
+            await self._give_up(rid, attempt, lease, payload, touched)
             raise
         entry = Entry("reserve", rid, now_ms, ledger.hold_deltas(granted, 1), record)
         try:
@@ -321,9 +340,10 @@ class CrossSlot:
         rid: str,
         attempt: int,
         payload: dict[str, Any],
-        steps: list[tuple[str, list[str]]],
+        plans: tuple[list[tuple[str, list[str]]], list[tuple[str, list[str]]]],
         claim: Any,
         need: dict[str, int],
+        touched: set[str],
     ) -> ReservationResult | tuple[list[ReservedLine], list[ShortLine]]:
         """Run the capacity and SKU steps: the granted and short lines (in line order), or the answer when
         nothing is to be kept (short, replay: the caller compensates)."""
@@ -339,6 +359,7 @@ class CrossSlot:
             limits = {limit.location: limit.limit for limit in claim.limits}
             wanted = [x for loc, n in need.items() for x in (loc, limits[loc], n)]
             keep = capacity_keep_ms(day, self.store._now_ms())
+            touched.add(keys.day_tag(day))
             out = await self._step(
                 keys.day_tag(day),
                 "claim",
@@ -355,6 +376,12 @@ class CrossSlot:
         granted: list[ReservedLine] = []
         short: list[ShortLine] = []
         check = False
+        steps = plans[0]
+        if day is not None and (request.allow_partial or any(budget[loc] < n for loc, n in need.items())):
+            steps = plans[1]
+            # all or nothing without the capacity for every line: short for sure; check for the figures
+            check = not request.allow_partial
+        home = payload["home"]
         for n, (tag, group) in enumerate(steps):
             args: list[Any] = [exp_ms, int(request.allow_partial), int(check), fingerprint, len(budget)]
             for loc, left in budget.items():
@@ -363,8 +390,13 @@ class CrossSlot:
                 args += [sku, len(by_sku[sku])]
                 for line in by_sku[sku]:
                     args += [line.location, line.qty, line.floor]
-            out = await self._step(tag, "take", rid, attempt, self._triples(group), args, n == 0)
+            changed = tag in touched
+            if not check:
+                touched.add(tag)
+            out = await self._step(tag, "take", rid, attempt, self._triples(group), args, tag == home)
             verdict = text(out[0])
+            if verdict not in ("granted", "again") and not changed:
+                touched.discard(tag)  # this step took nothing there
             if verdict == "conflict":
                 raise IdempotencyConflict(
                     f"idempotency key {request.idempotency_key!r} was used with another request body"

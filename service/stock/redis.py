@@ -25,8 +25,8 @@ Keys (prefix `rp:` by default); every key of one SKU carries the hash tag `{SKU}
 Each request is one script with every key it touches in KEYS, so a reservation is one round trip and
 atomic even across SKUs on one node (a single Redis with replicas). On a Redis Cluster (`cluster=True`,
 opened from a `redis+cluster://` URL) the keys that are not per SKU exist once per slot, and a request is
-one script per slot it touches; reservations across slots and capacity claims are refused there (see
-`service.stock.cluster`).
+one script per slot it touches (see `service.stock.cluster`); a reservation across slots or with a
+capacity claim is taken in per-slot steps under an intent in the journal (`service.stock.crossslot`).
 Expiry is exact and lazy: every script prunes the expiry index of the SKUs it touches before acting,
 and the sweeper expires idle ones; key TTLs are never used to release stock.
 """
