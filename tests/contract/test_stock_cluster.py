@@ -33,9 +33,10 @@ from service.stock.store import (
 from tests.contract.stock_backends import FakeClock, open_backend
 
 
-@pytest.fixture
+@pytest.fixture(params=["redis-cluster", "redis-cluster+postgresql"])
 async def store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[RedisStockStore]:
-    async with open_backend("redis-cluster", request, clock) as opened:
+    """The cluster store, its journal (and intents) in SQLite or in PostgreSQL."""
+    async with open_backend(request.param, request, clock) as opened:
         assert isinstance(opened, RedisStockStore)
         yield opened
 
