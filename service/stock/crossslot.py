@@ -542,6 +542,10 @@ class CrossSlot:
                 )
         return resolved
 
+    async def _record(self, rid: str, home: str) -> dict[str, str]:
+        flat = await self._step(home, "peek", rid, 0, [], [], True)
+        return {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat), 2)}
+
     async def _resolve(self, intent: Intent) -> None:
         payload, rid, attempt = intent.payload, intent.rid, intent.id
         if intent.kind == "reserve":
@@ -549,8 +553,7 @@ class CrossSlot:
                 await self.intents.drop(attempt, intent.lease_until_ms)
                 log.warning("cross-slot order %s compensated by the recovery", rid)
                 return
-            flat = await self.store.client.hgetall(self.keys.reservation(rid))
-            fields = {text(k): text(v) for k, v in flat.items()}
+            fields = await self._record(rid, payload["home"])
             lines = parse_lines(fields["lines"])
             record: dict[str, Any] = {
                 "id": rid,
@@ -578,8 +581,7 @@ class CrossSlot:
             await self.intents.drop(attempt, intent.lease_until_ms)
             return
         await self._apply(rid, attempt, payload, intent.kind)
-        flat = await self.store.client.hgetall(self.keys.reservation(rid))
-        lines = parse_lines(text(flat[b"lines"]))
+        lines = parse_lines((await self._record(rid, home))["lines"])
         deltas = ledger.commit_deltas(lines) if intent.kind == "commit" else ledger.hold_deltas(lines, -1)
         entry = Entry(intent.kind, rid, self.store._now_ms(), deltas, {})
         await self.intents.close(attempt, intent.lease_until_ms, [entry])

@@ -84,26 +84,32 @@ class Intents:
 
     async def due(self, now_ms: int, limit: int = 100) -> list[Intent]:
         """Intents whose lease lapsed, oldest lease first."""
-        async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(INTENTS)
-                    .where(INTENTS.c.lease_until_ms < now_ms)
-                    .order_by(INTENTS.c.lease_until_ms)
-                    .limit(limit)
-                )
-            ).mappings()
-            return [_intent(row) for row in rows]
+        try:
+            async with self.engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        select(INTENTS)
+                        .where(INTENTS.c.lease_until_ms < now_ms)
+                        .order_by(INTENTS.c.lease_until_ms)
+                        .limit(limit)
+                    )
+                ).mappings()
+                return [_intent(row) for row in rows]
+        except Exception as error:
+            raise _unavailable(error) from error
 
     async def take_over(self, intent: Intent, lease_until_ms: int) -> Intent | None:
         """Own a lapsed intent (compare-and-set of its lease): the intent with the new lease, or None when
         another worker took it (or it ended) first."""
-        async with self.engine.begin() as conn:
-            moved = await conn.execute(
-                update(INTENTS)
-                .where(INTENTS.c.id == intent.id, INTENTS.c.lease_until_ms == intent.lease_until_ms)
-                .values(lease_until_ms=lease_until_ms)
-            )
+        try:
+            async with self.engine.begin() as conn:
+                moved = await conn.execute(
+                    update(INTENTS)
+                    .where(INTENTS.c.id == intent.id, INTENTS.c.lease_until_ms == intent.lease_until_ms)
+                    .values(lease_until_ms=lease_until_ms)
+                )
+        except Exception as error:
+            raise _unavailable(error) from error
         if moved.rowcount != 1:
             return None
         return msgspec.structs.replace(intent, lease_until_ms=lease_until_ms)
