@@ -346,3 +346,29 @@ async def test_a_cross_slot_commit_keeps_its_capacity_and_a_late_commit_after_ex
         sku: {"S1": Levels(sellable=4)} for sku in (first, other)
     }
     assert await intents_open(store) == 0
+
+
+async def test_a_cross_slot_commit_whose_journal_entry_failed_is_rolled_forward_by_the_recovery(
+    store: RedisStockStore,
+) -> None:
+    from tests.contract.test_stock_journal import journal_offline
+
+    first, other = two_slots()
+    await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S1", 5)])
+    claim = CapacityClaim("2026-03-01", (CapacityLimit("S1", 10),))
+    held = (await store.reserve(ask("k1", (first, "S1", 1), (other, "S1", 2), claim=claim))).reservation
+    assert held is not None
+    await journal_offline(store, True)
+    with pytest.raises(StockUnavailable):
+        await store.commit(held.id)
+    await journal_offline(store, False)
+    assert store.cross is not None and await store.cross.recover_due() == 1
+    assert await intents_open(store) == 0
+    committed = {first: {"S1": Levels(sellable=4)}, other: {"S1": Levels(sellable=3)}}
+    assert await store.get_levels([first, other]) == committed
+    assert await store.get_capacity_used("2026-03-01", ["S1"]) == {"S1": 3}
+    # the journal holds the commit: a rebuild gives the same state
+    await rebuild_redis(store)
+    assert await store.get_levels([first, other]) == committed
+    assert await store.get_capacity_used("2026-03-01", ["S1"]) == {"S1": 3}
+    assert (await store.commit(held.id)).status == "committed"
