@@ -24,12 +24,12 @@ Keys on a cluster (prefix `rp:`):
   request answers as an idempotency conflict, as on one node;
 - the rebuild lock `rebuilding` is a single key, used with single-key commands only.
 
-Not supported yet on a cluster (refused with `CrossSlotUnsupported`, a 422 naming `lines`, before
-anything changes): a reservation whose SKUs live on more than one slot, and a reservation that counts
-against a day's capacity (`capu:{DAY}` lives in the day's slot, never in the SKU's). Reads, snapshots and
-events are independent per SKU and run per slot. The recovery's "behind the journal" check (the marker's
-write counter against the journal's) is one node's; on a cluster each slot counts its own writes and the
-check is not made: a shard that comes back empty is still caught by its missing markers.
+A reservation whose SKUs live on more than one slot, or that counts against a day's capacity
+(`capu:{DAY}` lives in the day's slot, never in the SKU's), is taken in steps under an intent in the
+journal, with compensation and a recovery sweep (`service.stock.crossslot`). Reads, snapshots and events
+are independent per SKU and run per slot. The recovery's "behind the journal" check (the marker's write
+counter against the journal's) is one node's; on a cluster each slot counts its own writes and the check
+is not made: a shard that comes back empty is still caught by its missing markers.
 """
 
 from __future__ import annotations
@@ -45,19 +45,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-from service.stock.store import InvalidStockInput
 from service.stock.wire import ScriptClient
 
 SCHEME = "redis+cluster"
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
-
-
-class CrossSlotUnsupported(InvalidStockInput):
-    """A request a cluster would have to take in steps on several slots, which the store does not do yet;
-    nothing was changed."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__("lines", reason)
 
 
 def is_cluster_url(url: str) -> bool:

@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import msgspec
 from sqlalchemy import Table, func, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db.engine import BatchInsert, HeldConnection
 from service.db.models.stock import StockExceptionRecord, StockJournalEntry
@@ -84,6 +84,27 @@ class Journal:
             if not self._active:
                 self._idle.set()
 
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[None]:
+        """Count a write of this process that goes around `append` (an intent's closing transaction) as
+        under way, for `settled`."""
+        self._active += 1
+        try:
+            yield
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
+
+    @property
+    def sqlite_writer(self) -> SqliteWriter | None:
+        """The writer of a SQLite file's journal (None on another database)."""
+        return self._sqlite
+
+    def sqlite_rows(self, entries: Sequence[Entry]) -> tuple[str, list[tuple[Any, ...]]]:
+        """Entries (without anomalies) as the SQLite writer inserts them: the statement and the rows."""
+        return _INSERT.prepared(self.engine.dialect, [_row(entry) for entry in entries])
+
     async def settled(self) -> None:
         """Return once no append of this process is under way.
 
@@ -99,7 +120,7 @@ class Journal:
                 return await self._sqlite.submit(_write_sqlite, self._prepare(entries))
             # any failure reaches the caller as the journal being unavailable, so that it undoes its change
             except Exception as error:
-                raise _unwritten(error) from error
+                raise unwritten(error) from error
         future: asyncio.Future[list[int | None]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(entries, future))
         if self._writer is None or self._writer.done():
@@ -120,7 +141,7 @@ class Journal:
                     ids = await self._write([entry for pending in batch for entry in pending.entries])
                 # Any failure must reach the waiting requests and never stop the writer.
                 except Exception as error:
-                    failure = _unwritten(error)
+                    failure = unwritten(error)
                     for pending in batch:
                         if not pending.done.done():
                             pending.done.set_exception(failure)
@@ -176,7 +197,7 @@ class Journal:
             await self._sqlite.close()
 
 
-def _unwritten(error: Exception) -> StockUnavailable:
+def unwritten(error: Exception) -> StockUnavailable:
     # the driver's words (paths, hosts) go to the log, not to the caller
     log.warning("stock journal could not be written: %s: %s", type(error).__name__, error)
     return StockUnavailable("stock journal could not be written", retry_after=1)
@@ -202,6 +223,17 @@ def _write_sqlite(connection: sqlite3.Connection, batch: Sequence[_Prepared]) ->
         ]
         for prepared in batch
     ]
+
+
+def write_sqlite_rows(connection: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """Rows of `Journal.sqlite_rows`, in the SQLite writer's transaction."""
+    if rows:
+        _INSERT.write_sqlite(connection, sql, rows)
+
+
+async def insert_entries(conn: AsyncConnection, entries: Sequence[Entry]) -> None:
+    """Write entries (without anomalies) in the caller's transaction."""
+    await _INSERT.execute(conn, [_row(entry) for entry in entries])
 
 
 def _row(entry: Entry) -> tuple[Any, ...]:

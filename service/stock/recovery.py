@@ -71,6 +71,7 @@ class StockRecovery:
         await self.store.check_behind()
         try:
             if await self.store.has_marker():
+                await self._recover_intents()
                 return
         except StockUnavailable:
             self.state = "down"  # the first call that finds Redis back checks the marker
@@ -80,6 +81,16 @@ class StockRecovery:
         if task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), wait_seconds)
+
+    async def _recover_intents(self) -> None:
+        """On a cluster, resolve the cross-slot intents left by workers that stopped (see
+        `service.stock.crossslot`); the periodic sweep does it again."""
+        if self.store.cross is None:
+            return
+        try:
+            await self.store.cross.recover_due()
+        except Exception as error:  # the database or a node away: the next sweep tries again
+            log.warning("cross-slot intents not recovered at start: %s: %s", type(error).__name__, error)
 
     def wake(self) -> None:
         """Recover in the background unless already doing so (called whenever a call finds no marker)."""

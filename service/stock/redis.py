@@ -25,8 +25,8 @@ Keys (prefix `rp:` by default); every key of one SKU carries the hash tag `{SKU}
 Each request is one script with every key it touches in KEYS, so a reservation is one round trip and
 atomic even across SKUs on one node (a single Redis with replicas). On a Redis Cluster (`cluster=True`,
 opened from a `redis+cluster://` URL) the keys that are not per SKU exist once per slot, and a request is
-one script per slot it touches; reservations across slots and capacity claims are refused there (see
-`service.stock.cluster`).
+one script per slot it touches (see `service.stock.cluster`); a reservation across slots or with a
+capacity claim is taken in per-slot steps under an intent in the journal (`service.stock.crossslot`).
 Expiry is exact and lazy: every script prunes the expiry index of the SKUs it touches before acting,
 and the sweeper expires idle ones; key TTLs are never used to release stock.
 """
@@ -54,13 +54,8 @@ import service.stock.ledger as ledger
 from service.db.engine import create_engine
 from service.db.sqlite_writer import SqliteWriters
 from service.settings import DatabaseSettings
-from service.stock.cluster import (
-    ClusterScripts,
-    CrossSlotUnsupported,
-    is_cluster_url,
-    open_cluster,
-    slot_tags,
-)
+from service.stock.cluster import ClusterScripts, is_cluster_url, open_cluster, slot_tags
+from service.stock.crossslot import CrossSlot
 from service.stock.journal import Entry, Journal, latest_write
 from service.stock.memory import Clock, utc_now
 from service.stock.redis_layout import (
@@ -150,6 +145,8 @@ class RedisStockStore:
         # set by `StockRecovery`: woken whenever a call finds the state marker missing
         self.recovery: Recovery | None = None
         self._down_logged = -1.0
+        # on a cluster: orders and finishes across slots, under intents (service.stock.crossslot)
+        self.cross = CrossSlot(self) if cluster else None
         if not cluster:
             scripts.on_connect = self.check_behind
 
@@ -329,10 +326,9 @@ class RedisStockStore:
         wanted = list(dict.fromkeys(locations))
         if not wanted:
             return {}
-        if self.cluster:
-            # no reservation on a cluster counts against a day's capacity (see service.stock.cluster)
-            return dict.fromkeys(wanted, 0)
-        counts = await self._call(self._capacity, self.keys.capacity(day), [self._now_ms(), *wanted])
+        counts = await self._call(
+            self._capacity, self.keys.capacity(day), [self._now_ms(), *wanted], self.keys.day_tag(day)
+        )
         return {location: int(n) for location, n in zip(wanted, counts, strict=True)}
 
     async def get_reservation(self, reservation_id: str) -> Reservation | None:
@@ -599,8 +595,11 @@ class RedisStockStore:
         rid = reservation_id(request.idempotency_key)
         claim = request.capacity
         tag = ""
-        if self.cluster:
-            tag = self._cluster_home(list(by_sku), claim is not None and bool(claim.limits))
+        if self.cross is not None:
+            tags = {self.keys.tag(sku) for sku in by_sku}
+            if len(tags) > 1 or (claim is not None and bool(claim.limits)):
+                return await self.cross.reserve(request, fingerprint, lines)
+            tag = tags.pop()
             rid = f"{rid}-{tag}"
         now = self._clock()
         now_ms = to_ms(now)
@@ -687,19 +686,6 @@ class RedisStockStore:
             raise
         return ReservationResult(reservation, short)
 
-    def _cluster_home(self, skus: list[str], counts_capacity: bool) -> str:
-        """The one slot a reservation on a cluster lives in, or the refusal (nothing changed yet)."""
-        if counts_capacity:
-            raise CrossSlotUnsupported(
-                "a reservation counting against a day's capacity is not supported on a Redis Cluster yet"
-            )
-        tags = {self.keys.tag(sku) for sku in skus}
-        if len(tags) > 1:
-            raise CrossSlotUnsupported(
-                "SKUs on more than one Redis Cluster slot in one reservation are not supported yet"
-            )
-        return tags.pop()
-
     async def _claim_key(self, reservation: Reservation, fingerprint: str) -> None:
         """On a cluster, the idempotency key's own record (see service.stock.cluster): a key first used
         with a body on another slot makes this grant a conflict, taken back before answering."""
@@ -720,6 +706,11 @@ class RedisStockStore:
     ) -> Any:
         skus = list(dict.fromkeys(line.sku for line in reservation.lines))
         tag = self.keys.home(reservation.id) or ""
+        if self.cluster:
+            # the home slot's part (an expiry, a single-slot reservation); the other slots' parts expire
+            # there by themselves, a commit or release of a cross-slot one goes through service.stock.crossslot
+            skus = [sku for sku in skus if self.keys.tag(sku) == tag]
+            day = None
         keys = [self.keys.reservation(reservation.id), self.keys.holds_at(tag)]
         if day is not None:
             keys += self.keys.capacity(day)
@@ -738,6 +729,8 @@ class RedisStockStore:
         if loaded is None:
             raise ReservationNotFound(f"no reservation {reservation_id!r}")
         found, day = loaded
+        if self.cross is not None and self.cross.is_cross_slot(found, day):
+            return await self.cross.finish(found, day, action)
         outcome = await self._run_finish(found, day, action)
         verdict = text(outcome[0])
         if verdict == "missing":
@@ -769,7 +762,9 @@ class RedisStockStore:
         # the marker check here (and the script connection's, when it was lost) also notices a loss on a
         # worker that gets no requests
         await self._scripts_connected()
-        if self.cluster:
+        if self.cross is not None:
+            # the intents of cross-slot requests whose worker stopped (their lease lapsed)
+            await self.cross.recover_due()
             return await self._sweep_slots(moment_ms)
         return await self._sweep_at("", moment_ms)
 

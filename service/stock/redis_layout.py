@@ -158,11 +158,19 @@ class Keys:
         hexpart, _, tag = rid.rpartition("-")
         return f"{self.prefix}resv:{{{tag}}}:{hexpart}"
 
+    def fence(self, tag: str) -> str:
+        """A slot's fence of compensated cross-slot attempts (see `service.stock.crossslot`)."""
+        return f"{self.prefix}fence:{{{tag}}}"
+
+    def day_tag(self, day: str) -> str:
+        """The slot tag of a capacity day's keys (`{DAY}`) on a cluster; "" on one node."""
+        return "" if self.tags is None else self.tags.of_sku(day)
+
     def event_id(self, event_id: str) -> str:
         return f"{self.prefix}eid:{{{event_id}}}"
 
     def idempotency(self, rid: str) -> str:
-        return f"{self.prefix}idem:{{{rid.rpartition('-')[0]}}}"
+        return f"{self.prefix}idem:{{{rid.partition('-')[0]}}}"
 
     def read_keys(self, skus: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The distinct SKUs of a read (in order) and their keys, kept per list of SKUs: the same SKU

@@ -41,9 +41,10 @@ async def open_backend(
     else:
         from service.stock.recovery import open_recovering
 
-        if name == "redis-cluster":
+        if name.startswith("redis-cluster"):
+            # "redis-cluster" journals into SQLite, "redis-cluster+postgresql" into PostgreSQL
             redis_url = redis_url or await flushed_cluster(request)
-            journal_url = await _migrated_url("sqlite", request)
+            journal_url = await _migrated_url(name.partition("+")[2] or "sqlite", request)
         else:
             redis_url = redis_url or await flushed_redis(request)
             # "redis" journals into SQLite, "redis+postgresql" into PostgreSQL.

@@ -1,5 +1,5 @@
-"""What the Redis store on a Redis Cluster adds to the contract: where its keys live, what it refuses
-(nothing changed), what holds across slots, and a shard that lost its data."""
+"""What the Redis store on a Redis Cluster adds to the contract: where its keys live, orders across slots
+(intents, compensation, recovery), what holds across slots, and a shard that lost its data."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
+from sqlalchemy import text
 
-from service.stock.cluster import CrossSlotUnsupported
 from service.stock.recovery import rebuild_redis
 from service.stock.redis import RedisStockStore
 from service.stock.store import (
@@ -23,6 +23,8 @@ from service.stock.store import (
     Levels,
     ReservationLine,
     ReservationRequest,
+    ReservationStateError,
+    ShortLine,
     SnapshotRow,
     StockEvent,
     StockStateLost,
@@ -31,9 +33,10 @@ from service.stock.store import (
 from tests.contract.stock_backends import FakeClock, open_backend
 
 
-@pytest.fixture
+@pytest.fixture(params=["redis-cluster", "redis-cluster+postgresql"])
 async def store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[RedisStockStore]:
-    async with open_backend("redis-cluster", request, clock) as opened:
+    """The cluster store, its journal (and intents) in SQLite or in PostgreSQL."""
+    async with open_backend(request.param, request, clock) as opened:
         assert isinstance(opened, RedisStockStore)
         yield opened
 
@@ -64,21 +67,62 @@ async def test_every_key_of_a_single_sku_reservation_lives_in_the_skus_slot(stor
     assert await store.client.exists(store.keys.reservation(held.id), store.keys.built_at(tag)) == 2
 
 
-async def test_a_cross_slot_reservation_is_refused_naming_lines_and_changes_nothing(
+async def intents_open(store: RedisStockStore) -> int:
+    assert store.cross is not None
+    async with store.journal.engine.connect() as conn:
+        return int((await conn.execute(text("SELECT count(*) FROM stock_intents"))).scalar_one())
+
+
+async def test_a_cross_slot_reservation_is_all_or_nothing_and_leaves_no_intent(
     store: RedisStockStore,
 ) -> None:
     first, other = two_slots()
+    await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S1", 1)])
+    # the second slot is short: what the first slot's step took is given back before the answer
+    refused = await store.reserve(ask("k1", (first, "S1", 2), (other, "S1", 2)))
+    assert not refused.granted
+    assert refused.short == (ShortLine(other, "S1", 2, 1),)
+    assert await store.get_available([first, other]) == {first: {"S1": 5}, other: {"S1": 1}}
+    held = (await store.reserve(ask("k2", (first, "S1", 2), (other, "S1", 1)))).reservation
+    assert held is not None and held.id.endswith(f"-x-{store.keys.tag(first)}")
+    assert await store.get_available([first, other]) == {first: {"S1": 3}, other: {"S1": 0}}
+    replay = await store.reserve(ask("k2", (first, "S1", 2), (other, "S1", 1)))
+    assert replay.replayed and replay.reservation == held
+    with pytest.raises(IdempotencyConflict):
+        await store.reserve(ask("k2", (first, "S1", 1), (other, "S1", 1)))
+    assert await store.get_available([first, other]) == {first: {"S1": 3}, other: {"S1": 0}}
+    assert await intents_open(store) == 0
+    await store.commit(held.id)
+    assert await store.get_levels([first, other]) == {
+        first: {"S1": Levels(sellable=3)},
+        other: {"S1": Levels(sellable=0)},
+    }
+    assert await intents_open(store) == 0
+
+
+async def test_a_cross_slot_capacity_claim_is_counted_with_its_stock_and_given_back_with_it(
+    store: RedisStockStore, clock: FakeClock
+) -> None:
+    first, other = two_slots()
     await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S1", 5)])
-    with pytest.raises(CrossSlotUnsupported) as refused:
-        await store.reserve(ask("k1", (first, "S1", 1), (other, "S1", 1)))
-    assert refused.value.field == "lines"
-    claim = CapacityClaim("2026-03-01", (CapacityLimit("S1", 10),))
-    with pytest.raises(CrossSlotUnsupported):
-        await store.reserve(ask("k2", (first, "S1", 1), claim=claim))
-    levels = await store.get_levels([first, other])
-    assert levels == {sku: {"S1": Levels(sellable=5)} for sku in (first, other)}
-    # the keys were never used: the same keys serve a request the cluster takes
-    assert (await store.reserve(ask("k1", (first, "S1", 1)))).reservation is not None
+    claim = CapacityClaim("2026-03-01", (CapacityLimit("S1", 4),))
+    held = (await store.reserve(ask("k1", (first, "S1", 1), (other, "S1", 2), claim=claim))).reservation
+    assert held is not None
+    assert await store.get_capacity_used("2026-03-01", ["S1"]) == {"S1": 3}
+    # capacity left for one unit: the order is refused and its claim given back with its stock
+    refused = await store.reserve(ask("k2", (first, "S1", 1), (other, "S1", 1), claim=claim))
+    assert refused.short == (ShortLine(other, "S1", 1, 0),)
+    assert await store.get_capacity_used("2026-03-01", ["S1"]) == {"S1": 3}
+    assert await store.get_available([first, other]) == {first: {"S1": 4}, other: {"S1": 3}}
+    await store.release(held.id)
+    assert await store.get_capacity_used("2026-03-01", ["S1"]) == {"S1": 0}
+    assert await store.get_available([first, other]) == {first: {"S1": 5}, other: {"S1": 5}}
+    expiring = (await store.reserve(ask("k3", (first, "S1", 2), (other, "S1", 2), claim=claim))).reservation
+    assert expiring is not None
+    clock.advance(601)
+    assert await store.get_capacity_used("2026-03-01", ["S1"]) == {"S1": 0}
+    assert await store.get_available([first, other]) == {first: {"S1": 5}, other: {"S1": 5}}
+    assert await intents_open(store) == 0
 
 
 async def test_a_key_reused_with_a_body_on_another_slot_is_a_conflict_and_takes_nothing(
@@ -235,3 +279,96 @@ async def test_scripts_follow_a_slot_moved_to_another_primary_and_one_being_migr
             await _move_slot(ports, slot, others[0], others[1], finish=True)
             assert (await opened.reserve(ask("k3", ("SKU-A", "S1", 1)))).reservation is not None
             assert await opened.get_available(["SKU-A"]) == {"SKU-A": {"S1": 2}}
+
+
+async def test_concurrent_retries_of_a_cross_slot_order_take_it_once(store: RedisStockStore) -> None:
+    first, other = two_slots()
+    await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S1", 5)])
+    request = ask("k1", (first, "S1", 1), (other, "S1", 1))
+    results = await asyncio.gather(*(store.reserve(request) for _ in range(4)))
+    assert len({r.reservation.id for r in results if r.reservation is not None}) == 1
+    assert sorted(r.replayed for r in results) == [False, True, True, True]
+    assert await store.get_available([first, other]) == {first: {"S1": 4}, other: {"S1": 4}}
+
+
+async def test_an_order_whose_journal_entry_failed_is_completed_by_the_recovery(
+    store: RedisStockStore, clock: FakeClock
+) -> None:
+    """The database goes away after every step and the seal: the order is whole in Redis, its intent
+    stays open (given up to the recovery), and the recovery journals it once the database is back."""
+    from tests.contract.test_stock_journal import journal_offline
+
+    first, other = two_slots()
+    await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S1", 5)])
+    claim = CapacityClaim("2026-03-01", (CapacityLimit("S1", 10),))
+    request = ask("k1", (first, "S1", 1), (other, "S1", 2), claim=claim)
+    await journal_offline(store, True)
+    with pytest.raises(StockUnavailable):
+        await store.reserve(request)
+    await journal_offline(store, False)
+    assert await intents_open(store) == 1
+    assert store.cross is not None
+    assert await store.cross.recover_due() == 1
+    assert await intents_open(store) == 0
+    replay = await store.reserve(request)
+    assert replay.replayed and replay.reservation is not None
+    # the journal holds it: a rebuild from the journal alone gives the same state
+    before = (await store.get_levels([first, other]), await store.get_capacity_used("2026-03-01", ["S1"]))
+    await rebuild_redis(store)
+    after = (await store.get_levels([first, other]), await store.get_capacity_used("2026-03-01", ["S1"]))
+    assert (
+        after
+        == before
+        == (
+            {first: {"S1": Levels(sellable=5, reserved=1)}, other: {"S1": Levels(sellable=5, reserved=2)}},
+            {"S1": 3},
+        )
+    )
+    assert await store.get_reservation(replay.reservation.id) == replay.reservation
+
+
+async def test_a_cross_slot_commit_keeps_its_capacity_and_a_late_commit_after_expiry_is_refused(
+    store: RedisStockStore, clock: FakeClock
+) -> None:
+    first, other = two_slots()
+    await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S1", 5)])
+    claim = CapacityClaim("2026-03-01", (CapacityLimit("S1", 10),))
+    kept = (await store.reserve(ask("k1", (first, "S1", 1), (other, "S1", 1), claim=claim))).reservation
+    late = (await store.reserve(ask("k2", (first, "S1", 2), (other, "S1", 2), claim=claim))).reservation
+    assert kept is not None and late is not None
+    assert (await store.commit(kept.id)).status == "committed"
+    assert (await store.commit(kept.id)).status == "committed"  # idempotent
+    clock.advance(601)
+    with pytest.raises(ReservationStateError):
+        await store.commit(late.id)
+    assert await store.get_capacity_used("2026-03-01", ["S1"]) == {"S1": 2}
+    assert await store.get_levels([first, other]) == {
+        sku: {"S1": Levels(sellable=4)} for sku in (first, other)
+    }
+    assert await intents_open(store) == 0
+
+
+async def test_a_cross_slot_commit_whose_journal_entry_failed_is_rolled_forward_by_the_recovery(
+    store: RedisStockStore,
+) -> None:
+    from tests.contract.test_stock_journal import journal_offline
+
+    first, other = two_slots()
+    await store.put_snapshot([SnapshotRow(first, "S1", 5), SnapshotRow(other, "S1", 5)])
+    claim = CapacityClaim("2026-03-01", (CapacityLimit("S1", 10),))
+    held = (await store.reserve(ask("k1", (first, "S1", 1), (other, "S1", 2), claim=claim))).reservation
+    assert held is not None
+    await journal_offline(store, True)
+    with pytest.raises(StockUnavailable):
+        await store.commit(held.id)
+    await journal_offline(store, False)
+    assert store.cross is not None and await store.cross.recover_due() == 1
+    assert await intents_open(store) == 0
+    committed = {first: {"S1": Levels(sellable=4)}, other: {"S1": Levels(sellable=3)}}
+    assert await store.get_levels([first, other]) == committed
+    assert await store.get_capacity_used("2026-03-01", ["S1"]) == {"S1": 3}
+    # the journal holds the commit: a rebuild gives the same state
+    await rebuild_redis(store)
+    assert await store.get_levels([first, other]) == committed
+    assert await store.get_capacity_used("2026-03-01", ["S1"]) == {"S1": 3}
+    assert (await store.commit(held.id)).status == "committed"

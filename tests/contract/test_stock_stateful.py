@@ -31,7 +31,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from service.stock.cluster import CrossSlotUnsupported
 from service.stock.store import (
     CapacityClaim,
     CapacityLimit,
@@ -209,12 +208,7 @@ class StockMachine(RuleBasedStateMachine):
             partial,
             claim,
         )
-        try:
-            result = self.run(self.store.reserve(request))
-        except CrossSlotUnsupported:
-            # a Redis Cluster refuses what it would have to take on several slots (SKUs on two slots, a
-            # capacity claim): the invariants after this step show that the refusal changed nothing
-            return
+        result = self.run(self.store.reserve(request))
         # lines of one (sku, location) are summed and served grouped by SKU, in order of first appearance
         merged: dict[tuple[str, str], list[int]] = {}
         order = list(dict.fromkeys(s for s, _, _, _ in lines))

@@ -77,7 +77,7 @@ def _taken(decisions: list[dict[str, Any]]) -> Counter[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [*BACKENDS, "redis-cluster"])
 def test_racing_orders_never_take_more_than_the_days_capacity(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

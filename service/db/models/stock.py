@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Double, Index, String
+from sqlalchemy import JSON, BigInteger, DateTime, Double, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.base import Base
@@ -94,3 +94,21 @@ class StockJournalEntry(Base):
     ref: Mapped[str] = mapped_column(String(200))
     deltas: Mapped[list[Any]] = mapped_column(JSON)
     record: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class StockIntent(Base):
+    """A Redis Cluster order or finish taken in steps on several slots, open while it is under way (see
+    `service.stock.crossslot`): one row per reservation at most; deleted in the transaction that
+    journals its outcome, or once its steps are compensated. `lease_until_ms` is when its owner's lease
+    lapses and the recovery sweep may take it over."""
+
+    __tablename__ = "stock_intents"
+    # ids are attempt tokens (the fences in Redis name them): never reused, also on SQLite
+    __table_args__ = (UniqueConstraint("rid", name="uq_stock_intents_rid"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    rid: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    lease_until_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
