@@ -2,9 +2,9 @@
 day-partitioned table) against the same load with the log writing nowhere, in one run (goal: at least 0.8).
 
 Two servers of the real app (one uvicorn worker each, `tests/benchmarks/decisions_server.py`) on one
-PostgreSQL database and Redis stock (database 4 unless BENCH_REDIS_URL says otherwise): one as it is, one
-with BENCH_DECISION_LOG=nowhere, where decisions queue and batch as always and only the database write is
-left out. The load is availability decisions for 10 SKUs at the default trace level (`rules`), from 64
+PostgreSQL database (a fresh one) and Redis stock (a database of the local Redis claimed for the run,
+unless BENCH_REDIS_URL names one): one as it is, one with BENCH_DECISION_LOG=nowhere, where decisions
+queue and batch as always and only the database write is left out. The load is availability decisions for 10 SKUs at the default trace level (`rules`), from 64
 keep-alive connections, in alternating rounds (log on, log nowhere, ...) so that the machine's other work
 falls on both alike; the ratio is that of the mean rates. "Sustained": once the rounds are over, every
 decision answered by the server with the log on must be in the table, and the time it took the log to
@@ -21,6 +21,8 @@ import os
 import statistics
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +41,9 @@ from tests.benchmarks.bench_decisions import (
     server_cpu,
     start_server,
 )
-from tests.services import postgres_database
+from tests.services import postgres_database, redis_server
 
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/4")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL")  # default: a Redis database claimed for the run
 SECONDS = float(os.environ.get("BENCH_SECONDS", "30"))  # per server, split over the rounds
 ROUNDS = 6
 CONNECTIONS = 64
@@ -77,8 +79,8 @@ async def logged(database_url: str) -> int:
         await engine.dispose()
 
 
-async def measure(tmp: Path, database_url: str) -> dict[str, Any]:
-    env, key = await prepare_app(tmp, REDIS_URL, database_url=database_url)
+async def measure(tmp: Path, database_url: str, redis_url: str) -> dict[str, Any]:
+    env, key = await prepare_app(tmp, redis_url, database_url=database_url)
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     try:
         for name, extra in (("postgresql", {}), ("nowhere", {"BENCH_DECISION_LOG": "nowhere"})):
@@ -139,10 +141,20 @@ async def _settled(database_url: str, expected: int | None, limit: float = 120.0
         await asyncio.sleep(0.1)
 
 
+@contextmanager
+def stock_redis() -> Iterator[str]:
+    """BENCH_REDIS_URL, or a database of the local Redis claimed for this run (tests/services.py)."""
+    if REDIS_URL:
+        yield REDIS_URL
+        return
+    with redis_server() as (url, _):
+        yield url
+
+
 @pytest.mark.benchmark
 def test_decisions_per_second_with_the_log_on_postgresql_against_writing_nowhere(tmp_path: Path) -> None:
-    with postgres_database() as url:
-        results = asyncio.run(measure(tmp_path, url))
+    with postgres_database() as url, stock_redis() as redis_url:
+        results = asyncio.run(measure(tmp_path, url, redis_url))
     print()
     for name, value in results.items():
         print(f"{name:36} {value}")
@@ -152,5 +164,5 @@ def test_decisions_per_second_with_the_log_on_postgresql_against_writing_nowhere
 if __name__ == "__main__":
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp, postgres_database() as url:
-        print(json.dumps(asyncio.run(measure(Path(tmp), url)), indent=2))
+    with tempfile.TemporaryDirectory() as tmp, postgres_database() as url, stock_redis() as redis_url:
+        print(json.dumps(asyncio.run(measure(Path(tmp), url, redis_url)), indent=2))

@@ -5,8 +5,14 @@ through an index. SQLite keeps plain tables."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -279,3 +285,46 @@ async def test_sqlite_keeps_plain_tables_with_the_order_id_index(migrated_sqlite
             assert "ix_decisions_subject_created_at" in {row[0] for row in indexes}
     finally:
         await engine.dispose()
+
+
+def run_partitions(
+    database_url: str, tmp_path: Path, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", "db", "partitions", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DATABASE_URL": database_url, "RETAIL_POLICY_VAR": str(tmp_path), **env},
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_the_partitions_command_makes_days_ahead_and_applies_the_retention(
+    pg: AsyncEngine, postgres_server_database: str, tmp_path: Path
+) -> None:
+    await upgrade(pg)
+    async with pg.begin() as conn:
+        await add_decision(conn, at(TODAY), "today")
+    done = await asyncio.to_thread(run_partitions, postgres_server_database, tmp_path, "--ahead-days", "9")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["partitioned"] is True
+    assert set(report["created"]) == {
+        s.partition(TODAY + timedelta(days=n)) for s in (DECISIONS, JOURNAL) for n in (8, 9)
+    }
+    # the retention from the environment: today's decisions stay, nothing older exists
+    kept = await asyncio.to_thread(
+        run_partitions, postgres_server_database, tmp_path, DECISION_LOG_RETENTION_DAYS="1"
+    )
+    assert kept.returncode == 0 and json.loads(kept.stdout)["dropped"] == [], kept.stderr
+    async with pg.begin() as conn:
+        assert set(await where(conn, "decisions")) == {"today"}
+
+
+def test_the_partitions_command_on_sqlite_and_a_bad_retention(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    done = run_partitions(url, tmp_path)
+    assert done.returncode == 0 and json.loads(done.stdout) == {"partitioned": False}, done.stderr
+    bad = run_partitions(url, tmp_path, DECISION_LOG_RETENTION_DAYS="-3")
+    assert bad.returncode == 2 and "DECISION_LOG_RETENTION_DAYS" in bad.stderr, bad.stderr
