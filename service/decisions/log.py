@@ -155,7 +155,10 @@ class SqlDecisionLog:
                 else:
                     # a Core executemany on the table: the ORM bulk path costs the event loop more per row
                     async with self._connection.transaction() as connection:
-                        await _INSERT.execute(connection, [r.values() for r in batch])
+                        if self._dialect.name == "postgresql":
+                            await _INSERT.copy(connection, [r.values() for r in batch])
+                        else:
+                            await _INSERT.execute(connection, [r.values() for r in batch])
                 self.written += len(batch)
                 return
             except asyncio.CancelledError:

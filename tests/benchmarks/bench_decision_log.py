@@ -45,7 +45,7 @@ from tests.services import postgres_database, redis_server
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL")  # default: a Redis database claimed for the run
 SECONDS = float(os.environ.get("BENCH_SECONDS", "30"))  # per server, split over the rounds
-ROUNDS = 6
+ROUNDS = 10
 CONNECTIONS = 64
 GOAL = 0.8
 
