@@ -36,6 +36,7 @@ from service.api.problems import exception_handlers
 from service.console.routes import console_router, console_templates
 from service.db.engine import create_engine, session_factory
 from service.db.migrate import upgrade
+from service.db.partitions import PartitionKeeper
 from service.db.sqlite_writer import SqliteWriters
 from service.decisions.log import open_decision_log
 from service.masterdata import MasterDataCache
@@ -110,6 +111,13 @@ async def start_services(settings: Settings, trials: TrialWorker | None = None) 
     engine = create_engine(settings.database)
     if _auto_migrate():
         await upgrade(engine)
+    partitions = PartitionKeeper(
+        engine,
+        ahead_days=settings.database.partitions_ahead_days,
+        retention_days=settings.database.decision_log_retention_days,
+        interval_seconds=settings.database.partition_check_seconds,
+    )
+    await partitions.run_once()  # on PostgreSQL: today's and the coming days' partitions exist
     sessions = session_factory(engine)
     master_data = MasterDataCache(sessions)
     # the decision log and a Redis store's journal write one SQLite file through one writer
@@ -145,6 +153,8 @@ async def start_services(settings: Settings, trials: TrialWorker | None = None) 
         sqlite_writers=sqlite_writers,
         tasks=[sweeper],
     )
+    if engine.dialect.name == "postgresql":
+        services.tasks.append(partitions.start())
     services.workflow = Workflow(services)
     services.tasks.append(start_workflow_sweeper(services.workflow))
     start_workflow(services)

@@ -10,7 +10,7 @@ import os
 import shutil
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from service.settings import VAR_DIR, SettingsError, get_settings
@@ -49,6 +49,34 @@ async def _migrate() -> str:
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:
     url = asyncio.run(_migrate())
     print(f"database at {url} is up to date", file=sys.stderr)
+    return 0
+
+
+async def _partitions(ahead_days: int, retention_days: int) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from service.db.engine import create_engine
+    from service.db.partitions import maintain
+
+    await _migrate()
+    engine = create_engine(get_settings().database)
+    try:
+        if engine.dialect.name != "postgresql":
+            return {"partitioned": False}
+        report = await maintain(engine, datetime.now(UTC).date(), ahead_days, retention_days)
+        return {"partitioned": True, **asdict(report)}
+    finally:
+        await engine.dispose()
+
+
+def cmd_db_partitions(args: argparse.Namespace) -> int:
+    database = get_settings().database
+    ahead = database.partitions_ahead_days if args.ahead_days is None else args.ahead_days
+    retention = database.decision_log_retention_days if args.retention_days is None else args.retention_days
+    if ahead < 0 or retention < 0:
+        print("--ahead-days and --retention-days take 0 or more", file=sys.stderr)
+        return 2
+    print(json.dumps(asyncio.run(_partitions(ahead, retention))))
     return 0
 
 
@@ -285,6 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply every migration").set_defaults(func=cmd_db_upgrade)
+    partitions = db.add_parser(
+        "partitions",
+        help="PostgreSQL: make the day partitions of the decision log and journal ahead, drop expired days",
+    )
+    partitions.add_argument("--ahead-days", type=int, help="days after today (PARTITIONS_AHEAD_DAYS)")
+    partitions.add_argument(
+        "--retention-days", type=int, help="decision log days kept, 0 keeps all (DECISION_LOG_RETENTION_DAYS)"
+    )
+    partitions.set_defaults(func=cmd_db_partitions)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     expires_help = "ISO 8601 time with offset after which the key is refused (default: never)"

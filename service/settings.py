@@ -42,6 +42,20 @@ def _positive_int(name: str, default: int) -> int:
     return value
 
 
+def _whole_number(name: str, default: int) -> int:
+    """A setting of 0 or more (0 usually meaning "off")."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number") from exc
+    if value < 0:
+        raise SettingsError(f"{name}={raw!r}: expected 0 or more")
+    return value
+
+
 def _time_zone(name: str, default: str) -> str:
     raw = os.environ.get(name) or default
     try:
@@ -56,6 +70,11 @@ class DatabaseSettings:
     url: str
     pool_size: int = 10
     echo: bool = False
+    # PostgreSQL day partitions of the decision log and the journal (service/db/partitions.py): days made
+    # ahead of today, the decision log's days kept (0 keeps every day), how often the service checks
+    partitions_ahead_days: int = 7
+    decision_log_retention_days: int = 0
+    partition_check_seconds: float = 3600.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -148,6 +167,9 @@ def load_settings() -> Settings:
         database=DatabaseSettings(
             url=env.get("DATABASE_URL") or _default_database_url(),
             pool_size=_positive_int("DATABASE_POOL_SIZE", 10),
+            partitions_ahead_days=_positive_int("PARTITIONS_AHEAD_DAYS", 7),
+            decision_log_retention_days=_whole_number("DECISION_LOG_RETENTION_DAYS", 0),
+            partition_check_seconds=_positive_int("PARTITION_CHECK_SECONDS", 3600),
         ),
         stock=StockSettings(
             backend=backend,  # type: ignore[arg-type]

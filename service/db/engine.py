@@ -176,6 +176,18 @@ class BatchInsert:
         sql, prepared = self.prepared(connection.dialect, rows)
         await connection.exec_driver_sql(sql, prepared)
 
+    async def copy(self, connection: AsyncConnection, rows: Sequence[Sequence[Any]]) -> None:
+        """PostgreSQL: the rows through one COPY (asyncpg's binary copy) instead of an INSERT per row: the
+        database parses and plans nothing per row, and the rows go in one stream. One COPY is atomic."""
+        if not rows:
+            return
+        _, slots = self._for(connection.dialect)
+        _, prepared = self.prepared(connection.dialect, rows)
+        raw = await connection.get_raw_connection()
+        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+            self.table.name, records=prepared, columns=[self.columns[i] for i, _ in slots]
+        )
+
     def _rows_sql(self, sql: str, count: int) -> str:
         """The compiled single-row INSERT with `count` rows of placeholders."""
         found = self._multi.get((sql, count))

@@ -29,7 +29,7 @@ class DemandSource(Protocol):
     async def rates(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], float]: ...
 
 
-def _always_confirmed(kind: str) -> None:
+def _always_confirmed(kind: str, held: object | None = None) -> None:
     return None
 
 
@@ -62,7 +62,7 @@ class DecisionContext:
     capacity_zone: tzinfo = UTC
     started: float = field(default_factory=time.perf_counter)
     # raises when this worker must not decide `kind` now (its rulesets are unconfirmed past the deadline)
-    rules_confirm: Callable[[str], None] = _always_confirmed
+    rules_confirm: Callable[[str, object | None], None] = _always_confirmed
 
     @property
     def capacity_day(self) -> str:
@@ -70,7 +70,7 @@ class DecisionContext:
         return self.now.astimezone(self.capacity_zone).date().isoformat()
 
     def active(self, kind: str) -> Any:
-        self.rules_confirm(kind)
+        self.rules_confirm(kind, self.rules)  # confirmed for the snapshot this request holds
         ruleset = self.rules.active(kind)
         if ruleset is None:
             raise Unavailable(f"no active {kind} ruleset is loaded", retry_after=5)

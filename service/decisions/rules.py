@@ -52,8 +52,9 @@ class RulesSource(Protocol):
 
     def snapshot(self) -> RulesView: ...
 
-    def confirm(self, kind: str) -> None:
-        """Raise when this process must not decide `kind` now (its rulesets are unconfirmed)."""
+    def confirm(self, kind: str, held: object | None = None) -> None:
+        """Raise when this process must not decide `kind` now on the snapshot `held` (its rulesets are
+        unconfirmed)."""
         ...
 
 
@@ -122,7 +123,7 @@ class FileRulesets:
     def snapshot(self) -> FileRulesets:
         return self
 
-    def confirm(self, kind: str) -> None:
+    def confirm(self, kind: str, held: object | None = None) -> None:
         """Files on disk are always current."""
         return None
 

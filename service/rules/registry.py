@@ -260,6 +260,9 @@ class RulesRegistry:
         self._confirmed_at: float | None = None
         # kinds a read found changed but that could not be compiled, with when that was first seen
         self._behind: dict[str, float] = {}
+        # generation of a replaced snapshot -> when it was last confirmed (the latest few), for requests
+        # that took it before the swap and decide after it
+        self._retired: dict[int, float] = {}
         self._beaten_at: float | None = None
         self._beaten_generation: int | None = None
 
@@ -282,9 +285,18 @@ class RulesRegistry:
             return now - behind
         return None
 
-    def confirm(self, kind: str) -> None:
-        """Raise `RulesUnconfirmed` (503) when a decision of `kind` must not be made on this worker now."""
+    def confirm(self, kind: str, held: object | None = None) -> None:
+        """Raise `RulesUnconfirmed` (503) when a decision of `kind` must not be made on this worker now.
+
+        `held` is the snapshot the request took. One replaced since is still good for the request if it
+        had been confirmed within the deadline; one the worker held unconfirmed past the deadline (the
+        store unreadable) is not, even though the worker has since confirmed its successor."""
         stale = self.unconfirmed(kind)
+        if stale is None and held is not None and held is not self._snapshot:
+            last = self._retired.get(getattr(held, "generation", -1))
+            waited = None if last is None else self._clock() - last
+            if waited is None or waited > self.switch_deadline_seconds:
+                stale = self.switch_deadline_seconds if waited is None else waited
         if stale is not None:
             raise RulesUnconfirmed(kind, stale)
 
@@ -364,6 +376,10 @@ class RulesRegistry:
             except Exception:
                 self._fell_behind(state, read_at)
                 raise
+            if self._confirmed_at is not None:
+                self._retired[self._snapshot.generation] = self._confirmed_at
+                for generation in sorted(self._retired)[:-8]:
+                    del self._retired[generation]
             self._snapshot = snapshot
             self._confirmed(read_at)
             self.last_refresh = time.monotonic()

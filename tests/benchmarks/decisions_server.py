@@ -6,10 +6,13 @@ way `retail-policy serve` serves the service.
 - POST /bare/evalsha decodes the body and runs one EVALSHA on Redis, like the smallest possible
   reservation endpoint;
 - POST /bare/availability decodes an availability request and encodes an answer of the same shape.
+
+With BENCH_DECISION_LOG=nowhere the decision log writes nowhere (tests/benchmarks/bench_decision_log.py).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -19,6 +22,7 @@ import uvicorn
 from litestar import Litestar, Request, post
 
 from service.app import create_app
+from service.decisions.log import SqlDecisionLog
 from service.decisions.schemas import AvailabilityRequest
 from service.settings import load_settings
 
@@ -55,7 +59,15 @@ async def bare_availability(request: Request[Any, Any, Any]) -> dict[str, Any]:
     }
 
 
+async def _write_nowhere(self: SqlDecisionLog, batch: list[Any]) -> None:
+    """The decision log's write, replaced by one that keeps nothing (BENCH_DECISION_LOG=nowhere): the
+    decisions still queue and batch as always, only the database write is left out."""
+    self.written += len(batch)
+
+
 def build() -> Litestar:
+    if os.environ.get("BENCH_DECISION_LOG") == "nowhere":
+        SqlDecisionLog._write = _write_nowhere  # type: ignore[method-assign]
     app = create_app(load_settings())
     app.register(bare_evalsha)
     app.register(bare_availability)

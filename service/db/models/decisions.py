@@ -16,6 +16,9 @@ class DecisionEntry(Base):
     __table_args__ = (
         Index("ix_decisions_kind_created_at", "kind", "created_at"),
         Index("ix_decisions_kind_idempotency_key", "kind", "idempotency_key"),
+        # lookups by order id (and the other subjects); on PostgreSQL the table is partitioned by day
+        # on created_at and its primary key is (id, created_at): see service/db/partitions.py
+        Index("ix_decisions_subject_created_at", "subject", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

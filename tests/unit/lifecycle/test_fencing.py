@@ -128,3 +128,32 @@ async def test_each_worker_reports_what_it_serves_in_the_fleet_view(
     assert (view["alive"], view["behind"]) == (2, 1)
     await other.stop()  # never started polling: nothing to remove
     one._task = None
+
+
+async def test_a_request_holding_a_snapshot_replaced_after_the_deadline_is_refused(
+    sessions: Sessions,
+) -> None:
+    """A request takes the snapshot, waits (on stock, say), and decides after the worker swapped in the
+    next generation: it may answer from the old snapshot if that was confirmed within the deadline, not
+    if the worker held it unconfirmed past the deadline before the swap."""
+    await published(sessions, "v1")
+    clock = Clock()
+    registry = await registry_at(sessions, clock)
+    fresh = registry.snapshot()  # taken right after a confirming read
+    await published(sessions, "v2")
+    clock.now += 1.0
+    assert await registry.refresh()
+    registry.confirm("transfer", fresh)  # replaced 1 s after its confirmation: still good
+    registry.confirm("transfer", registry.snapshot())
+
+    stale = registry.snapshot()  # generation 2, then 12 s without a read
+    await published(sessions, "v3")
+    clock.now += 12.0
+    with pytest.raises(RulesUnconfirmed):
+        registry.confirm("transfer", stale)  # unconfirmed now, before the swap
+    assert await registry.refresh()  # the read that swaps generation 3 in also confirms it
+    registry.confirm("transfer", registry.snapshot())
+    with pytest.raises(RulesUnconfirmed):
+        registry.confirm("transfer", stale)  # held past the deadline: refused after the swap too
+    with pytest.raises(RulesUnconfirmed):
+        registry.confirm("transfer", fresh)
