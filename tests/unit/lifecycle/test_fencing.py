@@ -131,23 +131,23 @@ async def test_each_worker_reports_what_it_serves_in_the_fleet_view(
 
 
 async def test_a_request_holding_a_snapshot_replaced_after_the_deadline_is_refused(
-    sessions: Sessions,
+    sessions: Sessions, trials: TrialWorker
 ) -> None:
     """A request takes the snapshot, waits (on stock, say), and decides after the worker swapped in the
     next generation: it may answer from the old snapshot if that was confirmed within the deadline, not
     if the worker held it unconfirmed past the deadline before the swap."""
-    await published(sessions, "v1")
+    await published(sessions, trials, "v1")
     clock = Clock()
     registry = await registry_at(sessions, clock)
     fresh = registry.snapshot()  # taken right after a confirming read
-    await published(sessions, "v2")
+    await published(sessions, trials, "v2")
     clock.now += 1.0
     assert await registry.refresh()
     registry.confirm("transfer", fresh)  # replaced 1 s after its confirmation: still good
     registry.confirm("transfer", registry.snapshot())
 
     stale = registry.snapshot()  # generation 2, then 12 s without a read
-    await published(sessions, "v3")
+    await published(sessions, trials, "v3")
     clock.now += 12.0
     with pytest.raises(RulesUnconfirmed):
         registry.confirm("transfer", stale)  # unconfirmed now, before the swap
