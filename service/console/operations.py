@@ -348,7 +348,7 @@ async def start_simulation(request: Request[Any, Any, Any]) -> Response[Any]:
     services = _services(request)
     try:
         body = _simulation_request(await request.form())
-        simulation_id = await api_simulations._jobs(services).submit(body, principal(request).name)
+        simulation_id = await services.simulations.submit(body, principal(request).name)
     except ServiceError as error:
         return render(request, "error.html", status_code=error.status, **problem_context(error))
     return done(f"/console/simulations/{simulation_id}", "started")
