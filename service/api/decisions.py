@@ -52,6 +52,9 @@ class LoggedDecisionOut(DecisionOut, kw_only=True):
 
     request: dict[str, Any]
     actor: str | None = None
+    # what the decision read beyond its request and facts, when it was recorded (an allocation traced at
+    # `rules` or `full`: the stock it planned on; see docs/decisions.md)
+    inputs: dict[str, Any] | None = None
 
 
 def decision_out(record: DecisionRecord) -> DecisionOut:

@@ -8,11 +8,9 @@ evaluates, which is what decisions on this worker use (it follows the database w
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
-from collections.abc import Callable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, post
@@ -41,6 +39,7 @@ from service.db.base import INTEGER_MAX
 from service.errors import Conflict, FieldError, Invalid, Malformed, NotFound
 from service.rules import lifecycle
 from service.rules import repository as repo
+from service.rules.evaluated import cannot_evaluate, evaluate_or_refuse, evaluation_body
 from service.rules.fleet import fleet
 from service.rules.language import (
     RuleEvaluationError,
@@ -54,8 +53,6 @@ from service.rules.trial import dry_run
 from service.security import principal_of, requires
 from service.services import Services
 
-T = TypeVar("T")
-log = logging.getLogger(__name__)
 READ_ROLES = ("author", "publisher", "planner")
 
 Name = Annotated[
@@ -129,15 +126,6 @@ def _served(snapshot: RegistrySnapshot, name: str) -> Served:
     return msgspec.convert(view, Served)
 
 
-async def _version(services: Services, name: str, version: int) -> repo.VersionRecord:
-    async with services.sessions() as session:
-        record = await repo.get_version(session, name, version)
-    if record is None:
-        reason = f"ruleset {name!r} has no version {version}"
-        raise NotFound(reason, [FieldError("version", reason)])
-    return record
-
-
 def _summary(record: repo.VersionRecord) -> VersionSummary:
     return msgspec.convert(record.summary(), VersionSummary)
 
@@ -145,18 +133,6 @@ def _summary(record: repo.VersionRecord) -> VersionSummary:
 def _full(record: repo.VersionRecord) -> VersionFull:
     body = {**record.summary(), "yaml": record.yaml_text, "validation": record.validation}
     return msgspec.convert(body, VersionFull)
-
-
-async def _after_change(services: Services) -> None:
-    """Switch this worker at once; the other workers follow at their next poll.
-
-    The change is already committed, so a failed reload here is logged, not reported: the poller retries.
-    """
-    try:
-        await services.rules.refresh()
-        await services.rules.beat()  # the fleet view shows the switch at once too
-    except Exception:
-        log.exception("immediate ruleset reload failed; the poller will retry")
 
 
 @get("/", opt=requires(*READ_ROLES), operation_id="listRulesets")
@@ -239,7 +215,7 @@ async def create_version(
 
 @get("/{name:str}/versions/{version:int}", opt=requires(*READ_ROLES), operation_id="getRulesetVersion")
 async def get_version(services: NamedDependency[Services], name: Name, version: VersionNumber) -> VersionFull:
-    return _full(await _version(services, name, version))
+    return _full(await lifecycle.stored_version(services.sessions, name, version))
 
 
 @get(
@@ -263,7 +239,7 @@ async def diff_version(
             "bad comparison target",
             [FieldError("query.against", f"expected 'active' or a version number, got {against!r}")],
         )
-    new = await _version(services, name, version)
+    new = await lifecycle.stored_version(services.sessions, name, version)
     if against == "active":
         async with services.sessions() as session:
             record = await repo.get_ruleset(session, name)
@@ -274,7 +250,7 @@ async def diff_version(
     else:
         base_number = int(against)
     try:
-        old = await _version(services, name, base_number)
+        old = await lifecycle.stored_version(services.sessions, name, base_number)
     except NotFound:
         reason = f"ruleset {name!r} has no version {base_number}"
         raise NotFound(reason, [FieldError("query.against", reason)]) from None
@@ -291,42 +267,11 @@ async def diff_version(
     return msgspec.convert(diff, RulesetDiff)
 
 
-def _cannot_evaluate(exc: RuleEvaluationError) -> Invalid:
-    """Facts that a rule cannot compute with are the caller's input problem, not a server fault."""
-    extra = {"rule_id": exc.rule_id, "path": exc.path} if exc.rule_id else None
-    return Invalid("the facts cannot be evaluated", [FieldError("facts", str(exc), extra)])
-
-
-def _evaluate_or_422(run: Callable[[], T]) -> T:
-    try:
-        return run()
-    except RuleEvaluationError as exc:
-        raise _cannot_evaluate(exc) from None
-
-
 def _bounded_facts(facts: dict[str, Any]) -> dict[str, Any]:
     problem = facts_bound_problem(facts)
     if problem is not None:
         raise Invalid("the facts are out of bounds", [FieldError(*problem)])
     return facts
-
-
-def _evaluation_body(
-    name: str, version: int, sha256: str, evaluation: Any, extra: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """An evaluation as a JSON object (the console adds its own keys); the API converts it to a Struct."""
-    body = {
-        "ruleset": {"name": name, "version": version, "sha256": sha256},
-        "result": evaluation.result,
-        "matched": list(evaluation.matched),
-        "used_default": evaluation.used_default,
-        "engine": evaluation.engine,
-        "elapsed_us": evaluation.elapsed_us,
-        "trace": evaluation.trace,
-    }
-    if extra:
-        body.update(extra)
-    return body
 
 
 @post(
@@ -340,7 +285,7 @@ async def evaluate_version(
 ) -> VersionEvaluated:
     """Dry run: evaluate any stored version on the given facts (full trace unless asked otherwise), in the
     trial child process under a time limit, so that no draft can hold this worker's event loop."""
-    record = await _version(services, name, version)
+    record = await lifecycle.stored_version(services.sessions, name, version)
     facts = _bounded_facts(data.facts)
     engine = data.engine or services.settings.rules.engine
     try:
@@ -357,8 +302,8 @@ async def evaluate_version(
     except RulesetError as exc:
         raise lifecycle.InvalidRuleset(exc.problems) from None
     except RuleEvaluationError as exc:
-        raise _cannot_evaluate(exc) from None
-    body = _evaluation_body(name, version, record.sha256, evaluation, {"status": record.status})
+        raise cannot_evaluate(exc) from None
+    body = evaluation_body(name, version, record.sha256, evaluation, {"status": record.status})
     return msgspec.convert(body, VersionEvaluated)
 
 
@@ -378,9 +323,9 @@ async def evaluate_active(
     if active is None:
         reason = f"ruleset {name!r} has no active version on this worker"
         raise NotFound(reason, [FieldError("name", reason)])
-    outcome = _evaluate_or_422(lambda: active.evaluate(data.facts, data.trace))
+    outcome = evaluate_or_refuse(lambda: active.evaluate(data.facts, data.trace))
     comparison = active.shadow_evaluate(data.facts, outcome)
-    body = _evaluation_body(
+    body = evaluation_body(
         name,
         outcome.version,
         outcome.sha256,
@@ -405,7 +350,7 @@ async def publish_version(
     record = await lifecycle.publish(
         services.sessions, services.trials, name, version, principal_of(request).name
     )
-    await _after_change(services)
+    await services.rules.follow_change()
     return _summary(record)
 
 
@@ -419,7 +364,7 @@ async def shadow_version(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name, version: VersionNumber
 ) -> VersionShadowed:
     record = await lifecycle.set_shadow(services.sessions, name, version, principal_of(request).name)
-    await _after_change(services)
+    await services.rules.follow_change()
     return msgspec.convert({**record.summary(), "shadow": True}, VersionShadowed)
 
 
@@ -433,7 +378,7 @@ async def unshadow_version(
     services: NamedDependency[Services], request: Request[Any, Any, Any], name: Name, version: VersionNumber
 ) -> None:
     await lifecycle.clear_shadow(services.sessions, name, version, principal_of(request).name)
-    await _after_change(services)
+    await services.rules.follow_change()
 
 
 @post(
@@ -450,7 +395,7 @@ async def rollback_ruleset(
     data: JSONBody[RollbackIn] = TO_PREVIOUS,
 ) -> VersionSummary:
     record = await lifecycle.rollback(services.sessions, name, data.version, principal_of(request).name)
-    await _after_change(services)
+    await services.rules.follow_change()
     return _summary(record)
 
 
@@ -465,7 +410,7 @@ async def make_kind_default(
 ) -> RulesetOut:
     """Make this ruleset the one that answers decisions of its kind that name no ruleset."""
     await lifecycle.set_kind_default(services.sessions, name, principal_of(request).name)
-    await _after_change(services)
+    await services.rules.follow_change()
     async with services.sessions() as session:
         record = await repo.get_ruleset(session, name)
     assert record is not None  # set_kind_default raised NotFound otherwise

@@ -19,7 +19,7 @@ from service.db.base import aware
 from service.errors import Conflict, FieldError, NotFound
 from service.security import principal_of, requires
 from service.services import Services
-from simulators.jobs import SimulationJobs, SimulationRequest
+from simulators.jobs import SimulationRequest
 
 
 class SimulationLinks(msgspec.Struct):
@@ -53,12 +53,8 @@ class SimulationOut(msgspec.Struct):
 SimulationId = Annotated[str, Parameter(description="simulation id", max_length=36)]
 
 
-def _jobs(services: Services) -> SimulationJobs:
-    return services.simulations
-
-
 async def _record(services: Services, simulation_id: str) -> Any:
-    row = await _jobs(services).get(simulation_id)
+    row = await services.simulations.get(simulation_id)
     if row is None:
         raise NotFound(
             f"no simulation {simulation_id!r}", [FieldError("id", f"no simulation {simulation_id!r}")]
@@ -81,7 +77,7 @@ async def _record(services: Services, simulation_id: str) -> Any:
 async def start_simulation(
     services: NamedDependency[Services], request: Request[Any, Any, Any], data: JSONBody[SimulationRequest]
 ) -> Response[SimulationAccepted]:
-    simulation_id = await _jobs(services).submit(data, principal_of(request).name)
+    simulation_id = await services.simulations.submit(data, principal_of(request).name)
     location = f"/v1/simulations/{simulation_id}"
     accepted = SimulationAccepted(simulation_id, "queued", SimulationLinks(location, f"{location}/report"))
     return Response(accepted, status_code=202, headers={"Location": location})
@@ -90,7 +86,7 @@ async def start_simulation(
 @get("/{simulation_id:str}", opt=requires("planner"), operation_id="getSimulation")
 async def get_simulation(services: NamedDependency[Services], simulation_id: SimulationId) -> SimulationOut:
     row = await _record(services, simulation_id)
-    progress = _jobs(services).progress(simulation_id)
+    progress = services.simulations.progress(simulation_id)
     return SimulationOut(
         id=row.id,
         status=row.status,

@@ -31,6 +31,7 @@ from service.console.web import (
 from service.db.base import aware
 from service.db.models import SimulationRow
 from service.db.models.stock import ReservationRecord, StockEventRecord
+from service.decisions.explain import Recomputed, recompute_candidates
 from service.decisions.search import DecisionFilter, find_decisions
 from service.errors import Conflict, FieldError, Invalid, NotFound, ServiceError
 from service.rules import repository as repo
@@ -105,15 +106,15 @@ async def decisions_page(request: Request[Any, Any, Any]) -> Response[Any]:
     )
 
 
-def _candidates(decision: dict[str, Any]) -> list[dict[str, Any]]:
-    """Allocation candidates per SKU, chosen first, then in the order the ranking put them."""
-    trace = decision.get("trace") or {}
+def _candidates(decision: dict[str, Any], groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Allocation candidates per SKU (`groups`, as the full trace has them), with the units each chosen
+    location gives."""
     chosen: dict[tuple[str, str], int] = {}
     for line in (decision.get("decision") or {}).get("lines", []):
         for allocation in line.get("allocations", []):
             chosen[(line["sku"], allocation["location"])] = allocation["qty"]
     out = []
-    for group in trace.get("candidates") or []:
+    for group in groups:
         rows = []
         for candidate in group.get("locations", []):
             qty = chosen.get((group.get("sku", ""), candidate.get("location", "")))
@@ -124,8 +125,15 @@ def _candidates(decision: dict[str, Any]) -> list[dict[str, Any]]:
 
 @get("/decisions/{decision_id:str}", opt=same_roles(api_decisions.get_decision))
 async def decision_page(request: Request[Any, Any, Any], decision_id: Id) -> Response[Any]:
-    decision = msgspec.to_builtins(await api_decisions.get_decision.fn(_services(request), decision_id))
+    services = _services(request)
+    decision = msgspec.to_builtins(await api_decisions.get_decision.fn(services, decision_id))
     trace = decision.get("trace") or {}
+    recomputed: Recomputed | None = None
+    groups = trace.get("candidates") or []
+    if decision["kind"] == "allocation" and not groups:
+        # traced at `rules` (or not at all): run the allocator again on what the decision recorded
+        recomputed = recompute_candidates(decision, await services.master_data.get())
+        groups = recomputed.candidates
     rules = trace.get("rules") if isinstance(trace.get("rules"), dict) else trace
     others = {k: v for k, v in trace.items() if k not in ("rules", "candidates", "facts", "evaluations")}
     return render(
@@ -135,7 +143,8 @@ async def decision_page(request: Request[Any, Any, Any], decision_id: Id) -> Res
         decision=decision,
         rules=rules if isinstance(rules, dict) and "rules" in rules else None,
         facts=trace.get("facts"),
-        candidates=_candidates(decision),
+        candidates=_candidates(decision, groups),
+        recomputed=recomputed,
         evaluations=trace.get("evaluations") if isinstance(trace.get("evaluations"), list) else [],
         others=others,
     )
@@ -348,7 +357,7 @@ async def start_simulation(request: Request[Any, Any, Any]) -> Response[Any]:
     services = _services(request)
     try:
         body = _simulation_request(await request.form())
-        simulation_id = await api_simulations._jobs(services).submit(body, principal(request).name)
+        simulation_id = await services.simulations.submit(body, principal(request).name)
     except ServiceError as error:
         return render(request, "error.html", status_code=error.status, **problem_context(error))
     return done(f"/console/simulations/{simulation_id}", "started")

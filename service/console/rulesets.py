@@ -29,6 +29,7 @@ from service.console.web import (
 from service.decisions.search import DecisionFilter, find_decisions
 from service.errors import FieldError, Invalid, ServiceError
 from service.rules import lifecycle
+from service.rules.evaluated import evaluate_or_refuse, evaluation_body
 from service.rules.language import FACT_CATALOG, compile_ruleset, parse_ruleset
 from service.rules.language.problems import RulesetError
 from service.services import Services
@@ -282,7 +283,7 @@ async def rollback(request: Request[Any, Any, Any], name: Name, version: FromPat
         await lifecycle.rollback(services.sessions, name, version, principal(request).name)
     except ServiceError as error:
         return await _refused(request, name, version, error)
-    await api._after_change(services)
+    await services.rules.follow_change()
     return done(f"/console/rulesets/{name}/versions/{version}", "rolled-back")
 
 
@@ -339,7 +340,7 @@ def _facts(fields: list[dict[str, Any]], values: dict[str, str]) -> dict[str, An
 async def try_page(request: Request[Any, Any, Any], name: Name, version: FromPath[int]) -> Response[Any]:
     """A form generated from the kind's facts; submitted (GET: it changes nothing), the full trace."""
     services = _services(request)
-    record = await api._version(services, name, version)
+    record = await lifecycle.stored_version(services.sessions, name, version)
     document = parse_ruleset(record.yaml_text, f"{name}@{version}")
     fields = _fact_fields(record.kind, dict(document.facts))
     values = {field["name"]: request.query_params.get(field["name"], "") for field in fields}
@@ -352,8 +353,8 @@ async def try_page(request: Request[Any, Any, Any], name: Name, version: FromPat
         try:
             facts = _facts(fields, values)
             evaluator = compile_ruleset(document, engine, version=version)
-            outcome = api._evaluate_or_422(lambda: evaluator.evaluate(facts, "full"))
-            evaluation = api._evaluation_body(name, version, record.sha256, outcome, {"facts": facts})
+            outcome = evaluate_or_refuse(lambda: evaluator.evaluate(facts, "full"))
+            evaluation = evaluation_body(name, version, record.sha256, outcome, {"facts": facts})
         except ServiceError as error:
             problem = problem_context(error)
         except RulesetError as error:

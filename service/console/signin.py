@@ -11,7 +11,16 @@ from litestar import Request, Response, get, post
 from litestar.response import Redirect
 
 from service.console import session as sessions
-from service.console.web import PUBLIC, _secret, areas_for, done, principal, render, secure
+from service.console.web import (
+    PUBLIC,
+    areas_for,
+    current_session,
+    done,
+    principal,
+    render,
+    secure,
+    signing_secret,
+)
 from service.security.keys import ROLES
 
 SIGNED_IN: dict[str, Any] = {"console_roles": ROLES}  # any key: what it may use is shown per area
@@ -45,7 +54,7 @@ async def sign_in_page(request: Request[Any, Any, Any]) -> Response[Any]:
     )
     response.set_cookie(
         sessions.PRE_COOKIE,
-        sessions.encode(pre, _secret(request)),
+        sessions.encode(pre, signing_secret(request)),
         max_age=sessions.PRE_SESSION_SECONDS,
         **_cookie_options(request),
     )
@@ -62,16 +71,18 @@ async def sign_in(request: Request[Any, Any, Any]) -> Response[Any]:
     if isinstance(key, str) and key.strip():
         found = await services.principals.principal(services, key.strip())
     if found is None or found.expired(datetime.now(UTC)):
-        pre = sessions.decode(request.cookies.get(sessions.PRE_COOKIE), _secret(request))
+        pre = sessions.decode(request.cookies.get(sessions.PRE_COOKIE), signing_secret(request))
         request.scope["console_session"] = pre  # type: ignore[typeddict-unknown-key]
         reason = "that key has expired" if found is not None else "that key is unknown or revoked"
         return render(request, "sign_in.html", status_code=401, title="Sign in", next=target, failure=reason)
     key_expiry = found.expires_at.timestamp() if found.expires_at is not None else None
     session = sessions.new_session(found.key_id, sessions.SESSION_SECONDS, key_expiry)
+    async with services.sessions.begin() as db:
+        await sessions.store(db, session)
     response: Response[Any] = secure(Redirect(target, status_code=303))
     response.set_cookie(
         sessions.COOKIE,
-        sessions.encode(session, _secret(request)),
+        sessions.encode(session, signing_secret(request)),
         max_age=max(1, int(session.expires_at - time.time())),
         **_cookie_options(request),
     )
@@ -81,6 +92,11 @@ async def sign_in(request: Request[Any, Any, Any]) -> Response[Any]:
 
 @post("/sign-out", opt=SIGNED_IN)
 async def sign_out(request: Request[Any, Any, Any]) -> Response[Any]:
+    """End the session on the server (a copy of its cookie opens nothing after this) and drop the cookie."""
+    session = current_session(request)
+    if session is not None:
+        async with request.app.state.services.sessions.begin() as db:
+            await sessions.end(db, session)
     response = done("/console/sign-in", "signed-out")
     response.delete_cookie(sessions.COOKIE, path="/console")
     return response

@@ -118,7 +118,7 @@ def may(principal: Principal, handler: HTTPRouteHandler) -> bool:
     return any(principal.has(role) for role in handler.opt.get("roles", ()))
 
 
-def _secret(request: Request[Any, Any, Any]) -> bytes:
+def signing_secret(request: Request[Any, Any, Any]) -> bytes:
     state = request.app.state
     secret = state.get("console_secret")
     if secret is None:
@@ -128,7 +128,7 @@ def _secret(request: Request[Any, Any, Any]) -> bytes:
 
 
 def current_session(request: Request[Any, Any, Any]) -> sessions.ConsoleSession | None:
-    return sessions.decode(request.cookies.get(sessions.COOKIE), _secret(request))
+    return sessions.decode(request.cookies.get(sessions.COOKIE), signing_secret(request))
 
 
 def principal(request: Request[Any, Any, Any]) -> Principal:
@@ -164,7 +164,7 @@ async def check_request(request: Request[Any, Any, Any]) -> Response[Any] | None
     opt = request.route_handler.opt
     if opt.get("console_public"):
         if request.method not in SAFE_METHODS:
-            pre = sessions.decode(request.cookies.get(sessions.PRE_COOKIE), _secret(request))
+            pre = sessions.decode(request.cookies.get(sessions.PRE_COOKIE), signing_secret(request))
             if pre is None or not sessions.csrf_matches(pre, await _form_token(request)):
                 raise ConsoleRefusal(
                     403,
@@ -179,7 +179,7 @@ async def check_request(request: Request[Any, Any, Any]) -> Response[Any] | None
     if session is None or session.key_id is None:
         return _sign_in_redirect(request)
     async with request.app.state.services.sessions() as db:
-        found = await sessions.principal_by_key_id(db, session.key_id)
+        found = await sessions.signed_in(db, session)
     if found is None or found.expired(datetime.now(UTC)):
         return _sign_in_redirect(request, "ended")
     request.scope["principal"] = found  # type: ignore[typeddict-unknown-key]

@@ -25,6 +25,7 @@ from service.decisions.common import (
     known_item,
     known_location,
     location_types,
+    locations_fingerprint,
     record_from_log,
     stock_call,
 )
@@ -46,13 +47,15 @@ from service.domain.allocation import (
 )
 from service.domain.errors import InvalidInput
 from service.errors import Conflict, FieldError
+from service.masterdata import MasterData
 from service.stock import CapacityClaim, CapacityLimit, ReservationLine, ReservationRequest
 
 MAX_REPLANS = 3
 
 
-def _validate(ctx: DecisionContext, request: AllocationRequest) -> Destination:
-    md = ctx.master_data
+def destination_of(md: MasterData, request: AllocationRequest) -> Destination:
+    """Where the order goes (the pickup store when a pickup order names no destination); 422 naming the
+    field for an unknown SKU or store, or a destination the fulfilment type does not allow."""
     for i, line in enumerate(request.lines):
         known_item(md, line.sku, f"lines[{i}].sku")
     if request.fulfillment == "pickup":
@@ -94,6 +97,36 @@ def policy_view(policy: AllocationPolicy) -> dict[str, Any]:
         "allow_partial": policy.allow_partial,
         "reservation_ttl_seconds": policy.reservation_ttl_seconds,
     }
+
+
+def candidates_view(plan: AllocationPlan) -> list[dict[str, Any]]:
+    """The full trace's `candidates`: per line, every candidate location and why it was or was not used
+    (a plan made with `explain`)."""
+    return [
+        {
+            "sku": line["sku"],
+            "combinations_searched": line["combinations_searched"],
+            "locations": line["candidates"],
+        }
+        for line in plan_to_dict(plan, with_candidates=True)["lines"]
+    ]
+
+
+def planned_on(
+    md: MasterData,
+    stock: dict[str, dict[str, int]],
+    thresholds: dict[str, dict[str, int]],
+    capacity_used: dict[str, int] | None,
+) -> dict[str, Any]:
+    """What the plan read beyond the request, facts and policy, as the decision log keeps it (with the
+    `rules` and `full` traces) so that `service.decisions.explain` can run the allocator again on it: the
+    stock view, the low-stock thresholds, the capacity other orders had used, and the fingerprint of the
+    locations planned over (they are master data). The mappings are kept as they came, not copied or
+    filtered: none is changed after the plan, and encoding them whole costs less than trimming them."""
+    inputs: dict[str, Any] = {"stock": stock, "low_stock": thresholds, "locations": locations_fingerprint(md)}
+    if capacity_used is not None:
+        inputs["capacity_used"] = capacity_used
+    return inputs
 
 
 def _capacity_claim(day: str, plan: AllocationPlan, limits: dict[str, int]) -> CapacityClaim | None:
@@ -149,7 +182,7 @@ async def _replay(ctx: DecisionContext, request: AllocationRequest) -> DecisionR
 async def decide_allocation(
     ctx: DecisionContext, request: AllocationRequest, trace: TraceLevel = "rules"
 ) -> DecisionRecord:
-    destination = _validate(ctx, request)
+    destination = destination_of(ctx.master_data, request)
     decision_id = new_decision_id()
     md = ctx.master_data
     facts = _facts(ctx, request, destination).nested()
@@ -273,15 +306,7 @@ async def decide_allocation(
                 },
             }
         if trace == "full":
-            full = plan_to_dict(plan, with_candidates=True)
-            trace_out["candidates"] = [
-                {
-                    "sku": line["sku"],
-                    "combinations_searched": line["combinations_searched"],
-                    "locations": line["candidates"],
-                }
-                for line in full["lines"]
-            ]
+            trace_out["candidates"] = candidates_view(plan)
     return await finish(
         ctx,
         decision_id=decision_id,
@@ -294,4 +319,5 @@ async def decide_allocation(
         timings={"rules_ms": rules_ms, "engine_us": round(evaluated.evaluation.elapsed_us, 1)},
         subject=request.order_id,
         idempotency_key=request.idempotency_key if request.reserve else None,
+        inputs=None if trace == "none" else planned_on(md, stock, thresholds, used if capped else None),
     )

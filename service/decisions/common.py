@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -35,6 +36,30 @@ def to_location(record: LocationRecord) -> Location:
 def candidate_locations(md: MasterData) -> tuple[Location, ...]:
     """The allocator's view of every location of a master data snapshot, built once and kept with it."""
     return md.derived(candidate_locations, lambda: tuple(to_location(r) for r in md.locations.values()))
+
+
+def locations_fingerprint(md: MasterData) -> str:
+    """A short digest of every field the allocator reads of a snapshot's locations, built once and kept
+    with it: an allocation logs it, so that recomputing its trace later can tell whether the locations are
+    still those it planned over."""
+
+    def digest() -> str:
+        rows = sorted(
+            (
+                loc.id,
+                loc.type,
+                loc.region,
+                loc.lat,
+                loc.lon,
+                sorted(loc.capabilities),
+                loc.capacity_remaining,
+                loc.priority,
+            )
+            for loc in candidate_locations(md)
+        )
+        return hashlib.sha256(msgspec.json.encode(rows)).hexdigest()[:16]
+
+    return md.derived(locations_fingerprint, digest)
 
 
 def location_types(md: MasterData) -> dict[str, str]:
@@ -84,6 +109,7 @@ async def finish(
     timings: dict[str, float],
     subject: str | None = None,
     idempotency_key: str | None = None,
+    inputs: dict[str, Any] | None = None,
 ) -> DecisionRecord:
     """Build the record, log it (waiting if the log's queue is full) and return it."""
     timings = {**timings, "total_ms": ctx.elapsed_ms()}
@@ -100,6 +126,7 @@ async def finish(
         subject=subject,
         idempotency_key=idempotency_key,
         actor=ctx.actor,
+        inputs=inputs,
     )
     await ctx.log.record(record)
     return record

@@ -81,6 +81,8 @@ def entry_to_dict(row: DecisionEntry) -> dict[str, Any]:
         out["shadow"] = row.shadow
     if row.actor is not None:
         out["actor"] = row.actor
+    if row.inputs is not None:
+        out["inputs"] = row.inputs
     return out
 
 

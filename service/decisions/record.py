@@ -1,4 +1,5 @@
-"""A decision as answered and as logged: id, kind, the decision itself, the ruleset version, trace, timings."""
+"""A decision as answered and as logged: id, kind, the decision itself, the ruleset version, trace, timings,
+and (logged only) the inputs it read beyond its request and facts."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
     subject: str | None = None
     idempotency_key: str | None = None
     actor: str | None = None
+    # what the decision read beyond its request and facts, logged (not answered) so that a fuller trace can
+    # be recomputed later: for an allocation, the stock it planned on (`service.decisions.explain`)
+    inputs: dict[str, Any] | None = None
     extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def response(self) -> dict[str, Any]:
@@ -45,6 +49,8 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
         out["request"] = self.request
         if self.actor is not None:
             out["actor"] = self.actor
+        if self.inputs is not None:
+            out["inputs"] = self.inputs
         return out
 
     COLUMNS: ClassVar[tuple[str, ...]] = (
@@ -62,6 +68,7 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
         "trace",
         "shadow",
         "timings",
+        "inputs",
     )
 
     def values(self) -> tuple[Any, ...]:
@@ -82,4 +89,5 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
             self.trace,
             self.shadow,
             self.timings,
+            self.inputs,
         )

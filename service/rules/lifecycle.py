@@ -185,6 +185,12 @@ async def _require_version(session: AsyncSession, name: str, version: int) -> Ru
     return row
 
 
+async def stored_version(sessions: SessionFactory, name: str, version: int) -> VersionRecord:
+    """A stored version of any status; 404 naming the version when the ruleset has none by that number."""
+    async with sessions() as session:
+        return VersionRecord.from_row(await _require_version(session, name, version))
+
+
 async def _require_ruleset(session: AsyncSession, name: str) -> RulesetRow:
     row = await repo.get_ruleset_row(session, name)
     if row is None:

@@ -391,6 +391,18 @@ class RulesRegistry:
         )
         return True
 
+    async def follow_change(self) -> None:
+        """After a change this worker committed (publish, shadow, rollback...): switch this worker at once,
+        heartbeat included; the other workers follow at their next poll.
+
+        The change is already committed, so a failed reload here is logged, not raised: the poller retries.
+        """
+        try:
+            await self.refresh()
+            await self.beat()  # the fleet view shows the switch at once too
+        except Exception:
+            log.exception("immediate ruleset reload failed; the poller will retry")
+
     def _confirmed(self, read_at: float) -> None:
         self._confirmed_at = read_at
         self._behind.clear()

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.base import aware, utc_now
-from service.db.models import ApiKey
+from service.db.models import ApiKey, ConsoleSessionRow
 from service.domain.cases import APPROVER_ROLES
 from service.errors import Conflict, FieldError, Invalid, NotFound
 from service.security.audit import audit
@@ -222,6 +222,8 @@ async def _revoke(session: AsyncSession, row: ApiKey, now: datetime) -> None:
                 title="Last admin key",
             )
     row.revoked_at = now
+    # its console sessions end with it (a revoked key is refused anyway; this leaves no row behind)
+    await session.execute(delete(ConsoleSessionRow).where(ConsoleSessionRow.key_id == row.id))
 
 
 async def revoke_key(

@@ -310,3 +310,112 @@ async def test_a_dropped_candidate_says_why_in_words(console: Console) -> None:
     york = re.search(r'data-location="store-york">.*?</tr>', page.text, re.S)
     assert york is not None and "dropped" in york.group(0)
     assert "its location type is not eligible under the policy" in york.group(0)
+
+
+CANDIDATE_ROW = re.compile(
+    r'<tr class="(?P<status>\w+)" data-location="(?P<location>[\w-]+)">\s*<th scope="row">[^<]*</th>'
+    r"<td>(?P<type>[^<]*)</td>\s*<td[^>]*>(?P<distance>[^<]*)</td>\s*<td[^>]*>(?P<available>[^<]*)</td>"
+    r"<td[^>]*>(?P<floor>[^<]*)</td><td[^>]*>(?P<giveable>[^<]*)</td>\s*<td>(?P<score>.*?)</td>\s*"
+    r'<td data-testid="candidate-outcome">(?P<outcome>.*?)</td>',
+    re.S,
+)
+TABLES = re.compile(r'<table class="candidates".*?</table>', re.S)
+ORDERS = [
+    {
+        "channel": "ecommerce",
+        "fulfillment": "ship",
+        "destination": NORTH,
+        "lines": [{"sku": "TEE-001", "qty": 2}],
+    },
+    {
+        "channel": "marketplace",
+        "fulfillment": "ship",
+        "destination": NORTH,
+        "lines": [{"sku": "TEE-001", "qty": 1}],
+    },
+    {
+        "channel": "ecommerce",
+        "fulfillment": "ship",
+        "destination": NORTH,
+        "lines": [{"sku": "TEE-001", "qty": 12}, {"sku": "MUG-002", "qty": 3}],
+    },
+    {
+        "channel": "ecommerce",
+        "fulfillment": "pickup",
+        "pickup_location": "store-york",
+        "lines": [{"sku": "TEE-001", "qty": 1}],
+    },
+]
+
+
+def _rows(page: str) -> dict[str, dict[str, str]]:
+    """The candidate table of a decision page (one line), by location."""
+    return {m["location"]: m.groupdict() for m in CANDIDATE_ROW.finditer(page)}
+
+
+async def test_a_default_trace_allocation_shows_every_candidate_recomputed_from_what_it_recorded(
+    console: Console,
+) -> None:
+    await console.sign_in("decide")
+    for n, order in enumerate(ORDERS):
+        # the same order twice on the same stock (nothing is reserved): at the default trace and the full one
+        default = (await console.api.post("allocation", {**order, "order_id": f"o-rules-{n}"})).json()
+        full = (
+            await console.api.post("allocation", {**order, "order_id": f"o-full-{n}"}, trace="full")
+        ).json()
+        assert "candidates" not in default["trace"] and "inputs" not in default
+        assert default["decision"]["lines"] == full["decision"]["lines"]
+        page = (await console.get(f"/console/decisions/{default['decision_id']}")).text
+        full_page = (await console.get(f"/console/decisions/{full['decision_id']}")).text
+        assert 'data-testid="recomputed"' in page and "Recomputed from the recorded inputs" in page
+        assert 'data-testid="recomputed-note"' not in page  # nothing changed since: nothing to warn about
+        assert 'data-testid="recomputed"' not in full_page
+        # the recomputed table is the one the full trace records, row for row and cell for cell
+        assert TABLES.findall(page) == TABLES.findall(full_page) != []
+        # and it says what the decision did: per line, each candidate's status and stock as the full trace has them
+        tables = TABLES.findall(page)
+        for table, line, group in zip(
+            tables, full["decision"]["lines"], full["trace"]["candidates"], strict=True
+        ):
+            rows = _rows(table)
+            assert set(rows) == {c["location"] for c in group["locations"]}
+            for candidate in group["locations"]:
+                row = rows[candidate["location"]]
+                assert row["status"] == candidate["status"]
+                assert row["available"] == f"{candidate['available']:,}"
+                assert row["floor"] == f"{candidate['floor']:,}"
+                assert row["giveable"] == f"{candidate['giveable']:,}"
+            chosen = {loc: row for loc, row in rows.items() if row["status"] == "chosen"}
+            assert set(chosen) == {a["location"] for a in line["allocations"]}
+            for allocation in line["allocations"]:
+                assert f"{allocation['qty']:,} unit(s)" in chosen[allocation["location"]]["outcome"]
+
+
+async def test_a_recomputed_table_says_when_the_locations_changed_since_the_decision(
+    console: Console,
+) -> None:
+    decided = await console.api.post("allocation", {**ORDERS[0], "order_id": "o-moved"})
+    york = {
+        "id": "store-york",
+        "type": "store",
+        "region": "north",
+        "lat": 52.0,
+        "lon": -1.0815,
+        "capabilities": ["pickup"],
+        "priority": 2,
+    }
+    assert (await console.api.client.as_("stock").put("/v1/locations", json=[york])).status_code == 200
+    await console.sign_in("decide")
+    page = (await console.get(f"/console/decisions/{decided.json()['decision_id']}")).text
+    assert 'data-testid="recomputed"' in page
+    assert "The locations (master data) changed since this decision" in html.unescape(page)
+
+
+async def test_an_allocation_without_a_trace_says_why_its_candidates_cannot_be_shown(
+    console: Console,
+) -> None:
+    decided = await console.api.post("allocation", {**ORDERS[0], "order_id": "o-none"}, trace="none")
+    await console.sign_in("decide")
+    page = (await console.get(f"/console/decisions/{decided.json()['decision_id']}")).text
+    assert 'data-testid="candidates"' not in page
+    assert "asked for with trace=none" in page

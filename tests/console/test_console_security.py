@@ -6,11 +6,13 @@ import re
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from service.console import session as session_module
 from service.console.routes import pages
 from service.db.engine import create_engine, session_factory
-from service.security.keys import create_key, revoke_key
+from service.db.models import ConsoleSessionRow
+from service.security.keys import create_key, issue_key, revoke_key
 from tests.console.conftest import Console, csrf_of
 
 PAGES = ["/console", "/console/rulesets", "/console/decisions", "/console/stock", "/console/exceptions"]
@@ -130,6 +132,47 @@ async def test_sign_out_ends_the_session(console: Console) -> None:
     assert 'rp_console=""' in response.headers["set-cookie"] or "Max-Age=0" in response.headers["set-cookie"]
     after = await console.get("/console/rulesets", follow_redirects=False)
     assert after.status_code == 303
+
+
+async def test_a_copied_cookie_is_refused_after_sign_out(console: Console) -> None:
+    await console.sign_in("author")
+    copied = console.http.cookies.get("rp_console")
+    assert copied
+    assert (await console.post("/console/sign-out", follow_redirects=False)).status_code == 303
+    console.http.cookies.clear()
+    console.http.cookies.set("rp_console", copied, path="/console")  # the copy taken before sign-out
+    response = await console.get("/console/rulesets", follow_redirects=False)
+    assert response.status_code == 303 and "/console/sign-in" in response.headers["location"]
+
+
+async def test_signing_out_ends_only_that_session(console: Console) -> None:
+    await console.sign_in("author")
+    other = console.http.cookies.get("rp_console")
+    await console.sign_in("author")  # a second session of the same key
+    assert (await console.post("/console/sign-out", follow_redirects=False)).status_code == 303
+    console.http.cookies.clear()
+    console.http.cookies.set("rp_console", other, path="/console")
+    assert (await console.get("/console/rulesets", follow_redirects=False)).status_code == 200
+
+
+async def test_a_revoked_keys_sessions_are_removed_from_the_server(console: Console) -> None:
+    engine = create_engine(console.api.client.settings.database)
+    try:
+        sessions = session_factory(engine)
+        issued = await issue_key(sessions, "leaving", ["author"])
+        console.api.client.keys["leaving"] = issued.key
+        await console.sign_in("leaving")
+        await console.sign_in("leaving")
+        stored = select(ConsoleSessionRow).where(ConsoleSessionRow.key_id == issued.record.id)
+        async with sessions() as db:
+            before = (await db.execute(stored)).all()
+        await revoke_key(sessions, "leaving")
+        async with sessions() as db:
+            after = (await db.execute(stored)).all()
+    finally:
+        await engine.dispose()
+    assert len(before) == 2
+    assert after == []
 
 
 async def test_a_revoked_key_ends_its_sessions_at_once(console: Console) -> None:

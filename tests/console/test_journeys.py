@@ -85,10 +85,12 @@ def test_a_policy_change_from_draft_to_a_decision_that_names_it(page: Any, live_
             "destination": NORTH,
             "lines": [{"sku": "TEE-001", "qty": 2}],
         }
-        decided = client.post("/v1/decisions/allocation?trace=full", json=order).json()
+        decided = client.post("/v1/decisions/allocation", json=order).json()  # the default trace
+    assert "candidates" not in decided["trace"]
     assert decided["ruleset"] == {**decided["ruleset"], "name": "channel-priority", "version": version}
     sign_in(page, live_service, "decide", f"/console/decisions/{decided['decision_id']}")
     expect(page.get_by_test_id("decision-ruleset")).to_have_text(f"channel-priority v{version}")
+    expect(page.get_by_test_id("recomputed")).to_contain_text("Recomputed from the recorded inputs")
     outcomes = {
         row.get_attribute("data-location"): row.get_attribute("class")
         for row in page.locator("table.candidates tbody tr").all()

@@ -1,6 +1,7 @@
 """Every SQL model, imported here so that `Base.metadata` knows all tables."""
 
 from service.db.models.approvals import ApprovalCaseRole, ChangeRequest, ItemPrice
+from service.db.models.console import ConsoleSessionRow
 from service.db.models.decisions import DecisionEntry
 from service.db.models.events import Delivery, ExceptionRecord, ExpectedReceipt, OutboxDispatch, Subscription
 from service.db.models.foundation import ApiKey, AuditEntry, Item, Location, Promotion
@@ -22,6 +23,7 @@ __all__ = [
     "ApprovalStep",
     "AuditEntry",
     "ChangeRequest",
+    "ConsoleSessionRow",
     "DecisionEntry",
     "Delivery",
     "ExceptionRecord",

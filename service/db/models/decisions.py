@@ -35,3 +35,5 @@ class DecisionEntry(Base):
     trace: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     shadow: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     timings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # what the decision read beyond its request and facts (`DecisionRecord.inputs`); null when not recorded
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
