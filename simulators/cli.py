@@ -170,6 +170,7 @@ def _simulate_many(
     from simulators.kpis import encode
     from simulators.multirun import TaskResult, broken_runs, many_summary, run_many
     from simulators.report import render_report
+    from simulators.screen import skipped_lines
 
     show = sys.stderr.isatty() if args.progress is None else args.progress
 
@@ -197,6 +198,7 @@ def _simulate_many(
     print(summary(document))
     if len(seeds) > 1:
         print(many_summary(document))
+    print("\n".join(skipped_lines(document)))
     print(f"wrote {out / 'kpis.json'} and {out / 'report.html'}")
     broken = broken_runs(document)
     for run in broken:

@@ -22,9 +22,8 @@ from typing import Any
 
 import msgspec
 
-from simulators.events import Event, read_events
-from simulators.generator import generate_events
 from simulators.scenario import Scenario, World
+from simulators.screen import load_stream
 from simulators.simulation import Options, simulate
 from simulators.versions import VersionSet
 
@@ -83,13 +82,6 @@ def build_world(scenario: Scenario, seed: int) -> World:
     return msgspec.structs.replace(scenario, seed=seed).build()
 
 
-def load_events(world: World, events_path: str | None) -> list[Event]:
-    """The recorded log when there is one, else the stream the seed generates."""
-    if events_path is not None:
-        return read_events(events_path, world.start)
-    return generate_events(world)
-
-
 @dataclass(frozen=True)
 class Task:
     seed: int
@@ -112,8 +104,17 @@ def run_task(task: Task) -> TaskResult:
     """One version set on one seed, every stock view (a process pool's unit of work): the same document
     `simulate` makes for them."""
     world = build_world(task.scenario, task.seed)
-    events = load_events(world, task.events_path)
-    document = simulate(world, events, [task.version_set], task.options, events_source=task.events_source)
+    # the share of a log's events that may be skipped was checked before the runs, on the first seed's
+    # world; each task counts its own skips
+    screened, _ = load_stream(world, task.events_path, 1.0)
+    document = simulate(
+        world,
+        screened.events,
+        [task.version_set],
+        task.options,
+        events_source=task.events_source,
+        screened=screened,
+    )
     return TaskResult(task.seed, task.version, document)
 
 
