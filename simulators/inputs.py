@@ -20,16 +20,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
 
 from simulators.plain import ReadError, csv_records, explain, json_records, shown
-from simulators.scenario import Location, Scenario, ScenarioError, Sku
+from simulators.scenario_model import Location, Network, ScenarioError, Sku
 
 if TYPE_CHECKING:
-    from service.api.master_data import ItemIn, LocationIn
-    from service.api.stock import SnapshotRowIn
+    from service.api.inputs import ItemIn, LocationIn, SnapshotRowIn
 
 T = TypeVar("T")
 LOCATION_TYPES = ("store", "dc", "dark_store")
@@ -38,9 +37,19 @@ _CHOICES = {"capabilities": ("ship_from_store", "pickup", "ship", "receive_trans
 _LIST_SPLIT = re.compile(r"[;\s]+")
 
 
-def load_inputs(scenario: Scenario, base: Path | None) -> None:
-    """Read the files `scenario` names (relative to `base`) into it; a document without a directory of
-    its own (`base` None, e.g. one sent over HTTP) may name none."""
+class Named(Protocol):
+    """What of a scenario document its files add to: its network and SKUs."""
+
+    network: Network
+    items_file: str | None
+    stock_file: str | None
+    skus: list[Sku]
+
+
+def load_inputs(scenario: Named, base: Path | None) -> dict[str, dict[str, int]] | None:
+    """Read the locations and items files `scenario` names (relative to `base`) into it, and return the
+    starting stock of its stock file (None without one); a document without a directory of its own
+    (`base` None, e.g. one sent over HTTP) may name none."""
     refs = [
         ("$.network.locations_file", scenario.network.locations_file),
         ("$.items_file", scenario.items_file),
@@ -48,12 +57,11 @@ def load_inputs(scenario: Scenario, base: Path | None) -> None:
     ]
     named = [(path, ref) for path, ref in refs if ref is not None]
     if not named:
-        return
+        return None
     if base is None:
         path = named[0][0]
         raise ScenarioError(path, "a scenario sent without a file of its own cannot name files")
-    from service.api.master_data import ItemIn, LocationIn
-    from service.api.stock import SnapshotRowIn
+    from service.api.inputs import ItemIn, LocationIn, SnapshotRowIn
 
     if scenario.network.locations_file is not None:
         ref = scenario.network.locations_file
@@ -64,7 +72,8 @@ def load_inputs(scenario: Scenario, base: Path | None) -> None:
         _add_items(scenario, ref, _rows(base / ref, ref, "$.items_file", ItemIn))
     if scenario.stock_file is not None:
         ref = scenario.stock_file
-        scenario.__dict__["stock_table"] = _stock(ref, _rows(base / ref, ref, "$.stock_file", SnapshotRowIn))
+        return _stock(ref, _rows(base / ref, ref, "$.stock_file", SnapshotRowIn))
+    return None
 
 
 def _rows(path: Path, ref: str, field: str, schema: type[T]) -> list[tuple[int, T]]:
@@ -104,7 +113,7 @@ def _duplicate(ref: str, line: int, field: str, value: str, first: int | None) -
     return ScenarioError(ref, f"line {line}, {field}: {shown(value)} appears twice (also on {where})")
 
 
-def _add_locations(scenario: Scenario, ref: str, rows: list[tuple[int, LocationIn]]) -> None:
+def _add_locations(scenario: Named, ref: str, rows: list[tuple[int, LocationIn]]) -> None:
     network = scenario.network
     seen: dict[str, int | None] = {location.id: None for location in network.locations}
     for group in network.store_groups:
@@ -130,7 +139,7 @@ def _add_locations(scenario: Scenario, ref: str, rows: list[tuple[int, LocationI
         )
 
 
-def _add_items(scenario: Scenario, ref: str, rows: list[tuple[int, ItemIn]]) -> None:
+def _add_items(scenario: Named, ref: str, rows: list[tuple[int, ItemIn]]) -> None:
     seen: dict[str, int | None] = {}
     for sku in scenario.skus:
         ids = [sku.id] if sku.count == 1 else [f"{sku.id}-{n + 1:03d}" for n in range(sku.count)]

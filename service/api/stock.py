@@ -18,7 +18,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
 from litestar.params import FromPath, Parameter
 
-from service.api.master_data import Id
+from service.api.inputs import Id, Qty, SnapshotRowIn
 from service.api.openapi import answers, example, links
 from service.errors import Conflict, FieldError, Invalid, NotFound
 from service.security import requires
@@ -39,19 +39,9 @@ from service.stock.store import (
 )
 
 log = logging.getLogger(__name__)
-Qty = Annotated[int, msgspec.Meta(ge=0, le=MAX_QTY)]
 PositiveQty = Annotated[int, msgspec.Meta(ge=1, le=MAX_QTY)]
 MAX_EVENTS = 5000
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-
-
-class SnapshotRowIn(msgspec.Struct, forbid_unknown_fields=True):
-    sku: Id
-    location: Id
-    sellable: Qty
-    damaged: Qty = 0
-    return_pending: Qty = 0
-    in_transit: Qty = 0
 
 
 class EventIn(msgspec.Struct, forbid_unknown_fields=True):
