@@ -249,6 +249,9 @@ class MasterDataCache:
         generation = self._generation
         async with self._sessions() as session:
             snapshot = await load_master_data(session)
+        if snapshot == self._snapshot:
+            # unchanged: the snapshot in use stays, and with it what decisions derived from it
+            snapshot = self._snapshot
         self._snapshot = snapshot
         if generation == self._generation:  # else a change landed during the read: load again
             self._loaded_at = started

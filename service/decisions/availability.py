@@ -47,6 +47,8 @@ class _Shared:
     requests: dict[tuple[str, ...], list[PreparedPolicies]] = field(default_factory=dict)
     # (sku, location types) -> the SKU's low-stock thresholds there (trace none, no promotions)
     sku_thresholds: dict[tuple[str, frozenset[str]], dict[str, int]] = field(default_factory=dict)
+    # a request's SKUs -> its `rules` trace (no promotions: then it depends on nothing else); read only
+    traces: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
 
 
 # (ruleset version, channel) pairs whose answers a snapshot keeps before it drops the oldest: a few channels
@@ -210,7 +212,23 @@ class ChannelPolicies:
     def rules_trace(self, skus: Sequence[str]) -> list[dict[str, Any]]:
         """The `rules` trace of a request for `skus`: every distinct evaluation their policies came from, in
         the order first used, read from the shared answers after the decision (nothing is evaluated or
-        copied per request for it beyond these few entries)."""
+        copied per request for it beyond these few entries). Without promotions the list depends on the
+        SKUs alone: it is kept with the shared answers, and requests for the same SKUs answer the same
+        (read-only) list."""
+        md = self.ctx.master_data
+        if md.promotions or self.trace != "rules":
+            return self._rules_trace(skus)
+        key = tuple(skus)
+        kept = self._shared.traces
+        found = kept.get(key)
+        if found is None:
+            found = self._rules_trace(skus)
+            if len(kept) > 4096:
+                kept.clear()
+            kept[key] = found
+        return found
+
+    def _rules_trace(self, skus: Sequence[str]) -> list[dict[str, Any]]:
         md = self.ctx.master_data
         seen: set[tuple[Any, ...]] = set()
         out: list[dict[str, Any]] = []

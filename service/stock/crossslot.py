@@ -108,7 +108,9 @@ class CrossSlot:
 
     # ---- plumbing -------------------------------------------------------------------------------
 
-    def _triples(self, skus: Sequence[str]) -> list[str]:
+    def _sku_keys(self, skus: Sequence[str]) -> list[str]:
+        """The SKUs' keys, four each (stock, hold, part, avail): every step keeps `avail:{SKU}` with the
+        reserved buckets it changes. A slot's capacity part comes after them, three keys (see steps.lua)."""
         return [key for sku in skus for key in self.keys.sku_keys(sku)]
 
     async def _step(
@@ -151,10 +153,10 @@ class CrossSlot:
         raise Busy()
 
     def _slot_groups(self, slots: Sequence[Sequence[Any]], day: str | None) -> dict[str, list[str]]:
-        """Per slot, the (stock, hold, part) keys of an attempt's parts there: its SKUs' and the day's."""
+        """Per slot, the keys of an attempt's parts there: its SKUs', then the day's (last)."""
         groups: dict[str, list[str]] = {}
         for tag, skus in slots:
-            groups.setdefault(tag, []).extend(self._triples(skus))
+            groups.setdefault(tag, []).extend(self._sku_keys(skus))
         if day is not None:
             groups.setdefault(self.keys.day_tag(day), []).extend(self.keys.capacity(day))
         return groups
@@ -393,7 +395,7 @@ class CrossSlot:
             changed = tag in touched
             if not check:
                 touched.add(tag)
-            out = await self._step(tag, "take", rid, attempt, self._triples(group), args, tag == home)
+            out = await self._step(tag, "take", rid, attempt, self._sku_keys(group), args, tag == home)
             verdict = text(out[0])
             if verdict not in ("granted", "again") and not changed:
                 touched.discard(tag)  # this step took nothing there
@@ -448,7 +450,7 @@ class CrossSlot:
     def _others(self, payload: dict[str, Any]) -> list[tuple[str, list[str], bool]]:
         """The parts a finish applies after the home slot's decision: (tag, keys, is the capacity part)."""
         found = [
-            (tag, self._triples(skus), False) for tag, skus in payload["slots"] if tag != payload["home"]
+            (tag, self._sku_keys(skus), False) for tag, skus in payload["slots"] if tag != payload["home"]
         ]
         day = payload.get("day")
         if day is not None:
@@ -470,7 +472,7 @@ class CrossSlot:
                     if text(out[0]) != "pinned":
                         break  # a part expired: the decision below finds the reservation expired
                     pinned.append((tag, keys, is_cap))
-            out = await self._step(home, "finish", rid, attempt, self._triples(home_skus), [action], True)
+            out = await self._step(home, "finish", rid, attempt, self._sku_keys(home_skus), [action], True)
             verdict = text(out[0])
             if verdict != "done":
                 await self._unpin(rid, attempt, pinned, payload["exp"])

@@ -113,7 +113,9 @@ async def replay_journal(
             keys.stock(sku),
             mapping={f"{b}:{location}": v for b, v in zip(BUCKET_FIELDS, values, strict=True)},
         )
-        pending += 1
+        # the availability summary: sellable - reserved, as the scripts keep it
+        pipe.hset(keys.avail(sku), location, values[0] - values[1])
+        pending += 2
         await flush()
     for (sku, location), (rate, at_ms, seq) in rates.items():
         pipe.hset(

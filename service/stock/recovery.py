@@ -29,7 +29,7 @@ from service.stock.journal import journal_size
 from service.stock.memory import Clock, utc_now
 from service.stock.rebuild import RebuildReport, replay_journal
 from service.stock.redis import DOWN_ERRORS, RedisStockStore
-from service.stock.redis_layout import to_ms
+from service.stock.redis_layout import LAYOUT, to_ms
 from service.stock.store import StockUnavailable
 
 log = logging.getLogger("retail_policy.stock")
@@ -46,7 +46,7 @@ return 0"""
 _RELEASE = """if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0"""
 _MARK = """if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[2], 'journal', ARGV[2], 'at', ARGV[3], 'n', ARGV[4])
+redis.call('HSET', KEYS[2], 'journal', ARGV[2], 'at', ARGV[3], 'n', ARGV[4], 'layout', ARGV[5])
 return 1"""
 
 State = Literal["ok", "rebuilding", "down"]
@@ -175,6 +175,7 @@ class StockRecovery:
                     report.journal_position,
                     to_ms(store.now()),
                     report.writes,
+                    LAYOUT,
                 )
             if not marked:
                 raise LockLost("the stock rebuild lock lapsed before the marker was written")
@@ -203,7 +204,12 @@ class StockRecovery:
         if held not in (token, token.encode()):
             return False
         await store.write_markers(
-            {"journal": report.journal_position, "at": to_ms(store.now()), "n": report.writes}
+            {
+                "journal": report.journal_position,
+                "at": to_ms(store.now()),
+                "n": report.writes,
+                "layout": LAYOUT,
+            }
         )
         return True
 

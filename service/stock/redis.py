@@ -5,13 +5,16 @@ Keys (prefix `rp:` by default); every key of one SKU carries the hash tag `{SKU}
   p (return_pending), t (in_transit);
 - `hold:{SKU}` sorted set reservation id -> expires_at (ms): the exact expiry index;
 - `part:{SKU}` hash reservation id -> this SKU's lines of it;
+- `avail:{SKU}` hash `LOC` -> sellable - reserved (not clamped) for every location with any bucket: the
+  availability summary, changed by every script that changes a sellable or reserved bucket, in the same
+  call, so that availability reads it instead of walking the buckets (and clamps it at 0);
 - `events`: the set of applied event ids, one for the whole store (an event id is unique across SKUs, as
   on every backend); every script that applies events lists it once per SKU;
 - in `stock:{SKU}` too, the demand rate kept from sales: `e:LOC` (rate), `u:LOC` (its ms), `n:LOC` (updates);
 - `resv:ID` hash (the reservation; `cday` and `cap` when it counts against a day's capacity) and `holds`
   (sorted set of every held reservation, for the sweeper);
 - `built`: the state marker, a hash `journal` -> the last journal entry id the rebuild read, `at` -> when
-  (ms), `n` -> the write counter. Only the rebuild from the journal creates it (last, once the state is in
+  (ms), `n` -> the write counter, `layout` -> the key layout's version (`redis_layout.LAYOUT`). Only the rebuild from the journal creates it (last, once the state is in
   place; `service.stock.recovery` runs it, one worker at a time under the `rebuilding` lock). It is the
   last key of every script, which refuses with a `STOCKLOST` error when it is missing: Redis came back
   without its data, so a request answers 503 instead of "insufficient stock", and the store rebuilds
@@ -60,6 +63,7 @@ from service.stock.journal import Entry, Journal, latest_write
 from service.stock.memory import Clock, utc_now
 from service.stock.redis_layout import (
     AVAILABLE_DECODER,
+    LAYOUT,
     LEVELS_DECODER,
     Keys,
     Script,
@@ -221,12 +225,14 @@ class RedisStockStore:
         first script: when the marker's write counter is below the journal's latest write, Redis came back
         with older data (a snapshot, a lagging replica) and the marker is deleted, so that the scripts
         refuse and the store rebuilds. The journal is read first: every write it holds by then was
-        numbered by Redis before, so a Redis that lost nothing is never behind."""
+        numbered by Redis before, so a Redis that lost nothing is never behind. A marker of another key
+        layout than `LAYOUT` (state written by an older version, without the keys these scripts keep) is
+        deleted too."""
         try:
             # a slow journal must not hold back the scripts for long: they wait on this connection
             async with asyncio.timeout(5):
                 latest = await latest_write(self.journal.engine)
-                counter = await self.client.hget(self.keys.built, "n")
+                counter, layout = await self.client.hmget(self.keys.built, ["n", "layout"])
             if counter is not None and int(counter) < latest:
                 log.warning(
                     "stock state behind the journal (Redis at write %s, the journal at %d): rebuilding",
@@ -234,21 +240,25 @@ class RedisStockStore:
                     latest,
                 )
                 await self.client.delete(self.keys.built)
+            elif counter is not None and (layout is None or text(layout) != LAYOUT):
+                log.warning("stock state in another key layout than %s: rebuilding", LAYOUT)
+                await self.client.delete(self.keys.built)
         # the check waits for the next connection then; the marker's presence still guards every script
         except Exception as error:
             log.warning("stock state not checked against the journal: %s: %s", type(error).__name__, error)
 
     async def has_marker(self) -> bool:
-        """Whether the state marker is there (raises StockUnavailable when Redis does not answer); on a
-        cluster, the marker of one slot of every primary (a shard that lost its data lost them all)."""
+        """Whether the state marker is there, of this key layout (raises StockUnavailable when Redis does
+        not answer); on a cluster, the marker of one slot of every primary (a shard that lost its data lost
+        them all)."""
         try:
             if not self.cluster:
-                return bool(await self.client.exists(self.keys.built))
+                return await self.client.hget(self.keys.built, "layout") == LAYOUT.encode()
             markers = await self._marker_sample()
             pipe = self.client.pipeline(transaction=False)
             for key in markers:
-                pipe.exists(key)
-            return all(await pipe.execute())
+                pipe.hget(key, "layout")
+            return all(found == LAYOUT.encode() for found in await pipe.execute())
         except DOWN_ERRORS as error:
             raise self._down(error) from error
 
@@ -408,7 +418,7 @@ class RedisStockStore:
 
     async def _snapshot_at(self, rows: Sequence[SnapshotRow], now_ms: int, tag: str) -> tuple[list[Any], int]:
         skus = list(dict.fromkeys(row.sku for row in rows))
-        index = {sku: 1 + 3 * i for i, sku in enumerate(skus)}
+        index = {sku: 1 + 4 * i for i, sku in enumerate(skus)}
         keys = [key for sku in skus for key in self.keys.sku_keys(sku)]
         args: list[Any] = [now_ms]
         for row in rows:
@@ -488,7 +498,7 @@ class RedisStockStore:
         for tag, group in self.keys.by_slot([ev.sku for ev in events]).items():
             members = set(group)
             positions = [i for i, ev in enumerate(events) if ev.sku in members]
-            index = {sku: 1 + 4 * i for i, sku in enumerate(group)}
+            index = {sku: 1 + 5 * i for i, sku in enumerate(group)}
             keys = [key for sku in group for key in [*self.keys.sku_keys(sku), self.keys.events_at(tag)]]
             args: list[Any] = [to_ms(now), repr(demand.HALF_LIFE_DAYS)]
             for i in positions:
@@ -564,8 +574,12 @@ class RedisStockStore:
         self, items: Sequence[tuple[ledger.Delta, str]], undo_demand: dict[str, list[str]], tag: str
     ) -> None:
         skus = list(dict.fromkeys(delta.sku for delta, _ in items))
-        index = {sku: 1 + 2 * i for i, sku in enumerate(skus)}
-        keys = [key for sku in skus for key in (self.keys.stock(sku), self.keys.events_at(tag))]
+        index = {sku: 1 + 3 * i for i, sku in enumerate(skus)}
+        keys = [
+            key
+            for sku in skus
+            for key in (self.keys.stock(sku), self.keys.events_at(tag), self.keys.avail(sku))
+        ]
         args: list[Any] = []
         for delta, event_id in reversed(items):
             seq, prev_rate, prev_at = undo_demand.pop(event_id, None) or ["", "", ""]

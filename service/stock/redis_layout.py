@@ -14,6 +14,10 @@ import service.stock.ledger as ledger
 from service.stock.cluster import SlotTags
 from service.stock.store import Levels, Reservation, ReservedLine
 
+# The version of the key layout the scripts keep, written in the state marker (`layout`) by the rebuild:
+# a marker without it, or with another, describes state these scripts cannot use (see `check_behind`).
+LAYOUT = "2"
+
 
 def _script(name: str) -> str:
     folder = resources.files("service.stock") / "lua"
@@ -101,7 +105,7 @@ class Keys:
         self.prefix = prefix
         self.tags = tags
         self.holds = f"{prefix}holds"
-        self._sku_keys: dict[str, tuple[str, str, str]] = {}
+        self._sku_keys: dict[str, tuple[str, str, str, str]] = {}
         self._read_keys: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
     def stock(self, sku: str) -> str:
@@ -112,6 +116,9 @@ class Keys:
 
     def part(self, sku: str) -> str:
         return f"{self.prefix}part:{{{sku}}}"
+
+    def avail(self, sku: str) -> str:
+        return f"{self.prefix}avail:{{{sku}}}"
 
     @property
     def events(self) -> str:
@@ -192,9 +199,10 @@ class Keys:
         ]
 
     def sku_keys(self, sku: str) -> list[str]:
+        """The SKU's keys as every script lists them: stock, hold, part, avail."""
         found = self._sku_keys.get(sku)
         if found is None:
             if len(self._sku_keys) > 100_000:
                 self._sku_keys.clear()
-            found = self._sku_keys[sku] = (self.stock(sku), self.hold(sku), self.part(sku))
+            found = self._sku_keys[sku] = (self.stock(sku), self.hold(sku), self.part(sku), self.avail(sku))
         return list(found)

@@ -7,8 +7,8 @@ speed drifts; here both trees see the same moments.
         [--connections 64] [--endpoint allocation|availability]
 
 OTHER_CHECKOUT is a directory holding another version of the repository (`git worktree add DIR COMMIT`).
-Each server has its own SQLite file and Redis database (7 for this tree, 8 for the other, on
-BENCH_REDIS_HOST, default 127.0.0.1:6379), seeded with the benchmark's locations and its 10 hot SKUs.
+Each server has its own SQLite file and Redis database (two free databases claimed for the run, as the
+test sessions claim theirs, on BENCH_REDIS_HOST, default 127.0.0.1:6379), seeded with the benchmark's locations and its 10 hot SKUs.
 Per pair of rounds and tree: the endpoint's rate, the bare endpoint's, their ratio, CPU time per request
 and the event loop thread's busy share; at the end each tree's mean ratio, ratio of mean rates and CPU
 over bare, and the paired difference of the ratios with its standard deviation.
@@ -24,12 +24,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.benchmarks import bench_decisions as bench
+from tests.services import claimed_database
 
 REDIS_HOST = os.environ.get("BENCH_REDIS_HOST", "127.0.0.1:6379")
 
@@ -84,7 +86,16 @@ async def phase(
 
 
 async def compare(other: Path, pairs: int, seconds: float, connections: int, endpoint: str) -> None:
-    servers = {"this": Server(bench.ROOT, 7), "other": Server(other, 8)}
+    host, _, port = REDIS_HOST.rpartition(":")
+    with ExitStack() as claims:
+        databases = [claims.enter_context(claimed_database(host, int(port), None)) for _ in range(2)]
+        servers = {"this": Server(bench.ROOT, databases[0]), "other": Server(other, databases[1])}
+        await _compare(servers, pairs, seconds, connections, endpoint)
+
+
+async def _compare(
+    servers: dict[str, Server], pairs: int, seconds: float, connections: int, endpoint: str
+) -> None:
     try:
         for server in servers.values():
             await server.start()

@@ -48,6 +48,16 @@ def two_slots() -> tuple[str, str]:
     return first, other
 
 
+async def summary(store: RedisStockStore, *skus: str) -> dict[str, dict[str, int]]:
+    """The availability summary `avail:{SKU}` as the scripts left it (read raw: not clamped, nothing
+    pruned), to compare with sellable - reserved."""
+    found = {}
+    for sku in skus:
+        raw = await store.client.hgetall(store.keys.avail(sku))
+        found[sku] = {k.decode(): int(v) for k, v in raw.items()}
+    return found
+
+
 def ask(key: str, *lines: tuple[str, str, int], claim: CapacityClaim | None = None) -> ReservationRequest:
     return ReservationRequest(
         "o1", "web", key, tuple(ReservationLine(s, loc, q) for s, loc, q in lines), 600, capacity=claim
@@ -345,6 +355,8 @@ async def test_a_cross_slot_commit_keeps_its_capacity_and_a_late_commit_after_ex
     assert await store.get_levels([first, other]) == {
         sku: {"S1": Levels(sellable=4)} for sku in (first, other)
     }
+    # the commit applied on both slots, the late one's parts pruned: the summary followed each step
+    assert await summary(store, first, other) == {first: {"S1": 4}, other: {"S1": 4}}
     assert await intents_open(store) == 0
 
 
@@ -366,6 +378,8 @@ async def test_a_cross_slot_commit_whose_journal_entry_failed_is_rolled_forward_
     assert await intents_open(store) == 0
     committed = {first: {"S1": Levels(sellable=4)}, other: {"S1": Levels(sellable=3)}}
     assert await store.get_levels([first, other]) == committed
+    # the recovery's roll-forward (apply on the other slot) kept the summary, before any rebuild
+    assert await summary(store, first, other) == {first: {"S1": 4}, other: {"S1": 3}}
     assert await store.get_capacity_used("2026-03-01", ["S1"]) == {"S1": 3}
     # the journal holds the commit: a rebuild gives the same state
     await rebuild_redis(store)

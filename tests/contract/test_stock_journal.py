@@ -37,7 +37,11 @@ def ask(key: str, qty: int = 2) -> ReservationRequest:
 
 
 async def level(store: RedisStockStore) -> Levels:
-    return (await store.get_levels(["SKU1"]))["SKU1"]["S1"]
+    """SKU1's levels at S1, checking that availability (read from the store's summary, not the buckets)
+    says the same."""
+    found = (await store.get_levels(["SKU1"]))["SKU1"]["S1"]
+    assert await store.get_available(["SKU1"]) == {"SKU1": {"S1": found.available}}
+    return found
 
 
 async def test_reservation_is_taken_back_when_its_journal_entry_fails(redis_stock: RedisStockStore) -> None:
@@ -73,3 +77,25 @@ async def test_commit_is_undone_when_its_journal_entry_fails(redis_stock: RedisS
     await journal_offline(redis_stock, False)
     assert (await redis_stock.commit(held.id)).status == "committed"
     assert await level(redis_stock) == Levels(sellable=3, reserved=0)
+
+
+async def test_release_is_undone_when_its_journal_entry_fails(redis_stock: RedisStockStore) -> None:
+    held = (await redis_stock.reserve(ask("k1"))).reservation
+    assert held is not None
+    await journal_offline(redis_stock, True)
+    with pytest.raises(StockUnavailable):
+        await redis_stock.release(held.id)
+    assert await level(redis_stock) == Levels(sellable=5, reserved=2)
+    await journal_offline(redis_stock, False)
+    assert (await redis_stock.release(held.id)).status == "released"
+    assert await level(redis_stock) == Levels(sellable=5)
+
+
+async def test_snapshot_is_undone_when_its_journal_entry_fails(redis_stock: RedisStockStore) -> None:
+    await journal_offline(redis_stock, True)
+    with pytest.raises(StockUnavailable):
+        await redis_stock.put_snapshot([SnapshotRow("SKU1", "S1", 9, 1)])
+    assert await level(redis_stock) == Levels(sellable=5)
+    await journal_offline(redis_stock, False)
+    await redis_stock.put_snapshot([SnapshotRow("SKU1", "S1", 9, 1)])
+    assert await level(redis_stock) == Levels(sellable=9, damaged=1)

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from service.stock.recovery import open_recovering
 from service.stock.redis import RedisStockStore, reservation_id
+from service.stock.redis_layout import LAYOUT
 from service.stock.store import (
     ReservationLine,
     ReservationRequest,
@@ -68,6 +69,7 @@ async def test_a_new_deployment_opens_with_its_marker_at_journal_position_0(
             b"journal": b"0",
             b"at": b"1772355600000",
             b"n": b"0",
+            b"layout": LAYOUT.encode(),
         }
         await store.put_snapshot([SnapshotRow("SKU1", "S1", 5)])
         assert (await store.reserve(ask("k1"))).granted
@@ -156,6 +158,24 @@ async def test_a_reservation_journaled_while_redis_lost_its_data_is_in_the_rebui
     await marker_back(redis_stock)
     assert (await redis_stock.get_levels(["SKU1"]))["SKU1"]["S1"].reserved == 2
     assert (await redis_stock.get_reservation(reservation_id("late"))) is not None
+
+
+async def test_state_of_an_older_key_layout_is_rebuilt_before_a_script_reads_it(
+    redis_stock: RedisStockStore, request: pytest.FixtureRequest
+) -> None:
+    await redis_stock.reserve(ask("k1"))
+    client = redis_stock.client
+    # what an older version leaves: no availability summary, a marker without a layout
+    await client.delete(redis_stock.keys.avail("SKU1"))
+    await client.hdel(redis_stock.keys.built, "layout")
+    url: str = request.getfixturevalue("redis_server_url")
+    other = await open_recovering(url, str(redis_stock.journal.engine.url), clock=FakeClock())
+    try:
+        assert await client.hget(redis_stock.keys.built, "layout") == LAYOUT.encode()
+        assert await other.get_available(["SKU1"]) == {"SKU1": {"S1": 3}}
+        assert await client.hgetall(redis_stock.keys.avail("SKU1")) == {b"S1": b"3"}
+    finally:
+        await other.close()
 
 
 @pytest.fixture

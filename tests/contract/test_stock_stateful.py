@@ -7,6 +7,9 @@ After each step the backend must agree with it, and:
 - the daily capacity each location counts == the units of held (unexpired) and committed reservations
   that claimed it (a grant takes no more than its limit less what was already counted).
 Each example works on its own SKUs and its own capacity day, so one store serves all examples of a run.
+On a Redis Cluster an example's two SKUs live on two slots, so that every reservation of both, and every
+one that claims capacity, is taken in cross-slot steps (service.stock.crossslot), commits and releases of
+those too, under the same invariants (the availability summary's among them).
 """
 
 from __future__ import annotations
@@ -108,6 +111,9 @@ class StockMachine(RuleBasedStateMachine):
     @initialize(qty=st.lists(st.integers(0, 12), min_size=6, max_size=6))
     def stocked(self, qty: list[int]) -> None:
         """Every position starts with some stock, so that most reservations have something to take."""
+        cross = getattr(self.store, "cross", None)
+        if cross is not None:  # a cluster: the SKUs' slots differ, or no order would be cross-slot
+            assert len({cross.keys.tag(sku) for sku in self.skus}) == 2
         rows = [(sku, loc) for sku in self.skus for loc in LOCATIONS]
         self.run(
             self.store.put_snapshot(
@@ -293,6 +299,26 @@ class StockMachine(RuleBasedStateMachine):
     def sweep(self) -> None:
         self.run(self.store.sweep_expired())
         self.model.expire(self.clock.now)
+
+    @invariant()
+    def redis_availability_summary_matches_the_buckets(self) -> None:
+        """The Redis store's per-SKU summary is sellable - reserved of every location with any bucket, as
+        the buckets hold it (read raw, before any script prunes expired holds)."""
+        from service.stock.redis import RedisStockStore
+
+        if not isinstance(self.store, RedisStockStore):
+            return
+        keys, client = self.store.keys, self.store.client
+        for sku in self.skus:
+            buckets = self.run(client.hgetall(keys.stock(sku)))
+            expected: dict[str, int] = {}
+            for name, value in buckets.items():
+                bucket, _, loc = name.decode().partition(":")
+                if bucket in ("s", "r", "d", "p", "t"):
+                    step = {"s": int(value), "r": -int(value)}.get(bucket, 0)
+                    expected[loc] = expected.get(loc, 0) + step
+            summary = self.run(client.hgetall(keys.avail(sku)))
+            assert {k.decode(): int(v) for k, v in summary.items()} == expected, sku
 
     @invariant()
     def backend_agrees_with_the_model(self) -> None:

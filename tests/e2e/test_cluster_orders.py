@@ -66,6 +66,11 @@ def test_a_cross_slot_order_is_granted_replayed_refused_whole_and_committed(
     assert [(t["sellable"], t["reserved"]) for t in levels] == [(2, 0), (1, 0)]
 
 
+async def _summary(store: RedisStockStore) -> list[int]:
+    """Per SKU, the raw availability summary at S1 (`avail:{SKU}`, not clamped)."""
+    return [int(await store.client.hget(store.keys.avail(sku), "S1") or -99) for sku in (FIRST, OTHER)]
+
+
 async def _recover_and_check(env: dict[str, str], rid_prefix: str) -> dict[str, object]:
     """Run the recovery sweep past the dead worker's lease, then compare Redis with the journal."""
     moment = datetime.now(UTC) + timedelta(milliseconds=2 * LEASE_MS)
@@ -79,12 +84,14 @@ async def _recover_and_check(env: dict[str, str], rid_prefix: str) -> dict[str, 
                 await conn.execute(text("SELECT count(*) FROM stock_intents"))
             ).scalar_one()
         found["taken_before"] = await store.get_levels([FIRST, OTHER])
+        found["summary_before"] = await _summary(store)
         found["resolved"] = await store.cross.recover_due()
         async with store.journal.engine.connect() as conn:
             found["intents_after"] = (
                 await conn.execute(text("SELECT count(*) FROM stock_intents"))
             ).scalar_one()
         found["levels"] = await store.get_levels([FIRST, OTHER])
+        found["summary"] = await _summary(store)  # before the rebuild below rewrites it
         parts = [await store.client.hgetall(store.keys.part(sku)) for sku in (FIRST, OTHER)]
         holds = [await store.client.zrange(store.keys.hold(sku), 0, -1) for sku in (FIRST, OTHER)]
         found["leftover"] = [k for p in parts for k in p if k.decode().startswith(rid_prefix)]
@@ -120,9 +127,11 @@ def test_a_worker_killed_between_the_steps_of_a_cross_slot_order_leaves_nothing_
     before = found["taken_before"]
     assert isinstance(before, dict)
     assert sorted(levels["S1"].reserved for levels in before.values()) == [0, 1]
+    assert sorted(found["summary_before"]) == [2, 3]  # type: ignore[call-overload]
     # the recovery compensated it: nothing held, no part or hold left, and the journal agrees
     assert found["resolved"] == 1 and found["intents_after"] == 0
     assert found["levels"] == {sku: {"S1": Levels(sellable=3)} for sku in (FIRST, OTHER)}
+    assert found["summary"] == [3, 3]  # the compensation gave the summary back with the reserved units
     assert found["leftover"] == []
     assert found["rebuilt"] == found["levels"]
     # the retried order (same key, same body) is taken once, and replayed after that

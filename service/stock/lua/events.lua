@@ -1,4 +1,4 @@
--- KEYS: (stock, hold, part, events) per SKU (`events`, the set of applied event ids, is one key for the whole
+-- KEYS: (stock, hold, part, avail, events) per SKU (`events`, the set of applied event ids, is one key for the whole
 -- store, listed once per SKU). ARGV: now_ms, demand half-life in days, then per event 8 values:
 -- key index, event_id, type, loc, qty, disposition or '', to_location or '', sale time in epoch ms.
 -- Returns per event {'duplicate'} or {'applied', anomaly kind or '', shortfall, ds, dd, dp, dt, dest_dt,
@@ -8,8 +8,8 @@
 -- round-trips exactly), 'u:LOC' (ms of the last sale folded in), 'n:LOC' (updates so far).
 local now = tonumber(ARGV[1])
 local half_life = tonumber(ARGV[2])
-for i = 1, #KEYS, 4 do
-  prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], now)
+for i = 1, #KEYS, 5 do
+  prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], now)
 end
 
 -- Same formula as service.domain.reorder.update_demand_rate, on the same millisecond integers.
@@ -46,9 +46,9 @@ end
 local out = {}
 for a = 3, #ARGV, 8 do
   local k = tonumber(ARGV[a])
-  local stock = KEYS[k]
+  local stock, avail = KEYS[k], KEYS[k + 3]
   local eid, typ, loc, qty, disp, to = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
-  if redis.call('SADD', KEYS[k + 3], eid) == 0 then
+  if redis.call('SADD', KEYS[k + 4], eid) == 0 then
     out[#out + 1] = {'duplicate'}
   else
     local s, r, p, t = field(stock, 's', loc), field(stock, 'r', loc), field(stock, 'p', loc), field(stock, 't', loc)
@@ -74,11 +74,13 @@ for a = 3, #ARGV, 8 do
       if typ == 'transfer_out' and to ~= '' then dest = qty end
     end
     redis.call('HINCRBY', stock, 's:' .. loc, ds)
+    redis.call('HINCRBY', avail, loc, ds)
     if dd ~= 0 then redis.call('HINCRBY', stock, 'd:' .. loc, dd) end
     if dp ~= 0 then redis.call('HINCRBY', stock, 'p:' .. loc, dp) end
     if dt ~= 0 then redis.call('HINCRBY', stock, 't:' .. loc, dt) end
     if dest ~= 0 then
       redis.call('HINCRBY', stock, 's:' .. to, 0)
+      redis.call('HINCRBY', avail, to, 0)
       redis.call('HINCRBY', stock, 't:' .. to, dest)
     end
     local result = {'applied', kind, shortfall, ds, dd, dp, dt, dest}

@@ -1,5 +1,5 @@
 -- KEYS: resv, holds, then (usage, hold, part) of the reservation's capacity day when ARGV[4] is '1', then
---       (stock, hold, part) per SKU of the reservation.
+--       (stock, hold, part, avail) per SKU of the reservation.
 -- ARGV: id, now_ms, action (commit | release | expire | forget | undo_commit | undo_release), capacity
 --       keys given (0|1), skus...
 -- A commit or release answers {'done', the reservation, the write's number (the prelude's next_seq)}.
@@ -9,8 +9,9 @@ local resv, holds = KEYS[1], KEYS[2]
 local id, now, action = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local capacity = ARGV[4] == '1'
 local first = capacity and 6 or 3
-for i = 3, #KEYS, 3 do
-  prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], now)
+if capacity then prune(KEYS[3], KEYS[4], KEYS[5], nil, now) end
+for i = first, #KEYS, 4 do
+  prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], now)
 end
 if redis.call('EXISTS', resv) == 0 then
   return {'missing'}
@@ -25,13 +26,17 @@ if action == 'undo_commit' or action == 'undo_release' then
   local exp = redis.call('HGET', resv, 'exp')
   local lines = redis.call('HGET', resv, 'lines')
   local g = 5
-  for i = first, #KEYS, 3 do
+  for i = first, #KEYS, 4 do
     local sku, enc = ARGV[g], ''
     g = g + 1
     for s, loc, qty in string.gmatch(lines, '([^\t\n]+)\t([^\t\n]+)\t(%d+)\n') do
       if s == sku then
         redis.call('HINCRBY', KEYS[i], 'r:' .. loc, tonumber(qty))
-        if action == 'undo_commit' then redis.call('HINCRBY', KEYS[i], 's:' .. loc, tonumber(qty)) end
+        if action == 'undo_commit' then
+          redis.call('HINCRBY', KEYS[i], 's:' .. loc, tonumber(qty))
+        else
+          redis.call('HINCRBY', KEYS[i + 3], loc, -tonumber(qty))
+        end
         enc = enc .. loc .. '\t' .. qty .. '\n'
       end
     end
@@ -54,8 +59,9 @@ if action == 'undo_commit' or action == 'undo_release' then
 end
 if action == 'forget' then
   -- Take back a reservation whose journal entry could not be written, as if it never happened.
-  for i = 3, #KEYS, 3 do
-    release_part(KEYS[i], KEYS[i + 1], KEYS[i + 2], id, false)
+  if capacity then release_part(KEYS[3], KEYS[4], KEYS[5], nil, id, false) end
+  for i = first, #KEYS, 4 do
+    release_part(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], id, false)
   end
   redis.call('DEL', resv)
   redis.call('ZREM', holds, id)
@@ -78,15 +84,15 @@ end
 if status ~= 'held' then
   return {'state', redis.call('HGETALL', resv)}
 end
-for i = first, #KEYS, 3 do
-  release_part(KEYS[i], KEYS[i + 1], KEYS[i + 2], id, action == 'commit')
+for i = first, #KEYS, 4 do
+  release_part(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], id, action == 'commit')
 end
 if capacity then
   if action == 'commit' then
     redis.call('HDEL', KEYS[5], id)
     redis.call('ZREM', KEYS[4], id)
   else
-    release_part(KEYS[3], KEYS[4], KEYS[5], id, false)
+    release_part(KEYS[3], KEYS[4], KEYS[5], nil, id, false)
   end
 end
 redis.call('ZREM', holds, id)

@@ -16,19 +16,26 @@ local function next_seq()
 end
 
 -- Shared by every stock script. A SKU's keys: stock (hash 'b:LOC' -> count, b in s r d p t),
--- hold (sorted set reservation id -> expires_at ms), part (hash reservation id -> 'LOC\tQTY\n'...).
--- A part counts in `r:LOC` exactly while its id is in the hold index; pruning releases it.
+-- hold (sorted set reservation id -> expires_at ms), part (hash reservation id -> 'LOC\tQTY\n'...),
+-- avail (hash LOC -> s - r, not clamped, for every location with any bucket: what availability reads
+-- without walking the buckets). Every script that changes `s:LOC` or `r:LOC` changes `avail` LOC by the
+-- same step in the same call (HINCRBY of 0 where only another bucket appears, so that the location is
+-- listed). A part counts in `r:LOC` exactly while its id is in the hold index; pruning releases it.
+-- A capacity day's keys take the place of (stock, hold, part) with no avail (nil).
 local function part_lines(enc)
   return string.gmatch(enc, '([^\t\n]+)\t(%d+)\n')
 end
 
-local function release_part(stock, hold, part, id, commit)
+local function release_part(stock, hold, part, avail, id, commit)
   local enc = redis.call('HGET', part, id)
   if enc then
     for loc, qty in part_lines(enc) do
       redis.call('HINCRBY', stock, 'r:' .. loc, -tonumber(qty))
       if commit then
+        -- sellable and reserved both fall by qty: avail stays
         redis.call('HINCRBY', stock, 's:' .. loc, -tonumber(qty))
+      elseif avail then
+        redis.call('HINCRBY', avail, loc, tonumber(qty))
       end
     end
     redis.call('HDEL', part, id)
@@ -36,10 +43,10 @@ local function release_part(stock, hold, part, id, commit)
   redis.call('ZREM', hold, id)
 end
 
-local function prune(stock, hold, part, now)
+local function prune(stock, hold, part, avail, now)
   local due = redis.call('ZRANGEBYSCORE', hold, '-inf', now)
   for _, id in ipairs(due) do
-    release_part(stock, hold, part, id, false)
+    release_part(stock, hold, part, avail, id, false)
   end
   return #due
 end

@@ -1,5 +1,5 @@
--- KEYS: resv, holds, then (usage, hold, part) of the capacity day when ARGV[9] > 0, then (stock, hold, part)
---       per SKU.
+-- KEYS: resv, holds, then (usage, hold, part) of the capacity day when ARGV[9] > 0, then (stock, hold, part,
+--       avail) per SKU.
 -- ARGV: id, now_ms, expires_ms, fingerprint, partial(0|1), order_id, channel, idempotency_key,
 --       ncap, ncap x (loc, limit), day, keep_ms (both only when ncap > 0),
 --       then per SKU: sku, n, n x (loc, qty, floor); lines of one SKU and location already summed.
@@ -16,7 +16,7 @@ local first, a = 3, 10
 local cap = {}
 if ncap > 0 then
   first = 6
-  prune(KEYS[3], KEYS[4], KEYS[5], now)
+  prune(KEYS[3], KEYS[4], KEYS[5], nil, now)
   for _ = 1, ncap do
     local left = tonumber(ARGV[a + 1]) - field(KEYS[3], 'r', ARGV[a])
     cap[ARGV[a]] = left > 0 and left or 0
@@ -24,8 +24,8 @@ if ncap > 0 then
   end
   a = a + 2
 end
-for i = first, #KEYS, 3 do
-  prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], now)
+for i = first, #KEYS, 4 do
+  prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], now)
 end
 if redis.call('EXISTS', resv) == 1 then
   if redis.call('HGET', resv, 'fp') ~= fp then
@@ -34,13 +34,14 @@ if redis.call('EXISTS', resv) == 1 then
   return {'replay', redis.call('HGETALL', resv)}
 end
 local granted, short = {}, {}
-for i = first, #KEYS, 3 do
+for i = first, #KEYS, 4 do
   local sku, n = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
   for _ = 1, n do
     local loc, qty, floor = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
     a = a + 3
-    local room = field(KEYS[i], 's', loc) - field(KEYS[i], 'r', loc) - floor
+    -- sellable - reserved, as the SKU's avail hash keeps it
+    local room = tonumber(redis.call('HGET', KEYS[i + 3], loc) or '0') - floor
     if room < 0 then room = 0 end
     local left = cap[loc]
     if left ~= nil and left < room then room = left end
@@ -62,6 +63,7 @@ end
 local parts, lines, flat, counted, order = {}, {}, {}, {}, {}
 for _, g in ipairs(granted) do
   redis.call('HINCRBY', KEYS[g[1]], 'r:' .. g[3], g[4])
+  redis.call('HINCRBY', KEYS[g[1] + 3], g[3], -g[4])
   parts[g[1]] = (parts[g[1]] or '') .. g[3] .. '\t' .. g[4] .. '\n'
   lines[#lines + 1] = g[2] .. '\t' .. g[3] .. '\t' .. g[4] .. '\n'
   for _, v in ipairs({g[2], g[3], g[4]}) do flat[#flat + 1] = v end

@@ -1,5 +1,5 @@
 -- Undo events or snapshot rows whose journal entry could not be written, last first.
--- KEYS: (stock, evt) per SKU. ARGV: per item 10 values: key index, loc, ds, dd, dp, dt, event_id or '',
+-- KEYS: (stock, evt, avail) per SKU. ARGV: per item 10 values: key index, loc, ds, dd, dp, dt, event_id or '',
 -- then for a sale: the demand sequence number it set, the rate and time before it ('' when it had none).
 -- An event is undone only while its id is recorded (a store rebuilt from the journal meanwhile never saw it).
 local forget = {}
@@ -11,7 +11,10 @@ for a = 1, #ARGV, 10 do
   if ARGV[a + 6] ~= '' then forget[ARGV[a + 6]] = KEYS[k + 1] end
   for j = 1, 4 do
     local v = tonumber(ARGV[a + 1 + j])
-    if seen and v ~= 0 then redis.call('HINCRBY', KEYS[k], names[j] .. ':' .. loc, -v) end
+    if seen and v ~= 0 then
+      redis.call('HINCRBY', KEYS[k], names[j] .. ':' .. loc, -v)
+      if j == 1 then redis.call('HINCRBY', KEYS[k + 2], loc, -v) end
+    end
   end
   local seq = ARGV[a + 7]
   -- only while no later sale has updated the rate since (otherwise the later state stands)

@@ -1,6 +1,8 @@
 -- The steps of an order or finish a Redis Cluster takes on several slots (service.stock.crossslot), one
 -- slot per call. KEYS: the slot's fence, then resv and holds when ARGV[5] is '1' (the reservation's home
--- slot), then (stock, hold, part) per SKU, or the capacity day's (usage, hold, part).
+-- slot), then (stock, hold, part, avail) per SKU, then the capacity day's (usage, hold, part) when this
+-- slot holds the attempt's capacity part: a trailing group of three keys is the day's (a SKU's is four).
+-- Every change of `r:LOC` on a SKU changes its `avail` LOC by the opposite step, as in the other scripts.
 -- ARGV: action, id, attempt, now_ms, home (0|1), then the action's own.
 -- The fence is a sorted set attempt -> expires_at of the attempts compensated on this slot: a step of a
 -- compensated attempt (a worker that stalled past its lease) is refused, and compensating twice does
@@ -10,6 +12,20 @@ local action, id, attempt, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local home = ARGV[5] == '1'
 local resv, holds = KEYS[2], KEYS[3]
 local first = home and 4 or 2
+-- the key groups after the head: {stock, hold, part, avail}, avail nil for the capacity day's
+local groups = {}
+do
+  local k = first
+  while k + 2 <= #KEYS do
+    if #KEYS - k == 2 then
+      groups[#groups + 1] = {stock = KEYS[k], hold = KEYS[k + 1], part = KEYS[k + 2]}
+      k = k + 3
+    else
+      groups[#groups + 1] = {stock = KEYS[k], hold = KEYS[k + 1], part = KEYS[k + 2], avail = KEYS[k + 3]}
+      k = k + 4
+    end
+  end
+end
 redis.call('ZREMRANGEBYSCORE', fence, '-inf', now)
 local fenced = redis.call('ZSCORE', fence, attempt) ~= false
 
@@ -25,17 +41,17 @@ if action == 'take' then
     budget[ARGV[a]] = tonumber(ARGV[a + 1])
     a = a + 2
   end
-  for i = first, #KEYS, 3 do prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], now) end
+  for _, g in ipairs(groups) do prune(g.stock, g.hold, g.part, g.avail, now) end
   if home and redis.call('EXISTS', resv) == 1 then
     if redis.call('HGET', resv, 'fp') ~= fp then return {'conflict'} end
     return {'replay', redis.call('HGETALL', resv)}
   end
   if fenced or tonumber(exp) <= now then return {'fenced'} end
   local again, b = {}, a
-  for i = first, #KEYS, 3 do
+  for _, g in ipairs(groups) do
     local sku = ARGV[b]
     b = b + 2 + 3 * tonumber(ARGV[b + 1])
-    local enc = redis.call('HGET', KEYS[i + 2], id)
+    local enc = redis.call('HGET', g.part, id)
     if enc then
       for loc, qty in part_lines(enc) do
         for _, v in ipairs({sku, loc, tonumber(qty)}) do again[#again + 1] = v end
@@ -44,13 +60,13 @@ if action == 'take' then
   end
   if #again > 0 then return {'again', again, {}} end
   local granted, short = {}, {}
-  for i = first, #KEYS, 3 do
+  for gi, g in ipairs(groups) do
     local sku, n = ARGV[a], tonumber(ARGV[a + 1])
     a = a + 2
     for _ = 1, n do
       local loc, qty, floor = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
       a = a + 3
-      local room = field(KEYS[i], 's', loc) - field(KEYS[i], 'r', loc) - floor
+      local room = field(g.stock, 's', loc) - field(g.stock, 'r', loc) - floor
       if room < 0 then room = 0 end
       local left = budget[loc]
       if left ~= nil and left < room then room = left end
@@ -62,7 +78,7 @@ if action == 'take' then
         if partial then take = room end
       end
       if take > 0 then
-        granted[#granted + 1] = {i, sku, loc, take}
+        granted[#granted + 1] = {gi, sku, loc, take}
         if left ~= nil then budget[loc] = left - take end
       end
     end
@@ -74,13 +90,17 @@ if action == 'take' then
   if check then return {'checked', flat, short} end
   if #granted == 0 or (#short > 0 and not partial) then return {'short', flat, short} end
   local parts = {}
-  for _, g in ipairs(granted) do
-    redis.call('HINCRBY', KEYS[g[1]], 'r:' .. g[3], g[4])
-    parts[g[1]] = (parts[g[1]] or '') .. g[3] .. '\t' .. g[4] .. '\n'
+  for _, t in ipairs(granted) do
+    local g = groups[t[1]]
+    redis.call('HINCRBY', g.stock, 'r:' .. t[3], t[4])
+    redis.call('HINCRBY', g.avail, t[3], -t[4])
+    parts[t[1]] = (parts[t[1]] or '') .. t[3] .. '\t' .. t[4] .. '\n'
   end
-  for i, enc in pairs(parts) do
-    redis.call('HSET', KEYS[i + 2], id, enc)
-    redis.call('ZADD', KEYS[i + 1], exp, id)
+  for gi, g in ipairs(groups) do
+    if parts[gi] then
+      redis.call('HSET', g.part, id, parts[gi])
+      redis.call('ZADD', g.hold, exp, id)
+    end
   end
   return {'granted', flat, short}
 end
@@ -91,7 +111,7 @@ if action == 'claim' then
   -- Answers {'fenced'} or {'claimed', per location: loc, taken, left before}.
   local exp, keep = ARGV[6], ARGV[7]
   local usage, hold, part = KEYS[first], KEYS[first + 1], KEYS[first + 2]
-  prune(usage, hold, part, now)
+  prune(usage, hold, part, nil, now)
   if fenced or tonumber(exp) <= now then return {'fenced'} end
   local out, enc, a = {}, '', 9
   local before = redis.call('HGET', part, id)
@@ -166,25 +186,25 @@ if action == 'undo' then
   end
   if fenced then return {'already'} end
   redis.call('ZADD', fence, ARGV[6], attempt)
-  for i = first, #KEYS, 3 do release_part(KEYS[i], KEYS[i + 1], KEYS[i + 2], id, false) end
+  for _, g in ipairs(groups) do release_part(g.stock, g.hold, g.part, g.avail, id, false) end
   return {'undone'}
 end
 
 if action == 'pin' then
   -- Before a commit: keep this slot's parts from expiring until they are committed (or unpinned).
   -- Answers {'missing'} (nothing changed) when a part is gone (expired), else {'pinned'}.
-  for i = first, #KEYS, 3 do prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], now) end
-  for i = first, #KEYS, 3 do
-    if redis.call('HEXISTS', KEYS[i + 2], id) == 0 then return {'missing'} end
+  for _, g in ipairs(groups) do prune(g.stock, g.hold, g.part, g.avail, now) end
+  for _, g in ipairs(groups) do
+    if redis.call('HEXISTS', g.part, id) == 0 then return {'missing'} end
   end
-  for i = first, #KEYS, 3 do redis.call('ZADD', KEYS[i + 1], '+inf', id) end
+  for _, g in ipairs(groups) do redis.call('ZADD', g.hold, '+inf', id) end
   return {'pinned'}
 end
 
 if action == 'unpin' then
   -- ARGV: exp.
-  for i = first, #KEYS, 3 do
-    if redis.call('HEXISTS', KEYS[i + 2], id) == 1 then redis.call('ZADD', KEYS[i + 1], 'XX', ARGV[6], id) end
+  for _, g in ipairs(groups) do
+    if redis.call('HEXISTS', g.part, id) == 1 then redis.call('ZADD', g.hold, 'XX', ARGV[6], id) end
   end
   return {'unpinned'}
 end
@@ -193,7 +213,7 @@ if action == 'finish' then
   -- The decision of a commit or release, on the home slot, with the home slot's parts. ARGV: commit |
   -- release. Answers {'fenced'}, {'missing'}, {'same' | 'state', resv} or {'done', resv, write number}.
   local what = ARGV[6]
-  for i = first, #KEYS, 3 do prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], now) end
+  for _, g in ipairs(groups) do prune(g.stock, g.hold, g.part, g.avail, now) end
   if fenced then return {'fenced'} end
   if redis.call('EXISTS', resv) == 0 then return {'missing'} end
   local status = redis.call('HGET', resv, 'status')
@@ -207,7 +227,7 @@ if action == 'finish' then
     return {'same', redis.call('HGETALL', resv)}
   end
   if status ~= 'held' then return {'state', redis.call('HGETALL', resv)} end
-  for i = first, #KEYS, 3 do release_part(KEYS[i], KEYS[i + 1], KEYS[i + 2], id, what == 'commit') end
+  for _, g in ipairs(groups) do release_part(g.stock, g.hold, g.part, g.avail, id, what == 'commit') end
   redis.call('ZREM', holds, id)
   redis.call('HSET', resv, 'status', what == 'commit' and 'committed' or 'released', 'fin', attempt)
   return {'done', redis.call('HGETALL', resv), next_seq()}
@@ -217,12 +237,12 @@ if action == 'apply' then
   -- A decided commit or release on another slot. ARGV: commit | release | keep (a commit of the day's
   -- capacity: the units stay counted). Parts already applied are gone: applying twice changes nothing.
   local what = ARGV[6]
-  for i = first, #KEYS, 3 do
+  for _, g in ipairs(groups) do
     if what == 'keep' then
-      redis.call('HDEL', KEYS[i + 2], id)
-      redis.call('ZREM', KEYS[i + 1], id)
+      redis.call('HDEL', g.part, id)
+      redis.call('ZREM', g.hold, id)
     else
-      release_part(KEYS[i], KEYS[i + 1], KEYS[i + 2], id, what == 'commit')
+      release_part(g.stock, g.hold, g.part, g.avail, id, what == 'commit')
     end
   end
   return {'applied'}

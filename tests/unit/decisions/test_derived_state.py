@@ -96,3 +96,25 @@ async def test_availability_answers_for_many_channels_stay_bounded_and_leave_the
         await decide_availability(ctx, AvailabilityRequest(channel=f"channel-{i}", skus=["TEE"]), "none")
     assert len(md.derived(_Shared, dict)) <= SHARED_KEPT
     assert md.derived(Allocator, lambda: None) is allocator
+
+
+async def test_the_rules_trace_kept_for_a_list_of_skus_is_the_one_built_afresh() -> None:
+    items = {**ITEMS, "MUG": ItemRecord("MUG", "home", 9.0, 3.0, 12, None, 5, None)}
+    store = MemoryStockStore()
+    await store.put_snapshot([SnapshotRow("TEE", "near", 50), SnapshotRow("MUG", "mid", 4)])
+
+    def snapshot() -> MasterData:
+        return MasterData(locations=_snapshot(53.8).locations, items=items, promotions=())
+
+    async def trace(md: MasterData, skus: list[str]) -> list[dict[str, object]]:
+        ctx = DecisionContext(store, md, RULESETS, NullDecisionLog(), datetime.now(UTC))
+        record = await decide_availability(ctx, AvailabilityRequest(channel="ecommerce", skus=skus), "rules")
+        assert record.trace is not None
+        evaluations: list[dict[str, object]] = record.trace["evaluations"]
+        return evaluations
+
+    md = snapshot()
+    tee, both = await trace(md, ["TEE"]), await trace(md, ["TEE", "MUG"])
+    assert await trace(md, ["TEE"]) == tee == await trace(snapshot(), ["TEE"])
+    assert await trace(md, ["TEE", "MUG"]) == both == await trace(snapshot(), ["TEE", "MUG"])
+    assert both[: len(tee)] == tee and len(both) > len(tee)  # MUG's facts differ: evaluations of its own
