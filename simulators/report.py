@@ -11,7 +11,7 @@ are inline SVG (`simulators.charts`) and scale to the page.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any
@@ -161,6 +161,46 @@ def _seeds_text(seeds: Sequence[int]) -> str:
     return ", ".join(str(s) for s in seeds)
 
 
+def _kpi_table(
+    columns: Sequence[str], entries: Sequence[dict[str, Any]], cell: Callable[[dict[str, Any], str], str]
+) -> str:
+    """A table of the seed KPIs (rows) over `entries` (columns headed by `columns`, HTML): `cell(value,
+    kind)` draws an entry's value of a KPI, "-" where it has none; a KPI no entry has is left out."""
+    rows = []
+    for key, label, kind in SEED_KPIS:
+        if not any(key in entry["kpis"] for entry in entries):
+            continue
+        cells = [
+            "<td>-</td>" if entry["kpis"].get(key) is None else cell(entry["kpis"][key], kind)
+            for entry in entries
+        ]
+        rows.append(f"<tr><th>{escape(label)}</th>{''.join(cells)}</tr>")
+    head = "".join(f"<th>{column}</th>" for column in columns)
+    return f'<table class="kpis"><thead><tr><th>KPI</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _spread_cell(s: dict[str, Any], kind: str) -> str:
+    sd = f"{s['sd'] * 100:.1f} pts" if kind == "pct" else f"{s['sd']:,.1f}"
+    return (
+        f"<td>{fmt(s['mean'], 'float' if kind == 'int' else kind)} <span class='delta'>± {sd}</span>"
+        f"<br><small>{fmt(s['min'], kind)} to {fmt(s['max'], kind)}</small></td>"
+    )
+
+
+def _verdict_cell(seeds: int) -> Callable[[dict[str, Any], str], str]:
+    def cell(v: dict[str, Any], kind: str) -> str:
+        css = {"larger than noise": "diff", "within noise": "noise", "same": ""}.get(v["verdict"], "")
+        unit = "pts" if kind == "pct" else ""
+        scale = 100 if kind == "pct" else 1
+        return (
+            f'<td class="{css}">{v["difference"] * scale:+,.2f} {unit} '
+            f"<small>(spread {v['spread'] * scale:,.2f})</small><br><strong>{escape(v['verdict'])}</strong>"
+            f"<br><small>higher on {v['seeds_higher']}, lower on {v['seeds_lower']} of {seeds}</small></td>"
+        )
+
+    return cell
+
+
 def _seed_section(document: dict[str, Any]) -> str:
     """Each KPI's mean, standard deviation and range over the seeds per run, and each version against the
     first with its verdict."""
@@ -168,30 +208,12 @@ def _seed_section(document: dict[str, Any]) -> str:
     if not aggregate:
         return ""
     seeds = document.get("seeds") or []
-    head = "".join(f"<th>{escape(run_title(run))}</th>" for run in aggregate)
-    rows = []
-    for key, label, kind in SEED_KPIS:
-        if not any(key in run["kpis"] for run in aggregate):
-            continue
-        cells = []
-        for run in aggregate:
-            s = run["kpis"].get(key)
-            if s is None:
-                cells.append("<td>-</td>")
-                continue
-            sd = f"{s['sd'] * 100:.1f} pts" if kind == "pct" else f"{s['sd']:,.1f}"
-            cells.append(
-                f"<td>{fmt(s['mean'], 'float' if kind == 'int' else kind)} <span class='delta'>± {sd}</span>"
-                f"<br><small>{fmt(s['min'], kind)} to {fmt(s['max'], kind)}</small></td>"
-            )
-        rows.append(f"<tr><th>{escape(label)}</th>{''.join(cells)}</tr>")
-    spread = f'<table class="kpis"><thead><tr><th>KPI</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
     parts = [
         f"<h2>Over {len(seeds)} seeds ({escape(_seeds_text(seeds))})</h2>",
         '<p class="muted">Each KPI as the mean over the seeds ± its standard deviation, and below it the '
         f"lowest and highest seed. Everything after this section shows seed {seeds[0] if seeds else ''} "
         "alone.</p>",
-        spread,
+        _kpi_table([escape(run_title(run)) for run in aggregate], aggregate, _spread_cell),
     ]
     comparisons = document.get("comparisons") or []
     if comparisons:
@@ -202,33 +224,11 @@ def _seed_section(document: dict[str, Any]) -> str:
             "<em>larger than noise</em> when the difference exceeds the spread, <em>within noise</em> when it "
             "does not (the seeds alone could account for it), <em>same</em> when equal on every seed.</p>"
         )
-        head = "".join(
-            f"<th>{escape(c['label'])} against {escape(c['against'])}<br><small>{escape(c['view'])}</small></th>"
+        columns = [
+            f"{escape(c['label'])} against {escape(c['against'])}<br><small>{escape(c['view'])}</small>"
             for c in comparisons
-        )
-        rows = []
-        n = len(seeds)
-        for key, label, kind in SEED_KPIS:
-            if not any(key in c["kpis"] for c in comparisons):
-                continue
-            cells = []
-            for c in comparisons:
-                v = c["kpis"].get(key)
-                if v is None:
-                    cells.append("<td>-</td>")
-                    continue
-                css = {"larger than noise": "diff", "within noise": "noise", "same": ""}.get(v["verdict"], "")
-                unit = "pts" if kind == "pct" else ""
-                scale = 100 if kind == "pct" else 1
-                cells.append(
-                    f'<td class="{css}">{v["difference"] * scale:+,.2f} {unit} '
-                    f"<small>(spread {v['spread'] * scale:,.2f})</small><br><strong>{escape(v['verdict'])}</strong>"
-                    f"<br><small>higher on {v['seeds_higher']}, lower on {v['seeds_lower']} of {n}</small></td>"
-                )
-            rows.append(f"<tr><th>{escape(label)}</th>{''.join(cells)}</tr>")
-        parts.append(
-            f'<table class="kpis"><thead><tr><th>KPI</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-        )
+        ]
+        parts.append(_kpi_table(columns, comparisons, _verdict_cell(len(seeds))))
     return "".join(parts)
 
 

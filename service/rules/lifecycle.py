@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.models.rulesets import RulesetKindRow, RulesetRow, RulesetVersionRow
-from service.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
+from service.errors import Conflict, FieldError, Invalid, NotFound
 from service.rules import repository as repo
 from service.rules.language import Problem, Ruleset, RulesetError, ValidationReport, parse_ruleset
 from service.rules.language import ruleset_sha256 as content_sha256
@@ -232,7 +232,7 @@ async def publish(
         )
     if author == publisher:
         reason = f"{publisher!r} wrote version {version}; another publisher must publish it (four-eyes)"
-        raise Forbidden(reason, [FieldError("version", reason)])
+        raise Conflict(reason, [FieldError("version", reason)])
     # Checked again: the fact catalogue or the engines may have changed since the draft was stored.
     try:
         checked = await check_text_async(trials, text, f"{name}@{version}")

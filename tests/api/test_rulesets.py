@@ -153,10 +153,10 @@ async def test_publish_by_another_person_activates_the_version(api: ApiClient) -
     assert (served["version"], served["sha256"]) == (1, response.json()["sha256"])
 
 
-async def test_publishing_ones_own_draft_is_403(api: ApiClient) -> None:
+async def test_publishing_ones_own_draft_is_409(api: ApiClient) -> None:
     await create(api, transfer_yaml(), role="pat")
     response = await api.as_("pat").post(f"{BASE}/versions/1/publish")
-    assert response.status_code == 403
+    assert response.status_code == 409
     assert problem_fields(response) == ["version"]
     assert (await api.as_("author").get(f"{BASE}/versions/1")).json()["status"] == "draft"
 

@@ -90,7 +90,7 @@ async def test_the_four_eyes_rule_holds_in_the_console(console: Console) -> None
     api = await console.api.client.http.post(
         "/v1/rulesets/channel-priority/versions/2/publish", headers={"Authorization": f"Bearer {key}"}
     )
-    assert refused.status_code == api.status_code == 403
+    assert refused.status_code == api.status_code == 409
     assert "four-eyes" in api.json()["errors"][0]["reason"]
     assert str(markupsafe.escape(api.json()["errors"][0]["reason"])) in refused.text
 

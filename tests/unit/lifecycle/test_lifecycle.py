@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.models import AuditEntry
-from service.errors import Conflict, Forbidden, Invalid
+from service.errors import Conflict, Invalid
 from service.rules import lifecycle
 from service.rules import repository as repo
 from service.rules.trial import TrialWorker
@@ -67,7 +67,7 @@ async def test_name_in_document_must_match(sessions: Sessions, trials: TrialWork
 
 async def test_author_cannot_publish_own_draft(sessions: Sessions, trials: TrialWorker) -> None:
     await lifecycle.create_version(sessions, trials, NAME, transfer_yaml(), "alice")
-    with pytest.raises(Forbidden):
+    with pytest.raises(Conflict, match="four-eyes"):
         await lifecycle.publish(sessions, trials, NAME, 1, "alice")
 
 
@@ -194,7 +194,7 @@ async def test_every_change_is_audited_with_its_actor(sessions: Sessions, trials
 
 async def test_a_refused_publish_writes_no_audit_row(sessions: Sessions, trials: TrialWorker) -> None:
     await lifecycle.create_version(sessions, trials, NAME, transfer_yaml(), "alice")
-    with pytest.raises(Forbidden):
+    with pytest.raises(Conflict, match="four-eyes"):
         await lifecycle.publish(sessions, trials, NAME, 1, "alice")
     assert await audit_actions(sessions) == [("ruleset.version.create", "alice")]
 
