@@ -25,7 +25,7 @@ from typing import Literal
 from redis import exceptions as redis_errors
 
 from service.db.sqlite_writer import SqliteWriters
-from service.stock.journal import journal_size
+from service.stock.checkpoint import journal_extent
 from service.stock.memory import Clock, utc_now
 from service.stock.rebuild import RebuildReport, replay_journal
 from service.stock.redis import DOWN_ERRORS, RedisStockStore
@@ -159,7 +159,8 @@ class StockRecovery:
                 )
             for _ in range(PASSES):
                 report = await replay_journal(store, fence=fence)
-                if await journal_size(store.journal.engine) == report.journal_entries:
+                extent = await journal_extent(store.journal.engine)
+                if extent == (report.generation, report.journal_entries):
                     break
                 log.warning("the journal grew during the rebuild: rebuilding again")
             fence()
@@ -180,8 +181,10 @@ class StockRecovery:
             if not marked:
                 raise LockLost("the stock rebuild lock lapsed before the marker was written")
             log.warning(
-                "stock rebuilt from %d journal entries (position %d): %d positions, %d held reservations",
+                "stock rebuilt from %d journal entries and %d checkpointed (position %d): %d positions, "
+                "%d held reservations",
                 report.journal_entries,
+                report.checkpoint_entries,
                 report.journal_position,
                 report.positions,
                 report.reservations_held,
