@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db.engine import BatchInsert, HeldConnection
@@ -264,12 +264,6 @@ def _delta_row(delta: Delta) -> tuple[str, str, int, int, int, int, int]:
         delta.return_pending,
         delta.in_transit,
     )
-
-
-async def journal_size(engine: AsyncEngine) -> int:
-    """How many entries the journal holds."""
-    async with engine.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(JOURNAL))).scalar_one())
 
 
 async def latest_write(engine: AsyncEngine, window: int = 1000) -> int:

@@ -8,7 +8,7 @@ and the worker that met the refusal wakes its `StockRecovery`. One worker at a t
 processes and hosts: the one that takes the `rebuilding` lock (SET NX PX with a random token, renewed
 while it works, released only by its holder). It waits for its own process's journal writes under way,
 rebuilds, checks that the journal did not grow meanwhile (a change another process applied before the
-loss and journaled late; it rebuilds again if so) and writes the marker with the journal position it
+loss and journaled late) nor had days folded into its checkpoint (it rebuilds again if so) and writes the marker with the journal position it
 read, in one script that first checks it still holds the lock. Every other worker waits and re-checks
 the marker until it is back, and takes over if the rebuilder's lock lapses without a marker. A new
 deployment starts the same way: its empty journal gives an empty store and the marker.

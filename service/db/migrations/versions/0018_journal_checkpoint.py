@@ -3,7 +3,8 @@
 `stock_checkpoint` is one row (id 1): how many entries were folded, the highest entry id and write number
 among them, the cutoff of the latest fold and a generation that every fold raises. `stock_checkpoint_items`
 holds the folded state by (kind, key): `level` and `rate` per "SKU<TAB>LOCATION", `event` per applied
-event id, `resv` per reservation id (see `service.stock.fold`).
+event id, `resv` per reservation id (see `service.stock.fold`). The downgrade drops them: once journal days
+were folded and dropped, the journal alone no longer rebuilds Redis in full.
 
 Revision ID: 0018_journal_checkpoint
 Revises: 0017_decision_inputs
