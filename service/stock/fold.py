@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, func, insert, select, tuple_, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, tuple_, update
 
 from service.db.models.stock import StockCheckpoint, StockCheckpointItem
 
@@ -162,27 +162,34 @@ def _chunks(keys: list[str]) -> Iterable[list[str]]:
 
 def save_merged(conn: Connection, newer: JournalFold, cutoff_ms: int, made_at_ms: int) -> None:
     """Merge `newer` into the stored fold, in the caller's transaction: the stored pieces of the keys it
-    touches are read, merged and written back, the header takes its counts."""
-    by_kind: dict[str, dict[str, Any]] = {}
-    for kind, key, value in newer.rows():
-        by_kind.setdefault(kind, {})[key] = value
-    stored = JournalFold()
+    touches are read, merged and written back (an event id already kept stays as it is), the header takes
+    its counts."""
+    by_kind: dict[str, list[str]] = {}
+    for kind, key, _ in newer.rows():
+        by_kind.setdefault(kind, []).append(key)
+    stored, found = JournalFold(), set[tuple[str, str]]()
     for kind, wanted in by_kind.items():
-        if kind == "event":  # an event id is kept once: nothing to merge
-            continue
-        for keys in _chunks(list(wanted)):
-            found = conn.execute(
+        for keys in _chunks(wanted):
+            for key, value in conn.execute(
                 select(ITEMS.c.key, ITEMS.c.value).where(ITEMS.c.kind == kind, ITEMS.c.key.in_(keys))
-            ).all()
-            for key, value in found:
+            ):
                 stored.take_row(kind, key, value)
+                found.add((kind, key))
     stored.merge(newer)
-    for kind, wanted in by_kind.items():
-        for keys in _chunks(list(wanted)):
-            conn.execute(delete(ITEMS).where(ITEMS.c.kind == kind, ITEMS.c.key.in_(keys)))
-    rows = [{"kind": kind, "key": key, "value": value} for kind, key, value in stored.rows()]
-    for start in range(0, len(rows), CHUNK):
-        conn.execute(insert(ITEMS), rows[start : start + CHUNK])
+    changed: list[dict[str, Any]] = []
+    added: list[dict[str, Any]] = []
+    for kind, key, value in stored.rows():
+        if (kind, key) not in found:
+            added.append({"kind": kind, "key": key, "value": value})
+        elif kind != "event":
+            changed.append({"k": kind, "n": key, "value": value})
+    for start in range(0, len(changed), CHUNK):
+        conn.execute(
+            update(ITEMS).where(ITEMS.c.kind == bindparam("k"), ITEMS.c.key == bindparam("n")),
+            changed[start : start + CHUNK],
+        )
+    for start in range(0, len(added), CHUNK):
+        conn.execute(insert(ITEMS), added[start : start + CHUNK])
     conn.execute(
         update(HEADER)
         .where(HEADER.c.id == 1)
