@@ -37,6 +37,7 @@ from service.db.day_partitions import (
     partitions,
 )
 from service.stock.checkpoint import fold_old_days
+from service.stock.fold import CHUNK
 
 # the names other modules take from here (the migrations, the tests)
 __all__ = [
@@ -110,11 +111,27 @@ def maintain_sync(
 async def maintain(
     engine: AsyncEngine, today: date, ahead_days: int, retention_days: int, journal_retention_days: int = 0
 ) -> MaintenanceReport:
-    """`maintain_sync` in a transaction of its own."""
-    if engine.dialect.name != "postgresql" and journal_retention_days <= 0:
-        return MaintenanceReport()
-    async with engine.begin() as conn:
-        return await conn.run_sync(maintain_sync, today, ahead_days, retention_days, journal_retention_days)
+    """`maintain_sync` in a transaction of its own. On SQLite (the journal's retention only) in a
+    transaction per CHUNK journal rows: SQLite has one writer at a time, and the journal's writes get the
+    lock between them (each is a whole fold of its rows, and the rebuild re-reads when one commits)."""
+    if engine.dialect.name == "postgresql":
+        async with engine.begin() as conn:
+            return await conn.run_sync(
+                maintain_sync, today, ahead_days, retention_days, journal_retention_days
+            )
+    report = MaintenanceReport()
+    while journal_retention_days > 0:
+        cutoff, now_ms = (
+            today - timedelta(days=journal_retention_days),
+            int(datetime.now(UTC).timestamp() * 1000),
+        )
+        async with engine.begin() as conn:
+            folded = await conn.run_sync(fold_old_days, cutoff, now_ms, True)
+        report.trimmed += folded.deleted
+        report.folded += folded.folded
+        if folded.deleted < CHUNK:
+            break
+    return report
 
 
 @dataclass

@@ -10,7 +10,9 @@ returned, so a row committed meanwhile is either deleted and folded or left for 
 or neither. An entry of an old day that arrives late (a cross-slot order completed by the recovery keeps
 its creation time) lands in the default partition and is folded by the next run; until then the rebuild
 reads it with the rest. On PostgreSQL the run holds the maintenance's advisory lock, so two hosts take
-turns (the second finds nothing left to fold); on SQLite its first statement takes the write lock.
+turns (the second finds nothing left to fold); on SQLite its first write takes the write lock, and
+`service.db.partitions.maintain` folds a transaction of CHUNK rows at a time there, so that the journal's
+writes get the lock between them.
 
 `read_state` is what the rebuild reads: the checkpoint, then every journal entry left, added to it. On
 PostgreSQL it holds the same advisory lock, shared, so no fold commits meanwhile; on both databases the
@@ -51,9 +53,10 @@ class CheckpointReport:
     deleted: int = 0  # rows deleted from the default partition (from the table, unpartitioned)
 
 
-def fold_old_days(conn: Connection, cutoff: date, now_ms: int) -> CheckpointReport:
+def fold_old_days(conn: Connection, cutoff: date, now_ms: int, one_chunk: bool = False) -> CheckpointReport:
     """Fold the journal entries of days before `cutoff` into the checkpoint and take them out of the
-    journal, in the caller's transaction (on PostgreSQL holding the maintenance's advisory lock)."""
+    journal, in the caller's transaction (on PostgreSQL holding the maintenance's advisory lock);
+    `one_chunk`: of an unpartitioned journal, the first CHUNK rows only (`deleted` < CHUNK: no more)."""
     report = CheckpointReport()
     cut_ms = int(JOURNAL.bound(cutoff))
     old: list[str] = []
@@ -77,7 +80,7 @@ def fold_old_days(conn: Connection, cutoff: date, now_ms: int) -> CheckpointRepo
             for row in rows:
                 fold.add(row)
             report.deleted += len(rows)
-            if len(rows) < CHUNK:
+            if len(rows) < CHUNK or one_chunk:
                 break
     save_merged(conn, fold, cut_ms, now_ms)
     for name in old:

@@ -410,3 +410,41 @@ def test_the_partitions_command_on_sqlite_folds_and_deletes_the_journals_old_day
     with sqlite3.connect(tmp_path / "cli.db") as db:
         assert [ref for (ref,) in db.execute("SELECT ref FROM stock_journal")] == ["j-today"]
         assert db.execute("SELECT entries FROM stock_checkpoint").fetchone() == (1,)
+
+
+async def test_sqlite_folds_a_long_journal_in_a_transaction_per_chunk(migrated_sqlite_url: str) -> None:
+    """Each transaction folds CHUNK rows (SQLite's writers get the lock between them); together they give
+    the fold of the whole journal."""
+    import sqlite3
+
+    from service.stock.checkpoint import read_state
+    from service.stock.fold import CHUNK
+
+    old, rows = ms(at(TODAY - timedelta(days=3))), CHUNK * 2 + 7
+    with sqlite3.connect(migrated_sqlite_url.removeprefix("sqlite+aiosqlite:///")) as db:
+        db.executemany(
+            "INSERT INTO stock_journal (at_ms, kind, ref, deltas, record) VALUES (?, 'event', ?, ?, ?)",
+            [
+                (
+                    old + n,
+                    f"e{n}",
+                    f'[["SKU{n % 50}", "S1", 1, 0, 0, 0, 0]]',
+                    f'{{"sku": "SKU{n % 50}", "seq": {n}}}',
+                )
+                for n in range(rows)
+            ],
+        )
+    engine = create_engine(DatabaseSettings(url=migrated_sqlite_url))
+    try:
+        whole = await read_state(engine)
+        report = await maintain(engine, TODAY, 0, 0, journal_retention_days=1)
+        assert (report.folded, report.trimmed) == (rows, rows)
+        checkpointed = await read_state(engine)
+        assert checkpointed.fold == whole.fold
+        assert (checkpointed.checkpoint_entries, checkpointed.journal_entries, checkpointed.generation) == (
+            rows,
+            0,
+            3,
+        )
+    finally:
+        await engine.dispose()
