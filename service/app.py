@@ -116,6 +116,7 @@ async def start_services(settings: Settings, trials: TrialWorker | None = None) 
         ahead_days=settings.database.partitions_ahead_days,
         retention_days=settings.database.decision_log_retention_days,
         interval_seconds=settings.database.partition_check_seconds,
+        journal_retention_days=settings.database.journal_retention_days,
     )
     await partitions.run_once()  # on PostgreSQL: today's and the coming days' partitions exist
     sessions = session_factory(engine)
@@ -153,7 +154,7 @@ async def start_services(settings: Settings, trials: TrialWorker | None = None) 
         sqlite_writers=sqlite_writers,
         tasks=[sweeper],
     )
-    if engine.dialect.name == "postgresql":
+    if engine.dialect.name == "postgresql" or settings.database.journal_retention_days > 0:
         services.tasks.append(partitions.start())
     services.workflow = Workflow(services)
     services.tasks.append(start_workflow_sweeper(services.workflow))

@@ -52,7 +52,7 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
     return 0
 
 
-async def _partitions(ahead_days: int, retention_days: int) -> dict[str, Any]:
+async def _partitions(ahead_days: int, retention_days: int, journal_retention_days: int) -> dict[str, Any]:
     from dataclasses import asdict
 
     from service.db.engine import create_engine
@@ -61,9 +61,15 @@ async def _partitions(ahead_days: int, retention_days: int) -> dict[str, Any]:
     await _migrate()
     engine = create_engine(get_settings().database)
     try:
+        today = datetime.now(UTC).date()
+        report = await maintain(engine, today, ahead_days, retention_days, journal_retention_days)
         if engine.dialect.name != "postgresql":
-            return {"partitioned": False}
-        report = await maintain(engine, datetime.now(UTC).date(), ahead_days, retention_days)
+            # SQLite: no partitions; the journal's retention folds and deletes its old days
+            return (
+                {"partitioned": False, "folded": report.folded}
+                if journal_retention_days
+                else {"partitioned": False}
+            )
         return {"partitioned": True, **asdict(report)}
     finally:
         await engine.dispose()
@@ -73,10 +79,13 @@ def cmd_db_partitions(args: argparse.Namespace) -> int:
     database = get_settings().database
     ahead = database.partitions_ahead_days if args.ahead_days is None else args.ahead_days
     retention = database.decision_log_retention_days if args.retention_days is None else args.retention_days
-    if ahead < 0 or retention < 0:
-        print("--ahead-days and --retention-days take 0 or more", file=sys.stderr)
+    journal = database.journal_retention_days
+    if args.journal_retention_days is not None:
+        journal = args.journal_retention_days
+    if ahead < 0 or retention < 0 or journal < 0:
+        print("--ahead-days, --retention-days and --journal-retention-days take 0 or more", file=sys.stderr)
         return 2
-    print(json.dumps(asyncio.run(_partitions(ahead, retention))))
+    print(json.dumps(asyncio.run(_partitions(ahead, retention, journal))))
     return 0
 
 
@@ -315,11 +324,17 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_parser("upgrade", help="apply every migration").set_defaults(func=cmd_db_upgrade)
     partitions = db.add_parser(
         "partitions",
-        help="PostgreSQL: make the day partitions of the decision log and journal ahead, drop expired days",
+        help="PostgreSQL: make the day partitions of the decision log and journal ahead, drop expired days; "
+        "fold the journal's expired days into its checkpoint (also on SQLite)",
     )
     partitions.add_argument("--ahead-days", type=int, help="days after today (PARTITIONS_AHEAD_DAYS)")
     partitions.add_argument(
         "--retention-days", type=int, help="decision log days kept, 0 keeps all (DECISION_LOG_RETENTION_DAYS)"
+    )
+    partitions.add_argument(
+        "--journal-retention-days",
+        type=int,
+        help="stock journal days kept, older ones folded into its checkpoint; 0 keeps all (JOURNAL_RETENTION_DAYS)",
     )
     partitions.set_defaults(func=cmd_db_partitions)
 

@@ -71,10 +71,12 @@ class DatabaseSettings:
     pool_size: int = 10
     echo: bool = False
     # PostgreSQL day partitions of the decision log and the journal (service/db/partitions.py): days made
-    # ahead of today, the decision log's days kept (0 keeps every day), how often the service checks
+    # ahead of today, the decision log's days kept (0 keeps every day), how often the service checks; the
+    # stock journal's days kept (0: every day; older days are folded into its checkpoint, also on SQLite)
     partitions_ahead_days: int = 7
     decision_log_retention_days: int = 0
     partition_check_seconds: float = 3600.0
+    journal_retention_days: int = 0
 
     @property
     def is_sqlite(self) -> bool:
@@ -170,6 +172,7 @@ def load_settings() -> Settings:
             partitions_ahead_days=_positive_int("PARTITIONS_AHEAD_DAYS", 7),
             decision_log_retention_days=_whole_number("DECISION_LOG_RETENTION_DAYS", 0),
             partition_check_seconds=_positive_int("PARTITION_CHECK_SECONDS", 3600),
+            journal_retention_days=_whole_number("JOURNAL_RETENTION_DAYS", 0),
         ),
         stock=StockSettings(
             backend=backend,  # type: ignore[arg-type]

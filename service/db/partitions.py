@@ -4,12 +4,13 @@ Both tables are range-partitioned by day (`decisions` on `created_at`, `stock_jo
 days) with a default partition that catches a row of a day without a partition of its own (a clock far
 off, a partition not made yet); SQLite keeps plain tables. `maintain` makes the partitions of today and
 the next `ahead_days` days, moves any rows of those days out of the default partition, and drops the
-decision log's partitions of days before its retention. The service runs it at start-up and periodically
-(`PartitionKeeper`), `retail-policy db partitions` runs it once. Every run holds a transaction-scoped
-advisory lock, so the workers of several hosts take turns, and a short lock timeout, so a run that would
-wait on a busy table gives up and the next one tries again.
-
-The journal is never trimmed by retention: the Redis rebuild sums every entry it holds.
+decision log's partitions of days before its retention. With a journal retention set it also folds the
+journal's days before that retention into the journal checkpoint and drops them (`service.stock.checkpoint`:
+the Redis rebuild starts from the checkpoint, so nothing it needs goes); on SQLite that is all it does, by
+deleting the folded rows. The service runs it at start-up and periodically (`PartitionKeeper`),
+`retail-policy db partitions` runs it once. Every run holds a transaction-scoped advisory lock, so the
+workers of several hosts take turns, and a short lock timeout, so a run that would wait on a busy table
+gives up and the next one tries again.
 """
 
 from __future__ import annotations
@@ -23,50 +24,35 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.db.day_partitions import (
+    DECISIONS,
+    JOURNAL,
+    LOCK_KEY,
+    LOCK_TIMEOUT,
+    TABLES,
+    DayPartitioned,
+    create_day_partition,
+    drop_partition,
+    is_partitioned,
+    partitions,
+)
+from service.stock.checkpoint import fold_old_days
+from service.stock.fold import CHUNK
+
+# the names other modules take from here (the migrations, the tests)
+__all__ = [
+    "DECISIONS",
+    "JOURNAL",
+    "LOCK_KEY",
+    "DayPartitioned",
+    "MaintenanceReport",
+    "PartitionKeeper",
+    "create_day_partition",
+    "maintain",
+    "maintain_sync",
+]
+
 log = logging.getLogger("retail_policy.partitions")
-
-# pg_advisory_xact_lock key of partition maintenance (any fixed number no other lock uses)
-LOCK_KEY = 7_317_001
-LOCK_TIMEOUT = "2s"
-
-
-@dataclass(frozen=True)
-class DayPartitioned:
-    """A table partitioned by UTC day on `column`, a timestamp or (`millis`) Unix milliseconds."""
-
-    table: str
-    column: str
-    millis: bool
-    trimmed: bool  # whether the retention drops its old days
-
-    def bound(self, day: date) -> str:
-        """The SQL literal of the start of `day` in the partition key's terms."""
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        if self.millis:
-            return str(int(start.timestamp()) * 1000)
-        return f"'{start.isoformat()}'"
-
-    def partition(self, day: date) -> str:
-        return f"{self.table}_p{day:%Y%m%d}"
-
-    @property
-    def default(self) -> str:
-        return f"{self.table}_default"
-
-    def day_of(self, partition: str) -> date | None:
-        """The day a partition of this table holds, from its name (None for the default or a stranger)."""
-        prefix = f"{self.table}_p"
-        if not partition.startswith(prefix):
-            return None
-        try:
-            return datetime.strptime(partition[len(prefix) :], "%Y%m%d").replace(tzinfo=UTC).date()
-        except ValueError:
-            return None
-
-
-DECISIONS = DayPartitioned("decisions", "created_at", millis=False, trimmed=True)
-JOURNAL = DayPartitioned("stock_journal", "at_ms", millis=True, trimmed=False)
-TABLES = (DECISIONS, JOURNAL)
 
 
 @dataclass
@@ -74,62 +60,21 @@ class MaintenanceReport:
     created: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     moved: int = 0  # rows moved out of a default partition into their day's partition
-    trimmed: int = 0  # rows of expired days deleted from a default partition
+    trimmed: int = 0  # rows of expired days deleted from a default partition (from the journal: folded)
+    folded: int = 0  # journal entries folded into the journal checkpoint and taken out of the journal
 
 
-def is_partitioned(conn: Connection, table: str) -> bool:
-    found = conn.execute(
-        text(
-            "SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid "
-            "WHERE c.relname = :table AND c.relnamespace = current_schema()::regnamespace"
-        ),
-        {"table": table},
-    ).first()
-    return found is not None
-
-
-def partitions(conn: Connection, table: str) -> list[str]:
-    """The names of `table`'s partitions."""
-    rows = conn.execute(
-        text(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "JOIN pg_class p ON p.oid = i.inhparent "
-            "WHERE p.relname = :table AND p.relnamespace = current_schema()::regnamespace ORDER BY 1"
-        ),
-        {"table": table},
-    ).all()
-    return [str(name) for (name,) in rows]
-
-
-def create_day_partition(conn: Connection, spec: DayPartitioned, day: date) -> int:
-    """Make `day`'s partition, taking over the rows of that day the default partition holds; answers
-    how many rows moved. Attaching (rather than CREATE ... PARTITION OF) keeps the lock on the parent
-    table weak enough for writes to go on."""
-    name, low, high = spec.partition(day), spec.bound(day), spec.bound(day + timedelta(days=1))
-    conn.execute(
-        text(f'CREATE TABLE "{name}" (LIKE "{spec.table}" INCLUDING DEFAULTS INCLUDING CONSTRAINTS)')
-    )
-    moved = conn.execute(
-        text(
-            f'WITH moved AS (DELETE FROM "{spec.default}" WHERE {spec.column} >= {low} '
-            f"AND {spec.column} < {high} RETURNING *) "
-            f'INSERT INTO "{name}" SELECT * FROM moved'
-        )
-    ).rowcount
-    conn.execute(
-        text(f'ALTER TABLE "{spec.table}" ATTACH PARTITION "{name}" FOR VALUES FROM ({low}) TO ({high})')
-    )
-    return int(moved or 0)
-
-
-def maintain_sync(conn: Connection, today: date, ahead_days: int, retention_days: int) -> MaintenanceReport:
-    """One maintenance run in the caller's transaction (see the module's text); retention 0 keeps all."""
+def maintain_sync(
+    conn: Connection, today: date, ahead_days: int, retention_days: int, journal_retention_days: int = 0
+) -> MaintenanceReport:
+    """One maintenance run in the caller's transaction (see the module's text); a retention of 0 keeps
+    all. On SQLite only the journal's retention applies."""
     report = MaintenanceReport()
-    if conn.dialect.name != "postgresql":
-        return report
-    conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-    conn.execute(text(f"SELECT pg_advisory_xact_lock({LOCK_KEY})"))
-    for spec in TABLES:
+    postgresql = conn.dialect.name == "postgresql"
+    if postgresql:
+        conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        conn.execute(text(f"SELECT pg_advisory_xact_lock({LOCK_KEY})"))
+    for spec in TABLES if postgresql else ():
         if not is_partitioned(conn, spec.table):
             continue
         existing = set(partitions(conn, spec.table))
@@ -144,8 +89,7 @@ def maintain_sync(conn: Connection, today: date, ahead_days: int, retention_days
         for name in sorted(existing):
             held = spec.day_of(name)
             if held is not None and held < cutoff:
-                conn.execute(text(f'ALTER TABLE "{spec.table}" DETACH PARTITION "{name}"'))
-                conn.execute(text(f'DROP TABLE "{name}"'))
+                drop_partition(conn, spec, name)
                 report.dropped.append(name)
         if spec.default in existing:
             report.trimmed += int(
@@ -154,17 +98,40 @@ def maintain_sync(conn: Connection, today: date, ahead_days: int, retention_days
                 ).rowcount
                 or 0
             )
+    if journal_retention_days > 0:
+        folded = fold_old_days(
+            conn, today - timedelta(days=journal_retention_days), int(datetime.now(UTC).timestamp() * 1000)
+        )
+        report.dropped += folded.dropped
+        report.trimmed += folded.deleted
+        report.folded += folded.folded
     return report
 
 
 async def maintain(
-    engine: AsyncEngine, today: date, ahead_days: int, retention_days: int
+    engine: AsyncEngine, today: date, ahead_days: int, retention_days: int, journal_retention_days: int = 0
 ) -> MaintenanceReport:
-    """`maintain_sync` in a transaction of its own."""
-    if engine.dialect.name != "postgresql":
-        return MaintenanceReport()
-    async with engine.begin() as conn:
-        return await conn.run_sync(maintain_sync, today, ahead_days, retention_days)
+    """`maintain_sync` in a transaction of its own. On SQLite (the journal's retention only) in a
+    transaction per CHUNK journal rows: SQLite has one writer at a time, and the journal's writes get the
+    lock between them (each is a whole fold of its rows, and the rebuild re-reads when one commits)."""
+    if engine.dialect.name == "postgresql":
+        async with engine.begin() as conn:
+            return await conn.run_sync(
+                maintain_sync, today, ahead_days, retention_days, journal_retention_days
+            )
+    report = MaintenanceReport()
+    while journal_retention_days > 0:
+        cutoff, now_ms = (
+            today - timedelta(days=journal_retention_days),
+            int(datetime.now(UTC).timestamp() * 1000),
+        )
+        async with engine.begin() as conn:
+            folded = await conn.run_sync(fold_old_days, cutoff, now_ms, True)
+        report.trimmed += folded.deleted
+        report.folded += folded.folded
+        if folded.deleted < CHUNK:
+            break
+    return report
 
 
 @dataclass
@@ -175,20 +142,30 @@ class PartitionKeeper:
     ahead_days: int
     retention_days: int
     interval_seconds: float
+    journal_retention_days: int = 0
     _task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> MaintenanceReport | None:
         try:
             report = await maintain(
-                self.engine, datetime.now(UTC).date(), self.ahead_days, self.retention_days
+                self.engine,
+                datetime.now(UTC).date(),
+                self.ahead_days,
+                self.retention_days,
+                self.journal_retention_days,
             )
         except Exception:  # the database busy or away: the next run tries again
             log.warning(
                 "partition maintenance failed; retrying in %.0f s", self.interval_seconds, exc_info=True
             )
             return None
-        if report.created or report.dropped:
-            log.info("partitions created %s, dropped %s", report.created, report.dropped)
+        if report.created or report.dropped or report.folded:
+            log.info(
+                "partitions created %s, dropped %s; %d journal entries folded into its checkpoint",
+                report.created,
+                report.dropped,
+                report.folded,
+            )
         return report
 
     async def _run(self) -> None:

@@ -25,7 +25,9 @@ Public interface (import from `service.stock`):
   store.demand.rates(pairs) -> {(sku, location): units per day}`, the exponentially weighted rate kept
   from applied sales (half-life `HALF_LIFE_DAYS`), decayed to now; pairs that never sold are absent.
 - tools: start_sweeper(store, interval_seconds) -> asyncio.Task; rebuild_redis(store) -> RebuildReport (a
-  rebuild on demand, under the rebuild lock, as `retail-policy stock rebuild` runs it).
+  rebuild on demand, under the rebuild lock, as `retail-policy stock rebuild` runs it). The journal's old
+  days are folded into its checkpoint by the partition maintenance (`service.stock.checkpoint`, run by
+  `service.db.partitions`), and the rebuild starts from it.
 """
 
 from service.stock.backends import open_store

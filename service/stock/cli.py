@@ -64,7 +64,8 @@ async def _rebuild() -> str:
     finally:
         await store.close()
     return (
-        f"rebuilt from {report.journal_entries} journal entries: {report.positions} positions, "
+        f"rebuilt from {report.journal_entries} journal entries and {report.checkpoint_entries} checkpointed: "
+        f"{report.positions} positions, "
         f"{report.reservations_held} held of {report.reservations_total} reservations, {report.events} events"
     )
 

@@ -19,17 +19,18 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db.engine import BatchInsert, HeldConnection
-from service.db.models.stock import StockExceptionRecord, StockJournalEntry
+from service.db.models.stock import StockCheckpoint, StockExceptionRecord, StockJournalEntry
 from service.db.sqlite_writer import SqliteWriter, SqliteWriters
 from service.stock.ledger import Delta
 from service.stock.store import StockException, StockUnavailable
 
 JOURNAL = cast(Table, StockJournalEntry.__table__)
 EXCEPTIONS = cast(Table, StockExceptionRecord.__table__)
+CHECKPOINT = cast(Table, StockCheckpoint.__table__)
 _INSERT = BatchInsert(JOURNAL, ("at_ms", "kind", "ref", "deltas", "record"))
 _INSERT_EXCEPTION = BatchInsert(EXCEPTIONS, ("kind", "sku", "location", "event_id", "qty", "shortfall", "at"))
 log = logging.getLogger("retail_policy.stock")
@@ -265,36 +266,12 @@ def _delta_row(delta: Delta) -> tuple[str, str, int, int, int, int, int]:
     )
 
 
-async def journal_size(engine: AsyncEngine) -> int:
-    """How many entries the journal holds."""
-    async with engine.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(JOURNAL))).scalar_one())
-
-
 async def latest_write(engine: AsyncEngine, window: int = 1000) -> int:
-    """The highest write number (`seq`) among the last `window` entries: the latest write the journal
-    holds (entries reach the journal about in the order Redis numbered them)."""
+    """The highest write number (`seq`) among the last `window` entries, or the journal checkpoint's when
+    higher (the days it folded were taken out of the journal): the latest write the journal holds (entries
+    reach the journal about in the order Redis numbered them)."""
     async with engine.connect() as conn:
         rows = await conn.execute(select(JOURNAL.c.record).order_by(JOURNAL.c.id.desc()).limit(window))
-        return max((int(record.get("seq", 0)) for (record,) in rows if record), default=0)
-
-
-async def read_journal(engine: AsyncEngine, chunk: int = 5000) -> AsyncIterator[dict[str, Any]]:
-    """Every journal entry in the order it was written, streamed in chunks."""
-    last = 0
-    while True:
-        async with engine.connect() as conn:
-            rows = (
-                (
-                    await conn.execute(
-                        select(JOURNAL).where(JOURNAL.c.id > last).order_by(JOURNAL.c.id).limit(chunk)
-                    )
-                )
-                .mappings()
-                .all()
-            )
-        if not rows:
-            return
-        for row in rows:
-            yield dict(row)
-        last = int(rows[-1]["id"])
+        latest = max((int(record.get("seq", 0)) for (record,) in rows if record), default=0)
+        folded = (await conn.execute(select(CHECKPOINT.c.writes).where(CHECKPOINT.c.id == 1))).scalar()
+        return max(latest, int(folded or 0))

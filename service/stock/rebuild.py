@@ -8,6 +8,10 @@ stays a duplicate. Each sale's entry carries the demand rate it left (exact text
 sequence number per (sku, location); the entry with the highest sequence number is the state Redis had,
 whatever order concurrent requests reached the journal in.
 
+The journal days that its retention took away are folded into the checkpoint (`service.stock.checkpoint`):
+the rebuild starts from it and adds the entries left (`service.stock.fold`), which gives what a pass over
+the whole journal would.
+
 The state marker (`Keys.built`) is not written by `replay_journal`: `service.stock.recovery` runs it with
 the marker missing (every stock script then refuses, so no request changes Redis meanwhile) and under its
 lock, and writes the marker, the journal position read, once the state is in place.
@@ -23,7 +27,7 @@ from typing import Any
 
 from redis.typing import EncodableT, FieldT
 
-from service.stock.journal import read_journal
+from service.stock.checkpoint import read_state
 from service.stock.redis import RedisStockStore
 from service.stock.redis_layout import capacity_keep_ms, to_ms
 
@@ -32,7 +36,9 @@ BUCKET_FIELDS = ("s", "r", "d", "p", "t")
 
 @dataclass(frozen=True)
 class RebuildReport:
-    journal_entries: int
+    journal_entries: int  # entries read from the journal
+    checkpoint_entries: int  # entries the journal checkpoint had folded (see `service.stock.checkpoint`)
+    generation: int  # the checkpoint's generation read
     journal_position: int  # the id of the last entry read (0 for an empty journal)
     writes: int  # the highest write number an entry records (the marker's counter starts from it)
     positions: int
@@ -47,37 +53,18 @@ async def replay_journal(
     """Wipe this store's Redis keys and write back the state the journal describes (not the marker).
 
     `fence` is called before every write to Redis and raises to stop the rebuild (its lock was lost)."""
-    levels: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    state = await read_state(store.journal.engine)
+    fold = state.fold
+    levels = fold.levels
+    rates = fold.rates
     events: dict[str, list[str]] = defaultdict(list)
+    for event_id, sku in fold.events.items():
+        events[sku].append(event_id)
     records: dict[str, dict[str, Any]] = {}
     status: dict[str, str] = {}
-    rates: dict[tuple[str, str], list[Any]] = {}
-    entries = last_id = writes = 0
-    async for entry in read_journal(store.journal.engine):
-        entries += 1
-        last_id = max(last_id, int(entry["id"]))
-        if entry["record"]:
-            writes = max(writes, int(entry["record"].get("seq", 0)))
-        for sku, location, *deltas in entry["deltas"]:
-            position = levels[(sku, location)]
-            for i, value in enumerate(deltas):
-                position[i] += int(value)
-        kind, ref = entry["kind"], entry["ref"]
-        if kind == "event":
-            record = entry["record"]
-            events[record["sku"]].append(ref)
-            if "demand" in record:
-                location, rate, at_ms, seq = record["demand"]
-                kept = rates.get((record["sku"], location))
-                if kept is None or int(seq) > int(kept[2]):
-                    rates[(record["sku"], location)] = [rate, at_ms, seq]
-        elif kind == "reserve":
-            records[ref] = entry["record"]
-            status.setdefault(ref, "held")
-        elif kind == "commit":
-            status[ref] = "committed"
-        elif kind == "release":
-            status[ref] = "released"
+    for rid, (record, last) in fold.reservations.items():
+        if record is not None:  # a reservation whose entry is not in the journal yet is left out
+            records[rid], status[rid] = record, last
 
     now_ms = to_ms(now or store.now())
     # (day, location) -> units counted against its daily capacity: held and committed claims
@@ -86,7 +73,7 @@ async def replay_journal(
         if status[rid] == "held" and int(record["exp"]) <= now_ms:
             status[rid] = "expired"
             for sku, location, qty in record["lines"]:
-                levels[(sku, location)][1] -= int(qty)
+                levels.setdefault((sku, location), [0, 0, 0, 0, 0])[1] -= int(qty)
         if "cap" in record and status[rid] in ("held", "committed"):
             day, taken = record["cap"]
             for location, qty in taken:
@@ -188,5 +175,13 @@ async def replay_journal(
         await flush()
     await flush(force=True)
     return RebuildReport(
-        entries, last_id, writes, len(levels), held, len(records), sum(len(ids) for ids in events.values())
+        state.journal_entries,
+        state.checkpoint_entries,
+        state.generation,
+        fold.last_id,
+        fold.writes,
+        len(levels),
+        held,
+        len(records),
+        len(fold.events),
     )

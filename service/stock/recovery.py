@@ -8,7 +8,7 @@ and the worker that met the refusal wakes its `StockRecovery`. One worker at a t
 processes and hosts: the one that takes the `rebuilding` lock (SET NX PX with a random token, renewed
 while it works, released only by its holder). It waits for its own process's journal writes under way,
 rebuilds, checks that the journal did not grow meanwhile (a change another process applied before the
-loss and journaled late; it rebuilds again if so) and writes the marker with the journal position it
+loss and journaled late) nor had days folded into its checkpoint (it rebuilds again if so) and writes the marker with the journal position it
 read, in one script that first checks it still holds the lock. Every other worker waits and re-checks
 the marker until it is back, and takes over if the rebuilder's lock lapses without a marker. A new
 deployment starts the same way: its empty journal gives an empty store and the marker.
@@ -25,7 +25,7 @@ from typing import Literal
 from redis import exceptions as redis_errors
 
 from service.db.sqlite_writer import SqliteWriters
-from service.stock.journal import journal_size
+from service.stock.checkpoint import journal_extent
 from service.stock.memory import Clock, utc_now
 from service.stock.rebuild import RebuildReport, replay_journal
 from service.stock.redis import DOWN_ERRORS, RedisStockStore
@@ -159,7 +159,8 @@ class StockRecovery:
                 )
             for _ in range(PASSES):
                 report = await replay_journal(store, fence=fence)
-                if await journal_size(store.journal.engine) == report.journal_entries:
+                extent = await journal_extent(store.journal.engine)
+                if extent == (report.generation, report.journal_entries):
                     break
                 log.warning("the journal grew during the rebuild: rebuilding again")
             fence()
@@ -180,8 +181,10 @@ class StockRecovery:
             if not marked:
                 raise LockLost("the stock rebuild lock lapsed before the marker was written")
             log.warning(
-                "stock rebuilt from %d journal entries (position %d): %d positions, %d held reservations",
+                "stock rebuilt from %d journal entries and %d checkpointed (position %d): %d positions, "
+                "%d held reservations",
                 report.journal_entries,
+                report.checkpoint_entries,
                 report.journal_position,
                 report.positions,
                 report.reservations_held,

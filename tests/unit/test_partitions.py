@@ -1,6 +1,7 @@
 """Day partitions of the decision log and the stock journal on PostgreSQL (service/db/partitions.py and
 migration 0014): rows kept by the migration and its downgrade, partitions made ahead, rows in their
-day's partition, retention dropping old days of the decision log only, lookups by decision id and order id
+day's partition, the decision log's retention dropping its old days, the journal's folding its old days
+into the journal checkpoint and dropping them (on SQLite deleting them), lookups by decision id and order id
 through an index. SQLite keeps plain tables."""
 
 from __future__ import annotations
@@ -197,10 +198,45 @@ async def test_retention_drops_the_decision_logs_old_days_only(pg: AsyncEngine) 
         left = await where(conn, "decisions")
         assert set(left) == {f"d{d}" for d in days[2:]} | {"future"}
         assert left["future"] == DECISIONS.default
-        # the journal keeps every day: the rebuild sums all of it
+        # without a journal retention the journal keeps every day
         assert set(await where(conn, "stock_journal")) == {f"j{d}" for d in days}
         names = await partition_names(conn, "stock_journal")
         assert {JOURNAL.partition(d) for d in days} <= names
+
+
+async def checkpointed(conn: AsyncConnection) -> tuple[int, set[str]]:
+    """The journal checkpoint's folded entries and the refs of the reservations it holds."""
+    entries = (await conn.execute(text("SELECT entries FROM stock_checkpoint"))).scalar_one()
+    refs = await conn.execute(text("SELECT key FROM stock_checkpoint_items WHERE kind = 'resv'"))
+    return int(entries), {str(ref) for (ref,) in refs}
+
+
+async def test_the_journal_retention_folds_old_days_into_the_checkpoint_and_drops_them(
+    pg: AsyncEngine,
+) -> None:
+    await upgrade(pg)
+    days = [TODAY - timedelta(days=n) for n in (40, 31, 30, 29, 1)]
+    async with pg.begin() as conn:
+        for day in days:
+            await add_journal(conn, at(day), f"j{day}")
+        await add_journal(conn, at(date(2020, 1, 1)), "ancient")  # in the default partition
+        await add_journal(conn, at(TODAY + timedelta(days=400)), "future")
+    for day in days:
+        await maintain(pg, day, ahead_days=0, retention_days=0)
+    report = await maintain(pg, TODAY, ahead_days=7, retention_days=0, journal_retention_days=30)
+    assert sorted(report.dropped) == sorted(JOURNAL.partition(d) for d in days[:2])
+    assert (report.folded, report.trimmed) == (3, 1)
+    async with pg.begin() as conn:
+        left = await where(conn, "stock_journal")
+        assert set(left) == {f"j{d}" for d in days[2:]} | {"future"}
+        names = await partition_names(conn, "stock_journal")
+        assert not {JOURNAL.partition(d) for d in days[:2]} & names
+        assert {JOURNAL.partition(d) for d in days[2:]} <= names
+        assert await checkpointed(conn) == (3, {f"j{d}" for d in days[:2]} | {"ancient"})
+        # the decision log's partitions are left to its own retention
+        assert {DECISIONS.partition(d) for d in days} <= await partition_names(conn, "decisions")
+    again = await maintain(pg, TODAY, ahead_days=7, retention_days=0, journal_retention_days=30)
+    assert (again.folded, again.dropped, again.trimmed) == (0, [], 0)
 
 
 async def test_lookups_by_decision_id_and_order_id_read_one_days_index(pg: AsyncEngine) -> None:
@@ -322,9 +358,93 @@ async def test_the_partitions_command_makes_days_ahead_and_applies_the_retention
         assert set(await where(conn, "decisions")) == {"today"}
 
 
+async def test_the_partitions_command_folds_the_journals_old_days_with_its_retention_flag(
+    pg: AsyncEngine, postgres_server_database: str, tmp_path: Path
+) -> None:
+    await upgrade(pg)
+    old = TODAY - timedelta(days=3)
+    await maintain(pg, old, ahead_days=0, retention_days=0)
+    async with pg.begin() as conn:
+        await add_journal(conn, at(old), "j-old")
+        await add_journal(conn, at(TODAY), "j-today")
+    kept = await asyncio.to_thread(run_partitions, postgres_server_database, tmp_path)
+    assert kept.returncode == 0 and json.loads(kept.stdout)["folded"] == 0, kept.stderr
+    done = await asyncio.to_thread(
+        run_partitions, postgres_server_database, tmp_path, "--journal-retention-days", "2"
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["folded"], report["dropped"]) == (1, [JOURNAL.partition(old)])
+    async with pg.begin() as conn:
+        assert set(await where(conn, "stock_journal")) == {"j-today"}
+        assert await checkpointed(conn) == (1, {"j-old"})
+
+
 def test_the_partitions_command_on_sqlite_and_a_bad_retention(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
     done = run_partitions(url, tmp_path)
     assert done.returncode == 0 and json.loads(done.stdout) == {"partitioned": False}, done.stderr
     bad = run_partitions(url, tmp_path, DECISION_LOG_RETENTION_DAYS="-3")
     assert bad.returncode == 2 and "DECISION_LOG_RETENTION_DAYS" in bad.stderr, bad.stderr
+    bad = run_partitions(url, tmp_path, JOURNAL_RETENTION_DAYS="-1")
+    assert bad.returncode == 2 and "JOURNAL_RETENTION_DAYS" in bad.stderr, bad.stderr
+    flag = run_partitions(url, tmp_path, "--journal-retention-days", "-1")
+    assert flag.returncode == 2 and "--journal-retention-days" in flag.stderr, flag.stderr
+
+
+def test_the_partitions_command_on_sqlite_folds_and_deletes_the_journals_old_days(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    assert run_partitions(url, tmp_path).returncode == 0  # migrated
+    with sqlite3.connect(tmp_path / "cli.db") as db:
+        for ref, moment in (("j-old", at(TODAY - timedelta(days=3))), ("j-today", at(TODAY))):
+            db.execute(
+                "INSERT INTO stock_journal (at_ms, kind, ref, deltas) VALUES (?, 'reserve', ?, '[]')",
+                (ms(moment), ref),
+            )
+    done = run_partitions(url, tmp_path, JOURNAL_RETENTION_DAYS="2")
+    assert done.returncode == 0 and json.loads(done.stdout) == {"partitioned": False, "folded": 1}, (
+        done.stderr
+    )
+    with sqlite3.connect(tmp_path / "cli.db") as db:
+        assert [ref for (ref,) in db.execute("SELECT ref FROM stock_journal")] == ["j-today"]
+        assert db.execute("SELECT entries FROM stock_checkpoint").fetchone() == (1,)
+
+
+async def test_sqlite_folds_a_long_journal_in_a_transaction_per_chunk(migrated_sqlite_url: str) -> None:
+    """Each transaction folds CHUNK rows (SQLite's writers get the lock between them); together they give
+    the fold of the whole journal."""
+    import sqlite3
+
+    from service.stock.checkpoint import read_state
+    from service.stock.fold import CHUNK
+
+    old, rows = ms(at(TODAY - timedelta(days=3))), CHUNK * 2 + 7
+    with sqlite3.connect(migrated_sqlite_url.removeprefix("sqlite+aiosqlite:///")) as db:
+        db.executemany(
+            "INSERT INTO stock_journal (at_ms, kind, ref, deltas, record) VALUES (?, 'event', ?, ?, ?)",
+            [
+                (
+                    old + n,
+                    f"e{n}",
+                    f'[["SKU{n % 50}", "S1", 1, 0, 0, 0, 0]]',
+                    f'{{"sku": "SKU{n % 50}", "seq": {n}}}',
+                )
+                for n in range(rows)
+            ],
+        )
+    engine = create_engine(DatabaseSettings(url=migrated_sqlite_url))
+    try:
+        whole = await read_state(engine)
+        report = await maintain(engine, TODAY, 0, 0, journal_retention_days=1)
+        assert (report.folded, report.trimmed) == (rows, rows)
+        checkpointed = await read_state(engine)
+        assert checkpointed.fold == whole.fold
+        assert (checkpointed.checkpoint_entries, checkpointed.journal_entries, checkpointed.generation) == (
+            rows,
+            0,
+            3,
+        )
+    finally:
+        await engine.dispose()

@@ -9,6 +9,8 @@ from service.db.models.rulesets import RulesetGenerationRow, RulesetKindRow, Rul
 from service.db.models.simulations import SimulationRow
 from service.db.models.stock import (
     ReservationRecord,
+    StockCheckpoint,
+    StockCheckpointItem,
     StockEventRecord,
     StockExceptionRecord,
     StockJournalEntry,
@@ -40,6 +42,8 @@ __all__ = [
     "RulesetRow",
     "RulesetVersionRow",
     "SimulationRow",
+    "StockCheckpoint",
+    "StockCheckpointItem",
     "StockEventRecord",
     "StockExceptionRecord",
     "StockJournalEntry",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Double, Index, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Double, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.base import Base
@@ -112,3 +112,29 @@ class StockIntent(Base):
     lease_until_ms: Mapped[int] = mapped_column(BigInteger, index=True)
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class StockCheckpoint(Base):
+    """The journal checkpoint's one row (id 1): what the folds of old journal days added up to (see
+    `service.stock.checkpoint`); `generation` rises with every fold."""
+
+    __tablename__ = "stock_checkpoint"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(BigInteger)
+    entries: Mapped[int] = mapped_column(BigInteger)
+    last_id: Mapped[int] = mapped_column(BigInteger)
+    writes: Mapped[int] = mapped_column(BigInteger)
+    cutoff_ms: Mapped[int] = mapped_column(BigInteger)
+    made_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class StockCheckpointItem(Base):
+    """One piece of the folded journal state: `kind` level | rate | event | resv, `key` its position
+    ("SKU<TAB>LOCATION"), event id or reservation id (see `service.stock.fold`)."""
+
+    __tablename__ = "stock_checkpoint_items"
+
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
