@@ -10,11 +10,12 @@ response times.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
+
+import msgspec
 
 from service.decisions.core import (
     MARKDOWN_CHAIN,
@@ -34,6 +35,7 @@ from service.domain.errors import PolicyError
 from service.domain.markdown import MarkdownRequest
 from service.domain.reorder import Position, ReorderPolicy
 from service.domain.transfer import TransferRequest, TransferSide
+from simulators.fairshare import StoreNeed, fair_shares
 from simulators.policy import Decider
 from simulators.state import APPROVED, ARRIVE, PO_ARRIVE, RunState
 
@@ -45,6 +47,16 @@ _DECISIONS_KEPT = 200_000
 def _position(facts: Mapping[str, Any]) -> Position:
     p = facts["position"]
     return Position(p["sellable"], p["reserved"], p["in_transit"], p["return_pending"])
+
+
+class _StoreOrder(msgspec.Struct, frozen=True):
+    """A store's released reorder, for its DC to fill after the review."""
+
+    sku: int
+    loc: int
+    source: int
+    qty: int
+    need: StoreNeed
 
 
 class Replenishment(RunState):
@@ -76,34 +88,33 @@ class Replenishment(RunState):
         again = self.review_again
         dirty = self.review_dirty
         self.review_again = set()
-        draws: list[tuple[int, int]] = []
+        orders: list[_StoreOrder] = []
         self._count_decision("reorder", total)
+        # the DCs' own demand rates are those of this review (a DC left out had none)
+        self.dc_own_rate = {}
         if self.full_review or not self.reviewed:
             dirty.clear()
             for key in range(total):
-                self._review_one(key, at, decider, flags, draws)
+                self._review_one(key, at, decider, flags, orders)
         else:
             todo = dirty | again
             dirty.clear()
             for sku, now in flags.items():
                 if self.review_flags.get(sku, _NO_PROMO) != now:
                     todo.update(range(sku * width, (sku + 1) * width))
-            heap = sorted(todo)
-            while heap:
-                key = heapq.heappop(heap)
-                drawn_from = self._review_one(key, at, decider, flags, draws)
-                # a store's reorder moves units out of its DC: a DC after it in the order is reviewed on
-                # the lowered position, as a review of every sku-location would see it
-                if drawn_from > key and drawn_from not in todo:
-                    todo.add(drawn_from)
-                    heapq.heappush(heap, drawn_from)
+            for key in sorted(todo):
+                self._review_one(key, at, decider, flags, orders)
         self.review_flags = flags
         self.reviewed = True
-        # what the stores asked of their DC counts in its demand over the next window
+        # the stores' released reorders are filled once every sku-location is decided, so that no decision
+        # of the review sees another's move; what the stores asked of their DC counts in its demand over
+        # the next window, whether the DC could send it or not
         drawn = self.drawn_window
-        for key, qty in draws:
-            drawn[key] = drawn.get(key, 0) + qty
+        for order in orders:
+            key = order.sku * width + order.source
+            drawn[key] = drawn.get(key, 0) + order.qty
             dirty.add(key)
+        self._fill_store_orders(orders, at)
 
     def _review_one(
         self,
@@ -111,33 +122,31 @@ class Replenishment(RunState):
         at: int,
         decider: Decider,
         flags: dict[int, tuple[bool, bool, bool]],
-        draws: list[tuple[int, int]],
-    ) -> int:
-        """Decide one sku-location's reorder and act on it; the key of the DC it drew units from, else -1."""
+        orders: list[_StoreOrder],
+    ) -> None:
+        """Decide one sku-location's reorder and act on it: a DC's is a purchase order, a store's joins
+        `orders`, which its DC fills after the review."""
         sku, loc = divmod(key, self.width)
         location = self.locations[loc]
         stock = self.stock
         dc = location.type == "dc"
         # the demand over the window: units sold there, till demand its empty shelf refused, and for a DC
         # the units its stores' released reorders asked of it
-        units = self.sold_window[sku][loc]
-        if units:
+        own = self.sold_window[sku][loc]
+        if own:
             self.sold_window[sku][loc] = 0
-        units += self.refused_window.pop(key, 0) + self.drawn_window.pop(key, 0)
+        own += self.refused_window.pop(key, 0)
+        units = own + self.drawn_window.pop(key, 0)
         known = self.demand_known
         if units:
             known.add(key)
-        if self.window_reviews > 1:
-            # the earlier intervals of the window; kept (and reviewed again) while any of them is not 0
-            earlier = self.window_history.pop(key, None)
-            now = units
-            if earlier is not None:
-                units += sum(earlier)
-                shifted = [now, *earlier[:-1]] if len(earlier) == self.window_reviews - 1 else [now, *earlier]
-            else:
-                shifted = [now]
-            if any(shifted):
-                self.window_history[key] = shifted
+        units = self._over_window(self.window_history, key, units)
+        if dc:
+            # what the DC's own channels sell, which it keeps its share for when its stores' orders
+            # exceed its stock (see `simulators.fairshare`)
+            own = self._over_window(self.own_history, key, own)
+            if own:
+                self.dc_own_rate[key] = own / self.window_days
         if units:
             self.review_again.add(key)
         active, upcoming_dc, upcoming_store = flags.get(sku, _NO_PROMO)
@@ -173,14 +182,30 @@ class Replenishment(RunState):
                         "facts": self._reorder_facts(inputs)}  # fmt: skip
             self.decided("reorder", gathered, decision)
         if not decision.reorder:
-            return -1
+            return
         self.review_again.add(key)
         counts = self.counts
         counts.reorders_raised += 1
         if decision.review:
             counts.reorders_for_review += 1
-            return -1
-        return self._release_reorder(sku, loc, decision.qty, at, draws)
+            return
+        self._release_reorder(sku, loc, decision.qty, at, inputs, orders)
+
+    def _over_window(self, history: dict[int, list[int]], key: int, now: int) -> int:
+        """`now` (this interval's units) plus those of the window's earlier intervals, kept in `history` per
+        key (and reviewed again) while any of them is not 0."""
+        if self.window_reviews <= 1:
+            return now
+        earlier = history.pop(key, None)
+        units = now
+        if earlier is not None:
+            units += sum(earlier)
+            shifted = [now, *earlier[:-1]] if len(earlier) == self.window_reviews - 1 else [now, *earlier]
+        else:
+            shifted = [now]
+        if any(shifted):
+            history[key] = shifted
+        return units
 
     def _reorder_facts(self, inputs: tuple[Any, ...]) -> dict[str, Any]:
         """The reorder facts of a sku-location, by the decision's own builder, from what the review read."""
@@ -202,9 +227,10 @@ class Replenishment(RunState):
             promo_upcoming=upcoming,
         )
 
-    def _release_reorder(self, sku: int, loc: int, qty: int, at: int, draws: list[tuple[int, int]]) -> int:
-        """A DC's reorder is a purchase order; a store's moves what its region's DC has of `qty` (the rest is
-        short). The key of the DC units were drawn from, else -1."""
+    def _release_reorder(
+        self, sku: int, loc: int, qty: int, at: int, inputs: tuple[Any, ...], orders: list[_StoreOrder]
+    ) -> None:
+        """A DC's reorder is a purchase order; a store's joins `orders`, for its region's DC to fill."""
         counts = self.counts
         location = self.locations[loc]
         if location.type == "dc":
@@ -215,28 +241,47 @@ class Replenishment(RunState):
             counts.reorder_units += qty
             counts.reorder_units_ordered += qty
             self._schedule(at + self.world.skus[sku].lead_time_days * 86400, PO_ARRIVE, (sku, loc, qty))
-            return -1
+            return
         source = self.region_dc.get(location.region)
         if source is None:
             counts.reorder_units_short += qty
             counts.reorders_unfilled += 1
-            return -1
-        key = sku * self.width + source
-        # what the store asked for is demand on its DC, whether the DC could send it or not
-        draws.append((key, qty))
-        moved = min(qty, max(0, self.available[sku][source]))
-        counts.reorder_units_short += qty - moved
-        if moved <= 0:
-            counts.reorders_unfilled += 1
-            return -1
-        counts.reorders_released += 1
-        counts.reorder_units += moved
-        counts.reorder_units_moved += moved
-        self.replenishing += moved
-        self.stock.transfer_out(sku, source, loc, moved)
+            return
+        # the store's own demand rate and projected position (sellable - reserved + inbound), for the share
+        _, _, sellable, reserved, inbound, _, rate, *_ = inputs
+        orders.append(_StoreOrder(sku, loc, source, qty, StoreNeed(rate, sellable - reserved + inbound, qty)))
+
+    def _fill_store_orders(self, orders: list[_StoreOrder], at: int) -> None:
+        """Each DC fills its stores' orders of a SKU from what it holds above the floor the availability
+        ruleset keeps back from transfers: every order when they all fit, else the fair shares of
+        `simulators.fairshare` against the DC's own channels. A store's units arrive after the store lead
+        time; what a DC could not send is short."""
+        by_source: dict[tuple[int, int], list[_StoreOrder]] = {}
+        for order in orders:
+            by_source.setdefault((order.sku, order.source), []).append(order)
+        counts = self.counts
         hours = self.world.scenario.replenishment.store_lead_time_hours
-        self._schedule(at + int(hours * 3600), ARRIVE, (sku, loc, moved, True))
-        return key
+        hour = min(at // 3600, self.hours_total)
+        has_floors = self.policies.get("availability") is not None
+        for (sku, source), group in by_source.items():
+            floor = 0
+            if has_floors:
+                dc = self.locations[source]
+                floor = self._location_policy(TRANSFER_CHANNEL, sku, dc, self._promo_any[sku][hour]).floor
+            spare = self.available[sku][source] - floor
+            own_rate = self.dc_own_rate.get(sku * self.width + source, 0.0)
+            shares = fair_shares(spare, own_rate, [order.need for order in group])
+            for order, moved in zip(group, shares, strict=True):
+                counts.reorder_units_short += order.qty - moved
+                if moved <= 0:
+                    counts.reorders_unfilled += 1
+                    continue
+                counts.reorders_released += 1
+                counts.reorder_units += moved
+                counts.reorder_units_moved += moved
+                self.replenishing += moved
+                self.stock.transfer_out(sku, source, order.loc, moved)
+                self._schedule(at + int(hours * 3600), ARRIVE, (sku, order.loc, moved, True))
 
     def _transfers(self, at: int) -> None:
         """Stores that lost sales since the last check ask a same-region store for units."""

@@ -175,6 +175,10 @@ class RunState:
         self.window_reviews = max(1, round(replen.demand_window_hours / max(replen.review_every_hours, 1e-9)))
         self.window_days = self.window_reviews * replen.review_every_hours / 24.0
         self.window_history: dict[int, list[int]] = {}
+        # a DC's own channels' units over the window (its demand less what its stores asked), kept as
+        # `window_history` is, and their daily rate at the current review per DC key (absent: 0)
+        self.own_history: dict[int, list[int]] = {}
+        self.dc_own_rate: dict[int, float] = {}
         self.store_lead_days = max(0, math.ceil(replen.store_lead_time_hours / 24))
         # reorder decisions by everything their facts are built from (None: the reorder ruleset has its
         # memo off, so that every review evaluates it)

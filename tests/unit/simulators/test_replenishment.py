@@ -12,6 +12,7 @@ import yaml
 
 from service.domain.reorder import ReorderDecision
 from simulators.events import Event
+from simulators.fairshare import StoreNeed, fair_shares
 from simulators.generator import generate_events
 from simulators.kpis import run_kpis
 from simulators.runner import Run
@@ -147,3 +148,64 @@ def test_replenishment_can_be_turned_off_from_the_command_line(tmp_path: Path) -
     runs = json.loads((out / "kpis.json").read_text())["runs"]
     assert runs and all(run["kpis"]["reorders_raised"] == 0 for run in runs)
     assert all("reorder" not in run["decisions"] for run in runs)
+
+
+class _Watched(Run):
+    """A run that notes, at every fill of the stores' orders of a SKU by a DC: the DC's spare stock, its own
+    channels' demand rate, the orders and what each store got."""
+
+    fills: list[tuple[int, float, list[StoreNeed], list[int]]]
+
+    def _fill_store_orders(self, orders: Any, at: int) -> None:
+        groups: dict[tuple[int, int], list[Any]] = {}
+        for order in orders:
+            groups.setdefault((order.sku, order.source), []).append(order)
+        before = {key: self.available[key[0]][key[1]] for key in groups}
+        transit = {(o.sku, o.loc): self.stock.in_transit[o.sku][o.loc] for o in orders}
+        super()._fill_store_orders(orders, at)
+        for (sku, source), group in groups.items():
+            own = self.dc_own_rate.get(sku * self.width + source, 0.0)
+            got = [self.stock.in_transit[sku][o.loc] - transit[sku, o.loc] for o in group]
+            assert sum(got) == before[sku, source] - self.available[sku][source]
+            self.fills.append((before[sku, source], own, [o.need for o in group], got))
+
+
+def test_a_short_dc_shares_its_stock_between_the_stores_that_ordered() -> None:
+    # a DC with little stock: its stores' orders exceed what it has (the shipped DC transfer floor is 0)
+    raw = yaml.safe_load((SCENARIOS / "small.yaml").read_text())
+    for sku in raw["skus"]:
+        sku["lead_time_days"] = 10
+        sku["stock"] = {**sku.get("stock", {}), "dc": 40}
+    raw["inbound"] = []
+    world = parse_scenario(yaml.safe_dump(raw)).build()
+    policies = baseline(world.scenario.rulesets, SCENARIOS).policy_set("python")
+    run = _Watched(world, policies)
+    run.fills = []
+    result = run.run(generate_events(world))
+    assert result.conservation["holds"]
+    short = [f for f in run.fills if sum(n.qty for n in f[2]) > f[0]]
+    assert short  # some review's orders exceeded the DC's stock
+    for spare, own, needs, got in run.fills:
+        assert all(0 <= g <= n.qty for g, n in zip(got, needs, strict=True))
+        assert sum(got) <= max(0, spare)
+        # each store got its fair share against the DC's own channels (all it ordered when they fit)
+        assert got == fair_shares(spare, own, needs)
+    # the shares were cut: a store got less than it ordered while the DC kept stock for its own channels
+    assert any(own > 0 and 0 < sum(got) < sum(n.qty for n in needs) for _, own, needs, got in short)
+
+
+def test_stores_do_not_reorder_a_promoted_item_while_its_promotion_runs() -> None:
+    world = load_scenario(SCENARIOS / "weekend-promo.yaml").build()
+    decisions: list[tuple[str, dict[str, Any], ReorderDecision]] = []
+
+    def observe(kind: str, gathered: Any, decision: Any) -> None:
+        if kind == "reorder":
+            decisions.append((gathered["location"], gathered["facts"], decision))
+
+    policies = baseline(world.scenario.rulesets, SCENARIOS).policy_set("python")
+    Run(world, policies, decided=observe).run(generate_events(world))
+    running = [(loc, d) for loc, facts, d in decisions if facts["promo"]["active"]]
+    assert any(loc.startswith("DC-") and d.reorder for loc, d in running)  # the DCs still order
+    assert not [d for loc, d in running if not loc.startswith("DC-") and d.reorder]
+    # outside the promotion stores do reorder
+    assert any(not loc.startswith("DC-") and d.reorder for loc, _, d in decisions)
