@@ -16,7 +16,6 @@ gives up and the next one tries again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -38,6 +37,7 @@ from service.db.day_partitions import (
 )
 from service.stock.checkpoint import fold_old_days
 from service.stock.fold import CHUNK
+from service.tasks import cancel_and_wait
 
 # the names other modules take from here (the migrations, the tests)
 __all__ = [
@@ -179,7 +179,5 @@ class PartitionKeeper:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None

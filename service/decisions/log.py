@@ -11,7 +11,6 @@ turn of the loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from service.db.engine import BatchInsert, HeldConnection
 from service.db.models.decisions import DecisionEntry
 from service.db.sqlite_writer import SqliteWriters
 from service.decisions.record import DecisionRecord
+from service.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 # Under load the writer lets a batch gather this long before writing it: a transaction costs far more
@@ -183,9 +183,7 @@ class SqlDecisionLog:
             await asyncio.wait_for(self._queue.join(), self._close_timeout)
         except TimeoutError:
             log.error("decision log closed with %d decisions unwritten", self._queue.qsize())
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         self._task = None
         await self._connection.close()
         if self._sqlite is not None:

@@ -15,7 +15,6 @@ heartbeat for the fleet view (`service.rules.fleet`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -33,6 +32,7 @@ from service.rules.language import Evaluation, Evaluator, compile_ruleset, parse
 from service.rules.lifecycle import seed_if_empty
 from service.rules.trial import TrialWorker
 from service.settings import EngineName, Settings
+from service.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -471,9 +471,7 @@ class RulesRegistry:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
             try:
                 async with self._sessions() as session:
