@@ -22,7 +22,6 @@ from service.rules.language.kinds import (
     FACT_TYPES,
     RESULT_CHOICES,
     RESULT_FIELDS,
-    RESULT_ITEM_CHOICES,
     RESULT_MINIMUM,
 )
 from service.rules.language.problems import Problem
@@ -512,13 +511,6 @@ class _Checker:
                 )
             elif key in RESULT_MINIMUM and value < RESULT_MINIMUM[key]:
                 self.problem(where, f"'{key}' must be at least {RESULT_MINIMUM[key]}, found {value!r}", rule)
-            elif key in RESULT_ITEM_CHOICES:
-                for item in value:
-                    if item not in RESULT_ITEM_CHOICES[key]:
-                        allowed = ", ".join(RESULT_ITEM_CHOICES[key])
-                        self.problem(
-                            where, f"'{key}': {item!r} is not an approver role (one of {allowed})", rule
-                        )
 
     def reachability(self) -> None:
         ordered = firing_order(self.rs.rules)

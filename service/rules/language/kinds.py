@@ -6,8 +6,6 @@ The decisions code builds the facts; rulesets declare the subset they read.
 
 from __future__ import annotations
 
-from service.domain.cases import APPROVER_ROLES
-
 FACT_TYPES = frozenset({"int", "float", "str", "bool", "list[str]"})
 RESULT_TYPES = frozenset({"int", "float", "str", "bool", "list[str]", "dict[str,int]"})
 
@@ -131,8 +129,5 @@ RESULT_CHOICES: dict[str, tuple[str, ...]] = {
     "approval": ("any", "all"),
 }
 RESULT_MINIMUM: dict[str, int] = {"approvals_required": 1, "sla_hours": 0}
-# list results whose every item is restricted: an approval routed to a role no API key can hold would wait
-# for nobody
-RESULT_ITEM_CHOICES: dict[str, tuple[str, ...]] = {"approvers": APPROVER_ROLES, "escalation": APPROVER_ROLES}
 
 KINDS: tuple[str, ...] = tuple(FACT_CATALOG)
