@@ -1,8 +1,8 @@
 """`check_ruleset`: everything publishing requires, gathered in one report; and dry runs. Both run in a
 child process.
 
-`check_ruleset` adds to the static checks (`service.rules.language.static_report`) the embedded tests on
-both engines; those and the durable_rules compile run in a child process with a time limit, so that a
+`check_ruleset` adds to the static checks (`service.rules.language.static_report`) and the approver
+roles' check (`service.rules.roles`) the embedded tests on both engines; those and the durable_rules compile run in a child process with a time limit, so that a
 ruleset that would hang durable_rules, or tests that would take long, can never hold the server;
 `dry_run` evaluates a stored version on given facts in the same child, under its own time limit.
 
@@ -44,6 +44,7 @@ from service.rules.language import (
     static_report,
 )
 from service.rules.language.durable_engine import DurableEvaluator
+from service.rules.roles import approver_role_problems
 
 MAX_TRIALS = 200
 CHILD_TIMEOUT_SECONDS = 10.0
@@ -235,6 +236,7 @@ def check_ruleset(
 ) -> ValidationReport:
     """Every check publishing requires; the report is `ok` only when nothing is wrong."""
     report = static_report(ruleset)
+    report.errors.extend(approver_role_problems(ruleset))
     if report.errors:
         return report
     status, payload = durable_trial(trials, ruleset, durable_timeout)

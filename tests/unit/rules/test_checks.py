@@ -230,3 +230,30 @@ def test_a_type_error_inside_a_block_is_located_at_its_item() -> None:
     (p,) = errors(text)
     assert (p.path, p.line, p.column) == ("rules[0].when.all[1]", 14, 9)
     assert "cannot compare str with int" in p.message
+
+
+def test_an_approver_or_escalation_role_no_key_can_hold_is_an_error(trials: TrialWorker) -> None:
+    text = ruleset(
+        "  - {id: a, priority: 1, when: transfer.qty > 2, then: {outcome: route,\n"
+        "      approvers: [store_manager, merchandise_director], escalation: [regional_mgr]}}\n"
+    )
+    report = check_ruleset(trials, parse_ruleset(text, "c.yaml"))
+    found = sorted((p.path, p.rule_id, p.message) for p in report.errors)
+    assert [(path, rule) for path, rule, _ in found] == [
+        ("rules[0].then.approvers", "a"),
+        ("rules[0].then.escalation", "a"),
+    ]
+    assert "'merchandise_director' is not an approver role" in found[0][2]
+    assert "'regional_mgr' is not an approver role" in found[1][2] and "district_manager" in found[1][2]
+    assert not report.ok and report.tests == []
+    fixed = text.replace("merchandise_director", "finance").replace("regional_mgr", "regional_manager")
+    assert check_ruleset(trials, parse_ruleset(fixed, "c.yaml")).errors == []
+
+
+def test_a_default_routing_to_a_role_no_key_can_hold_is_an_error(trials: TrialWorker) -> None:
+    text = ruleset(
+        "  - {id: a, priority: 1, when: transfer.qty > 2, then: {outcome: approve}}\n",
+        extra="default: {outcome: route, approvers: [buyer]}\n",
+    )
+    (p,) = check_ruleset(trials, parse_ruleset(text, "c.yaml")).errors
+    assert (p.path, p.rule_id) == ("default.approvers", None) and "'buyer'" in p.message
