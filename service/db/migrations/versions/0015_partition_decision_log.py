@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 import sqlalchemy as sa
 from alembic import op
 
-from service.db.partitions import DECISIONS, JOURNAL, DayPartitioned, create_day_partition
+from service.db.day_partitions import DECISIONS, JOURNAL, DayPartitioned, create_day_partition
 
 revision = "0015_partition_decision_log"
 down_revision = "0014_reservation_intents"
