@@ -3,8 +3,9 @@
 A handler still returns its answer Struct (the OpenAPI document is made from that); Litestar wraps it in
 the route's response class, and this one encodes it with one msgspec encoder (the framework's own
 serializer for any type JSON does not know, so the bytes are those Litestar's default would send) and
-sends it as two ASGI messages: status with `content-type` and `content-length`, then the body. Only for
-handlers that set no headers, cookies or background tasks of their own (it refuses them).
+sends it as two ASGI messages: status with `content-type`, `content-length` and the answer's own
+`headers`, then the body. A handler may also return one itself (e.g. with a status and a header). Only
+for routes that declare no headers, cookies or background tasks (it refuses them).
 """
 
 from __future__ import annotations
@@ -33,21 +34,20 @@ _CONTENT_TYPE = (b"content-type", b"application/json")
 class _Encoded(ASGIResponse):
     """An encoded JSON body and its status, ready to send."""
 
-    __slots__ = ()
+    __slots__ = ("extra",)
 
-    def __init__(self, body: bytes, status_code: int) -> None:  # none of ASGIResponse's set-up
+    def __init__(self, body: bytes, status_code: int, extra: list[tuple[bytes, bytes]]) -> None:
+        # none of ASGIResponse's own set-up: nothing but these is sent
         self.body = body
         self.status_code = status_code
+        self.extra = extra
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = self.body
-        await send(
-            {
-                "type": "http.response.start",
-                "status": self.status_code,
-                "headers": [_CONTENT_TYPE, (b"content-length", str(len(body)).encode())],
-            }
-        )
+        headers = [_CONTENT_TYPE, (b"content-length", str(len(body)).encode())]
+        if self.extra:
+            headers += self.extra
+        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
@@ -59,6 +59,7 @@ class JsonAnswer(Response[Any]):
         content: Any,
         *,
         status_code: int | None = None,
+        headers: dict[str, str] | None = None,
         background: BackgroundTask | BackgroundTasks | None = None,
         **unused: Any,
     ) -> None:
@@ -66,6 +67,7 @@ class JsonAnswer(Response[Any]):
             raise TypeError("JsonAnswer sends no background tasks")
         self.content = content
         self.status_code = status_code or 200
+        self.extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
 
     def to_asgi_response(
         self,
@@ -83,4 +85,4 @@ class JsonAnswer(Response[Any]):
     ) -> ASGIResponse:
         if background is not None or cookies or headers or encoded_headers or is_head_response:
             raise TypeError("JsonAnswer sends a body and a status only")
-        return _Encoded(_ENCODER.encode(self.content), self.status_code or 200)
+        return _Encoded(_ENCODER.encode(self.content), self.status_code or 200, self.extra)

@@ -287,11 +287,14 @@ async def rotate_key(
 
 async def find_principal(session: AsyncSession, key: str) -> Principal | None:
     """The unrevoked key `key` (expired or not: the guard tells the caller which)."""
+    # the columns, not the ORM row: every worker runs this for each key in use about twice a second
     row = (
         await session.execute(
-            select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+            select(ApiKey.id, ApiKey.name, ApiKey.roles, ApiKey.expires_at).where(
+                ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)
+            )
         )
-    ).scalar_one_or_none()
+    ).one_or_none()
     if row is None:
         return None
     expires_at = aware(row.expires_at) if row.expires_at else None
