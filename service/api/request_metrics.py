@@ -78,7 +78,7 @@ class RequestMetrics:
             tally = self._done[key] = [0.0] * (2 + len(self.bounds))
         tally[0] += 1
         tally[1] += seconds
-        # the first bucket whose bound is at least `seconds` (and every later one, when written)
+        # the first bucket whose bound is at least `seconds`
         tally[2 + bisect_left(self.bounds, seconds)] += 1
         loop = asyncio.get_running_loop()
         if self._timer is None or self._timer_loop is not loop:
@@ -96,11 +96,10 @@ class RequestMetrics:
                 self.errors.labels(*labels).inc(tally[0])
             histogram = self.durations.labels(*labels)
             histogram._sum.inc(tally[1])
-            cumulative = 0.0
-            for i, bucket in enumerate(histogram._buckets):
-                cumulative += tally[2 + i]
-                if cumulative:
-                    bucket.inc(cumulative)
+            # the client keeps one count per bucket (the exposition adds them up), as `observe` does
+            for bucket, n in zip(histogram._buckets, tally[2:], strict=True):
+                if n:
+                    bucket.inc(n)
         for (method, route), running in self._running.items():
             # the in-progress gauge carries the status label at 200, as the plugin's did
             self.in_progress.labels(method, route, 200, self.app_name).set(running)
