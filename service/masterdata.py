@@ -176,17 +176,24 @@ async def load_master_data(session: AsyncSession) -> MasterData:
     return MasterData(locations, items, promotions, {sku: tuple(c) for sku, c in changes.items()})
 
 
-async def change_mark(session: AsyncSession) -> tuple[Any, ...]:
-    """What moves whenever master data changes: rows are only ever upserted (which sets `updated_at`) and
-    price changes only added, so each table's row count and latest `updated_at` (latest id) say it."""
+def _change_mark_query() -> Any:
     marks: list[Any] = []
     for model in (Location, Item, Promotion):
         marks.append(select(func.count()).select_from(model).scalar_subquery())
         marks.append(select(func.max(model.updated_at)).scalar_subquery())
     marks.append(select(func.count()).select_from(ItemPrice).scalar_subquery())
     marks.append(select(func.max(ItemPrice.id)).scalar_subquery())
-    row = (await session.execute(select(*marks))).one()
-    return tuple(row)
+    return select(*marks)
+
+
+# built once: the statement is immutable, and building it costs more than running it
+_CHANGE_MARK = _change_mark_query()
+
+
+async def change_mark(session: AsyncSession) -> tuple[Any, ...]:
+    """What moves whenever master data changes: rows are only ever upserted (which sets `updated_at`) and
+    price changes only added, so each table's row count and latest `updated_at` (latest id) say it."""
+    return tuple((await session.execute(_CHANGE_MARK)).one())
 
 
 def _columns(model: type[Base]) -> list[Any]:
