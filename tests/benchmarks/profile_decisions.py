@@ -5,7 +5,9 @@ decision, encoding) plus the background work it causes (the decision log writes)
 
 Run: `PYTHONPATH=. .venv/bin/python tests/benchmarks/profile_decisions.py [phase] [requests] [--profile]`
 (phase: availability, availability_none, allocation, reservation; prints microseconds of process CPU per
-request; with --profile, the top of a cProfile by cumulative time).
+request; with --profile, the top of a cProfile by cumulative time, which threads and greenlets distort:
+for proportions, attach `py-spy record --gil -p <pid>` to a long run instead). The Prometheus metrics are
+kept in this process's memory, not in the multiprocess files `serve` uses.
 """
 
 from __future__ import annotations
@@ -90,9 +92,6 @@ async def main(phase: str, count: int, profile: bool) -> None:
         env, key = await prepare_app(Path(tmp), f"redis://127.0.0.1:6379/{db}")
         os.environ.update(env)
         os.environ["RETAIL_POLICY_VAR"] = str(Path(tmp) / "var")
-        # as `serve` runs its workers: metrics kept in the multiprocess files
-        (Path(tmp) / "prometheus").mkdir()
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(Path(tmp) / "prometheus")
         app = create_app(load_settings())
         async with app.lifespan():  # in this loop, so the app's connections are this loop's
             rows = stock_rows()
