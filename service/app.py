@@ -12,9 +12,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response, get
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusController
 
 from service.api import (
     approvals,
@@ -33,6 +35,7 @@ from service.api.body import StrictRequest, require_body
 from service.api.deps import dependencies
 from service.api.openapi import StructSchemas, document_operations
 from service.api.problems import exception_handlers
+from service.api.request_metrics import RequestMetrics, RequestMetricsMiddleware
 from service.console.routes import console_router, console_templates
 from service.db.engine import create_engine, session_factory
 from service.db.migrate import upgrade
@@ -71,6 +74,7 @@ class MetricsController(PrometheusController):
     async def get(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         # the workflow gauges are read from the database, so every worker answers the same
         services = request.app.state.services
+        request.app.state.request_metrics.flush()  # this worker's latest requests, written now
         try:
             await refresh_workflow_metrics(services.sessions, datetime.now(UTC))
         except Exception:  # the request metrics are still worth serving
@@ -217,13 +221,12 @@ def create_app(settings: Settings | None = None, *, trials: TrialWorker | None =
         try:
             yield
         finally:
+            request_metrics.flush()
             if previous is not None:
                 _restore_collector(previous)
             await stop_services(services, close_trials=trials is None)
 
-    prometheus = PrometheusConfig(
-        app_name="retail_policy", prefix="retail_policy", group_path=True, exclude=["/metrics", "/health"]
-    )
+    request_metrics = RequestMetrics("retail_policy", "retail_policy", exclude=("/metrics", "/health"))
     route_handlers: list[Any] = [
         health.router,
         master_data.router,
@@ -248,7 +251,8 @@ def create_app(settings: Settings | None = None, *, trials: TrialWorker | None =
         plugins=[StructSchemas()],
         dependencies=dependencies(),
         exception_handlers=exception_handlers(),
-        middleware=[prometheus.middleware, AuthMiddleware],
+        middleware=[DefineMiddleware(RequestMetricsMiddleware, metrics=request_metrics), AuthMiddleware],
+        state=State({"request_metrics": request_metrics}),
         request_max_body_size=settings.server.max_body_bytes,
         template_config=console_templates(),
         openapi_config=OpenAPIConfig(

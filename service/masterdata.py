@@ -1,7 +1,9 @@
 """Master data (locations, items, promotions): plain records, validation, storage and a per-process cache.
 
-Decisions read master data on every request, so each worker keeps an immutable snapshot that it
-refreshes from the database at most every `ttl` seconds and at once after a local change.
+Decisions read master data on every request, so each worker keeps an immutable snapshot. Every `ttl`
+seconds it reads a change mark (one small query: each table's row count and latest `updated_at`, the price
+changes' count and latest id; every writer sets these) and reloads the tables only when the mark moved, at
+least every `FULL_RELOAD_SECONDS` anyway, and at once after a local change.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -174,6 +176,26 @@ async def load_master_data(session: AsyncSession) -> MasterData:
     return MasterData(locations, items, promotions, {sku: tuple(c) for sku, c in changes.items()})
 
 
+def _change_mark_query() -> Any:
+    marks: list[Any] = []
+    for model in (Location, Item, Promotion):
+        marks.append(select(func.count()).select_from(model).scalar_subquery())
+        marks.append(select(func.max(model.updated_at)).scalar_subquery())
+    marks.append(select(func.count()).select_from(ItemPrice).scalar_subquery())
+    marks.append(select(func.max(ItemPrice.id)).scalar_subquery())
+    return select(*marks)
+
+
+# built once: the statement is immutable, and building it costs more than running it
+_CHANGE_MARK = _change_mark_query()
+
+
+async def change_mark(session: AsyncSession) -> tuple[Any, ...]:
+    """What moves whenever master data changes: rows are only ever upserted (which sets `updated_at`) and
+    price changes only added, so each table's row count and latest `updated_at` (latest id) say it."""
+    return tuple((await session.execute(_CHANGE_MARK)).one())
+
+
 def _columns(model: type[Base]) -> list[Any]:
     table: Table = model.__table__  # type: ignore[assignment]
     return list(table.columns)
@@ -195,11 +217,16 @@ async def upsert(session: AsyncSession, model: type[Base], rows: Sequence[dict[s
         await session.execute(statement.on_conflict_do_update(index_elements=[key], set_=updates))
 
 
+# a snapshot whose change mark has not moved is still reloaded this often (a writer on a host whose clock
+# lags could set an `updated_at` below the latest one)
+FULL_RELOAD_SECONDS = 60.0
+
+
 class MasterDataCache:
     """Hands out the current `MasterData` snapshot. Once it is older than `ttl` seconds the first request
-    starts one reload in the background and requests keep the snapshot they have until it lands (so no
-    request waits on it); after `invalidate` (a local change), or when the snapshot is older than
-    `max_stale` seconds, requests wait for a fresh one."""
+    starts one check in the background (the change mark; the tables only when it moved) and requests keep
+    the snapshot they have until it lands (so no request waits on it); after `invalidate` (a local change),
+    or when the snapshot is older than `max_stale` seconds, requests wait for a fresh one."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], ttl: float = 2.0) -> None:
         self._sessions = sessions
@@ -210,6 +237,10 @@ class MasterDataCache:
         self._lock = asyncio.Lock()
         self._refresh: asyncio.Task[None] | None = None
         self._generation = 0  # bumped by invalidate: a load that started before it is not fresh
+        self._mark: tuple[Any, ...] | None = None  # the change mark the snapshot was loaded under
+        self._full_at = 0.0  # when the tables were last read
+        self.checks = 0  # how many times the change mark was read (for tests and operators)
+        self.loads = 0  # how many times the tables were read
 
     async def get(self, when: datetime | None = None) -> MasterData:
         """The snapshot with each item at its price in effect `when` (default: now)."""
@@ -248,14 +279,27 @@ class MasterDataCache:
         started = time.monotonic()  # the snapshot's age counts from before the query
         generation = self._generation
         async with self._sessions() as session:
+            mark = await change_mark(session)
+            self.checks += 1
+            if (
+                self._snapshot is not None
+                and mark == self._mark
+                and started - self._full_at < FULL_RELOAD_SECONDS
+            ):
+                self._loaded_at = started  # nothing changed: the snapshot stays, with its age renewed
+                return
             snapshot = await load_master_data(session)
+            self.loads += 1
+        self._full_at = started
         if snapshot == self._snapshot:
             # unchanged: the snapshot in use stays, and with it what decisions derived from it
             snapshot = self._snapshot
         self._snapshot = snapshot
         if generation == self._generation:  # else a change landed during the read: load again
             self._loaded_at = started
+            self._mark = mark
 
     def invalidate(self) -> None:
         self._generation += 1
+        self._mark = None  # the next load reads the tables, whatever the mark says
         self._loaded_at = -self._max_stale  # the next request waits for a reload

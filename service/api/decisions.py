@@ -12,6 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service.api.answers import Answer, Timestamp
+from service.api.encoded import JsonAnswer
 from service.api.openapi import answers, example, links
 from service.decisions.allocation import decide_allocation
 from service.decisions.approvals import decide_markdown, decide_transfer
@@ -232,4 +233,5 @@ router = Router(
     path="/v1",
     route_handlers=[allocation, availability, reorder, reorder_scan, transfer, markdown, get_decision],
     tags=["decisions"],
+    response_class=JsonAnswer,
 )

@@ -206,6 +206,23 @@ def on_stock_error(request: Request[Any, Any, Any], exc: StockError) -> Response
     return on_service_error(request, as_service_error(exc))
 
 
+def status_of(exc: BaseException) -> int:
+    """The status the handler `exception_handlers` maps `exc` to answers with (for the request metrics)."""
+    if isinstance(exc, ServiceError):
+        return exc.status
+    if isinstance(exc, StockError):
+        return as_service_error(exc).status
+    if isinstance(exc, HTTPException):
+        return exc.status_code
+    if isinstance(
+        exc, (OperationalError, PoolTimeout, ConnectionError, RedisConnectionError, RedisTimeout, OSError)
+    ):
+        return 503
+    if isinstance(exc, DBAPIError):
+        return 503 if exc.connection_invalidated else 500
+    return 500
+
+
 def exception_handlers() -> dict[type[Exception] | int, Any]:
     handlers: dict[type[Exception] | int, Any] = {
         ServiceError: on_service_error,

@@ -18,6 +18,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
 from litestar.params import FromPath, Parameter
 
+from service.api.encoded import JsonAnswer
 from service.api.inputs import Id, Qty, SnapshotRowIn
 from service.api.openapi import answers, example, links
 from service.errors import Conflict, FieldError, Invalid, NotFound
@@ -381,7 +382,7 @@ async def create_reservation(
             title="Insufficient stock",
         )
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
-    return Response(_out(result.reservation, result.short), status_code=201, headers=headers)
+    return JsonAnswer(_out(result.reservation, result.short), status_code=201, headers=headers)
 
 
 def _short_error(short: ShortLine, lines: list[LineIn]) -> FieldError:
