@@ -1,0 +1,227 @@
+"""A case read with its request and steps, and a transition written, in the fewest round trips each
+database allows: what an approver's request does on its way, where the ORM's statements cost more than
+the work they ask of the database.
+
+- Reading: on a SQLite file, two statements on a connection of this process' own, on the event loop (a
+  read in WAL mode never waits for the writer, and takes microseconds, where a round trip to the async
+  driver's thread costs far more under load); on PostgreSQL, one statement (the steps aggregated beside
+  the case and its request) on a pooled connection's driver.
+- Writing (PostgreSQL): one statement whose parts (common table expressions) move the case from the
+  version it was read at, insert its step, audit row and outbox events, resolve its stuck-approval
+  exception with that exception's `exception.resolved` event, drop its inbox index rows and commit an
+  approved transfer to its shipment. A statement is atomic: all of it is written or, when the case moved
+  since it was read, none of it (`Stale`). A transition that writes new inbox index rows (an
+  escalation) goes through the session instead (`write_in_session`). On SQLite the file's writer writes
+  transitions (`service.workflow.writes.write_sqlite`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.db.base import aware
+from service.db.engine import bound
+from service.db.models import ApprovalCase, ApprovalStep, ChangeRequest
+from service.decisions.ids import new_decision_id
+from service.workflow.exceptions import SYSTEM, UNRESOLVED
+from service.workflow.writes import STUCK, Stale, Transition
+
+_CASES: Table = ApprovalCase.__table__  # type: ignore[assignment]
+CASE_NAMES = tuple(c.name for c in _CASES.columns)
+_TIMES = ("sla_due_at", "created_at", "updated_at", "closed_at")
+_JSON = ("approvers", "escalation")
+_REQUEST = ("id", "kind", "requested_by", "body", "approval", "shipment_id")
+_CASE_SELECT = (
+    "SELECT "
+    + ", ".join(f"c.{name}" for name in CASE_NAMES)
+    + ", "
+    + ", ".join(f"r.{name}" for name in _REQUEST)
+    + " FROM approval_cases c LEFT JOIN change_requests r ON r.id = c.subject WHERE c.id = "
+)
+_SQLITE_CASE = _CASE_SELECT + "?"
+_SQLITE_STEPS = (
+    "SELECT id, case_id, at, action, actor, role, comment, detail FROM approval_steps "
+    "WHERE case_id = ? ORDER BY id"
+)
+_PG_READ = (
+    _CASE_SELECT.replace(" FROM approval_cases", ", (SELECT json_agg(json_build_array(s.id, s.case_id, s.at, "
+    "s.action, s.actor, s.role, s.comment, s.detail) ORDER BY s.id) FROM approval_steps s "
+    "WHERE s.case_id = c.id) FROM approval_cases")
+    + "$1"
+)  # fmt: skip
+_UNRESOLVED = ", ".join(f"'{state}'" for state in UNRESOLVED)
+
+Read = tuple[dict[str, Any], ChangeRequest | None, list[ApprovalStep]]
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    return aware(value if isinstance(value, datetime) else datetime.fromisoformat(value))
+
+
+def _json(value: Any) -> Any:
+    return msgspec.json.decode(value) if isinstance(value, str | bytes) else value
+
+
+def _decode(row: Any, steps: Any) -> Read:
+    n = len(CASE_NAMES)
+    case = dict(zip(CASE_NAMES, row[:n], strict=True))
+    for key in _TIMES:
+        case[key] = _time(case[key])
+    for key in _JSON:
+        case[key] = _json(case[key])
+    found = dict(zip(_REQUEST, row[n : n + len(_REQUEST)], strict=True))
+    request = None
+    if found["id"] is not None:
+        found["body"] = _json(found["body"])
+        request = ChangeRequest(**found)
+    return case, request, [_step(s) for s in steps]
+
+
+def _step(s: Any) -> ApprovalStep:
+    step_id, case_id, at, action, actor, role, comment, detail = s
+    return ApprovalStep(
+        id=step_id, case_id=case_id, at=_time(at), action=action, actor=actor, role=role, comment=comment,
+        detail=_json(detail),
+    )  # fmt: skip
+
+
+class CaseStore:
+    """Reads (and on PostgreSQL writes) cases for one app's engine; `usable` is False where neither way
+    applies (an in-memory SQLite database: the ORM path serves it)."""
+
+    def __init__(self, engine: AsyncEngine, sqlite_path: str | None) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect
+        self.postgresql = engine.dialect.name == "postgresql"
+        self.sqlite_path = sqlite_path
+        self.usable = self.postgresql or sqlite_path is not None
+        self._reader: sqlite3.Connection | None = None
+
+    def close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(sqlite3.Error):
+                reader.close()
+
+    async def read(self, case_id: str) -> Read | None:
+        """The case (as `case_from_row` gives it), its request and its steps; None for an unknown case."""
+        if self.postgresql:
+            async with self.engine.connect() as connection:
+                raw = (await connection.get_raw_connection()).driver_connection
+                assert raw is not None
+                row = await raw.fetchrow(_PG_READ, case_id)
+            return None if row is None else _decode(row, row[-1] or ())
+        try:
+            return self._read_sqlite(case_id)
+        except sqlite3.Error:
+            self.close()  # a broken connection is opened again next time
+            raise
+
+    def _read_sqlite(self, case_id: str) -> Read | None:
+        reader = self._reader
+        if reader is None:
+            assert self.sqlite_path is not None
+            reader = sqlite3.connect(self.sqlite_path, isolation_level=None, check_same_thread=False)
+            reader.execute("PRAGMA busy_timeout=1000")
+            self._reader = reader
+        # one snapshot for both statements
+        reader.execute("BEGIN")
+        try:
+            row = reader.execute(_SQLITE_CASE, (case_id,)).fetchone()
+            steps = [] if row is None else reader.execute(_SQLITE_STEPS, (case_id,)).fetchall()
+        finally:
+            reader.execute("COMMIT")
+        return None if row is None else _decode(row, steps)
+
+    async def write(self, t: Transition) -> None:
+        """PostgreSQL: write `t` in one statement; raises `Stale` (nothing written) when the case moved."""
+        sql, params = self._statement(t)
+        async with self.engine.connect() as connection:
+            raw = (await connection.get_raw_connection()).driver_connection
+            assert raw is not None
+            moved = await raw.fetchval(sql, *params)
+        if moved != 1:
+            raise Stale
+
+    def _statement(self, t: Transition) -> tuple[str, list[Any]]:
+        params: list[Any] = []
+
+        def p(value: Any, column: Any = None) -> str:
+            if column is not None and value is not None:
+                process = bound(column.type, self.dialect)
+                value = value if process is None else process(value)
+            params.append(value)
+            return f"${len(params)}"
+
+        sets = ", ".join(f"{name} = {p(value, _CASES.c[name])}" for name, value in t.values.items())
+        case_id = p(t.case["id"])
+        parts = [
+            f"moved AS (UPDATE approval_cases SET {sets} WHERE id = {case_id} "
+            f"AND version = {p(t.case['version'])} RETURNING id)"
+        ]
+        s = t.step
+        json_type = ApprovalStep.__table__.c.detail
+        parts.append(
+            "step AS (INSERT INTO approval_steps (case_id, at, action, actor, role, comment, detail) "
+            f"SELECT id, {p(s.at)}::timestamptz, {p(s.action)}, {p(s.actor)}, {p(s.role)}::varchar, "
+            f"{p(s.comment)}::text, {p(s.detail, json_type)}::json FROM moved)"
+        )
+        a = t.audit
+        parts.append(
+            "audit AS (INSERT INTO audit_log (at, actor, action, subject, detail, note) "
+            f"SELECT {p(a['at'])}::timestamptz, {p(a['actor'])}, {p(a['action'])}, {p(a['subject'])}, "
+            f"{p(a['detail'], json_type)}::json, {p(a['note'])}::text FROM moved)"
+        )
+        if t.events:
+            rows = ", ".join(
+                f"({p(e['event_id'])}, {p(e['kind'])}, {p(e['subject'])}, {p(e['payload'], json_type)}::json, "
+                f"{p(e['created_at'])}::timestamptz)"
+                for e in t.events
+            )
+            parts.append(
+                "events AS (INSERT INTO outbox_events (event_id, kind, subject, payload, created_at) "
+                f"SELECT v.* FROM (VALUES {rows}) AS v, moved)"
+            )
+        if t.clear_stuck:
+            # each use of a value is a parameter of its own: PostgreSQL deduces one type per parameter
+            now, key = t.now, t.case["id"]
+            parts.append(
+                f"cleared AS (UPDATE exception_records SET state = 'resolved', resolved_at = {p(now)}, "
+                f"resolved_by = {p(SYSTEM)}, updated_at = {p(now)} WHERE kind = {p(STUCK)} AND key = {p(key)} "
+                f"AND state IN ({_UNRESOLVED}) AND EXISTS (SELECT 1 FROM moved) RETURNING id, location, sku)"
+            )
+            # the partial unique index allows one unresolved record per (kind, key): one event at most;
+            # its payload is `resolved_payload`'s
+            parts.append(
+                "resolved AS (INSERT INTO outbox_events (event_id, kind, subject, payload, created_at) "
+                f"SELECT {p(new_decision_id())}, 'exception.resolved', 'exception:' || id, "
+                f"json_build_object('exception', json_build_object('id', id, 'kind', {p(STUCK)}::text, "
+                f"'key', {p(key)}::text, 'state', 'resolved', 'resolved_by', {p(SYSTEM)}::text, "
+                f"'location', location, 'sku', sku, 'resolved_at', {p(now.isoformat())}::text)), "
+                f"{p(now)}::timestamptz FROM cleared)"
+            )
+        if t.roles is not None:
+            if t.roles:
+                raise ValueError("a transition writing inbox index rows goes through the session")
+            parts.append("roles AS (DELETE FROM approval_case_roles WHERE case_id IN (SELECT id FROM moved))")
+        if t.shipment is not None:
+            request_id, shipment = t.shipment
+            parts.append(
+                f"shipped AS (UPDATE change_requests SET shipment_id = {p(shipment)} WHERE id = "
+                f"{p(request_id)} AND shipment_id IS NULL AND EXISTS (SELECT 1 FROM moved))"
+            )
+        return "WITH " + ", ".join(parts) + " SELECT count(*) FROM moved", params
+
+
+def writes_in_one_statement(store: CaseStore | None, t: Transition) -> bool:
+    """Whether `store` writes `t` in one statement (else the session does)."""
+    return store is not None and store.postgresql and not t.roles
