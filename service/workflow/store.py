@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -74,6 +75,7 @@ _NAMES = (
     "roles",
     "shipped",
 )  # no prefix of another
+_LOST = ("08", "57")  # SQLSTATE classes: connection exception, operator intervention (a shutdown)
 MAX_BATCH = 50  # transitions of one statement (about 30 parameters each, of at most 32,767)
 Read = tuple[dict[str, Any], ChangeRequest | None, list[ApprovalStep]]
 
@@ -142,10 +144,27 @@ class CaseStore:
             self.close()  # a broken connection is opened again next time
             raise
 
-    async def _read_batch(self, case_ids: list[str]) -> list[Read | None]:
+    @contextlib.asynccontextmanager
+    async def _driver(self) -> AsyncIterator[Any]:
+        """A pooled connection's driver (asyncpg) connection. The pool's own handling of a lost
+        connection does not see statements sent to the driver: a failure that leaves the connection in
+        doubt (lost, or interrupted mid-statement) invalidates it here, so that the pool replaces it,
+        and a lost connection is told as `ConnectionError` (answered 503, as the session's are)."""
         async with self.engine.connect() as connection:
             raw = (await connection.get_raw_connection()).driver_connection
             assert raw is not None
+            try:
+                yield raw
+            except BaseException as error:
+                state = getattr(error, "sqlstate", None)
+                if state is None or state[:2] in _LOST:
+                    await connection.invalidate()
+                if _lost(error, state):
+                    raise ConnectionError("the database is not answering") from error
+                raise
+
+    async def _read_batch(self, case_ids: list[str]) -> list[Read | None]:
+        async with self._driver() as raw:
             rows = await raw.fetch(_PG_READ, list(dict.fromkeys(case_ids)))
         found = {row[0]: _decode(row, row[-1] or ()) for row in rows}
         return [found.get(case_id) for case_id in case_ids]
@@ -176,9 +195,7 @@ class CaseStore:
         parts = [self._parts(t, n, params) for n, t in enumerate(batch)]
         counts = ", ".join(f"(SELECT count(*) FROM c_moved_{n})" for n in range(len(batch)))
         sql = "WITH " + ", ".join(parts) + " SELECT " + counts
-        async with self.engine.connect() as connection:
-            raw = (await connection.get_raw_connection()).driver_connection
-            assert raw is not None
+        async with self._driver() as raw:
             row = await raw.fetchrow(sql, *params)
         return [row[n] == 1 for n in range(len(batch))]
 
@@ -260,3 +277,11 @@ class CaseStore:
 def writes_in_one_statement(store: CaseStore | None, t: Transition) -> bool:
     """Whether `store` writes `t` in one statement (else the session does)."""
     return store is not None and store.postgresql and not t.roles
+
+
+def _lost(error: BaseException, state: str | None) -> bool:
+    if state is not None:
+        return state[:2] in _LOST
+    if isinstance(error, OSError | TimeoutError):
+        return True
+    return any(kind.__name__ == "InterfaceError" for kind in type(error).__mro__)  # the driver's own

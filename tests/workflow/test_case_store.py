@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from service.db.models import ApprovalCase, ApprovalStep, AuditEntry, ChangeRequest, OutboxEvent
 from service.workflow.store import CaseStore
@@ -106,3 +107,22 @@ async def test_an_unknown_case_reads_as_none_beside_known_ones(db_engine: AsyncE
     store = CaseStore(db_engine, None)
     known, unknown = await asyncio.gather(store.read("c-1"), store.read("nope"))
     assert unknown is None and known is not None and known[0]["id"] == "c-1"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_connection_the_server_dropped_fails_once_then_is_replaced(db_engine: AsyncEngine) -> None:
+    await _seed(db_engine, "c-1")
+    store = CaseStore(db_engine, None)
+    assert await store.read("c-1") is not None  # the pool now holds a connection
+    other = create_async_engine(db_engine.url, poolclass=NullPool)
+    try:
+        async with other.connect() as connection:
+            await connection.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+    finally:
+        await other.dispose()
+    with pytest.raises(ConnectionError):
+        await store.read("c-1")
+    assert await store.read("c-1") is not None
