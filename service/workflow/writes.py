@@ -6,8 +6,8 @@ exception clears, the inbox index rows and, for an approved transfer, the shipme
 its move. Both ways of writing it write all of it in one transaction, or nothing when the case moved
 since it was read (`Stale`):
 
-- `write_in_session` through an `AsyncSession` (PostgreSQL, and every transition but an approver's and
-  the execution of a transfer on SQLite);
+- `write_in_session` through an `AsyncSession` (every transition but an approver's and the execution of
+  a transfer; those go as one statement on PostgreSQL, `service.workflow.store`);
 - `write_sqlite`, the work of the file's `SqliteWriter` (`service.db.sqlite_writer`): on the event loop,
   in the transaction of that turn of the loop, each transition in a savepoint of its own. An approval
   then costs its statements (microseconds each), not a round trip to the driver's thread per statement,
