@@ -26,6 +26,7 @@ from service.settings import DatabaseSettings
 _SQLITE_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 # how long a SQLite writer waits for the write lock that another connection holds
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+POOL_RECYCLE_SECONDS = 1800  # a PostgreSQL connection older than this is closed at its next checkout
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any = None) -> None:
@@ -63,13 +64,18 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         engine = create_async_engine(url, echo=settings.echo, json_serializer=_json)
         event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
+    # a fixed pool that keeps its connections: overflow connections would be opened and closed again
+    # under every burst (a TLS-less connect still costs the server a process start), and a liveness
+    # ping per checkout is a round trip per transaction. A connection the server dropped fails its
+    # statement once (the pool then opens fresh ones); `pool_recycle` retires connections before the
+    # usual idle timeouts of proxies and load balancers do.
     return create_async_engine(
         url,
         echo=settings.echo,
         json_serializer=_json,
-        pool_size=settings.pool_size,
-        max_overflow=settings.pool_size,
-        pool_pre_ping=True,
+        pool_size=2 * settings.pool_size,
+        max_overflow=0,
+        pool_recycle=POOL_RECYCLE_SECONDS,
     )
 
 

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.base import aware, utc_now
 from service.db.models import ApprovalCase, ApprovalCaseRole, ApprovalStep, ChangeRequest, ItemPrice
-from service.db.sqlite_writer import SqliteWriter, SqliteWriters
+from service.db.sqlite_writer import SqliteWriter, SqliteWriters, sqlite_file
 from service.decisions.approvals import transfer_floor
 from service.decisions.context import DecisionServices, context_from
 from service.domain.cases import Approval, acting_role, escalate, refusal, satisfied
@@ -46,6 +46,7 @@ from service.security.audit import audit
 from service.stock import StockEvent
 from service.workflow.moves import Moves
 from service.workflow.outbox import add_event
+from service.workflow.store import CaseStore, writes_in_one_statement
 from service.workflow.writes import (
     Stale,
     Transition,
@@ -101,20 +102,27 @@ class Workflow:
     _lock: asyncio.Lock | None = field(init=False, default=None)
     _sqlite: tuple[SqliteWriter, Any] | None = field(init=False, default=None)  # (writer, dialect)
     _moves: Moves = field(init=False)
+    _store: CaseStore = field(init=False)
 
     def __post_init__(self) -> None:
         self._moves = Moves(lambda: self.services.stock)
         engine = self.services.engine
+        path = None
         if engine.dialect.name == "sqlite":
             self._lock = asyncio.Lock()
             writer = self.services.sqlite_writers.for_url(engine.url)
             if writer is not None:
                 self._sqlite = (writer, engine.dialect)
+                path = sqlite_file(engine.url)
+        self._store = CaseStore(engine, path)
 
     async def commit(self, t: Transition) -> None:
         """Write one transition in a transaction of its own (on a SQLite file: by the file's writer, in
         the transaction of this turn of the loop); raises `Stale` when the case moved meanwhile."""
         if self._sqlite is None:
+            if writes_in_one_statement(self._store, t):
+                await self._store.write(t)
+                return
             async with self.writing() as session:
                 await write_in_session(session, t)
             return
@@ -162,6 +170,20 @@ class Workflow:
         if found is None:  # a case is always opened with its request, in one transaction
             raise NotFound(f"no request for case {case['id']!r}", [FieldError("id", "no request")])
         return found
+
+    async def read(self, case_id: str) -> tuple[dict[str, Any], ChangeRequest, list[ApprovalStep]]:
+        """A case, its request and its steps, outside any transaction (see `service.workflow.store`)."""
+        if not self._store.usable:
+            async with self.sessions() as session:
+                case = await self.load(session, case_id)
+                return case, await self.request_of(session, case), await self.steps(session, case_id)
+        found = await self._store.read(case_id)
+        if found is None:
+            raise NotFound(f"no approval case {case_id!r}", [FieldError("id", "unknown case")])
+        case, request, steps = found
+        if request is None:  # a case is always opened with its request, in one transaction
+            raise NotFound(f"no request for case {case_id!r}", [FieldError("id", "no request")])
+        return case, request, steps
 
     async def steps(self, session: AsyncSession, case_id: str) -> list[ApprovalStep]:
         query = select(ApprovalStep).where(ApprovalStep.case_id == case_id).order_by(ApprovalStep.id)
@@ -295,10 +317,7 @@ class Workflow:
         for _attempt in range(ATTEMPTS):
             now = self.clock()
             try:
-                async with self.sessions() as session:
-                    case = await self.load(session, case_id)
-                    request = await self.request_of(session, case)
-                    steps = await self.steps(session, case_id)
+                case, request, steps = await self.read(case_id)
                 approvals = [
                     Approval(s.actor, s.role) for s in steps if s.action == "approved" and s.role is not None
                 ]
@@ -336,8 +355,7 @@ class Workflow:
                     case_id, now, (after, request), committed=shipment, blocked=blocked, written=written
                 )
             if final is None:  # not known how the case stands: read it
-                async with self.sessions() as session:
-                    return await self.view(session, case_id)
+                return await self.view(None, case_id, await self.read(case_id))
             return await self.view(None, case_id, (final, request, written))
         raise Conflict(
             "the case kept changing while this action was applied; try again",
@@ -405,9 +423,7 @@ class Workflow:
     ) -> dict[str, Any] | None:
         now = now or self.clock()
         if known is None:
-            async with self.sessions() as session:
-                case = await self.load(session, case_id)
-                request = await self.request_of(session, case)
+            case, request, _steps = await self.read(case_id)
         else:
             case, request = known
         if case["status"] != "approved":

@@ -140,19 +140,16 @@ class Dispatcher:
 
     async def fan_out(self) -> int:
         async with self.sessions() as session:
+            # the ids and kinds only: a payload is read when its deliveries are sent
             events = (
-                (
-                    await session.execute(
-                        select(OutboxEvent)
-                        .outerjoin(OutboxDispatch, OutboxDispatch.event_id == OutboxEvent.event_id)
-                        .where(OutboxDispatch.event_id.is_(None))
-                        .order_by(OutboxEvent.id)
-                        .limit(self.policy.batch)
-                    )
+                await session.execute(
+                    select(OutboxEvent.event_id, OutboxEvent.kind)
+                    .outerjoin(OutboxDispatch, OutboxDispatch.event_id == OutboxEvent.event_id)
+                    .where(OutboxDispatch.event_id.is_(None))
+                    .order_by(OutboxEvent.id)
+                    .limit(self.policy.batch)
                 )
-                .scalars()
-                .all()
-            )
+            ).all()
             subscriptions = (await session.execute(select(Subscription))).scalars().all()
         if not events:
             return 0

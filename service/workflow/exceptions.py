@@ -130,7 +130,8 @@ async def clear_exception(
             .where(
                 ExceptionRecord.kind == kind,
                 ExceptionRecord.key == key,
-                ExceptionRecord.state.in_(UNRESOLVED),
+                # the partial unique index's own condition, so that the index serves the lookup
+                ExceptionRecord.state != "resolved",
             )
             .values(state="resolved", resolved_at=now, resolved_by=by, updated_at=now)
             .returning(ExceptionRecord.id, ExceptionRecord.location, ExceptionRecord.sku)

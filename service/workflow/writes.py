@@ -6,8 +6,8 @@ exception clears, the inbox index rows and, for an approved transfer, the shipme
 its move. Both ways of writing it write all of it in one transaction, or nothing when the case moved
 since it was read (`Stale`):
 
-- `write_in_session` through an `AsyncSession` (PostgreSQL, and every transition but an approver's and
-  the execution of a transfer on SQLite);
+- `write_in_session` through an `AsyncSession` (every transition but an approver's and the execution of
+  a transfer; those go as one statement on PostgreSQL, `service.workflow.store`);
 - `write_sqlite`, the work of the file's `SqliteWriter` (`service.db.sqlite_writer`): on the event loop,
   in the transaction of that turn of the loop, each transition in a savepoint of its own. An approval
   then costs its statements (microseconds each), not a round trip to the driver's thread per statement,
@@ -38,7 +38,7 @@ from service.db.models import (
     OutboxEvent,
 )
 from service.decisions.ids import new_decision_id
-from service.workflow.exceptions import SYSTEM, UNRESOLVED, clear_exception, resolved_payload
+from service.workflow.exceptions import SYSTEM, clear_exception, resolved_payload
 
 STUCK = "stuck_approval"
 _CASES: Table = ApprovalCase.__table__  # type: ignore[assignment]
@@ -54,7 +54,7 @@ _DELETE_ROLES = "DELETE FROM approval_case_roles WHERE case_id = ?"
 _COMMIT_SHIPMENT = "UPDATE change_requests SET shipment_id = ? WHERE id = ? AND shipment_id IS NULL"
 _CLEAR = (
     "UPDATE exception_records SET state = 'resolved', resolved_at = ?, resolved_by = ?, updated_at = ? "
-    f"WHERE kind = ? AND key = ? AND state IN ({', '.join(repr(s) for s in UNRESOLVED)}) "
+    "WHERE kind = ? AND key = ? AND state <> 'resolved' "  # the partial unique index's condition
     "RETURNING id, location, sku"
 )
 

@@ -8,7 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from service.db.models import OutboxEvent
 from service.errors import ServiceError
 from tests.api.approvals_fixtures import START, ApprovalsApi, approvals_api, markdown, transfer
 
@@ -271,6 +273,27 @@ async def test_acting_on_a_stuck_case_resolves_its_stuck_approval_exception_at_o
     assert (await wf.act(case["id"], "approve", *MANAGER)).status_code == 200
     [after] = (await stock.get("/v1/exceptions", params={"kind": "stuck_approval"})).json()["exceptions"]
     assert (after["id"], after["state"]) == (stuck["id"], "resolved")  # not left for the next check
+    # announced in the approval's transaction, as every resolution is
+    async with wf.client.session() as session:
+        [payload] = (
+            await session.execute(
+                select(OutboxEvent.payload).where(
+                    OutboxEvent.subject == f"exception:{stuck['id']}",
+                    OutboxEvent.kind == "exception.resolved",
+                )
+            )
+        ).scalars()
+    resolved = payload["exception"]
+    assert resolved.pop("resolved_at") is not None
+    assert resolved == {
+        "id": stuck["id"],
+        "kind": "stuck_approval",
+        "key": case["id"],
+        "state": "resolved",
+        "resolved_by": "system",
+        "location": None,
+        "sku": None,
+    }
 
 
 async def test_sweepers_racing_escalate_a_case_once(wf: ApprovalsApi) -> None:

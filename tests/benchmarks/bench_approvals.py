@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -26,11 +27,12 @@ from typing import Any, cast
 
 import pytest
 
+from tests.benchmarks.bench_operator import tree_cpu
 from tests.benchmarks.bench_reservations import ROOT, bench_server, run_load
 
 CONNECTIONS = 32
-SECONDS = 4.0
-ROUNDS = 3
+SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CASES_PER_CONNECTION = 400  # per round: more than one connection approves in SECONDS
 INBOX_CASES = 100_000
 
@@ -210,6 +212,28 @@ def run_approvals(
     return result
 
 
+def server_pid(base: str) -> int:
+    """The pid of the uvicorn process serving `base` (its one worker serves in the same process)."""
+    port = base.rsplit(":", 1)[1].encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0") if proc.name.isdigit() else []
+        except (FileNotFoundError, PermissionError):
+            continue
+        if b"uvicorn" in args and b"--port" in args and args[args.index(b"--port") + 1] == port:
+            return int(proc.name)
+    raise LookupError(f"no uvicorn process serving {base}")
+
+
+def with_cpu(pid: int, run: Any) -> dict[str, Any]:
+    """`run()`'s result with the server's CPU seconds per request over it (`cpu`, user plus system)."""
+    before = tree_cpu(pid)
+    result: dict[str, Any] = run()
+    requests = sum(result["statuses"].values())
+    result["cpu"] = (tree_cpu(pid) - before) / max(1, requests)
+    return result
+
+
 # ---- the measurements -------------------------------------------------------------------------------
 
 
@@ -264,20 +288,30 @@ def test_approve_and_execute_throughput_over_reservations(
         ]
         run_approvals(server.base, approver, batches[0], tmp_path, 1.0)
         run_load(server.base, "/v1/reservations", key, "warm", 1.0)
+        pid = server_pid(server.base)
         ours, theirs = [], []
         for round_ in range(ROUNDS):
-            ours.append(run_approvals(server.base, approver, batches[round_ + 1], tmp_path))
-            theirs.append(run_load(server.base, "/v1/reservations", key, f"run{round_}"))
+            ids = batches[round_ + 1]
+            ours.append(with_cpu(pid, lambda ids=ids: run_approvals(server.base, approver, ids, tmp_path)))
+            theirs.append(
+                with_cpu(
+                    pid, lambda r=round_: run_load(server.base, "/v1/reservations", key, f"run{r}", SECONDS)
+                )
+            )
     assert all(set(o["statuses"]) == {"200"} for o in ours), ours
     assert all(o["ran_out"] == 0 for o in ours), "seed more cases per connection"
     assert all(set(t["statuses"]) == {"201"} for t in theirs)
     ours_rps = sum(o["rps"] for o in ours) / ROUNDS
     theirs_rps = sum(t["rps"] for t in theirs) / ROUNDS
+    ours_cpu = statistics.median(o["cpu"] for o in ours) * 1e3
+    theirs_cpu = statistics.median(t["cpu"] for t in theirs) * 1e3
     print(
         f"\napprove-and-execute ({backend} stock, cases on {database}): {ours_rps:.0f} req/s; reservations: "
         f"{theirs_rps:.0f} req/s; ratio {ours_rps / theirs_rps:.2f} (rounds: "
         + ", ".join(f"{o['rps'] / t['rps']:.2f}" for o, t in zip(ours, theirs, strict=True))
-        + f"; {CONNECTIONS} connections, {ROUNDS} x {SECONDS:.0f} s each, 1 worker)"
+        + f"; {CONNECTIONS} connections, {ROUNDS} x {SECONDS:.0f} s each, 1 worker); server CPU per "
+        f"request (median of rounds): approval {ours_cpu:.2f} ms, reservation {theirs_cpu:.2f} ms, "
+        f"ratio {theirs_cpu / ours_cpu:.2f}"
     )
 
 

@@ -1,0 +1,128 @@
+"""The PostgreSQL case store: transitions handed over together are written in one statement, each
+still all-or-nothing on its own."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from service.db.models import ApprovalCase, ApprovalStep, AuditEntry, ChangeRequest, OutboxEvent
+from service.workflow.store import CaseStore
+from service.workflow.writes import Stale, plan
+from tests.workflow.conftest import START
+
+
+async def _seed(engine: AsyncEngine, *ids: str) -> None:
+    requests, cases = [], []
+    for case_id in ids:
+        body = {"sku": "S", "qty": 1, "from_location": "A", "to_location": "B", "requested_by": {"id": "r"}}
+        requests.append(
+            {
+                "id": f"transfer:{case_id}", "kind": "transfer", "request_id": case_id, "fingerprint": "0" * 64,
+                "body": body, "requested_by": "r", "decision": {}, "outcome": "route", "case_id": case_id,
+                "approval": "any", "shipment_id": None, "created_at": START,
+            }
+        )  # fmt: skip
+        cases.append(
+            {
+                "id": case_id, "kind": "transfer", "subject": f"transfer:{case_id}", "requested_by": "r",
+                "decision_id": case_id, "status": "pending", "approvers": ["store_manager"],
+                "approvals_required": 1, "escalation": [], "escalation_level": 0, "sla_hours": None,
+                "sla_due_at": None, "created_at": START, "updated_at": START, "closed_at": None,
+                "outcome_reason": None, "version": 0,
+            }
+        )  # fmt: skip
+    async with engine.begin() as connection:
+        await connection.execute(insert(ChangeRequest), requests)
+        await connection.execute(insert(ApprovalCase), cases)
+
+
+def _approve(store_read: Any, person: str, shipment: str) -> Any:
+    case, request, _steps = store_read
+    return plan(
+        case, status="approved", action="approved", actor=person, role="store_manager", now=START,
+        detail={}, event="case.approved", shipment=(request.id, shipment),
+    )  # fmt: skip
+
+
+async def _count(engine: AsyncEngine, model: Any, **where: str) -> int:
+    query = select(func.count()).select_from(model)
+    for name, value in where.items():
+        query = query.where(getattr(model, name) == value)
+    async with engine.connect() as connection:
+        return int((await connection.execute(query)).scalar_one())
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_two_transitions_of_one_case_handed_over_together_move_it_once(db_engine: AsyncEngine) -> None:
+    await _seed(db_engine, "c-1")
+    store = CaseStore(db_engine, None)
+    read = await store.read("c-1")
+    results = await asyncio.gather(
+        store.write(_approve(read, "ann", "shp-1")),
+        store.write(_approve(read, "bob", "shp-1")),
+        return_exceptions=True,
+    )
+    assert sorted(type(r).__name__ for r in results) == ["NoneType", "Stale"]
+    assert await _count(db_engine, ApprovalStep, case_id="c-1") == 1
+    assert await _count(db_engine, AuditEntry, subject="transfer:c-1") == 1
+    assert await _count(db_engine, OutboxEvent, subject="transfer:c-1") == 1
+    case, request, steps = await store.read("c-1") or pytest.fail("no case")
+    assert (case["status"], case["version"], request and request.shipment_id) == ("approved", 1, "shp-1")
+    assert [s.action for s in steps] == ["approved"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_transition_that_fails_fails_alone_and_writes_nothing(db_engine: AsyncEngine) -> None:
+    await _seed(db_engine, "c-1", "c-2", "c-3")
+    store = CaseStore(db_engine, None)
+    reads = await asyncio.gather(*(store.read(c) for c in ("c-1", "c-2", "c-3")))
+    # c-2 names c-1's shipment: the unique shipment id fails its statement
+    results = await asyncio.gather(
+        *(
+            store.write(_approve(r, "ann", s))
+            for r, s in zip(reads, ("shp-1", "shp-1", "shp-3"), strict=True)
+        ),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[2] is None
+    assert not isinstance(results[1], Stale) and isinstance(results[1], Exception)
+    assert await _count(db_engine, ApprovalStep, case_id="c-2") == 0
+    assert await _count(db_engine, AuditEntry, subject="transfer:c-2") == 0
+    assert await _count(db_engine, OutboxEvent, subject="transfer:c-2") == 0
+    case, _request, _steps = await store.read("c-2") or pytest.fail("no case")
+    assert (case["status"], case["version"]) == ("pending", 0)
+    for case_id in ("c-1", "c-3"):
+        assert await _count(db_engine, ApprovalStep, case_id=case_id) == 1
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_an_unknown_case_reads_as_none_beside_known_ones(db_engine: AsyncEngine) -> None:
+    await _seed(db_engine, "c-1")
+    store = CaseStore(db_engine, None)
+    known, unknown = await asyncio.gather(store.read("c-1"), store.read("nope"))
+    assert unknown is None and known is not None and known[0]["id"] == "c-1"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_connection_the_server_dropped_fails_once_then_is_replaced(db_engine: AsyncEngine) -> None:
+    await _seed(db_engine, "c-1")
+    store = CaseStore(db_engine, None)
+    assert await store.read("c-1") is not None  # the pool now holds a connection
+    other = create_async_engine(db_engine.url, poolclass=NullPool)
+    try:
+        async with other.connect() as connection:
+            await connection.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+    finally:
+        await other.dispose()
+    with pytest.raises(ConnectionError):
+        await store.read("c-1")
+    assert await store.read("c-1") is not None
