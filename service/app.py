@@ -203,6 +203,9 @@ async def stop_services(services: Services, *, close_trials: bool = True) -> Non
             await close()
         except Exception:  # one component failing to close must not keep the others open
             log.exception("closing the %s failed", name)
+    workflow: Workflow | None = getattr(services, "workflow", None)
+    if workflow is not None:
+        workflow.close()
     if close_trials:
         services.trials.close()
     await services.engine.dispose()

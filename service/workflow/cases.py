@@ -116,6 +116,10 @@ class Workflow:
                 path = sqlite_file(engine.url)
         self._store = CaseStore(engine, path)
 
+    def close(self) -> None:
+        """Close the case store's own SQLite read connection (opened again when read after)."""
+        self._store.close()
+
     async def commit(self, t: Transition) -> None:
         """Write one transition in a transaction of its own (on a SQLite file: by the file's writer, in
         the transaction of this turn of the loop); raises `Stale` when the case moved meanwhile."""
