@@ -98,15 +98,19 @@ class Orders(RunState):
                 return
         thresholds: list[list[int] | None] | None = None
         known = self._thresholds
+        base = channel * len(sku_index)
         for index, (sku, _) in enumerate(accepted):
-            key = (channel, sku, promo_row[sku][hour])
-            row = known[key] if key in known else self._threshold_row(*key)
+            on = promo_row[sku][hour]
+            key = (base + sku) * 2 + on  # `_threshold_key`
+            row = known[key] if key in known else self._threshold_row(channel, sku, on)
             if row is not None:
                 if thresholds is None:
                     thresholds = [None] * len(accepted)
                 thresholds[index] = row
         stock = self.stock
-        picks = self._plan(
+        # where each line comes from: `service.domain.allocation`'s `Allocator` (which `allocate` runs too),
+        # with the run's live availability and remaining daily capacity
+        picks = self.allocator.plan(
             accepted, self.available, stock.capacity, policy, order.fulfillment, pickup, order.lat, order.lon,
             thresholds,
         )  # fmt: skip
@@ -178,24 +182,6 @@ class Orders(RunState):
         for sku, units in missing.items():
             if units > 0:
                 shortfalls.add(oversold, self.sku_ids[sku], location, order.region, units)
-
-    def _plan(
-        self,
-        lines: Sequence[tuple[int, int]],
-        available: Sequence[Sequence[int]],
-        capacity: Sequence[int],
-        policy: AllocationPolicy,
-        fulfillment: str,
-        pickup: int,
-        lat: float,
-        lon: float,
-        thresholds: Sequence[Sequence[int] | None] | None,
-    ) -> IndexedPicks:
-        """Where each line comes from: `service.domain.allocation`'s `Allocator` (which `allocate` runs
-        too), with the run's live availability and remaining daily capacity."""
-        return self.allocator.plan(
-            lines, available, capacity, policy, fulfillment, pickup, lat, lon, thresholds
-        )
 
     def _accept_stale(self, channel: int, lines: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """What a batch-synced channel accepts of an order: each line up to what its copy of availability
