@@ -10,13 +10,12 @@ the decision: which orders arrive, what a batch-synced channel accepts on its st
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Sequence
 
 from service.decisions.core import OrderFacts, held_lines
 from service.domain.allocation import AllocationPolicy, IndexedPicks
 from simulators.events import Order, Sale
-from simulators.state import COMMIT, RunState
+from simulators.state import RunState
 
 # told of every order decided: the order, its facts, the policy, the lines decided as (sku index, qty) and
 # their picks as (location index, qty)
@@ -158,9 +157,7 @@ class Orders(RunState):
             counts.distance_km += distances[first]
         if short == 0 and wanted == demanded:
             counts.orders_complete += 1
-        self._seq += 1
-        delay = 3600 if order.fulfillment == "pickup" else 7200
-        heapq.heappush(self.queue, (order.at + delay, COMMIT, self._seq, (order.id, held)))
+        self._commit_later(order.at, 3600 if order.fulfillment == "pickup" else 7200, (order.id, held))
 
     def _count_short(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections import deque
 from collections.abc import Callable, Hashable, Mapping
 from datetime import datetime
 from typing import Any
@@ -190,6 +191,10 @@ class RunState:
         )
         self.shipped: dict[str, list[tuple[int, int, int]]] = {}
         self.queue: list[tuple[int, int, int, Any]] = []
+        # Reservation commits, one lane per delay (a pickup's, a shipment's): orders come in time order, so
+        # each lane fills in the queue's order and is read from its head; `_due_until` takes the earliest of
+        # the queue and the lanes. A commit that would land before its lane's last goes to the queue.
+        self.commit_lanes: dict[int, deque[tuple[int, int, int, Any]]] = {3600: deque(), 7200: deque()}
         self._seq = 0
         self.order_decisions = 0
         self.decided: DecisionObserver | None = None
@@ -258,6 +263,16 @@ class RunState:
                 }
             )
         return found
+
+    def _commit_later(self, at: int, delay: int, payload: Any) -> None:
+        """Schedule a reservation's commit `delay` seconds after `at` (the order's time)."""
+        self._seq += 1
+        item = (at + delay, COMMIT, self._seq, payload)
+        lane = self.commit_lanes[delay]
+        if not lane or lane[-1][0] <= item[0]:
+            lane.append(item)
+        else:
+            heapq.heappush(self.queue, item)
 
     def _schedule(self, at: int, kind: int, payload: Any) -> None:
         self._seq += 1
