@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import heapq
 import math
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -75,13 +76,16 @@ class Run(Orders, Replenishment):
     def run(self, events: Sequence[Event], progress: ProgressFn | None = None) -> RunResult:
         # The replay makes no reference cycles (what it drops, reference counting frees): the cyclic
         # collector would only walk the run's growing state again and again (a tenth to a fifth of the
-        # replay's time), so it is paused for the replay and resumed as it was.
-        collecting = gc.isenabled()
-        gc.disable()
+        # replay's time), so it is paused for the replay and resumed after it, where the run has the
+        # process (its main thread: the CLI, a --jobs worker); a simulation the service runs on a worker
+        # thread leaves the server's collector alone.
+        pause = gc.isenabled() and threading.current_thread() is threading.main_thread()
+        if pause:
+            gc.disable()
         try:
             return self._replay(events, progress)
         finally:
-            if collecting:
+            if pause:
                 gc.enable()
 
     def _replay(self, events: Sequence[Event], progress: ProgressFn | None) -> RunResult:
