@@ -10,13 +10,12 @@ the decision: which orders arrive, what a batch-synced channel accepts on its st
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Sequence
 
 from service.decisions.core import OrderFacts, held_lines
 from service.domain.allocation import AllocationPolicy, IndexedPicks
 from simulators.events import Order, Sale
-from simulators.state import COMMIT, RunState
+from simulators.state import RunState
 
 # told of every order decided: the order, its facts, the policy, the lines decided as (sku index, qty) and
 # their picks as (location index, qty)
@@ -98,15 +97,19 @@ class Orders(RunState):
                 return
         thresholds: list[list[int] | None] | None = None
         known = self._thresholds
+        base = channel * len(sku_index)
         for index, (sku, _) in enumerate(accepted):
-            key = (channel, sku, promo_row[sku][hour])
-            row = known[key] if key in known else self._threshold_row(*key)
+            on = promo_row[sku][hour]
+            key = (base + sku) * 2 + on  # `_threshold_key`
+            row = known[key] if key in known else self._threshold_row(channel, sku, on)
             if row is not None:
                 if thresholds is None:
                     thresholds = [None] * len(accepted)
                 thresholds[index] = row
         stock = self.stock
-        picks = self._plan(
+        # where each line comes from: `service.domain.allocation`'s `Allocator` (which `allocate` runs too),
+        # with the run's live availability and remaining daily capacity
+        picks = self.allocator.plan(
             accepted, self.available, stock.capacity, policy, order.fulfillment, pickup, order.lat, order.lon,
             thresholds,
         )  # fmt: skip
@@ -154,9 +157,7 @@ class Orders(RunState):
             counts.distance_km += distances[first]
         if short == 0 and wanted == demanded:
             counts.orders_complete += 1
-        self._seq += 1
-        delay = 3600 if order.fulfillment == "pickup" else 7200
-        heapq.heappush(self.queue, (order.at + delay, COMMIT, self._seq, (order.id, held)))
+        self._commit_later(order.at, 3600 if order.fulfillment == "pickup" else 7200, (order.id, held))
 
     def _count_short(
         self,
@@ -178,24 +179,6 @@ class Orders(RunState):
         for sku, units in missing.items():
             if units > 0:
                 shortfalls.add(oversold, self.sku_ids[sku], location, order.region, units)
-
-    def _plan(
-        self,
-        lines: Sequence[tuple[int, int]],
-        available: Sequence[Sequence[int]],
-        capacity: Sequence[int],
-        policy: AllocationPolicy,
-        fulfillment: str,
-        pickup: int,
-        lat: float,
-        lon: float,
-        thresholds: Sequence[Sequence[int] | None] | None,
-    ) -> IndexedPicks:
-        """Where each line comes from: `service.domain.allocation`'s `Allocator` (which `allocate` runs
-        too), with the run's live availability and remaining daily capacity."""
-        return self.allocator.plan(
-            lines, available, capacity, policy, fulfillment, pickup, lat, lon, thresholds
-        )
 
     def _accept_stale(self, channel: int, lines: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """What a batch-synced channel accepts of an order: each line up to what its copy of availability

@@ -18,8 +18,10 @@ Everything is synchronous and deterministic: the same stream and rulesets give t
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -72,6 +74,21 @@ class Run(Orders, Replenishment):
         self.full_review = full_review
 
     def run(self, events: Sequence[Event], progress: ProgressFn | None = None) -> RunResult:
+        # The replay makes no reference cycles (what it drops, reference counting frees): the cyclic
+        # collector would only walk the run's growing state again and again (a tenth to a fifth of the
+        # replay's time), so it is paused for the replay and resumed after it, where the run has the
+        # process (its main thread: the CLI, a --jobs worker); a simulation the service runs on a worker
+        # thread leaves the server's collector alone.
+        pause = gc.isenabled() and threading.current_thread() is threading.main_thread()
+        if pause:
+            gc.disable()
+        try:
+            return self._replay(events, progress)
+        finally:
+            if pause:
+                gc.enable()
+
+    def _replay(self, events: Sequence[Event], progress: ProgressFn | None) -> RunResult:
         scenario = self.world.scenario
         horizon = self.hours_total * 3600
         for c, every in enumerate(self.sync_every):
@@ -94,13 +111,14 @@ class Run(Orders, Replenishment):
         step = max(1, total // 200)
         hour = 0
         queue = self.queue
+        soon, later = self.commit_lanes.values()
         for n, event in enumerate(events):
             at = event.at
             if at >= horizon or at < 0:
                 self.counts.skip(type(event).__name__.lower(), "outside_horizon")
                 continue
-            while queue and queue[0][0] <= at:
-                self._due(heapq.heappop(queue))
+            if (soon and soon[0][0] <= at) or (later and later[0][0] <= at) or (queue and queue[0][0] <= at):
+                self._due_until(at)
             while (hour + 1) * 3600 <= at:
                 self._close_hour(hour)
                 hour += 1
@@ -114,8 +132,7 @@ class Run(Orders, Replenishment):
                 self._receipt(event)
             if progress is not None and n % step == 0:
                 progress(n, total)
-        while queue and queue[0][0] < horizon:
-            self._due(heapq.heappop(queue))
+        self._due_until(horizon, before=True)
         while hour < self.hours_total:
             self._close_hour(hour)
             hour += 1
@@ -125,6 +142,26 @@ class Run(Orders, Replenishment):
 
     def _close_hour(self, hour: int) -> None:
         self.hours[hour].available_end = sum(sum(filter(_positive, row)) for row in self.available)
+
+    def _due_until(self, until: int, *, before: bool = False) -> None:
+        """Do the scheduled work due at or before `until` (`before`: before it), in (time, kind, sequence)
+        order: the earliest of the queue's and the commit lanes' heads first."""
+        queue = self.queue
+        lanes = self.commit_lanes.values()
+        while True:
+            item = queue[0] if queue else None
+            source = None
+            for lane in lanes:
+                if lane and (item is None or lane[0] < item):
+                    item = lane[0]
+                    source = lane
+            if item is None or item[0] > until or (before and item[0] == until):
+                return
+            if source is None:
+                heapq.heappop(queue)
+            else:
+                source.popleft()
+            self._due(item)
 
     def _due(self, item: tuple[int, int, int, Any]) -> None:
         at, kind, _, payload = item

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections import deque
 from collections.abc import Callable, Hashable, Mapping
 from datetime import datetime
 from typing import Any
@@ -57,6 +58,7 @@ class RunState:
             if key is not None:
                 self._policies = {}
                 self._policy_key = key
+        self._interned: dict[AllocationPolicy, AllocationPolicy] = {}
         scenario = world.scenario
         self.sku_ids = [sku.id for sku in world.skus]
         self.sku_index = {sku_id: i for i, sku_id in enumerate(self.sku_ids)}
@@ -137,8 +139,9 @@ class RunState:
                 for p in scenario.promotions
                 if sku.id in p.skus or sku.category in p.categories
             ]
-        # (channel, sku, promo) -> low-stock threshold per location from the availability decision, or None
-        self._thresholds: dict[tuple[int, int, bool], list[int] | None] = {}
+        # low-stock threshold per location from the availability decision, or None, keyed
+        # `(channel * skus + sku) * 2 + promo` (`_threshold_key`)
+        self._thresholds: dict[int, list[int] | None] = {}
         self._location_policies: dict[tuple[str, str, float, str, str, bool], LocationPolicy] = {}
         # (channel, sku, promo) -> the SKU's availability policies prepared for summing
         self._prepared: dict[tuple[int, int, bool], PreparedPolicies] = {}
@@ -188,6 +191,10 @@ class RunState:
         )
         self.shipped: dict[str, list[tuple[int, int, int]]] = {}
         self.queue: list[tuple[int, int, int, Any]] = []
+        # Reservation commits, one lane per delay (a pickup's, a shipment's): orders come in time order, so
+        # each lane fills in the queue's order and is read from its head; `_due_until` takes the earliest of
+        # the queue and the lanes. A commit that would land before its lane's last goes to the queue.
+        self.commit_lanes: dict[int, deque[tuple[int, int, int, Any]]] = {3600: deque(), 7200: deque()}
         self._seq = 0
         self.order_decisions = 0
         self.decided: DecisionObserver | None = None
@@ -203,7 +210,9 @@ class RunState:
         key = self._policy_key(facts)
         found = cache.get(key)
         if found is None:
-            found = cache[key] = self.allocation.decide_as(facts.nested(), AllocationPolicy.from_result)
+            found = self.allocation.decide_as(facts.nested(), AllocationPolicy.from_result)
+            # equal policies as one object: the allocator's per-order look-up then matches by identity
+            found = cache[key] = self._interned.setdefault(found, found)
         else:
             # the ruleset's own memo would answer from the same values: count it as it would
             self.allocation.memo_hits += 1
@@ -221,10 +230,13 @@ class RunState:
             self._location_policies[key] = found
         return found
 
+    def _threshold_key(self, channel: int, sku: int, promo: bool) -> int:
+        return (channel * len(self.sku_ids) + sku) * 2 + promo
+
     def _threshold_row(self, channel: int, sku: int, promo: bool) -> list[int] | None:
         """Low-stock thresholds of a SKU per location for a channel, as the allocation use case reads them
         from the availability ruleset; None when they are all zero."""
-        key = (channel, sku, promo)
+        key = self._threshold_key(channel, sku, promo)
         if key in self._thresholds:
             return self._thresholds[key]
         decider = self.policies.get("availability")
@@ -251,6 +263,16 @@ class RunState:
                 }
             )
         return found
+
+    def _commit_later(self, at: int, delay: int, payload: Any) -> None:
+        """Schedule a reservation's commit `delay` seconds after `at` (the order's time)."""
+        self._seq += 1
+        item = (at + delay, COMMIT, self._seq, payload)
+        lane = self.commit_lanes[delay]
+        if not lane or lane[-1][0] <= item[0]:
+            lane.append(item)
+        else:
+            heapq.heappush(self.queue, item)
 
     def _schedule(self, at: int, kind: int, payload: Any) -> None:
         self._seq += 1

@@ -161,6 +161,7 @@ class Allocator:
         cap_used: dict[int, int] = {}
         out: IndexedPicks = []
         complete = True
+        last = len(lines) - 1
         for index, (sku, qty) in enumerate(lines):
             row = available[sku]
             walk = tracked
@@ -186,10 +187,14 @@ class Allocator:
             if searched is not None:
                 searched.append(tried)
             got = 0
-            for loc, q in picks:
-                got += q
-                taken[(sku, loc)] = taken.get((sku, loc), 0) + q
-                cap_used[loc] = cap_used.get(loc, 0) + q
+            if index < last:  # what it took is not offered to the lines after it
+                for loc, q in picks:
+                    got += q
+                    taken[(sku, loc)] = taken.get((sku, loc), 0) + q
+                    cap_used[loc] = cap_used.get(loc, 0) + q
+            else:
+                for _, q in picks:
+                    got += q
             if got < qty:
                 complete = False
             out.append(picks)

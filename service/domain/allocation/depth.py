@@ -81,13 +81,15 @@ class DepthIndex:
         capped = static.has_capacity
         size = self._size
         top: list[int] = []  # the largest giveable units so far (at most `size`), smallest first
+        # what a location must give to be walked: more than 0, and once `size` are kept more than the least
+        kept_least = 0
         walked: list[tuple[int, int]] = []  # (giveable, location) of the candidates walked
         left = 0  # the most the first location left unwalked of any type could give
         depth = self._depth[sku]
         for kind, floor in static.type_floors:
             for negative, loc in depth[kind]:
                 giveable = -negative - floor
-                if giveable <= 0 or (len(top) == size and giveable <= top[0]):
+                if giveable <= kept_least:
                     # nothing of this type from here on gives anything, or more than the size-th
                     if giveable > left:
                         left = giveable
@@ -101,10 +103,14 @@ class DepthIndex:
                     if cap < giveable:
                         giveable = cap
                 walked.append((giveable, loc))
-                if len(top) < size:
+                if kept_least:  # `size` kept (each gives more than 0)
+                    if giveable > kept_least:
+                        heapreplace(top, giveable)
+                        kept_least = top[0]
+                else:
                     heappush(top, giveable)
-                elif giveable > top[0]:
-                    heapreplace(top, giveable)
+                    if len(top) == size:
+                        kept_least = top[0]
         if not top:
             return [], 0
         if max(top) < qty:

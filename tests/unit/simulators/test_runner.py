@@ -3,8 +3,10 @@ byte-identical."""
 
 from __future__ import annotations
 
+import gc
 import io
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +169,30 @@ def test_a_run_on_the_traced_allocator_gives_the_same_kpis(
     traced = TracedRun(small_world, versions.policy_set("python"), view=view).run(small_events)
     assert fast.order_decisions > 100
     assert run_kpis(fast) == run_kpis(traced)
+
+
+def _collecting_during_run(world: World, events: list[Event]) -> set[bool]:
+    """Whether the cyclic garbage collector was on at each order of a run."""
+    seen: set[bool] = set()
+    run = Run(world, DEFAULTS.policy_set("python"), observer=lambda *_: seen.add(gc.isenabled()))
+    run.run(events)
+    return seen
+
+
+def test_the_collector_is_paused_for_a_run_on_the_main_thread_only(
+    small_world: World, small_events: list[Event]
+) -> None:
+    assert gc.isenabled()
+    assert _collecting_during_run(small_world, small_events) == {False}
+    assert gc.isenabled()
+    with ThreadPoolExecutor(1) as pool:  # as the service runs a simulation: its collector stays on
+        assert pool.submit(_collecting_during_run, small_world, small_events).result() == {True}
+    gc.disable()
+    try:  # a collector already off stays off
+        assert _collecting_during_run(small_world, small_events) == {False}
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_both_rule_engines_give_the_same_kpis(small_world: World, small_events: list[Event]) -> None:
