@@ -341,6 +341,18 @@ async def test_expired_hold_is_released_on_the_next_touch(stock: StockStore, clo
     assert found is not None and found.status == "expired"
 
 
+async def test_available_gives_an_expired_hold_back_before_reading(
+    stock: StockStore, clock: FakeClock
+) -> None:
+    await seed(stock, S1=5)
+    assert (await stock.reserve(ask("k1", ("SKU1", "S1", 2), ttl=30))).reservation is not None
+    clock.advance(29)
+    assert (await stock.get_available(["SKU1"])) == {"SKU1": {"S1": 3}}
+    clock.advance(1)
+    assert (await stock.get_available(["SKU1", "SKU1"])) == {"SKU1": {"S1": 5}}
+    assert (await level(stock, "SKU1", "S1")).reserved == 0
+
+
 async def test_expired_reservation_cannot_be_committed(stock: StockStore, clock: FakeClock) -> None:
     await seed(stock, S1=5)
     held = (await stock.reserve(ask("k1", ("SKU1", "S1", 2), ttl=30))).reservation
