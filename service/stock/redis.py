@@ -318,7 +318,8 @@ class RedisStockStore(RedisLedger):
             for i in range(0, len(flat_short), 4)
         )
         if verdict == "short":
-            return ReservationResult(None, short)
+            seen = {sku: available_of(flat) for sku, flat in zip(by_sku, outcome[2], strict=True)}
+            return ReservationResult(None, short, available=seen)
         granted = outcome[1]
         reservation = Reservation(
             id=rid,
