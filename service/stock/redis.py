@@ -60,7 +60,6 @@ from service.stock.redis_layout import (
     LEVELS_DECODER,
     Keys,
     Script,
-    available_of,
     capacity_keep_ms,
     from_ms,
     levels_by_location,
@@ -185,23 +184,9 @@ class RedisStockStore(RedisLedger):
                 answer = await self._call(self._available, group_keys, [self._now_ms()], tag)
                 found.update(zip(group, AVAILABLE_DECODER.decode(answer), strict=True))
             return {sku: found[sku] for sku in dict.fromkeys(skus)}
-        # On one node, plain commands in one transaction: the marker, whether any hold of the SKUs has
-        # expired and not been given back yet, and each SKU's `avail` hash. Redis spends a fraction of the
-        # script's time on them (no Lua values to build, no JSON). When a hold has expired, the script
-        # gives it back before reading, as every script does.
         unique, keys = self.keys.read_keys(skus)
-        now_ms = self._now_ms()
-        count = len(unique)
-        commands: list[tuple[Any, ...]] = [("EXISTS", self.keys.built)]
-        commands += [("ZRANGEBYSCORE", hold, "-inf", now_ms, "LIMIT", 0, 1) for hold in keys[1::4]]
-        commands += [("HGETALL", avail) for avail in keys[3::4]]
-        present, *replies = await self._transaction(commands)
-        if not present:
-            raise self._lost()
-        if any(replies[:count]):
-            answer = await self._call(self._available, keys, [now_ms])
-            return dict(zip(unique, AVAILABLE_DECODER.decode(answer), strict=True))
-        return {sku: available_of(flat) for sku, flat in zip(unique, replies[count:], strict=True)}
+        answer = await self._call(self._available, keys, [self._now_ms()])
+        return dict(zip(unique, AVAILABLE_DECODER.decode(answer), strict=True))
 
     async def get_capacity_used(self, day: str, locations: Sequence[str]) -> dict[str, int]:
         ledger.validate_day(day, "day")
@@ -318,7 +303,7 @@ class RedisStockStore(RedisLedger):
             for i in range(0, len(flat_short), 4)
         )
         if verdict == "short":
-            seen = {sku: available_of(flat) for sku, flat in zip(by_sku, outcome[2], strict=True)}
+            seen = dict(zip(by_sku, AVAILABLE_DECODER.decode(outcome[2]), strict=True))
             return ReservationResult(None, short, available=seen)
         granted = outcome[1]
         reservation = Reservation(

@@ -77,14 +77,6 @@ class RedisBase:
                 raise self._lost() from error
             raise
 
-    async def _transaction(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Plain commands in one MULTI/EXEC on the script connection (one node only): their replies."""
-        assert isinstance(self.scripts, ScriptClient)
-        try:
-            return await self.scripts.transaction(commands)
-        except DOWN_ERRORS as error:
-            raise self._down(error) from error
-
     def _down(self, error: Exception) -> StockUnavailable:
         # the address and the driver's words go to the log (once a second at most), not to the caller
         moment = time.monotonic()

@@ -8,9 +8,8 @@ answers in order, so replies are matched first in, first out), packs with hiredi
 reader. A command goes out at once when nothing else waits for Redis; while earlier commands are still
 being answered it would only queue in Redis' socket, so it waits for the end of the event loop's turn and
 goes out with the other commands of that turn in one write (one system call on each side instead of one
-per command; the first command of a burst is never held back). It carries the scripts and the stock
-reads that need no script (plain commands in one MULTI/EXEC transaction); everything else (reservation
-reads, the sweeper, the rebuild) still goes through redis-py.
+per command; the first command of a burst is never held back). It carries only the scripts; everything else (reservation reads, the
+sweeper, the rebuild) still goes through redis-py.
 
 Failures read as redis-py's exceptions, so callers handle both clients alike: a lost or refused
 connection is `ConnectionError` (every call waiting on it fails at once), a reply slower than the
@@ -34,10 +33,6 @@ from redis import exceptions as redis_errors
 WATCH_SECONDS = 0.25  # how often a connection checks its oldest waiting call against the timeout
 
 
-_MULTI = hiredis.pack_command(("MULTI",))
-_EXEC = hiredis.pack_command(("EXEC",))
-
-
 class _Connection(asyncio.Protocol):
     """One connection: commands written in order, replies handed to the calls in the same order."""
 
@@ -45,9 +40,7 @@ class _Connection(asyncio.Protocol):
         self.loop = loop
         self.reply_timeout = reply_timeout
         self.reader = hiredis.Reader()
-        # per reply expected, in order: the call it answers (None for a reply that is read and dropped: a
-        # transaction's acknowledgements before its EXEC) and when it is due
-        self.waiting: deque[tuple[asyncio.Future[Any] | None, float]] = deque()
+        self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
         self._watch: asyncio.TimerHandle | None = None
@@ -74,7 +67,7 @@ class _Connection(asyncio.Protocol):
                 self.abort(redis_errors.ConnectionError("a reply from Redis that no call was waiting for"))
                 return
             future = waiting.popleft()[0]
-            if future is not None and not future.done():  # a cancelled caller's reply is dropped
+            if not future.done():  # a cancelled caller's reply is read and dropped
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -86,17 +79,13 @@ class _Connection(asyncio.Protocol):
     def usable(self) -> bool:
         return self.lost is None and self.transport is not None and not self.transport.is_closing()
 
-    def send(self, packed: bytes, replies: int = 1) -> asyncio.Future[Any]:
-        """Send commands packed together; the future gets the last of their `replies` replies."""
+    def send(self, packed: bytes) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = self.loop.create_future()
         if not self.usable:
             future.set_exception(self.lost or redis_errors.ConnectionError("connection to Redis closed"))
             return future
         busy = bool(self.waiting)
-        due = self.loop.time() + self.reply_timeout
-        for _ in range(replies - 1):
-            self.waiting.append((None, due))
-        self.waiting.append((future, due))
+        self.waiting.append((future, self.loop.time() + self.reply_timeout))
         if busy:
             # Redis is still on earlier commands: this one would wait there anyway, so it goes out with
             # the others of this turn in one write after it
@@ -130,7 +119,7 @@ class _Connection(asyncio.Protocol):
             self._watch = None
         while self.waiting:
             future = self.waiting.popleft()[0]
-            if future is not None and not future.done():
+            if not future.done():
                 future.set_exception(error)
 
     def _check(self) -> None:
@@ -176,19 +165,6 @@ class ScriptClient:
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
             reply = await connection.send(hiredis.pack_command(("EVAL", script, len(keys), *keys, *args)))
         return _checked(reply)
-
-    async def transaction(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """Run commands between MULTI and EXEC, in one write: their replies, taken at one moment (an error
-        reply of one of them is raised as `_checked` raises it)."""
-        connection = self._connection
-        if connection is None or connection.loop is not asyncio.get_running_loop() or not connection.usable:
-            connection = await self._connect()
-        pack = hiredis.pack_command
-        packed = b"".join([_MULTI, *(pack(tuple(command)) for command in commands), _EXEC])
-        replies = _checked(await connection.send(packed, len(commands) + 2))
-        for reply in replies:
-            _checked(reply)
-        return list(replies)
 
     async def connected(self) -> None:
         """Open the connection now unless it is open (running `on_connect` for a new one)."""

@@ -57,31 +57,6 @@ async def test_concurrent_calls_get_their_own_replies(client: ScriptClient) -> N
     assert replies == [[f"k{i}".encode(), str(i).encode(), i + 1] for i in range(300)]
 
 
-async def test_transactions_and_scripts_sent_together_get_their_own_replies(
-    redis_url: str, client: ScriptClient
-) -> None:
-    plain = aioredis.Redis.from_url(redis_url)
-    await plain.delete("wire:t")
-    calls = []
-    for i in range(50):
-        calls.append(client.evalsha(sha(ECHO), ECHO, [f"k{i}"], [str(i), i]))
-        calls.append(
-            client.transaction(
-                [("HSET", "wire:t", f"f{i}", i), ("HGET", "wire:t", f"f{i}"), ("EXISTS", "wire:x")]
-            )
-        )
-    replies = await asyncio.gather(*calls)
-    for i in range(50):
-        assert replies[2 * i] == [f"k{i}".encode(), str(i).encode(), i + 1]
-        assert replies[2 * i + 1] == [1, str(i).encode(), 0]
-    # an error reply of one command inside the transaction is raised; the connection stays in step
-    with pytest.raises(redis_errors.ResponseError, match="WRONGTYPE"):
-        await client.transaction([("HGET", "wire:t", "f1"), ("INCR", "wire:t")])
-    assert await client.evalsha(sha(ECHO), ECHO, ["k"], ["v", 1]) == [b"k", b"v", 2]
-    await plain.delete("wire:t")
-    await plain.aclose()
-
-
 async def test_a_cancelled_call_does_not_shift_the_replies_of_later_ones(client: ScriptClient) -> None:
     first = asyncio.ensure_future(client.evalsha(sha(ECHO), ECHO, ["a"], ["a", 1]))
     await asyncio.sleep(0)
