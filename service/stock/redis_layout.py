@@ -58,13 +58,6 @@ LEVELS_DECODER = msgspec.json.Decoder(list[dict[str, tuple[int, int, int, int, i
 AVAILABLE_DECODER = msgspec.json.Decoder(list[dict[str, int]])
 
 
-def available_of(flat: Sequence[bytes]) -> dict[str, int]:
-    """A SKU's `avail` hash as HGETALL answers it (location, units, ...): location -> available, at least 0
-    (as the available script answers it)."""
-    counts = [int(n) for n in flat[1::2]]
-    return {location.decode(): n if n > 0 else 0 for location, n in zip(flat[::2], counts, strict=True)}
-
-
 def levels_by_location(rows: dict[str, tuple[int, int, int, int, int]]) -> dict[str, Levels]:
     """One SKU's decoded rows -> location -> Levels, locations in order (as every backend answers)."""
     return {loc: Levels(*buckets) for loc, buckets in sorted(rows.items())}
