@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 MAX_ITEMS = 500  # items of one transaction; more wait for the next one, on the next turn of the loop
 _RETRY_FIRST = 0.0005  # seconds until the write lock is tried again, doubling up to _RETRY_MAX
-_RETRY_MAX = 0.01
+_RETRY_MAX = 0.002  # a lock held by the other worker is mostly free again within a millisecond or two
 
 
 def sqlite_file(url: str | URL) -> str | None:

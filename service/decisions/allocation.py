@@ -2,6 +2,9 @@
 and optionally reserve the plan in one atomic step, re-planning on fresh stock when a concurrent order
 took the units first (at most `MAX_REPLANS` times).
 
+A refusal from a store that reports what it found (Redis) carries the levels of the reserved SKUs as the
+reservation's atomic step saw them: the re-plan starts from those, without another read.
+
 Low-stock thresholds come from the availability ruleset for the order's channel, so an allocation never
 takes from a location that channel availability reports as empty. The reservation carries each line's
 floor, so the store refuses a take that would cross it even if stock moved since the plan.
@@ -206,8 +209,12 @@ async def decide_allocation(
     reservation: dict[str, Any] | None = None
     replans = 0
     reserve_failed: str | None = None
+    # a refused reservation's view of the order's SKUs, taken in its own atomic step (None: read again)
+    seen: dict[str, dict[str, int]] | None = None
     while True:
-        if capped:
+        if seen is not None:
+            stock = seen
+        elif capped:
             # both reads at once: over Redis they share one round trip on the pipelined connection
             stock, used = await asyncio.gather(
                 stock_call(ctx.stock.get_available(skus)),
@@ -268,6 +275,10 @@ async def decide_allocation(
             break
         if result.reservation is not None:
             await stock_call(ctx.stock.release(result.reservation.id))
+        # the next plan needs no read when the refusal says what it found of every SKU of the order (and the
+        # plan counts no capacity, which the refusal does not report)
+        found = result.available
+        seen = found if found is not None and not capped and all(sku in found for sku in skus) else None
         if replans >= MAX_REPLANS:
             reserve_failed = f"stock moved under concurrent orders; gave up after {replans} re-plans"
             break

@@ -36,22 +36,14 @@ and the sweeper expires idle ones; key TTLs are never used to release stock.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
-import msgspec
 import redis.asyncio as aioredis
-from redis import exceptions as redis_errors
-from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-import service.stock.cluster as cluster
 import service.stock.demand as demand
 import service.stock.ledger as ledger
 from service.db.engine import create_engine
@@ -59,11 +51,12 @@ from service.db.sqlite_writer import SqliteWriters
 from service.settings import DatabaseSettings
 from service.stock.cluster import ClusterScripts, is_cluster_url, open_cluster, slot_tags
 from service.stock.crossslot import CrossSlot
-from service.stock.journal import Entry, Journal, latest_write
+from service.stock.journal import Entry, Journal
 from service.stock.memory import Clock, utc_now
+from service.stock.redis_base import DOWN_ERRORS as DOWN_ERRORS  # part of this module's interface
+from service.stock.redis_base import Recovery as Recovery
 from service.stock.redis_layout import (
     AVAILABLE_DECODER,
-    LAYOUT,
     LEVELS_DECODER,
     Keys,
     Script,
@@ -75,9 +68,9 @@ from service.stock.redis_layout import (
     to_ms,
 )
 from service.stock.redis_layout import reservation_id as reservation_id  # part of this module's interface
+from service.stock.redis_ledger import RedisLedger
 from service.stock.sql import read_exceptions
 from service.stock.store import (
-    EventResult,
     IdempotencyConflict,
     Levels,
     Reservation,
@@ -88,40 +81,13 @@ from service.stock.store import (
     ReservationStateError,
     ReservedLine,
     ShortLine,
-    SnapshotRow,
-    StockEvent,
     StockException,
-    StockStateLost,
     StockUnavailable,
 )
 from service.stock.wire import ScriptClient
 
-log = logging.getLogger("retail_policy.stock")
 
-
-class Recovery(Protocol):
-    """What the store asks of the recovery attached to it (`service.stock.recovery.StockRecovery`)."""
-
-    def wake(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-DOWN_ERRORS = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.BusyLoadingError,
-    OSError,
-    # a Redis Cluster with a shard down (CLUSTERDOWN, no node for a slot, no node reachable) or moving
-    # slots (TRYAGAIN, redirections past the client's retries): unavailable, as one node that is away
-    redis_errors.ClusterError,
-    redis_errors.TryAgainError,
-    redis_errors.AskError,
-    redis_errors.RedisClusterException,
-)
-
-
-class RedisStockStore:
+class RedisStockStore(RedisLedger):
     def __init__(
         self,
         client: aioredis.Redis,
@@ -188,115 +154,6 @@ class RedisStockStore:
         client = aioredis.Redis(connection_pool=pool)
         scripts = ScriptClient(redis_url, connect_timeout=1, reply_timeout=5)
         return cls(client, scripts, journal, clock=clock, prefix=prefix)
-
-    def now(self) -> datetime:
-        return self._clock()
-
-    def _now_ms(self) -> int:
-        return to_ms(self._clock())
-
-    async def _call(self, script: Script, keys: Sequence[str], args: Sequence[Any], tag: str = "") -> Any:
-        """Run a script with the state marker (of the keys' slot `tag` on a cluster) as its last key."""
-        try:
-            return await self.scripts.evalsha(script.sha, script.text, (*keys, self.keys.built_at(tag)), args)
-        except DOWN_ERRORS as error:
-            raise self._down(error) from error
-        except redis_errors.ResponseError as error:
-            if str(error).startswith("STOCKLOST"):
-                raise self._lost() from error
-            raise
-
-    def _down(self, error: Exception) -> StockUnavailable:
-        # the address and the driver's words go to the log (once a second at most), not to the caller
-        moment = time.monotonic()
-        if moment - self._down_logged >= 1.0:
-            self._down_logged = moment
-            log.warning("Redis is not answering: %s: %s", type(error).__name__, error)
-        return StockUnavailable("Redis is not answering", retry_after=1)
-
-    def _lost(self) -> StockStateLost:
-        """The error for a missing state marker; wakes the rebuild."""
-        if self.recovery is not None:
-            self.recovery.wake()
-        return StockStateLost()
-
-    async def check_behind(self) -> None:
-        """Run on every new script connection (a restart or a failover drops the old one), before its
-        first script: when the marker's write counter is below the journal's latest write, Redis came back
-        with older data (a snapshot, a lagging replica) and the marker is deleted, so that the scripts
-        refuse and the store rebuilds. The journal is read first: every write it holds by then was
-        numbered by Redis before, so a Redis that lost nothing is never behind. A marker of another key
-        layout than `LAYOUT` (state written by an older version, without the keys these scripts keep) is
-        deleted too."""
-        try:
-            # a slow journal must not hold back the scripts for long: they wait on this connection
-            async with asyncio.timeout(5):
-                latest = await latest_write(self.journal.engine)
-                counter, layout = await self.client.hmget(self.keys.built, ["n", "layout"])
-            if counter is not None and int(counter) < latest:
-                log.warning(
-                    "stock state behind the journal (Redis at write %s, the journal at %d): rebuilding",
-                    text(counter),
-                    latest,
-                )
-                await self.client.delete(self.keys.built)
-            elif counter is not None and (layout is None or text(layout) != LAYOUT):
-                log.warning("stock state in another key layout than %s: rebuilding", LAYOUT)
-                await self.client.delete(self.keys.built)
-        # the check waits for the next connection then; the marker's presence still guards every script
-        except Exception as error:
-            log.warning("stock state not checked against the journal: %s: %s", type(error).__name__, error)
-
-    async def has_marker(self) -> bool:
-        """Whether the state marker is there, of this key layout (raises StockUnavailable when Redis does
-        not answer); on a cluster, the marker of one slot of every primary (a shard that lost its data lost
-        them all)."""
-        try:
-            if not self.cluster:
-                return await self.client.hget(self.keys.built, "layout") == LAYOUT.encode()
-            markers = await self._marker_sample()
-            pipe = self.client.pipeline(transaction=False)
-            for key in markers:
-                pipe.hget(key, "layout")
-            return all(found == LAYOUT.encode() for found in await pipe.execute())
-        except DOWN_ERRORS as error:
-            raise self._down(error) from error
-
-    async def _marker_sample(self) -> list[str]:
-        nodes = cast(RedisCluster, self.client)
-        await nodes.initialize()
-        assert self.keys.tags is not None
-        return [self.keys.built_at(self.keys.tags.tags[slot]) for slot in cluster.first_slots(nodes)]
-
-    async def drop_markers(self) -> None:
-        """Delete the state marker (every slot's on a cluster): every script refuses until the rebuild."""
-        if not self.cluster:
-            await self.client.delete(self.keys.built)
-            return
-        markers = self.all_markers()
-        await cluster.unlink_on_nodes(cast(RedisCluster, self.client), markers, range(len(markers)))
-
-    async def write_markers(self, mapping: dict[str, Any]) -> None:
-        """Write every slot's state marker on a cluster (the single node's is written under the lock)."""
-        markers = self.all_markers()  # slot i's marker is tagged with slot i's tag
-        await cluster.hset_on_nodes(cast(RedisCluster, self.client), markers, mapping, range(len(markers)))
-
-    def all_markers(self) -> list[str]:
-        """Every state marker key: one per slot on a cluster."""
-        if self.keys.tags is None:
-            return [self.keys.built]
-        return [self.keys.built_at(tag) for tag in self.keys.tags.tags]
-
-    async def _checked_pipeline(self, pipe: Any) -> list[Any]:
-        """Run a pipeline that starts with EXISTS of the state marker, in the same round trip; its other
-        replies, or StockStateLost when the marker is missing."""
-        try:
-            present, *found = await pipe.execute()
-        except DOWN_ERRORS as error:
-            raise self._down(error) from error
-        if not present:
-            raise self._lost()
-        return list(found)
 
     # ---- reads ----------------------------------------------------------------------------------
 
@@ -386,219 +243,6 @@ class RedisStockStore:
 
     # ---- writes ---------------------------------------------------------------------------------
 
-    async def put_snapshot(self, rows: Sequence[SnapshotRow]) -> int:
-        ledger.validate_snapshot(rows)
-        if not rows:
-            return 0
-        now_ms = self._now_ms()
-        # one script per slot (one on a single node); rows of other slots already set are put back when
-        # a later slot's script fails
-        deltas: list[ledger.Delta | None] = [None] * len(rows)
-        seq = 0
-        for tag, group in self.keys.by_slot([row.sku for row in rows]).items():
-            members = set(group)
-            positions = [i for i, row in enumerate(rows) if row.sku in members]
-            try:
-                previous, seq_here = await self._snapshot_at([rows[i] for i in positions], now_ms, tag)
-            except StockUnavailable:
-                await self._revert_deltas([(d, "") for d in deltas if d is not None])
-                raise
-            seq = max(seq, seq_here)
-            for i, (s, d, p, t) in zip(positions, previous, strict=True):
-                levels = Levels(sellable=int(s), damaged=int(d), return_pending=int(p), in_transit=int(t))
-                deltas[i] = ledger.snapshot_delta(rows[i], levels)
-        done = [d for d in deltas if d is not None]
-        entry = Entry("snapshot", "", now_ms, done, {"seq": seq})
-        try:
-            await self.journal.append([entry])
-        except StockUnavailable:
-            await self._revert_deltas([(delta, "") for delta in done])
-            raise
-        return len(rows)
-
-    async def _snapshot_at(self, rows: Sequence[SnapshotRow], now_ms: int, tag: str) -> tuple[list[Any], int]:
-        skus = list(dict.fromkeys(row.sku for row in rows))
-        index = {sku: 1 + 4 * i for i, sku in enumerate(skus)}
-        keys = [key for sku in skus for key in self.keys.sku_keys(sku)]
-        args: list[Any] = [now_ms]
-        for row in rows:
-            args += [
-                index[row.sku],
-                row.location,
-                row.sellable,
-                row.damaged,
-                row.return_pending,
-                row.in_transit,
-            ]
-        *previous, seq = await self._call(self._snapshot, keys, args, tag)
-        return previous, int(seq)
-
-    async def apply_events(self, events: Sequence[StockEvent]) -> list[EventResult]:
-        ledger.validate_events(events)
-        if not events:
-            return []
-        now = self._clock()
-        now_ms = to_ms(now)
-        if self.cluster:
-            free = await self._claim_event_ids(events)
-            taken = [ev for ev, ok in zip(events, free, strict=True) if ok]
-            found, seq = await self._events_per_slot(taken, now) if taken else ([], 0)
-            answers = iter(found)
-            outcomes = [next(answers) if ok else [b"duplicate"] for ok in free]
-        else:
-            outcomes, seq = await self._events_per_slot(events, now)
-        results: list[EventResult | None] = []
-        entries: list[Entry] = []
-        applied: list[tuple[int, StockEvent, list[ledger.Delta]]] = []
-        undo_demand: dict[str, list[str]] = {}
-        for ev, outcome in zip(events, outcomes, strict=True):
-            if text(outcome[0]) == "duplicate":
-                results.append(EventResult(ev.event_id, "duplicate"))
-                continue
-            kind, shortfall, ds, dd, dp, dt, dest = text(outcome[1]), *(int(x) for x in outcome[2:8])
-            deltas = [
-                ledger.Delta(ev.sku, ev.location, sellable=ds, damaged=dd, return_pending=dp, in_transit=dt)
-            ]
-            if dest and ev.to_location:
-                deltas.append(ledger.Delta(ev.sku, ev.to_location, in_transit=dest))
-            anomaly = (
-                StockException(kind, ev.sku, ev.location, ev.event_id, ev.qty, shortfall, ev.at or now)
-                if kind
-                else None
-            )
-            record: dict[str, Any] = {"sku": ev.sku, "seq": seq}
-            if len(outcome) > 8:
-                # A sale: the rate it left (exact text), its time and sequence number, for the rebuild.
-                rate, at_ms, rate_seq, prev_rate, prev_at = (text(x) for x in outcome[8:13])
-                record["demand"] = [ev.location, rate, int(at_ms), int(rate_seq)]
-                undo_demand[ev.event_id] = [rate_seq, prev_rate, prev_at]
-            applied.append((len(results), ev, deltas))
-            results.append(None)
-            entries.append(Entry("event", ev.event_id, now_ms, deltas, record, anomaly))
-        try:
-            ids = await self.journal.append(entries)
-        except StockUnavailable:
-            items = [(d, ev.event_id) for _, ev, deltas in applied for d in deltas]
-            await self._revert_deltas(items, undo_demand)
-            raise
-        for (slot, ev, _), entry, ident in zip(applied, entries, ids, strict=True):
-            anomaly = entry.exception
-            if anomaly is not None and ident is not None:
-                anomaly = msgspec.structs.replace(anomaly, id=ident)
-            results[slot] = EventResult(ev.event_id, "applied", anomaly)
-        return [r for r in results if r is not None]
-
-    async def _events_per_slot(self, events: Sequence[StockEvent], now: datetime) -> tuple[list[Any], int]:
-        """Apply the events, one script per slot (one on a single node): each event's outcome (in order)
-        and the highest write number. When a later slot's script fails, the slots already applied are
-        put back (events are independent, so no other slot's outcome depends on them)."""
-        outcomes: list[Any] = [None] * len(events)
-        seq = 0
-        done: list[tuple[int, StockEvent]] = []
-        for tag, group in self.keys.by_slot([ev.sku for ev in events]).items():
-            members = set(group)
-            positions = [i for i, ev in enumerate(events) if ev.sku in members]
-            index = {sku: 1 + 5 * i for i, sku in enumerate(group)}
-            keys = [key for sku in group for key in [*self.keys.sku_keys(sku), self.keys.events_at(tag)]]
-            args: list[Any] = [to_ms(now), repr(demand.HALF_LIFE_DAYS)]
-            for i in positions:
-                ev = events[i]
-                args += [
-                    index[ev.sku],
-                    ev.event_id,
-                    ev.type,
-                    ev.location,
-                    ev.qty,
-                    ev.disposition or "",
-                    ev.to_location or "",
-                    demand.to_ms(ev.at or now),
-                ]
-            try:
-                *found, seq_here = await self._call(self._events, keys, args, tag)
-            except StockUnavailable:
-                await self._revert_applied([(i, events[i]) for i, _ in done], outcomes)
-                raise
-            seq = max(seq, int(seq_here))
-            for i, outcome in zip(positions, found, strict=True):
-                outcomes[i] = outcome
-                done.append((i, events[i]))
-        return outcomes, seq
-
-    async def _claim_event_ids(self, events: Sequence[StockEvent]) -> list[bool]:
-        """On a cluster, per event whether its id is free for it: each id's own record (see
-        service.stock.cluster) names the SKU it was first sent for, claimed before any slot's script runs,
-        so an id already used for a SKU on another slot is a duplicate and changes nothing. A claim whose
-        event was then not applied (a crash, Redis away) stays this SKU's: the retry applies it."""
-        pipe = self.client.pipeline(transaction=False)
-        for ev in events:
-            pipe.set(self.keys.event_id(ev.event_id), ev.sku, nx=True, get=True)
-        try:
-            owners = await pipe.execute()
-        except DOWN_ERRORS as error:
-            raise self._down(error) from error
-        return [owner is None or text(owner) == ev.sku for ev, owner in zip(events, owners, strict=True)]
-
-    async def _revert_applied(self, done: Sequence[tuple[int, StockEvent]], outcomes: Sequence[Any]) -> None:
-        items: list[tuple[ledger.Delta, str]] = []
-        undo_demand: dict[str, list[str]] = {}
-        for i, ev in done:
-            outcome = outcomes[i]
-            if text(outcome[0]) == "duplicate":
-                continue
-            ds, dd, dp, dt, dest = (int(x) for x in outcome[3:8])
-            delta = ledger.Delta(
-                ev.sku, ev.location, sellable=ds, damaged=dd, return_pending=dp, in_transit=dt
-            )
-            items.append((delta, ev.event_id))
-            if dest and ev.to_location:
-                items.append((ledger.Delta(ev.sku, ev.to_location, in_transit=dest), ev.event_id))
-            if len(outcome) > 8:
-                undo_demand[ev.event_id] = [text(outcome[10]), text(outcome[11]), text(outcome[12])]
-        if items:
-            await self._revert_deltas(items, undo_demand)
-
-    async def _revert_deltas(
-        self, items: Sequence[tuple[ledger.Delta, str]], undo_demand: dict[str, list[str]] | None = None
-    ) -> None:
-        """Best effort: undo what a script did when its journal entry could not be written.
-
-        `undo_demand` maps a sale's event id to the demand sequence number it set and the rate and time
-        before it; items are undone last first, so each sale's demand update is the latest when undone.
-        """
-        undo_demand = dict(undo_demand or {})
-        for tag, group in self.keys.by_slot([delta.sku for delta, _ in items]).items():
-            members = set(group)
-            await self._revert_at([item for item in items if item[0].sku in members], undo_demand, tag)
-
-    async def _revert_at(
-        self, items: Sequence[tuple[ledger.Delta, str]], undo_demand: dict[str, list[str]], tag: str
-    ) -> None:
-        skus = list(dict.fromkeys(delta.sku for delta, _ in items))
-        index = {sku: 1 + 3 * i for i, sku in enumerate(skus)}
-        keys = [
-            key
-            for sku in skus
-            for key in (self.keys.stock(sku), self.keys.events_at(tag), self.keys.avail(sku))
-        ]
-        args: list[Any] = []
-        for delta, event_id in reversed(items):
-            seq, prev_rate, prev_at = undo_demand.pop(event_id, None) or ["", "", ""]
-            args += [
-                index[delta.sku],
-                delta.location,
-                delta.sellable,
-                delta.damaged,
-                delta.return_pending,
-                delta.in_transit,
-                event_id,
-                seq,
-                prev_rate,
-                prev_at,
-            ]
-        # When Redis went away too, the rebuild from the journal is the way back.
-        with contextlib.suppress(StockUnavailable):
-            await self._call(self._revert, keys, args, tag)
-
     async def reserve(self, request: ReservationRequest) -> ReservationResult:
         ledger.validate_request(request)
         fingerprint = ledger.request_fingerprint(request)
@@ -659,7 +303,8 @@ class RedisStockStore:
             for i in range(0, len(flat_short), 4)
         )
         if verdict == "short":
-            return ReservationResult(None, short)
+            seen = dict(zip(by_sku, AVAILABLE_DECODER.decode(outcome[2]), strict=True))
+            return ReservationResult(None, short, available=seen)
         granted = outcome[1]
         reservation = Reservation(
             id=rid,
@@ -811,40 +456,6 @@ class RedisStockStore:
             if text(outcome[0]) == "expired":
                 count += 1
         return count
-
-    async def wipe(self) -> int:
-        """Delete every key of this store's prefix but the rebuild's lock (a rebuild starts from nothing)."""
-        deleted = 0
-        batch: list[Any] = []
-        lock = self.keys.rebuilding.encode()
-        async for key in self.client.scan_iter(match=f"{self.keys.prefix}*", count=1000):
-            if key == lock:
-                continue
-            batch.append(key)
-            if len(batch) >= 1000:
-                deleted += await self._unlink(batch)
-                batch = []
-        if batch:
-            deleted += await self._unlink(batch)
-        return deleted
-
-    async def _unlink(self, keys: list[Any]) -> int:
-        if not self.cluster:
-            return int(await self.client.unlink(*keys))
-        return await cluster.unlink_on_nodes(cast(RedisCluster, self.client), keys)
-
-    async def ping(self) -> None:
-        """Raise StockUnavailable when Redis does not answer, StockStateLost when it lost the stock state
-        (a script connection lost meanwhile is opened again first, so that its check runs)."""
-        await self._scripts_connected()
-        if not await self.has_marker():
-            raise self._lost()
-
-    async def _scripts_connected(self) -> None:
-        try:
-            await self.scripts.connected()
-        except DOWN_ERRORS as error:
-            raise self._down(error) from error
 
     async def close(self) -> None:
         if self.recovery is not None:

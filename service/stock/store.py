@@ -175,12 +175,16 @@ class Reservation(msgspec.Struct, frozen=True):
 class ReservationResult(msgspec.Struct, frozen=True):
     """`reservation` is set when anything was granted; `short` names every line not fully granted.
 
-    `replayed` is true when the idempotency key had already been granted with the same body.
+    `replayed` is true when the idempotency key had already been granted with the same body. `available`,
+    on a refusal (nothing granted) from a store that can tell at no extra cost (Redis, on one slot): the
+    request's SKUs as `get_available` would have read them in the same atomic step, so that a caller who
+    planned on stock can plan again without reading it; None otherwise.
     """
 
     reservation: Reservation | None
     short: tuple[ShortLine, ...] = ()
     replayed: bool = False
+    available: dict[str, dict[str, int]] | None = None
 
     @property
     def granted(self) -> bool:

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from service.stock.redis import RedisStockStore
 from service.stock.store import (
     IdempotencyConflict,
     InvalidStockInput,
@@ -339,6 +340,37 @@ async def test_expired_hold_is_released_on_the_next_touch(stock: StockStore, clo
     assert (await level(stock, "SKU1", "S1")).reserved == 0
     found = await stock.get_reservation(held.id)
     assert found is not None and found.status == "expired"
+
+
+async def test_available_gives_an_expired_hold_back_before_reading(
+    stock: StockStore, clock: FakeClock
+) -> None:
+    await seed(stock, S1=5)
+    assert (await stock.reserve(ask("k1", ("SKU1", "S1", 2), ttl=30))).reservation is not None
+    clock.advance(29)
+    assert (await stock.get_available(["SKU1"])) == {"SKU1": {"S1": 3}}
+    clock.advance(1)
+    assert (await stock.get_available(["SKU1", "SKU1"])) == {"SKU1": {"S1": 5}}
+    assert (await level(stock, "SKU1", "S1")).reserved == 0
+
+
+async def test_a_refusal_from_redis_tells_what_it_found_of_every_sku(stock: StockStore) -> None:
+    await seed(stock, S1=5, S2=1)
+    await seed(stock, "SKU2", S1=2)
+    refused = await stock.reserve(ask("k1", ("SKU1", "S1", 2), ("SKU2", "S1", 3), ("SKU1", "S2", 1, 1)))
+    assert refused.reservation is None
+    assert {(s.sku, s.location, s.requested, s.available) for s in refused.short} == {
+        ("SKU2", "S1", 3, 2),
+        ("SKU1", "S2", 1, 0),
+    }
+    read = {"SKU1": {"S1": 5, "S2": 1}, "SKU2": {"S1": 2}}
+    # Redis on one node tells what a read would have found (a cluster, when the SKUs share a slot); the
+    # other stores tell nothing. Nothing was taken.
+    if isinstance(stock, RedisStockStore) and not stock.cluster:
+        assert refused.available == read
+    else:
+        assert refused.available in (None, read)
+    assert await stock.get_available(["SKU1", "SKU2"]) == read
 
 
 async def test_expired_reservation_cannot_be_committed(stock: StockStore, clock: FakeClock) -> None:

@@ -54,3 +54,18 @@ end
 local function field(stock, bucket, loc)
   return tonumber(redis.call('HGET', stock, bucket .. ':' .. loc) or '0')
 end
+
+-- A SKU's avail hash as a JSON object location -> available, below 0 read as 0 (what availability reads),
+-- built as text: a location is quoted as it is unless it holds a quote, a backslash or a control
+-- character (then cjson escapes it), and a count is written as Redis keeps it
+local function avail_json(avail)
+  local flat = redis.call('HGETALL', avail)
+  local parts = {}
+  for j = 1, #flat, 2 do
+    local loc, n = flat[j], flat[j + 1]
+    if string.find(loc, '[%c"\\]') then loc = cjson.encode(loc) else loc = '"' .. loc .. '"' end
+    if string.byte(n, 1) == 45 then n = '0' end
+    parts[#parts + 1] = loc .. ':' .. n
+  end
+  return '{' .. table.concat(parts, ',') .. '}'
+end

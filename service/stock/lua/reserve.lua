@@ -3,8 +3,8 @@
 -- ARGV: id, now_ms, expires_ms, fingerprint, partial(0|1), order_id, channel, idempotency_key,
 --       ncap, ncap x (loc, limit), day, keep_ms (both only when ncap > 0),
 --       then per SKU: sku, n, n x (loc, qty, floor); lines of one SKU and location already summed.
--- Answers {'conflict'}, {'replay', the reservation}, {'short', short lines} or {'granted', granted lines,
--- short lines, the write's number (the prelude's next_seq)}.
+-- Answers {'conflict'}, {'replay', the reservation}, {'short', short lines, the SKUs' availability as the
+-- available script answers it} or {'granted', granted lines, short lines, the write's number (the prelude's next_seq)}.
 -- A capacity day's keys have the shape of a SKU's: usage 'r:LOC' (units counted on that day, held and
 -- committed), hold (held reservation id -> expires_at) and part (id -> 'LOC\tQTY\n'...), so the same
 -- prune gives an expired hold's units back.
@@ -58,7 +58,11 @@ for i = first, #KEYS, 4 do
   end
 end
 if #granted == 0 or (#short > 0 and not partial) then
-  return {'short', short}
+  -- nothing taken: with the short lines, each SKU's availability summary as this call found it, so that a
+  -- caller planning on stock can plan again without another read
+  local seen = {}
+  for i = first, #KEYS, 4 do seen[#seen + 1] = avail_json(KEYS[i + 3]) end
+  return {'short', short, '[' .. table.concat(seen, ',') .. ']'}
 end
 local parts, lines, flat, counted, order = {}, {}, {}, {}, {}
 for _, g in ipairs(granted) do

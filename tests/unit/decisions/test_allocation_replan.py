@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from service.decisions.allocation import MAX_REPLANS, decide_allocation
 from service.decisions.context import DecisionContext
 from service.decisions.log import NullDecisionLog
@@ -20,7 +22,9 @@ from service.stock import (
     ReservationRequest,
     ReservationResult,
     SnapshotRow,
+    StockStore,
 )
+from tests.contract.stock_backends import FakeClock, open_backend
 
 RULESETS = FileRulesets(Path(__file__).resolve().parents[3] / "rulesets", "python")
 MASTER = MasterData(
@@ -114,3 +118,53 @@ async def test_a_view_over_given_rulesets_answers_with_their_versions() -> None:
     )
     record = await decide_allocation(ctx, request, "none")
     assert record.ruleset == {"name": "channel-priority", "version": 7, "sha256": record.ruleset["sha256"]}
+
+
+class RivalFirstOnRedis:
+    """The real Redis store, its reads counted; before its first reservation another order takes all the
+    available stock of the locations the plan chose."""
+
+    def __init__(self, store: StockStore) -> None:
+        self.store = store
+        self.reads = 0
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def get_available(self, skus: list[str]) -> dict[str, dict[str, int]]:
+        self.reads += 1
+        return await self.store.get_available(skus)
+
+    async def reserve(self, request: ReservationRequest) -> ReservationResult:
+        self.calls += 1
+        if self.calls == 1:
+            levels = await self.store.get_levels([line.sku for line in request.lines])
+            lines = tuple(
+                ReservationLine(line.sku, line.location, levels[line.sku][line.location].available)
+                for line in request.lines
+            )
+            await self.store.reserve(ReservationRequest("rival", "store", "rival", lines, 600))
+        return await self.store.reserve(request)
+
+
+async def test_on_redis_the_re_plan_starts_from_what_the_refusal_found(
+    request: pytest.FixtureRequest,
+) -> None:
+    async with open_backend("redis", request, FakeClock()) as redis_store:
+        await redis_store.put_snapshot([SnapshotRow("TEE", "near", 5), SnapshotRow("TEE", "dc-0", 50)])
+        store = RivalFirstOnRedis(redis_store)
+        ctx = DecisionContext(store, MASTER, RULESETS, NullDecisionLog(), datetime.now(UTC))  # type: ignore[arg-type]
+        order = AllocationRequest(
+            order_id="o-1",
+            channel="ecommerce",
+            fulfillment="ship",
+            lines=[OrderLineIn("TEE", 3)],
+            destination=DestinationIn(53.80, -1.55, "north"),
+            reserve=True,
+        )
+        record = await decide_allocation(ctx, order, "rules")
+        assert record.decision["replans"] == 1
+        assert record.decision["reservation"]["lines"] == [{"sku": "TEE", "location": "dc-0", "qty": 3}]
+        assert store.reads == 1  # the plan's read; the re-plan used the refusal's view
+        assert record.inputs is not None and record.inputs["stock"] == {"TEE": {"near": 0, "dc-0": 50}}
