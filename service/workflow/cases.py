@@ -39,13 +39,14 @@ from service.db.models import ApprovalCase, ApprovalCaseRole, ApprovalStep, Chan
 from service.db.sqlite_writer import SqliteWriter, SqliteWriters, sqlite_file
 from service.decisions.approvals import transfer_floor
 from service.decisions.context import DecisionServices, context_from
-from service.domain.cases import Approval, acting_role, escalate, refusal, satisfied
+from service.domain.cases import Approval, acting_role, refusal, satisfied
 from service.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
 from service.masterdata import MasterDataCache
 from service.security.audit import audit
 from service.stock import StockEvent
 from service.workflow.moves import Moves
 from service.workflow.outbox import add_event
+from service.workflow.rounds import ATTEMPTS, SYSTEM_ACTOR, overdue, receive_shipments, sweep_cases
 from service.workflow.store import CaseStore, writes_in_one_statement
 from service.workflow.writes import (
     Stale,
@@ -61,8 +62,6 @@ from service.workflow.writes import (
 
 log = logging.getLogger("retail_policy.workflow")
 
-SYSTEM_ACTOR = "workflow"
-ATTEMPTS = 5  # a transition that loses a race reads the case again, at most this often
 RECOVERY_GRACE = timedelta(seconds=30)  # an approved case this old is executed by the sweeper
 Clock = Callable[[], datetime]
 Hook = Callable[[str, str], Awaitable[None]]
@@ -216,7 +215,7 @@ class Workflow:
             for s in steps
             if s.action == "approved" and s.role is not None and s.role in case["approvers"]
         ]
-        out["overdue"] = case["status"] == "pending" and _overdue(case, self.clock())
+        out["overdue"] = case["status"] == "pending" and overdue(case, self.clock())
         out["steps"] = [step_view(s) for s in steps]
         return out
 
@@ -552,133 +551,14 @@ class Workflow:
 
     async def receive(self, events: Sequence[StockEvent], statuses: Sequence[str]) -> int:
         """Close executed transfers whose shipment a `transfer_in` names; answers how many."""
-        arrivals = {
-            e.reference: e
-            for e, status in zip(events, statuses, strict=True)
-            # a duplicate too: a retry after a failure here closes the case then
-            if status in ("applied", "duplicate") and e.type == "transfer_in" and e.reference
-        }
-        if not arrivals:
-            return 0
-        async with self.sessions() as session:
-            found = (
-                await session.execute(
-                    select(ChangeRequest.shipment_id, ChangeRequest.case_id, ChangeRequest.body).where(
-                        ChangeRequest.shipment_id.in_(list(arrivals))
-                    )
-                )
-            ).all()
-        closed = 0
-        for shipment, case_id, body in found:
-            event = arrivals[shipment]
-            if event.location != body["to_location"]:
-                continue  # not the destination: the shipment is still on its way there
-            now = self.clock()
-            detail = {
-                "shipment_id": shipment,
-                "event_id": event.event_id,
-                "qty": event.qty,
-                "location": event.location,
-            }
-            for _attempt in range(ATTEMPTS):
-                try:
-                    async with self.writing() as session:
-                        case = await self.load(session, case_id)
-                        if case["status"] != "executed":
-                            break
-                        await self.transition(
-                            session, case, status="received", action="received", actor=SYSTEM_ACTOR, now=now,
-                            detail=detail, event="case.received",
-                        )  # fmt: skip
-                        closed += 1
-                    break
-                except Stale:
-                    continue
-        return closed
+        return await receive_shipments(self, events, statuses)
 
     # the sweeper's round
 
     async def sweep(self, now: datetime | None = None, limit: int = 200) -> dict[str, int]:
         """One round: escalate or expire pending cases past their SLA, execute approved cases left
         unexecuted (a worker stopped between approving and moving stock). Safe on many workers at once."""
-        now = now or self.clock()
-        counts = {"escalated": 0, "expired": 0, "executed": 0}
-        async with self.sessions() as session:
-            due = (
-                (
-                    await session.execute(
-                        select(ApprovalCase.id)
-                        .where(ApprovalCase.status == "pending", ApprovalCase.sla_due_at <= now)
-                        .order_by(ApprovalCase.sla_due_at)
-                        .limit(limit)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            stuck = (
-                (
-                    await session.execute(
-                        select(ApprovalCase.id)
-                        .where(
-                            ApprovalCase.status == "approved",
-                            ApprovalCase.updated_at <= now - self.recovery_grace,
-                        )
-                        .order_by(ApprovalCase.updated_at)
-                        .limit(limit)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-        for case_id in due:
-            moved = await self._escalate(case_id, now)
-            if moved is not None:
-                counts[moved] += 1
-        for case_id in stuck:
-            await self.execute_safely(case_id, now)
-            counts["executed"] += 1
-        return counts
-
-    async def _escalate(self, case_id: str, now: datetime) -> str | None:
-        try:
-            async with self.writing() as session:
-                case = await self.load(session, case_id)
-                if case["status"] != "pending" or not _overdue(case, now):
-                    return None  # another worker got here first
-                above = escalate(case["approvers"], case["escalation"])
-                if above is None:
-                    await self.transition(
-                        session, case, status="expired", action="expired", actor=SYSTEM_ACTOR, now=now,
-                        detail={"level": case["escalation_level"], "reason": "the SLA passed at the end of the chain"},
-                        event="case.expired", changes={"outcome_reason": "no approval before the last SLA"},
-                    )  # fmt: skip
-                    return "expired"
-                approvers, rest = above
-                hours = case["sla_hours"] or 0.0
-                # under `all` the new level's roles are what must approve; under `any` the count stays
-                all_of = (await self.request_of(session, case)).approval == "all"
-                required = len(approvers) if all_of else case["approvals_required"]
-                await self.transition(
-                    session, case, status="pending", action="escalated", actor=SYSTEM_ACTOR, now=now,
-                    detail={"from": case["approvers"], "to": approvers, "level": case["escalation_level"] + 1},
-                    event="case.escalated",
-                    changes={
-                        "approvers": approvers,
-                        "escalation": rest,
-                        "escalation_level": case["escalation_level"] + 1,
-                        "sla_due_at": now + timedelta(hours=hours),
-                        "approvals_required": required,
-                    },
-                )  # fmt: skip
-                return "escalated"
-        except Stale:
-            return None
-
-
-def _overdue(case: dict[str, Any], now: datetime) -> bool:
-    due = case["sla_due_at"]
-    return due is not None and due <= now
+        return await sweep_cases(self, now or self.clock(), limit)
 
 
 def _invalid(field_name: str, reason: str) -> Invalid:
