@@ -69,7 +69,7 @@ from service.stock.redis_layout import (
 )
 from service.stock.redis_layout import reservation_id as reservation_id  # part of this module's interface
 from service.stock.redis_ledger import RedisLedger
-from service.stock.sql import read_exceptions
+from service.stock.sql_rows import read_exceptions
 from service.stock.store import (
     IdempotencyConflict,
     Levels,

@@ -14,31 +14,42 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-import msgspec
-from sqlalchemy import Table, event, insert, select, tuple_, update
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 import service.stock.demand as demand
 import service.stock.ledger as ledger
-from service.db.base import aware
 from service.db.engine import create_engine
-from service.db.models.stock import (
-    CapacityUsage,
-    ReservationRecord,
-    StockEventRecord,
-    StockExceptionRecord,
-    StockLevel,
-)
 from service.settings import DatabaseSettings
 from service.stock.journal import exception_values
 from service.stock.memory import Clock, utc_now
+from service.stock.sql_rows import (
+    CAPACITY,
+    EVENTS,
+    EXCEPTIONS,
+    LEVELS,
+    RESERVATIONS,
+    claimed,
+    from_ms,
+    immediate_transactions,
+    level_at,
+    read_exceptions,
+    replace_status,
+    reservation_of,
+    reserved_lines,
+    sale_rate,
+    sqlstate,
+    stored_claim,
+    to_ms,
+    unavailable,
+)
 from service.stock.store import (
     CapacityClaim,
     EventResult,
@@ -60,27 +71,8 @@ from service.stock.store import (
 
 T = TypeVar("T")
 log = logging.getLogger("retail_policy.stock")
-LEVELS = cast(Table, StockLevel.__table__)
-EVENTS = cast(Table, StockEventRecord.__table__)
-RESERVATIONS = cast(Table, ReservationRecord.__table__)
-EXCEPTIONS = cast(Table, StockExceptionRecord.__table__)
-CAPACITY = cast(Table, CapacityUsage.__table__)
 RETRYABLE_SQLSTATES = {"40001", "40P01"}
 BUCKET_COLUMNS = ("sellable", "reserved", "damaged", "return_pending", "in_transit")
-
-
-def _unavailable(error: Exception) -> StockUnavailable:
-    # the driver's words (hosts, paths) go to the log, not to the caller
-    log.warning("stock database is not answering: %s: %s", type(error).__name__, error)
-    return StockUnavailable("stock database is not answering", retry_after=1)
-
-
-def to_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 class _Short(Exception):
@@ -92,18 +84,6 @@ class _Replay(Exception):
         self.result = result
 
 
-def _immediate_transactions(engine: AsyncEngine) -> None:
-    """Make every transaction on this SQLite engine take the write lock at BEGIN."""
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _begin_immediate(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 class SqlStockStore:
     def __init__(self, url: str, pool_size: int = 10, clock: Clock = utc_now) -> None:
         self._clock = clock
@@ -111,7 +91,7 @@ class SqlStockStore:
         self._sqlite = make_url(url).get_backend_name() == "sqlite"
         self._writer = create_engine(settings)
         if self._sqlite:
-            _immediate_transactions(self._writer)
+            immediate_transactions(self._writer)
             # Reads go through a second engine whose transactions stay deferred (readers beside the writer).
             self._reader = create_engine(settings)
         else:
@@ -129,14 +109,14 @@ class SqlStockStore:
                 async with self._writer.begin() as conn:
                     return await work(conn)
             except sa_exc.DBAPIError as error:
-                if _sqlstate(error) in RETRYABLE_SQLSTATES and attempt < 7:
+                if sqlstate(error) in RETRYABLE_SQLSTATES and attempt < 7:
                     await asyncio.sleep(0.005 * (attempt + 1))
                     continue
                 if isinstance(error, sa_exc.IntegrityError):
                     raise
-                raise _unavailable(error) from error
+                raise unavailable(error) from error
             except (OSError, ConnectionError) as error:
-                raise _unavailable(error) from error
+                raise unavailable(error) from error
         raise AssertionError("unreachable")
 
     async def _read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
@@ -144,9 +124,9 @@ class SqlStockStore:
             async with self._reader.connect() as conn:
                 return await work(conn)
         except sa_exc.DBAPIError as error:
-            raise _unavailable(error) from error
+            raise unavailable(error) from error
         except (OSError, ConnectionError) as error:
-            raise _unavailable(error) from error
+            raise unavailable(error) from error
 
     async def _apply(
         self,
@@ -203,7 +183,7 @@ class SqlStockStore:
                 .values(status="expired")
             )
             if changed.rowcount == 1:
-                await self._apply(conn, ledger.hold_deltas(_lines(lines), -1))
+                await self._apply(conn, ledger.hold_deltas(reserved_lines(lines), -1))
                 await self._count_capacity(conn, capacity, -1)
                 count += 1
         return count
@@ -285,7 +265,7 @@ class SqlStockStore:
                 .mappings()
                 .first()
             )
-            return None if row is None else _reservation(row)
+            return None if row is None else reservation_of(row)
 
         return await self._read(load)
 
@@ -293,7 +273,7 @@ class SqlStockStore:
         try:
             return await read_exceptions(self._reader, limit)
         except sa_exc.DBAPIError as error:
-            raise _unavailable(error) from error
+            raise unavailable(error) from error
 
     # ---- writes ---------------------------------------------------------------------------------
 
@@ -341,10 +321,10 @@ class SqlStockStore:
                 places = [(ev.sku, ev.location)] + ([(ev.sku, ev.to_location)] if ev.to_location else [])
                 rows = await self._rows(conn, places, lock=True)
                 before = {key: Levels(*(int(r[c]) for c in BUCKET_COLUMNS)) for key, r in rows.items()}
-                deltas, anomaly = ledger.event_effects(ev, partial(_level_at, before, ev.sku), now)
+                deltas, anomaly = ledger.event_effects(ev, partial(level_at, before, ev.sku), now)
                 rate = None
                 if ev.type == "sale":
-                    rate = _sale_rate(rows.get((ev.sku, ev.location)), ev, demand.to_ms(ev.at or now))
+                    rate = sale_rate(rows.get((ev.sku, ev.location)), ev, demand.to_ms(ev.at or now))
                 await self._apply(conn, deltas, rate)
                 if anomaly is not None:
                     values = exception_values(anomaly)
@@ -414,7 +394,7 @@ class SqlStockStore:
                 raise IdempotencyConflict(
                     f"idempotency key {request.idempotency_key!r} was used with another request body"
                 )
-            found = _reservation(seen)
+            found = reservation_of(seen)
             named = tuple(ledger.replayed_short(request, found.lines))
             raise _Replay(ReservationResult(found, named, replayed=True))
         short: list[ShortLine] = []
@@ -425,7 +405,7 @@ class SqlStockStore:
             before = await self._levels(conn, [(line.sku, line.location) for line in ordered], lock=True)
             left = None
             if claim is not None:
-                used = await self._capacity_used(conn, claim.day, _claimed(claim), lock=True)
+                used = await self._capacity_used(conn, claim.day, claimed(claim), lock=True)
                 left = ledger.capacity_left(claim, used)
             granted, short = ledger.plan_reservation(
                 lines, lambda s, loc: before.get((s, loc)) or Levels(), True, left
@@ -448,7 +428,7 @@ class SqlStockStore:
                     raise _Short()
             granted = [ReservedLine(line.sku, line.location, line.qty) for line in lines]
         counted = ledger.capacity_taken(claim, granted)
-        stored = _stored_claim(claim, counted) if claim is not None and counted else None
+        stored = stored_claim(claim, counted) if claim is not None and counted else None
         if claim is not None and stored is not None:
             if not request.allow_partial:
                 await self._take_capacity(conn, claim, counted)
@@ -510,7 +490,7 @@ class SqlStockStore:
             levels = await self._levels(conn, [(line.sku, line.location) for line in lines], lock=False)
             if claim is None:
                 return levels, None
-            used = await self._capacity_used(conn, claim.day, _claimed(claim))
+            used = await self._capacity_used(conn, claim.day, claimed(claim))
             return levels, ledger.capacity_left(claim, used)
 
         now_levels, left = await self._read(load)
@@ -547,7 +527,7 @@ class SqlStockStore:
             )
             if row is None:
                 raise ReservationNotFound(f"no reservation {reservation_id!r}")
-            found = _reservation(row)
+            found = reservation_of(row)
             done_states = ("committed",) if target == "committed" else ("released", "expired")
             if found.status in done_states:
                 return found
@@ -565,7 +545,7 @@ class SqlStockStore:
             await conn.execute(
                 update(RESERVATIONS).where(RESERVATIONS.c.id == reservation_id).values(status=target)
             )
-            return _replace_status(found, target)
+            return replace_status(found, target)
 
         return await self._write(work)
 
@@ -592,73 +572,3 @@ class SqlStockStore:
         await self._writer.dispose()
         if self._reader is not self._writer:
             await self._reader.dispose()
-
-
-async def read_exceptions(engine: AsyncEngine, limit: int) -> list[StockException]:
-    """The most recent anomalies first (shared with the Redis backend, which records them in SQL)."""
-    async with engine.connect() as conn:
-        query = select(EXCEPTIONS).order_by(EXCEPTIONS.c.id.desc()).limit(limit)
-        return [
-            StockException(
-                kind=r["kind"],
-                sku=r["sku"],
-                location=r["location"],
-                event_id=r["event_id"],
-                qty=int(r["qty"]),
-                shortfall=int(r["shortfall"]),
-                at=aware(r["at"]),
-                id=int(r["id"]),
-            )
-            for r in (await conn.execute(query)).mappings()
-        ]
-
-
-def _sqlstate(error: sa_exc.DBAPIError) -> str | None:
-    orig = error.orig
-    for attr in ("sqlstate", "pgcode"):
-        value = getattr(orig, attr, None)
-        if isinstance(value, str):
-            return value
-    cause = getattr(orig, "__cause__", None)
-    value = getattr(cause, "sqlstate", None)
-    return value if isinstance(value, str) else None
-
-
-def _sale_rate(row: Any, ev: StockEvent, at_ms: int) -> tuple[demand.Pair, demand.DemandState]:
-    """The demand state a sale leaves on its row (`row` as read and locked before it, or None)."""
-    known = row is not None and row["demand_at_ms"] is not None
-    before = demand.DemandState(float(row["demand_rate"]), int(row["demand_at_ms"])) if known else None
-    return (ev.sku, ev.location), demand.after_sale(before, ev.qty, at_ms)
-
-
-def _claimed(claim: CapacityClaim) -> list[str]:
-    return [limit.location for limit in claim.limits]
-
-
-def _stored_claim(claim: CapacityClaim, counted: dict[str, int]) -> dict[str, Any]:
-    return {"day": claim.day, "taken": [[location, qty] for location, qty in counted.items()]}
-
-
-def _level_at(levels: dict[tuple[str, str], Levels], sku: str, location: str) -> Levels:
-    return levels.get((sku, location)) or Levels()
-
-
-def _lines(raw: Sequence[Sequence[Any]]) -> tuple[ReservedLine, ...]:
-    return tuple(ReservedLine(str(sku), str(loc), int(qty)) for sku, loc, qty in raw)
-
-
-def _reservation(row: Any) -> Reservation:
-    return Reservation(
-        id=row["id"],
-        order_id=row["order_id"],
-        channel=row["channel"],
-        idempotency_key=row["idempotency_key"],
-        lines=_lines(row["lines"]),
-        status=row["status"],
-        expires_at=from_ms(int(row["expires_at_ms"])),
-        created_at=from_ms(int(row["created_at_ms"])),
-    )
-
-
-def _replace_status(reservation: Reservation, status: str) -> Reservation:
-    return msgspec.structs.replace(reservation, status=status)
