@@ -27,7 +27,7 @@ async def test_requests_are_counted_at_once_with_the_status_they_answered(sqlite
         assert count(text, "GET", path, status) == count(before, "GET", path, status) + 1, (path, status)
     # the duration histogram counts the same requests (its buckets add up to the count)
     for path, status in answered:
-        labels = f'path="{path}",status_code="{status}"'
+        labels = f'method="GET",path="{path}",status_code="{status}"'
         buckets = [
             line for line in text.splitlines() if "_duration_seconds_bucket{" in line and labels in line
         ]
