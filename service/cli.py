@@ -209,15 +209,15 @@ def _key_json(record: Any) -> dict[str, Any]:
     }
 
 
-SERVERS = ("granian", "uvicorn")
+SERVERS = ("uvicorn", "granian")
 KEEP_ALIVE_SECONDS = 75
 
 
 def run_server(target: str, *, server: str, host: str, port: int, workers: int, log_level: str) -> None:
     """Serve the ASGI app factory `target` ("module:function") with `workers` processes.
 
-    granian (Rust HTTP/1.1, uvloop) is the default; uvicorn runs with httptools and uvloop (its
-    `standard` extras). docs/benchmarks.md has the measurements behind the choice."""
+    uvicorn, the default, runs with httptools and uvloop (its `standard` extras); granian (Rust
+    HTTP/1.1, uvloop) is the alternative. docs/benchmarks.md has the measurements behind the choice."""
     if server == "granian":
         from granian import Granian
         from granian.constants import Interfaces, Loops
@@ -311,8 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--server",
         choices=SERVERS,
-        default=os.environ.get("HTTP_SERVER", "granian"),
-        help="the HTTP server (default: granian, or HTTP_SERVER)",
+        default=os.environ.get("HTTP_SERVER", "uvicorn"),
+        help="the HTTP server (default: uvicorn, or HTTP_SERVER)",
     )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
