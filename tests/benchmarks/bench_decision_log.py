@@ -21,8 +21,6 @@ import os
 import statistics
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +38,10 @@ from tests.benchmarks.bench_decisions import (
     seed,
     server_cpu,
     start_server,
+    stock_redis,
 )
-from tests.services import postgres_database, redis_server
+from tests.services import postgres_database
 
-REDIS_URL = os.environ.get("BENCH_REDIS_URL")  # default: a Redis database claimed for the run
 SECONDS = float(os.environ.get("BENCH_SECONDS", "30"))  # per server, split over the rounds
 ROUNDS = 10
 CONNECTIONS = 64
@@ -139,16 +137,6 @@ async def _settled(database_url: str, expected: int | None, limit: float = 120.0
             return count
         last = count
         await asyncio.sleep(0.1)
-
-
-@contextmanager
-def stock_redis() -> Iterator[str]:
-    """BENCH_REDIS_URL, or a database of the local Redis claimed for this run (tests/services.py)."""
-    if REDIS_URL:
-        yield REDIS_URL
-        return
-    with redis_server() as (url, _):
-        yield url
 
 
 @pytest.mark.benchmark

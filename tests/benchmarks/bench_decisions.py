@@ -9,8 +9,8 @@
   and the server's CPU time per request at the default level over that with trace=none, for both
   decisions at 64 connections (`trace_cost`; goal: at most 1.25).
 
-One uvicorn worker serves the real app (SQLite decision log and journal, Redis stock on database 4 unless
-BENCH_REDIS_URL says otherwise, durable_rules engine); the load comes from a small keep-alive HTTP/1.1
+One uvicorn worker serves the real app (SQLite decision log and journal, Redis stock on a database claimed for
+the run unless BENCH_REDIS_URL names one, durable_rules engine); the load comes from a small keep-alive HTTP/1.1
 client in this process. Each endpoint and its bare counterpart run in five alternating rounds (so the
 machine's other work falls on both alike); a ratio is that of the mean request rates, and the server's
 CPU time per request (read from /proc) is reported beside it, with Redis' (from INFO cpu: every client's,
@@ -33,7 +33,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,10 @@ from service.db.engine import create_engine, session_factory
 from service.db.migrate import upgrade
 from service.security.keys import create_key
 from service.settings import DatabaseSettings
-from tests.services import free_port
+from tests.services import free_port, redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/4")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL")  # default: a Redis database claimed for the run
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))  # per endpoint, split over the rounds
 ROUNDS = 5
 CONNECTIONS = 64  # requests in flight while a maximum rate is measured
@@ -271,8 +272,19 @@ EVALSHA_BODY = json.dumps({"order_id": "o", "lines": [{"sku": "HOT-1", "qty": 1}
 AVAILABILITY_BODY = json.dumps({"channel": "ecommerce", "skus": [f"HOT-{i}" for i in range(10)]}).encode()
 
 
-async def measure(tmp: Path) -> dict[str, Any]:
-    process, port, key = await start_app(tmp, REDIS_URL)
+@contextmanager
+def stock_redis() -> Iterator[str]:
+    """BENCH_REDIS_URL, or a database of the local Redis claimed for this run (tests/services.py): the
+    benchmark empties it first, so it must hold nothing of anyone else's."""
+    if REDIS_URL:
+        yield REDIS_URL
+        return
+    with redis_server() as (url, _):
+        yield url
+
+
+async def measure(tmp: Path, redis_url: str) -> dict[str, Any]:
+    process, port, key = await start_app(tmp, redis_url)
     try:
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {key}"}
@@ -300,7 +312,7 @@ async def measure(tmp: Path) -> dict[str, Any]:
             # the rates follow the sum of the three, not the server's alone
             others: dict[str, list[tuple[float, float]]] = {}
             busy: dict[str, list[float]] = {}
-            stats = redis.Redis.from_url(REDIS_URL)
+            stats = redis.Redis.from_url(redis_url)
             offset = 10**6
             for connections, suffix in ((CONNECTIONS, ""), (FEW_CONNECTIONS, "@16")):
                 for _ in range(ROUNDS):
@@ -431,7 +443,8 @@ def server_cpu(pid: int) -> float:
 
 @pytest.mark.benchmark
 def test_decision_endpoints_against_bare_endpoints(tmp_path: Path) -> None:
-    results = asyncio.run(measure(tmp_path))
+    with stock_redis() as redis_url:
+        results = asyncio.run(measure(tmp_path, redis_url))
     print()
     for name, value in results.items():
         print(f"{name:32} {value}")
@@ -441,5 +454,5 @@ def test_decision_endpoints_against_bare_endpoints(tmp_path: Path) -> None:
 if __name__ == "__main__":
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:
-        print(json.dumps(asyncio.run(measure(Path(tmp))), indent=2))
+    with tempfile.TemporaryDirectory() as tmp, stock_redis() as redis_url:
+        print(json.dumps(asyncio.run(measure(Path(tmp), redis_url)), indent=2))
