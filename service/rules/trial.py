@@ -2,8 +2,9 @@
 child process.
 
 `check_ruleset` adds to the static checks (`service.rules.language.static_report`) and the approver
-roles' check (`service.rules.roles`) the embedded tests on both engines; those and the durable_rules compile run in a child process with a time limit, so that a
-ruleset that would hang durable_rules, or tests that would take long, can never hold the server;
+roles' check (`service.rules.roles`) the embedded tests on both engines; those and the durable_rules
+compile run in a child process with a time limit, so that a ruleset that would hang durable_rules, or
+tests that would take long, can never hold the server;
 `dry_run` evaluates a stored version on given facts in the same child, under its own time limit.
 
 `check_ruleset` and `dry_run` run in the child of the `TrialWorker` they are given: the app holds one for

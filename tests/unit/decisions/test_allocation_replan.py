@@ -63,9 +63,9 @@ class TakesFirst(MemoryStockStore):
         return await super().reserve(request)
 
 
-async def decide(store: MemoryStockStore) -> dict[str, Any]:
-    ctx = DecisionContext(store, MASTER, RULESETS, NullDecisionLog(), datetime.now(UTC))
-    request = AllocationRequest(
+def tee_order() -> AllocationRequest:
+    """Three TEE shipped north, reserved."""
+    return AllocationRequest(
         order_id="o-1",
         channel="ecommerce",
         fulfillment="ship",
@@ -73,7 +73,11 @@ async def decide(store: MemoryStockStore) -> dict[str, Any]:
         destination=DestinationIn(53.80, -1.55, "north"),
         reserve=True,
     )
-    return (await decide_allocation(ctx, request, "none")).decision
+
+
+async def decide(store: MemoryStockStore) -> dict[str, Any]:
+    ctx = DecisionContext(store, MASTER, RULESETS, NullDecisionLog(), datetime.now(UTC))
+    return (await decide_allocation(ctx, tee_order(), "none")).decision
 
 
 async def test_a_take_between_plan_and_reservation_leads_to_a_new_plan_on_fresh_stock() -> None:
@@ -155,15 +159,7 @@ async def test_on_redis_the_re_plan_starts_from_what_the_refusal_found(
         await redis_store.put_snapshot([SnapshotRow("TEE", "near", 5), SnapshotRow("TEE", "dc-0", 50)])
         store = RivalFirstOnRedis(redis_store)
         ctx = DecisionContext(store, MASTER, RULESETS, NullDecisionLog(), datetime.now(UTC))  # type: ignore[arg-type]
-        order = AllocationRequest(
-            order_id="o-1",
-            channel="ecommerce",
-            fulfillment="ship",
-            lines=[OrderLineIn("TEE", 3)],
-            destination=DestinationIn(53.80, -1.55, "north"),
-            reserve=True,
-        )
-        record = await decide_allocation(ctx, order, "rules")
+        record = await decide_allocation(ctx, tee_order(), "rules")
         assert record.decision["replans"] == 1
         assert record.decision["reservation"]["lines"] == [{"sku": "TEE", "location": "dc-0", "qty": 3}]
         assert store.reads == 1  # the plan's read; the re-plan used the refusal's view
