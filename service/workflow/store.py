@@ -284,4 +284,7 @@ def _lost(error: BaseException, state: str | None) -> bool:
         return state[:2] in _LOST
     if isinstance(error, OSError | TimeoutError):
         return True
-    return any(kind.__name__ == "InterfaceError" for kind in type(error).__mro__)  # the driver's own
+    # the driver's own: its interface errors but bad parameters, and a protocol state it cannot go on from
+    # (a backend ended while the connection sat in the pool can surface as either)
+    names = {kind.__name__ for kind in type(error).__mro__}
+    return ("InterfaceError" in names and "DataError" not in names) or "InternalClientError" in names

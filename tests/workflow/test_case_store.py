@@ -112,17 +112,20 @@ async def test_an_unknown_case_reads_as_none_beside_known_ones(db_engine: AsyncE
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_a_connection_the_server_dropped_fails_once_then_is_replaced(db_engine: AsyncEngine) -> None:
     await _seed(db_engine, "c-1")
-    store = CaseStore(db_engine, None)
-    assert await store.read("c-1") is not None  # the pool now holds a connection
+    # a pool of one connection, so the backend to end is known (other sessions' connections are left alone)
+    engine = create_async_engine(db_engine.url, pool_size=1, max_overflow=0)
     other = create_async_engine(db_engine.url, poolclass=NullPool)
+    store = CaseStore(engine, None)
     try:
+        assert await store.read("c-1") is not None  # the pool now holds its connection
+        async with engine.connect() as connection:
+            pid = (await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
         async with other.connect() as connection:
-            await connection.exec_driver_sql(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
+            ended = await connection.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+            assert ended.scalar_one() is True
+        with pytest.raises(ConnectionError):
+            await store.read("c-1")
+        assert await store.read("c-1") is not None
     finally:
         await other.dispose()
-    with pytest.raises(ConnectionError):
-        await store.read("c-1")
-    assert await store.read("c-1") is not None
+        await engine.dispose()
