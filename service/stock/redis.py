@@ -8,6 +8,11 @@ Keys (prefix `rp:` by default); every key of one SKU carries the hash tag `{SKU}
 - `avail:{SKU}` hash `LOC` -> sellable - reserved (not clamped) for every location with any bucket: the
   availability summary, changed by every script that changes a sellable or reserved bucket, in the same
   call, so that availability reads it instead of walking the buckets (and clamps it at 0);
+- `avail:{SKU}:ready` string `NEXT|JSON`: the SKU's availability answer as the available script last wrote
+  it (JSON: location -> available, clamped), NEXT the earliest expiry in `hold:{SKU}` then ('' without
+  holds). Every change of `avail:{SKU}` (and a hold put back or moved earlier) deletes it in the same
+  call, so on one node an availability read is EXISTS of the marker and one MGET, no script, while every
+  SKU's answer is there and its NEXT is not due (otherwise the script prunes and writes it again);
 - `events`: the set of applied event ids, one for the whole store (an event id is unique across SKUs, as
   on every backend); every script that applies events lists it once per SKU;
 - in `stock:{SKU}` too, the demand rate kept from sales: `e:LOC` (rate), `u:LOC` (its ms), `n:LOC` (updates);
@@ -184,9 +189,31 @@ class RedisStockStore(RedisLedger):
                 answer = await self._call(self._available, group_keys, [self._now_ms()], tag)
                 found.update(zip(group, AVAILABLE_DECODER.decode(answer), strict=True))
             return {sku: found[sku] for sku in dict.fromkeys(skus)}
-        unique, keys = self.keys.read_keys(skus)
-        answer = await self._call(self._available, keys, [self._now_ms()])
-        return dict(zip(unique, AVAILABLE_DECODER.decode(answer), strict=True))
+        read = self.keys.read_keys(skus)
+        now = self._now_ms()
+        ready = await self._ready(read.ready, now)
+        if ready is None:
+            ready = AVAILABLE_DECODER.decode(await self._call(self._available, read.keys, [now]))
+        return dict(zip(read.unique, ready, strict=True))
+
+    async def _ready(self, command: tuple[bytes, bytes], now: int) -> list[dict[str, int]] | None:
+        """The SKUs' ready availability answers (one round trip, no script), or None when one is missing
+        or its earliest hold is due at `now` (the available script then prunes and writes them again)."""
+        try:
+            marker, texts = await cast(ScriptClient, self.scripts).commands(command)
+        except DOWN_ERRORS as error:
+            raise self._down(error) from error
+        if not marker:
+            raise self._lost()
+        bodies = []
+        for ready in texts:
+            if ready is None:
+                return None
+            due, _, body = ready.partition(b"|")
+            if due and float(due) <= now:
+                return None
+            bodies.append(body)
+        return AVAILABLE_DECODER.decode(b"[" + b",".join(bodies) + b"]")
 
     async def get_capacity_used(self, day: str, locations: Sequence[str]) -> dict[str, int]:
         ledger.validate_day(day, "day")

@@ -6,8 +6,9 @@ import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
+import hiredis
 import msgspec
 
 import service.stock.ledger as ledger
@@ -16,7 +17,7 @@ from service.stock.store import Levels, Reservation, ReservedLine
 
 # The version of the key layout the scripts keep, written in the state marker (`layout`) by the rebuild:
 # a marker without it, or with another, describes state these scripts cannot use (see `check_behind`).
-LAYOUT = "2"
+LAYOUT = "3"
 
 
 def _script(name: str) -> str:
@@ -97,6 +98,16 @@ def parse_reservation(flat: Sequence[Any], now_ms: int) -> Reservation:
     )
 
 
+class ReadKeys(NamedTuple):
+    """What an availability read of one list of SKUs needs: the distinct SKUs in order, their keys as the
+    scripts list them, and the ready-answer read (EXISTS of the state marker, MGET of every SKU's
+    `avail:{SKU}:ready`) packed once."""
+
+    unique: tuple[str, ...]
+    keys: tuple[str, ...]
+    ready: tuple[bytes, bytes]
+
+
 class Keys:
     """Key names; `tags` set on a Redis Cluster (see `service.stock.cluster`), where the keys that are not
     per SKU exist once per slot. On one node every `tag` is "" and names are those of the docstring."""
@@ -106,7 +117,7 @@ class Keys:
         self.tags = tags
         self.holds = f"{prefix}holds"
         self._sku_keys: dict[str, tuple[str, str, str, str]] = {}
-        self._read_keys: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._read_keys: dict[tuple[str, ...], ReadKeys] = {}
 
     def stock(self, sku: str) -> str:
         return f"{self.prefix}stock:{{{sku}}}"
@@ -179,16 +190,24 @@ class Keys:
     def idempotency(self, rid: str) -> str:
         return f"{self.prefix}idem:{{{rid.partition('-')[0]}}}"
 
-    def read_keys(self, skus: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The distinct SKUs of a read (in order) and their keys, kept per list of SKUs: the same SKU
-        lists come back request after request."""
+    def ready(self, sku: str) -> str:
+        """The SKU's ready availability answer (written by the available script, dropped by every change)."""
+        return f"{self.avail(sku)}:ready"
+
+    def read_keys(self, skus: Sequence[str]) -> ReadKeys:
+        """What a read of these SKUs needs, kept per list of SKUs: the same SKU lists come back request
+        after request."""
         key = tuple(skus)
         found = self._read_keys.get(key)
         if found is None:
             if len(self._read_keys) > 10_000:
                 self._read_keys.clear()
             unique = tuple(dict.fromkeys(skus))
-            found = self._read_keys[key] = (unique, tuple(k for sku in unique for k in self.sku_keys(sku)))
+            exists: tuple[Any, ...] = ("EXISTS", self.built)
+            mget: tuple[Any, ...] = ("MGET", *(self.ready(sku) for sku in unique))
+            ready = (hiredis.pack_command(exists), hiredis.pack_command(mget))
+            keys = tuple(k for sku in unique for k in self.sku_keys(sku))
+            found = self._read_keys[key] = ReadKeys(unique, keys, ready)
         return found
 
     def capacity(self, day: str) -> list[str]:

@@ -8,8 +8,9 @@ answers in order, so replies are matched first in, first out), packs with hiredi
 reader. A command goes out at once when nothing else waits for Redis; while earlier commands are still
 being answered it would only queue in Redis' socket, so it waits for the end of the event loop's turn and
 goes out with the other commands of that turn in one write (one system call on each side instead of one
-per command; the first command of a burst is never held back). It carries only the scripts; everything else (reservation reads, the
-sweeper, the rebuild) still goes through redis-py.
+per command; the first command of a burst is never held back). It carries the scripts and the ready
+availability read (`commands`); everything else (reservation reads, the sweeper, the rebuild) still goes
+through redis-py.
 
 Failures read as redis-py's exceptions, so callers handle both clients alike: a lost or refused
 connection is `ConnectionError` (every call waiting on it fails at once), a reply slower than the
@@ -97,6 +98,20 @@ class _Connection(asyncio.Protocol):
             self.transport.write(packed)
         return future
 
+    def send_all(self, packed: Sequence[bytes]) -> list[asyncio.Future[Any]]:
+        """Several commands in one write (one after the other in Redis), a future for each reply."""
+        if not self.usable or self.waiting:
+            return [self.send(command) for command in packed]
+        assert self.transport is not None
+        futures: list[asyncio.Future[Any]] = []
+        deadline = self.loop.time() + self.reply_timeout
+        for _ in packed:
+            future: asyncio.Future[Any] = self.loop.create_future()
+            self.waiting.append((future, deadline))
+            futures.append(future)
+        self.transport.write(b"".join(packed))
+        return futures
+
     def _write(self) -> None:
         outgoing, self._outgoing = self._outgoing, []
         # lost meanwhile: the waiting calls have already failed with the reason
@@ -165,6 +180,18 @@ class ScriptClient:
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
             reply = await connection.send(hiredis.pack_command(("EVAL", script, len(keys), *keys, *args)))
         return _checked(reply)
+
+    async def commands(self, packed: Sequence[bytes]) -> list[Any]:
+        """The replies of commands packed with `hiredis.pack_command`, sent together; an error reply raises
+        as redis-py would (after every reply has arrived, so none is left unread)."""
+        connection = self._connection
+        if connection is None or connection.loop is not asyncio.get_running_loop() or not connection.usable:
+            connection = await self._connect()
+        replies = await asyncio.gather(*connection.send_all(packed), return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return [_checked(reply) for reply in replies]
 
     async def connected(self) -> None:
         """Open the connection now unless it is open (running `on_connect` for a new one)."""

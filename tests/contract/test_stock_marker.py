@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -27,7 +25,6 @@ from service.stock.store import (
     StockStateLost,
 )
 from tests.contract.stock_backends import FakeClock, open_backend
-from tests.services import start_redis, unavailable
 
 
 @pytest.fixture
@@ -176,20 +173,6 @@ async def test_state_of_an_older_key_layout_is_rebuilt_before_a_script_reads_it(
         assert await client.hgetall(redis_stock.keys.avail("SKU1")) == {b"S1": b"3"}
     finally:
         await other.close()
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[str]:
-    """A redis-server of this test's own: its command statistics count this test's commands only."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        unavailable("redis-server is not installed")
-    process, port = start_redis(binary, str(tmp_path))  # type: ignore[arg-type]
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 async def test_a_single_sku_reservation_is_one_round_trip_to_redis(

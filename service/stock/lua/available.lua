@@ -3,10 +3,18 @@
 -- location with any bucket: what a new reservation may still take, the one number decisions read. It is
 -- the SKU's `avail` hash (kept by every write script), clamped at 0 and written as JSON text by the
 -- prelude's avail_json (no Lua table of numbers to build and encode); the buckets are not read.
+-- Each SKU's object is kept as its ready answer too (see the prelude's avail_add), with the earliest hold
+-- expiry left: until a write drops it or that hold is due, a single-node read takes it without a script.
 local now = tonumber(ARGV[1])
 local out = {}
 for i = 1, #KEYS, 4 do
   prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], now)
-  out[#out + 1] = avail_json(KEYS[i + 3])
+  local text = avail_json(KEYS[i + 3])
+  -- a SKU without any location gets none: a read of SKUs that do not exist must not leave keys behind
+  if text ~= '{}' then
+    local first = redis.call('ZRANGE', KEYS[i + 1], 0, 0, 'WITHSCORES')
+    redis.call('SET', KEYS[i + 3] .. ':ready', (first[2] or '') .. '|' .. text)
+  end
+  out[#out + 1] = text
 end
 return '[' .. table.concat(out, ',') .. ']'

@@ -74,13 +74,13 @@ for a = 3, #ARGV, 8 do
       if typ == 'transfer_out' and to ~= '' then dest = qty end
     end
     redis.call('HINCRBY', stock, 's:' .. loc, ds)
-    redis.call('HINCRBY', avail, loc, ds)
+    avail_add(avail, loc, ds)
     if dd ~= 0 then redis.call('HINCRBY', stock, 'd:' .. loc, dd) end
     if dp ~= 0 then redis.call('HINCRBY', stock, 'p:' .. loc, dp) end
     if dt ~= 0 then redis.call('HINCRBY', stock, 't:' .. loc, dt) end
     if dest ~= 0 then
       redis.call('HINCRBY', stock, 's:' .. to, 0)
-      redis.call('HINCRBY', avail, to, 0)
+      avail_add(avail, to, 0)
       redis.call('HINCRBY', stock, 't:' .. to, dest)
     end
     local result = {'applied', kind, shortfall, ds, dd, dp, dt, dest}

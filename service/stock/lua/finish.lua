@@ -35,13 +35,14 @@ if action == 'undo_commit' or action == 'undo_release' then
         if action == 'undo_commit' then
           redis.call('HINCRBY', KEYS[i], 's:' .. loc, tonumber(qty))
         else
-          redis.call('HINCRBY', KEYS[i + 3], loc, -tonumber(qty))
+          avail_add(KEYS[i + 3], loc, -tonumber(qty))
         end
         enc = enc .. loc .. '\t' .. qty .. '\n'
       end
     end
     redis.call('HSET', KEYS[i + 2], id, enc)
     redis.call('ZADD', KEYS[i + 1], exp, id)
+    ready_stale(KEYS[i + 3])
   end
   local capenc = redis.call('HGET', resv, 'cap')
   if capacity and capenc then

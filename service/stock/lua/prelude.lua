@@ -22,6 +22,21 @@ end
 -- same step in the same call (HINCRBY of 0 where only another bucket appears, so that the location is
 -- listed). A part counts in `r:LOC` exactly while its id is in the hold index; pruning releases it.
 -- A capacity day's keys take the place of (stock, hold, part) with no avail (nil).
+-- Every change of a SKU's avail hash goes through avail_add, which drops the SKU's ready availability answer
+-- (`avail:{SKU}:ready`, the avail key's name + ':ready', written by available.lua: 'NEXT|JSON', NEXT the
+-- earliest hold expiry in ms or '' without holds, JSON what available.lua answers for the SKU), so that a
+-- ready answer present is always the summary as it is now. A hold added comes with an avail change, so the
+-- answer's NEXT is never later than the earliest hold (a hold put back or moved earlier without one calls
+-- ready_stale): a reader that finds NEXT due runs available.lua, which prunes the hold.
+local function ready_stale(avail)
+  redis.call('DEL', avail .. ':ready')
+end
+
+local function avail_add(avail, loc, n)
+  redis.call('HINCRBY', avail, loc, n)
+  ready_stale(avail)
+end
+
 local function part_lines(enc)
   return string.gmatch(enc, '([^\t\n]+)\t(%d+)\n')
 end
@@ -35,7 +50,7 @@ local function release_part(stock, hold, part, avail, id, commit)
         -- sellable and reserved both fall by qty: avail stays
         redis.call('HINCRBY', stock, 's:' .. loc, -tonumber(qty))
       elseif avail then
-        redis.call('HINCRBY', avail, loc, tonumber(qty))
+        avail_add(avail, loc, tonumber(qty))
       end
     end
     redis.call('HDEL', part, id)

@@ -67,7 +67,7 @@ end
 local parts, lines, flat, counted, order = {}, {}, {}, {}, {}
 for _, g in ipairs(granted) do
   redis.call('HINCRBY', KEYS[g[1]], 'r:' .. g[3], g[4])
-  redis.call('HINCRBY', KEYS[g[1] + 3], g[3], -g[4])
+  avail_add(KEYS[g[1] + 3], g[3], -g[4])
   parts[g[1]] = (parts[g[1]] or '') .. g[3] .. '\t' .. g[4] .. '\n'
   lines[#lines + 1] = g[2] .. '\t' .. g[3] .. '\t' .. g[4] .. '\n'
   for _, v in ipairs({g[2], g[3], g[4]}) do flat[#flat + 1] = v end

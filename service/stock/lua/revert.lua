@@ -13,7 +13,7 @@ for a = 1, #ARGV, 10 do
     local v = tonumber(ARGV[a + 1 + j])
     if seen and v ~= 0 then
       redis.call('HINCRBY', KEYS[k], names[j] .. ':' .. loc, -v)
-      if j == 1 then redis.call('HINCRBY', KEYS[k + 2], loc, -v) end
+      if j == 1 then avail_add(KEYS[k + 2], loc, -v) end
     end
   end
   local seq = ARGV[a + 7]

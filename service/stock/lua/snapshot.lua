@@ -14,7 +14,7 @@ for a = 2, #ARGV, 6 do
   local before = field(stock, 's', loc)
   out[#out + 1] = {before, field(stock, 'd', loc), field(stock, 'p', loc), field(stock, 't', loc)}
   redis.call('HSET', stock, 's:' .. loc, ARGV[a + 2])
-  redis.call('HINCRBY', KEYS[k + 3], loc, tonumber(ARGV[a + 2]) - before)
+  avail_add(KEYS[k + 3], loc, tonumber(ARGV[a + 2]) - before)
   for b, bucket in ipairs({'d', 'p', 't'}) do
     local value = ARGV[a + 2 + b]
     if tonumber(value) == 0 then

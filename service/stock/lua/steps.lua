@@ -93,7 +93,7 @@ if action == 'take' then
   for _, t in ipairs(granted) do
     local g = groups[t[1]]
     redis.call('HINCRBY', g.stock, 'r:' .. t[3], t[4])
-    redis.call('HINCRBY', g.avail, t[3], -t[4])
+    avail_add(g.avail, t[3], -t[4])
     parts[t[1]] = (parts[t[1]] or '') .. t[3] .. '\t' .. t[4] .. '\n'
   end
   for gi, g in ipairs(groups) do
@@ -204,7 +204,10 @@ end
 if action == 'unpin' then
   -- ARGV: exp.
   for _, g in ipairs(groups) do
-    if redis.call('HEXISTS', g.part, id) == 1 then redis.call('ZADD', g.hold, 'XX', ARGV[6], id) end
+    if redis.call('HEXISTS', g.part, id) == 1 then
+      redis.call('ZADD', g.hold, 'XX', ARGV[6], id)
+      ready_stale(g.avail)
+    end
   end
   return {'unpinned'}
 end

@@ -1,0 +1,134 @@
+"""Redis backend on one node: the ready availability answers (`avail:{SKU}:ready`). An availability read
+of SKUs whose answers are there takes them without a script; every change drops the answer of the SKUs it
+touches in the same call; an answer whose earliest hold is due is not taken, so expiry stays exact; a
+Redis without the state marker still refuses."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+
+from service.stock.redis import RedisStockStore, reservation_id
+from service.stock.redis_layout import to_ms
+from service.stock.store import (
+    ReservationLine,
+    ReservationRequest,
+    SnapshotRow,
+    StockEvent,
+    StockStateLost,
+)
+from tests.contract.stock_backends import FakeClock, open_backend
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[RedisStockStore]:
+    async with open_backend("redis", request, clock) as opened:
+        assert isinstance(opened, RedisStockStore)
+        await opened.put_snapshot([SnapshotRow("SKU1", "S1", 5), SnapshotRow("SKU1", "S2", 4)])
+        await opened.put_snapshot([SnapshotRow("SKU2", "S1", 7)])
+        yield opened
+
+
+def ask(key: str, qty: int = 2, ttl: int = 600, sku: str = "SKU1") -> ReservationRequest:
+    return ReservationRequest("o1", "web", key, (ReservationLine(sku, "S1", qty),), ttl)
+
+
+async def ready(store: RedisStockStore, sku: str) -> bytes | None:
+    value: bytes | None = await store.client.get(store.keys.ready(sku))
+    return value
+
+
+async def test_a_read_leaves_each_sku_its_answer_and_the_next_read_takes_it(store: RedisStockStore) -> None:
+    assert await ready(store, "SKU1") is None
+    first = await store.get_available(["SKU1", "SKU2", "SKU1"])
+    assert first == {"SKU1": {"S1": 5, "S2": 4}, "SKU2": {"S1": 7}}
+    assert await ready(store, "SKU1") == b'|{"S1":5,"S2":4}'
+    # the answer is what is read: a (never legitimate) edit of it shows that no script ran
+    await store.client.set(store.keys.ready("SKU1"), b'|{"S1":1}')
+    assert await store.get_available(["SKU1", "SKU2"]) == {"SKU1": {"S1": 1}, "SKU2": {"S1": 7}}
+
+
+async def test_a_sku_without_stock_leaves_no_answer(store: RedisStockStore) -> None:
+    assert await store.get_available(["NOPE"]) == {"NOPE": {}}
+    assert await ready(store, "NOPE") is None
+
+
+async def test_every_change_drops_the_answer_of_the_skus_it_touches(
+    store: RedisStockStore, clock: FakeClock
+) -> None:
+    async def read_then(change: object) -> None:
+        await store.get_available(["SKU1", "SKU2"])
+        assert await ready(store, "SKU1") is not None
+        await change  # type: ignore[misc]
+        assert await ready(store, "SKU1") is None, change
+        assert await ready(store, "SKU2") is not None, change  # untouched SKU keeps its answer
+
+    await read_then(store.reserve(ask("k1")))
+    # a commit takes sellable and reserved down together: availability stays, and so may the answer (its
+    # earliest hold, now gone, only makes a read at that time take the script once)
+    await store.get_available(["SKU1"])
+    await store.commit(reservation_id("k1"))
+    assert await store.get_available(["SKU1"]) == {"SKU1": {"S1": 3, "S2": 4}}
+    await store.reserve(ask("k2"))
+    await read_then(store.release(reservation_id("k2")))
+    await read_then(store.put_snapshot([SnapshotRow("SKU1", "S1", 9)]))
+    await read_then(store.apply_events([StockEvent("e1", "sale", "SKU1", "S2", 1, clock.now)]))
+    await read_then(store.apply_events([StockEvent("e2", "receipt", "SKU1", "S3", 2, clock.now)]))
+    assert await store.get_available(["SKU1"]) == {"SKU1": {"S1": 9, "S2": 3, "S3": 2}}
+    levels = await store.get_levels(["SKU1"])
+    assert {loc: level.available for loc, level in levels["SKU1"].items()} == {"S1": 9, "S2": 3, "S3": 2}
+
+
+async def test_a_hold_expires_on_the_ready_path_at_its_exact_millisecond(
+    store: RedisStockStore, clock: FakeClock
+) -> None:
+    result = await store.reserve(ask("k1", qty=3, ttl=60))
+    assert result.reservation is not None
+    expires_ms = to_ms(result.reservation.expires_at)
+    assert await store.get_available(["SKU1"]) == {"SKU1": {"S1": 2, "S2": 4}}
+    assert await ready(store, "SKU1") == f'{expires_ms}|{{"S1":2,"S2":4}}'.encode()
+    clock.now = result.reservation.expires_at
+    clock.advance(-0.001)
+    assert await store.get_available(["SKU1"]) == {"SKU1": {"S1": 2, "S2": 4}}
+    clock.advance(0.001)
+    assert await store.get_available(["SKU1"]) == {"SKU1": {"S1": 5, "S2": 4}}
+    assert await ready(store, "SKU1") == b'|{"S1":5,"S2":4}'
+
+
+async def test_without_the_state_marker_the_ready_path_refuses(store: RedisStockStore) -> None:
+    await store.get_available(["SKU1"])
+    assert await ready(store, "SKU1") is not None
+    store.recovery = None  # nothing rebuilds behind the test's back
+    await store.client.delete(store.keys.built)
+    with pytest.raises(StockStateLost):
+        await store.get_available(["SKU1"])
+
+
+async def test_an_unchanged_sku_is_read_without_a_script(
+    private_redis: str, request: pytest.FixtureRequest
+) -> None:
+    async with open_backend("redis", request, FakeClock(), redis_url=private_redis) as store:
+        await store.put_snapshot([SnapshotRow("SKU1", "S1", 5)])
+        await store.get_available(["SKU1"])  # the script writes the answer
+        watcher, marker = redis.Redis.from_url(private_redis), redis.Redis.from_url(private_redis)
+        marker.ping()  # its connection is open before watching
+        with watcher.monitor() as monitor:
+            read = asyncio.create_task(store.get_available(["SKU1"]))
+            assert await read == {"SKU1": {"S1": 5}}
+            marker.echo("done")
+            commands = []
+            for seen in monitor.listen():
+                if seen["command"] == "ECHO done":
+                    break
+                commands.append(seen["command"].split()[0])
+        watcher.close()
+        marker.close()
+    assert commands == ["EXISTS", "MGET"]
