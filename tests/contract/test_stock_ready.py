@@ -82,9 +82,30 @@ async def test_every_change_drops_the_answer_of_the_skus_it_touches(
     await read_then(store.put_snapshot([SnapshotRow("SKU1", "S1", 9)]))
     await read_then(store.apply_events([StockEvent("e1", "sale", "SKU1", "S2", 1, clock.now)]))
     await read_then(store.apply_events([StockEvent("e2", "receipt", "SKU1", "S3", 2, clock.now)]))
-    assert await store.get_available(["SKU1"]) == {"SKU1": {"S1": 9, "S2": 3, "S3": 2}}
+    at = clock.now
+    await read_then(store.apply_events([StockEvent("e3", "damage", "SKU1", "S1", 1, at)]))
+    await read_then(store.apply_events([StockEvent("e4", "adjustment", "SKU1", "S1", 7, at)]))
+    # a transfer lists its destination (in transit there) before any unit arrives, then the receipt moves it
+    await read_then(
+        store.apply_events([StockEvent("e5", "transfer_out", "SKU1", "S2", 2, at, to_location="S4")])
+    )
+    await read_then(store.apply_events([StockEvent("e6", "transfer_in", "SKU1", "S4", 2, at)]))
+    await store.apply_events([StockEvent("e7", "return", "SKU1", "S3", 1, at)])
+    await read_then(
+        store.apply_events(
+            [StockEvent("e8", "return_disposition", "SKU1", "S3", 1, at, disposition="restock")]
+        )
+    )
+    # the sweeper's expiry of an idle hold
+    await store.reserve(ask("k3", qty=1, ttl=60))
+    await store.get_available(["SKU1", "SKU2"])
+    clock.advance(61)
+    assert await store.sweep_expired() == 1
+    assert await ready(store, "SKU1") is None
+    expected = {"S1": 7, "S2": 1, "S3": 3, "S4": 2}
+    assert await store.get_available(["SKU1"]) == {"SKU1": expected}
     levels = await store.get_levels(["SKU1"])
-    assert {loc: level.available for loc, level in levels["SKU1"].items()} == {"S1": 9, "S2": 3, "S3": 2}
+    assert {loc: level.available for loc, level in levels["SKU1"].items()} == expected
 
 
 async def test_a_hold_expires_on_the_ready_path_at_its_exact_millisecond(
