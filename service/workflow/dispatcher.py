@@ -5,7 +5,10 @@ Two steps, each safe with any number of dispatchers on one database:
 1. Fan-out. Outbox events not yet in `outbox_dispatch` (up to a batch) get their `outbox_dispatch` rows
    and one `deliveries` row per subscription whose patterns match their kind, in one transaction. The
    rows are inserted `ON CONFLICT DO NOTHING ... RETURNING`: an event whose row a second dispatcher
-   inserted first is that dispatcher's, and gets no deliveries here, so deliveries exist once.
+   inserted first is that dispatcher's, and gets no deliveries here, so deliveries exist once. A round
+   looks only past the last event this dispatcher saw; its first round, and one every `rescan_seconds`,
+   looks at every event, so an event committed after one with a higher id (or before a restart) is
+   fanned out all the same.
 2. Delivery. A due pending delivery is claimed with a lease (`UPDATE ... SET lease_until WHERE
    lease_until IS NULL OR lease_until < now`): only the dispatcher whose update took the row sends it,
    and its outcome is written only while it still holds that lease. A dispatcher that stops mid-way
@@ -56,6 +59,7 @@ class DeliveryPolicy:
     max_body_bytes: int = MAX_BODY_BYTES
     batch: int = 100  # events fanned out, and deliveries claimed, per round
     concurrency: int = 8  # requests in flight per dispatcher
+    rescan_seconds: float = 2.0  # how often fan-out looks at every event, not only those past the last seen
 
     @property
     def lease(self) -> timedelta:
@@ -110,6 +114,8 @@ class Dispatcher:
             headers={"User-Agent": USER_AGENT},
         )
         self._wake = asyncio.Event()
+        self._seen: int | None = None  # the highest outbox id fan-out has seen; None: scan everything
+        self._scanned_at: datetime | None = None  # when fan-out last looked at every event
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -139,21 +145,29 @@ class Dispatcher:
     # --- fan-out -------------------------------------------------------------------------------------
 
     async def fan_out(self) -> int:
+        now = self.clock()
+        seen, scanned = self._seen, self._scanned_at
+        everything = (
+            seen is None or scanned is None or now - scanned >= timedelta(seconds=self.policy.rescan_seconds)
+        )
+        # the ids and kinds only: a payload is read when its deliveries are sent
+        query = (
+            select(OutboxEvent.id, OutboxEvent.event_id, OutboxEvent.kind)
+            .outerjoin(OutboxDispatch, OutboxDispatch.event_id == OutboxEvent.event_id)
+            .where(OutboxDispatch.event_id.is_(None))
+            .order_by(OutboxEvent.id)
+            .limit(self.policy.batch)
+        )
+        if everything:
+            self._scanned_at = now
+        else:
+            query = query.where(OutboxEvent.id > seen)
         async with self.sessions() as session:
-            # the ids and kinds only: a payload is read when its deliveries are sent
-            events = (
-                await session.execute(
-                    select(OutboxEvent.event_id, OutboxEvent.kind)
-                    .outerjoin(OutboxDispatch, OutboxDispatch.event_id == OutboxEvent.event_id)
-                    .where(OutboxDispatch.event_id.is_(None))
-                    .order_by(OutboxEvent.id)
-                    .limit(self.policy.batch)
-                )
-            ).all()
+            events = (await session.execute(query)).all()
             subscriptions = (await session.execute(select(Subscription))).scalars().all()
         if not events:
             return 0
-        now = self.clock()
+        self._seen = max(events[-1].id, seen or 0)
         rows = [{"event_id": event.event_id, "at": now} for event in events]
         async with self.sessions() as session, session.begin():
             # one transaction for the batch: the events whose dispatch row this insert adds are this

@@ -9,9 +9,10 @@ since it was read (`Stale`):
 - `write_in_session` through an `AsyncSession` (every transition but an approver's and the execution of
   a transfer; those go as one statement on PostgreSQL, `service.workflow.store`);
 - `write_sqlite`, the work of the file's `SqliteWriter` (`service.db.sqlite_writer`): on the event loop,
-  in the transaction of that turn of the loop, each transition in a savepoint of its own. An approval
-  then costs its statements (microseconds each), not a round trip to the driver's thread per statement,
-  which under load takes milliseconds while the write lock is held.
+  in the transaction of that turn of the loop, the turn's transitions together (their rows as multi-row
+  INSERTs), or, when that fails, each in a savepoint of its own. An approval then costs its statements
+  (microseconds each), not a round trip to the driver's thread per statement, which under load takes
+  milliseconds while the write lock is held.
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ class SqliteTransition:
     """A transition's statements with their parameters as the stdlib SQLite driver takes them."""
 
     update: tuple[str, tuple[Any, ...]]
-    inserts: list[tuple[str, tuple[Any, ...]]]
+    rows: dict[str, tuple[BatchInsert, str, list[tuple[Any, ...]]]]  # step, audit and event rows by table
     roles: list[tuple[str, tuple[Any, ...]]] | None
     clear: tuple[Any, ...] | None  # the parameters of _CLEAR
     shipment: tuple[str, str] | None  # the parameters of _COMMIT_SHIPMENT
@@ -248,17 +249,20 @@ def for_sqlite(t: Transition, dialect: Dialect) -> SqliteTransition:
         params.append(value if process is None or value is None else process(value))
     step = t.step
     step_row = (step.case_id, step.at, step.action, step.actor, step.role, step.comment, step.detail)
-    inserts = _STEPS.sqlite_statements(dialect, [step_row])
-    inserts += _AUDIT.sqlite_statements(dialect, [tuple(t.audit[c] for c in _AUDIT_COLUMNS)])
-    if t.events:
-        rows = [tuple(e[c] for c in _EVENT_COLUMNS) for e in t.events]
-        inserts += _EVENTS.sqlite_statements(dialect, rows)
+    rows = {
+        "steps": (_STEPS, *_STEPS.prepared(dialect, [step_row])),
+        "audit": (_AUDIT, *_AUDIT.prepared(dialect, [tuple(t.audit[c] for c in _AUDIT_COLUMNS)])),
+        "events": (
+            _EVENTS,
+            *_EVENTS.prepared(dialect, [tuple(e[c] for c in _EVENT_COLUMNS) for e in t.events]),
+        ),
+    }
     roles = None
     if t.roles is not None:
         roles = [(_DELETE_ROLES, (t.case["id"],))]
         if t.roles:
-            rows = [tuple(r[c] for c in _ROLE_COLUMNS) for r in t.roles]
-            roles += _ROLES.sqlite_statements(dialect, rows)
+            role_values = [tuple(r[c] for c in _ROLE_COLUMNS) for r in t.roles]
+            roles += _ROLES.sqlite_statements(dialect, role_values)
     clear = None
     if t.clear_stuck:
         at = bound(ExceptionRecord.__table__.c.resolved_at.type, dialect)
@@ -269,7 +273,7 @@ def for_sqlite(t: Transition, dialect: Dialect) -> SqliteTransition:
             f"UPDATE approval_cases SET {sets} WHERE id = ? AND version = ?",
             (*params, t.case["id"], t.case["version"]),
         ),
-        inserts=inserts,
+        rows=rows,
         roles=roles,
         clear=clear,
         shipment=None if t.shipment is None else (t.shipment[1], t.shipment[0]),
@@ -280,13 +284,27 @@ def for_sqlite(t: Transition, dialect: Dialect) -> SqliteTransition:
 
 
 def write_sqlite(connection: sqlite3.Connection, batch: Sequence[SqliteTransition]) -> list[Any]:
-    """The transitions of one turn of the loop, in the writer's transaction, each in a savepoint of its
-    own: True when written, False when its case moved (nothing written), or the error that undid it."""
+    """The transitions of one turn of the loop, in the writer's transaction: True when written, False
+    when its case moved (nothing written), or the error that undid it.
+
+    First all together (their step, audit and outbox rows as multi-row INSERTs); when that fails, the
+    batch is undone and each transition is written in a savepoint of its own, so one that fails fails
+    alone."""
+    if len(batch) > 1:
+        connection.execute("SAVEPOINT transitions")
+        try:
+            together = _write_together(connection, batch)
+        except Exception:
+            connection.execute("ROLLBACK TO transitions")
+        else:
+            connection.execute("RELEASE transitions")
+            return together
+        connection.execute("RELEASE transitions")
     results: list[Any] = []
     for item in batch:
         connection.execute("SAVEPOINT transition")
         try:
-            written = _write_one(connection, item)
+            written = _write_together(connection, [item])[0]
         except Exception as error:  # this transition fails alone
             connection.execute("ROLLBACK TO transition")
             results.append(error)
@@ -296,32 +314,40 @@ def write_sqlite(connection: sqlite3.Connection, batch: Sequence[SqliteTransitio
     return results
 
 
-def _write_one(connection: sqlite3.Connection, item: SqliteTransition) -> bool:
-    if connection.execute(*item.update).rowcount != 1:
-        return False
-    for statement in item.inserts:
-        connection.execute(*statement)
-    if item.clear is not None:
-        resolved = connection.execute(_CLEAR, item.clear).fetchall()
-        if resolved:
-            rows = [
-                (
-                    new_decision_id(),
-                    "exception.resolved",
-                    f"exception:{exception_id}",
-                    {
-                        "exception": resolved_payload(
-                            exception_id, STUCK, item.case_id, SYSTEM, loc, sku, item.now
-                        )
-                    },
-                    item.now,
-                )
-                for exception_id, loc, sku in resolved
-            ]
-            for statement in _EVENTS.sqlite_statements(item.dialect, rows):
-                connection.execute(*statement)
-    for statement in item.roles or ():
-        connection.execute(*statement)
-    if item.shipment is not None:
-        connection.execute(_COMMIT_SHIPMENT, item.shipment)
-    return True
+def _write_together(connection: sqlite3.Connection, batch: Sequence[SqliteTransition]) -> list[bool]:
+    results: list[bool] = []
+    rows: dict[str, tuple[BatchInsert, str, list[tuple[Any, ...]]]] = {}
+    for item in batch:
+        if connection.execute(*item.update).rowcount != 1:
+            results.append(False)
+            continue
+        results.append(True)
+        for table, (insert_, sql, values) in item.rows.items():
+            rows.setdefault(table, (insert_, sql, []))[2].extend(values)
+        if item.clear is not None:
+            resolved = connection.execute(_CLEAR, item.clear).fetchall()
+            if resolved:
+                events = [
+                    (
+                        new_decision_id(),
+                        "exception.resolved",
+                        f"exception:{exception_id}",
+                        {
+                            "exception": resolved_payload(
+                                exception_id, STUCK, item.case_id, SYSTEM, loc, sku, item.now
+                            )
+                        },
+                        item.now,
+                    )
+                    for exception_id, loc, sku in resolved
+                ]
+                sql, prepared = _EVENTS.prepared(item.dialect, events)
+                rows.setdefault("events", (_EVENTS, sql, []))[2].extend(prepared)
+        for statement in item.roles or ():
+            connection.execute(*statement)
+        if item.shipment is not None:
+            connection.execute(_COMMIT_SHIPMENT, item.shipment)
+    for insert_, sql, values in rows.values():
+        if values:
+            insert_.write_sqlite(connection, sql, values)
+    return results

@@ -4,6 +4,7 @@ still all-or-nothing on its own."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from sqlalchemy.pool import NullPool
 
 from service.db.models import ApprovalCase, ApprovalStep, AuditEntry, ChangeRequest, OutboxEvent
 from service.workflow.store import CaseStore
-from service.workflow.writes import Stale, plan
+from service.workflow.writes import Stale, for_sqlite, plan, write_sqlite
 from tests.workflow.conftest import START
 
 
@@ -129,3 +130,56 @@ async def test_a_connection_the_server_dropped_fails_once_then_is_replaced(db_en
     finally:
         await other.dispose()
         await engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_sqlite_transitions_written_together_fall_back_one_by_one_when_one_fails(
+    db_engine: AsyncEngine,
+) -> None:
+    await _seed(db_engine, "c-1", "c-2", "c-3", "c-4")
+    store = CaseStore(db_engine, db_engine.url.database)
+    reads = [await store.read(c) for c in ("c-1", "c-2", "c-3", "c-4")]
+    stale = plan(
+        reads[3][0] | {"version": 7}, status="rejected", action="rejected", actor="ann", role="store_manager",
+        now=START, detail={}, event="case.rejected",
+    )  # fmt: skip
+    transitions = [_approve(r, "ann", s) for r, s in zip(reads[:3], ("shp-1", "shp-1", "shp-3"), strict=True)]
+    batch = [for_sqlite(t, db_engine.dialect) for t in [*transitions, stale]]
+    path = db_engine.url.database or pytest.fail("no file")
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        # c-2 names c-1's shipment: the unique shipment id fails the batch, then c-2 alone
+        results = write_sqlite(connection, batch)
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+    assert results[0] is True and results[2] is True and results[3] is False
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    for case_id, written in (("c-1", 1), ("c-2", 0), ("c-3", 1), ("c-4", 0)):
+        assert await _count(db_engine, ApprovalStep, case_id=case_id) == written
+        assert await _count(db_engine, AuditEntry, subject=f"transfer:{case_id}") == written
+        assert await _count(db_engine, OutboxEvent, subject=f"transfer:{case_id}") == written
+    case, _request, _steps = await store.read("c-2") or pytest.fail("no case")
+    assert (case["status"], case["version"]) == ("pending", 0)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_sqlite_transitions_written_together_write_each_once(db_engine: AsyncEngine) -> None:
+    await _seed(db_engine, "c-1", "c-2")
+    store = CaseStore(db_engine, db_engine.url.database)
+    reads = [await store.read(c) for c in ("c-1", "c-2")]
+    batch = [for_sqlite(_approve(r, "ann", f"shp-{i}"), db_engine.dialect) for i, r in enumerate(reads)]
+    connection = sqlite3.connect(db_engine.url.database or pytest.fail("no file"), isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        assert write_sqlite(connection, batch) == [True, True]
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+    for case_id in ("c-1", "c-2"):
+        assert await _count(db_engine, ApprovalStep, case_id=case_id) == 1
+        assert await _count(db_engine, OutboxEvent, subject=f"transfer:{case_id}") == 1
+        case, request, _steps = await store.read(case_id) or pytest.fail("no case")
+        assert (case["status"], case["version"]) == ("approved", 1)
+        assert request is not None and request.shipment_id is not None

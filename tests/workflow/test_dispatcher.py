@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.base import aware
 from service.db.engine import create_engine, session_factory
-from service.db.models import Delivery, ExceptionRecord, Subscription
+from service.db.models import Delivery, ExceptionRecord, OutboxEvent, Subscription
 from service.settings import DatabaseSettings
 from service.workflow.dispatcher import DeliveryPolicy, Dispatcher, retry
 from service.workflow.outbox import add_event
@@ -232,3 +232,39 @@ async def test_an_unreachable_receiver_and_an_oversized_event_are_recorded_witho
     assert (found[small].status, found[small].last_error) == ("pending", "connection failed")
     assert (found[big].status, found[big].attempts) == ("dead", 1)
     assert found[big].last_error == f"event body over {FAST.max_body_bytes} bytes"
+
+
+async def _event_with_id(sessions: Sessions, clock: Clock, row_id: int, name: str) -> str:
+    async with sessions() as session, session.begin():
+        event = OutboxEvent(
+            id=row_id,
+            event_id=name,
+            kind="case.approved",
+            subject=f"transfer:{name}",
+            payload={},
+            created_at=clock(),
+        )
+        session.add(event)
+    return name
+
+
+async def test_an_event_committed_after_a_higher_id_is_still_delivered(
+    sessions: Sessions, clock: Clock
+) -> None:
+    policy = DeliveryPolicy(rescan_seconds=2, timeout_seconds=2)
+    async with receiver(lambda request: 200) as hooks:
+        await subscribe(sessions, hooks.url, clock)
+        dispatcher = Dispatcher(sessions, policy, clock=clock)
+        try:
+            first = await _event_with_id(sessions, clock, 100, "e-100")
+            await dispatcher.run_once()  # the first round scans everything and has seen id 100
+            clock.advance(seconds=1)
+            late = await _event_with_id(sessions, clock, 50, "e-50")  # its id was taken before 100's
+            newer = await _event_with_id(sessions, clock, 101, "e-101")
+            await dispatcher.run_once()  # looks past 100 only
+            assert [r.event["id"] for r in hooks.requests] == [first, newer]
+            clock.advance(seconds=2)
+            await dispatcher.run_once()  # a rescan of every event
+        finally:
+            await dispatcher.close()
+    assert Counter(r.event["id"] for r in hooks.requests) == dict.fromkeys([first, newer, late], 1)
