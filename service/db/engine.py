@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import greenlet_spawn
 
 from service.settings import DatabaseSettings
 
@@ -110,6 +111,50 @@ class HeldConnection:
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close()
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether a PostgreSQL driver error leaves its connection unusable or its state unknown (the server
+    ended the session, the socket broke, a statement was cut off, or the driver saw a protocol step out of
+    turn: asyncpg's "another operation is in progress"). An error the server reported for a statement
+    (bad data, a constraint) leaves the connection usable."""
+    import asyncpg  # type: ignore[import-untyped]  # PostgreSQL only, no type information
+
+    if isinstance(error, (ConnectionError, OSError, TimeoutError, asyncpg.PostgresConnectionError)):
+        return True
+    if isinstance(error, (asyncpg.exceptions.OperatorInterventionError, asyncpg.InterfaceError)):
+        return True
+    if isinstance(error, asyncpg.exceptions.InternalClientError):
+        return True
+    return not isinstance(error, asyncpg.PostgresError)
+
+
+class HeldDriverConnection:
+    """One PostgreSQL driver (asyncpg) connection taken from the engine's pool and kept by a background
+    writer, used outside any SQLAlchemy transaction (each statement commits on its own unless the writer
+    opens a driver transaction). `discard` gives it back invalidated, so the next `get` opens a fresh one."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._proxied: Any = None
+
+    async def get(self) -> Any:
+        """The asyncpg connection (opened at the first call and after `discard`)."""
+        if self._proxied is None:
+            self._proxied = await self.engine.raw_connection()
+        return self._proxied.driver_connection
+
+    async def discard(self) -> None:
+        proxied, self._proxied = self._proxied, None
+        if proxied is not None:
+            with contextlib.suppress(Exception):
+                await greenlet_spawn(proxied.invalidate)
+
+    async def close(self) -> None:
+        proxied, self._proxied = self._proxied, None
+        if proxied is not None:
+            with contextlib.suppress(Exception):
+                await greenlet_spawn(proxied.close)
 
 
 class BatchInsert:
