@@ -227,15 +227,17 @@ class BatchInsert:
         sql, prepared = self.prepared(connection.dialect, rows)
         await connection.exec_driver_sql(sql, prepared)
 
-    async def copy(self, connection: AsyncConnection, rows: Sequence[Sequence[Any]]) -> None:
-        """PostgreSQL: the rows through one COPY (asyncpg's binary copy) instead of an INSERT per row: the
-        database parses and plans nothing per row, and the rows go in one stream. One COPY is atomic."""
+    async def copy_driver(
+        self, driver_connection: Any, dialect: Dialect, rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """PostgreSQL: the rows through one COPY (asyncpg's binary copy) on an asyncpg connection instead of
+        an INSERT per row: the database parses and plans nothing per row, and the rows go in one stream.
+        One COPY is atomic; outside a transaction block it commits on its own."""
         if not rows:
             return
-        _, slots = self._for(connection.dialect)
-        _, prepared = self.prepared(connection.dialect, rows)
-        raw = await connection.get_raw_connection()
-        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+        _, slots = self._for(dialect)
+        _, prepared = self.prepared(dialect, rows)
+        await driver_connection.copy_records_to_table(
             self.table.name, records=prepared, columns=[self.columns[i] for i, _ in slots]
         )
 
