@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import greenlet_spawn
 
 from service.settings import DatabaseSettings
 
@@ -112,6 +113,50 @@ class HeldConnection:
             await connection.close()
 
 
+def connection_lost(error: BaseException) -> bool:
+    """Whether a PostgreSQL driver error leaves its connection unusable or its state unknown (the server
+    ended the session, the socket broke, a statement was cut off, or the driver saw a protocol step out of
+    turn: asyncpg's "another operation is in progress"). An error the server reported for a statement
+    (bad data, a constraint) leaves the connection usable."""
+    import asyncpg  # type: ignore[import-untyped]  # PostgreSQL only, no type information
+
+    if isinstance(error, (ConnectionError, OSError, TimeoutError, asyncpg.PostgresConnectionError)):
+        return True
+    if isinstance(error, (asyncpg.exceptions.OperatorInterventionError, asyncpg.InterfaceError)):
+        return True
+    if isinstance(error, asyncpg.exceptions.InternalClientError):
+        return True
+    return not isinstance(error, asyncpg.PostgresError)
+
+
+class HeldDriverConnection:
+    """One PostgreSQL driver (asyncpg) connection taken from the engine's pool and kept by a background
+    writer, used outside any SQLAlchemy transaction (each statement commits on its own unless the writer
+    opens a driver transaction). `discard` gives it back invalidated, so the next `get` opens a fresh one."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._proxied: Any = None
+
+    async def get(self) -> Any:
+        """The asyncpg connection (opened at the first call and after `discard`)."""
+        if self._proxied is None:
+            self._proxied = await self.engine.raw_connection()
+        return self._proxied.driver_connection
+
+    async def discard(self) -> None:
+        proxied, self._proxied = self._proxied, None
+        if proxied is not None:
+            with contextlib.suppress(Exception):
+                await greenlet_spawn(proxied.invalidate)
+
+    async def close(self) -> None:
+        proxied, self._proxied = self._proxied, None
+        if proxied is not None:
+            with contextlib.suppress(Exception):
+                await greenlet_spawn(proxied.close)
+
+
 class BatchInsert:
     """An INSERT of many rows given as tuples in `columns` order, for the background writers (decision log,
     stock journal): the statement is compiled once per dialect and each value goes through its column
@@ -182,15 +227,17 @@ class BatchInsert:
         sql, prepared = self.prepared(connection.dialect, rows)
         await connection.exec_driver_sql(sql, prepared)
 
-    async def copy(self, connection: AsyncConnection, rows: Sequence[Sequence[Any]]) -> None:
-        """PostgreSQL: the rows through one COPY (asyncpg's binary copy) instead of an INSERT per row: the
-        database parses and plans nothing per row, and the rows go in one stream. One COPY is atomic."""
+    async def copy_driver(
+        self, driver_connection: Any, dialect: Dialect, rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """PostgreSQL: the rows through one COPY (asyncpg's binary copy) on an asyncpg connection instead of
+        an INSERT per row: the database parses and plans nothing per row, and the rows go in one stream.
+        One COPY is atomic; outside a transaction block it commits on its own."""
         if not rows:
             return
-        _, slots = self._for(connection.dialect)
-        _, prepared = self.prepared(connection.dialect, rows)
-        raw = await connection.get_raw_connection()
-        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+        _, slots = self._for(dialect)
+        _, prepared = self.prepared(dialect, rows)
+        await driver_connection.copy_records_to_table(
             self.table.name, records=prepared, columns=[self.columns[i] for i, _ in slots]
         )
 

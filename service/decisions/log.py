@@ -21,7 +21,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.base import aware
-from service.db.engine import BatchInsert, HeldConnection
+from service.db.engine import BatchInsert, HeldConnection, HeldDriverConnection, connection_lost
 from service.db.models.decisions import DecisionEntry
 from service.db.sqlite_writer import SqliteWriters
 from service.decisions.record import DecisionRecord
@@ -108,6 +108,9 @@ class SqlDecisionLog:
             raise TypeError("the decision log needs sessions bound to an AsyncEngine")
         self._connection = HeldConnection(bind)
         self._dialect = bind.dialect
+        # on PostgreSQL a batch is one COPY on a driver connection of the log's own (atomic, no transaction
+        # block around it)
+        self._driver = HeldDriverConnection(bind) if bind.dialect.name == "postgresql" else None
         # on a SQLite file a batch goes through the file's writer (see service.db.sqlite_writer)
         self._sqlite = (sqlite_writers or SqliteWriters()).for_url(bind.url)
         self.written = 0
@@ -156,10 +159,10 @@ class SqlDecisionLog:
                     )
                 else:
                     # a Core executemany on the table: the ORM bulk path costs the event loop more per row
-                    async with self._connection.transaction() as connection:
-                        if self._dialect.name == "postgresql":
-                            await _INSERT.copy(connection, [r.values() for r in batch])
-                        else:
+                    if self._driver is not None:
+                        await self._copy(self._driver, batch)
+                    else:
+                        async with self._connection.transaction() as connection:
                             await _INSERT.execute(connection, [r.values() for r in batch])
                 self.written += len(batch)
                 return
@@ -169,6 +172,14 @@ class SqlDecisionLog:
                 log.exception("writing %d decisions failed; retrying in %.2fs", len(batch), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def _copy(self, driver: HeldDriverConnection, batch: list[DecisionRecord]) -> None:
+        try:
+            await _INSERT.copy_driver(await driver.get(), self._dialect, [r.values() for r in batch])
+        except BaseException as error:
+            if not isinstance(error, Exception) or connection_lost(error):
+                await driver.discard()  # the retry starts on a fresh connection
+            raise
 
     async def flush(self) -> None:
         """Wait until every decision queued so far is written."""
@@ -186,6 +197,8 @@ class SqlDecisionLog:
         await cancel_and_wait(self._task)
         self._task = None
         await self._connection.close()
+        if self._driver is not None:
+            await self._driver.close()
         if self._sqlite is not None:
             await self._sqlite.close()
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.engine import session_factory
@@ -120,3 +120,24 @@ async def test_a_failed_write_keeps_its_batch_and_succeeds_on_a_new_connection(
     assert await rows(sessions) == 6
     for one in queued:
         assert await SqlDecisionLog(sessions).get(one.id) is not None
+
+
+async def test_a_terminated_postgresql_connection_is_replaced_and_the_batch_written(
+    sessions: async_sessionmaker[AsyncSession], db_engine: AsyncEngine
+) -> None:
+    if db_engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL connections only")
+    log = SqlDecisionLog(sessions)
+    log.start()
+    await log.record(record())
+    await log.flush()  # the writer now holds its own driver connection
+    driver = log._driver
+    assert driver is not None
+    pid = (await driver.get()).get_server_pid()
+    async with db_engine.connect() as conn:
+        await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    await log.record(record())
+    await asyncio.wait_for(log.flush(), 10)
+    assert (await driver.get()).get_server_pid() != pid
+    await log.close()
+    assert await rows(sessions) == 2
