@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from service.decisions.common import finish, known_item, stock_call
 from service.decisions.context import DecisionContext, TraceLevel
 from service.decisions.core import availability_facts
@@ -47,8 +49,9 @@ class _Shared:
     requests: dict[tuple[str, ...], list[PreparedPolicies]] = field(default_factory=dict)
     # (sku, location types) -> the SKU's low-stock thresholds there (trace none, no promotions)
     sku_thresholds: dict[tuple[str, frozenset[str]], dict[str, int]] = field(default_factory=dict)
-    # a request's SKUs -> its `rules` trace (no promotions: then it depends on nothing else); read only
-    traces: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
+    # a request's SKUs -> its `rules` trace (no promotions: then it depends on nothing else), encoded once:
+    # the answer and the decision log record both write these bytes as they are
+    traces: dict[tuple[str, ...], msgspec.Raw] = field(default_factory=dict)
 
 
 # (ruleset version, channel) pairs whose answers a snapshot keeps before it drops the oldest: a few channels
@@ -209,12 +212,12 @@ class ChannelPolicies:
             self.evaluations.append({"facts": facts, "rules": evaluated.evaluation.trace})
         return policy
 
-    def rules_trace(self, skus: Sequence[str]) -> list[dict[str, Any]]:
+    def rules_trace(self, skus: Sequence[str]) -> list[dict[str, Any]] | msgspec.Raw:
         """The `rules` trace of a request for `skus`: every distinct evaluation their policies came from, in
         the order first used, read from the shared answers after the decision (nothing is evaluated or
         copied per request for it beyond these few entries). Without promotions the list depends on the
-        SKUs alone: it is kept with the shared answers, and requests for the same SKUs answer the same
-        (read-only) list."""
+        SKUs alone: it is kept with the shared answers, encoded as JSON once, and requests for the same SKUs
+        answer (and log) the same bytes."""
         md = self.ctx.master_data
         if md.promotions or self.trace != "rules":
             return self._rules_trace(skus)
@@ -222,7 +225,7 @@ class ChannelPolicies:
         kept = self._shared.traces
         found = kept.get(key)
         if found is None:
-            found = self._rules_trace(skus)
+            found = msgspec.Raw(msgspec.json.encode(self._rules_trace(skus)))
             if len(kept) > 4096:
                 kept.clear()
             kept[key] = found

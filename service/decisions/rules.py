@@ -8,7 +8,7 @@ same small interface, so the decisions do not care which one they get.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +21,7 @@ from service.rules.language import (
     ruleset_sha256,
 )
 from service.rules.language.evaluation import TraceLevel
+from service.rules.reuse import EvaluationReuse
 
 
 class Evaluated(Protocol):
@@ -76,9 +77,16 @@ class FileRuleset:
     sha256: str
     evaluator: Evaluator
     version: int = 0
+    reuse: EvaluationReuse = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reuse", EvaluationReuse(self.evaluator))
 
     def evaluate(self, facts: Mapping[str, Any], trace: TraceLevel = "rules") -> FileEvaluation:
-        return FileEvaluation(self.name, self.version, self.sha256, self.evaluator.evaluate(facts, trace))
+        """Evaluate `facts`; an earlier evaluation of the same fact values may answer (`service.rules.reuse`)."""
+        return FileEvaluation(
+            self.name, self.version, self.sha256, self.reuse.evaluate(self.evaluator, facts, trace)
+        )
 
     def shadow_evaluate(self, facts: Mapping[str, Any], active: Any = None) -> None:
         return None

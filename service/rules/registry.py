@@ -30,6 +30,7 @@ from service.rules import repository as repo
 from service.rules.fleet import Heartbeat, WorkerIdentity, record_heartbeat, remove_heartbeat
 from service.rules.language import Evaluation, Evaluator, compile_ruleset, parse_ruleset
 from service.rules.lifecycle import seed_if_empty
+from service.rules.reuse import EvaluationReuse
 from service.rules.trial import TrialWorker
 from service.settings import EngineName, Settings
 from service.tasks import cancel_and_wait
@@ -109,13 +110,21 @@ class CompiledVersion:
     version: int
     sha256: str
     evaluator: Evaluator
+    reuse: EvaluationReuse = field(init=False, repr=False, compare=False)
 
-    def evaluate(self, facts: Mapping[str, Any], trace: TraceLevel) -> RulesetEvaluation:
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reuse", EvaluationReuse(self.evaluator))
+
+    def evaluate(self, facts: Mapping[str, Any], trace: TraceLevel, reuse: bool = True) -> RulesetEvaluation:
+        """Evaluate `facts`; with `reuse`, an earlier evaluation of the same fact values may answer
+        (`service.rules.reuse`)."""
+        evaluation = (
+            self.reuse.evaluate(self.evaluator, facts, trace)
+            if reuse
+            else self.evaluator.evaluate(facts, trace)
+        )
         return RulesetEvaluation(
-            name=self.name,
-            version=self.version,
-            sha256=self.sha256,
-            evaluation=self.evaluator.evaluate(facts, trace),
+            name=self.name, version=self.version, sha256=self.sha256, evaluation=evaluation
         )
 
 
@@ -142,8 +151,8 @@ class ActiveRuleset:
             return None
         version = self.shadow_version
         try:
-            primary = active if active is not None else self.evaluate(facts, "none")
-            shadow = version.evaluate(facts, "none")
+            primary = active if active is not None else self.compiled.evaluate(facts, "none", reuse=False)
+            shadow = version.evaluate(facts, "none", reuse=False)
         except Exception as exc:  # the shadow is observed, never trusted: its failure is data
             return ShadowComparison(
                 name=version.name,

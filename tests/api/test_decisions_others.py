@@ -79,6 +79,16 @@ async def test_the_default_trace_lists_every_distinct_evaluation_also_after_untr
     assert [e["facts"] for e in evaluations] == [e["facts"] for e in full["trace"]["evaluations"]]
 
 
+async def test_the_kept_rules_trace_is_answered_and_logged_alike(dapi: DecisionsApi) -> None:
+    # the second request answers the `rules` trace kept (encoded) with the shared answers, and logs it
+    request = {"channel": "ecommerce", "skus": ["MUG-002", "TEE-001"]}
+    first, second = [(await dapi.post("availability", request)).json() for _ in range(2)]
+    assert second["trace"] == first["trace"] and len(second["trace"]["evaluations"]) == 8
+    for answered in (first, second):
+        response = await dapi.client.as_("decide").get(f"/v1/decisions/{answered['decision_id']}")
+        assert response.status_code == 200 and response.json()["trace"] == answered["trace"]
+
+
 async def test_availability_agrees_with_what_a_reservation_grants(dapi: DecisionsApi) -> None:
     await dapi.snapshot(
         [SnapshotRow("MUG-002", "dc-manchester", 0), SnapshotRow("MUG-002", "store-leeds", 6)]

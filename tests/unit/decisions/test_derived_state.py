@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
+
 from service.decisions.allocation import decide_allocation
 from service.decisions.availability import SHARED_KEPT, _Shared, decide_availability
 from service.decisions.context import DecisionContext
@@ -110,7 +112,9 @@ async def test_the_rules_trace_kept_for_a_list_of_skus_is_the_one_built_afresh()
         ctx = DecisionContext(store, md, RULESETS, NullDecisionLog(), datetime.now(UTC))
         record = await decide_availability(ctx, AvailabilityRequest(channel="ecommerce", skus=skus), "rules")
         assert record.trace is not None
-        evaluations: list[dict[str, object]] = record.trace["evaluations"]
+        kept = record.trace["evaluations"]
+        assert isinstance(kept, msgspec.Raw)  # encoded once, answered and logged as these bytes
+        evaluations: list[dict[str, object]] = msgspec.json.decode(kept)
         return evaluations
 
     md = snapshot()

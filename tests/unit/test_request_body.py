@@ -1,0 +1,78 @@
+"""`StrictRequest.body()` reads the ASGI receive messages itself: a body in several chunks arrives whole,
+and one past the size limit is refused whether its length was announced or only streamed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Litestar, post
+
+from service.api.body import StrictRequest
+
+
+class Order(msgspec.Struct):
+    sku: str
+    qty: int
+
+
+@post("/orders", status_code=200)
+async def take(data: Order) -> dict[str, Any]:
+    return {"sku": data.sku, "qty": data.qty}
+
+
+APP = Litestar([take], request_class=StrictRequest, request_max_body_size=64)
+
+
+async def send(chunks: list[bytes], announce: bool) -> tuple[int, bytes]:
+    headers = [(b"content-type", b"application/json")]
+    if announce:
+        headers.append((b"content-length", str(sum(map(len, chunks))).encode()))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/orders",
+        "raw_path": b"/orders",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    pending = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)
+    ]
+    out: dict[str, Any] = {"status": 0, "body": b""}
+
+    async def receive() -> dict[str, Any]:
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def reply(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            out["status"] = message["status"]
+        elif message["type"] == "http.response.body":
+            out["body"] += message.get("body", b"")
+
+    await APP(scope, receive, reply)  # type: ignore[arg-type]
+    return out["status"], out["body"]
+
+
+async def test_a_body_in_several_chunks_is_read_whole() -> None:
+    status, body = await send([b'{"sku": "TE', b"", b'E-001", "qty"', b": 3}"], announce=False)
+    assert status == 200 and msgspec.json.decode(body) == {"sku": "TEE-001", "qty": 3}
+
+
+async def test_a_body_past_the_limit_is_413_announced_or_streamed() -> None:
+    big = [b'{"sku": "' + b"x" * 40, b"y" * 40 + b'", "qty": 1}']
+    assert (await send(big, announce=True))[0] == 413
+    assert (await send(big, announce=False))[0] == 413
+
+
+async def test_a_body_at_the_limit_is_read() -> None:
+    exact = b'{"sku": "' + b"x" * (64 - 21) + b'", "qty": 1}'
+    assert len(exact) == 64
+    assert (await send([exact[:10], exact[10:]], announce=False))[0] == 200
