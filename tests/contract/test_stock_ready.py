@@ -24,11 +24,6 @@ from tests.contract.stock_backends import FakeClock, open_backend
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 async def store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[RedisStockStore]:
     async with open_backend("redis", request, clock) as opened:
         assert isinstance(opened, RedisStockStore)
