@@ -56,7 +56,7 @@ async def test_a_sku_without_stock_leaves_no_answer(store: RedisStockStore) -> N
     assert await ready(store, "NOPE") is None
 
 
-async def test_every_change_drops_the_answer_of_the_skus_it_touches(
+async def test_every_change_drops_or_rewrites_the_answer_of_the_skus_it_touches(
     store: RedisStockStore, clock: FakeClock
 ) -> None:
     async def read_then(change: object) -> None:
@@ -66,7 +66,15 @@ async def test_every_change_drops_the_answer_of_the_skus_it_touches(
         assert await ready(store, "SKU1") is None, change
         assert await ready(store, "SKU2") is not None, change  # untouched SKU keeps its answer
 
-    await read_then(store.reserve(ask("k1")))
+    # a reservation writes the answers of the SKUs it took from again, with its hold as the earliest
+    await store.get_available(["SKU1", "SKU2"])
+    taken = await store.reserve(ask("k1"))
+    assert taken.reservation is not None
+    expires_ms = to_ms(taken.reservation.expires_at)
+    assert await ready(store, "SKU1") == f'{expires_ms}|{{"S1":3,"S2":4}}'.encode()
+    # and so does one refused (what it found, for the caller's next plan)
+    assert not (await store.reserve(ask("k-short", qty=9))).granted
+    assert await ready(store, "SKU1") == f'{expires_ms}|{{"S1":3,"S2":4}}'.encode()
     # a commit takes sellable and reserved down together: availability stays, and so may the answer (its
     # earliest hold, now gone, only makes a read at that time take the script once)
     await store.get_available(["SKU1"])

@@ -9,12 +9,6 @@ local now = tonumber(ARGV[1])
 local out = {}
 for i = 1, #KEYS, 4 do
   prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], now)
-  local text = avail_json(KEYS[i + 3])
-  -- a SKU without any location gets none: a read of SKUs that do not exist must not leave keys behind
-  if text ~= '{}' then
-    local first = redis.call('ZRANGE', KEYS[i + 1], 0, 0, 'WITHSCORES')
-    redis.call('SET', KEYS[i + 3] .. ':ready', (first[2] or '') .. '|' .. text)
-  end
-  out[#out + 1] = text
+  out[#out + 1] = ready_write(KEYS[i + 1], KEYS[i + 3])
 end
 return '[' .. table.concat(out, ',') .. ']'

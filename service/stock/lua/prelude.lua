@@ -84,3 +84,15 @@ local function avail_json(avail)
   end
   return '{' .. table.concat(parts, ',') .. '}'
 end
+
+-- A SKU's availability as avail_json writes it, kept as the SKU's ready answer with its earliest hold
+-- expiry (see avail_add); a SKU without any location gets none, so that a read of SKUs that do not exist
+-- leaves no keys behind
+local function ready_write(hold, avail)
+  local text = avail_json(avail)
+  if text ~= '{}' then
+    local first = redis.call('ZRANGE', hold, 0, 0, 'WITHSCORES')
+    redis.call('SET', avail .. ':ready', (first[2] or '') .. '|' .. text)
+  end
+  return text
+end

@@ -61,7 +61,7 @@ if #granted == 0 or (#short > 0 and not partial) then
   -- nothing taken: with the short lines, each SKU's availability summary as this call found it, so that a
   -- caller planning on stock can plan again without another read
   local seen = {}
-  for i = first, #KEYS, 4 do seen[#seen + 1] = avail_json(KEYS[i + 3]) end
+  for i = first, #KEYS, 4 do seen[#seen + 1] = ready_write(KEYS[i + 1], KEYS[i + 3]) end
   return {'short', short, '[' .. table.concat(seen, ',') .. ']'}
 end
 local parts, lines, flat, counted, order = {}, {}, {}, {}, {}
@@ -95,4 +95,7 @@ if #order > 0 then
   redis.call('HSET', resv, 'cday', day, 'cap', capenc)
   for k = 3, 5 do redis.call('PEXPIRE', KEYS[k], keep) end
 end
+-- the SKUs taken from have their ready answers written again now, not only dropped: the next read of a SKU
+-- that is being ordered (the next order's plan) then takes it without a script
+for i, _ in pairs(parts) do ready_write(KEYS[i + 1], KEYS[i + 3]) end
 return {'granted', flat, short, next_seq()}
