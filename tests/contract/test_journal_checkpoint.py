@@ -123,6 +123,8 @@ async def contents(client: Any, prefix: str) -> dict[str, Any]:
         key = raw.decode()
         if key == f"{prefix}rebuilding" or key == f"{prefix}built" or key.startswith(f"{prefix}built:"):
             continue  # the markers (one per slot on a cluster) say when and from where they were rebuilt
+        if key.endswith(":ready"):
+            continue  # a SKU's ready availability answer: written by reads and reservations, none by the rebuild
         kind = (await client.type(raw)).decode()
         value: Any
         if kind == "hash":
