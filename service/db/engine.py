@@ -144,6 +144,17 @@ class HeldDriverConnection:
             self._proxied = await self.engine.raw_connection()
         return self._proxied.driver_connection
 
+    @contextlib.asynccontextmanager
+    async def using(self) -> AsyncIterator[Any]:
+        """The asyncpg connection for one write; an error that leaves it lost or in an unknown state (see
+        `connection_lost`, or a cancellation mid-statement) discards it, so the next write opens a fresh one."""
+        try:
+            yield await self.get()
+        except BaseException as error:
+            if not isinstance(error, Exception) or connection_lost(error):
+                await self.discard()
+            raise
+
     async def discard(self) -> None:
         proxied, self._proxied = self._proxied, None
         if proxied is not None:

@@ -21,7 +21,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.base import aware
-from service.db.engine import BatchInsert, HeldConnection, HeldDriverConnection, connection_lost
+from service.db.engine import BatchInsert, HeldConnection, HeldDriverConnection
 from service.db.models.decisions import DecisionEntry
 from service.db.sqlite_writer import SqliteWriters
 from service.decisions.record import DecisionRecord
@@ -174,12 +174,9 @@ class SqlDecisionLog:
                 delay = min(delay * 2, 5.0)
 
     async def _copy(self, driver: HeldDriverConnection, batch: list[DecisionRecord]) -> None:
-        try:
-            await _INSERT.copy_driver(await driver.get(), self._dialect, [r.values() for r in batch])
-        except BaseException as error:
-            if not isinstance(error, Exception) or connection_lost(error):
-                await driver.discard()  # the retry starts on a fresh connection
-            raise
+        # a lost connection is discarded: the retry starts on a fresh one
+        async with driver.using() as connection:
+            await _INSERT.copy_driver(connection, self._dialect, [r.values() for r in batch])
 
     async def flush(self) -> None:
         """Wait until every decision queued so far is written."""

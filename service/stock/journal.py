@@ -22,7 +22,7 @@ import msgspec
 from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.db.engine import BatchInsert, HeldConnection, HeldDriverConnection, connection_lost
+from service.db.engine import BatchInsert, HeldConnection, HeldDriverConnection
 from service.db.models.stock import StockCheckpoint, StockExceptionRecord, StockJournalEntry
 from service.db.sqlite_writer import SqliteWriter, SqliteWriters
 from service.stock.ledger import Delta
@@ -206,8 +206,7 @@ class Journal:
     ) -> list[int | None]:
         """The batch through the journal's own driver connection; a connection that is lost, or whose
         state is unknown (the write was cut off), is replaced before the next batch."""
-        try:
-            connection = await driver.get()
+        async with driver.using() as connection:
             columns = _pg_columns(entries)
             if all(entry.exception is None for entry in entries):  # nearly always
                 await connection.execute(_PG_INSERT, *columns)
@@ -228,10 +227,6 @@ class Journal:
                         )
                     )
             return ids
-        except BaseException as error:
-            if not isinstance(error, Exception) or connection_lost(error):
-                await driver.discard()
-            raise
 
     async def close(self) -> None:
         if self._writer is not None:
