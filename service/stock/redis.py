@@ -8,11 +8,12 @@ Keys (prefix `rp:` by default); every key of one SKU carries the hash tag `{SKU}
 - `avail:{SKU}` hash `LOC` -> sellable - reserved (not clamped) for every location with any bucket: the
   availability summary, changed by every script that changes a sellable or reserved bucket, in the same
   call, so that availability reads it instead of walking the buckets (and clamps it at 0);
-- `avail:{SKU}:ready` string `NEXT|JSON`: the SKU's availability answer as the available script last wrote
-  it (JSON: location -> available, clamped), NEXT the earliest expiry in `hold:{SKU}` then ('' without
-  holds). Every change of `avail:{SKU}` (and a hold put back or moved earlier) deletes it in the same
-  call, and a reservation writes the answers of the SKUs it took from again, so on one node an availability read is EXISTS of the marker and one MGET, no script, while every
-  SKU's answer is there and its NEXT is not due (otherwise the script prunes and writes it again);
+- `avail:{SKU}:ready` string `NEXT|JSON`: the SKU's availability answer as the available or reserve script
+  last wrote it (JSON: location -> available, clamped), NEXT the earliest expiry in `hold:{SKU}` then (''
+  without holds). Every change of `avail:{SKU}` (and a hold put back or moved earlier) deletes it in the
+  same call, and a reservation writes the answers of the SKUs it took from again, so on one node an
+  availability read is EXISTS of the marker and one MGET, no script, while every SKU's answer is there
+  and its NEXT is not due (otherwise the script prunes and writes it again);
 - `events`: the set of applied event ids, one for the whole store (an event id is unique across SKUs, as
   on every backend); every script that applies events lists it once per SKU;
 - in `stock:{SKU}` too, the demand rate kept from sales: `e:LOC` (rate), `u:LOC` (its ms), `n:LOC` (updates);

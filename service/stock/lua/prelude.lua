@@ -23,7 +23,7 @@ end
 -- listed). A part counts in `r:LOC` exactly while its id is in the hold index; pruning releases it.
 -- A capacity day's keys take the place of (stock, hold, part) with no avail (nil).
 -- Every change of a SKU's avail hash goes through avail_add, which drops the SKU's ready availability answer
--- (`avail:{SKU}:ready`, the avail key's name + ':ready', written by available.lua: 'NEXT|JSON', NEXT the
+-- (`avail:{SKU}:ready`, the avail key's name + ':ready', written by ready_write: 'NEXT|JSON', NEXT the
 -- earliest hold expiry in ms or '' without holds, JSON what available.lua answers for the SKU), so that a
 -- ready answer present is always the summary as it is now. A hold added comes with an avail change, so the
 -- answer's NEXT is never later than the earliest hold (a hold put back or moved earlier without one calls
