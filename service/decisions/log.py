@@ -5,7 +5,9 @@ decision. A failed write is retried with back-off, keeping the batch. `close` fl
 Decisions still queued are readable from this process through `get`, so a decision can be fetched by id
 as soon as it has been answered. On a SQLite file each batch is written by the file's writer on the
 event loop (`service.db.sqlite_writer`), in the same transaction as the stock journal's entries of that
-turn of the loop.
+turn of the loop, at most `SQLITE_SLICE` decisions per turn: encoding and inserting a decision costs the
+loop tens of microseconds, and the slice bounds how long the worker's requests (and, through the write
+lock, the other workers' journal entries) wait behind the log.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ log = logging.getLogger(__name__)
 # Under load the writer lets a batch gather this long before writing it: a transaction costs far more
 # than a row, and no request waits on the log (a decision is readable from memory until written).
 GATHER_SECONDS = 0.05
+# On a SQLite file, decisions encoded and inserted in one turn of the event loop (one transaction, shared
+# with that turn's journal entries): about a millisecond of the loop for availability answers.
+SQLITE_SLICE = 16
 _DECISIONS: Table = DecisionEntry.__table__  # type: ignore[assignment]
 _INSERT = BatchInsert(_DECISIONS, DecisionRecord.COLUMNS)
 
@@ -151,12 +156,16 @@ class SqlDecisionLog:
 
     async def _write(self, batch: list[DecisionRecord]) -> None:
         delay = 0.05
+        done = 0  # decisions of the batch committed so far (SQLite writes it in slices)
         while True:
             try:
                 if self._sqlite is not None:
-                    await self._sqlite.submit(
-                        _write_sqlite, _INSERT.prepared(self._dialect, [r.values() for r in batch])
-                    )
+                    while done < len(batch):
+                        part = batch[done : done + SQLITE_SLICE]
+                        await self._sqlite.submit(
+                            _write_sqlite, _INSERT.prepared(self._dialect, [r.values() for r in part])
+                        )
+                        done += len(part)
                 else:
                     # a Core executemany on the table: the ORM bulk path costs the event loop more per row
                     if self._driver is not None:

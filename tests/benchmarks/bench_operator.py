@@ -20,7 +20,8 @@ work falls on all alike; a ratio is that of the mean rates over the rounds. Meas
 
 and per server the requests per CPU-second of the server's processes (its parent and workers, from /proc),
 and p50/p99 of each endpoint at the default trace level at half its measured maximum rate (the open-loop
-client of bench_decisions.py, 16 connections). Without wrk the benchmark is skipped, except under CI.
+client of bench_decisions.py, 16 connections), with how many of those connections each worker holds and,
+per process (client, Redis, each worker), the share of the time it ran and the share it waited for a CPU. Without wrk the benchmark is skipped, except under CI.
 Run: `make bench`, or `PYTHONPATH=. .venv/bin/python tests/benchmarks/bench_operator.py` (prints JSON).
 """
 
@@ -43,6 +44,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from service.cli import SERVERS
 from tests.benchmarks.bench_decisions import (
@@ -291,6 +293,7 @@ async def measure(tmp: Path, wrk: str) -> dict[str, Any]:
 async def latency(s: Served) -> dict[str, Any]:
     """p50/p99 (ms) of each endpoint at the default trace level at half its measured maximum rate."""
     out: dict[str, Any] = {}
+    redis_pid = int(redis.Redis(host="127.0.0.1", port=6379).info("server")["process_id"])
     for name, path, template in (
         ("availability", "/v1/decisions/availability", AVAILABILITY_BODY.decode()),
         ("allocation", "/v1/decisions/allocation", ALLOCATION_TEMPLATE),
@@ -304,13 +307,69 @@ async def latency(s: Served) -> dict[str, Any]:
                 body = body.replace(f"@S{k}@", str((n + k) % 10))
             return request_bytes(path, body.encode(), s.key)
 
-        values = sorted(await open_loop(s.ours[1], make, rate, LATENCY_SECONDS))
+        processes = {"client": os.getpid(), "redis": redis_pid}
+        processes.update({f"worker-{pid}": pid for pid in children(s.ours[0])})
+        before, started = {k: schedstat(p) for k, p in processes.items()}, time.perf_counter()
+        loop = asyncio.create_task(open_loop(s.ours[1], make, rate, LATENCY_SECONDS))
+        await asyncio.sleep(LATENCY_SECONDS / 2)
+        connections = {
+            k: connections_to(s.ours[1], p) for k, p in processes.items() if k.startswith("worker")
+        }
+        values = sorted(await loop)
+        elapsed = time.perf_counter() - started
         out[name] = {
             "offered_rps": round(rate),
             "p50_ms": round(statistics.median(values), 2),
             "p99_ms": round(values[int(len(values) * 0.99) - 1], 2),
+            # the client's connections held by each worker, and per process the share of the wall time it
+            # ran on a CPU and the share it waited for one (runnable, on the run queue: the machine's cores
+            # were busy with other processes)
+            "connections": connections,
+            "cpu": {
+                k: {
+                    "running": round((schedstat(p)[0] - before[k][0]) / elapsed, 3),
+                    "waiting": round((schedstat(p)[1] - before[k][1]) / elapsed, 3),
+                }
+                for k, p in processes.items()
+            },
         }
     return out
+
+
+def children(pid: int) -> list[int]:
+    """The worker processes of the `serve` command `pid` (not multiprocessing's resource tracker)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+    return found
+
+
+def schedstat(pid: int) -> tuple[float, float]:
+    """Seconds the process `pid` has run on a CPU and waited on the run queue (its main thread's)."""
+    try:
+        ran, waited, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except (FileNotFoundError, ValueError):
+        return (0.0, 0.0)
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
+def connections_to(port: int, pid: int) -> int:
+    """Established TCP connections on local `port` whose socket the process `pid` holds."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "01":
+            inodes.add(fields[9])
+    held = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        held += target.startswith("socket:[") and target[8:-1] in inodes
+    return held
 
 
 def report(s: Served, latencies: dict[str, Any]) -> dict[str, Any]:

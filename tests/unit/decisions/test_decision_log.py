@@ -10,11 +10,13 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service.db.engine import session_factory
+from service.db.engine import create_engine, session_factory
 from service.db.models.decisions import DecisionEntry
+from service.db.sqlite_writer import SqliteWriters
 from service.decisions.ids import new_decision_id
-from service.decisions.log import SqlDecisionLog
+from service.decisions.log import SQLITE_SLICE, SqlDecisionLog
 from service.decisions.record import DecisionRecord
+from service.settings import DatabaseSettings
 
 
 @pytest.fixture
@@ -141,3 +143,23 @@ async def test_a_terminated_postgresql_connection_is_replaced_and_the_batch_writ
     assert (await driver.get()).get_server_pid() != pid
     await log.close()
     assert await rows(sessions) == 2
+
+
+async def test_on_a_sqlite_file_a_batch_is_written_a_slice_per_transaction(migrated_sqlite_url: str) -> None:
+    engine = create_engine(DatabaseSettings(url=migrated_sqlite_url))
+    sessions = session_factory(engine)
+    writers = SqliteWriters()
+    writer = writers.for_url(migrated_sqlite_url)
+    assert writer is not None
+    log = SqlDecisionLog(sessions, sqlite_writers=writers)
+    count = 2 * SQLITE_SLICE + 3
+    for _ in range(count):
+        await log.record(record())
+    before = writer.transactions
+    log.start()  # the whole queue is one batch
+    await log.flush()
+    # each slice of the batch is a transaction of its own: a turn of the loop holds at most one slice
+    assert writer.transactions - before == 3
+    assert await rows(sessions) == count
+    await log.close()
+    await engine.dispose()
