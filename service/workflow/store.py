@@ -40,7 +40,7 @@ from service.db.models import ApprovalCase, ApprovalStep
 from service.decisions.ids import new_decision_id
 from service.workflow.batches import Batches
 from service.workflow.exceptions import SYSTEM
-from service.workflow.writes import STUCK, Stale, Step, Transition
+from service.workflow.writes import CASE_BINDS, STUCK, Stale, Step, Transition
 
 _CASES: Table = ApprovalCase.__table__  # type: ignore[assignment]
 CASE_NAMES = tuple(c.name for c in _CASES.columns)
@@ -222,7 +222,9 @@ class CaseStore:
             params.append(value)
             return f"${len(params)}"
 
-        sets = ", ".join(f"{name} = {p(value, _CASES.c[name])}" for name, value in t.values.items())
+        sets = ", ".join(
+            f"{name} = {p(CASE_BINDS(name, value, self.dialect))}" for name, value in t.values.items()
+        )
         case_id = p(t.case["id"])
         parts = [
             f"c_moved AS (UPDATE approval_cases SET {sets} WHERE id = {case_id} "

@@ -18,7 +18,7 @@ since it was read (`Stale`):
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -58,6 +58,27 @@ _CLEAR = (
     "WHERE kind = ? AND key = ? AND state <> 'resolved' "  # the partial unique index's condition
     "RETURNING id, location, sku"
 )
+
+
+class ColumnBinds:
+    """How each column of a table goes to a dialect's driver (`bound`), worked out once per dialect name
+    and column."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self._found: dict[tuple[str, str], Callable[[Any], Any] | None] = {}
+
+    def __call__(self, name: str, value: Any, dialect: Dialect) -> Any:
+        """`value` of column `name` as `dialect`'s driver takes it."""
+        key = (dialect.name, name)
+        try:
+            process = self._found[key]
+        except KeyError:
+            process = self._found[key] = bound(self.table.c[name].type, dialect)
+        return value if process is None or value is None else process(value)
+
+
+CASE_BINDS = ColumnBinds(_CASES)
 
 
 class Stale(Exception):
@@ -265,10 +286,7 @@ def for_sqlite(t: Transition, dialect: Dialect) -> SqliteTransition:
     """`t` prepared for `write_sqlite` (the values through their column types, on the caller's loop)."""
     names = list(t.values)
     sets = ", ".join(f"{name} = ?" for name in names)
-    params = []
-    for name in names:
-        value, process = t.values[name], bound(_CASES.c[name].type, dialect)
-        params.append(value if process is None or value is None else process(value))
+    params = [CASE_BINDS(name, t.values[name], dialect) for name in names]
     step = t.step
     step_row = (step.case_id, step.at, step.action, step.actor, step.role, step.comment, step.detail)
     rows = {
