@@ -37,14 +37,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from service.db.base import aware, utc_now
 from service.db.models import ApprovalCase, ApprovalCaseRole, ApprovalStep, ChangeRequest, ItemPrice
 from service.db.sqlite_writer import SqliteWriter, SqliteWriters, sqlite_file
-from service.decisions.approvals import transfer_floor
-from service.decisions.context import DecisionContext, DecisionServices, context_from
+from service.decisions.context import DecisionServices
 from service.domain.cases import Approval, acting_role, refusal, satisfied
 from service.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
 from service.masterdata import MasterDataCache
 from service.security.audit import audit
 from service.stock import StockEvent
-from service.workflow.batches import Batches
+from service.workflow.floors import Floors
 from service.workflow.moves import Moves
 from service.workflow.outbox import add_event
 from service.workflow.rounds import ATTEMPTS, SYSTEM_ACTOR, overdue, receive_shipments, sweep_cases
@@ -105,12 +104,12 @@ class Workflow:
     _lock: asyncio.Lock | None = field(init=False, default=None)
     _sqlite: tuple[SqliteWriter, Any] | None = field(init=False, default=None)  # (writer, dialect)
     _moves: Moves = field(init=False)
-    _floors: Batches[FloorCheck, dict[str, Any] | None] = field(init=False)
+    _floors: Floors = field(init=False)
     _store: CaseStore = field(init=False)
 
     def __post_init__(self) -> None:
         self._moves = Moves(lambda: self.services.stock)
-        self._floors = Batches(self._floor_batch, MAX_FLOOR_CHECKS)
+        self._floors = Floors(self.services)
         engine = self.services.engine
         path = None
         if engine.dialect.name == "sqlite":
@@ -540,19 +539,8 @@ class Workflow:
     async def _source_floor_breach(
         self, sku: str, source: str, qty: int, now: datetime
     ) -> dict[str, Any] | None:
-        """Whether moving `qty` of `sku` away from `source` now breaches its floor (None: it does not);
-        checked together with the checks handed over meanwhile (`_floor_batch`)."""
-        return await self._floors.submit(FloorCheck(sku, source, qty, now))
-
-    async def _floor_batch(self, checks: list[FloorCheck]) -> list[dict[str, Any] | None]:
-        """Floor checks made together: one read of live stock for all their SKUs, at the latest of their
-        times (they are all answered now)."""
-        now = max(check.now for check in checks)
-        ctx = context_from(self.services, SYSTEM_ACTOR, now, await self.services.master_data.get(now))
-        md = ctx.master_data
-        known = list(dict.fromkeys(check.sku for check in checks if check.sku in md.items))
-        stock = await self.services.stock.get_available(known) if known else {}
-        return [_floor_breach(ctx, check, stock.get(check.sku, {}).get(check.source, 0)) for check in checks]
+        """Whether moving `qty` of `sku` away from `source` now breaches its floor (None: it does not)."""
+        return await self._floors.breach(sku, source, qty, now)
 
     async def receive(self, events: Sequence[StockEvent], statuses: Sequence[str]) -> int:
         """Close executed transfers whose shipment a `transfer_in` names; answers how many."""
@@ -564,34 +552,6 @@ class Workflow:
         """One round: escalate or expire pending cases past their SLA, execute approved cases left
         unexecuted (a worker stopped between approving and moving stock). Safe on many workers at once."""
         return await sweep_cases(self, now or self.clock(), limit)
-
-
-@dataclass(frozen=True, slots=True)
-class FloorCheck:
-    sku: str
-    source: str
-    qty: int
-    now: datetime
-
-
-MAX_FLOOR_CHECKS = 100  # per read of live stock; more wait for the next one
-
-
-def _floor_breach(ctx: DecisionContext, check: FloorCheck, available: int) -> dict[str, Any] | None:
-    sku, source, qty = check.sku, check.source, check.qty
-    item = ctx.master_data.items.get(sku)
-    location = ctx.master_data.locations.get(source)
-    if item is None or location is None:
-        return {"reason": f"{'sku ' + sku if item is None else 'location ' + source} is no longer known"}
-    floor = transfer_floor(ctx, item, location)
-    if available - qty >= floor:
-        return None
-    return {
-        "reason": f"moving {qty} would leave {available - qty} available at {source}, below its floor {floor}",
-        "available": available,
-        "floor": floor,
-        "qty": qty,
-    }
 
 
 def _invalid(field_name: str, reason: str) -> Invalid:
