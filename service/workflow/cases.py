@@ -37,19 +37,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from service.db.base import aware, utc_now
 from service.db.models import ApprovalCase, ApprovalCaseRole, ApprovalStep, ChangeRequest, ItemPrice
 from service.db.sqlite_writer import SqliteWriter, SqliteWriters, sqlite_file
-from service.decisions.approvals import transfer_floor
-from service.decisions.context import DecisionServices, context_from
+from service.decisions.context import DecisionServices
 from service.domain.cases import Approval, acting_role, refusal, satisfied
 from service.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
 from service.masterdata import MasterDataCache
 from service.security.audit import audit
 from service.stock import StockEvent
+from service.workflow.floors import Floors
 from service.workflow.moves import Moves
 from service.workflow.outbox import add_event
 from service.workflow.rounds import ATTEMPTS, SYSTEM_ACTOR, overdue, receive_shipments, sweep_cases
-from service.workflow.store import CaseStore, writes_in_one_statement
+from service.workflow.store import CaseStore, RequestRow, writes_in_one_statement
 from service.workflow.writes import (
     Stale,
+    Step,
     Transition,
     case_summary,
     for_sqlite,
@@ -66,6 +67,8 @@ RECOVERY_GRACE = timedelta(seconds=30)  # an approved case this old is executed 
 Clock = Callable[[], datetime]
 Hook = Callable[[str, str], Awaitable[None]]
 CASE_COLUMNS = list(ApprovalCase.__table__.columns)
+AnyRequest = ChangeRequest | RequestRow  # through the session, or as the case store reads it
+AnyStep = Step | ApprovalStep
 
 
 def case_from_row(row: Any) -> dict[str, Any]:
@@ -101,10 +104,12 @@ class Workflow:
     _lock: asyncio.Lock | None = field(init=False, default=None)
     _sqlite: tuple[SqliteWriter, Any] | None = field(init=False, default=None)  # (writer, dialect)
     _moves: Moves = field(init=False)
+    _floors: Floors = field(init=False)
     _store: CaseStore = field(init=False)
 
     def __post_init__(self) -> None:
         self._moves = Moves(lambda: self.services.stock)
+        self._floors = Floors(self.services)
         engine = self.services.engine
         path = None
         if engine.dialect.name == "sqlite":
@@ -174,7 +179,7 @@ class Workflow:
             raise NotFound(f"no request for case {case['id']!r}", [FieldError("id", "no request")])
         return found
 
-    async def read(self, case_id: str) -> tuple[dict[str, Any], ChangeRequest, list[ApprovalStep]]:
+    async def read(self, case_id: str) -> tuple[dict[str, Any], AnyRequest, list[AnyStep]]:
         """A case, its request and its steps, outside any transaction (see `service.workflow.store`)."""
         if not self._store.usable:
             async with self.sessions() as session:
@@ -186,9 +191,9 @@ class Workflow:
         case, request, steps = found
         if request is None:  # a case is always opened with its request, in one transaction
             raise NotFound(f"no request for case {case_id!r}", [FieldError("id", "no request")])
-        return case, request, steps
+        return case, request, list[AnyStep](steps)
 
-    async def steps(self, session: AsyncSession, case_id: str) -> list[ApprovalStep]:
+    async def steps(self, session: AsyncSession, case_id: str) -> list[AnyStep]:
         query = select(ApprovalStep).where(ApprovalStep.case_id == case_id).order_by(ApprovalStep.id)
         return list((await session.execute(query)).scalars())
 
@@ -196,11 +201,12 @@ class Workflow:
         self,
         session: AsyncSession | None,
         case_id: str,
-        known: tuple[dict[str, Any], ChangeRequest, list[ApprovalStep]] | None = None,
+        known: tuple[dict[str, Any], AnyRequest, list[AnyStep]] | None = None,
     ) -> dict[str, Any]:
         """A case with its approval mode, the approvals that count now and every step (`known`: the case,
         its request and its steps as this worker just wrote them, saving their reads; then `session` may
         be None)."""
+        request: AnyRequest
         if known is None:
             assert session is not None
             case = await self.load(session, case_id)
@@ -236,7 +242,7 @@ class Workflow:
         comment: str | None = None,
         changes: dict[str, Any] | None = None,
         extra_events: Sequence[tuple[str, dict[str, Any]]] = (),
-        written: list[ApprovalStep] | None = None,
+        written: list[AnyStep] | None = None,
     ) -> dict[str, Any]:
         """Move `case` (as read, at its version) one step, or raise `Stale` when it moved meanwhile.
         Answers the case as it now is; the step written is appended to `written` when given."""
@@ -368,7 +374,7 @@ class Workflow:
     def _decision(
         self,
         case: dict[str, Any],
-        request: ChangeRequest,
+        request: AnyRequest,
         person: str,
         role: str | None,
         verdict: str,
@@ -391,7 +397,7 @@ class Workflow:
             shipment=None if shipment is None else (request.id, shipment),
         )  # fmt: skip
 
-    async def _commit_shipment(self, session: AsyncSession, request: ChangeRequest, shipment: str) -> None:
+    async def _commit_shipment(self, session: AsyncSession, request: AnyRequest, shipment: str) -> None:
         """From here on the transfer is finished, never checked again (its stock may have moved)."""
         await session.execute(
             update(ChangeRequest)
@@ -405,7 +411,7 @@ class Workflow:
         self,
         case_id: str,
         now: datetime | None = None,
-        known: tuple[dict[str, Any], ChangeRequest] | None = None,
+        known: tuple[dict[str, Any], AnyRequest] | None = None,
         **approval: Any,
     ) -> dict[str, Any] | None:
         """Execute an approved case; a failure leaves it approved for the recovery pass. Answers the case
@@ -421,7 +427,7 @@ class Workflow:
         self,
         case_id: str,
         now: datetime | None = None,
-        known: tuple[dict[str, Any], ChangeRequest] | None = None,
+        known: tuple[dict[str, Any], AnyRequest] | None = None,
         **approval: Any,
     ) -> dict[str, Any] | None:
         now = now or self.clock()
@@ -436,7 +442,7 @@ class Workflow:
         return await self._execute_transfer(case, request, now, **approval)
 
     async def _execute_markdown(
-        self, case: dict[str, Any], request: ChangeRequest, now: datetime, written: list[ApprovalStep] | None
+        self, case: dict[str, Any], request: AnyRequest, now: datetime, written: list[AnyStep] | None
     ) -> dict[str, Any] | None:
         body = request.body
         starts = datetime.combine(datetime.fromisoformat(body["effective_from"]).date(), time(0), UTC)
@@ -471,11 +477,11 @@ class Workflow:
     async def _execute_transfer(
         self,
         case: dict[str, Any],
-        request: ChangeRequest,
+        request: AnyRequest,
         now: datetime,
         committed: str | None = None,
         blocked: dict[str, Any] | None = None,
-        written: list[ApprovalStep] | None = None,
+        written: list[AnyStep] | None = None,
     ) -> dict[str, Any] | None:
         """Move the stock of an approved transfer. `committed`: the shipment id the approving transaction
         set; `blocked`: the floor breach the approving request found (then no shipment was set)."""
@@ -520,7 +526,7 @@ class Workflow:
             written,
         )  # fmt: skip
 
-    async def _finish(self, t: Transition, written: list[ApprovalStep] | None) -> dict[str, Any] | None:
+    async def _finish(self, t: Transition, written: list[AnyStep] | None) -> dict[str, Any] | None:
         """Commit an execution's transition; None when another worker moved the case first."""
         try:
             await self.commit(t)
@@ -533,21 +539,8 @@ class Workflow:
     async def _source_floor_breach(
         self, sku: str, source: str, qty: int, now: datetime
     ) -> dict[str, Any] | None:
-        ctx = context_from(self.services, SYSTEM_ACTOR, now, await self.services.master_data.get(now))
-        item = ctx.master_data.items.get(sku)
-        location = ctx.master_data.locations.get(source)
-        if item is None or location is None:
-            return {"reason": f"{'sku ' + sku if item is None else 'location ' + source} is no longer known"}
-        available = (await self.services.stock.get_available([sku])).get(sku, {}).get(source, 0)
-        floor = transfer_floor(ctx, item, location)
-        if available - qty >= floor:
-            return None
-        return {
-            "reason": f"moving {qty} would leave {available - qty} available at {source}, below its floor {floor}",
-            "available": available,
-            "floor": floor,
-            "qty": qty,
-        }
+        """Whether moving `qty` of `sku` away from `source` now breaches its floor (None: it does not)."""
+        return await self._floors.breach(sku, source, qty, now)
 
     async def receive(self, events: Sequence[StockEvent], statuses: Sequence[str]) -> int:
         """Close executed transfers whose shipment a `transfer_in` names; answers how many."""

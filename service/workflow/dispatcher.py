@@ -29,11 +29,11 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import msgspec
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -83,6 +83,16 @@ def event_body(event: OutboxEvent) -> bytes:
             "payload": event.payload,
         }
     )
+
+
+_DISPATCH = cast(Table, OutboxDispatch.__table__)
+# the fan-out's claim of its events' dispatch rows (by dialect: PostgreSQL's, then SQLite's)
+_CLAIMS = {
+    postgres: dialect.insert(_DISPATCH)
+    .on_conflict_do_nothing(index_elements=["event_id"])
+    .returning(_DISPATCH.c.event_id)
+    for postgres, dialect in ((True, postgresql), (False, sqlite))
+}
 
 
 @dataclass(frozen=True)
@@ -136,8 +146,8 @@ class Dispatcher:
             except Exception:
                 log.exception("a webhook dispatch round failed")
                 fanned = attempted = 0
-            if fanned or attempted:
-                continue  # more may be waiting
+            if fanned >= self.policy.batch or attempted >= self.policy.batch:
+                continue  # a full round: more may be waiting
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
@@ -171,15 +181,12 @@ class Dispatcher:
         rows = [{"event_id": event.event_id, "at": now} for event in events]
         async with self.sessions() as session, session.begin():
             # one transaction for the batch: the events whose dispatch row this insert adds are this
-            # dispatcher's to fan out; those another dispatcher took first add nothing here
-            dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-            claim = (
-                dialect.insert(OutboxDispatch)
-                .values(rows)
-                .on_conflict_do_nothing(index_elements=["event_id"])
-                .returning(OutboxDispatch.event_id)
-            )
-            claimed = set((await session.execute(claim)).scalars())
+            # dispatcher's to fan out; those another dispatcher took first add nothing here. Executed
+            # through the session's connection with the rows as parameters: one compiled statement,
+            # whatever the batch's size, and none of the ORM's bulk path.
+            connection = await session.connection()
+            claim = _CLAIMS[connection.dialect.name == "postgresql"]
+            claimed = set((await connection.execute(claim, rows)).scalars())
             for event in events:
                 if event.event_id not in claimed:
                     continue

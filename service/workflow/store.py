@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -35,11 +36,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.base import aware
 from service.db.engine import bound
-from service.db.models import ApprovalCase, ApprovalStep, ChangeRequest
+from service.db.models import ApprovalCase, ApprovalStep
 from service.decisions.ids import new_decision_id
 from service.workflow.batches import Batches
 from service.workflow.exceptions import SYSTEM
-from service.workflow.writes import STUCK, Stale, Transition
+from service.workflow.writes import CASE_BINDS, STUCK, Stale, Step, Transition
 
 _CASES: Table = ApprovalCase.__table__  # type: ignore[assignment]
 CASE_NAMES = tuple(c.name for c in _CASES.columns)
@@ -77,7 +78,20 @@ _NAMES = (
 )  # no prefix of another
 _LOST = ("08", "57")  # SQLSTATE classes: connection exception, operator intervention (a shutdown)
 MAX_BATCH = 50  # transitions of one statement (about 30 parameters each, of at most 32,767)
-Read = tuple[dict[str, Any], ChangeRequest | None, list[ApprovalStep]]
+Read = tuple[dict[str, Any], "RequestRow | None", list[Step]]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRow:
+    """What the workflow reads of a case's request (`ChangeRequest`'s columns of these names), without an
+    ORM instance's bookkeeping."""
+
+    id: str
+    kind: str
+    requested_by: str
+    body: dict[str, Any]
+    approval: str
+    shipment_id: str | None
 
 
 def _time(value: Any) -> datetime | None:
@@ -101,16 +115,15 @@ def _decode(row: Any, steps: Any) -> Read:
     request = None
     if found["id"] is not None:
         found["body"] = _json(found["body"])
-        request = ChangeRequest(**found)
+        request = RequestRow(**found)
     return case, request, [_step(s) for s in steps]
 
 
-def _step(s: Any) -> ApprovalStep:
+def _step(s: Any) -> Step:
     step_id, case_id, at, action, actor, role, comment, detail = s
-    return ApprovalStep(
-        id=step_id, case_id=case_id, at=_time(at), action=action, actor=actor, role=role, comment=comment,
-        detail=_json(detail),
-    )  # fmt: skip
+    at = _time(at)
+    assert at is not None  # a step's time is not null
+    return Step(case_id, at, action, actor, role, comment, _json(detail), step_id)
 
 
 class CaseStore:
@@ -209,7 +222,9 @@ class CaseStore:
             params.append(value)
             return f"${len(params)}"
 
-        sets = ", ".join(f"{name} = {p(value, _CASES.c[name])}" for name, value in t.values.items())
+        sets = ", ".join(
+            f"{name} = {p(CASE_BINDS(name, value, self.dialect))}" for name, value in t.values.items()
+        )
         case_id = p(t.case["id"])
         parts = [
             f"c_moved AS (UPDATE approval_cases SET {sets} WHERE id = {case_id} "

@@ -18,7 +18,7 @@ since it was read (`Stale`):
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +60,27 @@ _CLEAR = (
 )
 
 
+class ColumnBinds:
+    """How each column of a table goes to a dialect's driver (`bound`), worked out once per dialect name
+    and column."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self._found: dict[tuple[str, str], Callable[[Any], Any] | None] = {}
+
+    def __call__(self, name: str, value: Any, dialect: Dialect) -> Any:
+        """`value` of column `name` as `dialect`'s driver takes it."""
+        key = (dialect.name, name)
+        try:
+            process = self._found[key]
+        except KeyError:
+            process = self._found[key] = bound(self.table.c[name].type, dialect)
+        return value if process is None or value is None else process(value)
+
+
+CASE_BINDS = ColumnBinds(_CASES)
+
+
 class Stale(Exception):
     """The case moved since it was read: read it again."""
 
@@ -91,7 +112,28 @@ def case_summary(case: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def step_view(step: ApprovalStep) -> dict[str, Any]:
+@dataclass(slots=True)
+class Step:
+    """An approval step as the workflow writes and reads it, without an ORM instance's bookkeeping
+    (`ApprovalStep`'s columns; `id` is None until read back)."""
+
+    case_id: str
+    at: datetime
+    action: str
+    actor: str
+    role: str | None
+    comment: str | None
+    detail: dict[str, Any]
+    id: int | None = None
+
+    def row(self) -> ApprovalStep:
+        return ApprovalStep(
+            case_id=self.case_id, at=self.at, action=self.action, actor=self.actor, role=self.role,
+            comment=self.comment, detail=self.detail,
+        )  # fmt: skip
+
+
+def step_view(step: Step | ApprovalStep) -> dict[str, Any]:
     return {
         "at": aware(step.at).isoformat(),
         "action": step.action,
@@ -123,7 +165,7 @@ class Transition:
     case: dict[str, Any]  # as read, at the version the write names
     values: dict[str, Any]  # the case row's new column values
     after: dict[str, Any]  # the case as it is once written
-    step: ApprovalStep
+    step: Step
     audit: dict[str, Any]
     events: list[dict[str, Any]]
     now: datetime
@@ -150,12 +192,11 @@ def plan(
     """The rows of moving `case` (as read) to `status`, with one step `action` by `actor`."""
     values: dict[str, Any] = {"version": case["version"] + 1, "updated_at": now, "status": status}
     values.update(changes or {})
-    if case["status"] == "pending" and status != "pending":
+    leaves_pending = case["status"] == "pending" and status != "pending"
+    if leaves_pending:
         values["closed_at"] = now
     after = {**case, **values}
-    step = ApprovalStep(
-        case_id=case["id"], at=now, action=action, actor=actor, role=role, comment=comment, detail=detail
-    )
+    step = Step(case["id"], now, action, actor, role, comment, detail)
     audit = {
         "at": datetime.now(UTC),
         "actor": actor,
@@ -181,7 +222,7 @@ def plan(
     due = values.get("sla_due_at")
     roles = None
     # the inbox index lists the roles that may act on a pending case: gone once it leaves pending
-    if "approvers" in values or (case["status"] == "pending" and status != "pending"):
+    if "approvers" in values or leaves_pending:
         roles = role_rows(after) if status == "pending" else []
     return Transition(
         case=case,
@@ -191,7 +232,9 @@ def plan(
         audit=audit,
         events=events,
         now=now,
-        clear_stuck=status != "pending" or (due is not None and due > now),
+        # a stuck-approval exception is a pending case's: cleared as the case leaves pending (a later
+        # transition has none to clear) or escalates with a fresh SLA
+        clear_stuck=leaves_pending or (due is not None and due > now),
         roles=roles,
         shipment=shipment,
     )
@@ -207,7 +250,7 @@ async def write_in_session(session: AsyncSession, t: Transition) -> None:
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Stale
-    session.add(t.step)
+    session.add(t.step.row())
     session.add(AuditEntry(**t.audit))
     session.add_all([OutboxEvent(**event) for event in t.events])
     if t.clear_stuck:
@@ -243,10 +286,7 @@ def for_sqlite(t: Transition, dialect: Dialect) -> SqliteTransition:
     """`t` prepared for `write_sqlite` (the values through their column types, on the caller's loop)."""
     names = list(t.values)
     sets = ", ".join(f"{name} = ?" for name in names)
-    params = []
-    for name in names:
-        value, process = t.values[name], bound(_CASES.c[name].type, dialect)
-        params.append(value if process is None or value is None else process(value))
+    params = [CASE_BINDS(name, t.values[name], dialect) for name in names]
     step = t.step
     step_row = (step.case_id, step.at, step.action, step.actor, step.role, step.comment, step.detail)
     rows = {

@@ -3,6 +3,7 @@ a worker stops around it and the recovery pass runs it again."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -51,3 +52,20 @@ async def test_recovery_moves_the_stock_of_an_approved_transfer_once(wf: Approva
     after = await levels(wf)
     assert after["dc-manchester"]["sellable"] == 8 and after["store-leeds"]["in_transit"] == 2
     assert (await wf.get(f"/v1/approvals/{case['id']}")).json()["status"] == "executed"
+
+
+async def test_floor_checks_made_together_each_answer_their_own_transfer(wf: ApprovalsApi) -> None:
+    """Floor re-checks handed over at the same moment share one read of live stock; each answer is its
+    own transfer's (the large one breaches the floor, the small one does not, an unknown SKU is named)."""
+    sold = [{"event_id": "pos-1", "type": "sale", "sku": "TV-003", "location": "dc-manchester", "qty": 5}]
+    assert (await wf.client.as_("stock").post("/v1/stock/events", json=sold)).status_code == 200
+    at = START + timedelta(minutes=1)
+    large, small, unknown = await asyncio.gather(
+        wf.workflow._source_floor_breach("TV-003", "dc-manchester", 8, at),
+        wf.workflow._source_floor_breach("TV-003", "dc-manchester", 2, at),
+        wf.workflow._source_floor_breach("NOPE-1", "dc-manchester", 1, at),
+    )
+    assert large["reason"].startswith("moving 8 would leave -3 available at dc-manchester")
+    assert (large["available"], large["qty"]) == (5, 8)
+    assert small is None
+    assert unknown == {"reason": "sku NOPE-1 is no longer known"}
