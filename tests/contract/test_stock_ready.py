@@ -139,6 +139,27 @@ async def test_a_reservation_writes_into_the_answer_what_the_script_would_write(
         "SKU1": {"S1": 2, "S2": 0, "S10": 8, 'S"3': 4},
         "SKU2": {"S1": 0},
     }
+    # the room a reservation finds comes from the answers too: none at a location the SKU does not have,
+    # what is left at one it has (the escaped one read from the summary), nothing taken when one is short
+    refused = await store.reserve(
+        ReservationRequest(
+            "o1",
+            "web",
+            "k5",
+            (
+                ReservationLine("SKU1", "S9", 1),
+                ReservationLine("SKU1", 'S"3', 5),
+                ReservationLine("SKU1", "S10", 9),
+            ),
+            60,
+        )
+    )
+    assert [(s.location, s.requested, s.available) for s in refused.short] == [
+        ("S9", 1, 0),
+        ('S"3', 5, 4),
+        ("S10", 9, 8),
+    ]
+    assert await store.get_available(["SKU1"]) == {"SKU1": {"S1": 2, "S2": 0, "S10": 8, 'S"3': 4}}
 
 
 async def test_a_hold_expires_on_the_ready_path_at_its_exact_millisecond(
