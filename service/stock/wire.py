@@ -22,6 +22,7 @@ server does not know (restarted, `SCRIPT FLUSH`) is sent once in full with EVAL,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -187,11 +188,16 @@ class ScriptClient:
         connection = self._connection
         if connection is None or connection.loop is not asyncio.get_running_loop() or not connection.usable:
             connection = await self._connect()
-        replies = await asyncio.gather(*connection.send_all(packed), return_exceptions=True)
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                raise reply
-        return [_checked(reply) for reply in replies]
+        futures = connection.send_all(packed)
+        # Redis answers in order, so every reply has arrived once the last one has (or every call failed
+        # with the connection): one wait instead of a gathering future and a callback per command
+        with contextlib.suppress(Exception):
+            await futures[-1]
+        errors = [future.exception() for future in futures]  # each one retrieved, so none is logged
+        for error in errors:
+            if error is not None:
+                raise error
+        return [_checked(future.result()) for future in futures]
 
     async def connected(self) -> None:
         """Open the connection now unless it is open (running `on_connect` for a new one)."""

@@ -1,6 +1,6 @@
 """Redis backend on one node: the ready availability answers (`avail:{SKU}:ready`). An availability read
 of SKUs whose answers are there takes them without a script; every change drops the answer of the SKUs it
-touches in the same call; an answer whose earliest hold is due is not taken, so expiry stays exact; a
+touches in the same call, but a reservation, which writes its counts into them; an answer whose earliest hold is due is not taken, so expiry stays exact; a
 Redis without the state marker still refuses."""
 
 from __future__ import annotations
@@ -109,6 +109,57 @@ async def test_every_change_drops_or_rewrites_the_answer_of_the_skus_it_touches(
     assert await store.get_available(["SKU1"]) == {"SKU1": expected}
     levels = await store.get_levels(["SKU1"])
     assert {loc: level.available for loc, level in levels["SKU1"].items()} == expected
+
+
+async def test_a_reservation_writes_into_the_answer_what_the_script_would_write(
+    store: RedisStockStore,
+) -> None:
+    """A reservation brings the answers of its SKUs up to date in place (the taken locations' counts, and
+    its hold's expiry when it is the earliest): the text is the one the script writes whole, whatever the
+    holds' order of expiry, for a location whose name starts another's, and for one the answer escapes
+    (then written whole)."""
+    await store.put_snapshot([SnapshotRow("SKU1", "S10", 12), SnapshotRow("SKU1", 'S"3', 6)])
+    await store.get_available(["SKU1", "SKU2"])
+    takes = [
+        ("k1", [("SKU1", "S1", 2), ("SKU1", "S10", 3), ("SKU2", "S1", 1)], 600),
+        ("k2", [("SKU1", "S10", 1)], 60),  # expires before k1: the answer's earliest hold
+        ("k3", [("SKU1", 'S"3', 2), ("SKU1", "S1", 1)], 900),
+        ("k4", [("SKU1", "S2", 4), ("SKU2", "S1", 6)], 30),  # every unit of both: counts down to 0
+    ]
+    for key, lines, ttl in takes:
+        taken = await store.reserve(
+            ReservationRequest("o1", "web", key, tuple(ReservationLine(*line) for line in lines), ttl)
+        )
+        assert taken.reservation is not None and not taken.short, key
+        written = {sku: await ready(store, sku) for sku in ("SKU1", "SKU2")}
+        await store.client.delete(*(store.keys.ready(sku) for sku in ("SKU1", "SKU2")))
+        await store.get_available(["SKU1", "SKU2"])  # the script writes both answers whole
+        assert {sku: await ready(store, sku) for sku in ("SKU1", "SKU2")} == written, key
+    assert await store.get_available(["SKU1", "SKU2"]) == {
+        "SKU1": {"S1": 2, "S2": 0, "S10": 8, 'S"3': 4},
+        "SKU2": {"S1": 0},
+    }
+    # the room a reservation finds comes from the answers too: none at a location the SKU does not have,
+    # what is left at one it has (the escaped one read from the summary), nothing taken when one is short
+    refused = await store.reserve(
+        ReservationRequest(
+            "o1",
+            "web",
+            "k5",
+            (
+                ReservationLine("SKU1", "S9", 1),
+                ReservationLine("SKU1", 'S"3', 5),
+                ReservationLine("SKU1", "S10", 9),
+            ),
+            60,
+        )
+    )
+    assert [(s.location, s.requested, s.available) for s in refused.short] == [
+        ("S9", 1, 0),
+        ('S"3', 5, 4),
+        ("S10", 9, 8),
+    ]
+    assert await store.get_available(["SKU1"]) == {"SKU1": {"S1": 2, "S2": 0, "S10": 8, 'S"3': 4}}
 
 
 async def test_a_hold_expires_on_the_ready_path_at_its_exact_millisecond(

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable
 
+import hiredis
 import pytest
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -72,6 +73,24 @@ async def test_a_script_error_is_a_response_error(client: ScriptClient) -> None:
     assert await client.evalsha(sha(ECHO), ECHO, ["c"], ["c", 0]) == [b"c", b"c", 1]
 
 
+async def test_commands_sent_together_answer_in_order_and_an_error_reply_raises(
+    redis_url: str, client: ScriptClient
+) -> None:
+    plain = aioredis.Redis.from_url(redis_url)
+    await plain.set("wire:s", "text")
+    await plain.delete("wire:n")
+    together = [hiredis.pack_command(("INCRBY", "wire:n", n)) for n in (1, 2, 3)]
+    assert await client.commands(together) == [1, 3, 6]
+    # an error reply among them raises once every reply has arrived: the connection stays in step
+    wrong = [hiredis.pack_command(("INCR", "wire:s")), hiredis.pack_command(("INCRBY", "wire:n", 4))]
+    with pytest.raises(redis_errors.ResponseError, match="not an integer"):
+        await client.commands(wrong)
+    assert await plain.get("wire:n") == b"10"
+    assert await client.commands([hiredis.pack_command(("GET", "wire:n"))]) == [b"10"]
+    await plain.delete("wire:s", "wire:n")
+    await plain.aclose()
+
+
 async def test_nothing_listening_is_a_connection_error() -> None:
     server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -104,6 +123,11 @@ async def test_a_silent_server_times_out_every_waiting_call() -> None:
     calls = [scripts.evalsha(sha(ECHO), ECHO, ["k"], ["v", i]) for i in range(3)]
     outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 3)
     assert all(isinstance(o, redis_errors.TimeoutError) for o in outcomes), outcomes
+    await scripts.close()
+    scripts = ScriptClient(url, reply_timeout=0.3)
+    packed = [hiredis.pack_command(("EXISTS", "k")), hiredis.pack_command(("MGET", "a", "b"))]
+    with pytest.raises(redis_errors.TimeoutError):
+        await asyncio.wait_for(scripts.commands(packed), 3)
     await scripts.close()
     server.close()
 

@@ -25,9 +25,12 @@ end
 -- Every change of a SKU's avail hash goes through avail_add, which drops the SKU's ready availability answer
 -- (`avail:{SKU}:ready`, the avail key's name + ':ready', written by ready_write: 'NEXT|JSON', NEXT the
 -- earliest hold expiry in ms or '' without holds, JSON what available.lua answers for the SKU), so that a
--- ready answer present is always the summary as it is now. A hold added comes with an avail change, so the
--- answer's NEXT is never later than the earliest hold (a hold put back or moved earlier without one calls
--- ready_stale): a reader that finds NEXT due runs available.lua, which prunes the hold.
+-- ready answer present is always the summary as it is now. The one exception is a reservation's take
+-- (reserve.lua), which changes the avail hash with avail_take and then, in the same call, writes the new
+-- counts into the ready answer with ready_patch (or the whole answer again with ready_write when there is
+-- none to patch). A hold added comes with an avail change, so the answer's NEXT is never later than the
+-- earliest hold (a hold put back or moved earlier without one calls ready_stale): a reader that finds NEXT
+-- due runs available.lua, which prunes the hold.
 local function ready_stale(avail)
   redis.call('DEL', avail .. ':ready')
 end
@@ -35,6 +38,12 @@ end
 local function avail_add(avail, loc, n)
   redis.call('HINCRBY', avail, loc, n)
   ready_stale(avail)
+end
+
+-- A take of n units at loc from the avail hash that leaves the ready answer for ready_patch: the new count
+-- is recorded in `changed` (loc -> count), the table ready_patch then writes in.
+local function avail_take(avail, loc, n, changed)
+  changed[loc] = redis.call('HINCRBY', avail, loc, -n)
 end
 
 local function part_lines(enc)
@@ -95,4 +104,37 @@ local function ready_write(hold, avail)
     redis.call('SET', avail .. ':ready', (first[2] or '') .. '|' .. text)
   end
   return text
+end
+
+-- The SKU's ready answer with the counts of `changed` (loc -> count from the avail hash) written in and `exp`
+-- (the expiry of a hold just added) as its NEXT when earlier: the text ready_write would write now, without
+-- walking the hash (the answer was the whole summary before these changes, and the locations' order in it
+-- stays). Answers false, changing nothing, when there is no answer (or a location is not in it, or is one
+-- that avail_json escapes, or a count is too large to write exactly): the caller writes it whole.
+local function ready_patch(avail, changed, exp)
+  local key = avail .. ':ready'
+  local text = redis.call('GET', key)
+  if not text then return false end
+  local bar = string.find(text, '|', 1, true)
+  local due, body = string.sub(text, 1, bar - 1), string.sub(text, bar + 1)
+  for loc, n in pairs(changed) do
+    if string.find(loc, '[%c"\\]') or n >= 2 ^ 53 then return false end
+    -- a key starts after '{' or ',' (inside a key a quote is always escaped)
+    local at = string.find(body, ',"' .. loc .. '":', 1, true) or string.find(body, '{"' .. loc .. '":', 1, true)
+    if not at then return false end
+    local from = at + #loc + 4
+    local to = string.find(body, '[,}]', from)
+    body = string.sub(body, 1, from - 1) .. (n < 0 and '0' or string.format('%d', n)) .. string.sub(body, to)
+  end
+  if exp ~= nil and (due == '' or tonumber(exp) < tonumber(due)) then due = exp end
+  redis.call('SET', key, due .. '|' .. body)
+  return true
+end
+
+-- The SKU's availability as avail_json writes it: its ready answer's when there is one (it is the summary as
+-- it is now), else written by ready_write
+local function ready_body(hold, avail)
+  local text = redis.call('GET', avail .. ':ready')
+  if text then return string.sub(text, string.find(text, '|', 1, true) + 1) end
+  return ready_write(hold, avail)
 end

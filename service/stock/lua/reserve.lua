@@ -61,13 +61,14 @@ if #granted == 0 or (#short > 0 and not partial) then
   -- nothing taken: with the short lines, each SKU's availability summary as this call found it, so that a
   -- caller planning on stock can plan again without another read
   local seen = {}
-  for i = first, #KEYS, 4 do seen[#seen + 1] = ready_write(KEYS[i + 1], KEYS[i + 3]) end
+  for i = first, #KEYS, 4 do seen[#seen + 1] = ready_body(KEYS[i + 1], KEYS[i + 3]) end
   return {'short', short, '[' .. table.concat(seen, ',') .. ']'}
 end
-local parts, lines, flat, counted, order = {}, {}, {}, {}, {}
+local parts, lines, flat, counted, order, changed = {}, {}, {}, {}, {}, {}
 for _, g in ipairs(granted) do
   redis.call('HINCRBY', KEYS[g[1]], 'r:' .. g[3], g[4])
-  avail_add(KEYS[g[1] + 3], g[3], -g[4])
+  changed[g[1]] = changed[g[1]] or {}
+  avail_take(KEYS[g[1] + 3], g[3], g[4], changed[g[1]])
   parts[g[1]] = (parts[g[1]] or '') .. g[3] .. '\t' .. g[4] .. '\n'
   lines[#lines + 1] = g[2] .. '\t' .. g[3] .. '\t' .. g[4] .. '\n'
   for _, v in ipairs({g[2], g[3], g[4]}) do flat[#flat + 1] = v end
@@ -95,7 +96,10 @@ if #order > 0 then
   redis.call('HSET', resv, 'cday', day, 'cap', capenc)
   for k = 3, 5 do redis.call('PEXPIRE', KEYS[k], keep) end
 end
--- the SKUs taken from have their ready answers written again now, not only dropped: the next read of a SKU
--- that is being ordered (the next order's plan) then takes it without a script
-for i, _ in pairs(parts) do ready_write(KEYS[i + 1], KEYS[i + 3]) end
+-- the SKUs taken from have their ready answers brought up to date now (the new counts written into the
+-- answer, or the whole answer written when there is none): the next read of a SKU that is being ordered
+-- (the next order's plan) then takes it without a script
+for i, _ in pairs(parts) do
+  if not ready_patch(KEYS[i + 3], changed[i], exp) then ready_write(KEYS[i + 1], KEYS[i + 3]) end
+end
 return {'granted', flat, short, next_seq()}
