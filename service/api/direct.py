@@ -25,7 +25,7 @@ from litestar.response import Response
 from litestar.types import Receive, Scope, Send
 
 from service.api.body import StrictRequest
-from service.api.encoded import JsonAnswer
+from service.api.encoded import JsonAnswer, encoded
 
 _DIRECT = "direct"
 _PLAN = "direct_plan"  # the key of a handler's plan in its `opt`, made on its first request
@@ -113,9 +113,10 @@ async def call_direct(scope: Scope, receive: Receive, send: Send) -> int:
         for name, argument in how.query:
             kwargs[argument] = values.get(name)
     answer = await handler.fn(**kwargs)
-    if not isinstance(answer, Response):
-        answer = JsonAnswer(answer, status_code=how.status)
-    response = answer.to_asgi_response(None, request)
+    if isinstance(answer, Response):
+        response = answer.to_asgi_response(None, request)
+    else:  # what the route's JsonAnswer would send
+        response = encoded(answer, how.status)
     await response(scope, receive, send)
     status: int = response.status_code
     return status

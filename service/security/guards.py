@@ -72,14 +72,22 @@ class PrincipalCache:
         self._forgotten = 0  # bumped by `forget`: a lookup that started before keeps no entry
 
     async def principal(self, services: Any, key: str) -> Principal | None:
-        now = self.clock()
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] > now:
-            if hit[1] <= now and self._pending(key) is None:
-                self._start_lookup(services, key)  # refresh ahead; this request uses the still valid entry
-            return hit[2]
+        hit = self.fresh(services, key)
+        if hit is not None:
+            return hit[0]
         task = self._pending(key) or self._start_lookup(services, key)
         return await asyncio.shield(task)
+
+    def fresh(self, services: Any, key: str) -> tuple[Principal | None] | None:
+        """`(principal or None)` from an entry still valid now, without waiting (a lookup is started in the
+        background when the entry is due for refresh); None when there is none and `principal` must wait."""
+        now = self.clock()
+        hit = self._entries.get(key)
+        if hit is None or hit[0] <= now:
+            return None
+        if hit[1] <= now and self._pending(key) is None:
+            self._start_lookup(services, key)  # refresh ahead; this request uses the still valid entry
+        return (hit[2],)
 
     def forget(self, key_id: str) -> None:
         """Drop the entries of one key at once (this worker revoked it; others wait out CACHE_SECONDS)."""
@@ -135,7 +143,8 @@ async def authenticate(scope: Scope) -> Principal:
         raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'")
     services = scope["app"].state.services
     cache: PrincipalCache = services.principals
-    principal = await cache.principal(services, key)
+    hit = cache.fresh(services, key)  # a key in use: no coroutine to await
+    principal = hit[0] if hit is not None else await cache.principal(services, key)
     if principal is None:
         raise Unauthorized("the API key is unknown or revoked")
     if principal.expires_at is not None and principal.expired(cache.now()):  # no clock read for most keys
