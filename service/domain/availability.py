@@ -12,7 +12,7 @@ what `sellable_at` promises.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -178,14 +178,17 @@ class PreparedPolicies:
 
     groups: tuple[tuple[tuple[str, ...], int, int], ...]  # (locations, floor, threshold)
     caps: tuple[tuple[str, int], ...]
-    # per group: what reads its locations' units out of a map at once (a tuple; KeyError if one is missing)
-    _readers: tuple[Callable[[Mapping[str, int]], tuple[int, ...]], ...] = field(
-        init=False, repr=False, compare=False
+    # the groups, each with what reads its locations' units out of a map in one call (KeyError if one is
+    # missing): (reader, locations, floor, threshold)
+    _plan: tuple[tuple[Callable[[Mapping[str, int]], tuple[int, ...]], tuple[str, ...], int, int], ...] = (
+        field(init=False, repr=False, compare=False)
     )
 
     def __post_init__(self) -> None:
-        readers = tuple(_reader(locations) for locations, _, _ in self.groups)
-        object.__setattr__(self, "_readers", readers)
+        plan = tuple(
+            (_reader(locations), locations, floor, threshold) for locations, floor, threshold in self.groups
+        )
+        object.__setattr__(self, "_plan", plan)
 
     @classmethod
     def of(cls, policies: Mapping[str, LocationPolicy]) -> PreparedPolicies:
@@ -201,12 +204,12 @@ class PreparedPolicies:
     def totals(self, available: Mapping[str, int]) -> tuple[int, int | None]:
         """(sellable units before any cap, the per-order cap) from location -> available units."""
         total = 0
-        for (locations, floor, threshold), read in zip(self.groups, self._readers, strict=True):
+        for read, locations, floor, threshold in self._plan:
             try:
-                found: Iterable[int | None] = read(available)
+                taken = [units for units in read(available) if units >= threshold]
             except KeyError:  # a location without stock: the slower read that skips it
                 found = map(available.get, locations)
-            taken = [units for units in found if units is not None and units >= threshold]
+                taken = [units for units in found if units is not None and units >= threshold]
             if taken:
                 total += sum(taken) - floor * len(taken)
         caps = self.caps
