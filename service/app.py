@@ -33,9 +33,10 @@ from service.api import (
 )
 from service.api.body import StrictRequest, require_body
 from service.api.deps import dependencies
+from service.api.middleware import ApiMiddleware
 from service.api.openapi import StructSchemas, document_operations
 from service.api.problems import exception_handlers
-from service.api.request_metrics import RequestMetrics, RequestMetricsMiddleware
+from service.api.request_metrics import RequestMetrics
 from service.console.routes import console_router, console_templates
 from service.db.engine import create_engine, session_factory
 from service.db.migrate import upgrade
@@ -45,7 +46,6 @@ from service.decisions.log import open_decision_log
 from service.masterdata import MasterDataCache
 from service.rules.registry import open_registry
 from service.rules.trial import TrialWorker
-from service.security import AuthMiddleware
 from service.services import Services
 from service.settings import Settings, get_settings
 from service.stock import open_store, start_sweeper
@@ -255,7 +255,7 @@ def create_app(settings: Settings | None = None, *, trials: TrialWorker | None =
         plugins=[StructSchemas()],
         dependencies=dependencies(),
         exception_handlers=exception_handlers(),
-        middleware=[DefineMiddleware(RequestMetricsMiddleware, metrics=request_metrics), AuthMiddleware],
+        middleware=[DefineMiddleware(ApiMiddleware, metrics=request_metrics)],
         state=State({"request_metrics": request_metrics}),
         request_max_body_size=settings.server.max_body_bytes,
         template_config=console_templates(),

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request
-from litestar.exceptions import InternalServerException
+from litestar.exceptions import ClientException, InternalServerException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import Empty
 
@@ -133,7 +133,7 @@ class StrictRequest(Request[Any, Any, Any]):
         if not self.is_connected:
             raise InternalServerException("stream consumed")
         limit = self.route_handler.resolve_request_max_body_size() or math.inf
-        announced = self.content_length
+        announced = self._announced_length()
         if announced is not None and announced > limit:
             raise RequestEntityTooLarge
         chunks: list[bytes] = []
@@ -156,6 +156,22 @@ class StrictRequest(Request[Any, Any, Any]):
         self._body = state.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return self._body
 
+    def _header(self, name: bytes) -> str | None:
+        """The first value of the header `name` (lower case), as `self.headers.get` reads it, without
+        building the framework's header map of the whole request for it."""
+        for key, value in self.scope["headers"]:
+            if key == name or key.lower() == name:
+                return value.decode("latin-1")
+        return None
+
+    def _announced_length(self) -> int | None:
+        """`content_length`, read with `_header`: the same value, and the same 400 for one not a number."""
+        announced = self._header(b"content-length")
+        try:
+            return None if announced is None else int(announced)
+        except ValueError:
+            raise ClientException(f"Invalid content-length: {announced!r}") from None
+
     async def json(self) -> Any:
         if self._json is not Empty:
             return self._json
@@ -165,7 +181,7 @@ class StrictRequest(Request[Any, Any, Any]):
             return await super().json()
         raw = await self.body()
         type_ = field.annotation
-        media = self.headers.get("content-type", "").split(";")[0].strip().lower()
+        media = (self._header(b"content-type") or "").split(";")[0].strip().lower()
         if media not in JSON_TYPES:
             reader = getattr(type_, "from_media", None)
             if reader is not None:

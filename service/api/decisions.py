@@ -12,6 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service.api.answers import Answer, Timestamp
+from service.api.direct import direct
 from service.api.encoded import JsonAnswer
 from service.api.openapi import answers, example, links
 from service.decisions.allocation import decide_allocation
@@ -117,7 +118,8 @@ async def _decide(
 
 
 DECIDED = "The decision, logged under `decision_id`"
-DECISION = {**requires("decide"), **links(getDecision=LOGGED)}
+# answered by the app's middleware directly (`service.api.direct`): the shape of every handler below
+DECISION = {**requires("decide"), **links(getDecision=LOGGED), **direct()}
 
 
 ALLOCATION_EXAMPLE = {

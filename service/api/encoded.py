@@ -51,6 +51,11 @@ class _Encoded(ASGIResponse):
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+def encoded(content: Any, status_code: int) -> ASGIResponse:
+    """`content` encoded as JSON, ready to send with `status_code` and no other header."""
+    return _Encoded(_ENCODER.encode(content), status_code, [])
+
+
 class JsonAnswer(Response[Any]):
     """A route's response class for JSON answers with nothing but a body and a status."""
 

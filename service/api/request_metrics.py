@@ -7,23 +7,19 @@ A request adds to plain per-worker tallies; the tallies are written to the Prome
 worker answers `/metrics`, so a request costs a few dictionary updates instead of a handful of metric
 writes. A scrape therefore sees another worker's requests up to `FLUSH_SECONDS` late.
 
-A request that ends in an exception is counted with the status its problem answer gets
-(`problems.status_of`), not as the 200 it had before the exception.
+The app's middleware (`service.api.middleware`) tallies each request here; one that ends in an exception
+is counted with the status its problem answer gets (`problems.status_of`), not as the 200 it had before
+the exception.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-import time
 from bisect import bisect_left
 from typing import Any, ClassVar
 
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Gauge, Histogram
-
-from service.api.problems import status_of
 
 FLUSH_SECONDS = 1.0
 LABELS = ("method", "path", "status_code", "app_name")
@@ -103,39 +99,3 @@ class RequestMetrics:
         for (method, route), running in self._running.items():
             # the in-progress gauge carries the status label at 200, as the plugin's did
             self.in_progress.labels(method, route, 200, self.app_name).set(running)
-
-
-class RequestMetricsMiddleware:
-    """Tallies every HTTP request of its route in the app's `RequestMetrics` (except excluded paths)."""
-
-    def __init__(self, app: ASGIApp, metrics: RequestMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        metrics = self.metrics
-        if scope["type"] != ScopeType.HTTP or (
-            metrics.excluded is not None and metrics.excluded.search(scope["path"])
-        ):
-            await self.app(scope, receive, send)
-            return
-        method: str = scope["method"]
-        route: str = scope["path_template"]
-        status = 200
-
-        async def sent(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        metrics.started(method, route)
-        started = time.perf_counter()
-        try:
-            await self.app(scope, receive, sent)
-        except BaseException as exc:
-            # the app's exception handlers answer it further out: count the status they will answer
-            status = status_of(exc)
-            raise
-        finally:
-            metrics.ended(method, route, status, time.perf_counter() - started)

@@ -12,8 +12,9 @@ what `sellable_at` promises.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from service.domain.errors import PolicyError
@@ -177,6 +178,17 @@ class PreparedPolicies:
 
     groups: tuple[tuple[tuple[str, ...], int, int], ...]  # (locations, floor, threshold)
     caps: tuple[tuple[str, int], ...]
+    # the groups, each with what reads its locations' units out of a map in one call (KeyError if one is
+    # missing): (reader, locations, floor, threshold)
+    _plan: tuple[tuple[Callable[[Mapping[str, int]], tuple[int, ...]], tuple[str, ...], int, int], ...] = (
+        field(init=False, repr=False, compare=False)
+    )
+
+    def __post_init__(self) -> None:
+        plan = tuple(
+            (_reader(locations), locations, floor, threshold) for locations, floor, threshold in self.groups
+        )
+        object.__setattr__(self, "_plan", plan)
 
     @classmethod
     def of(cls, policies: Mapping[str, LocationPolicy]) -> PreparedPolicies:
@@ -192,14 +204,25 @@ class PreparedPolicies:
     def totals(self, available: Mapping[str, int]) -> tuple[int, int | None]:
         """(sellable units before any cap, the per-order cap) from location -> available units."""
         total = 0
-        units_at = available.get
-        for locations, floor, threshold in self.groups:
-            taken = [units for units in map(units_at, locations) if units is not None and units >= threshold]
+        for read, locations, floor, threshold in self._plan:
+            try:
+                taken = [units for units in read(available) if units >= threshold]
+            except KeyError:  # a location without stock: the slower read that skips it
+                found = map(available.get, locations)
+                taken = [units for units in found if units is not None and units >= threshold]
             if taken:
                 total += sum(taken) - floor * len(taken)
         caps = self.caps
         cap = min((c for location, c in caps if location in available), default=None) if caps else None
         return total, cap
+
+
+def _reader(locations: tuple[str, ...]) -> Callable[[Mapping[str, int]], tuple[int, ...]]:
+    """A function of a map giving the units at `locations` as a tuple, read in one call."""
+    if len(locations) == 1:
+        (location,) = locations
+        return lambda available: (available[location],)
+    return itemgetter(*locations)
 
 
 def sellable_units(sku: str, available: Mapping[str, int], prepared: PreparedPolicies) -> SkuAvailability:

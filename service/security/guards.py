@@ -1,9 +1,9 @@
 """Authentication and roles for the HTTP API.
 
-Every `/v1` endpoint declares the roles that may call it with `opt=requires("decide")`; one middleware
-checks the caller's key against them before the handler runs, and refuses any `/v1` endpoint that
-declares none (so a route added without a role is closed, not open). Paths outside `/v1` (health,
-metrics, the schema) are public. The key comes in `Authorization: Bearer <key>` or `X-API-Key`.
+Every `/v1` endpoint declares the roles that may call it with `opt=requires("decide")`; the app's
+middleware checks the caller's key against them before the handler runs (`check_access`), and refuses
+any `/v1` endpoint that declares none (so a route added without a role is closed, not open). Paths
+outside `/v1` (health, metrics, the schema) are public. The key comes in `Authorization: Bearer <key>` or `X-API-Key`.
 
 Each app keeps a `PrincipalCache` of resolved keys so a decision does not pay a database round trip. An
 entry is served for at most `CACHE_SECONDS` (1 s) counted from before the query that produced it, so a key
@@ -22,8 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import Scope
 
 from service.db.base import utc_now
 from service.errors import ServiceError
@@ -73,14 +72,22 @@ class PrincipalCache:
         self._forgotten = 0  # bumped by `forget`: a lookup that started before keeps no entry
 
     async def principal(self, services: Any, key: str) -> Principal | None:
-        now = self.clock()
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] > now:
-            if hit[1] <= now and self._pending(key) is None:
-                self._start_lookup(services, key)  # refresh ahead; this request uses the still valid entry
-            return hit[2]
+        hit = self.fresh(services, key)
+        if hit is not None:
+            return hit[0]
         task = self._pending(key) or self._start_lookup(services, key)
         return await asyncio.shield(task)
+
+    def fresh(self, services: Any, key: str) -> tuple[Principal | None] | None:
+        """`(principal or None)` from an entry still valid now, without waiting (a lookup is started in the
+        background when the entry is due for refresh); None when there is none and `principal` must wait."""
+        now = self.clock()
+        hit = self._entries.get(key)
+        if hit is None or hit[0] <= now:
+            return None
+        if hit[1] <= now and self._pending(key) is None:
+            self._start_lookup(services, key)  # refresh ahead; this request uses the still valid entry
+        return (hit[2],)
 
     def forget(self, key_id: str) -> None:
         """Drop the entries of one key at once (this worker revoked it; others wait out CACHE_SECONDS)."""
@@ -136,7 +143,8 @@ async def authenticate(scope: Scope) -> Principal:
         raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'")
     services = scope["app"].state.services
     cache: PrincipalCache = services.principals
-    principal = await cache.principal(services, key)
+    hit = cache.fresh(services, key)  # a key in use: no coroutine to await
+    principal = hit[0] if hit is not None else await cache.principal(services, key)
     if principal is None:
         raise Unauthorized("the API key is unknown or revoked")
     if principal.expires_at is not None and principal.expired(cache.now()):  # no clock read for most keys
@@ -153,26 +161,20 @@ def requires(*roles: str) -> dict[str, Any]:
     return {"roles": tuple(roles)}
 
 
-class AuthMiddleware:
-    """Checks the caller's key against the roles the matched handler declares (see `requires`)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == ScopeType.HTTP:
-            roles: tuple[str, ...] | None = scope["route_handler"].opt.get("roles")
-            if roles is not None:
-                principal = await authenticate(scope)
-                if not any(principal.has(role) for role in roles):
-                    wanted = " or ".join(f"'{role}'" for role in roles)
-                    raise RoleMissing(
-                        f"this operation needs the role {wanted}; the key '{principal.name}' has "
-                        f"{sorted(principal.roles)}"
-                    )
-            elif scope["path"].startswith("/v1/"):
-                raise RoleMissing("this operation is open to no role")
-        await self.app(scope, receive, send)
+async def check_access(scope: Scope) -> None:
+    """Refuse the request unless the caller's key has one of the roles the matched handler declares (see
+    `requires`); a `/v1` handler that declares none is open to no one. Run by the app's middleware."""
+    roles: tuple[str, ...] | None = scope["route_handler"].opt.get("roles")
+    if roles is not None:
+        principal = await authenticate(scope)
+        if not any(principal.has(role) for role in roles):
+            wanted = " or ".join(f"'{role}'" for role in roles)
+            raise RoleMissing(
+                f"this operation needs the role {wanted}; the key '{principal.name}' has "
+                f"{sorted(principal.roles)}"
+            )
+    elif scope["path"].startswith("/v1/"):
+        raise RoleMissing("this operation is open to no role")
 
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:

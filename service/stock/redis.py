@@ -47,6 +47,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -93,6 +94,10 @@ from service.stock.store import (
 )
 from service.stock.wire import ScriptClient
 
+# ready answers whose decoded form a store keeps (about 2 kB each for 20 locations) before it starts over
+READY_KEPT = 2048
+READY_DECODER = msgspec.json.Decoder(dict[str, int])
+
 
 class RedisStockStore(RedisLedger):
     def __init__(
@@ -122,6 +127,9 @@ class RedisStockStore(RedisLedger):
         # set by `StockRecovery`: woken whenever a call finds the state marker missing
         self.recovery: Recovery | None = None
         self._down_logged = -1.0
+        # ready answer text -> (its NEXT, or None; location -> available): a SKU's answer is read again and
+        # again while its stock is unchanged, and an unchanged text decodes to the same map (shared: read only)
+        self._ready_decoded: dict[bytes, tuple[float | None, dict[str, int]]] = {}
         # on a cluster: orders and finishes across slots, under intents (service.stock.crossslot)
         self.cross = CrossSlot(self) if cluster else None
         if not cluster:
@@ -207,15 +215,22 @@ class RedisStockStore(RedisLedger):
             raise self._down(error) from error
         if not marker:
             raise self._lost()
-        bodies = []
+        decoded = self._ready_decoded
+        answers = []
         for ready in texts:
             if ready is None:
                 return None
-            due, _, body = ready.partition(b"|")
-            if due and float(due) <= now:
+            found = decoded.get(ready)
+            if found is None:
+                due, _, body = ready.partition(b"|")
+                found = (float(due) if due else None, READY_DECODER.decode(body))
+                if len(decoded) >= READY_KEPT:
+                    decoded.clear()
+                decoded[ready] = found
+            if found[0] is not None and found[0] <= now:
                 return None
-            bodies.append(body)
-        return AVAILABLE_DECODER.decode(b"[" + b",".join(bodies) + b"]")
+            answers.append(found[1])
+        return answers
 
     async def get_capacity_used(self, day: str, locations: Sequence[str]) -> dict[str, int]:
         ledger.validate_day(day, "day")

@@ -252,7 +252,8 @@ class StockStore(Protocol):
 
     async def get_available(self, skus: Sequence[str]) -> dict[str, dict[str, int]]:
         """sku -> location -> `Levels.available` for the same locations as `get_levels`: the one number
-        the decisions read, without the other buckets."""
+        the decisions read, without the other buckets. The per-SKU maps are read only: a store may hand
+        the same map to later calls (the Redis store does while a SKU's stock is unchanged)."""
 
     async def get_capacity_used(self, day: str, locations: Sequence[str]) -> dict[str, int]:
         """location -> units counted against its capacity on `day` (held and committed reservations with a

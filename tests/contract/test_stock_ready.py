@@ -51,6 +51,18 @@ async def test_a_read_leaves_each_sku_its_answer_and_the_next_read_takes_it(stor
     assert await store.get_available(["SKU1", "SKU2"]) == {"SKU1": {"S1": 1}, "SKU2": {"S1": 7}}
 
 
+async def test_an_unchanged_answer_is_decoded_once_and_a_changed_one_again(store: RedisStockStore) -> None:
+    await store.get_available(["SKU1", "SKU2"])  # leaves the answers
+    first = await store.get_available(["SKU1", "SKU2"])
+    again = await store.get_available(["SKU2", "SKU1"])
+    assert again["SKU1"] is first["SKU1"] and again["SKU2"] is first["SKU2"]  # the same text, the same map
+    taken = await store.reserve(ask("k1"))
+    assert taken.granted
+    after = await store.get_available(["SKU1", "SKU2"])
+    assert after == {"SKU1": {"S1": 3, "S2": 4}, "SKU2": {"S1": 7}}
+    assert after["SKU2"] is first["SKU2"] and first["SKU1"] == {"S1": 5, "S2": 4}
+
+
 async def test_a_sku_without_stock_leaves_no_answer(store: RedisStockStore) -> None:
     assert await store.get_available(["NOPE"]) == {"NOPE": {}}
     assert await ready(store, "NOPE") is None

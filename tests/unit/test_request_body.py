@@ -24,10 +24,13 @@ async def take(data: Order) -> dict[str, Any]:
 APP = Litestar([take], request_class=StrictRequest, request_max_body_size=64)
 
 
-async def send(chunks: list[bytes], announce: bool) -> tuple[int, bytes]:
+async def send(chunks: list[bytes], announce: bool | bytes) -> tuple[int, bytes]:
+    """POST the chunks; `announce`: send their length as content-length (True) or this value."""
     headers = [(b"content-type", b"application/json")]
-    if announce:
+    if announce is True:
         headers.append((b"content-length", str(sum(map(len, chunks))).encode()))
+    elif announce:
+        headers.append((b"content-length", announce))
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -76,3 +79,12 @@ async def test_a_body_at_the_limit_is_read() -> None:
     exact = b'{"sku": "' + b"x" * (64 - 21) + b'", "qty": 1}'
     assert len(exact) == 64
     assert (await send([exact[:10], exact[10:]], announce=False))[0] == 200
+
+
+async def test_an_announced_length_past_the_limit_is_413_before_reading() -> None:
+    assert (await send([b'{"sku": "A", "qty": 1}'], announce=b"65"))[0] == 413
+
+
+async def test_a_content_length_that_is_not_a_number_is_400() -> None:
+    status, body = await send([b'{"sku": "A", "qty": 1}'], announce=b"twenty")
+    assert status == 400 and b"Invalid content-length: 'twenty'" in body

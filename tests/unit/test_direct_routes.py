@@ -1,0 +1,150 @@
+"""Direct routes (`service.api.direct`): the app's middleware answers a handler marked `direct()` itself,
+with the same body decoding, query reading and answer as the framework's path; a handler with anything
+that path would skip is refused on its first request instead of answered differently."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+import pytest
+from litestar import Litestar, Request, Router, post
+from litestar.di import NamedDependency, Provide
+from litestar.middleware import DefineMiddleware
+from litestar.params import JSONBody, QueryParameter
+
+from service.api.body import StrictRequest
+from service.api.direct import direct, plan
+from service.api.encoded import JsonAnswer
+from service.api.middleware import ApiMiddleware
+from service.api.request_metrics import RequestMetrics
+
+
+class Order(msgspec.Struct, forbid_unknown_fields=True):
+    sku: str
+    qty: int
+
+
+class Taken(msgspec.Struct):
+    sku: str
+    qty: int
+    mode: str | None
+
+
+Mode = Annotated[str | None, QueryParameter(name="mode")]
+
+
+@post("/orders", opt=direct(), status_code=201)
+async def take(request: Request[Any, Any, Any], data: JSONBody[Order], mode: Mode = None) -> Taken:
+    return Taken(data.sku, data.qty, mode)
+
+
+@post("/framework", status_code=201)
+async def take_by_framework(
+    request: Request[Any, Any, Any], data: JSONBody[Order], mode: Mode = None
+) -> Taken:
+    return Taken(data.sku, data.qty, mode)
+
+
+@post("/guarded", opt=direct(), guards=[lambda connection, handler: None])
+async def guarded(request: Request[Any, Any, Any], data: JSONBody[Order]) -> Taken:
+    return Taken(data.sku, data.qty, None)
+
+
+@post("/counted", opt=direct(), dependencies={"count": Provide(lambda: 1, sync_to_thread=False)})
+async def counted(
+    request: Request[Any, Any, Any], data: JSONBody[Order], count: NamedDependency[int]
+) -> Taken:
+    return Taken(data.sku, data.qty, str(count))
+
+
+@post("/bounded", opt=direct())
+async def bounded(
+    request: Request[Any, Any, Any],
+    data: JSONBody[Order],
+    mode: Annotated[str | None, QueryParameter(name="mode", max_length=3)] = None,
+) -> Taken:
+    return Taken(data.sku, data.qty, mode)
+
+
+def app() -> Litestar:
+    metrics = RequestMetrics("retail_policy", "direct_routes_test")
+    router = Router(
+        "/", route_handlers=[take, take_by_framework, guarded, counted, bounded], response_class=JsonAnswer
+    )
+    return Litestar(
+        [router], request_class=StrictRequest, middleware=[DefineMiddleware(ApiMiddleware, metrics=metrics)]
+    )
+
+
+async def call(target: Litestar, path: str, query: bytes, body: bytes) -> tuple[int, bytes]:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+    out: dict[str, Any] = {"status": 0, "body": b""}
+
+    async def receive() -> dict[str, Any]:
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def reply(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            out["status"] = message["status"]
+        elif message["type"] == "http.response.body":
+            out["body"] += message.get("body", b"")
+
+    await target(scope, receive, reply)  # type: ignore[arg-type]
+    return out["status"], out["body"]
+
+
+@pytest.mark.parametrize(
+    ("query", "body"),
+    [
+        (b"", b'{"sku": "A", "qty": 2}'),
+        (b"mode=fast", b'{"sku": "A", "qty": 2}'),
+        (b"mode=fast&mode=slow", b'{"sku": "A", "qty": 2}'),  # the last of a repeated name
+        (b"mode=", b'{"sku": "A", "qty": 2}'),  # a blank value is kept
+        (b"mode=%66ast&other=1", b'{"sku": "A", "qty": 2}'),
+        (b"", b'{"sku": "A", "qty": "2"}'),
+        (b"", b'{"sku": "A", "qty": 2, "extra": 1}'),
+        (b"", b"{"),
+    ],
+)
+async def test_a_direct_route_answers_as_the_framework_would(query: bytes, body: bytes) -> None:
+    target = app()
+    assert await call(target, "/orders", query, body) == await call(target, "/framework", query, body)
+
+
+async def test_a_direct_route_is_answered_by_the_middleware() -> None:
+    target = app()
+    status, body = await call(target, "/orders", b"mode=fast", b'{"sku": "A", "qty": 2}')
+    assert (status, msgspec.json.decode(body)) == (201, {"sku": "A", "qty": 2, "mode": "fast"})
+    # its plan was made on that first request: by the direct call, which the framework's path never makes
+    assert target.route_handler_method_map["/orders"]["POST"].opt.get("direct_plan") is not None
+    await call(target, "/framework", b"", b'{"sku": "A", "qty": 2}')
+    assert target.route_handler_method_map["/framework"]["POST"].opt.get("direct_plan") is None
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [("/guarded", "guards"), ("/counted", r"dependencies \(count\)"), ("/bounded", "has constraints")],
+)
+async def test_a_handler_the_direct_call_would_answer_differently_is_refused(path: str, reason: str) -> None:
+    target = app()
+    handler = target.route_handler_method_map[path]["POST"]
+    with pytest.raises(TypeError, match=reason):
+        plan(handler)
+    status, _ = await call(target, path, b"", b'{"sku": "A", "qty": 2}')
+    assert status == 500
