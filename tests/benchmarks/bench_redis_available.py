@@ -15,32 +15,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from service.db.engine import create_engine
-from service.db.migrate import upgrade
-from service.settings import DatabaseSettings
-from service.stock.recovery import open_recovering
 from service.stock.redis import RedisStockStore
 from service.stock.store import SnapshotRow
+from tests.benchmarks.private_store import private_store, redis_cpu
 
 READS = int(os.environ.get("BENCH_READS", "20000"))
 READERS = 16
 ROUNDS = 3
 SKUS = [f"SKU-{i}" for i in range(10)]
 LOCATIONS = [f"L{j:02d}" for j in range(20)]
-
-
-async def redis_cpu(client: aioredis.Redis) -> float:
-    info = await client.info("cpu")
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 async def measure_reads(store: RedisStockStore, client: aioredis.Redis, script: bool) -> dict[str, float]:
@@ -68,33 +57,12 @@ async def measure_reads(store: RedisStockStore, client: aioredis.Redis, script: 
 
 
 async def measure() -> dict[str, Any]:
-    from tests.services import start_redis
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    with tempfile.TemporaryDirectory(prefix="rp-bench-available-") as folder:
-        process, port = start_redis(binary, folder)
-        try:
-            journal = f"sqlite+aiosqlite:///{Path(folder) / 'journal.db'}"
-            engine = create_engine(DatabaseSettings(url=journal))
-            await upgrade(engine)
-            await engine.dispose()
-            url = f"redis://127.0.0.1:{port}/0"
-            store = await open_recovering(url, journal)
-            client = aioredis.Redis.from_url(url)
-            try:
-                await store.put_snapshot([SnapshotRow(sku, loc, 50) for sku in SKUS for loc in LOCATIONS])
-                rounds: dict[str, list[dict[str, float]]] = {"script": [], "ready": []}
-                for _ in range(ROUNDS):
-                    for name in rounds:
-                        rounds[name].append(await measure_reads(store, client, script=name == "script"))
-            finally:
-                await client.aclose()
-                await store.close()
-        finally:
-            process.terminate()
-            process.wait(10)
+    async with private_store("rp-bench-available-") as (store, client):
+        await store.put_snapshot([SnapshotRow(sku, loc, 50) for sku in SKUS for loc in LOCATIONS])
+        rounds: dict[str, list[dict[str, float]]] = {"script": [], "ready": []}
+        for _ in range(ROUNDS):
+            for name in rounds:
+                rounds[name].append(await measure_reads(store, client, script=name == "script"))
     best = {
         name: {key: round(min(r[key] for r in runs), 1) for key in runs[0]} for name, runs in rounds.items()
     }

@@ -15,32 +15,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from service.db.engine import create_engine
-from service.db.migrate import upgrade
-from service.settings import DatabaseSettings
-from service.stock.recovery import open_recovering
 from service.stock.redis import RedisStockStore
 from service.stock.store import ReservationLine, ReservationRequest, SnapshotRow
+from tests.benchmarks.private_store import private_store, redis_cpu
 
 ORDERS = int(os.environ.get("BENCH_ORDERS", "6000"))
 CONCURRENCY = 16
 ROUNDS = 3
 SKUS = [f"HOT-{i}" for i in range(10)]
 LOCATIONS = [f"L{j:02d}" for j in range(20)]
-
-
-async def redis_cpu(client: aioredis.Redis) -> float:
-    info = await client.info("cpu")
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 def order(n: int) -> ReservationRequest:
@@ -83,34 +72,11 @@ async def measure_round(store: RedisStockStore, client: aioredis.Redis, start: i
 
 
 async def measure() -> dict[str, Any]:
-    from tests.services import start_redis
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    with tempfile.TemporaryDirectory(prefix="rp-bench-reserve-") as folder:
-        process, port = start_redis(binary, folder)
-        try:
-            journal = f"sqlite+aiosqlite:///{Path(folder) / 'journal.db'}"
-            engine = create_engine(DatabaseSettings(url=journal))
-            await upgrade(engine)
-            await engine.dispose()
-            url = f"redis://127.0.0.1:{port}/0"
-            store = await open_recovering(url, journal)
-            client = aioredis.Redis.from_url(url)
-            try:
-                await store.put_snapshot(
-                    [SnapshotRow(sku, loc, 500_000) for sku in SKUS for loc in LOCATIONS]
-                )
-                for n in range(200):  # warm up
-                    await store.reserve(order(-1 - n))
-                rounds = [await measure_round(store, client, r * ORDERS) for r in range(ROUNDS)]
-            finally:
-                await client.aclose()
-                await store.close()
-        finally:
-            process.terminate()
-            process.wait(10)
+    async with private_store("rp-bench-reserve-") as (store, client):
+        await store.put_snapshot([SnapshotRow(sku, loc, 500_000) for sku in SKUS for loc in LOCATIONS])
+        for n in range(200):  # warm up
+            await store.reserve(order(-1 - n))
+        rounds = [await measure_round(store, client, r * ORDERS) for r in range(ROUNDS)]
     best = min(rounds, key=lambda r: r["redis_cpu_us"])
     return {
         "orders per round": ORDERS,

@@ -18,6 +18,7 @@ from service.api.direct import direct, plan
 from service.api.encoded import JsonAnswer
 from service.api.middleware import ApiMiddleware
 from service.api.request_metrics import RequestMetrics
+from tests.unit.asgi_post import asgi_post
 
 
 class Order(msgspec.Struct, forbid_unknown_fields=True):
@@ -78,35 +79,8 @@ def app() -> Litestar:
 
 
 async def call(target: Litestar, path: str, query: bytes, body: bytes) -> tuple[int, bytes]:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-        "state": {},
-    }
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
-    out: dict[str, Any] = {"status": 0, "body": b""}
-
-    async def receive() -> dict[str, Any]:
-        return pending.pop(0) if pending else {"type": "http.disconnect"}
-
-    async def reply(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            out["status"] = message["status"]
-        elif message["type"] == "http.response.body":
-            out["body"] += message.get("body", b"")
-
-    await target(scope, receive, reply)  # type: ignore[arg-type]
-    return out["status"], out["body"]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return await asgi_post(target, path, headers, [body], query)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import msgspec
 from litestar import Litestar, post
 
 from service.api.body import StrictRequest
+from tests.unit.asgi_post import asgi_post
 
 
 class Order(msgspec.Struct):
@@ -31,37 +32,7 @@ async def send(chunks: list[bytes], announce: bool | bytes) -> tuple[int, bytes]
         headers.append((b"content-length", str(sum(map(len, chunks))).encode()))
     elif announce:
         headers.append((b"content-length", announce))
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/orders",
-        "raw_path": b"/orders",
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-        "state": {},
-    }
-    pending = [
-        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)
-    ]
-    out: dict[str, Any] = {"status": 0, "body": b""}
-
-    async def receive() -> dict[str, Any]:
-        return pending.pop(0) if pending else {"type": "http.disconnect"}
-
-    async def reply(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            out["status"] = message["status"]
-        elif message["type"] == "http.response.body":
-            out["body"] += message.get("body", b"")
-
-    await APP(scope, receive, reply)  # type: ignore[arg-type]
-    return out["status"], out["body"]
+    return await asgi_post(APP, "/orders", headers, chunks)
 
 
 async def test_a_body_in_several_chunks_is_read_whole() -> None:
