@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import sqlite3
 from http import HTTPStatus
 from typing import Any
 
@@ -206,6 +207,20 @@ def on_stock_error(request: Request[Any, Any, Any], exc: StockError) -> Response
     return on_service_error(request, as_service_error(exc))
 
 
+# what answers 503 with Retry-After: a store that cannot be reached or is busy. A SQLite error raised by the
+# file's own writer (service.db.sqlite_writer: the write lock held past its timeout, the file unwritable)
+# is the driver's OperationalError, the same one SQLAlchemy wraps as its own for the engine's connections.
+_UNAVAILABLE = (
+    OperationalError,
+    sqlite3.OperationalError,
+    PoolTimeout,
+    ConnectionError,
+    RedisConnectionError,
+    RedisTimeout,
+    OSError,
+)
+
+
 def status_of(exc: BaseException) -> int:
     """The status the handler `exception_handlers` maps `exc` to answers with (for the request metrics)."""
     if isinstance(exc, ServiceError):
@@ -214,9 +229,7 @@ def status_of(exc: BaseException) -> int:
         return as_service_error(exc).status
     if isinstance(exc, HTTPException):
         return exc.status_code
-    if isinstance(
-        exc, (OperationalError, PoolTimeout, ConnectionError, RedisConnectionError, RedisTimeout, OSError)
-    ):
+    if isinstance(exc, _UNAVAILABLE):
         return 503
     if isinstance(exc, DBAPIError):
         return 503 if exc.connection_invalidated else 500
@@ -229,6 +242,7 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
         StockError: on_stock_error,
         HTTPException: on_http_exception,
         OperationalError: on_unavailable,
+        sqlite3.OperationalError: on_unavailable,
         PoolTimeout: on_unavailable,
         ConnectionError: on_unavailable,
         RedisConnectionError: on_unavailable,

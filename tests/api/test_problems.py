@@ -107,6 +107,31 @@ async def test_database_unreachable_answers_503_naming_no_path(
     assert any(correlation_id in record.getMessage() for record in caplog.records)
 
 
+async def test_a_busy_sqlite_file_answers_503_with_retry_after_naming_nothing(
+    sqlite_api: ApiClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SQLite writer raises the driver's own error (not SQLAlchemy's) when the write lock stays taken
+    past its timeout: the caller may retry, as for any database that cannot be reached."""
+    import sqlite3
+
+    from litestar import post
+
+    from service.security import requires
+
+    @post("/v1/busy-write", opt=requires("planner"), sync_to_thread=False)
+    def locked() -> None:
+        raise sqlite3.OperationalError("database is locked: /srv/var/retail-policy.db")
+
+    sqlite_api.http.app.register(locked)
+    with caplog.at_level(logging.WARNING):
+        response = await sqlite_api.as_("planner").post("/v1/busy-write")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "2"
+    correlation_id = assert_reveals_nothing(response, "/srv/var", "is locked")
+    assert any(correlation_id in record.getMessage() for record in caplog.records)
+    metrics = (await sqlite_api.as_("admin").get("/metrics")).text
+    assert [line for line in metrics.splitlines() if "/v1/busy-write" in line and 'status_code="503"' in line]
+
+
 async def test_a_safe_incoming_request_id_becomes_the_correlation_id(sqlite_api: ApiClient) -> None:
     for header in ("X-Request-ID", "X-Correlation-ID"):
         response = await sqlite_api.http.get("/v1/locations", headers={header: "edge-7f3a.42"})
