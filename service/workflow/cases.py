@@ -49,9 +49,11 @@ from service.workflow.outbox import add_event
 from service.workflow.rounds import ATTEMPTS, SYSTEM_ACTOR, overdue, receive_shipments, sweep_cases
 from service.workflow.store import CaseStore, RequestRow, writes_in_one_statement
 from service.workflow.writes import (
+    ColumnBinds,
     Stale,
     Step,
     Transition,
+    case_binds,
     case_summary,
     for_sqlite,
     plan,
@@ -102,7 +104,7 @@ class Workflow:
     hook: Hook | None = None
     recovery_grace: timedelta = RECOVERY_GRACE
     _lock: asyncio.Lock | None = field(init=False, default=None)
-    _sqlite: tuple[SqliteWriter, Any] | None = field(init=False, default=None)  # (writer, dialect)
+    _sqlite: tuple[SqliteWriter, ColumnBinds] | None = field(init=False, default=None)
     _moves: Moves = field(init=False)
     _floors: Floors = field(init=False)
     _store: CaseStore = field(init=False)
@@ -116,7 +118,7 @@ class Workflow:
             self._lock = asyncio.Lock()
             writer = self.services.sqlite_writers.for_url(engine.url)
             if writer is not None:
-                self._sqlite = (writer, engine.dialect)
+                self._sqlite = (writer, case_binds(engine.dialect))
                 path = sqlite_file(engine.url)
         self._store = CaseStore(engine, path)
 
@@ -134,8 +136,8 @@ class Workflow:
             async with self.writing() as session:
                 await write_in_session(session, t)
             return
-        writer, dialect = self._sqlite
-        written = await writer.submit(write_sqlite, for_sqlite(t, dialect))
+        writer, binds = self._sqlite
+        written = await writer.submit(write_sqlite, for_sqlite(t, binds))
         if isinstance(written, BaseException):
             raise written
         if not written:

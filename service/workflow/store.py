@@ -40,7 +40,7 @@ from service.db.models import ApprovalCase, ApprovalStep
 from service.decisions.ids import new_decision_id
 from service.workflow.batches import Batches
 from service.workflow.exceptions import SYSTEM
-from service.workflow.writes import CASE_BINDS, STUCK, Stale, Step, Transition
+from service.workflow.writes import STUCK, Stale, Step, Transition, case_binds
 
 _CASES: Table = ApprovalCase.__table__  # type: ignore[assignment]
 CASE_NAMES = tuple(c.name for c in _CASES.columns)
@@ -133,6 +133,7 @@ class CaseStore:
     def __init__(self, engine: AsyncEngine, sqlite_path: str | None) -> None:
         self.engine = engine
         self.dialect = engine.dialect
+        self._binds = case_binds(engine.dialect)
         self.postgresql = engine.dialect.name == "postgresql"
         self.sqlite_path = sqlite_path
         self.usable = self.postgresql or sqlite_path is not None
@@ -222,9 +223,7 @@ class CaseStore:
             params.append(value)
             return f"${len(params)}"
 
-        sets = ", ".join(
-            f"{name} = {p(CASE_BINDS(name, value, self.dialect))}" for name, value in t.values.items()
-        )
+        sets = ", ".join(f"{name} = {p(self._binds(name, value))}" for name, value in t.values.items())
         case_id = p(t.case["id"])
         parts = [
             f"c_moved AS (UPDATE approval_cases SET {sets} WHERE id = {case_id} "

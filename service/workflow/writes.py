@@ -61,24 +61,26 @@ _CLEAR = (
 
 
 class ColumnBinds:
-    """How each column of a table goes to a dialect's driver (`bound`), worked out once per dialect name
-    and column."""
+    """How each column of a table goes to one dialect's driver (`bound`), worked out once per column; kept
+    by the owner of the engine whose dialect it is."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, dialect: Dialect) -> None:
         self.table = table
-        self._found: dict[tuple[str, str], Callable[[Any], Any] | None] = {}
+        self.dialect = dialect
+        self._found: dict[str, Callable[[Any], Any] | None] = {}
 
-    def __call__(self, name: str, value: Any, dialect: Dialect) -> Any:
-        """`value` of column `name` as `dialect`'s driver takes it."""
-        key = (dialect.name, name)
+    def __call__(self, name: str, value: Any) -> Any:
+        """`value` of column `name` as the dialect's driver takes it."""
         try:
-            process = self._found[key]
+            process = self._found[name]
         except KeyError:
-            process = self._found[key] = bound(self.table.c[name].type, dialect)
+            process = self._found[name] = bound(self.table.c[name].type, self.dialect)
         return value if process is None or value is None else process(value)
 
 
-CASE_BINDS = ColumnBinds(_CASES)
+def case_binds(dialect: Dialect) -> ColumnBinds:
+    """The case table's `ColumnBinds` for `dialect`."""
+    return ColumnBinds(_CASES, dialect)
 
 
 class Stale(Exception):
@@ -282,11 +284,13 @@ class SqliteTransition:
     dialect: Dialect
 
 
-def for_sqlite(t: Transition, dialect: Dialect) -> SqliteTransition:
-    """`t` prepared for `write_sqlite` (the values through their column types, on the caller's loop)."""
+def for_sqlite(t: Transition, binds: ColumnBinds) -> SqliteTransition:
+    """`t` prepared for `write_sqlite` (the values through their column types (`case_binds` of the SQLite
+    dialect), on the caller's loop)."""
     names = list(t.values)
     sets = ", ".join(f"{name} = ?" for name in names)
-    params = [CASE_BINDS(name, t.values[name], dialect) for name in names]
+    dialect = binds.dialect
+    params = [binds(name, t.values[name]) for name in names]
     step = t.step
     step_row = (step.case_id, step.at, step.action, step.actor, step.role, step.comment, step.detail)
     rows = {

@@ -14,7 +14,7 @@ from sqlalchemy.pool import NullPool
 
 from service.db.models import ApprovalCase, ApprovalStep, AuditEntry, ChangeRequest, OutboxEvent
 from service.workflow.store import CaseStore
-from service.workflow.writes import Stale, for_sqlite, plan, write_sqlite
+from service.workflow.writes import Stale, case_binds, for_sqlite, plan, write_sqlite
 from tests.workflow.conftest import START
 
 
@@ -144,7 +144,8 @@ async def test_sqlite_transitions_written_together_fall_back_one_by_one_when_one
         now=START, detail={}, event="case.rejected",
     )  # fmt: skip
     transitions = [_approve(r, "ann", s) for r, s in zip(reads[:3], ("shp-1", "shp-1", "shp-3"), strict=True)]
-    batch = [for_sqlite(t, db_engine.dialect) for t in [*transitions, stale]]
+    binds = case_binds(db_engine.dialect)
+    batch = [for_sqlite(t, binds) for t in [*transitions, stale]]
     path = db_engine.url.database or pytest.fail("no file")
     connection = sqlite3.connect(path, isolation_level=None)
     try:
@@ -169,7 +170,8 @@ async def test_sqlite_transitions_written_together_write_each_once(db_engine: As
     await _seed(db_engine, "c-1", "c-2")
     store = CaseStore(db_engine, db_engine.url.database)
     reads = [await store.read(c) for c in ("c-1", "c-2")]
-    batch = [for_sqlite(_approve(r, "ann", f"shp-{i}"), db_engine.dialect) for i, r in enumerate(reads)]
+    binds = case_binds(db_engine.dialect)
+    batch = [for_sqlite(_approve(r, "ann", f"shp-{i}"), binds) for i, r in enumerate(reads)]
     connection = sqlite3.connect(db_engine.url.database or pytest.fail("no file"), isolation_level=None)
     try:
         connection.execute("BEGIN IMMEDIATE")
