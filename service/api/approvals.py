@@ -17,6 +17,8 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from service.api.answers import Answer, Timestamp
 from service.api.decisions import _trace
+from service.api.direct import direct
+from service.api.encoded import JsonAnswer
 from service.api.openapi import OptionalBody, answers
 from service.decisions.schemas import MarkdownRequest, TransferRequest
 from service.domain.cases import APPROVER_ROLES
@@ -220,9 +222,14 @@ async def get_approval(request: Request[Any, Any, Any], case_id: FromPath[str]) 
         return msgspec.convert(await workflow.view(session, case_id), CaseOut)
 
 
+# answered by the app's middleware directly (`service.api.direct`), like the decision endpoints
+ACTING = {**requires(*APPROVER_ROLES), **direct()}
+
+
 @post(
     "/approvals/{case_id:str}/approve",
-    opt=requires(*APPROVER_ROLES),
+    opt=ACTING,
+    response_class=JsonAnswer,
     operation_id="approveCase",
     status_code=200,
     response_description=A_CASE,
@@ -238,7 +245,8 @@ async def approve_case(
 
 @post(
     "/approvals/{case_id:str}/reject",
-    opt=requires(*APPROVER_ROLES),
+    opt=ACTING,
+    response_class=JsonAnswer,
     operation_id="rejectCase",
     status_code=200,
     response_description=A_CASE,

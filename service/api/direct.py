@@ -1,6 +1,7 @@
 """Direct routes: handlers the app's middleware calls itself, without Litestar's per-request machinery.
 
-A handler marked `opt=direct()` takes `request`, its body as `data` and optional text query parameters
+A handler marked `opt=direct()` takes `request`, its body as `data`, text path parameters
+(`case_id: FromPath[str]`, declared `{case_id:str}` in its path) and optional text query parameters
 (`name: str | None = None`, e.g. `trace`), and answers with the route's `JsonAnswer`. For such a handler
 the framework's generic steps (the kwargs and signature models, resolving the response) cost more than
 the decision itself on a small request, so `call_direct` runs the same steps in a fixed order: the
@@ -15,12 +16,13 @@ parameter of another kind) makes it refuse loudly instead of answering different
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from litestar.handlers.http_handlers import HTTPRouteHandler
-from litestar.params import QueryParameter
+from litestar.params import PathParameter, QueryParameter
 from litestar.response import Response
 from litestar.types import Receive, Scope, Send
 
@@ -28,6 +30,7 @@ from service.api.body import StrictRequest
 from service.api.encoded import JsonAnswer, encoded
 
 _DIRECT = "direct"
+_PATH_PARAMETER = re.compile(r"\{\s*(\w+)\s*:\s*(\w+)\s*\}")  # `{name:type}` in a handler's path
 _PLAN = "direct_plan"  # the key of a handler's plan in its `opt`, made on its first request
 # what the framework would check of a query parameter's value (the direct call checks none of it)
 _CONSTRAINTS = (
@@ -47,10 +50,12 @@ def is_direct(handler: Any) -> bool:
 
 @dataclass(frozen=True)
 class Plan:
-    """How to call one direct handler: its query parameters (name in the query, argument) and status."""
+    """How to call one direct handler: its query parameters (name in the query, argument), its path
+    parameters (name in the path, argument) and status."""
 
     query: tuple[tuple[str, str], ...]
     status: int
+    path: tuple[tuple[str, str], ...] = ()
 
 
 def plan(handler: HTTPRouteHandler) -> Plan:
@@ -80,11 +85,22 @@ def _make_plan(handler: HTTPRouteHandler) -> Plan:
     }
     found = [what for what, value in skipped.items() if value]
     query: list[tuple[str, str]] = []
+    path: list[tuple[str, str]] = []
+    # the path's parameters as the router parses them: `{name:str}` gives the text itself
+    in_path = {name: kind for route in handler.paths for name, kind in _PATH_PARAMETER.findall(route)}
     for key, field in parameters.items():
         if key in ("request", "data") or key in dependencies:
             continue
         kwarg = field.kwarg_definition
-        if kwarg is not None and not isinstance(kwarg, QueryParameter):
+        if isinstance(kwarg, PathParameter) or (kwarg is None and key in in_path):
+            name = kwarg.name if kwarg is not None and kwarg.name else key
+            if in_path.get(name) != "str" or field.annotation is not str:
+                found.append(f"parameter {key!r} is not a `str` path parameter")
+            elif kwarg is not None and any(getattr(kwarg, n) is not None for n in _CONSTRAINTS):
+                found.append(f"parameter {key!r} has constraints")
+            else:
+                path.append((name, key))
+        elif kwarg is not None and not isinstance(kwarg, QueryParameter):
             found.append(f"parameter {key!r} is not a query parameter")
         elif field.annotation != str | None or field.default is not None:
             found.append(f"parameter {key!r} is not `str | None = None`")
@@ -94,7 +110,7 @@ def _make_plan(handler: HTTPRouteHandler) -> Plan:
             query.append((kwarg.name if kwarg is not None and kwarg.name else key, key))
     if found:
         raise TypeError(f"the handler {handler.handler_name!r} cannot be called directly: {', '.join(found)}")
-    return Plan(tuple(query), handler.status_code)
+    return Plan(tuple(query), handler.status_code, tuple(path))
 
 
 async def call_direct(scope: Scope, receive: Receive, send: Send) -> int:
@@ -106,6 +122,10 @@ async def call_direct(scope: Scope, receive: Receive, send: Send) -> int:
     if before is not None and await before(request) is not None:
         raise TypeError(f"the before_request hook answered for the direct handler {handler.handler_name!r}")
     kwargs: dict[str, Any] = {"request": request, "data": await request.json()}
+    if how.path:
+        values = scope["path_params"]
+        for name, argument in how.path:
+            kwargs[argument] = values[name]
     if how.query:
         raw = scope.get("query_string", b"")
         # as the framework reads a query: latin-1, blank values kept, the last of a repeated name

@@ -11,7 +11,7 @@ import pytest
 from litestar import Litestar, Request, Router, post
 from litestar.di import NamedDependency, Provide
 from litestar.middleware import DefineMiddleware
-from litestar.params import JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service.api.body import StrictRequest
 from service.api.direct import direct, plan
@@ -68,10 +68,38 @@ async def bounded(
     return Taken(data.sku, data.qty, mode)
 
 
+@post("/named/{name:str}", opt=direct(), status_code=201)
+async def take_named(request: Request[Any, Any, Any], data: JSONBody[Order], name: FromPath[str]) -> Taken:
+    return Taken(data.sku, data.qty, name)
+
+
+@post("/framework-named/{name:str}", status_code=201)
+async def take_named_by_framework(
+    request: Request[Any, Any, Any], data: JSONBody[Order], name: FromPath[str]
+) -> Taken:
+    return Taken(data.sku, data.qty, name)
+
+
+@post("/numbered/{n:int}", opt=direct())
+async def numbered(request: Request[Any, Any, Any], data: JSONBody[Order], n: FromPath[int]) -> Taken:
+    return Taken(data.sku, data.qty, str(n))
+
+
 def app() -> Litestar:
     metrics = RequestMetrics("retail_policy", "direct_routes_test")
     router = Router(
-        "/", route_handlers=[take, take_by_framework, guarded, counted, bounded], response_class=JsonAnswer
+        "/",
+        route_handlers=[
+            take,
+            take_by_framework,
+            guarded,
+            counted,
+            bounded,
+            take_named,
+            take_named_by_framework,
+            numbered,
+        ],
+        response_class=JsonAnswer,
     )
     return Litestar(
         [router], request_class=StrictRequest, middleware=[DefineMiddleware(ApiMiddleware, metrics=metrics)]
@@ -101,6 +129,16 @@ async def test_a_direct_route_answers_as_the_framework_would(query: bytes, body:
     assert await call(target, "/orders", query, body) == await call(target, "/framework", query, body)
 
 
+@pytest.mark.parametrize("name", ["a", "a b", "café", "x.y-z"])
+async def test_a_direct_route_reads_a_text_path_parameter_as_the_framework_would(name: str) -> None:
+    target = app()
+    body = b'{"sku": "A", "qty": 2}'
+    direct_answer = await call(target, f"/named/{name}", b"", body)
+    assert direct_answer == await call(target, f"/framework-named/{name}", b"", body)
+    assert direct_answer[0] == 201
+    assert target.route_handler_method_map["/named/{name:str}"]["POST"].opt.get("direct_plan") is not None
+
+
 async def test_a_direct_route_is_answered_by_the_middleware() -> None:
     target = app()
     status, body = await call(target, "/orders", b"mode=fast", b'{"sku": "A", "qty": 2}')
@@ -113,12 +151,17 @@ async def test_a_direct_route_is_answered_by_the_middleware() -> None:
 
 @pytest.mark.parametrize(
     ("path", "reason"),
-    [("/guarded", "guards"), ("/counted", r"dependencies \(count\)"), ("/bounded", "has constraints")],
+    [
+        ("/guarded", "guards"),
+        ("/counted", r"dependencies \(count\)"),
+        ("/bounded", "has constraints"),
+        ("/numbered/{n:int}", "not a `str` path parameter"),
+    ],
 )
 async def test_a_handler_the_direct_call_would_answer_differently_is_refused(path: str, reason: str) -> None:
     target = app()
     handler = target.route_handler_method_map[path]["POST"]
     with pytest.raises(TypeError, match=reason):
         plan(handler)
-    status, _ = await call(target, path, b"", b'{"sku": "A", "qty": 2}')
+    status, _ = await call(target, path.replace("{n:int}", "1"), b"", b'{"sku": "A", "qty": 2}')
     assert status == 500
