@@ -205,13 +205,20 @@ class CaseStore:
             raise Stale
 
     async def _write_batch(self, batch: list[Transition]) -> list[bool]:
+        # the transitions of one shape together, the shapes in a fixed order: the statement's text then
+        # depends only on how many of each shape it holds, so the driver's cache of prepared statements
+        # finds it again (in the order given, nearly every batch would be a text of its own, prepared anew)
+        order = sorted(range(len(batch)), key=lambda i: _shape(batch[i]))
         params: list[Any] = []
-        parts = [self._parts(t, n, params) for n, t in enumerate(batch)]
+        parts = [self._parts(batch[i], n, params) for n, i in enumerate(order)]
         counts = ", ".join(f"(SELECT count(*) FROM c_moved_{n})" for n in range(len(batch)))
         sql = "WITH " + ", ".join(parts) + " SELECT " + counts
         async with self._driver() as raw:
             row = await raw.fetchrow(sql, *params)
-        return [row[n] == 1 for n in range(len(batch))]
+        written = [False] * len(batch)
+        for n, i in enumerate(order):
+            written[i] = row[n] == 1
+        return written
 
     def _parts(self, t: Transition, n: int, params: list[Any]) -> str:
         """The common table expressions of transition `t`, the `n`th of its statement (names end in n)."""
@@ -286,6 +293,11 @@ class CaseStore:
         for name in _NAMES:
             text = text.replace(f"c_{name}", f"c_{name}_{n}")
         return text
+
+
+def _shape(t: Transition) -> tuple[Any, ...]:
+    """What of `t` decides the text of its part of a statement (`CaseStore._parts`), as a sortable key."""
+    return (tuple(t.values), len(t.events), t.clear_stuck, t.roles is not None, t.shipment is not None)
 
 
 def writes_in_one_statement(store: CaseStore | None, t: Transition) -> bool:

@@ -103,6 +103,34 @@ async def test_a_transition_that_fails_fails_alone_and_writes_nothing(db_engine:
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_transitions_of_other_shapes_written_together_each_get_their_own_answer(
+    db_engine: AsyncEngine,
+) -> None:
+    """A statement holds its transitions grouped by shape, not in the order handed over: each answer is
+    still its own transition's (here a rejection named at a version its case is not at, handed over
+    first, between two approvals)."""
+    await _seed(db_engine, "c-1", "c-2", "c-3")
+    store = CaseStore(db_engine, None)
+    one, two, three = await asyncio.gather(*(store.read(c) for c in ("c-1", "c-2", "c-3")))
+    moved_on = {**two[0], "version": 7}
+    reject = plan(
+        moved_on, status="rejected", action="rejected", actor="ann", role="store_manager", now=START,
+        detail={}, event="case.rejected", comment="no", changes={"outcome_reason": "no"},
+    )  # fmt: skip
+    results = await asyncio.gather(
+        store.write(reject),
+        store.write(_approve(one, "ann", "shp-1")),
+        store.write(_approve(three, "ann", "shp-3")),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], Stale) and results[1:] == [None, None]
+    assert await _count(db_engine, ApprovalStep, case_id="c-2") == 0
+    for case_id in ("c-1", "c-3"):
+        case, request, _steps = await store.read(case_id) or pytest.fail("no case")
+        assert (case["status"], request and request.shipment_id) == ("approved", f"shp-{case_id[-1]}")
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_an_unknown_case_reads_as_none_beside_known_ones(db_engine: AsyncEngine) -> None:
     await _seed(db_engine, "c-1")
     store = CaseStore(db_engine, None)
