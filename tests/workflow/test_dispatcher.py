@@ -268,3 +268,19 @@ async def test_an_event_committed_after_a_higher_id_is_still_delivered(
         finally:
             await dispatcher.close()
     assert Counter(r.event["id"] for r in hooks.requests) == dict.fromkeys([first, newer, late], 1)
+
+
+async def test_a_fan_out_round_takes_up_to_its_batch_of_events_and_the_next_round_the_rest(
+    sessions: Sessions, clock: Clock
+) -> None:
+    """Fan-out takes `fan_out_batch` events a round, apart from the deliveries' own batch."""
+    await subscribe(sessions, "http://127.0.0.1:9/never-sent", clock)
+    ids = await write_events(sessions, clock, 7)
+    dispatcher = Dispatcher(sessions, DeliveryPolicy(batch=2, fan_out_batch=5), clock=clock)
+    try:
+        assert await dispatcher.fan_out() == 5
+        assert await dispatcher.fan_out() == 2
+        assert await dispatcher.fan_out() == 0
+    finally:
+        await dispatcher.close()
+    assert sorted(d.event_id for d in await deliveries(sessions)) == sorted(ids)
