@@ -7,10 +7,11 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, func, select
 
 from service.db.engine import BatchInsert, create_engine, sqlite_pragmas
 from service.db.sqlite_writer import SqliteWriter, SqliteWriters, sqlite_file
@@ -309,3 +310,46 @@ async def test_batch_insert_on_sqlite_splits_rows_into_statements_within_the_var
     await engine.dispose()
     assert count == 10
     assert [tuple(row) for row in stored] == [(i, f"x{i}") for i in range(10)]
+
+
+def test_batch_insert_on_sqlite_stores_datetimes_as_the_drivers_adapter_does_and_none_as_null(
+    tmp_path: Path,
+) -> None:
+    # the rows are prepared without the driver's adapters (see BatchInsert.prepared): what is stored is what
+    # the stdlib driver stored before, a datetime as isoformat(" ") and None as NULL, in every column type
+    metadata = MetaData()
+    table = Table(
+        "r",
+        metadata,
+        Column("n", Integer),
+        Column("at", DateTime(timezone=True)),
+        Column("s", String(10)),
+        Column("j", JSON),
+        Column("i", Integer),
+    )
+    path = tmp_path / "r.db"
+    engine = create_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{path}"))
+    insert = BatchInsert(table, ("n", "at", "s", "j", "i"))
+    moments = [
+        datetime(2026, 12, 4, 17, 33, 9, 318148, tzinfo=UTC),
+        datetime(2026, 12, 4, 17, 33, 9, tzinfo=UTC),  # no microseconds: isoformat leaves them out
+        datetime(2026, 12, 4, 17, 33, 9, 120000, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+        datetime(2026, 1, 2, 3, 4, 5, 600),  # naive
+        datetime(1, 1, 1, tzinfo=UTC),
+    ]
+    rows = [(n, at, None, None, None) for n, at in enumerate(moments)] + [(99, None, "x", {"a": 1}, 0)]
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("CREATE TABLE r (n INTEGER, at DATETIME, s VARCHAR(10), j JSON, i INTEGER)")
+        insert.write_sqlite(connection, *insert.prepared(engine.dialect, rows))
+        stored = connection.execute(
+            "SELECT n, at, typeof(at), s, typeof(s), j, typeof(j), i, typeof(i) FROM r ORDER BY n"
+        ).fetchall()
+    finally:
+        connection.close()
+    expected = [
+        (n, at.isoformat(" "), "text", None, "null", None, "null", None, "null")
+        for n, at in enumerate(moments)
+    ]
+    assert stored == [*expected, (99, None, "null", "x", "text", '{"a":1}', "text", 0, "integer")]
