@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String
+from sqlalchemy import JSON, DateTime, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.base import Base
@@ -15,7 +15,14 @@ class DecisionEntry(Base):
     __tablename__ = "decisions"
     __table_args__ = (
         Index("ix_decisions_kind_created_at", "kind", "created_at"),
-        Index("ix_decisions_kind_idempotency_key", "kind", "idempotency_key"),
+        # only the decisions that have a key (most have none): `kind = ? AND idempotency_key = ?` uses it
+        Index(
+            "ix_decisions_kind_idempotency_key",
+            "kind",
+            "idempotency_key",
+            sqlite_where=text("idempotency_key IS NOT NULL"),
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
         # lookups by order id (and the other subjects); on PostgreSQL the table is partitioned by day
         # on created_at and its primary key is (id, created_at): see service/db/partitions.py
         Index("ix_decisions_subject_created_at", "subject", "created_at"),
