@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # than a row, and no request waits on the log (a decision is readable from memory until written).
 GATHER_SECONDS = 0.05
 # On a SQLite file, decisions encoded and inserted in one turn of the event loop (one transaction, shared
-# with that turn's journal entries): about a millisecond of the loop for availability answers.
+# with that turn's journal entries): about half a millisecond of the loop for availability answers.
 SQLITE_SLICE = 16
 _DECISIONS: Table = DecisionEntry.__table__  # type: ignore[assignment]
 _INSERT = BatchInsert(_DECISIONS, DecisionRecord.COLUMNS)
