@@ -66,6 +66,7 @@ class EvaluationReuse:
                 engine=kept.engine,
                 elapsed_us=0.0,
                 ruleset=kept.ruleset,
+                derived=kept.derived,
             )
         evaluation = evaluator.evaluate(facts, trace)
         if len(self._kept) < LIMIT:
