@@ -190,7 +190,7 @@ async def decide_allocation(
     md = ctx.master_data
     facts = _facts(ctx, request, destination).nested()
     evaluated, shadow = evaluate(ctx, "allocation", facts, trace)
-    policy = AllocationPolicy.from_result(evaluated.evaluation.result)
+    policy = evaluated.evaluation.derive(AllocationPolicy.from_result)
     fulfillment = Fulfillment(request.fulfillment, request.pickup_location)
     locations = candidate_locations(md)
     # one allocator per snapshot: what it works out per policy and destination serves later orders

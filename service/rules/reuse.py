@@ -5,7 +5,8 @@ declared) and on the trace level asked for. When none of those facts is a float 
 that differs with nearly every request, so a kept answer would rarely be asked for again), the evaluations
 of the `none` and `rules` trace levels are kept, at most `LIMIT` of them, on the compiled version they came
 from, and a request with the same fact values gets the kept answer again. The `full` trace is always
-computed. A reused evaluation reports `elapsed_us` 0.0: no engine ran for it.
+computed. A reused evaluation reports `elapsed_us` 0.0: no engine ran for it, and shares what callers
+derived from the kept result (`Evaluation.derive`: an allocation's policy), so that is worked out once too.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class EvaluationReuse:
                 engine=kept.engine,
                 elapsed_us=0.0,
                 ruleset=kept.ruleset,
+                derived=kept.derived,
             )
         evaluation = evaluator.evaluate(facts, trace)
         if len(self._kept) < LIMIT:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, TypeVar
 from typing import Literal as TypingLiteral
 
 from service.rules.language.analysis import AllOf, Norm, Test, Truth, firing_order, tests_of
@@ -441,6 +441,9 @@ class CompiledRuleset:
         return out
 
 
+_T = TypeVar("_T")
+
+
 @dataclass(slots=True)
 class Evaluation:
     """One evaluation: the merged result, the rules that matched in firing order, and the record."""
@@ -452,6 +455,19 @@ class Evaluation:
     engine: str
     elapsed_us: float
     ruleset: dict[str, Any]
+    # what callers work out from `result` (a decision's policy), by the function that made it: a reused
+    # evaluation shares the one of the evaluation it repeats (service.rules.reuse), so a policy is worked
+    # out once per kept result, not once per request
+    derived: dict[Callable[[dict[str, Any]], Any], Any] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def derive(self, make: Callable[[dict[str, Any]], _T]) -> _T:
+        """`make(self.result)`, kept with this evaluation's result (the result is never changed)."""
+        found: _T | None = self.derived.get(make)
+        if found is None:
+            found = self.derived[make] = make(self.result)
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -46,6 +46,25 @@ def test_the_same_fact_values_reuse_the_kept_evaluation() -> None:
     assert len(ruleset.reuse) == 3
 
 
+def test_a_policy_derived_from_a_kept_result_is_worked_out_once() -> None:
+    ruleset = view(name="derived").active("allocation")
+    assert ruleset is not None
+    made: list[dict[str, object]] = []
+
+    def policy(result: dict[str, object]) -> tuple[object, ...]:
+        made.append(result)
+        return tuple(sorted(result.items()))
+
+    first = ruleset.evaluate(order(7, "web"), "none").evaluation.derive(policy)
+    again = ruleset.evaluate(order(7, "web"), "none").evaluation.derive(policy)
+    other = ruleset.evaluate(order(3, "web"), "none").evaluation.derive(policy)
+    assert again is first and first == (("max_splits", 4),) and other == (("max_splits", 8),)
+    assert made == [{"max_splits": 4}, {"max_splits": 8}]
+    # the full trace is evaluated each time: so is what derives from it
+    ruleset.evaluate(order(7, "web"), "full").evaluation.derive(policy)
+    assert len(made) == 3
+
+
 def test_true_and_one_are_different_fact_values() -> None:
     ruleset = view(name="bool").active("allocation")
     assert ruleset is not None
