@@ -8,7 +8,6 @@ import getpass
 import json
 import os
 import shutil
-import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -217,8 +216,8 @@ KEEP_ALIVE_SECONDS = 75
 def run_server(target: str, *, server: str, host: str, port: int, workers: int, log_level: str) -> None:
     """Serve the ASGI app factory `target` ("module:function") with `workers` processes.
 
-    uvicorn, the default, runs with httptools and uvloop (its `standard` extras), each of several workers
-    on a listening socket of its own (`WorkerSocket`); granian (Rust HTTP/1.1, uvloop) is the alternative.
+    uvicorn, the default, runs with httptools and uvloop (its `standard` extras); several workers accept
+    from one listening socket, evenly (`service.workers`); granian (Rust HTTP/1.1, uvloop) is the alternative.
     docs/benchmarks.md has the measurements behind the choice."""
     if server == "granian":
         from granian import Granian
@@ -260,46 +259,18 @@ def run_server(target: str, *, server: str, host: str, port: int, workers: int, 
         # still believes open is never closed under it between two requests.
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
     }
-    if workers > 1 and hasattr(socket, "SO_REUSEPORT"):
+    if workers > 1:
+        from service.workers import SharedListener
+
         try:
-            listening = WorkerSocket.bound(host, port)
+            listening = SharedListener.bound(host, port, workers)
         except OSError as error:
             raise SystemExit(f"cannot listen on {host}:{port}: {error}") from error
+        # each worker's loop accepts from the one socket so that connections spread evenly
+        options["loop"] = "service.workers:BalancingLoop"
         Multiprocess(uvicorn.Config(target, **options), sockets=[listening]).run()
         return
     uvicorn.run(target, **options)
-
-
-class WorkerSocket(socket.socket):
-    """The address `serve --workers N` listens on under uvicorn, one socket per worker process.
-
-    The parent binds it with SO_REUSEPORT and never listens on it; handed to a worker (pickled), it becomes
-    a new socket of that worker's own, bound to the same address. The kernel then spreads new connections
-    over the workers' accept queues by their addresses. On one shared socket the first worker to wake
-    accepts every connection waiting, so a burst of connections lands on one worker (11 to all 16 of 16
-    on one of two workers, measured), which then serves most of the load while the other idles."""
-
-    @classmethod
-    def bound(cls, host: str, port: int) -> WorkerSocket:
-        """A socket bound to `host`:`port` (a free port for 0) that other WorkerSockets may share."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = cls(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((host, port))
-        except OSError:
-            sock.close()
-            raise
-        return sock
-
-    def __reduce__(self) -> tuple[Callable[[str, int], WorkerSocket], tuple[str, int]]:
-        host, port = self.getsockname()[:2]
-        return (_worker_socket, (host, port))
-
-
-def _worker_socket(host: str, port: int) -> WorkerSocket:
-    return WorkerSocket.bound(host, port)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import pickle
-import socket
 import subprocess
 import sys
-from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
 import pytest
-
-from service.cli import WorkerSocket
 
 
 def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -137,39 +131,3 @@ def test_a_refused_key_command_names_the_field(
     result = run_cli(tmp_path, "keys", *args)
     assert result.returncode == code
     assert result.stdout == "" and f"{field}: " in result.stderr
-
-
-def test_each_uvicorn_worker_listens_on_a_socket_of_its_own_and_new_connections_spread_over_them() -> None:
-    parent = WorkerSocket.bound("127.0.0.1", 0)
-    address = parent.getsockname()
-    # what a worker process gets: the parent's socket pickled for it
-    workers = []
-    for _ in range(2):
-        buffer = io.BytesIO()
-        ForkingPickler(buffer).dump(parent)
-        workers.append(pickle.loads(buffer.getvalue()))
-    clients: list[socket.socket] = []
-    try:
-        for worker in workers:
-            assert worker.getsockname() == address and worker.fileno() != parent.fileno()
-            worker.listen(128)
-            worker.setblocking(False)
-        for _ in range(64):
-            clients.append(socket.create_connection(address))
-        accepted = []
-        for worker in workers:
-            count = 0
-            while True:
-                try:
-                    connection, _ = worker.accept()
-                except BlockingIOError:
-                    break
-                connection.close()
-                count += 1
-            accepted.append(count)
-        # the parent's socket never listens: every connection went to a worker, and both got some
-        assert sum(accepted) == 64
-        assert min(accepted) > 0, accepted
-    finally:
-        for one in [*clients, *workers, parent]:
-            one.close()
