@@ -5,7 +5,7 @@ promotions."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from service.domain.availability import LocationPolicy, PreparedPolicies, sellab
 from service.domain.errors import InvalidInput
 from service.masterdata import ItemRecord, LocationRecord, MasterData
 from service.rules.language.problems import RuleEvaluationError
+from service.stock.store import AvailableView
 
 log = logging.getLogger(__name__)
 
@@ -310,6 +311,28 @@ def _shadow(
     return out
 
 
+_NO_STOCK: dict[str, int] = {}
+# prepared policies whose totals a stock view keeps (a few channels x the active version and its shadow)
+TOTALS_KEPT = 16
+
+
+def _totals(prepared: PreparedPolicies, stock: Mapping[str, int]) -> tuple[int, int | None]:
+    """`prepared.totals(stock)`; kept with `stock` when it is a view a store hands to every read of the same
+    answer (both are immutable, so an unchanged stock answer costs a lookup), keyed by the prepared
+    policies' identity (the shared tables keep them alive; the entry holds them too)."""
+    if type(stock) is not AvailableView:
+        return prepared.totals(stock)
+    kept = stock.derived
+    found = kept.get(id(prepared))
+    if found is not None and found[0] is prepared:
+        return found[1]  # type: ignore[no-any-return]
+    totals = prepared.totals(stock)
+    if len(kept) >= TOTALS_KEPT:
+        kept.clear()
+    kept[id(prepared)] = (prepared, totals)
+    return totals
+
+
 async def decide_availability(
     ctx: DecisionContext, request: AvailabilityRequest, trace: TraceLevel = "rules"
 ) -> DecisionRecord:
@@ -339,7 +362,7 @@ async def decide_availability(
         else:
             # the rows SkuAvailability.to_dict(with_locations=False) gives, without the object
             assert prepared is not None
-            uncapped, cap = prepared[i].totals(available.get(sku, {}))
+            uncapped, cap = _totals(prepared[i], available.get(sku, _NO_STOCK))
             if cap is None:
                 sellable = uncapped
                 out = {"sku": sku, "sellable": sellable}
