@@ -333,28 +333,35 @@ def _totals(prepared: PreparedPolicies, stock: Mapping[str, int]) -> tuple[int, 
     return totals
 
 
+def _refuse_skus(md: MasterData, skus: Sequence[str]) -> None:
+    """422 naming the first SKU of `skus` listed twice or unknown to master data."""
+    seen: set[str] = set()
+    for i, sku in enumerate(skus):
+        if sku in seen:
+            raise InvalidInput(f"skus[{i}]", f"{sku!r} is listed twice")
+        known_item(md, sku, f"skus[{i}]")
+        seen.add(sku)
+
+
 async def decide_availability(
     ctx: DecisionContext, request: AvailabilityRequest, trace: TraceLevel = "rules"
 ) -> DecisionRecord:
     decision_id = new_decision_id()
     md = ctx.master_data
-    seen: set[str] = set()
-    for i, sku in enumerate(request.skus):
-        if sku in seen:
-            raise InvalidInput(f"skus[{i}]", f"{sku!r} is listed twice")
-        known_item(md, sku, f"skus[{i}]")
-        seen.add(sku)
+    items = md.items
+    wanted = set(request.skus)
+    if len(wanted) != len(request.skus) or not items.keys() >= wanted:
+        _refuse_skus(md, request.skus)
     policies = ChannelPolicies(ctx, request.channel, trace)
     available = await stock_call(ctx.stock.get_available(request.skus))
     stock_ms = ctx.elapsed_ms()
     skus: list[dict[str, Any]] = []
     prepared = None if trace == "full" else policies.prepared_all(request.skus)
     for i, sku in enumerate(request.skus):
-        item = md.items[sku]
         out: dict[str, Any]
         # stock at a location master data does not know is never sold: the policies cover every known one
         if trace == "full":
-            table = policies.table(item)
+            table = policies.table(items[sku])
             rows = [(loc, units) for loc, units in sorted(available.get(sku, {}).items()) if loc in table]
             result = sku_availability(sku, rows, table, detail=True)
             out = result.to_dict(with_locations=True)
@@ -369,7 +376,7 @@ async def decide_availability(
             else:
                 sellable = min(uncapped, cap)
                 out = {"sku": sku, "sellable": sellable, "per_order_cap": cap, "uncapped": uncapped}
-        promo_cap = promotion_cap(ctx, sku, request.channel)
+        promo_cap = promotion_cap(ctx, sku, request.channel) if md.promotions else None
         if promo_cap is not None and promo_cap < sellable:
             out["sellable"] = promo_cap
             out["per_order_cap"] = promo_cap
