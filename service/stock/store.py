@@ -52,6 +52,9 @@ class AvailableView(dict[str, int]):
         super().__init__(units)
         self.derived: dict[Any, Any] = {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (AvailableView, (dict(self),))  # a copy (or a pickled one) is a fresh view: nothing derived
+
     def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("a stock answer's map is read only")
 

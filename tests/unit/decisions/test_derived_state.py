@@ -3,6 +3,8 @@ once per snapshot, bounded, and never seen by a decision on another snapshot."""
 
 from __future__ import annotations
 
+import copy
+import pickle
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -164,3 +166,6 @@ def test_a_shared_stock_answer_is_read_only() -> None:
         with pytest.raises(TypeError):
             change()
     assert view == {"near": 6} and dict(view) == {"near": 6}
+    view.derived["kept"] = 1
+    for copied in (copy.copy(view), copy.deepcopy(view), pickle.loads(pickle.dumps(view))):
+        assert isinstance(copied, AvailableView) and copied == view and copied.derived == {}
