@@ -101,7 +101,8 @@ def _trace(value: str | None) -> TraceLevel:
 async def _context(request: Request[Any, Any, Any]) -> DecisionContext:
     # start_services opened the stock store, the rules registry and the decision log before serving;
     # the hot decision handlers read the services from the app state instead of asking for the dependency
-    services: Services = request.app.state.services
+    # (by key: by attribute the state object fails a lookup first, a few microseconds)
+    services: Services = request.app.state["services"]
     now = datetime.now(UTC)
     return context_from(services, principal_of(request).name, now, await services.master_data.get(now))
 

@@ -5,7 +5,7 @@ promotions."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from service.domain.availability import LocationPolicy, PreparedPolicies, sellab
 from service.domain.errors import InvalidInput
 from service.masterdata import ItemRecord, LocationRecord, MasterData
 from service.rules.language.problems import RuleEvaluationError
+from service.stock.store import AvailableView
 
 log = logging.getLogger(__name__)
 
@@ -310,28 +311,57 @@ def _shadow(
     return out
 
 
+_NO_STOCK: dict[str, int] = {}
+# prepared policies whose totals a stock view keeps (a few channels x the active version and its shadow)
+TOTALS_KEPT = 16
+
+
+def _totals(prepared: PreparedPolicies, stock: Mapping[str, int]) -> tuple[int, int | None]:
+    """`prepared.totals(stock)`; kept with `stock` when it is a view a store hands to every read of the same
+    answer (both are immutable, so an unchanged stock answer costs a lookup), keyed by the prepared
+    policies' identity (the shared tables keep them alive; the entry holds them too)."""
+    if type(stock) is not AvailableView:
+        return prepared.totals(stock)
+    kept = stock.derived
+    found = kept.get(id(prepared))
+    if found is not None and found[0] is prepared:
+        return found[1]  # type: ignore[no-any-return]
+    totals = prepared.totals(stock)
+    if len(kept) >= TOTALS_KEPT:
+        kept.clear()
+    kept[id(prepared)] = (prepared, totals)
+    return totals
+
+
+def _refuse_skus(md: MasterData, skus: Sequence[str]) -> None:
+    """422 naming the first SKU of `skus` listed twice or unknown to master data."""
+    seen: set[str] = set()
+    for i, sku in enumerate(skus):
+        if sku in seen:
+            raise InvalidInput(f"skus[{i}]", f"{sku!r} is listed twice")
+        known_item(md, sku, f"skus[{i}]")
+        seen.add(sku)
+
+
 async def decide_availability(
     ctx: DecisionContext, request: AvailabilityRequest, trace: TraceLevel = "rules"
 ) -> DecisionRecord:
     decision_id = new_decision_id()
     md = ctx.master_data
-    seen: set[str] = set()
-    for i, sku in enumerate(request.skus):
-        if sku in seen:
-            raise InvalidInput(f"skus[{i}]", f"{sku!r} is listed twice")
-        known_item(md, sku, f"skus[{i}]")
-        seen.add(sku)
+    items = md.items
+    wanted = set(request.skus)
+    if len(wanted) != len(request.skus) or not items.keys() >= wanted:
+        _refuse_skus(md, request.skus)
     policies = ChannelPolicies(ctx, request.channel, trace)
     available = await stock_call(ctx.stock.get_available(request.skus))
     stock_ms = ctx.elapsed_ms()
     skus: list[dict[str, Any]] = []
     prepared = None if trace == "full" else policies.prepared_all(request.skus)
     for i, sku in enumerate(request.skus):
-        item = md.items[sku]
         out: dict[str, Any]
         # stock at a location master data does not know is never sold: the policies cover every known one
         if trace == "full":
-            table = policies.table(item)
+            table = policies.table(items[sku])
             rows = [(loc, units) for loc, units in sorted(available.get(sku, {}).items()) if loc in table]
             result = sku_availability(sku, rows, table, detail=True)
             out = result.to_dict(with_locations=True)
@@ -339,14 +369,14 @@ async def decide_availability(
         else:
             # the rows SkuAvailability.to_dict(with_locations=False) gives, without the object
             assert prepared is not None
-            uncapped, cap = prepared[i].totals(available.get(sku, {}))
+            uncapped, cap = _totals(prepared[i], available.get(sku, _NO_STOCK))
             if cap is None:
                 sellable = uncapped
                 out = {"sku": sku, "sellable": sellable}
             else:
                 sellable = min(uncapped, cap)
                 out = {"sku": sku, "sellable": sellable, "per_order_cap": cap, "uncapped": uncapped}
-        promo_cap = promotion_cap(ctx, sku, request.channel)
+        promo_cap = promotion_cap(ctx, sku, request.channel) if md.promotions else None
         if promo_cap is not None and promo_cap < sellable:
             out["sellable"] = promo_cap
             out["per_order_cap"] = promo_cap

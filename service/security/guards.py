@@ -141,7 +141,7 @@ async def authenticate(scope: Scope) -> Principal:
     key = _presented_key(scope)
     if not key:
         raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'")
-    services = scope["app"].state.services
+    services = scope["app"].state["services"]  # by key: by attribute the state object fails a lookup first
     cache: PrincipalCache = services.principals
     hit = cache.fresh(services, key)  # a key in use: no coroutine to await
     principal = hit[0] if hit is not None else await cache.principal(services, key)

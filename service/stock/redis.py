@@ -79,6 +79,7 @@ from service.stock.redis_layout import reservation_id as reservation_id  # part 
 from service.stock.redis_ledger import RedisLedger
 from service.stock.sql_rows import read_exceptions
 from service.stock.store import (
+    AvailableView,
     IdempotencyConflict,
     Levels,
     Reservation,
@@ -128,8 +129,8 @@ class RedisStockStore(RedisLedger):
         self.recovery: Recovery | None = None
         self._down_logged = -1.0
         # ready answer text -> (its NEXT, or None; location -> available): a SKU's answer is read again and
-        # again while its stock is unchanged, and an unchanged text decodes to the same map (shared: read only)
-        self._ready_decoded: dict[bytes, tuple[float | None, dict[str, int]]] = {}
+        # again while its stock is unchanged, and an unchanged text decodes to the same (read only) map
+        self._ready_decoded: dict[bytes, tuple[float | None, AvailableView]] = {}
         # on a cluster: orders and finishes across slots, under intents (service.stock.crossslot)
         self.cross = CrossSlot(self) if cluster else None
         if not cluster:
@@ -201,12 +202,12 @@ class RedisStockStore(RedisLedger):
             return {sku: found[sku] for sku in dict.fromkeys(skus)}
         read = self.keys.read_keys(skus)
         now = self._now_ms()
-        ready = await self._ready(read.ready, now)
+        ready: Sequence[dict[str, int]] | None = await self._ready(read.ready, now)
         if ready is None:
             ready = AVAILABLE_DECODER.decode(await self._call(self._available, read.keys, [now]))
         return dict(zip(read.unique, ready, strict=True))
 
-    async def _ready(self, command: tuple[bytes, bytes], now: int) -> list[dict[str, int]] | None:
+    async def _ready(self, command: tuple[bytes, bytes], now: int) -> list[AvailableView] | None:
         """The SKUs' ready availability answers (one round trip, no script), or None when one is missing
         or its earliest hold is due at `now` (the available script then prunes and writes them again)."""
         try:
@@ -216,14 +217,14 @@ class RedisStockStore(RedisLedger):
         if not marker:
             raise self._lost()
         decoded = self._ready_decoded
-        answers = []
+        answers: list[AvailableView] = []
         for ready in texts:
             if ready is None:
                 return None
             found = decoded.get(ready)
             if found is None:
                 due, _, body = ready.partition(b"|")
-                found = (float(due) if due else None, READY_DECODER.decode(body))
+                found = (float(due) if due else None, AvailableView(READY_DECODER.decode(body)))
                 if len(decoded) >= READY_KEPT:
                     decoded.clear()
                 decoded[ready] = found

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, NoReturn, Protocol, runtime_checkable
 
 import msgspec
 
@@ -38,6 +38,28 @@ EVENT_TYPES: tuple[str, ...] = (
 Disposition = Literal["restock", "damage"]
 ReservationStatus = Literal["held", "committed", "released", "expired"]
 BUCKETS: tuple[str, ...] = ("sellable", "reserved", "damaged", "return_pending", "in_transit")
+
+
+class AvailableView(dict[str, int]):
+    """location -> available units of one SKU as one stock answer gave them, when a store hands the same
+    map to every call that reads the same answer (the Redis store's ready answers, while the SKU's stock
+    is unchanged). Read only: what is computed from it alone and from other immutable values may be kept
+    with it, in `derived` (its user keys and bounds what it keeps there)."""
+
+    __slots__ = ("derived",)
+
+    def __init__(self, units: dict[str, int]) -> None:
+        super().__init__(units)
+        self.derived: dict[Any, Any] = {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (AvailableView, (dict(self),))  # a copy (or a pickled one) is a fresh view: nothing derived
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("a stock answer's map is read only")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
 
 
 class Levels(msgspec.Struct, frozen=True):

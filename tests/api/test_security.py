@@ -108,6 +108,7 @@ async def test_concurrent_requests_with_an_uncached_key_look_it_up_once(
     import asyncio
     from types import SimpleNamespace
 
+    from litestar.datastructures import State
     from sqlalchemy import event
 
     from service.db.engine import create_engine, session_factory
@@ -129,7 +130,7 @@ async def test_concurrent_requests_with_an_uncached_key_look_it_up_once(
         event.listen(engine.sync_engine, "before_cursor_execute", count)
         # what the middleware reads of an ASGI scope: the headers and the app's services
         services = SimpleNamespace(sessions=session_factory(engine), principals=PrincipalCache())
-        app = SimpleNamespace(state=SimpleNamespace(services=services))
+        app = SimpleNamespace(state=State({"services": services}))
         scopes = [{"headers": [(b"authorization", f"Bearer {key}".encode())], "app": app} for _ in range(20)]
         principals = await asyncio.gather(*(authenticate(s) for s in scopes))  # type: ignore[arg-type]
     finally:

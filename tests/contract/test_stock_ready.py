@@ -14,6 +14,7 @@ import redis
 from service.stock.redis import RedisStockStore, reservation_id
 from service.stock.redis_layout import to_ms
 from service.stock.store import (
+    AvailableView,
     ReservationLine,
     ReservationRequest,
     SnapshotRow,
@@ -56,6 +57,9 @@ async def test_an_unchanged_answer_is_decoded_once_and_a_changed_one_again(store
     first = await store.get_available(["SKU1", "SKU2"])
     again = await store.get_available(["SKU2", "SKU1"])
     assert again["SKU1"] is first["SKU1"] and again["SKU2"] is first["SKU2"]  # the same text, the same map
+    assert isinstance(first["SKU1"], AvailableView)  # shared, so read only
+    with pytest.raises(TypeError):
+        first["SKU1"]["S1"] = 0
     taken = await store.reserve(ask("k1"))
     assert taken.granted
     after = await store.get_available(["SKU1", "SKU2"])

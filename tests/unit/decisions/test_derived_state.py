@@ -3,20 +3,25 @@ once per snapshot, bounded, and never seen by a decision on another snapshot."""
 
 from __future__ import annotations
 
+import copy
+import pickle
 from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from service.decisions.allocation import decide_allocation
-from service.decisions.availability import SHARED_KEPT, _Shared, decide_availability
+from service.decisions.availability import SHARED_KEPT, TOTALS_KEPT, _Shared, _totals, decide_availability
 from service.decisions.context import DecisionContext
 from service.decisions.log import NullDecisionLog
 from service.decisions.rules import FileRulesets
 from service.decisions.schemas import AllocationRequest, AvailabilityRequest, DestinationIn, OrderLineIn
 from service.domain.allocation import Allocator
+from service.domain.availability import LocationPolicy, PreparedPolicies
 from service.masterdata import DERIVED_KEPT, ItemRecord, LocationRecord, MasterData
 from service.stock import MemoryStockStore, SnapshotRow
+from service.stock.store import AvailableView
 
 RULESETS = FileRulesets(Path(__file__).resolve().parents[3] / "rulesets", "python")
 ITEMS = {"TEE": ItemRecord("TEE", "apparel", 20.0, 8.0, 6, None, 5, None)}
@@ -122,3 +127,45 @@ async def test_the_rules_trace_kept_for_a_list_of_skus_is_the_one_built_afresh()
     assert await trace(md, ["TEE"]) == tee == await trace(snapshot(), ["TEE"])
     assert await trace(md, ["TEE", "MUG"]) == both == await trace(snapshot(), ["TEE", "MUG"])
     assert both[: len(tee)] == tee and len(both) > len(tee)  # MUG's facts differ: evaluations of its own
+
+
+def test_the_totals_of_a_shared_stock_answer_are_kept_with_it_per_prepared_policies() -> None:
+    strict = PreparedPolicies.of(
+        {
+            "near": LocationPolicy(True, floor=2, low_stock_threshold=5),
+            "mid": LocationPolicy(True, per_order_cap=4),
+        }
+    )
+    loose = PreparedPolicies.of({"near": LocationPolicy(True), "mid": LocationPolicy(False)})
+    view = AvailableView({"near": 6, "mid": 3})
+    assert _totals(strict, view) == strict.totals({"near": 6, "mid": 3}) == (7, 4)
+    assert _totals(loose, view) == (6, None)
+    assert view.derived == {id(strict): (strict, (7, 4)), id(loose): (loose, (6, None))}
+    view.derived[id(strict)] = (strict, (99, None))
+    assert _totals(strict, view) == (99, None)  # kept: not summed again
+    view.derived[id(loose)] = (strict, (1, 1))  # left by other policies (an id reused): not taken
+    assert _totals(loose, view) == (6, None)
+    plain = {"near": 6, "mid": 3}
+    assert _totals(strict, plain) == (7, 4)  # a map a store made for one call: nothing kept
+    many = [PreparedPolicies.of({"near": LocationPolicy(True, floor=i)}) for i in range(TOTALS_KEPT * 2)]
+    assert [_totals(p, view)[0] for p in many] == [max(0, 6 - i) for i in range(TOTALS_KEPT * 2)]
+    assert len(view.derived) <= TOTALS_KEPT
+
+
+def test_a_shared_stock_answer_is_read_only() -> None:
+    view = AvailableView({"near": 6})
+    for change in (
+        lambda: view.__setitem__("near", 1),
+        lambda: view.__delitem__("near"),
+        lambda: view.update(near=1),
+        lambda: view.pop("near"),
+        lambda: view.popitem(),
+        lambda: view.setdefault("mid", 1),
+        view.clear,
+    ):
+        with pytest.raises(TypeError):
+            change()
+    assert view == {"near": 6} and dict(view) == {"near": 6}
+    view.derived["kept"] = 1
+    for copied in (copy.copy(view), copy.deepcopy(view), pickle.loads(pickle.dumps(view))):
+        assert isinstance(copied, AvailableView) and copied == view and copied.derived == {}
