@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -311,7 +312,8 @@ def _shadow(
     return out
 
 
-_NO_STOCK: dict[str, int] = {}
+# the stock of a SKU the store holds none of (read only)
+_NO_STOCK: Mapping[str, int] = MappingProxyType({})
 # prepared policies whose totals a stock view keeps (a few channels x the active version and its shadow)
 TOTALS_KEPT = 16
 
