@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -12,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import service.db.models  # noqa: F401
 from service.db.base import Base
 from service.db.engine import session_factory
-from service.db.migrate import alembic_config, upgrade
+from service.db.migrate import alembic_config, downgrade, upgrade
 from service.decisions.log import SqlDecisionLog
 
 KEY_INDEX = "ix_decisions_kind_idempotency_key"
@@ -36,16 +35,6 @@ def head_revision() -> str:
     heads = ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()
     assert len(heads) == 1, f"the migrations have {len(heads)} heads: {heads}"
     return str(heads[0])
-
-
-async def downgrade(engine: AsyncEngine, revision: str) -> None:
-    def run(connection: object) -> None:
-        config = alembic_config(engine.url.render_as_string(hide_password=False))
-        config.attributes["connection"] = connection
-        command.downgrade(config, revision)
-
-    async with engine.begin() as conn:
-        await conn.run_sync(run)
 
 
 async def key_index(engine: AsyncEngine) -> str:

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db.engine import create_engine, session_factory
-from service.db.migrate import upgrade
+from service.db.migrate import downgrade, upgrade
 from service.db.partitions import DECISIONS, JOURNAL, maintain
 from service.decisions.ids import uuid7
 from service.decisions.log import SqlDecisionLog
@@ -129,7 +129,7 @@ async def test_the_migration_keeps_every_row_and_partitions_by_day_and_the_downg
         # the journal's ids go on from where they were
         assert await add_journal(conn, at(TODAY), "j-next") > max(journal)
 
-    await upgrade_to(pg, BEFORE)
+    await downgrade(pg, BEFORE)
     async with pg.begin() as conn:
         assert await where(conn, "decisions") == {s: "decisions" for s in ("old", "last-week", "today")}
         assert set((await where(conn, "stock_journal")).values()) == {"stock_journal"}
@@ -138,20 +138,6 @@ async def test_the_migration_keeps_every_row_and_partitions_by_day_and_the_downg
     await upgrade(pg)
     async with pg.begin() as conn:
         assert len(await where(conn, "stock_journal")) == 4
-
-
-async def upgrade_to(engine: AsyncEngine, revision: str) -> None:
-    from alembic import command
-
-    from service.db.migrate import alembic_config
-
-    def run(connection: Any) -> None:
-        config = alembic_config(engine.url.render_as_string(hide_password=False))
-        config.attributes["connection"] = connection
-        command.downgrade(config, revision)
-
-    async with engine.begin() as conn:
-        await conn.run_sync(run)
 
 
 async def test_maintenance_makes_days_ahead_and_takes_rows_out_of_the_default_partition(
