@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 StockBackendName = Literal["sql", "redis", "memory"]
 EngineName = Literal["durable", "python"]
+N = TypeVar("N", int, float)
 
 VAR_DIR = Path(os.environ.get("RETAIL_POLICY_VAR", "var"))
 
@@ -29,45 +31,37 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def _positive_int(name: str, default: int) -> int:
+def _number(
+    name: str, default: N, parse: Callable[[str], N], kind: str, accept: Callable[[N], bool], bound: str
+) -> N:
+    """The setting `name` read with `parse` (`default` when unset or empty), refused naming what it should
+    be: `kind` when it does not parse, `bound` when `accept` says no."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError as exc:
-        raise SettingsError(f"{name}={raw!r}: expected a whole number") from exc
-    if value <= 0:
-        raise SettingsError(f"{name}={raw!r}: expected a number above 0")
+        raise SettingsError(f"{name}={raw!r}: expected {kind}") from exc
+    if not accept(value):
+        raise SettingsError(f"{name}={raw!r}: expected {bound}")
     return value
+
+
+def _positive_int(name: str, default: int) -> int:
+    return _number(name, default, int, "a whole number", lambda v: v > 0, "a number above 0")
 
 
 def _whole_number(name: str, default: int) -> int:
     """A setting of 0 or more (0 usually meaning "off")."""
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name}={raw!r}: expected a whole number") from exc
-    if value < 0:
-        raise SettingsError(f"{name}={raw!r}: expected 0 or more")
-    return value
+    return _number(name, default, int, "a whole number", lambda v: v >= 0, "0 or more")
 
 
 def _positive_seconds(name: str, default: float) -> float:
     """A duration in seconds above 0; fractions allowed (`0.5`)."""
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name}={raw!r}: expected a number of seconds") from exc
-    if not 0 < value < float("inf"):
-        raise SettingsError(f"{name}={raw!r}: expected a number above 0")
-    return value
+    return _number(
+        name, default, float, "a number of seconds", lambda v: 0 < v < float("inf"), "a number above 0"
+    )
 
 
 def _time_zone(name: str, default: str) -> str:
