@@ -92,11 +92,12 @@ def _make_plan(handler: HTTPRouteHandler) -> Plan:
         if key in ("request", "data") or key in dependencies:
             continue
         kwarg = field.kwarg_definition
+        name = getattr(kwarg, "name", None) or key  # the name in the path or query
+        constrained = kwarg is not None and any(getattr(kwarg, n) is not None for n in _CONSTRAINTS)
         if isinstance(kwarg, PathParameter) or (kwarg is None and key in in_path):
-            name = kwarg.name if kwarg is not None and kwarg.name else key
             if in_path.get(name) != "str" or field.annotation is not str:
                 found.append(f"parameter {key!r} is not a `str` path parameter")
-            elif kwarg is not None and any(getattr(kwarg, n) is not None for n in _CONSTRAINTS):
+            elif constrained:
                 found.append(f"parameter {key!r} has constraints")
             else:
                 path.append((name, key))
@@ -104,10 +105,10 @@ def _make_plan(handler: HTTPRouteHandler) -> Plan:
             found.append(f"parameter {key!r} is not a query parameter")
         elif field.annotation != str | None or field.default is not None:
             found.append(f"parameter {key!r} is not `str | None = None`")
-        elif kwarg is not None and any(getattr(kwarg, name) is not None for name in _CONSTRAINTS):
+        elif constrained:
             found.append(f"parameter {key!r} has constraints")
         else:
-            query.append((kwarg.name if kwarg is not None and kwarg.name else key, key))
+            query.append((name, key))
     if found:
         raise TypeError(f"the handler {handler.handler_name!r} cannot be called directly: {', '.join(found)}")
     return Plan(tuple(query), handler.status_code, tuple(path))
