@@ -378,7 +378,7 @@ async def decide_availability(
             else:
                 sellable = min(uncapped, cap)
                 out = {"sku": sku, "sellable": sellable, "per_order_cap": cap, "uncapped": uncapped}
-        promo_cap = promotion_cap(ctx, sku, request.channel) if md.promotions else None
+        promo_cap = promotion_cap(ctx, sku, request.channel)
         if promo_cap is not None and promo_cap < sellable:
             out["sellable"] = promo_cap
             out["per_order_cap"] = promo_cap
