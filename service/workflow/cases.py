@@ -349,9 +349,7 @@ class Workflow:
                 blocked, shipment = None, None
                 if done and case["kind"] == "transfer" and request.shipment_id is None:
                     body = request.body
-                    blocked = await self._source_floor_breach(
-                        body["sku"], body["from_location"], body["qty"], now
-                    )
+                    blocked = await self._floors.breach(body["sku"], body["from_location"], body["qty"], now)
                     shipment = None if blocked is not None else f"shp-{case_id}"
                 # the write names the version read, so it needs no lock held since the read
                 await self._at("before_write", case_id)
@@ -492,7 +490,7 @@ class Workflow:
         shipment = request.shipment_id or committed
         if shipment is None:
             if blocked is None:
-                blocked = await self._source_floor_breach(sku, source, qty, now)
+                blocked = await self._floors.breach(sku, source, qty, now)
             if blocked is not None:
                 return await self._finish(
                     plan(
@@ -537,12 +535,6 @@ class Workflow:
         if written is not None:
             written.append(t.step)
         return t.after
-
-    async def _source_floor_breach(
-        self, sku: str, source: str, qty: int, now: datetime
-    ) -> dict[str, Any] | None:
-        """Whether moving `qty` of `sku` away from `source` now breaches its floor (None: it does not)."""
-        return await self._floors.breach(sku, source, qty, now)
 
     async def receive(self, events: Sequence[StockEvent], statuses: Sequence[str]) -> int:
         """Close executed transfers whose shipment a `transfer_in` names; answers how many."""
