@@ -61,9 +61,9 @@ async def test_floor_checks_made_together_each_answer_their_own_transfer(wf: App
     assert (await wf.client.as_("stock").post("/v1/stock/events", json=sold)).status_code == 200
     at = START + timedelta(minutes=1)
     large, small, unknown = await asyncio.gather(
-        wf.workflow._source_floor_breach("TV-003", "dc-manchester", 8, at),
-        wf.workflow._source_floor_breach("TV-003", "dc-manchester", 2, at),
-        wf.workflow._source_floor_breach("NOPE-1", "dc-manchester", 1, at),
+        wf.workflow._floors.breach("TV-003", "dc-manchester", 8, at),
+        wf.workflow._floors.breach("TV-003", "dc-manchester", 2, at),
+        wf.workflow._floors.breach("NOPE-1", "dc-manchester", 1, at),
     )
     assert large["reason"].startswith("moving 8 would leave -3 available at dc-manchester")
     assert (large["available"], large["qty"]) == (5, 8)
