@@ -341,12 +341,17 @@ class RedisStockStore(RedisLedger):
             found = parse_reservation(outcome[1], now_ms)
             return ReservationResult(found, tuple(ledger.replayed_short(request, found.lines)), replayed=True)
         flat_short = outcome[1] if verdict == "short" else outcome[2]
-        short = tuple(
-            ShortLine(
-                text(flat_short[i]), text(flat_short[i + 1]), int(flat_short[i + 2]), int(flat_short[i + 3])
+        short: tuple[ShortLine, ...] = ()
+        if flat_short:  # a grant in full (the usual answer) has none
+            short = tuple(
+                ShortLine(
+                    text(flat_short[i]),
+                    text(flat_short[i + 1]),
+                    int(flat_short[i + 2]),
+                    int(flat_short[i + 3]),
+                )
+                for i in range(0, len(flat_short), 4)
             )
-            for i in range(0, len(flat_short), 4)
-        )
         if verdict == "short":
             seen = dict(zip(by_sku, AVAILABLE_DECODER.decode(outcome[2]), strict=True))
             return ReservationResult(None, short, available=seen)

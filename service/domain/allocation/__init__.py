@@ -104,7 +104,7 @@ REFUSED_NOTE = "order not allocated: a line could not be served in full and part
 SHORT_NOTE = "not enough giveable stock within the policy"
 
 
-def _validate(lines: Sequence[OrderLine], locations: Sequence[Location]) -> None:
+def _validate(lines: Sequence[OrderLine], network: Network) -> None:
     if not lines:
         raise InvalidInput("lines", "an order needs at least one line")
     for i, line in enumerate(lines):
@@ -112,11 +112,8 @@ def _validate(lines: Sequence[OrderLine], locations: Sequence[Location]) -> None
             raise InvalidInput(f"lines[{i}].sku", "must not be empty")
         if isinstance(line.qty, bool) or line.qty < 1:
             raise InvalidInput(f"lines[{i}].qty", "must be a whole number >= 1")
-    seen: set[str] = set()
-    for loc in locations:
-        if loc.id in seen:
-            raise InvalidInput("locations", f"location {loc.id!r} is listed twice")
-        seen.add(loc.id)
+    if network.repeated is not None:
+        raise InvalidInput("locations", f"location {network.repeated!r} is listed twice")
 
 
 def allocate(
@@ -142,10 +139,11 @@ def allocate(
 
     With `explain` the lines carry the trace of every candidate (the full trace shows it), collected by a
     `CandidateRecorder`; without it nothing is collected. The choice is the same."""
-    _validate(lines, locations)
     if allocator is None or allocator.pool_size != pool_size:
         allocator = Allocator.over(locations, pool_size)
     network, capacity = allocator.network, allocator.capacity
+    # the locations are checked once per network (an allocator kept for them answers for them)
+    _validate(lines, network if network.given is locations else Network(locations))
     if capacity_used:
         capacity = list(capacity)
         for location, n in capacity_used.items():
@@ -158,13 +156,13 @@ def allocate(
         if line.sku not in sku_index:
             sku_index[line.sku] = len(available)
             sku_stock = stock.get(line.sku, {})
-            available.append([sku_stock.get(loc_id, 0) for loc_id in network.ids])
+            available.append(list(map(sku_stock.get, network.ids, network.zeros)))
     thresholds: list[Sequence[int] | None] | None = None
     if low_stock_thresholds:
         thresholds = []
         for line in lines:
             sku_low = low_stock_thresholds.get(line.sku)
-            thresholds.append([sku_low.get(loc_id, 0) for loc_id in network.ids] if sku_low else None)
+            thresholds.append(list(map(sku_low.get, network.ids, network.zeros)) if sku_low else None)
     pickup = network.index.get(fulfillment.pickup_location or "", -1)
     recorder = None
     if explain:

@@ -32,9 +32,16 @@ class Network:
     The locations' `capacity_remaining` is not read here: `Allocator.plan` takes capacity per call."""
 
     def __init__(self, locations: Sequence[Location]) -> None:
+        # the sequence given, so that an order over the same locations is known to be (see `allocate`)
+        self.given = locations
         self.locations = list(locations)
         self.index = {loc.id: i for i, loc in enumerate(self.locations)}
         self.ids = [loc.id for loc in self.locations]
+        # the first location id listed twice (None: every id once), found once for every order
+        self.repeated = next(
+            (loc.id for i, loc in enumerate(self.locations) if self.index[loc.id] != i), None
+        )
+        self.zeros = [0] * len(self.ids)
         self.types = [loc.type for loc in self.locations]
         self.priority = [loc.priority for loc in self.locations]
         self.pickup = [("pickup" in loc.capabilities) for loc in self.locations]

@@ -9,6 +9,7 @@ import pytest
 from service.domain.allocation import (
     MAX_COMBINATIONS,
     AllocationPolicy,
+    Allocator,
     Destination,
     Fulfillment,
     Location,
@@ -296,6 +297,19 @@ def test_a_line_quantity_below_one_is_invalid() -> None:
     with pytest.raises(InvalidInput) as err:
         allocate([OrderLine("A", 0)], [loc("s1")], {}, policy(), SHIP, HOME)
     assert err.value.field == "lines[0].qty"
+
+
+def test_a_location_listed_twice_is_invalid_with_or_without_a_kept_allocator() -> None:
+    twice = [loc("s1"), loc("s2"), loc("s1", km_north=5)]
+    kept = Allocator.over(twice)
+    over_others = Allocator.over([loc("s1"), loc("s2")])
+    for allocator in (None, kept, over_others):
+        with pytest.raises(InvalidInput) as err:
+            allocate([OrderLine("A", 1)], twice, {"A": {"s1": 5}}, policy(), SHIP, HOME, allocator=allocator)
+        assert (err.value.field, err.value.reason) == ("locations", "location 's1' is listed twice")
+    # an allocator kept over other locations does not vouch for these: the order's own are checked
+    plan = allocate([OrderLine("A", 1)], [loc("s2")], {"A": {"s2": 5}}, policy(), SHIP, HOME, allocator=kept)
+    assert picks(plan) == {"s2": 1}
 
 
 @pytest.mark.parametrize(
