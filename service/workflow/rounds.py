@@ -10,7 +10,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.models import ApprovalCase, ChangeRequest
@@ -20,6 +20,9 @@ from service.workflow.writes import Stale
 
 SYSTEM_ACTOR = "workflow"
 ATTEMPTS = 5  # a transition that loses a race reads the case again, at most this often
+# pending cases, as the partial index of pending cases by SLA names them: written into the statement, so
+# that PostgreSQL's plan of a prepared statement may use that index too
+PENDING = ApprovalCase.status == literal_column("'pending'")
 
 
 class CaseOps(Protocol):
@@ -115,7 +118,7 @@ async def sweep_cases(wf: CaseOps, now: datetime, limit: int) -> dict[str, int]:
             (
                 await session.execute(
                     select(ApprovalCase.id)
-                    .where(ApprovalCase.status == "pending", ApprovalCase.sla_due_at <= now)
+                    .where(PENDING, ApprovalCase.sla_due_at <= now)
                     .order_by(ApprovalCase.sla_due_at)
                     .limit(limit)
                 )

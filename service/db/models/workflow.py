@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.base import Base
@@ -18,7 +18,14 @@ class ApprovalCase(Base):
 
     __tablename__ = "approval_cases"
     __table_args__ = (
-        Index("ix_approval_cases_status_sla_due_at", "status", "sla_due_at"),
+        # the sweeper's and the stuck-approval check's: pending cases by SLA (a transition that leaves the
+        # status alone, or moves a case between two other statuses, does not touch it)
+        Index(
+            "ix_approval_cases_pending_sla_due_at",
+            "sla_due_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
         Index("ix_approval_cases_status_created_at", "status", "created_at"),
     )
 
