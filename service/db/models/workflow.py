@@ -73,7 +73,7 @@ class OutboxEvent(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
-    kind: Mapped[str] = mapped_column(String(64), index=True)  # e.g. "approval.approved"
+    kind: Mapped[str] = mapped_column(String(64))  # e.g. "case.approved" (events are read in id order)
     subject: Mapped[str] = mapped_column(String(200))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
