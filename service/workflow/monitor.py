@@ -38,6 +38,7 @@ from service.errors import ServiceError
 from service.masterdata import MasterDataCache
 from service.stock.store import EventResult, Levels, StockEvent, StockStore
 from service.workflow.exceptions import clear_exception, raise_exception, unresolved_keys
+from service.workflow.rounds import PENDING
 
 log = logging.getLogger(__name__)
 ANOMALIES_READ = 1000  # recent stock anomalies a check looks at for negative locations
@@ -133,7 +134,7 @@ class ExceptionMonitor:
             cases = (
                 await session.execute(
                     select(ApprovalCase).where(
-                        ApprovalCase.status == "pending",
+                        PENDING,
                         ApprovalCase.sla_due_at.is_not(None),
                         ApprovalCase.sla_due_at < now,
                     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.base import Base
@@ -18,7 +18,14 @@ class ApprovalCase(Base):
 
     __tablename__ = "approval_cases"
     __table_args__ = (
-        Index("ix_approval_cases_status_sla_due_at", "status", "sla_due_at"),
+        # the sweeper's and the stuck-approval check's: pending cases by SLA (a transition that leaves the
+        # status alone, or moves a case between two other statuses, does not touch it)
+        Index(
+            "ix_approval_cases_pending_sla_due_at",
+            "sla_due_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
         Index("ix_approval_cases_status_created_at", "status", "created_at"),
     )
 
@@ -66,7 +73,7 @@ class OutboxEvent(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
-    kind: Mapped[str] = mapped_column(String(64), index=True)  # e.g. "approval.approved"
+    kind: Mapped[str] = mapped_column(String(64))  # e.g. "case.approved" (events are read in id order)
     subject: Mapped[str] = mapped_column(String(200))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
