@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.engine import create_engine, session_factory
+from service.db.migrate import upgrade
 from service.db.models.decisions import DecisionEntry, DecisionTrace
 from service.db.sqlite_writer import SqliteWriters
 from service.decisions.ids import new_decision_id
@@ -215,3 +217,27 @@ async def test_a_decision_logged_with_its_trace_inline_is_read_as_before(
     async with sessions() as session, session.begin():
         session.add(DecisionEntry(**values, trace=old.trace))
     assert await SqlDecisionLog(sessions).get(old.id) == old.logged()
+
+
+async def test_traces_are_kept_apart_also_through_the_engine_on_a_sqlite_uri(tmp_path: Path) -> None:
+    # a URI filename is written through the engine's connection, not the file's SQLite writer
+    engine = create_engine(
+        DatabaseSettings(url=f"sqlite+aiosqlite:///file:{tmp_path / 'log.db'}?mode=rwc&uri=true")
+    )
+    try:
+        await upgrade(engine)
+        sessions = session_factory(engine)
+        log = SqlDecisionLog(sessions)
+        assert log._sqlite is None
+        logged = [record(trace=a_trace(1)), record(trace=a_trace(1)), record(trace=a_trace(2))]
+        log.start()
+        for one in logged[:2]:
+            await log.record(one)
+        await log.flush()
+        await log.record(logged[2])
+        await log.close()
+        assert await rows(sessions, DecisionTrace) == 2
+        for one in logged:
+            assert await SqlDecisionLog(sessions).get(one.id) == one.logged()
+    finally:
+        await engine.dispose()
