@@ -16,7 +16,8 @@ LOCK_TIMEOUT = "2s"
 
 @dataclass(frozen=True)
 class DayPartitioned:
-    """A table partitioned by UTC day on `column`, a timestamp or (`millis`) Unix milliseconds."""
+    """A table partitioned by UTC day on `column`, a timestamp, (`millis`) Unix milliseconds or (`dated`)
+    a date."""
 
     table: str
     column: str
@@ -24,9 +25,12 @@ class DayPartitioned:
     # whether the decision log's retention drops its old days as they are (the journal's are folded into
     # its checkpoint first, by its own retention: service.stock.checkpoint)
     trimmed: bool
+    dated: bool = False
 
     def bound(self, day: date) -> str:
         """The SQL literal of the start of `day` in the partition key's terms."""
+        if self.dated:
+            return f"'{day.isoformat()}'"
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         if self.millis:
             return str(int(start.timestamp()) * 1000)
@@ -51,8 +55,10 @@ class DayPartitioned:
 
 
 DECISIONS = DayPartitioned("decisions", "created_at", millis=False, trimmed=True)
+# the decisions' traces, by the UTC day of their decisions: made and dropped with the log's days
+TRACES = DayPartitioned("decision_traces", "day", millis=False, trimmed=True, dated=True)
 JOURNAL = DayPartitioned("stock_journal", "at_ms", millis=True, trimmed=False)
-TABLES = (DECISIONS, JOURNAL)
+TABLES = (DECISIONS, TRACES, JOURNAL)
 
 
 def is_partitioned(conn: Connection, table: str) -> bool:

@@ -8,6 +8,14 @@ event loop (`service.db.sqlite_writer`), in the same transaction as the stock jo
 turn of the loop, at most `SQLITE_SLICE` decisions per turn: encoding and inserting a decision costs the
 loop tens of microseconds, and the slice bounds how long the worker's requests (and, through the write
 lock, the other workers' journal entries) wait behind the log.
+
+A decision's trace is written once per UTC day and content, to `decision_traces`, and the decision's row
+names it by digest (`DecisionTrace`): the default-level trace of the same SKUs or the same order shape is
+the same bytes decision after decision, and bytes written are most of what a decision costs the database.
+The log remembers the (day, digest) pairs it has written (a bounded set: one it forgot is written again,
+which the database ignores), and adds a pair only once the transaction that wrote it has committed. A
+trace is written in the same transaction as the first decision that names it, and its day's partition is
+dropped with that day's decisions (`service.db.partitions`).
 """
 
 from __future__ import annotations
@@ -16,15 +24,17 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from hashlib import blake2b
 from typing import Any, Protocol
 
-from sqlalchemy import Table, select
+import msgspec
+from sqlalchemy import Table, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.base import aware
 from service.db.engine import BatchInsert, HeldConnection, HeldDriverConnection
-from service.db.models.decisions import DecisionEntry
+from service.db.models.decisions import DecisionEntry, DecisionTrace
 from service.db.sqlite_writer import SqliteWriters
 from service.decisions.record import DecisionRecord
 from service.tasks import cancel_and_wait
@@ -38,6 +48,23 @@ GATHER_SECONDS = 0.05
 SQLITE_SLICE = 16
 _DECISIONS: Table = DecisionEntry.__table__  # type: ignore[assignment]
 _INSERT = BatchInsert(_DECISIONS, DecisionRecord.COLUMNS)
+# (day, digest) pairs of traces the log remembers having written, before it forgets them all
+STORED_TRACES = 4096
+_TRACE_COLUMNS = f"INSERT INTO {DecisionTrace.__tablename__} (day, digest, trace) VALUES"
+# a trace another worker (or a retried batch) wrote already is left as it is: the same digest, the same trace
+_TRACE_SQL = {
+    "sqlite": f"{_TRACE_COLUMNS} (?, ?, ?) ON CONFLICT DO NOTHING",
+    "postgresql": f"{_TRACE_COLUMNS} ($1, $2, $3) ON CONFLICT DO NOTHING",
+    "named": f"{_TRACE_COLUMNS} (:day, :digest, :trace) ON CONFLICT DO NOTHING",
+}
+_encode = msgspec.json.Encoder().encode
+# traces new to the log in a batch: (day, digest) -> the trace as JSON text
+NewTraces = dict[tuple[date, str], str]
+
+
+def trace_digest(encoded: bytes) -> str:
+    """The name of a trace (its JSON) in the table of traces."""
+    return blake2b(encoded, digest_size=16).hexdigest()
 
 
 class DecisionSink(Protocol):
@@ -71,14 +98,16 @@ def created_window(decision_id: str) -> tuple[datetime, datetime] | None:
     return moment - timedelta(days=1), moment + timedelta(days=1)
 
 
-def entry_to_dict(row: DecisionEntry) -> dict[str, Any]:
+def entry_to_dict(row: DecisionEntry, trace: dict[str, Any] | None) -> dict[str, Any]:
+    """A logged decision as `GET /v1/decisions/{id}` answers it; `trace` is the one its row names
+    (`read_trace`)."""
     out: dict[str, Any] = {
         "decision_id": row.id,
         "kind": row.kind,
         "created_at": aware(row.created_at).isoformat(),
         "decision": row.decision,
         "ruleset": {"name": row.ruleset_name, "version": row.ruleset_version, "sha256": row.ruleset_sha256},
-        "trace": row.trace,
+        "trace": trace,
         "timings": row.timings,
         "request": row.request,
     }
@@ -89,6 +118,19 @@ def entry_to_dict(row: DecisionEntry) -> dict[str, Any]:
     if row.inputs is not None:
         out["inputs"] = row.inputs
     return out
+
+
+async def read_trace(session: AsyncSession, row: DecisionEntry) -> dict[str, Any] | None:
+    """The trace of a logged decision: the one its row names in the table of traces, or (logged before
+    traces were kept apart) its own."""
+    if row.trace_digest is None:
+        return row.trace
+    day = aware(row.created_at).astimezone(UTC).date()
+    found = await session.execute(
+        select(DecisionTrace.trace).where(DecisionTrace.day == day, DecisionTrace.digest == row.trace_digest)
+    )
+    trace: dict[str, Any] | None = found.scalar_one_or_none()
+    return trace
 
 
 class SqlDecisionLog:
@@ -118,6 +160,8 @@ class SqlDecisionLog:
         self._driver = HeldDriverConnection(bind) if bind.dialect.name == "postgresql" else None
         # on a SQLite file a batch goes through the file's writer (see service.db.sqlite_writer)
         self._sqlite = (sqlite_writers or SqliteWriters()).for_url(bind.url)
+        # (day, digest) of traces written by committed transactions (see the module's text)
+        self._stored_traces: set[tuple[date, str]] = set()
         self.written = 0
         self.recorded = 0
 
@@ -154,6 +198,30 @@ class SqlDecisionLog:
                     self._pending_keys.pop((record.kind, record.idempotency_key), None)
                 self._queue.task_done()
 
+    def _plan(self, batch: Sequence[DecisionRecord]) -> tuple[list[tuple[Any, ...]], NewTraces]:
+        """The rows of `batch` and the traces they name that the log has not written yet."""
+        stored = self._stored_traces
+        rows: list[tuple[Any, ...]] = []
+        new: NewTraces = {}
+        for record in batch:
+            digest = None
+            if record.trace is not None:
+                encoded = _encode(record.trace)
+                digest = trace_digest(encoded)
+                key = (record.created_at.astimezone(UTC).date(), digest)
+                if key not in stored and key not in new:
+                    new[key] = encoded.decode()
+            rows.append(record.values(digest))
+        return rows, new
+
+    def _stored(self, new: NewTraces) -> None:
+        """`new` is committed: later decisions that name these traces write only their digest."""
+        if not new:
+            return
+        if len(self._stored_traces) + len(new) > STORED_TRACES:
+            self._stored_traces.clear()
+        self._stored_traces.update(new)
+
     async def _write(self, batch: list[DecisionRecord]) -> None:
         delay = 0.05
         done = 0  # decisions of the batch committed so far (SQLite writes it in slices)
@@ -162,17 +230,30 @@ class SqlDecisionLog:
                 if self._sqlite is not None:
                     while done < len(batch):
                         part = batch[done : done + SQLITE_SLICE]
+                        rows, new = self._plan(part)
+                        traces = [(day.isoformat(), digest, trace) for (day, digest), trace in new.items()]
                         await self._sqlite.submit(
-                            _write_sqlite, _INSERT.prepared(self._dialect, [r.values() for r in part])
+                            _write_sqlite, (_INSERT.prepared(self._dialect, rows), traces)
                         )
+                        self._stored(new)
                         done += len(part)
                 else:
                     # a Core executemany on the table: the ORM bulk path costs the event loop more per row
+                    rows, new = self._plan(batch)
                     if self._driver is not None:
-                        await self._copy(self._driver, batch)
+                        await self._copy(self._driver, rows, new)
                     else:
                         async with self._connection.transaction() as connection:
-                            await _INSERT.execute(connection, [r.values() for r in batch])
+                            if new:
+                                await connection.execute(
+                                    text(_TRACE_SQL["named"]),
+                                    [
+                                        {"day": day.isoformat(), "digest": digest, "trace": trace}
+                                        for (day, digest), trace in new.items()
+                                    ],
+                                )
+                            await _INSERT.execute(connection, rows)
+                    self._stored(new)
                 self.written += len(batch)
                 return
             except asyncio.CancelledError:
@@ -182,10 +263,17 @@ class SqlDecisionLog:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _copy(self, driver: HeldDriverConnection, batch: list[DecisionRecord]) -> None:
+    async def _copy(self, driver: HeldDriverConnection, rows: list[tuple[Any, ...]], new: NewTraces) -> None:
         # a lost connection is discarded: the retry starts on a fresh one
         async with driver.using() as connection:
-            await _INSERT.copy_driver(connection, self._dialect, [r.values() for r in batch])
+            if not new:  # one COPY commits on its own
+                await _INSERT.copy_driver(connection, self._dialect, rows)
+                return
+            async with connection.transaction():  # the traces with the first decisions that name them
+                await connection.executemany(
+                    _TRACE_SQL["postgresql"], [(day, digest, trace) for (day, digest), trace in new.items()]
+                )
+                await _INSERT.copy_driver(connection, self._dialect, rows)
 
     async def flush(self) -> None:
         """Wait until every decision queued so far is written."""
@@ -226,7 +314,7 @@ class SqlDecisionLog:
                 ).scalar_one_or_none()
             if row is None:  # logged with a clock far from the id's (or not a time-ordered id): every day
                 row = (await session.execute(by_id)).scalar_one_or_none()
-            return None if row is None else entry_to_dict(row)
+            return None if row is None else entry_to_dict(row, await read_trace(session, row))
 
     async def find_by_idempotency_key(self, kind: str, key: str) -> dict[str, Any] | None:
         pending = self._pending_keys.get((kind, key))
@@ -241,14 +329,19 @@ class SqlDecisionLog:
                     .limit(1)
                 )
             ).scalar_one_or_none()
-            return None if row is None else entry_to_dict(row)
+            return None if row is None else entry_to_dict(row, await read_trace(session, row))
 
 
-def _write_sqlite(
-    connection: sqlite3.Connection, batches: Sequence[tuple[str, list[tuple[Any, ...]]]]
-) -> list[None]:
-    """Batches of decision rows (the single-row INSERT and the rows), in the writer's transaction."""
-    _INSERT.write_sqlite(connection, batches[0][0], [row for _, rows in batches for row in rows])
+SqliteBatch = tuple[tuple[str, list[tuple[Any, ...]]], list[tuple[str, str, str]]]
+
+
+def _write_sqlite(connection: sqlite3.Connection, batches: Sequence[SqliteBatch]) -> list[None]:
+    """Batches of decision rows (the single-row INSERT and the rows) and the traces new to the log (day,
+    digest, JSON) they name, in the writer's transaction."""
+    traces = [trace for _, new in batches for trace in new]
+    if traces:
+        connection.executemany(_TRACE_SQL["sqlite"], traces)
+    _INSERT.write_sqlite(connection, batches[0][0][0], [row for (_, rows), _ in batches for row in rows])
     return [None] * len(batches)
 
 

@@ -65,14 +65,15 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
         "ruleset_sha256",
         "request",
         "decision",
-        "trace",
+        "trace_digest",
         "shadow",
         "timings",
         "inputs",
     )
 
-    def values(self) -> tuple[Any, ...]:
-        """Column values of the decision log table, in `COLUMNS` order (what the log writer inserts)."""
+    def values(self, trace_digest: str | None) -> tuple[Any, ...]:
+        """Column values of the decision log table, in `COLUMNS` order (what the log writer inserts): the
+        trace itself goes to the table of traces, the row names it by `trace_digest`."""
         ruleset = self.ruleset
         return (
             self.id,
@@ -86,7 +87,7 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
             str(ruleset.get("sha256", "")),
             self.request,
             self.decision,
-            self.trace,
+            trace_digest,
             self.shadow,
             self.timings,
             self.inputs,

@@ -9,7 +9,9 @@ keep-alive connections, in alternating rounds (log on, log nowhere, ...) so that
 falls on both alike; the ratio is that of the mean rates. "Sustained": once the rounds are over, every
 decision answered by the server with the log on must be in the table, and the time it took the log to
 finish writing after the last round (`drain_seconds`) is reported, with each server's CPU time per
-decision. Run: `make bench` (or `python -m pytest tests/benchmarks/bench_decision_log.py -s
+decision. With BENCH_DATABASE=sqlite the log goes to a SQLite file instead (through the worker's SQLite
+writer), the CPU per decision logged over the CPU per decision written nowhere being the log's cost there.
+Run: `make bench` (or `python -m pytest tests/benchmarks/bench_decision_log.py -s
 -o python_files='bench_*.py'`).
 """
 
@@ -21,6 +23,8 @@ import os
 import statistics
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,8 @@ from tests.benchmarks.bench_decisions import (
 )
 from tests.services import postgres_database
 
+# where the log is written: postgresql (a fresh database) or sqlite (a file of the run's own)
+DATABASE = os.environ.get("BENCH_DATABASE", "postgresql")
 SECONDS = float(os.environ.get("BENCH_SECONDS", "30"))  # per server, split over the rounds
 ROUNDS = 10
 CONNECTIONS = 64
@@ -77,14 +83,16 @@ async def logged(database_url: str) -> int:
         await engine.dispose()
 
 
-async def measure(tmp: Path, database_url: str, redis_url: str) -> dict[str, Any]:
+async def measure(tmp: Path, database_url: str | None, redis_url: str) -> dict[str, Any]:
+    """The rounds; `database_url` None: a SQLite file in `tmp`."""
     env, key = await prepare_app(tmp, redis_url, database_url=database_url)
+    database_url = env["DATABASE_URL"]
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     try:
-        for name, extra in (("postgresql", {}), ("nowhere", {"BENCH_DECISION_LOG": "nowhere"})):
+        for name, extra in (("logged", {}), ("nowhere", {"BENCH_DECISION_LOG": "nowhere"})):
             (tmp / name).mkdir()
             servers[name] = start_server(tmp / name, {**env, **extra})
-        port = servers["postgresql"][1]
+        port = servers["logged"][1]
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=120
         ) as client:
@@ -102,7 +110,7 @@ async def measure(tmp: Path, database_url: str, redis_url: str) -> dict[str, Any
                 done, elapsed = await rounds_of(port, data, SECONDS / ROUNDS)
                 rates[name].append(done / elapsed)
                 cpu[name].append((server_cpu(process.pid) - cpu_before) / done * 1e6)
-                if name == "postgresql":
+                if name == "logged":
                     answered += done
         finished = time.perf_counter()
         total = await _settled(database_url, before + answered)
@@ -112,14 +120,14 @@ async def measure(tmp: Path, database_url: str, redis_url: str) -> dict[str, Any
             process.terminate()
             process.wait(30)
     assert total == before + answered, f"{before + answered - total} decisions never reached the log"
-    on, off = statistics.mean(rates["postgresql"]), statistics.mean(rates["nowhere"])
+    on, off = statistics.mean(rates["logged"]), statistics.mean(rates["nowhere"])
     return {
         "decisions_per_second_logged": round(on),
         "decisions_per_second_nowhere": round(off),
         "ratio": round(on / off, 3),
-        "round_rates_logged": [round(r) for r in rates["postgresql"]],
+        "round_rates_logged": [round(r) for r in rates["logged"]],
         "round_rates_nowhere": [round(r) for r in rates["nowhere"]],
-        "server_cpu_us_per_decision_logged": round(statistics.mean(cpu["postgresql"])),
+        "server_cpu_us_per_decision_logged": round(statistics.mean(cpu["logged"])),
         "server_cpu_us_per_decision_nowhere": round(statistics.mean(cpu["nowhere"])),
         "decisions_logged": answered,
         "drain_seconds": round(drain, 2),
@@ -139,9 +147,19 @@ async def _settled(database_url: str, expected: int | None, limit: float = 120.0
         await asyncio.sleep(0.1)
 
 
+@contextmanager
+def database() -> Iterator[str | None]:
+    """A fresh PostgreSQL database's URL, or None for a SQLite file (BENCH_DATABASE=sqlite)."""
+    if DATABASE == "sqlite":
+        yield None
+        return
+    with postgres_database() as url:
+        yield url
+
+
 @pytest.mark.benchmark
 def test_decisions_per_second_with_the_log_on_postgresql_against_writing_nowhere(tmp_path: Path) -> None:
-    with postgres_database() as url, stock_redis() as redis_url:
+    with database() as url, stock_redis() as redis_url:
         results = asyncio.run(measure(tmp_path, url, redis_url))
     print()
     for name, value in results.items():
@@ -152,5 +170,5 @@ def test_decisions_per_second_with_the_log_on_postgresql_against_writing_nowhere
 if __name__ == "__main__":
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp, postgres_database() as url, stock_redis() as redis_url:
+    with tempfile.TemporaryDirectory() as tmp, database() as url, stock_redis() as redis_url:
         print(json.dumps(asyncio.run(measure(Path(tmp), url, redis_url)), indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from alembic.script import ScriptDirectory
@@ -13,6 +14,7 @@ from service.db.base import Base
 from service.db.engine import session_factory
 from service.db.migrate import alembic_config, downgrade, upgrade
 from service.decisions.log import SqlDecisionLog
+from service.decisions.record import DecisionRecord
 
 KEY_INDEX = "ix_decisions_kind_idempotency_key"
 
@@ -85,3 +87,60 @@ async def test_the_key_index_holds_keyed_decisions_only_and_the_lookup_uses_it_b
     await downgrade(db_engine, "0018_journal_checkpoint")
     assert "IS NOT NULL" not in await key_index(db_engine)
     await upgrade(db_engine)
+
+
+async def test_traces_kept_apart_go_back_into_their_decisions_on_downgrade_and_out_again(
+    db_engine: AsyncEngine,
+) -> None:
+    now = datetime.now(UTC)
+    trace = {"evaluations": [{"facts": {"sku": "A"}, "rules": {"matched": ["r1"]}}]}
+    await downgrade(db_engine, "0019_decision_key_index")
+    async with db_engine.begin() as conn:  # a decision logged before: its trace inline
+        await conn.execute(
+            text(
+                "INSERT INTO decisions (id, kind, created_at, ruleset_name, ruleset_version, ruleset_sha256, "
+                "request, decision, trace, timings) VALUES ('d-old', 'availability', :at, 'r', 1, 'x', '{}', "
+                "'{}', :trace, '{}')"
+            ),
+            {"at": now, "trace": json.dumps(trace)},
+        )
+    await upgrade(db_engine)
+    log = SqlDecisionLog(session_factory(db_engine))
+    log.start()
+    logged = [
+        DecisionRecord(
+            id=f"d-{n}",
+            kind="availability",
+            created_at=now,
+            request={},
+            decision={},
+            ruleset={"name": "r", "version": 1, "sha256": "x"},
+            trace=trace,
+            timings={},
+        )
+        for n in range(2)
+    ]
+    for record in logged:
+        await log.record(record)
+    await log.close()
+    reader = SqlDecisionLog(session_factory(db_engine))
+    for decision_id in ("d-old", "d-0", "d-1"):
+        found = await reader.get(decision_id)
+        assert found is not None and found["trace"] == trace
+    async with db_engine.connect() as conn:
+        assert (await conn.exec_driver_sql("SELECT count(*) FROM decision_traces")).scalar_one() == 1
+    await downgrade(db_engine, "0019_decision_key_index")
+    async with db_engine.connect() as conn:
+        inline = await conn.exec_driver_sql("SELECT id, trace FROM decisions ORDER BY id")
+        assert {row[0]: _json(row[1]) for row in inline} == {"d-0": trace, "d-1": trace, "d-old": trace}
+        tables = set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
+        assert "decision_traces" not in tables
+    await upgrade(db_engine)
+    for decision_id in ("d-old", "d-0", "d-1"):
+        found = await reader.get(decision_id)
+        assert found is not None and found["trace"] == trace
+
+
+def _json(value: object) -> object:
+    """A JSON column's value as the driver gives it (text on SQLite, decoded already on PostgreSQL)."""
+    return json.loads(value) if isinstance(value, str) else value

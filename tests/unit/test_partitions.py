@@ -1,6 +1,7 @@
-"""Day partitions of the decision log and the stock journal on PostgreSQL (service/db/partitions.py and
-migration 0014): rows kept by the migration and its downgrade, partitions made ahead, rows in their
-day's partition, the decision log's retention dropping its old days, the journal's folding its old days
+"""Day partitions of the decision log, its traces and the stock journal on PostgreSQL
+(service/db/partitions.py, migrations 0015 and 0020): rows kept by the migration and its downgrade,
+partitions made ahead, rows in their day's partition, the decision log's retention dropping its old days
+and their traces, the journal's folding its old days
 into the journal checkpoint and dropping them (on SQLite deleting them), lookups by decision id and order id
 through an index. SQLite keeps plain tables."""
 
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db.engine import create_engine, session_factory
 from service.db.migrate import downgrade, upgrade
-from service.db.partitions import DECISIONS, JOURNAL, maintain
+from service.db.partitions import DECISIONS, JOURNAL, TRACES, maintain
 from service.decisions.ids import uuid7
 from service.decisions.log import SqlDecisionLog
 from service.decisions.record import DecisionRecord
@@ -65,6 +66,13 @@ async def add_decision(conn: AsyncConnection, created: datetime, subject: str, d
     return decision_id
 
 
+async def add_trace(conn: AsyncConnection, day: date, digest: str) -> None:
+    await conn.execute(
+        text("INSERT INTO decision_traces (day, digest, trace) VALUES (:day, :digest, '{}')"),
+        {"day": day, "digest": digest},
+    )
+
+
 async def add_journal(conn: AsyncConnection, moment: datetime, ref: str) -> int:
     found = await conn.execute(
         text(
@@ -78,7 +86,7 @@ async def add_journal(conn: AsyncConnection, moment: datetime, ref: str) -> int:
 
 async def where(conn: AsyncConnection, table: str) -> dict[str, str]:
     """key -> the partition holding it (subject of a decision, ref of a journal entry)."""
-    key = "subject" if table == "decisions" else "ref"
+    key = {"decisions": "subject", "decision_traces": "digest"}.get(table, "ref")
     rows = await conn.execute(text(f"SELECT {key}, tableoid::regclass::text FROM {table}"))
     return {str(k): str(p) for k, p in rows}
 
@@ -147,16 +155,19 @@ async def test_maintenance_makes_days_ahead_and_takes_rows_out_of_the_default_pa
     later = TODAY + timedelta(days=20)
     async with pg.begin() as conn:
         await add_decision(conn, at(later), "later")
+        await add_trace(conn, later, "t-later")
         await add_journal(conn, at(later), "j-later")
         assert (await where(conn, "decisions"))["later"] == DECISIONS.default
+        assert (await where(conn, "decision_traces"))["t-later"] == TRACES.default
     report = await maintain(pg, TODAY + timedelta(days=15), ahead_days=7, retention_days=0)
     expected = {TODAY + timedelta(days=n) for n in range(15, 23)} - {
         TODAY + timedelta(days=n) for n in range(8)
     }
-    assert set(report.created) == {s.partition(d) for s in (DECISIONS, JOURNAL) for d in expected}
-    assert report.moved == 2
+    assert set(report.created) == {s.partition(d) for s in (DECISIONS, TRACES, JOURNAL) for d in expected}
+    assert report.moved == 3
     async with pg.begin() as conn:
         assert (await where(conn, "decisions"))["later"] == DECISIONS.partition(later)
+        assert (await where(conn, "decision_traces"))["t-later"] == TRACES.partition(later)
         assert (await where(conn, "stock_journal"))["j-later"] == JOURNAL.partition(later)
     again = await maintain(pg, TODAY + timedelta(days=15), ahead_days=7, retention_days=0)
     assert again.created == [] and again.dropped == []
@@ -168,22 +179,28 @@ async def test_retention_drops_the_decision_logs_old_days_only(pg: AsyncEngine) 
     async with pg.begin() as conn:
         for day in days:
             await add_decision(conn, at(day), f"d{day}")
+            await add_trace(conn, day, f"t{day}")
             await add_journal(conn, at(day), f"j{day}")
         # far before any partition: lands in the default partition
         await add_decision(conn, at(date(2020, 1, 1)), "ancient")
+        await add_trace(conn, date(2020, 1, 1), "ancient")
         await add_decision(conn, at(TODAY + timedelta(days=400)), "future")
+        await add_trace(conn, TODAY + timedelta(days=400), "future")
     async with pg.begin() as conn:
         assert (await where(conn, "decisions"))["ancient"] == DECISIONS.default
     # give every day its partition first, as a service running through those days would have
     for day in days:
         await maintain(pg, day, ahead_days=0, retention_days=0)
     report = await maintain(pg, TODAY, ahead_days=7, retention_days=30)
-    assert sorted(report.dropped) == sorted(DECISIONS.partition(d) for d in days[:2])
-    assert report.trimmed == 1  # "ancient" from the default partition
+    assert sorted(report.dropped) == sorted(s.partition(d) for s in (DECISIONS, TRACES) for d in days[:2])
+    assert report.trimmed == 2  # "ancient" from the default partitions
     async with pg.begin() as conn:
         left = await where(conn, "decisions")
         assert set(left) == {f"d{d}" for d in days[2:]} | {"future"}
         assert left["future"] == DECISIONS.default
+        # a day's traces go with its decisions
+        traces = await where(conn, "decision_traces")
+        assert set(traces) == {f"t{d}" for d in days[2:]} | {"future"}
         # without a journal retention the journal keeps every day
         assert set(await where(conn, "stock_journal")) == {f"j{d}" for d in days}
         names = await partition_names(conn, "stock_journal")
@@ -328,7 +345,7 @@ async def test_the_partitions_command_makes_days_ahead_and_applies_the_retention
     await upgrade(pg)
     async with pg.begin() as conn:
         await add_decision(conn, at(TODAY), "today")
-        made = await partition_names(conn, DECISIONS.table) | await partition_names(conn, JOURNAL.table)
+        made = set().union(*[await partition_names(conn, s.table) for s in (DECISIONS, TRACES, JOURNAL)])
     before = datetime.now(UTC).date()
     done = await asyncio.to_thread(run_partitions, postgres_server_database, tmp_path, "--ahead-days", "9")
     after = datetime.now(UTC).date()  # the command read its own clock in between (midnight may pass)
@@ -337,7 +354,7 @@ async def test_the_partitions_command_makes_days_ahead_and_applies_the_retention
     assert report["partitioned"] is True
     # the migration made its today and the next week: the command adds what is missing up to 9 days ahead
     assert set(report["created"]) in [
-        {s.partition(day + timedelta(days=n)) for s in (DECISIONS, JOURNAL) for n in range(10)} - made
+        {s.partition(day + timedelta(days=n)) for s in (DECISIONS, TRACES, JOURNAL) for n in range(10)} - made
         for day in (before, after)
     ]
     # the retention from the environment: today's decisions stay, nothing older exists

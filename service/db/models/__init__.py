@@ -2,7 +2,7 @@
 
 from service.db.models.approvals import ApprovalCaseRole, ChangeRequest, ItemPrice
 from service.db.models.console import ConsoleSessionRow
-from service.db.models.decisions import DecisionEntry
+from service.db.models.decisions import DecisionEntry, DecisionTrace
 from service.db.models.events import Delivery, ExceptionRecord, ExpectedReceipt, OutboxDispatch, Subscription
 from service.db.models.foundation import ApiKey, AuditEntry, Item, Location, Promotion
 from service.db.models.rulesets import RulesetGenerationRow, RulesetKindRow, RulesetRow, RulesetVersionRow
@@ -27,6 +27,7 @@ __all__ = [
     "ChangeRequest",
     "ConsoleSessionRow",
     "DecisionEntry",
+    "DecisionTrace",
     "Delivery",
     "ExceptionRecord",
     "ExpectedReceipt",

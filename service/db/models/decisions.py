@@ -1,11 +1,16 @@
-"""The decision log: every decision with its input, output, ruleset version, trace and shadow differences."""
+"""The decision log: every decision with its input, output, ruleset version, trace and shadow differences.
+
+A decision's trace is kept once per day and content in `decision_traces` (`DecisionTrace`) and the decision
+names it by digest (`trace_digest`): the default-level trace of the same SKUs or order shape under the
+same ruleset is the same bytes decision after decision. Decisions logged before that keep theirs in
+`trace`."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, text
+from sqlalchemy import JSON, Date, DateTime, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.base import Base
@@ -39,8 +44,23 @@ class DecisionEntry(Base):
     ruleset_sha256: Mapped[str] = mapped_column(String(64))
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     decision: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # the trace inline (decisions logged before traces were kept apart; null since)
     trace: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # the digest of the decision's trace in `decision_traces`, on the UTC day of `created_at`; null: no trace
+    trace_digest: Mapped[str | None] = mapped_column(String(32), nullable=True)
     shadow: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     timings: Mapped[dict[str, Any]] = mapped_column(JSON)
     # what the decision read beyond its request and facts (`DecisionRecord.inputs`); null when not recorded
     inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class DecisionTrace(Base):
+    """A decision trace, once per UTC day and content: the decisions of that day with this trace name its
+    digest. On PostgreSQL partitioned by `day` like the decision log by `created_at`, and its old days
+    dropped with the log's (service/db/partitions.py), so a trace lives as long as its decisions."""
+
+    __tablename__ = "decision_traces"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(32), primary_key=True)
+    trace: Mapped[dict[str, Any]] = mapped_column(JSON)

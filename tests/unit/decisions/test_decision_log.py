@@ -1,17 +1,21 @@
-"""The decision log writer: bounded queue that slows callers instead of dropping, batches, flush on close."""
+"""The decision log writer: bounded queue that slows callers instead of dropping, batches, flush on close,
+each trace written once a day and read back with every decision that names it."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.engine import create_engine, session_factory
-from service.db.models.decisions import DecisionEntry
+from service.db.migrate import upgrade
+from service.db.models.decisions import DecisionEntry, DecisionTrace
 from service.db.sqlite_writer import SqliteWriters
 from service.decisions.ids import new_decision_id
 from service.decisions.log import SQLITE_SLICE, SqlDecisionLog
@@ -24,23 +28,33 @@ async def sessions(db_engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[A
     yield session_factory(db_engine)
 
 
-def record(kind: str = "transfer", key: str | None = None) -> DecisionRecord:
+def record(
+    kind: str = "transfer",
+    key: str | None = None,
+    trace: dict[str, Any] | None = None,
+    created_at: datetime | None = None,
+) -> DecisionRecord:
     return DecisionRecord(
         id=new_decision_id(),
         kind=kind,
-        created_at=datetime.now(UTC),
+        created_at=created_at or datetime.now(UTC),
         request={"transfer_id": "t"},
         decision={"outcome": "approve"},
         ruleset={"name": "store-transfer-approval", "version": 1, "sha256": "0" * 64},
-        trace=None,
+        trace=trace,
         timings={"total_ms": 1.0},
         idempotency_key=key,
     )
 
 
-async def rows(sessions: async_sessionmaker[AsyncSession]) -> int:
+def a_trace(n: int) -> dict[str, Any]:
+    """A trace (a new object each call, the same content for the same `n`)."""
+    return {"rules": {"matched": [f"rule-{n}"], "facts": {"price": 12.5, "tags": ["a", "é"]}}, "n": None}
+
+
+async def rows(sessions: async_sessionmaker[AsyncSession], table: Any = DecisionEntry) -> int:
     async with sessions() as session:
-        return int((await session.execute(select(func.count()).select_from(DecisionEntry))).scalar_one())
+        return int((await session.execute(select(func.count()).select_from(table))).scalar_one())
 
 
 async def test_a_full_queue_makes_the_caller_wait_and_drops_nothing(
@@ -111,7 +125,7 @@ async def test_a_failed_write_keeps_its_batch_and_succeeds_on_a_new_connection(
     await log.record(record())
     await log.flush()  # the writer now holds its connection
     await rename("decisions", "decisions_away")
-    queued = [record() for _ in range(5)]
+    queued = [record(trace=a_trace(n % 2)) for n in range(5)]
     for one in queued:
         await log.record(one)
     await asyncio.sleep(0.3)  # the writer fails at least once meanwhile
@@ -120,8 +134,8 @@ async def test_a_failed_write_keeps_its_batch_and_succeeds_on_a_new_connection(
     await asyncio.wait_for(log.flush(), 10)
     await log.close()
     assert await rows(sessions) == 6
-    for one in queued:
-        assert await SqlDecisionLog(sessions).get(one.id) is not None
+    for one in queued:  # the traces of the failed attempts were written by the one that succeeded
+        assert await SqlDecisionLog(sessions).get(one.id) == one.logged()
 
 
 async def test_a_terminated_postgresql_connection_is_replaced_and_the_batch_written(
@@ -163,3 +177,67 @@ async def test_on_a_sqlite_file_a_batch_is_written_a_slice_per_transaction(migra
     assert await rows(sessions) == count
     await log.close()
     await engine.dispose()
+
+
+async def test_each_trace_is_written_once_a_day_and_read_back_with_every_decision_naming_it(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    first = [record(trace=a_trace(1)), record(trace=a_trace(1)), record(trace=a_trace(2)), record()]
+    later = [record(trace=a_trace(1)), record(trace=a_trace(1), created_at=yesterday)]
+    log = SqlDecisionLog(sessions)
+    log.start()
+    for one in first:
+        await log.record(one)
+    await log.flush()
+    for one in later:  # the same trace again, in a later batch, and on another day
+        await log.record(one)
+    await log.close()
+    # a second log (another worker) writing a trace the first wrote already
+    again = record(trace=a_trace(2))
+    other = SqlDecisionLog(sessions)
+    other.start()
+    await other.record(again)
+    await other.close()
+    assert await rows(sessions) == 7
+    assert await rows(sessions, DecisionTrace) == 3  # traces 1 and 2 today, trace 1 yesterday
+    async with sessions() as session:
+        inline = select(func.count()).select_from(DecisionEntry).where(DecisionEntry.trace.is_not(None))
+        assert (await session.execute(inline)).scalar_one() == 0
+    reader = SqlDecisionLog(sessions)
+    for one in [*first, *later, again]:
+        assert await reader.get(one.id) == one.logged()
+
+
+async def test_a_decision_logged_with_its_trace_inline_is_read_as_before(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    old = record(trace=a_trace(3))
+    values = dict(zip(DecisionRecord.COLUMNS, old.values(None), strict=True))
+    async with sessions() as session, session.begin():
+        session.add(DecisionEntry(**values, trace=old.trace))
+    assert await SqlDecisionLog(sessions).get(old.id) == old.logged()
+
+
+async def test_traces_are_kept_apart_also_through_the_engine_on_a_sqlite_uri(tmp_path: Path) -> None:
+    # a URI filename is written through the engine's connection, not the file's SQLite writer
+    engine = create_engine(
+        DatabaseSettings(url=f"sqlite+aiosqlite:///file:{tmp_path / 'log.db'}?mode=rwc&uri=true")
+    )
+    try:
+        await upgrade(engine)
+        sessions = session_factory(engine)
+        log = SqlDecisionLog(sessions)
+        assert log._sqlite is None
+        logged = [record(trace=a_trace(1)), record(trace=a_trace(1)), record(trace=a_trace(2))]
+        log.start()
+        for one in logged[:2]:
+            await log.record(one)
+        await log.flush()
+        await log.record(logged[2])
+        await log.close()
+        assert await rows(sessions, DecisionTrace) == 2
+        for one in logged:
+            assert await SqlDecisionLog(sessions).get(one.id) == one.logged()
+    finally:
+        await engine.dispose()
