@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0021_case_indexes"
-down_revision = "0019_decision_key_index"
+down_revision = "0020_decision_traces"
 branch_labels = None
 depends_on = None
 
