@@ -35,10 +35,6 @@ _INSERT = BatchInsert(JOURNAL, ("at_ms", "kind", "ref", "deltas", "record"))
 _INSERT_EXCEPTION = BatchInsert(EXCEPTIONS, ("kind", "sku", "location", "event_id", "qty", "shortfall", "at"))
 log = logging.getLogger("retail_policy.stock")
 MAX_BATCH = 500
-# PostgreSQL: batches in flight at once, each on a driver connection of its own. A batch's commit waits for
-# the server to flush its WAL to disk; with one batch at a time, what arrives meanwhile waits for that flush
-# and then for its own. With two, the next batch is written while the first one's flush is under way.
-PG_WRITERS = 2
 # PostgreSQL: a batch's entries as one statement, one array per column (no statement per row, no
 # transaction block: the statement commits on its own); ordinality keeps the ids in the batch's order
 _PG_INSERT = (
@@ -77,18 +73,18 @@ class Journal:
     sqlite_writers: SqliteWriters = field(default_factory=SqliteWriters)
     _queue: list[_Pending] = field(default_factory=list)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _writers: list[asyncio.Task[None]] = field(default_factory=list)
+    _writer: asyncio.Task[None] | None = None
     _active: int = 0  # appends of this process not finished yet
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _held: HeldConnection = field(init=False)
-    _drivers: list[HeldDriverConnection] = field(init=False)  # PostgreSQL: one per writer
+    _driver: HeldDriverConnection | None = field(init=False)
     _sqlite: SqliteWriter | None = field(init=False)
 
     def __post_init__(self) -> None:
         self._held = HeldConnection(self.engine)
         self._sqlite = self.sqlite_writers.for_url(self.engine.url)
         postgres = self.engine.dialect.name == "postgresql"
-        self._drivers = [HeldDriverConnection(self.engine) for _ in range(PG_WRITERS if postgres else 0)]
+        self._driver = HeldDriverConnection(self.engine) if postgres else None
 
     async def append(self, entries: Sequence[Entry]) -> list[int | None]:
         """Write entries durably; returns the id given to each entry's exception (None without one)."""
@@ -141,31 +137,21 @@ class Journal:
                 raise unwritten(error) from error
         future: asyncio.Future[list[int | None]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(entries, future))
-        if not self._writers or any(writer.done() for writer in self._writers):
-            self._start_writers()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._run())
         self._wake.set()
         return await future
 
-    def _start_writers(self) -> None:
-        """One writer per PostgreSQL driver connection (one on another database); a writer that ended (its
-        loop was cancelled) is started again."""
-        drivers: list[HeldDriverConnection | None] = [*self._drivers] or [None]
-        running: list[asyncio.Task[None] | None] = [*self._writers] or [None] * len(drivers)
-        self._writers = [
-            asyncio.create_task(self._run(driver)) if task is None or task.done() else task
-            for driver, task in zip(drivers, running, strict=True)
-        ]
-
-    async def _run(self, driver: HeldDriverConnection | None) -> None:
+    async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            # No wait for company: an idle writer writes at once, and what arrives while every writer is
-            # busy goes in the next batch, so batches grow with the load and a lone request pays one commit.
+            # No wait for company: an idle journal writes at once, and what arrives during a write goes
+            # in the next one, so batches grow with the load and a lone request pays one commit.
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 try:
-                    ids = await self._write(driver, [entry for pending in batch for entry in pending.entries])
+                    ids = await self._write([entry for pending in batch for entry in pending.entries])
                 # Any failure must reach the waiting requests and never stop the writer.
                 except Exception as error:
                     failure = unwritten(error)
@@ -198,9 +184,9 @@ class Journal:
         anomalies = [None if entry.exception is None else next(found) for entry in entries]
         return _Prepared(sql, rows, anomaly_sql, anomalies)
 
-    async def _write(self, driver: HeldDriverConnection | None, entries: Sequence[Entry]) -> list[int | None]:
-        if driver is not None:
-            return await self._write_postgres(driver, entries)
+    async def _write(self, entries: Sequence[Entry]) -> list[int | None]:
+        if self._driver is not None:
+            return await self._write_postgres(self._driver, entries)
         ids: list[int | None] = []
         async with self._held.transaction() as conn:
             await _INSERT.execute(conn, [_row(entry) for entry in entries])
@@ -243,15 +229,14 @@ class Journal:
             return ids
 
     async def close(self) -> None:
-        writers, self._writers = self._writers, []
-        for writer in writers:
-            writer.cancel()
-        for writer in writers:
+        if self._writer is not None:
+            self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await writer
+                await self._writer
+            self._writer = None
         await self._held.close()
-        for driver in self._drivers:
-            await driver.close()
+        if self._driver is not None:
+            await self._driver.close()
         if self._sqlite is not None:
             await self._sqlite.close()
 

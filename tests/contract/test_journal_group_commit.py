@@ -1,6 +1,5 @@
 """The stock journal's group commit on a real database: every entry once and in order, a failed batch
-acknowledges none of its callers, and on PostgreSQL a lost connection answers unavailable and is replaced,
-and a batch is written while another one is still being committed."""
+acknowledges none of its callers, and on PostgreSQL a lost connection answers unavailable and is replaced."""
 
 from __future__ import annotations
 
@@ -41,32 +40,7 @@ async def test_concurrent_appends_are_each_written_once_in_order(journal: Journa
     second = asyncio.gather(*(journal.append([entry(seq)]) for seq in range(150, 300)))
     assert await first == [[None]] * 150
     assert await second == [[None]] * 150
-    found = await written(journal.engine)
-    # each wave is one batch, in order; on PostgreSQL the two may be in flight at once (either first)
-    assert sorted(found, key=lambda row: row[1]) == [(f"r{seq}", seq) for seq in range(300)]
-    assert [row for row in found if row[1] < 150] == [(f"r{seq}", seq) for seq in range(150)]
-
-
-async def test_a_batch_is_written_while_another_one_commits(journal: Journal) -> None:
-    if journal.engine.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL writes batches on several connections")
-    await journal.append([entry(0)])
-    blocked = "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'stock_journal'::regclass"
-    async with journal.engine.connect() as conn:
-        # while this lock is held every journal INSERT waits for it, as a batch would for a slow flush
-        await conn.exec_driver_sql("LOCK TABLE stock_journal IN EXCLUSIVE MODE")
-        appends = []
-        for seq in (1, 2):
-            appends.append(asyncio.ensure_future(journal.append([entry(seq)])))
-            for _ in range(1000):  # until that batch's statement waits for the lock
-                if (await conn.exec_driver_sql(blocked)).scalar() == seq:
-                    break
-                await asyncio.sleep(0.005)
-        # the second batch went out on another connection instead of waiting behind the first
-        assert (await conn.exec_driver_sql(blocked)).scalar() == 2
-        await conn.rollback()
-    assert await asyncio.gather(*appends) == [[None], [None]]
-    assert sorted(seq for _, seq in await written(journal.engine)) == [0, 1, 2]
+    assert await written(journal.engine) == [(f"r{seq}", seq) for seq in range(300)]
 
 
 async def test_an_anomaly_gets_its_row_id(journal: Journal) -> None:
@@ -111,24 +85,16 @@ async def test_a_terminated_connection_answers_unavailable_then_recovers(journal
     if journal.engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL connections only")
     await journal.append([entry(0)])
-    drivers = journal._drivers
-    assert drivers and all(isinstance(driver, HeldDriverConnection) for driver in drivers)
-    pids = {(await driver.get()).get_server_pid() for driver in drivers}
+    driver = journal._driver
+    assert isinstance(driver, HeldDriverConnection)
+    pid = (await driver.get()).get_server_pid()
     async with journal.engine.connect() as conn:
-        for pid in pids:  # every writer's connection
-            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     with pytest.raises(StockUnavailable):
         await journal.append([entry(1)])
-    # each writer fails at most the one batch it sends on its ended connection, then opens a fresh one
-    seq = 2
-    while True:
-        try:
-            await journal.append([entry(seq)])
-            break
-        except StockUnavailable:
-            seq += 1
-            assert seq < 2 + len(drivers)
-    assert await written(journal.engine) == [("r0", 0), (f"r{seq}", seq)]
+    await journal.append([entry(2)])
+    assert (await driver.get()).get_server_pid() != pid
+    assert await written(journal.engine) == [("r0", 0), ("r2", 2)]
 
 
 def test_data_errors_keep_the_connection_and_protocol_errors_drop_it() -> None:
