@@ -35,10 +35,6 @@ _INSERT = BatchInsert(JOURNAL, ("at_ms", "kind", "ref", "deltas", "record"))
 _INSERT_EXCEPTION = BatchInsert(EXCEPTIONS, ("kind", "sku", "location", "event_id", "qty", "shortfall", "at"))
 log = logging.getLogger("retail_policy.stock")
 MAX_BATCH = 500
-# PostgreSQL, under load (the last batch served several requests): how long a batch gathers before it is
-# written. A commit costs the server about ten times what a row does and the worker a round trip, so
-# fewer, larger batches leave more of the shared cores to the requests.
-PG_GATHER_SECONDS = 0.001
 # PostgreSQL: a batch's entries as one statement, one array per column (no statement per row, no
 # transaction block: the statement commits on its own); ordinality keeps the ids in the batch's order
 _PG_INSERT = (
@@ -150,14 +146,10 @@ class Journal:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            # No wait for company when idle: a lone request pays one commit; what arrives during a write
-            # goes in the next one, and under load (PostgreSQL) that one gathers a moment longer.
-            loaded = False
+            # No wait for company: an idle journal writes at once, and what arrives during a write goes
+            # in the next one, so batches grow with the load and a lone request pays one commit.
             while self._queue:
-                if loaded and self._driver is not None:
-                    await asyncio.sleep(PG_GATHER_SECONDS)
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                loaded = len(batch) > 1
                 try:
                     ids = await self._write([entry for pending in batch for entry in pending.entries])
                 # Any failure must reach the waiting requests and never stop the writer.
