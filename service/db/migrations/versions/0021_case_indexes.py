@@ -12,7 +12,7 @@ The audit log is read by subject in id order, the outbox in id order: the indexe
 and read by no query.
 
 Revision ID: 0021_case_indexes
-Revises: 0019_decision_key_index
+Revises: 0020_decision_traces
 """
 
 import sqlalchemy as sa
