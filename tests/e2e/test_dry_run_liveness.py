@@ -24,7 +24,9 @@ from tests.unit.lifecycle.samples import NAME, transfer_yaml
 
 pytestmark = pytest.mark.slow
 
-LIVE_BUDGET_SECONDS = 0.1  # what the liveness probe of a worker may take
+# what the liveness probe of a worker may take: the fault this guards against held the loop for seconds;
+# a probe on a loaded 2-core machine (a test suite and benchmarks beside it) has taken 0.12 s without it
+LIVE_BUDGET_SECONDS = 1.0
 
 
 def rounding_yaml() -> str:
