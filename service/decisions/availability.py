@@ -16,7 +16,7 @@ from service.decisions.common import finish, known_item, stock_call
 from service.decisions.context import DecisionContext, TraceLevel
 from service.decisions.core import availability_facts
 from service.decisions.ids import new_decision_id
-from service.decisions.record import DecisionRecord
+from service.decisions.record import DecisionRecord, KeptTrace
 from service.decisions.schemas import AvailabilityRequest
 from service.domain.allocation import haversine_km
 from service.domain.availability import LocationPolicy, PreparedPolicies, sellable_units, sku_availability
@@ -51,9 +51,10 @@ class _Shared:
     requests: dict[tuple[str, ...], list[PreparedPolicies]] = field(default_factory=dict)
     # (sku, location types) -> the SKU's low-stock thresholds there (trace none, no promotions)
     sku_thresholds: dict[tuple[str, frozenset[str]], dict[str, int]] = field(default_factory=dict)
-    # a request's SKUs -> its `rules` trace (no promotions: then it depends on nothing else), encoded once:
-    # the answer and the decision log record both write these bytes as they are
-    traces: dict[tuple[str, ...], msgspec.Raw] = field(default_factory=dict)
+    # a request's SKUs -> its `rules` trace (no promotions: then it depends on nothing else), its evaluations
+    # encoded once: the answer writes these bytes as they are, the decision log the trace's JSON and digest
+    # made with it
+    traces: dict[tuple[str, ...], KeptTrace] = field(default_factory=dict)
 
 
 # (ruleset version, channel) pairs whose answers a snapshot keeps before it drops the oldest: a few channels
@@ -214,20 +215,20 @@ class ChannelPolicies:
             self.evaluations.append({"facts": facts, "rules": evaluated.evaluation.trace})
         return policy
 
-    def rules_trace(self, skus: Sequence[str]) -> list[dict[str, Any]] | msgspec.Raw:
+    def rules_trace(self, skus: Sequence[str]) -> dict[str, Any]:
         """The `rules` trace of a request for `skus`: every distinct evaluation their policies came from, in
         the order first used, read from the shared answers after the decision (nothing is evaluated or
         copied per request for it beyond these few entries). Without promotions the list depends on the
-        SKUs alone: it is kept with the shared answers, encoded as JSON once, and requests for the same SKUs
-        answer (and log) the same bytes."""
+        SKUs alone: the trace is kept with the shared answers (read only), its list encoded as JSON once,
+        and requests for the same SKUs answer (and log) the same bytes."""
         md = self.ctx.master_data
         if md.promotions or self.trace != "rules":
-            return self._rules_trace(skus)
+            return {"evaluations": self._rules_trace(skus)}
         key = tuple(skus)
         kept = self._shared.traces
         found = kept.get(key)
         if found is None:
-            found = msgspec.Raw(msgspec.json.encode(self._rules_trace(skus)))
+            found = KeptTrace({"evaluations": msgspec.Raw(msgspec.json.encode(self._rules_trace(skus)))})
             if len(kept) > 4096:
                 kept.clear()
             kept[key] = found
@@ -393,8 +394,10 @@ async def decide_availability(
     decision = {"channel": request.channel, "skus": skus}
     trace_out: dict[str, Any] | None = None
     if trace != "none":
-        evaluations = policies.evaluations if trace == "full" else policies.rules_trace(request.skus)
-        trace_out = {"evaluations": evaluations}
+        if trace == "full":
+            trace_out = {"evaluations": policies.evaluations}
+        else:
+            trace_out = policies.rules_trace(request.skus)
     shadow = _shadow(ctx, request, policies, available, skus)
     return await finish(
         ctx,

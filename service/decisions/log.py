@@ -25,7 +25,6 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from hashlib import blake2b
 from typing import Any, Protocol
 
 import msgspec
@@ -36,7 +35,7 @@ from service.db.base import aware
 from service.db.engine import BatchInsert, HeldConnection, HeldDriverConnection
 from service.db.models.decisions import DecisionEntry, DecisionTrace
 from service.db.sqlite_writer import SqliteWriters
-from service.decisions.record import DecisionRecord
+from service.decisions.record import DecisionRecord, KeptTrace, trace_digest
 from service.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -60,11 +59,6 @@ _TRACE_SQL = {
 _encode = msgspec.json.Encoder().encode
 # traces new to the log in a batch: (day, digest) -> the trace as JSON text
 NewTraces = dict[tuple[date, str], str]
-
-
-def trace_digest(encoded: bytes) -> str:
-    """The name of a trace (its JSON) in the table of traces."""
-    return blake2b(encoded, digest_size=16).hexdigest()
 
 
 class DecisionSink(Protocol):
@@ -205,9 +199,14 @@ class SqlDecisionLog:
         new: NewTraces = {}
         for record in batch:
             digest = None
-            if record.trace is not None:
-                encoded = _encode(record.trace)
-                digest = trace_digest(encoded)
+            trace = record.trace
+            if trace is not None:
+                # a kept trace carries its JSON and digest, made once for every decision that answers it
+                if type(trace) is KeptTrace:
+                    encoded, digest = trace.encoded, trace.digest
+                else:
+                    encoded = _encode(trace)
+                    digest = trace_digest(encoded)
                 key = (record.created_at.astimezone(UTC).date(), digest)
                 if key not in stored and key not in new:
                     new[key] = encoded.decode()

@@ -4,9 +4,32 @@ and (logged only) the inputs it read beyond its request and facts."""
 from __future__ import annotations
 
 from datetime import datetime
+from hashlib import blake2b
 from typing import Any, ClassVar
 
 import msgspec
+
+_encode = msgspec.json.Encoder().encode
+
+
+def trace_digest(encoded: bytes) -> str:
+    """The name of a trace (its JSON) in the decision log's table of traces."""
+    return blake2b(encoded, digest_size=16).hexdigest()
+
+
+class KeptTrace(dict[str, Any]):
+    """A trace answered alike by many decisions (the `rules` trace of an availability answer for the same
+    SKUs), kept with the shared answers it was read from and read only: its JSON and the digest the
+    decision log names it by are made once, with it, instead of by the log for every decision."""
+
+    __slots__ = ("digest", "encoded")
+    encoded: bytes
+    digest: str
+
+    def __init__(self, trace: dict[str, Any]) -> None:
+        super().__init__(trace)
+        self.encoded = _encode(trace)
+        self.digest = trace_digest(self.encoded)
 
 
 class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
