@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, func, select
 
 from service.db.engine import BatchInsert, create_engine, sqlite_pragmas
-from service.db.sqlite_writer import SqliteWriter, SqliteWriters, sqlite_file
+from service.db.sqlite_writer import SqliteWriter, SqliteWriters, checkpoint_file, sqlite_file
 from service.settings import DatabaseSettings
 
 
@@ -285,6 +285,67 @@ async def test_commits_leave_checkpoints_to_a_worker_thread(tmp_path: Path) -> N
     assert often.checkpoints >= 1
     assert main_file_size(path) > size + 1_000_000
     await often.close()
+
+
+def wal_size(path: str) -> int:
+    return Path(f"{path}-wal").stat().st_size
+
+
+def count_rows(path: str) -> int:
+    connection = sqlite3.connect(path)
+    try:
+        count: int = connection.execute("SELECT count(*) FROM t").fetchone()[0]
+        return count
+    finally:
+        connection.close()
+
+
+async def test_a_wal_larger_than_its_limit_is_emptied_by_the_writers_checkpoint(tmp_path: Path) -> None:
+    path = make_table(tmp_path / "w.db")
+    # a connection left open keeps the WAL file when the writer closes its own (the last one deletes it)
+    kept = sqlite3.connect(path)
+    assert kept.execute("SELECT count(*) FROM t").fetchone()[0] == 0
+    writer = SqliteWriter(path, checkpoint_seconds=3600, wal_limit_bytes=1_000_000)
+    await write_megabytes(writer, 3)
+    grown = wal_size(path)
+    assert grown > 3_000_000
+    writer.checkpoint_seconds = 0  # the next write starts a checkpoint, and close waits for it
+
+    def one(connection: sqlite3.Connection, batch: Sequence[int]) -> list[None]:
+        connection.executemany("INSERT INTO t (v) VALUES (?)", [(v,) for v in batch])
+        return [None] * len(batch)
+
+    await writer.submit(one, 1)
+    await writer.close()
+    assert (writer.checkpoints, writer.truncations) == (1, 1)
+    assert wal_size(path) == 0
+    assert count_rows(path) == 31
+    kept.close()
+
+
+def test_a_wal_within_its_limit_or_held_by_a_reader_is_left_as_it_is(tmp_path: Path) -> None:
+    path = make_table(tmp_path / "r.db")
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.executemany("INSERT INTO t (v, pad) VALUES (?, ?)", [(v, "x" * 100_000) for v in range(20)])
+    grown = wal_size(path)
+    assert grown > 2_000_000
+    # within the limit: the passive checkpoint copies the frames, the file stays for SQLite to start over
+    assert checkpoint_file(path, grown) is False
+    assert wal_size(path) == grown
+    # a reader of an older snapshot: the truncating checkpoint gives up after its short wait, nothing lost
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT count(*) FROM t").fetchone()[0] == 20
+    writer.executemany("INSERT INTO t (v, pad) VALUES (?, ?)", [(v, "x" * 100_000) for v in range(5)])
+    assert checkpoint_file(path, 1_000_000) is False
+    assert wal_size(path) > 2_000_000
+    reader.execute("COMMIT")
+    assert checkpoint_file(path, 1_000_000) is True
+    assert wal_size(path) == 0
+    assert count_rows(path) == 25
+    reader.close()
+    writer.close()
 
 
 async def test_batch_insert_on_sqlite_splits_rows_into_statements_within_the_variable_limit(
