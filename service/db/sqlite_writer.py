@@ -19,11 +19,12 @@ whole waves of requests waited together, leaving the loop idle. The loop never w
   `checkpoint_seconds` instead, beside the writes.
 - Under writes that never pause (two busy workers) a passive checkpoint never catches up with the end of
   the WAL, so SQLite never starts the WAL over and the file grows without end (500 MB in 40 s under the
-  operator benchmark). When the WAL file is larger than `wal_limit_bytes` after the passive checkpoint,
-  the thread asks for a truncating one, waiting at most `TRUNCATE_WAIT_SECONDS` for the write lock and for
-  readers of old frames: it copies the few frames the passive one left and empties the file. Writers of
-  every worker find the lock taken meanwhile and try again, as they do for one another. When it cannot
-  have them in time it gives up, and the next round tries again.
+  operator benchmark, each append into new blocks the kernel zeroes first). When the WAL file is larger
+  than `wal_limit_bytes` after the passive checkpoint, the thread asks for a restarting one, waiting at
+  most `RESTART_WAIT_SECONDS` for the write lock and for readers of old frames: it copies the few frames
+  the passive one left, and the next commit writes the WAL from its start again, into blocks the file
+  already has. Writers of every worker find the lock taken meanwhile and try again, as they do for one
+  another. When it cannot have them in time it gives up, and the next round tries again.
 
 A batch is one transaction. Each kind of write (one `write` function, taking the connection and the items
 handed over with it) runs in a savepoint of its own: when it raises, only its items fail and are rolled
@@ -57,8 +58,8 @@ log = logging.getLogger(__name__)
 MAX_ITEMS = 500  # items of one transaction; more wait for the next one, on the next turn of the loop
 _RETRY_FIRST = 0.0005  # seconds until the write lock is tried again, doubling up to _RETRY_MAX
 _RETRY_MAX = 0.002  # a lock held by the other worker is mostly free again within a millisecond or two
-WAL_LIMIT_BYTES = 64 * 1024 * 1024  # a WAL file larger than this after a passive checkpoint is emptied
-TRUNCATE_WAIT_SECONDS = 0.05  # how long a truncating checkpoint waits for writers and readers to let it
+WAL_LIMIT_BYTES = 128 * 1024 * 1024  # a WAL file larger than this after a passive checkpoint is started over
+RESTART_WAIT_SECONDS = 0.02  # how long a restarting checkpoint waits for writers and readers to let it
 
 
 def sqlite_file(url: str | URL) -> str | None:
@@ -112,7 +113,7 @@ class SqliteWriter:
         self.checkpoint_seconds = checkpoint_seconds
         self.transactions = 0  # committed so far (all loops)
         self.checkpoints = 0  # passive checkpoints run so far
-        self.truncations = 0  # of them, those followed by a truncating one that emptied the WAL
+        self.restarts = 0  # of them, those followed by a restarting one that let the WAL start over
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
@@ -226,9 +227,9 @@ class SqliteWriter:
 
     async def _checkpoint(self, state: _LoopState) -> None:
         try:
-            truncated = await asyncio.to_thread(checkpoint_file, self.path, self.wal_limit_bytes)
+            restarted = await asyncio.to_thread(checkpoint_file, self.path, self.wal_limit_bytes)
             self.checkpoints += 1
-            self.truncations += truncated
+            self.restarts += restarted
         except sqlite3.Error as error:  # the next one tries again; the WAL only grows meanwhile
             log.warning("checkpoint of %s failed: %s", self.path, error)
         finally:
@@ -256,19 +257,22 @@ def _is_busy(error: sqlite3.Error) -> bool:
     return getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
-def checkpoint_file(path: str, wal_limit_bytes: int) -> bool:
-    """A passive checkpoint of the database file at `path`, then a truncating one when its WAL file is still
-    larger than `wal_limit_bytes` (see the module); True when the WAL was emptied."""
-    connection = sqlite3.connect(path, isolation_level=None, timeout=TRUNCATE_WAIT_SECONDS)
+def checkpoint_file(path: str, wal_limit_bytes: int, between: Callable[[], object] | None = None) -> bool:
+    """A passive checkpoint of the database file at `path`, then a restarting one when its WAL file is still
+    larger than `wal_limit_bytes` (see the module); True when the WAL was made to start over. `between`
+    runs after the passive checkpoint: the writes that came meanwhile, in a test."""
+    connection = sqlite3.connect(path, isolation_level=None, timeout=RESTART_WAIT_SECONDS)
     try:
         connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        if between is not None:
+            between()
         try:
             size = os.path.getsize(f"{path}-wal")
         except OSError:  # no WAL file (yet)
             return False
         if size <= wal_limit_bytes:
             return False
-        busy: int = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        busy: int = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
         return busy == 0
     finally:
         connection.close()

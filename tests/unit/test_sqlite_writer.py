@@ -291,6 +291,18 @@ def wal_size(path: str) -> int:
     return Path(f"{path}-wal").stat().st_size
 
 
+def frames_after_one_more_row(path: str) -> int:
+    """Adds a row and answers how many frames the WAL holds then: a few when the WAL started over."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA wal_autocheckpoint=0")
+        connection.execute("INSERT INTO u (v) VALUES (1)")
+        frames: int = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+        return frames
+    finally:
+        connection.close()
+
+
 def count_rows(path: str) -> int:
     connection = sqlite3.connect(path)
     try:
@@ -300,15 +312,14 @@ def count_rows(path: str) -> int:
         connection.close()
 
 
-async def test_a_wal_larger_than_its_limit_is_emptied_by_the_writers_checkpoint(tmp_path: Path) -> None:
+async def test_a_wal_larger_than_its_limit_starts_over_after_the_writers_checkpoint(tmp_path: Path) -> None:
     path = make_table(tmp_path / "w.db")
     # a connection left open keeps the WAL file when the writer closes its own (the last one deletes it)
     kept = sqlite3.connect(path)
     assert kept.execute("SELECT count(*) FROM t").fetchone()[0] == 0
     writer = SqliteWriter(path, checkpoint_seconds=3600, wal_limit_bytes=1_000_000)
     await write_megabytes(writer, 3)
-    grown = wal_size(path)
-    assert grown > 3_000_000
+    assert wal_size(path) > 3_000_000
     writer.checkpoint_seconds = 0  # the next write starts a checkpoint, and close waits for it
 
     def one(connection: sqlite3.Connection, batch: Sequence[int]) -> list[None]:
@@ -316,34 +327,48 @@ async def test_a_wal_larger_than_its_limit_is_emptied_by_the_writers_checkpoint(
         return [None] * len(batch)
 
     await writer.submit(one, 1)
+    grown = wal_size(path)
     await writer.close()
-    assert (writer.checkpoints, writer.truncations) == (1, 1)
-    assert wal_size(path) == 0
+    assert (writer.checkpoints, writer.restarts) == (1, 1)
+    # the next commit writes the WAL from its start, into the file's own blocks
+    assert frames_after_one_more_row(path) < 10
+    assert wal_size(path) == grown
     assert count_rows(path) == 31
     kept.close()
 
 
-def test_a_wal_within_its_limit_or_held_by_a_reader_is_left_as_it_is(tmp_path: Path) -> None:
+def test_a_wal_still_in_use_past_its_passive_checkpoint_starts_over_only_past_its_limit(tmp_path: Path) -> None:
     path = make_table(tmp_path / "r.db")
     writer = sqlite3.connect(path, isolation_level=None)
     writer.execute("PRAGMA wal_autocheckpoint=0")
-    writer.executemany("INSERT INTO t (v, pad) VALUES (?, ?)", [(v, "x" * 100_000) for v in range(20)])
-    grown = wal_size(path)
-    assert grown > 2_000_000
-    # within the limit: the passive checkpoint copies the frames, the file stays for SQLite to start over
-    assert checkpoint_file(path, grown) is False
-    assert wal_size(path) == grown
-    # a reader of an older snapshot: the truncating checkpoint gives up after its short wait, nothing lost
     reader = sqlite3.connect(path, isolation_level=None)
-    reader.execute("BEGIN")
-    assert reader.execute("SELECT count(*) FROM t").fetchone()[0] == 20
-    writer.executemany("INSERT INTO t (v, pad) VALUES (?, ?)", [(v, "x" * 100_000) for v in range(5)])
+
+    def write(rows: int) -> None:
+        writer.executemany("INSERT INTO t (v, pad) VALUES (?, ?)", [(v, "x" * 100_000) for v in range(rows)])
+
+    def read_then_write(rows: int) -> int:
+        """A reader's snapshot taken, then more rows: a passive checkpoint copies only what it sees."""
+        reader.execute("BEGIN")
+        seen: int = reader.execute("SELECT count(*) FROM t").fetchone()[0]
+        write(rows)
+        return seen
+
+    write(20)
+    # as under writes that never pause: the passive checkpoint leaves frames behind, and the WAL never
+    # starts over by itself, however large it grows
+    assert read_then_write(5) == 20
+    assert checkpoint_file(path, 1_000_000_000, between=lambda: reader.execute("COMMIT")) is False
+    assert frames_after_one_more_row(path) > 500
+    # past the limit, the restarting checkpoint copies them too, and the next commit writes from the start
+    assert read_then_write(5) == 25
+    assert checkpoint_file(path, 1_000_000, between=lambda: reader.execute("COMMIT")) is True
+    assert frames_after_one_more_row(path) < 10
+    # a reader still on an older snapshot: the restarting checkpoint gives up after its short wait
+    assert read_then_write(20) == 30
     assert checkpoint_file(path, 1_000_000) is False
-    assert wal_size(path) > 2_000_000
     reader.execute("COMMIT")
     assert checkpoint_file(path, 1_000_000) is True
-    assert wal_size(path) == 0
-    assert count_rows(path) == 25
+    assert count_rows(path) == 50
     reader.close()
     writer.close()
 
