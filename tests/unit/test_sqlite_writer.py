@@ -337,7 +337,9 @@ async def test_a_wal_larger_than_its_limit_starts_over_after_the_writers_checkpo
     kept.close()
 
 
-def test_a_wal_still_in_use_past_its_passive_checkpoint_starts_over_only_past_its_limit(tmp_path: Path) -> None:
+def test_a_wal_still_in_use_past_its_passive_checkpoint_starts_over_only_past_its_limit(
+    tmp_path: Path,
+) -> None:
     path = make_table(tmp_path / "r.db")
     writer = sqlite3.connect(path, isolation_level=None)
     writer.execute("PRAGMA wal_autocheckpoint=0")
