@@ -315,17 +315,30 @@ async def measure(tmp: Path, redis_url: str) -> dict[str, Any]:
             stats = redis.Redis.from_url(redis_url)
             offset = 10**6
             for connections, suffix in ((CONNECTIONS, ""), (FEW_CONNECTIONS, "@16")):
-                for _ in range(ROUNDS):
-                    for name, make in (
-                        ("bare_evalsha", lambda n: evalsha),
+                for round_number in range(ROUNDS):
+                    allocations: list[tuple[str, Any]] = [
                         ("allocation", lambda n, o=offset: allocation(o + n)),
-                        ("bare_availability", lambda n: bare_avail),
-                        ("availability", lambda n: real_avail),
                         (
                             "allocation_traced",
                             lambda n, o=offset: allocation_request(o + 5 * 10**5 + n, key, ""),
                         ),
+                    ]
+                    availabilities: list[tuple[str, Any]] = [
+                        ("availability", lambda n: real_avail),
                         ("availability_traced", lambda n: traced_avail),
+                    ]
+                    # a decision at both trace levels back to back, which first taking turns: a phase pays
+                    # for the log writes and checkpoints the phase before it left, and an availability
+                    # phase after an allocation phase paid for the allocation's (trace cost 1.2-1.3 then,
+                    # about 1.0 in-process: profile_decisions.py)
+                    if round_number % 2:
+                        allocations.reverse()
+                        availabilities.reverse()
+                    for name, make in (
+                        ("bare_evalsha", lambda n: evalsha),
+                        *allocations,
+                        ("bare_availability", lambda n: bare_avail),
+                        *availabilities,
                     ):
                         if suffix and name.endswith("_traced"):
                             continue
