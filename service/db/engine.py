@@ -49,7 +49,7 @@ _encode = msgspec.json.Encoder().encode
 
 def _json(value: Any) -> str:
     # JSON columns (decision log, journal) are written on the request loop: msgspec encodes several times faster
-    return msgspec.json.encode(value).decode()
+    return _encode(value).decode()
 
 
 def _sqlite_datetime(value: Any) -> Any:

@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
-import msgspec
 from sqlalchemy import Table, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -35,7 +34,7 @@ from service.db.base import aware
 from service.db.engine import BatchInsert, HeldConnection, HeldDriverConnection
 from service.db.models.decisions import DecisionEntry, DecisionTrace
 from service.db.sqlite_writer import SqliteWriters
-from service.decisions.record import DecisionRecord, KeptTrace, trace_digest
+from service.decisions.record import DecisionRecord, trace_json
 from service.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,6 @@ _TRACE_SQL = {
     "postgresql": f"{_TRACE_COLUMNS} ($1, $2, $3) ON CONFLICT DO NOTHING",
     "named": f"{_TRACE_COLUMNS} (:day, :digest, :trace) ON CONFLICT DO NOTHING",
 }
-_encode = msgspec.json.Encoder().encode
 # traces new to the log in a batch: (day, digest) -> the trace as JSON text
 NewTraces = dict[tuple[date, str], str]
 
@@ -199,14 +197,8 @@ class SqlDecisionLog:
         new: NewTraces = {}
         for record in batch:
             digest = None
-            trace = record.trace
-            if trace is not None:
-                # a kept trace carries its JSON and digest, made once for every decision that answers it
-                if type(trace) is KeptTrace:
-                    encoded, digest = trace.encoded, trace.digest
-                else:
-                    encoded = _encode(trace)
-                    digest = trace_digest(encoded)
+            if record.trace is not None:
+                encoded, digest = trace_json(record.trace)
                 key = (record.created_at.astimezone(UTC).date(), digest)
                 if key not in stored and key not in new:
                     new[key] = encoded.decode()

@@ -12,9 +12,17 @@ import msgspec
 _encode = msgspec.json.Encoder().encode
 
 
-def trace_digest(encoded: bytes) -> str:
-    """The name of a trace (its JSON) in the decision log's table of traces."""
-    return blake2b(encoded, digest_size=16).hexdigest()
+def _json_and_digest(trace: dict[str, Any]) -> tuple[bytes, str]:
+    encoded = _encode(trace)
+    return encoded, blake2b(encoded, digest_size=16).hexdigest()
+
+
+def trace_json(trace: dict[str, Any]) -> tuple[bytes, str]:
+    """A trace's JSON and the digest that names it in the decision log's table of traces: a kept trace's
+    own, made once with it; any other's, made now."""
+    if type(trace) is KeptTrace:
+        return trace.encoded, trace.digest
+    return _json_and_digest(trace)
 
 
 class KeptTrace(dict[str, Any]):
@@ -28,8 +36,7 @@ class KeptTrace(dict[str, Any]):
 
     def __init__(self, trace: dict[str, Any]) -> None:
         super().__init__(trace)
-        self.encoded = _encode(trace)
-        self.digest = trace_digest(self.encoded)
+        self.encoded, self.digest = _json_and_digest(trace)
 
 
 class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
