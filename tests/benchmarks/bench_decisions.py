@@ -46,6 +46,7 @@ from service.db.engine import create_engine, session_factory
 from service.db.migrate import upgrade
 from service.security.keys import create_key
 from service.settings import DatabaseSettings
+from tests.benchmarks.open_loop_client import open_loop
 from tests.services import free_port, redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,32 +160,6 @@ async def closed_loop(
     elapsed = time.perf_counter() - start
     assert errors == 0, f"{errors} requests failed"
     return done / elapsed
-
-
-async def open_loop(port: int, make: Callable[[int], bytes], rate: float, seconds: float) -> list[float]:
-    """Latencies (ms, from each request's scheduled time) at a fixed offered rate."""
-    latencies: list[float] = []
-    interval = FEW_CONNECTIONS / rate
-    counter = iter(range(10**9))
-
-    async def worker(offset: float) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        start = time.perf_counter() + offset
-        n = 0
-        while True:
-            scheduled = start + n * interval
-            if scheduled > start + seconds:
-                break
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await _exchange(reader, writer, make(next(counter)))
-            latencies.append((time.perf_counter() - scheduled) * 1000)
-            n += 1
-        writer.close()
-
-    await asyncio.gather(*(worker(i * interval / FEW_CONNECTIONS) for i in range(FEW_CONNECTIONS)))
-    return latencies
 
 
 def start_server(tmp: Path, env: dict[str, str], root: Path = ROOT) -> tuple[subprocess.Popen[bytes], int]:
@@ -362,7 +337,9 @@ async def measure(tmp: Path, redis_url: str) -> dict[str, Any]:
                     offset += 10**6
             stats.close()
             allocation_rps = mean_rate(phases["allocation"])
-            latencies = await open_loop(port, lambda n: allocation(10**8 + n), allocation_rps / 2, SECONDS)
+            latencies = (
+                await open_loop(port, lambda n: allocation(10**8 + n), allocation_rps / 2, SECONDS)
+            ).latencies
             scan_start = time.perf_counter()
             scan = await client.post(
                 "/v1/decisions/reorder/scan?trace=none",

@@ -20,8 +20,9 @@ work falls on all alike; a ratio is that of the mean rates over the rounds. Meas
 
 and per server the requests per CPU-second of the server's processes (its parent and workers, from /proc),
 and p50/p99 of each endpoint at the default trace level at half its measured maximum rate (the open-loop
-client of bench_decisions.py, 16 connections), with how many of those connections each worker holds and,
-per process (client, Redis, each worker), the share of the time it ran and the share it waited for a CPU. Without wrk the benchmark is skipped, except under CI.
+client of open_loop_client.py, a process of its own on uvloop, 16 connections), with how many of those
+connections each worker holds and, per process (client, Redis, each worker), the share of the time it ran
+and the share it waited for a CPU. Without wrk the benchmark is skipped, except under CI.
 Run: `make bench`, or `PYTHONPATH=. .venv/bin/python tests/benchmarks/bench_operator.py` (prints JSON).
 """
 
@@ -52,11 +53,11 @@ from tests.benchmarks.bench_decisions import (
     EVALSHA_BODY,
     ROOT,
     allocation_body,
-    open_loop,
     prepare_app,
     request_bytes,
     seed,
 )
+from tests.benchmarks.open_loop_client import open_loop
 from tests.server import running_server
 from tests.services import claimed_database, free_port, postgres_database
 
@@ -290,33 +291,35 @@ async def measure(tmp: Path, wrk: str) -> dict[str, Any]:
     return {s.server: report(s, latencies[s.server]) for s in served}
 
 
+LATENCY_PHASES = ("availability", "allocation", "reservation", "bare_availability", "bare_evalsha")
+
+
 async def latency(s: Served) -> dict[str, Any]:
-    """p50/p99 (ms) of each endpoint at the default trace level at half its measured maximum rate."""
+    """p50/p99 (ms) of each endpoint at the default trace level at half its measured maximum rate, and of the
+    bare endpoints at half theirs (what the same server, machine and client give with nothing of ours)."""
     out: dict[str, Any] = {}
     redis_pid = int(redis.Redis(host="127.0.0.1", port=6379).info("server")["process_id"])
-    for name, path, template in (
-        ("availability", "/v1/decisions/availability", AVAILABILITY_BODY.decode()),
-        ("allocation", "/v1/decisions/allocation", ALLOCATION_TEMPLATE),
-        ("reservation", "/v1/reservations", RESERVATION_TEMPLATE),
-    ):
+    phases = {phase.name: phase for phase in PHASES}
+    for name in LATENCY_PHASES:
+        phase = phases[name]
         rate = statistics.mean(s.rates[name]) / 2
+        pid, port = s.bare if phase.app == "bare" else s.ours
 
-        def make(n: int, path: str = path, template: str = template) -> bytes:
-            body = template.replace("@N@", f"lat-{n}")
+        def make(n: int, phase: Phase = phase) -> bytes:
+            body = phase.body.replace("@N@", f"lat-{n}")
             for k in range(3):
                 body = body.replace(f"@S{k}@", str((n + k) % 10))
-            return request_bytes(path, body.encode(), s.key)
+            return request_bytes(phase.path, body.encode(), s.key)
 
-        processes = {"client": os.getpid(), "redis": redis_pid}
-        processes.update({f"worker-{pid}": pid for pid in children(s.ours[0])})
+        processes = {"redis": redis_pid}
+        processes.update({f"worker-{worker}": worker for worker in children(pid)})
         before, started = {k: schedstat(p) for k, p in processes.items()}, time.perf_counter()
-        loop = asyncio.create_task(open_loop(s.ours[1], make, rate, LATENCY_SECONDS))
+        loop = asyncio.create_task(open_loop(port, make, rate, LATENCY_SECONDS))
         await asyncio.sleep(LATENCY_SECONDS / 2)
-        connections = {
-            k: connections_to(s.ours[1], p) for k, p in processes.items() if k.startswith("worker")
-        }
-        values = sorted(await loop)
+        connections = {k: connections_to(port, p) for k, p in processes.items() if k.startswith("worker")}
+        client = await loop
         elapsed = time.perf_counter() - started
+        values = sorted(client.latencies)
         out[name] = {
             "offered_rps": round(rate),
             "p50_ms": round(statistics.median(values), 2),
@@ -331,6 +334,12 @@ async def latency(s: Served) -> dict[str, Any]:
                     "waiting": round((schedstat(p)[1] - before[k][1]) / elapsed, 3),
                 }
                 for k, p in processes.items()
+            }
+            | {
+                "client": {
+                    "running": round(client.ran / elapsed, 3),
+                    "waiting": round(client.waited / elapsed, 3),
+                }
             },
         }
     return out
