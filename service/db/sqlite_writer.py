@@ -19,8 +19,8 @@ whole waves of requests waited together, leaving the loop idle. The loop never w
   `checkpoint_seconds` instead, beside the writes.
 - Under writes that never pause (two busy workers) a passive checkpoint never catches up with the end of
   the WAL, so SQLite never starts the WAL over and the file grows without end (500 MB in 40 s under the
-  operator benchmark, each append into new blocks the kernel zeroes first). When the WAL file is larger
-  than `wal_limit_bytes` after the passive checkpoint, the thread asks for a restarting one, waiting at
+  operator benchmark, each append into new blocks the kernel zeroes first). When the WAL's frames take
+  more than `wal_limit_bytes` after the passive checkpoint, the thread asks for a restarting one, waiting at
   most `RESTART_WAIT_SECONDS` for the write lock and for readers of old frames: it copies the few frames
   the passive one left, and the next commit writes the WAL from its start again, into blocks the file
   already has. Writers of every worker find the lock taken meanwhile and try again, as they do for one
@@ -59,6 +59,7 @@ MAX_ITEMS = 500  # items of one transaction; more wait for the next one, on the 
 _RETRY_FIRST = 0.0005  # seconds until the write lock is tried again, doubling up to _RETRY_MAX
 _RETRY_MAX = 0.002  # a lock held by the other worker is mostly free again within a millisecond or two
 WAL_LIMIT_BYTES = 128 * 1024 * 1024  # a WAL file larger than this after a passive checkpoint is started over
+_WAL_FRAME_HEADER = 24  # bytes before each page in the WAL file
 RESTART_WAIT_SECONDS = 0.02  # how long a restarting checkpoint waits for writers and readers to let it
 
 
@@ -263,14 +264,13 @@ def checkpoint_file(path: str, wal_limit_bytes: int, between: Callable[[], objec
     runs after the passive checkpoint: the writes that came meanwhile, in a test."""
     connection = sqlite3.connect(path, isolation_level=None, timeout=RESTART_WAIT_SECONDS)
     try:
-        connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        frames: int = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
         if between is not None:
             between()
-        try:
-            size = os.path.getsize(f"{path}-wal")
-        except OSError:  # no WAL file (yet)
-            return False
-        if size <= wal_limit_bytes:
+        # the frames in use, not the file's size: a WAL started over keeps its size, and its file would
+        # otherwise call for a restart, stopping every writer for a while, at every checkpoint after
+        page_size: int = connection.execute("PRAGMA page_size").fetchone()[0]
+        if frames * (page_size + _WAL_FRAME_HEADER) <= wal_limit_bytes:
             return False
         busy: int = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
         return busy == 0

@@ -363,7 +363,7 @@ def test_a_wal_still_in_use_past_its_passive_checkpoint_starts_over_only_past_it
     assert frames_after_one_more_row(path) > 500
     # past the limit, the restarting checkpoint copies them too, and the next commit writes from the start
     assert read_then_write(5) == 25
-    assert checkpoint_file(path, 1_000_000, between=lambda: reader.execute("COMMIT")) is True
+    assert checkpoint_file(path, 200_000, between=lambda: reader.execute("COMMIT")) is True
     assert frames_after_one_more_row(path) < 10
     # a reader still on an older snapshot: the restarting checkpoint gives up after its short wait
     assert read_then_write(20) == 30
@@ -371,6 +371,10 @@ def test_a_wal_still_in_use_past_its_passive_checkpoint_starts_over_only_past_it
     reader.execute("COMMIT")
     assert checkpoint_file(path, 1_000_000) is True
     assert count_rows(path) == 50
+    # started over, the WAL file keeps its size; what counts is the frames in use, which are few now
+    writer.execute("INSERT INTO t (v, pad) VALUES (0, 'x')")
+    assert wal_size(path) > 1_000_000
+    assert checkpoint_file(path, 1_000_000) is False
     reader.close()
     writer.close()
 
