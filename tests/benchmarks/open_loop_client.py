@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import functools
 import struct
 import sys
 import tempfile
@@ -29,13 +30,38 @@ from typing import NamedTuple
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection: the answer to the request in flight completes `answered`."""
+    """One keep-alive connection sending requests `first`, `first + step`, ... each when it is due and the
+    answer before it is in; a plain state machine on the loop's callbacks (no coroutine, future or sleep
+    per request: they would cost the client more than the server's bare endpoints do)."""
 
-    def __init__(self) -> None:
+    def __init__(self, run: _Run, first: int) -> None:
+        self.run = run
+        self.index = first  # the request in flight, or the next one to send
         self.buffer = bytearray()
         self.needed = -1  # bytes of the answer in flight, once its head is in
         self.status = 0
-        self.answered: asyncio.Future[int] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self) -> None:
+        """Send the request `index` now, or when it is due."""
+        run = self.run
+        if self.index >= len(run.requests):
+            assert self.transport is not None
+            self.transport.close()
+            run.finished()
+            return
+        delay = run.due(self.index) - time.perf_counter()
+        if delay > 0:
+            run.loop.call_later(delay, self._write)
+        else:
+            self._write()
+
+    def _write(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.run.requests[self.index])
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -54,40 +80,56 @@ class _Connection(asyncio.Protocol):
         if len(self.buffer) >= self.needed:
             del self.buffer[: self.needed]
             self.needed = -1
-            if self.answered is not None and not self.answered.done():
-                self.answered.set_result(self.status)
+            run = self.run
+            run.latencies[self.index] = (time.perf_counter() - run.due(self.index)) * 1000
+            run.errors += self.status >= 400
+            self.index += run.step
+            self.send()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.answered is not None and not self.answered.done():
-            self.answered.set_exception(ConnectionError("the server closed the connection"))
+        if self.index < len(self.run.requests) and not self.run.done.done():
+            self.run.done.set_exception(ConnectionError("the server closed the connection"))
+
+
+class _Run:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, requests: Sequence[bytes], rate: float, step: int
+    ) -> None:
+        self.loop = loop
+        self.requests = requests
+        self.rate = rate
+        self.step = step  # connections
+        self.latencies = [0.0] * len(requests)
+        self.errors = 0
+        self.start = 0.0
+        self.open = step
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def due(self, index: int) -> float:
+        return self.start + index / self.rate
+
+    def finished(self) -> None:
+        self.open -= 1
+        if self.open == 0 and not self.done.done():
+            self.done.set_result(None)
 
 
 async def _run(
     port: int, requests: Sequence[bytes], rate: float, connections: int
 ) -> tuple[list[float], int]:
     loop = asyncio.get_running_loop()
-    latencies = [0.0] * len(requests)
-    errors = 0
-    opened = [await loop.create_connection(_Connection, "127.0.0.1", port) for _ in range(connections)]
-    start = time.perf_counter() + 0.05
-
-    async def send(k: int) -> None:
-        nonlocal errors
-        transport, connection = opened[k]
-        for i in range(k, len(requests), connections):
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            connection.answered = loop.create_future()
-            transport.write(requests[i])
-            status = await connection.answered
-            latencies[i] = (time.perf_counter() - due) * 1000
-            errors += status >= 400
-        transport.close()
-
-    await asyncio.gather(*(send(k) for k in range(connections)))
-    return latencies, errors
+    run = _Run(loop, requests, rate, connections)
+    opened = []
+    for k in range(connections):
+        _, connection = await loop.create_connection(
+            functools.partial(_Connection, run, k), "127.0.0.1", port
+        )
+        opened.append(connection)
+    run.start = time.perf_counter() + 0.05
+    for connection in opened:
+        connection.send()
+    await run.done
+    return run.latencies, run.errors
 
 
 def _read_requests(path: Path) -> list[bytes]:
