@@ -5,7 +5,8 @@ A handler marked `opt=direct()` takes `request`, its body as `data`, text path p
 (`name: str | None = None`, e.g. `trace`), and answers with the route's `JsonAnswer`. For such a handler
 the framework's generic steps (the kwargs and signature models, resolving the response) cost more than
 the decision itself on a small request, so `call_direct` runs the same steps in a fixed order: the
-request class, the app's `before_request`, the body decoded by `StrictRequest.json`, the query values
+request class, the app's `before_request` (except `require_body`, whose refusal of an empty body
+`StrictRequest.json` makes in the same words), the body decoded by `StrictRequest.json`, the query values
 as Litestar reads them (the last of a repeated name, blank values left out), the handler, the answer
 encoded once. Errors propagate to the app's exception handlers, which answer them as for any route.
 
