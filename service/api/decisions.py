@@ -19,7 +19,7 @@ from service.decisions.allocation import decide_allocation
 from service.decisions.approvals import decide_markdown, decide_transfer
 from service.decisions.availability import decide_availability
 from service.decisions.context import DecisionContext, TraceLevel, context_from
-from service.decisions.record import DecisionRecord
+from service.decisions.record import DecisionRecord, iso_time
 from service.decisions.reorder import decide_reorder_one, decide_reorder_scan
 from service.decisions.schemas import (
     AllocationRequest,
@@ -65,7 +65,7 @@ def decision_out(record: DecisionRecord) -> DecisionOut:
     return DecisionOut(
         decision_id=record.id,
         kind=record.kind,
-        created_at=record.created_at.isoformat(),
+        created_at=iso_time(record.created_at),
         decision=record.decision,
         ruleset=record.ruleset,
         trace=record.trace,

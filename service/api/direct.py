@@ -5,7 +5,8 @@ A handler marked `opt=direct()` takes `request`, its body as `data`, text path p
 (`name: str | None = None`, e.g. `trace`), and answers with the route's `JsonAnswer`. For such a handler
 the framework's generic steps (the kwargs and signature models, resolving the response) cost more than
 the decision itself on a small request, so `call_direct` runs the same steps in a fixed order: the
-request class, the app's `before_request`, the body decoded by `StrictRequest.json`, the query values
+request class, the app's `before_request` (except `require_body`, whose refusal of an empty body
+`StrictRequest.json` makes in the same words), the body decoded by `StrictRequest.json`, the query values
 as Litestar reads them (the last of a repeated name, blank values left out), the handler, the answer
 encoded once. Errors propagate to the app's exception handlers, which answer them as for any route.
 
@@ -17,6 +18,7 @@ parameter of another kind) makes it refuse loudly instead of answering different
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -26,7 +28,7 @@ from litestar.params import PathParameter, QueryParameter
 from litestar.response import Response
 from litestar.types import Receive, Scope, Send
 
-from service.api.body import StrictRequest
+from service.api.body import StrictRequest, require_body
 from service.api.encoded import JsonAnswer, encoded
 
 _DIRECT = "direct"
@@ -51,11 +53,12 @@ def is_direct(handler: Any) -> bool:
 @dataclass(frozen=True)
 class Plan:
     """How to call one direct handler: its query parameters (name in the query, argument), its path
-    parameters (name in the path, argument) and status."""
+    parameters (name in the path, argument), status, and the `before_request` hook to run."""
 
     query: tuple[tuple[str, str], ...]
     status: int
     path: tuple[tuple[str, str], ...] = ()
+    before: Callable[[Any], Awaitable[Any]] | None = None
 
 
 def plan(handler: HTTPRouteHandler) -> Plan:
@@ -111,7 +114,11 @@ def _make_plan(handler: HTTPRouteHandler) -> Plan:
             query.append((name, key))
     if found:
         raise TypeError(f"the handler {handler.handler_name!r} cannot be called directly: {', '.join(found)}")
-    return Plan(tuple(query), handler.status_code, tuple(path))
+    before = handler.resolve_before_request()
+    if before is require_body and not hasattr(parameters["data"].annotation, "from_media"):
+        # `StrictRequest.json` refuses an empty required JSON body in the same words, reading it once
+        before = None
+    return Plan(tuple(query), handler.status_code, tuple(path), before)
 
 
 async def call_direct(scope: Scope, receive: Receive, send: Send) -> int:
@@ -119,7 +126,7 @@ async def call_direct(scope: Scope, receive: Receive, send: Send) -> int:
     handler: HTTPRouteHandler = scope["route_handler"]  # type: ignore[assignment]
     how = plan(handler)
     request = StrictRequest(scope, receive, send)
-    before = handler.resolve_before_request()
+    before = how.before
     if before is not None and await before(request) is not None:
         raise TypeError(f"the before_request hook answered for the direct handler {handler.handler_name!r}")
     kwargs: dict[str, Any] = {"request": request, "data": await request.json()}

@@ -77,7 +77,8 @@ class DecisionContext:
         return ruleset
 
     def elapsed_ms(self) -> float:
-        return round((time.perf_counter() - self.started) * 1000, 3)
+        # milliseconds to three places: whole microseconds, rounded, cost half of `round(ms, 3)`
+        return round((time.perf_counter() - self.started) * 1e6) / 1000
 
 
 def context_from(

@@ -3,13 +3,20 @@ and (logged only) the inputs it read beyond its request and facts."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from hashlib import blake2b
 from typing import Any, ClassVar
 
 import msgspec
 
 _encode = msgspec.json.Encoder().encode
+
+
+def iso_time(moment: datetime) -> str:
+    """`moment.isoformat()`; at UTC made by msgspec's encoder (the same text, a quarter of the time)."""
+    if moment.tzinfo is not UTC:
+        return moment.isoformat()
+    return f"{_encode(moment)[1:-2].decode()}+00:00"  # b'"YYYY-MM-DDTHH:MM:SS[.ffffff]Z"'
 
 
 def _json_and_digest(trace: dict[str, Any]) -> tuple[bytes, str]:
@@ -62,7 +69,7 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
         out: dict[str, Any] = {
             "decision_id": self.id,
             "kind": self.kind,
-            "created_at": self.created_at.isoformat(),
+            "created_at": iso_time(self.created_at),
             "decision": self.decision,
             "ruleset": self.ruleset,
             "trace": self.trace,

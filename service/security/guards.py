@@ -53,7 +53,7 @@ def _presented_key(scope: Scope) -> str | None:
             bearer = value.decode("latin-1")
         elif name == b"x-api-key":
             api_key = value.decode("latin-1")
-    if bearer and bearer.lower().startswith("bearer "):
+    if bearer and bearer[:7].lower() == "bearer ":  # the scheme alone lowered, not the key
         return bearer[7:].strip()
     return api_key
 
@@ -167,7 +167,7 @@ async def check_access(scope: Scope) -> None:
     roles: tuple[str, ...] | None = scope["route_handler"].opt.get("roles")
     if roles is not None:
         principal = await authenticate(scope)
-        if not any(principal.has(role) for role in roles):
+        if not principal.has_any(roles):
             wanted = " or ".join(f"'{role}'" for role in roles)
             raise RoleMissing(
                 f"this operation needs the role {wanted}; the key '{principal.name}' has "

@@ -46,6 +46,10 @@ class Principal:
     def has(self, role: str) -> bool:
         return role in self.roles or "admin" in self.roles
 
+    def has_any(self, roles: tuple[str, ...]) -> bool:
+        """Whether the key carries one of `roles` (or `admin`)."""
+        return "admin" in self.roles or not self.roles.isdisjoint(roles)
+
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
 

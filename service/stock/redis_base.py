@@ -17,7 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 import service.stock.cluster as cluster
 from service.stock.cluster import ClusterScripts
 from service.stock.journal import Journal, latest_write
-from service.stock.memory import Clock
+from service.stock.memory import Clock, utc_now
 from service.stock.redis_layout import LAYOUT, Keys, Script, text, to_ms
 from service.stock.store import StockStateLost, StockUnavailable
 from service.stock.wire import ScriptClient
@@ -64,6 +64,8 @@ class RedisBase:
         return self._clock()
 
     def _now_ms(self) -> int:
+        if self._clock is utc_now:  # the same milliseconds without making a datetime (a microsecond less)
+            return time.time_ns() // 1_000_000
         return to_ms(self._clock())
 
     async def _call(self, script: Script, keys: Sequence[str], args: Sequence[Any], tag: str = "") -> Any:

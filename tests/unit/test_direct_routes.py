@@ -13,11 +13,13 @@ from litestar.di import NamedDependency, Provide
 from litestar.middleware import DefineMiddleware
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from service.api.body import StrictRequest
+from service.api.body import StrictRequest, require_body
 from service.api.direct import direct, plan
 from service.api.encoded import JsonAnswer
 from service.api.middleware import ApiMiddleware
+from service.api.problems import on_service_error
 from service.api.request_metrics import RequestMetrics
+from service.errors import ServiceError
 from tests.unit.asgi_post import asgi_post
 
 
@@ -85,7 +87,7 @@ async def numbered(request: Request[Any, Any, Any], data: JSONBody[Order], n: Fr
     return Taken(data.sku, data.qty, str(n))
 
 
-def app() -> Litestar:
+def app(**options: Any) -> Litestar:
     metrics = RequestMetrics("retail_policy", "direct_routes_test")
     router = Router(
         "/",
@@ -102,7 +104,10 @@ def app() -> Litestar:
         response_class=JsonAnswer,
     )
     return Litestar(
-        [router], request_class=StrictRequest, middleware=[DefineMiddleware(ApiMiddleware, metrics=metrics)]
+        [router],
+        request_class=StrictRequest,
+        middleware=[DefineMiddleware(ApiMiddleware, metrics=metrics)],
+        **options,
     )
 
 
@@ -147,6 +152,20 @@ async def test_a_direct_route_is_answered_by_the_middleware() -> None:
     assert target.route_handler_method_map["/orders"]["POST"].opt.get("direct_plan") is not None
     await call(target, "/framework", b"", b'{"sku": "A", "qty": 2}')
     assert target.route_handler_method_map["/framework"]["POST"].opt.get("direct_plan") is None
+
+
+@pytest.mark.parametrize("body", [b"", b"  \n"])
+async def test_a_direct_route_refuses_an_empty_body_as_the_app_hook_would_without_running_it(
+    body: bytes,
+) -> None:
+    target = app(before_request=require_body, exception_handlers={ServiceError: on_service_error})
+    direct_status, direct_answer = await call(target, "/orders", b"", body)
+    framework_status, framework_answer = await call(target, "/framework", b"", body)
+    assert direct_status == framework_status == 400
+    assert msgspec.json.decode(direct_answer)["errors"] == msgspec.json.decode(framework_answer)["errors"]
+    assert msgspec.json.decode(direct_answer)["errors"] == [{"field": "body", "reason": "empty body"}]
+    # the body is read once: `StrictRequest.json` makes the hook's refusal itself
+    assert plan(target.route_handler_method_map["/orders"]["POST"]).before is None
 
 
 @pytest.mark.parametrize(
