@@ -167,8 +167,8 @@ class Transition:
     case: dict[str, Any]  # as read, at the version the write names
     values: dict[str, Any]  # the case row's new column values
     after: dict[str, Any]  # the case as it is once written
-    step: Step
-    audit: dict[str, Any]
+    steps: list[Step]  # in the order they happened (one, or two for `then`)
+    audits: list[dict[str, Any]]  # one per step
     events: list[dict[str, Any]]
     now: datetime
     clear_stuck: bool  # the case is no longer stuck (closed, or escalated with a fresh SLA)
@@ -230,13 +230,32 @@ def plan(
         case=case,
         values=values,
         after=after,
-        step=step,
-        audit=audit,
+        steps=[step],
+        audits=[audit],
         events=events,
         now=now,
         # a stuck-approval exception is a pending case's: cleared as the case leaves pending (a later
         # transition has none to clear) or escalates with a fresh SLA
         clear_stuck=leaves_pending or (due is not None and due > now),
+        roles=roles,
+        shipment=shipment,
+    )
+
+
+def then(first: Transition, second: Transition) -> Transition:
+    """`first` and then `second` (planned from `first.after`) as one transition: one update of the case
+    row from the version `first` read, and both transitions' steps, audit rows and events, in order."""
+    roles = first.roles if second.roles is None else second.roles
+    shipment = first.shipment if second.shipment is None else second.shipment
+    return Transition(
+        case=first.case,
+        values={**first.values, **second.values},
+        after=second.after,
+        steps=first.steps + second.steps,
+        audits=first.audits + second.audits,
+        events=first.events + second.events,
+        now=second.now,
+        clear_stuck=first.clear_stuck or second.clear_stuck,
         roles=roles,
         shipment=shipment,
     )
@@ -252,8 +271,8 @@ async def write_in_session(session: AsyncSession, t: Transition) -> None:
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Stale
-    session.add(t.step.row())
-    session.add(AuditEntry(**t.audit))
+    session.add_all([step.row() for step in t.steps])
+    session.add_all([AuditEntry(**audit) for audit in t.audits])
     session.add_all([OutboxEvent(**event) for event in t.events])
     if t.clear_stuck:
         await clear_exception(session, STUCK, t.case["id"], t.now)
@@ -291,11 +310,11 @@ def for_sqlite(t: Transition, binds: ColumnBinds) -> SqliteTransition:
     sets = ", ".join(f"{name} = ?" for name in names)
     dialect = binds.dialect
     params = [binds(name, t.values[name]) for name in names]
-    step = t.step
-    step_row = (step.case_id, step.at, step.action, step.actor, step.role, step.comment, step.detail)
+    step_rows = [(s.case_id, s.at, s.action, s.actor, s.role, s.comment, s.detail) for s in t.steps]
+    audit_rows = [tuple(audit[c] for c in _AUDIT_COLUMNS) for audit in t.audits]
     rows = {
-        "steps": (_STEPS, *_STEPS.prepared(dialect, [step_row])),
-        "audit": (_AUDIT, *_AUDIT.prepared(dialect, [tuple(t.audit[c] for c in _AUDIT_COLUMNS)])),
+        "steps": (_STEPS, *_STEPS.prepared(dialect, step_rows)),
+        "audit": (_AUDIT, *_AUDIT.prepared(dialect, audit_rows)),
         "events": (
             _EVENTS,
             *_EVENTS.prepared(dialect, [tuple(e[c] for c in _EVENT_COLUMNS) for e in t.events]),
