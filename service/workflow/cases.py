@@ -8,13 +8,13 @@ Executing an approved case:
 - a markdown stores the new price with its effective time and moves to `executed` in one transaction,
   after its approval commits;
 - a transfer re-checks the source floor on live stock (`blocked` if it would now breach it), then moves
-  to `executed` giving the request its shipment id (when an approver's approval completes the case, in
-  the approval's own transaction: `approved` and `executed` are two steps of one write), then applies one
+  to `executed`, which commits it to its shipment `shp-<case id>` (when an approver's approval completes
+  the case, in the approval's own transaction: `approved` and `executed` are two steps of one write), then
+  applies one
   `transfer_out` event (source -> destination in transit) whose event id derives from the case id. The
   event is applied at most once, so the recovery pass (`recover_moves`, in the sweeper's round) applies
   the moves of executed transfers again, finding missing those a stopped worker left, without moving
   stock twice; a case left `approved` (a worker stopped before executing it) is executed by the sweeper.
-  Once the shipment id is set the floor is not checked again, since the stock may already have moved.
 A `transfer_in` at the destination that names the shipment id as its `reference` moves the case to
 `received`.
 
@@ -57,6 +57,7 @@ from service.workflow.rounds import (
     executed_transfers,
     overdue,
     receive_shipments,
+    shipment_of,
     sweep_cases,
 )
 from service.workflow.store import CaseStore, RequestRow, writes_in_one_statement
@@ -500,7 +501,9 @@ class Workflow:
         """Execute an approved transfer: record it executed (with its shipment id), then move its stock.
         `blocked`: the floor breach the approving request found."""
         body = request.body
-        if request.shipment_id is None:  # else its move was committed to: the floor is not checked again
+        # a shipment id recorded on the request (as an earlier version wrote it before executing the case)
+        # was committed to, its stock maybe moved: the floor is not checked again
+        if request.shipment_id is None:
             if blocked is None:
                 blocked = await self._floors.breach(body["sku"], body["from_location"], body["qty"], now)
             if blocked is not None:
@@ -519,13 +522,11 @@ class Workflow:
         return after
 
     def _shipped(self, case: dict[str, Any], request: AnyRequest, now: datetime) -> Transition:
-        """An approved transfer's `executed` transition: it gives the request its shipment id (from then on
-        the transfer is finished, never checked again) and names the `transfer_out` event that moves the
-        stock once the transition has committed."""
+        """An approved transfer's `executed` transition: from its commit on the transfer is finished,
+        never checked again, and the `transfer_out` event its step names moves the stock."""
         body = request.body
-        shipment = request.shipment_id or f"shp-{case['id']}"
         shipped = {
-            "shipment_id": shipment,
+            "shipment_id": request.shipment_id or shipment_of(case["id"]),
             "event_id": f"case-{case['id']}-out",
             "sku": body["sku"],
             "qty": body["qty"],
@@ -536,7 +537,6 @@ class Workflow:
         return plan(
             case, status="executed", action="executed", actor=SYSTEM_ACTOR, now=now, detail=shipped,
             event="case.executed", extra_events=[("transfer.shipped", {"shipment": shipped})],
-            shipment=None if request.shipment_id is not None else (request.id, shipment),
         )  # fmt: skip
 
     async def _move(self, case_id: str, shipped: Transition) -> None:

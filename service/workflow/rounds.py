@@ -86,6 +86,19 @@ class CaseOps(Protocol):
     async def recover_moves(self, now: datetime) -> int: ...
 
 
+SHIPMENT = "shp-"  # a transfer case's shipment id is this and its case id
+
+
+def shipment_of(case_id: str) -> str:
+    """The shipment id of a transfer case (named by its `executed` step, and by the receipt closing it)."""
+    return SHIPMENT + case_id
+
+
+def has_shipped(kind: str, status: str) -> bool:
+    """Whether a case of this kind in this status has shipped its stock (a transfer executed or received)."""
+    return kind == "transfer" and status in ("executed", "received")
+
+
 def overdue(case: dict[str, Any], now: datetime) -> bool:
     due = case["sla_due_at"]
     return due is not None and due <= now
@@ -101,14 +114,21 @@ async def receive_shipments(wf: CaseOps, events: Sequence[StockEvent], statuses:
     }
     if not arrivals:
         return 0
+    # a case's shipment id is `shipment_of` its id (an earlier version also recorded it on the request)
+    cases = {ref.removeprefix(SHIPMENT): ref for ref in arrivals if ref.startswith(SHIPMENT)}
+    if not cases:
+        return 0
     async with wf.sessions() as session:
-        found = (
-            await session.execute(
-                select(ChangeRequest.shipment_id, ChangeRequest.case_id, ChangeRequest.body).where(
-                    ChangeRequest.shipment_id.in_(list(arrivals))
+        found = [
+            (cases[case_id], case_id, body)
+            for case_id, body in (
+                await session.execute(
+                    select(ChangeRequest.case_id, ChangeRequest.body).where(
+                        ChangeRequest.case_id.in_(list(cases)), ChangeRequest.kind == "transfer"
+                    )
                 )
-            )
-        ).all()
+            ).all()
+        ]
     closed = 0
     for shipment, case_id, body in found:
         event = arrivals[shipment]

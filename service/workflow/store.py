@@ -74,7 +74,6 @@ _NAMES = (
     "cleared",
     "resolved",
     "roles",
-    "shipped",
 )  # no prefix of another
 _LOST = ("08", "57")  # SQLSTATE classes: connection exception, operator intervention (a shutdown)
 MAX_BATCH = 50  # transitions of one statement (about 30 parameters each, of at most 32,767)
@@ -292,12 +291,6 @@ class CaseStore:
             parts.append(
                 "c_roles AS (DELETE FROM approval_case_roles WHERE case_id IN (SELECT id FROM c_moved))"
             )
-        if t.shipment is not None:
-            request_id, shipment = t.shipment
-            parts.append(
-                f"c_shipped AS (UPDATE change_requests SET shipment_id = {p(shipment)} WHERE id = "
-                f"{p(request_id)} AND shipment_id IS NULL AND EXISTS (SELECT 1 FROM c_moved))"
-            )
         text = ", ".join(parts)
         for name in _NAMES:
             text = text.replace(f"c_{name}", f"c_{name}_{n}")
@@ -307,7 +300,7 @@ class CaseStore:
 def _shape(t: Transition) -> tuple[Any, ...]:
     """What of `t` decides the text of its part of a statement (`CaseStore._parts`), as a sortable key."""
     shape = (tuple(t.values), len(t.steps), len(t.events), t.clear_stuck)
-    return (*shape, t.roles is not None, t.shipment is not None)
+    return (*shape, t.roles is not None)
 
 
 def writes_in_one_statement(store: CaseStore | None, t: Transition) -> bool:

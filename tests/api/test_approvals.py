@@ -270,6 +270,7 @@ async def test_acting_on_a_stuck_case_resolves_its_stuck_approval_exception_at_o
     stock = wf.client.as_("stock")
     [stuck] = (await stock.get("/v1/exceptions", params={"kind": "stuck_approval"})).json()["exceptions"]
     assert (stuck["key"], stuck["state"]) == (case["id"], "open")
+    wf.clock.now = START + timedelta(hours=25)  # past its SLA here too (a case not yet due has none to clear)
     assert (await wf.act(case["id"], "approve", *MANAGER)).status_code == 200
     [after] = (await stock.get("/v1/exceptions", params={"kind": "stuck_approval"})).json()["exceptions"]
     assert (after["id"], after["state"]) == (stuck["id"], "resolved")  # not left for the next check
