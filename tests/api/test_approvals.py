@@ -468,5 +468,3 @@ async def test_one_request_filed_twice_at_once_opens_one_case(wf: ApprovalsApi) 
     assert sorted([first.status_code, second.status_code]) == [200, 201]
     assert first.json()["case"]["id"] == second.json()["case"]["id"]
     assert len((await wf.get("/v1/approvals")).json()["cases"]) == 1
-
-
