@@ -82,6 +82,8 @@ log = logging.getLogger("retail_policy.workflow")
 RECOVERY_GRACE = timedelta(seconds=30)  # an approved case this old is executed by the sweeper
 # how far back a worker's first recovery pass looks for executed transfers whose stock may not have moved
 RECOVERY_LOOKBACK = timedelta(days=7)
+MOVES_PER_CALL = 100  # moves the recovery pass hands the stock store at once
+MOVED_HERE_LIMIT = 200_000  # moves a worker remembers having applied, between two recovery passes
 Clock = Callable[[], datetime]
 Hook = Callable[[str, str], Awaitable[None]]
 CASE_COLUMNS = list(ApprovalCase.__table__.columns)
@@ -543,6 +545,8 @@ class Workflow:
         """Apply the `transfer_out` of a committed `executed` transition (at most once, by its event id)."""
         await self._at("before_move", case_id)
         await self._moves.apply(shipment_event(shipped.steps[-1].detail, shipped.now))
+        if len(self._moved_here) >= MOVED_HERE_LIMIT:  # no sweeper prunes it: forget (they are checked)
+            self._moved_here.clear()
         self._moved_here[case_id] = shipped.now
         await self._at("after_move", case_id)
 
@@ -578,7 +582,10 @@ class Workflow:
             for start in range(0, len(unknown), 500):
                 details += (await session.execute(executed_steps(unknown[start : start + 500]))).all()
         events = [shipment_event(detail, aware(at)) for detail, at in details]
-        statuses = [r.status for r in await self.services.stock.apply_events(events)] if events else []
+        statuses: list[str] = []
+        for start in range(0, len(events), MOVES_PER_CALL):
+            results = await self.services.stock.apply_events(events[start : start + MOVES_PER_CALL])
+            statuses += [result.status for result in results]
         self._moves_checked = upto
         self._moved_here = {k: at for k, at in mine.items() if at > upto - RECOVERY_OVERLAP}
         return statuses.count("applied")
