@@ -4,20 +4,23 @@ Every transition is one transaction: the case row moves from the version it was 
 (`UPDATE ... WHERE id = ? AND version = ?`, so of two racing writers exactly one moves it and the other
 reads again), and an `ApprovalStep`, an audit row and an outbox event are written beside it.
 
-Executing an approved case happens after its approval commits:
-- a markdown stores the new price with its effective time and moves to `executed` in one transaction;
-- a transfer re-checks the source floor on live stock (`blocked` if it would now breach it), then commits
-  to the move by giving the request its shipment id, then applies one `transfer_out` event (source ->
-  destination in transit) whose event id derives from the case id, then moves to `executed`. The event is
-  applied at most once, so running this again after a crash (the sweeper's recovery pass does, for every
-  case left `approved`) finishes the job without moving stock twice; once the shipment id is set the floor
-  is not checked again, since the stock may already have moved.
+Executing an approved case:
+- a markdown stores the new price with its effective time and moves to `executed` in one transaction,
+  after its approval commits;
+- a transfer re-checks the source floor on live stock (`blocked` if it would now breach it), then moves
+  to `executed`, which commits it to its shipment `shp-<case id>` (when an approver's approval completes
+  the case, in the approval's own transaction: `approved` and `executed` are two steps of one write), then
+  applies one
+  `transfer_out` event (source -> destination in transit) whose event id derives from the case id. The
+  event is applied at most once, so the recovery pass (`recover_moves`, in the sweeper's round) applies
+  the moves of executed transfers again, finding missing those a stopped worker left, without moving
+  stock twice; a case left `approved` (a worker stopped before executing it) is executed by the sweeper.
 A `transfer_in` at the destination that names the shipment id as its `reference` moves the case to
 `received`.
 
 `clock` gives the time of every transition (tests move it by hand). `hook`, when set, is awaited at named
 points of a transition (`before_write`: between reading a case and writing it; `before_move`: after the
-shipment is committed to, before the stock moves; `after_move`) so tests can inject a racing approver or a crash there.
+`executed` transition commits, before the stock moves; `after_move`) so tests can inject a racing approver or a crash there.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -44,9 +47,19 @@ from service.masterdata import MasterDataCache
 from service.security.audit import audit
 from service.stock import StockEvent
 from service.workflow.floors import Floors
-from service.workflow.moves import Moves
+from service.workflow.moves import Moves, shipment_event
 from service.workflow.outbox import add_event
-from service.workflow.rounds import ATTEMPTS, SYSTEM_ACTOR, overdue, receive_shipments, sweep_cases
+from service.workflow.rounds import (
+    ATTEMPTS,
+    RECOVERY_OVERLAP,
+    SYSTEM_ACTOR,
+    executed_steps,
+    executed_transfers,
+    overdue,
+    receive_shipments,
+    shipment_of,
+    sweep_cases,
+)
 from service.workflow.store import CaseStore, RequestRow, writes_in_one_statement
 from service.workflow.writes import (
     ColumnBinds,
@@ -59,6 +72,7 @@ from service.workflow.writes import (
     plan,
     role_rows,
     step_view,
+    then,
     write_in_session,
     write_sqlite,
 )
@@ -66,6 +80,10 @@ from service.workflow.writes import (
 log = logging.getLogger("retail_policy.workflow")
 
 RECOVERY_GRACE = timedelta(seconds=30)  # an approved case this old is executed by the sweeper
+# how far back a worker's first recovery pass looks for executed transfers whose stock may not have moved
+RECOVERY_LOOKBACK = timedelta(days=7)
+MOVES_PER_CALL = 100  # moves the recovery pass hands the stock store at once
+MOVED_HERE_LIMIT = 200_000  # moves a worker remembers having applied, between two recovery passes
 Clock = Callable[[], datetime]
 Hook = Callable[[str, str], Awaitable[None]]
 CASE_COLUMNS = list(ApprovalCase.__table__.columns)
@@ -103,9 +121,14 @@ class Workflow:
     clock: Clock = utc_now
     hook: Hook | None = None
     recovery_grace: timedelta = RECOVERY_GRACE
+    recovery_lookback: timedelta = RECOVERY_LOOKBACK
     _lock: asyncio.Lock | None = field(init=False, default=None)
     _sqlite: tuple[SqliteWriter, ColumnBinds] | None = field(init=False, default=None)
     _moves: Moves = field(init=False)
+    # the recovery pass of moves: executed transfers updated up to this time are known moved
+    _moves_checked: datetime | None = field(init=False, default=None)
+    # executed transfers whose stock this worker moved (case id -> updated_at), since `_moves_checked`
+    _moved_here: dict[str, datetime] = field(init=False, default_factory=dict)
     _floors: Floors = field(init=False)
     _store: CaseStore = field(init=False)
 
@@ -254,7 +277,7 @@ class Workflow:
         )  # fmt: skip
         await write_in_session(session, t)
         if written is not None:
-            written.append(t.step)
+            written.extend(t.steps)
         return t.after
 
     async def _index_roles(self, session: AsyncSession, case: dict[str, Any]) -> None:
@@ -344,24 +367,30 @@ class Workflow:
                 done = verdict == "approve" and satisfied(
                     request.approval, case["approvers"], case["approvals_required"], given
                 )
-                # the approval that completes a transfer checks the source floor on live stock first, so
-                # that its own transaction commits to the move (the shipment id) when the floor holds
-                blocked, shipment = None, None
-                if done and case["kind"] == "transfer" and request.shipment_id is None:
+                # the approval that completes a transfer checks the source floor on live stock first; when
+                # it holds, its own transaction also records the execution (`_shipped`), and the stock
+                # moves once that has committed
+                blocked, shipped = None, None
+                ships = done and case["kind"] == "transfer" and request.shipment_id is None
+                if ships:
                     body = request.body
                     blocked = await self._floors.breach(body["sku"], body["from_location"], body["qty"], now)
-                    shipment = None if blocked is not None else f"shp-{case_id}"
                 # the write names the version read, so it needs no lock held since the read
                 await self._at("before_write", case_id)
-                t = self._decision(case, request, person, role, verdict, comment, now, done, shipment)
+                t = self._decision(case, request, person, role, verdict, comment, now, done)
+                if ships and blocked is None:
+                    shipped = self._shipped(t.after, request, now)
+                    t = then(t, shipped)
                 await self.commit(t)
             except Stale:
                 continue
-            written, after = [*steps, t.step], t.after
+            written, after = [*steps, *t.steps], t.after
             final: dict[str, Any] | None = after
-            if after["status"] == "approved":
+            if shipped is not None:
+                await self._move_safely(case_id, shipped)
+            elif after["status"] == "approved":
                 final = await self.execute_safely(
-                    case_id, now, (after, request), committed=shipment, blocked=blocked, written=written
+                    case_id, now, (after, request), blocked=blocked, written=written
                 )
             if final is None:  # not known how the case stands: read it
                 return await self.view(None, case_id, await self.read(case_id))
@@ -381,10 +410,8 @@ class Workflow:
         comment: str | None,
         now: datetime,
         done: bool,
-        shipment: str | None,
     ) -> Transition:
-        """The transition one approval or rejection makes (`done`: the approval completes the case;
-        `shipment`: the approved transfer's move is committed to in the same transaction)."""
+        """The transition one approval or rejection makes (`done`: the approval completes the case)."""
         detail = {"level": case["escalation_level"]}
         if verdict == "reject":
             return plan(
@@ -394,16 +421,7 @@ class Workflow:
         return plan(
             case, status="approved" if done else "pending", action="approved", actor=person, role=role,
             comment=comment, now=now, detail=detail, event="case.approved" if done else None,
-            shipment=None if shipment is None else (request.id, shipment),
         )  # fmt: skip
-
-    async def _commit_shipment(self, session: AsyncSession, request: AnyRequest, shipment: str) -> None:
-        """From here on the transfer is finished, never checked again (its stock may have moved)."""
-        await session.execute(
-            update(ChangeRequest)
-            .where(ChangeRequest.id == request.id, ChangeRequest.shipment_id.is_(None))
-            .values(shipment_id=shipment)
-        )
 
     # executing
 
@@ -479,18 +497,17 @@ class Workflow:
         case: dict[str, Any],
         request: AnyRequest,
         now: datetime,
-        committed: str | None = None,
         blocked: dict[str, Any] | None = None,
         written: list[AnyStep] | None = None,
     ) -> dict[str, Any] | None:
-        """Move the stock of an approved transfer. `committed`: the shipment id the approving transaction
-        set; `blocked`: the floor breach the approving request found (then no shipment was set)."""
+        """Execute an approved transfer: record it executed (with its shipment id), then move its stock.
+        `blocked`: the floor breach the approving request found."""
         body = request.body
-        sku, source, destination, qty = body["sku"], body["from_location"], body["to_location"], body["qty"]
-        shipment = request.shipment_id or committed
-        if shipment is None:
+        # a shipment id recorded on the request (as an earlier version wrote it before executing the case)
+        # was committed to, its stock maybe moved: the floor is not checked again
+        if request.shipment_id is None:
             if blocked is None:
-                blocked = await self._floors.breach(sku, source, qty, now)
+                blocked = await self._floors.breach(body["sku"], body["from_location"], body["qty"], now)
             if blocked is not None:
                 return await self._finish(
                     plan(
@@ -499,32 +516,45 @@ class Workflow:
                     ),
                     written,
                 )  # fmt: skip
-            shipment = f"shp-{case['id']}"
-            async with self.writing() as session:
-                await self._commit_shipment(session, request, shipment)
-        await self._at("before_move", case["id"])
-        event_id = f"case-{case['id']}-out"
-        moved = await self._moves.apply(
-            StockEvent(event_id, "transfer_out", sku, source, qty, now, None, destination, shipment)
-        )
-        await self._at("after_move", case["id"])
+        shipped = self._shipped(case, request, now)
+        # a Stale here: another worker recorded it, and moves the stock (or the recovery pass does)
+        after = await self._finish(shipped, written)
+        if after is not None:
+            await self._move(case["id"], shipped)
+        return after
+
+    def _shipped(self, case: dict[str, Any], request: AnyRequest, now: datetime) -> Transition:
+        """An approved transfer's `executed` transition: from its commit on the transfer is finished,
+        never checked again, and the `transfer_out` event its step names moves the stock."""
+        body = request.body
         shipped = {
-            "shipment_id": shipment,
-            "event_id": event_id,
-            "sku": sku,
-            "qty": qty,
-            "from_location": source,
-            "to_location": destination,
-            "stock_event": moved.status,
+            "shipment_id": request.shipment_id or shipment_of(case["id"]),
+            "event_id": f"case-{case['id']}-out",
+            "sku": body["sku"],
+            "qty": body["qty"],
+            "from_location": body["from_location"],
+            "to_location": body["to_location"],
+            "stock_event": "applied",  # once, by its event id: after this commit, or by the recovery pass
         }
-        # a Stale here: another worker recorded it; the stock moved once, by event id
-        return await self._finish(
-            plan(
-                case, status="executed", action="executed", actor=SYSTEM_ACTOR, now=now, detail=shipped,
-                event="case.executed", extra_events=[("transfer.shipped", {"shipment": shipped})],
-            ),
-            written,
+        return plan(
+            case, status="executed", action="executed", actor=SYSTEM_ACTOR, now=now, detail=shipped,
+            event="case.executed", extra_events=[("transfer.shipped", {"shipment": shipped})],
         )  # fmt: skip
+
+    async def _move(self, case_id: str, shipped: Transition) -> None:
+        """Apply the `transfer_out` of a committed `executed` transition (at most once, by its event id)."""
+        await self._at("before_move", case_id)
+        await self._moves.apply(shipment_event(shipped.steps[-1].detail, shipped.now))
+        if len(self._moved_here) >= MOVED_HERE_LIMIT:  # no sweeper prunes it: forget (they are checked)
+            self._moved_here.clear()
+        self._moved_here[case_id] = shipped.now
+        await self._at("after_move", case_id)
+
+    async def _move_safely(self, case_id: str, shipped: Transition) -> None:
+        try:
+            await self._move(case_id, shipped)
+        except Exception:
+            log.exception("moving the stock of executed case %s failed; the sweeper retries it", case_id)
 
     async def _finish(self, t: Transition, written: list[AnyStep] | None) -> dict[str, Any] | None:
         """Commit an execution's transition; None when another worker moved the case first."""
@@ -533,8 +563,32 @@ class Workflow:
         except Stale:
             return None
         if written is not None:
-            written.append(t.step)
+            written.extend(t.steps)
         return t.after
+
+    async def recover_moves(self, now: datetime) -> int:
+        """Apply the stock moves of executed transfers that a stopped worker (or a failed move) left
+        unapplied; answers how many were missing. Each move is applied at most once by its event id, so a
+        move found applied is a duplicate that changes nothing. A round looks at transfers executed since
+        the last round that found every move (a worker's first round: `recovery_lookback`), past their
+        grace, but for those this worker moved itself."""
+        upto = now - self.recovery_grace
+        since = (self._moves_checked or now - self.recovery_lookback) - RECOVERY_OVERLAP
+        async with self.sessions() as session:
+            rows = (await session.execute(executed_transfers(since, upto))).all()
+            mine = self._moved_here
+            unknown = [case_id for case_id, updated in rows if mine.get(case_id) != aware(updated)]
+            details = []
+            for start in range(0, len(unknown), 500):
+                details += (await session.execute(executed_steps(unknown[start : start + 500]))).all()
+        events = [shipment_event(detail, aware(at)) for detail, at in details]
+        statuses: list[str] = []
+        for start in range(0, len(events), MOVES_PER_CALL):
+            results = await self.services.stock.apply_events(events[start : start + MOVES_PER_CALL])
+            statuses += [result.status for result in results]
+        self._moves_checked = upto
+        self._moved_here = {k: at for k, at in mine.items() if at > upto - RECOVERY_OVERLAP}
+        return statuses.count("applied")
 
     async def receive(self, events: Sequence[StockEvent], statuses: Sequence[str]) -> int:
         """Close executed transfers whose shipment a `transfer_in` names; answers how many."""

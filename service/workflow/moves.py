@@ -12,12 +12,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from service.stock import EventResult, StockEvent
 from service.workflow.batches import Batches
 
 MAX_BATCH = 100  # events per call; more wait for the next one
+
+
+def shipment_event(shipped: dict[str, Any], at: datetime) -> StockEvent:
+    """The `transfer_out` of an executed transfer, from its `executed` step's detail (`shipped`)."""
+    return StockEvent(
+        shipped["event_id"],
+        "transfer_out",
+        shipped["sku"],
+        shipped["from_location"],
+        shipped["qty"],
+        at,
+        None,
+        shipped["to_location"],
+        shipped["shipment_id"],
+    )
 
 
 @dataclass(eq=False)

@@ -28,6 +28,7 @@ from service.domain.markdown import MARKDOWN_CHAIN
 from service.domain.transfer import TRANSFER_CHAIN
 from service.errors import Conflict, FieldError, NotFound
 from service.workflow.cases import Workflow
+from service.workflow.rounds import has_shipped, shipment_of
 
 Decide = Callable[[DecisionContext, Any, TraceLevel], Awaitable[DecisionRecord]]
 KINDS: dict[str, tuple[Decide, tuple[str, ...], str]] = {
@@ -51,7 +52,8 @@ async def request_view(workflow: Workflow, session: AsyncSession, request: Chang
         "created_at": aware(request.created_at).isoformat(),
         "request": request.body,
         "decision": request.decision,
-        "shipment_id": request.shipment_id,
+        "shipment_id": request.shipment_id
+        or (shipment_of(case["id"]) if has_shipped(request.kind, case["status"]) else None),
         "case": case,
     }
 

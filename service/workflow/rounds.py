@@ -16,13 +16,14 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import NullType
 
-from service.db.models import ApprovalCase, ChangeRequest
+from service.db.models import ApprovalCase, ApprovalStep, ChangeRequest
 from service.domain.cases import escalate
 from service.stock import StockEvent
 from service.workflow.writes import Stale
 
 SYSTEM_ACTOR = "workflow"
 ATTEMPTS = 5  # a transition that loses a race reads the case again, at most this often
+RECOVERY_OVERLAP = timedelta(seconds=5)  # a round of the moves' recovery looks this far into the last one's
 
 
 class Likely(FunctionElement[Any]):
@@ -82,6 +83,21 @@ class CaseOps(Protocol):
 
     async def execute_safely(self, case_id: str, now: datetime | None = None) -> dict[str, Any] | None: ...
 
+    async def recover_moves(self, now: datetime) -> int: ...
+
+
+SHIPMENT = "shp-"  # a transfer case's shipment id is this and its case id
+
+
+def shipment_of(case_id: str) -> str:
+    """The shipment id of a transfer case (named by its `executed` step, and by the receipt closing it)."""
+    return SHIPMENT + case_id
+
+
+def has_shipped(kind: str, status: str) -> bool:
+    """Whether a case of this kind in this status has shipped its stock (a transfer executed or received)."""
+    return kind == "transfer" and status in ("executed", "received")
+
 
 def overdue(case: dict[str, Any], now: datetime) -> bool:
     due = case["sla_due_at"]
@@ -98,14 +114,21 @@ async def receive_shipments(wf: CaseOps, events: Sequence[StockEvent], statuses:
     }
     if not arrivals:
         return 0
+    # a case's shipment id is `shipment_of` its id (an earlier version also recorded it on the request)
+    cases = {ref.removeprefix(SHIPMENT): ref for ref in arrivals if ref.startswith(SHIPMENT)}
+    if not cases:
+        return 0
     async with wf.sessions() as session:
-        found = (
-            await session.execute(
-                select(ChangeRequest.shipment_id, ChangeRequest.case_id, ChangeRequest.body).where(
-                    ChangeRequest.shipment_id.in_(list(arrivals))
+        found = [
+            (cases[case_id], case_id, body)
+            for case_id, body in (
+                await session.execute(
+                    select(ChangeRequest.case_id, ChangeRequest.body).where(
+                        ChangeRequest.case_id.in_(list(cases)), ChangeRequest.kind == "transfer"
+                    )
                 )
-            )
-        ).all()
+            ).all()
+        ]
     closed = 0
     for shipment, case_id, body in found:
         event = arrivals[shipment]
@@ -135,6 +158,23 @@ async def receive_shipments(wf: CaseOps, events: Sequence[StockEvent], statuses:
     return closed
 
 
+def executed_transfers(since: datetime, upto: datetime) -> Select[str, datetime]:
+    """The ids and update times of transfers executed (and not yet received) in (since, upto]."""
+    return select(ApprovalCase.id, ApprovalCase.updated_at).where(
+        ApprovalCase.status == "executed",
+        ApprovalCase.kind == "transfer",
+        ApprovalCase.updated_at > since,
+        ApprovalCase.updated_at <= upto,
+    )
+
+
+def executed_steps(case_ids: Sequence[str]) -> Select[dict[str, Any], datetime]:
+    """The detail and time of these cases' `executed` steps (a transfer's: what its stock move is)."""
+    return select(ApprovalStep.detail, ApprovalStep.at).where(
+        ApprovalStep.case_id.in_(case_ids), ApprovalStep.action == "executed"
+    )
+
+
 def due_cases(now: datetime, limit: int) -> Select[Any]:
     """The ids of pending cases past their SLA at `now`, the longest overdue first."""
     return (
@@ -147,7 +187,7 @@ def due_cases(now: datetime, limit: int) -> Select[Any]:
 
 async def sweep_cases(wf: CaseOps, now: datetime, limit: int) -> dict[str, int]:
     """One round of the sweeper (see `Workflow.sweep`)."""
-    counts = {"escalated": 0, "expired": 0, "executed": 0}
+    counts = {"escalated": 0, "expired": 0, "executed": 0, "moved": 0}
     async with wf.sessions() as session:
         due = (await session.execute(due_cases(now, limit))).scalars().all()
         stuck = (
@@ -172,6 +212,7 @@ async def sweep_cases(wf: CaseOps, now: datetime, limit: int) -> dict[str, int]:
     for case_id in stuck:
         await wf.execute_safely(case_id, now)
         counts["executed"] += 1
+    counts["moved"] = await wf.recover_moves(now)
     return counts
 
 

@@ -74,7 +74,6 @@ _NAMES = (
     "cleared",
     "resolved",
     "roles",
-    "shipped",
 )  # no prefix of another
 _LOST = ("08", "57")  # SQLSTATE classes: connection exception, operator intervention (a shutdown)
 MAX_BATCH = 50  # transitions of one statement (about 30 parameters each, of at most 32,767)
@@ -236,18 +235,27 @@ class CaseStore:
             f"c_moved AS (UPDATE approval_cases SET {sets} WHERE id = {case_id} "
             f"AND version = {p(t.case['version'])} RETURNING id)"
         ]
-        s = t.step
         json_type = ApprovalStep.__table__.c.detail
+        steps = ", ".join(
+            f"({i}, {p(s.at)}::timestamptz, {p(s.action)}, {p(s.actor)}, {p(s.role)}::varchar, "
+            f"{p(s.comment)}::text, {p(s.detail, json_type)}::json)"
+            for i, s in enumerate(t.steps)
+        )
+        # ordered by their place in the transition: their ids (the order they are read in) follow it
         parts.append(
             "c_step AS (INSERT INTO approval_steps (case_id, at, action, actor, role, comment, detail) "
-            f"SELECT id, {p(s.at)}::timestamptz, {p(s.action)}, {p(s.actor)}, {p(s.role)}::varchar, "
-            f"{p(s.comment)}::text, {p(s.detail, json_type)}::json FROM c_moved)"
+            "SELECT c_moved.id, v.at, v.action, v.actor, v.role, v.comment, v.detail FROM c_moved, "
+            f"(VALUES {steps}) AS v(n, at, action, actor, role, comment, detail) ORDER BY v.n)"
         )
-        a = t.audit
+        audits = ", ".join(
+            f"({i}, {p(a['at'])}::timestamptz, {p(a['actor'])}, {p(a['action'])}, {p(a['subject'])}, "
+            f"{p(a['detail'], json_type)}::json, {p(a['note'])}::text)"
+            for i, a in enumerate(t.audits)
+        )
         parts.append(
             "c_audit AS (INSERT INTO audit_log (at, actor, action, subject, detail, note) "
-            f"SELECT {p(a['at'])}::timestamptz, {p(a['actor'])}, {p(a['action'])}, {p(a['subject'])}, "
-            f"{p(a['detail'], json_type)}::json, {p(a['note'])}::text FROM c_moved)"
+            "SELECT v.at, v.actor, v.action, v.subject, v.detail, v.note FROM c_moved, "
+            f"(VALUES {audits}) AS v(n, at, actor, action, subject, detail, note) ORDER BY v.n)"
         )
         if t.events:
             rows = ", ".join(
@@ -283,12 +291,6 @@ class CaseStore:
             parts.append(
                 "c_roles AS (DELETE FROM approval_case_roles WHERE case_id IN (SELECT id FROM c_moved))"
             )
-        if t.shipment is not None:
-            request_id, shipment = t.shipment
-            parts.append(
-                f"c_shipped AS (UPDATE change_requests SET shipment_id = {p(shipment)} WHERE id = "
-                f"{p(request_id)} AND shipment_id IS NULL AND EXISTS (SELECT 1 FROM c_moved))"
-            )
         text = ", ".join(parts)
         for name in _NAMES:
             text = text.replace(f"c_{name}", f"c_{name}_{n}")
@@ -297,7 +299,8 @@ class CaseStore:
 
 def _shape(t: Transition) -> tuple[Any, ...]:
     """What of `t` decides the text of its part of a statement (`CaseStore._parts`), as a sortable key."""
-    return (tuple(t.values), len(t.events), t.clear_stuck, t.roles is not None, t.shipment is not None)
+    shape = (tuple(t.values), len(t.steps), len(t.events), t.clear_stuck)
+    return (*shape, t.roles is not None)
 
 
 def writes_in_one_statement(store: CaseStore | None, t: Transition) -> bool:

@@ -2,8 +2,7 @@
 
 `plan` works out everything a transition writes: the case row moving from the version it was read at to
 the next, its `ApprovalStep`, its audit row, its outbox events, whether the case's stuck-approval
-exception clears, the inbox index rows and, for an approved transfer, the shipment id that commits it to
-its move. Both ways of writing it write all of it in one transaction, or nothing when the case moved
+exception clears and the inbox index rows (`then` joins two transitions into one write). Both ways of writing it write all of it in one transaction, or nothing when the case moved
 since it was read (`Stale`):
 
 - `write_in_session` through an `AsyncSession` (every transition but an approver's and the execution of
@@ -20,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, delete, insert, update
@@ -34,7 +33,6 @@ from service.db.models import (
     ApprovalCaseRole,
     ApprovalStep,
     AuditEntry,
-    ChangeRequest,
     ExceptionRecord,
     OutboxEvent,
 )
@@ -42,6 +40,7 @@ from service.decisions.ids import new_decision_id
 from service.workflow.exceptions import SYSTEM, clear_exception, resolved_payload
 
 STUCK = "stuck_approval"
+STUCK_MARGIN = timedelta(minutes=5)  # clocks of hosts differ by less: a case due this soon may be stuck
 _CASES: Table = ApprovalCase.__table__  # type: ignore[assignment]
 _STEP_COLUMNS = ("case_id", "at", "action", "actor", "role", "comment", "detail")
 _AUDIT_COLUMNS = ("at", "actor", "action", "subject", "detail", "note")
@@ -52,7 +51,6 @@ _AUDIT = BatchInsert(AuditEntry.__table__, _AUDIT_COLUMNS)  # type: ignore[arg-t
 _EVENTS = BatchInsert(OutboxEvent.__table__, _EVENT_COLUMNS)  # type: ignore[arg-type]
 _ROLES = BatchInsert(ApprovalCaseRole.__table__, _ROLE_COLUMNS)  # type: ignore[arg-type]
 _DELETE_ROLES = "DELETE FROM approval_case_roles WHERE case_id = ?"
-_COMMIT_SHIPMENT = "UPDATE change_requests SET shipment_id = ? WHERE id = ? AND shipment_id IS NULL"
 _CLEAR = (
     "UPDATE exception_records SET state = 'resolved', resolved_at = ?, resolved_by = ?, updated_at = ? "
     "WHERE kind = ? AND key = ? AND state <> 'resolved' "  # the partial unique index's condition
@@ -167,13 +165,17 @@ class Transition:
     case: dict[str, Any]  # as read, at the version the write names
     values: dict[str, Any]  # the case row's new column values
     after: dict[str, Any]  # the case as it is once written
-    step: Step
-    audit: dict[str, Any]
+    steps: list[Step]  # in the order they happened (one, or two for `then`)
+    audits: list[dict[str, Any]]  # one per step
     events: list[dict[str, Any]]
     now: datetime
     clear_stuck: bool  # the case is no longer stuck (closed, or escalated with a fresh SLA)
     roles: list[dict[str, Any]] | None  # None: the inbox index stays; else its new rows (maybe none)
-    shipment: tuple[str, str] | None = None  # (request id, shipment id) committed to with it
+
+
+def _may_be_stuck(case: dict[str, Any], now: datetime) -> bool:
+    due = case["sla_due_at"]
+    return due is not None and due <= now + STUCK_MARGIN
 
 
 def plan(
@@ -189,7 +191,6 @@ def plan(
     comment: str | None = None,
     changes: dict[str, Any] | None = None,
     extra_events: Sequence[tuple[str, dict[str, Any]]] = (),
-    shipment: tuple[str, str] | None = None,
 ) -> Transition:
     """The rows of moving `case` (as read) to `status`, with one step `action` by `actor`."""
     values: dict[str, Any] = {"version": case["version"] + 1, "updated_at": now, "status": status}
@@ -230,15 +231,32 @@ def plan(
         case=case,
         values=values,
         after=after,
-        step=step,
-        audit=audit,
+        steps=[step],
+        audits=[audit],
         events=events,
         now=now,
         # a stuck-approval exception is a pending case's: cleared as the case leaves pending (a later
-        # transition has none to clear) or escalates with a fresh SLA
-        clear_stuck=leaves_pending or (due is not None and due > now),
+        # transition has none to clear) or escalates with a fresh SLA. One is only raised past the SLA, so
+        # a case not yet due has none (one raised by a clock ahead of this one: the monitor resolves it)
+        clear_stuck=(leaves_pending or (due is not None and due > now)) and _may_be_stuck(case, now),
         roles=roles,
-        shipment=shipment,
+    )
+
+
+def then(first: Transition, second: Transition) -> Transition:
+    """`first` and then `second` (planned from `first.after`) as one transition: one update of the case
+    row from the version `first` read, and both transitions' steps, audit rows and events, in order."""
+    roles = first.roles if second.roles is None else second.roles
+    return Transition(
+        case=first.case,
+        values={**first.values, **second.values},
+        after=second.after,
+        steps=first.steps + second.steps,
+        audits=first.audits + second.audits,
+        events=first.events + second.events,
+        now=second.now,
+        clear_stuck=first.clear_stuck or second.clear_stuck,
+        roles=roles,
     )
 
 
@@ -252,8 +270,8 @@ async def write_in_session(session: AsyncSession, t: Transition) -> None:
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Stale
-    session.add(t.step.row())
-    session.add(AuditEntry(**t.audit))
+    session.add_all([step.row() for step in t.steps])
+    session.add_all([AuditEntry(**audit) for audit in t.audits])
     session.add_all([OutboxEvent(**event) for event in t.events])
     if t.clear_stuck:
         await clear_exception(session, STUCK, t.case["id"], t.now)
@@ -261,13 +279,6 @@ async def write_in_session(session: AsyncSession, t: Transition) -> None:
         await session.execute(delete(ApprovalCaseRole).where(ApprovalCaseRole.case_id == t.case["id"]))
         if t.roles:
             await session.execute(insert(ApprovalCaseRole), t.roles)
-    if t.shipment is not None:
-        request_id, shipment = t.shipment
-        await session.execute(
-            update(ChangeRequest)
-            .where(ChangeRequest.id == request_id, ChangeRequest.shipment_id.is_(None))
-            .values(shipment_id=shipment)
-        )
 
 
 @dataclass
@@ -278,7 +289,6 @@ class SqliteTransition:
     rows: dict[str, tuple[BatchInsert, str, list[tuple[Any, ...]]]]  # step, audit and event rows by table
     roles: list[tuple[str, tuple[Any, ...]]] | None
     clear: tuple[Any, ...] | None  # the parameters of _CLEAR
-    shipment: tuple[str, str] | None  # the parameters of _COMMIT_SHIPMENT
     case_id: str
     now: datetime
     dialect: Dialect
@@ -291,11 +301,11 @@ def for_sqlite(t: Transition, binds: ColumnBinds) -> SqliteTransition:
     sets = ", ".join(f"{name} = ?" for name in names)
     dialect = binds.dialect
     params = [binds(name, t.values[name]) for name in names]
-    step = t.step
-    step_row = (step.case_id, step.at, step.action, step.actor, step.role, step.comment, step.detail)
+    step_rows = [(s.case_id, s.at, s.action, s.actor, s.role, s.comment, s.detail) for s in t.steps]
+    audit_rows = [tuple(audit[c] for c in _AUDIT_COLUMNS) for audit in t.audits]
     rows = {
-        "steps": (_STEPS, *_STEPS.prepared(dialect, [step_row])),
-        "audit": (_AUDIT, *_AUDIT.prepared(dialect, [tuple(t.audit[c] for c in _AUDIT_COLUMNS)])),
+        "steps": (_STEPS, *_STEPS.prepared(dialect, step_rows)),
+        "audit": (_AUDIT, *_AUDIT.prepared(dialect, audit_rows)),
         "events": (
             _EVENTS,
             *_EVENTS.prepared(dialect, [tuple(e[c] for c in _EVENT_COLUMNS) for e in t.events]),
@@ -320,7 +330,6 @@ def for_sqlite(t: Transition, binds: ColumnBinds) -> SqliteTransition:
         rows=rows,
         roles=roles,
         clear=clear,
-        shipment=None if t.shipment is None else (t.shipment[1], t.shipment[0]),
         case_id=t.case["id"],
         now=t.now,
         dialect=dialect,
@@ -389,8 +398,6 @@ def _write_together(connection: sqlite3.Connection, batch: Sequence[SqliteTransi
                 rows.setdefault("events", (_EVENTS, sql, []))[2].extend(prepared)
         for statement in item.roles or ():
             connection.execute(*statement)
-        if item.shipment is not None:
-            connection.execute(_COMMIT_SHIPMENT, item.shipment)
     for insert_, sql, values in rows.values():
         if values:
             insert_.write_sqlite(connection, sql, values)

@@ -46,11 +46,18 @@ class ApprovalsApi:
     def workflow(self) -> Any:
         return self.client.services.workflow
 
-    async def sweep(self, now: datetime) -> dict[str, int]:
-        """One sweeper round at `now`, run on the app's event loop (where its connections live)."""
+    async def sweep(self, now: datetime, workflow: Any = None) -> dict[str, int]:
+        """One sweeper round at `now` (by `workflow`, else the app's), run on the app's event loop (where
+        its connections live)."""
         portal = self.client.http.blocking_portal
-        counts: dict[str, int] = await asyncio.to_thread(portal.call, self.workflow.sweep, now)
+        sweep = (workflow or self.workflow).sweep
+        counts: dict[str, int] = await asyncio.to_thread(portal.call, sweep, now)
         return counts
+
+    def restarted(self) -> Any:
+        """The workflow of a worker started afresh on the same services (it knows nothing of what the
+        app's workflow did)."""
+        return type(self.workflow)(self.workflow.services, clock=self.clock)
 
     async def person(self, name: str, *roles: str) -> dict[str, str]:
         key = self._keys.get(name)

@@ -14,7 +14,7 @@ from sqlalchemy.pool import NullPool
 
 from service.db.models import ApprovalCase, ApprovalStep, AuditEntry, ChangeRequest, OutboxEvent
 from service.workflow.store import CaseStore
-from service.workflow.writes import Stale, case_binds, for_sqlite, plan, write_sqlite
+from service.workflow.writes import Stale, case_binds, for_sqlite, plan, then, write_sqlite
 from tests.workflow.conftest import START
 
 
@@ -43,12 +43,16 @@ async def _seed(engine: AsyncEngine, *ids: str) -> None:
         await connection.execute(insert(ApprovalCase), cases)
 
 
-def _approve(store_read: Any, person: str, shipment: str) -> Any:
-    case, request, _steps = store_read
-    return plan(
+def _approve(store_read: Any, person: str, event_id: str | None = None) -> Any:
+    """An approval of the case read; `event_id`: its outbox event's (another's makes it fail: unique)."""
+    case, _request, _steps = store_read
+    t = plan(
         case, status="approved", action="approved", actor=person, role="store_manager", now=START,
-        detail={}, event="case.approved", shipment=(request.id, shipment),
+        detail={}, event="case.approved",
     )  # fmt: skip
+    if event_id is not None:
+        t.events[0]["event_id"] = event_id
+    return t
 
 
 async def _count(engine: AsyncEngine, model: Any, **where: str) -> int:
@@ -65,16 +69,16 @@ async def test_two_transitions_of_one_case_handed_over_together_move_it_once(db_
     store = CaseStore(db_engine, None)
     read = await store.read("c-1")
     results = await asyncio.gather(
-        store.write(_approve(read, "ann", "shp-1")),
-        store.write(_approve(read, "bob", "shp-1")),
+        store.write(_approve(read, "ann")),
+        store.write(_approve(read, "bob")),
         return_exceptions=True,
     )
     assert sorted(type(r).__name__ for r in results) == ["NoneType", "Stale"]
     assert await _count(db_engine, ApprovalStep, case_id="c-1") == 1
     assert await _count(db_engine, AuditEntry, subject="transfer:c-1") == 1
     assert await _count(db_engine, OutboxEvent, subject="transfer:c-1") == 1
-    case, request, steps = await store.read("c-1") or pytest.fail("no case")
-    assert (case["status"], case["version"], request and request.shipment_id) == ("approved", 1, "shp-1")
+    case, _request, steps = await store.read("c-1") or pytest.fail("no case")
+    assert (case["status"], case["version"]) == ("approved", 1)
     assert [s.action for s in steps] == ["approved"]
 
 
@@ -83,12 +87,9 @@ async def test_a_transition_that_fails_fails_alone_and_writes_nothing(db_engine:
     await _seed(db_engine, "c-1", "c-2", "c-3")
     store = CaseStore(db_engine, None)
     reads = await asyncio.gather(*(store.read(c) for c in ("c-1", "c-2", "c-3")))
-    # c-2 names c-1's shipment: the unique shipment id fails its statement
+    # c-2's outbox event has c-1's id: the unique event id fails its statement
     results = await asyncio.gather(
-        *(
-            store.write(_approve(r, "ann", s))
-            for r, s in zip(reads, ("shp-1", "shp-1", "shp-3"), strict=True)
-        ),
+        *(store.write(_approve(r, "ann", e)) for r, e in zip(reads, ("e-1", "e-1", "e-3"), strict=True)),
         return_exceptions=True,
     )
     assert results[0] is None and results[2] is None
@@ -119,15 +120,15 @@ async def test_transitions_of_other_shapes_written_together_each_get_their_own_a
     )  # fmt: skip
     results = await asyncio.gather(
         store.write(reject),
-        store.write(_approve(one, "ann", "shp-1")),
-        store.write(_approve(three, "ann", "shp-3")),
+        store.write(_approve(one, "ann")),
+        store.write(_approve(three, "ann")),
         return_exceptions=True,
     )
     assert isinstance(results[0], Stale) and results[1:] == [None, None]
     assert await _count(db_engine, ApprovalStep, case_id="c-2") == 0
     for case_id in ("c-1", "c-3"):
-        case, request, _steps = await store.read(case_id) or pytest.fail("no case")
-        assert (case["status"], request and request.shipment_id) == ("approved", f"shp-{case_id[-1]}")
+        case, _request, _steps = await store.read(case_id) or pytest.fail("no case")
+        assert case["status"] == "approved"
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -171,14 +172,14 @@ async def test_sqlite_transitions_written_together_fall_back_one_by_one_when_one
         reads[3][0] | {"version": 7}, status="rejected", action="rejected", actor="ann", role="store_manager",
         now=START, detail={}, event="case.rejected",
     )  # fmt: skip
-    transitions = [_approve(r, "ann", s) for r, s in zip(reads[:3], ("shp-1", "shp-1", "shp-3"), strict=True)]
+    transitions = [_approve(r, "ann", e) for r, e in zip(reads[:3], ("e-1", "e-1", "e-3"), strict=True)]
     binds = case_binds(db_engine.dialect)
     batch = [for_sqlite(t, binds) for t in [*transitions, stale]]
     path = db_engine.url.database or pytest.fail("no file")
     connection = sqlite3.connect(path, isolation_level=None)
     try:
         connection.execute("BEGIN IMMEDIATE")
-        # c-2 names c-1's shipment: the unique shipment id fails the batch, then c-2 alone
+        # c-2's outbox event has c-1's id: the unique event id fails the batch, then c-2 alone
         results = write_sqlite(connection, batch)
         connection.execute("COMMIT")
     finally:
@@ -199,7 +200,7 @@ async def test_sqlite_transitions_written_together_write_each_once(db_engine: As
     store = CaseStore(db_engine, db_engine.url.database)
     reads = [await store.read(c) for c in ("c-1", "c-2")]
     binds = case_binds(db_engine.dialect)
-    batch = [for_sqlite(_approve(r, "ann", f"shp-{i}"), binds) for i, r in enumerate(reads)]
+    batch = [for_sqlite(_approve(r, "ann"), binds) for r in reads]
     connection = sqlite3.connect(db_engine.url.database or pytest.fail("no file"), isolation_level=None)
     try:
         connection.execute("BEGIN IMMEDIATE")
@@ -210,6 +211,39 @@ async def test_sqlite_transitions_written_together_write_each_once(db_engine: As
     for case_id in ("c-1", "c-2"):
         assert await _count(db_engine, ApprovalStep, case_id=case_id) == 1
         assert await _count(db_engine, OutboxEvent, subject=f"transfer:{case_id}") == 1
-        case, request, _steps = await store.read(case_id) or pytest.fail("no case")
+        case, _request, _steps = await store.read(case_id) or pytest.fail("no case")
         assert (case["status"], case["version"]) == ("approved", 1)
-        assert request is not None and request.shipment_id is not None
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_two_transitions_joined_write_once_with_every_step_audit_row_and_event_in_order(
+    db_engine: AsyncEngine,
+) -> None:
+    await _seed(db_engine, "c-1")
+    sqlite_file = db_engine.url.database if db_engine.dialect.name == "sqlite" else None
+    store = CaseStore(db_engine, sqlite_file)
+    approved = _approve(await store.read("c-1"), "ann")
+    executed = plan(
+        approved.after, status="executed", action="executed", actor="workflow", now=START,
+        detail={"n": 2}, event="case.executed", extra_events=[("transfer.shipped", {"n": 3})],
+    )  # fmt: skip
+    joined = then(approved, executed)
+    if sqlite_file is None:
+        await store.write(joined)
+    else:
+        connection = sqlite3.connect(sqlite_file, isolation_level=None)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            assert write_sqlite(connection, [for_sqlite(joined, case_binds(db_engine.dialect))]) == [True]
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
+    case, _request, steps = await store.read("c-1") or pytest.fail("no case")
+    assert (case["status"], case["version"]) == ("executed", 2)
+    assert [s.action for s in steps] == ["approved", "executed"]
+    async with db_engine.connect() as connection:
+        audits = (await connection.execute(select(AuditEntry.action).order_by(AuditEntry.id))).scalars()
+        events = (await connection.execute(select(OutboxEvent.kind).order_by(OutboxEvent.id))).scalars()
+        assert list(audits) == ["case.approved", "case.executed"]
+        assert list(events) == ["case.approved", "case.executed", "transfer.shipped"]
+    store.close()
