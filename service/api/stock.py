@@ -259,6 +259,7 @@ async def post_events(
         )
         for e in data
     ]
+    await services.workflow.before_receipts(events)
     results = await _store(services).apply_events(events)
     # a receipt naming a transfer's shipment closes its case
     await services.workflow.receive(events, [r.status for r in results])

@@ -58,6 +58,7 @@ from service.workflow.rounds import (
     overdue,
     receive_shipments,
     shipment_of,
+    shipped_cases,
     sweep_cases,
 )
 from service.workflow.store import CaseStore, RequestRow, writes_in_one_statement
@@ -578,17 +579,41 @@ class Workflow:
             rows = (await session.execute(executed_transfers(since, upto))).all()
             mine = self._moved_here
             unknown = [case_id for case_id, updated in rows if mine.get(case_id) != aware(updated)]
-            details = []
-            for start in range(0, len(unknown), 500):
-                details += (await session.execute(executed_steps(unknown[start : start + 500]))).all()
-        events = [shipment_event(detail, aware(at)) for detail, at in details]
-        statuses: list[str] = []
-        for start in range(0, len(events), MOVES_PER_CALL):
-            results = await self.services.stock.apply_events(events[start : start + MOVES_PER_CALL])
-            statuses += [result.status for result in results]
+            events = await self._moves_of(session, unknown)
+        missing = await self._apply_moves(events)
         self._moves_checked = upto
         self._moved_here = {k: at for k, at in mine.items() if at > upto - RECOVERY_OVERLAP}
-        return statuses.count("applied")
+        return missing
+
+    async def apply_moves(self, case_ids: Sequence[str]) -> int:
+        """Apply again the stock moves of these cases' `executed` steps (a case without one has none), each
+        at most once by its event id, so one that happened is a duplicate; answers how many were missing.
+        Receipts call it first (`before_receipts`)."""
+        if not case_ids:
+            return 0
+        async with self.sessions() as session:
+            events = await self._moves_of(session, case_ids)
+        return await self._apply_moves(events)
+
+    async def _moves_of(self, session: AsyncSession, case_ids: Sequence[str]) -> list[StockEvent]:
+        details = []
+        for start in range(0, len(case_ids), 500):
+            details += (await session.execute(executed_steps(case_ids[start : start + 500]))).all()
+        return [shipment_event(detail, aware(at)) for detail, at in details]
+
+    async def _apply_moves(self, events: Sequence[StockEvent]) -> int:
+        applied = 0
+        for start in range(0, len(events), MOVES_PER_CALL):
+            results = await self.services.stock.apply_events(events[start : start + MOVES_PER_CALL])
+            applied += sum(result.status == "applied" for result in results)
+        return applied
+
+    async def before_receipts(self, events: Sequence[StockEvent]) -> int:
+        """Apply again the moves out of the transfers whose shipment a `transfer_in` among `events` names,
+        before those events: a worker may have stopped between a transfer's commit and its move, and the
+        receipt would close the case, which recovery then no longer looks at (and in that order the
+        destination's inbound is right). Answers how many were missing."""
+        return await self.apply_moves(shipped_cases(events))
 
     async def receive(self, events: Sequence[StockEvent], statuses: Sequence[str]) -> int:
         """Close executed transfers whose shipment a `transfer_in` names; answers how many."""

@@ -104,6 +104,15 @@ def overdue(case: dict[str, Any], now: datetime) -> bool:
     return due is not None and due <= now
 
 
+def shipped_cases(events: Sequence[StockEvent]) -> list[str]:
+    """The cases whose shipment id a `transfer_in` among `events` names."""
+    return [
+        e.reference.removeprefix(SHIPMENT)
+        for e in events
+        if e.type == "transfer_in" and e.reference and e.reference.startswith(SHIPMENT)
+    ]
+
+
 async def receive_shipments(wf: CaseOps, events: Sequence[StockEvent], statuses: Sequence[str]) -> int:
     """Close executed transfers whose shipment a `transfer_in` names; answers how many."""
     arrivals = {

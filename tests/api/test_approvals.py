@@ -419,6 +419,32 @@ async def test_a_move_that_failed_is_applied_by_the_same_workers_recovery(wf: Ap
     assert (await wf.levels("TV-003"))["dc-manchester"].sellable == 8
 
 
+async def test_a_receipt_before_recovery_moves_the_stock_a_stopped_worker_left_unmoved(
+    wf: ApprovalsApi,
+) -> None:
+    case = (await routed(wf))["case"]
+    wf.workflow.hook = crash_at("before_move")
+    assert (await wf.act(case["id"], "approve", *MANAGER)).json()["status"] == "executed"
+    wf.workflow.hook = None
+    assert (await wf.levels("TV-003"))["dc-manchester"].sellable == 10  # executed, not moved
+    shipment = (await wf.get("/v1/transfers/t-1")).json()["shipment_id"]
+    receipt = {
+        "event_id": "rcv-leeds",
+        "type": "transfer_in",
+        "sku": "TV-003",
+        "location": "store-leeds",
+        "qty": 2,
+        "reference": shipment,
+    }
+    for _ in range(2):  # the receipt sent again: neither moves the stock twice
+        assert (await wf.client.as_("stock").post("/v1/stock/events", json=[receipt])).status_code == 200
+        assert (await wf.get("/v1/transfers/t-1")).json()["status"] == "received"
+        levels = await wf.levels("TV-003")
+        assert (levels["dc-manchester"].sellable, levels["store-leeds"].in_transit) == (8, 0)
+        assert levels["store-leeds"].sellable == 4
+    assert (await wf.sweep(START + timedelta(minutes=5)))["moved"] == 0
+
+
 async def test_every_transition_writes_one_step_one_audit_row_and_one_event(wf: ApprovalsApi) -> None:
     case = (await routed(wf))["case"]
     await wf.act(case["id"], "approve", *MANAGER)
