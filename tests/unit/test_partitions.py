@@ -253,9 +253,11 @@ async def test_lookups_by_decision_id_and_order_id_read_one_days_index(pg: Async
                 "INSERT INTO decisions (id, kind, created_at, subject, ruleset_name, ruleset_version, "
                 "ruleset_sha256, request, decision, timings) "
                 "SELECT gen_random_uuid()::text, 'allocation', "
-                "date_trunc('day', now()) - (g % 4) * interval '1 day' + (g % 1000) * interval '1 second', "
+                # the test's day, not the server's: a run across midnight would fill other days
+                "CAST(:midnight AS timestamptz) - (g % 4) * interval '1 day' + (g % 1000) * interval '1 second', "
                 "'ORDER-' || g, 'r', 1, 'x', '{}', '{}', '{}' FROM generate_series(1, 20000) g"
-            )
+            ),
+            {"midnight": at(TODAY, 0)},
         )
         wanted = await add_decision(conn, at(TODAY - timedelta(days=2), 3), "ORDER-WANTED")
         await conn.execute(text("ANALYZE decisions"))
