@@ -49,12 +49,10 @@ from service.stock import StockEvent
 from service.workflow.floors import Floors
 from service.workflow.moves import Moves, shipment_event
 from service.workflow.outbox import add_event
+from service.workflow.recovery import MoveRecovery
 from service.workflow.rounds import (
     ATTEMPTS,
-    RECOVERY_OVERLAP,
     SYSTEM_ACTOR,
-    executed_steps,
-    executed_transfers,
     overdue,
     receive_shipments,
     shipment_of,
@@ -83,8 +81,6 @@ log = logging.getLogger("retail_policy.workflow")
 RECOVERY_GRACE = timedelta(seconds=30)  # an approved case this old is executed by the sweeper
 # how far back a worker's first recovery pass looks for executed transfers whose stock may not have moved
 RECOVERY_LOOKBACK = timedelta(days=7)
-MOVES_PER_CALL = 100  # moves the recovery pass hands the stock store at once
-MOVED_HERE_LIMIT = 200_000  # moves a worker remembers having applied, between two recovery passes
 Clock = Callable[[], datetime]
 Hook = Callable[[str, str], Awaitable[None]]
 CASE_COLUMNS = list(ApprovalCase.__table__.columns)
@@ -126,15 +122,18 @@ class Workflow:
     _lock: asyncio.Lock | None = field(init=False, default=None)
     _sqlite: tuple[SqliteWriter, ColumnBinds] | None = field(init=False, default=None)
     _moves: Moves = field(init=False)
-    # the recovery pass of moves: executed transfers updated up to this time are known moved
-    _moves_checked: datetime | None = field(init=False, default=None)
-    # executed transfers whose stock this worker moved (case id -> updated_at), since `_moves_checked`
-    _moved_here: dict[str, datetime] = field(init=False, default_factory=dict)
+    _recovery: MoveRecovery = field(init=False)
     _floors: Floors = field(init=False)
     _store: CaseStore = field(init=False)
 
     def __post_init__(self) -> None:
         self._moves = Moves(lambda: self.services.stock)
+        self._recovery = MoveRecovery(
+            lambda: self.services.sessions,
+            lambda: self.services.stock,
+            self.recovery_grace,
+            self.recovery_lookback,
+        )
         self._floors = Floors(self.services)
         engine = self.services.engine
         path = None
@@ -546,9 +545,7 @@ class Workflow:
         """Apply the `transfer_out` of a committed `executed` transition (at most once, by its event id)."""
         await self._at("before_move", case_id)
         await self._moves.apply(shipment_event(shipped.steps[-1].detail, shipped.now))
-        if len(self._moved_here) >= MOVED_HERE_LIMIT:  # no sweeper prunes it: forget (they are checked)
-            self._moved_here.clear()
-        self._moved_here[case_id] = shipped.now
+        self._recovery.moved(case_id, shipped.now)
         await self._at("after_move", case_id)
 
     async def _move_safely(self, case_id: str, shipped: Transition) -> None:
@@ -568,52 +565,13 @@ class Workflow:
         return t.after
 
     async def recover_moves(self, now: datetime) -> int:
-        """Apply the stock moves of executed transfers that a stopped worker (or a failed move) left
-        unapplied; answers how many were missing. Each move is applied at most once by its event id, so a
-        move found applied is a duplicate that changes nothing. A round looks at transfers executed since
-        the last round that found every move (a worker's first round: `recovery_lookback`), past their
-        grace, but for those this worker moved itself."""
-        upto = now - self.recovery_grace
-        since = (self._moves_checked or now - self.recovery_lookback) - RECOVERY_OVERLAP
-        async with self.sessions() as session:
-            rows = (await session.execute(executed_transfers(since, upto))).all()
-            mine = self._moved_here
-            unknown = [case_id for case_id, updated in rows if mine.get(case_id) != aware(updated)]
-            events = await self._moves_of(session, unknown)
-        missing = await self._apply_moves(events)
-        self._moves_checked = upto
-        self._moved_here = {k: at for k, at in mine.items() if at > upto - RECOVERY_OVERLAP}
-        return missing
-
-    async def apply_moves(self, case_ids: Sequence[str]) -> int:
-        """Apply again the stock moves of these cases' `executed` steps (a case without one has none), each
-        at most once by its event id, so one that happened is a duplicate; answers how many were missing.
-        Receipts call it first (`before_receipts`)."""
-        if not case_ids:
-            return 0
-        async with self.sessions() as session:
-            events = await self._moves_of(session, case_ids)
-        return await self._apply_moves(events)
-
-    async def _moves_of(self, session: AsyncSession, case_ids: Sequence[str]) -> list[StockEvent]:
-        details = []
-        for start in range(0, len(case_ids), 500):
-            details += (await session.execute(executed_steps(case_ids[start : start + 500]))).all()
-        return [shipment_event(detail, aware(at)) for detail, at in details]
-
-    async def _apply_moves(self, events: Sequence[StockEvent]) -> int:
-        applied = 0
-        for start in range(0, len(events), MOVES_PER_CALL):
-            results = await self.services.stock.apply_events(events[start : start + MOVES_PER_CALL])
-            applied += sum(result.status == "applied" for result in results)
-        return applied
+        """The sweeper's recovery of executed transfers' moves (`service.workflow.recovery`)."""
+        return await self._recovery.round(now)
 
     async def before_receipts(self, events: Sequence[StockEvent]) -> int:
         """Apply again the moves out of the transfers whose shipment a `transfer_in` among `events` names,
-        before those events: a worker may have stopped between a transfer's commit and its move, and the
-        receipt would close the case, which recovery then no longer looks at (and in that order the
-        destination's inbound is right). Answers how many were missing."""
-        return await self.apply_moves(shipped_cases(events))
+        before those events (and in that order the destination's inbound is right)."""
+        return await self._recovery.apply_again(shipped_cases(events))
 
     async def receive(self, events: Sequence[StockEvent], statuses: Sequence[str]) -> int:
         """Close executed transfers whose shipment a `transfer_in` names; answers how many."""
