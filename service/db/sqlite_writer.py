@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 MAX_ITEMS = 500  # items of one transaction; more wait for the next one, on the next turn of the loop
 _RETRY_FIRST = 0.0005  # seconds until the write lock is tried again, doubling up to _RETRY_MAX
 _RETRY_MAX = 0.002  # a lock held by the other worker is mostly free again within a millisecond or two
-WAL_LIMIT_BYTES = 128 * 1024 * 1024  # a WAL file larger than this after a passive checkpoint is started over
+WAL_LIMIT_BYTES = 128 * 1024 * 1024  # a WAL whose frames take more after a passive checkpoint is started over
 _WAL_FRAME_HEADER = 24  # bytes before each page in the WAL file
 RESTART_WAIT_SECONDS = 0.02  # how long a restarting checkpoint waits for writers and readers to let it
 
@@ -259,8 +259,8 @@ def _is_busy(error: sqlite3.Error) -> bool:
 
 
 def checkpoint_file(path: str, wal_limit_bytes: int, between: Callable[[], object] | None = None) -> bool:
-    """A passive checkpoint of the database file at `path`, then a restarting one when its WAL file is still
-    larger than `wal_limit_bytes` (see the module); True when the WAL was made to start over. `between`
+    """A passive checkpoint of the database file at `path`, then a restarting one when its WAL's frames still
+    take more than `wal_limit_bytes` (see the module); True when the WAL was made to start over. `between`
     runs after the passive checkpoint: the writes that came meanwhile, in a test."""
     connection = sqlite3.connect(path, isolation_level=None, timeout=RESTART_WAIT_SECONDS)
     try:

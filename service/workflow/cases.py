@@ -10,17 +10,18 @@ Executing an approved case:
 - a transfer re-checks the source floor on live stock (`blocked` if it would now breach it), then moves
   to `executed`, which commits it to its shipment `shp-<case id>` (when an approver's approval completes
   the case, in the approval's own transaction: `approved` and `executed` are two steps of one write), then
-  applies one
-  `transfer_out` event (source -> destination in transit) whose event id derives from the case id. The
-  event is applied at most once, so the recovery pass (`recover_moves`, in the sweeper's round) applies
-  the moves of executed transfers again, finding missing those a stopped worker left, without moving
-  stock twice; a case left `approved` (a worker stopped before executing it) is executed by the sweeper.
+  applies one `transfer_out` event (source -> destination in transit) whose event id derives from the case
+  id. The event is applied at most once, so the recovery of moves (`service.workflow.recovery`, in the
+  sweeper's round and before a receipt) applies them again, finding missing those a stopped worker left,
+  without moving stock twice; a case left `approved` (a worker stopped before executing it) is executed by
+  the sweeper.
 A `transfer_in` at the destination that names the shipment id as its `reference` moves the case to
 `received`.
 
 `clock` gives the time of every transition (tests move it by hand). `hook`, when set, is awaited at named
 points of a transition (`before_write`: between reading a case and writing it; `before_move`: after the
-`executed` transition commits, before the stock moves; `after_move`) so tests can inject a racing approver or a crash there.
+`executed` transition commits, before the stock moves; `after_move`) so tests can inject a racing approver
+or a crash there.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 `plan` works out everything a transition writes: the case row moving from the version it was read at to
 the next, its `ApprovalStep`, its audit row, its outbox events, whether the case's stuck-approval
-exception clears and the inbox index rows (`then` joins two transitions into one write). Both ways of writing it write all of it in one transaction, or nothing when the case moved
-since it was read (`Stale`):
+exception clears and the inbox index rows (`then` joins two transitions into one write). Both ways of
+writing it write all of it in one transaction, or nothing when the case moved since it was read (`Stale`):
 
 - `write_in_session` through an `AsyncSession` (every transition but an approver's and the execution of
   a transfer; those go as one statement on PostgreSQL, `service.workflow.store`);
