@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -110,28 +107,6 @@ def _restore_collector(previous: tuple[int, int, int]) -> None:
     # the frozen objects become collectable again, so a process that starts apps repeatedly frees them
     gc.unfreeze()
     gc.set_threshold(*previous)
-
-
-# How much lower than the worker's own the scheduling priority of its background threads is: the loop's
-# default executor (asyncio.to_thread), which runs SQLite's checkpoints, ruleset checks and simulations. A
-# passive checkpoint copies a second of journal writes in one go, 20-50 ms of CPU; at the same priority it
-# took a core from the event loops of a two-core machine for that long, and the requests waiting on those
-# loops made about half or more of allocation's answers over 10 ms. At a nice value 10 higher (about a
-# tenth of the weight) the thread yields to the loops while they have work and runs in their idle time.
-BACKGROUND_NICE_INCREMENT = 10
-
-
-def _lower_thread_priority() -> None:
-    """Raise the calling thread's nice value by BACKGROUND_NICE_INCREMENT (Linux keeps one per thread)."""
-    with contextlib.suppress(OSError, AttributeError):  # no per-thread priority here: it runs as it is
-        thread = threading.get_native_id()
-        current = os.getpriority(os.PRIO_PROCESS, thread)
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, current + BACKGROUND_NICE_INCREMENT))
-
-
-def background_executor() -> ThreadPoolExecutor:
-    """The default executor the app installs on its loop: threads of a lower priority than the loop's."""
-    return ThreadPoolExecutor(thread_name_prefix="background", initializer=_lower_thread_priority)
 
 
 async def start_services(settings: Settings, trials: TrialWorker | None = None) -> Services:
@@ -244,9 +219,6 @@ def create_app(settings: Settings | None = None, *, trials: TrialWorker | None =
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        # before the services start: their checkpoints run in it (it stays the loop's after the app stops;
-        # the loop shuts it down when it closes)
-        asyncio.get_running_loop().set_default_executor(background_executor())
         services = await start_services(settings, trials)
         app.state.services = services
         previous = _tune_collector() if settings.server.tune_collector else None
