@@ -1,5 +1,6 @@
-"""Writes to one SQLite database file from the event loop: everything handed over during one turn of the
-loop is written in one transaction at the start of the next, on the loop's own connection.
+"""Writes to one SQLite database file from the event loop: everything handed over on a loop is written in
+one transaction, on the loop's own connection, once the first of it has waited `LINGER_TURNS` turns of the
+loop for company.
 
 The Redis store's journal (a request waits until its entries have committed) and the decision log (nobody
 waits) use it on SQLite. They share one writer per file (`SqliteWriters`), so a turn's journal entries and decisions go in
@@ -56,6 +57,11 @@ WriteBatch = Callable[[sqlite3.Connection, Sequence[Item]], Sequence[Result]]
 log = logging.getLogger(__name__)
 
 MAX_ITEMS = 500  # items of one transaction; more wait for the next one, on the next turn of the loop
+# Turns of the loop a transaction waits for company before it is written. A turn of an idle loop takes
+# microseconds, so a lone request hardly waits; under load a turn serves many requests, and fewer, larger
+# transactions cost less (a commit is tens of microseconds) and take the write lock less often. Under
+# `serve --workers 2` and 32 connections: the worker's CPU per reservation from 166 to 150 µs.
+LINGER_TURNS = 3
 _RETRY_FIRST = 0.0005  # seconds until the write lock is tried again, doubling up to _RETRY_MAX
 _RETRY_MAX = 0.002  # a lock held by the other worker is mostly free again within a millisecond or two
 WAL_LIMIT_BYTES = 128 * 1024 * 1024  # a WAL whose frames take more after a passive checkpoint is started over
@@ -91,6 +97,7 @@ class _LoopState:
     flush: asyncio.Handle | None = None
     locked_since: float | None = None  # when the write lock was first found taken, while it still is
     retry: float = _RETRY_FIRST
+    turns: int = 0  # turns of the loop the pending items have waited for company (see LINGER_TURNS)
     last_checkpoint: float = 0.0  # or when this state began
     checkpoint: asyncio.Task[None] | None = None
 
@@ -121,8 +128,8 @@ class SqliteWriter:
         self._last: tuple[asyncio.AbstractEventLoop, _LoopState] | None = None  # the loop seen last
 
     async def submit(self, write: WriteBatch[Item, Result], item: Item) -> Result:
-        """Write `item` with `write`, in the transaction of this turn of the loop; returns what `write`
-        gave for it once that transaction has committed."""
+        """Write `item` with `write`, in the next transaction of this loop (see the module); returns what
+        `write` gave for it once that transaction has committed."""
         loop = asyncio.get_running_loop()
         last = self._last
         if last is not None and last[0] is loop:
@@ -152,13 +159,18 @@ class SqliteWriter:
                 state.connection.close()
             state.connection = None
 
-    def _flush(self, loop: asyncio.AbstractEventLoop, state: _LoopState) -> None:
-        """Write what is pending (up to MAX_ITEMS) in one transaction, or try again shortly when another
-        connection holds the write lock."""
+    def _flush(self, loop: asyncio.AbstractEventLoop, state: _LoopState, linger: bool = True) -> None:
+        """Write what is pending (up to MAX_ITEMS) in one transaction, once it has waited LINGER_TURNS turns
+        of the loop (not with `linger` False), or try again shortly when another connection holds the write
+        lock."""
         if state.flush is not None:
             state.flush.cancel()
             state.flush = None
         if not state.pending:
+            return
+        if linger and state.turns < LINGER_TURNS and len(state.pending) < MAX_ITEMS:
+            state.turns += 1  # the transaction waits another turn of the loop for company
+            state.flush = loop.call_soon(self._flush, loop, state)
             return
         try:
             if state.connection is None:
@@ -174,12 +186,12 @@ class SqliteWriter:
                     state.retry = min(state.retry * 2, _RETRY_MAX)
                     return
             # not the lock, or held longer than lock_timeout: what is pending fails
-            state.locked_since = None
+            state.locked_since, state.turns = None, 0
             self._drop(state)
             batch, state.pending = state.pending, []
             _settle([(p.future, None, error) for p in batch])
             return
-        state.locked_since = None
+        state.locked_since, state.turns = None, 0
         batch, state.pending = state.pending[:MAX_ITEMS], state.pending[MAX_ITEMS:]
         _settle(self._write(state.connection, batch, state))
         if state.pending:
@@ -244,7 +256,7 @@ class SqliteWriter:
         if state is None:
             return
         while state.pending:
-            self._flush(loop, state)
+            self._flush(loop, state, linger=False)
             if state.pending:  # the write lock is taken: _flush tries again shortly
                 await asyncio.sleep(state.retry)
         if state.checkpoint is not None:

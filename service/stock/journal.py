@@ -2,7 +2,7 @@
 
 Each request hands its entries to `Journal.append` and waits until the transaction holding them has
 committed; concurrent requests share one transaction, so the journal costs one commit per batch, not
-per request. On a SQLite file the entries of one turn of the event loop are written, with the decision
+per request. On a SQLite file the entries of a few turns of the event loop are written, with the decision
 log's, in one transaction on the loop's own connection (`service.db.sqlite_writer`) instead of a round
 trip through the async driver's thread per statement. Entries are signed deltas (see
 `service.stock.ledger`), so the rebuild sums them in any order and gets the state Redis had acknowledged.
@@ -35,6 +35,12 @@ _INSERT = BatchInsert(JOURNAL, ("at_ms", "kind", "ref", "deltas", "record"))
 _INSERT_EXCEPTION = BatchInsert(EXCEPTIONS, ("kind", "sku", "location", "event_id", "qty", "shortfall", "at"))
 log = logging.getLogger("retail_policy.stock")
 MAX_BATCH = 500
+# Turns of the event loop a batch waits for company before it is written. A turn of an idle loop takes
+# microseconds, so a lone request hardly waits; under load a turn serves many requests and the batch fills.
+# Each batch costs PostgreSQL a commit (about 120 µs of a backend, 4 µs more a row) and the worker a round
+# trip: under `serve --workers 2` and 32 connections batches went from 5.5 to about 10 entries, the worker's
+# CPU per reservation from 175 to 161 µs.
+LINGER_TURNS = 6
 # PostgreSQL: a batch's entries as one statement, one array per column (no statement per row, no
 # transaction block: the statement commits on its own); ordinality keeps the ids in the batch's order
 _PG_INSERT = (
@@ -146,9 +152,14 @@ class Journal:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            # No wait for company: an idle journal writes at once, and what arrives during a write goes
-            # in the next one, so batches grow with the load and a lone request pays one commit.
+            # What arrives during a write goes in the next one, so batches grow with the load and a lone
+            # request pays one commit. Before each write the batch waits a few turns of the loop for
+            # company (see LINGER_TURNS).
             while self._queue:
+                for _ in range(LINGER_TURNS):
+                    if len(self._queue) >= MAX_BATCH:
+                        break
+                    await asyncio.sleep(0)
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 try:
                     ids = await self._write([entry for pending in batch for entry in pending.entries])

@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.engine import HeldDriverConnection, connection_lost
-from service.stock.journal import EXCEPTIONS, JOURNAL, Entry, Journal
+from service.stock.journal import EXCEPTIONS, JOURNAL, LINGER_TURNS, Entry, Journal
 from service.stock.ledger import Delta
 from service.stock.store import StockException, StockUnavailable
 
@@ -41,6 +41,21 @@ async def test_concurrent_appends_are_each_written_once_in_order(journal: Journa
     assert await first == [[None]] * 150
     assert await second == [[None]] * 150
     assert await written(journal.engine) == [(f"r{seq}", seq) for seq in range(300)]
+
+
+async def test_appends_within_the_linger_turns_share_one_batch(journal: Journal) -> None:
+    if journal.sqlite_writer is not None:
+        pytest.skip("a SQLite file's journal goes through its writer (tests/unit/test_sqlite_writer.py)")
+    assert LINGER_TURNS >= 3
+    calls = []
+    for seq in range(3):  # one append a turn: the first batch waits for the others
+        calls.append(asyncio.create_task(journal.append([entry(seq)])))
+        await asyncio.sleep(0)
+    await asyncio.gather(*calls)
+    async with journal.engine.connect() as conn:
+        xmins = (await conn.execute(text("SELECT DISTINCT xmin::text FROM stock_journal"))).all()
+    assert len(xmins) == 1  # one transaction
+    assert await written(journal.engine) == [(f"r{seq}", seq) for seq in range(3)]
 
 
 async def test_an_anomaly_gets_its_row_id(journal: Journal) -> None:

@@ -1,5 +1,5 @@
-"""The SQLite writer (batched writes on the event loop, one transaction a turn) and SQLite's multi-row
-batch inserts."""
+"""The SQLite writer (batched writes on the event loop, one transaction for what a few turns hand over) and
+SQLite's multi-row batch inserts."""
 
 from __future__ import annotations
 
@@ -14,7 +14,13 @@ import pytest
 from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, func, select
 
 from service.db.engine import BatchInsert, create_engine, sqlite_pragmas
-from service.db.sqlite_writer import SqliteWriter, SqliteWriters, checkpoint_file, sqlite_file
+from service.db.sqlite_writer import (
+    LINGER_TURNS,
+    SqliteWriter,
+    SqliteWriters,
+    checkpoint_file,
+    sqlite_file,
+)
 from service.settings import DatabaseSettings
 
 
@@ -97,6 +103,22 @@ async def test_what_one_turn_hands_over_is_one_transaction_on_the_loop_thread(tm
     assert answers[10] == [1, 2]
     assert await writer.submit(first, [11]) == [11]  # a later turn: a transaction of its own
     assert writer.transactions == 2
+    await writer.close()
+
+
+async def test_what_is_handed_over_within_the_linger_turns_shares_one_transaction(tmp_path: Path) -> None:
+    path = make_table(tmp_path / "w.db")
+    writer = SqliteWriter(path)
+    recorder = Recorder()
+    calls = []
+    assert LINGER_TURNS >= 3
+    for v in range(3):  # one item a turn: the first waits LINGER_TURNS turns for the others
+        calls.append(asyncio.create_task(writer.submit(recorder, [v])))
+        await asyncio.sleep(0)
+    await asyncio.gather(*calls)
+    assert recorder.sizes == [3]
+    assert writer.transactions == 1
+    assert values(path) == [0, 1, 2]
     await writer.close()
 
 
