@@ -41,6 +41,7 @@ MAX_BATCH = 500
 # trip: under `serve --workers 2` and 32 connections batches went from 5.5 to about 10 entries, the worker's
 # CPU per reservation from 175 to 161 µs.
 LINGER_TURNS = 6
+CLOSE_SECONDS = 10.0  # how long closing waits for the queued entries to be written
 # PostgreSQL: a batch's entries as one statement, one array per column (no statement per row, no
 # transaction block: the statement commits on its own); ordinality keeps the ids in the batch's order
 _PG_INSERT = (
@@ -80,6 +81,7 @@ class Journal:
     _queue: list[_Pending] = field(default_factory=list)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _writer: asyncio.Task[None] | None = None
+    _closing: bool = False  # close() has begun: what is queued is written, nothing more is taken
     _active: int = 0  # appends of this process not finished yet
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _held: HeldConnection = field(init=False)
@@ -135,6 +137,8 @@ class Journal:
             await self._idle.wait()
 
     async def _append(self, entries: Sequence[Entry]) -> list[int | None]:
+        if self._closing:
+            raise unwritten(RuntimeError("the journal is closing"))
         if self._sqlite is not None:
             try:
                 return await self._sqlite.submit(_write_sqlite, self._prepare(entries))
@@ -163,12 +167,12 @@ class Journal:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 try:
                     ids = await self._write([entry for pending in batch for entry in pending.entries])
+                except asyncio.CancelledError:  # close() gave up waiting: the batch's callers hear so
+                    _fail(batch, unwritten(RuntimeError("the journal closed during the write")))
+                    raise
                 # Any failure must reach the waiting requests and never stop the writer.
                 except Exception as error:
-                    failure = unwritten(error)
-                    for pending in batch:
-                        if not pending.done.done():
-                            pending.done.set_exception(failure)
+                    _fail(batch, unwritten(error))
                     continue
                 start = 0
                 for pending in batch:
@@ -176,6 +180,8 @@ class Journal:
                     if not pending.done.done():
                         pending.done.set_result(ids[start : start + count])
                     start += count
+            if self._closing:
+                return
 
     def _prepare(self, entries: Sequence[Entry]) -> _Prepared:
         """The entries' journal rows and their anomalies' rows, as the SQLite driver takes them."""
@@ -240,16 +246,31 @@ class Journal:
             return ids
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
+        """Write what is queued (waiting at most CLOSE_SECONDS for it), then let go of the connections. An
+        append still unwritten then fails as the journal being unavailable, so that its caller undoes its
+        change; none is left waiting."""
+        self._closing = True
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            self._wake.set()  # the writer writes the queue out, then stops (see _run)
+            if not (await asyncio.wait({writer}, timeout=CLOSE_SECONDS))[0]:
+                writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
+                await writer
+        left, self._queue = self._queue, []
+        if left:
+            _fail(left, unwritten(RuntimeError("the journal closed before the write")))
         await self._held.close()
         if self._driver is not None:
             await self._driver.close()
         if self._sqlite is not None:
             await self._sqlite.close()
+
+
+def _fail(batch: Sequence[_Pending], failure: StockUnavailable) -> None:
+    for pending in batch:
+        if not pending.done.done():
+            pending.done.set_exception(failure)
 
 
 def unwritten(error: Exception) -> StockUnavailable:

@@ -120,3 +120,18 @@ def test_data_errors_keep_the_connection_and_protocol_errors_drop_it() -> None:
     assert connection_lost(asyncpg.exceptions.InternalClientError("another operation is in progress"))
     assert connection_lost(asyncpg.exceptions.AdminShutdownError("terminating connection"))
     assert connection_lost(ConnectionResetError())
+
+
+async def test_closing_writes_what_is_queued_and_refuses_what_comes_after(db_engine: AsyncEngine) -> None:
+    journal = Journal(db_engine)
+    calls = [asyncio.create_task(journal.append([entry(seq)])) for seq in range(5)]
+    await asyncio.sleep(0)  # queued, not yet written (the batch waits a few turns for company)
+    await journal.close()
+    # each caller has its answer: none is left waiting on a writer that was stopped
+    _done, waiting = await asyncio.wait(calls, timeout=30)
+    assert not waiting
+    assert [call.result() for call in calls] == [[None]] * 5
+    assert await written(db_engine) == [(f"r{seq}", seq) for seq in range(5)]
+    with pytest.raises(StockUnavailable):
+        await journal.append([entry(5)])
+    assert len(await written(db_engine)) == 5
