@@ -4,8 +4,9 @@ Two steps, each safe with any number of dispatchers on one database:
 
 1. Fan-out. Outbox events not yet in `outbox_dispatch` (up to `fan_out_batch`) get their
    `outbox_dispatch` rows and one `deliveries` row per subscription whose patterns match their kind, in
-   one transaction. The rows are inserted `ON CONFLICT DO NOTHING ... RETURNING`: an event whose row a second dispatcher
-   inserted first is that dispatcher's, and gets no deliveries here, so deliveries exist once. A round
+   one transaction. The rows are inserted by one `INSERT ... SELECT ... ON CONFLICT DO NOTHING` (no row
+   of it passes through the client): an event whose row a second dispatcher inserted first is that
+   dispatcher's, and gets no deliveries here, so deliveries exist once. A round
    looks only past the last event this dispatcher saw; its first round, and one every `rescan_seconds`,
    looks at every event, so an event committed after one with a higher id (or before a restart) is
    fanned out all the same.
@@ -33,7 +34,7 @@ from typing import Any, cast
 
 import httpx
 import msgspec
-from sqlalchemy import Table, or_, select, update
+from sqlalchemy import Select, Table, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -60,7 +61,7 @@ class DeliveryPolicy:
     batch: int = 100  # deliveries claimed per round (each sent within the lease)
     # events fanned out per round: a round costs its statements whatever its size, and events arrive by
     # the thousand per second under load (three per executed transfer), each needing only its claim row
-    fan_out_batch: int = 500
+    fan_out_batch: int = 2000
     concurrency: int = 8  # requests in flight per dispatcher
     rescan_seconds: float = 2.0  # how often fan-out looks at every event, not only those past the last seen
 
@@ -89,13 +90,38 @@ def event_body(event: OutboxEvent) -> bytes:
 
 
 _DISPATCH = cast(Table, OutboxDispatch.__table__)
-# the fan-out's claim of its events' dispatch rows (by dialect: PostgreSQL's, then SQLite's)
-_CLAIMS = {
-    postgres: dialect.insert(_DISPATCH)
-    .on_conflict_do_nothing(index_elements=["event_id"])
-    .returning(_DISPATCH.c.event_id)
-    for postgres, dialect in ((True, postgresql), (False, sqlite))
-}
+_EVENTS = cast(Table, OutboxEvent.__table__)
+
+
+def _unclaimed(after: int | None) -> Select[tuple[Any, ...]]:
+    """Outbox events without their dispatch row (past id `after`, when given)."""
+    query = (
+        select(_EVENTS.c.id, _EVENTS.c.event_id)
+        .outerjoin(_DISPATCH, _DISPATCH.c.event_id == _EVENTS.c.event_id)
+        .where(_DISPATCH.c.event_id.is_(None))
+    )
+    return query if after is None else query.where(_EVENTS.c.id > after)
+
+
+def _next_batch(after: int | None, size: int) -> Select[tuple[Any]]:
+    """The highest id of the first `size` events without their dispatch row (past `after`)."""
+    first = _unclaimed(after).order_by(_EVENTS.c.id).limit(size).subquery()
+    return select(func.max(first.c.id))
+
+
+def _claim(postgres: bool, after: int | None, upto: int, now: datetime) -> Any:
+    """The insert of the dispatch rows of the events without one, past `after` up to id `upto`."""
+    events = (
+        _unclaimed(after)
+        .where(_EVENTS.c.id <= upto)
+        .with_only_columns(_EVENTS.c.event_id, literal(now, _DISPATCH.c.at.type))
+    )
+    dialect = postgresql if postgres else sqlite
+    return (
+        dialect.insert(_DISPATCH)
+        .from_select(["event_id", "at"], events)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+    )
 
 
 @dataclass(frozen=True)
@@ -163,44 +189,37 @@ class Dispatcher:
         everything = (
             seen is None or scanned is None or now - scanned >= timedelta(seconds=self.policy.rescan_seconds)
         )
-        # the ids and kinds only: a payload is read when its deliveries are sent
-        query = (
-            select(OutboxEvent.id, OutboxEvent.event_id, OutboxEvent.kind)
-            .outerjoin(OutboxDispatch, OutboxDispatch.event_id == OutboxEvent.event_id)
-            .where(OutboxDispatch.event_id.is_(None))
-            .order_by(OutboxEvent.id)
-            .limit(self.policy.fan_out_batch)
-        )
         if everything:
             self._scanned_at = now
-        else:
-            query = query.where(OutboxEvent.id > seen)
+        after = None if everything else seen
+        # the highest id of the next batch of events without their dispatch row (ids only, no rows to the
+        # client), read outside the claiming transaction: on SQLite a transaction that reads and then
+        # writes fails when another connection commits in between
         async with self.sessions() as session:
-            events = (await session.execute(query)).all()
+            upto = (await session.execute(_next_batch(after, self.policy.fan_out_batch))).scalar()
             subscriptions = (await session.execute(select(Subscription))).scalars().all()
-        if not events:
+        if upto is None:
             return 0
-        self._seen = max(events[-1].id, seen or 0)
-        rows = [{"event_id": event.event_id, "at": now} for event in events]
+        self._seen = max(upto, seen or 0)
         async with self.sessions() as session, session.begin():
-            # one transaction for the batch: the events whose dispatch row this insert adds are this
-            # dispatcher's to fan out; those another dispatcher took first add nothing here. Executed
-            # through the session's connection with the rows as parameters: one compiled statement,
-            # whatever the batch's size, and none of the ORM's bulk path.
+            # one statement claims the batch's events in the database: those whose dispatch row it adds are
+            # this dispatcher's to fan out, those another dispatcher took first add nothing here (and an
+            # event committed meanwhile inside the batch's range comes along)
             connection = await session.connection()
-            claim = _CLAIMS[connection.dialect.name == "postgresql"]
-            claimed = set((await connection.execute(claim, rows)).scalars())
-            for event in events:
-                if event.event_id not in claimed:
-                    continue
+            claim = _claim(connection.dialect.name == "postgresql", after, upto, now)
+            if not subscriptions:  # nobody to deliver to: the claims alone
+                return int((await connection.execute(claim)).rowcount)
+            claimed = set((await connection.execute(claim.returning(_DISPATCH.c.event_id))).scalars())
+            kinds = select(OutboxEvent.event_id, OutboxEvent.kind).where(OutboxEvent.event_id.in_(claimed))
+            for event_id, kind in (await session.execute(kinds)).all() if claimed else ():
                 for subscription in subscriptions:
-                    if matches(subscription.events, event.kind):
+                    if matches(subscription.events, kind):
                         session.add(
                             Delivery(
                                 id=new_decision_id(),
-                                event_id=event.event_id,
+                                event_id=event_id,
                                 subscription_id=subscription.id,
-                                kind=event.kind,
+                                kind=kind,
                                 status="pending",
                                 attempts=0,
                                 next_attempt_at=now,
@@ -225,6 +244,11 @@ class Dispatcher:
             .limit(self.policy.batch)
             .scalar_subquery()
         )
+        # most rounds find nothing due: a read says so without taking the write lock (a write transaction
+        # on SQLite) for a claim of nothing
+        async with self.sessions() as session:
+            if (await session.execute(select(Delivery.id).where(*claimable).limit(1))).first() is None:
+                return 0
         # one statement, so SQLite takes its write lock before reading (a read that later writes can fail
         # when another writer commits in between); PostgreSQL re-checks `claimable` on a row it waited for
         async with self.sessions() as session, session.begin():

@@ -284,3 +284,20 @@ async def test_a_fan_out_round_takes_up_to_its_batch_of_events_and_the_next_roun
     finally:
         await dispatcher.close()
     assert sorted(d.event_id for d in await deliveries(sessions)) == sorted(ids)
+
+
+async def test_events_fanned_out_before_any_subscription_are_not_delivered_to_a_later_one(
+    sessions: Sessions, clock: Clock
+) -> None:
+    await write_events(sessions, clock, 3)
+    dispatcher = Dispatcher(sessions, DeliveryPolicy(fan_out_batch=2), clock=clock)
+    try:
+        assert await dispatcher.fan_out() == 2  # nobody subscribed: the claims alone
+        assert await dispatcher.fan_out() == 1
+        await subscribe(sessions, "http://127.0.0.1:9/never-sent", clock)
+        [later] = await write_events(sessions, clock, 1)
+        clock.advance(seconds=DeliveryPolicy().rescan_seconds)
+        assert await dispatcher.fan_out() == 1  # a rescan of every event finds only the new one
+    finally:
+        await dispatcher.close()
+    assert [d.event_id for d in await deliveries(sessions)] == [later]
