@@ -7,9 +7,11 @@ Two steps, each safe with any number of dispatchers on one database:
    one transaction. The rows are inserted by one `INSERT ... SELECT ... ON CONFLICT DO NOTHING` (no row
    of it passes through the client): an event whose row a second dispatcher inserted first is that
    dispatcher's, and gets no deliveries here, so deliveries exist once. A round
-   looks only past the last event this dispatcher saw; its first round, and one every `rescan_seconds`,
-   looks at every event, so an event committed after one with a higher id (or before a restart) is
-   fanned out all the same.
+   looks only past the last event this dispatcher saw; its first round, and on PostgreSQL one every
+   `rescan_seconds`, looks at every event, so an event committed after one with a higher id (or before a
+   restart) is fanned out all the same. On SQLite events commit in the order of their ids (one writer at
+   a time, an id given at insert as one more than the highest), so after the first round nothing is
+   left behind and the rescans, an anti-join of the whole outbox, are not made.
 2. Delivery. A due pending delivery is claimed with a lease (`UPDATE ... SET lease_until WHERE
    lease_until IS NULL OR lease_until < now`): only the dispatcher whose update took the row sends it,
    and its outcome is written only while it still holds that lease. A dispatcher that stops mid-way
@@ -103,10 +105,11 @@ def _unclaimed(after: int | None) -> Select[tuple[Any, ...]]:
     return query if after is None else query.where(_EVENTS.c.id > after)
 
 
-def _next_batch(after: int | None, size: int) -> Select[tuple[Any]]:
-    """The highest id of the first `size` events without their dispatch row (past `after`)."""
+def _next_batch(after: int | None, size: int) -> Select[tuple[Any, Any]]:
+    """The highest id of the first `size` events without their dispatch row (past `after`), and the highest
+    id of all, in one statement (so on SQLite from one snapshot: none without its row lies below it)."""
     first = _unclaimed(after).order_by(_EVENTS.c.id).limit(size).subquery()
-    return select(func.max(first.c.id))
+    return select(func.max(first.c.id), select(func.max(_EVENTS.c.id)).scalar_subquery())
 
 
 def _claim(postgres: bool, after: int | None, upto: int, now: datetime) -> Any:
@@ -155,6 +158,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._seen: int | None = None  # the highest outbox id fan-out has seen; None: scan everything
         self._scanned_at: datetime | None = None  # when fan-out last looked at every event
+        self._in_id_order: bool | None = None  # events commit in id order (SQLite): no rescans; None: unknown
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -186,20 +190,28 @@ class Dispatcher:
     async def fan_out(self) -> int:
         now = self.clock()
         seen, scanned = self._seen, self._scanned_at
-        everything = (
-            seen is None or scanned is None or now - scanned >= timedelta(seconds=self.policy.rescan_seconds)
-        )
-        if everything:
-            self._scanned_at = now
-        after = None if everything else seen
         # the highest id of the next batch of events without their dispatch row (ids only, no rows to the
         # client), read outside the claiming transaction: on SQLite a transaction that reads and then
         # writes fails when another connection commits in between
         async with self.sessions() as session:
-            upto = (await session.execute(_next_batch(after, self.policy.fan_out_batch))).scalar()
+            if self._in_id_order is None:
+                self._in_id_order = session.get_bind().dialect.name == "sqlite"
+            everything = (
+                seen is None
+                or scanned is None
+                or (not self._in_id_order and now - scanned >= timedelta(seconds=self.policy.rescan_seconds))
+            )
+            if everything:
+                self._scanned_at = now
+            after = None if everything else seen
+            upto, top = (await session.execute(_next_batch(after, self.policy.fan_out_batch))).one()
+            if upto is None:
+                # nothing without its row up to the highest id there is: the next round looks past it, not
+                # at every event again
+                if top is not None:
+                    self._seen = max(top, seen or 0)
+                return 0
             subscriptions = (await session.execute(select(Subscription))).scalars().all()
-        if upto is None:
-            return 0
         self._seen = max(upto, seen or 0)
         async with self.sessions() as session, session.begin():
             # one statement claims the batch's events in the database: those whose dispatch row it adds are
