@@ -158,7 +158,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._seen: int | None = None  # the highest outbox id fan-out has seen; None: scan everything
         self._scanned_at: datetime | None = None  # when fan-out last looked at every event
-        self._in_id_order: bool | None = None  # events commit in id order (SQLite): no rescans; None: unknown
+        self._dialect: str | None = None  # the database's dialect name, read in the first round
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -194,12 +194,13 @@ class Dispatcher:
         # client), read outside the claiming transaction: on SQLite a transaction that reads and then
         # writes fails when another connection commits in between
         async with self.sessions() as session:
-            if self._in_id_order is None:
-                self._in_id_order = session.get_bind().dialect.name == "sqlite"
+            if self._dialect is None:
+                self._dialect = session.get_bind().dialect.name
+            in_id_order = self._dialect == "sqlite"  # events commit in id order there: no rescans
             everything = (
                 seen is None
                 or scanned is None
-                or (not self._in_id_order and now - scanned >= timedelta(seconds=self.policy.rescan_seconds))
+                or (not in_id_order and now - scanned >= timedelta(seconds=self.policy.rescan_seconds))
             )
             if everything:
                 self._scanned_at = now
@@ -218,7 +219,7 @@ class Dispatcher:
             # this dispatcher's to fan out, those another dispatcher took first add nothing here (and an
             # event committed meanwhile inside the batch's range comes along)
             connection = await session.connection()
-            claim = _claim(connection.dialect.name == "postgresql", after, upto, now)
+            claim = _claim(self._dialect == "postgresql", after, upto, now)
             if not subscriptions:  # nobody to deliver to: the claims alone
                 return int((await connection.execute(claim)).rowcount)
             claimed = set((await connection.execute(claim.returning(_DISPATCH.c.event_id))).scalars())
