@@ -178,7 +178,6 @@ def start_workflow(services: Services) -> None:
             base_delay_seconds=workflow.webhook_base_delay_seconds,
             max_delay_seconds=workflow.webhook_max_delay_seconds,
             timeout_seconds=workflow.webhook_timeout_seconds,
-            rescan_seconds=workflow.webhook_rescan_seconds,
         ),
     )
     services.tasks.append(asyncio.ensure_future(services.dispatcher.run(workflow.webhook_poll_seconds)))

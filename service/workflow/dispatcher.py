@@ -6,12 +6,15 @@ Two steps, each safe with any number of dispatchers on one database:
    `outbox_dispatch` rows and one `deliveries` row per subscription whose patterns match their kind, in
    one transaction. The rows are inserted by one `INSERT ... SELECT ... ON CONFLICT DO NOTHING` (no row
    of it passes through the client): an event whose row a second dispatcher inserted first is that
-   dispatcher's, and gets no deliveries here, so deliveries exist once. A round
-   looks only past the last event this dispatcher saw; its first round, and on PostgreSQL one every
-   `rescan_seconds`, looks at every event, so an event committed after one with a higher id (or before a
-   restart) is fanned out all the same. On SQLite events commit in the order of their ids (one writer at
-   a time, an id given at insert as one more than the highest), so after the first round nothing is
-   left behind and the rescans, an anti-join of the whole outbox, are not made.
+   dispatcher's, and gets no deliveries here, so deliveries exist once. A dispatcher's first round looks
+   at every event; later rounds only past a mark every event before which has its dispatch row, moved
+   once a round's claim commits. On SQLite the mark is an outbox id: events commit in the order of their
+   ids there (one writer at a time, an id given at insert as one more than the highest). On PostgreSQL an
+   id is taken when the row is inserted and transactions commit in any order, so the mark is a
+   transaction id instead: each event carries its writing transaction's (`txid`), and a round that
+   claimed everything it found moves the mark to the oldest transaction still running when it read
+   (`pg_snapshot_xmin`); every earlier transaction had committed or rolled back, its events visible to
+   that read. Neither database ever looks at the whole outbox again while the dispatcher runs.
 2. Delivery. A due pending delivery is claimed with a lease (`UPDATE ... SET lease_until WHERE
    lease_until IS NULL OR lease_until < now`): only the dispatcher whose update took the row sends it,
    and its outcome is written only while it still holds that lease. A dispatcher that stops mid-way
@@ -36,7 +39,7 @@ from typing import Any, cast
 
 import httpx
 import msgspec
-from sqlalchemy import Select, Table, func, literal, or_, select, update
+from sqlalchemy import BigInteger, Select, Table, Text, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -65,7 +68,6 @@ class DeliveryPolicy:
     # the thousand per second under load (three per executed transfer), each needing only its claim row
     fan_out_batch: int = 2000
     concurrency: int = 8  # requests in flight per dispatcher
-    rescan_seconds: float = 2.0  # how often fan-out looks at every event, not only those past the last seen
 
     @property
     def lease(self) -> timedelta:
@@ -95,27 +97,36 @@ _DISPATCH = cast(Table, OutboxDispatch.__table__)
 _EVENTS = cast(Table, OutboxEvent.__table__)
 
 
-def _unclaimed(after: int | None) -> Select[tuple[Any, ...]]:
-    """Outbox events without their dispatch row (past id `after`, when given)."""
+def _unclaimed(postgres: bool, mark: int | None) -> Select[tuple[Any, ...]]:
+    """Outbox events without their dispatch row; past `mark` when given (see `Dispatcher._mark`)."""
     query = (
         select(_EVENTS.c.id, _EVENTS.c.event_id)
         .outerjoin(_DISPATCH, _DISPATCH.c.event_id == _EVENTS.c.event_id)
         .where(_DISPATCH.c.event_id.is_(None))
     )
-    return query if after is None else query.where(_EVENTS.c.id > after)
+    if mark is None:
+        return query
+    return query.where(_EVENTS.c.txid >= mark if postgres else _EVENTS.c.id > mark)
 
 
-def _next_batch(after: int | None, size: int) -> Select[tuple[Any, Any]]:
-    """The highest id of the first `size` events without their dispatch row (past `after`), and the highest
-    id of all, in one statement (so on SQLite from one snapshot: none without its row lies below it)."""
-    first = _unclaimed(after).order_by(_EVENTS.c.id).limit(size).subquery()
-    return select(func.max(first.c.id), select(func.max(_EVENTS.c.id)).scalar_subquery())
+# the oldest transaction still running when the statement took its snapshot: every one before it has
+# committed or rolled back, and its events are visible to the statement
+_HORIZON = cast(Any, func.pg_snapshot_xmin(func.pg_current_snapshot())).cast(Text).cast(BigInteger)
 
 
-def _claim(postgres: bool, after: int | None, upto: int, now: datetime) -> Any:
-    """The insert of the dispatch rows of the events without one, past `after` up to id `upto`."""
+def _next_batch(postgres: bool, mark: int | None, size: int) -> Select[tuple[Any, Any, Any]]:
+    """The highest id and the number of the first `size` events without their dispatch row (past `mark`),
+    and the mark a round may move to once every such event is claimed: the highest id there is (SQLite),
+    the snapshot's oldest running transaction (PostgreSQL). One statement, so all from one snapshot."""
+    first = _unclaimed(postgres, mark).order_by(_EVENTS.c.id).limit(size).subquery()
+    top = _HORIZON if postgres else select(func.max(_EVENTS.c.id)).scalar_subquery()
+    return select(func.max(first.c.id), func.count(first.c.id), top)
+
+
+def _claim(postgres: bool, mark: int | None, upto: int, now: datetime) -> Any:
+    """The insert of the dispatch rows of the events without one, past `mark` up to id `upto`."""
     events = (
-        _unclaimed(after)
+        _unclaimed(postgres, mark)
         .where(_EVENTS.c.id <= upto)
         .with_only_columns(_EVENTS.c.event_id, literal(now, _DISPATCH.c.at.type))
     )
@@ -156,8 +167,10 @@ class Dispatcher:
             headers={"User-Agent": USER_AGENT},
         )
         self._wake = asyncio.Event()
-        self._seen: int | None = None  # the highest outbox id fan-out has seen; None: scan everything
-        self._scanned_at: datetime | None = None  # when fan-out last looked at every event
+        # where fan-out looks from: every event before it has its dispatch row. On SQLite an outbox id (every
+        # event up to it claimed), on PostgreSQL a transaction id (every event of an earlier transaction
+        # claimed). None: look at every event (a dispatcher's first round)
+        self._mark: int | None = None
         self._dialect: str | None = None  # the database's dialect name, read in the first round
 
     async def close(self) -> None:
@@ -188,58 +201,57 @@ class Dispatcher:
     # --- fan-out -------------------------------------------------------------------------------------
 
     async def fan_out(self) -> int:
-        now = self.clock()
-        seen, scanned = self._seen, self._scanned_at
-        # the highest id of the next batch of events without their dispatch row (ids only, no rows to the
-        # client), read outside the claiming transaction: on SQLite a transaction that reads and then
-        # writes fails when another connection commits in between
+        now, mark, size = self.clock(), self._mark, self.policy.fan_out_batch
+        # the next batch of events without their dispatch row (ids only, no rows to the client), read outside
+        # the claiming transaction: on SQLite a transaction that reads and then writes fails when another
+        # connection commits in between
         async with self.sessions() as session:
             if self._dialect is None:
                 self._dialect = session.get_bind().dialect.name
-            in_id_order = self._dialect == "sqlite"  # events commit in id order there: no rescans
-            everything = (
-                seen is None
-                or scanned is None
-                or (not in_id_order and now - scanned >= timedelta(seconds=self.policy.rescan_seconds))
-            )
-            if everything:
-                self._scanned_at = now
-            after = None if everything else seen
-            upto, top = (await session.execute(_next_batch(after, self.policy.fan_out_batch))).one()
+            postgres = self._dialect == "postgresql"
+            upto, found, after = (await session.execute(_next_batch(postgres, mark, size))).one()
             if upto is None:
-                # nothing without its row up to the highest id there is: the next round looks past it, not
-                # at every event again
-                if top is not None:
-                    self._seen = max(top, seen or 0)
+                # nothing without its row: the next round looks past what this one saw, not at every event
+                if after is not None:
+                    self._mark = after
                 return 0
             subscriptions = (await session.execute(select(Subscription))).scalars().all()
-        self._seen = max(upto, seen or 0)
         async with self.sessions() as session, session.begin():
             # one statement claims the batch's events in the database: those whose dispatch row it adds are
             # this dispatcher's to fan out, those another dispatcher took first add nothing here (and an
             # event committed meanwhile inside the batch's range comes along)
             connection = await session.connection()
-            claim = _claim(self._dialect == "postgresql", after, upto, now)
+            claim = _claim(postgres, mark, upto, now)
             if not subscriptions:  # nobody to deliver to: the claims alone
-                return int((await connection.execute(claim)).rowcount)
-            claimed = set((await connection.execute(claim.returning(_DISPATCH.c.event_id))).scalars())
-            kinds = select(OutboxEvent.event_id, OutboxEvent.kind).where(OutboxEvent.event_id.in_(claimed))
-            for event_id, kind in (await session.execute(kinds)).all() if claimed else ():
-                for subscription in subscriptions:
-                    if matches(subscription.events, kind):
-                        session.add(
-                            Delivery(
-                                id=new_decision_id(),
-                                event_id=event_id,
-                                subscription_id=subscription.id,
-                                kind=kind,
-                                status="pending",
-                                attempts=0,
-                                next_attempt_at=now,
-                                created_at=now,
+                claimed = int((await connection.execute(claim)).rowcount)
+            else:
+                ids = set((await connection.execute(claim.returning(_DISPATCH.c.event_id))).scalars())
+                kinds = select(OutboxEvent.event_id, OutboxEvent.kind).where(OutboxEvent.event_id.in_(ids))
+                for event_id, kind in (await session.execute(kinds)).all() if ids else ():
+                    for subscription in subscriptions:
+                        if matches(subscription.events, kind):
+                            session.add(
+                                Delivery(
+                                    id=new_decision_id(),
+                                    event_id=event_id,
+                                    subscription_id=subscription.id,
+                                    kind=kind,
+                                    status="pending",
+                                    attempts=0,
+                                    next_attempt_at=now,
+                                    created_at=now,
+                                )
                             )
-                        )
-        return len(claimed)
+                claimed = len(ids)
+        # the mark moves only once the claim has committed (a round that fails looks at the same events
+        # again): past the whole read when the batch held every event without its row, else (a full batch)
+        # past the batch on SQLite, where ids commit in order, and nowhere on PostgreSQL (the next round
+        # reads from the same transaction on; what this one claimed no longer counts)
+        if found < size:
+            self._mark = after
+        elif not postgres:
+            self._mark = upto
+        return claimed
 
     # --- delivery -------------------------------------------------------------------------------------
 
