@@ -39,7 +39,7 @@ from typing import Any, cast
 
 import httpx
 import msgspec
-from sqlalchemy import BigInteger, Select, Table, Text, func, literal, or_, select, update
+from sqlalchemy import BigInteger, Select, Table, Text, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -68,6 +68,12 @@ class DeliveryPolicy:
     # the thousand per second under load (three per executed transfer), each needing only its claim row
     fan_out_batch: int = 2000
     concurrency: int = 8  # requests in flight per dispatcher
+    # events older than this whose every delivery was delivered (or that had none) are deleted, with their
+    # dispatch and delivery rows, about every `prune_seconds`; None keeps every event. The audit log, not
+    # the outbox, is the record of what happened
+    retention: timedelta | None = timedelta(days=30)
+    prune_seconds: float = 3600.0
+    prune_batch: int = 1000  # events deleted per transaction
 
     @property
     def lease(self) -> timedelta:
@@ -138,6 +144,29 @@ def _claim(postgres: bool, mark: int | None, upto: int, now: datetime) -> Any:
     )
 
 
+def _prunable(cutoff: datetime, size: int) -> Select[tuple[Any]]:
+    """The event ids of up to `size` of the oldest events written before `cutoff` that were fanned out and
+    whose deliveries were all delivered. Such an event gets no delivery again (fan-out writes an event's
+    deliveries with its dispatch row; only a dead delivery is retried), so the set only grows. The newest
+    event is never one: SQLite gives a new row the highest id there is plus one, so while it stays no id is
+    given twice, and no event is written below a dispatcher's mark."""
+    unsettled = select(Delivery.id).where(
+        Delivery.event_id == _EVENTS.c.event_id, Delivery.status != "delivered"
+    )
+    fanned_out = select(_DISPATCH.c.event_id).where(_DISPATCH.c.event_id == _EVENTS.c.event_id)
+    return (
+        select(_EVENTS.c.event_id)
+        .where(
+            _EVENTS.c.created_at < cutoff,
+            _EVENTS.c.id < select(func.max(_EVENTS.c.id)).scalar_subquery(),
+            fanned_out.exists(),
+            ~unsettled.exists(),
+        )
+        .order_by(_EVENTS.c.id)
+        .limit(size)
+    )
+
+
 @dataclass(frozen=True)
 class _Outcome:
     delivered: bool
@@ -172,6 +201,7 @@ class Dispatcher:
         # claimed). None: look at every event (a dispatcher's first round)
         self._mark: int | None = None
         self._dialect: str | None = None  # the database's dialect name, read in the first round
+        self._pruned_at: datetime | None = None  # when old delivered events were last deleted
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -181,8 +211,35 @@ class Dispatcher:
         self._wake.set()
 
     async def run_once(self) -> tuple[int, int]:
-        """One round: fan out new events, then send what is due; answers (fanned out, attempted)."""
-        return await self.fan_out(), await self.deliver_due()
+        """One round: fan out new events, then send what is due, and when it is time delete old delivered
+        events; answers (fanned out, attempted)."""
+        counts = await self.fan_out(), await self.deliver_due()
+        now, retention = self.clock(), self.policy.retention
+        if retention is not None and (
+            self._pruned_at is None or now - self._pruned_at >= timedelta(seconds=self.policy.prune_seconds)
+        ):
+            self._pruned_at = now
+            await self.prune(now - retention)
+        return counts
+
+    async def prune(self, cutoff: datetime) -> int:
+        """Delete the events written before `cutoff` whose deliveries were all delivered, with those
+        deliveries and their dispatch rows, `prune_batch` events a transaction; answers how many."""
+        pruned = 0
+        while True:
+            async with self.sessions() as session, session.begin():
+                # the events first, by a statement that writes (on SQLite it takes the write lock before
+                # reading); then the rows that name them
+                gone = delete(_EVENTS).where(
+                    _EVENTS.c.event_id.in_(_prunable(cutoff, self.policy.prune_batch))
+                )
+                ids = list((await session.execute(gone.returning(_EVENTS.c.event_id))).scalars())
+                if ids:
+                    await session.execute(delete(Delivery).where(Delivery.event_id.in_(ids)))
+                    await session.execute(delete(_DISPATCH).where(_DISPATCH.c.event_id.in_(ids)))
+            pruned += len(ids)
+            if len(ids) < self.policy.prune_batch:
+                return pruned
 
     async def run(self, interval: float) -> None:
         """Rounds until cancelled; a failing round is logged and the next one tries again."""

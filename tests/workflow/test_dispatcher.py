@@ -401,3 +401,51 @@ async def test_events_fanned_out_before_any_subscription_are_not_delivered_to_a_
     finally:
         await dispatcher.close()
     assert [d.event_id for d in await deliveries(sessions)] == [later]
+
+
+async def test_old_events_whose_deliveries_were_all_delivered_are_deleted(
+    sessions: Sessions, clock: Clock
+) -> None:
+    """Past the retention, an event delivered to every subscriber goes with its delivery and dispatch
+    rows; one still failing stays, as do young events and the newest of all (so SQLite never gives its id
+    again). A dispatcher's round prunes when the retention is set, about every `prune_seconds`."""
+    failing: set[str] = set()
+    async with receiver(lambda request: 500 if request.event["id"] in failing else 200) as hooks:
+        await subscribe(sessions, hooks.url, clock)
+        old = await write_events(sessions, clock, 3)
+        failing.add(old[0])
+        dispatcher = Dispatcher(sessions, DeliveryPolicy(retention=timedelta(days=30)), clock=clock)
+        try:
+            await dispatcher.run_once()
+            clock.advance(days=31)
+            [young] = await write_events(sessions, clock, 1)
+            await dispatcher.run_once()  # its first prune: the two old delivered events go
+            async with sessions() as session:
+                left = set((await session.execute(select(OutboxEvent.event_id))).scalars())
+                dispatched = set((await session.execute(select(OutboxDispatch.event_id))).scalars())
+            assert left == dispatched == {old[0], young}
+            assert {d.event_id for d in await deliveries(sessions)} == {old[0], young}
+            clock.advance(days=31)
+            await dispatcher.run_once()  # the next prune: now the young one is old too
+        finally:
+            await dispatcher.close()
+    async with sessions() as session:
+        left = set((await session.execute(select(OutboxEvent.event_id))).scalars())
+    assert left == {old[0], young}  # the young one is now old, but it is the newest of all
+
+
+async def test_no_retention_keeps_every_event(sessions: Sessions, clock: Clock) -> None:
+    async with receiver(lambda request: 200) as hooks:
+        await subscribe(sessions, hooks.url, clock)
+        ids = await write_events(sessions, clock, 3)
+        dispatcher = Dispatcher(sessions, DeliveryPolicy(retention=None), clock=clock)
+        try:
+            await dispatcher.run_once()
+            clock.advance(days=400)
+            await write_events(sessions, clock, 1)
+            await dispatcher.run_once()
+            async with sessions() as session:
+                assert set(ids) <= set((await session.execute(select(OutboxEvent.event_id))).scalars())
+            assert await dispatcher.prune(clock()) == 3  # they were old and delivered: asked, it deletes them
+        finally:
+            await dispatcher.close()
