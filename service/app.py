@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response, get
@@ -178,7 +178,9 @@ def start_workflow(services: Services) -> None:
             base_delay_seconds=workflow.webhook_base_delay_seconds,
             max_delay_seconds=workflow.webhook_max_delay_seconds,
             timeout_seconds=workflow.webhook_timeout_seconds,
-            rescan_seconds=workflow.webhook_rescan_seconds,
+            retention=timedelta(days=workflow.webhook_retention_days)
+            if workflow.webhook_retention_days
+            else None,
         ),
     )
     services.tasks.append(asyncio.ensure_future(services.dispatcher.run(workflow.webhook_poll_seconds)))

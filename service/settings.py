@@ -136,9 +136,7 @@ class WorkflowSettings:
     webhook_max_delay_seconds: float = 3600.0
     webhook_timeout_seconds: float = 10.0
     webhook_poll_seconds: float = 2.0  # how often the dispatcher looks for new events and due deliveries
-    # how often the dispatcher looks at every event, not only those past the last one it saw (an event whose
-    # transaction committed after a later one's is delivered within this long)
-    webhook_rescan_seconds: float = 2.0
+    webhook_retention_days: int = 30  # delivered outbox events older than this are deleted; 0 keeps them
     exception_check_seconds: float = 60.0
     # the channels whose floors the oversell check reads for a promotion that names none
     oversell_channels: tuple[str, ...] = ("ecommerce", "store")
@@ -212,7 +210,7 @@ def load_settings() -> Settings:
             webhook_max_delay_seconds=_positive_int("WEBHOOK_MAX_DELAY_SECONDS", 3600),
             webhook_timeout_seconds=_positive_int("WEBHOOK_TIMEOUT_SECONDS", 10),
             webhook_poll_seconds=_positive_seconds("WEBHOOK_POLL_SECONDS", 2.0),
-            webhook_rescan_seconds=_positive_seconds("WEBHOOK_RESCAN_SECONDS", 2.0),
+            webhook_retention_days=_whole_number("WEBHOOK_RETENTION_DAYS", 30),
             exception_check_seconds=_positive_int("EXCEPTION_CHECK_SECONDS", 60),
             oversell_channels=tuple(
                 c.strip() for c in env.get("OVERSELL_CHANNELS", "ecommerce,store").split(",") if c.strip()

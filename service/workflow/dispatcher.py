@@ -6,12 +6,15 @@ Two steps, each safe with any number of dispatchers on one database:
    `outbox_dispatch` rows and one `deliveries` row per subscription whose patterns match their kind, in
    one transaction. The rows are inserted by one `INSERT ... SELECT ... ON CONFLICT DO NOTHING` (no row
    of it passes through the client): an event whose row a second dispatcher inserted first is that
-   dispatcher's, and gets no deliveries here, so deliveries exist once. A round
-   looks only past the last event this dispatcher saw; its first round, and on PostgreSQL one every
-   `rescan_seconds`, looks at every event, so an event committed after one with a higher id (or before a
-   restart) is fanned out all the same. On SQLite events commit in the order of their ids (one writer at
-   a time, an id given at insert as one more than the highest), so after the first round nothing is
-   left behind and the rescans, an anti-join of the whole outbox, are not made.
+   dispatcher's, and gets no deliveries here, so deliveries exist once. A dispatcher's first round looks
+   at every event; later rounds only past a mark every event before which has its dispatch row, moved
+   once a round's claim commits. On SQLite the mark is an outbox id: events commit in the order of their
+   ids there (one writer at a time, an id given at insert as one more than the highest). On PostgreSQL an
+   id is taken when the row is inserted and transactions commit in any order, so the mark is a
+   transaction id instead: each event carries its writing transaction's (`txid`), and a round that
+   claimed everything it found moves the mark to the oldest transaction still running when it read
+   (`pg_snapshot_xmin`); every earlier transaction had committed or rolled back, its events visible to
+   that read. Neither database ever looks at the whole outbox again while the dispatcher runs.
 2. Delivery. A due pending delivery is claimed with a lease (`UPDATE ... SET lease_until WHERE
    lease_until IS NULL OR lease_until < now`): only the dispatcher whose update took the row sends it,
    and its outcome is written only while it still holds that lease. A dispatcher that stops mid-way
@@ -36,7 +39,7 @@ from typing import Any, cast
 
 import httpx
 import msgspec
-from sqlalchemy import Select, Table, func, literal, or_, select, update
+from sqlalchemy import BigInteger, Select, Table, Text, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -65,7 +68,12 @@ class DeliveryPolicy:
     # the thousand per second under load (three per executed transfer), each needing only its claim row
     fan_out_batch: int = 2000
     concurrency: int = 8  # requests in flight per dispatcher
-    rescan_seconds: float = 2.0  # how often fan-out looks at every event, not only those past the last seen
+    # events older than this whose every delivery was delivered (or that had none) are deleted, with their
+    # dispatch and delivery rows, about every `prune_seconds`; None keeps every event. The audit log, not
+    # the outbox, is the record of what happened
+    retention: timedelta | None = timedelta(days=30)
+    prune_seconds: float = 3600.0
+    prune_batch: int = 1000  # events deleted per transaction
 
     @property
     def lease(self) -> timedelta:
@@ -95,27 +103,36 @@ _DISPATCH = cast(Table, OutboxDispatch.__table__)
 _EVENTS = cast(Table, OutboxEvent.__table__)
 
 
-def _unclaimed(after: int | None) -> Select[tuple[Any, ...]]:
-    """Outbox events without their dispatch row (past id `after`, when given)."""
+def _unclaimed(postgres: bool, mark: int | None) -> Select[tuple[Any, ...]]:
+    """Outbox events without their dispatch row; past `mark` when given (see `Dispatcher._mark`)."""
     query = (
         select(_EVENTS.c.id, _EVENTS.c.event_id)
         .outerjoin(_DISPATCH, _DISPATCH.c.event_id == _EVENTS.c.event_id)
         .where(_DISPATCH.c.event_id.is_(None))
     )
-    return query if after is None else query.where(_EVENTS.c.id > after)
+    if mark is None:
+        return query
+    return query.where(_EVENTS.c.txid >= mark if postgres else _EVENTS.c.id > mark)
 
 
-def _next_batch(after: int | None, size: int) -> Select[tuple[Any, Any]]:
-    """The highest id of the first `size` events without their dispatch row (past `after`), and the highest
-    id of all, in one statement (so on SQLite from one snapshot: none without its row lies below it)."""
-    first = _unclaimed(after).order_by(_EVENTS.c.id).limit(size).subquery()
-    return select(func.max(first.c.id), select(func.max(_EVENTS.c.id)).scalar_subquery())
+# the oldest transaction still running when the statement took its snapshot: every one before it has
+# committed or rolled back, and its events are visible to the statement
+_HORIZON = cast(Any, func.pg_snapshot_xmin(func.pg_current_snapshot())).cast(Text).cast(BigInteger)
 
 
-def _claim(postgres: bool, after: int | None, upto: int, now: datetime) -> Any:
-    """The insert of the dispatch rows of the events without one, past `after` up to id `upto`."""
+def _next_batch(postgres: bool, mark: int | None, size: int) -> Select[tuple[Any, Any, Any]]:
+    """The highest id and the number of the first `size` events without their dispatch row (past `mark`),
+    and the mark a round may move to once every such event is claimed: the highest id there is (SQLite),
+    the snapshot's oldest running transaction (PostgreSQL). One statement, so all from one snapshot."""
+    first = _unclaimed(postgres, mark).order_by(_EVENTS.c.id).limit(size).subquery()
+    top = _HORIZON if postgres else select(func.max(_EVENTS.c.id)).scalar_subquery()
+    return select(func.max(first.c.id), func.count(first.c.id), top)
+
+
+def _claim(postgres: bool, mark: int | None, upto: int, now: datetime) -> Any:
+    """The insert of the dispatch rows of the events without one, past `mark` up to id `upto`."""
     events = (
-        _unclaimed(after)
+        _unclaimed(postgres, mark)
         .where(_EVENTS.c.id <= upto)
         .with_only_columns(_EVENTS.c.event_id, literal(now, _DISPATCH.c.at.type))
     )
@@ -124,6 +141,29 @@ def _claim(postgres: bool, after: int | None, upto: int, now: datetime) -> Any:
         dialect.insert(_DISPATCH)
         .from_select(["event_id", "at"], events)
         .on_conflict_do_nothing(index_elements=["event_id"])
+    )
+
+
+def _prunable(cutoff: datetime, size: int) -> Select[tuple[Any]]:
+    """The event ids of up to `size` of the oldest events written before `cutoff` that were fanned out and
+    whose deliveries were all delivered. Such an event gets no delivery again (fan-out writes an event's
+    deliveries with its dispatch row; only a dead delivery is retried), so the set only grows. The newest
+    event is never one: SQLite gives a new row the highest id there is plus one, so while it stays no id is
+    given twice, and no event is written below a dispatcher's mark."""
+    unsettled = select(Delivery.id).where(
+        Delivery.event_id == _EVENTS.c.event_id, Delivery.status != "delivered"
+    )
+    fanned_out = select(_DISPATCH.c.event_id).where(_DISPATCH.c.event_id == _EVENTS.c.event_id)
+    return (
+        select(_EVENTS.c.event_id)
+        .where(
+            _EVENTS.c.created_at < cutoff,
+            _EVENTS.c.id < select(func.max(_EVENTS.c.id)).scalar_subquery(),
+            fanned_out.exists(),
+            ~unsettled.exists(),
+        )
+        .order_by(_EVENTS.c.id)
+        .limit(size)
     )
 
 
@@ -156,9 +196,12 @@ class Dispatcher:
             headers={"User-Agent": USER_AGENT},
         )
         self._wake = asyncio.Event()
-        self._seen: int | None = None  # the highest outbox id fan-out has seen; None: scan everything
-        self._scanned_at: datetime | None = None  # when fan-out last looked at every event
+        # where fan-out looks from: every event before it has its dispatch row. On SQLite an outbox id (every
+        # event up to it claimed), on PostgreSQL a transaction id (every event of an earlier transaction
+        # claimed). None: look at every event (a dispatcher's first round)
+        self._mark: int | None = None
         self._dialect: str | None = None  # the database's dialect name, read in the first round
+        self._pruned_at: datetime | None = None  # when old delivered events were last deleted
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -168,8 +211,35 @@ class Dispatcher:
         self._wake.set()
 
     async def run_once(self) -> tuple[int, int]:
-        """One round: fan out new events, then send what is due; answers (fanned out, attempted)."""
-        return await self.fan_out(), await self.deliver_due()
+        """One round: fan out new events, then send what is due, and when it is time delete old delivered
+        events; answers (fanned out, attempted)."""
+        counts = await self.fan_out(), await self.deliver_due()
+        now, retention = self.clock(), self.policy.retention
+        if retention is not None and (
+            self._pruned_at is None or now - self._pruned_at >= timedelta(seconds=self.policy.prune_seconds)
+        ):
+            self._pruned_at = now
+            await self.prune(now - retention)
+        return counts
+
+    async def prune(self, cutoff: datetime) -> int:
+        """Delete the events written before `cutoff` whose deliveries were all delivered, with those
+        deliveries and their dispatch rows, `prune_batch` events a transaction; answers how many."""
+        pruned = 0
+        while True:
+            async with self.sessions() as session, session.begin():
+                # the events first, by a statement that writes (on SQLite it takes the write lock before
+                # reading); then the rows that name them
+                gone = delete(_EVENTS).where(
+                    _EVENTS.c.event_id.in_(_prunable(cutoff, self.policy.prune_batch))
+                )
+                ids = list((await session.execute(gone.returning(_EVENTS.c.event_id))).scalars())
+                if ids:
+                    await session.execute(delete(Delivery).where(Delivery.event_id.in_(ids)))
+                    await session.execute(delete(_DISPATCH).where(_DISPATCH.c.event_id.in_(ids)))
+            pruned += len(ids)
+            if len(ids) < self.policy.prune_batch:
+                return pruned
 
     async def run(self, interval: float) -> None:
         """Rounds until cancelled; a failing round is logged and the next one tries again."""
@@ -188,58 +258,57 @@ class Dispatcher:
     # --- fan-out -------------------------------------------------------------------------------------
 
     async def fan_out(self) -> int:
-        now = self.clock()
-        seen, scanned = self._seen, self._scanned_at
-        # the highest id of the next batch of events without their dispatch row (ids only, no rows to the
-        # client), read outside the claiming transaction: on SQLite a transaction that reads and then
-        # writes fails when another connection commits in between
+        now, mark, size = self.clock(), self._mark, self.policy.fan_out_batch
+        # the next batch of events without their dispatch row (ids only, no rows to the client), read outside
+        # the claiming transaction: on SQLite a transaction that reads and then writes fails when another
+        # connection commits in between
         async with self.sessions() as session:
             if self._dialect is None:
                 self._dialect = session.get_bind().dialect.name
-            in_id_order = self._dialect == "sqlite"  # events commit in id order there: no rescans
-            everything = (
-                seen is None
-                or scanned is None
-                or (not in_id_order and now - scanned >= timedelta(seconds=self.policy.rescan_seconds))
-            )
-            if everything:
-                self._scanned_at = now
-            after = None if everything else seen
-            upto, top = (await session.execute(_next_batch(after, self.policy.fan_out_batch))).one()
+            postgres = self._dialect == "postgresql"
+            upto, found, after = (await session.execute(_next_batch(postgres, mark, size))).one()
             if upto is None:
-                # nothing without its row up to the highest id there is: the next round looks past it, not
-                # at every event again
-                if top is not None:
-                    self._seen = max(top, seen or 0)
+                # nothing without its row: the next round looks past what this one saw, not at every event
+                if after is not None:
+                    self._mark = after
                 return 0
             subscriptions = (await session.execute(select(Subscription))).scalars().all()
-        self._seen = max(upto, seen or 0)
         async with self.sessions() as session, session.begin():
             # one statement claims the batch's events in the database: those whose dispatch row it adds are
             # this dispatcher's to fan out, those another dispatcher took first add nothing here (and an
             # event committed meanwhile inside the batch's range comes along)
             connection = await session.connection()
-            claim = _claim(self._dialect == "postgresql", after, upto, now)
+            claim = _claim(postgres, mark, upto, now)
             if not subscriptions:  # nobody to deliver to: the claims alone
-                return int((await connection.execute(claim)).rowcount)
-            claimed = set((await connection.execute(claim.returning(_DISPATCH.c.event_id))).scalars())
-            kinds = select(OutboxEvent.event_id, OutboxEvent.kind).where(OutboxEvent.event_id.in_(claimed))
-            for event_id, kind in (await session.execute(kinds)).all() if claimed else ():
-                for subscription in subscriptions:
-                    if matches(subscription.events, kind):
-                        session.add(
-                            Delivery(
-                                id=new_decision_id(),
-                                event_id=event_id,
-                                subscription_id=subscription.id,
-                                kind=kind,
-                                status="pending",
-                                attempts=0,
-                                next_attempt_at=now,
-                                created_at=now,
+                claimed = int((await connection.execute(claim)).rowcount)
+            else:
+                ids = set((await connection.execute(claim.returning(_DISPATCH.c.event_id))).scalars())
+                kinds = select(OutboxEvent.event_id, OutboxEvent.kind).where(OutboxEvent.event_id.in_(ids))
+                for event_id, kind in (await session.execute(kinds)).all() if ids else ():
+                    for subscription in subscriptions:
+                        if matches(subscription.events, kind):
+                            session.add(
+                                Delivery(
+                                    id=new_decision_id(),
+                                    event_id=event_id,
+                                    subscription_id=subscription.id,
+                                    kind=kind,
+                                    status="pending",
+                                    attempts=0,
+                                    next_attempt_at=now,
+                                    created_at=now,
+                                )
                             )
-                        )
-        return len(claimed)
+                claimed = len(ids)
+        # the mark moves only once the claim has committed (a round that fails looks at the same events
+        # again): past the whole read when the batch held every event without its row, else (a full batch)
+        # past the batch on SQLite, where ids commit in order, and nowhere on PostgreSQL (the next round
+        # reads from the same transaction on; what this one claimed no longer counts)
+        if found < size:
+            self._mark = after
+        elif not postgres:
+            self._mark = upto
+        return claimed
 
     # --- delivery -------------------------------------------------------------------------------------
 

@@ -38,8 +38,8 @@ def test_stock_backend_forces_a_backend(monkeypatch: pytest.MonkeyPatch) -> None
         ("CAPACITY_TIMEZONE", "Mars/Olympus", "CAPACITY_TIMEZONE='Mars/Olympus': expected an IANA time zone"),
         ("CAPACITY_TIMEZONE", "../etc", "CAPACITY_TIMEZONE='../etc': expected an IANA time zone"),
         ("WEBHOOK_POLL_SECONDS", "soon", "WEBHOOK_POLL_SECONDS='soon': expected a number of seconds"),
-        ("WEBHOOK_RESCAN_SECONDS", "0", "WEBHOOK_RESCAN_SECONDS='0': expected a number above 0"),
-        ("WEBHOOK_RESCAN_SECONDS", "nan", "WEBHOOK_RESCAN_SECONDS='nan': expected a number above 0"),
+        ("WEBHOOK_POLL_SECONDS", "0", "WEBHOOK_POLL_SECONDS='0': expected a number above 0"),
+        ("WEBHOOK_POLL_SECONDS", "nan", "WEBHOOK_POLL_SECONDS='nan': expected a number above 0"),
     ],
 )
 def test_bad_values_name_the_variable(
@@ -92,8 +92,6 @@ def test_cluster_nodes_select_the_redis_backend_on_a_cluster(monkeypatch: pytest
 
 def test_webhook_timing_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     defaults = load_settings().workflow
-    assert (defaults.webhook_poll_seconds, defaults.webhook_rescan_seconds) == (2.0, 2.0)
+    assert defaults.webhook_poll_seconds == 2.0
     monkeypatch.setenv("WEBHOOK_POLL_SECONDS", "0.25")
-    monkeypatch.setenv("WEBHOOK_RESCAN_SECONDS", "30")
-    workflow = load_settings().workflow
-    assert (workflow.webhook_poll_seconds, workflow.webhook_rescan_seconds) == (0.25, 30.0)
+    assert load_settings().workflow.webhook_poll_seconds == 0.25

@@ -8,12 +8,12 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.base import aware
 from service.db.engine import create_engine, session_factory
-from service.db.models import Delivery, ExceptionRecord, OutboxEvent, Subscription
+from service.db.models import Delivery, ExceptionRecord, OutboxDispatch, OutboxEvent, Subscription
 from service.settings import DatabaseSettings
 from service.workflow.dispatcher import DeliveryPolicy, Dispatcher, retry
 from service.workflow.outbox import add_event
@@ -235,7 +235,11 @@ async def test_an_unreachable_receiver_and_an_oversized_event_are_recorded_witho
     assert found[big].last_error == f"event body over {FAST.max_body_bytes} bytes"
 
 
-async def _event_with_id(sessions: Sessions, clock: Clock, row_id: int, name: str) -> str:
+async def _event_with_id(
+    sessions: Sessions, clock: Clock, row_id: int, name: str, txid: int | None = None
+) -> str:
+    """An event written by hand with id `row_id` (and on PostgreSQL, with `txid`, as if written by that
+    transaction: 1 is one long finished)."""
     async with sessions() as session, session.begin():
         event = OutboxEvent(
             id=row_id,
@@ -245,6 +249,8 @@ async def _event_with_id(sessions: Sessions, clock: Clock, row_id: int, name: st
             payload={},
             created_at=clock(),
         )
+        if txid is not None:
+            event.txid = txid
         session.add(event)
     return name
 
@@ -253,46 +259,50 @@ async def test_an_event_committed_after_a_higher_id_is_still_delivered(
     sessions: Sessions, clock: Clock, db_engine: AsyncEngine
 ) -> None:
     """On PostgreSQL an id is taken when the row is inserted and the transaction may commit after a later
-    one's: the periodic rescan finds it."""
+    one's: the next round finds it, since its transaction was still running when the round before read."""
     if db_engine.dialect.name == "sqlite":
         pytest.skip("SQLite commits events in id order (the next test)")
-    policy = DeliveryPolicy(rescan_seconds=2, timeout_seconds=2)
     async with receiver(lambda request: 200) as hooks:
         await subscribe(sessions, hooks.url, clock)
-        dispatcher = Dispatcher(sessions, policy, clock=clock)
+        dispatcher = Dispatcher(sessions, FAST, clock=clock)
         try:
-            first = await _event_with_id(sessions, clock, 100, "e-100")
-            await dispatcher.run_once()  # the first round scans everything and has seen id 100
-            clock.advance(seconds=1)
-            late = await _event_with_id(sessions, clock, 50, "e-50")  # its id was taken before 100's
-            newer = await _event_with_id(sessions, clock, 101, "e-101")
-            await dispatcher.run_once()  # looks past 100 only
-            assert [r.event["id"] for r in hooks.requests] == [first, newer]
-            clock.advance(seconds=2)
-            await dispatcher.run_once()  # a rescan of every event
+            [first] = await write_events(sessions, clock, 1)
+            await dispatcher.run_once()  # the first round looks at every event
+            async with sessions() as slow, slow.begin():  # takes its event's id first, commits last
+                late = add_event(slow, "case.approved", "transfer:t-late", {}, clock())
+                await slow.flush()
+                [newer] = await write_events(sessions, clock, 1)
+                await dispatcher.run_once()
+                assert [r.event["id"] for r in hooks.requests] == [first, newer]
+            await dispatcher.run_once()  # no time passes: the late one is found all the same
         finally:
             await dispatcher.close()
     assert Counter(r.event["id"] for r in hooks.requests) == dict.fromkeys([first, newer, late], 1)
+    async with sessions() as session:
+        ids = {
+            event_id: row_id
+            for event_id, row_id in await session.execute(select(OutboxEvent.event_id, OutboxEvent.id))
+        }
+    assert ids[late] < ids[newer]
 
 
-async def test_on_sqlite_only_the_first_round_looks_at_every_event(
+async def test_only_a_dispatchers_first_round_looks_at_every_event(
     sessions: Sessions, clock: Clock, db_engine: AsyncEngine
 ) -> None:
-    """SQLite gives an id at insert, one more than the highest, under the one write lock: no event commits
-    below one already seen, so later rounds look past the last seen only, never at the whole outbox again.
-    An event written below it by hand shows which rows a round looks at; a new dispatcher (a restart)
-    looks at every event and finds it."""
-    if db_engine.dialect.name != "sqlite":
-        pytest.skip("PostgreSQL rescans (the test before)")
+    """Later rounds look past the mark only, never at the whole outbox again, however long it runs. An
+    event written by hand below the mark (an id below the last seen; on PostgreSQL also a transaction long
+    finished) shows which rows a round looks at; a new dispatcher (a restart) looks at every event and
+    finds it."""
+    postgres = db_engine.dialect.name == "postgresql"
     await subscribe(sessions, "http://127.0.0.1:9/never-sent", clock)
     first = await _event_with_id(sessions, clock, 100, "e-100")
-    dispatcher = Dispatcher(sessions, DeliveryPolicy(rescan_seconds=2), clock=clock)
+    dispatcher = Dispatcher(sessions, DeliveryPolicy(), clock=clock)
     try:
         assert await dispatcher.fan_out() == 1  # the first round looks at every event
         assert await dispatcher.fan_out() == 0  # nothing new: it stays past 100
-        await _event_with_id(sessions, clock, 50, "e-50")
+        await _event_with_id(sessions, clock, 50, "e-50", txid=1 if postgres else None)
         clock.advance(seconds=10)
-        assert await dispatcher.fan_out() == 0  # past 100 only, however long since it looked at all
+        assert await dispatcher.fan_out() == 0  # past the mark only, however long since it looked at all
         newer = await _event_with_id(sessions, clock, 101, "e-101")
         assert await dispatcher.fan_out() == 1
     finally:
@@ -309,13 +319,13 @@ async def test_a_round_that_finds_nothing_new_looks_past_the_highest_id_next_tim
     sessions: Sessions, clock: Clock, db_engine: AsyncEngine
 ) -> None:
     """A first round that finds every event already claimed (by another dispatcher, or before a restart)
-    still moves past them: on SQLite a worker does not look at the whole outbox every round while no event
-    comes. An event written below them by hand shows which rows a round looks at (PostgreSQL's rescan finds
-    it)."""
+    still moves its mark past them: a worker does not look at the whole outbox every round while no event
+    comes. An event written by hand with a lower id shows which rows a round looks at: on PostgreSQL its
+    transaction is newer than the mark, so it is found."""
     for row_id in (10, 20, 30):
         await _event_with_id(sessions, clock, row_id, f"e-{row_id}")
-    other = Dispatcher(sessions, DeliveryPolicy(rescan_seconds=2), clock=clock)
-    fresh = Dispatcher(sessions, DeliveryPolicy(rescan_seconds=2), clock=clock)
+    other = Dispatcher(sessions, DeliveryPolicy(), clock=clock)
+    fresh = Dispatcher(sessions, DeliveryPolicy(), clock=clock)
     try:
         assert await other.fan_out() == 3
         assert await fresh.fan_out() == 0  # every event claimed by the other: none is this one's
@@ -325,6 +335,40 @@ async def test_a_round_that_finds_nothing_new_looks_past_the_highest_id_next_tim
     finally:
         await other.close()
         await fresh.close()
+
+
+async def test_a_claim_that_does_not_commit_leaves_the_mark_where_it_was(
+    sessions: Sessions, clock: Clock, db_engine: AsyncEngine
+) -> None:
+    """A round stopped while claiming (its claim waits on a lock, and the worker stops) claims nothing and
+    moves no mark: the next round finds the same events."""
+    if db_engine.dialect.name != "postgresql":
+        pytest.skip("a claim waiting on a table lock is cancelled on PostgreSQL")
+    dispatcher = Dispatcher(sessions, DeliveryPolicy(), clock=clock)
+    try:
+        await dispatcher.fan_out()  # the first round; the mark is set from here on
+        ids = await write_events(sessions, clock, 2)
+        async with db_engine.connect() as holder:
+            await holder.execute(text("LOCK TABLE outbox_dispatch IN EXCLUSIVE MODE"))
+            claiming = asyncio.ensure_future(dispatcher.fan_out())
+            while not await _waiting_on_a_lock(holder):
+                assert not claiming.done()
+                await asyncio.sleep(0.01)
+            claiming.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await claiming
+            await holder.rollback()
+        assert await dispatcher.fan_out() == 2
+    finally:
+        await dispatcher.close()
+    async with sessions() as session:
+        claimed = set((await session.execute(select(OutboxDispatch.event_id))).scalars())
+    assert set(ids) <= claimed
+
+
+async def _waiting_on_a_lock(connection: AsyncConnection) -> bool:
+    query = text("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'outbox_dispatch'::regclass")
+    return bool((await connection.execute(query)).scalar())
 
 
 async def test_a_fan_out_round_takes_up_to_its_batch_of_events_and_the_next_round_the_rest(
@@ -353,8 +397,55 @@ async def test_events_fanned_out_before_any_subscription_are_not_delivered_to_a_
         assert await dispatcher.fan_out() == 1
         await subscribe(sessions, "http://127.0.0.1:9/never-sent", clock)
         [later] = await write_events(sessions, clock, 1)
-        clock.advance(seconds=DeliveryPolicy().rescan_seconds)
-        assert await dispatcher.fan_out() == 1  # a rescan of every event finds only the new one
+        assert await dispatcher.fan_out() == 1  # the next round finds only the new one
     finally:
         await dispatcher.close()
     assert [d.event_id for d in await deliveries(sessions)] == [later]
+
+
+async def test_old_events_whose_deliveries_were_all_delivered_are_deleted(
+    sessions: Sessions, clock: Clock
+) -> None:
+    """Past the retention, an event delivered to every subscriber goes with its delivery and dispatch
+    rows; one still failing stays, as do young events and the newest of all (so SQLite never gives its id
+    again). A dispatcher's round prunes when the retention is set, about every `prune_seconds`."""
+    failing: set[str] = set()
+    async with receiver(lambda request: 500 if request.event["id"] in failing else 200) as hooks:
+        await subscribe(sessions, hooks.url, clock)
+        old = await write_events(sessions, clock, 3)
+        failing.add(old[0])
+        dispatcher = Dispatcher(sessions, DeliveryPolicy(retention=timedelta(days=30)), clock=clock)
+        try:
+            await dispatcher.run_once()
+            clock.advance(days=31)
+            [young] = await write_events(sessions, clock, 1)
+            await dispatcher.run_once()  # its first prune: the two old delivered events go
+            async with sessions() as session:
+                left = set((await session.execute(select(OutboxEvent.event_id))).scalars())
+                dispatched = set((await session.execute(select(OutboxDispatch.event_id))).scalars())
+            assert left == dispatched == {old[0], young}
+            assert {d.event_id for d in await deliveries(sessions)} == {old[0], young}
+            clock.advance(days=31)
+            await dispatcher.run_once()  # the next prune: now the young one is old too
+        finally:
+            await dispatcher.close()
+    async with sessions() as session:
+        left = set((await session.execute(select(OutboxEvent.event_id))).scalars())
+    assert left == {old[0], young}  # the young one is now old, but it is the newest of all
+
+
+async def test_no_retention_keeps_every_event(sessions: Sessions, clock: Clock) -> None:
+    async with receiver(lambda request: 200) as hooks:
+        await subscribe(sessions, hooks.url, clock)
+        ids = await write_events(sessions, clock, 3)
+        dispatcher = Dispatcher(sessions, DeliveryPolicy(retention=None), clock=clock)
+        try:
+            await dispatcher.run_once()
+            clock.advance(days=400)
+            await write_events(sessions, clock, 1)
+            await dispatcher.run_once()
+            async with sessions() as session:
+                assert set(ids) <= set((await session.execute(select(OutboxEvent.event_id))).scalars())
+            assert await dispatcher.prune(clock()) == 3  # they were old and delivered: asked, it deletes them
+        finally:
+            await dispatcher.close()

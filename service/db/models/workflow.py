@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, DateTime, FetchedValue, Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.base import Base
@@ -77,3 +77,7 @@ class OutboxEvent(Base):
     subject: Mapped[str] = mapped_column(String(200))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # on PostgreSQL the id of the transaction that wrote the row (`pg_current_xact_id()`, the column's
+    # default there): how the dispatcher finds events committed after others with higher ids without
+    # looking at the whole outbox (`service.workflow.dispatcher`); on SQLite always NULL
+    txid: Mapped[int | None] = mapped_column(BigInteger, nullable=True, server_default=FetchedValue())
