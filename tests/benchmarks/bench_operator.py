@@ -23,7 +23,9 @@ and p50/p99 of each endpoint at the default trace level at half its measured max
 client of open_loop_client.py, a process of its own on uvloop, 16 connections, `BENCH_LATENCY_SECONDS`
 per endpoint, default 4), the share of answers over 10 ms and the slowest, with how many of those
 connections each worker holds and, per process (client, Redis, each worker), the share of the time it ran
-and the share it waited for a CPU. Without wrk the benchmark is skipped, except under CI.
+and the share it waited for a CPU. Without wrk the benchmark is skipped, except under CI. BENCH_ONLY (phase
+names, comma-separated, e.g. `reservation,bare_evalsha`) runs those phases alone and reports their rates and
+latencies only: a quicker look at one endpoint's tail.
 Run: `make bench`, or `PYTHONPATH=. .venv/bin/python tests/benchmarks/bench_operator.py` (prints JSON).
 """
 
@@ -101,7 +103,7 @@ class Phase:
     body: str  # a template when it holds @N@
 
 
-PHASES = (
+ALL_PHASES = (
     Phase("bare_availability", "bare", "/bare/availability", AVAILABILITY_BODY.decode()),
     Phase("availability", "ours", "/v1/decisions/availability", AVAILABILITY_BODY.decode()),
     Phase("availability_none", "ours", "/v1/decisions/availability?trace=none", AVAILABILITY_BODY.decode()),
@@ -110,6 +112,8 @@ PHASES = (
     Phase("allocation_none", "ours", "/v1/decisions/allocation?trace=none", ALLOCATION_TEMPLATE),
     Phase("reservation", "ours", "/v1/reservations", RESERVATION_TEMPLATE),
 )
+_ONLY = os.environ.get("BENCH_ONLY")  # see the module
+PHASES = tuple(p for p in ALL_PHASES if not _ONLY or p.name in _ONLY.split(","))
 RATIOS = {
     "availability": ("availability", "bare_availability"),
     "availability_trace_none": ("availability_none", "bare_availability"),
@@ -304,6 +308,8 @@ async def latency(s: Served) -> dict[str, Any]:
     redis_pid = int(redis.Redis(host="127.0.0.1", port=6379).info("server")["process_id"])
     phases = {phase.name: phase for phase in PHASES}
     for name in LATENCY_PHASES:
+        if name not in phases:
+            continue
         phase = phases[name]
         rate = statistics.mean(s.rates[name]) / 2
         pid, port = s.bare if phase.app == "bare" else s.ours
@@ -394,6 +400,9 @@ def report(s: Served, latencies: dict[str, Any]) -> dict[str, Any]:
 
     def cpu(name: str) -> float:
         return statistics.mean(s.cpu[name])
+
+    if _ONLY:
+        return {"rps": s.rates, "latency_at_half_rate": latencies}
 
     return {
         # `cpu_ratio`: the bare endpoint's server CPU time per request over ours (what the ratio would be if
