@@ -21,11 +21,14 @@ whole waves of requests waited together, leaving the loop idle. The loop never w
 - Under writes that never pause (two busy workers) a passive checkpoint never catches up with the end of
   the WAL, so SQLite never starts the WAL over and the file grows without end (500 MB in 40 s under the
   operator benchmark, each append into new blocks the kernel zeroes first). When the WAL's frames take
-  more than `wal_limit_bytes` after the passive checkpoint, the thread asks for a restarting one, waiting at
-  most `RESTART_WAIT_SECONDS` for the write lock and for readers of old frames: it copies the few frames
-  the passive one left, and the next commit writes the WAL from its start again, into blocks the file
-  already has. Writers of every worker find the lock taken meanwhile and try again, as they do for one
-  another. When it cannot have them in time it gives up, and the next round tries again.
+  more than `wal_limit_bytes` after the passive checkpoint, the thread runs more passive ones, a
+  millisecond apart, each copying the few frames written during the one before, until one has copied every
+  frame before the next write begins: SQLite then lets that write start the WAL over, into blocks the file
+  already has, when no reader is on the WAL. No writer waits for any of it. Only when that has not
+  happened within `CATCH_UP_SECONDS` does the thread ask for a restarting checkpoint, which takes the write
+  lock (writers of every worker find it taken and try again, as they do for one another) and waits at most
+  `RESTART_WAIT_SECONDS` for it and for readers of old frames; under load it held every worker's writes
+  for 16 to 36 ms. When it cannot have them in time it gives up, and the next round tries again.
 
 A batch is one transaction. Each kind of write (one `write` function, taking the connection and the items
 handed over with it) runs in a savepoint of its own: when it raises, only its items fail and are rolled
@@ -67,6 +70,8 @@ _RETRY_MAX = 0.002  # a lock held by the other worker is mostly free again withi
 WAL_LIMIT_BYTES = 128 * 1024 * 1024  # a WAL whose frames take more after a passive checkpoint is started over
 _WAL_FRAME_HEADER = 24  # bytes before each page in the WAL file
 RESTART_WAIT_SECONDS = 0.02  # how long a restarting checkpoint waits for writers and readers to let it
+CATCH_UP_SECONDS = 0.25  # how long passive checkpoints try to let a write start the WAL over
+_CATCH_UP_PAUSE = 0.001  # seconds between those passive checkpoints: the writes come meanwhile
 
 
 def sqlite_file(url: str | URL) -> str | None:
@@ -121,7 +126,7 @@ class SqliteWriter:
         self.checkpoint_seconds = checkpoint_seconds
         self.transactions = 0  # committed so far (all loops)
         self.checkpoints = 0  # passive checkpoints run so far
-        self.restarts = 0  # of them, those followed by a restarting one that let the WAL start over
+        self.restarts = 0  # of them, those after which the WAL started over (see checkpoint_file)
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
@@ -271,9 +276,10 @@ def _is_busy(error: sqlite3.Error) -> bool:
 
 
 def checkpoint_file(path: str, wal_limit_bytes: int, between: Callable[[], object] | None = None) -> bool:
-    """A passive checkpoint of the database file at `path`, then a restarting one when its WAL's frames still
-    take more than `wal_limit_bytes` (see the module); True when the WAL was made to start over. `between`
-    runs after the passive checkpoint: the writes that came meanwhile, in a test."""
+    """A passive checkpoint of the database file at `path`; when its WAL's frames still take more than
+    `wal_limit_bytes`, more passive ones until a write starts the WAL over, and a restarting one if none has
+    within `CATCH_UP_SECONDS` (see the module). True when the WAL was made to start over. `between` runs
+    after the first passive checkpoint: the writes that came meanwhile, in a test."""
     connection = sqlite3.connect(path, isolation_level=None, timeout=RESTART_WAIT_SECONDS)
     try:
         frames: int = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
@@ -282,8 +288,16 @@ def checkpoint_file(path: str, wal_limit_bytes: int, between: Callable[[], objec
         # the frames in use, not the file's size: a WAL started over keeps its size, and its file would
         # otherwise call for a restart, stopping every writer for a while, at every checkpoint after
         page_size: int = connection.execute("PRAGMA page_size").fetchone()[0]
-        if frames * (page_size + _WAL_FRAME_HEADER) <= wal_limit_bytes:
+        limit = wal_limit_bytes // (page_size + _WAL_FRAME_HEADER)
+        if frames <= limit:
             return False
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while time.monotonic() < deadline:
+            # each copies what was written during the one before: a few frames, once it has caught up
+            logged: int = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+            if logged <= limit:  # a write found every frame copied and started the WAL over
+                return True
+            time.sleep(_CATCH_UP_PAUSE)  # for the next write, which starts the WAL over once all is copied
         busy: int = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
         return busy == 0
     finally:

@@ -23,7 +23,10 @@ and p50/p99 of each endpoint at the default trace level at half its measured max
 client of open_loop_client.py, a process of its own on uvloop, 16 connections, `BENCH_LATENCY_SECONDS`
 per endpoint, default 4), the share of answers over 10 ms and the slowest, with how many of those
 connections each worker holds and, per process (client, Redis, each worker), the share of the time it ran
-and the share it waited for a CPU. Without wrk the benchmark is skipped, except under CI.
+and the share it waited for a CPU, and the machine's (its CPUs' busy and stolen shares, PostgreSQL's CPU).
+Without wrk the benchmark is skipped, except under CI. BENCH_ONLY (phase names, comma-separated, e.g.
+`reservation,bare_evalsha`) runs those phases alone and reports their rates and latencies only: a quicker
+look at one endpoint's tail.
 Run: `make bench`, or `PYTHONPATH=. .venv/bin/python tests/benchmarks/bench_operator.py` (prints JSON).
 """
 
@@ -101,7 +104,7 @@ class Phase:
     body: str  # a template when it holds @N@
 
 
-PHASES = (
+ALL_PHASES = (
     Phase("bare_availability", "bare", "/bare/availability", AVAILABILITY_BODY.decode()),
     Phase("availability", "ours", "/v1/decisions/availability", AVAILABILITY_BODY.decode()),
     Phase("availability_none", "ours", "/v1/decisions/availability?trace=none", AVAILABILITY_BODY.decode()),
@@ -110,6 +113,8 @@ PHASES = (
     Phase("allocation_none", "ours", "/v1/decisions/allocation?trace=none", ALLOCATION_TEMPLATE),
     Phase("reservation", "ours", "/v1/reservations", RESERVATION_TEMPLATE),
 )
+_ONLY = os.environ.get("BENCH_ONLY")  # see the module
+PHASES = tuple(p for p in ALL_PHASES if not _ONLY or p.name in _ONLY.split(","))
 RATIOS = {
     "availability": ("availability", "bare_availability"),
     "availability_trace_none": ("availability_none", "bare_availability"),
@@ -304,6 +309,8 @@ async def latency(s: Served) -> dict[str, Any]:
     redis_pid = int(redis.Redis(host="127.0.0.1", port=6379).info("server")["process_id"])
     phases = {phase.name: phase for phase in PHASES}
     for name in LATENCY_PHASES:
+        if name not in phases:
+            continue
         phase = phases[name]
         rate = statistics.mean(s.rates[name]) / 2
         pid, port = s.bare if phase.app == "bare" else s.ours
@@ -316,12 +323,15 @@ async def latency(s: Served) -> dict[str, Any]:
 
         processes = {"redis": redis_pid}
         processes.update({f"worker-{worker}": worker for worker in children(pid)})
+        machine_before, postgres_before = machine_cpu(), postgres_cpu()
         before, started = {k: schedstat(p) for k, p in processes.items()}, time.perf_counter()
         loop = asyncio.create_task(open_loop(port, make, rate, LATENCY_SECONDS))
         await asyncio.sleep(LATENCY_SECONDS / 2)
         connections = {k: connections_to(port, p) for k, p in processes.items() if k.startswith("worker")}
         client = await loop
         elapsed = time.perf_counter() - started
+        machine_after, postgres_after = machine_cpu(), postgres_cpu()
+        ticks = machine_after[0] - machine_before[0]
         values = sorted(client.latencies)
         out[name] = {
             "offered_rps": round(rate),
@@ -348,6 +358,13 @@ async def latency(s: Served) -> dict[str, Any]:
                     "waiting": round(client.waited / elapsed, 3),
                 }
             },
+            # the machine's CPUs: the share busy (all processes, ours or not) and the share the hypervisor
+            # took (steal); and the CPU of every PostgreSQL process (in cores), whoever it serves
+            "machine": {
+                "busy": round((machine_after[1] - machine_before[1]) / ticks, 3) if ticks else 0.0,
+                "steal": round((machine_after[2] - machine_before[2]) / ticks, 3) if ticks else 0.0,
+                "postgres_cores": round((postgres_after - postgres_before) / elapsed, 3),
+            },
         }
     return out
 
@@ -369,6 +386,31 @@ def schedstat(pid: int) -> tuple[float, float]:
     except (FileNotFoundError, ValueError):
         return (0.0, 0.0)
     return int(ran) / 1e9, int(waited) / 1e9
+
+
+def machine_cpu() -> tuple[int, int, int]:
+    """Clock ticks of all CPUs so far: (total, busy, stolen by the hypervisor), from /proc/stat."""
+    user, nice, system, idle, iowait, irq, softirq, steal = (
+        int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    busy = user + nice + system + irq + softirq + steal
+    return busy + idle + iowait, busy, steal
+
+
+def postgres_cpu() -> float:
+    """CPU seconds used so far by the live processes named postgres (the server and its backends)."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            head, fields = (proc / "stat").read_text().rsplit(")", 1)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if head.endswith("(postgres"):
+            values = fields.split()
+            total += (int(values[11]) + int(values[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def connections_to(port: int, pid: int) -> int:
@@ -394,6 +436,9 @@ def report(s: Served, latencies: dict[str, Any]) -> dict[str, Any]:
 
     def cpu(name: str) -> float:
         return statistics.mean(s.cpu[name])
+
+    if _ONLY:
+        return {"rps": s.rates, "latency_at_half_rate": latencies}
 
     return {
         # `cpu_ratio`: the bare endpoint's server CPU time per request over ours (what the ratio would be if

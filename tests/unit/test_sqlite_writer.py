@@ -401,6 +401,44 @@ def test_a_wal_still_in_use_past_its_passive_checkpoint_starts_over_only_past_it
     writer.close()
 
 
+def test_a_wal_past_its_limit_under_writes_that_never_pause_starts_over_without_stopping_them(
+    tmp_path: Path,
+) -> None:
+    path = make_table(tmp_path / "busy.db")
+    # a writer of another worker: holds the write lock most of the time, and only tries it (busy_timeout 0),
+    # as the loop's writer does; a restarting checkpoint would have to take the lock from it
+    writer = sqlite3.connect(path, isolation_level=None, timeout=0, check_same_thread=False)
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.executemany("INSERT INTO t (v, pad) VALUES (?, ?)", [(v, "x" * 100_000) for v in range(20)])
+    stop, refused, written = threading.Event(), [], []
+
+    def write() -> None:
+        while not stop.is_set():
+            try:
+                writer.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as error:
+                refused.append(error)
+                continue
+            writer.execute("INSERT INTO t (v) VALUES (1)")
+            stop.wait(0.002)  # the transaction's work
+            writer.execute("COMMIT")
+            written.append(1)
+            stop.wait(0.0005)  # until the next batch
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        while len(written) < 3:  # the writer is under way
+            stop.wait(0.001)
+        assert checkpoint_file(path, 1_000_000) is True
+    finally:
+        stop.set()
+        thread.join()
+        writer.close()
+    assert refused == []
+    assert frames_after_one_more_row(path) < 10
+
+
 async def test_batch_insert_on_sqlite_splits_rows_into_statements_within_the_variable_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
