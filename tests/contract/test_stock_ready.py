@@ -194,6 +194,37 @@ async def test_a_hold_expires_on_the_ready_path_at_its_exact_millisecond(
     assert await ready(store, "SKU1") == b'|{"S1":5,"S2":4}'
 
 
+async def test_a_reservation_reads_its_room_from_the_answer_only_while_no_hold_is_due(
+    store: RedisStockStore, clock: FakeClock
+) -> None:
+    """A reservation takes a SKU's counts from its answer while the answer's earliest hold is not due: at
+    that hold's exact millisecond it prunes first (the units come back), and a location whose summary is
+    below 0 (more reserved than sellable) has no room, with or without a floor."""
+    first = await store.reserve(ask("k1", qty=3, ttl=60))
+    assert first.reservation is not None
+    await store.get_available(["SKU1"])
+    clock.now = first.reservation.expires_at
+    clock.advance(-0.001)
+    short = await store.reserve(ask("k2", qty=3))
+    assert [(s.location, s.available) for s in short.short] == [("S1", 2)]
+    assert await ready(store, "SKU1") is not None  # the answer the reservation found is still there
+    clock.advance(0.001)
+    taken = await store.reserve(ask("k3", qty=5, ttl=600))
+    assert taken.reservation is not None and not taken.short
+    assert await store.get_available(["SKU1"]) == {"SKU1": {"S1": 0, "S2": 4}}
+    # sellable below reserved: the summary is -2, the answer says 0
+    await store.apply_events([StockEvent("e1", "adjustment", "SKU1", "S1", 3, clock.now)])
+    await store.get_available(["SKU1"])
+    assert await ready(store, "SKU1") is not None
+    for key, floor in (("k4", 0), ("k5", 1)):
+        refused = await store.reserve(
+            ReservationRequest("o1", "web", key, (ReservationLine("SKU1", "S1", 1, floor),), 600)
+        )
+        assert [(s.location, s.available) for s in refused.short] == [("S1", 0)], key
+    assert await store.release(reservation_id("k3"))
+    assert await store.get_available(["SKU1"]) == {"SKU1": {"S1": 3, "S2": 4}}
+
+
 async def test_without_the_state_marker_the_ready_path_refuses(store: RedisStockStore) -> None:
     await store.get_available(["SKU1"])
     assert await ready(store, "SKU1") is not None
