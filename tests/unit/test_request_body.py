@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, post
+from litestar.params import JSONBody
 
 from service.api.body import StrictRequest
 from tests.unit.asgi_post import asgi_post
@@ -18,7 +19,7 @@ class Order(msgspec.Struct):
 
 
 @post("/orders", status_code=200)
-async def take(data: Order) -> dict[str, Any]:
+async def take(data: JSONBody[Order]) -> dict[str, Any]:
     return {"sku": data.sku, "qty": data.qty}
 
 
