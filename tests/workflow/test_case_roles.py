@@ -5,7 +5,7 @@ the PostgreSQL statement, a session), whichever way the rows were written before
 from __future__ import annotations
 
 import sqlite3
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -130,3 +130,35 @@ async def test_role_rows_the_sqlite_writer_adds_are_found_by_a_session_and_the_i
     case, _request, _steps = await store.read("c-1") or pytest.fail("no case")
     await _in_session(db_engine, _approved(case))
     assert await _roles(db_engine) == []
+
+
+@BOTH
+async def test_the_migration_keeps_every_row_in_the_form_the_key_is_matched_in(
+    db_engine: AsyncEngine,
+) -> None:
+    """Rows an earlier version wrote (on SQLite in either text form of a time) are found by their keys
+    after migration 0022, and its downgrade keeps them."""
+    from service.db.migrate import downgrade, upgrade
+
+    await downgrade(db_engine, "0021_case_indexes")
+    rows = [("c-1", "2026-03-02 09:00:00+00:00"), ("c-2", "2026-03-02 09:00:00.250000+00:00")]
+    rows.append(("c-3", "2026-03-02 09:00:00.500000"))
+    async with db_engine.begin() as connection:
+        for case_id, text in rows:
+            at = text if db_engine.dialect.name == "sqlite" else datetime.fromisoformat(text)
+            await connection.exec_driver_sql(
+                "INSERT INTO approval_case_roles (case_id, role, status, kind, created_at) VALUES "
+                + ("(?, ?, ?, ?, ?)" if db_engine.dialect.name == "sqlite" else "($1, $2, $3, $4, $5)"),
+                (case_id, "store_manager", "pending", "transfer", at),
+            )
+    await upgrade(db_engine)
+    await downgrade(db_engine, "0021_case_indexes")
+    await upgrade(db_engine)
+    found = select(ApprovalCaseRole.case_id).where(
+        ApprovalCaseRole.role == "store_manager",
+        ApprovalCaseRole.status == "pending",
+        ApprovalCaseRole.created_at.in_([START, START + timedelta(microseconds=250_000)]),
+    )
+    async with db_engine.connect() as connection:
+        assert sorted((await connection.execute(found)).scalars()) == ["c-1", "c-2"]
+    assert [case_id for case_id, _role in await _roles(db_engine)] == ["c-1", "c-2", "c-3"]
