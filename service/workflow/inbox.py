@@ -14,7 +14,7 @@ import binascii
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Select, and_, or_, select
 
 from service.db.models import ApprovalCase, ApprovalCaseRole
 from service.errors import FieldError, Invalid
@@ -46,27 +46,23 @@ def _choice(name: str, value: str | None, allowed: tuple[str, ...]) -> None:
         raise Invalid(f"{name}: {reason}", [FieldError(name, reason)])
 
 
-async def inbox(
-    workflow: Workflow,
-    *,
+def inbox_query(
     role: str | None,
     status: str,
     overdue: bool | None,
     kind: str | None,
+    after: tuple[datetime, str] | None,
+    now: datetime,
     limit: int,
-    cursor: str | None,
-) -> dict[str, Any]:
-    _choice("status", status, STATUSES)
-    _choice("kind", kind, KINDS)
-    after = decode_cursor(cursor) if cursor else None
-    now = workflow.clock()
+) -> Select[Any]:
+    """At most `limit` cases of an inbox, oldest first, after the case `after` names (created_at, id)."""
     if role is not None:
         index = ApprovalCaseRole
         query = (
             select(*CASE_COLUMNS)
             .select_from(index)
             .join(ApprovalCase, ApprovalCase.id == index.case_id)
-            .where(index.role == role, index.status == status)
+            .where(index.role == role, index.status == status, ApprovalCase.status == status)
         )
         created, ident = index.created_at, index.case_id
         if kind is not None:
@@ -82,7 +78,25 @@ async def inbox(
         query = query.where(or_(ApprovalCase.sla_due_at.is_(None), ApprovalCase.sla_due_at > now))
     if after is not None:
         query = query.where(or_(created > after[0], and_(created == after[0], ident > after[1])))
-    query = query.order_by(created, ident).limit(limit + 1)
+    query = query.order_by(created, ident).limit(limit)
+    return query
+
+
+async def inbox(
+    workflow: Workflow,
+    *,
+    role: str | None,
+    status: str,
+    overdue: bool | None,
+    kind: str | None,
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    _choice("status", status, STATUSES)
+    _choice("kind", kind, KINDS)
+    after = decode_cursor(cursor) if cursor else None
+    now = workflow.clock()
+    query = inbox_query(role, status, overdue, kind, after, now, limit + 1)
     async with workflow.sessions() as session:
         rows = [case_from_row(row) for row in (await session.execute(query)).all()]
     page = rows[:limit]

@@ -40,7 +40,7 @@ from service.db.models import ApprovalCase, ApprovalStep
 from service.decisions.ids import new_decision_id
 from service.workflow.batches import Batches
 from service.workflow.exceptions import SYSTEM
-from service.workflow.writes import STUCK, Stale, Step, Transition, case_binds
+from service.workflow.writes import STUCK, Stale, Step, Transition, case_binds, role_rows
 
 _CASES: Table = ApprovalCase.__table__  # type: ignore[assignment]
 CASE_NAMES = tuple(c.name for c in _CASES.columns)
@@ -288,8 +288,12 @@ class CaseStore:
         if t.roles is not None:
             if t.roles:
                 raise ValueError("a transition writing inbox index rows goes through the session")
+            # by their keys, read from the case (`role_rows`): one seek of the table's key per role
+            roles = [row["role"] for row in role_rows(t.case)]
             parts.append(
-                "c_roles AS (DELETE FROM approval_case_roles WHERE case_id IN (SELECT id FROM c_moved))"
+                f"c_roles AS (DELETE FROM approval_case_roles WHERE role = ANY({p(roles)}::varchar[]) "
+                f"AND status = 'pending' AND created_at = {p(t.case['created_at'])}::timestamptz "
+                f"AND case_id = {p(t.case['id'])} AND EXISTS (SELECT 1 FROM c_moved))"
             )
         text = ", ".join(parts)
         for name in _NAMES:

@@ -50,7 +50,11 @@ _STEPS = BatchInsert(ApprovalStep.__table__, _STEP_COLUMNS)  # type: ignore[arg-
 _AUDIT = BatchInsert(AuditEntry.__table__, _AUDIT_COLUMNS)  # type: ignore[arg-type]
 _EVENTS = BatchInsert(OutboxEvent.__table__, _EVENT_COLUMNS)  # type: ignore[arg-type]
 _ROLES = BatchInsert(ApprovalCaseRole.__table__, _ROLE_COLUMNS)  # type: ignore[arg-type]
-_DELETE_ROLES = "DELETE FROM approval_case_roles WHERE case_id = ?"
+_ROLE_TABLE: Table = ApprovalCaseRole.__table__  # type: ignore[assignment]
+# by the row's whole key, read from the case: one seek of the table's one b-tree
+_DELETE_ROLE = (
+    "DELETE FROM approval_case_roles WHERE role = ? AND status = ? AND created_at = ? AND case_id = ?"
+)
 _CLEAR = (
     "UPDATE exception_records SET state = 'resolved', resolved_at = ?, resolved_by = ?, updated_at = ? "
     "WHERE kind = ? AND key = ? AND state <> 'resolved' "  # the partial unique index's condition
@@ -79,6 +83,13 @@ class ColumnBinds:
 def case_binds(dialect: Dialect) -> ColumnBinds:
     """The case table's `ColumnBinds` for `dialect`."""
     return ColumnBinds(_CASES, dialect)
+
+
+def role_time(dialect: Dialect) -> Callable[[Any], Any]:
+    """How `approval_case_roles.created_at` goes to `dialect`'s driver as SQLAlchemy binds it."""
+    column_type = _ROLE_TABLE.c.created_at.type
+    process = column_type.dialect_impl(dialect).bind_processor(dialect)
+    return (lambda value: value) if process is None else process
 
 
 class Stale(Exception):
@@ -145,7 +156,10 @@ def step_view(step: Step | ApprovalStep) -> dict[str, Any]:
 
 
 def role_rows(case: dict[str, Any]) -> list[dict[str, Any]]:
-    """The inbox index rows of a pending case: one per role that may act on it."""
+    """The inbox index rows of a pending case: one per role that may act on it (none for a case in
+    another status). A case's rows are these, as its row reads, so they are deleted by their keys."""
+    if case["status"] != "pending":
+        return []
     return [
         {
             "case_id": case["id"],
@@ -276,7 +290,16 @@ async def write_in_session(session: AsyncSession, t: Transition) -> None:
     if t.clear_stuck:
         await clear_exception(session, STUCK, t.case["id"], t.now)
     if t.roles is not None:
-        await session.execute(delete(ApprovalCaseRole).where(ApprovalCaseRole.case_id == t.case["id"]))
+        index = ApprovalCaseRole
+        for row in role_rows(t.case):
+            await session.execute(
+                delete(index).where(
+                    index.role == row["role"],
+                    index.status == row["status"],
+                    index.created_at == row["created_at"],
+                    index.case_id == row["case_id"],
+                )
+            )
         if t.roles:
             await session.execute(insert(ApprovalCaseRole), t.roles)
 
@@ -313,9 +336,17 @@ def for_sqlite(t: Transition, binds: ColumnBinds) -> SqliteTransition:
     }
     roles = None
     if t.roles is not None:
-        roles = [(_DELETE_ROLES, (t.case["id"],))]
+        # the key's time as SQLAlchemy's DATETIME writes it, as every writer of the table does (see
+        # `ApprovalCaseRole`), not as `bound` gives other times to the driver
+        key_time = role_time(dialect)
+        roles = [
+            (_DELETE_ROLE, (r["role"], r["status"], key_time(r["created_at"]), r["case_id"]))
+            for r in role_rows(t.case)
+        ]
         if t.roles:
-            role_values = [tuple(r[c] for c in _ROLE_COLUMNS) for r in t.roles]
+            role_values = [
+                tuple(key_time(r[c]) if c == "created_at" else r[c] for c in _ROLE_COLUMNS) for r in t.roles
+            ]
             roles += _ROLES.sqlite_statements(dialect, role_values)
     clear = None
     if t.clear_stuck:

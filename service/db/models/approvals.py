@@ -39,14 +39,19 @@ class ChangeRequest(Base):
 
 
 class ApprovalCaseRole(Base):
-    __tablename__ = "approval_case_roles"
-    __table_args__ = (Index("ix_approval_case_roles_inbox", "role", "status", "created_at", "case_id"),)
+    """A role that may act on a pending case now, keyed in inbox order: a role's pending cases oldest first
+    are one range of the key, and a case's row is found (and deleted) by its key, read from the case. On
+    SQLite the table is its key's b-tree (`WITHOUT ROWID`): a row written or deleted changes one page."""
 
-    case_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    __tablename__ = "approval_case_roles"
+    __table_args__ = {"sqlite_with_rowid": False}
+
     role: Mapped[str] = mapped_column(String(64), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # on SQLite always the text of SQLAlchemy's DATETIME (`YYYY-MM-DD HH:MM:SS.ffffff`): the key is matched
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    case_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class ItemPrice(Base):
