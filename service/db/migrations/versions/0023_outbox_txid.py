@@ -9,15 +9,15 @@ transaction is at or past the oldest one still running when the previous round r
 visible to that round. The index serves that look. On SQLite the column stays NULL: events commit in the
 order of their ids there.
 
-Revision ID: 0024_outbox_txid
-Revises: 0021_case_indexes
+Revision ID: 0023_outbox_txid
+Revises: 0022_case_roles_in_inbox_order
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0024_outbox_txid"
-down_revision = "0021_case_indexes"
+revision = "0023_outbox_txid"
+down_revision = "0022_case_roles_in_inbox_order"
 branch_labels = None
 depends_on = None
 
