@@ -25,8 +25,9 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
+import msgspec
 from sqlalchemy import Table, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -34,7 +35,7 @@ from service.db.base import aware
 from service.db.engine import BatchInsert, HeldConnection, HeldDriverConnection
 from service.db.models.decisions import DecisionEntry, DecisionTrace
 from service.db.sqlite_writer import SqliteWriters
-from service.decisions.record import DecisionRecord, trace_json
+from service.decisions.record import DecisionRecord, iso_time, trace_json
 from service.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,55 @@ _TRACE_SQL = {
 }
 # traces new to the log in a batch: (day, digest) -> the trace as JSON text
 NewTraces = dict[tuple[date, str], str]
+_decode = msgspec.json.decode
+
+
+class Queued(NamedTuple):
+    """A decision as the log holds it until written: its row (`DecisionRecord.row`, the JSON columns
+    encoded when it was recorded) and its trace, (day, digest) and JSON. Encoded at once rather than in the
+    writer's batch, so that the decision's dicts go with its answer instead of living through the batch's
+    wait (an allocation's stock view is hundreds of objects, each walked by every young-generation
+    collection meanwhile)."""
+
+    id: str
+    kind: str
+    idempotency_key: str | None
+    row: tuple[Any, ...]
+    trace: tuple[tuple[date, str], bytes] | None
+
+    @classmethod
+    def of(cls, record: DecisionRecord) -> Queued:
+        if record.trace is None:
+            return cls(record.id, record.kind, record.idempotency_key, record.row(None), None)
+        encoded, digest = trace_json(record.trace)
+        day = record.created_at.astimezone(UTC).date()
+        return cls(
+            record.id, record.kind, record.idempotency_key, record.row(digest), ((day, digest), encoded)
+        )
+
+    def logged(self) -> dict[str, Any]:
+        """The decision as `GET /v1/decisions/{id}` answers it (`DecisionRecord.logged`), from its row."""
+        (
+            decision_id, kind, created_at, _subject, _key, actor, name, version, sha256,
+            request, decision, _digest, shadow, timings, inputs,
+        ) = self.row  # fmt: skip
+        out: dict[str, Any] = {
+            "decision_id": decision_id,
+            "kind": kind,
+            "created_at": iso_time(created_at),
+            "decision": _decode(decision),
+            "ruleset": {"name": name, "version": version, "sha256": sha256},
+            "trace": None if self.trace is None else _decode(self.trace[1]),
+            "timings": _decode(timings),
+        }
+        if shadow is not None:
+            out["shadow"] = _decode(shadow)
+        out["request"] = _decode(request)
+        if actor is not None:
+            out["actor"] = actor
+        if inputs is not None:
+            out["inputs"] = _decode(inputs)
+        return out
 
 
 class DecisionSink(Protocol):
@@ -138,11 +188,11 @@ class SqlDecisionLog:
         sqlite_writers: SqliteWriters | None = None,
     ) -> None:
         self._sessions = sessions
-        self._queue: asyncio.Queue[DecisionRecord] = asyncio.Queue(max_queue)
+        self._queue: asyncio.Queue[Queued] = asyncio.Queue(max_queue)
         self._batch_size = batch_size
         self._close_timeout = close_timeout_seconds
-        self._pending: dict[str, DecisionRecord] = {}
-        self._pending_keys: dict[tuple[str, str], DecisionRecord] = {}
+        self._pending: dict[str, Queued] = {}
+        self._pending_keys: dict[tuple[str, str], Queued] = {}
         self._task: asyncio.Task[None] | None = None
         bind = sessions.kw.get("bind")
         if not isinstance(bind, AsyncEngine):
@@ -169,13 +219,14 @@ class SqlDecisionLog:
 
     async def record(self, record: DecisionRecord) -> None:
         self.recorded += 1
-        self._pending[record.id] = record
+        queued = Queued.of(record)
+        self._pending[record.id] = queued
         if record.idempotency_key is not None:
-            self._pending_keys[(record.kind, record.idempotency_key)] = record
+            self._pending_keys[(record.kind, record.idempotency_key)] = queued
         if self._queue.full():
-            await self._queue.put(record)  # waits while the queue is full: slower, never lossy
+            await self._queue.put(queued)  # waits while the queue is full: slower, never lossy
         else:
-            self._queue.put_nowait(record)
+            self._queue.put_nowait(queued)
 
     async def _run(self) -> None:
         while True:
@@ -186,26 +237,23 @@ class SqlDecisionLog:
             while len(batch) < self._batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             await self._write(batch)
-            for record in batch:
-                self._pending.pop(record.id, None)
-                if record.idempotency_key is not None:
-                    self._pending_keys.pop((record.kind, record.idempotency_key), None)
+            for queued in batch:
+                self._pending.pop(queued.id, None)
+                if queued.idempotency_key is not None:
+                    self._pending_keys.pop((queued.kind, queued.idempotency_key), None)
                 self._queue.task_done()
 
-    def _plan(self, batch: Sequence[DecisionRecord]) -> tuple[list[tuple[Any, ...]], NewTraces]:
+    def _plan(self, batch: Sequence[Queued]) -> tuple[list[tuple[Any, ...]], NewTraces]:
         """The rows of `batch` and the traces they name that the log has not written yet."""
         stored = self._stored_traces
-        rows: list[tuple[Any, ...]] = []
         new: NewTraces = {}
-        for record in batch:
-            digest = None
-            if record.trace is not None:
-                encoded, digest = trace_json(record.trace)
-                key = (record.created_at.astimezone(UTC).date(), digest)
+        for queued in batch:
+            trace = queued.trace
+            if trace is not None:
+                key = trace[0]
                 if key not in stored and key not in new:
-                    new[key] = encoded.decode()
-            rows.append(record.values(digest))
-        return rows, new
+                    new[key] = trace[1].decode()
+        return [queued.row for queued in batch], new
 
     def _stored(self, new: NewTraces) -> None:
         """`new` is committed: later decisions that name these traces write only their digest."""
@@ -215,7 +263,7 @@ class SqlDecisionLog:
             self._stored_traces.clear()
         self._stored_traces.update(new)
 
-    async def _write(self, batch: list[DecisionRecord]) -> None:
+    async def _write(self, batch: list[Queued]) -> None:
         delay = 0.05
         done = 0  # decisions of the batch committed so far (SQLite writes it in slices)
         while True:

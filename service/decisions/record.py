@@ -8,6 +8,7 @@ from hashlib import blake2b
 from typing import Any, ClassVar
 
 import msgspec
+from msgspec import Raw
 
 _encode = msgspec.json.Encoder().encode
 
@@ -108,10 +109,12 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
         "inputs",
     )
 
-    def values(self, trace_digest: str | None) -> tuple[Any, ...]:
-        """Column values of the decision log table, in `COLUMNS` order (what the log writer inserts): the
+    def row(self, trace_digest: str | None) -> tuple[Any, ...]:
+        """Column values of the decision log table, in `COLUMNS` order (what the log writer inserts), the
+        JSON columns encoded now (`msgspec.Raw`, which the writer's JSON encoder copies as they are): the
         trace itself goes to the table of traces, the row names it by `trace_digest`."""
         ruleset = self.ruleset
+        shadow, inputs = self.shadow, self.inputs
         return (
             self.id,
             self.kind,
@@ -122,10 +125,10 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
             str(ruleset.get("name", "")),
             int(ruleset.get("version", 0)),
             str(ruleset.get("sha256", "")),
-            self.request,
-            self.decision,
+            Raw(_encode(self.request)),
+            Raw(_encode(self.decision)),
             trace_digest,
-            self.shadow,
-            self.timings,
-            self.inputs,
+            None if shadow is None else Raw(_encode(shadow)),
+            Raw(_encode(self.timings)),
+            None if inputs is None else Raw(_encode(inputs)),
         )
