@@ -12,8 +12,7 @@ Keys (prefix `rp:` by default); every key of one SKU carries the hash tag `{SKU}
   last wrote it (JSON: location -> available, clamped), NEXT the earliest expiry in `hold:{SKU}` then (''
   without holds). Every change of `avail:{SKU}` (and a hold put back or moved earlier) deletes it in the
   same call, except a reservation's, which writes its new counts (and its hold's expiry, when earlier) into
-  the answers of the SKUs it took from in the same call (having read them first: a SKU whose answer is
-  there with its NEXT not due is neither pruned nor read from `avail:{SKU}`), so on one node an
+  the answers of the SKUs it took from in the same call, so on one node an
   availability read is EXISTS of the marker and one MGET, no script, while every SKU's answer is there
   and its NEXT is not due (otherwise the script prunes and writes it again);
 - `events`: the set of applied event ids, one for the whole store (an event id is unique across SKUs, as

@@ -26,12 +26,11 @@ end
 -- (`avail:{SKU}:ready`, the avail key's name + ':ready', written by ready_write: 'NEXT|JSON', NEXT the
 -- earliest hold expiry in ms or '' without holds, JSON what available.lua answers for the SKU), so that a
 -- ready answer present is always the summary as it is now. The one exception is a reservation's take
--- (reserve.lua), which reads the answer first (ready_get), changes the avail hash with avail_take and then,
--- in the same call, writes the new counts into the answer it read with ready_patch (or the whole answer
--- again with ready_write when there is none to patch). A hold added comes with an avail change, so the
--- answer's NEXT is never later than the earliest hold (a hold put back or moved earlier without one calls
--- ready_stale): while NEXT is not due no hold is, and a reader that finds NEXT due runs available.lua,
--- which prunes the hold.
+-- (reserve.lua), which changes the avail hash with avail_take and then, in the same call, writes the new
+-- counts into the ready answer with ready_patch (or the whole answer again with ready_write when there is
+-- none to patch). A hold added comes with an avail change, so the answer's NEXT is never later than the
+-- earliest hold (a hold put back or moved earlier without one calls ready_stale): a reader that finds NEXT
+-- due runs available.lua, which prunes the hold.
 local function ready_stale(avail)
   redis.call('DEL', avail .. ':ready')
 end
@@ -41,10 +40,10 @@ local function avail_add(avail, loc, n)
   ready_stale(avail)
 end
 
--- A take of `qty` units (the count as text) at loc from the avail hash that leaves the ready answer for
--- ready_patch: the new count is recorded in `changed` (loc -> count), the table ready_patch then writes in.
-local function avail_take(avail, loc, qty, changed)
-  changed[loc] = redis.call('HINCRBY', avail, loc, '-' .. qty)
+-- A take of n units at loc from the avail hash that leaves the ready answer for ready_patch: the new count
+-- is recorded in `changed` (loc -> count), the table ready_patch then writes in.
+local function avail_take(avail, loc, n, changed)
+  changed[loc] = redis.call('HINCRBY', avail, loc, -n)
 end
 
 local function part_lines(enc)
@@ -107,68 +106,28 @@ local function ready_write(hold, avail)
   return text
 end
 
--- The SKU's ready answer before a reservation changes anything: {due = NEXT as text, body = JSON} when there
--- is one and its NEXT is not due at `now` (then none of the SKU's holds is: there is nothing to prune and
--- the answer is the summary as it is now), else nil (the caller prunes)
-local function ready_get(avail, now)
-  local text = redis.call('GET', avail .. ':ready')
-  if not text then return nil end
+-- The SKU's ready answer with the counts of `changed` (loc -> count from the avail hash) written in and `exp`
+-- (the expiry of a hold just added) as its NEXT when earlier: the text ready_write would write now, without
+-- walking the hash (the answer was the whole summary before these changes, and the locations' order in it
+-- stays). Answers false, changing nothing, when there is no answer (or a location is not in it, or is one
+-- that avail_json escapes, or a count is too large to write exactly): the caller writes it whole.
+local function ready_patch(avail, changed, exp)
+  local key = avail .. ':ready'
+  local text = redis.call('GET', key)
+  if not text then return false end
   local bar = string.find(text, '|', 1, true)
-  local due = string.sub(text, 1, bar - 1)
-  if due ~= '' and tonumber(due) <= now then return nil end
-  return {due = due, body = string.sub(text, bar + 1)}
-end
-
--- Where the count of `loc` is in a ready answer's JSON: its first character and the one after its last;
--- false when the location is not in it (it has no bucket), nil when the answer cannot say (a location that
--- avail_json escapes). A key starts after '{' or ',' and a count is digits: '"LOC":' found anywhere else is
--- inside an escaped key (then nil too).
-local function ready_at(body, loc)
-  if string.find(loc, '[%c"\\]') then return nil end
-  local at = string.find(body, '"' .. loc .. '":', 1, true)
-  if not at then return false end
-  local before = string.byte(body, at - 1)
-  if before ~= 44 and before ~= 123 then return nil end
-  local from = at + #loc + 3
-  return from, string.find(body, '[,}]', from)
-end
-
--- The count of `loc` in a ready answer read by ready_get (below 0 read as 0), nil when there is no answer
--- or it cannot say: the caller reads the avail hash
-local function ready_count(ready, loc)
-  if not ready then return nil end
-  local from, to = ready_at(ready.body, loc)
-  if from then return tonumber(string.sub(ready.body, from, to - 1)) end
-  if from == false then return 0 end
-  return nil
-end
-
--- The ready answer read by ready_get with the counts of `changed` (loc -> count from the avail hash) written
--- in and `exp` (the expiry of a hold just added) as its NEXT when earlier: the text ready_write would write
--- now, without walking the hash (the answer was the whole summary before these changes, and the locations'
--- order in it stays). Answers false, changing nothing, when a location is not in it (or is one that
--- avail_json escapes, or a count is too large to write exactly): the caller writes it whole.
-local function ready_patch(avail, ready, changed, exp)
-  local body, due = ready.body, ready.due
-  local key, edits, whole = avail .. ':ready', {}, false
-  if due == '' or tonumber(exp) < tonumber(due) then due, whole = exp, true end
+  local due, body = string.sub(text, 1, bar - 1), string.sub(text, bar + 1)
   for loc, n in pairs(changed) do
-    if n >= 9007199254740992 then return false end
-    local from, to = ready_at(body, loc)
-    if not from then return false end
-    local count = n < 0 and '0' or string.format('%d', n)
-    if #count ~= to - from then whole = true end
-    edits[#edits + 1] = {from, to, count}
+    if string.find(loc, '[%c"\\]') or n >= 2 ^ 53 then return false end
+    -- a key starts after '{' or ',' (inside a key a quote is always escaped)
+    local at = string.find(body, ',"' .. loc .. '":', 1, true) or string.find(body, '{"' .. loc .. '":', 1, true)
+    if not at then return false end
+    local from = at + #loc + 4
+    local to = string.find(body, '[,}]', from)
+    body = string.sub(body, 1, from - 1) .. (n < 0 and '0' or string.format('%d', n)) .. string.sub(body, to)
   end
-  if whole then
-    -- a count of another width or a new NEXT: the answer is written again
-    table.sort(edits, function(x, y) return x[1] > y[1] end)
-    for _, e in ipairs(edits) do body = string.sub(body, 1, e[1] - 1) .. e[3] .. string.sub(body, e[2]) end
-    redis.call('SET', key, due .. '|' .. body)
-  else
-    -- counts of the same width written over the old ones where they stand (after 'NEXT|')
-    for _, e in ipairs(edits) do redis.call('SETRANGE', key, #due + e[1], e[3]) end
-  end
+  if exp ~= nil and (due == '' or tonumber(exp) < tonumber(due)) then due = exp end
+  redis.call('SET', key, due .. '|' .. body)
   return true
 end
 

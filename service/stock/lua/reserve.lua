@@ -24,13 +24,8 @@ if ncap > 0 then
   end
   a = a + 2
 end
--- each SKU's ready answer, read before anything changes: a SKU with one whose NEXT is not due has no hold to
--- prune and its counts are read from it (one GET instead of the hold index and a field per line); the
--- others are pruned and read from the avail hash
-local ready = {}
 for i = first, #KEYS, 4 do
-  ready[i] = ready_get(KEYS[i + 3], now)
-  if not ready[i] then prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], now) end
+  prune(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], now)
 end
 if redis.call('EXISTS', resv) == 1 then
   if redis.call('HGET', resv, 'fp') ~= fp then
@@ -43,22 +38,20 @@ for i = first, #KEYS, 4 do
   local sku, n = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
   for _ = 1, n do
-    local loc, qtext, floor = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-    local qty = tonumber(qtext)
+    local loc, qty, floor = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
     a = a + 3
-    -- sellable - reserved, as the SKU's avail hash keeps it (the ready answer's count is that, read as 0
-    -- below 0: the same room, the floor being 0 or more)
-    local room = (ready_count(ready[i], loc) or tonumber(redis.call('HGET', KEYS[i + 3], loc) or '0')) - floor
+    -- sellable - reserved, as the SKU's avail hash keeps it
+    local room = tonumber(redis.call('HGET', KEYS[i + 3], loc) or '0') - floor
     if room < 0 then room = 0 end
     local left = cap[loc]
     if left ~= nil and left < room then room = left end
     if room >= qty then
-      granted[#granted + 1] = {i, sku, loc, qtext}
+      granted[#granted + 1] = {i, sku, loc, qty}
       if left ~= nil then cap[loc] = left - qty end
     else
       for _, v in ipairs({sku, loc, qty, room}) do short[#short + 1] = v end
       if partial and room > 0 then
-        granted[#granted + 1] = {i, sku, loc, string.format('%d', room)}
+        granted[#granted + 1] = {i, sku, loc, room}
         if left ~= nil then cap[loc] = left - room end
       end
     end
@@ -68,9 +61,7 @@ if #granted == 0 or (#short > 0 and not partial) then
   -- nothing taken: with the short lines, each SKU's availability summary as this call found it, so that a
   -- caller planning on stock can plan again without another read
   local seen = {}
-  for i = first, #KEYS, 4 do
-    seen[#seen + 1] = ready[i] and ready[i].body or ready_body(KEYS[i + 1], KEYS[i + 3])
-  end
+  for i = first, #KEYS, 4 do seen[#seen + 1] = ready_body(KEYS[i + 1], KEYS[i + 3]) end
   return {'short', short, '[' .. table.concat(seen, ',') .. ']'}
 end
 local parts, lines, flat, counted, order, changed = {}, {}, {}, {}, {}, {}
@@ -80,8 +71,7 @@ for _, g in ipairs(granted) do
   avail_take(KEYS[g[1] + 3], g[3], g[4], changed[g[1]])
   parts[g[1]] = (parts[g[1]] or '') .. g[3] .. '\t' .. g[4] .. '\n'
   lines[#lines + 1] = g[2] .. '\t' .. g[3] .. '\t' .. g[4] .. '\n'
-  local f = #flat
-  flat[f + 1], flat[f + 2], flat[f + 3] = g[2], g[3], g[4]
+  for _, v in ipairs({g[2], g[3], g[4]}) do flat[#flat + 1] = v end
   if cap[g[3]] ~= nil then
     if counted[g[3]] == nil then order[#order + 1] = g[3] end
     counted[g[3]] = (counted[g[3]] or 0) + g[4]
@@ -107,11 +97,9 @@ if #order > 0 then
   for k = 3, 5 do redis.call('PEXPIRE', KEYS[k], keep) end
 end
 -- the SKUs taken from have their ready answers brought up to date now (the new counts written into the
--- answer read at the start, or the whole answer written when there was none): the next read of a SKU that
--- is being ordered (the next order's plan) then takes it without a script
+-- answer, or the whole answer written when there is none): the next read of a SKU that is being ordered
+-- (the next order's plan) then takes it without a script
 for i, _ in pairs(parts) do
-  if not (ready[i] and ready_patch(KEYS[i + 3], ready[i], changed[i], exp)) then
-    ready_write(KEYS[i + 1], KEYS[i + 3])
-  end
+  if not ready_patch(KEYS[i + 3], changed[i], exp) then ready_write(KEYS[i + 1], KEYS[i + 3]) end
 end
 return {'granted', flat, short, next_seq()}
