@@ -92,23 +92,19 @@ class Queued(NamedTuple):
             decision_id, kind, created_at, _subject, _key, actor, name, version, sha256,
             request, decision, _digest, shadow, timings, inputs,
         ) = self.row  # fmt: skip
-        out: dict[str, Any] = {
-            "decision_id": decision_id,
-            "kind": kind,
-            "created_at": iso_time(created_at),
-            "decision": _decode(decision),
-            "ruleset": {"name": name, "version": version, "sha256": sha256},
-            "trace": None if self.trace is None else _decode(self.trace[1]),
-            "timings": _decode(timings),
-        }
-        if shadow is not None:
-            out["shadow"] = _decode(shadow)
-        out["request"] = _decode(request)
-        if actor is not None:
-            out["actor"] = actor
-        if inputs is not None:
-            out["inputs"] = _decode(inputs)
-        return out
+        return logged_view(
+            decision_id,
+            kind,
+            iso_time(created_at),
+            _decode(decision),
+            {"name": name, "version": version, "sha256": sha256},
+            None if self.trace is None else _decode(self.trace[1]),
+            _decode(timings),
+            _decode(request),
+            None if shadow is None else _decode(shadow),
+            actor,
+            None if inputs is None else _decode(inputs),
+        )
 
 
 class DecisionSink(Protocol):
@@ -142,26 +138,56 @@ def created_window(decision_id: str) -> tuple[datetime, datetime] | None:
     return moment - timedelta(days=1), moment + timedelta(days=1)
 
 
+def logged_view(
+    decision_id: str,
+    kind: str,
+    created_at: str,
+    decision: Any,
+    ruleset: dict[str, Any],
+    trace: dict[str, Any] | None,
+    timings: Any,
+    request: Any,
+    shadow: Any,
+    actor: str | None,
+    inputs: Any,
+) -> dict[str, Any]:
+    """A logged decision as `GET /v1/decisions/{id}` answers it, from its columns' values (decoded),
+    whether read back from the table or still queued."""
+    out: dict[str, Any] = {
+        "decision_id": decision_id,
+        "kind": kind,
+        "created_at": created_at,
+        "decision": decision,
+        "ruleset": ruleset,
+        "trace": trace,
+        "timings": timings,
+        "request": request,
+    }
+    if shadow is not None:
+        out["shadow"] = shadow
+    if actor is not None:
+        out["actor"] = actor
+    if inputs is not None:
+        out["inputs"] = inputs
+    return out
+
+
 def entry_to_dict(row: DecisionEntry, trace: dict[str, Any] | None) -> dict[str, Any]:
     """A logged decision as `GET /v1/decisions/{id}` answers it; `trace` is the one its row names
     (`read_trace`)."""
-    out: dict[str, Any] = {
-        "decision_id": row.id,
-        "kind": row.kind,
-        "created_at": aware(row.created_at).isoformat(),
-        "decision": row.decision,
-        "ruleset": {"name": row.ruleset_name, "version": row.ruleset_version, "sha256": row.ruleset_sha256},
-        "trace": trace,
-        "timings": row.timings,
-        "request": row.request,
-    }
-    if row.shadow is not None:
-        out["shadow"] = row.shadow
-    if row.actor is not None:
-        out["actor"] = row.actor
-    if row.inputs is not None:
-        out["inputs"] = row.inputs
-    return out
+    return logged_view(
+        row.id,
+        row.kind,
+        aware(row.created_at).isoformat(),
+        row.decision,
+        {"name": row.ruleset_name, "version": row.ruleset_version, "sha256": row.ruleset_sha256},
+        trace,
+        row.timings,
+        row.request,
+        row.shadow,
+        row.actor,
+        row.inputs,
+    )
 
 
 async def read_trace(session: AsyncSession, row: DecisionEntry) -> dict[str, Any] | None:
