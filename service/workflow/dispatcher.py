@@ -115,6 +115,8 @@ def _unclaimed(postgres: bool, mark: int | None) -> Select[tuple[Any, ...]]:
     return query.where(_EVENTS.c.txid >= mark if postgres else _EVENTS.c.id > mark)
 
 
+# the highest outbox id there is
+_HIGHEST_ID = select(func.max(_EVENTS.c.id)).scalar_subquery()
 # the oldest transaction still running when the statement took its snapshot: every one before it has
 # committed or rolled back, and its events are visible to the statement
 _HORIZON = cast(Any, func.pg_snapshot_xmin(func.pg_current_snapshot())).cast(Text).cast(BigInteger)
@@ -125,7 +127,7 @@ def _next_batch(postgres: bool, mark: int | None, size: int) -> Select[tuple[Any
     and the mark a round may move to once every such event is claimed: the highest id there is (SQLite),
     the snapshot's oldest running transaction (PostgreSQL). One statement, so all from one snapshot."""
     first = _unclaimed(postgres, mark).order_by(_EVENTS.c.id).limit(size).subquery()
-    top = _HORIZON if postgres else select(func.max(_EVENTS.c.id)).scalar_subquery()
+    top = _HORIZON if postgres else _HIGHEST_ID
     return select(func.max(first.c.id), func.count(first.c.id), top)
 
 
@@ -158,7 +160,7 @@ def _prunable(cutoff: datetime, size: int) -> Select[tuple[Any]]:
         select(_EVENTS.c.event_id)
         .where(
             _EVENTS.c.created_at < cutoff,
-            _EVENTS.c.id < select(func.max(_EVENTS.c.id)).scalar_subquery(),
+            _EVENTS.c.id < _HIGHEST_ID,
             fanned_out.exists(),
             ~unsettled.exists(),
         )
@@ -267,10 +269,8 @@ class Dispatcher:
                 self._dialect = session.get_bind().dialect.name
             postgres = self._dialect == "postgresql"
             upto, found, after = (await session.execute(_next_batch(postgres, mark, size))).one()
-            if upto is None:
-                # nothing without its row: the next round looks past what this one saw, not at every event
-                if after is not None:
-                    self._mark = after
+            if upto is None:  # nothing without its row: the next round looks past what this one saw
+                self._move_mark(postgres, found, after, upto)
                 return 0
             subscriptions = (await session.execute(select(Subscription))).scalars().all()
         async with self.sessions() as session, session.begin():
@@ -300,15 +300,20 @@ class Dispatcher:
                                 )
                             )
                 claimed = len(ids)
-        # the mark moves only once the claim has committed (a round that fails looks at the same events
-        # again): past the whole read when the batch held every event without its row, else (a full batch)
-        # past the batch on SQLite, where ids commit in order, and nowhere on PostgreSQL (the next round
-        # reads from the same transaction on; what this one claimed no longer counts)
-        if found < size:
-            self._mark = after
+        # the mark moves only once the claim has committed: a round that fails looks at the same events again
+        self._move_mark(postgres, found, after, upto)
+        return claimed
+
+    def _move_mark(self, postgres: bool, found: int, after: int | None, upto: int | None) -> None:
+        """After a round that read `found` events without their dispatch row, up to id `upto`, and `after`
+        (`_next_batch`), and claimed them: past the whole read when the batch held every such event, else (a
+        full batch) past the batch on SQLite, where ids commit in order, and nowhere on PostgreSQL (the next
+        round reads from the same transaction on; what this one claimed no longer counts)."""
+        if found < self.policy.fan_out_batch:
+            if after is not None:  # None: an empty outbox (SQLite)
+                self._mark = after
         elif not postgres:
             self._mark = upto
-        return claimed
 
     # --- delivery -------------------------------------------------------------------------------------
 
