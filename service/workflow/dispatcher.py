@@ -39,7 +39,7 @@ from typing import Any, cast
 
 import httpx
 import msgspec
-from sqlalchemy import BigInteger, Select, Table, Text, delete, func, literal, or_, select, update
+from sqlalchemy import BigInteger, Select, Table, Text, delete, func, literal, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -103,40 +103,67 @@ _DISPATCH = cast(Table, OutboxDispatch.__table__)
 _EVENTS = cast(Table, OutboxEvent.__table__)
 
 
-def _unclaimed(postgres: bool, mark: int | None) -> Select[tuple[Any, ...]]:
-    """Outbox events without their dispatch row; past `mark` when given (see `Dispatcher._mark`)."""
-    query = (
-        select(_EVENTS.c.id, _EVENTS.c.event_id)
-        .outerjoin(_DISPATCH, _DISPATCH.c.event_id == _EVENTS.c.event_id)
-        .where(_DISPATCH.c.event_id.is_(None))
+def _unclaimed(postgres: bool, mark: int | None) -> Select[tuple[Any, Any]]:
+    """The ids and event ids of the outbox events without their dispatch row; past `mark` when given (see
+    `Dispatcher._mark`)."""
+    if not postgres:
+        query = (
+            select(_EVENTS.c.id, _EVENTS.c.event_id)
+            .outerjoin(_DISPATCH, _DISPATCH.c.event_id == _EVENTS.c.event_id)
+            .where(_DISPATCH.c.event_id.is_(None))
+        )
+        return query if mark is None else query.where(_EVENTS.c.id > mark)
+    # PostgreSQL. A round's work must follow the events past the mark, not the outbox's size, whatever the
+    # planner estimates (with no statistics gathered, autovacuum off or not yet run, it guesses): the events
+    # past the mark are read first, through the txid index, by a range bounded on both sides (no visible
+    # event has a transaction at or past the snapshot's xmax, but a one-sided range without statistics is
+    # planned as a third of the table); then each looks up its own dispatch row (a lateral subquery with a
+    # limit is never made a join). Left to choose, the planner walked the key's index from its first entry,
+    # or hashed every dispatch row: 8-15 ms a round at 40,000 claimed events, not 0.15 ms.
+    events: Any = _EVENTS
+    if mark is not None:
+        events = (
+            select(_EVENTS.c.id, _EVENTS.c.event_id)
+            .where(_EVENTS.c.txid >= mark, _EVENTS.c.txid < _snapshot(func.pg_snapshot_xmax))
+            .cte("past_mark")
+            .prefix_with("MATERIALIZED")
+        )
+    claimed = select(_DISPATCH.c.event_id).where(_DISPATCH.c.event_id == events.c.event_id).limit(1).lateral()
+    return (
+        select(events.c.id, events.c.event_id).outerjoin(claimed, true()).where(claimed.c.event_id.is_(None))
     )
-    if mark is None:
-        return query
-    return query.where(_EVENTS.c.txid >= mark if postgres else _EVENTS.c.id > mark)
+
+
+def _snapshot(bound: Any) -> Any:
+    """`bound` (pg_snapshot_xmin or pg_snapshot_xmax) of the statement's snapshot, as a transaction id."""
+    return cast(Any, bound(func.pg_current_snapshot())).cast(Text).cast(BigInteger)
 
 
 # the highest outbox id there is
 _HIGHEST_ID = select(func.max(_EVENTS.c.id)).scalar_subquery()
 # the oldest transaction still running when the statement took its snapshot: every one before it has
 # committed or rolled back, and its events are visible to the statement
-_HORIZON = cast(Any, func.pg_snapshot_xmin(func.pg_current_snapshot())).cast(Text).cast(BigInteger)
+_HORIZON = _snapshot(func.pg_snapshot_xmin)
 
 
-def _next_batch(postgres: bool, mark: int | None, size: int) -> Select[tuple[Any, Any, Any]]:
-    """The highest id and the number of the first `size` events without their dispatch row (past `mark`),
-    and the mark a round may move to once every such event is claimed: the highest id there is (SQLite),
-    the snapshot's oldest running transaction (PostgreSQL). One statement, so all from one snapshot."""
-    first = _unclaimed(postgres, mark).order_by(_EVENTS.c.id).limit(size).subquery()
+def _next_batch(postgres: bool, mark: int | None, size: int) -> Select[tuple[Any, Any, Any, Any]]:
+    """The lowest and highest id and the number of the first `size` events without their dispatch row (past
+    `mark`), and the mark a round may move to once every such event is claimed: the highest id there is
+    (SQLite), the snapshot's oldest running transaction (PostgreSQL). One statement, so all from one
+    snapshot."""
+    unclaimed = _unclaimed(postgres, mark)
+    first = unclaimed.order_by(unclaimed.selected_columns[0]).limit(size).subquery()
     top = _HORIZON if postgres else _HIGHEST_ID
-    return select(func.max(first.c.id), func.count(first.c.id), top)
+    return select(func.min(first.c.id), func.max(first.c.id), func.count(first.c.id), top)
 
 
-def _claim(postgres: bool, mark: int | None, upto: int, now: datetime) -> Any:
-    """The insert of the dispatch rows of the events without one, past `mark` up to id `upto`."""
-    events = (
-        _unclaimed(postgres, mark)
-        .where(_EVENTS.c.id <= upto)
-        .with_only_columns(_EVENTS.c.event_id, literal(now, _DISPATCH.c.at.type))
+def _claim(postgres: bool, mark: int | None, low: int, upto: int, now: datetime) -> Any:
+    """The insert of the dispatch rows of the events without one, past `mark`, with ids from `low` up to
+    `upto` (both sides: an id range open below reads the key's index from its first entry on PostgreSQL)."""
+    unclaimed = _unclaimed(postgres, mark)
+    row_id, event_id = unclaimed.selected_columns
+    events = unclaimed.where(row_id.between(low, upto)).with_only_columns(
+        event_id, literal(now, _DISPATCH.c.at.type)
     )
     dialect = postgresql if postgres else sqlite
     return (
@@ -268,7 +295,7 @@ class Dispatcher:
             if self._dialect is None:
                 self._dialect = session.get_bind().dialect.name
             postgres = self._dialect == "postgresql"
-            upto, found, after = (await session.execute(_next_batch(postgres, mark, size))).one()
+            low, upto, found, after = (await session.execute(_next_batch(postgres, mark, size))).one()
             if upto is None:  # nothing without its row: the next round looks past what this one saw
                 self._move_mark(postgres, found, after, upto)
                 return 0
@@ -278,7 +305,7 @@ class Dispatcher:
             # this dispatcher's to fan out, those another dispatcher took first add nothing here (and an
             # event committed meanwhile inside the batch's range comes along)
             connection = await session.connection()
-            claim = _claim(postgres, mark, upto, now)
+            claim = _claim(postgres, mark, low, upto, now)
             if not subscriptions:  # nobody to deliver to: the claims alone
                 claimed = int((await connection.execute(claim)).rowcount)
             else:

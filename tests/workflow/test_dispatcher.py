@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.base import aware
@@ -313,6 +313,59 @@ async def test_only_a_dispatchers_first_round_looks_at_every_event(
     finally:
         await restarted.close()
     assert sorted(d.event_id for d in await deliveries(sessions)) == sorted([first, newer, "e-50"])
+
+
+async def test_a_later_round_reads_through_the_index_on_a_large_outbox_without_statistics(
+    sessions: Sessions, clock: Clock, db_engine: AsyncEngine
+) -> None:
+    """On PostgreSQL with no statistics gathered (autovacuum off, or not run yet), a round past the mark
+    reads the new events through the transaction index and looks each up in the dispatch rows, however many
+    events were claimed before and whatever the planner estimates: the plans of the statements it runs read
+    neither table whole."""
+    if db_engine.dialect.name != "postgresql":
+        pytest.skip("the mark is an outbox id on SQLite: a range of the table's own key")
+    async with db_engine.connect() as connection:
+        for batch in range(20):  # 20 transactions of 1,000 events
+            await connection.execute(
+                text(
+                    "INSERT INTO outbox_events (event_id, kind, subject, payload, created_at) SELECT"
+                    " 'old-' || :batch || '-' || n, 'case.approved', 's', '{}', now()"
+                    " FROM generate_series(1, 1000) AS n"
+                ),
+                {"batch": str(batch)},
+            )
+            await connection.commit()
+        # claimed before (by this dispatcher's earlier life, or another's)
+        await connection.execute(
+            text("INSERT INTO outbox_dispatch (event_id, at) SELECT event_id, now() FROM outbox_events")
+        )
+        await connection.commit()
+    dispatcher = Dispatcher(sessions, DeliveryPolicy(), clock=clock)
+    statements: list[tuple[str, object]] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, parameters: object, *_: object) -> None:
+        if "outbox_events" in statement:
+            statements.append((statement, parameters))
+
+    try:
+        assert await dispatcher.fan_out() == 0  # the first round looks at every event: all claimed
+        await write_events(sessions, clock, 5)
+        event.listen(db_engine.sync_engine, "before_cursor_execute", seen)
+        try:
+            assert await dispatcher.fan_out() == 5
+        finally:
+            event.remove(db_engine.sync_engine, "before_cursor_execute", seen)
+    finally:
+        await dispatcher.close()
+    assert len(statements) == 2  # the batch read and the claim
+    async with db_engine.connect() as connection:
+        # as a planner would that judged a join of whole tables cheaper than a lookup per new event
+        await connection.exec_driver_sql("SET enable_nestloop = off")
+        for statement, parameters in statements:
+            plan = (await connection.exec_driver_sql("EXPLAIN " + statement, parameters)).scalars().all()
+            # a whole table, or the key's index from its first entry on
+            scans = [line for line in plan if "Seq Scan on outbox" in line or "using pk_outbox_events" in line]
+            assert not scans, "\n".join(plan)
 
 
 async def test_a_round_that_finds_nothing_new_looks_past_the_highest_id_next_time(
