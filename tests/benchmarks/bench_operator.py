@@ -17,6 +17,9 @@ work falls on all alike; a ratio is that of the mean rates over the rounds. Meas
 - availability for 10 SKUs x 20 locations over the bare decode+encode endpoint;
 - allocation with reserve (3 lines, 20 candidate locations, every order new) over the bare one-EVALSHA one;
 - a reservation (one line, every one new) over the bare one-EVALSHA one;
+- a reservation of three lines of the allocation's SKUs (every one new) over the same: the reservation an
+  allocation with reserve makes, alone, which bounds allocation's ratio from above (an allocation also
+  reads the stock, evaluates its ruleset, plans and logs the decision);
 
 and per server the requests per CPU-second of the server's processes (its parent and workers, from /proc),
 and p50/p99 of each endpoint at the default trace level at half its measured maximum rate (the open-loop
@@ -25,8 +28,8 @@ per endpoint, default 4), the share of answers over 10 ms and the slowest, with 
 connections each worker holds and, per process (client, Redis, each worker), the share of the time it ran
 and the share it waited for a CPU, and the machine's (its CPUs' busy and stolen shares, PostgreSQL's CPU).
 Without wrk the benchmark is skipped, except under CI. BENCH_ONLY (phase names, comma-separated, e.g.
-`reservation,bare_evalsha`) runs those phases alone and reports their rates and latencies only: a quicker
-look at one endpoint's tail.
+`reservation,bare_evalsha`) runs those phases alone and reports their rates, the ratios among them and
+their latencies: a quicker look at one endpoint.
 Run: `make bench`, or `PYTHONPATH=. .venv/bin/python tests/benchmarks/bench_operator.py` (prints JSON).
 """
 
@@ -94,6 +97,16 @@ RESERVATION_TEMPLATE = json.dumps(
         "ttl_seconds": 3600,
     }
 )
+# three lines of the SKUs an allocation of ALLOCATION_TEMPLATE reserves, as a reservation of its own (from a
+# store of their own: the one-line reservations take from L05)
+RESERVATION_3_TEMPLATE = json.dumps(
+    {
+        **json.loads(RESERVATION_TEMPLATE),
+        "order_id": "r3-@N@",
+        "idempotency_key": "res3-@N@",
+        "lines": [{"sku": f"HOT-@S{k}@", "location": "L19", "qty": 1 + k} for k in range(3)],
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,7 @@ ALL_PHASES = (
     Phase("allocation", "ours", "/v1/decisions/allocation", ALLOCATION_TEMPLATE),
     Phase("allocation_none", "ours", "/v1/decisions/allocation?trace=none", ALLOCATION_TEMPLATE),
     Phase("reservation", "ours", "/v1/reservations", RESERVATION_TEMPLATE),
+    Phase("reservation_3", "ours", "/v1/reservations", RESERVATION_3_TEMPLATE),
 )
 _ONLY = os.environ.get("BENCH_ONLY")  # see the module
 PHASES = tuple(p for p in ALL_PHASES if not _ONLY or p.name in _ONLY.split(","))
@@ -121,6 +135,7 @@ RATIOS = {
     "allocation": ("allocation", "bare_evalsha"),
     "allocation_trace_none": ("allocation_none", "bare_evalsha"),
     "reservation": ("reservation", "bare_evalsha"),
+    "reservation_3_lines": ("reservation_3", "bare_evalsha"),
 }
 
 
@@ -437,8 +452,13 @@ def report(s: Served, latencies: dict[str, Any]) -> dict[str, Any]:
     def cpu(name: str) -> float:
         return statistics.mean(s.cpu[name])
 
+    ratios = {label: pair for label, pair in RATIOS.items() if all(name in s.rates for name in pair)}
     if _ONLY:
-        return {"rps": s.rates, "latency_at_half_rate": latencies}
+        return {
+            "ratios": {label: round(rate(ours) / rate(bare), 3) for label, (ours, bare) in ratios.items()},
+            "rps": s.rates,
+            "latency_at_half_rate": latencies,
+        }
 
     return {
         # `cpu_ratio`: the bare endpoint's server CPU time per request over ours (what the ratio would be if
@@ -449,7 +469,7 @@ def report(s: Served, latencies: dict[str, Any]) -> dict[str, Any]:
                 "rounds": [round(o / b, 3) for o, b in zip(s.rates[ours], s.rates[bare], strict=True)],
                 "cpu_ratio": round(cpu(bare) / cpu(ours), 3),
             }
-            for label, (ours, bare) in RATIOS.items()
+            for label, (ours, bare) in ratios.items()
         },
         # the default trace level over trace=none: by rate, per round, and by server CPU time per request
         "trace_cost": {
