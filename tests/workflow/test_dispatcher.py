@@ -364,7 +364,9 @@ async def test_a_later_round_reads_through_the_index_on_a_large_outbox_without_s
         for statement, parameters in statements:
             plan = (await connection.exec_driver_sql("EXPLAIN " + statement, parameters)).scalars().all()
             # a whole table, or the key's index from its first entry on
-            scans = [line for line in plan if "Seq Scan on outbox" in line or "using pk_outbox_events" in line]
+            scans = [
+                line for line in plan if "Seq Scan on outbox" in line or "using pk_outbox_events" in line
+            ]
             assert not scans, "\n".join(plan)
 
 
