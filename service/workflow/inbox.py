@@ -14,7 +14,7 @@ import binascii
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, or_, select, tuple_
 
 from service.db.models import ApprovalCase, ApprovalCaseRole
 from service.errors import FieldError, Invalid
@@ -77,7 +77,9 @@ def inbox_query(
     elif overdue is False:
         query = query.where(or_(ApprovalCase.sla_due_at.is_(None), ApprovalCase.sla_due_at > now))
     if after is not None:
-        query = query.where(or_(created > after[0], and_(created == after[0], ident > after[1])))
+        # a row comparison: an index range from the cursor on (both planners walked the index from the
+        # first case of the inbox for `created > ? OR (created = ? AND id > ?)` without statistics)
+        query = query.where(tuple_(created, ident) > after)
     query = query.order_by(created, ident).limit(limit)
     return query
 

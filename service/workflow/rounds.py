@@ -10,7 +10,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Select, literal_column, select
+from sqlalchemy import Select, and_, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
@@ -49,6 +49,11 @@ def _likely(element: Likely, compiler: Any, **kw: Any) -> str:
 # that PostgreSQL's plan of a prepared statement may use that index too; SQLite, without statistics,
 # would otherwise take the index of (status, created_at) for it and sort every pending case by SLA
 PENDING = Likely(ApprovalCase.status == literal_column("'pending'"))
+# executed transfers, as the partial index of them by update time names them (as PENDING is written)
+EXECUTED_TRANSFERS = and_(
+    Likely(ApprovalCase.status == literal_column("'executed'")),
+    Likely(ApprovalCase.kind == literal_column("'transfer'")),
+)
 
 
 class CaseOps(Protocol):
@@ -170,10 +175,7 @@ async def receive_shipments(wf: CaseOps, events: Sequence[StockEvent], statuses:
 def executed_transfers(since: datetime, upto: datetime) -> Select[str, datetime]:
     """The ids and update times of transfers executed (and not yet received) in (since, upto]."""
     return select(ApprovalCase.id, ApprovalCase.updated_at).where(
-        ApprovalCase.status == "executed",
-        ApprovalCase.kind == "transfer",
-        ApprovalCase.updated_at > since,
-        ApprovalCase.updated_at <= upto,
+        EXECUTED_TRANSFERS, ApprovalCase.updated_at > since, ApprovalCase.updated_at <= upto
     )
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.workflow.inbox import inbox_query
@@ -50,7 +51,36 @@ async def test_an_inbox_by_role_reads_the_roles_key_in_inbox_order(
 ) -> None:
     plan = await _plan(db_engine, inbox_query("store_manager", "pending", overdue, kind, after, START, 51))
     if db_engine.dialect.name == "sqlite":  # the table is its key's b-tree
-        assert "SEARCH approval_case_roles USING PRIMARY KEY (role=? AND status=?)" in plan, plan
+        assert "SEARCH approval_case_roles USING PRIMARY KEY (role=? AND status=?" in plan, plan
     else:
         assert ROLES_KEY in plan, plan
     assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan  # in inbox order as read
+
+
+async def test_a_later_page_of_an_inbox_by_role_starts_at_its_cursor_in_the_roles_key(
+    db_engine: AsyncEngine,
+) -> None:
+    """On 20,000 pending cases of a role with no statistics gathered, a later page reads the roles key from
+    the cursor on (a row comparison): PostgreSQL walked the role's entries from its first case for the
+    cursor's `created_at > ? OR (created_at = ? AND case_id > ?)`."""
+    async with db_engine.begin() as connection:
+        await connection.execute(
+            text(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)"
+                " INSERT INTO approval_case_roles (case_id, role, status, kind, created_at)"
+                " SELECT 'c-' || i, 'store_manager', 'pending', 'transfer', :at FROM n"
+            ).bindparams(bindparam("at", START, type_=DateTime(timezone=True)))
+        )
+    query = inbox_query("store_manager", "pending", None, None, (START, "c-19000"), START, 51)
+    async with db_engine.connect() as connection:
+        compiled = query.compile(connection.sync_connection)
+        explain = "EXPLAIN QUERY PLAN " if db_engine.dialect.name == "sqlite" else "EXPLAIN "
+        values = tuple(compiled.construct_params().values())
+        plan = [str(row[-1]) for row in await connection.exec_driver_sql(explain + str(compiled), values)]
+    if db_engine.dialect.name == "sqlite":
+        assert any(
+            "USING PRIMARY KEY (role=? AND status=? AND (created_at,case_id)>(?,?))" in line for line in plan
+        ), plan
+    else:
+        conditions = [line for line in plan if "Index Cond" in line]
+        assert any("created_at" in line and "case_id" in line for line in conditions), "\n".join(plan)

@@ -100,7 +100,23 @@ class ExpectedReceipt(Base):
     """Stock sent to a location with the date it should arrive (a `transfer_out` with `expected_at`)."""
 
     __tablename__ = "expected_receipts"
-    __table_args__ = (Index("ix_expected_receipts_sku_to_location", "sku", "to_location"),)
+    __table_args__ = (
+        # read only while units are outstanding (the delayed-receipt check, a transfer_in booking units in):
+        # a receipt fully in leaves both
+        Index(
+            "ix_expected_receipts_outstanding_expected_at",
+            "expected_at",
+            sqlite_where=text("outstanding > 0"),
+            postgresql_where=text("outstanding > 0"),
+        ),
+        Index(
+            "ix_expected_receipts_outstanding_sku_to_location",
+            "sku",
+            "to_location",
+            sqlite_where=text("outstanding > 0"),
+            postgresql_where=text("outstanding > 0"),
+        ),
+    )
 
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the transfer_out's event id
     sku: Mapped[str] = mapped_column(String(64))
@@ -109,5 +125,5 @@ class ExpectedReceipt(Base):
     reference: Mapped[str | None] = mapped_column(String(200), nullable=True)
     qty: Mapped[int] = mapped_column(Integer)
     outstanding: Mapped[int] = mapped_column(Integer)  # units not yet booked in by a transfer_in
-    expected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    expected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -27,6 +27,13 @@ class ApprovalCase(Base):
             postgresql_where=text("status = 'pending'"),
         ),
         Index("ix_approval_cases_status_created_at", "status", "created_at"),
+        # the moves' recovery's: executed transfers by update time (a case leaves it once received)
+        Index(
+            "ix_approval_cases_executed_transfers",
+            "updated_at",
+            sqlite_where=text("status = 'executed' AND kind = 'transfer'"),
+            postgresql_where=text("status = 'executed' AND kind = 'transfer'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

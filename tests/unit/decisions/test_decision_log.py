@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.engine import create_engine, session_factory
@@ -252,3 +252,53 @@ async def test_traces_are_kept_apart_also_through_the_engine_on_a_sqlite_uri(tmp
             assert await SqlDecisionLog(sessions).get(one.id) == one.logged()
     finally:
         await engine.dispose()
+
+
+async def test_a_lookup_by_key_reads_the_keys_index_on_a_large_log_without_statistics(
+    sessions: async_sessionmaker[AsyncSession], db_engine: AsyncEngine
+) -> None:
+    """With no statistics gathered (a fresh day's partition, autovacuum off; SQLite never analyzed), a
+    lookup by idempotency key reads the decisions with that key through the index of keys, found or not,
+    and answers the earliest; the plan of what it runs does not walk the decisions of the kind in time
+    order (both planners did, for the first with the key: all of them when none has it)."""
+    async with db_engine.begin() as connection:
+        await connection.execute(
+            text(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)"
+                " INSERT INTO decisions (id, kind, created_at, ruleset_name, ruleset_version, ruleset_sha256,"
+                " request, decision, timings) SELECT 'd-' || i, 'allocation', :at, 'r', 1, 'x', '{}', '{}',"
+                " '{}' FROM n"
+            ),
+            {"at": datetime.now(UTC)},
+        )
+    log = SqlDecisionLog(sessions)
+    log.start()
+    now = datetime.now(UTC)
+    later, earlier = (
+        record("allocation", "idem-twice", created_at=now - timedelta(seconds=s)) for s in (1, 2)
+    )
+    await log.record(later)
+    await log.record(earlier)
+    await log.close()
+    fresh = SqlDecisionLog(sessions)
+    statements: list[tuple[str, object]] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, parameters: object, *_: object) -> None:
+        if "FROM decisions" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(db_engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        found = await fresh.find_by_idempotency_key("allocation", "idem-twice")
+        assert await fresh.find_by_idempotency_key("allocation", "idem-never") is None
+    finally:
+        event.remove(db_engine.sync_engine, "before_cursor_execute", seen)
+    assert found is not None and found["decision_id"] == earlier.id
+    assert len(statements) == 2
+    explain = "EXPLAIN QUERY PLAN " if db_engine.dialect.name == "sqlite" else "EXPLAIN "
+    async with db_engine.connect() as connection:
+        for statement, parameters in statements:
+            rows = (await connection.exec_driver_sql(explain + statement, parameters)).all()
+            plan = [str(row[-1]) for row in rows]
+            walks = [line for line in plan if "Seq Scan" in line or "kind_created_at" in line]
+            assert not walks, "\n".join(plan)
