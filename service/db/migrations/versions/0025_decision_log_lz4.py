@@ -11,7 +11,7 @@ read decompresses either. A server before PostgreSQL 14 or built without lz4 kee
 stores JSON as text: nothing changes there. The downgrade sets the columns back to the server's default.
 
 Revision ID: 0025_decision_log_lz4
-Revises: 0023_outbox_txid
+Revises: 0024_bounded_reads
 """
 
 import sqlalchemy as sa
@@ -20,7 +20,7 @@ from alembic import op
 from service.db.day_partitions import partitions
 
 revision = "0025_decision_log_lz4"
-down_revision = "0023_outbox_txid"
+down_revision = "0024_bounded_reads"
 branch_labels = None
 depends_on = None
 
