@@ -15,6 +15,9 @@ whole waves of requests waited together, leaving the loop idle. The loop never w
 - The write lock is only tried (`busy_timeout=0`). When another connection holds it (another worker
   process, or this process' async driver in the middle of a transaction), the batch is tried again a
   moment later, the loop serving requests meanwhile, and fails after `lock_timeout` seconds.
+- A page changed inside a savepoint is first copied to the statement journal, which this connection
+  keeps in memory (`temp_store=MEMORY`); past 64 KiB it would spill to a temporary file, a write() per
+  page.
 - This connection never checkpoints on commit (`wal_autocheckpoint=0`), since a checkpoint writes to the
   database file and syncs it. A worker thread runs a passive checkpoint at most every
   `checkpoint_seconds` instead, beside the writes.
@@ -156,6 +159,7 @@ class SqliteWriter:
         sqlite_pragmas(connection)
         connection.execute("PRAGMA busy_timeout=0")
         connection.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run off the loop: see _checkpoint
+        connection.execute("PRAGMA temp_store=MEMORY")  # the statement journal of savepoints: see the module
         return connection
 
     def _drop(self, state: _LoopState) -> None:

@@ -4,6 +4,8 @@ SQLite's multi-row batch inserts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -120,6 +122,38 @@ async def test_what_is_handed_over_within_the_linger_turns_shares_one_transactio
     assert writer.transactions == 1
     assert values(path) == [0, 1, 2]
     await writer.close()
+
+
+def _temporary_files() -> list[str]:
+    """The files this process holds open that SQLite made as temporary files (unlinked, named etilqs_*)."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if "etilqs_" in target:
+                found.append(target)
+    return found
+
+
+async def test_the_pages_a_write_changes_in_its_savepoint_are_journaled_in_memory(tmp_path: Path) -> None:
+    """Every write runs in a savepoint, whose statement journal keeps a copy of each page it changes; past
+    64 KiB SQLite spills it to a temporary file (a write() per page) unless told to keep it in memory."""
+    path = make_table(tmp_path / "w.db")
+    seed = sqlite3.connect(path)
+    seed.executemany("INSERT INTO t (v) VALUES (?)", [(v,) for v in range(20_000)])
+    seed.commit()
+    seed.close()
+
+    def rewrite(connection: sqlite3.Connection, batch: Sequence[int]) -> list[list[str]]:
+        connection.execute("UPDATE t SET v = v + ?", (batch[0],))  # every page of the table
+        return [_temporary_files() for _ in batch]
+
+    writer = SqliteWriter(path)
+    try:
+        assert await writer.submit(rewrite, 1) == []
+    finally:
+        await writer.close()
+    assert values(path)[:2] == [1, 2]
 
 
 async def test_a_failing_kind_of_write_fails_alone_and_the_next_batch_works(tmp_path: Path) -> None:
