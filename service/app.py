@@ -182,6 +182,7 @@ def start_workflow(services: Services) -> None:
             if workflow.webhook_retention_days
             else None,
         ),
+        sqlite_writers=services.sqlite_writers,
     )
     services.tasks.append(asyncio.ensure_future(services.dispatcher.run(workflow.webhook_poll_seconds)))
     services.tasks.append(asyncio.ensure_future(services.monitor.run(workflow.exception_check_seconds)))

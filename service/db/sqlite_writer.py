@@ -2,8 +2,9 @@
 one transaction, on the loop's own connection, once the first of it has waited `LINGER_TURNS` turns of the
 loop for company.
 
-The Redis store's journal (a request waits until its entries have committed) and the decision log (nobody
-waits) use it on SQLite. They share one writer per file (`SqliteWriters`), so a turn's journal entries and decisions go in
+The Redis store's journal (a request waits until its entries have committed), the decision log (nobody
+waits), the workflow's case transitions and the webhook dispatcher's fan-out use it on SQLite. They share
+one writer per file (`SqliteWriters`), so a turn's journal entries, decisions, transitions and claims go in
 the same transaction and never queue for SQLite's write lock behind each other.
 
 Why on the loop: a SQLite commit in WAL mode with `synchronous=NORMAL` writes to the WAL file without an

@@ -14,7 +14,10 @@ Two steps, each safe with any number of dispatchers on one database:
    transaction id instead: each event carries its writing transaction's (`txid`), and a round that
    claimed everything it found moves the mark to the oldest transaction still running when it read
    (`pg_snapshot_xmin`); every earlier transaction had committed or rolled back, its events visible to
-   that read. Neither database ever looks at the whole outbox again while the dispatcher runs.
+   that read. Neither database ever looks at the whole outbox again while the dispatcher runs. On a
+   SQLite file a round is a write of the file's `SqliteWriter` (`service.workflow.fan_out`): read and
+   claim in one transaction that holds the write lock from its first statement, beside the other writes
+   of that turn of the event loop.
 2. Delivery. A due pending delivery is claimed with a lease (`UPDATE ... SET lease_until WHERE
    lease_until IS NULL OR lease_until < now`): only the dispatcher whose update took the row sends it,
    and its outcome is written only while it still holds that lease. A dispatcher that stops mid-way
@@ -45,8 +48,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.base import aware, utc_now
 from service.db.models import Delivery, OutboxDispatch, OutboxEvent, Subscription
+from service.db.sqlite_writer import SqliteWriter, SqliteWriters
 from service.decisions.ids import new_decision_id
 from service.workflow.exceptions import clear_exception, raise_exception
+from service.workflow.fan_out import SqliteRound, fan_out_sqlite
 from service.workflow.subscriptions import DELIVERY_ID, EVENT_ID, SIGNATURE, TIMESTAMP, matches, sign
 
 log = logging.getLogger(__name__)
@@ -212,6 +217,7 @@ class Dispatcher:
         draw: Callable[[], float] = random.random,
         transport: httpx.AsyncBaseTransport | None = None,
         owner: str | None = None,
+        sqlite_writers: SqliteWriters | None = None,
     ) -> None:
         self.sessions = sessions
         self.policy = policy or DeliveryPolicy()
@@ -231,9 +237,22 @@ class Dispatcher:
         self._mark: int | None = None
         self._dialect: str | None = None  # the database's dialect name, read in the first round
         self._pruned_at: datetime | None = None  # when old delivered events were last deleted
+        # on a SQLite file, fan-out goes through the file's writer (the app's, shared with its other
+        # writes: `service.workflow.fan_out`); the dispatcher closes one it made itself
+        self._writer: SqliteWriter | None = None
+        self._owns_writer = sqlite_writers is None
+        self._at_text: Callable[[Any], Any] = lambda value: value
+        bind = sessions.kw.get("bind")
+        if bind is not None and bind.dialect.name == "sqlite":
+            self._writer = (sqlite_writers or SqliteWriters()).for_url(bind.url)
+            process = _DISPATCH.c.at.type.dialect_impl(bind.dialect).bind_processor(bind.dialect)
+            if process is not None:
+                self._at_text = process
 
     async def close(self) -> None:
         await self._client.aclose()
+        if self._writer is not None and self._owns_writer:
+            await self._writer.close()
 
     def wake(self) -> None:
         """Start the next round now (new outbox events were written)."""
@@ -288,6 +307,12 @@ class Dispatcher:
 
     async def fan_out(self) -> int:
         now, mark, size = self.clock(), self._mark, self.policy.fan_out_batch
+        if self._writer is not None:
+            # the claim commits before the writer answers: only then does the mark move
+            round_ = SqliteRound(mark, size, self._at_text(now))
+            claimed, found, after, upto = await self._writer.submit(fan_out_sqlite, round_)
+            self._move_mark(False, found, after, upto)
+            return claimed
         # the next batch of events without their dispatch row (ids only, no rows to the client), read outside
         # the claiming transaction: on SQLite a transaction that reads and then writes fails when another
         # connection commits in between

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from service.db.base import aware
 from service.db.engine import create_engine, session_factory
 from service.db.models import Delivery, ExceptionRecord, OutboxDispatch, OutboxEvent, Subscription
+from service.db.sqlite_writer import SqliteWriters
 from service.settings import DatabaseSettings
 from service.workflow.dispatcher import DeliveryPolicy, Dispatcher, retry
 from service.workflow.outbox import add_event
@@ -437,6 +438,43 @@ async def test_a_fan_out_round_takes_up_to_its_batch_of_events_and_the_next_roun
         assert await dispatcher.fan_out() == 5
         assert await dispatcher.fan_out() == 2
         assert await dispatcher.fan_out() == 0
+    finally:
+        await dispatcher.close()
+    assert sorted(d.event_id for d in await deliveries(sessions)) == sorted(ids)
+
+
+async def test_fan_out_on_a_sqlite_file_is_a_write_of_the_files_writer(
+    sessions: Sessions, clock: Clock, db_engine: AsyncEngine
+) -> None:
+    """On a SQLite file a fan-out round sends nothing through the engine: the claims and the deliveries
+    are written in a transaction of the file's writer (the one the app shares with its other writes), and
+    the deliveries are due at the round's time as the dispatcher's own statements compare it."""
+    if db_engine.dialect.name != "sqlite":
+        pytest.skip("the writer is a SQLite file's")
+    await subscribe(sessions, "http://127.0.0.1:9/never-sent", clock)
+    ids = await write_events(sessions, clock, 3)
+    writers = SqliteWriters()
+    dispatcher = Dispatcher(sessions, DeliveryPolicy(), clock=clock, sqlite_writers=writers)
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        statements.append(statement)
+
+    event.listen(db_engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        assert await dispatcher.fan_out() == 3
+    finally:
+        event.remove(db_engine.sync_engine, "before_cursor_execute", seen)
+    writer = writers.for_url(db_engine.url)
+    assert (statements, writer.transactions) == ([], 1)
+    await writer.close()
+    try:
+        async with sessions() as session:
+            due = select(func.count()).where(
+                Delivery.next_attempt_at <= clock(), Delivery.status == "pending"
+            )
+            assert await session.scalar(due) == 3
+        assert await dispatcher.deliver_due() == 3
     finally:
         await dispatcher.close()
     assert sorted(d.event_id for d in await deliveries(sessions)) == sorted(ids)
