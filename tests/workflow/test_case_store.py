@@ -247,3 +247,27 @@ async def test_two_transitions_joined_write_once_with_every_step_audit_row_and_e
         assert list(audits) == ["case.approved", "case.executed"]
         assert list(events) == ["case.approved", "case.executed", "transfer.shipped"]
     store.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_batches_of_one_shape_and_any_size_share_one_prepared_statement(db_engine: AsyncEngine) -> None:
+    """A batch's rows go as arrays: its statement's text is its shape's, whatever the number of transitions,
+    so a connection prepares it once (here a batch of two, then one of three, on a pool of one)."""
+    ids = [f"c-{i}" for i in range(5)]
+    await _seed(db_engine, *ids)
+    engine = create_async_engine(db_engine.url, pool_size=1, max_overflow=0)
+    store = CaseStore(engine, None)
+    try:
+        reads = await asyncio.gather(*(store.read(c) for c in ids))
+        await asyncio.gather(*(store.write(_approve(r, "ann")) for r in reads[:2]))
+        await asyncio.gather(*(store.write(_approve(r, "ann")) for r in reads[2:]))
+        async with engine.connect() as connection:
+            prepared = await connection.exec_driver_sql(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'WITH %INTO approval_steps%'"
+            )
+            assert prepared.scalar_one() == 1
+    finally:
+        await engine.dispose()
+    for case_id in ids:
+        assert await _count(db_engine, ApprovalStep, case_id=case_id) == 1
+        assert await _count(db_engine, OutboxEvent, subject=f"transfer:{case_id}") == 1
