@@ -17,9 +17,10 @@ the work they ask of the database.
   The statement's text then depends on the shapes it holds, not on how many transitions: each pooled
   connection prepares it once, not once per batch size. A statement fails or commits as a whole: when
   one fails, its batch is written again one transition at a time, so that the failure is its own; a
-  transition whose case did not move writes nothing and is told `Stale`, the others commit. Under load a round trip, which costs the client about as much as the statements'
-  own work, then serves many approvals. A transition that writes new inbox index rows (an escalation)
-  goes through the session instead (`write_in_session`). On SQLite the file's writer writes transitions
+  transition whose case did not move writes nothing and is told `Stale`, the others commit. Under load
+  a round trip, which costs the client about as much as the statements' own work, then serves many
+  approvals. A transition that writes new inbox index rows (an escalation) goes through the session
+  instead (`write_in_session`). On SQLite the file's writer writes transitions
   (`service.workflow.writes.write_sqlite`), batched the same way.
 """
 
@@ -218,7 +219,8 @@ class CaseStore:
     async def _write_batch(self, batch: list[Transition]) -> list[bool]:
         # the transitions of one shape together, the shapes in a fixed order, each group's rows as arrays
         # (one parameter a column): the statement's text then depends only on which shapes it holds, not
-        # on how many transitions, so each connection prepares it once and the server plans it once
+        # on how many transitions: each connection prepares it once, and after its first executions
+        # PostgreSQL runs it on a generic plan instead of planning it again
         groups: dict[tuple[Any, ...], list[Transition]] = {}
         for t in batch:
             groups.setdefault(_shape(t), []).append(t)
@@ -319,8 +321,8 @@ class CaseStore:
             parts.append(
                 f"c_roles AS (DELETE FROM approval_case_roles AS r USING "
                 f"{rows(tuple(_ROLES.c[c] for c in _ROLE), roles)}(case_id, role, created_at, n) "
-                "WHERE r.role = v.role AND r.status = 'pending' AND r.created_at = v.created_at AND r.case_id = v.case_id "
-                f"AND {moved})"
+                "WHERE r.role = v.role AND r.status = 'pending' AND r.created_at = v.created_at "
+                f"AND r.case_id = v.case_id AND {moved})"
             )
         text = ", ".join(parts)
         for name in _NAMES:
