@@ -55,7 +55,6 @@ _STEP = ("case_id", "at", "action", "actor", "role", "comment", "detail")
 _AUDIT = ("at", "actor", "action", "subject", "detail", "note")
 _EVENT = ("event_id", "kind", "subject", "payload", "created_at")
 _ROLE = ("case_id", "role", "created_at")
-_PART = {"approval_steps": "step", "audit_log": "audit", "outbox_events": "events"}  # the rows' CTE names
 CASE_NAMES = tuple(c.name for c in _CASES.columns)
 _TIMES = ("sla_due_at", "created_at", "updated_at", "closed_at")
 _JSON = ("approvers", "escalation")
@@ -275,10 +274,10 @@ class CaseStore:
         steps = [tuple(getattr(s, c) for c in _STEP) for t in ts for s in t.steps]
         audits = [(t.case["id"], *(a[c] for c in _AUDIT)) for t in ts for a in t.audits]
         events = [(t.case["id"], *(e[c] for c in _EVENT)) for t in ts for e in t.events]
-        for table, written, listed in (
-            (_STEPS, _STEP, steps),
-            (_AUDIT_LOG, _AUDIT, audits),
-            (_OUTBOX, _EVENT, events),
+        for part, table, written, listed in (
+            ("c_step", _STEPS, _STEP, steps),
+            ("c_audit", _AUDIT_LOG, _AUDIT, audits),
+            ("c_events", _OUTBOX, _EVENT, events),
         ):
             if not listed:  # a transition has its step and audit row; it may have no event
                 continue
@@ -287,7 +286,7 @@ class CaseStore:
             if table is not _STEPS:  # the case's id beside the rows, to tell whether it moved
                 columns, given = (case_id, *columns), f"case_id, {given}"
             parts.append(
-                f"c_{_PART[table.name]} AS (INSERT INTO {table.name} ({', '.join(written)}) "
+                f"{part} AS (INSERT INTO {table.name} ({', '.join(written)}) "
                 f"SELECT {', '.join(written)} FROM {rows(columns, listed)}({given}, n) "
                 f"WHERE {moved} ORDER BY v.n)"
             )
