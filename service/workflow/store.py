@@ -8,14 +8,17 @@ the work they ask of the database.
   the case and its request) on a pooled connection's driver, for every case asked for while the
   previous such statement ran (`service.workflow.batches`).
 - Writing (PostgreSQL): one statement whose parts (common table expressions) move the case from the
-  version it was read at, insert its step, audit row and outbox events, resolve its stuck-approval
+  version it was read at, insert its steps, audit rows and outbox events, resolve its stuck-approval
   exception with that exception's `exception.resolved` event, drop its inbox index rows and commit an
   approved transfer to its shipment. A statement is atomic: all of it is written or, when the case moved
   since it was read, none of it (`Stale`). Transitions handed over while a statement runs go together in
-  the next one, each transition's expressions named apart (a statement fails or commits as a whole:
-  when one fails, its batch is written again one transition at a time, so that the failure is its own;
-  a transition whose case did not move writes nothing and is told `Stale`, the others commit). Under
-  load a round trip, which costs the client about as much as the statements' own work, then serves many
+  the next one, grouped by shape (the case columns they set): a group's rows go as one array parameter a
+  column, unnested, each row with its case's id, and only the rows of the cases that moved are written.
+  The statement's text then depends on the shapes it holds, not on how many transitions: each pooled
+  connection prepares it once, not once per batch size. A statement fails or commits as a whole: when
+  one fails, its batch is written again one transition at a time, so that the failure is its own; a
+  transition whose case did not move writes nothing and is told `Stale`, the others commit. Under load
+  a round trip, which costs the client about as much as the statements' own work, then serves many
   approvals. A transition that writes new inbox index rows (an escalation) goes through the session
   instead (`write_in_session`). On SQLite the file's writer writes transitions
   (`service.workflow.writes.write_sqlite`), batched the same way.
@@ -25,24 +28,33 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import Table
+from sqlalchemy import Column, Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.base import aware
 from service.db.engine import bound
-from service.db.models import ApprovalCase, ApprovalStep
+from service.db.models import ApprovalCase, ApprovalCaseRole, ApprovalStep, AuditEntry, OutboxEvent
 from service.decisions.ids import new_decision_id
 from service.workflow.batches import Batches
 from service.workflow.exceptions import SYSTEM
-from service.workflow.writes import STUCK, Stale, Step, Transition, case_binds, role_rows
+from service.workflow.writes import STUCK, Stale, Step, Transition, role_rows
 
 _CASES: Table = ApprovalCase.__table__  # type: ignore[assignment]
+_STEPS: Table = ApprovalStep.__table__  # type: ignore[assignment]
+_AUDIT_LOG: Table = AuditEntry.__table__  # type: ignore[assignment]
+_OUTBOX: Table = OutboxEvent.__table__  # type: ignore[assignment]
+_ROLES: Table = ApprovalCaseRole.__table__  # type: ignore[assignment]
+# the columns a transition writes of each table
+_STEP = ("case_id", "at", "action", "actor", "role", "comment", "detail")
+_AUDIT = ("at", "actor", "action", "subject", "detail", "note")
+_EVENT = ("event_id", "kind", "subject", "payload", "created_at")
+_ROLE = ("case_id", "role", "created_at")
 CASE_NAMES = tuple(c.name for c in _CASES.columns)
 _TIMES = ("sla_due_at", "created_at", "updated_at", "closed_at")
 _JSON = ("approvers", "escalation")
@@ -76,7 +88,7 @@ _NAMES = (
     "roles",
 )  # no prefix of another
 _LOST = ("08", "57")  # SQLSTATE classes: connection exception, operator intervention (a shutdown)
-MAX_BATCH = 50  # transitions of one statement (about 30 parameters each, of at most 32,767)
+MAX_BATCH = 50  # transitions of one statement
 Read = tuple[dict[str, Any], "RequestRow | None", list[Step]]
 
 
@@ -132,7 +144,7 @@ class CaseStore:
     def __init__(self, engine: AsyncEngine, sqlite_path: str | None) -> None:
         self.engine = engine
         self.dialect = engine.dialect
-        self._binds = case_binds(engine.dialect)
+        self._arrays: dict[tuple[str, str], tuple[str, Callable[[Any], Any] | None]] = {}
         self.postgresql = engine.dialect.name == "postgresql"
         self.sqlite_path = sqlite_path
         self.usable = self.postgresql or sqlite_path is not None
@@ -204,107 +216,122 @@ class CaseStore:
             raise Stale
 
     async def _write_batch(self, batch: list[Transition]) -> list[bool]:
-        # the transitions of one shape together, the shapes in a fixed order: the statement's text then
-        # depends only on how many of each shape it holds, so the driver's cache of prepared statements
-        # finds it again (in the order given, nearly every batch would be a text of its own, prepared anew)
-        order = sorted(range(len(batch)), key=lambda i: _shape(batch[i]))
+        # the transitions of one shape together, the shapes in a fixed order, each group's rows as arrays
+        # (one parameter a column): the statement's text then depends only on which shapes it holds, not
+        # on how many transitions: each connection prepares it once, and after its first executions
+        # PostgreSQL runs it on a generic plan instead of planning it again
+        groups: dict[tuple[Any, ...], list[Transition]] = {}
+        for t in batch:
+            groups.setdefault(_shape(t), []).append(t)
         params: list[Any] = []
-        parts = [self._parts(batch[i], n, params) for n, i in enumerate(order)]
-        counts = ", ".join(f"(SELECT count(*) FROM c_moved_{n})" for n in range(len(batch)))
-        sql = "WITH " + ", ".join(parts) + " SELECT " + counts
+        parts = [self._group(g, groups[shape], params) for g, shape in enumerate(sorted(groups))]
+        moved = ", ".join(f"(SELECT array_agg(id) FROM c_moved_{g})" for g in range(len(groups)))
+        sql = "WITH " + ", ".join(parts) + " SELECT " + moved
         async with self._driver() as raw:
             row = await raw.fetchrow(sql, *params)
-        written = [False] * len(batch)
-        for n, i in enumerate(order):
-            written[i] = row[n] == 1
-        return written
+        written = {case_id for ids in row for case_id in ids or ()}
+        return [t.case["id"] in written for t in batch]
 
-    def _parts(self, t: Transition, n: int, params: list[Any]) -> str:
-        """The common table expressions of transition `t`, the `n`th of its statement (names end in n)."""
+    def _array(self, column: Column[Any]) -> tuple[str, Callable[[Any], Any] | None]:
+        """The SQL type of an array of `column`'s values, and how a value goes to the driver (`bound`)."""
+        try:
+            return self._arrays[column.table.name, column.name]
+        except KeyError:
+            found = self._arrays[column.table.name, column.name] = (
+                f"{column.type.compile(dialect=self.dialect)}[]",
+                bound(column.type, self.dialect),
+            )
+            return found
 
-        def p(value: Any, column: Any = None) -> str:
-            if column is not None and value is not None:
-                process = bound(column.type, self.dialect)
-                value = value if process is None else process(value)
+    def _group(self, g: int, ts: list[Transition], params: list[Any]) -> str:
+        """The common table expressions of transitions `ts` (one shape), the `g`th group of their
+        statement (names end in g). Rows go as arrays, one per column, with the id of their case; only the
+        rows of the cases that moved are written, in the order given (the ids they get follow it)."""
+
+        def rows(columns: tuple[Column[Any], ...], values: list[tuple[Any, ...]]) -> str:
+            arrays = []
+            for i, column in enumerate(columns):
+                array_type, process = self._array(column)
+                params.append([v[i] if process is None or v[i] is None else process(v[i]) for v in values])
+                arrays.append(f"${len(params)}::{array_type}")
+            return f"unnest({', '.join(arrays)}) WITH ORDINALITY AS v"
+
+        def p(value: Any) -> str:
             params.append(value)
             return f"${len(params)}"
 
-        sets = ", ".join(f"{name} = {p(self._binds(name, value))}" for name, value in t.values.items())
-        case_id = p(t.case["id"])
+        names = tuple(ts[0].values)
+        sets = ", ".join(f"{name} = v.{name}" for name in names)
+        case_id = _CASES.c.id
+        cases = [(t.case["id"], t.case["version"], *(t.values[name] for name in names)) for t in ts]
         parts = [
-            f"c_moved AS (UPDATE approval_cases SET {sets} WHERE id = {case_id} "
-            f"AND version = {p(t.case['version'])} RETURNING id)"
+            f"c_moved AS (UPDATE approval_cases AS c SET {sets} "
+            f"FROM {rows((case_id, _CASES.c.version, *(_CASES.c[name] for name in names)), cases)}"
+            f"(k_id, k_version, {', '.join(names)}, n) "
+            "WHERE c.id = v.k_id AND c.version = v.k_version RETURNING c.id)"
         ]
-        json_type = ApprovalStep.__table__.c.detail
-        steps = ", ".join(
-            f"({i}, {p(s.at)}::timestamptz, {p(s.action)}, {p(s.actor)}, {p(s.role)}::varchar, "
-            f"{p(s.comment)}::text, {p(s.detail, json_type)}::json)"
-            for i, s in enumerate(t.steps)
-        )
-        # ordered by their place in the transition: their ids (the order they are read in) follow it
-        parts.append(
-            "c_step AS (INSERT INTO approval_steps (case_id, at, action, actor, role, comment, detail) "
-            "SELECT c_moved.id, v.at, v.action, v.actor, v.role, v.comment, v.detail FROM c_moved, "
-            f"(VALUES {steps}) AS v(n, at, action, actor, role, comment, detail) ORDER BY v.n)"
-        )
-        audits = ", ".join(
-            f"({i}, {p(a['at'])}::timestamptz, {p(a['actor'])}, {p(a['action'])}, {p(a['subject'])}, "
-            f"{p(a['detail'], json_type)}::json, {p(a['note'])}::text)"
-            for i, a in enumerate(t.audits)
-        )
-        parts.append(
-            "c_audit AS (INSERT INTO audit_log (at, actor, action, subject, detail, note) "
-            "SELECT v.at, v.actor, v.action, v.subject, v.detail, v.note FROM c_moved, "
-            f"(VALUES {audits}) AS v(n, at, actor, action, subject, detail, note) ORDER BY v.n)"
-        )
-        if t.events:
-            rows = ", ".join(
-                f"({p(e['event_id'])}, {p(e['kind'])}, {p(e['subject'])}, {p(e['payload'], json_type)}::json, "
-                f"{p(e['created_at'])}::timestamptz)"
-                for e in t.events
-            )
+        moved = "v.case_id IN (SELECT id FROM c_moved)"
+        steps = [tuple(getattr(s, c) for c in _STEP) for t in ts for s in t.steps]
+        audits = [(t.case["id"], *(a[c] for c in _AUDIT)) for t in ts for a in t.audits]
+        events = [(t.case["id"], *(e[c] for c in _EVENT)) for t in ts for e in t.events]
+        for part, table, written, listed in (
+            ("c_step", _STEPS, _STEP, steps),
+            ("c_audit", _AUDIT_LOG, _AUDIT, audits),
+            ("c_events", _OUTBOX, _EVENT, events),
+        ):
+            if not listed:  # a transition has its step and audit row; it may have no event
+                continue
+            columns = tuple(table.c[name] for name in written)
+            given = ", ".join(written)
+            if table is not _STEPS:  # the case's id beside the rows, to tell whether it moved
+                columns, given = (case_id, *columns), f"case_id, {given}"
             parts.append(
-                "c_events AS (INSERT INTO outbox_events (event_id, kind, subject, payload, created_at) "
-                f"SELECT v.* FROM (VALUES {rows}) AS v, c_moved)"
+                f"{part} AS (INSERT INTO {table.name} ({', '.join(written)}) "
+                f"SELECT {', '.join(written)} FROM {rows(columns, listed)}({given}, n) "
+                f"WHERE {moved} ORDER BY v.n)"
             )
-        if t.clear_stuck:
-            # each use of a value is a parameter of its own: PostgreSQL deduces one type per parameter
-            now, key = t.now, t.case["id"]
+        cleared = [t for t in ts if t.clear_stuck]
+        if cleared:
+            # the partial unique index allows one unresolved record per (kind, key): one event a case at
+            # most; its payload is `resolved_payload`'s
+            ids = p([t.case["id"] for t in cleared])
+            times, event_ids = p([t.now for t in cleared]), p([new_decision_id() for _ in cleared])
+            stamps = p([t.now.isoformat() for t in cleared])
             parts.append(
-                f"c_cleared AS (UPDATE exception_records SET state = 'resolved', resolved_at = {p(now)}, "
-                f"resolved_by = {p(SYSTEM)}, updated_at = {p(now)} WHERE kind = {p(STUCK)} AND key = {p(key)} "
-                f"AND state <> 'resolved' AND EXISTS (SELECT 1 FROM c_moved) RETURNING id, location, sku)"
+                f"c_cleared AS (UPDATE exception_records AS e SET state = 'resolved', resolved_at = v.at, "
+                f"resolved_by = {p(SYSTEM)}, updated_at = v.at FROM unnest({ids}::varchar[], "
+                f"{times}::timestamptz[], {event_ids}::varchar[], {stamps}::text[]) "
+                f"AS v(case_id, at, event_id, stamp) WHERE e.kind = {p(STUCK)} AND e.key = v.case_id "
+                f"AND e.state <> 'resolved' AND {moved} "
+                "RETURNING e.id, e.location, e.sku, v.case_id, v.at, v.event_id, v.stamp)"
             )
-            # the partial unique index allows one unresolved record per (kind, key): one event at most;
-            # its payload is `resolved_payload`'s
             parts.append(
                 "c_resolved AS (INSERT INTO outbox_events (event_id, kind, subject, payload, created_at) "
-                f"SELECT {p(new_decision_id())}, 'exception.resolved', 'exception:' || id, "
+                "SELECT event_id, 'exception.resolved', 'exception:' || id, "
                 f"json_build_object('exception', json_build_object('id', id, 'kind', {p(STUCK)}::text, "
-                f"'key', {p(key)}::text, 'state', 'resolved', 'resolved_by', {p(SYSTEM)}::text, "
-                f"'location', location, 'sku', sku, 'resolved_at', {p(now.isoformat())}::text)), "
-                f"{p(now)}::timestamptz FROM c_cleared)"
+                f"'key', case_id, 'state', 'resolved', 'resolved_by', {p(SYSTEM)}::text, "
+                "'location', location, 'sku', sku, 'resolved_at', stamp)), at FROM c_cleared)"
             )
-        if t.roles is not None:
-            if t.roles:
+        if ts[0].roles is not None:
+            if any(t.roles for t in ts):
                 raise ValueError("a transition writing inbox index rows goes through the session")
             # by their keys, read from the case (`role_rows`): one seek of the table's key per role
-            roles = [row["role"] for row in role_rows(t.case)]
+            roles = [(r["case_id"], r["role"], r["created_at"]) for t in ts for r in role_rows(t.case)]
             parts.append(
-                f"c_roles AS (DELETE FROM approval_case_roles WHERE role = ANY({p(roles)}::varchar[]) "
-                f"AND status = 'pending' AND created_at = {p(t.case['created_at'])}::timestamptz "
-                f"AND case_id = {p(t.case['id'])} AND EXISTS (SELECT 1 FROM c_moved))"
+                f"c_roles AS (DELETE FROM approval_case_roles AS r USING "
+                f"{rows(tuple(_ROLES.c[c] for c in _ROLE), roles)}(case_id, role, created_at, n) "
+                "WHERE r.role = v.role AND r.status = 'pending' AND r.created_at = v.created_at "
+                f"AND r.case_id = v.case_id AND {moved})"
             )
         text = ", ".join(parts)
         for name in _NAMES:
-            text = text.replace(f"c_{name}", f"c_{name}_{n}")
+            text = text.replace(f"c_{name}", f"c_{name}_{g}")
         return text
 
 
 def _shape(t: Transition) -> tuple[Any, ...]:
-    """What of `t` decides the text of its part of a statement (`CaseStore._parts`), as a sortable key."""
-    shape = (tuple(t.values), len(t.steps), len(t.events), t.clear_stuck)
-    return (*shape, t.roles is not None)
+    """What of `t` decides the text of its group in a statement (`CaseStore._group`), as a sortable key."""
+    return (tuple(t.values), t.roles is not None)
 
 
 def writes_in_one_statement(store: CaseStore | None, t: Transition) -> bool:

@@ -12,7 +12,14 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from service.db.models import ApprovalCase, ApprovalStep, AuditEntry, ChangeRequest, OutboxEvent
+from service.db.models import (
+    ApprovalCase,
+    ApprovalStep,
+    AuditEntry,
+    ChangeRequest,
+    ExceptionRecord,
+    OutboxEvent,
+)
 from service.workflow.store import CaseStore
 from service.workflow.writes import Stale, case_binds, for_sqlite, plan, then, write_sqlite
 from tests.workflow.conftest import START
@@ -247,3 +254,60 @@ async def test_two_transitions_joined_write_once_with_every_step_audit_row_and_e
         assert list(audits) == ["case.approved", "case.executed"]
         assert list(events) == ["case.approved", "case.executed", "transfer.shipped"]
     store.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_batches_of_one_shape_and_any_size_share_one_prepared_statement(db_engine: AsyncEngine) -> None:
+    """A batch's rows go as arrays: its statement's text is its shape's, whatever the number of transitions,
+    so a connection prepares it once (here a batch of two, then one of three, on a pool of one)."""
+    ids = [f"c-{i}" for i in range(5)]
+    await _seed(db_engine, *ids)
+    engine = create_async_engine(db_engine.url, pool_size=1, max_overflow=0)
+    store = CaseStore(engine, None)
+    try:
+        reads = await asyncio.gather(*(store.read(c) for c in ids))
+        await asyncio.gather(*(store.write(_approve(r, "ann")) for r in reads[:2]))
+        await asyncio.gather(*(store.write(_approve(r, "ann")) for r in reads[2:]))
+        async with engine.connect() as connection:
+            prepared = await connection.exec_driver_sql(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'WITH %INTO approval_steps%'"
+            )
+            assert prepared.scalar_one() == 1
+    finally:
+        await engine.dispose()
+    for case_id in ids:
+        assert await _count(db_engine, ApprovalStep, case_id=case_id) == 1
+        assert await _count(db_engine, OutboxEvent, subject=f"transfer:{case_id}") == 1
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_cases_approved_together_each_resolve_their_own_stuck_approval_exception(
+    db_engine: AsyncEngine,
+) -> None:
+    await _seed(db_engine, "c-1", "c-2", "c-3")
+    records = [
+        {
+            "id": f"x-{case_id}", "kind": "stuck_approval", "key": case_id, "state": "open", "location": None,
+            "sku": None, "detail": {}, "opened_at": START, "updated_at": START,
+        }
+        for case_id in ("c-1", "c-2")
+    ]  # fmt: skip
+    async with db_engine.begin() as connection:
+        await connection.execute(insert(ExceptionRecord), records)
+    store = CaseStore(db_engine, None)
+    reads = await asyncio.gather(*(store.read(c) for c in ("c-1", "c-2", "c-3")))
+    for case, _request, _steps in reads:
+        case["sla_due_at"] = START  # due: each may be stuck (c-3 has no exception)
+    await asyncio.gather(*(store.write(_approve(r, "ann")) for r in reads))
+    async with db_engine.connect() as connection:
+        states = (await connection.execute(select(ExceptionRecord.key, ExceptionRecord.state))).all()
+        resolved = (
+            await connection.execute(
+                select(OutboxEvent.subject, OutboxEvent.payload).where(
+                    OutboxEvent.kind == "exception.resolved"
+                )
+            )
+        ).all()
+    assert sorted(states) == [("c-1", "resolved"), ("c-2", "resolved")]
+    told = {subject: payload["exception"]["key"] for subject, payload in resolved}
+    assert told == {"exception:x-c-1": "c-1", "exception:x-c-2": "c-2"}
