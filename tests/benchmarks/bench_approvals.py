@@ -4,7 +4,8 @@
    seeded in the database; a separate load process keeps a fixed number of keep-alive connections busy
    approving them (`POST /v1/approvals/{id}/approve`: the approval, the floor re-check on live stock,
    the `transfer_out` event and the `executed` transition) and, alternately, reserving
-   (`POST /v1/reservations`). The ratio of the mean request rates is reported from that one run.
+   (`POST /v1/reservations`). The ratio of the mean request rates is reported from that one run, with the
+   CPU per request of the server, of Redis (INFO) and of PostgreSQL's processes (/proc).
 2. 100,000 open cases on PostgreSQL: the inbox query (by role, first and deeper pages; overdue; all
    roles) is timed in-process, and its p50 and p99 reported.
 
@@ -27,7 +28,7 @@ from typing import Any, cast
 
 import pytest
 
-from tests.benchmarks.bench_operator import tree_cpu
+from tests.benchmarks.bench_operator import postgres_cpu, tree_cpu
 from tests.benchmarks.bench_reservations import ROOT, bench_server, run_load
 
 CONNECTIONS = 32
@@ -225,12 +226,16 @@ def server_pid(base: str) -> int:
     raise LookupError(f"no uvicorn process serving {base}")
 
 
-def with_cpu(pid: int, run: Any) -> dict[str, Any]:
-    """`run()`'s result with the server's CPU seconds per request over it (`cpu`, user plus system)."""
-    before = tree_cpu(pid)
+def with_cpu(pid: int, run: Any, redis_cpu: Any = None) -> dict[str, Any]:
+    """`run()`'s result with CPU seconds per request over it (user plus system): the server's (`cpu`),
+    PostgreSQL's processes' (`postgres_cpu`) and, given `redis_cpu` (a callable reading the Redis server's
+    CPU seconds from INFO), Redis's (`redis_cpu`)."""
+    before, postgres, redis_before = tree_cpu(pid), postgres_cpu(), redis_cpu() if redis_cpu else 0.0
     result: dict[str, Any] = run()
-    requests = sum(result["statuses"].values())
-    result["cpu"] = (tree_cpu(pid) - before) / max(1, requests)
+    requests = max(1, sum(result["statuses"].values()))
+    result["cpu"] = (tree_cpu(pid) - before) / requests
+    result["postgres_cpu"] = (postgres_cpu() - postgres) / requests
+    result["redis_cpu"] = ((redis_cpu() - redis_before) / requests) if redis_cpu else 0.0
     return result
 
 
@@ -289,13 +294,23 @@ def test_approve_and_execute_throughput_over_reservations(
         run_approvals(server.base, approver, batches[0], tmp_path, 1.0)
         run_load(server.base, "/v1/reservations", key, "warm", 1.0)
         pid = server_pid(server.base)
+        info = redis.Redis.from_url(redis_server_url)
+
+        def redis_cpu() -> float:
+            cpu = info.info("cpu")
+            return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
         ours, theirs = [], []
         for round_ in range(ROUNDS):
             ids = batches[round_ + 1]
-            ours.append(with_cpu(pid, lambda ids=ids: run_approvals(server.base, approver, ids, tmp_path)))
+            ours.append(
+                with_cpu(pid, lambda ids=ids: run_approvals(server.base, approver, ids, tmp_path), redis_cpu)
+            )
             theirs.append(
                 with_cpu(
-                    pid, lambda r=round_: run_load(server.base, "/v1/reservations", key, f"run{r}", SECONDS)
+                    pid,
+                    lambda r=round_: run_load(server.base, "/v1/reservations", key, f"run{r}", SECONDS),
+                    redis_cpu,
                 )
             )
     assert all(set(o["statuses"]) == {"200"} for o in ours), ours
@@ -305,13 +320,19 @@ def test_approve_and_execute_throughput_over_reservations(
     theirs_rps = sum(t["rps"] for t in theirs) / ROUNDS
     ours_cpu = statistics.median(o["cpu"] for o in ours) * 1e3
     theirs_cpu = statistics.median(t["cpu"] for t in theirs) * 1e3
+
+    def others(runs: list[dict[str, Any]]) -> str:
+        redis_us = statistics.median(r["redis_cpu"] for r in runs) * 1e6
+        return f"Redis {redis_us:.0f} µs, PostgreSQL {statistics.median(r['postgres_cpu'] for r in runs) * 1e6:.0f} µs"
+
     print(
         f"\napprove-and-execute ({backend} stock, cases on {database}): {ours_rps:.0f} req/s; reservations: "
         f"{theirs_rps:.0f} req/s; ratio {ours_rps / theirs_rps:.2f} (rounds: "
         + ", ".join(f"{o['rps'] / t['rps']:.2f}" for o, t in zip(ours, theirs, strict=True))
         + f"; {CONNECTIONS} connections, {ROUNDS} x {SECONDS:.0f} s each, 1 worker); server CPU per "
         f"request (median of rounds): approval {ours_cpu:.2f} ms, reservation {theirs_cpu:.2f} ms, "
-        f"ratio {theirs_cpu / ours_cpu:.2f}"
+        f"ratio {theirs_cpu / ours_cpu:.2f}; beside the server, per approval {others(ours)}, per "
+        f"reservation {others(theirs)}"
     )
 
 
