@@ -81,6 +81,18 @@ def bound(column_type: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
     return processor
 
 
+def as_sqlalchemy_binds(column_type: Any, dialect: Dialect) -> Callable[[Any], Any]:
+    """How SQLAlchemy itself sends a value of `column_type` to `dialect`'s driver (on SQLite a datetime
+    as its DATETIME text, `YYYY-MM-DD HH:MM:SS.ffffff`, unlike `bound`): for a raw statement whose values
+    must match rows SQLAlchemy wrote, or be compared as its statements compare them."""
+    process: Callable[[Any], Any] | None = column_type.dialect_impl(dialect).bind_processor(dialect)
+    return _as_it_is if process is None else process
+
+
+def _as_it_is(value: Any) -> Any:
+    return value
+
+
 def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     url = make_url(settings.url)
     if url.get_backend_name() == "sqlite":

@@ -47,6 +47,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.base import aware, utc_now
+from service.db.engine import as_sqlalchemy_binds
 from service.db.models import Delivery, OutboxDispatch, OutboxEvent, Subscription
 from service.db.sqlite_writer import SqliteWriter, SqliteWriters
 from service.decisions.ids import new_decision_id
@@ -245,9 +246,7 @@ class Dispatcher:
         bind = sessions.kw.get("bind")
         if bind is not None and bind.dialect.name == "sqlite":
             self._writer = (sqlite_writers or SqliteWriters()).for_url(bind.url)
-            process = _DISPATCH.c.at.type.dialect_impl(bind.dialect).bind_processor(bind.dialect)
-            if process is not None:
-                self._at_text = process
+            self._at_text = as_sqlalchemy_binds(_DISPATCH.c.at.type, bind.dialect)
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.base import aware
-from service.db.engine import BatchInsert, bound
+from service.db.engine import BatchInsert, as_sqlalchemy_binds, bound
 from service.db.models import (
     ApprovalCase,
     ApprovalCaseRole,
@@ -87,9 +87,7 @@ def case_binds(dialect: Dialect) -> ColumnBinds:
 
 def role_time(dialect: Dialect) -> Callable[[Any], Any]:
     """How `approval_case_roles.created_at` goes to `dialect`'s driver as SQLAlchemy binds it."""
-    column_type = _ROLE_TABLE.c.created_at.type
-    process = column_type.dialect_impl(dialect).bind_processor(dialect)
-    return (lambda value: value) if process is None else process
+    return as_sqlalchemy_binds(_ROLE_TABLE.c.created_at.type, dialect)
 
 
 class Stale(Exception):
