@@ -34,7 +34,7 @@ from tests.benchmarks.bench_reservations import ROOT, bench_server, run_load
 CONNECTIONS = 32
 SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-CASES_PER_CONNECTION = 400  # per round: more than one connection approves in SECONDS
+CASES_PER_CONNECTION = 1000  # per round: more than one connection approves in SECONDS (~100 a second today)
 INBOX_CASES = 100_000
 
 
