@@ -110,7 +110,7 @@ class InboxOut(Answer):
 
 
 def workflow_of(request: Request[Any, Any, Any]) -> Workflow:
-    services: Services = request.app.state.services
+    services: Services = request.app.state["services"]  # by key: by attribute the state fails a lookup first
     workflow: Workflow = services.workflow
     return workflow
 

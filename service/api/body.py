@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any, TypeVar
 
@@ -31,7 +33,7 @@ _NOT_BRACKET = bytes(c for c in range(256) if c not in b"[]{}")
 _STEP = tuple(1 if c in b"[{" else -1 for c in range(256))  # an opening bracket goes one level down
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _NAMED = re.compile(r"(?:missing required field|unknown field) `([^`]+)`")
-_DECODER = "body_decoder"  # the key of a handler's decoder in its `opt`, made on its first request
+_READING = "body_reading"  # the key of a handler's `_Reading` in its `opt`, made on its first request
 JSON_TYPES = ("application/json", "")
 
 
@@ -176,22 +178,41 @@ class StrictRequest(Request[Any, Any, Any]):
         if self._json is not Empty:
             return self._json
         handler = self.route_handler
-        field = handler.parsed_fn_signature.parameters.get("data")
-        if field is None:  # no declared body: the framework's own reading
-            return await super().json()
+        reading: _Reading | None = handler.opt.get(_READING)
+        if reading is None:
+            reading = _Reading.of(handler)
+            if reading is None:  # no declared body: the framework's own reading
+                return await super().json()
+            handler.opt[_READING] = reading
         raw = await self.body()
-        type_ = field.annotation
-        media = (self._header(b"content-type") or "").split(";")[0].strip().lower()
-        if media not in JSON_TYPES:
-            reader = getattr(type_, "from_media", None)
-            if reader is not None:
-                self._json = reader(media, raw)
+        if reading.from_media is not None:
+            media = (self._header(b"content-type") or "").split(";")[0].strip().lower()
+            if media not in JSON_TYPES:
+                self._json = reading.from_media(media, raw)
                 return self._json
-        if field.has_default and not raw.strip():
-            self._json = field.default
+        if reading.optional and not raw.strip():
+            self._json = reading.default
             return self._json
-        decoder = handler.opt.get(_DECODER)
-        if decoder is None:
-            decoder = handler.opt[_DECODER] = msgspec.json.Decoder(type_)
-        self._json = decode_with(decoder, raw)
+        self._json = decode_with(reading.decoder, raw)
         return self._json
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """How a handler's `data` is read: its decoder, its reader of other media types (`from_media`), and
+    the default of an optional body. Made on the handler's first request and kept in its `opt`."""
+
+    decoder: msgspec.json.Decoder[Any]
+    from_media: Callable[[str, bytes], Any] | None
+    optional: bool
+    default: Any
+
+    @classmethod
+    def of(cls, handler: Any) -> _Reading | None:
+        """The handler's reading; None when it declares no `data`."""
+        field = handler.parsed_fn_signature.parameters.get("data")
+        if field is None:
+            return None
+        type_ = field.annotation
+        reader = getattr(type_, "from_media", None)
+        return cls(msgspec.json.Decoder(type_), reader, field.has_default, field.default)

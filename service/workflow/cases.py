@@ -71,7 +71,6 @@ from service.workflow.writes import (
     for_sqlite,
     plan,
     role_rows,
-    step_view,
     then,
     write_in_session,
     write_sqlite,
@@ -241,14 +240,19 @@ class Workflow:
         else:
             case, request, steps = known
         out = case_summary(case)
-        out["approval"] = request.approval
-        out["approvals"] = [
-            {"person": s.actor, "role": s.role, "at": aware(s.at).isoformat()}
-            for s in steps
-            if s.action == "approved" and s.role is not None and s.role in case["approvers"]
-        ]
-        out["overdue"] = case["status"] == "pending" and overdue(case, self.clock())
-        out["steps"] = [step_view(s) for s in steps]
+        approvals: list[dict[str, Any]] = []
+        views: list[dict[str, Any]] = []
+        late = case["status"] == "pending" and overdue(case, self.clock())
+        out.update(approval=request.approval, approvals=approvals, overdue=late, steps=views)
+        # the steps a worker just wrote share the case's `updated_at` (one aware `now`): formatted once
+        updated = case["updated_at"]
+        shared = updated if updated.tzinfo is not None else None
+        for s in steps:
+            at = out["updated_at"] if s.at is shared else aware(s.at).isoformat()
+            views.append({"at": at, "action": s.action, "actor": s.actor, "role": s.role, "comment": s.comment,
+                          "detail": s.detail})  # fmt: skip
+            if s.action == "approved" and s.role is not None and s.role in case["approvers"]:
+                approvals.append({"person": s.actor, "role": s.role, "at": at})
         return out
 
     # writing
