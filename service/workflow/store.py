@@ -2,11 +2,12 @@
 database allows: what an approver's request does on its way, where the ORM's statements cost more than
 the work they ask of the database.
 
-- Reading: on a SQLite file, two statements on a connection of this process' own, on the event loop (a
-  read in WAL mode never waits for the writer, and takes microseconds, where a round trip to the async
-  driver's thread costs far more under load); on PostgreSQL, one statement (the steps aggregated beside
-  the case and its request) on a pooled connection's driver, for every case asked for while the
-  previous such statement ran (`service.workflow.batches`).
+- Reading: on a SQLite file, one statement (the case, its request and its steps as one JSON array) on a
+  connection of this process' own, on the event loop (a read in WAL mode never waits for the writer, and
+  takes microseconds, where a round trip to the async driver's thread costs far more under load); on
+  PostgreSQL, one statement (the steps aggregated beside the case and its request) on a pooled
+  connection's driver, for every case asked for while the previous such statement ran
+  (`service.workflow.batches`).
 - Writing (PostgreSQL): one statement whose parts (common table expressions) move the case from the
   version it was read at, insert its steps, audit rows and outbox events, resolve its stuck-approval
   exception with that exception's `exception.resolved` event, drop its inbox index rows and commit an
@@ -30,7 +31,7 @@ import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -66,10 +67,25 @@ _CASE_SELECT = (
     + ", ".join(f"r.{name}" for name in _REQUEST)
     + " FROM approval_cases c LEFT JOIN change_requests r ON r.id = c.subject WHERE c.id = "
 )
-_SQLITE_CASE = _CASE_SELECT + "?"
-_SQLITE_STEPS = (
-    "SELECT id, case_id, at, action, actor, role, comment, detail FROM approval_steps "
-    "WHERE case_id = ? ORDER BY id"
+_JSON_TEXT = (*_JSON, "body", "detail")  # JSON columns of the case, its request and its steps
+_STEP_READ = ("id", "case_id", "at", "action", "actor", "role", "comment", "detail")
+
+
+def _sqlite_values(prefix: str, names: tuple[str, ...]) -> str:
+    """Columns `names` of table `prefix` as values of a JSON array: a JSON column's text as JSON (`json()`),
+    and `sla_hours` as null (it comes beside the array: SQLite writes a REAL into JSON with 15 digits)."""
+    values = [f"json({prefix}.{n})" if n in _JSON_TEXT else f"{prefix}.{n}" for n in names]
+    return ", ".join("NULL" if n == "sla_hours" else v for n, v in zip(names, values, strict=True))
+
+
+# One statement, one snapshot: the case, its request and its steps as one JSON array (the steps in id
+# order, as the subquery gives them), decoded in one pass (`_SqliteRead`), where a column costs the driver
+# a Python object of its own (and the steps a statement of their own)
+_SQLITE_READ = (
+    f"SELECT json_array({_sqlite_values('c', CASE_NAMES)}, {_sqlite_values('r', _REQUEST)}, "
+    f"(SELECT json_group_array(json(x)) FROM (SELECT json_array({_sqlite_values('s', _STEP_READ)}) AS x "
+    "FROM approval_steps s WHERE s.case_id = c.id ORDER BY s.id))), c.sla_hours "
+    "FROM approval_cases c LEFT JOIN change_requests r ON r.id = c.subject WHERE c.id = ?"
 )
 _PG_READ = (
     _CASE_SELECT.replace(" FROM approval_cases", ", (SELECT json_agg(json_build_array(s.id, s.case_id, s.at, "
@@ -128,6 +144,40 @@ def _decode(row: Any, steps: Any) -> Read:
         found["body"] = _json(found["body"])
         request = RequestRow(**found)
     return case, request, [_step(s) for s in steps]
+
+
+_OptionalTime = datetime | None
+_SqliteStep = tuple[int, str, datetime, str, str, str | None, str | None, Any]
+# the columns of `_SQLITE_READ`'s array (`CASE_NAMES`, `_REQUEST`, the steps); `sla_hours` comes apart
+_SqliteRead = tuple[
+    str, str, str, str, str, str, Any, int, Any, int, None, _OptionalTime, _OptionalTime, _OptionalTime,
+    _OptionalTime, str | None, int,
+    str | None, str | None, str | None, Any, str | None, str | None,
+    list[_SqliteStep],
+]  # fmt: skip
+_sqlite_read = msgspec.json.Decoder(_SqliteRead).decode
+
+
+def _decode_sqlite(row: tuple[str, float | None]) -> Read:
+    found: Any = _sqlite_read(row[0])
+    n = len(CASE_NAMES)
+    case: dict[str, Any] = dict(zip(CASE_NAMES, found[:n], strict=True))
+    case["sla_hours"] = row[1]
+    for key in _TIMES:
+        value = case[key]
+        if value is not None and value.tzinfo is None:
+            case[key] = value.replace(tzinfo=UTC)
+    request = None if found[n] is None else RequestRow(*found[n : n + len(_REQUEST)])
+    steps = [
+        Step(case_id, aware(at), action, actor, role, comment, detail, step_id)
+        for step_id, case_id, at, action, actor, role, comment, detail in found[-1]
+    ]
+    return case, request, steps
+
+
+def _select(connection: sqlite3.Connection, case_id: str) -> Read | None:
+    row = connection.execute(_SQLITE_READ, (case_id,)).fetchone()
+    return None if row is None else _decode_sqlite(row)
 
 
 def _step(s: Any) -> Step:
@@ -201,14 +251,7 @@ class CaseStore:
             reader = sqlite3.connect(self.sqlite_path, isolation_level=None, check_same_thread=False)
             reader.execute("PRAGMA busy_timeout=1000")
             self._reader = reader
-        # one snapshot for both statements
-        reader.execute("BEGIN")
-        try:
-            row = reader.execute(_SQLITE_CASE, (case_id,)).fetchone()
-            steps = [] if row is None else reader.execute(_SQLITE_STEPS, (case_id,)).fetchall()
-        finally:
-            reader.execute("COMMIT")
-        return None if row is None else _decode(row, steps)
+        return _select(reader, case_id)
 
     async def write(self, t: Transition) -> None:
         """PostgreSQL: write `t`, in the next batch; raises `Stale` (nothing written) when the case moved."""

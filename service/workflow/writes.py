@@ -20,6 +20,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Table, delete, insert, update
@@ -50,7 +51,8 @@ _STEPS = BatchInsert(ApprovalStep.__table__, _STEP_COLUMNS)  # type: ignore[arg-
 _AUDIT = BatchInsert(AuditEntry.__table__, _AUDIT_COLUMNS)  # type: ignore[arg-type]
 _EVENTS = BatchInsert(OutboxEvent.__table__, _EVENT_COLUMNS)  # type: ignore[arg-type]
 _ROLES = BatchInsert(ApprovalCaseRole.__table__, _ROLE_COLUMNS)  # type: ignore[arg-type]
-_ROLE_TABLE: Table = ApprovalCaseRole.__table__  # type: ignore[assignment]
+_audit_values = itemgetter(*_AUDIT_COLUMNS)  # an audit row's values in `_AUDIT` order, as one tuple
+_event_values = itemgetter(*_EVENT_COLUMNS)
 # by the row's whole key, read from the case: one seek of the table's one b-tree
 _DELETE_ROLE = (
     "DELETE FROM approval_case_roles WHERE role = ? AND status = ? AND created_at = ? AND case_id = ?"
@@ -70,6 +72,7 @@ class ColumnBinds:
         self.table = table
         self.dialect = dialect
         self._found: dict[str, Callable[[Any], Any] | None] = {}
+        self._sqlalchemy: dict[str, Callable[[Any], Any]] = {}
 
     def __call__(self, name: str, value: Any) -> Any:
         """`value` of column `name` as the dialect's driver takes it."""
@@ -79,15 +82,18 @@ class ColumnBinds:
             process = self._found[name] = bound(self.table.c[name].type, self.dialect)
         return value if process is None or value is None else process(value)
 
+    def as_sqlalchemy(self, name: str) -> Callable[[Any], Any]:
+        """How SQLAlchemy itself binds column `name`'s values (`as_sqlalchemy_binds`), worked out once."""
+        try:
+            return self._sqlalchemy[name]
+        except KeyError:
+            found = self._sqlalchemy[name] = as_sqlalchemy_binds(self.table.c[name].type, self.dialect)
+            return found
+
 
 def case_binds(dialect: Dialect) -> ColumnBinds:
     """The case table's `ColumnBinds` for `dialect`."""
     return ColumnBinds(_CASES, dialect)
-
-
-def role_time(dialect: Dialect) -> Callable[[Any], Any]:
-    """How `approval_case_roles.created_at` goes to `dialect`'s driver as SQLAlchemy binds it."""
-    return as_sqlalchemy_binds(_ROLE_TABLE.c.created_at.type, dialect)
 
 
 class Stale(Exception):
@@ -302,7 +308,7 @@ async def write_in_session(session: AsyncSession, t: Transition) -> None:
             await session.execute(insert(ApprovalCaseRole), t.roles)
 
 
-@dataclass
+@dataclass(slots=True)
 class SqliteTransition:
     """A transition's statements with their parameters as the stdlib SQLite driver takes them."""
 
@@ -323,20 +329,17 @@ def for_sqlite(t: Transition, binds: ColumnBinds) -> SqliteTransition:
     dialect = binds.dialect
     params = [binds(name, t.values[name]) for name in names]
     step_rows = [(s.case_id, s.at, s.action, s.actor, s.role, s.comment, s.detail) for s in t.steps]
-    audit_rows = [tuple(audit[c] for c in _AUDIT_COLUMNS) for audit in t.audits]
     rows = {
         "steps": (_STEPS, *_STEPS.prepared(dialect, step_rows)),
-        "audit": (_AUDIT, *_AUDIT.prepared(dialect, audit_rows)),
-        "events": (
-            _EVENTS,
-            *_EVENTS.prepared(dialect, [tuple(e[c] for c in _EVENT_COLUMNS) for e in t.events]),
-        ),
+        "audit": (_AUDIT, *_AUDIT.prepared(dialect, list(map(_audit_values, t.audits)))),
+        "events": (_EVENTS, *_EVENTS.prepared(dialect, list(map(_event_values, t.events)))),
     }
     roles = None
     if t.roles is not None:
         # the key's time as SQLAlchemy's DATETIME writes it, as every writer of the table does (see
-        # `ApprovalCaseRole`), not as `bound` gives other times to the driver
-        key_time = role_time(dialect)
+        # `ApprovalCaseRole`), not as `bound` gives other times to the driver: the case's own time, of
+        # the same column type
+        key_time = binds.as_sqlalchemy("created_at")
         roles = [
             (_DELETE_ROLE, (r["role"], r["status"], key_time(r["created_at"]), r["case_id"]))
             for r in role_rows(t.case)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -311,3 +312,51 @@ async def test_cases_approved_together_each_resolve_their_own_stuck_approval_exc
     assert sorted(states) == [("c-1", "resolved"), ("c-2", "resolved")]
     told = {subject: payload["exception"]["key"] for subject, payload in resolved}
     assert told == {"exception:x-c-1": "c-1", "exception:x-c-2": "c-2"}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_a_case_reads_as_the_orm_reads_it_with_its_request_and_steps_in_order(
+    db_engine: AsyncEngine,
+) -> None:
+    """Every column as the ORM reads it: a float of 17 digits, JSON numbers as written, times in UTC
+    (stored with an offset or without), nulls, and the steps in id order."""
+    await _seed(db_engine, "c-1")
+    due = START.replace(microsecond=123456)
+    odd = {"ratio": 0.30000000000000004, "big": 12345678901234567890, "name": "é", "none": None}
+    async with db_engine.begin() as connection:
+        await connection.execute(
+            ApprovalCase.__table__.update().where(ApprovalCase.id == "c-1").values(
+                sla_hours=0.30000000000000004, sla_due_at=due, approvers=["a", "b"], escalation=["x"],
+                outcome_reason="why",
+            )
+        )  # fmt: skip
+        await connection.execute(
+            insert(ApprovalStep),
+            [
+                {"case_id": "c-1", "at": START, "action": a, "actor": "ann", "role": r, "comment": c,
+                 "detail": d}
+                for a, r, c, d in (("opened", None, None, {}), ("approved", "m", "ok", odd), ("x", "m", None, [1]))
+            ],
+        )  # fmt: skip
+    store = CaseStore(db_engine, db_engine.url.database if db_engine.dialect.name == "sqlite" else None)
+    case, request, steps = await store.read("c-1") or pytest.fail("no case")
+    store.close()
+    async with db_engine.connect() as connection:
+        row = (await connection.execute(select(ApprovalCase.__table__).where(ApprovalCase.id == "c-1"))).one()
+        orm_steps = (await connection.execute(select(ApprovalStep.__table__).order_by(ApprovalStep.id))).all()
+        body = (await connection.execute(select(ChangeRequest.body))).scalar_one()
+    expected = {
+        k: v.replace(tzinfo=v.tzinfo or UTC) if isinstance(v, datetime) else v
+        for k, v in row._mapping.items()
+    }
+    assert case == expected
+    assert case["sla_hours"] == 0.30000000000000004 and case["sla_due_at"] == due
+    assert request is not None and (request.id, request.body, request.shipment_id) == (
+        "transfer:c-1",
+        body,
+        None,
+    )
+    assert [(s.id, s.action, s.role, s.comment, s.detail, s.at) for s in steps] == [
+        (s.id, s.action, s.role, s.comment, s.detail, START) for s in orm_steps
+    ]
+    assert steps[1].detail == odd
