@@ -27,7 +27,6 @@ from sqlalchemy import Table, delete, insert, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.base import aware
 from service.db.engine import BatchInsert, as_sqlalchemy_binds, bound
 from service.db.models import (
     ApprovalCase,
@@ -146,17 +145,6 @@ class Step:
             case_id=self.case_id, at=self.at, action=self.action, actor=self.actor, role=self.role,
             comment=self.comment, detail=self.detail,
         )  # fmt: skip
-
-
-def step_view(step: Step | ApprovalStep) -> dict[str, Any]:
-    return {
-        "at": aware(step.at).isoformat(),
-        "action": step.action,
-        "actor": step.actor,
-        "role": step.role,
-        "comment": step.comment,
-        "detail": step.detail,
-    }
 
 
 def role_rows(case: dict[str, Any]) -> list[dict[str, Any]]:
