@@ -176,7 +176,8 @@ Mark = int | Unseen | Past | None
 def unclaimed_past(postgres: bool, mark: Mark, size: int) -> Select[tuple[Any, Any]]:
     """The ids and event ids of the events without their dispatch row that a round looks at: every event
     (a first round); on SQLite those past the mark; on PostgreSQL those of the transactions the last read
-    could not see, and past a full batch also the first `size` after its highest id.
+    could not see, and past a full batch also the first `size` of the others after its highest id
+    (claimed or not: the claim tells).
 
     On PostgreSQL a round's work must follow the new events, not the outbox's size, whatever the planner
     estimates (with no statistics gathered, autovacuum off or not yet run, it guesses): every range read
@@ -201,10 +202,9 @@ def unclaimed_past(postgres: bool, mark: Mark, size: int) -> Select[tuple[Any, A
     if isinstance(mark, Unseen):
         # in id order before each is looked up: the first `size` without their row end the look
         return _unclaimed(True, select(newer.c.id, newer.c.event_id).order_by(newer.c.id).subquery())
-    # and the first `size` events of the others after the batch's highest id, not looked up (the claim's
-    # insert is their look: one conflicting there is another dispatcher's, so still counted here): with no
-    # claim of its own between them and the batch, the first `size` of both lots end no later than these
-    # do, so none of theirs up to the next batch's highest id is missed
+    # and the first `size` events of the transactions it saw after the batch's highest id, not looked up:
+    # the claim's insert checks them (one another dispatcher claimed first is counted here all the same).
+    # With `size` of them, the next batch's highest id is at most theirs, so each one up to it is in it
     following = (
         select(EVENTS.c.id, EVENTS.c.event_id)
         .where(EVENTS.c.id > mark.upto, EVENTS.c.id <= HIGHEST_ID, unseen.saw(EVENTS.c.txid))
