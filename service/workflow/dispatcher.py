@@ -11,13 +11,16 @@ Two steps, each safe with any number of dispatchers on one database:
    once a round's claim commits. On SQLite the mark is an outbox id: events commit in the order of their
    ids there (one writer at a time, an id given at insert as one more than the highest). On PostgreSQL an
    id is taken when the row is inserted and transactions commit in any order, so the mark is a
-   transaction id instead: each event carries its writing transaction's (`txid`), and a round that
-   claimed everything it found moves the mark to the oldest transaction still running when it read
-   (`pg_snapshot_xmin`); every earlier transaction had committed or rolled back, its events visible to
-   that read. Neither database ever looks at the whole outbox again while the dispatcher runs. On a
-   SQLite file a round is a write of the file's `SqliteWriter` (`service.workflow.fan_out`): read and
-   claim in one transaction that holds the write lock from its first statement, beside the other writes
-   of that turn of the event loop.
+   set of transactions instead: each event carries its writing transaction's id (`txid`), and a round
+   that claimed everything it found moves the mark to the transactions its read could not see (those
+   running when it took its snapshot, and those from its xmax on: `Unseen`); every other one had
+   committed or rolled back, its events visible to that read. A transaction open elsewhere for long (a
+   report, another database's) costs nothing but its own events. A round that claimed a full batch leaves
+   the mark and notes how far it got (`Past`): the next one reads the events of the transactions its read
+   could not see and those after its highest id, so a backlog is read about once, not once per batch.
+   Neither database ever looks at the whole outbox again while the dispatcher runs. On a SQLite file a round is a write of the file's `SqliteWriter`
+   (`service.workflow.fan_out`): read and claim in one transaction that holds the write lock from its
+   first statement, beside the other writes of that turn of the event loop.
 2. Delivery. A due pending delivery is claimed with a lease (`UPDATE ... SET lease_until WHERE
    lease_until IS NULL OR lease_until < now`): only the dispatcher whose update took the row sends it,
    and its outcome is written only while it still holds that lease. A dispatcher that stops mid-way
@@ -38,21 +41,30 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import msgspec
-from sqlalchemy import BigInteger, Select, Table, Text, delete, func, literal, or_, select, true, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Select, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.base import aware, utc_now
 from service.db.engine import as_sqlalchemy_binds
-from service.db.models import Delivery, OutboxDispatch, OutboxEvent, Subscription
+from service.db.models import Delivery, OutboxEvent, Subscription
 from service.db.sqlite_writer import SqliteWriter, SqliteWriters
 from service.decisions.ids import new_decision_id
 from service.workflow.exceptions import clear_exception, raise_exception
-from service.workflow.fan_out import SqliteRound, fan_out_sqlite
+from service.workflow.fan_out import (
+    DISPATCH,
+    EVENTS,
+    HIGHEST_ID,
+    Past,
+    SqliteRound,
+    Unseen,
+    claim_range,
+    fan_out_sqlite,
+    next_batch,
+)
 from service.workflow.subscriptions import DELIVERY_ID, EVENT_ID, SIGNATURE, TIMESTAMP, matches, sign
 
 log = logging.getLogger(__name__)
@@ -105,80 +117,6 @@ def event_body(event: OutboxEvent) -> bytes:
     )
 
 
-_DISPATCH = cast(Table, OutboxDispatch.__table__)
-_EVENTS = cast(Table, OutboxEvent.__table__)
-
-
-def _unclaimed(postgres: bool, mark: int | None) -> Select[tuple[Any, Any]]:
-    """The ids and event ids of the outbox events without their dispatch row; past `mark` when given (see
-    `Dispatcher._mark`)."""
-    if not postgres:
-        query = (
-            select(_EVENTS.c.id, _EVENTS.c.event_id)
-            .outerjoin(_DISPATCH, _DISPATCH.c.event_id == _EVENTS.c.event_id)
-            .where(_DISPATCH.c.event_id.is_(None))
-        )
-        return query if mark is None else query.where(_EVENTS.c.id > mark)
-    # PostgreSQL. A round's work must follow the events past the mark, not the outbox's size, whatever the
-    # planner estimates (with no statistics gathered, autovacuum off or not yet run, it guesses): the events
-    # past the mark are read first, through the txid index, by a range bounded on both sides (no visible
-    # event has a transaction at or past the snapshot's xmax, but a one-sided range without statistics is
-    # planned as a third of the table); then each looks up its own dispatch row (a lateral subquery with a
-    # limit is never made a join). Left to choose, the planner walked the key's index from its first entry,
-    # or hashed every dispatch row: 8-15 ms a round at 40,000 claimed events, not 0.15 ms.
-    events: Any = _EVENTS
-    if mark is not None:
-        events = (
-            select(_EVENTS.c.id, _EVENTS.c.event_id)
-            .where(_EVENTS.c.txid >= mark, _EVENTS.c.txid < _snapshot(func.pg_snapshot_xmax))
-            .cte("past_mark")
-            .prefix_with("MATERIALIZED")
-        )
-    claimed = select(_DISPATCH.c.event_id).where(_DISPATCH.c.event_id == events.c.event_id).limit(1).lateral()
-    return (
-        select(events.c.id, events.c.event_id).outerjoin(claimed, true()).where(claimed.c.event_id.is_(None))
-    )
-
-
-def _snapshot(bound: Any) -> Any:
-    """`bound` (pg_snapshot_xmin or pg_snapshot_xmax) of the statement's snapshot, as a transaction id."""
-    return cast(Any, bound(func.pg_current_snapshot())).cast(Text).cast(BigInteger)
-
-
-# the highest outbox id there is
-_HIGHEST_ID = select(func.max(_EVENTS.c.id)).scalar_subquery()
-# the oldest transaction still running when the statement took its snapshot: every one before it has
-# committed or rolled back, and its events are visible to the statement
-_HORIZON = _snapshot(func.pg_snapshot_xmin)
-
-
-def _next_batch(postgres: bool, mark: int | None, size: int) -> Select[tuple[Any, Any, Any, Any]]:
-    """The lowest and highest id and the number of the first `size` events without their dispatch row (past
-    `mark`), and the mark a round may move to once every such event is claimed: the highest id there is
-    (SQLite), the snapshot's oldest running transaction (PostgreSQL). One statement, so all from one
-    snapshot."""
-    unclaimed = _unclaimed(postgres, mark)
-    first = unclaimed.order_by(unclaimed.selected_columns[0]).limit(size).subquery()
-    top = _HORIZON if postgres else _HIGHEST_ID
-    return select(func.min(first.c.id), func.max(first.c.id), func.count(first.c.id), top)
-
-
-def _claim(postgres: bool, mark: int | None, low: int, upto: int, now: datetime) -> Any:
-    """The insert of the dispatch rows of the events without one, past `mark`, with ids from `low` up to
-    `upto` (both sides: an id range open below reads the key's index from its first entry on PostgreSQL)."""
-    unclaimed = _unclaimed(postgres, mark)
-    row_id, event_id = unclaimed.selected_columns
-    events = unclaimed.where(row_id.between(low, upto)).with_only_columns(
-        event_id, literal(now, _DISPATCH.c.at.type)
-    )
-    dialect = postgresql if postgres else sqlite
-    return (
-        dialect.insert(_DISPATCH)
-        .from_select(["event_id", "at"], events)
-        .on_conflict_do_nothing(index_elements=["event_id"])
-    )
-
-
 def _prunable(cutoff: datetime, size: int) -> Select[tuple[Any]]:
     """The event ids of up to `size` of the oldest events written before `cutoff` that were fanned out and
     whose deliveries were all delivered. Such an event gets no delivery again (fan-out writes an event's
@@ -186,18 +124,18 @@ def _prunable(cutoff: datetime, size: int) -> Select[tuple[Any]]:
     event is never one: SQLite gives a new row the highest id there is plus one, so while it stays no id is
     given twice, and no event is written below a dispatcher's mark."""
     unsettled = select(Delivery.id).where(
-        Delivery.event_id == _EVENTS.c.event_id, Delivery.status != "delivered"
+        Delivery.event_id == EVENTS.c.event_id, Delivery.status != "delivered"
     )
-    fanned_out = select(_DISPATCH.c.event_id).where(_DISPATCH.c.event_id == _EVENTS.c.event_id)
+    fanned_out = select(DISPATCH.c.event_id).where(DISPATCH.c.event_id == EVENTS.c.event_id)
     return (
-        select(_EVENTS.c.event_id)
+        select(EVENTS.c.event_id)
         .where(
-            _EVENTS.c.created_at < cutoff,
-            _EVENTS.c.id < _HIGHEST_ID,
+            EVENTS.c.created_at < cutoff,
+            EVENTS.c.id < HIGHEST_ID,
             fanned_out.exists(),
             ~unsettled.exists(),
         )
-        .order_by(_EVENTS.c.id)
+        .order_by(EVENTS.c.id)
         .limit(size)
     )
 
@@ -233,9 +171,12 @@ class Dispatcher:
         )
         self._wake = asyncio.Event()
         # where fan-out looks from: every event before it has its dispatch row. On SQLite an outbox id (every
-        # event up to it claimed), on PostgreSQL a transaction id (every event of an earlier transaction
-        # claimed). None: look at every event (a dispatcher's first round)
-        self._mark: int | None = None
+        # event up to it claimed), on PostgreSQL the transactions a read could not see (every event of
+        # another one claimed). None: look at every event (a dispatcher's first round)
+        self._mark: int | Unseen | None = None
+        # on PostgreSQL, where the last round left off when it claimed a full batch (None: it did not)
+        self._past: Past | None = None
+        self._full = False  # the last round found a full batch: more may be waiting
         self._dialect: str | None = None  # the database's dialect name, read in the first round
         self._pruned_at: datetime | None = None  # when old delivered events were last deleted
         # on a SQLite file, fan-out goes through the file's writer (the app's, shared with its other
@@ -246,7 +187,7 @@ class Dispatcher:
         bind = sessions.kw.get("bind")
         if bind is not None and bind.dialect.name == "sqlite":
             self._writer = (sqlite_writers or SqliteWriters()).for_url(bind.url)
-            self._at_text = as_sqlalchemy_binds(_DISPATCH.c.at.type, bind.dialect)
+            self._at_text = as_sqlalchemy_binds(DISPATCH.c.at.type, bind.dialect)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -277,13 +218,11 @@ class Dispatcher:
             async with self.sessions() as session, session.begin():
                 # the events first, by a statement that writes (on SQLite it takes the write lock before
                 # reading); then the rows that name them
-                gone = delete(_EVENTS).where(
-                    _EVENTS.c.event_id.in_(_prunable(cutoff, self.policy.prune_batch))
-                )
-                ids = list((await session.execute(gone.returning(_EVENTS.c.event_id))).scalars())
+                gone = delete(EVENTS).where(EVENTS.c.event_id.in_(_prunable(cutoff, self.policy.prune_batch)))
+                ids = list((await session.execute(gone.returning(EVENTS.c.event_id))).scalars())
                 if ids:
                     await session.execute(delete(Delivery).where(Delivery.event_id.in_(ids)))
-                    await session.execute(delete(_DISPATCH).where(_DISPATCH.c.event_id.in_(ids)))
+                    await session.execute(delete(DISPATCH).where(DISPATCH.c.event_id.in_(ids)))
             pruned += len(ids)
             if len(ids) < self.policy.prune_batch:
                 return pruned
@@ -292,11 +231,12 @@ class Dispatcher:
         """Rounds until cancelled; a failing round is logged and the next one tries again."""
         while True:
             try:
-                fanned, attempted = await self.run_once()
+                _fanned, attempted = await self.run_once()
+                full = self._full or attempted >= self.policy.batch
             except Exception:
                 log.exception("a webhook dispatch round failed")
-                fanned = attempted = 0
-            if fanned >= self.policy.fan_out_batch or attempted >= self.policy.batch:
+                full = False
+            if full:
                 continue  # a full round: more may be waiting
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -305,10 +245,11 @@ class Dispatcher:
     # --- fan-out -------------------------------------------------------------------------------------
 
     async def fan_out(self) -> int:
-        now, mark, size = self.clock(), self._mark, self.policy.fan_out_batch
+        now, size = self.clock(), self.policy.fan_out_batch
+        mark = self._mark if self._past is None else self._past
         if self._writer is not None:
             # the claim commits before the writer answers: only then does the mark move
-            round_ = SqliteRound(mark, size, self._at_text(now))
+            round_ = SqliteRound(mark if isinstance(mark, int) else None, size, self._at_text(now))
             claimed, found, after, upto = await self._writer.submit(fan_out_sqlite, round_)
             self._move_mark(False, found, after, upto)
             return claimed
@@ -319,7 +260,7 @@ class Dispatcher:
             if self._dialect is None:
                 self._dialect = session.get_bind().dialect.name
             postgres = self._dialect == "postgresql"
-            low, upto, found, after = (await session.execute(_next_batch(postgres, mark, size))).one()
+            low, upto, found, after = (await session.execute(next_batch(postgres, mark, size))).one()
             if upto is None:  # nothing without its row: the next round looks past what this one saw
                 self._move_mark(postgres, found, after, upto)
                 return 0
@@ -329,11 +270,11 @@ class Dispatcher:
             # this dispatcher's to fan out, those another dispatcher took first add nothing here (and an
             # event committed meanwhile inside the batch's range comes along)
             connection = await session.connection()
-            claim = _claim(postgres, mark, low, upto, now)
+            claim = claim_range(postgres, low, upto, now)
             if not subscriptions:  # nobody to deliver to: the claims alone
                 claimed = int((await connection.execute(claim)).rowcount)
             else:
-                ids = set((await connection.execute(claim.returning(_DISPATCH.c.event_id))).scalars())
+                ids = set((await connection.execute(claim.returning(DISPATCH.c.event_id))).scalars())
                 kinds = select(OutboxEvent.event_id, OutboxEvent.kind).where(OutboxEvent.event_id.in_(ids))
                 for event_id, kind in (await session.execute(kinds)).all() if ids else ():
                     for subscription in subscriptions:
@@ -355,15 +296,22 @@ class Dispatcher:
         self._move_mark(postgres, found, after, upto)
         return claimed
 
-    def _move_mark(self, postgres: bool, found: int, after: int | None, upto: int | None) -> None:
+    def _move_mark(self, postgres: bool, found: int, after: int | str | None, upto: int | None) -> None:
         """After a round that read `found` events without their dispatch row, up to id `upto`, and `after`
-        (`_next_batch`), and claimed them: past the whole read when the batch held every such event, else (a
-        full batch) past the batch on SQLite, where ids commit in order, and nowhere on PostgreSQL (the next
-        round reads from the same transaction on; what this one claimed no longer counts)."""
-        if found < self.policy.fan_out_batch:
-            if after is not None:  # None: an empty outbox (SQLite)
-                self._mark = after
-        elif not postgres:
+        (`next_batch`), and claimed them: past the whole read when the batch held every such event, else (a
+        full batch) past the batch on SQLite, where ids commit in order; on PostgreSQL the mark stays and
+        the next round leaves out what this one covered (`Past`). An empty SQLite outbox has no `after`."""
+        self._full = found >= self.policy.fan_out_batch
+        if postgres:
+            unseen = Unseen.of(str(after))
+            if self._full and upto is not None:
+                self._past = Past(upto, unseen)
+            else:
+                self._mark, self._past = unseen, None
+        elif not self._full:
+            if after is not None:
+                self._mark = int(after)
+        else:
             self._mark = upto
 
     # --- delivery -------------------------------------------------------------------------------------

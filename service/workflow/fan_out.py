@@ -1,8 +1,9 @@
-"""The webhook dispatcher's fan-out on a SQLite file (`service.workflow.dispatcher`), as a write of the
-file's `SqliteWriter`: in the transaction of a turn of the event loop, on the loop's own connection, beside
-the case transitions, journal entries and decisions of that turn. Through the async driver a round cost a
-trip to its thread per statement and a transaction of its own, and every commit of another connection
-emptied the writer's page cache.
+"""The webhook dispatcher's fan-out (`service.workflow.dispatcher`): the statements of a round, which
+events it looks at (`unclaimed_past`, `next_batch`) and the claim of a batch (`claim_range`), and on a
+SQLite file the whole round as a write of the file's `SqliteWriter`: in the transaction of a turn of the
+event loop, on the loop's own connection, beside the case transitions, journal entries and decisions of
+that turn. Through the async driver a round cost a trip to its thread per statement and a transaction of
+its own, and every commit of another connection emptied the writer's page cache.
 """
 
 from __future__ import annotations
@@ -10,10 +11,28 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
 import msgspec
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    Table,
+    Text,
+    all_,
+    and_,
+    any_,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    union_all,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 
+from service.db.models import OutboxDispatch, OutboxEvent
 from service.decisions.ids import new_decision_id
 from service.workflow.subscriptions import matches
 
@@ -55,7 +74,7 @@ def fan_out_sqlite(
     connection: sqlite3.Connection, rounds: Sequence[SqliteRound]
 ) -> list[tuple[int, int, int | None, int | None]]:
     """Each round's fan-out in the writer's transaction: (claimed, found, after, upto) as `fan_out` and
-    `Dispatcher._move_mark` (`service.workflow.dispatcher`) take them (see `_next_batch`)."""
+    `Dispatcher._move_mark` (`service.workflow.dispatcher`) take them (see `next_batch`)."""
     results: list[tuple[int, int, int | None, int | None]] = []
     for r in rounds:
         past = _LOWEST if r.mark is None else r.mark
@@ -78,3 +97,147 @@ def fan_out_sqlite(
         claimed = connection.execute(_SQLITE_CLAIM, (r.at, low, upto)).rowcount
         results.append((claimed, found, after, upto))
     return results
+
+
+DISPATCH = cast(Table, OutboxDispatch.__table__)
+EVENTS = cast(Table, OutboxEvent.__table__)
+
+
+def _unclaimed(postgres: bool, events: Any) -> Select[tuple[Any, Any]]:
+    """The ids and event ids of `events` (the outbox, or rows of it with its `id` and `event_id`) without
+    their dispatch row."""
+    if not postgres:
+        return (
+            select(events.c.id, events.c.event_id)
+            .outerjoin(DISPATCH, DISPATCH.c.event_id == events.c.event_id)
+            .where(DISPATCH.c.event_id.is_(None))
+        )
+    # each event looks up its own dispatch row (a lateral subquery with a limit is never made a join):
+    # left to choose, the planner hashed every dispatch row
+    claimed = select(DISPATCH.c.event_id).where(DISPATCH.c.event_id == events.c.event_id).limit(1).lateral()
+    return (
+        select(events.c.id, events.c.event_id).outerjoin(claimed, true()).where(claimed.c.event_id.is_(None))
+    )
+
+
+# the highest outbox id there is
+HIGHEST_ID = select(func.max(EVENTS.c.id)).scalar_subquery()
+# the statement's snapshot (PostgreSQL), in its text form: `xmin:xmax:running,...`
+_SNAPSHOT = func.pg_current_snapshot().cast(Text)
+# the first transaction the statement's snapshot cannot see, however it ends: no visible event has one
+# at or past it
+_XMAX = cast(Any, func.pg_snapshot_xmax(func.pg_current_snapshot())).cast(Text).cast(BigInteger)
+
+
+@dataclass(frozen=True)
+class Unseen:
+    """The transactions a PostgreSQL read could not see: those still running when it took its snapshot,
+    and every one from the snapshot's xmax on. Every other one had committed or rolled back, its events
+    visible to that read. A transaction running in another database writes no event here: only those of
+    the read's own set are looked at again, however long another one runs."""
+
+    xmax: int
+    running: tuple[int, ...]
+
+    @classmethod
+    def of(cls, snapshot: str) -> Unseen:
+        _xmin, xmax, running = snapshot.split(":")
+        return cls(int(xmax), tuple(int(txid) for txid in running.split(",") if txid))
+
+    def _running(self) -> Any:
+        return literal(list(self.running), postgresql.ARRAY(BigInteger))
+
+    def wrote(self, txid: Any) -> Any:
+        """Whether `txid` is one of these transactions, as a range bounded on both sides (no visible event
+        has a transaction at or past the statement's own xmax) or one of those running."""
+        return or_(and_(txid >= self.xmax, txid < _XMAX), txid == any_(self._running()))
+
+    def saw(self, txid: Any) -> Any:
+        """Whether `txid` is a transaction the read could see."""
+        return and_(txid < self.xmax, txid != all_(self._running()))
+
+
+@dataclass(frozen=True)
+class Past:
+    """Where a PostgreSQL round that claimed a full batch leaves off: every event of a transaction its
+    read could see (not `unseen`) with an id up to `upto` (the batch's highest) has its dispatch row. The
+    batch took the lowest ids of what the round looked at (`unclaimed_past`), and its claim covers every id
+    from the lowest to the highest; the events that round left out were covered before."""
+
+    upto: int
+    unseen: Unseen
+
+
+# where a round looks from (`Dispatcher._mark`): nothing (a first round: every event), on SQLite an outbox
+# id, on PostgreSQL the transactions the last read could not see, or where a full batch left off
+Mark = int | Unseen | Past | None
+
+
+def unclaimed_past(postgres: bool, mark: Mark, size: int) -> Select[tuple[Any, Any]]:
+    """The ids and event ids of the events without their dispatch row that a round looks at: every event
+    (a first round); on SQLite those past the mark; on PostgreSQL those of the transactions the last read
+    could not see, and past a full batch also the first `size` of the others after its highest id
+    (claimed or not: the claim tells).
+
+    On PostgreSQL a round's work must follow the new events, not the outbox's size, whatever the planner
+    estimates (with no statistics gathered, autovacuum off or not yet run, it guesses): every range read
+    is bounded on both sides (no visible event has a transaction at or past the snapshot's xmax, nor an id
+    above the highest; a one-sided range without statistics is planned as a third of the table). Left to
+    choose, the planner walked the key's index from its first entry, or hashed every dispatch row: 8-15 ms
+    a round at 40,000 claimed events, not 0.15 ms."""
+    if not postgres:
+        query = _unclaimed(False, EVENTS)
+        return query.where(EVENTS.c.id > mark) if isinstance(mark, int) else query
+    if not isinstance(mark, (Unseen, Past)):
+        return _unclaimed(True, EVENTS)
+    # the events of the transactions the last read could not see, through the transaction index, read
+    # first (materialized: else the planner may walk the key's index and look at every row's transaction)
+    unseen = mark.unseen if isinstance(mark, Past) else mark
+    newer = (
+        select(EVENTS.c.id, EVENTS.c.event_id)
+        .where(unseen.wrote(EVENTS.c.txid))
+        .cte("past_mark")
+        .prefix_with("MATERIALIZED")
+    )
+    if isinstance(mark, Unseen):
+        # in id order before each is looked up: the first `size` without their row end the look
+        return _unclaimed(True, select(newer.c.id, newer.c.event_id).order_by(newer.c.id).subquery())
+    # and the first `size` events of the transactions it saw after the batch's highest id, not looked up:
+    # the claim's insert checks them (one another dispatcher claimed first is counted here all the same).
+    # With `size` of them, the next batch's highest id is at most theirs, so each one up to it is in it
+    following = (
+        select(EVENTS.c.id, EVENTS.c.event_id)
+        .where(EVENTS.c.id > mark.upto, EVENTS.c.id <= HIGHEST_ID, unseen.saw(EVENTS.c.txid))
+        .order_by(EVENTS.c.id)
+        .limit(size)
+        .subquery("past_batch")
+    )
+    rows = union_all(_unclaimed(True, newer), select(following.c.id, following.c.event_id)).subquery()
+    return select(rows.c.id, rows.c.event_id)
+
+
+def next_batch(postgres: bool, mark: Mark, size: int) -> Select[tuple[Any, Any, Any, Any]]:
+    """The lowest and highest id and the number of the first `size` events without their dispatch row that
+    a round looks at, and where the next round may look from once every such event is claimed: past the
+    highest id there is (SQLite), the transactions of the snapshot it could not see (PostgreSQL: its text
+    form, `Unseen.of`). One statement, so all from one snapshot."""
+    looked_at = unclaimed_past(postgres, mark, size)
+    first = looked_at.order_by(looked_at.selected_columns[0]).limit(size).subquery()
+    top = _SNAPSHOT if postgres else HIGHEST_ID
+    return select(func.min(first.c.id), func.max(first.c.id), func.count(first.c.id), top)
+
+
+def claim_range(postgres: bool, low: int, upto: int, now: datetime) -> Any:
+    """The insert of the dispatch rows of the events without one with ids from `low` up to `upto`, read
+    through the key's index (both sides: an id range open below reads it from its first entry on
+    PostgreSQL). Every event of the range that the round looked at and found without its row is there;
+    an event committed since inside the range comes along. On PostgreSQL the insert's own check of the
+    key is the only look at the dispatch rows: a lookup before it found the same row twice."""
+    events = EVENTS if postgres else _unclaimed(False, EVENTS).subquery()
+    rows = select(events.c.event_id, literal(now, DISPATCH.c.at.type)).where(events.c.id.between(low, upto))
+    dialect = postgresql if postgres else sqlite
+    return (
+        dialect.insert(DISPATCH)
+        .from_select(["event_id", "at"], rows)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+    )
