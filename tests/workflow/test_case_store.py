@@ -8,7 +8,7 @@ import sqlite3
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import event, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -20,7 +20,7 @@ from service.db.models import (
     ExceptionRecord,
     OutboxEvent,
 )
-from service.workflow.store import CaseStore
+from service.workflow.store import MAX_BATCH, CaseStore
 from service.workflow.writes import Stale, case_binds, for_sqlite, plan, then, write_sqlite
 from tests.workflow.conftest import START
 
@@ -254,6 +254,28 @@ async def test_two_transitions_joined_write_once_with_every_step_audit_row_and_e
         assert list(audits) == ["case.approved", "case.executed"]
         assert list(events) == ["case.approved", "case.executed", "transfer.shipped"]
     store.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_batches_that_follow_one_another_share_one_checkout_given_back_once_none_waits(
+    db_engine: AsyncEngine,
+) -> None:
+    """A batch's connection goes on to the batch waiting after it instead of back to the pool and out
+    again; once none waits it is back in the pool (here reads, then writes, of one batch and a bit)."""
+    ids = [f"c-{i}" for i in range(MAX_BATCH + 10)]
+    await _seed(db_engine, *ids)
+    engine = create_async_engine(db_engine.url, pool_size=2, max_overflow=0)
+    checkouts: list[object] = []
+    event.listen(engine.sync_engine, "checkout", lambda *args: checkouts.append(args))
+    store = CaseStore(engine, None)
+    try:
+        reads = await asyncio.gather(*(store.read(c) for c in ids))
+        assert (len(checkouts), engine.pool.checkedout()) == (1, 0)
+        await asyncio.gather(*(store.write(_approve(r, "ann")) for r in reads))
+        assert (len(checkouts), engine.pool.checkedout()) == (2, 0)
+    finally:
+        await engine.dispose()
+    assert await _count(db_engine, ApprovalStep) == len(ids)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
