@@ -279,6 +279,30 @@ async def test_batches_that_follow_one_another_share_one_checkout_given_back_onc
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_reads_of_few_cases_run_on_one_generic_plan_not_planned_each_time(
+    db_engine: AsyncEngine,
+) -> None:
+    """PostgreSQL plans a prepared statement afresh while a plan for the values given looks cheaper than
+    its generic plan; the read's estimate does not depend on the ids, so after its first executions the
+    read runs on its generic plan (here ten reads of one or two cases on a pool of one)."""
+    await _seed(db_engine, "c-1", "c-2")
+    engine = create_async_engine(db_engine.url, pool_size=1, max_overflow=0)
+    store = CaseStore(engine, None)
+    try:
+        for i in range(10):
+            await asyncio.gather(*(store.read(c) for c in ("c-1", "c-2")[: 1 + i % 2]))
+        async with engine.connect() as connection:
+            plans = await connection.exec_driver_sql(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                "WHERE statement LIKE 'SELECT c.id, %'"
+            )
+            generic, custom = plans.one()
+        assert generic >= 5 and custom <= 5
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_batches_of_one_shape_and_any_size_share_one_prepared_statement(db_engine: AsyncEngine) -> None:
     """A batch's rows go as arrays: its statement's text is its shape's, whatever the number of transitions,
     so a connection prepares it once (here a batch of two, then one of three, on a pool of one)."""
