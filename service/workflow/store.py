@@ -265,7 +265,9 @@ class CaseStore:
             for i, column in enumerate(columns):
                 array_type, process = self._array(column)
                 params.append([v[i] if process is None or v[i] is None else process(v[i]) for v in values])
-                arrays.append(f"${len(params)}::{array_type}")
+                # through a subquery, as the read's ids (`_PG_READ`): a plan for the batch given would be made
+                # afresh for every small batch
+                arrays.append(f"(SELECT ${len(params)}::{array_type})")
             return f"unnest({', '.join(arrays)}) WITH ORDINALITY AS v"
 
         def p(value: Any) -> str:
@@ -311,8 +313,8 @@ class CaseStore:
             stamps = p([t.now.isoformat() for t in cleared])
             parts.append(
                 f"c_cleared AS (UPDATE exception_records AS e SET state = 'resolved', resolved_at = v.at, "
-                f"resolved_by = {p(SYSTEM)}, updated_at = v.at FROM unnest({ids}::varchar[], "
-                f"{times}::timestamptz[], {event_ids}::varchar[], {stamps}::text[]) "
+                f"resolved_by = {p(SYSTEM)}, updated_at = v.at FROM unnest((SELECT {ids}::varchar[]), "
+                f"(SELECT {times}::timestamptz[]), (SELECT {event_ids}::varchar[]), (SELECT {stamps}::text[])) "
                 f"AS v(case_id, at, event_id, stamp) WHERE e.kind = {p(STUCK)} AND e.key = v.case_id "
                 f"AND e.state <> 'resolved' AND {moved} "
                 "RETURNING e.id, e.location, e.sku, v.case_id, v.at, v.event_id, v.stamp)"

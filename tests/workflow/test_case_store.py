@@ -303,6 +303,43 @@ async def test_reads_of_few_cases_run_on_one_generic_plan_not_planned_each_time(
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_writes_of_few_cases_run_on_one_generic_plan_not_planned_each_time(
+    db_engine: AsyncEngine,
+) -> None:
+    """As the read: the write's estimate does not depend on its rows, so after its first executions
+    it runs on its generic plan (here ten batches of one or two approvals on a pool of one, among cases
+    enough for the plan for a few rows to look cheaper than the generic one)."""
+    ids = [f"c-{i}" for i in range(15)]
+    await _seed(db_engine, *ids)
+    async with db_engine.begin() as connection:
+        await connection.exec_driver_sql(
+            "INSERT INTO approval_cases SELECT 'other-' || i, kind, subject, requested_by, decision_id, "
+            "'executed', approvers, approvals_required, escalation, escalation_level, sla_hours, sla_due_at, "
+            "created_at, updated_at, closed_at, outcome_reason, version "
+            "FROM approval_cases, generate_series(1, 20000) AS i WHERE id = 'c-0'"
+        )
+        await connection.exec_driver_sql("ANALYZE approval_cases")
+    engine = create_async_engine(db_engine.url, pool_size=1, max_overflow=0)
+    store = CaseStore(engine, None)
+    try:
+        reads = await asyncio.gather(*(store.read(c) for c in ids))
+        sizes = [1, 2] * 5
+        for i, size in enumerate(sizes):
+            start = sum(sizes[:i])
+            await asyncio.gather(*(store.write(_approve(r, "ann")) for r in reads[start : start + size]))
+        async with engine.connect() as connection:
+            plans = await connection.exec_driver_sql(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                "WHERE statement LIKE 'WITH c_moved_0 %'"
+            )
+            generic, custom = plans.one()
+        assert generic >= 5 and custom <= 5
+    finally:
+        await engine.dispose()
+    assert await _count(db_engine, ApprovalStep) == len(ids)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_batches_of_one_shape_and_any_size_share_one_prepared_statement(db_engine: AsyncEngine) -> None:
     """A batch's rows go as arrays: its statement's text is its shape's, whatever the number of transitions,
     so a connection prepares it once (here a batch of two, then one of three, on a pool of one)."""
