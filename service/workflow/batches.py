@@ -22,6 +22,11 @@ class Batches(Generic[Item, Result]):
     _pending: list[tuple[Item, asyncio.Future[Result]]] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
 
+    @property
+    def waiting(self) -> bool:
+        """Whether items wait for the next batch."""
+        return bool(self._pending)
+
     async def submit(self, item: Item) -> Result:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()

@@ -23,6 +23,9 @@ the work they ask of the database.
   approvals. A transition that writes new inbox index rows (an escalation) goes through the session
   instead (`write_in_session`). On SQLite the file's writer writes transitions
   (`service.workflow.writes.write_sqlite`), batched the same way.
+- Reads and writes on PostgreSQL each keep their pooled connection while their batches follow one
+  another (a checkout and a return cost the client about as much as a statement), and give it back
+  once none waits.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from sqlalchemy import Column, Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.base import aware
-from service.db.engine import bound
+from service.db.engine import HeldDriverConnection, bound
 from service.db.models import ApprovalCase, ApprovalCaseRole, ApprovalStep, AuditEntry, OutboxEvent
 from service.decisions.ids import new_decision_id
 from service.workflow.batches import Batches
@@ -87,11 +90,14 @@ _SQLITE_READ = (
     "FROM approval_steps s WHERE s.case_id = c.id ORDER BY s.id))), c.sla_hours "
     "FROM approval_cases c LEFT JOIN change_requests r ON r.id = c.subject WHERE c.id = ?"
 )
+# the ids through a subquery: the planner's estimate then does not depend on them, so PostgreSQL keeps
+# the statement's generic plan after its first executions instead of planning it again for each batch's
+# ids (a plan for a few ids looked cheaper than the generic one, but cost more to make than to run)
 _PG_READ = (
     _CASE_SELECT.replace(" FROM approval_cases", ", (SELECT json_agg(json_build_array(s.id, s.case_id, s.at, "
     "s.action, s.actor, s.role, s.comment, s.detail) ORDER BY s.id) FROM approval_steps s "
     "WHERE s.case_id = c.id) FROM approval_cases")
-    + "ANY($1::varchar[])"
+    + "ANY(ARRAY(SELECT unnest($1::varchar[])))"
 )  # fmt: skip
 
 _NAMES = (
@@ -202,6 +208,7 @@ class CaseStore:
         # one statement must not update a row twice: two transitions of a case wait for different batches
         self._writes = Batches(self._write_batch, MAX_BATCH, key=lambda t: t.case["id"])
         self._reads = Batches(self._read_batch, MAX_BATCH)
+        self._writing, self._reading = HeldDriverConnection(engine), HeldDriverConnection(engine)
 
     def close(self) -> None:
         reader, self._reader = self._reader, None
@@ -220,26 +227,31 @@ class CaseStore:
             raise
 
     @contextlib.asynccontextmanager
-    async def _driver(self) -> AsyncIterator[Any]:
-        """A pooled connection's driver (asyncpg) connection. The pool's own handling of a lost
-        connection does not see statements sent to the driver: a failure that leaves the connection in
-        doubt (lost, or interrupted mid-statement) invalidates it here, so that the pool replaces it,
-        and a lost connection is told as `ConnectionError` (answered 503, as the session's are)."""
-        async with self.engine.connect() as connection:
-            raw = (await connection.get_raw_connection()).driver_connection
-            assert raw is not None
+    async def _driver(self, held: HeldDriverConnection, batches: Batches[Any, Any]) -> AsyncIterator[Any]:
+        """A pooled connection's driver (asyncpg) connection for a batch of `batches`, kept while their
+        batches follow one another (under load a checkout from the pool and its return cost the client
+        about as much as a batch's statement) and given back once none waits. The pool's own handling of
+        a lost connection does not see statements sent to the driver: a failure that leaves the
+        connection in doubt (lost, or interrupted mid-statement) discards it here, so that the pool
+        replaces it, and a lost connection is told as `ConnectionError` (answered 503, as the session's
+        are)."""
+        try:
+            raw = await held.get()
             try:
                 yield raw
             except BaseException as error:
                 state = getattr(error, "sqlstate", None)
                 if state is None or state[:2] in _LOST:
-                    await connection.invalidate()
+                    await held.discard()
                 if _lost(error, state):
                     raise ConnectionError("the database is not answering") from error
                 raise
+        finally:
+            if not batches.waiting:
+                await held.close()
 
     async def _read_batch(self, case_ids: list[str]) -> list[Read | None]:
-        async with self._driver() as raw:
+        async with self._driver(self._reading, self._reads) as raw:
             rows = await raw.fetch(_PG_READ, list(dict.fromkeys(case_ids)))
         found = {row[0]: _decode(row, row[-1] or ()) for row in rows}
         return [found.get(case_id) for case_id in case_ids]
@@ -270,7 +282,7 @@ class CaseStore:
         parts = [self._group(g, groups[shape], params) for g, shape in enumerate(sorted(groups))]
         moved = ", ".join(f"(SELECT array_agg(id) FROM c_moved_{g})" for g in range(len(groups)))
         sql = "WITH " + ", ".join(parts) + " SELECT " + moved
-        async with self._driver() as raw:
+        async with self._driver(self._writing, self._writes) as raw:
             row = await raw.fetchrow(sql, *params)
         written = {case_id for ids in row for case_id in ids or ()}
         return [t.case["id"] in written for t in batch]
@@ -296,7 +308,9 @@ class CaseStore:
             for i, column in enumerate(columns):
                 array_type, process = self._array(column)
                 params.append([v[i] if process is None or v[i] is None else process(v[i]) for v in values])
-                arrays.append(f"${len(params)}::{array_type}")
+                # through a subquery, as the read's ids (`_PG_READ`): a plan for the batch given would be made
+                # afresh for every small batch
+                arrays.append(f"(SELECT ${len(params)}::{array_type})")
             return f"unnest({', '.join(arrays)}) WITH ORDINALITY AS v"
 
         def p(value: Any) -> str:
@@ -342,8 +356,8 @@ class CaseStore:
             stamps = p([t.now.isoformat() for t in cleared])
             parts.append(
                 f"c_cleared AS (UPDATE exception_records AS e SET state = 'resolved', resolved_at = v.at, "
-                f"resolved_by = {p(SYSTEM)}, updated_at = v.at FROM unnest({ids}::varchar[], "
-                f"{times}::timestamptz[], {event_ids}::varchar[], {stamps}::text[]) "
+                f"resolved_by = {p(SYSTEM)}, updated_at = v.at FROM unnest((SELECT {ids}::varchar[]), "
+                f"(SELECT {times}::timestamptz[]), (SELECT {event_ids}::varchar[]), (SELECT {stamps}::text[])) "
                 f"AS v(case_id, at, event_id, stamp) WHERE e.kind = {p(STUCK)} AND e.key = v.case_id "
                 f"AND e.state <> 'resolved' AND {moved} "
                 "RETURNING e.id, e.location, e.sku, v.case_id, v.at, v.event_id, v.stamp)"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import event, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -21,7 +21,7 @@ from service.db.models import (
     ExceptionRecord,
     OutboxEvent,
 )
-from service.workflow.store import CaseStore
+from service.workflow.store import MAX_BATCH, CaseStore
 from service.workflow.writes import Stale, case_binds, for_sqlite, plan, then, write_sqlite
 from tests.workflow.conftest import START
 
@@ -255,6 +255,89 @@ async def test_two_transitions_joined_write_once_with_every_step_audit_row_and_e
         assert list(audits) == ["case.approved", "case.executed"]
         assert list(events) == ["case.approved", "case.executed", "transfer.shipped"]
     store.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_batches_that_follow_one_another_share_one_checkout_given_back_once_none_waits(
+    db_engine: AsyncEngine,
+) -> None:
+    """A batch's connection goes on to the batch waiting after it instead of back to the pool and out
+    again; once none waits it is back in the pool (here reads, then writes, of one batch and a bit)."""
+    ids = [f"c-{i}" for i in range(MAX_BATCH + 10)]
+    await _seed(db_engine, *ids)
+    engine = create_async_engine(db_engine.url, pool_size=2, max_overflow=0)
+    checkouts: list[object] = []
+    event.listen(engine.sync_engine, "checkout", lambda *args: checkouts.append(args))
+    store = CaseStore(engine, None)
+    try:
+        reads = await asyncio.gather(*(store.read(c) for c in ids))
+        assert (len(checkouts), engine.pool.checkedout()) == (1, 0)
+        await asyncio.gather(*(store.write(_approve(r, "ann")) for r in reads))
+        assert (len(checkouts), engine.pool.checkedout()) == (2, 0)
+    finally:
+        await engine.dispose()
+    assert await _count(db_engine, ApprovalStep) == len(ids)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_reads_of_few_cases_run_on_one_generic_plan_not_planned_each_time(
+    db_engine: AsyncEngine,
+) -> None:
+    """PostgreSQL plans a prepared statement afresh while a plan for the values given looks cheaper than
+    its generic plan; the read's estimate does not depend on the ids, so after its first executions the
+    read runs on its generic plan (here ten reads of one or two cases on a pool of one)."""
+    await _seed(db_engine, "c-1", "c-2")
+    engine = create_async_engine(db_engine.url, pool_size=1, max_overflow=0)
+    store = CaseStore(engine, None)
+    try:
+        for i in range(10):
+            await asyncio.gather(*(store.read(c) for c in ("c-1", "c-2")[: 1 + i % 2]))
+        async with engine.connect() as connection:
+            plans = await connection.exec_driver_sql(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                "WHERE statement LIKE 'SELECT c.id, %'"
+            )
+            generic, custom = plans.one()
+        assert generic >= 5 and custom <= 5
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_writes_of_few_cases_run_on_one_generic_plan_not_planned_each_time(
+    db_engine: AsyncEngine,
+) -> None:
+    """As the read: the write's estimate does not depend on its rows, so after its first executions
+    it runs on its generic plan (here ten batches of one or two approvals on a pool of one, among cases
+    enough for the plan for a few rows to look cheaper than the generic one)."""
+    ids = [f"c-{i}" for i in range(15)]
+    await _seed(db_engine, *ids)
+    async with db_engine.begin() as connection:
+        await connection.exec_driver_sql(
+            "INSERT INTO approval_cases SELECT 'other-' || i, kind, subject, requested_by, decision_id, "
+            "'executed', approvers, approvals_required, escalation, escalation_level, sla_hours, sla_due_at, "
+            "created_at, updated_at, closed_at, outcome_reason, version "
+            "FROM approval_cases, generate_series(1, 20000) AS i WHERE id = 'c-0'"
+        )
+        await connection.exec_driver_sql("ANALYZE approval_cases")
+    engine = create_async_engine(db_engine.url, pool_size=1, max_overflow=0)
+    store = CaseStore(engine, None)
+    try:
+        reads = await asyncio.gather(*(store.read(c) for c in ids))
+        sizes = [1, 2] * 5
+        for i, size in enumerate(sizes):
+            start = sum(sizes[:i])
+            await asyncio.gather(*(store.write(_approve(r, "ann")) for r in reads[start : start + size]))
+        async with engine.connect() as connection:
+            plans = await connection.exec_driver_sql(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                "WHERE statement LIKE 'WITH c_moved_0 %'"
+            )
+            generic, custom = plans.one()
+        assert generic >= 5 and custom <= 5
+    finally:
+        await engine.dispose()
+    assert await _count(db_engine, ApprovalStep) == len(ids)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
