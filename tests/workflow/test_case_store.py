@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -292,15 +292,22 @@ async def test_reads_of_few_cases_run_on_one_generic_plan_not_planned_each_time(
     try:
         for i in range(10):
             await asyncio.gather(*(store.read(c) for c in ("c-1", "c-2")[: 1 + i % 2]))
-        async with engine.connect() as connection:
-            plans = await connection.exec_driver_sql(
-                "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-                "WHERE statement LIKE 'SELECT c.id, %'"
-            )
-            generic, custom = plans.one()
+        generic, custom = await _plans(engine, "SELECT c.id, %")
         assert generic >= 5 and custom <= 5
     finally:
         await engine.dispose()
+
+
+async def _plans(engine: AsyncEngine, statement: str) -> tuple[int, int]:
+    """How many times the pool's connection ran its prepared statement `statement` (a LIKE pattern) on
+    its generic plan and on a plan of its own."""
+    async with engine.connect() as connection:
+        plans = await connection.execute(
+            text("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE :s"),
+            {"s": statement},
+        )
+        generic, custom = plans.one()
+    return int(generic), int(custom)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -328,12 +335,7 @@ async def test_writes_of_few_cases_run_on_one_generic_plan_not_planned_each_time
         for i, size in enumerate(sizes):
             start = sum(sizes[:i])
             await asyncio.gather(*(store.write(_approve(r, "ann")) for r in reads[start : start + size]))
-        async with engine.connect() as connection:
-            plans = await connection.exec_driver_sql(
-                "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-                "WHERE statement LIKE 'WITH c_moved_0 %'"
-            )
-            generic, custom = plans.one()
+        generic, custom = await _plans(engine, "WITH c_moved_0 %")
         assert generic >= 5 and custom <= 5
     finally:
         await engine.dispose()

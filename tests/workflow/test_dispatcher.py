@@ -316,17 +316,11 @@ async def test_only_a_dispatchers_first_round_looks_at_every_event(
     assert sorted(d.event_id for d in await deliveries(sessions)) == sorted([first, newer, "e-50"])
 
 
-async def test_a_later_round_reads_through_the_index_on_a_large_outbox_without_statistics(
-    sessions: Sessions, clock: Clock, db_engine: AsyncEngine
-) -> None:
-    """On PostgreSQL with no statistics gathered (autovacuum off, or not run yet), a round past the mark
-    reads the new events through the transaction index and looks each up in the dispatch rows, however many
-    events were claimed before and whatever the planner estimates: the plans of the statements it runs read
-    neither table whole."""
-    if db_engine.dialect.name != "postgresql":
-        pytest.skip("the mark is an outbox id on SQLite: a range of the table's own key")
+async def claimed_outbox(db_engine: AsyncEngine) -> None:
+    """20,000 events (PostgreSQL), written by 20 transactions of 1,000, all claimed before (by this
+    dispatcher's earlier life, or another's); no statistics gathered."""
     async with db_engine.connect() as connection:
-        for batch in range(20):  # 20 transactions of 1,000 events
+        for batch in range(20):
             await connection.execute(
                 text(
                     "INSERT INTO outbox_events (event_id, kind, subject, payload, created_at) SELECT"
@@ -336,11 +330,22 @@ async def test_a_later_round_reads_through_the_index_on_a_large_outbox_without_s
                 {"batch": str(batch)},
             )
             await connection.commit()
-        # claimed before (by this dispatcher's earlier life, or another's)
         await connection.execute(
             text("INSERT INTO outbox_dispatch (event_id, at) SELECT event_id, now() FROM outbox_events")
         )
         await connection.commit()
+
+
+async def test_a_later_round_reads_through_the_index_on_a_large_outbox_without_statistics(
+    sessions: Sessions, clock: Clock, db_engine: AsyncEngine
+) -> None:
+    """On PostgreSQL with no statistics gathered (autovacuum off, or not run yet), a round past the mark
+    reads the new events through the transaction index and looks each up in the dispatch rows, however many
+    events were claimed before and whatever the planner estimates: the plans of the statements it runs read
+    neither table whole."""
+    if db_engine.dialect.name != "postgresql":
+        pytest.skip("the mark is an outbox id on SQLite: a range of the table's own key")
+    await claimed_outbox(db_engine)
     dispatcher = Dispatcher(sessions, DeliveryPolicy(), clock=clock)
     statements: list[tuple[str, object]] = []
 

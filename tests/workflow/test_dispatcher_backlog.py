@@ -15,7 +15,7 @@ from service.db.models import OutboxDispatch, OutboxEvent
 from service.workflow.dispatcher import DeliveryPolicy, Dispatcher
 from service.workflow.outbox import add_event
 from tests.workflow.conftest import Clock
-from tests.workflow.test_dispatcher import Sessions, deliveries, subscribe, write_events
+from tests.workflow.test_dispatcher import Sessions, claimed_outbox, deliveries, subscribe, write_events
 
 Statements = list[tuple[str, Any]]
 
@@ -132,21 +132,7 @@ async def test_past_a_full_batch_a_round_reads_only_new_events_on_a_large_outbox
     """With 20,000 events claimed before and no statistics gathered, a round after a full batch reads
     the events after the batch and those of transactions it could not see, through the indexes, whatever
     the planner estimates: neither table whole, nor the key's index from its first entry."""
-    async with db_engine.connect() as connection:
-        for batch in range(20):  # 20 transactions of 1,000 events
-            await connection.execute(
-                text(
-                    "INSERT INTO outbox_events (event_id, kind, subject, payload, created_at) SELECT"
-                    " 'old-' || :batch || '-' || n, 'case.approved', 's', '{}', now()"
-                    " FROM generate_series(1, 1000) AS n"
-                ),
-                {"batch": str(batch)},
-            )
-            await connection.commit()
-        await connection.execute(
-            text("INSERT INTO outbox_dispatch (event_id, at) SELECT event_id, now() FROM outbox_events")
-        )
-        await connection.commit()
+    await claimed_outbox(db_engine)
     dispatcher = Dispatcher(sessions, DeliveryPolicy(fan_out_batch=2), clock=clock)
     statements: Statements = []
     try:
