@@ -5,7 +5,6 @@ the table filtering on another column."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -13,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from service.console.operations import sku_events
 from service.decisions.search import DecisionFilter, find_decisions
 from service.workflow.exceptions import ExceptionFilter, listing
-from service.workflow.inbox import inbox_query
 from tests.workflow.conftest import START
 from tests.workflow.test_bounded_reads import captured, fill, plans
 
@@ -80,21 +78,3 @@ STOCK_EVENTS = "INSERT INTO stock_events (event_id, sku, type, applied_at_ms) SE
 async def test_the_console_stock_page_reads_the_skus_newest_events(db_engine: AsyncEngine) -> None:
     await fill(db_engine, STOCK_EVENTS, START)  # another SKU's
     in_order_from(await plan_of(db_engine, sku_events("MUG")), "ix_stock_events_sku_applied_at")
-
-
-PENDING_TRANSFERS = (
-    "INSERT INTO approval_cases (id, kind, subject, requested_by, decision_id, status, approvers,"
-    " approvals_required, escalation, escalation_level, created_at, updated_at, version)"
-    " SELECT 'c-' || i, 'transfer', 's', 'u', 'd', 'pending', '[]', 1, '[]', 0, :at, :at, 1 FROM n"
-)
-
-
-async def test_an_inbox_without_a_role_by_kind_reads_the_cases_of_that_kind_in_inbox_order(
-    db_engine: AsyncEngine,
-) -> None:
-    await fill(db_engine, PENDING_TRANSFERS, START - timedelta(days=1))  # pending transfers, no markdown
-    index = "ix_approval_cases_status_kind_created_at"
-    first = inbox_query(None, "pending", None, "markdown", None, START, 51)
-    in_order_from(await plan_of(db_engine, first), index)
-    later = inbox_query(None, "pending", None, "markdown", (START, "c-1"), START, 51)
-    in_order_from(await plan_of(db_engine, later), index)

@@ -27,8 +27,6 @@ class ApprovalCase(Base):
             postgresql_where=text("status = 'pending'"),
         ),
         Index("ix_approval_cases_status_created_at", "status", "created_at"),
-        # an inbox without a role filtered by kind, in inbox order as read (its cursor an index range)
-        Index("ix_approval_cases_status_kind_created_at", "status", "kind", "created_at", "id"),
         # the moves' recovery's: executed transfers by update time (a case leaves it once received)
         Index(
             "ix_approval_cases_executed_transfers",

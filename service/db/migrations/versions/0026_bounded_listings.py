@@ -8,16 +8,15 @@ equality's column and the listing's order answers a page by reading the page:
 - the console's decisions page without a filter: the decisions by (created_at, id); on PostgreSQL the
   index is made on every day's partition (and the partitions made later get it);
 - the exceptions by kind and by location, newest (highest id) first;
-- the console's stock page: a SKU's stock events by time;
-- an inbox without a role filtered by kind: the cases by (status, kind, created_at, id).
+- the console's stock page: a SKU's stock events by time.
 
-Revision ID: 0027_bounded_listings
+Revision ID: 0026_bounded_listings
 Revises: 0025_decision_log_lz4
 """
 
 from alembic import op
 
-revision = "0027_bounded_listings"
+revision = "0026_bounded_listings"
 down_revision = "0025_decision_log_lz4"
 branch_labels = None
 depends_on = None
@@ -28,11 +27,6 @@ INDEXES = (
     ("ix_exception_records_kind_id", "exception_records", ["kind", "id"]),
     ("ix_exception_records_location_id", "exception_records", ["location", "id"]),
     ("ix_stock_events_sku_applied_at", "stock_events", ["sku", "applied_at_ms"]),
-    (
-        "ix_approval_cases_status_kind_created_at",
-        "approval_cases",
-        ["status", "kind", "created_at", "id"],
-    ),
 )
 
 
