@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, Parameter
-from sqlalchemy import select
+from sqlalchemy import Select, select, tuple_
 
 from service.api import decisions as api_decisions
 from service.api import exceptions as api_exceptions
@@ -153,6 +153,29 @@ async def decision_page(request: Request[Any, Any, Any], decision_id: Id) -> Res
 # --- stock -----------------------------------------------------------------------------------------------
 
 
+def held_reservations() -> Select[ReservationRecord]:
+    """The 500 newest held reservations (the page shows those with lines of its SKU)."""
+    return (
+        select(ReservationRecord)
+        .where(ReservationRecord.status == "held")
+        .order_by(ReservationRecord.created_at_ms.desc())
+        .limit(500)
+    )
+
+
+def sku_events(sku: str) -> Select[StockEventRecord]:
+    """A page of the SKU's newest stock events: an index range."""
+    # `sku = X` written as one range, `sku <= X AND (sku, applied_at_ms) >= (X, min)`: without
+    # statistics PostgreSQL takes the equality for a few rows and sorted all of them (as exceptions.listing)
+    events = StockEventRecord
+    return (
+        select(events)
+        .where(events.sku <= sku, tuple_(events.sku, events.applied_at_ms) >= (sku, -(2**63)))
+        .order_by(events.sku.desc(), events.applied_at_ms.desc())
+        .limit(PER_PAGE)
+    )
+
+
 @get("/stock", opt=same_roles(api_stock.get_stock))
 async def stock_page(request: Request[Any, Any, Any]) -> Response[Any]:
     sku = (request.query_params.get("sku") or "").strip()[:64]
@@ -168,14 +191,7 @@ async def stock_page(request: Request[Any, Any, Any]) -> Response[Any]:
             problem = problem_context(error)
         async with services.sessions() as session:
             # the SQL backend's own tables; other backends keep these in Redis and show levels only
-            rows = (
-                await session.execute(
-                    select(ReservationRecord)
-                    .where(ReservationRecord.status == "held")
-                    .order_by(ReservationRecord.created_at_ms.desc())
-                    .limit(500)
-                )
-            ).scalars()
+            rows = (await session.execute(held_reservations())).scalars()
             for row in rows:
                 lines = [line for line in row.lines if isinstance(line, dict) and line.get("sku") == sku]
                 if lines:
@@ -188,16 +204,7 @@ async def stock_page(request: Request[Any, Any, Any]) -> Response[Any]:
                             "expires_at": datetime.fromtimestamp(row.expires_at_ms / 1000, UTC),
                         }
                     )
-            events = list(
-                (
-                    await session.execute(
-                        select(StockEventRecord)
-                        .where(StockEventRecord.sku == sku)
-                        .order_by(StockEventRecord.applied_at_ms.desc())
-                        .limit(PER_PAGE)
-                    )
-                ).scalars()
-            )
+            events = list((await session.execute(sku_events(sku))).scalars())
     return render(
         request,
         "stock.html",

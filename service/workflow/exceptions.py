@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -251,16 +251,34 @@ class ExceptionFilter:
 
 
 def listing(wanted: ExceptionFilter) -> Select[ExceptionRecord]:
-    """Newest first, `limit + 1` rows (the extra one says whether a next page exists)."""
+    """Newest first, `limit + 1` rows (the extra one says whether a next page exists).
+
+    By kind (or else by location) the records are read newest first from the index of (that column, id),
+    as one range: `col <= X AND (col, id) >= (X, '')` (or `< (X, cursor)`), which is `col = X` (and
+    `id < cursor`). Without statistics PostgreSQL takes `col = X` for a few rows and sorted every record
+    of X instead; a one-sided range and a row comparison it takes for many, and reads them in order.
+    """
     query = select(ExceptionRecord)
+    record = ExceptionRecord
+    column: Any = None  # the column read as a range, and its value
     if wanted.kind is not None:
-        query = query.where(ExceptionRecord.kind == wanted.kind)
+        column, value = record.kind, wanted.kind
+        if wanted.location is not None:
+            query = query.where(record.location == wanted.location)
+    elif wanted.location is not None:
+        column, value = record.location, wanted.location
+    if column is None:
+        order = [record.id.desc()]
+        if wanted.before_id is not None:
+            query = query.where(record.id < wanted.before_id)
+    else:
+        order = [column.desc(), record.id.desc()]
+        if wanted.before_id is not None:
+            query = query.where(column >= value, tuple_(column, record.id) < (value, wanted.before_id))
+        else:
+            query = query.where(column <= value, tuple_(column, record.id) >= (value, ""))
     if wanted.state is not None:
-        query = query.where(ExceptionRecord.state == wanted.state)
-    if wanted.location is not None:
-        query = query.where(ExceptionRecord.location == wanted.location)
+        query = query.where(record.state == wanted.state)
     if wanted.opened_before is not None:
-        query = query.where(ExceptionRecord.opened_at <= wanted.opened_before)
-    if wanted.before_id is not None:
-        query = query.where(ExceptionRecord.id < wanted.before_id)
-    return query.order_by(ExceptionRecord.id.desc()).limit(wanted.limit + 1)
+        query = query.where(record.opened_at <= wanted.opened_before)
+    return query.order_by(*order).limit(wanted.limit + 1)

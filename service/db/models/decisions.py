@@ -31,6 +31,8 @@ class DecisionEntry(Base):
         # lookups by order id (and the other subjects); on PostgreSQL the table is partitioned by day
         # on created_at and its primary key is (id, created_at): see service/db/partitions.py
         Index("ix_decisions_subject_created_at", "subject", "created_at"),
+        # the console's page without a filter: the newest decisions, in its order as read
+        Index("ix_decisions_created_at_id", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -78,6 +78,9 @@ class ExceptionRecord(Base):
             postgresql_where=UNRESOLVED,
         ),
         Index("ix_exception_records_state_opened_at", "state", "opened_at"),
+        # the listing by kind or by location, newest (highest id) first, in its order as read
+        Index("ix_exception_records_kind_id", "kind", "id"),
+        Index("ix_exception_records_location_id", "location", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

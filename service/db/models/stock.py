@@ -36,6 +36,8 @@ class StockEventRecord(Base):
     """One row per applied event id: the unique key that makes events idempotent."""
 
     __tablename__ = "stock_events"
+    # the console's stock page: a SKU's newest events, in its order as read
+    __table_args__ = (Index("ix_stock_events_sku_applied_at", "sku", "applied_at_ms"),)
 
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     sku: Mapped[str] = mapped_column(String(64))
