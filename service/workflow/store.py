@@ -34,7 +34,7 @@ import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -71,6 +71,7 @@ _CASE_SELECT = (
     + " FROM approval_cases c LEFT JOIN change_requests r ON r.id = c.subject WHERE c.id = "
 )
 _JSON_TEXT = (*_JSON, "body", "detail")  # JSON columns of the case, its request and its steps
+# a step's columns as both reads give them (`_step`, `_decode_sqlite` take them in this order)
 _STEP_READ = ("id", "case_id", "at", "action", "actor", "role", "comment", "detail")
 
 
@@ -94,9 +95,9 @@ _SQLITE_READ = (
 # the statement's generic plan after its first executions instead of planning it again for each batch's
 # ids (a plan for a few ids looked cheaper than the generic one, but cost more to make than to run)
 _PG_READ = (
-    _CASE_SELECT.replace(" FROM approval_cases", ", (SELECT json_agg(json_build_array(s.id, s.case_id, s.at, "
-    "s.action, s.actor, s.role, s.comment, s.detail) ORDER BY s.id) FROM approval_steps s "
-    "WHERE s.case_id = c.id) FROM approval_cases")
+    _CASE_SELECT.replace(" FROM approval_cases", ", (SELECT json_agg(json_build_array("
+    + ", ".join(f"s.{n}" for n in _STEP_READ)
+    + ") ORDER BY s.id) FROM approval_steps s WHERE s.case_id = c.id) FROM approval_cases")
     + "ANY(ARRAY(SELECT unnest($1::varchar[])))"
 )  # fmt: skip
 
@@ -170,9 +171,8 @@ def _decode_sqlite(row: tuple[str, float | None]) -> Read:
     case: dict[str, Any] = dict(zip(CASE_NAMES, found[:n], strict=True))
     case["sla_hours"] = row[1]
     for key in _TIMES:
-        value = case[key]
-        if value is not None and value.tzinfo is None:
-            case[key] = value.replace(tzinfo=UTC)
+        if case[key] is not None:
+            case[key] = aware(case[key])
     request = None if found[n] is None else RequestRow(*found[n : n + len(_REQUEST)])
     steps = [
         Step(case_id, aware(at), action, actor, role, comment, detail, step_id)
