@@ -1,11 +1,14 @@
 """Approvals: approve-and-execute throughput over `POST /v1/reservations`, and the inbox query's latency.
 
-1. One uvicorn worker serves the app (the bench app of bench_reservations). Pending transfer cases are
-   seeded in the database; a separate load process keeps a fixed number of keep-alive connections busy
+1. The service runs as an operator runs it, `retail-policy serve --workers N` (uvicorn with httptools and
+   uvloop; N = 1 and 2, or as BENCH_WORKERS lists them, e.g. `BENCH_WORKERS=2`). Pending transfer cases
+   are seeded in the database; a separate load process keeps a fixed number of keep-alive connections busy
    approving them (`POST /v1/approvals/{id}/approve`: the approval, the floor re-check on live stock,
    the `transfer_out` event and the `executed` transition) and, alternately, reserving
    (`POST /v1/reservations`). The ratio of the mean request rates is reported from that one run, with the
-   CPU per request of the server, of Redis (INFO) and of PostgreSQL's processes (/proc).
+   CPU per request of the server (its processes), of Redis (INFO) and of PostgreSQL's processes (/proc).
+   With one worker the ratio is about that of the worker's CPU per request (it is the busy process); with
+   two, the workers, Redis, PostgreSQL and the load process share the machine's two cores.
 2. 100,000 open cases on PostgreSQL: the inbox query (by role, first and deeper pages; overdue; all
    roles) is timed in-process, and its p50 and p99 reported.
 
@@ -29,11 +32,14 @@ from typing import Any, cast
 import pytest
 
 from tests.benchmarks.bench_operator import postgres_cpu, tree_cpu
-from tests.benchmarks.bench_reservations import ROOT, bench_server, run_load
+from tests.benchmarks.bench_reservations import ROOT, run_load
+from tests.e2e.stock_server import _migrate_and_key
+from tests.server import running_server
 
 CONNECTIONS = 32
 SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+WORKERS = [int(n) for n in os.environ.get("BENCH_WORKERS", "1,2").split(",")]
 CASES_PER_CONNECTION = 1000  # per round: more than one connection approves in SECONDS (~100 a second today)
 INBOX_CASES = 100_000
 
@@ -214,16 +220,17 @@ def run_approvals(
 
 
 def server_pid(base: str) -> int:
-    """The pid of the uvicorn process serving `base` (its one worker serves in the same process)."""
+    """The pid of the process started to serve `base` (`--port` on its command line): one worker serves in
+    it, several are its children."""
     port = base.rsplit(":", 1)[1].encode()
     for proc in Path("/proc").iterdir():
         try:
             args = (proc / "cmdline").read_bytes().split(b"\0") if proc.name.isdigit() else []
         except (FileNotFoundError, PermissionError):
             continue
-        if b"uvicorn" in args and b"--port" in args and args[args.index(b"--port") + 1] == port:
+        if b"--port" in args and args[args.index(b"--port") + 1] == port:
             return int(proc.name)
-    raise LookupError(f"no uvicorn process serving {base}")
+    raise LookupError(f"no process serving {base}")
 
 
 def with_cpu(pid: int, run: Any, redis_cpu: Any = None) -> dict[str, Any]:
@@ -243,11 +250,17 @@ def with_cpu(pid: int, run: Any, redis_cpu: Any = None) -> dict[str, Any]:
 
 
 @pytest.mark.benchmark
+@pytest.mark.parametrize("workers", WORKERS)
 @pytest.mark.parametrize(
     ("database", "backend"), [("sqlite", "sql"), ("sqlite", "redis"), ("postgresql", "redis")]
 )
 def test_approve_and_execute_throughput_over_reservations(
-    database: str, backend: str, tmp_path: Path, redis_server_url: str, request: pytest.FixtureRequest
+    database: str,
+    backend: str,
+    workers: int,
+    tmp_path: Path,
+    redis_server_url: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     import httpx
     import redis
@@ -259,10 +272,12 @@ def test_approve_and_execute_throughput_over_reservations(
     if database == "postgresql":
         url = request.getfixturevalue("postgres_server_database")
         asyncio.run(_reset_postgres(url))
-    env = {"DATABASE_URL": url, "STOCK_BACKEND": backend, "BENCH_REDIS_URL": redis_server_url}
+    env = {"DATABASE_URL": url, "STOCK_BACKEND": backend, "AUTO_MIGRATE": "0"}
     if backend == "redis":
         env["REDIS_URL"] = redis_server_url
-    with bench_server(env, tmp_path) as server:
+    key = asyncio.run(_migrate_and_key(url, reset_postgres=False))
+    with running_server(tmp_path, env=env, workers=workers) as base:
+        headers = {"Authorization": f"Bearer {key}"}
         locations = [
             {"id": f"L{i}", "type": "dc" if i == 0 else "store", "region": "north", "lat": 53.4, "lon": -2.2}
             for i in range(3)
@@ -276,24 +291,17 @@ def test_approve_and_execute_throughput_over_reservations(
             "lead_time_days": 1,
         }
         for path, rows in (("/v1/locations", locations), ("/v1/items", [item])):
-            assert (
-                httpx.put(f"{server.base}{path}", json=rows, headers=server.headers, timeout=10).status_code
-                == 200
-            )
+            assert httpx.put(f"{base}{path}", json=rows, headers=headers, timeout=10).status_code == 200
         rows = [{"sku": "BENCH", "location": f"L{i}", "sellable": 100_000_000} for i in range(3)]
-        assert (
-            httpx.put(f"{server.base}/v1/stock", json=rows, headers=server.headers, timeout=10).status_code
-            == 200
-        )
-        key = server.headers["Authorization"].removeprefix("Bearer ")
+        assert httpx.put(f"{base}/v1/stock", json=rows, headers=headers, timeout=10).status_code == 200
         approver = asyncio.run(_approver_key(url))
         batches = [
             asyncio.run(seed_cases(url, CONNECTIONS * CASES_PER_CONNECTION, f"b{r}", transfers_only=True))
             for r in range(ROUNDS + 1)
         ]
-        run_approvals(server.base, approver, batches[0], tmp_path, 1.0)
-        run_load(server.base, "/v1/reservations", key, "warm", 1.0)
-        pid = server_pid(server.base)
+        run_approvals(base, approver, batches[0], tmp_path, 1.0)
+        run_load(base, "/v1/reservations", key, "warm", 1.0)
+        pid = server_pid(base)
         info = redis.Redis.from_url(redis_server_url)
 
         def redis_cpu() -> float:
@@ -304,12 +312,12 @@ def test_approve_and_execute_throughput_over_reservations(
         for round_ in range(ROUNDS):
             ids = batches[round_ + 1]
             ours.append(
-                with_cpu(pid, lambda ids=ids: run_approvals(server.base, approver, ids, tmp_path), redis_cpu)
+                with_cpu(pid, lambda ids=ids: run_approvals(base, approver, ids, tmp_path), redis_cpu)
             )
             theirs.append(
                 with_cpu(
                     pid,
-                    lambda r=round_: run_load(server.base, "/v1/reservations", key, f"run{r}", SECONDS),
+                    lambda r=round_: run_load(base, "/v1/reservations", key, f"run{r}", SECONDS),
                     redis_cpu,
                 )
             )
@@ -329,7 +337,7 @@ def test_approve_and_execute_throughput_over_reservations(
         f"\napprove-and-execute ({backend} stock, cases on {database}): {ours_rps:.0f} req/s; reservations: "
         f"{theirs_rps:.0f} req/s; ratio {ours_rps / theirs_rps:.2f} (rounds: "
         + ", ".join(f"{o['rps'] / t['rps']:.2f}" for o, t in zip(ours, theirs, strict=True))
-        + f"; {CONNECTIONS} connections, {ROUNDS} x {SECONDS:.0f} s each, 1 worker); server CPU per "
+        + f"; {CONNECTIONS} connections, {ROUNDS} x {SECONDS:.0f} s each, {workers} worker(s)); server CPU per "
         f"request (median of rounds): approval {ours_cpu:.2f} ms, reservation {theirs_cpu:.2f} ms, "
         f"ratio {theirs_cpu / ours_cpu:.2f}; beside the server, per approval {others(ours)}, per "
         f"reservation {others(theirs)}"
