@@ -11,7 +11,7 @@ from service.services import Services
 
 
 def provide_services(state: State) -> Services:
-    services: Services = state.services
+    services: Services = state["services"]  # by key: by attribute the state fails a lookup first
     return services
 
 

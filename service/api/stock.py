@@ -369,7 +369,8 @@ async def create_reservation(
         ),
     ],
 ) -> Response[ReservationOut]:
-    services: Services = request.app.state.services  # the hot path skips dependency resolution
+    # the hot path skips dependency resolution; by key: by attribute the state fails a lookup first
+    services: Services = request.app.state["services"]
     ttl = data.ttl_seconds or services.settings.stock.default_ttl_seconds
     lines = tuple(ReservationLine(line.sku, line.location, line.qty, line.floor) for line in data.lines)
     wanted = ReservationRequest(
