@@ -58,12 +58,14 @@ from service.workflow.fan_out import (
     DISPATCH,
     EVENTS,
     HIGHEST_ID,
-    Past,
     SqliteRound,
-    Unseen,
     claim_range,
     fan_out_sqlite,
+    hold_mark,
+    moved,
     next_batch,
+    stale,
+    write_mark,
 )
 from service.workflow.subscriptions import DELIVERY_ID, EVENT_ID, SIGNATURE, TIMESTAMP, matches, sign
 
@@ -170,13 +172,7 @@ class Dispatcher:
             headers={"User-Agent": USER_AGENT},
         )
         self._wake = asyncio.Event()
-        # where fan-out looks from: every event before it has its dispatch row. On SQLite an outbox id (every
-        # event up to it claimed), on PostgreSQL the transactions a read could not see (every event of
-        # another one claimed). None: look at every event (a dispatcher's first round)
-        self._mark: int | Unseen | None = None
-        # on PostgreSQL, where the last round left off when it claimed a full batch (None: it did not)
-        self._past: Past | None = None
-        self._full = False  # the last round found a full batch: more may be waiting
+        self._full = False  # the last round claimed a full batch: more may be waiting
         self._dialect: str | None = None  # the database's dialect name, read in the first round
         self._pruned_at: datetime | None = None  # when old delivered events were last deleted
         # on a SQLite file, fan-out goes through the file's writer (the app's, shared with its other
@@ -245,74 +241,62 @@ class Dispatcher:
     # --- fan-out -------------------------------------------------------------------------------------
 
     async def fan_out(self) -> int:
+        """One fan-out round from the database's mark (see the module); answers how many events it
+        claimed. A round that finds another dispatcher's round holding the mark claims nothing."""
         now, size = self.clock(), self.policy.fan_out_batch
-        mark = self._mark if self._past is None else self._past
+        self._full = False
         if self._writer is not None:
-            # the claim commits before the writer answers: only then does the mark move
-            round_ = SqliteRound(mark if isinstance(mark, int) else None, size, self._at_text(now))
-            claimed, found, after, upto = await self._writer.submit(fan_out_sqlite, round_)
-            self._move_mark(False, found, after, upto)
+            # the claim and the mark commit before the writer answers
+            claimed, found = await self._writer.submit(fan_out_sqlite, SqliteRound(size, self._at_text(now)))
+            self._full = found >= size
             return claimed
-        # the next batch of events without their dispatch row (ids only, no rows to the client), read outside
-        # the claiming transaction: on SQLite a transaction that reads and then writes fails when another
-        # connection commits in between
-        async with self.sessions() as session:
+        async with self.sessions() as session, session.begin():
             if self._dialect is None:
                 self._dialect = session.get_bind().dialect.name
             postgres = self._dialect == "postgresql"
-            low, upto, found, after = (await session.execute(next_batch(postgres, mark, size))).one()
-            if upto is None:  # nothing without its row: the next round looks past what this one saw
-                self._move_mark(postgres, found, after, upto)
+            held, mark = await hold_mark(session, postgres)
+            if not held:  # another dispatcher's round holds the mark: the events it reads are its own
                 return 0
-            subscriptions = (await session.execute(select(Subscription))).scalars().all()
-        async with self.sessions() as session, session.begin():
-            # one statement claims the batch's events in the database: those whose dispatch row it adds are
-            # this dispatcher's to fan out, those another dispatcher took first add nothing here (and an
-            # event committed meanwhile inside the batch's range comes along)
-            connection = await session.connection()
-            claim = claim_range(postgres, low, upto, now)
-            if not subscriptions:  # nobody to deliver to: the claims alone
-                claimed = int((await connection.execute(claim)).rowcount)
-            else:
-                ids = set((await connection.execute(claim.returning(DISPATCH.c.event_id))).scalars())
-                kinds = select(OutboxEvent.event_id, OutboxEvent.kind).where(OutboxEvent.event_id.in_(ids))
-                for event_id, kind in (await session.execute(kinds)).all() if ids else ():
-                    for subscription in subscriptions:
-                        if matches(subscription.events, kind):
-                            session.add(
-                                Delivery(
-                                    id=new_decision_id(),
-                                    event_id=event_id,
-                                    subscription_id=subscription.id,
-                                    kind=kind,
-                                    status="pending",
-                                    attempts=0,
-                                    next_attempt_at=now,
-                                    created_at=now,
-                                )
-                            )
-                claimed = len(ids)
-        # the mark moves only once the claim has committed: a round that fails looks at the same events again
-        self._move_mark(postgres, found, after, upto)
+            # the next batch of events without their dispatch row (ids only, no rows to the client). On
+            # PostgreSQL a statement of its own after the mark is held: its snapshot sees every claim of
+            # the round that moved the mark last (READ COMMITTED: a snapshot per statement)
+            low, upto, found, after = (await session.execute(next_batch(postgres, mark, size))).one()
+            if not postgres and stale(mark, after):
+                mark = None
+                low, upto, found, after = (await session.execute(next_batch(postgres, mark, size))).one()
+            claimed = 0 if upto is None else await self._claim(session, postgres, low, upto, now)
+            # the mark moves in the claim's transaction: a round that fails leaves it where it was
+            await write_mark(session, mark, moved(postgres, mark, size, found, after, upto))
+        self._full = found >= size
         return claimed
 
-    def _move_mark(self, postgres: bool, found: int, after: int | str | None, upto: int | None) -> None:
-        """After a round that read `found` events without their dispatch row, up to id `upto`, and `after`
-        (`next_batch`), and claimed them: past the whole read when the batch held every such event, else (a
-        full batch) past the batch on SQLite, where ids commit in order; on PostgreSQL the mark stays and
-        the next round leaves out what this one covered (`Past`). An empty SQLite outbox has no `after`."""
-        self._full = found >= self.policy.fan_out_batch
-        if postgres:
-            unseen = Unseen.of(str(after))
-            if self._full and upto is not None:
-                self._past = Past(upto, unseen)
-            else:
-                self._mark, self._past = unseen, None
-        elif not self._full:
-            if after is not None:
-                self._mark = int(after)
-        else:
-            self._mark = upto
+    async def _claim(self, session: AsyncSession, postgres: bool, low: int, upto: int, now: datetime) -> int:
+        """Claim the batch's events, from `low` up to `upto`, and write their deliveries; answers how many.
+        One statement claims them in the database (an event committed meanwhile inside the range comes
+        along); only those whose dispatch row it adds get deliveries here."""
+        subscriptions = (await session.execute(select(Subscription))).scalars().all()
+        connection = await session.connection()
+        claim = claim_range(postgres, low, upto, now)
+        if not subscriptions:  # nobody to deliver to: the claims alone
+            return int((await connection.execute(claim)).rowcount)
+        ids = set((await connection.execute(claim.returning(DISPATCH.c.event_id))).scalars())
+        kinds = select(OutboxEvent.event_id, OutboxEvent.kind).where(OutboxEvent.event_id.in_(ids))
+        for event_id, kind in (await session.execute(kinds)).all() if ids else ():
+            for subscription in subscriptions:
+                if matches(subscription.events, kind):
+                    session.add(
+                        Delivery(
+                            id=new_decision_id(),
+                            event_id=event_id,
+                            subscription_id=subscription.id,
+                            kind=kind,
+                            status="pending",
+                            attempts=0,
+                            next_attempt_at=now,
+                            created_at=now,
+                        )
+                    )
+        return len(ids)
 
     # --- delivery -------------------------------------------------------------------------------------
 
