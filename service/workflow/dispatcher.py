@@ -88,6 +88,9 @@ class DeliveryPolicy:
     # the thousand per second under load (three per executed transfer), each needing only its claim row
     fan_out_batch: int = 2000
     concurrency: int = 8  # requests in flight per dispatcher
+    # on PostgreSQL, how long a round's transaction may stay idle holding the database's fan-out mark
+    # before the server ends it (a frozen process would otherwise hold it from every dispatcher)
+    mark_idle_seconds: float = 60.0
     # events older than this whose every delivery was delivered (or that had none) are deleted, with their
     # dispatch and delivery rows, about every `prune_seconds`; None keeps every event. The audit log, not
     # the outbox, is the record of what happened
@@ -254,7 +257,7 @@ class Dispatcher:
             if self._dialect is None:
                 self._dialect = session.get_bind().dialect.name
             postgres = self._dialect == "postgresql"
-            held, mark = await hold_mark(session, postgres)
+            held, mark = await hold_mark(session, postgres, self.policy.mark_idle_seconds)
             if not held:  # another dispatcher's round holds the mark: the events it reads are its own
                 return 0
             # the next batch of events without their dispatch row (ids only, no rows to the client). On

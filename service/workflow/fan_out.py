@@ -233,14 +233,19 @@ def stale(mark: Mark, after: int | str | None) -> bool:
     return isinstance(mark, int) and (after is None or int(after) < mark)
 
 
-async def hold_mark(session: AsyncSession, postgres: bool) -> tuple[bool, Mark]:
+async def hold_mark(session: AsyncSession, postgres: bool, idle_seconds: float) -> tuple[bool, Mark]:
     """Take the database's mark for this round's transaction: (held, the mark). On PostgreSQL its row is
     locked without waiting (another dispatcher's round holding it: not held, and this round does no
-    fan-out); on SQLite a write to it takes the write lock first, so the round reads under it. A mark
-    past the database's transactions (a database restored from a dump into another server, whose
-    transaction ids start lower) is none."""
+    fan-out), and a transaction that then stays idle `idle_seconds` (its process frozen, its host cut
+    off) is ended by the server, so the mark is not held from every dispatcher for longer. On SQLite a
+    write to it takes the write lock first, so the round reads under it. A mark past the database's
+    transactions (a database restored from a dump into another server, whose transaction ids start
+    lower) is none."""
     if postgres:
-        held = select(MARK.c.mark, _XMAX).where(MARK.c.id == 1).with_for_update(skip_locked=True)
+        idle = func.set_config(
+            "idle_in_transaction_session_timeout", f"{max(1, int(idle_seconds * 1000))}", True
+        )
+        held = select(MARK.c.mark, _XMAX, idle).where(MARK.c.id == 1).with_for_update(skip_locked=True)
         row = (await session.execute(held)).first()
         if row is not None:
             mark = decode_mark(row[0])

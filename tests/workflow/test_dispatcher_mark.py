@@ -7,6 +7,7 @@ fanned out."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from typing import Any
 
@@ -18,6 +19,7 @@ from service.db.migrate import downgrade, upgrade
 from service.db.models import OutboxDispatch, OutboxEvent, OutboxMark, Subscription
 from service.db.sqlite_writer import SqliteWriters
 from service.workflow.dispatcher import DeliveryPolicy, Dispatcher
+from service.workflow.fan_out import hold_mark
 from tests.workflow.conftest import Clock
 from tests.workflow.test_dispatcher import Sessions, _event_with_id, deliveries, subscribe, write_events
 from tests.workflow.test_dispatcher_backlog import Statements, capture, lookups
@@ -115,7 +117,9 @@ async def test_a_dispatcher_started_after_another_fanned_out_does_not_read_the_c
     up none of the 250 events claimed before it started. With a mark in each dispatcher's memory, a new
     one looked up every event of the outbox."""
     if db_engine.dialect.name != "postgresql":
-        pytest.skip("a SQLite file's rounds go through its writer (the rows a round looks at: test_dispatcher)")
+        pytest.skip(
+            "a SQLite file's rounds go through its writer (the rows a round looks at: test_dispatcher)"
+        )
     await two_subscriptions(sessions, clock)
     events = [name for _ in range(25) for name in await write_events(sessions, clock, 10)]
     first = Dispatcher(sessions, DeliveryPolicy(fan_out_batch=50), clock=clock)
@@ -150,6 +154,7 @@ async def test_a_round_that_finds_the_mark_held_does_nothing_and_the_dispatcher_
     ids = await write_events(sessions, clock, 3)
     dispatcher = Dispatcher(sessions, DeliveryPolicy(retention=None), clock=clock)
     rounds: list[str] = []
+    went_on = [asyncio.Event(), asyncio.Event()]  # a round has gone on to its deliveries: the first, the next
 
     def seen(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
         if "FROM outbox_mark" in statement:
@@ -158,28 +163,58 @@ async def test_a_round_that_finds_the_mark_held_does_nothing_and_the_dispatcher_
             rounds.append("read")
         elif "FROM deliveries" in statement:
             rounds.append("deliveries")
+            went_on[min(rounds.count("deliveries"), 2) - 1].set()
 
     async with db_engine.connect() as holder:
         await holder.execute(select(OutboxMark.mark).with_for_update())  # another round holds the mark
         event.listen(db_engine.sync_engine, "before_cursor_execute", seen)
         running = asyncio.ensure_future(dispatcher.run(3600))
         try:
-            while "deliveries" not in rounds:  # the round has gone on to its deliveries
-                assert not running.done()
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(went_on[0].wait(), 30)
             for _ in range(5):  # the loop runs the dispatcher's task meanwhile: a spinning one comes round
                 await holder.execute(text("SELECT 1"))
             assert rounds == ["fan-out", "deliveries"]
             await holder.rollback()
             dispatcher.wake()
-            while rounds.count("deliveries") < 2:  # the next round, woken, has fanned out
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(went_on[1].wait(), 30)  # the next round, woken, has fanned out
         finally:
             event.remove(db_engine.sync_engine, "before_cursor_execute", seen)
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
             await dispatcher.close()
     assert rounds[2:4] == ["fan-out", "read"]
+    async with sessions() as session:
+        dispatched = set((await session.execute(select(OutboxDispatch.event_id))).scalars())
+    assert dispatched == set(ids)
+
+
+async def test_a_round_left_idle_holding_the_mark_is_ended_and_another_dispatcher_takes_the_mark(
+    sessions: Sessions, clock: Clock, db_engine: AsyncEngine
+) -> None:
+    """A round whose process froze after it took the mark (its transaction idle, its connection open)
+    does not hold fan-out from every dispatcher: the server ends its transaction after `mark_idle_seconds`
+    and the next round of another dispatcher takes the mark."""
+    if db_engine.dialect.name != "postgresql":
+        pytest.skip("a SQLite round waits for the file's write lock like any write")
+    policy = DeliveryPolicy(mark_idle_seconds=0.2)
+    ids = await write_events(sessions, clock, 2)
+    other = Dispatcher(sessions, policy, clock=clock)
+    frozen = sessions()
+    try:
+        await frozen.begin()
+        assert await hold_mark(frozen, True, policy.mark_idle_seconds) == (True, None)
+        assert await other.fan_out() == 0  # held by the frozen round
+        claimed = 0
+        for _ in range(200):  # until the server has ended the frozen round's transaction
+            claimed = await other.fan_out()
+            if claimed:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await other.close()
+        with contextlib.suppress(Exception):  # its connection is gone
+            await frozen.close()
+    assert claimed == 2
     async with sessions() as session:
         dispatched = set((await session.execute(select(OutboxDispatch.event_id))).scalars())
     assert dispatched == set(ids)
