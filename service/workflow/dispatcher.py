@@ -5,22 +5,37 @@ Two steps, each safe with any number of dispatchers on one database:
 1. Fan-out. Outbox events not yet in `outbox_dispatch` (up to `fan_out_batch`) get their
    `outbox_dispatch` rows and one `deliveries` row per subscription whose patterns match their kind, in
    one transaction. The rows are inserted by one `INSERT ... SELECT ... ON CONFLICT DO NOTHING` (no row
-   of it passes through the client): an event whose row a second dispatcher inserted first is that
-   dispatcher's, and gets no deliveries here, so deliveries exist once. A dispatcher's first round looks
-   at every event; later rounds only past a mark every event before which has its dispatch row, moved
-   once a round's claim commits. On SQLite the mark is an outbox id: events commit in the order of their
-   ids there (one writer at a time, an id given at insert as one more than the highest). On PostgreSQL an
-   id is taken when the row is inserted and transactions commit in any order, so the mark is a
-   set of transactions instead: each event carries its writing transaction's id (`txid`), and a round
-   that claimed everything it found moves the mark to the transactions its read could not see (those
-   running when it took its snapshot, and those from its xmax on: `Unseen`); every other one had
+   of it passes through the client): an event whose row is there already gets no deliveries again, so
+   deliveries exist once. A round looks only past the database's one mark (`outbox_mark`, shared by every
+   dispatcher of every process and host): every event before it has its dispatch row. A round holds the
+   mark while it reads and claims, and writes the mark it moved to in the claim's transaction: a round
+   that fails leaves it where it was, and a dispatcher started later (a restart, another worker) goes on
+   from it, so however many dispatchers run, a backlog is read about once and each event claimed once.
+   An empty mark (a database just migrated to having one) means every event is looked at.
+   On SQLite the mark is an outbox id: events commit in the order of their ids there (one writer at a
+   time, an id given at insert as one more than the highest). A mark past the highest id (an outbox
+   emptied by hand, whose ids SQLite then gives again) is taken for none. On a SQLite file a round is a
+   write of the file's `SqliteWriter` (`service.workflow.fan_out`): it reads the mark, reads and claims
+   the batch and writes the mark back in one transaction that holds the write lock from its first
+   statement, beside the other writes of that turn of the event loop, so the processes on one file share
+   it. Through the engine (an in-memory database) the round's first statement writes the mark's row, which
+   takes the write lock the same way.
+   On PostgreSQL an id is taken when the row is inserted and transactions commit in any order, so the
+   mark is a set of transactions instead: each event carries its writing transaction's id (`txid`), and a
+   round that claimed everything it found moves the mark to the transactions its read could not see
+   (those running when it took its snapshot, and those from its xmax on: `Unseen`); every other one had
    committed or rolled back, its events visible to that read. A transaction open elsewhere for long (a
-   report, another database's) costs nothing but its own events. A round that claimed a full batch leaves
-   the mark and notes how far it got (`Past`): the next one reads the events of the transactions its read
-   could not see and those after its highest id, so a backlog is read about once, not once per batch.
-   Neither database ever looks at the whole outbox again while the dispatcher runs. On a SQLite file a round is a write of the file's `SqliteWriter`
-   (`service.workflow.fan_out`): read and claim in one transaction that holds the write lock from its
-   first statement, beside the other writes of that turn of the event loop.
+   report, another database's) costs nothing but its own events. A round that claimed a full batch moves
+   the mark to how far it got (`Past`): the next one reads the events of the transactions its read could
+   not see and those after its highest id, so a backlog is read about once, not once per batch. A round
+   is one transaction: it locks the mark's row without waiting (`FOR UPDATE SKIP LOCKED`), and when
+   another dispatcher's round holds it, this round does no fan-out (its deliveries still run) and the
+   dispatcher waits for its next round as after any round that was not full. Then it reads the batch in
+   a statement of its own, whose snapshot (READ COMMITTED: one per statement) sees every claim of the
+   round that moved the mark last, claims, writes the mark and commits. A round left idle holding the
+   mark (its process frozen) is ended by the server after `mark_idle_seconds`. A mark past the server's
+   transactions (a database restored from a dump into another server) is taken for none.
+   Neither database looks at the whole outbox again once the mark is set.
 2. Delivery. A due pending delivery is claimed with a lease (`UPDATE ... SET lease_until WHERE
    lease_until IS NULL OR lease_until < now`): only the dispatcher whose update took the row sends it,
    and its outcome is written only while it still holds that lease. A dispatcher that stops mid-way
@@ -127,7 +142,7 @@ def _prunable(cutoff: datetime, size: int) -> Select[tuple[Any]]:
     whose deliveries were all delivered. Such an event gets no delivery again (fan-out writes an event's
     deliveries with its dispatch row; only a dead delivery is retried), so the set only grows. The newest
     event is never one: SQLite gives a new row the highest id there is plus one, so while it stays no id is
-    given twice, and no event is written below a dispatcher's mark."""
+    given twice, and no event is written below the fan-out mark."""
     unsettled = select(Delivery.id).where(
         Delivery.event_id == EVENTS.c.event_id, Delivery.status != "delivered"
     )
@@ -227,8 +242,11 @@ class Dispatcher:
                 return pruned
 
     async def run(self, interval: float) -> None:
-        """Rounds until cancelled; a failing round is logged and the next one tries again."""
+        """Rounds until cancelled; a failing round is logged and the next one tries again. After a round
+        that was not full (one that found another dispatcher's round holding the fan-out mark is not) the
+        next waits `interval` seconds, or until a wake; a wake during a round starts the next at once."""
         while True:
+            self._wake.clear()
             try:
                 _fanned, attempted = await self.run_once()
                 full = self._full or attempted >= self.policy.batch
@@ -237,7 +255,6 @@ class Dispatcher:
                 full = False
             if full:
                 continue  # a full round: more may be waiting
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
 

@@ -60,7 +60,7 @@ _SQLITE_DELIVERY = (
     "INSERT INTO deliveries (id, event_id, subscription_id, kind, status, attempts, next_attempt_at, "
     "created_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)"
 )
-# the mark's row is written whole: a database migrated before it had none, a round then makes it
+# the mark's row is written whole: a round makes it when the table has none (a schema made without it)
 _SQLITE_MARK = "INSERT OR REPLACE INTO outbox_mark (id, mark) VALUES (1, ?)"
 _LOWEST = -(2**63)  # below every id: a round without a mark looks at every event
 
@@ -270,7 +270,7 @@ async def write_mark(session: AsyncSession, before: Mark, after: Mark) -> None:
 
 def unclaimed_past(postgres: bool, mark: Mark, size: int) -> Select[tuple[Any, Any]]:
     """The ids and event ids of the events without their dispatch row that a round looks at: every event
-    (a first round); on SQLite those past the mark; on PostgreSQL those of the transactions the last read
+    (no mark); on SQLite those past the mark; on PostgreSQL those of the transactions the last read
     could not see, and past a full batch also the first `size` of the others after its highest id
     (claimed or not: the claim tells).
 

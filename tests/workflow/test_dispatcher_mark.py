@@ -12,12 +12,15 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.db.base import Base
+from service.db.engine import create_engine, session_factory
 from service.db.migrate import downgrade, upgrade
 from service.db.models import OutboxDispatch, OutboxEvent, OutboxMark, Subscription
 from service.db.sqlite_writer import SqliteWriters
+from service.settings import DatabaseSettings
 from service.workflow.dispatcher import DeliveryPolicy, Dispatcher
 from service.workflow.fan_out import hold_mark
 from tests.workflow.conftest import Clock
@@ -251,3 +254,32 @@ async def test_a_database_migrated_with_events_and_claims_in_it_fans_out_the_res
     assert mark is not None
     if db_engine.dialect.name == "sqlite":
         assert int(mark) == highest
+
+
+async def test_through_the_engine_on_an_in_memory_database_a_round_makes_the_marks_row_and_goes_on_from_it(
+    clock: Clock,
+) -> None:
+    """An in-memory SQLite database (no file, so no writer: the round goes through the engine) whose schema
+    was made from the models, without the migration's row: the first round makes the row, and the rounds
+    go on from the mark it holds."""
+    engine = create_engine(DatabaseSettings(url="sqlite+aiosqlite:///:memory:"))
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+        sessions = session_factory(engine)
+        await two_subscriptions(sessions, clock)
+        events = await write_events(sessions, clock, 5)
+        dispatchers = [Dispatcher(sessions, DeliveryPolicy(fan_out_batch=2), clock=clock) for _ in range(2)]
+        try:
+            claimed = [await dispatchers[turn % 2].fan_out() for turn in range(4)]
+            async with sessions() as session:
+                mark = await session.scalar(select(OutboxMark.mark))
+                highest = await session.scalar(select(func.max(OutboxEvent.id)))
+        finally:
+            for d in dispatchers:
+                await d.close()
+        assert claimed == [2, 2, 1, 0]
+        assert mark is not None and int(mark) == highest
+        await assert_each_claimed_and_delivered_once(sessions, events)
+    finally:
+        await engine.dispose()
