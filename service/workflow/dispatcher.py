@@ -190,7 +190,7 @@ class Dispatcher:
             headers={"User-Agent": USER_AGENT},
         )
         self._wake = asyncio.Event()
-        self._full = False  # the last round claimed a full batch: more may be waiting
+        self._full = False  # the last round found a full batch: more may be waiting
         self._dialect: str | None = None  # the database's dialect name, read in the first round
         self._pruned_at: datetime | None = None  # when old delivered events were last deleted
         # on a SQLite file, fan-out goes through the file's writer (the app's, shared with its other
