@@ -5,22 +5,37 @@ Two steps, each safe with any number of dispatchers on one database:
 1. Fan-out. Outbox events not yet in `outbox_dispatch` (up to `fan_out_batch`) get their
    `outbox_dispatch` rows and one `deliveries` row per subscription whose patterns match their kind, in
    one transaction. The rows are inserted by one `INSERT ... SELECT ... ON CONFLICT DO NOTHING` (no row
-   of it passes through the client): an event whose row a second dispatcher inserted first is that
-   dispatcher's, and gets no deliveries here, so deliveries exist once. A dispatcher's first round looks
-   at every event; later rounds only past a mark every event before which has its dispatch row, moved
-   once a round's claim commits. On SQLite the mark is an outbox id: events commit in the order of their
-   ids there (one writer at a time, an id given at insert as one more than the highest). On PostgreSQL an
-   id is taken when the row is inserted and transactions commit in any order, so the mark is a
-   set of transactions instead: each event carries its writing transaction's id (`txid`), and a round
-   that claimed everything it found moves the mark to the transactions its read could not see (those
-   running when it took its snapshot, and those from its xmax on: `Unseen`); every other one had
+   of it passes through the client): an event whose row is there already gets no deliveries again, so
+   deliveries exist once. A round looks only past the database's one mark (`outbox_mark`, shared by every
+   dispatcher of every process and host): every event before it has its dispatch row. A round holds the
+   mark while it reads and claims, and writes the mark it moved to in the claim's transaction: a round
+   that fails leaves it where it was, and a dispatcher started later (a restart, another worker) goes on
+   from it, so however many dispatchers run, a backlog is read about once and each event claimed once.
+   An empty mark (a database just migrated to having one) means every event is looked at.
+   On SQLite the mark is an outbox id: events commit in the order of their ids there (one writer at a
+   time, an id given at insert as one more than the highest). A mark past the highest id (an outbox
+   emptied by hand, whose ids SQLite then gives again) is taken for none. On a SQLite file a round is a
+   write of the file's `SqliteWriter` (`service.workflow.fan_out`): it reads the mark, reads and claims
+   the batch and writes the mark back in one transaction that holds the write lock from its first
+   statement, beside the other writes of that turn of the event loop, so the processes on one file share
+   it. Through the engine (an in-memory database) the round's first statement writes the mark's row, which
+   takes the write lock the same way.
+   On PostgreSQL an id is taken when the row is inserted and transactions commit in any order, so the
+   mark is a set of transactions instead: each event carries its writing transaction's id (`txid`), and a
+   round that claimed everything it found moves the mark to the transactions its read could not see
+   (those running when it took its snapshot, and those from its xmax on: `Unseen`); every other one had
    committed or rolled back, its events visible to that read. A transaction open elsewhere for long (a
-   report, another database's) costs nothing but its own events. A round that claimed a full batch leaves
-   the mark and notes how far it got (`Past`): the next one reads the events of the transactions its read
-   could not see and those after its highest id, so a backlog is read about once, not once per batch.
-   Neither database ever looks at the whole outbox again while the dispatcher runs. On a SQLite file a round is a write of the file's `SqliteWriter`
-   (`service.workflow.fan_out`): read and claim in one transaction that holds the write lock from its
-   first statement, beside the other writes of that turn of the event loop.
+   report, another database's) costs nothing but its own events. A round that claimed a full batch moves
+   the mark to how far it got (`Past`): the next one reads the events of the transactions its read could
+   not see and those after its highest id, so a backlog is read about once, not once per batch. A round
+   is one transaction: it locks the mark's row without waiting (`FOR UPDATE SKIP LOCKED`), and when
+   another dispatcher's round holds it, this round does no fan-out (its deliveries still run) and the
+   dispatcher waits for its next round as after any round that was not full. Then it reads the batch in
+   a statement of its own, whose snapshot (READ COMMITTED: one per statement) sees every claim of the
+   round that moved the mark last, claims, writes the mark and commits. A round left idle holding the
+   mark (its process frozen) is ended by the server after `mark_idle_seconds`. A mark past the server's
+   transactions (a database restored from a dump into another server) is taken for none.
+   Neither database looks at the whole outbox again once the mark is set.
 2. Delivery. A due pending delivery is claimed with a lease (`UPDATE ... SET lease_until WHERE
    lease_until IS NULL OR lease_until < now`): only the dispatcher whose update took the row sends it,
    and its outcome is written only while it still holds that lease. A dispatcher that stops mid-way
@@ -58,12 +73,14 @@ from service.workflow.fan_out import (
     DISPATCH,
     EVENTS,
     HIGHEST_ID,
-    Past,
     SqliteRound,
-    Unseen,
     claim_range,
     fan_out_sqlite,
+    hold_mark,
+    moved,
     next_batch,
+    stale,
+    write_mark,
 )
 from service.workflow.subscriptions import DELIVERY_ID, EVENT_ID, SIGNATURE, TIMESTAMP, matches, sign
 
@@ -86,6 +103,9 @@ class DeliveryPolicy:
     # the thousand per second under load (three per executed transfer), each needing only its claim row
     fan_out_batch: int = 2000
     concurrency: int = 8  # requests in flight per dispatcher
+    # on PostgreSQL, how long a round's transaction may stay idle holding the database's fan-out mark
+    # before the server ends it (a frozen process would otherwise hold it from every dispatcher)
+    mark_idle_seconds: float = 60.0
     # events older than this whose every delivery was delivered (or that had none) are deleted, with their
     # dispatch and delivery rows, about every `prune_seconds`; None keeps every event. The audit log, not
     # the outbox, is the record of what happened
@@ -122,7 +142,7 @@ def _prunable(cutoff: datetime, size: int) -> Select[tuple[Any]]:
     whose deliveries were all delivered. Such an event gets no delivery again (fan-out writes an event's
     deliveries with its dispatch row; only a dead delivery is retried), so the set only grows. The newest
     event is never one: SQLite gives a new row the highest id there is plus one, so while it stays no id is
-    given twice, and no event is written below a dispatcher's mark."""
+    given twice, and no event is written below the fan-out mark."""
     unsettled = select(Delivery.id).where(
         Delivery.event_id == EVENTS.c.event_id, Delivery.status != "delivered"
     )
@@ -170,12 +190,6 @@ class Dispatcher:
             headers={"User-Agent": USER_AGENT},
         )
         self._wake = asyncio.Event()
-        # where fan-out looks from: every event before it has its dispatch row. On SQLite an outbox id (every
-        # event up to it claimed), on PostgreSQL the transactions a read could not see (every event of
-        # another one claimed). None: look at every event (a dispatcher's first round)
-        self._mark: int | Unseen | None = None
-        # on PostgreSQL, where the last round left off when it claimed a full batch (None: it did not)
-        self._past: Past | None = None
         self._full = False  # the last round found a full batch: more may be waiting
         self._dialect: str | None = None  # the database's dialect name, read in the first round
         self._pruned_at: datetime | None = None  # when old delivered events were last deleted
@@ -228,8 +242,11 @@ class Dispatcher:
                 return pruned
 
     async def run(self, interval: float) -> None:
-        """Rounds until cancelled; a failing round is logged and the next one tries again."""
+        """Rounds until cancelled; a failing round is logged and the next one tries again. After a round
+        that was not full (one that found another dispatcher's round holding the fan-out mark is not) the
+        next waits `interval` seconds, or until a wake; a wake during a round starts the next at once."""
         while True:
+            self._wake.clear()
             try:
                 _fanned, attempted = await self.run_once()
                 full = self._full or attempted >= self.policy.batch
@@ -238,81 +255,68 @@ class Dispatcher:
                 full = False
             if full:
                 continue  # a full round: more may be waiting
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
 
     # --- fan-out -------------------------------------------------------------------------------------
 
     async def fan_out(self) -> int:
+        """One fan-out round from the database's mark (see the module); answers how many events it
+        claimed. A round that finds another dispatcher's round holding the mark claims nothing."""
         now, size = self.clock(), self.policy.fan_out_batch
-        mark = self._mark if self._past is None else self._past
+        self._full = False
         if self._writer is not None:
-            # the claim commits before the writer answers: only then does the mark move
-            round_ = SqliteRound(mark if isinstance(mark, int) else None, size, self._at_text(now))
-            claimed, found, after, upto = await self._writer.submit(fan_out_sqlite, round_)
-            self._move_mark(False, found, after, upto)
+            # the claim and the mark commit before the writer answers
+            claimed, found = await self._writer.submit(fan_out_sqlite, SqliteRound(size, self._at_text(now)))
+            self._full = found >= size
             return claimed
-        # the next batch of events without their dispatch row (ids only, no rows to the client), read outside
-        # the claiming transaction: on SQLite a transaction that reads and then writes fails when another
-        # connection commits in between
-        async with self.sessions() as session:
+        async with self.sessions() as session, session.begin():
             if self._dialect is None:
                 self._dialect = session.get_bind().dialect.name
             postgres = self._dialect == "postgresql"
-            low, upto, found, after = (await session.execute(next_batch(postgres, mark, size))).one()
-            if upto is None:  # nothing without its row: the next round looks past what this one saw
-                self._move_mark(postgres, found, after, upto)
+            held, mark = await hold_mark(session, postgres, self.policy.mark_idle_seconds)
+            if not held:  # another dispatcher's round holds the mark: the events it reads are its own
                 return 0
-            subscriptions = (await session.execute(select(Subscription))).scalars().all()
-        async with self.sessions() as session, session.begin():
-            # one statement claims the batch's events in the database: those whose dispatch row it adds are
-            # this dispatcher's to fan out, those another dispatcher took first add nothing here (and an
-            # event committed meanwhile inside the batch's range comes along)
-            connection = await session.connection()
-            claim = claim_range(postgres, low, upto, now)
-            if not subscriptions:  # nobody to deliver to: the claims alone
-                claimed = int((await connection.execute(claim)).rowcount)
-            else:
-                ids = set((await connection.execute(claim.returning(DISPATCH.c.event_id))).scalars())
-                kinds = select(OutboxEvent.event_id, OutboxEvent.kind).where(OutboxEvent.event_id.in_(ids))
-                for event_id, kind in (await session.execute(kinds)).all() if ids else ():
-                    for subscription in subscriptions:
-                        if matches(subscription.events, kind):
-                            session.add(
-                                Delivery(
-                                    id=new_decision_id(),
-                                    event_id=event_id,
-                                    subscription_id=subscription.id,
-                                    kind=kind,
-                                    status="pending",
-                                    attempts=0,
-                                    next_attempt_at=now,
-                                    created_at=now,
-                                )
-                            )
-                claimed = len(ids)
-        # the mark moves only once the claim has committed: a round that fails looks at the same events again
-        self._move_mark(postgres, found, after, upto)
+            # the next batch of events without their dispatch row (ids only, no rows to the client). On
+            # PostgreSQL a statement of its own after the mark is held: its snapshot sees every claim of
+            # the round that moved the mark last (READ COMMITTED: a snapshot per statement)
+            low, upto, found, after = (await session.execute(next_batch(postgres, mark, size))).one()
+            if not postgres and stale(mark, after):
+                mark = None
+                low, upto, found, after = (await session.execute(next_batch(postgres, mark, size))).one()
+            claimed = 0 if upto is None else await self._claim(session, postgres, low, upto, now)
+            # the mark moves in the claim's transaction: a round that fails leaves it where it was
+            await write_mark(session, mark, moved(postgres, mark, size, found, after, upto))
+        self._full = found >= size
         return claimed
 
-    def _move_mark(self, postgres: bool, found: int, after: int | str | None, upto: int | None) -> None:
-        """After a round that read `found` events without their dispatch row, up to id `upto`, and `after`
-        (`next_batch`), and claimed them: past the whole read when the batch held every such event, else (a
-        full batch) past the batch on SQLite, where ids commit in order; on PostgreSQL the mark stays and
-        the next round leaves out what this one covered (`Past`). An empty SQLite outbox has no `after`."""
-        self._full = found >= self.policy.fan_out_batch
-        if postgres:
-            unseen = Unseen.of(str(after))
-            if self._full and upto is not None:
-                self._past = Past(upto, unseen)
-            else:
-                self._mark, self._past = unseen, None
-        elif not self._full:
-            if after is not None:
-                self._mark = int(after)
-        else:
-            self._mark = upto
+    async def _claim(self, session: AsyncSession, postgres: bool, low: int, upto: int, now: datetime) -> int:
+        """Claim the batch's events, from `low` up to `upto`, and write their deliveries; answers how many.
+        One statement claims them in the database (an event committed meanwhile inside the range comes
+        along); only those whose dispatch row it adds get deliveries here."""
+        subscriptions = (await session.execute(select(Subscription))).scalars().all()
+        connection = await session.connection()
+        claim = claim_range(postgres, low, upto, now)
+        if not subscriptions:  # nobody to deliver to: the claims alone
+            return int((await connection.execute(claim)).rowcount)
+        ids = set((await connection.execute(claim.returning(DISPATCH.c.event_id))).scalars())
+        kinds = select(OutboxEvent.event_id, OutboxEvent.kind).where(OutboxEvent.event_id.in_(ids))
+        for event_id, kind in (await session.execute(kinds)).all() if ids else ():
+            for subscription in subscriptions:
+                if matches(subscription.events, kind):
+                    session.add(
+                        Delivery(
+                            id=new_decision_id(),
+                            event_id=event_id,
+                            subscription_id=subscription.id,
+                            kind=kind,
+                            status="pending",
+                            attempts=0,
+                            next_attempt_at=now,
+                            created_at=now,
+                        )
+                    )
+        return len(ids)
 
     # --- delivery -------------------------------------------------------------------------------------
 

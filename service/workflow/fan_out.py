@@ -1,9 +1,10 @@
 """The webhook dispatcher's fan-out (`service.workflow.dispatcher`): the statements of a round, which
-events it looks at (`unclaimed_past`, `next_batch`) and the claim of a batch (`claim_range`), and on a
-SQLite file the whole round as a write of the file's `SqliteWriter`: in the transaction of a turn of the
-event loop, on the loop's own connection, beside the case transitions, journal entries and decisions of
-that turn. Through the async driver a round cost a trip to its thread per statement and a transaction of
-its own, and every commit of another connection emptied the writer's page cache.
+events it looks at (`unclaimed_past`, `next_batch`), the claim of a batch (`claim_range`), the database's
+one mark every dispatcher shares (`outbox_mark`: `hold_mark`, `moved`, `encode_mark`), and on a SQLite
+file the whole round as a write of the file's `SqliteWriter`: in the transaction of a turn of the event
+loop, on the loop's own connection, beside the case transitions, journal entries and decisions of that
+turn. Through the async driver a round cost a trip to its thread per statement and a transaction of its
+own, and every commit of another connection emptied the writer's page cache.
 """
 
 from __future__ import annotations
@@ -29,16 +30,18 @@ from sqlalchemy import (
     select,
     true,
     union_all,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.models import OutboxDispatch, OutboxEvent
+from service.db.models import OutboxDispatch, OutboxEvent, OutboxMark
 from service.decisions.ids import new_decision_id
 from service.workflow.subscriptions import matches
 
-# A round runs in a transaction of the file's writer (`fan_out_sqlite`): it holds the write
-# lock from its first read, so the events past the mark without their dispatch row cannot change under it
-# and the claim needs no second look at the outbox. `?` in order: the mark, the batch size
+# A round runs in a transaction of the file's writer (`fan_out_sqlite`): it holds the write lock from its
+# first read, so the mark and the events past it without their dispatch row cannot change under it and
+# the claim needs no second look at the outbox. `?` in order: the mark, the batch size
 _SQLITE_NEXT = (
     "SELECT min(id), max(id), count(*), (SELECT max(id) FROM outbox_events) FROM (SELECT e.id FROM "
     "outbox_events e WHERE e.id > ? AND NOT EXISTS (SELECT 1 FROM outbox_dispatch d WHERE d.event_id = "
@@ -57,46 +60,57 @@ _SQLITE_DELIVERY = (
     "INSERT INTO deliveries (id, event_id, subscription_id, kind, status, attempts, next_attempt_at, "
     "created_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)"
 )
-_LOWEST = -(2**63)  # below every id: a dispatcher's first round looks at every event
+# the mark's row is written whole: a round makes it when the table has none (a schema made without it)
+_SQLITE_MARK = "INSERT OR REPLACE INTO outbox_mark (id, mark) VALUES (1, ?)"
+_LOWEST = -(2**63)  # below every id: a round without a mark looks at every event
 
 
 @dataclass(frozen=True, slots=True)
 class SqliteRound:
-    """A fan-out round asked of a SQLite file's writer: the mark, the batch size and the round's time as
-    SQLAlchemy writes it (the dispatcher's other statements compare it as that text)."""
+    """A fan-out round asked of a SQLite file's writer: the batch size and the round's time as SQLAlchemy
+    writes it (the dispatcher's other statements compare it as that text). The mark is the file's."""
 
-    mark: int | None
     size: int
     at: Any
 
 
-def fan_out_sqlite(
-    connection: sqlite3.Connection, rounds: Sequence[SqliteRound]
-) -> list[tuple[int, int, int | None, int | None]]:
-    """Each round's fan-out in the writer's transaction: (claimed, found, after, upto) as `fan_out` and
-    `Dispatcher._move_mark` (`service.workflow.dispatcher`) take them (see `next_batch`)."""
-    results: list[tuple[int, int, int | None, int | None]] = []
+def fan_out_sqlite(connection: sqlite3.Connection, rounds: Sequence[SqliteRound]) -> list[tuple[int, int]]:
+    """Each round's fan-out in the writer's transaction, from the file's mark, which it moves in the same
+    transaction: (claimed, found), found being the events without their dispatch row it looked at (the
+    batch was full when there were `size`)."""
+    results: list[tuple[int, int]] = []
     for r in rounds:
-        past = _LOWEST if r.mark is None else r.mark
-        low, upto, found, after = connection.execute(_SQLITE_NEXT, (past, r.size)).fetchone()
-        if upto is None:
-            results.append((0, found, after, upto))
-            continue
-        subscriptions = [
-            (sid, msgspec.json.decode(events))
-            for sid, events in connection.execute("SELECT id, events FROM subscriptions")
-        ]
-        if subscriptions:
-            rows = [
-                (new_decision_id(), event_id, sid, kind, r.at, r.at)
-                for event_id, kind in connection.execute(_SQLITE_KINDS, (low, upto)).fetchall()
-                for sid, patterns in subscriptions
-                if matches(patterns, kind)
+        row = connection.execute("SELECT mark FROM outbox_mark WHERE id = 1").fetchone()
+        stored = None if row is None else row[0]
+        mark = decode_mark(stored)
+        low, upto, found, after = connection.execute(_SQLITE_NEXT, (_sqlite_past(mark), r.size)).fetchone()
+        if stale(mark, after):
+            mark = None
+            low, upto, found, after = connection.execute(_SQLITE_NEXT, (_LOWEST, r.size)).fetchone()
+        claimed = 0
+        if upto is not None:
+            subscriptions = [
+                (sid, msgspec.json.decode(events))
+                for sid, events in connection.execute("SELECT id, events FROM subscriptions")
             ]
-            connection.executemany(_SQLITE_DELIVERY, rows)
-        claimed = connection.execute(_SQLITE_CLAIM, (r.at, low, upto)).rowcount
-        results.append((claimed, found, after, upto))
+            if subscriptions:
+                rows = [
+                    (new_decision_id(), event_id, sid, kind, r.at, r.at)
+                    for event_id, kind in connection.execute(_SQLITE_KINDS, (low, upto)).fetchall()
+                    for sid, patterns in subscriptions
+                    if matches(patterns, kind)
+                ]
+                connection.executemany(_SQLITE_DELIVERY, rows)
+            claimed = connection.execute(_SQLITE_CLAIM, (r.at, low, upto)).rowcount
+        text = encode_mark(moved(False, mark, r.size, found, after, upto))
+        if row is None or text != stored:
+            connection.execute(_SQLITE_MARK, (text,))
+        results.append((claimed, found))
     return results
+
+
+def _sqlite_past(mark: Mark) -> int:
+    return mark if isinstance(mark, int) else _LOWEST
 
 
 DISPATCH = cast(Table, OutboxDispatch.__table__)
@@ -168,14 +182,95 @@ class Past:
     unseen: Unseen
 
 
-# where a round looks from (`Dispatcher._mark`): nothing (a first round: every event), on SQLite an outbox
-# id, on PostgreSQL the transactions the last read could not see, or where a full batch left off
+# where a round looks from (the database's `outbox_mark`): nothing (every event), on SQLite an outbox id, on
+# PostgreSQL the transactions the last read could not see, or where a full batch left off
 Mark = int | Unseen | Past | None
+
+MARK = cast(Table, OutboxMark.__table__)
+
+
+def encode_mark(mark: Mark) -> str | None:
+    """The mark as its row holds it: JSON (an id; or `xmax`, `running` and, past a full batch, `upto`)."""
+    if mark is None or isinstance(mark, int):
+        return None if mark is None else str(mark)
+    unseen = mark.unseen if isinstance(mark, Past) else mark
+    fields: dict[str, Any] = {"xmax": unseen.xmax, "running": list(unseen.running)}
+    if isinstance(mark, Past):
+        fields["upto"] = mark.upto
+    return msgspec.json.encode(fields).decode()
+
+
+def decode_mark(text: str | None) -> Mark:
+    """The mark its row holds (`encode_mark`); NULL or nothing: none, every event is looked at."""
+    if not text:
+        return None
+    value = msgspec.json.decode(text)
+    if isinstance(value, int):
+        return value
+    unseen = Unseen(int(value["xmax"]), tuple(int(txid) for txid in value["running"]))
+    return Past(int(value["upto"]), unseen) if "upto" in value else unseen
+
+
+def moved(
+    postgres: bool, mark: Mark, size: int, found: int, after: int | str | None, upto: int | None
+) -> Mark:
+    """The mark after a round from `mark` that read `found` events without their dispatch row, up to id
+    `upto`, and `after` (`next_batch`), and claimed them: past the whole read when the batch held every
+    such event, else (a full batch) past the batch on SQLite, where ids commit in order; on PostgreSQL
+    the next round leaves out what this one covered (`Past`). An empty SQLite outbox has no `after`."""
+    full = found >= size
+    if postgres:
+        unseen = Unseen.of(str(after))
+        return Past(upto, unseen) if full and upto is not None else unseen
+    if full:
+        return upto
+    return mark if after is None else int(after)
+
+
+def stale(mark: Mark, after: int | str | None) -> bool:
+    """Whether a SQLite mark is past the highest id there is (`after`): the outbox was emptied by hand
+    and SQLite gives ids below the mark again. The round then looks at every event."""
+    return isinstance(mark, int) and (after is None or int(after) < mark)
+
+
+async def hold_mark(session: AsyncSession, postgres: bool, idle_seconds: float) -> tuple[bool, Mark]:
+    """Take the database's mark for this round's transaction: (held, the mark). On PostgreSQL its row is
+    locked without waiting (another dispatcher's round holding it: not held, and this round does no
+    fan-out), and a transaction that then stays idle `idle_seconds` (its process frozen, its host cut
+    off) is ended by the server, so the mark is not held from every dispatcher for longer. On SQLite a
+    write to it takes the write lock first, so the round reads under it. A mark past the database's
+    transactions (a database restored from a dump into another server, whose transaction ids start
+    lower) is none."""
+    if postgres:
+        idle = func.set_config(
+            "idle_in_transaction_session_timeout", f"{max(1, int(idle_seconds * 1000))}", True
+        )
+        held = select(MARK.c.mark, _XMAX, idle).where(MARK.c.id == 1).with_for_update(skip_locked=True)
+        row = (await session.execute(held)).first()
+        if row is not None:
+            mark = decode_mark(row[0])
+            unseen = mark.unseen if isinstance(mark, Past) else mark
+            return True, None if isinstance(unseen, Unseen) and unseen.xmax > row[1] else mark
+    else:
+        touch = update(MARK).where(MARK.c.id == 1).values(mark=MARK.c.mark).returning(MARK.c.mark)
+        row = (await session.execute(touch)).first()
+        if row is not None:
+            return True, decode_mark(row[0])
+    # no row (a database migrated before it had one): make it, unless another round's insert came first
+    dialect = postgresql if postgres else sqlite
+    made = dialect.insert(MARK).values(id=1, mark=None).on_conflict_do_nothing().returning(MARK.c.id)
+    return (await session.execute(made)).first() is not None, None
+
+
+async def write_mark(session: AsyncSession, before: Mark, after: Mark) -> None:
+    """Store the mark a round moved to, in its claim's transaction (nothing when it did not move)."""
+    if after != before:
+        await session.execute(update(MARK).where(MARK.c.id == 1).values(mark=encode_mark(after)))
 
 
 def unclaimed_past(postgres: bool, mark: Mark, size: int) -> Select[tuple[Any, Any]]:
     """The ids and event ids of the events without their dispatch row that a round looks at: every event
-    (a first round); on SQLite those past the mark; on PostgreSQL those of the transactions the last read
+    (no mark); on SQLite those past the mark; on PostgreSQL those of the transactions the last read
     could not see, and past a full batch also the first `size` of the others after its highest id
     (claimed or not: the claim tells).
 

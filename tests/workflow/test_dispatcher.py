@@ -8,12 +8,12 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db.base import aware
 from service.db.engine import create_engine, session_factory
-from service.db.models import Delivery, ExceptionRecord, OutboxDispatch, OutboxEvent, Subscription
+from service.db.models import Delivery, ExceptionRecord, OutboxDispatch, OutboxEvent, OutboxMark, Subscription
 from service.db.sqlite_writer import SqliteWriters
 from service.settings import DatabaseSettings
 from service.workflow.dispatcher import DeliveryPolicy, Dispatcher, retry
@@ -287,19 +287,20 @@ async def test_an_event_committed_after_a_higher_id_is_still_delivered(
     assert ids[late] < ids[newer]
 
 
-async def test_only_a_dispatchers_first_round_looks_at_every_event(
+async def test_rounds_look_past_the_databases_mark_only_and_at_every_event_without_one(
     sessions: Sessions, clock: Clock, db_engine: AsyncEngine
 ) -> None:
-    """Later rounds look past the mark only, never at the whole outbox again, however long it runs. An
-    event written by hand below the mark (an id below the last seen; on PostgreSQL also a transaction long
-    finished) shows which rows a round looks at; a new dispatcher (a restart) looks at every event and
-    finds it."""
+    """Rounds look past the mark only, never at the whole outbox again, however long they run and
+    whichever dispatcher runs them: one started later (a restart, another worker) goes on from the mark
+    the database holds. An event written by hand below the mark (an id below the last seen; on PostgreSQL
+    also a transaction long finished) shows which rows a round looks at; without a mark (a database just
+    migrated to having one) a round looks at every event and finds it."""
     postgres = db_engine.dialect.name == "postgresql"
     await subscribe(sessions, "http://127.0.0.1:9/never-sent", clock)
     first = await _event_with_id(sessions, clock, 100, "e-100")
     dispatcher = Dispatcher(sessions, DeliveryPolicy(), clock=clock)
     try:
-        assert await dispatcher.fan_out() == 1  # the first round looks at every event
+        assert await dispatcher.fan_out() == 1  # no mark yet: the round looks at every event
         assert await dispatcher.fan_out() == 0  # nothing new: it stays past 100
         await _event_with_id(sessions, clock, 50, "e-50", txid=1 if postgres else None)
         clock.advance(seconds=10)
@@ -310,7 +311,10 @@ async def test_only_a_dispatchers_first_round_looks_at_every_event(
         await dispatcher.close()
     restarted = Dispatcher(sessions, DeliveryPolicy(), clock=clock)
     try:
-        assert await restarted.fan_out() == 1  # the late row, found by the first round's look at all
+        assert await restarted.fan_out() == 0  # from the database's mark: the late row is below it
+        async with sessions() as session, session.begin():
+            await session.execute(update(OutboxMark).values(mark=None))
+        assert await restarted.fan_out() == 1  # the late row, found by a look at every event
     finally:
         await restarted.close()
     assert sorted(d.event_id for d in await deliveries(sessions)) == sorted([first, newer, "e-50"])

@@ -50,9 +50,19 @@ async def analysed(engine: AsyncEngine, statement: str, parameters: Any) -> list
     return _nodes(plan[0]["Plan"])
 
 
+async def lookups(engine: AsyncEngine, statements: Statements) -> int:
+    """How often the statements (their plans run again, EXPLAIN ANALYZE) look an event up among the
+    claimed."""
+    found = 0
+    for statement, parameters in statements:
+        nodes = await analysed(engine, statement, parameters)
+        found += sum(n["Actual Loops"] for n in nodes if n.get("Relation Name") == "outbox_dispatch")
+    return found
+
+
 async def lookups_through_a_backlog(sessions: Sessions, clock: Clock, db_engine: AsyncEngine) -> int:
     """How often the rounds through 250 events (25 transactions), 50 a round, look an event up among the
-    claimed (their reads' plans run again, EXPLAIN ANALYZE)."""
+    claimed."""
     dispatcher = Dispatcher(sessions, DeliveryPolicy(fan_out_batch=50), clock=clock)
     statements: Statements = []
     try:
@@ -68,11 +78,7 @@ async def lookups_through_a_backlog(sessions: Sessions, clock: Clock, db_engine:
         await dispatcher.close()
     assert claimed == [50, 50, 50, 50, 50, 0]
     assert len(statements) == 6
-    lookups = 0
-    for statement, parameters in statements:
-        nodes = await analysed(db_engine, statement, parameters)
-        lookups += sum(n["Actual Loops"] for n in nodes if n.get("Relation Name") == "outbox_dispatch")
-    return lookups
+    return await lookups(db_engine, statements)
 
 
 async def test_a_backlog_is_looked_up_among_the_claimed_about_once_not_once_per_batch(

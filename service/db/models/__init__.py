@@ -3,7 +3,14 @@
 from service.db.models.approvals import ApprovalCaseRole, ChangeRequest, ItemPrice
 from service.db.models.console import ConsoleSessionRow
 from service.db.models.decisions import DecisionEntry, DecisionTrace
-from service.db.models.events import Delivery, ExceptionRecord, ExpectedReceipt, OutboxDispatch, Subscription
+from service.db.models.events import (
+    Delivery,
+    ExceptionRecord,
+    ExpectedReceipt,
+    OutboxDispatch,
+    OutboxMark,
+    Subscription,
+)
 from service.db.models.foundation import ApiKey, AuditEntry, Item, Location, Promotion
 from service.db.models.rulesets import RulesetGenerationRow, RulesetKindRow, RulesetRow, RulesetVersionRow
 from service.db.models.simulations import SimulationRow
@@ -36,6 +43,7 @@ __all__ = [
     "Location",
     "OutboxDispatch",
     "OutboxEvent",
+    "OutboxMark",
     "Promotion",
     "ReservationRecord",
     "RulesetGenerationRow",

@@ -39,6 +39,18 @@ class OutboxDispatch(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class OutboxMark(Base):
+    """Where the webhook dispatchers' fan-out looks from, one row (id 1) for every dispatcher of the
+    database: every outbox event before it has its dispatch row (`service.workflow.fan_out`: on SQLite an
+    outbox id, on PostgreSQL the transactions a read could not see, as JSON). NULL: look at every event.
+    A round holds the row while it reads and claims, and moves the mark in the claim's transaction."""
+
+    __tablename__ = "outbox_mark"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    mark: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
 class Delivery(Base):
     """One event for one subscription: pending until delivered, or dead after its last attempt."""
 
