@@ -14,7 +14,11 @@ the work they ask of the database.
   approved transfer to its shipment. A statement is atomic: all of it is written or, when the case moved
   since it was read, none of it (`Stale`). Transitions handed over while a statement runs go together in
   the next one, grouped by shape (the case columns they set): a group's rows go as one array parameter a
-  column, unnested, each row with its case's id, and only the rows of the cases that moved are written.
+  column, each row with its case's id, and only the rows of the cases that moved are written. A table's
+  rows are one scan of one function, the unnested array of their case ids, each other column's value
+  taken from its array by the row's number; the ids of the cases that moved filter that scan, which keeps
+  the rows' order. Beyond its rows and its commit, a statement costs PostgreSQL mostly the start-up of
+  its plan's nodes: one function scan a table, and no join or sort, keeps that small.
   The statement's text then depends on the shapes it holds, not on how many transitions: each pooled
   connection prepares it once, not once per batch size. A statement fails or commits as a whole: when
   one fails, its batch is written again one transition at a time, so that the failure is its own; a
@@ -31,6 +35,7 @@ the work they ask of the database.
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -103,6 +108,7 @@ _PG_READ = (
 
 _NAMES = (
     "moved",
+    "ids",
     "step",
     "audit",
     "events",
@@ -110,6 +116,9 @@ _NAMES = (
     "resolved",
     "roles",
 )  # no prefix of another
+# a type's length (`VARCHAR(36)`): an array cast to it is checked element by element wherever the cast is
+# evaluated, in a statement's rows for each row; a column's length is checked as its row is written
+_UNSIZED = re.compile(r"\(\d+(, *\d+)?\)")
 _LOST = ("08", "57")  # SQLSTATE classes: connection exception, operator intervention (a shutdown)
 MAX_BATCH = 50  # transitions of one statement
 Read = tuple[dict[str, Any], "RequestRow | None", list[Step]]
@@ -280,7 +289,7 @@ class CaseStore:
             groups.setdefault(_shape(t), []).append(t)
         params: list[Any] = []
         parts = [self._group(g, groups[shape], params) for g, shape in enumerate(sorted(groups))]
-        moved = ", ".join(f"(SELECT array_agg(id) FROM c_moved_{g})" for g in range(len(groups)))
+        moved = ", ".join(f"(SELECT ids FROM c_ids_{g})" for g in range(len(groups)))
         sql = "WITH " + ", ".join(parts) + " SELECT " + moved
         async with self._driver(self._writing, self._writes) as raw:
             row = await raw.fetchrow(sql, *params)
@@ -288,12 +297,13 @@ class CaseStore:
         return [t.case["id"] in written for t in batch]
 
     def _array(self, column: Column[Any]) -> tuple[str, Callable[[Any], Any] | None]:
-        """The SQL type of an array of `column`'s values, and how a value goes to the driver (`bound`)."""
+        """The SQL type of an array of `column`'s values, without the column's length (`_UNSIZED`), and
+        how a value goes to the driver (`bound`)."""
         try:
             return self._arrays[column.table.name, column.name]
         except KeyError:
             found = self._arrays[column.table.name, column.name] = (
-                f"{column.type.compile(dialect=self.dialect)}[]",
+                _UNSIZED.sub("", column.type.compile(dialect=self.dialect)) + "[]",
                 bound(column.type, self.dialect),
             )
             return found
@@ -303,31 +313,41 @@ class CaseStore:
         statement (names end in g). Rows go as arrays, one per column, with the id of their case; only the
         rows of the cases that moved are written, in the order given (the ids they get follow it)."""
 
-        def rows(columns: tuple[Column[Any], ...], values: list[tuple[Any, ...]]) -> str:
+        def rows(columns: tuple[Column[Any], ...], values: list[tuple[Any, ...]]) -> tuple[str, list[str]]:
+            """`values` (rows of `columns`, the first a case id) as arrays: the FROM item of their rows
+            (`v`: `v.case_id` and the row's number, `v.n`, by which they are in order) and each column's
+            value in row `v.n`. One function a scan: each function of a scan keeps its rows and state of
+            its own; the scan's estimate is its function's, the first column's array's, given through a
+            subquery as the read's ids (`_PG_READ`): a plan for the batch given would be made afresh for
+            every small batch."""
             arrays = []
             for i, column in enumerate(columns):
                 array_type, process = self._array(column)
                 params.append([v[i] if process is None or v[i] is None else process(v[i]) for v in values])
-                # through a subquery, as the read's ids (`_PG_READ`): a plan for the batch given would be made
-                # afresh for every small batch
-                arrays.append(f"(SELECT ${len(params)}::{array_type})")
-            return f"unnest({', '.join(arrays)}) WITH ORDINALITY AS v"
+                arrays.append(f"${len(params)}::{array_type}")
+            return f"unnest((SELECT {arrays[0]})) WITH ORDINALITY AS v(case_id, n)", [
+                "v.case_id",
+                *(f"({array})[v.n]" for array in arrays[1:]),
+            ]
 
         def p(value: Any) -> str:
             params.append(value)
             return f"${len(params)}"
 
         names = tuple(ts[0].values)
-        sets = ", ".join(f"{name} = v.{name}" for name in names)
         case_id = _CASES.c.id
         cases = [(t.case["id"], t.case["version"], *(t.values[name] for name in names)) for t in ts]
+        source, (k_id, k_version, *values) = rows(
+            (case_id, _CASES.c.version, *(_CASES.c[name] for name in names)), cases
+        )
+        sets = ", ".join(f"{name} = {value}" for name, value in zip(names, values, strict=True))
         parts = [
-            f"c_moved AS (UPDATE approval_cases AS c SET {sets} "
-            f"FROM {rows((case_id, _CASES.c.version, *(_CASES.c[name] for name in names)), cases)}"
-            f"(k_id, k_version, {', '.join(names)}, n) "
-            "WHERE c.id = v.k_id AND c.version = v.k_version RETURNING c.id)"
+            f"c_moved AS (UPDATE approval_cases AS c SET {sets} FROM {source} "
+            f"WHERE c.id = {k_id} AND c.version = {k_version} RETURNING c.id)",
+            "c_ids AS (SELECT array_agg(id) AS ids FROM c_moved)",
         ]
-        moved = "v.case_id IN (SELECT id FROM c_moved)"
+        # a filter on the scan of the rows, that keeps their order (no join, and no sort after it)
+        moved = "v.case_id = ANY ((SELECT ids FROM c_ids)::VARCHAR[])"
         steps = [tuple(getattr(s, c) for c in _STEP) for t in ts for s in t.steps]
         audits = [(t.case["id"], *(a[c] for c in _AUDIT)) for t in ts for a in t.audits]
         events = [(t.case["id"], *(e[c] for c in _EVENT)) for t in ts for e in t.events]
@@ -339,13 +359,14 @@ class CaseStore:
             if not listed:  # a transition has its step and audit row; it may have no event
                 continue
             columns = tuple(table.c[name] for name in written)
-            given = ", ".join(written)
             if table is not _STEPS:  # the case's id beside the rows, to tell whether it moved
-                columns, given = (case_id, *columns), f"case_id, {given}"
+                columns = (case_id, *columns)
+            source, values = rows(columns, listed)
+            if table is not _STEPS:
+                values = values[1:]
             parts.append(
                 f"{part} AS (INSERT INTO {table.name} ({', '.join(written)}) "
-                f"SELECT {', '.join(written)} FROM {rows(columns, listed)}({given}, n) "
-                f"WHERE {moved} ORDER BY v.n)"
+                f"SELECT {', '.join(values)} FROM {source} WHERE {moved} ORDER BY v.n)"
             )
         cleared = [t for t in ts if t.clear_stuck]
         if cleared:
@@ -354,13 +375,14 @@ class CaseStore:
             ids = p([t.case["id"] for t in cleared])
             times, event_ids = p([t.now for t in cleared]), p([new_decision_id() for _ in cleared])
             stamps = p([t.now.isoformat() for t in cleared])
+            at = f"({times}::timestamptz[])[v.n]"
             parts.append(
-                f"c_cleared AS (UPDATE exception_records AS e SET state = 'resolved', resolved_at = v.at, "
-                f"resolved_by = {p(SYSTEM)}, updated_at = v.at FROM unnest((SELECT {ids}::varchar[]), "
-                f"(SELECT {times}::timestamptz[]), (SELECT {event_ids}::varchar[]), (SELECT {stamps}::text[])) "
-                f"AS v(case_id, at, event_id, stamp) WHERE e.kind = {p(STUCK)} AND e.key = v.case_id "
-                f"AND e.state <> 'resolved' AND {moved} "
-                "RETURNING e.id, e.location, e.sku, v.case_id, v.at, v.event_id, v.stamp)"
+                f"c_cleared AS (UPDATE exception_records AS e SET state = 'resolved', resolved_at = {at}, "
+                f"resolved_by = {p(SYSTEM)}, updated_at = {at} "
+                f"FROM unnest((SELECT {ids}::varchar[])) WITH ORDINALITY AS v(case_id, n) "
+                f"WHERE e.kind = {p(STUCK)} AND e.key = v.case_id AND e.state <> 'resolved' AND {moved} "
+                f"RETURNING e.id, e.location, e.sku, v.case_id, {at} AS at, "
+                f"({event_ids}::varchar[])[v.n] AS event_id, ({stamps}::text[])[v.n] AS stamp)"
             )
             parts.append(
                 "c_resolved AS (INSERT INTO outbox_events (event_id, kind, subject, payload, created_at) "
@@ -374,10 +396,10 @@ class CaseStore:
                 raise ValueError("a transition writing inbox index rows goes through the session")
             # by their keys, read from the case (`role_rows`): one seek of the table's key per role
             roles = [(r["case_id"], r["role"], r["created_at"]) for t in ts for r in role_rows(t.case)]
+            source, (_, role, created_at) = rows(tuple(_ROLES.c[c] for c in _ROLE), roles)
             parts.append(
-                f"c_roles AS (DELETE FROM approval_case_roles AS r USING "
-                f"{rows(tuple(_ROLES.c[c] for c in _ROLE), roles)}(case_id, role, created_at, n) "
-                "WHERE r.role = v.role AND r.status = 'pending' AND r.created_at = v.created_at "
+                f"c_roles AS (DELETE FROM approval_case_roles AS r USING {source} "
+                f"WHERE r.role = {role} AND r.status = 'pending' AND r.created_at = {created_at} "
                 f"AND r.case_id = v.case_id AND {moved})"
             )
         text = ", ".join(parts)
