@@ -150,17 +150,11 @@ def _json(value: Any) -> Any:
 
 
 def _decode(row: Any, steps: Any) -> Read:
+    """A row of `_PG_READ`: the driver gives its timestamptz columns as aware datetimes and its json
+    columns decoded (the engine's codec); the steps come as one JSON array, their times as text."""
     n = len(CASE_NAMES)
     case = dict(zip(CASE_NAMES, row[:n], strict=True))
-    for key in _TIMES:
-        case[key] = _time(case[key])
-    for key in _JSON:
-        case[key] = _json(case[key])
-    found = dict(zip(_REQUEST, row[n : n + len(_REQUEST)], strict=True))
-    request = None
-    if found["id"] is not None:
-        found["body"] = _json(found["body"])
-        request = RequestRow(**found)
+    request = None if row[n] is None else RequestRow(*row[n : n + len(_REQUEST)])
     return case, request, [_step(s) for s in steps]
 
 
