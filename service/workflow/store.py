@@ -40,6 +40,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import msgspec
@@ -64,6 +65,7 @@ _STEP = ("case_id", "at", "action", "actor", "role", "comment", "detail")
 _AUDIT = ("at", "actor", "action", "subject", "detail", "note")
 _EVENT = ("event_id", "kind", "subject", "payload", "created_at")
 _ROLE = ("case_id", "role", "created_at")
+_step_values, _audit_values, _event_values = attrgetter(*_STEP), itemgetter(*_AUDIT), itemgetter(*_EVENT)
 CASE_NAMES = tuple(c.name for c in _CASES.columns)
 _TIMES = ("sla_due_at", "created_at", "updated_at", "closed_at")
 _JSON = ("approvers", "escalation")
@@ -148,17 +150,11 @@ def _json(value: Any) -> Any:
 
 
 def _decode(row: Any, steps: Any) -> Read:
+    """A row of `_PG_READ`: the driver gives its timestamptz columns as aware datetimes and its json
+    columns decoded (the engine's codec); the steps come as one JSON array, their times as text."""
     n = len(CASE_NAMES)
     case = dict(zip(CASE_NAMES, row[:n], strict=True))
-    for key in _TIMES:
-        case[key] = _time(case[key])
-    for key in _JSON:
-        case[key] = _json(case[key])
-    found = dict(zip(_REQUEST, row[n : n + len(_REQUEST)], strict=True))
-    request = None
-    if found["id"] is not None:
-        found["body"] = _json(found["body"])
-        request = RequestRow(**found)
+    request = None if row[n] is None else RequestRow(*row[n : n + len(_REQUEST)])
     return case, request, [_step(s) for s in steps]
 
 
@@ -321,9 +317,12 @@ class CaseStore:
             subquery as the read's ids (`_PG_READ`): a plan for the batch given would be made afresh for
             every small batch."""
             arrays = []
-            for i, column in enumerate(columns):
+            by_column = zip(*values, strict=True) if values else [()] * len(columns)
+            for column, found in zip(columns, by_column, strict=True):
                 array_type, process = self._array(column)
-                params.append([v[i] if process is None or v[i] is None else process(v[i]) for v in values])
+                params.append(
+                    list(found) if process is None else [v if v is None else process(v) for v in found]
+                )
                 arrays.append(f"${len(params)}::{array_type}")
             return f"unnest((SELECT {arrays[0]})) WITH ORDINALITY AS v(case_id, n)", [
                 "v.case_id",
@@ -336,7 +335,8 @@ class CaseStore:
 
         names = tuple(ts[0].values)
         case_id = _CASES.c.id
-        cases = [(t.case["id"], t.case["version"], *(t.values[name] for name in names)) for t in ts]
+        # a group's transitions set the same columns in the same order (`_shape`)
+        cases = [(t.case["id"], t.case["version"], *t.values.values()) for t in ts]
         source, (k_id, k_version, *values) = rows(
             (case_id, _CASES.c.version, *(_CASES.c[name] for name in names)), cases
         )
@@ -348,9 +348,9 @@ class CaseStore:
         ]
         # a filter on the scan of the rows, that keeps their order (no join, and no sort after it)
         moved = "v.case_id = ANY ((SELECT ids FROM c_ids)::VARCHAR[])"
-        steps = [tuple(getattr(s, c) for c in _STEP) for t in ts for s in t.steps]
-        audits = [(t.case["id"], *(a[c] for c in _AUDIT)) for t in ts for a in t.audits]
-        events = [(t.case["id"], *(e[c] for c in _EVENT)) for t in ts for e in t.events]
+        steps = [_step_values(s) for t in ts for s in t.steps]
+        audits = [(t.case["id"], *_audit_values(a)) for t in ts for a in t.audits]
+        events = [(t.case["id"], *_event_values(e)) for t in ts for e in t.events]
         for part, table, written, listed in (
             ("c_step", _STEPS, _STEP, steps),
             ("c_audit", _AUDIT_LOG, _AUDIT, audits),
