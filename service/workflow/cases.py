@@ -136,14 +136,14 @@ class Workflow:
         )
         self._floors = Floors(self.services)
         engine = self.services.engine
-        path = None
+        path, writer = None, None
         if engine.dialect.name == "sqlite":
             self._lock = asyncio.Lock()
             writer = self.services.sqlite_writers.for_url(engine.url)
             if writer is not None:
                 self._sqlite = (writer, case_binds(engine.dialect))
                 path = sqlite_file(engine.url)
-        self._store = CaseStore(engine, path)
+        self._store = CaseStore(engine, path, writer)
 
     def close(self) -> None:
         """Close the case store's own SQLite read connection (opened again when read after)."""

@@ -2,9 +2,11 @@
 database allows: what an approver's request does on its way, where the ORM's statements cost more than
 the work they ask of the database.
 
-- Reading: on a SQLite file, one statement (the case, its request and its steps as one JSON array) on a
-  connection of this process' own, on the event loop (a read in WAL mode never waits for the writer, and
-  takes microseconds, where a round trip to the async driver's thread costs far more under load); on
+- Reading: on a SQLite file, one statement (the case, its request and its steps as one JSON array) on the
+  connection of the file's writer for this loop (`SqliteWriter.read`), between its transactions, on the
+  event loop (a read in WAL mode never waits for the writer, and takes microseconds, where a round trip to
+  the async driver's thread costs far more under load; that connection's page cache survives its own
+  commits, where another connection's would be stale after each); on
   PostgreSQL, one statement (the steps aggregated beside the case and its request) on a pooled
   connection's driver, for every case asked for while the previous such statement ran
   (`service.workflow.batches`).
@@ -49,6 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.db.base import aware
 from service.db.engine import HeldDriverConnection, bound
 from service.db.models import ApprovalCase, ApprovalCaseRole, ApprovalStep, AuditEntry, OutboxEvent
+from service.db.sqlite_writer import SqliteWriter
 from service.decisions.ids import new_decision_id
 from service.workflow.batches import Batches
 from service.workflow.exceptions import SYSTEM
@@ -206,8 +209,11 @@ class CaseStore:
     """Reads (and on PostgreSQL writes) cases for one app's engine; `usable` is False where neither way
     applies (an in-memory SQLite database: the ORM path serves it)."""
 
-    def __init__(self, engine: AsyncEngine, sqlite_path: str | None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, sqlite_path: str | None, writer: SqliteWriter | None = None
+    ) -> None:
         self.engine = engine
+        self.writer = writer  # the SQLite file's: reads go on its connection (see `SqliteWriter.read`)
         self.dialect = engine.dialect
         self._arrays: dict[tuple[str, str], tuple[str, Callable[[Any], Any] | None]] = {}
         self.postgresql = engine.dialect.name == "postgresql"
@@ -266,6 +272,11 @@ class CaseStore:
         return [found.get(case_id) for case_id in case_ids]
 
     def _read_sqlite(self, case_id: str) -> Read | None:
+        if self.writer is not None:
+            try:
+                return self.writer.read(lambda connection: _select(connection, case_id))
+            except sqlite3.Error:
+                pass  # e.g. a database being recovered: the writer's connection waits for no lock, this one does
         reader = self._reader
         if reader is None:
             assert self.sqlite_path is not None
