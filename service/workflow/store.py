@@ -79,15 +79,31 @@ _CASE_SELECT = (
     + " FROM approval_cases c LEFT JOIN change_requests r ON r.id = c.subject WHERE c.id = "
 )
 _JSON_TEXT = (*_JSON, "body", "detail")  # JSON columns of the case, its request and its steps
+_READ_TIMES = (*_TIMES, "at")  # times of the case and its steps
 # a step's columns as both reads give them (`_step`, `_decode_sqlite` take them in this order)
 _STEP_READ = ("id", "case_id", "at", "action", "actor", "role", "comment", "detail")
 
 
 def _sqlite_values(prefix: str, names: tuple[str, ...]) -> str:
     """Columns `names` of table `prefix` as values of a JSON array: a JSON column's text as JSON (`json()`),
-    and `sla_hours` as null (it comes beside the array: SQLite writes a REAL into JSON with 15 digits)."""
-    values = [f"json({prefix}.{n})" if n in _JSON_TEXT else f"{prefix}.{n}" for n in names]
-    return ", ".join("NULL" if n == "sla_hours" else v for n, v in zip(names, values, strict=True))
+    a time with its offset (`_sqlite_utc`) and `sla_hours` as null (it comes beside the array: SQLite
+    writes a REAL into JSON with 15 digits)."""
+    return ", ".join(_sqlite_value(f"{prefix}.{n}", n) for n in names)
+
+
+def _sqlite_value(column: str, name: str) -> str:
+    if name in _JSON_TEXT:
+        return f"json({column})"
+    if name in _READ_TIMES:
+        return _sqlite_utc(column)
+    return "NULL" if name == "sla_hours" else column
+
+
+def _sqlite_utc(column: str) -> str:
+    """A stored time's text with its offset: SQLAlchemy's writes have none (`YYYY-MM-DD HH:MM:SS.ffffff`,
+    in UTC), the SQLite writer's end in `+00:00`. Decoded then as aware times, which costs less than
+    making each naive one aware after."""
+    return f"iif(substr({column}, -6, 1) IN ('+', '-'), {column}, {column} || '+00:00')"
 
 
 # One statement, one snapshot: the case, its request and its steps as one JSON array (the steps in id
@@ -182,12 +198,9 @@ def _decode_sqlite(row: tuple[str, float | None]) -> Read:
     n = len(CASE_NAMES)
     case: dict[str, Any] = dict(zip(CASE_NAMES, found[:n], strict=True))
     case["sla_hours"] = row[1]
-    for key in _TIMES:
-        if case[key] is not None:
-            case[key] = aware(case[key])
     request = None if found[n] is None else RequestRow(*found[n : n + len(_REQUEST)])
     steps = [
-        Step(case_id, aware(at), action, actor, role, comment, detail, step_id)
+        Step(case_id, at, action, actor, role, comment, detail, step_id)
         for step_id, case_id, at, action, actor, role, comment, detail in found[-1]
     ]
     return case, request, steps
