@@ -140,18 +140,36 @@ class SqliteWriter:
         """Write `item` with `write`, in the next transaction of this loop (see the module); returns what
         `write` gave for it once that transaction has committed."""
         loop = asyncio.get_running_loop()
-        last = self._last
-        if last is not None and last[0] is loop:
-            state = last[1]
-        else:
-            found = self._states.get(loop)
-            state = self._states[loop] = _LoopState(last_checkpoint=self.clock()) if found is None else found
-            self._last = (loop, state)
+        state = self._state(loop)
         future: asyncio.Future[Result] = loop.create_future()
         state.pending.append(_Pending(write, item, future))
         if state.flush is None:
             state.flush = loop.call_soon(self._flush, loop, state)
         return await future
+
+    def read(self, query: Callable[[sqlite3.Connection], Result]) -> Result:
+        """`query` run on this loop's connection, between its transactions (a transaction begins and
+        commits within one call on the loop, so a caller on the loop never finds one open). A read in WAL
+        mode never waits for a writer; and this connection's page cache outlives its own commits, where
+        another connection of this process finds its cache stale after each of them and reads every page
+        again. Raises what `query` raises; after an error the connection is opened again."""
+        state = self._state(asyncio.get_running_loop())
+        try:
+            if state.connection is None:
+                state.connection = self._connect()
+            return query(state.connection)
+        except sqlite3.Error:
+            self._drop(state)
+            raise
+
+    def _state(self, loop: asyncio.AbstractEventLoop) -> _LoopState:
+        last = self._last
+        if last is not None and last[0] is loop:
+            return last[1]
+        found = self._states.get(loop)
+        state = self._states[loop] = _LoopState(last_checkpoint=self.clock()) if found is None else found
+        self._last = (loop, state)
+        return state
 
     def _connect(self) -> sqlite3.Connection:
         # timeout=0: the loop never sleeps on a lock, not even for the pragmas (a busy error here is

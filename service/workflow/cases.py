@@ -136,14 +136,14 @@ class Workflow:
         )
         self._floors = Floors(self.services)
         engine = self.services.engine
-        path = None
+        path, writer = None, None
         if engine.dialect.name == "sqlite":
             self._lock = asyncio.Lock()
             writer = self.services.sqlite_writers.for_url(engine.url)
             if writer is not None:
                 self._sqlite = (writer, case_binds(engine.dialect))
                 path = sqlite_file(engine.url)
-        self._store = CaseStore(engine, path)
+        self._store = CaseStore(engine, path, writer)
 
     def close(self) -> None:
         """Close the case store's own SQLite read connection (opened again when read after)."""
@@ -227,10 +227,11 @@ class Workflow:
         session: AsyncSession | None,
         case_id: str,
         known: tuple[dict[str, Any], AnyRequest, list[AnyStep]] | None = None,
+        summary: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A case with its approval mode, the approvals that count now and every step (`known`: the case,
         its request and its steps as this worker just wrote them, saving their reads; then `session` may
-        be None)."""
+        be None; `summary`: that case's `case_summary`, as the transition that wrote it made it)."""
         request: AnyRequest
         if known is None:
             assert session is not None
@@ -239,7 +240,7 @@ class Workflow:
             steps = await self.steps(session, case_id)
         else:
             case, request, steps = known
-        out = case_summary(case)
+        out = case_summary(case) if summary is None else dict(summary)
         approvals: list[dict[str, Any]] = []
         views: list[dict[str, Any]] = []
         late = case["status"] == "pending" and overdue(case, self.clock())
@@ -390,16 +391,16 @@ class Workflow:
             except Stale:
                 continue
             written, after = [*steps, *t.steps], t.after
-            final: dict[str, Any] | None = after
             if shipped is not None:
                 await self._move_safely(case_id, shipped)
             elif after["status"] == "approved":
                 final = await self.execute_safely(
                     case_id, now, (after, request), blocked=blocked, written=written
                 )
-            if final is None:  # not known how the case stands: read it
-                return await self.view(None, case_id, await self.read(case_id))
-            return await self.view(None, case_id, (final, request, written))
+                if final is None:  # not known how the case stands: read it
+                    return await self.view(None, case_id, await self.read(case_id))
+                return await self.view(None, case_id, (final, request, written))
+            return await self.view(None, case_id, (after, request, written), t.summary)
         raise Conflict(
             "the case kept changing while this action was applied; try again",
             [FieldError("version", "changed concurrently")],

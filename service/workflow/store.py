@@ -2,9 +2,11 @@
 database allows: what an approver's request does on its way, where the ORM's statements cost more than
 the work they ask of the database.
 
-- Reading: on a SQLite file, one statement (the case, its request and its steps as one JSON array) on a
-  connection of this process' own, on the event loop (a read in WAL mode never waits for the writer, and
-  takes microseconds, where a round trip to the async driver's thread costs far more under load); on
+- Reading: on a SQLite file, one statement (the case, its request and its steps as one JSON array) on the
+  connection of the file's writer for this loop (`SqliteWriter.read`), between its transactions, on the
+  event loop (a read in WAL mode never waits for the writer, and takes microseconds, where a round trip to
+  the async driver's thread costs far more under load; that connection's page cache survives its own
+  commits, where another connection's would be stale after each); on
   PostgreSQL, one statement (the steps aggregated beside the case and its request) on a pooled
   connection's driver, for every case asked for while the previous such statement ran
   (`service.workflow.batches`).
@@ -50,6 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.db.base import aware
 from service.db.engine import HeldDriverConnection, bound
 from service.db.models import ApprovalCase, ApprovalCaseRole, ApprovalStep, AuditEntry, OutboxEvent
+from service.db.sqlite_writer import SqliteWriter
 from service.decisions.ids import new_decision_id
 from service.workflow.batches import Batches
 from service.workflow.exceptions import SYSTEM
@@ -78,15 +81,31 @@ _CASE_SELECT = (
     + " FROM approval_cases c LEFT JOIN change_requests r ON r.id = c.subject WHERE c.id = "
 )
 _JSON_TEXT = (*_JSON, "body", "detail")  # JSON columns of the case, its request and its steps
+_READ_TIMES = (*_TIMES, "at")  # times of the case and its steps
 # a step's columns as both reads give them (`_step`, `_decode_sqlite` take them in this order)
 _STEP_READ = ("id", "case_id", "at", "action", "actor", "role", "comment", "detail")
 
 
 def _sqlite_values(prefix: str, names: tuple[str, ...]) -> str:
     """Columns `names` of table `prefix` as values of a JSON array: a JSON column's text as JSON (`json()`),
-    and `sla_hours` as null (it comes beside the array: SQLite writes a REAL into JSON with 15 digits)."""
-    values = [f"json({prefix}.{n})" if n in _JSON_TEXT else f"{prefix}.{n}" for n in names]
-    return ", ".join("NULL" if n == "sla_hours" else v for n, v in zip(names, values, strict=True))
+    a time with its offset (`_sqlite_utc`) and `sla_hours` as null (it comes beside the array: SQLite
+    writes a REAL into JSON with 15 digits)."""
+    return ", ".join(_sqlite_value(f"{prefix}.{n}", n) for n in names)
+
+
+def _sqlite_value(column: str, name: str) -> str:
+    if name in _JSON_TEXT:
+        return f"json({column})"
+    if name in _READ_TIMES:
+        return _sqlite_utc(column)
+    return "NULL" if name == "sla_hours" else column
+
+
+def _sqlite_utc(column: str) -> str:
+    """A stored time's text with its offset: SQLAlchemy's writes have none (`YYYY-MM-DD HH:MM:SS.ffffff`,
+    in UTC), the SQLite writer's end in `+00:00`. Decoded then as aware times, which costs less than
+    making each naive one aware after."""
+    return f"iif(substr({column}, -6, 1) IN ('+', '-'), {column}, {column} || '+00:00')"
 
 
 # One statement, one snapshot: the case, its request and its steps as one JSON array (the steps in id
@@ -175,12 +194,9 @@ def _decode_sqlite(row: tuple[str, float | None]) -> Read:
     n = len(CASE_NAMES)
     case: dict[str, Any] = dict(zip(CASE_NAMES, found[:n], strict=True))
     case["sla_hours"] = row[1]
-    for key in _TIMES:
-        if case[key] is not None:
-            case[key] = aware(case[key])
     request = None if found[n] is None else RequestRow(*found[n : n + len(_REQUEST)])
     steps = [
-        Step(case_id, aware(at), action, actor, role, comment, detail, step_id)
+        Step(case_id, at, action, actor, role, comment, detail, step_id)
         for step_id, case_id, at, action, actor, role, comment, detail in found[-1]
     ]
     return case, request, steps
@@ -202,8 +218,11 @@ class CaseStore:
     """Reads (and on PostgreSQL writes) cases for one app's engine; `usable` is False where neither way
     applies (an in-memory SQLite database: the ORM path serves it)."""
 
-    def __init__(self, engine: AsyncEngine, sqlite_path: str | None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, sqlite_path: str | None, writer: SqliteWriter | None = None
+    ) -> None:
         self.engine = engine
+        self.writer = writer  # the SQLite file's: reads go on its connection (see `SqliteWriter.read`)
         self.dialect = engine.dialect
         self._arrays: dict[tuple[str, str], tuple[str, Callable[[Any], Any] | None]] = {}
         self.postgresql = engine.dialect.name == "postgresql"
@@ -262,6 +281,11 @@ class CaseStore:
         return [found.get(case_id) for case_id in case_ids]
 
     def _read_sqlite(self, case_id: str) -> Read | None:
+        if self.writer is not None:
+            try:
+                return self.writer.read(lambda connection: _select(connection, case_id))
+            except sqlite3.Error:
+                pass  # e.g. a database being recovered: the writer's connection waits for no lock, this one does
         reader = self._reader
         if reader is None:
             assert self.sqlite_path is not None

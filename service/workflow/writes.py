@@ -105,6 +105,8 @@ def _iso(value: datetime | None) -> str | None:
 
 def case_summary(case: dict[str, Any]) -> dict[str, Any]:
     """A case as events and answers carry it (without its steps)."""
+    updated, closed = case["updated_at"], case["closed_at"]
+    updated_at = _iso(updated)
     return {
         "id": case["id"],
         "kind": case["kind"],
@@ -119,8 +121,8 @@ def case_summary(case: dict[str, Any]) -> dict[str, Any]:
         "sla_hours": case["sla_hours"],
         "sla_due_at": _iso(case["sla_due_at"]),
         "created_at": _iso(case["created_at"]),
-        "updated_at": _iso(case["updated_at"]),
-        "closed_at": _iso(case["closed_at"]),
+        "updated_at": updated_at,
+        "closed_at": updated_at if closed is updated else _iso(closed),  # closed by its last transition
         "outcome_reason": case["outcome_reason"],
         "version": case["version"],
     }
@@ -171,6 +173,7 @@ class Transition:
     case: dict[str, Any]  # as read, at the version the write names
     values: dict[str, Any]  # the case row's new column values
     after: dict[str, Any]  # the case as it is once written
+    summary: dict[str, Any]  # `after`'s `case_summary`, as the events carry it (not to be changed)
     steps: list[Step]  # in the order they happened (one, or two for `then`)
     audits: list[dict[str, Any]]  # one per step
     events: list[dict[str, Any]]
@@ -237,6 +240,7 @@ def plan(
         case=case,
         values=values,
         after=after,
+        summary=summary,
         steps=[step],
         audits=[audit],
         events=events,
@@ -257,6 +261,7 @@ def then(first: Transition, second: Transition) -> Transition:
         case=first.case,
         values={**first.values, **second.values},
         after=second.after,
+        summary=second.summary,
         steps=first.steps + second.steps,
         audits=first.audits + second.audits,
         events=first.events + second.events,

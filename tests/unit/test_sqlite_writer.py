@@ -108,6 +108,31 @@ async def test_what_one_turn_hands_over_is_one_transaction_on_the_loop_thread(tm
     await writer.close()
 
 
+async def test_a_read_runs_on_the_loops_connection_between_transactions(tmp_path: Path) -> None:
+    path = make_table(tmp_path / "w.db")
+    writer = SqliteWriter(path)
+    used: list[sqlite3.Connection] = []
+
+    def insert_and_note(connection: sqlite3.Connection, batch: Sequence[int]) -> list[None]:
+        used.append(connection)
+        connection.executemany("INSERT INTO t (v) VALUES (?)", [(v,) for v in batch])
+        return [None for _ in batch]
+
+    await writer.submit(insert_and_note, 5)
+    seen = writer.read(lambda connection: (connection, connection.in_transaction, values_of(connection)))
+    assert seen == (used[0], False, [5])  # the writer's connection, outside any transaction, its commit seen
+    with pytest.raises(sqlite3.OperationalError):
+        writer.read(lambda connection: connection.execute("SELECT nothing FROM t"))
+    await writer.submit(insert_and_note, 6)  # after an error, a connection of its own again
+    assert used[1] is not used[0]
+    assert writer.read(values_of) == [5, 6]
+    await writer.close()
+
+
+def values_of(connection: sqlite3.Connection) -> list[int]:
+    return [v for (v,) in connection.execute("SELECT v FROM t ORDER BY id")]
+
+
 async def test_what_is_handed_over_within_the_linger_turns_shares_one_transaction(tmp_path: Path) -> None:
     path = make_table(tmp_path / "w.db")
     writer = SqliteWriter(path)

@@ -21,6 +21,7 @@ from service.db.models import (
     ExceptionRecord,
     OutboxEvent,
 )
+from service.db.sqlite_writer import SqliteWriter
 from service.workflow.store import MAX_BATCH, CaseStore
 from service.workflow.writes import Stale, case_binds, for_sqlite, plan, then, write_sqlite
 from tests.workflow.conftest import START
@@ -221,6 +222,21 @@ async def test_sqlite_transitions_written_together_write_each_once(db_engine: As
         assert await _count(db_engine, OutboxEvent, subject=f"transfer:{case_id}") == 1
         case, _request, _steps = await store.read(case_id) or pytest.fail("no case")
         assert (case["status"], case["version"]) == ("approved", 1)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_sqlite_reads_go_on_the_writers_connection_or_else_on_the_stores_own(
+    db_engine: AsyncEngine, tmp_path: Any
+) -> None:
+    await _seed(db_engine, "c-1")
+    path = db_engine.url.database or pytest.fail("no file")
+    store = CaseStore(db_engine, path, SqliteWriter(path))
+    assert await store.read("c-1") is not None and store._reader is None
+    # a writer whose connection cannot read the case (here: another file, without the table)
+    store = CaseStore(db_engine, path, SqliteWriter(str(tmp_path / "other.db")))
+    case, _request, _steps = await store.read("c-1") or pytest.fail("no case")
+    assert case["id"] == "c-1" and store._reader is not None
+    store.close()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
