@@ -42,7 +42,6 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from operator import attrgetter, itemgetter
 from typing import Any
 
 import msgspec
@@ -56,19 +55,27 @@ from service.db.sqlite_writer import SqliteWriter
 from service.decisions.ids import new_decision_id
 from service.workflow.batches import Batches
 from service.workflow.exceptions import SYSTEM
-from service.workflow.writes import STUCK, Stale, Step, Transition, role_rows
+from service.workflow.writes import (
+    AUDIT_COLUMNS,
+    EVENT_COLUMNS,
+    STEP_COLUMNS,
+    STUCK,
+    Stale,
+    Step,
+    Transition,
+    audit_values,
+    event_values,
+    role_rows,
+    step_values,
+)
 
 _CASES: Table = ApprovalCase.__table__  # type: ignore[assignment]
 _STEPS: Table = ApprovalStep.__table__  # type: ignore[assignment]
 _AUDIT_LOG: Table = AuditEntry.__table__  # type: ignore[assignment]
 _OUTBOX: Table = OutboxEvent.__table__  # type: ignore[assignment]
 _ROLES: Table = ApprovalCaseRole.__table__  # type: ignore[assignment]
-# the columns a transition writes of each table
-_STEP = ("case_id", "at", "action", "actor", "role", "comment", "detail")
-_AUDIT = ("at", "actor", "action", "subject", "detail", "note")
-_EVENT = ("event_id", "kind", "subject", "payload", "created_at")
+# the inbox rows' key columns a transition deletes by
 _ROLE = ("case_id", "role", "created_at")
-_step_values, _audit_values, _event_values = attrgetter(*_STEP), itemgetter(*_AUDIT), itemgetter(*_EVENT)
 CASE_NAMES = tuple(c.name for c in _CASES.columns)
 _TIMES = ("sla_due_at", "created_at", "updated_at", "closed_at")
 _JSON = ("approvers", "escalation")
@@ -372,13 +379,13 @@ class CaseStore:
         ]
         # a filter on the scan of the rows, that keeps their order (no join, and no sort after it)
         moved = "v.case_id = ANY ((SELECT ids FROM c_ids)::VARCHAR[])"
-        steps = [_step_values(s) for t in ts for s in t.steps]
-        audits = [(t.case["id"], *_audit_values(a)) for t in ts for a in t.audits]
-        events = [(t.case["id"], *_event_values(e)) for t in ts for e in t.events]
+        steps = [step_values(s) for t in ts for s in t.steps]
+        audits = [(t.case["id"], *audit_values(a)) for t in ts for a in t.audits]
+        events = [(t.case["id"], *event_values(e)) for t in ts for e in t.events]
         for part, table, written, listed in (
-            ("c_step", _STEPS, _STEP, steps),
-            ("c_audit", _AUDIT_LOG, _AUDIT, audits),
-            ("c_events", _OUTBOX, _EVENT, events),
+            ("c_step", _STEPS, STEP_COLUMNS, steps),
+            ("c_audit", _AUDIT_LOG, AUDIT_COLUMNS, audits),
+            ("c_events", _OUTBOX, EVENT_COLUMNS, events),
         ):
             if not listed:  # a transition has its step and audit row; it may have no event
                 continue

@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from sqlalchemy import Table, delete, insert, update
@@ -42,16 +42,19 @@ from service.workflow.exceptions import SYSTEM, clear_exception, resolved_payloa
 STUCK = "stuck_approval"
 STUCK_MARGIN = timedelta(minutes=5)  # clocks of hosts differ by less: a case due this soon may be stuck
 _CASES: Table = ApprovalCase.__table__  # type: ignore[assignment]
-_STEP_COLUMNS = ("case_id", "at", "action", "actor", "role", "comment", "detail")
-_AUDIT_COLUMNS = ("at", "actor", "action", "subject", "detail", "note")
-_EVENT_COLUMNS = ("event_id", "kind", "subject", "payload", "created_at")
+# the columns a transition writes of its steps, audit rows and outbox events (both ways of writing it)
+STEP_COLUMNS = ("case_id", "at", "action", "actor", "role", "comment", "detail")
+AUDIT_COLUMNS = ("at", "actor", "action", "subject", "detail", "note")
+EVENT_COLUMNS = ("event_id", "kind", "subject", "payload", "created_at")
 _ROLE_COLUMNS = ("case_id", "role", "status", "kind", "created_at")
-_STEPS = BatchInsert(ApprovalStep.__table__, _STEP_COLUMNS)  # type: ignore[arg-type]
-_AUDIT = BatchInsert(AuditEntry.__table__, _AUDIT_COLUMNS)  # type: ignore[arg-type]
-_EVENTS = BatchInsert(OutboxEvent.__table__, _EVENT_COLUMNS)  # type: ignore[arg-type]
+_STEPS = BatchInsert(ApprovalStep.__table__, STEP_COLUMNS)  # type: ignore[arg-type]
+_AUDIT = BatchInsert(AuditEntry.__table__, AUDIT_COLUMNS)  # type: ignore[arg-type]
+_EVENTS = BatchInsert(OutboxEvent.__table__, EVENT_COLUMNS)  # type: ignore[arg-type]
 _ROLES = BatchInsert(ApprovalCaseRole.__table__, _ROLE_COLUMNS)  # type: ignore[arg-type]
-_audit_values = itemgetter(*_AUDIT_COLUMNS)  # an audit row's values in `_AUDIT` order, as one tuple
-_event_values = itemgetter(*_EVENT_COLUMNS)
+# a step's, an audit row's and an event's values in those columns' order, as one tuple
+step_values = attrgetter(*STEP_COLUMNS)
+audit_values = itemgetter(*AUDIT_COLUMNS)
+event_values = itemgetter(*EVENT_COLUMNS)
 # by the row's whole key, read from the case: one seek of the table's one b-tree
 _DELETE_ROLE = (
     "DELETE FROM approval_case_roles WHERE role = ? AND status = ? AND created_at = ? AND case_id = ?"
@@ -321,11 +324,10 @@ def for_sqlite(t: Transition, binds: ColumnBinds) -> SqliteTransition:
     sets = ", ".join(f"{name} = ?" for name in names)
     dialect = binds.dialect
     params = [binds(name, t.values[name]) for name in names]
-    step_rows = [(s.case_id, s.at, s.action, s.actor, s.role, s.comment, s.detail) for s in t.steps]
     rows = {
-        "steps": (_STEPS, *_STEPS.prepared(dialect, step_rows)),
-        "audit": (_AUDIT, *_AUDIT.prepared(dialect, list(map(_audit_values, t.audits)))),
-        "events": (_EVENTS, *_EVENTS.prepared(dialect, list(map(_event_values, t.events)))),
+        "steps": (_STEPS, *_STEPS.prepared(dialect, list(map(step_values, t.steps)))),
+        "audit": (_AUDIT, *_AUDIT.prepared(dialect, list(map(audit_values, t.audits)))),
+        "events": (_EVENTS, *_EVENTS.prepared(dialect, list(map(event_values, t.events)))),
     }
     roles = None
     if t.roles is not None:
