@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, Parameter
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, select
 
 from service.api import decisions as api_decisions
 from service.api import exceptions as api_exceptions
@@ -28,7 +28,7 @@ from service.console.web import (
     same_roles,
     secure,
 )
-from service.db.base import aware
+from service.db.base import aware, equal_as_range
 from service.db.models import SimulationRow
 from service.db.models.stock import ReservationRecord, StockEventRecord
 from service.decisions.explain import Recomputed, recompute_candidates
@@ -164,13 +164,12 @@ def held_reservations() -> Select[ReservationRecord]:
 
 
 def sku_events(sku: str) -> Select[StockEventRecord]:
-    """A page of the SKU's newest stock events: an index range."""
-    # `sku = X` written as one range, `sku <= X AND (sku, applied_at_ms) >= (X, min)`: without
-    # statistics PostgreSQL takes the equality for a few rows and sorted all of them (as exceptions.listing)
+    """A page of the SKU's newest stock events: a range of the index of (sku, applied_at_ms)
+    (`equal_as_range`)."""
     events = StockEventRecord
     return (
         select(events)
-        .where(events.sku <= sku, tuple_(events.sku, events.applied_at_ms) >= (sku, -(2**63)))
+        .where(*equal_as_range(events.sku, events.applied_at_ms, sku, -(2**63)))
         .order_by(events.sku.desc(), events.applied_at_ms.desc())
         .limit(PER_PAGE)
     )

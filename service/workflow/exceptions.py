@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select, tuple_, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.base import aware
+from service.db.base import aware, equal_as_range
 from service.db.models import ExceptionRecord
 from service.decisions.ids import new_decision_id
 from service.security.audit import audit
@@ -254,9 +254,7 @@ def listing(wanted: ExceptionFilter) -> Select[ExceptionRecord]:
     """Newest first, `limit + 1` rows (the extra one says whether a next page exists).
 
     By kind (or else by location) the records are read newest first from the index of (that column, id),
-    as one range: `col <= X AND (col, id) >= (X, '')` (or `< (X, cursor)`), which is `col = X` (and
-    `id < cursor`). Without statistics PostgreSQL takes `col = X` for a few rows and sorted every record
-    of X instead; a one-sided range and a row comparison it takes for many, and reads them in order.
+    the equality (and the cursor) written as one range of it (`equal_as_range`).
     """
     query = select(ExceptionRecord)
     record = ExceptionRecord
@@ -273,10 +271,7 @@ def listing(wanted: ExceptionFilter) -> Select[ExceptionRecord]:
             query = query.where(record.id < wanted.before_id)
     else:
         order = [column.desc(), record.id.desc()]
-        if wanted.before_id is not None:
-            query = query.where(column >= value, tuple_(column, record.id) < (value, wanted.before_id))
-        else:
-            query = query.where(column <= value, tuple_(column, record.id) >= (value, ""))
+        query = query.where(*equal_as_range(column, record.id, value, "", wanted.before_id))
     if wanted.state is not None:
         query = query.where(record.state == wanted.state)
     if wanted.opened_before is not None:
