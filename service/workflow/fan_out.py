@@ -256,7 +256,8 @@ async def hold_mark(session: AsyncSession, postgres: bool, idle_seconds: float) 
         row = (await session.execute(touch)).first()
         if row is not None:
             return True, decode_mark(row[0])
-    # no row (a database migrated before it had one): make it, unless another round's insert came first
+    # no row given: on PostgreSQL another round holds it (the insert then finds it there), or there is none
+    # (a schema made without the migration): make it, unless another round's insert came first
     dialect = postgresql if postgres else sqlite
     made = dialect.insert(MARK).values(id=1, mark=None).on_conflict_do_nothing().returning(MARK.c.id)
     return (await session.execute(made)).first() is not None, None
